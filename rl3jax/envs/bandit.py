@@ -1,0 +1,83 @@
+"""Bernoulli bandits as one-step MDPs (SPEC §3): state 0 'ready' → any arm → state 1 (absorbing); TH = 1."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from gymnax.environments import spaces
+
+from rl3jax.envs.base import RL3Defaults, TaskEnv
+
+
+@struct.dataclass
+class BanditState:
+    time: jax.Array
+    pos: jax.Array  # 0 ready, 1 pulled (absorbing)
+
+
+@struct.dataclass
+class BanditTask:
+    probs: jax.Array  # (k,) success probabilities; may leave [0, 1] out of distribution
+    num_arms: int = struct.field(pytree_node=False, default=5)
+    max_steps_in_episode: int = struct.field(pytree_node=False, default=1)
+
+
+class BernoulliBandit(TaskEnv):
+    """k-armed Bernoulli bandit; ``variant='ood'`` draws p ~ N(0.5, 0.5), unclipped."""
+
+    num_states = 2
+    rl3_defaults = RL3Defaults(q_denom=1.0, alpha_laplace=0.1, epsilon=0.01, max_sweeps=None,
+                               warm_start=False, known_states="all")
+
+    def __init__(self, num_arms: int = 5, variant: str = "train"):
+        if variant not in ("train", "ood"):
+            raise ValueError(f"bandit variant {variant!r} is not one of 'train', 'ood'")
+        if num_arms < 2:
+            raise ValueError(f"num_arms must be >= 2, got {num_arms}")
+        self.num_arms = num_arms
+        self.variant = variant
+
+    @property
+    def name(self) -> str:
+        return f"bandit{self.num_arms}" + ("" if self.variant == "train" else f"-{self.variant}")
+
+    @property
+    def default_params(self) -> BanditTask:
+        return BanditTask(probs=jnp.full((self.num_arms,), 0.5), num_arms=self.num_arms)
+
+    @property
+    def num_actions(self) -> int:
+        return self.num_arms
+
+    def sample_task(self, key: jax.Array) -> BanditTask:
+        if self.variant == "ood":
+            probs = 0.5 + 0.5 * jax.random.normal(key, (self.num_arms,))
+        else:
+            probs = jax.random.uniform(key, (self.num_arms,))
+        return BanditTask(probs=probs, num_arms=self.num_arms)
+
+    def reset_env(self, key, params):
+        state = BanditState(time=jnp.int32(0), pos=jnp.int32(0))
+        return self.get_obs(state, params), state
+
+    def step_env(self, key, state, action, params):
+        # u < p: p < 0 never pays, p > 1 always pays (the unclipped OOD variant)
+        reward = (jax.random.uniform(key) < params.probs[action]).astype(jnp.float32)
+        new = BanditState(time=state.time + 1, pos=jnp.int32(1))
+        return self.get_obs(new, params), new, reward, jnp.asarray(True), {}
+
+    def get_obs(self, state, params=None, key=None):
+        return jax.nn.one_hot(state.pos, 2)
+
+    def state_index(self, state, params):
+        return state.pos
+
+    def is_terminated(self, state, params):
+        return state.pos == 1
+
+    def action_space(self, params=None):
+        return spaces.Discrete(self.num_arms)
+
+    def observation_space(self, params=None):
+        return spaces.Box(0.0, 1.0, (2,))

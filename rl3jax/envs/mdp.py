@@ -1,0 +1,97 @@
+"""Random tabular MDPs (SPEC §3): T(·|s,a) ~ Dirichlet(α·1), R(s,a) = 1 + N(0,1), noisy observed rewards."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from gymnax.environments import spaces
+
+from rl3jax.envs.base import RL3Defaults, TaskEnv
+
+VARIANTS = ("train", "alpha0.25", "det-rewards")
+
+
+@struct.dataclass
+class MDPState:
+    time: jax.Array
+    pos: jax.Array
+
+
+@struct.dataclass
+class MDPTask:
+    transitions: jax.Array  # (S, A, S) rows sum to 1
+    mean_rewards: jax.Array  # (S, A)
+    reward_noise: jax.Array  # scalar std of the observed reward around its mean (1, or 0 for det-rewards)
+    num_states: int = struct.field(pytree_node=False, default=10)
+    num_actions: int = struct.field(pytree_node=False, default=5)
+    max_steps_in_episode: int = struct.field(pytree_node=False, default=10)
+
+
+class RandomMDP(TaskEnv):
+    """Random tabular MDP family. Variants: ``alpha0.25`` (sparser Dirichlet), ``det-rewards`` (R ~ U(0,2), no noise)."""
+
+    rl3_defaults = RL3Defaults(q_denom=10.0, alpha_laplace=0.1, epsilon=0.01, max_sweeps=None,
+                               warm_start=False, known_states="all")
+
+    def __init__(self, num_states: int = 10, num_actions: int = 5, task_horizon: int = 10,
+                 variant: str = "train"):
+        if variant not in VARIANTS:
+            raise ValueError(f"mdp variant {variant!r} is not one of {', '.join(map(repr, VARIANTS))}")
+        for n, v in (("num_states", num_states), ("num_actions", num_actions), ("task_horizon", task_horizon)):
+            if v < 1:
+                raise ValueError(f"{n} must be >= 1, got {v}")
+        self.num_states = num_states
+        self._num_actions = num_actions
+        self.task_horizon = task_horizon
+        self.variant = variant
+        self.dirichlet_alpha = 0.25 if variant == "alpha0.25" else 1.0
+
+    @property
+    def name(self) -> str:
+        return "mdp" + ("" if self.variant == "train" else f"-{self.variant}")
+
+    @property
+    def num_actions(self) -> int:
+        return self._num_actions
+
+    def _task(self, transitions, mean_rewards, noise):
+        return MDPTask(transitions=transitions, mean_rewards=mean_rewards, reward_noise=jnp.float32(noise),
+                       num_states=self.num_states, num_actions=self._num_actions,
+                       max_steps_in_episode=self.task_horizon)
+
+    @property
+    def default_params(self) -> MDPTask:
+        s, a = self.num_states, self._num_actions
+        return self._task(jnp.full((s, a, s), 1.0 / s), jnp.ones((s, a)), 1.0)
+
+    def sample_task(self, key: jax.Array) -> MDPTask:
+        k_t, k_r = jax.random.split(key)
+        s, a = self.num_states, self._num_actions
+        transitions = jax.random.dirichlet(k_t, jnp.full((s,), self.dirichlet_alpha), (s, a))
+        if self.variant == "det-rewards":
+            return self._task(transitions, jax.random.uniform(k_r, (s, a), maxval=2.0), 0.0)
+        return self._task(transitions, 1.0 + jax.random.normal(k_r, (s, a)), 1.0)
+
+    def reset_env(self, key, params):
+        state = MDPState(time=jnp.int32(0), pos=jnp.int32(0))
+        return self.get_obs(state, params), state
+
+    def step_env(self, key, state, action, params):
+        k_s, k_r = jax.random.split(key)
+        nxt = jax.random.categorical(k_s, jnp.log(params.transitions[state.pos, action]))
+        reward = params.mean_rewards[state.pos, action] + params.reward_noise * jax.random.normal(k_r)
+        new = MDPState(time=state.time + 1, pos=nxt.astype(jnp.int32))
+        return self.get_obs(new, params), new, reward, jnp.asarray(False), {}
+
+    def get_obs(self, state, params=None, key=None):
+        return jax.nn.one_hot(state.pos, self.num_states)
+
+    def state_index(self, state, params):
+        return state.pos
+
+    def action_space(self, params=None):
+        return spaces.Discrete(self._num_actions)
+
+    def observation_space(self, params=None):
+        return spaces.Box(0.0, 1.0, (self.num_states,))

@@ -1,0 +1,183 @@
+"""The RL³ object-level Q-estimator (SPEC §2): a learned tabular model and value iteration after every step.
+
+Pure functions over an ``EstimatorState`` pytree of fixed shape, so the estimator lives inside the
+environment state and ``vmap`` runs it for thousands of tasks. The model is dense over S concrete states
+(S×A×S counts), which is exact and cheap for bandits (S=2) and MDPs (S=10); states not yet known (grids) are
+masked out, so K, the number of known states, can grow during a task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+MODES = ("fresh", "entered")
+
+
+@struct.dataclass
+class EstimatorState:
+    n_sa: jax.Array  # (S, A) visit counts N(s,a)
+    n_sas: jax.Array  # (S, A, S) transition counts N(s,a,s')
+    r_mean: jax.Array  # (S, A, S) running mean of observed rewards
+    r2_mean: jax.Array  # (S, A, S) running mean of squared rewards (standard errors)
+    absorbing: jax.Array  # (S,) bool: reached with the task's terminal flag
+    known: jax.Array  # (S,) bool: states in the model (all, or visited so far)
+    q: jax.Array  # (S, A) latest value-iteration solution
+    q_se: jax.Array  # (S, A) standard errors of q (zeros unless enabled)
+    shown_q: jax.Array  # (S, A) Q of a state as last refreshed on entering it ('entered' mode cache)
+    shown_q_se: jax.Array  # (S, A)
+    sweeps: jax.Array  # () int32: sweeps used by the latest solve (diagnostics)
+
+
+@dataclasses.dataclass(frozen=True)
+class QEstimator:
+    """Configuration plus pure ``init`` / ``update`` / ``features`` functions (hashable, jit-static)."""
+
+    num_states: int
+    num_actions: int
+    gamma: float = 0.95
+    alpha_laplace: float = 0.1
+    epsilon: float = 0.01
+    max_sweeps: int = 10
+    warm_start: bool = False
+    mode: str = "fresh"
+    std_errors: bool = False
+    q_denom: float = 1.0
+    known_states: str = "all"
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"estimator mode {self.mode!r} is not one of {MODES}")
+        if self.known_states not in ("all", "visited"):
+            raise ValueError(f"known_states {self.known_states!r} is not one of ('all', 'visited')")
+        if self.max_sweeps < 1:
+            raise ValueError(f"max_sweeps must be >= 1, got {self.max_sweeps}")
+        if not 0.0 <= self.gamma < 1.0:
+            raise ValueError(f"gamma must be in [0, 1), got {self.gamma}")
+        if self.alpha_laplace <= 0.0:
+            raise ValueError(f"alpha_laplace must be > 0, got {self.alpha_laplace}")
+
+    @property
+    def feature_dim(self) -> int:
+        """advantages (n) + value (1) + std errors (n + 1) + counts (n)."""
+        return 3 * self.num_actions + 2
+
+    def init(self, start_state: jax.Array) -> EstimatorState:
+        s, a = self.num_states, self.num_actions
+        zeros_sas = jnp.zeros((s, a, s), jnp.float32)
+        if self.known_states == "all":
+            known = jnp.ones((s,), bool)
+        else:
+            known = jnp.arange(s) == start_state
+        return EstimatorState(
+            n_sa=jnp.zeros((s, a), jnp.float32), n_sas=zeros_sas, r_mean=zeros_sas, r2_mean=zeros_sas,
+            absorbing=jnp.zeros((s,), bool), known=known,
+            q=jnp.zeros((s, a), jnp.float32), q_se=jnp.zeros((s, a), jnp.float32),
+            shown_q=jnp.zeros((s, a), jnp.float32), shown_q_se=jnp.zeros((s, a), jnp.float32),
+            sweeps=jnp.int32(0))
+
+    # ----------------------------------------------------------------------------------------------- model
+    def record(self, est: EstimatorState, s, a, r, s_next, terminal) -> EstimatorState:
+        """Adds one real transition to the learned model (counts, running reward means, absorbing, known)."""
+        n = est.n_sas[s, a, s_next] + 1.0
+        r = jnp.asarray(r, jnp.float32)
+        return est.replace(
+            n_sa=est.n_sa.at[s, a].add(1.0),
+            n_sas=est.n_sas.at[s, a, s_next].set(n),
+            r_mean=est.r_mean.at[s, a, s_next].add((r - est.r_mean[s, a, s_next]) / n),
+            r2_mean=est.r2_mean.at[s, a, s_next].add((r * r - est.r2_mean[s, a, s_next]) / n),
+            absorbing=est.absorbing.at[s_next].set(est.absorbing[s_next] | terminal),
+            known=est.known.at[s_next].set(True),
+        )
+
+    def model(self, est: EstimatorState):
+        """T̂(s'|s,a), R̂(s,a,s') and their standard errors (SPEC §2.1, §2.3), dense (S, A, S)."""
+        s_num = self.num_states
+        known = est.known.astype(jnp.float32)
+        k = known.sum()
+        alpha = self.alpha_laplace
+        tried = est.n_sa > 0
+        denom = est.n_sa + alpha * k
+        t_tried = (est.n_sas + alpha * known[None, None, :]) / denom[..., None]
+        t_untried = jnp.broadcast_to(known / k, t_tried.shape)
+        t_hat = jnp.where(tried[..., None], t_tried, t_untried)
+        eye = jnp.eye(s_num, dtype=jnp.float32)[:, None, :]
+        absorbing = est.absorbing[:, None, None]
+        t_hat = jnp.where(absorbing, jnp.broadcast_to(eye, t_hat.shape), t_hat)
+        seen = est.n_sas > 0
+        r_hat = jnp.where(seen & ~absorbing, est.r_mean, 0.0)
+        if not self.std_errors:
+            return t_hat, r_hat, None, None
+        t_se = jnp.where(tried[..., None], jnp.sqrt(t_hat * (1.0 - t_hat) / denom[..., None]),
+                         jnp.sqrt(1.0 / 12.0))
+        t_se = jnp.where(absorbing, 0.0, t_se * known[None, None, :])
+        var_pop = jnp.maximum(est.r2_mean - est.r_mean ** 2, 0.0)
+        r_se = jnp.where(est.n_sas > 1, jnp.sqrt(var_pop) / jnp.sqrt(jnp.maximum(est.n_sas - 1.0, 1.0)), 1.0)
+        r_se = jnp.where(absorbing, 0.0, r_se * known[None, None, :])
+        return t_hat, r_hat, t_se, r_se
+
+    # --------------------------------------------------------------------------------- value iteration
+    def solve(self, est: EstimatorState, q0: jax.Array) -> EstimatorState:
+        """Synchronous value iteration from ``q0``: at most ``max_sweeps`` sweeps, stop once max|ΔQ| < ε.
+
+        Written as a while loop on one task; under ``vmap`` JAX runs it until the slowest task has
+        converged and freezes the finished ones, which is exactly the per-task semantics.
+        """
+        t_hat, r_hat, t_se, r_se = self.model(est)
+        gamma = self.gamma
+        row_mask = est.known[:, None]
+
+        def sweep(q, e_q):
+            v = q.max(axis=1)
+            x = r_hat + gamma * v[None, None, :]
+            q_new = jnp.where(row_mask, jnp.einsum("sat,sat->sa", t_hat, x), 0.0)
+            if not self.std_errors:
+                return q_new, e_q
+            greedy = jnp.argmax(q, axis=1)
+            e_v = jnp.take_along_axis(e_q, greedy[:, None], axis=1)[:, 0]
+            var_x = r_se ** 2 + (gamma * e_v[None, None, :]) ** 2
+            var_t = t_se ** 2
+            var_q = (t_hat ** 2 * var_x + x ** 2 * var_t + var_x * var_t).sum(-1)
+            return q_new, jnp.where(row_mask, jnp.sqrt(var_q), 0.0)
+
+        def cond(carry):
+            i, _, _, delta = carry
+            return (i < self.max_sweeps) & (delta >= self.epsilon)
+
+        def body(carry):
+            i, q, e_q, _ = carry
+            q_new, e_new = sweep(q, e_q)
+            return i + 1, q_new, e_new, jnp.max(jnp.abs(q_new - q))
+
+        init = (jnp.int32(0), q0, jnp.zeros_like(q0) if not self.warm_start else est.q_se, jnp.float32(jnp.inf))
+        sweeps, q, q_se, _ = jax.lax.while_loop(cond, body, init)
+        return est.replace(q=q, q_se=q_se, sweeps=sweeps)
+
+    def update(self, est: EstimatorState, s, a, r, s_next, terminal) -> EstimatorState:
+        """Record a real step, re-solve, and refresh the 'entered' cache of the state it entered."""
+        grew = ~est.known[s_next]
+        est = self.record(est, s, a, r, s_next, terminal)
+        if self.warm_start:
+            q0 = jnp.where(grew, jnp.zeros_like(est.q), est.q)
+            est = est.replace(q_se=jnp.where(grew, 0.0, est.q_se))
+        else:
+            q0 = jnp.zeros_like(est.q)
+        est = self.solve(est, q0)
+        return est.replace(shown_q=est.shown_q.at[s_next].set(est.q[s_next]),
+                           shown_q_se=est.shown_q_se.at[s_next].set(est.q_se[s_next]))
+
+    # -------------------------------------------------------------------------------------- features
+    def features(self, est: EstimatorState, s) -> jax.Array:
+        """Policy-input blocks for current state ``s``: advantages, value, std errors, counts (SPEC §1)."""
+        if self.mode == "fresh":
+            q, q_se = est.q[s], est.q_se[s]
+        else:
+            q, q_se = est.shown_q[s], est.shown_q_se[s]
+        greedy = jnp.argmax(q)
+        v = q[greedy]
+        v_se = q_se[greedy]
+        d = self.q_denom
+        return jnp.concatenate([(q - v) / d, v[None] / d, q_se / d, v_se[None] / d, est.n_sa[s] / 10.0])

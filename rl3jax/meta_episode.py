@@ -1,0 +1,112 @@
+"""The meta-episode (trial) wrapper of SPEC §1: one task, H steps, task episodes chained back to back.
+
+``MetaEnv`` follows gymnax's ``reset(key, params) / step(key, state, action, params)`` with the *task* as
+params. Its state carries the task environment's state, the time counters, the previous action and reward,
+the running return and (RL³) the Q-estimator state; its observation is the policy input with the blocks of
+SPEC §1 in order. A task episode ends at an absorbing state or after TH steps and is reset at once (same
+task), so the terminal state is never shown. Only step H ends the meta-episode.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from rl3jax.envs.base import TaskEnv
+from rl3jax.estimator import EstimatorState, QEstimator
+
+
+@struct.dataclass
+class MetaState:
+    env_state: Any  # the task environment's state
+    t: jax.Array  # meta-steps taken so far
+    tau: jax.Array  # steps taken in the current task episode
+    prev_action: jax.Array  # -1 before the first step
+    prev_reward: jax.Array
+    episode_return: jax.Array  # undiscounted sum of rewards so far
+    task_obs: jax.Array  # the task observation currently shown
+    est: EstimatorState | None  # RL³ only
+
+
+class MetaEnv:
+    """Wraps a task family (or any gymnax env with flat observations) into H-step meta-episodes."""
+
+    def __init__(self, env, horizon: int, estimator: QEstimator | None = None):
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        if estimator is not None and getattr(env, "num_states", None) is None:
+            raise ValueError(f"RL³ needs a tabular task family with discrete states; {env.name} has none "
+                             "(use algo 'rl2' for gymnax environments)")
+        self.env = env
+        self.horizon = horizon
+        self.estimator = estimator
+        params = env.default_params
+        self.num_actions = int(env.num_actions)
+        self.task_obs_dim = int(jnp.size(jnp.zeros(env.observation_space(params).shape)))
+        self.obs_dim = self.num_actions + 4 + self.task_obs_dim + (estimator.feature_dim if estimator else 0)
+
+    # -------------------------------------------------------------------------------------- helpers
+    def task_horizon(self, params) -> int:
+        """TH: the task's own episode length (``max_steps_in_episode``; grids set it to H)."""
+        return int(getattr(params, "max_steps_in_episode", self.horizon))
+
+    def sample_task(self, key: jax.Array):
+        if hasattr(self.env, "sample_task"):
+            return self.env.sample_task(key)
+        return self.env.default_params  # gymnax env: a task is whatever its reset draws
+
+    def _state_index(self, env_state, params):
+        return self.env.state_index(env_state, params)
+
+    def observation(self, state: MetaState, params) -> jax.Array:
+        """Policy input (SPEC §1): prev action, prev reward, first flag, t/H, τ/TH, task obs, [RL³ blocks]."""
+        n = self.num_actions
+        first = (state.t == 0).astype(jnp.float32)
+        prev_a = jnp.where(state.prev_action >= 0, jax.nn.one_hot(state.prev_action, n), jnp.zeros((n,)))
+        parts = [prev_a, state.prev_reward[None], first[None],
+                 jnp.stack([state.t / self.horizon, state.tau / self.task_horizon(params)]).astype(jnp.float32),
+                 state.task_obs.reshape(-1).astype(jnp.float32)]
+        if self.estimator is not None:
+            parts.append(self.estimator.features(state.est, self._state_index(state.env_state, params)))
+        return jnp.concatenate(parts).astype(jnp.float32)
+
+    # --------------------------------------------------------------------------------- gymnax API
+    def reset(self, key: jax.Array, params) -> tuple[jax.Array, MetaState]:
+        task_obs, env_state = self.env.reset_env(key, params)
+        est = None
+        if self.estimator is not None:
+            est = self.estimator.init(self._state_index(env_state, params))
+        state = MetaState(env_state=env_state, t=jnp.int32(0), tau=jnp.int32(0), prev_action=jnp.int32(-1),
+                          prev_reward=jnp.float32(0.0), episode_return=jnp.float32(0.0),
+                          task_obs=jnp.asarray(task_obs, jnp.float32), est=est)
+        return self.observation(state, params), state
+
+    def step(self, key: jax.Array, state: MetaState, action: jax.Array, params):
+        """One real step. Returns (obs, state, reward, done, info); done is True only at step H."""
+        k_step, k_reset = jax.random.split(key)
+        action = jnp.asarray(action, jnp.int32)
+        obs_st, env_st, reward, terminated, _ = self.env.step_env(k_step, state.env_state, action, params)
+        reward = jnp.asarray(reward, jnp.float32)
+        terminated = jnp.asarray(terminated, bool)
+        tau = state.tau + 1
+        episode_over = terminated | (tau >= self.task_horizon(params))
+        est = state.est
+        if self.estimator is not None:
+            s = self._state_index(state.env_state, params)
+            s_next = self._state_index(env_st, params)
+            est = self.estimator.update(est, s, action, reward, s_next, terminated)
+        obs_re, env_re = self.env.reset_env(k_reset, params)
+        env_state = jax.tree.map(lambda r, c: jnp.where(episode_over, r, c), env_re, env_st)
+        task_obs = jnp.where(episode_over, jnp.asarray(obs_re, jnp.float32), jnp.asarray(obs_st, jnp.float32))
+        if self.estimator is not None and self.estimator.known_states == "visited":
+            # the start state after a reset is known (it was visited at the task's start)
+            est = est.replace(known=est.known.at[self._state_index(env_state, params)].set(True))
+        new = MetaState(env_state=env_state, t=state.t + 1, tau=jnp.where(episode_over, 0, tau),
+                        prev_action=action, prev_reward=reward, episode_return=state.episode_return + reward,
+                        task_obs=task_obs, est=est)
+        done = new.t >= self.horizon
+        info = {"task_episode_over": episode_over, "terminated": terminated}
+        return self.observation(new, params), new, reward, done, info
