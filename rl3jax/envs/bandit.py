@@ -76,8 +76,16 @@ class BernoulliBandit(TaskEnv):
     def is_terminated(self, state, params):
         return state.pos == 1
 
+    def true_model(self, params):
+        """(T (S,A,S), expected reward (S,A), absorbing (S,), start state) of one task, for the oracle."""
+        k = self.num_arms
+        t = jnp.zeros((2, k, 2)).at[:, :, 1].set(1.0)
+        r = jnp.stack([jnp.clip(params.probs, 0.0, 1.0), jnp.zeros((k,))])
+        return t, r, jnp.array([False, True]), jnp.int32(0)
+
     def action_space(self, params=None):
         return spaces.Discrete(self.num_arms)
 
     def observation_space(self, params=None):
         return spaces.Box(0.0, 1.0, (2,))
+

@@ -1,0 +1,231 @@
+"""Actor / critic sequence models of SPEC §4: a causal transformer, a GRU and a Markov MLP.
+
+Each model is a ``SequenceModel``: a hashable (jit-static) config with pure functions
+``init`` / ``initial_carry`` / ``step`` (acting, one timestep for B sequences in lockstep) and ``sequence``
+(training, the full causal pass over (B, T, ·)). ``step`` unrolled over time equals ``sequence`` to float
+tolerance; for the transformer this is an incremental key/value cache of fixed size H+1 with positions > t
+masked, so every shape is static.
+
+Initialisation: hidden Dense layers keep flax's default (LeCun normal, zero bias); the output layer is
+orthogonal with a small scale (0.01 by default), so initial logits are near uniform and initial values near
+zero, the usual PPO choice. The positional embedding is N(0, 1), like ``torch.nn.Embedding``. GELU is the
+exact (erf) form, as in PyTorch's transformer layers. LayerNorm epsilon is 1e-5 (PyTorch's default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+KINDS = ("transformer", "gru", "markov")
+
+# Sizes of SPEC §4.
+ENC_HIDDEN = 256  # first input layer (transformer), MLP width (markov)
+D_MODEL = 64  # transformer width; GRU input embedding
+NUM_HEADS = 4
+FF_DIM = 256
+NUM_LAYERS = 2
+GRU_HIDDEN = 256
+LN_EPS = 1e-5
+
+Params = Any
+Carry = Any
+
+_NEG_INF = jnp.finfo(jnp.float32).min
+
+
+def _output_dense(num_outputs: int, scale: float, name: str = "head") -> nn.Dense:
+    return nn.Dense(num_outputs, kernel_init=nn.initializers.orthogonal(scale), name=name)
+
+
+class _DecoderBlock(nn.Module):
+    """Post-LN causal decoder block: x = LN(x + MHA(x)); x = LN(x + FF(x)). No dropout."""
+
+    d_model: int = D_MODEL
+    num_heads: int = NUM_HEADS
+    ff_dim: int = FF_DIM
+
+    def setup(self):
+        self.qkv = nn.Dense(3 * self.d_model, name="qkv")  # fused q, k, v projections
+        self.out = nn.Dense(self.d_model, name="out")
+        self.ln1 = nn.LayerNorm(epsilon=LN_EPS, name="ln1")
+        self.ff1 = nn.Dense(self.ff_dim, name="ff1")
+        self.ff2 = nn.Dense(self.d_model, name="ff2")
+        self.ln2 = nn.LayerNorm(epsilon=LN_EPS, name="ln2")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    def _split_qkv(self, x):
+        qkv = self.qkv(x)
+        qkv = qkv.reshape(*x.shape[:-1], 3, self.num_heads, self.head_dim)
+        return qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
+
+    def _finish(self, x, attn):
+        x = self.ln1(x + self.out(attn.reshape(x.shape)))
+        return self.ln2(x + self.ff2(nn.gelu(self.ff1(x), approximate=False)))
+
+    def __call__(self, x):
+        """Full causal pass: x (B, T, d) -> (B, T, d)."""
+        q, k, v = self._split_qkv(x)  # (B, T, h, hd)
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(self.head_dim)
+        t = x.shape[-2]
+        causal = jnp.tril(jnp.ones((t, t), dtype=bool))
+        weights = jax.nn.softmax(jnp.where(causal, logits, _NEG_INF), axis=-1)
+        attn = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+        return self._finish(x, attn)
+
+    def step(self, x, k_cache, v_cache, t):
+        """One timestep: x (B, d); caches (B, S, h, hd); writes slot t and attends to slots <= t."""
+        q, k, v = self._split_qkv(x)  # (B, h, hd)
+        k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k[:, None], t, axis=1)
+        v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v[:, None], t, axis=1)
+        logits = jnp.einsum("bhd,bshd->bhs", q, k_cache) / math.sqrt(self.head_dim)
+        visible = jnp.arange(k_cache.shape[1]) <= t
+        weights = jax.nn.softmax(jnp.where(visible, logits, _NEG_INF), axis=-1)
+        attn = jnp.einsum("bhs,bshd->bhd", weights, v_cache)
+        return self._finish(x, attn), k_cache, v_cache
+
+
+class Transformer(nn.Module):
+    """SPEC §4 transformer: Dense 256 → Dense 64 → LN → + pos-emb (H+1) → 2 post-LN blocks → relu → Dense."""
+
+    num_outputs: int
+    horizon: int
+    output_scale: float = 0.01
+
+    def setup(self):
+        self.enc1 = nn.Dense(ENC_HIDDEN, name="enc1")
+        self.enc2 = nn.Dense(D_MODEL, name="enc2")
+        self.ln_in = nn.LayerNorm(epsilon=LN_EPS, name="ln_in")
+        self.pos_embedding = self.param(
+            "pos_embedding", nn.initializers.normal(stddev=1.0), (self.horizon + 1, D_MODEL)
+        )
+        self.blocks = [_DecoderBlock(name=f"block{i}") for i in range(NUM_LAYERS)]
+        self.head = _output_dense(self.num_outputs, self.output_scale)
+
+    def _embed(self, x):
+        return self.ln_in(nn.relu(self.enc2(nn.relu(self.enc1(x)))))
+
+    def __call__(self, xs):
+        """xs (B, T, in), T <= H + 1 -> (B, T, n)."""
+        h = self._embed(xs) + self.pos_embedding[: xs.shape[-2]]
+        for block in self.blocks:
+            h = block(h)
+        return self.head(nn.relu(h))
+
+    def step(self, carry, x):
+        t = carry["t"]
+        h = self._embed(x) + jax.lax.dynamic_index_in_dim(self.pos_embedding, t, axis=0, keepdims=False)
+        ks, vs = [], []
+        for i, block in enumerate(self.blocks):
+            h, k, v = block.step(h, carry["k"][i], carry["v"][i], t)
+            ks.append(k)
+            vs.append(v)
+        new_carry = {"k": jnp.stack(ks), "v": jnp.stack(vs), "t": t + 1}
+        return new_carry, self.head(nn.relu(h))
+
+
+class GRU(nn.Module):
+    """SPEC §4 GRU: Dense 64 (relu) → GRUCell(256) → Dense."""
+
+    num_outputs: int
+    output_scale: float = 0.01
+
+    def setup(self):
+        self.enc = nn.Dense(D_MODEL, name="enc")
+        self.cell = nn.GRUCell(features=GRU_HIDDEN, name="cell")
+        self.head = _output_dense(self.num_outputs, self.output_scale)
+
+    def __call__(self, xs):
+        """xs (B, T, in) -> (B, T, n), from a zero hidden state; input and output layers batched over T."""
+        e = nn.relu(self.enc(xs))
+        h0 = jnp.zeros((xs.shape[0], GRU_HIDDEN), e.dtype)
+        scan = nn.scan(
+            lambda cell, c, x: cell(c, x),
+            variable_broadcast="params",
+            split_rngs={"params": False},
+            in_axes=1,
+            out_axes=1,
+        )
+        _, hs = scan(self.cell, h0, e)
+        return self.head(hs)
+
+    def step(self, carry, x):
+        h, _ = self.cell(carry, nn.relu(self.enc(x)))
+        return h, self.head(h)
+
+
+class Markov(nn.Module):
+    """SPEC §4 RL³ (Markov): MLP 256-256 (relu) on the current input only."""
+
+    num_outputs: int
+    output_scale: float = 0.01
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Dense(ENC_HIDDEN, name="fc1")(x))
+        x = nn.relu(nn.Dense(ENC_HIDDEN, name="fc2")(x))
+        return _output_dense(self.num_outputs, self.output_scale)(x)
+
+    def step(self, carry, x):
+        return carry, self(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceModel:
+    """A linen module plus pure ``init`` / ``initial_carry`` / ``step`` / ``sequence`` (hashable, jit-static).
+
+    All B sequences advance in lockstep, so the transformer position is a scalar in the carry.
+    """
+
+    kind: str
+    num_outputs: int
+    horizon: int
+    module: nn.Module
+
+    def init(self, key: jax.Array, input_dim: int) -> Params:
+        """Parameters, created through the ``step`` path (which touches every parameter)."""
+        x = jnp.zeros((1, input_dim), jnp.float32)
+        return self.module.init(key, self.initial_carry(1), x, method=self.module.step)
+
+    def initial_carry(self, batch_size: int) -> Carry:
+        """Transformer: {'k','v': (L, B, H+1, heads, d/heads) zeros, 't': int32 0}; GRU: (B, 256) zeros;
+        markov: a dummy int32 scalar."""
+        if self.kind == "transformer":
+            shape = (NUM_LAYERS, batch_size, self.horizon + 1, NUM_HEADS, D_MODEL // NUM_HEADS)
+            return {
+                "k": jnp.zeros(shape, jnp.float32),
+                "v": jnp.zeros(shape, jnp.float32),
+                "t": jnp.zeros((), jnp.int32),
+            }
+        if self.kind == "gru":
+            return jnp.zeros((batch_size, GRU_HIDDEN), jnp.float32)
+        return jnp.zeros((), jnp.int32)
+
+    def step(self, params: Params, carry: Carry, x: jax.Array) -> tuple[Carry, jax.Array]:
+        """One timestep for B sequences: x (B, in) -> (new carry, out (B, n))."""
+        return self.module.apply(params, carry, x, method=self.module.step)
+
+    def sequence(self, params: Params, xs: jax.Array) -> jax.Array:
+        """Full causal pass from the initial carry: xs (B, T, in), T <= horizon -> (B, T, n)."""
+        return self.module.apply(params, xs)
+
+
+def make_network(kind: str, num_outputs: int, horizon: int, output_scale: float = 0.01) -> SequenceModel:
+    """Build a SPEC §4 network; ``output_scale`` is the orthogonal-init gain of the final layer."""
+    if kind == "transformer":
+        module = Transformer(num_outputs=num_outputs, horizon=horizon, output_scale=output_scale)
+    elif kind == "gru":
+        module = GRU(num_outputs=num_outputs, output_scale=output_scale)
+    elif kind == "markov":
+        module = Markov(num_outputs=num_outputs, output_scale=output_scale)
+    else:
+        raise ValueError(f"unknown network kind {kind!r}; valid kinds are {', '.join(KINDS)}")
+    return SequenceModel(kind=kind, num_outputs=num_outputs, horizon=horizon, module=module)

@@ -1,0 +1,60 @@
+"""Rollouts: every env plays one whole meta-episode of H steps with an incrementally applied policy."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from rl3jax.meta_episode import MetaEnv
+
+
+@struct.dataclass
+class Trajectory:
+    """One meta-episode per env, batch-major: leading axes (E, H)."""
+
+    obs: jax.Array  # (E, H, m) policy inputs
+    actions: jax.Array  # (E, H) int32
+    logp: jax.Array  # (E, H) log π_old(a|·)
+    logits: jax.Array  # (E, H, n) π_old's logits (for the KL early stop)
+    rewards: jax.Array  # (E, H)
+
+
+def sample_tasks(meta_env: MetaEnv, key: jax.Array, num: int):
+    return jax.vmap(meta_env.sample_task)(jax.random.split(key, num))
+
+
+def rollout(meta_env: MetaEnv, policy_step: Callable, policy_carry: Any, tasks, key: jax.Array,
+            greedy: bool = False):
+    """Runs H steps of ``policy_step(carry, obs, meta_state) -> (carry, logits)`` on each task (axis E).
+
+    Learned policies read only ``obs``; the oracle also reads the meta state (it knows the task).
+
+    Returns the trajectory and the final ``MetaState`` (which holds each env's estimator state).
+    """
+    num = jax.tree.leaves(tasks)[0].shape[0]
+    k_reset, k_run = jax.random.split(key)
+    obs, state = jax.vmap(meta_env.reset)(jax.random.split(k_reset, num), tasks)
+    step_env = jax.vmap(meta_env.step)
+
+    def one_step(carry, k):
+        pcarry, obs, state = carry
+        pcarry, logits = policy_step(pcarry, obs, state)
+        k_act, k_env = jax.random.split(k)
+        if greedy:
+            action = jnp.argmax(logits, axis=-1)
+        else:
+            action = jax.random.categorical(k_act, logits)
+        action = action.astype(jnp.int32)
+        logp = jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None], axis=-1)[:, 0]
+        nobs, nstate, reward, _, _ = step_env(jax.random.split(k_env, num), state, action, tasks)
+        return (pcarry, nobs, nstate), (obs, action, logp, logits, reward)
+
+    (_, _, final), (obs_t, act_t, logp_t, logits_t, rew_t) = jax.lax.scan(
+        one_step, (policy_carry, obs, state), jax.random.split(k_run, meta_env.horizon))
+    swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731  (H, E, ...) -> (E, H, ...)
+    traj = Trajectory(obs=swap(obs_t), actions=swap(act_t), logp=swap(logp_t), logits=swap(logits_t),
+                      rewards=swap(rew_t))
+    return traj, final

@@ -1,0 +1,154 @@
+"""The inner loop in purejaxrl's shape: ``make_train(cfg)`` returns pure, jittable functions over one
+``TrainState`` pytree (params, optimiser states, last rollout's env/estimator state, rng, counters).
+
+One PPO iteration = sample ``num_envs`` fresh tasks, play one whole meta-episode on each (SPEC §5), then run
+the PPO update. ``chunk(state, n)`` scans n iterations inside one jit and returns per-iteration scalar
+metrics; the driver (``rl3jax.driver``) loops over chunks on the host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from rl3jax import ppo
+from rl3jax.config import TrainConfig
+from rl3jax.envs.registry import make_env
+from rl3jax.estimator import QEstimator
+from rl3jax.meta_episode import MetaEnv
+from rl3jax.networks import make_network
+from rl3jax.rollout import rollout, sample_tasks
+
+
+@struct.dataclass
+class TrainState:
+    actor_params: Any
+    critic_params: Any
+    actor_opt: Any
+    critic_opt: Any
+    env_state: Any  # final MetaState (incl. RL³ estimator state) of the latest rollout
+    key: jax.Array  # typed PRNG key (stored as key data in checkpoints)
+    iteration: jax.Array  # PPO iterations done (int32)
+    hparams: dict  # per-run numeric hyperparameters as arrays (vmappable for sweeps)
+
+
+def make_estimator(env, cfg: TrainConfig):
+    """The RL³ estimator for a task family, from its SPEC §2 defaults and the config's overrides."""
+    if cfg.algo == "rl2":
+        return None
+    d = env.rl3_defaults
+    if d is None:
+        raise ValueError(f"algo {cfg.algo!r} needs a tabular task family; env {cfg.env!r} has no RL³ model "
+                         "(use --algo rl2)")
+    kw = dict(num_states=env.num_states, num_actions=int(env.num_actions), gamma=cfg.gamma_obj,
+              alpha_laplace=cfg.alpha_laplace if cfg.alpha_laplace is not None else d.alpha_laplace,
+              epsilon=cfg.vi_epsilon if cfg.vi_epsilon is not None else d.epsilon,
+              max_sweeps=cfg.vi_max_sweeps or d.max_sweeps or _task_horizon(env, cfg),
+              warm_start=d.warm_start, mode=cfg.estimator_mode, std_errors=cfg.std_errors,
+              q_denom=d.q_denom, known_states=d.known_states)
+    if hasattr(env, "make_estimator"):  # families with their own (e.g. sparse or abstracted) estimator
+        return env.make_estimator(coarse=cfg.algo == "rl3_coarse", **kw)
+    if cfg.algo == "rl3_coarse":
+        raise ValueError(f"algo 'rl3_coarse' is for grid families, not env {cfg.env!r}")
+    return QEstimator(**kw)
+
+
+def _task_horizon(env, cfg: TrainConfig) -> int:
+    th = getattr(env.default_params, "max_steps_in_episode", None)
+    return int(th) if th is not None and th < cfg.horizon else cfg.horizon
+
+
+def make_meta_env(cfg: TrainConfig) -> MetaEnv:
+    env = make_env(cfg.env, cfg.variant)
+    if hasattr(env, "with_horizon"):  # grids: the task episode has no horizon of its own (TH = H)
+        env = env.with_horizon(cfg.horizon)
+    return MetaEnv(env, cfg.horizon, make_estimator(env, cfg))
+
+
+def ppo_config(cfg: TrainConfig) -> ppo.PPOConfig:
+    return ppo.PPOConfig(
+        gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_eps=cfg.clip_eps, epochs=cfg.epochs,
+        num_minibatches=cfg.num_minibatches, vf_coef=cfg.vf_coef, ent_coef=cfg.ent_coef,
+        ent_schedule=cfg.ent_schedule, total_iters=cfg.iters, target_kl=cfg.target_kl, actor_lr=cfg.lr,
+        critic_lr=cfg.lr, critic_weight_decay=cfg.critic_weight_decay)
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+    """Pure training functions for one config (all jittable; ``cfg`` is static)."""
+
+    cfg: TrainConfig
+    meta_env: MetaEnv
+    actor: Any
+    critic: Any
+    pcfg: Any
+    actor_tx: Any
+    critic_tx: Any
+
+    def init(self, key: jax.Array) -> TrainState:
+        k_a, k_c, k_run, k_env = jax.random.split(key, 4)
+        m = self.meta_env.obs_dim
+        actor_params = self.actor.init(k_a, m)
+        critic_params = self.critic.init(k_c, m)
+        tasks = sample_tasks(self.meta_env, k_env, self.cfg.num_envs)
+        _, env_state = jax.vmap(self.meta_env.reset)(jax.random.split(k_env, self.cfg.num_envs), tasks)
+        return TrainState(actor_params=actor_params, critic_params=critic_params,
+                          actor_opt=self.actor_tx.init(actor_params),
+                          critic_opt=self.critic_tx.init(critic_params), env_state=env_state, key=k_run,
+                          iteration=jnp.int32(0),
+                          hparams={"ent_coef": jnp.float32(self.cfg.ent_coef),
+                                   "gae_lambda": jnp.float32(self.cfg.gae_lambda)})
+
+    def collect(self, actor_params, key):
+        """Fresh tasks, one meta-episode each. Returns (trajectory, final env state)."""
+        k_task, k_roll = jax.random.split(key)
+        tasks = sample_tasks(self.meta_env, k_task, self.cfg.num_envs)
+        step = lambda c, o, _: self.actor.step(actor_params, c, o)  # noqa: E731
+        return rollout(self.meta_env, step, self.actor.initial_carry(self.cfg.num_envs), tasks, k_roll)
+
+    def iteration(self, state: TrainState):
+        """One PPO iteration; returns the new state and a dict of scalar metrics."""
+        key, k_roll, k_upd = jax.random.split(state.key, 3)
+        traj, env_state = self.collect(state.actor_params, k_roll)
+        values = self.critic.sequence(state.critic_params, traj.obs)[..., 0]
+        batch = {"obs": traj.obs, "actions": traj.actions, "logp": traj.logp, "logits": traj.logits,
+                 "values": values, "rewards": traj.rewards}
+        pcfg = self.pcfg.replace(ent_coef=state.hparams["ent_coef"], gae_lambda=state.hparams["gae_lambda"])
+        actor_fn = lambda p, x: self.actor.sequence(p, x)  # noqa: E731
+        critic_fn = lambda p, x: self.critic.sequence(p, x)[..., 0]  # noqa: E731
+        a_p, c_p, a_o, c_o, upd = ppo.ppo_update(
+            k_upd, state.actor_params, state.critic_params, state.actor_opt, state.critic_opt, batch, pcfg,
+            state.iteration, actor_fn, critic_fn)
+        returns = traj.rewards.sum(axis=1)
+        metrics = {"return_mean": returns.mean(), "return_std": returns.std(),
+                   "reward_per_step": traj.rewards.mean(), **upd}
+        if env_state.est is not None:
+            metrics["vi_sweeps"] = env_state.est.sweeps.astype(jnp.float32).mean()
+        new = state.replace(actor_params=a_p, critic_params=c_p, actor_opt=a_o, critic_opt=c_o,
+                            env_state=env_state, key=key, iteration=state.iteration + 1)
+        return new, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+
+    def chunk(self, state: TrainState, num_iters: int):
+        """``num_iters`` iterations in one scan; metrics stacked to shape (num_iters,)."""
+        return jax.lax.scan(lambda s, _: self.iteration(s), state, None, length=num_iters)
+
+
+def make_train(cfg: TrainConfig) -> Trainer:
+    cfg.validate()
+    meta_env = make_meta_env(cfg)
+    n = meta_env.num_actions
+    actor = make_network(cfg.model, n, cfg.horizon)
+    critic = make_network(cfg.model, 1, cfg.horizon)
+    pcfg = ppo_config(cfg)
+    actor_tx, critic_tx = ppo.make_optimizers(pcfg)
+    return Trainer(cfg=cfg, meta_env=meta_env, actor=actor, critic=critic, pcfg=pcfg, actor_tx=actor_tx,
+                   critic_tx=critic_tx)
+
+
+def jit_chunk(trainer: Trainer) -> Callable:
+    """The jitted chunk function ``(state, num_iters) -> (state, metrics)``; num_iters is static."""
+    return jax.jit(trainer.chunk, static_argnums=1, donate_argnums=0)

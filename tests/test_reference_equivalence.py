@@ -1,0 +1,254 @@
+"""The JAX meta-episode + Q-estimator against the loop-based NumPy reference of SPEC §1–§2 (tests/reference.py).
+
+The JAX ``MetaEnv`` plays random actions on many sampled tasks (vmapped). For every step we record the realised
+transition (s, a, r, s', terminal) by stepping the underlying task env from the MetaState with the step's key
+(and check it reproduces the MetaEnv's reward); the reference consumes only these transitions plus the start
+state and rebuilds every policy input. Inputs and rewards must agree to 1e-5 at every step.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rl3jax.envs import make_env
+from rl3jax.envs.bandit import BanditTask
+from rl3jax.estimator import QEstimator
+from rl3jax.meta_episode import MetaEnv
+from tests.reference import RefConfig, meta_episode_inputs
+
+ATOL = 1e-5
+
+
+def _rollout_fn(menv: MetaEnv, horizon: int):
+    """jit(vmap) over tasks: (key, task, actions (H,)) -> obs (H+1, m) and per-step records."""
+    env = menv.env
+
+    def one(key, task, actions):
+        k_reset, k_run = jax.random.split(key)
+        obs0, st = menv.reset(k_reset, task)
+        start = env.state_index(st.env_state, task)
+
+        def body(st, xs):
+            k, a = xs
+            s = env.state_index(st.env_state, task)
+            # re-step the task env exactly as MetaEnv does, to see s' before any reset
+            k_step, _ = jax.random.split(k)
+            _, env_st, r_env, term, _ = env.step_env(k_step, st.env_state, a, task)
+            s_next = env.state_index(env_st, task)
+            obs, st2, r, done, info = menv.step(k, st, a, task)
+            rec = dict(obs=obs, s=s, a=a, r=r, r_env=jnp.asarray(r_env, jnp.float32), s_next=s_next,
+                       term=jnp.asarray(term, bool), done=done, ret=st2.episode_return,
+                       over=info["task_episode_over"])
+            return st2, rec
+
+        keys = jax.random.split(k_run, horizon)
+        _, rec = jax.lax.scan(body, st, (keys, actions))
+        rec["obs"] = jnp.concatenate([obs0[None], rec["obs"]], axis=0)
+        rec["start"] = start
+        return rec
+
+    return jax.jit(jax.vmap(one))
+
+
+def _task_obs_fn(num_states):
+    return lambda s: np.eye(num_states)[s]
+
+
+def _estimator(env, *, mode, std_errors, warm_start=False, known_states="all", max_sweeps=None):
+    d = env.rl3_defaults
+    th = env.default_params.max_steps_in_episode
+    return QEstimator(num_states=env.num_states, num_actions=env.num_actions, gamma=0.95,
+                      alpha_laplace=d.alpha_laplace, epsilon=d.epsilon,
+                      max_sweeps=max_sweeps or d.max_sweeps or th, warm_start=warm_start, mode=mode,
+                      std_errors=std_errors, q_denom=d.q_denom, known_states=known_states)
+
+
+def _ref_cfg(q: QEstimator) -> RefConfig:
+    return RefConfig(num_states=q.num_states, num_actions=q.num_actions, gamma=q.gamma, alpha=q.alpha_laplace,
+                     epsilon=q.epsilon, max_sweeps=q.max_sweeps, warm_start=q.warm_start, mode=q.mode,
+                     std_errors=q.std_errors, q_denom=q.q_denom, known_states=q.known_states)
+
+
+def _run_and_compare(env, est: QEstimator | None, *, horizon, num_tasks, seed, tasks=None):
+    menv = MetaEnv(env, horizon, est)
+    key = jax.random.PRNGKey(seed)
+    k_task, k_act, k_run = jax.random.split(key, 3)
+    if tasks is None:
+        tasks = jax.vmap(env.sample_task)(jax.random.split(k_task, num_tasks))
+    actions = jax.random.randint(k_act, (num_tasks, horizon), 0, env.num_actions)
+    rec = jax.device_get(_rollout_fn(menv, horizon)(jax.random.split(k_run, num_tasks), tasks, actions))
+    th = env.default_params.max_steps_in_episode
+    assert rec["obs"].shape == (num_tasks, horizon + 1, menv.obs_dim)
+    ref_cfg = _ref_cfg(est) if est is not None else None
+    all_inputs = []
+    for i in range(num_tasks):
+        # the recorded transition must be the one MetaEnv took
+        np.testing.assert_allclose(rec["r"][i], rec["r_env"][i], atol=ATOL)
+        transitions = [(int(rec["s"][i, t]), int(rec["a"][i, t]), float(rec["r_env"][i, t]),
+                        int(rec["s_next"][i, t]), bool(rec["term"][i, t])) for t in range(horizon)]
+        inputs, rewards, ret = meta_episode_inputs(
+            int(rec["start"][i]), transitions, horizon=horizon, task_horizon=th, num_actions=env.num_actions,
+            task_obs=_task_obs_fn(env.num_states), estimator_cfg=ref_cfg)
+        np.testing.assert_allclose(rec["obs"][i], inputs, atol=ATOL, rtol=0,
+                                   err_msg=f"task {i}: policy inputs differ from the reference")
+        np.testing.assert_allclose(rec["r"][i], rewards, atol=ATOL)
+        # return = running sum of rewards; only step H is terminal for the outer learner
+        np.testing.assert_allclose(rec["ret"][i], np.cumsum(rewards), atol=1e-4)
+        np.testing.assert_allclose(rec["ret"][i, -1], ret, atol=1e-4)
+        assert list(rec["done"][i]) == [False] * (horizon - 1) + [True]
+        # task-episode boundaries: terminal flag or TH steps
+        tau, over = 0, []
+        for t in range(horizon):
+            tau += 1
+            over.append(bool(rec["term"][i, t]) or tau >= th)
+            tau = 0 if over[-1] else tau
+        assert list(rec["over"][i]) == over
+        all_inputs.append(inputs)
+    return menv, rec, np.stack(all_inputs)
+
+
+def _blocks(menv: MetaEnv):
+    """Slices of the policy-input blocks of SPEC §1."""
+    n, m = menv.num_actions, menv.task_obs_dim
+    o = n + 4 + m
+    return dict(prev_a=slice(0, n), prev_r=slice(n, n + 1), first=slice(n + 1, n + 2),
+                time=slice(n + 2, n + 4), task=slice(n + 4, o), adv=slice(o, o + n), value=slice(o + n, o + n + 1),
+                se=slice(o + n + 1, o + 2 * n + 2), counts=slice(o + 2 * n + 2, o + 3 * n + 2))
+
+
+# ------------------------------------------------------------------------------------------- reference sanity
+def test_reference_hand_worked_bandit_step():
+    """One pull of arm 2 paying 1: T̂(1|0,2) = (1+0.1)/(1+0.1·2), Q(0,2) = T̂·1 after the single sweep."""
+    cfg = RefConfig(num_states=2, num_actions=5, max_sweeps=1, q_denom=1.0)
+    inputs, rewards, ret = meta_episode_inputs(0, [(0, 2, 1.0, 1, True)], horizon=1, task_horizon=1,
+                                               num_actions=5, task_obs=_task_obs_fn(2), estimator_cfg=cfg)
+    q = 1.1 / 1.2
+    last = inputs[-1]
+    np.testing.assert_allclose(last[:5], [0, 0, 1, 0, 0])
+    np.testing.assert_allclose(last[5:11], [1.0, 0.0, 1.0, 0.0, 1.0, 0.0])  # r, first, t/H, τ/TH, obs state 0
+    np.testing.assert_allclose(last[11:16], [-q, -q, 0.0, -q, -q])  # advantages
+    np.testing.assert_allclose(last[16], q)  # value
+    np.testing.assert_allclose(last[17:23], 0.0)  # s.e. off
+    np.testing.assert_allclose(last[23:28], [0, 0, 0.1, 0, 0])  # counts / 10
+    assert ret == 1.0
+
+
+def test_reference_hand_worked_standard_errors():
+    """Bandit, 2 arms, s.e. on: arm 0 pulled twice paying 1 and 0 (reward s.e. = 0.5/sqrt(1) = 0.5)."""
+    cfg = RefConfig(num_states=2, num_actions=2, max_sweeps=1, std_errors=True)
+    inputs, _, _ = meta_episode_inputs(0, [(0, 0, 1.0, 1, True), (0, 0, 0.0, 1, True)], horizon=2,
+                                       task_horizon=1, num_actions=2, task_obs=_task_obs_fn(2),
+                                       estimator_cfg=cfg)
+    p1 = 2.1 / 2.2  # T̂(1|0,0)
+    p0 = 0.1 / 2.2
+    t_se = np.sqrt(p1 * (1 - p1) / 2.2)  # same for both next states (p(1−p) symmetric)
+    # from E_v = 0, V = 0: Var = Σ T²·Var(R) + R̂²·Var(T) + Var(R)·Var(T); R̂(0,0,1) = 0.5, s.e. 0.5;
+    # R̂(0,0,0) unseen: 0 with s.e. 1
+    var = p1 ** 2 * 0.25 + 0.25 * t_se ** 2 + 0.25 * t_se ** 2 + p0 ** 2 * 1.0 + 1.0 * t_se ** 2
+    e_untried = np.sqrt(2 * (0.25 * 1.0 + 1.0 / 12))  # T̂ = 1/2, R̂ = 0 with s.e. 1, T s.e. sqrt(1/12)
+    last = inputs[-1]
+    q = p1 * 0.5
+    # layout, n = 2: prev a 0:2, r 2, first 3, time 4:6, obs 6:8, adv 8:10, V 10, s.e. 11:14, counts 14:16
+    np.testing.assert_allclose(last[8:10], [0.0, -q])  # advantages
+    np.testing.assert_allclose(last[10], q)
+    np.testing.assert_allclose(last[11:14], [np.sqrt(var), e_untried, np.sqrt(var)])
+    np.testing.assert_allclose(last[14:16], [0.2, 0.0])
+
+
+# ------------------------------------------------------------------------------------------- JAX vs reference
+BANDIT_CASES = [
+    # (variant, mode, std_errors, warm_start, known_states)
+    ("train", "fresh", False, False, "all"),
+    ("train", "entered", False, False, "all"),
+    ("train", "fresh", True, False, "all"),
+    ("train", "entered", True, True, "all"),
+    ("ood", "fresh", True, True, "visited"),
+]
+
+
+@pytest.mark.parametrize("variant,mode,std_errors,warm_start,known", BANDIT_CASES)
+def test_bandit_matches_reference(variant, mode, std_errors, warm_start, known):
+    env = make_env("bandit", variant)
+    est = _estimator(env, mode=mode, std_errors=std_errors, warm_start=warm_start, known_states=known)
+    assert est.max_sweeps == 1
+    menv, rec, inputs = _run_and_compare(env, est, horizon=30, num_tasks=24, seed=1)
+    b = _blocks(menv)
+    # TH = 1: every step ends the task episode, the agent is always shown the 'ready' state at τ = 0
+    assert rec["over"].all()
+    np.testing.assert_array_equal(rec["obs"][:, :, b["task"]], np.broadcast_to([1.0, 0.0], (24, 31, 2)))
+    np.testing.assert_array_equal(rec["obs"][:, 1:, b["time"]][..., 1], 0.0)
+    if mode == "entered":
+        # SPEC §2.4: with the original code's cache, bandit advantages/value (and their s.e.) are always zero
+        np.testing.assert_array_equal(rec["obs"][:, :, b["adv"]], 0.0)
+        np.testing.assert_array_equal(rec["obs"][:, :, b["value"]], 0.0)
+        np.testing.assert_array_equal(rec["obs"][:, :, b["se"]], 0.0)
+    else:
+        assert np.abs(rec["obs"][:, 1:, b["value"]]).max() > 0.1  # fresh mode does carry information
+    # counts: N(ready, ·)/10 sums to t/10
+    np.testing.assert_allclose(rec["obs"][:, :, b["counts"]].sum(-1), np.tile(np.arange(31) / 10.0, (24, 1)), atol=1e-5)
+
+
+def test_bandit_ood_extreme_probabilities_match_reference():
+    """p < 0 and p > 1 (unclipped OOD tasks) as explicit tasks."""
+    env = make_env("bandit", "ood")
+    probs = jnp.array([[-0.4, 1.3, 0.5, 0.0, 1.0]] * 4, jnp.float32)
+    tasks = BanditTask(probs=probs, num_arms=5)
+    est = _estimator(env, mode="fresh", std_errors=True)
+    _, rec, _ = _run_and_compare(env, est, horizon=40, num_tasks=4, seed=5, tasks=tasks)
+    a, r = rec["a"], rec["r"]
+    assert (r[a == 0] == 0).all() and (r[a == 1] == 1).all()
+
+
+MDP_CASES = [
+    # (variant, mode, std_errors, warm_start, known_states, H, tasks)
+    ("train", "fresh", False, False, "all", 43, 32),
+    ("train", "entered", False, False, "all", 43, 32),
+    ("train", "fresh", True, False, "all", 37, 16),
+    ("train", "entered", True, False, "all", 37, 16),
+    ("train", "fresh", True, True, "visited", 37, 16),
+    ("train", "entered", False, True, "all", 37, 16),
+    ("train", "fresh", False, False, "visited", 37, 16),
+    ("alpha0.25", "fresh", True, False, "all", 37, 16),
+    ("det-rewards", "entered", False, False, "visited", 37, 16),
+]
+
+
+@pytest.mark.parametrize("variant,mode,std_errors,warm_start,known,horizon,num_tasks", MDP_CASES)
+def test_mdp_matches_reference(variant, mode, std_errors, warm_start, known, horizon, num_tasks):
+    env = make_env("mdp", variant)
+    est = _estimator(env, mode=mode, std_errors=std_errors, warm_start=warm_start, known_states=known)
+    assert est.max_sweeps == 10 and est.q_denom == 10.0
+    menv, rec, _ = _run_and_compare(env, est, horizon=horizon, num_tasks=num_tasks, seed=2)
+    b = _blocks(menv)
+    # TH = 10, H not a multiple of 10: resets after steps 10, 20, 30, 40 show state 0 with τ = 0
+    for t in range(10, horizon + 1, 10):
+        np.testing.assert_array_equal(rec["obs"][:, t, b["task"]][:, 0], 1.0)
+        np.testing.assert_array_equal(rec["obs"][:, t, b["time"]][:, 1], 0.0)
+        np.testing.assert_array_equal(rec["obs"][:, t, b["first"]], 0.0)
+    np.testing.assert_array_equal(rec["obs"][:, 0, b["first"]], 1.0)
+    assert not rec["term"].any()
+    if std_errors:
+        assert (rec["obs"][:, 1:, b["se"]] > 0).any()
+    else:
+        np.testing.assert_array_equal(rec["obs"][:, :, b["se"]], 0.0)
+
+
+@pytest.mark.parametrize("name", ["bandit", "mdp"])
+def test_rl2_inputs_match_reference(name):
+    """No estimator (RL²): the first blocks only."""
+    env = make_env(name)
+    menv, _, _ = _run_and_compare(env, None, horizon=23, num_tasks=8, seed=3)
+    assert menv.obs_dim == env.num_actions + 4 + env.num_states
+
+
+def test_mdp_early_stop_and_sweep_budget():
+    """Few sweeps and a loose ε so that the stop test and the sweep cap both bind somewhere."""
+    env = make_env("mdp")
+    base = _estimator(env, mode="fresh", std_errors=True)
+    est = QEstimator(**{**base.__dict__, "max_sweeps": 3, "epsilon": 0.3})
+    _run_and_compare(env, est, horizon=25, num_tasks=8, seed=4)
