@@ -15,6 +15,7 @@ exact (erf) form, as in PyTorch's transformer layers. LayerNorm epsilon is 1e-5 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -81,16 +82,18 @@ class _DecoderBlock(nn.Module):
         attn = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
         return self._finish(x, attn)
 
-    def step(self, x, k_cache, v_cache, t):
-        """One timestep: x (B, d); caches (B, S, h, hd); writes slot t and attends to slots <= t."""
+    def step(self, x, k_all, v_all, layer: int, t):
+        """One timestep: x (B, d); caches (L, B, S, h, hd) for all layers. Writes this layer's slot t in
+        place (no per-step copy of the caches) and attends to slots <= t."""
         q, k, v = self._split_qkv(x)  # (B, h, hd)
-        k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k[:, None], t, axis=1)
-        v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v[:, None], t, axis=1)
+        k_all = jax.lax.dynamic_update_slice(k_all, k[None, :, None], (layer, 0, t, 0, 0))
+        v_all = jax.lax.dynamic_update_slice(v_all, v[None, :, None], (layer, 0, t, 0, 0))
+        k_cache, v_cache = k_all[layer], v_all[layer]
         logits = jnp.einsum("bhd,bshd->bhs", q, k_cache) / math.sqrt(self.head_dim)
         visible = jnp.arange(k_cache.shape[1]) <= t
         weights = jax.nn.softmax(jnp.where(visible, logits, _NEG_INF), axis=-1)
         attn = jnp.einsum("bhs,bshd->bhd", weights, v_cache)
-        return self._finish(x, attn), k_cache, v_cache
+        return self._finish(x, attn), k_all, v_all
 
 
 class Transformer(nn.Module):
@@ -115,6 +118,8 @@ class Transformer(nn.Module):
 
     def __call__(self, xs):
         """xs (B, T, in), T <= H + 1 -> (B, T, n)."""
+        if xs.shape[-2] > self.horizon + 1:
+            raise ValueError(f"sequence length {xs.shape[-2]} exceeds horizon + 1 = {self.horizon + 1}")
         h = self._embed(xs) + self.pos_embedding[: xs.shape[-2]]
         for block in self.blocks:
             h = block(h)
@@ -123,13 +128,10 @@ class Transformer(nn.Module):
     def step(self, carry, x):
         t = carry["t"]
         h = self._embed(x) + jax.lax.dynamic_index_in_dim(self.pos_embedding, t, axis=0, keepdims=False)
-        ks, vs = [], []
+        k_all, v_all = carry["k"], carry["v"]
         for i, block in enumerate(self.blocks):
-            h, k, v = block.step(h, carry["k"][i], carry["v"][i], t)
-            ks.append(k)
-            vs.append(v)
-        new_carry = {"k": jnp.stack(ks), "v": jnp.stack(vs), "t": t + 1}
-        return new_carry, self.head(nn.relu(h))
+            h, k_all, v_all = block.step(h, k_all, v_all, i, t)
+        return {"k": k_all, "v": v_all, "t": t + 1}, self.head(nn.relu(h))
 
 
 class GRU(nn.Module):
@@ -190,8 +192,10 @@ class SequenceModel:
     horizon: int
     module: nn.Module
 
+    @functools.partial(jax.jit, static_argnames=("self", "input_dim"))
     def init(self, key: jax.Array, input_dim: int) -> Params:
-        """Parameters, created through the ``step`` path (which touches every parameter)."""
+        """Parameters, created through the ``step`` path (which touches every parameter); jitted (and so
+        cached per model and input size), since op-by-op initialisation is slow."""
         x = jnp.zeros((1, input_dim), jnp.float32)
         return self.module.init(key, self.initial_carry(1), x, method=self.module.step)
 

@@ -1,5 +1,7 @@
 """Tests for rl3jax.networks: cached step == full sequence, causality, shapes, tracing, parameter count."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -12,11 +14,23 @@ B, T, HORIZON, IN_DIM, N_OUT = 3, 7, 8, 5, 4
 KINDS = ("transformer", "gru", "markov")
 
 
-def _setup(kind, num_outputs=N_OUT):
-    model = networks.make_network(kind, num_outputs, HORIZON)
+@functools.cache
+def _setup(kind):
+    """Model, params and inputs, built once per kind (compiles are the slow part on CPU)."""
+    model = networks.make_network(kind, N_OUT, HORIZON)
     params = model.init(jax.random.PRNGKey(0), IN_DIM)
     xs = jax.random.normal(jax.random.PRNGKey(1), (B, T, IN_DIM))
     return model, params, xs
+
+
+def _full_horizon_inputs():
+    """H+1 timesteps: fills every slot of the transformer's key/value cache."""
+    return jax.random.normal(jax.random.PRNGKey(3), (B, HORIZON + 1, IN_DIM))
+
+
+@functools.cache
+def _jit_sequence(model):
+    return jax.jit(model.sequence)
 
 
 def _rollout(model, params, xs, step_fn):
@@ -39,7 +53,7 @@ def _scan_rollout(model, params, xs):
 @pytest.mark.parametrize("kind", KINDS)
 def test_step_matches_sequence_jit(kind):
     model, params, xs = _setup(kind)
-    seq = jax.jit(model.sequence)(params, xs)
+    seq = _jit_sequence(model)(params, xs)
     _, stepped = jax.jit(_scan_rollout, static_argnums=0)(model, params, xs)
     chex.assert_shape([seq, stepped], (B, T, N_OUT))
     chex.assert_tree_all_finite((seq, stepped))
@@ -51,25 +65,16 @@ def test_step_matches_sequence_jit(kind):
 @pytest.mark.parametrize("kind", ["transformer", "gru"])
 def test_step_matches_sequence_no_jit(kind):
     model, params, xs = _setup(kind)
+    xs = xs[:, :3]  # op-by-op execution is slow: keep it short
     with jax.disable_jit():
         seq = model.sequence(params, xs)
         _, stepped = _rollout(model, params, xs, model.step)
     np.testing.assert_allclose(stepped, seq, atol=1e-5, rtol=1e-5)
 
 
-def test_full_horizon_sequence_matches_steps():
-    """The cache holds H+1 slots; a sequence that fills them all still agrees."""
-    model = networks.make_network("transformer", 1, HORIZON)
-    params = model.init(jax.random.PRNGKey(2), IN_DIM)
-    xs = jax.random.normal(jax.random.PRNGKey(3), (2, HORIZON + 1, IN_DIM))
-    carry, stepped = _scan_rollout(model, params, xs)
-    np.testing.assert_allclose(stepped, model.sequence(params, xs), atol=1e-5, rtol=1e-5)
-    assert int(carry["t"]) == HORIZON + 1
-
-
 def test_transformer_causality():
     model, params, xs = _setup("transformer")
-    seq = jax.jit(model.sequence)
+    seq = _jit_sequence(model)
     base = seq(params, xs)
     for t in (0, 3, T - 1):
         perturbed = xs.at[:, t:].add(10.0)
@@ -82,14 +87,17 @@ def test_gru_and_transformer_use_history():
     """Unlike markov, the recurrent models' later outputs depend on earlier inputs."""
     for kind, depends in (("transformer", True), ("gru", True), ("markov", False)):
         model, params, xs = _setup(kind)
-        base = model.sequence(params, xs)
-        out = model.sequence(params, xs.at[:, 0].add(1.0))
+        seq = _jit_sequence(model)
+        base = seq(params, xs)
+        out = seq(params, xs.at[:, 0].add(1.0))
         assert (not np.allclose(out[:, -1], base[:, -1], atol=1e-7)) == depends, kind
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_carry_shapes_and_no_retrace(kind):
-    model, params, xs = _setup(kind)
+def test_carry_shapes_no_retrace_full_horizon(kind):
+    """A jitted step traced once, stepped over all H+1 slots, matches the full sequence."""
+    model, params, _ = _setup(kind)
+    xs = _full_horizon_inputs()
     carry0 = model.initial_carry(B)
     chex.clear_trace_counter()  # the counter is keyed by function, shared across parametrizations
 
@@ -98,19 +106,23 @@ def test_carry_shapes_and_no_retrace(kind):
     def step(params, carry, x):
         return model.step(params, carry, x)
 
-    carry = carry0
-    for t in range(T):
+    carry, outs = carry0, []
+    for t in range(HORIZON + 1):
         carry, out = step(params, carry, xs[:, t])
         chex.assert_shape(out, (B, N_OUT))
         chex.assert_trees_all_equal_shapes_and_dtypes(carry, carry0)
+        outs.append(out)
+        if kind == "transformer" and t == T - 1:
+            np.testing.assert_array_equal(carry["k"][:, :, T:], 0.0)  # slots not yet written stay zero
     chex.assert_tree_all_finite(carry)
+    np.testing.assert_allclose(jnp.stack(outs, 1), _jit_sequence(model)(params, xs), atol=1e-5, rtol=1e-5)
     if kind == "transformer":
         chex.assert_shape([carry["k"], carry["v"]], (2, B, HORIZON + 1, 4, 16))
-        assert carry["t"].dtype == jnp.int32 and int(carry["t"]) == T
-        # Slots not yet written stay zero.
-        np.testing.assert_array_equal(carry["k"][:, :, T:], 0.0)
+        assert carry["t"].dtype == jnp.int32 and int(carry["t"]) == HORIZON + 1
     elif kind == "gru":
         chex.assert_shape(carry, (B, 256))
+    else:
+        chex.assert_shape(carry, ())
 
 
 def test_model_is_hashable_static_arg():
@@ -125,9 +137,8 @@ def _dense(n_in, n_out):
 
 
 def test_transformer_param_count():
-    n_out = 3
-    model = networks.make_network("transformer", n_out, HORIZON)
-    params = model.init(jax.random.PRNGKey(0), IN_DIM)
+    n_out = N_OUT
+    _, params, _ = _setup("transformer")
     d, ff, ln = 64, 256, 2 * 64
     block = 3 * _dense(d, d) + _dense(d, d) + ln + _dense(d, ff) + _dense(ff, d) + ln  # q,k,v, out, LN, FF, LN
     expected = (
@@ -138,15 +149,15 @@ def test_transformer_param_count():
 
 
 def test_gru_and_markov_param_counts():
-    n_out = 1
-    gru = networks.make_network("gru", n_out, HORIZON).init(jax.random.PRNGKey(0), IN_DIM)
+    n_out = N_OUT
+    gru = _setup("gru")[1]
     h = 256
     # flax GRUCell: input kernels (3 gates, with bias on r, z and the candidate) + recurrent kernels
     # (bias only on the candidate's recurrent part).
     gru_cell = 3 * _dense(64, h) + 3 * h * h + h
     expected_gru = _dense(IN_DIM, 64) + gru_cell + _dense(h, n_out)
     assert sum(x.size for x in jax.tree_util.tree_leaves(gru)) == expected_gru
-    mlp = networks.make_network("markov", n_out, HORIZON).init(jax.random.PRNGKey(0), IN_DIM)
+    mlp = _setup("markov")[1]
     expected_mlp = _dense(IN_DIM, 256) + _dense(256, 256) + _dense(256, n_out)
     assert sum(x.size for x in jax.tree_util.tree_leaves(mlp)) == expected_mlp
 
