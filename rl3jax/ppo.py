@@ -19,8 +19,8 @@ One PPO iteration (``ppo_update``):
   iteration, while the critic trains all epochs. Implemented with ``lax.cond``, so a frozen actor costs no
   compute (under ``vmap`` the cond becomes a select, which is still correct).
 
-Hyper-parameter sweeps: ``actor_lr``, ``critic_lr``, ``ent_coef`` and ``gae_lambda`` are pytree leaves of
-``PPOConfig``, so they may be traced arrays (e.g. ``vmap`` over a learning rate) and changing them does not
+Hyper-parameter sweeps: ``actor_lr``, ``critic_lr``, ``ent_coef``, ``gae_lambda`` and ``target_kl`` are pytree
+leaves of ``PPOConfig``, so they may be traced arrays (e.g. ``vmap`` over a learning rate) and changing them does not
 recompile ``jit(ppo_update)``. The learning rates live in the optimiser states (``optax.inject_hyperparams``):
 the value used by ``ppo_update`` is the one stored by ``tx.init`` (see ``make_optimizers``).
 """
@@ -50,8 +50,8 @@ def _static(default):
 class PPOConfig:
     """PPO hyper-parameters (SPEC §5 defaults).
 
-    Leaves (may be traced arrays, e.g. for a vmapped sweep): ``gae_lambda``, ``ent_coef``, ``actor_lr``,
-    ``critic_lr``. Everything else is static metadata (part of the jit cache key).
+    Leaves (may be traced arrays, e.g. for a vmapped sweep): ``gae_lambda``, ``ent_coef``, ``target_kl``,
+    ``actor_lr``, ``critic_lr``. Everything else is static metadata (part of the jit cache key).
 
     ``num_envs`` is optional: when given, ``num_envs % num_minibatches`` is checked here, at config time;
     ``ppo_update`` checks it again against the batch shape in any case.
@@ -66,7 +66,7 @@ class PPOConfig:
     ent_coef: float = 0.01
     ent_schedule: str = _static("constant")
     total_iters: int = _static(0)
-    target_kl: float = _static(0.01)
+    target_kl: float = 0.01
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     critic_weight_decay: float = _static(0.01)
@@ -213,9 +213,13 @@ def actor_loss(logits, actions, old_logp, advantages, ent_coef, clip_eps: float 
     return loss, aux
 
 
-def critic_loss(values, targets) -> jax.Array:
-    """0.5 · mean((v − target)²), no value clipping."""
-    return 0.5 * jnp.mean(jnp.square(values - targets))
+def critic_loss(values, targets, coef: float = 0.5) -> jax.Array:
+    """``coef · mean((v − target)²)``, no value clipping; the default ``coef = 0.5`` gives SPEC's 0.5·MSE.
+
+    ``ppo_update`` passes ``cfg.vf_coef`` (default 0.5). The critic has its own optimiser, so the coefficient
+    only matters relative to Adam's ε and the coupled weight decay.
+    """
+    return coef * jnp.mean(jnp.square(values - targets))
 
 
 def categorical_kl(old_logits, new_logits) -> jax.Array:
@@ -270,7 +274,7 @@ def ppo_update(
     shape float32 scalars: actor metrics (``actor_loss``, ``pg_loss``, ``entropy``, ``approx_kl`` (per-minibatch
     ratio estimator), ``clip_frac``) averaged over the minibatches of the epochs the actor trained;
     ``kl`` the full-batch KL(π_old‖π_new) at the last check (the early-stop statistic); ``actor_epochs``;
-    ``critic_loss`` averaged over all minibatches of all epochs; ``explained_variance``, ``value_mean``,
+    ``critic_loss`` (vf_coef·MSE) averaged over all minibatches of all epochs; ``explained_variance``, ``value_mean``,
     ``target_mean``, ``adv_mean``, ``adv_std`` of the rollout; ``ent_coef``; ``actor_lr``, ``critic_lr``.
     """
     obs = _get(batch, "obs")
@@ -295,6 +299,7 @@ def ppo_update(
     ent = entropy_coef(cfg, iteration)
     clip_eps = cfg.clip_eps
     target_kl = cfg.target_kl
+    vf_coef = cfg.vf_coef
 
     # Per-sequence data, shuffled together every epoch.
     actor_data = (obs, actions, old_logp, advantages)
@@ -312,7 +317,7 @@ def ppo_update(
 
     def critic_loss_fn(params, mb):
         mb_obs, mb_targets = mb
-        return critic_loss(critic_apply(params, mb_obs), mb_targets)
+        return critic_loss(critic_apply(params, mb_obs), mb_targets, vf_coef)
 
     def full_batch_kl(params):
         # Chunked like the minibatches, so the memory peak stays that of a minibatch forward pass.
@@ -394,10 +399,16 @@ def ppo_update(
         adv_mean=jnp.mean(advantages).astype(jnp.float32),
         adv_std=jnp.std(advantages).astype(jnp.float32),
         ent_coef=ent.astype(jnp.float32),
-        actor_lr=jnp.asarray(a_s.hyperparams["learning_rate"], jnp.float32),
-        critic_lr=jnp.asarray(c_s.hyperparams["learning_rate"], jnp.float32),
+        actor_lr=_lr(a_s, cfg.actor_lr),
+        critic_lr=_lr(c_s, cfg.critic_lr),
     )
     return a_p, c_p, a_s, c_s, metrics
+
+
+def _lr(opt_state, default) -> jax.Array:
+    hp = getattr(opt_state, "hyperparams", None)
+    lr = hp.get("learning_rate", default) if isinstance(hp, Mapping) else default
+    return jnp.asarray(lr, jnp.float32)
 
 
 def make_ppo_update(actor_apply: ApplyFn, critic_apply: ApplyFn, donate: bool = False):

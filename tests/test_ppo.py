@@ -50,11 +50,17 @@ def make_batch(key, actor_params, critic_params, b=B):
     return {"obs": obs, "actions": actions, "logp": logp, "values": values, "rewards": rewards, "logits": logits}
 
 
-def setup(cfg, seed=0, b=B):
+@jax.jit
+def _setup(cfg, seed):
     actor, critic = init_params(jax.random.PRNGKey(seed))
-    batch = make_batch(jax.random.PRNGKey(seed + 100), actor, critic, b=b)
+    batch = make_batch(jax.random.PRNGKey(seed + 100), actor, critic)
     a_tx, c_tx = make_optimizers(cfg)
     return actor, critic, a_tx.init(actor), c_tx.init(critic), batch
+
+
+def setup(cfg, seed=0):
+    """Params, optimiser states and a rollout-like batch (one compile: eager op-by-op is slow on CPU)."""
+    return _setup(cfg, seed)
 
 
 def tree_allclose(a, b, **kw):
@@ -106,31 +112,40 @@ def test_gae_matches_python_loop():
 
 
 def test_actor_loss_hand_computed():
-    # 2 steps, 2 actions; uniform new policy: logp = log 0.5, entropy = log 2.
-    logits = jnp.zeros((1, 2, 2))
-    actions = jnp.array([[0, 1]])
-    # ratios r = 0.5 / old_p: old_p = 0.25 -> r = 2.0 (clipped to 1.2); old_p = 0.625 -> r = 0.8
-    old_logp = jnp.log(jnp.array([[0.25, 0.625]]))
-    adv = jnp.array([[3.0, 1.0]])  # normalised: mean 2, std 1 -> [+1, -1]
+    # 3 steps, 2 actions; uniform new policy: log π(a) = log 0.5, entropy = log 2 at every step.
+    logits = jnp.zeros((1, 3, 2))
+    actions = jnp.array([[0, 1, 0]])
+    # old probabilities chosen so the ratios r = 0.5 / p_old are 2.0, 0.7, 1.1
+    old_logp = jnp.log(jnp.array([[0.25, 0.5 / 0.7, 0.5 / 1.1]]))
+    # advantages [3, 1, 2]: mean 2, (population) std sqrt(2/3) -> normalised [+k, -k, 0], k = 1/sqrt(2/3)
+    adv = jnp.array([[3.0, 1.0, 2.0]])
+    k = 1.0 / (math.sqrt(2.0 / 3.0) + 1e-8)
     ent_coef = 0.1
     loss, aux = actor_loss(logits, actions, old_logp, adv, ent_coef, clip_eps=0.2)
-    # step0: A=+1, r=2.0: min(2.0, 1.2) = 1.2 ; step1: A=-1, r=0.8: min(-0.8, -0.8) = -0.8
-    pg = -(1.2 + -0.8) / 2  # -0.2
-    ahat = 1.0 / (1.0 + 1e-8)
-    pg = -(min(2.0 * ahat, 1.2 * ahat) + min(-0.8 * ahat, -0.8 * ahat)) / 2
-    np.testing.assert_allclose(aux["pg_loss"], pg, rtol=1e-6)
+    # step 0: A=+k, r=2.0: min(2.0k, 1.2k) = 1.2k   (clipped above)
+    # step 1: A=-k, r=0.7: min(-0.7k, -0.8k) = -0.8k (clipped below, pessimistic side)
+    # step 2: A=0 -> 0 (r=1.1 is inside the clip range)
+    pg = -(1.2 * k - 0.8 * k + 0.0) / 3
+    np.testing.assert_allclose(aux["pg_loss"], pg, rtol=1e-5)
     np.testing.assert_allclose(aux["entropy"], math.log(2.0), rtol=1e-6)
-    np.testing.assert_allclose(loss, pg - ent_coef * math.log(2.0), rtol=1e-6)
-    # |r-1| = 1.0 > 0.2 for step 0; |0.8-1| = 0.2 is not > 0.2 for step 1 (up to rounding)
-    assert 0.49 < float(aux["clip_frac"]) <= 1.0
-    approx = ((2.0 - 1) - math.log(2.0) + (0.8 - 1) - math.log(0.8)) / 2
+    np.testing.assert_allclose(loss, pg - ent_coef * math.log(2.0), rtol=1e-5)
+    np.testing.assert_allclose(aux["clip_frac"], 2.0 / 3.0, rtol=1e-6)  # |r-1| > 0.2 at steps 0 and 1
+    approx = sum((r - 1) - math.log(r) for r in (2.0, 0.7, 1.1)) / 3
     np.testing.assert_allclose(aux["approx_kl"], approx, rtol=1e-5)
+    # steps 0 and 1: the min picks the clipped (constant) term, so no policy gradient flows there; the entropy
+    # gradient is zero at the uniform policy
+    g = jax.grad(lambda lg: actor_loss(lg, actions, old_logp, adv, ent_coef)[0])(logits)
+    np.testing.assert_allclose(g[0, :2], 0.0, atol=1e-7)
+    # an unclipped step does get a gradient
+    g2 = jax.grad(lambda lg: actor_loss(lg, actions, old_logp, jnp.array([[3.0, 2.0, 1.0]]), 0.0)[0])(logits)
+    assert np.abs(np.asarray(g2[0, 2])).max() > 1e-3  # step 2: r = 1.1 in range, Â = -k
 
 
 def test_actor_loss_advantage_normalisation_is_per_minibatch():
     logits = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 4))
     actions = jnp.zeros((2, 3), jnp.int32)
-    old_logp = ppo.log_prob(logits, actions) - 0.05
+    shift = jnp.array([[0.05, -0.3, 0.1], [0.4, -0.02, 0.0]])  # ratios exp(shift): some clipped
+    old_logp = ppo.log_prob(logits, actions) - shift
     adv = jax.random.normal(jax.random.PRNGKey(1), (2, 3))
     l1, _ = actor_loss(logits, actions, old_logp, adv, 0.0)
     l2, _ = actor_loss(logits, actions, old_logp, 10.0 * adv + 5.0, 0.0)  # affine-invariant after normalisation
@@ -138,7 +153,7 @@ def test_actor_loss_advantage_normalisation_is_per_minibatch():
     # and normalisation uses the whole minibatch (not per sequence): compare with a manual computation
     a = np.asarray(adv)
     ahat = (a - a.mean()) / (a.std() + 1e-8)
-    r = np.exp(0.05)
+    r = np.exp(np.asarray(shift, np.float64))
     ref = -np.mean(np.minimum(r * ahat, np.clip(r, 0.8, 1.2) * ahat))
     np.testing.assert_allclose(l1, ref, rtol=1e-5)
 
@@ -148,6 +163,7 @@ def test_critic_loss_half_mse():
     t = jnp.array([[0.0, 2.0], [3.0, 1.0]])
     # squared errors 1, 0, 9, 4 -> mean 3.5 -> 1.75
     np.testing.assert_allclose(critic_loss(v, t), 1.75)
+    np.testing.assert_allclose(critic_loss(v, t, PPOConfig().vf_coef), 1.75)  # default vf_coef is the 0.5
 
 
 def test_categorical_kl():
@@ -227,85 +243,88 @@ def test_bad_minibatch_count_raises():
         ppo_update(jax.random.PRNGKey(0), actor, critic, a_s, c_s, batch, cfg, 0, actor_apply, critic_apply)
 
 
-def _run(cfg, jit=True, seed=0):
+# One jitted update shared by the tests below; only two static configs are used (epochs 4 and 1, 2 minibatches),
+# everything else that varies (lr, target_kl, ent_coef, gae_lambda, data, iteration) is a traced leaf.
+EPOCHS4 = PPOConfig(epochs=4, num_minibatches=2)
+EPOCHS1 = EPOCHS4.replace(epochs=1)
+
+
+@chex.assert_max_traces(n=2)
+def _update_impl(key, actor, critic, a_s, c_s, batch, cfg, it):
+    return ppo_update(key, actor, critic, a_s, c_s, batch, cfg, it, actor_apply, critic_apply)
+
+
+UPDATE = jax.jit(_update_impl)
+
+
+def _run(cfg, seed=0):
     actor, critic, a_s, c_s, batch = setup(cfg, seed=seed)
-    fn = ppo.make_ppo_update(actor_apply, critic_apply) if jit else (
-        lambda *a: ppo_update(*a, actor_apply, critic_apply))
-    out = fn(jax.random.PRNGKey(7), actor, critic, a_s, c_s, batch, cfg, 0)
+    out = UPDATE(jax.random.PRNGKey(7), actor, critic, a_s, c_s, batch, cfg, 0)
     return (actor, critic), out
 
 
 def test_kl_early_stop_freezes_actor_after_one_epoch():
-    kw = dict(epochs=4, num_minibatches=2, actor_lr=0.5, critic_lr=0.05, target_kl=0.01)
-    (actor0, critic0), (a8, c8, as8, cs8, m8) = _run(PPOConfig(**kw))
-    _, (a1, c1, as1, _, m1) = _run(PPOConfig(**{**kw, "epochs": 1}))
+    kw = dict(actor_lr=0.5, critic_lr=0.05, target_kl=0.01)
+    (actor0, critic0), (a4, c4, as4, cs4, m4) = _run(EPOCHS4.replace(**kw))
+    _, (a1, c1, as1, _, m1) = _run(EPOCHS1.replace(**kw))
     assert float(m1["kl"]) >= 0.01  # large lr: the KL exceeds the target after epoch 1
-    assert int(m8["actor_epochs"]) == 1
-    assert tree_allclose(a8, a1, rtol=1e-6, atol=1e-7)  # actor frozen after exactly one epoch
-    assert tree_allclose(as8, as1, rtol=1e-6, atol=1e-7)  # ... and its optimiser state too
-    assert int(as8.count) == 2  # 1 epoch x 2 minibatches
-    assert int(cs8.count) == 8  # critic: 4 epochs x 2 minibatches
-    assert not tree_allclose(c8, c1)  # the critic kept training
+    assert int(m4["actor_epochs"]) == 1
+    assert tree_allclose(a4, a1, rtol=1e-6, atol=1e-7)  # actor frozen after exactly one epoch
+    assert tree_allclose(as4, as1, rtol=1e-6, atol=1e-7)  # ... and its optimiser state too
+    assert int(as4.count) == 2  # 1 epoch x 2 minibatches
+    assert int(cs4.count) == 8  # critic: 4 epochs x 2 minibatches
+    assert not tree_allclose(c4, c1)  # the critic kept training
     # the critic is independent of the actor: same result with early stopping switched off
-    _, (a_inf, c_inf, _, _, m_inf) = _run(PPOConfig(**{**kw, "target_kl": 1e9}))
+    _, (a_inf, c_inf, _, _, m_inf) = _run(EPOCHS4.replace(**{**kw, "target_kl": 1e9}))
     assert int(m_inf["actor_epochs"]) == 4
-    assert tree_allclose(c8, c_inf, rtol=1e-6, atol=1e-7)
-    assert not tree_allclose(a8, a_inf)
+    assert tree_allclose(c4, c_inf, rtol=1e-6, atol=1e-7)
+    assert not tree_allclose(a4, a_inf)
     for k in ("actor_loss", "critic_loss", "entropy", "approx_kl", "clip_frac", "explained_variance", "kl"):
-        assert m8[k].shape == () and np.isfinite(m8[k])
+        assert m4[k].shape == () and np.isfinite(m4[k])
 
 
 def test_tiny_lr_trains_actor_all_epochs():
-    cfg = PPOConfig(epochs=3, num_minibatches=2, actor_lr=1e-6, critic_lr=1e-6)
-    (actor0, critic0), (a, c, a_s, c_s, m) = _run(cfg)
-    assert int(m["actor_epochs"]) == 3
-    assert int(a_s.count) == 6 and int(c_s.count) == 6
+    (actor0, critic0), (a, c, a_s, c_s, m) = _run(EPOCHS4.replace(actor_lr=1e-6, critic_lr=1e-6))
+    assert int(m["actor_epochs"]) == 4
+    assert int(a_s.count) == 8 and int(c_s.count) == 8
     assert float(m["kl"]) < 0.01
     assert not tree_equal(a, actor0) and not tree_equal(c, critic0)
 
 
 def test_jit_matches_no_jit_and_traces_once():
-    cfg = PPOConfig(epochs=2, num_minibatches=2, actor_lr=1e-2, critic_lr=1e-2)
-    _, out_jit = _run(cfg, jit=True)
-    _, out_eager = _run(cfg, jit=False)
+    cfg = EPOCHS1.replace(actor_lr=1e-2, critic_lr=1e-2)
+    actor, critic, a_s, c_s, batch = setup(cfg)
+    args = (jax.random.PRNGKey(7), actor, critic, a_s, c_s)
+    out_jit = UPDATE(*args, batch, cfg, 0)
+    # Un-jitted run, also without the rollout logits: they are then recomputed from the initial actor params,
+    # which is the rollout policy.
+    nolog = {k: v for k, v in batch.items() if k != "logits"}
+    out_eager = ppo_update(*args, nolog, cfg, 0, actor_apply, critic_apply)
     assert tree_allclose(out_jit, out_eager, rtol=1e-5, atol=1e-6)
 
-    chex.clear_trace_counter()
-
-    @jax.jit
-    @chex.assert_max_traces(n=1)
-    def update(key, actor, critic, a_s, c_s, batch, cfg, it):
-        return ppo_update(key, actor, critic, a_s, c_s, batch, cfg, it, actor_apply, critic_apply)
-
-    for i, lr in enumerate((1e-2, 3e-3)):  # new data, new iteration and new lr / ent_coef: no retrace
-        c = cfg.replace(actor_lr=lr, ent_coef=0.02 * (i + 1), gae_lambda=0.3 + 0.1 * i)
-        actor, critic, a_s, c_s, batch = setup(c, seed=i)
-        out = update(jax.random.PRNGKey(i), actor, critic, a_s, c_s, batch, c, jnp.asarray(i))
-        jax.block_until_ready(out)
+    # New data, iteration, lr, ent_coef, gae_lambda, target_kl: no retrace (assert_max_traces on UPDATE).
+    for i, lr in enumerate((1e-2, 3e-3)):
+        c = cfg.replace(actor_lr=lr, ent_coef=0.02 * (i + 1), gae_lambda=0.3 + 0.1 * i, target_kl=0.02)
+        actor, critic, a_s, c_s, batch = setup(c, seed=i + 1)
+        jax.block_until_ready(UPDATE(jax.random.PRNGKey(i), actor, critic, a_s, c_s, batch, c, jnp.asarray(i)))
+        jax.block_until_ready(UPDATE(jax.random.PRNGKey(i), actor, critic, a_s, c_s, batch, c, i + 5))
 
 
 def test_vmapped_lr_sweep_matches_single_runs():
-    base = PPOConfig(epochs=2, num_minibatches=2, target_kl=1e9)
+    base = EPOCHS1.replace(target_kl=1e9)
     actor, critic, _, _, batch = setup(base)
     lrs = jnp.array([1e-3, 3e-2])
 
-    def one(lr):
+    def one(lr, update):
         cfg = base.replace(actor_lr=lr, critic_lr=lr)
         a_tx, c_tx = make_optimizers(cfg)
-        return ppo_update(jax.random.PRNGKey(3), actor, critic, a_tx.init(actor), c_tx.init(critic), batch, cfg,
-                          0, actor_apply, critic_apply)[:2]
+        return update(jax.random.PRNGKey(3), actor, critic, a_tx.init(actor), c_tx.init(critic), batch, cfg, 0)[:2]
 
-    swept = jax.jit(jax.vmap(one))(lrs)
+    swept = jax.jit(jax.vmap(lambda lr: one(lr, _ppo_update_plain)))(lrs)
     for i in range(2):
-        single = one(float(lrs[i]))
+        single = one(float(lrs[i]), UPDATE)
         assert tree_allclose(jax.tree.map(lambda x: x[i], swept), single, rtol=1e-5, atol=1e-6)
 
 
-def test_missing_logits_recomputed():
-    cfg = PPOConfig(epochs=2, num_minibatches=2, actor_lr=1e-2)
-    actor, critic, a_s, c_s, batch = setup(cfg)
-    nolog = {k: v for k, v in batch.items() if k != "logits"}
-    f = ppo.make_ppo_update(actor_apply, critic_apply)
-    out1 = f(jax.random.PRNGKey(0), actor, critic, a_s, c_s, batch, cfg, 0)
-    out2 = f(jax.random.PRNGKey(0), actor, critic, a_s, c_s, nolog, cfg, 0)
-    assert tree_allclose(out1, out2, rtol=1e-5, atol=1e-6)
+def _ppo_update_plain(key, actor, critic, a_s, c_s, batch, cfg, it):
+    return ppo_update(key, actor, critic, a_s, c_s, batch, cfg, it, actor_apply, critic_apply)
