@@ -44,6 +44,21 @@ def _add_train(sub):
     p.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard (needs tensorboardX)")
     p.add_argument("--wandb", default=None, metavar="PROJECT", help="also log to Weights & Biases")
     p.add_argument("--no-progress", action="store_true")
+    g = p.add_argument_group("scaling (docs/SCALING.md)")
+    g.add_argument("--devices", type=_positive_int, default=None,
+                   help="devices per process to split the tasks over (default: all local devices)")
+    g.add_argument("--seeds", type=_positive_int, default=1,
+                   help="train K independent seeds (seed, seed+1, ...) as one vmapped population")
+    g.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2,...",
+                   help="vmapped sweep of a numeric hyper-parameter (lr, ent_coef, gae_lambda, "
+                        "critic_weight_decay); repeat for a grid")
+    g.add_argument("--coordinator-address", default=None, metavar="HOST:PORT",
+                   help="multi-host: process 0's address (or JAX_COORDINATOR_ADDRESS)")
+    g.add_argument("--num-processes", type=_positive_int, default=None,
+                   help="multi-host: number of processes (or JAX_NUM_PROCESSES)")
+    g.add_argument("--process-id", type=int, default=None, help="multi-host: this process (or JAX_PROCESS_ID)")
+    g.add_argument("--distributed", action="store_true",
+                   help="multi-host with JAX's cluster auto-detection (Cloud TPU pod slices, SLURM, Open MPI)")
 
 
 def _coerce(field: dataclasses.Field, raw: str):
@@ -97,13 +112,27 @@ def config_from_args(args) -> TrainConfig:
 
 
 def cmd_train(args) -> int:
+    from rl3jax import distributed
+
+    # before anything touches a JAX backend
+    distributed.initialize(args.coordinator_address, args.num_processes, args.process_id, auto=args.distributed)
     from rl3jax.driver import train
+    from rl3jax.population import parse_sweep
 
     cfg = config_from_args(args)
-    print(f"training {cfg.algo} ({cfg.model}) on {cfg.env}/{cfg.variant}: H={cfg.horizon}, {cfg.num_envs} tasks x "
-          f"{cfg.iters} iterations = {cfg.iters * cfg.batch_steps:,} env steps -> {args.out}")
+    sweep = parse_sweep(args.sweep)
+    mesh = distributed.make_mesh(args.devices)
+    if distributed.mesh_size(mesh) == 1:
+        mesh = None
+    if distributed.is_main_process():
+        pop = args.seeds
+        for v in sweep.values():
+            pop *= len(v)
+        print(f"training {cfg.algo} ({cfg.model}) on {cfg.env}/{cfg.variant}: H={cfg.horizon}, {cfg.num_envs} tasks x "
+              f"{cfg.iters} iterations = {cfg.iters * cfg.batch_steps:,} env steps"
+              f"{f' x {pop} members' if pop > 1 else ''} on {distributed.describe(mesh)} -> {args.out}")
     train(cfg, args.out, resume=args.resume, progress=not args.no_progress, tensorboard=args.tensorboard,
-          wandb_project=args.wandb)
+          wandb_project=args.wandb, mesh=mesh, seeds=args.seeds, sweep=sweep)
     return 0
 
 
@@ -129,6 +158,10 @@ def cmd_eval(args) -> int:
     from rl3jax.train import make_meta_env, make_train
 
     if args.run:
+        if os.path.exists(os.path.join(args.run, "population.json")):
+            names = sorted(d for d in os.listdir(args.run) if os.path.exists(os.path.join(args.run, d, "config.json")))
+            raise ValueError(f"{args.run} holds a population (--seeds/--sweep); evaluate one member folder: "
+                             f"{', '.join(os.path.join(args.run, n) for n in names)}")
         cfg = load_run_config(args.run)
         if args.variant:
             cfg = cfg.replace(variant=args.variant).validate()

@@ -122,8 +122,8 @@ PRESETS: dict[str, dict] = {
     "bandit-h512": _preset("bandit", 512, 5000, 32768, 4096, 0.1, 3e-4, "linear"),
     "mdp-h512": _preset("mdp", 512, 10000, 32768, 4096, 0.1, 3e-4, "linear"),
     # A laptop default: visibly learns on a 2-core CPU in about 10 minutes (see README).
-    "cpu-mdp": _preset("mdp", 100, 60, 3200, 800, 0.01, 1e-3),
-    "cpu-bandit": _preset("bandit", 100, 60, 3200, 800, 0.001, 1e-3),
+    "cpu-mdp": _preset("mdp", 100, 150, 3200, 800, 0.01, 1e-3),
+    "cpu-bandit": _preset("bandit", 100, 150, 3200, 800, 0.001, 1e-3),
 }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from rl3jax import distributed
 from rl3jax.checkpoint import CheckpointError, Checkpointer
 from rl3jax.config import TrainConfig
 from rl3jax.train import jit_chunk, make_train
@@ -61,6 +62,13 @@ class MetricsLog:
             if new:
                 w.writeheader()
             w.writerows(rows)
+
+
+class NullLog:
+    """What processes other than 0 get instead of a ``MetricsLog`` (only process 0 writes logs)."""
+
+    def append(self, rows: list[dict]) -> None:
+        pass
 
 
 class ExternalLoggers:
@@ -112,9 +120,23 @@ def _atomic_write_json(path: str, obj: Any) -> None:
 
 
 def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = True, tensorboard: bool = False,
-          wandb_project: str | None = None, quiet: bool = False):
-    """Trains to ``cfg.iters`` total iterations in run folder ``out``; returns (final state, last metrics)."""
+          wandb_project: str | None = None, quiet: bool = False, mesh=None, seeds: int = 1,
+          sweep: dict | None = None):
+    """Trains to ``cfg.iters`` total iterations in run folder ``out``; returns (final state, last metrics).
+
+    ``mesh`` (``rl3jax.distributed.make_mesh``): split the env axis over its devices (None: one device).
+    ``seeds`` > 1 or a ``sweep`` ({name: [values]}) train a vmapped population instead, one member folder
+    each (``rl3jax.population``). In a multi-process run only process 0 writes config, metrics and logs;
+    every process takes part in checkpoints.
+    """
     cfg.validate()
+    if seeds != 1 or sweep or (resume and os.path.exists(os.path.join(out, "population.json"))):
+        from rl3jax.population import train_population
+
+        return train_population(cfg, out, seeds=seeds, sweep=sweep, resume=resume, progress=progress,
+                                tensorboard=tensorboard, wandb_project=wandb_project, quiet=quiet, mesh=mesh)
+    main = distributed.is_main_process()
+    quiet = quiet or not main
     os.makedirs(out, exist_ok=True)
     cfg_path = os.path.join(out, "config.json")
     if resume:
@@ -126,19 +148,24 @@ def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = Tru
     elif os.path.exists(cfg_path):
         raise ValueError(f"run folder {out} already holds a run; pass --resume to continue it or choose "
                          "another --out")
-    _atomic_write_json(cfg_path, cfg.to_dict())
+    distributed.barrier("rl3jax-config-checked")  # every process has checked before process 0 writes
+    if main:
+        _atomic_write_json(cfg_path, cfg.to_dict())
 
-    trainer = make_train(cfg)
+    trainer = make_train(cfg, mesh)
     ckpt = Checkpointer(os.path.join(out, "checkpoints"), keep=cfg.keep_checkpoints)
-    state = jax.jit(trainer.init)(jax.random.key(cfg.seed))
+    if mesh is None:
+        state = jax.jit(trainer.init)(jax.random.key(cfg.seed))
+    else:
+        state = distributed.init_sharded(lambda: trainer.init(jax.random.key(cfg.seed)), mesh, cfg.num_envs)
     start = 0
     if resume:
         state, meta = ckpt.restore(state)
         start = int(state.iteration)
         if not quiet:
             print(f"resumed {out} at iteration {start} ({meta.get('env_steps', 0)} env steps)")
-    log = MetricsLog(out, start)
-    ext = ExternalLoggers(out, cfg, tensorboard, wandb_project)
+    log = MetricsLog(out, start) if main else NullLog()
+    ext = ExternalLoggers(out, cfg, tensorboard and main, wandb_project if main else None)
     chunk_fn = jit_chunk(trainer)
     bar = None
     if progress and not quiet:

@@ -21,7 +21,7 @@ TEST_SEED = 2_147_480_000  # far from any training seed; tasks are a pure functi
 POLICIES = ("random", "oracle")
 
 
-def test_tasks(meta_env: MetaEnv, num: int):
+def held_out_tasks(meta_env: MetaEnv, num: int):
     """The first ``num`` held-out test tasks of a family (the same for every run and policy)."""
     key = jax.random.fold_in(jax.random.key(TEST_SEED), _stable_hash(meta_env.env.name))
     return sample_tasks(meta_env, key, num)
@@ -101,7 +101,7 @@ def evaluate(meta_env: MetaEnv, policy: str, episodes: int, greedy: bool = False
         return traj.rewards.sum(axis=1)
 
     run = jax.jit(run)
-    all_tasks = test_tasks(meta_env, episodes)
+    all_tasks = held_out_tasks(meta_env, episodes)
     key = jax.random.fold_in(jax.random.key(TEST_SEED + 1), seed)
     for i, start in enumerate(range(0, episodes, batch)):
         stop = min(start + batch, episodes)

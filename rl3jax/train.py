@@ -17,6 +17,7 @@ from flax import struct
 
 from rl3jax import ppo
 from rl3jax.config import TrainConfig
+from rl3jax.distributed import check_divisible, sharded_chunk, split_leading
 from rl3jax.envs.registry import make_env
 from rl3jax.estimator import QEstimator
 from rl3jax.meta_episode import MetaEnv
@@ -88,14 +89,20 @@ class Trainer:
     pcfg: Any
     actor_tx: Any
     critic_tx: Any
+    mesh: Any = None  # a jax.sharding.Mesh: split the env axis over its 'data' axis (rl3jax.distributed)
+
+    def _split(self, tree):
+        """Shard the leading (env) axis over the mesh; identity without one. Params stay replicated."""
+        return split_leading(tree, self.mesh)
 
     def init(self, key: jax.Array) -> TrainState:
         k_a, k_c, k_run, k_env = jax.random.split(key, 4)
         m = self.meta_env.obs_dim
         actor_params = self.actor.init(k_a, m)
         critic_params = self.critic.init(k_c, m)
-        tasks = sample_tasks(self.meta_env, k_env, self.cfg.num_envs)
+        tasks = self._split(sample_tasks(self.meta_env, k_env, self.cfg.num_envs))
         _, env_state = jax.vmap(self.meta_env.reset)(jax.random.split(k_env, self.cfg.num_envs), tasks)
+        env_state = self._split(env_state)
         return TrainState(actor_params=actor_params, critic_params=critic_params,
                           actor_opt=self.actor_tx.init(actor_params),
                           critic_opt=self.critic_tx.init(critic_params), env_state=env_state, key=k_run,
@@ -106,9 +113,14 @@ class Trainer:
     def collect(self, actor_params, key):
         """Fresh tasks, one meta-episode each. Returns (trajectory, final env state)."""
         k_task, k_roll = jax.random.split(key)
-        tasks = sample_tasks(self.meta_env, k_task, self.cfg.num_envs)
-        step = lambda c, o, _: self.actor.step(actor_params, c, o)  # noqa: E731
-        return rollout(self.meta_env, step, self.actor.initial_carry(self.cfg.num_envs), tasks, k_roll)
+        tasks = self._split(sample_tasks(self.meta_env, k_task, self.cfg.num_envs))
+
+        def step(c, o, _):
+            c, logits = self.actor.step(actor_params, c, self._split(o))
+            return c, self._split(logits)
+
+        return self._split(rollout(self.meta_env, step, self.actor.initial_carry(self.cfg.num_envs), tasks,
+                                   k_roll))
 
     def iteration(self, state: TrainState):
         """One PPO iteration; returns the new state and a dict of scalar metrics."""
@@ -118,8 +130,9 @@ class Trainer:
         batch = {"obs": traj.obs, "actions": traj.actions, "logp": traj.logp, "logits": traj.logits,
                  "values": values, "rewards": traj.rewards}
         pcfg = self.pcfg.replace(ent_coef=state.hparams["ent_coef"], gae_lambda=state.hparams["gae_lambda"])
-        actor_fn = lambda p, x: self.actor.sequence(p, x)  # noqa: E731
-        critic_fn = lambda p, x: self.critic.sequence(p, x)[..., 0]  # noqa: E731
+        # each whole-sequence minibatch is split over the devices too (gradients: partial sums + all-reduce)
+        actor_fn = lambda p, x: self.actor.sequence(p, self._split(x))  # noqa: E731
+        critic_fn = lambda p, x: self.critic.sequence(p, self._split(x))[..., 0]  # noqa: E731
         a_p, c_p, a_o, c_o, upd = ppo.ppo_update(
             k_upd, state.actor_params, state.critic_params, state.actor_opt, state.critic_opt, batch, pcfg,
             state.iteration, actor_fn, critic_fn)
@@ -137,8 +150,11 @@ class Trainer:
         return jax.lax.scan(lambda s, _: self.iteration(s), state, None, length=num_iters)
 
 
-def make_train(cfg: TrainConfig) -> Trainer:
+def make_train(cfg: TrainConfig, mesh=None) -> Trainer:
+    """``mesh``: an optional ``jax.sharding.Mesh`` (see ``rl3jax.distributed.make_mesh``) over which the env
+    axis is split; ``num_envs`` must be a multiple of its size."""
     cfg.validate()
+    check_divisible(cfg.num_envs, cfg.minibatch_envs, mesh)
     meta_env = make_meta_env(cfg)
     n = meta_env.num_actions
     actor = make_network(cfg.model, n, cfg.horizon)
@@ -146,9 +162,13 @@ def make_train(cfg: TrainConfig) -> Trainer:
     pcfg = ppo_config(cfg)
     actor_tx, critic_tx = ppo.make_optimizers(pcfg)
     return Trainer(cfg=cfg, meta_env=meta_env, actor=actor, critic=critic, pcfg=pcfg, actor_tx=actor_tx,
-                   critic_tx=critic_tx)
+                   critic_tx=critic_tx, mesh=mesh)
 
 
 def jit_chunk(trainer: Trainer) -> Callable:
-    """The jitted chunk function ``(state, num_iters) -> (state, metrics)``; num_iters is static."""
+    """The jitted chunk function ``(state, num_iters) -> (state, metrics)``; num_iters is static.
+
+    With a mesh, the state keeps its shardings in and out (env state split, the rest replicated)."""
+    if trainer.mesh is not None:
+        return sharded_chunk(trainer.chunk, trainer.mesh, trainer.cfg.num_envs)
     return jax.jit(trainer.chunk, static_argnums=1, donate_argnums=0)

@@ -1,4 +1,4 @@
-"""A small, loop-based NumPy reference of SPEC §1–§2 (meta-episode inputs and the RL³ Q-estimator).
+"""A small, loop-based NumPy reference (a Python loop over steps and sweeps) of SPEC §1–§2 (meta-episode inputs and the RL³ Q-estimator).
 
 Written from /work/shared/SPEC.md, independently of the JAX code, to be slow and obvious rather than fast.
 It works in float64 and consumes only realised transitions: the start state of the task plus, per real step,
@@ -92,35 +92,21 @@ class TabularModel:
         S, A = cfg.num_states, cfg.num_actions
         alpha = cfg.alpha
         K = sum(self.known)
-        T = np.zeros((S, A, S))
-        R = np.zeros((S, A, S))
-        T_se = np.zeros((S, A, S))
-        R_se = np.zeros((S, A, S))
+        known = np.array(self.known, float)[None, None, :]  # over next states s'
+        n = self.n_sa[:, :, None]
+        tried = n > 0
+        smoothed = (self.n_sas + alpha) / (n + alpha * K) * known
+        T = np.where(tried, smoothed, known / K)
+        T_se = np.where(tried, np.sqrt(smoothed * (1.0 - smoothed) / (n + alpha * K)), np.sqrt(1.0 / 12.0) * known)
+        m = self.n_sas
+        mean = np.where(m > 0, self.r_sum / np.maximum(m, 1), 0.0)  # R̄ if seen, else 0
+        var = np.maximum(self.r2_sum / np.maximum(m, 1) - mean ** 2, 0.0)  # population variance
+        R = mean
+        R_se = np.where(m > 1, np.sqrt(var) / np.sqrt(np.maximum(m - 1.0, 1.0)), 1.0) * known
         for s in range(S):
-            for a in range(A):
-                if self.absorbing[s]:
-                    T[s, a, s] = 1.0  # self loop, zero reward, zero s.e. (s.e.: code's choice)
-                    continue
-                n = self.n_sa[s, a]
-                for t in range(S):
-                    if not self.known[t]:
-                        continue
-                    if n == 0:
-                        T[s, a, t] = 1.0 / K
-                        T_se[s, a, t] = np.sqrt(1.0 / 12.0)
-                    else:
-                        p = (self.n_sas[s, a, t] + alpha) / (n + alpha * K)
-                        T[s, a, t] = p
-                        T_se[s, a, t] = np.sqrt(p * (1.0 - p) / (n + alpha * K))
-                    m = self.n_sas[s, a, t]
-                    if m > 0:
-                        mean = self.r_sum[s, a, t] / m
-                        R[s, a, t] = mean
-                    if m > 1:
-                        var = max(self.r2_sum[s, a, t] / m - mean * mean, 0.0)
-                        R_se[s, a, t] = np.sqrt(var) / np.sqrt(m - 1.0)
-                    else:
-                        R_se[s, a, t] = 1.0
+            if self.absorbing[s]:  # self loop, zero reward, zero s.e. (zero s.e.: the code's choice)
+                T[s], R[s], T_se[s], R_se[s] = 0.0, 0.0, 0.0, 0.0
+                T[s, :, s] = 1.0
         return T, R, T_se, R_se
 
 
@@ -131,25 +117,25 @@ def value_iteration(cfg: RefConfig, model: TabularModel, q0, e0):
     g = cfg.gamma
     q, e = q0.copy(), e0.copy()
     sweeps = 0
+    known = np.array(model.known)
     while sweeps < cfg.max_sweeps:
-        v = np.array([q[s].max() for s in range(S)])
-        e_v = np.array([e[s, int(np.argmax(q[s]))] for s in range(S)])
-        q_new = np.zeros((S, A))
+        # synchronous: V and its s.e. (E_q at the greedy action) both from the previous iterate
+        greedy = np.argmax(q, axis=1)
+        v = q[np.arange(S), greedy]
+        e_v = e[np.arange(S), greedy]
+        x = R + g * v[None, None, :]  # X(s,a,s') = R̂ + γ V(s')
+        q_new = np.sum(T * x, axis=2)
         e_new = np.zeros((S, A))
-        for s in range(S):
-            if not model.known[s]:
-                continue
-            for a in range(A):
-                x = R[s, a] + g * v
-                q_new[s, a] = float(np.dot(T[s, a], x))
-                if cfg.std_errors:
-                    var_x = R_se[s, a] ** 2 + (g * e_v) ** 2
-                    var_t = T_se[s, a] ** 2
-                    e_new[s, a] = np.sqrt(np.sum(T[s, a] ** 2 * var_x + x ** 2 * var_t + var_x * var_t))
+        if cfg.std_errors:
+            var_x = R_se ** 2 + (g * e_v[None, None, :]) ** 2
+            var_t = T_se ** 2
+            e_new = np.sqrt(np.sum(T ** 2 * var_x + x ** 2 * var_t + var_x * var_t, axis=2))
+        q_new[~known] = 0.0  # only known states are part of the model
+        e_new[~known] = 0.0
         delta = np.max(np.abs(q_new - q))
         q, e = q_new, e_new
         sweeps += 1
-        if delta < cfg.epsilon:
+        if delta < cfg.epsilon:  # the sweep is applied, then the stop test
             break
     return q, e, sweeps
 
@@ -198,12 +184,13 @@ def one_hot(i, n):
 
 
 def meta_episode_inputs(start_state, transitions, *, horizon, task_horizon, num_actions, task_obs,
-                        estimator_cfg: RefConfig | None = None):
+                        estimator_cfg: RefConfig | None = None, sweeps_out: list | None = None):
     """§1: the H + 1 policy inputs of one meta-episode (before step 1, ..., after step H).
 
     ``transitions``: H tuples (s, a, r, s_next, terminal) of concrete state indices as realised by the task.
     ``task_obs(s) -> vector``: the task observation of concrete state ``s``.
-    Returns (inputs (H+1, m), rewards (H,), meta-episode return). Asserts that every transition starts from
+    Returns (inputs (H+1, m), rewards (H,), meta-episode return); ``sweeps_out`` (a list) receives the
+    number of value-iteration sweeps of every step. Asserts that every transition starts from
     the state the reference believes the agent is in (so resets are where SPEC puts them).
     """
     assert len(transitions) == horizon
@@ -225,6 +212,8 @@ def meta_episode_inputs(start_state, transitions, *, horizon, task_horizon, num_
         assert s == cur, f"step {t}: transition starts in {s}, the reference is in {cur}"
         if est is not None:
             est.step(s, a, r, s_next, terminal)
+            if sweeps_out is not None:
+                sweeps_out.append(est.sweeps)
         tau += 1
         if terminal or tau >= task_horizon:
             cur, tau = start_state, 0  # the terminal state is never shown; same task, back at the start

@@ -24,6 +24,18 @@ from tests.reference import RefConfig, meta_episode_inputs
 ATOL = 1e-5
 
 
+_ROLLOUTS: dict = {}
+
+
+def _cached_rollout(env_key, env, est, horizon):
+    """One compiled rollout per (family, variant, estimator, H): compiles dominate the test time on CPU."""
+    key = (env_key, est, horizon)
+    if key not in _ROLLOUTS:
+        menv = MetaEnv(env, horizon, est)
+        _ROLLOUTS[key] = (menv, _rollout_fn(menv, horizon))
+    return _ROLLOUTS[key]
+
+
 def _rollout_fn(menv: MetaEnv, horizon: int):
     """jit(vmap) over tasks: (key, task, actions (H,)) -> obs (H+1, m) and per-step records."""
     env = menv.env
@@ -43,7 +55,8 @@ def _rollout_fn(menv: MetaEnv, horizon: int):
             obs, st2, r, done, info = menv.step(k, st, a, task)
             rec = dict(obs=obs, s=s, a=a, r=r, r_env=jnp.asarray(r_env, jnp.float32), s_next=s_next,
                        term=jnp.asarray(term, bool), done=done, ret=st2.episode_return,
-                       over=info["task_episode_over"])
+                       over=info["task_episode_over"],
+                       sweeps=st2.est.sweeps if st2.est is not None else jnp.int32(0))
             return st2, rec
 
         keys = jax.random.split(k_run, horizon)
@@ -53,6 +66,26 @@ def _rollout_fn(menv: MetaEnv, horizon: int):
         return rec
 
     return jax.jit(jax.vmap(one))
+
+
+def _mixed_tasks(task_pool, family, num_tasks, seed):
+    """Tasks from every variant of the family in equal shares (train first): a seed-dependent slice of the
+    session's task pool (conftest), where each variant's tasks come from its own ``sample_task``.
+
+    A variant only changes ``sample_task`` (the dynamics read everything from the task), so one compiled
+    rollout of the family runs all its variants; that keeps the number of slow XLA compiles down.
+    """
+    pool = task_pool(family)
+    envs = [make_env(family, v) for v in pool]
+    assert all(type(e).step_env is type(envs[0]).step_env for e in envs)  # same dynamics code
+    m = num_tasks // len(pool)
+    assert m * len(pool) == num_tasks
+    start = 7 * seed
+    return jax.tree.map(lambda *xs: jnp.concatenate([x[start:start + m] for x in xs]), *pool.values())
+
+
+def env_family(env):
+    return "bandit" if env.num_states == 2 else "mdp"
 
 
 def _task_obs_fn(num_states):
@@ -74,26 +107,25 @@ def _ref_cfg(q: QEstimator) -> RefConfig:
                      std_errors=q.std_errors, q_denom=q.q_denom, known_states=q.known_states)
 
 
-def _run_and_compare(env, est: QEstimator | None, *, horizon, num_tasks, seed, tasks=None):
-    menv = MetaEnv(env, horizon, est)
+def _run_and_compare(env, est: QEstimator | None, *, horizon, num_tasks, seed, tasks):
+    menv, rollout = _cached_rollout(env.name, env, est, horizon)
     key = jax.random.PRNGKey(seed)
-    k_task, k_act, k_run = jax.random.split(key, 3)
-    if tasks is None:
-        tasks = jax.vmap(env.sample_task)(jax.random.split(k_task, num_tasks))
+    k_act, k_run = jax.random.split(key)
     actions = jax.random.randint(k_act, (num_tasks, horizon), 0, env.num_actions)
-    rec = jax.device_get(_rollout_fn(menv, horizon)(jax.random.split(k_run, num_tasks), tasks, actions))
+    rec = jax.device_get(rollout(jax.random.split(k_run, num_tasks), tasks, actions))
     th = env.default_params.max_steps_in_episode
     assert rec["obs"].shape == (num_tasks, horizon + 1, menv.obs_dim)
     ref_cfg = _ref_cfg(est) if est is not None else None
-    all_inputs = []
+    all_inputs, all_sweeps = [], []
     for i in range(num_tasks):
         # the recorded transition must be the one MetaEnv took
         np.testing.assert_allclose(rec["r"][i], rec["r_env"][i], atol=ATOL)
         transitions = [(int(rec["s"][i, t]), int(rec["a"][i, t]), float(rec["r_env"][i, t]),
                         int(rec["s_next"][i, t]), bool(rec["term"][i, t])) for t in range(horizon)]
+        sweeps = []
         inputs, rewards, ret = meta_episode_inputs(
             int(rec["start"][i]), transitions, horizon=horizon, task_horizon=th, num_actions=env.num_actions,
-            task_obs=_task_obs_fn(env.num_states), estimator_cfg=ref_cfg)
+            task_obs=_task_obs_fn(env.num_states), estimator_cfg=ref_cfg, sweeps_out=sweeps)
         np.testing.assert_allclose(rec["obs"][i], inputs, atol=ATOL, rtol=0,
                                    err_msg=f"task {i}: policy inputs differ from the reference")
         np.testing.assert_allclose(rec["r"][i], rewards, atol=ATOL)
@@ -108,7 +140,11 @@ def _run_and_compare(env, est: QEstimator | None, *, horizon, num_tasks, seed, t
             over.append(bool(rec["term"][i, t]) or tau >= th)
             tau = 0 if over[-1] else tau
         assert list(rec["over"][i]) == over
+        if est is not None:  # same number of value-iteration sweeps (stop rule of SPEC §2.2)
+            assert list(rec["sweeps"][i]) == sweeps, f"task {i}: sweeps {list(rec['sweeps'][i])} vs {sweeps}"
         all_inputs.append(inputs)
+        all_sweeps.append(sweeps)
+    rec["ref_sweeps"] = np.array(all_sweeps)
     return menv, rec, np.stack(all_inputs)
 
 
@@ -161,25 +197,27 @@ def test_reference_hand_worked_standard_errors():
 
 
 # ------------------------------------------------------------------------------------------- JAX vs reference
+# Each (family, estimator config, H) is one XLA compile of a few seconds on CPU, so the configurations below
+# cover every value of each switch (mode, std errors, warm start, known states) rather than their product;
+# every batch mixes tasks from all variants of the family (train and OOD).
+BANDIT_TASKS, BANDIT_H = 24, 30
 BANDIT_CASES = [
-    # (variant, mode, std_errors, warm_start, known_states)
-    ("train", "fresh", False, False, "all"),
-    ("train", "entered", False, False, "all"),
-    ("train", "fresh", True, False, "all"),
-    ("train", "entered", True, True, "all"),
-    ("ood", "fresh", True, True, "visited"),
+    # (mode, std_errors, warm_start, known_states)
+    ("fresh", False, False, "all"),
+    ("entered", True, True, "visited"),
 ]
 
 
-@pytest.mark.parametrize("variant,mode,std_errors,warm_start,known", BANDIT_CASES)
-def test_bandit_matches_reference(variant, mode, std_errors, warm_start, known):
-    env = make_env("bandit", variant)
+@pytest.mark.parametrize("mode,std_errors,warm_start,known", BANDIT_CASES)
+def test_bandit_matches_reference(mode, std_errors, warm_start, known, task_pool):
+    env = make_env("bandit")
     est = _estimator(env, mode=mode, std_errors=std_errors, warm_start=warm_start, known_states=known)
     assert est.max_sweeps == 1
-    menv, rec, inputs = _run_and_compare(env, est, horizon=30, num_tasks=24, seed=1)
+    tasks = _mixed_tasks(task_pool, "bandit", BANDIT_TASKS, seed=1)
+    menv, rec, inputs = _run_and_compare(env, est, horizon=BANDIT_H, num_tasks=BANDIT_TASKS, seed=1, tasks=tasks)
     b = _blocks(menv)
     # TH = 1: every step ends the task episode, the agent is always shown the 'ready' state at τ = 0
-    assert rec["over"].all()
+    assert rec["over"].all() and rec["term"].all()
     np.testing.assert_array_equal(rec["obs"][:, :, b["task"]], np.broadcast_to([1.0, 0.0], (24, 31, 2)))
     np.testing.assert_array_equal(rec["obs"][:, 1:, b["time"]][..., 1], 0.0)
     if mode == "entered":
@@ -190,40 +228,36 @@ def test_bandit_matches_reference(variant, mode, std_errors, warm_start, known):
     else:
         assert np.abs(rec["obs"][:, 1:, b["value"]]).max() > 0.1  # fresh mode does carry information
     # counts: N(ready, ·)/10 sums to t/10
-    np.testing.assert_allclose(rec["obs"][:, :, b["counts"]].sum(-1), np.tile(np.arange(31) / 10.0, (24, 1)), atol=1e-5)
+    np.testing.assert_allclose(rec["obs"][:, :, b["counts"]].sum(-1), np.tile(np.arange(31) / 10.0, (24, 1)),
+                               atol=1e-5)
 
 
 def test_bandit_ood_extreme_probabilities_match_reference():
     """p < 0 and p > 1 (unclipped OOD tasks) as explicit tasks."""
     env = make_env("bandit", "ood")
-    probs = jnp.array([[-0.4, 1.3, 0.5, 0.0, 1.0]] * 4, jnp.float32)
+    probs = jnp.array([[-0.4, 1.3, 0.5, 0.0, 1.0]] * BANDIT_TASKS, jnp.float32)
     tasks = BanditTask(probs=probs, num_arms=5)
-    est = _estimator(env, mode="fresh", std_errors=True)
-    _, rec, _ = _run_and_compare(env, est, horizon=40, num_tasks=4, seed=5, tasks=tasks)
+    est = _estimator(env, mode="fresh", std_errors=False)  # reuses a compile above
+    _, rec, _ = _run_and_compare(env, est, horizon=BANDIT_H, num_tasks=BANDIT_TASKS, seed=5, tasks=tasks)
     a, r = rec["a"], rec["r"]
-    assert (r[a == 0] == 0).all() and (r[a == 1] == 1).all()
+    assert (r[a == 0] == 0).all() and (r[a == 1] == 1).all() and (r[a == 4] == 1).all()
 
 
 MDP_CASES = [
-    # (variant, mode, std_errors, warm_start, known_states, H, tasks)
-    ("train", "fresh", False, False, "all", 43, 32),
-    ("train", "entered", False, False, "all", 43, 32),
-    ("train", "fresh", True, False, "all", 37, 16),
-    ("train", "entered", True, False, "all", 37, 16),
-    ("train", "fresh", True, True, "visited", 37, 16),
-    ("train", "entered", False, True, "all", 37, 16),
-    ("train", "fresh", False, False, "visited", 37, 16),
-    ("alpha0.25", "fresh", True, False, "all", 37, 16),
-    ("det-rewards", "entered", False, False, "visited", 37, 16),
+    # (mode, std_errors, warm_start, known_states, H, tasks); H is not a multiple of TH = 10
+    ("fresh", False, False, "all", 43, 36),
+    ("entered", True, True, "visited", 37, 18),
+    ("fresh", True, False, "all", 37, 18),
 ]
 
 
-@pytest.mark.parametrize("variant,mode,std_errors,warm_start,known,horizon,num_tasks", MDP_CASES)
-def test_mdp_matches_reference(variant, mode, std_errors, warm_start, known, horizon, num_tasks):
-    env = make_env("mdp", variant)
+@pytest.mark.parametrize("mode,std_errors,warm_start,known,horizon,num_tasks", MDP_CASES)
+def test_mdp_matches_reference(mode, std_errors, warm_start, known, horizon, num_tasks, task_pool):
+    env = make_env("mdp")
     est = _estimator(env, mode=mode, std_errors=std_errors, warm_start=warm_start, known_states=known)
     assert est.max_sweeps == 10 and est.q_denom == 10.0
-    menv, rec, _ = _run_and_compare(env, est, horizon=horizon, num_tasks=num_tasks, seed=2)
+    tasks = _mixed_tasks(task_pool, "mdp", num_tasks, seed=2)
+    menv, rec, _ = _run_and_compare(env, est, horizon=horizon, num_tasks=num_tasks, seed=2, tasks=tasks)
     b = _blocks(menv)
     # TH = 10, H not a multiple of 10: resets after steps 10, 20, 30, 40 show state 0 with τ = 0
     for t in range(10, horizon + 1, 10):
@@ -238,17 +272,19 @@ def test_mdp_matches_reference(variant, mode, std_errors, warm_start, known, hor
         np.testing.assert_array_equal(rec["obs"][:, :, b["se"]], 0.0)
 
 
-@pytest.mark.parametrize("name", ["bandit", "mdp"])
-def test_rl2_inputs_match_reference(name):
+def test_rl2_inputs_match_reference(task_pool):
     """No estimator (RL²): the first blocks only."""
-    env = make_env(name)
-    menv, _, _ = _run_and_compare(env, None, horizon=23, num_tasks=8, seed=3)
+    env = make_env("mdp")
+    tasks = _mixed_tasks(task_pool, "mdp", 6, seed=3)
+    menv, _, _ = _run_and_compare(env, None, horizon=23, num_tasks=6, seed=3, tasks=tasks)
     assert menv.obs_dim == env.num_actions + 4 + env.num_states
 
 
-def test_mdp_early_stop_and_sweep_budget():
-    """Few sweeps and a loose ε so that the stop test and the sweep cap both bind somewhere."""
+def test_mdp_early_stop_and_sweep_budget(task_pool):
+    """Both ends of the stop rule are exercised (and agree, see _run_and_compare): early stops and the cap."""
     env = make_env("mdp")
-    base = _estimator(env, mode="fresh", std_errors=True)
-    est = QEstimator(**{**base.__dict__, "max_sweeps": 3, "epsilon": 0.3})
-    _run_and_compare(env, est, horizon=25, num_tasks=8, seed=4)
+    est = _estimator(env, mode="fresh", std_errors=False)
+    tasks = _mixed_tasks(task_pool, "mdp", 36, seed=6)
+    _, rec, _ = _run_and_compare(env, est, horizon=43, num_tasks=36, seed=6, tasks=tasks)  # reuses a compile
+    sweeps = rec["ref_sweeps"]
+    assert (sweeps == 10).any() and (sweeps < 10).any(), np.unique(sweeps)

@@ -1,0 +1,207 @@
+"""Multi-device and multi-host training: one device mesh with a single ``'data'`` axis, modern JAX only.
+
+The design is plain data parallelism expressed as shardings (``jax.jit`` + ``NamedSharding``, GSPMD):
+
+* the task/env axis of everything per-task (sampled tasks, the meta-episode and RL³ estimator state, the
+  rollout trajectory, the PPO batch and each whole-sequence minibatch) is split over the mesh axis ``'data'``;
+* parameters, optimiser states, the PRNG key, counters and hyper-parameters are replicated;
+* the PPO losses are means over the (global) minibatch, so XLA's partitioner turns each gradient into a
+  per-device partial sum plus an all-reduce: gradients are averaged across devices and every device applies
+  the same update. The program is the single-device program; only the float reduction order changes.
+
+Multi-host (a TPU pod slice, several GPU hosts): every process runs the same command; ``initialize`` connects
+them; the mesh spans every process's devices; each device samples and plays only its own share of the tasks
+(threefry random bits are partitionable, so the tasks are the same ones a single device would draw). Process
+0 alone writes logs; checkpoints are written and read by all processes together (orbax).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+AXIS = "data"
+
+#: environment variables read when the corresponding flag is not given (JAX itself reads the first one)
+ENV_COORDINATOR = "JAX_COORDINATOR_ADDRESS"
+ENV_NUM_PROCESSES = "JAX_NUM_PROCESSES"
+ENV_PROCESS_ID = "JAX_PROCESS_ID"
+
+
+# ------------------------------------------------------------------------------------------ processes
+def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None, auto: bool = False) -> bool:
+    """Calls ``jax.distributed.initialize`` when this is a multi-process run; returns whether it did.
+
+    A run is multi-process when any of ``coordinator_address`` / ``num_processes`` / ``process_id`` is
+    given, or set through ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``, or when
+    ``auto`` asks for JAX's cluster auto-detection (Cloud TPU pod slices, SLURM, Open MPI). Must run before
+    anything touches a JAX backend. Calling it again in an initialised process is a no-op.
+    """
+    if jax.distributed.is_initialized():
+        return True
+    coordinator_address = coordinator_address or os.environ.get(ENV_COORDINATOR) or None
+    if num_processes is None and os.environ.get(ENV_NUM_PROCESSES):
+        num_processes = int(os.environ[ENV_NUM_PROCESSES])
+    if process_id is None and os.environ.get(ENV_PROCESS_ID):
+        process_id = int(os.environ[ENV_PROCESS_ID])
+    given = [v is not None for v in (coordinator_address, num_processes, process_id)]
+    if not any(given) and not auto:
+        return False
+    if any(given) and not all(given) and not auto:
+        raise ValueError("multi-host training needs all of --coordinator-address, --num-processes and "
+                         "--process-id (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID), or "
+                         "--distributed for cluster auto-detection")
+    if num_processes is not None and not 0 <= (process_id or 0) < num_processes:
+        raise ValueError(f"--process-id must be in [0, {num_processes}), got {process_id}")
+    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                               process_id=process_id)
+    return True
+
+
+def is_main_process() -> bool:
+    return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    """All processes wait here (a no-op in a single-process run)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def broadcast_flag(flag: bool) -> bool:
+    """Process 0's boolean, on every process."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag, np.int32)))
+
+
+# ------------------------------------------------------------------------------------------ the mesh
+def make_mesh(devices: int | None = None) -> Mesh:
+    """A 1-D ``('data',)`` mesh over every process's devices; ``devices`` caps how many each process uses.
+
+    Single process: the first ``devices`` local devices (default all). Multi-process: each process
+    contributes its first ``devices`` local devices (default all), ordered by process.
+    """
+    per_process: dict[int, list] = {}
+    for d in jax.devices():
+        per_process.setdefault(d.process_index, []).append(d)
+    local = min(len(v) for v in per_process.values())
+    if devices is not None:
+        if devices < 1:
+            raise ValueError(f"--devices must be >= 1, got {devices}")
+        if devices > local:
+            raise ValueError(f"--devices {devices} asks for more devices than this process has ({local}: "
+                             f"{', '.join(str(d) for d in jax.local_devices())})")
+        local = devices
+    chosen = [d for p in sorted(per_process) for d in sorted(per_process[p], key=lambda d: d.id)[:local]]
+    return Mesh(np.array(chosen), (AXIS,), axis_types=(AxisType.Auto,))
+
+
+def mesh_size(mesh: Mesh | None) -> int:
+    return 1 if mesh is None else int(mesh.devices.size)
+
+
+def check_divisible(num_envs: int, minibatch_envs: int, mesh: Mesh | None) -> None:
+    """num_envs must split evenly over the devices (each holds num_envs / devices whole tasks)."""
+    n = mesh_size(mesh)
+    if num_envs % n:
+        raise ValueError(f"num_envs={num_envs} is not divisible by the {n} devices of the mesh: each device "
+                         f"plays an equal share of the tasks (use a multiple of {n}, or --devices to use fewer)")
+    del minibatch_envs  # a minibatch that does not split evenly is still correct, only less parallel
+
+
+def env_spec(pop_dims: int = 0) -> P:
+    """PartitionSpec of a per-task array whose env axis follows ``pop_dims`` population axes."""
+    return P(*([None] * pop_dims), AXIS)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def split_leading(tree: Any, mesh: Mesh | None) -> Any:
+    """``with_sharding_constraint`` splitting the leading (env) axis of every leaf over the mesh.
+
+    Used inside the jitted training step on tasks, env/estimator state, per-step policy inputs and outputs,
+    the trajectory and each PPO minibatch. Leaves whose leading axis does not divide evenly (scalars,
+    counters, a minibatch smaller than the mesh) are left to the partitioner. Under ``vmap`` (seeds, sweeps)
+    the population axis is added in front automatically. Identity without a mesh or with one device.
+    """
+    n = mesh_size(mesh)
+    if n == 1:
+        return tree
+    split = NamedSharding(mesh, P(AXIS))
+
+    def one(x):
+        if getattr(x, "ndim", 0) < 1 or x.shape[0] % n or jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return x
+        return jax.lax.with_sharding_constraint(x, split)
+
+    return jax.tree.map(one, tree)
+
+
+def state_shardings(state: Any, mesh: Mesh, num_envs: int, pop_dims: int = 0) -> Any:
+    """Shardings of a ``TrainState`` (or a population of them, ``pop_dims`` leading axes): the env/estimator
+    state split along its env axis, everything else (params, optimiser states, key, counters) replicated."""
+    split = NamedSharding(mesh, env_spec(pop_dims))
+    rep = replicated(mesh)
+
+    def env_leaf(x):
+        return split if (x.ndim > pop_dims and x.shape[pop_dims] == num_envs) else rep
+
+    return state.replace(**{f.name: jax.tree.map(env_leaf if f.name == "env_state" else (lambda _: rep),
+                                                 getattr(state, f.name))
+                            for f in dataclasses.fields(state)})
+
+
+def init_sharded(init_fn, mesh: Mesh, num_envs: int, pop_dims: int = 0):
+    """``init_fn()`` (no arguments: seeds are closed over, so nothing host-local enters a multi-process
+    computation) jitted straight into the training shardings."""
+    shardings = state_shardings(jax.eval_shape(init_fn), mesh, num_envs, pop_dims)
+    return jax.jit(init_fn, out_shardings=shardings)()
+
+
+def sharded_chunk(chunk_fn, mesh: Mesh, num_envs: int, pop_dims: int = 0):
+    """``chunk_fn(state, num_iters)`` jitted per ``num_iters`` with the state's shardings kept in and out
+    (donated) and the metrics replicated (every process can read them)."""
+    cache: dict[int, Any] = {}
+
+    def run(state, num_iters: int):
+        if num_iters not in cache:
+            sh = state_shardings(state, mesh, num_envs, pop_dims)
+            cache[num_iters] = jax.jit(lambda s: chunk_fn(s, num_iters), in_shardings=(sh,),
+                                       out_shardings=(sh, replicated(mesh)), donate_argnums=0)
+        return cache[num_iters](state)
+
+    return run
+
+
+def assert_replicated_equal(tree: Any) -> None:
+    """Raises unless every addressable copy of every leaf is bitwise identical (parameters after a
+    data-parallel update must be)."""
+    for path, x in jax.tree_util.tree_leaves_with_path(tree):
+        shards = [np.asarray(s.data) for s in x.addressable_shards]
+        for s in shards[1:]:
+            if s.shape != shards[0].shape or not np.array_equal(s, shards[0]):
+                raise AssertionError(f"copies of {jax.tree_util.keystr(path)} differ between devices")
+
+
+def describe(mesh: Mesh | None) -> str:
+    if mesh is None:
+        d = jax.devices()[0]
+        return f"1 device ({d.platform})"
+    n = mesh_size(mesh)
+    kinds = {getattr(d, "device_kind", d.platform) for d in mesh.devices.flat}
+    procs = len({d.process_index for d in mesh.devices.flat})
+    return f"{n} device{'s' if n > 1 else ''} ({', '.join(sorted(kinds))}) in {procs} process{'es' if procs > 1 else ''}"

@@ -1,0 +1,296 @@
+"""Task families (SPEC §3), vmap/jit behaviour of the meta-episode wrapper, and the env registry.
+
+Statistical checks draw many independent samples and allow 5 standard errors of the estimate (stated at each
+check): with fixed seeds they are deterministic, and a correct sampler would fail one with probability ~6e-7.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rl3jax.envs import make_env, variants
+from rl3jax.envs.bandit import BanditState, BanditTask
+from rl3jax.envs.mdp import VARIANTS as MDP_VARIANTS
+from rl3jax.envs.mdp import MDPState
+from rl3jax.estimator import QEstimator
+from rl3jax.meta_episode import MetaEnv
+
+Z = 5.0  # tolerance in standard errors
+
+
+def _close(x, expected, se, what):
+    assert abs(x - expected) <= Z * se, f"{what}: {x:.5f} vs {expected:.5f} (> {Z} s.e. = {Z * se:.5f})"
+
+
+def _var_check(samples, mean, var, fourth_central, what):
+    """Sample variance around the *known* mean; s.e. = sqrt((μ4 − σ⁴)/n)."""
+    d2 = (np.asarray(samples, np.float64) - mean) ** 2
+    _close(d2.mean(), var, np.sqrt((fourth_central - var ** 2) / d2.size), what)
+
+
+@functools.cache
+def _step_many(name, variant):
+    """jit(vmap over keys) of one task-env step from a given state: the sampling distribution of a step."""
+    env = make_env(name, variant)
+    return env, jax.jit(jax.vmap(env.step_env, in_axes=(0, None, None, None)))
+
+
+# ------------------------------------------------------------------------------------------------ bandits
+def test_bandit_arm_probabilities_uniform(task_pool):
+    p = task_pool("bandit")["train"].probs
+    assert p.shape == (20000, 5) and p.min() >= 0.0 and p.max() < 1.0
+    n = p.size
+    _close(p.mean(), 0.5, np.sqrt(1 / 12 / n), "U(0,1) mean")
+    _var_check(p, 0.5, 1 / 12, 1 / 80, "U(0,1) variance 1/12")  # μ4 of U(0,1) = 1/80
+    # arms are independent: correlation between arm 0 and arm 1 ~ 0 (s.e. 1/sqrt(n_tasks))
+    _close(np.corrcoef(p[:, 0], p[:, 1])[0, 1], 0.0, 1 / np.sqrt(p.shape[0]), "arm correlation")
+
+
+def test_bandit_ood_probabilities_normal_unclipped(task_pool):
+    p = task_pool("bandit")["ood"].probs
+    n = p.size
+    _close(p.mean(), 0.5, 0.5 / np.sqrt(n), "N(0.5, 0.5) mean")
+    _var_check(p, 0.5, 0.25, 3 * 0.25 ** 2, "N(0.5, 0.5) variance 0.25")  # μ4 = 3σ⁴
+    outside = ((p < 0) | (p > 1)).mean()
+    q = 0.31731  # P(|Z| > 1)
+    _close(outside, q, np.sqrt(q * (1 - q) / n), "fraction outside [0, 1]")
+    assert p.min() < -0.5 and p.max() > 1.5  # unclipped
+
+
+def test_bandit_bernoulli_rewards():
+    env, step = _step_many("bandit", "ood")
+    probs = jnp.array([-0.3, 0.0, 0.25, 0.8, 1.0], jnp.float32)
+    task = BanditTask(probs=probs, num_arms=5)
+    state = BanditState(time=jnp.int32(0), pos=jnp.int32(0))
+    n = 20000
+    keys = jax.random.split(jax.random.PRNGKey(7), n)
+    for arm, p in enumerate([-0.3, 0.0, 0.25, 0.8, 1.0]):
+        obs, nxt, r, done, _ = jax.device_get(step(keys, state, arm, task))
+        assert set(np.unique(r)) <= {0.0, 1.0}
+        assert done.all() and (nxt.pos == 1).all()
+        np.testing.assert_array_equal(obs, np.broadcast_to([0.0, 1.0], (n, 2)))
+        if p <= 0.0:
+            assert r.sum() == 0, "p <= 0 never pays"
+        elif p >= 1.0:
+            assert r.min() == 1.0, "p >= 1 always pays"
+        else:
+            _close(r.mean(), p, np.sqrt(p * (1 - p) / n), f"Bernoulli({p}) frequency")
+    # p > 1 (OOD) always pays
+    task = BanditTask(probs=jnp.full((5,), 1.4), num_arms=5)
+    _, _, r, _, _ = step(keys[:1000], state, 3, task)
+    assert float(r.min()) == 1.0
+    # the family's layout: reset shows 'ready' (one-hot state 0), state 1 is absorbing
+    obs, st = env.reset_env(jax.random.PRNGKey(0), task)
+    np.testing.assert_array_equal(obs, [1.0, 0.0])
+    assert int(env.state_index(st, task)) == 0 and not bool(env.is_terminated(st, task))
+    assert env.default_params.max_steps_in_episode == 1 and env.num_states == 2 and env.num_actions == 5
+
+
+# --------------------------------------------------------------------------------------------------- MDPs
+def _dirichlet_check(t, alpha, what):
+    s = t.shape[-1]
+    assert t.min() >= 0.0
+    np.testing.assert_allclose(t.sum(-1), 1.0, atol=1e-5, err_msg=f"{what}: rows sum to 1")
+    rows = t.reshape(-1, s).astype(np.float64)
+    n_rows = rows.shape[0]
+    a0 = alpha * s
+    var = alpha * (a0 - alpha) / (a0 ** 2 * (a0 + 1))  # per-entry variance of Dirichlet(α·1_S)
+    # mean of each entry across rows: 1/S, s.e. sqrt(var / n_rows)
+    for j in range(s):
+        _close(rows[:, j].mean(), 1 / s, np.sqrt(var / n_rows), f"{what}: mean of entry {j}")
+    # per-row mean squared deviation from 1/S has expectation var; rows are independent, so its s.e. is
+    # its own std / sqrt(n_rows)
+    per_row = ((rows - 1 / s) ** 2).mean(-1)
+    _close(per_row.mean(), var, per_row.std() / np.sqrt(n_rows), f"{what}: entry variance {var:.5f}")
+    return rows
+
+
+def test_mdp_dirichlet_transitions(task_pool):
+    t = task_pool("mdp")["train"].transitions
+    assert t.shape[1:] == (10, 5, 10) and t.shape[0] >= 200
+    rows = _dirichlet_check(t, 1.0, "Dirichlet(1)")
+    assert abs(1 * 9 / (10 ** 2 * 11) - 9 / 1100) < 1e-12
+    t25 = task_pool("mdp")["alpha0.25"].transitions
+    rows25 = _dirichlet_check(t25, 0.25, "Dirichlet(0.25)")
+    # sparser rows: more near-zero entries and a larger largest entry
+    assert (rows25 < 0.01).mean() > (rows < 0.01).mean() + 0.2
+    assert rows25.max(-1).mean() > rows.max(-1).mean() + 0.1
+    chex.assert_tree_all_finite((t, t25))
+
+
+def test_mdp_mean_rewards_and_noise(task_pool):
+    tasks = task_pool("mdp")["train"]
+    r = tasks.mean_rewards.astype(np.float64)
+    assert r.shape[1:] == (10, 5) and r.shape[0] >= 200
+    _close(r.mean(), 1.0, 1 / np.sqrt(r.size), "R = 1 + N(0,1): mean")
+    _var_check(r, 1.0, 1.0, 3.0, "R = 1 + N(0,1): variance")
+    np.testing.assert_array_equal(tasks.reward_noise, 1.0)
+    # alpha0.25 changes only the transitions
+    t25 = task_pool("mdp")["alpha0.25"]
+    _close(t25.mean_rewards.mean(), 1.0, 1 / np.sqrt(r.size), "alpha0.25: reward mean")
+    np.testing.assert_array_equal(t25.reward_noise, 1.0)
+
+
+def test_mdp_det_rewards_uniform_noiseless(task_pool):
+    tasks = task_pool("mdp")["det-rewards"]
+    r = tasks.mean_rewards.astype(np.float64)
+    assert r.min() >= 0.0 and r.max() <= 2.0
+    _close(r.mean(), 1.0, np.sqrt(1 / 3 / r.size), "U(0,2) mean")
+    _var_check(r, 1.0, 1 / 3, 1 / 5, "U(0,2) variance 1/3")  # U(-1,1): μ4 = 1/5
+    np.testing.assert_array_equal(tasks.reward_noise, 0.0)
+    np.testing.assert_allclose(tasks.transitions.sum(-1), 1.0, atol=1e-5)
+    # observed rewards are exactly the means
+    env, step = _step_many("mdp", "det-rewards")
+    task = jax.tree.map(lambda x: x[0], tasks)
+    keys = jax.random.split(jax.random.PRNGKey(3), 64)
+    for s, a in [(0, 0), (4, 3)]:
+        _, _, rew, _, _ = step(keys, MDPState(time=jnp.int32(0), pos=jnp.int32(s)), a, task)
+        np.testing.assert_allclose(np.asarray(rew), task.mean_rewards[s, a], rtol=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["train", "alpha0.25"])
+def test_mdp_step_distribution(variant, task_pool):
+    """Next-state frequencies match T[s,a] and observed rewards are R(s,a) + N(0,1)."""
+    env, step = _step_many("mdp", variant)
+    task = jax.tree.map(lambda x: x[3], task_pool("mdp")[variant])
+    n = 20000
+    keys = jax.random.split(jax.random.PRNGKey(11), n)
+    for s, a in [(0, 1), (7, 4)]:
+        obs, nxt, r, done, _ = jax.device_get(step(keys, MDPState(time=jnp.int32(0), pos=jnp.int32(s)), a, task))
+        assert not done.any()
+        np.testing.assert_array_equal(obs, np.eye(10)[nxt.pos])
+        freq = np.bincount(nxt.pos, minlength=10) / n
+        p = np.asarray(task.transitions[s, a], np.float64)
+        for j in range(10):  # binomial s.e.; + 1/n so that a p ≈ 0 entry may show one stray count
+            assert abs(freq[j] - p[j]) <= Z * np.sqrt(p[j] * (1 - p[j]) / n) + 1 / n, (s, a, j, freq[j], p[j])
+        assert (freq[p == 0] == 0).all()
+        noise = r.astype(np.float64) - float(task.mean_rewards[s, a])
+        _close(noise.mean(), 0.0, 1 / np.sqrt(n), "reward noise mean")
+        _var_check(noise, 0.0, 1.0, 3.0, "reward noise variance 1")
+        # the noise is independent of the next state (separate keys)
+        _close(np.corrcoef(noise, nxt.pos)[0, 1], 0.0, 1 / np.sqrt(n), "noise vs next state correlation")
+    _, st = env.reset_env(jax.random.PRNGKey(0), task)
+    assert int(st.pos) == 0  # every task episode starts in state 1 (index 0)
+
+
+# ------------------------------------------------------------------------------------ MetaEnv under vmap/jit
+H_VMAP, N_VMAP = 13, 6
+
+
+def _meta_env_rl3():
+    env = make_env("mdp")
+    est = QEstimator(num_states=10, num_actions=5, max_sweeps=10, std_errors=True, q_denom=10.0,
+                     mode="fresh", known_states="visited", warm_start=True)
+    return env, MetaEnv(env, H_VMAP, est)
+
+
+def _mixed_mdp_tasks(task_pool, n):
+    """Tasks from all three MDP variants (their dynamics share one step function; only sampling differs)."""
+    assert n % len(MDP_VARIANTS) == 0
+    m = n // len(MDP_VARIANTS)
+    parts = [jax.tree.map(lambda x: x[-m:], task_pool("mdp")[v]) for v in MDP_VARIANTS]
+    return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+
+
+def test_vmap_equals_loop_no_retrace_finite(task_pool):
+    env, menv = _meta_env_rl3()
+    tasks = _mixed_mdp_tasks(task_pool, N_VMAP)
+    assert tasks.transitions.shape[0] == N_VMAP
+    assert set(np.unique(tasks.reward_noise)) == {0.0, 1.0}
+    keys = jax.random.split(jax.random.PRNGKey(1), (N_VMAP, H_VMAP + 1))
+    actions = np.asarray(jax.random.randint(jax.random.PRNGKey(2), (N_VMAP, H_VMAP), 0, 5))
+
+    chex.clear_trace_counter()
+    v_reset = jax.jit(chex.assert_max_traces(lambda k, p: jax.vmap(menv.reset)(k, p), n=1))
+    # retracing (e.g. a state field changing dtype or weak type between reset and step) would raise
+    v_step = jax.jit(chex.assert_max_traces(lambda *args: jax.vmap(menv.step)(*args), n=1))
+    obs, st = v_reset(keys[:, 0], tasks)
+    v_obs, v_rew = [obs], []
+    for t in range(H_VMAP):
+        obs, st, r, done, info = v_step(keys[:, t + 1], st, jnp.asarray(actions[:, t]), tasks)
+        chex.assert_tree_all_finite((obs, st, r))
+        v_obs.append(obs)
+        v_rew.append(r)
+        assert bool(done.all()) == (t == H_VMAP - 1)
+    v_obs, v_rew = np.stack(v_obs, 1), np.stack(v_rew, 1)
+    np.testing.assert_allclose(np.asarray(st.episode_return), v_rew.sum(1), rtol=1e-5, atol=1e-5)
+    assert v_obs.shape == (N_VMAP, H_VMAP + 1, menv.obs_dim)
+
+    # a Python loop over single tasks (jit, no vmap) gives the same meta-episodes
+    s_reset, s_step = jax.jit(menv.reset), jax.jit(menv.step)
+    for i in range(N_VMAP):
+        task = jax.tree.map(lambda x: x[i], tasks)
+        obs, sst = s_reset(keys[i, 0], task)
+        np.testing.assert_allclose(obs, v_obs[i, 0], atol=1e-5)
+        for t in range(H_VMAP):
+            obs, sst, r, _, _ = s_step(keys[i, t + 1], sst, actions[i, t], task)
+            np.testing.assert_allclose(obs, v_obs[i, t + 1], atol=1e-5, err_msg=f"task {i} step {t}")
+            np.testing.assert_allclose(r, v_rew[i, t], atol=1e-5)
+        chex.assert_trees_all_close(sst, jax.tree.map(lambda x: x[i], st), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- registry
+def test_registry_names_and_errors():
+    assert make_env("bandit").name == "bandit5" and make_env("mdp").name == "mdp"
+    assert set(variants("bandit")) == {"train", "ood"}
+    assert set(variants("mdp")) == {"train", "alpha0.25", "det-rewards"}
+    for v in variants("mdp"):
+        assert make_env("mdp", v).variant == v
+    assert make_env("mdp", None).variant == "train"
+    with pytest.raises(ValueError) as e:
+        make_env("no-such-env")
+    msg = str(e.value)
+    assert "no-such-env" in msg and "bandit" in msg and "mdp" in msg and "CartPole-v1" in msg
+    with pytest.raises(ValueError) as e:
+        make_env("mdp", "alpha0.3")
+    assert all(v in str(e.value) for v in ("train", "alpha0.25", "det-rewards"))
+    with pytest.raises(ValueError) as e:
+        make_env("bandit", "alpha0.25")
+    assert "ood" in str(e.value)
+    with pytest.raises(ValueError):
+        make_env("CartPole-v1", "ood")
+
+
+def test_gymnax_env_in_meta_env_rl2_and_rl3_rejected():
+    env = make_env("CartPole-v1")
+    horizon = 6
+    menv = MetaEnv(env, horizon)
+    n = env.num_actions
+    assert menv.obs_dim == n + 4 + 4
+    params = menv.sample_task(jax.random.PRNGKey(0))
+    # the task (gymnax EnvParams) is closed over: see the xfail test below for passing it as an argument
+    step = jax.jit(lambda k, s, a: menv.step(k, s, a, params))
+    obs, st = jax.jit(lambda k: menv.reset(k, params))(jax.random.PRNGKey(0))
+    np.testing.assert_allclose(obs[: n + 4], [0.0] * n + [0.0, 1.0, 0.0, 0.0])
+    total = 0.0
+    for t in range(horizon):
+        a = t % n
+        obs, st, r, done, _ = step(jax.random.PRNGKey(t + 1), st, a)
+        chex.assert_tree_all_finite(obs)
+        total += float(r)
+        np.testing.assert_allclose(obs[:n], np.eye(n)[a])
+        np.testing.assert_allclose(obs[n: n + 4], [float(r), 0.0, (t + 1) / horizon, (t + 1) / 500], atol=1e-6)
+        assert bool(done) == (t == horizon - 1)
+    assert total == horizon  # CartPole pays 1 per step and cannot fall within 6 steps
+    np.testing.assert_allclose(float(st.episode_return), total)
+    with pytest.raises(ValueError, match="RL³ needs a tabular"):
+        MetaEnv(env, horizon, QEstimator(num_states=2, num_actions=n))
+
+
+@pytest.mark.xfail(strict=True, raises=jax.errors.ConcretizationTypeError, reason=(
+    "BUG rl3jax/meta_episode.py:54 MetaEnv.task_horizon does int(params.max_steps_in_episode); gymnax "
+    "EnvParams (e.g. CartPole-v1) hold it as a pytree leaf, so jit/vmap of MetaEnv.reset/step with the task "
+    "passed as an argument (the gymnax API) fails with ConcretizationTypeError"))
+def test_gymnax_env_meta_env_params_as_jit_argument():
+    env = make_env("CartPole-v1")
+    menv = MetaEnv(env, 6)
+    params = menv.sample_task(jax.random.PRNGKey(0))
+    obs, st = jax.jit(menv.reset)(jax.random.PRNGKey(0), params)
+    obs, st, r, done, _ = jax.jit(menv.step)(jax.random.PRNGKey(1), st, 0, params)
+    assert obs.shape == (menv.obs_dim,)

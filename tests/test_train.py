@@ -1,0 +1,192 @@
+"""The training loop: probes, exact resume, determinism, checkpoints, CLI errors, short learning runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rl3jax.cli import main as cli_main
+from rl3jax.config import TrainConfig
+from rl3jax.driver import train
+from rl3jax.evaluate import evaluate
+from rl3jax.train import jit_chunk, make_train
+from tests.probes import register_probes
+
+register_probes()
+
+TINY = dict(horizon=8, num_envs=16, minibatch_envs=4, epochs=2, model="gru", chunk_iters=2,
+            checkpoint_every=2)
+
+
+def _leaves_equal(a, b):
+    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in
+               zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def _train_probe(kind, iters=40, **kw):
+    cfg = TrainConfig(env=f"probe-{kind}", algo="rl2", model="markov", horizon=4, num_envs=32,
+                      minibatch_envs=8, epochs=4, lr=3e-3, ent_coef=0.0, iters=iters, **kw).validate()
+    trainer = make_train(cfg)
+    state = jax.jit(trainer.init)(jax.random.key(0))
+    state, metrics = jit_chunk(trainer)(state, iters)
+    return trainer, state, metrics
+
+
+def test_probe_constant_reward_critic_learns_returns_to_go():
+    trainer, state, _ = _train_probe("constant", iters=60)
+    traj, _ = jax.jit(trainer.collect)(state.actor_params, jax.random.key(3))
+    values = trainer.critic.sequence(state.critic_params, traj.obs)[..., 0]
+    # reward 1 every step, H=4, only step H terminal: V(t) = sum_{k < H-t} 0.99^k
+    expected = np.array([sum(0.99 ** k for k in range(4 - t)) for t in range(4)])
+    np.testing.assert_allclose(np.asarray(values).mean(0), expected, atol=0.15)
+
+
+def test_probe_action_dependent_reward_actor_prefers_rewarded_action():
+    trainer, state, metrics = _train_probe("action", iters=30)
+    traj, _ = jax.jit(trainer.collect)(state.actor_params, jax.random.key(3))
+    assert float(jnp.mean(traj.actions == 0)) > 0.9  # starts at 0.5
+    assert float(metrics["return_mean"][-1]) > 0.9 * 4
+
+
+def test_probe_observation_dependent_reward_actor_reads_observation():
+    trainer, state, _ = _train_probe("observation", iters=40)
+    traj, _ = jax.jit(trainer.collect)(state.actor_params, jax.random.key(3))
+    assert float(traj.rewards.mean()) > 0.9  # random policy: 0.5
+
+
+def test_iteration_shapes_finite_and_no_retrace():
+    cfg = TrainConfig(env="mdp", algo="rl3", iters=4, **TINY).validate()
+    trainer = make_train(cfg)
+    state = jax.jit(trainer.init)(jax.random.key(0))
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def it(s):
+        return trainer.iteration(s)
+
+    for _ in range(3):
+        state, metrics = it(state)
+    chex.assert_tree_all_finite((state.actor_params, state.critic_params, metrics))
+    for v in metrics.values():
+        chex.assert_shape(v, ())
+    assert int(state.iteration) == 3
+    traj, env_state = jax.jit(trainer.collect)(state.actor_params, jax.random.key(1))
+    chex.assert_shape(traj.obs, (16, 8, trainer.meta_env.obs_dim))
+    chex.assert_shape(traj.rewards, (16, 8))
+    np.testing.assert_allclose(np.asarray(env_state.episode_return), np.asarray(traj.rewards.sum(1)), rtol=1e-5)
+
+
+def test_same_seed_same_result_and_chunking_does_not_matter():
+    cfg = TrainConfig(env="bandit", algo="rl3", iters=4, **TINY).validate()
+    trainer = make_train(cfg)
+    init = jax.jit(trainer.init)
+    a, ma = jax.jit(trainer.chunk, static_argnums=1)(init(jax.random.key(5)), 4)
+    s = init(jax.random.key(5))
+    s, m1 = jax.jit(trainer.chunk, static_argnums=1)(s, 1)
+    s, m3 = jax.jit(trainer.chunk, static_argnums=1)(s, 3)
+    assert _leaves_equal(a.actor_params, s.actor_params)
+    assert _leaves_equal(a.critic_params, s.critic_params)
+    np.testing.assert_array_equal(np.asarray(ma["return_mean"]),
+                                  np.concatenate([np.asarray(m1["return_mean"]), np.asarray(m3["return_mean"])]))
+    c, _ = jax.jit(trainer.chunk, static_argnums=1)(init(jax.random.key(6)), 4)
+    assert not _leaves_equal(a.actor_params, c.actor_params)
+
+
+def _metrics_rows(path):
+    with open(os.path.join(path, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    for r in rows:
+        r.pop("steps_per_second")
+    return rows
+
+
+def test_exact_resume_equals_uninterrupted_run(tmp_path):
+    cfg = TrainConfig(env="mdp", algo="rl3", iters=4, **TINY).validate()
+    full, _ = train(cfg, str(tmp_path / "full"), quiet=True)
+    half_dir = str(tmp_path / "half")
+    train(cfg.replace(iters=2), half_dir, quiet=True)
+    resumed, _ = train(cfg, half_dir, resume=True, quiet=True)
+    assert int(resumed.iteration) == 4
+    for name in ("actor_params", "critic_params", "actor_opt", "critic_opt", "env_state"):
+        assert _leaves_equal(getattr(full, name), getattr(resumed, name)), name
+    assert np.array_equal(jax.random.key_data(full.key), jax.random.key_data(resumed.key))
+    assert _metrics_rows(str(tmp_path / "full")) == _metrics_rows(half_dir)
+
+
+def test_interrupted_save_leaves_last_checkpoint_usable(tmp_path):
+    cfg = TrainConfig(env="bandit", algo="rl2", iters=4, **TINY).validate()
+    run = str(tmp_path / "run")
+    train(cfg, run, quiet=True)
+    ckpts = os.path.join(run, "checkpoints")
+    # simulate a kill in the middle of writing step 6: orbax writes into a temporary folder first
+    os.makedirs(os.path.join(ckpts, "6.orbax-checkpoint-tmp-123", "state"))
+    resumed, _ = train(cfg.replace(iters=6), run, resume=True, quiet=True)
+    assert int(resumed.iteration) == 6
+
+
+def test_resume_with_changed_settings_is_refused(tmp_path):
+    cfg = TrainConfig(env="bandit", algo="rl2", iters=2, **TINY).validate()
+    run = str(tmp_path / "run")
+    train(cfg, run, quiet=True)
+    with pytest.raises(ValueError, match="lr"):
+        train(cfg.replace(lr=1e-2, iters=4), run, resume=True, quiet=True)
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(cfg, run, quiet=True)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--env", "nope", "--out", "X"], "unknown env 'nope'"),
+    (["train", "--env", "mdp", "--variant", "bogus", "--out", "X"], "variant 'bogus'"),
+    (["train", "--num-envs", "10", "--minibatch-envs", "4", "--out", "X"], "not divisible"),
+    (["train", "--set", "lr=abc", "--out", "X"], "expected a float"),
+    (["train", "--set", "nofield=1", "--out", "X"], "unknown config field"),
+    (["train", "--preset", "nope", "--out", "X"], "unknown preset"),
+    (["eval", "--run", "/nonexistent/run", "--episodes", "2"], "not a run folder"),
+])
+def test_cli_bad_input_gives_clear_error(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_cli_bad_int_flag_is_rejected_by_argparse(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli_main(["train", "--horizon", "0", "--out", "X"])
+    assert e.value.code == 2
+    assert "expected a whole number >= 1, got 0" in capsys.readouterr().err
+
+
+def test_cli_corrupt_checkpoint_gives_clear_error(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    cfg = TrainConfig(env="bandit", algo="rl2", iters=2, **TINY).validate()
+    train(cfg, run, quiet=True)
+    step_dir = os.path.join(run, "checkpoints", "2", "state")
+    for root, _, files in os.walk(step_dir):
+        for f in files:
+            with open(os.path.join(root, f), "wb") as fh:
+                fh.write(b"garbage")
+    assert cli_main(["eval", "--run", run, "--episodes", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "could not be restored" in err and "Traceback" not in err
+
+
+def test_cli_train_eval_roundtrip(tmp_path):
+    run = str(tmp_path / "run")
+    assert cli_main(["train", "--env", "bandit", "--algo", "rl3", "--model", "markov", "--horizon", "8",
+                     "--iters", "2", "--num-envs", "8", "--minibatch-envs", "4", "--out", run,
+                     "--no-progress"]) == 0
+    out = str(tmp_path / "eval.json")
+    assert cli_main(["eval", "--run", run, "--episodes", "20", "--greedy", "--json", out]) == 0
+    with open(out) as f:
+        res = json.load(f)
+    for k in ("env", "variant", "algo", "policy", "horizon", "episodes", "mean_return", "stderr"):
+        assert k in res
+    assert res["episodes"] == 20 and res["policy"] == "greedy" and 0 <= res["mean_return"] <= 8
