@@ -44,14 +44,19 @@ class MetaEnv:
         self.horizon = horizon
         self.estimator = estimator
         params = env.default_params
+        self._task_horizon = int(getattr(params, "max_steps_in_episode", horizon))
         self.num_actions = int(env.num_actions)
         self.task_obs_dim = int(jnp.size(jnp.zeros(env.observation_space(params).shape)))
         self.obs_dim = self.num_actions + 4 + self.task_obs_dim + (estimator.feature_dim if estimator else 0)
 
     # -------------------------------------------------------------------------------------- helpers
-    def task_horizon(self, params) -> int:
-        """TH: the task's own episode length (``max_steps_in_episode``; grids set it to H)."""
-        return int(getattr(params, "max_steps_in_episode", self.horizon))
+    def task_horizon(self, params=None) -> int:
+        """TH: the task's own episode length (``max_steps_in_episode`` of the family; grids set it to H).
+
+        Read once from the family's default params: it is a static size shared by every task in a batch
+        (gymnax's own params hold it as an array leaf, which must not be concretised under jit).
+        """
+        return self._task_horizon
 
     def sample_task(self, key: jax.Array):
         if hasattr(self.env, "sample_task"):

@@ -8,8 +8,6 @@ state and rebuilds every policy input. Inputs and rewards must agree to 1e-5 at 
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np

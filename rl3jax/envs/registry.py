@@ -39,10 +39,7 @@ def variants(name: str) -> tuple[str, ...]:
 
 def _ensure_builtin() -> None:
     # Grid families register themselves on import; import lazily to keep `import rl3jax.envs` light.
-    try:
-        import rl3jax.envs.grid  # noqa: F401
-    except ImportError:
-        pass
+    import rl3jax.envs.grid  # noqa: F401
 
 
 def make_env(name: str, variant: str | None = None):
