@@ -4,8 +4,8 @@ Same interface and semantics as ``rl3jax.estimator.QEstimator`` (``init`` / ``up
 ``feature_dim``), but it exploits the grid: every observed next state of (s, a) is s itself or one of its 4
 neighbours, so the model keeps counts N(s,a,d) and mean rewards R̄(s,a,d) for the 5 directions d (stay, N, E,
 S, W) instead of a dense S×A×S tensor (stored direction-major, (5, A, S), and summed over directions as 5
-explicit slices: XLA's CPU reductions over a length-5 axis are an order of magnitude slower). The Laplace term of T̂ and the untried-action model are uniform over the
-K known states (rank one), so one backup is
+explicit slices: XLA's CPU reductions over a length-5 axis are an order of magnitude slower). The Laplace
+term of T̂ and the untried-action model are uniform over the K known states (rank one), so one backup is
 
     Q(s,a) = [Σ_d N(s,a,d)·(R̄(s,a,d) + γ V(nbr(s,d))) + α_L·(Σ_{s' seen} R̄(s,a,s') + γ Σ_{known} V)]
              / (N(s,a) + α_L·K)                                              (tried)
@@ -22,9 +22,9 @@ seen cell within the Euclidean ``abstraction_radius`` (in observation units, (ro
 has fewer than 2 members, otherwise it gets a new abstract id. Distances are computed from integer cell
 offsets, so equidistant cells tie exactly; ties go to the earliest discovered cell (the original code
 iterated a hash map, i.e. an arbitrary order). The model and value iteration then work over abstract ids (K =
-number of abstract ids; absorbing is per abstract id, as in the original). A cluster has at most 2 cells, so
-Σ_{z'} N(z,a,z')·V(z') is the sum over z's ≤ 2 member cells of their per-direction sums (values gathered
-through the cells' abstract ids), and the Laplace reward term Σ_{z' seen} R̄(z,a,z') (entries of z that reach
+number of abstract ids; absorbing is per abstract id, as in the original). A cluster has at most 2 cells, so with
+every cell carrying its abstract state's Q, Σ_{z'} N(z,a,z')·V(z') is the sum of the two members'
+per-direction sums, and the Laplace reward term Σ_{z' seen} R̄(z,a,z') (entries of z that reach
 the same z' merged) is kept up to date incrementally at each step. Counts shown in the features stay per
 concrete cell; the advantages/value shown for cell s are those of its abstract id.
 
@@ -45,7 +45,7 @@ MODES = ("fresh", "entered")
 ABSTRACTIONS = (None, "coarse")
 #: the abstraction radius of SPEC §2.5 by grid side
 COARSE_RADIUS = {11: 0.1, 13: 0.08}
-CLUSTER_SIZE = 2
+CLUSTER_SIZE = 2  # SPEC §2.5; the partner representation holds pairs only
 
 _OFFSETS = np.array([[0, 0], [-1, 0], [0, 1], [1, 0], [0, -1]], np.int32)  # stay, N, E, S, W
 
@@ -150,13 +150,6 @@ class GridQEstimator:
             inside = (r >= 0) & (r < n) & (c >= 0) & (c < n)
             out[d] = np.where(inside, r * n + c, rows * n + cols)
         return out
-
-    def _neighbour_values(self, v_cells: jax.Array) -> jax.Array:
-        """(5, S) value of each cell's neighbour per direction (off-grid: the cell itself), by shifts."""
-        n = self.grid_side
-        g = v_cells.reshape(n, n)
-        p = jnp.pad(g, 1, mode="edge")
-        return jnp.stack([g, p[:-2, 1:-1], p[1:-1, 2:], p[2:, 1:-1], p[1:-1, :-2]]).reshape(5, n * n)
 
     def _max_d2(self) -> int:
         """Largest squared integer cell distance strictly inside the abstraction radius."""
@@ -265,47 +258,62 @@ class GridQEstimator:
                            rseen_az=est.rseen_az.at[a, z].add(new_mean - old_mean))
 
     # --------------------------------------------------------------------------------- value iteration
+    def _shifted(self, x: jax.Array) -> jax.Array:
+        """(5, ..., S): x (..., S) at each cell's neighbour per direction (off-grid: the cell itself)."""
+        n = self.grid_side
+        lead = x.shape[:-1]
+        g = x.reshape(*lead, n, n)
+        p = jnp.pad(g, [(0, 0)] * len(lead) + [(1, 1), (1, 1)], mode="edge")
+        parts = [g, p[..., :-2, 1:-1], p[..., 1:-1, 2:], p[..., 2:, 1:-1], p[..., 1:-1, :-2]]
+        return jnp.stack(parts).reshape(5, *lead, n * n)
+
     def solve(self, est: GridEstimatorState, q0: jax.Array) -> GridEstimatorState:
         """Synchronous value iteration from ``q0`` (S, A): at most ``max_sweeps`` sweeps, stop once
-        max|ΔQ| < ε. Works on the transposed (A, S) layout inside the loop."""
+        max|ΔQ| < ε.
+
+        The loop runs on concrete cells in the (A, S) layout. With the coarse abstraction each cell carries
+        the Q of its abstract state (both cells of a cluster hold the same values), so neighbour values are
+        shifts of the cell grid and an abstract state's Σ N·V is its cell's sum plus its partner's.
+        """
         gamma, alpha = self.gamma, self.alpha_laplace
         s_num = self.num_states
         cnt = est.n_das  # (5, A, S) concrete counts by direction
+        known = est.known
         if self.coarse:
-            known = jnp.arange(s_num) < est.num_ids
+            ids = jnp.maximum(est.abs_id, 0)  # unseen cells: masked out below
             k = est.num_ids.astype(jnp.float32)
-            n_az, r_sum, r_seen = est.n_az, est.rsum_az, est.rseen_az
-            m0 = est.rep
-            m1 = jnp.where(m0 >= 0, est.partner[jnp.maximum(m0, 0)], -1)
-            ids = jnp.maximum(est.abs_id, 0)  # unseen cells carry no counts
+            n_az, r_sum, r_seen = est.n_az[:, ids], est.rsum_az[:, ids], est.rseen_az[:, ids]
+            absorbing = est.absorbing[ids] & known
+            counted = known & (est.rep[ids] == jnp.arange(s_num))  # one cell per abstract state
+            has_partner = (est.partner >= 0)[None, :]
+            partner = jnp.maximum(est.partner, 0)
+            q_init = jnp.where(known[None, :], q0[ids].T, 0.0)
         else:
-            known = est.known
             k = known.sum().astype(jnp.float32)
             n_az = est.n_sa.T
             r_sum = _sum5(cnt[d] * est.r_das[d] for d in range(5))
             r_seen = _sum5(jnp.where(cnt[d] > 0, est.r_das[d], 0.0) for d in range(5))
+            absorbing = est.absorbing
+            counted = known
+            q_init = q0.T
         tried = n_az > 0
         denom = n_az + alpha * k
         laplace_r = alpha * r_seen
-        absorbing = est.absorbing[None, :]
+        absorbing = absorbing[None, :]
         col_mask = known[None, :]
 
         def future(v):
-            """Σ_{s'} N(z,a,s')·V(s') for every model state z, (A, S)."""
-            v_cells = v[ids] if self.coarse else v
-            vn = self._neighbour_values(v_cells)
-            # per concrete cell (A, S); an explicit sum of 5 slices: XLA:CPU's reduce over the direction axis
-            # is ~20x slower than these fused adds
+            """Σ_{s'} N(z,a,s')·V(s') of each cell's model state, (A, S)."""
+            vn = self._shifted(v)
+            # an explicit sum of 5 slices: XLA:CPU's reduce over a length-5 axis is ~20x slower
             f = _sum5(cnt[d] * vn[d][None, :] for d in range(5))
             if not self.coarse:
                 return f
-            f0 = jnp.where(m0 >= 0, f[:, jnp.maximum(m0, 0)], 0.0)
-            f1 = jnp.where(m1 >= 0, f[:, jnp.maximum(m1, 0)], 0.0)
-            return f0 + f1
+            return f + jnp.where(has_partner, f[:, partner], 0.0)  # the other member's sum
 
         def sweep(q):
             v = q.max(axis=0)
-            sum_v = jnp.where(known, v, 0.0).sum()
+            sum_v = jnp.where(counted, v, 0.0).sum()
             q_tried = (r_sum + gamma * future(v) + laplace_r + (alpha * gamma) * sum_v) / denom
             q_new = jnp.where(tried, q_tried, gamma * sum_v / k)
             q_new = jnp.where(absorbing, gamma * v[None, :], q_new)
@@ -320,7 +328,9 @@ class GridQEstimator:
             q_new = sweep(q)
             return i + 1, q_new, jnp.max(jnp.abs(q_new - q))
 
-        sweeps, q, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), q0.T, jnp.float32(jnp.inf)))
+        sweeps, q, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), q_init, jnp.float32(jnp.inf)))
+        if self.coarse:  # back to abstract ids: the Q of each id's first cell
+            q = jnp.where(est.rep[None, :] >= 0, q[:, jnp.maximum(est.rep, 0)], 0.0)
         return est.replace(q=q.T, sweeps=sweeps)
 
     def update(self, est: GridEstimatorState, s, a, r, s_next, terminal) -> GridEstimatorState:

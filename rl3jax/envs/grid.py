@@ -30,6 +30,7 @@ Cells are indexed ``row * N + col`` (0-based); the observation is ((row+1)/N, (c
 
 from __future__ import annotations
 
+import copy
 import math
 
 import jax
@@ -174,7 +175,8 @@ def _finite_horizon_vi(tiles, slip, horizon: int, gamma: float = 1.0):
 
     def backup(_, carry):
         v, _q = carry
-        q = jnp.einsum("sad,sd->sa", probs, rew + gamma * jnp.where(cont, v[tgt], 0.0))
+        x = rew + gamma * jnp.where(cont, v[tgt], 0.0)  # (S, 5)
+        q = jnp.einsum("sad,sd->sa", probs, x)
         return q.max(axis=1), q
 
     v0 = jnp.zeros((s,), jnp.float32)
@@ -238,9 +240,9 @@ class GridWorld(TaskEnv):
                  num_water_sets: int = 5, water_len: int = 2, num_dangers: int = 2, min_goal_dist: int = 8,
                  slip: float = 0.2, horizon: int = 350, name: str | None = None, reject_horizon: int = 100,
                  min_return: float = 50.0, max_return: float = 100.0, max_draws: int = 100_000):
-        cen = center_index(size) if size >= 1 else 0
         if size < 3:
             raise ValueError(f"size must be >= 3, got {size}")
+        cen = center_index(size)
         for n, v in (("num_obstacle_sets", num_obstacle_sets), ("num_water_sets", num_water_sets),
                      ("num_dangers", num_dangers), ("min_goal_dist", min_goal_dist)):
             if v < 0:
@@ -410,7 +412,8 @@ class GridWorld(TaskEnv):
             ok = count > 0
             # the k-th acceptable cell, k uniform in [0, count): uniform over the acceptable cells
             k = _uniform_int(u_dan[i], jnp.maximum(count, 1))
-            rank = lower_tri @ ok_mask.astype(jnp.float32)  # number of acceptable cells up to each cell
+            # number of acceptable cells up to each cell (exact: small integers, full-precision dot)
+            rank = jnp.dot(lower_tri, ok_mask.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
             cell = jnp.argmax(rank > k.astype(jnp.float32))
             x_mask = (cells == cell).reshape(n, n) & ok
             tiles = jnp.where(x_mask, DANGER, jnp.where(_shift_or(x_mask), WARNING, tiles))
@@ -459,6 +462,20 @@ class GridWorld(TaskEnv):
         configurations)."""
         return self.sample_task_with_draws(key)[0]
 
+    def with_horizon(self, horizon: int) -> GridWorld:
+        """The same family with meta horizon H = ``horizon`` (and so TH = H: grids have no task horizon)."""
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        env = copy.copy(self)
+        env.horizon = horizon
+        return env
+
+    def true_model(self, params: GridTask):
+        """(T (S,A,S), expected entry reward (S,A), absorbing (S,), start cell) of one task, for the oracle."""
+        t = transition_matrix(params)
+        r = t @ tile_rewards(params.tiles)
+        return t, r, absorbing_cells(params.tiles), jnp.int32(start_cell(self.size))
+
     # ------------------------------------------------------------------------------------------ RL³
     def estimator(self, *, horizon: int | None = None, abstraction: str | None = None, **overrides):
         """A ``GridQEstimator`` with this family's settings (SPEC §2; at most TH = H sweeps)."""
@@ -471,6 +488,22 @@ class GridWorld(TaskEnv):
                       abstraction=abstraction)
         kwargs.update(overrides)
         return GridQEstimator(**kwargs)
+
+    def make_estimator(self, coarse: bool = False, **kw):
+        """The trainer's hook: ``QEstimator``-style keyword arguments -> the grid's estimator.
+
+        The sparse ``GridQEstimator`` (RL³-coarse with ``coarse=True``). Standard errors exist only in the
+        dense ``QEstimator``, which is exact on grids too (only slower), so ``std_errors=True`` gets that one.
+        """
+        from rl3jax.estimator import QEstimator
+        from rl3jax.grid_estimator import GridQEstimator
+
+        if kw.get("std_errors"):
+            if coarse:
+                raise ValueError("RL³-coarse has no standard errors (the dense QEstimator has them, without "
+                                 "the abstraction)")
+            return QEstimator(**kw)
+        return GridQEstimator(grid_side=self.size, abstraction="coarse" if coarse else None, **kw)
 
 
 def make_grid(family: str, variant: str = "train", horizon: int | None = None) -> GridWorld:
