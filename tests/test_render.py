@@ -1,0 +1,37 @@
+"""Rendering writes real pictures: a GIF with one frame per step and a PNG sheet with a row per variant."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from PIL import Image
+
+from rl3jax.config import TrainConfig
+from rl3jax.evaluate import held_out_tasks
+from rl3jax.render import episode_gif, samples_png
+from rl3jax.train import make_train
+
+
+def test_episode_gif_has_a_frame_per_step_and_shows_the_agent(tmp_path):
+    cfg = TrainConfig(env="grid11", algo="rl3", model="markov", horizon=12, num_envs=4, minibatch_envs=2).validate()
+    trainer = make_train(cfg)
+    state = jax.jit(trainer.init)(jax.random.key(0))
+    task = jax.tree.map(lambda x: x[0], held_out_tasks(trainer.meta_env, 1))
+    out = str(tmp_path / "ep.gif")
+    frames = episode_gif(trainer, state.actor_params, task, out, jax.random.key(1))
+    assert len(frames) == 12
+    assert abs(frames[-1]["return"] - sum(f["reward"] for f in frames)) < 1e-3
+    im = Image.open(out)
+    assert im.n_frames == 12
+    # the start cell is known from the first step on, and the value map covers only known cells
+    assert frames[0]["known"].sum() >= 1 and frames[-1]["known"].sum() >= frames[0]["known"].sum()
+    im.seek(0)
+    rgb = np.asarray(im.convert("RGB"))
+    assert (np.abs(rgb.astype(int) - np.array([20, 20, 200])).sum(-1) < 30).any()  # the agent's marker
+
+
+def test_samples_png_has_a_row_per_variant(tmp_path):
+    out = str(tmp_path / "grids.png")
+    samples_png("grid11", out, per_variant=2)
+    im = Image.open(out)
+    assert im.size[0] > 2 * 11 * 16 and im.size[1] >= 11 * 16
