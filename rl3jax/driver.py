@@ -121,13 +121,14 @@ def _atomic_write_json(path: str, obj: Any) -> None:
 
 def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = True, tensorboard: bool = False,
           wandb_project: str | None = None, quiet: bool = False, mesh=None, seeds: int = 1,
-          sweep: dict | None = None):
+          sweep: dict | None = None, max_seconds: float | None = None):
     """Trains to ``cfg.iters`` total iterations in run folder ``out``; returns (final state, last metrics).
 
     ``mesh`` (``rl3jax.distributed.make_mesh``): split the env axis over its devices (None: one device).
     ``seeds`` > 1 or a ``sweep`` ({name: [values]}) train a vmapped population instead, one member folder
     each (``rl3jax.population``). In a multi-process run only process 0 writes config, metrics and logs;
-    every process takes part in checkpoints.
+    every process takes part in checkpoints. ``max_seconds`` stops (with a checkpoint) at the first chunk
+    boundary after that much wall time; ``--resume`` continues from there.
     """
     cfg.validate()
     if seeds != 1 or sweep or (resume and os.path.exists(os.path.join(out, "population.json"))):
@@ -204,10 +205,13 @@ def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = Tru
             bar.update(n)
         if not math.isfinite(last["return_mean"]) or not math.isfinite(last.get("critic_loss", 0.0)):
             raise FloatingPointError(f"non-finite metrics at iteration {it}: {last}")
-        if it >= next_ckpt or it >= cfg.iters:
+        out_of_time = max_seconds is not None and time.perf_counter() - t_run >= max_seconds
+        if it >= next_ckpt or it >= cfg.iters or out_of_time:
             ckpt.save(it, state, {"iteration": it, "env_steps": it * cfg.batch_steps,
                                   "return_mean": last["return_mean"]})
             next_ckpt = (it // cfg.checkpoint_every + 1) * cfg.checkpoint_every
+        if out_of_time:
+            break
     if bar is not None:
         bar.close()
     ckpt.close()
