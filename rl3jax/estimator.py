@@ -32,6 +32,37 @@ class EstimatorState:
     sweeps: jax.Array  # () int32: sweeps used by the latest solve (diagnostics)
 
 
+def converge(sweep, x0, max_sweeps: int, epsilon: float, block: int = 8):
+    """Value-iteration driver: apply ``sweep(x) -> (x_new, max|ΔQ|)`` at most ``max_sweeps`` times, stopping
+    once max|ΔQ| < ε (a sweep is applied, then the stop test made). Returns (sweeps applied, x).
+
+    Sweeps run in unrolled blocks of ``block`` with a convergence mask, inside a while loop over blocks (a
+    budget of at most ``block`` sweeps needs no loop at all). The result is exactly that of a plain while loop,
+    per task; under ``vmap`` the loop runs until the slowest task has converged, and a block costs one
+    loop-predicate round trip instead of ``block`` (on a GPU that round trip, not the tiny sweep, is the cost).
+    """
+
+    def masked(carry):
+        i, x, delta = carry
+        active = (i < max_sweeps) & (delta >= epsilon)
+        x_new, d_new = sweep(x)
+        x = jax.tree.map(lambda a, b: jnp.where(active, a, b), x_new, x)
+        return i + active.astype(jnp.int32), x, jnp.where(active, d_new, delta)
+
+    carry = (jnp.int32(0), x0, jnp.float32(jnp.inf))
+    if max_sweeps <= block:
+        for _ in range(max_sweeps):
+            carry = masked(carry)
+    else:
+        def body(c):
+            for _ in range(block):
+                c = masked(c)
+            return c
+
+        carry = jax.lax.while_loop(lambda c: (c[0] < max_sweeps) & (c[2] >= epsilon), body, carry)
+    return carry[0], carry[1]
+
+
 @dataclasses.dataclass(frozen=True)
 class QEstimator:
     """Configuration plus pure ``init`` / ``update`` / ``features`` functions (hashable, jit-static)."""
@@ -47,6 +78,7 @@ class QEstimator:
     std_errors: bool = False
     q_denom: float = 1.0
     known_states: str = "all"
+    sweep_block: int = 10  # sweeps unrolled per while-loop step (see ``converge``)
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -121,11 +153,7 @@ class QEstimator:
 
     # --------------------------------------------------------------------------------- value iteration
     def solve(self, est: EstimatorState, q0: jax.Array) -> EstimatorState:
-        """Synchronous value iteration from ``q0``: at most ``max_sweeps`` sweeps, stop once max|ΔQ| < ε.
-
-        Written as a while loop on one task; under ``vmap`` JAX runs it until the slowest task has
-        converged and freezes the finished ones, which is exactly the per-task semantics.
-        """
+        """Synchronous value iteration from ``q0``: at most ``max_sweeps`` sweeps, stop once max|ΔQ| < ε."""
         t_hat, r_hat, t_se, r_se = self.model(est)
         gamma = self.gamma
         row_mask = est.known[:, None]
@@ -143,17 +171,13 @@ class QEstimator:
             var_q = (t_hat ** 2 * var_x + x ** 2 * var_t + var_x * var_t).sum(-1)
             return q_new, jnp.where(row_mask, jnp.sqrt(var_q), 0.0)
 
-        def cond(carry):
-            i, _, _, delta = carry
-            return (i < self.max_sweeps) & (delta >= self.epsilon)
-
-        def body(carry):
-            i, q, e_q, _ = carry
+        def step(x):
+            q, e_q = x
             q_new, e_new = sweep(q, e_q)
-            return i + 1, q_new, e_new, jnp.max(jnp.abs(q_new - q))
+            return (q_new, e_new), jnp.max(jnp.abs(q_new - q))
 
-        init = (jnp.int32(0), q0, jnp.zeros_like(q0) if not self.warm_start else est.q_se, jnp.float32(jnp.inf))
-        sweeps, q, q_se, _ = jax.lax.while_loop(cond, body, init)
+        e0 = jnp.zeros_like(q0) if not self.warm_start else est.q_se
+        sweeps, (q, q_se) = converge(step, (q0, e0), self.max_sweeps, self.epsilon, self.sweep_block)
         return est.replace(q=q, q_se=q_se, sweeps=sweeps)
 
     def update(self, est: EstimatorState, s, a, r, s_next, terminal) -> EstimatorState:
