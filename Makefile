@@ -36,7 +36,7 @@ bench: $(STAMP)
 	$(BIN)/rl3jax bench --json BENCH.json $(EXTRA)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 tests
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m '' tests

@@ -84,7 +84,7 @@ def test_iteration_shapes_finite_and_no_retrace():
 
 
 def test_same_seed_same_result_and_chunking_does_not_matter():
-    cfg = TrainConfig(env="bandit", algo="rl3", iters=4, **TINY).validate()
+    cfg = TrainConfig(env="bandit", algo="rl3", iters=4, **{**TINY, "model": "markov"}).validate()
     trainer = make_train(cfg)
     init = jax.jit(trainer.init)
     a, ma = jax.jit(trainer.chunk, static_argnums=1)(init(jax.random.key(5)), 4)
