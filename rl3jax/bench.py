@@ -36,6 +36,12 @@ def workloads(quick: bool) -> list[dict]:
     for algo in ("rl2", "rl3"):
         out.append(dict(name=f"many-mdp-{algo}-transformer", env="mdp", algo=algo, model="transformer",
                         iters=iters, **many))
+    # 13x13 grids at the paper's batch: 33600 steps = 96 envs x H=350, 12-sequence minibatches
+    grid = dict(horizon=30, num_envs=16, minibatch_envs=4, epochs=2) if quick else \
+        dict(horizon=350, num_envs=96, minibatch_envs=12, epochs=8)
+    for algo in ("rl2", "rl3", "rl3_coarse"):
+        out.append(dict(name=f"grid13-{algo}-transformer", env="grid13", algo=algo, model="transformer",
+                        iters=iters, **grid))
     return out
 
 
@@ -98,11 +104,12 @@ def run_bench(quick: bool = False, json_path: str | None = None, only: str | Non
               repeats: int = 3) -> list[dict]:
     ws = workloads(quick)
     if only:
-        names = set(only.split(","))
-        unknown = names - {w["name"] for w in ws}
+        names = only.split(",")  # run in the order given
+        by_name = {w["name"]: w for w in ws}
+        unknown = [n for n in names if n not in by_name]
         if unknown:
-            raise ValueError(f"unknown workloads {sorted(unknown)}; valid: {', '.join(w['name'] for w in ws)}")
-        ws = [w for w in ws if w["name"] in names]
+            raise ValueError(f"unknown workloads {unknown}; valid: {', '.join(by_name)}")
+        ws = [by_name[n] for n in names]
     records = []
     print(f"{'workload':34s} {'H':>4s} {'envs':>5s} {'steps/s':>11s} {'rollout/s':>11s} {'update%':>7s} "
           f"{'compile s':>9s}  device")
@@ -118,7 +125,95 @@ def run_bench(quick: bool = False, json_path: str | None = None, only: str | Non
     # RL³ / RL² cost ratio per (env, model, workload family)
     by = {(r["env"], r["model"], r["num_envs"], r["algo"]): r for r in records}
     for (env, model, ne, algo), r in by.items():
-        if algo == "rl3" and (env, model, ne, "rl2") in by:
+        if algo in ("rl3", "rl3_coarse") and (env, model, ne, "rl2") in by:
             ratio = by[(env, model, ne, "rl2")]["steps_per_second"] / r["steps_per_second"]
-            print(f"  RL³/RL² time per step, {env} {model} {ne} envs: {ratio:.3f}")
+            print(f"  {algo}/rl2 time per step, {env} {model} {ne} envs: {ratio:.3f}")
     return records
+
+
+# ------------------------------------------------------------------------------------------ scaling
+def scaling_workload(quick: bool) -> dict:
+    """One fixed workload (the same global batch at every device count: strong scaling)."""
+    if quick:
+        return dict(env="mdp", algo="rl3", model="gru", horizon=20, num_envs=64, minibatch_envs=16, epochs=2,
+                    iters=2)
+    return dict(env="mdp", algo="rl3", model="transformer", horizon=100, num_envs=320, minibatch_envs=32,
+                epochs=8, iters=5)
+
+
+def _time_chunk(init_fn, chunk_fn, n: int, repeats: int) -> tuple[float, float]:
+    t0 = time.perf_counter()
+    state = init_fn()
+    state, m = chunk_fn(state, n)  # compile + warm-up
+    jax.block_until_ready(m)
+    compile_s = time.perf_counter() - t0
+    holder = {"s": state}
+
+    def run():
+        holder["s"], m = chunk_fn(holder["s"], n)
+        return m
+
+    return _median_time(run, repeats), compile_s
+
+
+def bench_scaling(quick: bool = False, devices: list[int] | None = None, seeds: list[int] | None = None,
+                  repeats: int = 3, json_path: str | None = None, workload: dict | None = None) -> list[dict]:
+    """Steps/s of one workload at 1, 2, 4, 8 devices (env axis split, params replicated) and with K vmapped
+    seeds on one device. Device efficiency = steps/s(n) / (n · steps/s(1)); for seeds, steps/s counts every
+    member's steps and the speed-up is against one seed (K seeds one after another would give 1.0)."""
+    from rl3jax import distributed
+    from rl3jax import population
+
+    w = dict(workload or scaling_workload(quick))
+    cfg = TrainConfig(**w, chunk_iters=w["iters"]).validate()
+    n_iter = cfg.iters
+    avail = len(jax.local_devices())
+    devices = [d for d in (devices or [1, 2, 4, 8]) if d <= avail and cfg.num_envs % d == 0]
+    seeds = seeds or [1, 2, 4, 8]
+    records = []
+    print(f"scaling: {cfg.env} {cfg.algo} {cfg.model}, H={cfg.horizon}, {cfg.num_envs} envs, minibatch "
+          f"{cfg.minibatch_envs}, {cfg.epochs} epochs, {n_iter} iterations per timed chunk; "
+          f"{avail} {jax.devices()[0].platform} devices available")
+    print(f"{'devices':>7s} {'seeds':>5s} {'envs/device':>11s} {'steps/s':>12s} {'speed-up':>8s} "
+          f"{'efficiency':>10s} {'compile s':>9s}")
+    base = None
+    for d in devices:
+        mesh = distributed.make_mesh(d) if d > 1 else None
+        trainer = make_train(cfg, mesh)
+        if mesh is None:
+            init = lambda: jax.jit(trainer.init)(jax.random.key(0))  # noqa: E731
+        else:
+            init = lambda: distributed.init_sharded(lambda: trainer.init(jax.random.key(0)), mesh,  # noqa: E731
+                                                    cfg.num_envs)
+        from rl3jax.train import jit_chunk
+
+        t, c = _time_chunk(init, jit_chunk(trainer), n_iter, repeats)
+        sps = n_iter * cfg.batch_steps / t
+        base = base or sps
+        rec = {"kind": "devices", "devices": d, "seeds": 1, "envs_per_device": cfg.num_envs // d,
+               "steps_per_second": sps, "speedup": sps / base, "efficiency": sps / (d * base),
+               "compile_seconds": c, "device": _device_name(), **w}
+        records.append(rec)
+        _dump(records, json_path)
+        print(f"{d:7d} {1:5d} {cfg.num_envs // d:11d} {sps:12,.0f} {rec['speedup']:8.2f} {rec['efficiency']:10.2f} "
+              f"{c:9.1f}", flush=True)
+    base_seed = None
+    for k in seeds:
+        pop = population.make_population(cfg, seeds=k)
+        t, c = _time_chunk(lambda: population.init_state(pop), population.jit_chunk(pop), n_iter, repeats)
+        sps = k * n_iter * cfg.batch_steps / t
+        base_seed = base_seed or sps
+        rec = {"kind": "seeds", "devices": 1, "seeds": k, "envs_per_device": cfg.num_envs * k,
+               "steps_per_second": sps, "speedup": sps / base_seed, "efficiency": None, "compile_seconds": c,
+               "device": _device_name(), **w}
+        records.append(rec)
+        _dump(records, json_path)
+        print(f"{1:7d} {k:5d} {cfg.num_envs * k:11d} {sps:12,.0f} {rec['speedup']:8.2f} {'':>10s} {c:9.1f}",
+              flush=True)
+    return records
+
+
+def _dump(records: list[dict], json_path: str | None) -> None:
+    if json_path:  # after every record, so a run cut short keeps what it measured
+        with open(json_path, "w") as f:
+            json.dump(records, f, indent=2)

@@ -44,6 +44,8 @@ def _add_train(sub):
     p.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard (needs tensorboardX)")
     p.add_argument("--wandb", default=None, metavar="PROJECT", help="also log to Weights & Biases")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="stop with a checkpoint at the first chunk boundary after this much wall time")
     g = p.add_argument_group("scaling (docs/SCALING.md)")
     g.add_argument("--devices", type=_positive_int, default=None,
                    help="devices per process to split the tasks over (default: all local devices)")
@@ -132,7 +134,7 @@ def cmd_train(args) -> int:
               f"{cfg.iters} iterations = {cfg.iters * cfg.batch_steps:,} env steps"
               f"{f' x {pop} members' if pop > 1 else ''} on {distributed.describe(mesh)} -> {args.out}")
     train(cfg, args.out, resume=args.resume, progress=not args.no_progress, tensorboard=args.tensorboard,
-          wandb_project=args.wandb, mesh=mesh, seeds=args.seeds, sweep=sweep)
+          wandb_project=args.wandb, mesh=mesh, seeds=args.seeds, sweep=sweep, max_seconds=args.max_seconds)
     return 0
 
 
@@ -199,9 +201,27 @@ def _add_bench(sub):
     p.add_argument("--json", default=None)
     p.add_argument("--only", default=None, help="comma-separated workload names")
     p.add_argument("--repeats", type=_positive_int, default=3)
+    p.add_argument("--scaling", action="store_true",
+                   help="one workload at 1, 2, 4, 8 devices and with 1, 2, 4, 8 vmapped seeds (docs/SCALING.md)")
+    p.add_argument("--cpu-devices", type=_positive_int, default=None,
+                   help="fake this many CPU devices (to try --scaling on a machine without accelerators)")
+    p.add_argument("--devices", default="1,2,4,8", help="with --scaling: device counts")
+    p.add_argument("--seeds", default="1,2,4,8", help="with --scaling: numbers of vmapped seeds")
 
 
 def cmd_bench(args) -> int:
+    if args.cpu_devices:
+        import jax
+
+        jax.config.update("jax_platforms", "cpu")
+        jax.config.update("jax_num_cpu_devices", args.cpu_devices)
+    if args.scaling:
+        from rl3jax.bench import bench_scaling
+
+        ints = lambda s: [int(x) for x in s.split(",") if x.strip()]  # noqa: E731
+        bench_scaling(quick=args.quick, devices=ints(args.devices), seeds=ints(args.seeds), repeats=args.repeats,
+                      json_path=args.json)
+        return 0
     from rl3jax.bench import run_bench
 
     run_bench(quick=args.quick, json_path=args.json, only=args.only, repeats=args.repeats)

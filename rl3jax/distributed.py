@@ -151,6 +151,28 @@ def split_leading(tree: Any, mesh: Mesh | None) -> Any:
     return jax.tree.map(one, tree)
 
 
+def data_parallel(fn, mesh: Mesh | None):
+    """``fn(params, x)`` (a network's per-sequence forward pass) with ``x``'s leading axis split over the mesh
+    and ``params`` replicated, written with ``jax.shard_map``.
+
+    Each device runs the forward pass, and under ``grad`` the backward pass, on its own sequences, and the
+    parameter cotangents are summed across devices once, at the end. Left to GSPMD, a recurrent network's
+    weight gradient, accumulated in the backward scan over time, would be all-reduced at every time step.
+    The forward pass treats sequences independently, so the result is the same. Falls back to ``fn`` when
+    the batch does not split evenly.
+    """
+    n = mesh_size(mesh)
+    if n == 1:
+        return fn
+    # check_vma=False: networks start scans from fresh zero carries, which the varying-axis check rejects
+    sharded = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P(AXIS), check_vma=False)
+
+    def apply(params, x):
+        return fn(params, x) if x.shape[0] % n else sharded(params, x)
+
+    return apply
+
+
 def state_shardings(state: Any, mesh: Mesh, num_envs: int, pop_dims: int = 0) -> Any:
     """Shardings of a ``TrainState`` (or a population of them, ``pop_dims`` leading axes): the env/estimator
     state split along its env axis, everything else (params, optimiser states, key, counters) replicated."""

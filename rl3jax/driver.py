@@ -135,7 +135,8 @@ def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = Tru
         from rl3jax.population import train_population
 
         return train_population(cfg, out, seeds=seeds, sweep=sweep, resume=resume, progress=progress,
-                                tensorboard=tensorboard, wandb_project=wandb_project, quiet=quiet, mesh=mesh)
+                                tensorboard=tensorboard, wandb_project=wandb_project, quiet=quiet, mesh=mesh,
+                                max_seconds=max_seconds)
     main = distributed.is_main_process()
     quiet = quiet or not main
     os.makedirs(out, exist_ok=True)
@@ -206,6 +207,8 @@ def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = Tru
         if not math.isfinite(last["return_mean"]) or not math.isfinite(last.get("critic_loss", 0.0)):
             raise FloatingPointError(f"non-finite metrics at iteration {it}: {last}")
         out_of_time = max_seconds is not None and time.perf_counter() - t_run >= max_seconds
+        if max_seconds is not None:  # process 0's clock decides, so every process stops at the same chunk
+            out_of_time = distributed.broadcast_flag(out_of_time)
         if it >= next_ckpt or it >= cfg.iters or out_of_time:
             ckpt.save(it, state, {"iteration": it, "env_steps": it * cfg.batch_steps,
                                   "return_mean": last["return_mean"]})

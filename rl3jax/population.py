@@ -132,7 +132,8 @@ class Population:
         return len(self.members)
 
     def _key_data(self) -> np.ndarray:
-        return np.stack([np.asarray(jax.random.key_data(jax.random.key(m.seed))) for m in self.members])
+        with jax.ensure_compile_time_eval():  # constants, also while tracing
+            return np.stack([np.asarray(jax.random.key_data(jax.random.key(m.seed))) for m in self.members])
 
     def init(self) -> TrainState:
         """Each member's ``trainer.init(jax.random.key(seed))``, stacked, with its swept values set.
@@ -161,7 +162,12 @@ class Population:
 
     def chunk(self, state: TrainState, num_iters: int):
         """``num_iters`` iterations of every member in one scan; metrics of shape (num_iters, members)."""
-        step = jax.vmap(self.trainer.iteration)
+        if self.size == 1:  # no vmap: keeps lax.cond (the KL early stop) a real branch
+            def step(s):
+                new, metrics = self.trainer.iteration(jax.tree.map(lambda x: x[0], s))
+                return jax.tree.map(lambda x: x[None], (new, metrics))
+        else:  # under vmap the early stop's cond becomes a select: both branches run
+            step = jax.vmap(self.trainer.iteration)
         return jax.lax.scan(lambda s, _: step(s), state, None, length=num_iters)
 
 
@@ -202,8 +208,10 @@ def _read_spec(out: str) -> dict:
 
 def train_population(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | None = None, resume: bool = False,
                      progress: bool = True, tensorboard: bool = False, wandb_project: str | None = None,
-                     quiet: bool = False, mesh=None):
-    """Trains every member to ``cfg.iters`` iterations; returns (population state, {member: last metrics})."""
+                     quiet: bool = False, mesh=None, max_seconds: float | None = None):
+    """Trains every member to ``cfg.iters`` iterations; returns (population state, {member: last metrics}).
+
+    ``max_seconds``: stop (with checkpoints) at the first chunk boundary after that much wall time."""
     from rl3jax.driver import RESUMABLE_CHANGES, ExternalLoggers, MetricsLog, NullLog, _atomic_write_json
 
     cfg.validate()
@@ -300,12 +308,17 @@ def train_population(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | N
             rets = [r["return_mean"] for r in lasts.values() if math.isfinite(r["return_mean"])]
             bar.set_postfix(sps=f"{sps:,.0f}", ret_mean=f"{np.mean(rets):.2f}", ret_best=f"{np.max(rets):.2f}")
             bar.update(n)
-        if it >= next_ckpt or it >= cfg.iters:
+        out_of_time = max_seconds is not None and time.perf_counter() - t_run >= max_seconds
+        if max_seconds is not None:  # process 0's clock decides, so every process stops at the same chunk
+            out_of_time = distributed.broadcast_flag(out_of_time)
+        if it >= next_ckpt or it >= cfg.iters or out_of_time:
             for i, (m, c) in enumerate(zip(members, ckpts)):
                 c.save(it, member_state(state, i), {"iteration": it, "env_steps": it * cfg.batch_steps,
                                                     "return_mean": lasts[m.name]["return_mean"],
                                                     "member": m.to_dict()})
             next_ckpt = (it // cfg.checkpoint_every + 1) * cfg.checkpoint_every
+        if out_of_time:
+            break
     if bar is not None:
         bar.close()
     for c in ckpts:

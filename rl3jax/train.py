@@ -17,7 +17,7 @@ from flax import struct
 
 from rl3jax import ppo
 from rl3jax.config import TrainConfig
-from rl3jax.distributed import check_divisible, sharded_chunk, split_leading
+from rl3jax.distributed import check_divisible, data_parallel, sharded_chunk, split_leading
 from rl3jax.envs.registry import make_env
 from rl3jax.estimator import QEstimator
 from rl3jax.meta_episode import MetaEnv
@@ -130,9 +130,10 @@ class Trainer:
         batch = {"obs": traj.obs, "actions": traj.actions, "logp": traj.logp, "logits": traj.logits,
                  "values": values, "rewards": traj.rewards}
         pcfg = self.pcfg.replace(ent_coef=state.hparams["ent_coef"], gae_lambda=state.hparams["gae_lambda"])
-        # each whole-sequence minibatch is split over the devices too (gradients: partial sums + all-reduce)
-        actor_fn = lambda p, x: self.actor.sequence(p, self._split(x))  # noqa: E731
-        critic_fn = lambda p, x: self.critic.sequence(p, self._split(x))[..., 0]  # noqa: E731
+        # each whole-sequence minibatch is split over the devices too (gradients: per-device sums + all-reduce)
+        actor_fn = data_parallel(self.actor.sequence, self.mesh)
+        critic_seq = data_parallel(self.critic.sequence, self.mesh)
+        critic_fn = lambda p, x: critic_seq(p, x)[..., 0]  # noqa: E731
         a_p, c_p, a_o, c_o, upd = ppo.ppo_update(
             k_upd, state.actor_params, state.critic_params, state.actor_opt, state.critic_opt, batch, pcfg,
             state.iteration, actor_fn, critic_fn)

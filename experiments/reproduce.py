@@ -1,0 +1,316 @@
+#!/usr/bin/env python3
+"""One command per reproduction target: every row of SPEC §6 (RL² and RL³ and the third column, evaluated in
+and out of distribution) and the H-scaling sweep on MDPs.
+
+    python experiments/reproduce.py list                        # targets, runs and budgets
+    python experiments/reproduce.py mdp-h100 --dry-run          # print exactly what would run
+    python experiments/reproduce.py mdp-h100                    # train every algorithm, then evaluate
+    python experiments/reproduce.py grid13 --seeds 3 --algos rl3,rl3_coarse
+    python experiments/reproduce.py h-scaling --stage train -- --distributed   # on every host of a pod slice
+    python experiments/reproduce.py report                      # results table from the eval JSONs
+    python experiments/reproduce.py all --tiny --out /tmp/t     # a tiny version of everything (smoke test)
+
+Every step is an ordinary ``python -m rl3jax ...`` command; they run in this process (one JAX start-up), in
+the order printed. A run folder that already exists is continued with ``--resume`` (so an interrupted
+reproduction picks up where it stopped). Arguments after ``--`` are appended to every ``train`` command
+(e.g. ``--devices 4`` or the multi-host flags; see docs/SCALING.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import glob
+import json
+import os
+import shlex
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from rl3jax.config import preset  # noqa: E402  (light: no JAX)
+
+#: assumed end-to-end throughput for the time estimates: SPEC §7, paper batch, transformer, one H100
+ASSUMED_STEPS_PER_SECOND = 0.4e6
+#: tiny: the same commands scaled down to a smoke test
+TINY_TRAIN = ["--iters", "2", "--horizon", "10", "--num-envs", "8", "--minibatch-envs", "4",
+              "--set", "epochs=1", "--set", "chunk_iters=2", "--set", "checkpoint_every=2"]
+TINY_EPISODES = 8
+H_SCALING = (128, 256, 512, 1024, 2048)
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    name: str  # folder name inside the target's folder
+    label: str  # column of the results table
+    algo: str
+    model: str
+    preset: str | None = None
+    train_args: tuple[str, ...] = ()  # beyond the preset
+
+    def config(self) -> dict:
+        d = preset(self.preset) if self.preset else {}
+        it = iter(self.train_args)
+        for a in it:
+            if a.startswith("--"):
+                d[a[2:].replace("-", "_")] = next(it)
+        return d
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    name: str
+    doc: str
+    runs: tuple[Run, ...]
+    variants: tuple[str, ...]  # test variants to evaluate each run on (first: in distribution)
+    published: dict  # label -> published "mean ± s.e." (SPEC §6), in distribution
+    oracle_horizons: tuple[int, ...] = ()  # task-knowing baseline at these H (normalised scores)
+
+
+#: H=500: 32000 / 500 = 64 sequences per batch; the paper's 3200-step minibatch is 6.4 sequences, which does not
+#: divide them into whole sequences, so these rows use 8-sequence minibatches (4000 steps, 8 per epoch)
+H500_MINIBATCH = ("--minibatch-envs", "8")
+
+
+def _row(preset_name: str, third: Run | None) -> tuple[Run, ...]:
+    args = H500_MINIBATCH if preset_name.endswith("h500") else ()
+    runs = [Run("rl2", "RL²", "rl2", "transformer", preset_name, args),
+            Run("rl3", "RL³", "rl3", "transformer", preset_name, args)]
+    if third:
+        runs.append(dataclasses.replace(third, train_args=args))
+    return tuple(runs)
+
+
+def _h_runs() -> tuple[Run, ...]:
+    runs = []
+    for h in H_SCALING:
+        # the later code's MDP settings (SPEC §6 last row): batch 32768 steps, minibatch 4096 steps, entropy 0.1 -> 0
+        args = ("--horizon", str(h), "--num-envs", str(32768 // h), "--minibatch-envs", str(4096 // h))
+        for algo, label in (("rl2", "RL²"), ("rl3", "RL³")):
+            runs.append(Run(f"{algo}-h{h}", f"{label} H={h}", algo, "transformer", "mdp-h512", args))
+    return tuple(runs)
+
+
+TARGETS: dict[str, Target] = {t.name: t for t in (
+    Target("bandit-h100", "Bernoulli bandits k=5, H=100 (paper)",
+           _row("bandit-h100", Run("rl3-markov", "RL³ (Markov)", "rl3", "markov", "bandit-h100")),
+           ("train", "ood"), {"RL²": "76.9 ± 0.6", "RL³": "77.5 ± 0.5", "RL³ (Markov)": "75.2 ± 0.5"}),
+    Target("bandit-h500", "Bernoulli bandits k=5, H=500 (paper)",
+           _row("bandit-h500", Run("rl3-markov", "RL³ (Markov)", "rl3", "markov", "bandit-h500")),
+           ("train", "ood"), {"RL²": "392.1 ± 2.5", "RL³": "393.2 ± 2.7", "RL³ (Markov)": "391.8 ± 2.6"}),
+    Target("mdp-h100", "random 10x5 MDPs, H=100 (paper)", _row("mdp-h100", None),
+           ("train", "alpha0.25", "det-rewards"), {"RL²": "159.5 ± 0.8", "RL³": "158.9 ± 0.8"}),
+    Target("mdp-h500", "random 10x5 MDPs, H=500 (paper)", _row("mdp-h500", None),
+           ("train", "alpha0.25", "det-rewards"), {"RL²": "927.8 ± 3.7", "RL³": "926.9 ± 3.7"}),
+    Target("grid11", "11x11 gridworlds, H=250",
+           _row("grid11", Run("rl3-coarse", "RL³-coarse", "rl3_coarse", "transformer", "grid11")),
+           ("train",), {"RL²": "524 ± 22", "RL³": "630 ± 22", "RL³-coarse": "613 ± 21"}),
+    Target("grid13", "13x13 gridworlds, H=350, and the five out-of-distribution 13x13 families",
+           _row("grid13", Run("rl3-coarse", "RL³-coarse", "rl3_coarse", "transformer", "grid13")),
+           ("train", "dense", "deterministic", "watery", "dangerous", "corner"),
+           {"RL²": "584 ± 28", "RL³": "902 ± 27", "RL³-coarse": "831 ± 28"}),
+    Target("bandit-h512", "Bernoulli bandits, H=512 (later code)", _row("bandit-h512", None), ("train", "ood"), {}),
+    Target("mdp-h512", "random MDPs, H=512 (later code)", _row("mdp-h512", None),
+           ("train", "alpha0.25", "det-rewards"), {}),
+    Target("h-scaling", "MDPs, H in {128, ..., 2048}: RL² and RL³ against a task-knowing oracle "
+           "(SPEC §6: RL³ ≈ 0.92 of the oracle at H=2048, RL² ≈ 0.80)", _h_runs(), ("train",), {},
+           oracle_horizons=H_SCALING),
+)}
+
+
+# ------------------------------------------------------------------------------------------ commands
+@dataclasses.dataclass
+class Step:
+    argv: list[str]  # rl3jax arguments
+    kind: str  # train | eval
+
+    def shell(self) -> str:
+        return shlex.join(["python", "-m", "rl3jax", *self.argv])
+
+
+def run_kind(run: Run) -> str:
+    """rl2, rl3, rl3-markov, rl3-coarse (the run's name without an ``-h{H}`` suffix)."""
+    return run.name.split("-h")[0]
+
+
+def _budget(run: Run, tiny: bool) -> tuple[int, int]:
+    if tiny:
+        return 2, 80
+    c = run.config()
+    return int(c["iters"]), int(c["num_envs"]) * int(c["horizon"])
+
+
+def _member_dirs(run_dir: str, seeds: int, base_seed: int = 0) -> list[str]:
+    return [run_dir] if seeds == 1 else [os.path.join(run_dir, f"seed{base_seed + i}") for i in range(seeds)]
+
+
+def steps_for(target: Target, out: str, tiny: bool = False, seeds: int = 1, algos: set | None = None,
+              stage: str = "all", episodes: int = 1000, extra: list[str] | None = None) -> list[Step]:
+    steps = []
+    runs = [r for r in target.runs if not algos or run_kind(r) in algos]
+    tdir = os.path.join(out, target.name)
+    for r in runs:
+        run_dir = os.path.join(tdir, r.name)
+        if stage in ("all", "train"):
+            argv = ["train", "--algo", r.algo, "--model", r.model, "--out", run_dir, "--no-progress"]
+            if r.preset:
+                argv += ["--preset", r.preset]
+            own = list(r.train_args)
+            if tiny:  # the tiny sizes replace the run's own
+                pairs = [own[i:i + 2] for i in range(0, len(own), 2)]
+                own = [a for pair in pairs if pair[0] not in TINY_TRAIN for a in pair] + TINY_TRAIN
+            argv += own
+            if seeds > 1:
+                argv += ["--seeds", str(seeds)]
+            if os.path.exists(os.path.join(run_dir, "config.json")):
+                argv += ["--resume"]
+            steps.append(Step(argv + list(extra or []), "train"))
+        if stage in ("all", "eval"):
+            n = TINY_EPISODES if tiny else episodes
+            for member in _member_dirs(run_dir, seeds):
+                for variant in target.variants:
+                    for mode in ("stochastic", "greedy"):
+                        argv = ["eval", "--run", member, "--variant", variant, "--episodes", str(n),
+                                "--json", os.path.join(member, f"eval-{variant}-{mode}.json")]
+                        steps.append(Step(argv + (["--greedy"] if mode == "greedy" else []), "eval"))
+    if stage in ("all", "eval"):
+        env = runs[0].config().get("env", "mdp") if runs else None
+        for h in target.oracle_horizons:
+            hh = 10 if tiny else h
+            steps.append(Step(["eval", "--policy", "oracle", "--env", env, "--horizon", str(hh), "--episodes",
+                               str(TINY_EPISODES if tiny else episodes),
+                               "--json", os.path.join(tdir, f"oracle-h{h}.json")], "eval"))
+    return steps
+
+
+def describe(target: Target, tiny: bool, seeds: int) -> str:
+    lines = [f"{target.name}: {target.doc}"]
+    total = 0
+    for r in target.runs:
+        iters, batch = _budget(r, tiny)
+        total += iters * batch * seeds
+        c = r.config()
+        lines.append(f"  {r.label:14s} {r.algo:10s} {r.model:11s} preset {r.preset or '-':12s} H={10 if tiny else c.get('horizon')}"
+                     f" {iters} iters x {batch} steps = {iters * batch:.3g} env steps"
+                     + (f" x {seeds} seeds" if seeds > 1 else ""))
+    hours = total / ASSUMED_STEPS_PER_SECOND / 3600
+    lines.append(f"  budget: {total:.3g} env steps in all; about {hours:.1f} h on one H100 at "
+                 f"{ASSUMED_STEPS_PER_SECOND / 1e6:.1f} M steps/s (SPEC §7; grids with RL³ run slower); "
+                 f"evaluation on {', '.join(target.variants)} (stochastic and greedy)")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ report
+def _fmt(path: str) -> str | None:
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        r = json.load(f)
+    return f"{r['mean_return']:.1f} ± {r['stderr']:.1f}"
+
+
+def report(target: Target, out: str, seeds: int = 1) -> str:
+    tdir = os.path.join(out, target.name)
+    lines = [f"### {target.name}: {target.doc}", "",
+             "| run | variant | stochastic | greedy | published (SPEC §6) |", "|---|---|---|---|---|"]
+    for r in target.runs:
+        run_dir = os.path.join(tdir, r.name)
+        members = sorted(glob.glob(os.path.join(run_dir, "seed*"))) if os.path.exists(
+            os.path.join(run_dir, "population.json")) else [run_dir]
+        for member in members:
+            label = r.label + ("" if member == run_dir else f" ({os.path.basename(member)})")
+            for v in target.variants:
+                s = _fmt(os.path.join(member, f"eval-{v}-stochastic.json"))
+                g = _fmt(os.path.join(member, f"eval-{v}-greedy.json"))
+                if s is None and g is None:
+                    continue
+                pub = target.published.get(r.label, "") if v == "train" else ""
+                lines.append(f"| {label} | {v} | {s or '-'} | {g or '-'} | {pub} |")
+    for h in target.oracle_horizons:
+        o = _fmt(os.path.join(tdir, f"oracle-h{h}.json"))
+        if o:
+            lines.append(f"| oracle H={h} | train | {o} | | |")
+    if target.oracle_horizons:
+        lines += ["", "Fraction of the oracle's return (in distribution; SPEC §6 at H=2048: RL³ ≈ 0.92, RL² ≈ 0.80):",
+                  "", "| run | stochastic | greedy |", "|---|---|---|"]
+        for r in target.runs:
+            h = r.name.rsplit("-h", 1)[-1]
+            oracle = _mean(os.path.join(tdir, f"oracle-h{h}.json"))
+            s, g = (_mean(os.path.join(tdir, r.name, f"eval-train-{m}.json")) for m in ("stochastic", "greedy"))
+            if oracle and (s is not None or g is not None):
+                frac = lambda x: "-" if x is None else f"{x / oracle:.3f}"  # noqa: E731
+                lines.append(f"| {r.label} | {frac(s)} | {frac(g)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _mean(path: str) -> float | None:
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return float(json.load(f)["mean_return"])
+
+
+# ------------------------------------------------------------------------------------------ main
+def main(argv=None) -> int:
+    names = list(TARGETS)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="targets: " + ", ".join(names))
+    p.add_argument("target", choices=names + ["all", "list", "report"])
+    p.add_argument("--out", default="runs/repro", help="root folder; each target gets a sub-folder")
+    p.add_argument("--dry-run", action="store_true", help="print the commands that would run, run nothing")
+    p.add_argument("--tiny", action="store_true", help="2 iterations, 8 envs, H=10, 8 test tasks (smoke test)")
+    p.add_argument("--seeds", type=int, default=1, help="independent seeds per run (one vmapped population)")
+    p.add_argument("--algos", default=None, help="only these runs (e.g. rl2,rl3,rl3-markov,rl3-coarse)")
+    p.add_argument("--stage", choices=("all", "train", "eval"), default="all",
+                   help="train only (e.g. on every host of a pod), evaluate only, or both")
+    p.add_argument("--episodes", type=int, default=1000, help="held-out test tasks per evaluation")
+    args, extra = p.parse_known_args(argv)
+    if extra and extra[0] == "--":
+        extra = extra[1:]
+    if extra and any(not a.startswith("-") for a in extra[:1]):
+        p.error(f"unrecognised arguments {extra} (pass train flags after --)")
+    targets = list(TARGETS.values()) if args.target in ("all", "list", "report") else [TARGETS[args.target]]
+    algos = set(args.algos.split(",")) if args.algos else None
+    if algos:
+        known = {run_kind(r) for t in targets for r in t.runs}
+        if algos - known:
+            p.error(f"--algos: unknown {sorted(algos - known)}; valid: {', '.join(sorted(known))}")
+    if args.target == "list":
+        for t in targets:
+            print(describe(t, args.tiny, args.seeds) + "\n")
+        return 0
+    if args.target == "report":
+        text = "\n".join(report(t, args.out, args.seeds) for t in targets)
+        print(text)
+        return 0
+    plan = [(t, steps_for(t, args.out, args.tiny, args.seeds, algos, args.stage, args.episodes, extra)) for t in targets]
+    for t, steps in plan:
+        print(describe(t, args.tiny, args.seeds))
+        for s in steps:
+            print(("  " if args.dry_run else "  will run: ") + s.shell())
+    if args.dry_run:
+        return 0
+    from rl3jax.cli import main as rl3jax_main
+
+    for t, steps in plan:
+        for s in steps:
+            print(f"\n$ {s.shell()}", flush=True)
+            t0 = time.perf_counter()
+            rc = rl3jax_main(s.argv)
+            if rc:
+                print(f"reproduce: step failed with status {rc}: {s.shell()}", file=sys.stderr)
+                return rc
+            print(f"  ({time.perf_counter() - t0:.1f}s)")
+        if args.stage in ("all", "eval"):
+            text = report(t, args.out, args.seeds)
+            with open(os.path.join(args.out, t.name, "results.md"), "w") as f:
+                f.write(text)
+            print("\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Seeds and sweeps as a vmapped population (rl3jax.population).
+
+One tiny config throughout (and one chunk length), so the population program and the single-run program
+are each compiled once and the persistent compilation cache serves the rest. Tolerance: vmapping batches
+the matrix products, which may change float rounding; parameters agree to atol 1e-5, metrics to rtol 1e-4.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from rl3jax.checkpoint import Checkpointer
+from rl3jax.cli import main as cli_main
+from rl3jax.config import TrainConfig
+from rl3jax.driver import load_run_config, train
+from rl3jax.population import make_members, member_state, parse_sweep
+from rl3jax.train import make_train
+
+ATOL = 1e-5
+RTOL = 1e-4
+CFG = TrainConfig(env="mdp", algo="rl3", model="markov", horizon=8, num_envs=8, minibatch_envs=4, epochs=1,
+                  iters=2, chunk_iters=1, checkpoint_every=1, seed=10)
+
+
+def _rows(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def _f64(x):
+    return np.asarray(x, np.float64)
+
+
+def _assert_states_close(a, b):
+    for x, y in zip(jax.tree.leaves((a.actor_params, a.critic_params, a.actor_opt, a.critic_opt, a.env_state)),
+                    jax.tree.leaves((b.actor_params, b.critic_params, b.actor_opt, b.critic_opt, b.env_state))):
+        np.testing.assert_allclose(_f64(x), _f64(y), rtol=RTOL, atol=ATOL)
+
+
+def _restore(run_dir):
+    cfg = load_run_config(run_dir)
+    trainer = make_train(cfg)
+    ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"))
+    state, _ = ckpt.restore(jax.jit(trainer.init)(jax.random.key(cfg.seed)))
+    ckpt.close()
+    return state
+
+
+@pytest.fixture(scope="module")
+def seeds4(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("pop") / "seeds4")
+    state, lasts = train(CFG, out, seeds=4, progress=False, quiet=True)
+    return out, state, lasts
+
+
+def test_seeds_equal_separate_runs(seeds4, tmp_path):
+    out, state, lasts = seeds4
+    assert sorted(lasts) == [f"seed{s}" for s in range(10, 14)]
+    spec = json.load(open(os.path.join(out, "population.json")))
+    assert [m["seed"] for m in spec["members"]] == [10, 11, 12, 13]
+    returns = []
+    for i, seed in enumerate(range(10, 14)):
+        member_dir = os.path.join(out, f"seed{seed}")
+        assert load_run_config(member_dir) == CFG.replace(seed=seed)  # an ordinary run folder
+        ref, _ = train(CFG.replace(seed=seed), str(tmp_path / f"single{seed}"), progress=False, quiet=True)
+        # the population's state, the member's own checkpoint and its metrics all equal the separate run
+        _assert_states_close(member_state(state, i), ref)
+        _assert_states_close(_restore(member_dir), ref)
+        rows, ref_rows = _rows(member_dir), _rows(str(tmp_path / f"single{seed}"))
+        assert [r["iteration"] for r in rows] == [1, 2]
+        for r, q in zip(rows, ref_rows):
+            for k in ("return_mean", "critic_loss", "entropy", "kl"):
+                np.testing.assert_allclose(r[k], q[k], rtol=RTOL, atol=1e-6, err_msg=k)
+        returns.append(rows[-1]["return_mean"])
+    assert len(set(returns)) == 4  # kept per seed, never averaged
+
+
+def test_population_resume_equals_straight_run(seeds4, tmp_path):
+    out, state, _ = seeds4
+    part = str(tmp_path / "part")
+    train(CFG.replace(iters=1), part, seeds=4, progress=False, quiet=True)
+    resumed, _ = train(CFG, part, resume=True, progress=False, quiet=True)  # seeds read from population.json
+    for i in range(4):
+        _assert_states_close(member_state(resumed, i), member_state(state, i))
+        strip = lambda rows: [{k: v for k, v in r.items() if k != "steps_per_second"} for r in rows]  # noqa: E731
+        assert strip(_rows(os.path.join(part, f"seed{10 + i}"))) == strip(_rows(os.path.join(out, f"seed{10 + i}")))
+
+
+def test_sweep_members_have_their_settings(tmp_path):
+    out = str(tmp_path / "sweep")
+    # 2 x 2 settings: the same population size as seeds4, so the compiled chunk is shared
+    rc = cli_main(["train", "--env", "mdp", "--algo", "rl3", "--model", "markov", "--horizon", "8", "--num-envs",
+                   "8", "--minibatch-envs", "4", "--iters", "2", "--seed", "10", "--set", "epochs=1",
+                   "--set", "chunk_iters=1", "--set", "checkpoint_every=1", "--sweep", "lr=0.001,0.0003",
+                   "--sweep", "ent_coef=0,0.05", "--out", out, "--no-progress"])
+    assert rc == 0
+    spec = json.load(open(os.path.join(out, "population.json")))
+    names = [m["name"] for m in spec["members"]]
+    assert names == ["seed10-lr0.001-ent_coef0", "seed10-lr0.001-ent_coef0.05", "seed10-lr0.0003-ent_coef0",
+                     "seed10-lr0.0003-ent_coef0.05"]
+    finals = {}
+    for m in spec["members"]:
+        d = os.path.join(out, m["name"])
+        cfg = load_run_config(d)
+        assert (cfg.lr, cfg.ent_coef) == (m["settings"]["lr"], m["settings"]["ent_coef"])
+        rows = _rows(d)
+        for r in rows:
+            np.testing.assert_allclose(r["actor_lr"], cfg.lr, rtol=1e-6)
+            np.testing.assert_allclose(r["critic_lr"], cfg.lr, rtol=1e-6)
+            np.testing.assert_allclose(r["ent_coef"], cfg.ent_coef, rtol=1e-6)
+        finals[m["name"]] = _restore(d)
+    # one member equals the separate run with its settings (the sweep is not an approximation)
+    name = "seed10-lr0.0003-ent_coef0.05"
+    ref, _ = train(load_run_config(os.path.join(out, name)), str(tmp_path / "single"), progress=False, quiet=True)
+    _assert_states_close(finals[name], ref)
+    # the settings matter: same seed, different lr -> different parameters
+    a = jax.tree.leaves(finals["seed10-lr0.001-ent_coef0"].actor_params)[0]
+    b = jax.tree.leaves(finals["seed10-lr0.0003-ent_coef0"].actor_params)[0]
+    assert not np.allclose(a, b)
+    # a population folder is not evaluated as a whole
+    assert cli_main(["eval", "--run", out, "--episodes", "2"]) == 2
+
+
+def test_sweep_parsing_and_errors():
+    assert parse_sweep(["lr=1e-3,3e-4", "gae-lambda=0.3,0.9"]) == {"lr": [1e-3, 3e-4], "gae_lambda": [0.3, 0.9]}
+    members = make_members(CFG, seeds=2, sweep={"lr": [1e-3, 3e-4]})
+    assert [(m.seed, m.settings) for m in members] == [(10, (("lr", 1e-3),)), (11, (("lr", 1e-3),)),
+                                                       (10, (("lr", 3e-4),)), (11, (("lr", 3e-4),))]
+    with pytest.raises(ValueError, match="NAME=V1"):
+        parse_sweep(["lr"])
+    with pytest.raises(ValueError, match="numbers"):
+        parse_sweep(["lr=fast"])
+    with pytest.raises(ValueError, match="repeated"):
+        parse_sweep(["lr=1,1"])
+    with pytest.raises(ValueError, match="not a config field"):
+        make_members(CFG, sweep={"learning_rate": [1.0]})
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        make_members(CFG, sweep={"lr": [1e-3, -1.0]})
+    from rl3jax.population import Population
+
+    with pytest.raises(ValueError, match="not sweepable"):
+        Population(make_train(CFG), tuple(make_members(CFG, sweep={"epochs": [1, 2]})))
