@@ -193,7 +193,8 @@ def describe(target: Target, tiny: bool, seeds: int) -> str:
         iters, batch = _budget(r, tiny)
         total += iters * batch * seeds
         c = r.config()
-        lines.append(f"  {r.label:14s} {r.algo:10s} {r.model:11s} preset {r.preset or '-':12s} H={10 if tiny else c.get('horizon')}"
+        h = 10 if tiny else c.get("horizon")
+        lines.append(f"  {r.label:14s} {r.algo:10s} {r.model:11s} preset {r.preset or '-':12s} H={h}"
                      f" {iters} iters x {batch} steps = {iters * batch:.3g} env steps"
                      + (f" x {seeds} seeds" if seeds > 1 else ""))
     hours = total / ASSUMED_STEPS_PER_SECOND / 3600
@@ -256,7 +257,8 @@ def _mean(path: str) -> float | None:
 # ------------------------------------------------------------------------------------------ main
 def main(argv=None) -> int:
     names = list(TARGETS)
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="targets: " + ", ".join(names))
     p.add_argument("target", choices=names + ["all", "list", "report"])
     p.add_argument("--out", default="runs/repro", help="root folder; each target gets a sub-folder")
@@ -286,7 +288,8 @@ def main(argv=None) -> int:
         text = "\n".join(report(t, args.out, args.seeds) for t in targets)
         print(text)
         return 0
-    plan = [(t, steps_for(t, args.out, args.tiny, args.seeds, algos, args.stage, args.episodes, extra)) for t in targets]
+    plan = [(t, steps_for(t, args.out, args.tiny, args.seeds, algos, args.stage, args.episodes, extra))
+            for t in targets]
     for t, steps in plan:
         print(describe(t, args.tiny, args.seeds))
         for s in steps:

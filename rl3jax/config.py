@@ -107,8 +107,13 @@ class TrainConfig:
 
 
 def _preset(env, horizon, iters, batch, minibatch, ent, lr, schedule="constant", **kw):
-    return dict(env=env, horizon=horizon, iters=iters, num_envs=batch // horizon,
-                minibatch_envs=minibatch // horizon, ent_coef=ent, lr=lr, ent_schedule=schedule, **kw)
+    """Published settings in steps; minibatches are whole sequences, so the minibatch is the divisor of
+    nenvs nearest to minibatch/H (H=500: 3200/500 = 6.4 sequences -> 8, i.e. 8 minibatches of 4000 steps)."""
+    num_envs = batch // horizon
+    target = minibatch / horizon
+    mb = min((d for d in range(1, num_envs + 1) if num_envs % d == 0), key=lambda d: (abs(d - target), -d))
+    return dict(env=env, horizon=horizon, iters=iters, num_envs=num_envs, minibatch_envs=mb, ent_coef=ent,
+                lr=lr, ent_schedule=schedule, **kw)
 
 
 # SPEC §6: batch = steps per PPO iteration, nenvs = batch / H.

@@ -5,9 +5,10 @@ The design is plain data parallelism expressed as shardings (``jax.jit`` + ``Nam
 * the task/env axis of everything per-task (sampled tasks, the meta-episode and RL³ estimator state, the
   rollout trajectory, the PPO batch and each whole-sequence minibatch) is split over the mesh axis ``'data'``;
 * parameters, optimiser states, the PRNG key, counters and hyper-parameters are replicated;
-* the PPO losses are means over the (global) minibatch, so XLA's partitioner turns each gradient into a
-  per-device partial sum plus an all-reduce: gradients are averaged across devices and every device applies
-  the same update. The program is the single-device program; only the float reduction order changes.
+* the PPO losses are means over the (global) minibatch; the networks' forward passes inside the update run
+  under ``jax.shard_map`` (``data_parallel``), so each device differentiates its own sequences and the
+  parameter gradients are summed across devices once per minibatch: gradients are averaged and every device
+  applies the same update. The program is the single-device program; only the float reduction order changes.
 
 Multi-host (a TPU pod slice, several GPU hosts): every process runs the same command; ``initialize`` connects
 them; the mesh spans every process's devices; each device samples and plays only its own share of the tasks
@@ -226,4 +227,5 @@ def describe(mesh: Mesh | None) -> str:
     n = mesh_size(mesh)
     kinds = {getattr(d, "device_kind", d.platform) for d in mesh.devices.flat}
     procs = len({d.process_index for d in mesh.devices.flat})
-    return f"{n} device{'s' if n > 1 else ''} ({', '.join(sorted(kinds))}) in {procs} process{'es' if procs > 1 else ''}"
+    return (f"{n} device{'s' if n > 1 else ''} ({', '.join(sorted(kinds))}) in {procs} "
+            f"process{'es' if procs > 1 else ''}")

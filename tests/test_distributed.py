@@ -5,8 +5,8 @@ so every check here runs in a fresh subprocess: fake CPU devices (``jax_num_cpu_
 multi-device checks, and two processes on localhost with gloo CPU collectives for the multi-host ones.
 
 Tolerances: the sharded program is the single-device program with a different float reduction order
-(per-device partial sums + all-reduce), so after two PPO iterations parameters agree to atol 1e-5 (seen:
-~6e-7) and metrics to rtol 1e-4; replicated copies on different devices agree bitwise.
+(per-device gradient sums + one all-reduce per minibatch), so after two PPO iterations parameters agree
+to atol 1e-5 (seen: ~6e-7) and metrics to rtol 1e-4; replicated copies on different devices agree bitwise.
 """
 
 from __future__ import annotations

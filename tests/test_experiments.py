@@ -99,7 +99,8 @@ def test_tiny_target_runs(tmp_path, capsys):
     table = (out / "bandit-h100" / "results.md").read_text()
     assert "| RL³ (Markov) | train |" in table and "| RL³ (Markov) | ood |" in table
     # running it again continues the finished runs (--resume) instead of failing
-    assert reproduce.main(["bandit-h100", "--tiny", "--algos", "rl3-markov", "--out", str(out), "--stage", "train"]) == 0
+    argv = ["bandit-h100", "--tiny", "--algos", "rl3-markov", "--out", str(out), "--stage", "train"]
+    assert reproduce.main(argv) == 0
     assert "--resume" in capsys.readouterr().out
 
 
