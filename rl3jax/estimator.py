@@ -63,6 +63,20 @@ def converge(sweep, x0, max_sweeps: int, epsilon: float, block: int = 8):
     return carry[0], carry[1]
 
 
+def validate_settings(est) -> None:
+    """Clear errors for estimator settings shared by the dense and the grid estimator."""
+    if est.mode not in MODES:
+        raise ValueError(f"estimator mode {est.mode!r} is not one of {MODES}")
+    if est.known_states not in ("all", "visited"):
+        raise ValueError(f"known_states {est.known_states!r} is not one of ('all', 'visited')")
+    if est.max_sweeps < 1:
+        raise ValueError(f"max_sweeps must be >= 1, got {est.max_sweeps}")
+    if not 0.0 <= est.gamma < 1.0:
+        raise ValueError(f"gamma must be in [0, 1), got {est.gamma}")
+    if est.alpha_laplace <= 0.0:
+        raise ValueError(f"alpha_laplace must be > 0, got {est.alpha_laplace}")
+
+
 @dataclasses.dataclass(frozen=True)
 class QEstimator:
     """Configuration plus pure ``init`` / ``update`` / ``features`` functions (hashable, jit-static)."""
@@ -81,16 +95,7 @@ class QEstimator:
     sweep_block: int = 10  # sweeps unrolled per while-loop step (see ``converge``)
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"estimator mode {self.mode!r} is not one of {MODES}")
-        if self.known_states not in ("all", "visited"):
-            raise ValueError(f"known_states {self.known_states!r} is not one of ('all', 'visited')")
-        if self.max_sweeps < 1:
-            raise ValueError(f"max_sweeps must be >= 1, got {self.max_sweeps}")
-        if not 0.0 <= self.gamma < 1.0:
-            raise ValueError(f"gamma must be in [0, 1), got {self.gamma}")
-        if self.alpha_laplace <= 0.0:
-            raise ValueError(f"alpha_laplace must be > 0, got {self.alpha_laplace}")
+        validate_settings(self)
 
     @property
     def feature_dim(self) -> int:

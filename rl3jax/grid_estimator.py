@@ -41,9 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from rl3jax.estimator import converge
+from rl3jax.estimator import converge, validate_settings
 
-MODES = ("fresh", "entered")
 ABSTRACTIONS = (None, "coarse")
 #: the abstraction radius of SPEC §2.5 by grid side
 COARSE_RADIUS = {11: 0.1, 13: 0.08}
@@ -106,16 +105,7 @@ class GridQEstimator:
     sweep_block: int | None = None
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"estimator mode {self.mode!r} is not one of {MODES}")
-        if self.known_states not in ("all", "visited"):
-            raise ValueError(f"known_states {self.known_states!r} is not one of ('all', 'visited')")
-        if self.max_sweeps < 1:
-            raise ValueError(f"max_sweeps must be >= 1, got {self.max_sweeps}")
-        if not 0.0 <= self.gamma < 1.0:
-            raise ValueError(f"gamma must be in [0, 1), got {self.gamma}")
-        if self.alpha_laplace <= 0.0:
-            raise ValueError(f"alpha_laplace must be > 0, got {self.alpha_laplace}")
+        validate_settings(self)
         if self.std_errors:
             raise ValueError("GridQEstimator does not compute standard errors; use the dense "
                              "rl3jax.estimator.QEstimator(std_errors=True) instead")
