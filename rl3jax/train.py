@@ -100,8 +100,9 @@ class Trainer:
         m = self.meta_env.obs_dim
         actor_params = self.actor.init(k_a, m)
         critic_params = self.critic.init(k_c, m)
-        tasks = self._split(sample_tasks(self.meta_env, k_env, self.cfg.num_envs))
-        _, env_state = jax.vmap(self.meta_env.reset)(jax.random.split(k_env, self.cfg.num_envs), tasks)
+        k_task, k_reset = jax.random.split(k_env)  # distinct streams for drawing tasks and resetting them
+        tasks = self._split(sample_tasks(self.meta_env, k_task, self.cfg.num_envs))
+        _, env_state = jax.vmap(self.meta_env.reset)(jax.random.split(k_reset, self.cfg.num_envs), tasks)
         env_state = self._split(env_state)
         return TrainState(actor_params=actor_params, critic_params=critic_params,
                           actor_opt=self.actor_tx.init(actor_params),
