@@ -67,10 +67,11 @@ def _median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def bench_workload(w: dict, repeats: int = 3) -> dict:
+def bench_workload(w: dict, repeats: int = 3, overrides: dict | None = None) -> dict:
     w = dict(w)
     name = w.pop("name")
-    cfg = TrainConfig(**w, chunk_iters=w["iters"]).validate()
+    overrides = dict(overrides or {})
+    cfg = TrainConfig(**{**w, **overrides}, chunk_iters=w["iters"]).validate()
     trainer = make_train(cfg)
     state = jax.jit(trainer.init)(jax.random.key(0))
     n = cfg.iters
@@ -96,12 +97,14 @@ def bench_workload(w: dict, repeats: int = 3) -> dict:
            "iters_per_chunk": n, "steps_per_second": steps / t_chunk,
            "rollout_steps_per_second": cfg.batch_steps / t_roll,
            "update_share": max(0.0, 1.0 - n * t_roll / t_chunk),
-           "compile_seconds": compile_s, "peak_memory_bytes": _peak_memory(), "device": _device_name()}
+           "compile_seconds": compile_s, "peak_memory_bytes": _peak_memory(), "device": _device_name(),
+           "fused_update": trainer.fused, "overrides": overrides}
     return rec
 
 
 def run_bench(quick: bool = False, json_path: str | None = None, only: str | None = None,
-              repeats: int = 3) -> list[dict]:
+              repeats: int = 3, overrides: dict | None = None) -> list[dict]:
+    """Every workload (or those in ``only``), each with the config ``overrides`` applied."""
     ws = workloads(quick)
     if only:
         names = only.split(",")  # run in the order given
@@ -114,7 +117,7 @@ def run_bench(quick: bool = False, json_path: str | None = None, only: str | Non
     print(f"{'workload':34s} {'H':>4s} {'envs':>5s} {'steps/s':>11s} {'rollout/s':>11s} {'update%':>7s} "
           f"{'compile s':>9s}  device")
     for w in ws:
-        r = bench_workload(w, repeats)
+        r = bench_workload(w, repeats, overrides)
         records.append(r)
         print(f"{r['workload']:34s} {r['horizon']:4d} {r['num_envs']:5d} {r['steps_per_second']:11,.0f} "
               f"{r['rollout_steps_per_second']:11,.0f} {100 * r['update_share']:6.1f}% {r['compile_seconds']:9.1f}  "

@@ -201,6 +201,8 @@ def _add_bench(sub):
     p.add_argument("--json", default=None)
     p.add_argument("--only", default=None, help="comma-separated workload names")
     p.add_argument("--repeats", type=_positive_int, default=3)
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a config field in every workload (e.g. --set fused_update=false for an A/B)")
     p.add_argument("--scaling", action="store_true",
                    help="one workload at 1, 2, 4, 8 devices and with 1, 2, 4, 8 vmapped seeds (docs/SCALING.md)")
     p.add_argument("--cpu-devices", type=_positive_int, default=None,
@@ -224,7 +226,15 @@ def cmd_bench(args) -> int:
         return 0
     from rl3jax.bench import run_bench
 
-    run_bench(quick=args.quick, json_path=args.json, only=args.only, repeats=args.repeats)
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    overrides = {}
+    for item in args.set:
+        k, _, v = item.partition("=")
+        if k not in fields or not _:
+            raise ValueError(f"--set expects FIELD=VALUE with a config field; got {item!r}; valid fields: "
+                             f"{', '.join(fields)}")
+        overrides[k] = _coerce(fields[k], v)
+    run_bench(quick=args.quick, json_path=args.json, only=args.only, repeats=args.repeats, overrides=overrides)
     return 0
 
 

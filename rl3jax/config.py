@@ -34,6 +34,10 @@ class TrainConfig:
     vf_coef: float = 0.5
     target_kl: float = 0.01
     critic_weight_decay: float = 0.01
+    # actor and critic trained in one vmapped step per minibatch (rl3jax.ppo); None: on GPUs/TPUs only, where
+    # small minibatches are launch-bound (on CPU it measured the same speed within noise and compiles longer)
+    fused_update: bool | None = None
+    kl_chunks: int = 1  # groups of sequences for the full-batch KL pass (raise to bound its memory)
     # RL³ estimator (None: the task family's default from SPEC §2)
     estimator_mode: str = "fresh"
     std_errors: bool = False
@@ -41,6 +45,7 @@ class TrainConfig:
     alpha_laplace: float | None = None
     vi_epsilon: float | None = None
     vi_max_sweeps: int | None = None
+    vi_sweep_block: int | None = None  # sweeps unrolled per while-loop step (None: the estimator's default)
     # driver
     seed: int = 0
     chunk_iters: int = 10  # PPO iterations per jitted chunk (between logs/checkpoints)
@@ -67,12 +72,16 @@ class TrainConfig:
         if self.variant not in valid:
             bad(f"--variant {self.variant!r} is not valid for env {self.env!r}; valid: {', '.join(valid)}")
         for name in ("horizon", "iters", "num_envs", "minibatch_envs", "epochs", "chunk_iters",
-                     "checkpoint_every", "keep_checkpoints", "eval_episodes"):
+                     "checkpoint_every", "keep_checkpoints", "eval_episodes", "kl_chunks"):
             if getattr(self, name) < 1:
                 bad(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_envs % self.minibatch_envs:
             bad(f"num_envs={self.num_envs} is not divisible into whole-sequence minibatches of "
                 f"minibatch_envs={self.minibatch_envs} sequences")
+        if self.vi_sweep_block is not None and self.vi_sweep_block < 1:
+            bad(f"vi_sweep_block must be >= 1 or None, got {self.vi_sweep_block}")
+        if self.num_envs % self.kl_chunks:
+            bad(f"num_envs={self.num_envs} is not divisible by kl_chunks={self.kl_chunks}")
         for name in ("lr", "clip_eps", "target_kl"):
             if not getattr(self, name) > 0:
                 bad(f"{name} must be > 0, got {getattr(self, name)}")

@@ -119,6 +119,64 @@ def _atomic_write_json(path: str, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+class ChunkLoop:
+    """The host loop over jitted chunks that ``train`` and ``population.train_population`` share.
+
+    Schedules chunks of at most ``cfg.chunk_iters`` iterations that end on every ``cfg.checkpoint_every``
+    multiple and at ``cfg.iters``; times each chunk (the first one includes the compile: ``compile_s``);
+    calls ``save`` at those checkpoint boundaries, at the end, and at the first chunk boundary after
+    ``max_seconds`` of wall time (where it stops). One place for this, so a single run and a population
+    checkpoint and stop at the same iterations.
+    """
+
+    def __init__(self, cfg: TrainConfig, start: int, max_seconds: float | None = None):
+        self.cfg = cfg
+        self.it = start
+        self.max_seconds = max_seconds
+        self.next_ckpt = self._next_checkpoint()
+        self.t_run = time.perf_counter()
+        self.compile_s: float | None = None
+
+    def _next_checkpoint(self) -> int:
+        return (self.it // self.cfg.checkpoint_every + 1) * self.cfg.checkpoint_every
+
+    def elapsed(self) -> float:
+        """Wall time since the loop was set up."""
+        return time.perf_counter() - self.t_run
+
+    def timing(self) -> str:
+        """The timing part of the final ``done:`` line."""
+        return f"first chunk incl. compile {self.compile_s:.1f}s, total {self.elapsed():.1f}s"
+
+    def run(self, chunk_fn, state, on_chunk, save):
+        """Runs chunks until ``cfg.iters`` (or ``max_seconds``); returns the final state.
+
+        ``chunk_fn(state, n) -> (state, metrics)``; ``on_chunk(it, n, metrics, dt)`` gets the host metrics of
+        iterations ``it + 1 .. it + n`` and the chunk's seconds (it logs, and raises to abort);
+        ``save(it, state)`` writes the checkpoints at iteration ``it``.
+        """
+        cfg = self.cfg
+        while self.it < cfg.iters:
+            n = min(cfg.chunk_iters, cfg.iters - self.it, self.next_ckpt - self.it)
+            t0 = time.perf_counter()
+            state, metrics = chunk_fn(state, n)
+            metrics = jax.device_get(metrics)
+            dt = time.perf_counter() - t0
+            if self.compile_s is None:
+                self.compile_s = dt
+            on_chunk(self.it, n, metrics, dt)
+            self.it += n
+            out_of_time = self.max_seconds is not None and self.elapsed() >= self.max_seconds
+            if self.max_seconds is not None:  # process 0's clock decides, so every process stops at the same chunk
+                out_of_time = distributed.broadcast_flag(out_of_time)
+            if self.it >= self.next_ckpt or self.it >= cfg.iters or out_of_time:
+                save(self.it, state)
+                self.next_ckpt = self._next_checkpoint()
+            if out_of_time:
+                break
+        return state
+
+
 def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = True, tensorboard: bool = False,
           wandb_project: str | None = None, quiet: bool = False, mesh=None, seeds: int = 1,
           sweep: dict | None = None, max_seconds: float | None = None):
@@ -175,18 +233,9 @@ def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = Tru
 
         bar = tqdm(total=cfg.iters, initial=start, unit="it", dynamic_ncols=True)
     last = {}
-    it = start
-    next_ckpt = (it // cfg.checkpoint_every + 1) * cfg.checkpoint_every
-    t_run = time.perf_counter()
-    compile_s = None
-    while it < cfg.iters:
-        n = min(cfg.chunk_iters, cfg.iters - it, next_ckpt - it)
-        t0 = time.perf_counter()
-        state, metrics = chunk_fn(state, n)
-        metrics = jax.device_get(metrics)
-        dt = time.perf_counter() - t0
-        if compile_s is None:
-            compile_s = dt
+
+    def on_chunk(it, n, metrics, dt):
+        nonlocal last
         rows = []
         for i in range(n):
             row = {"iteration": it + i + 1, "env_steps": (it + i + 1) * cfg.batch_steps}
@@ -206,21 +255,17 @@ def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = Tru
             bar.update(n)
         if not math.isfinite(last["return_mean"]) or not math.isfinite(last.get("critic_loss", 0.0)):
             raise FloatingPointError(f"non-finite metrics at iteration {it}: {last}")
-        out_of_time = max_seconds is not None and time.perf_counter() - t_run >= max_seconds
-        if max_seconds is not None:  # process 0's clock decides, so every process stops at the same chunk
-            out_of_time = distributed.broadcast_flag(out_of_time)
-        if it >= next_ckpt or it >= cfg.iters or out_of_time:
-            ckpt.save(it, state, {"iteration": it, "env_steps": it * cfg.batch_steps,
-                                  "return_mean": last["return_mean"]})
-            next_ckpt = (it // cfg.checkpoint_every + 1) * cfg.checkpoint_every
-        if out_of_time:
-            break
+
+    def save(it, state):
+        ckpt.save(it, state, {"iteration": it, "env_steps": it * cfg.batch_steps, "return_mean": last["return_mean"]})
+
+    loop = ChunkLoop(cfg, start, max_seconds)
+    state = loop.run(chunk_fn, state, on_chunk, save)
     if bar is not None:
         bar.close()
     ckpt.close()
     ext.close()
     if not quiet and last:
-        total = time.perf_counter() - t_run
-        print(f"done: {it} iterations, {it * cfg.batch_steps} env steps, mean return {last['return_mean']:.2f} "
-              f"(first chunk incl. compile {compile_s:.1f}s, total {total:.1f}s)")
+        print(f"done: {loop.it} iterations, {loop.it * cfg.batch_steps} env steps, "
+              f"mean return {last['return_mean']:.2f} ({loop.timing()})")
     return state, last

@@ -26,7 +26,6 @@ import itertools
 import json
 import math
 import os
-import time
 import warnings
 from typing import Any
 
@@ -212,7 +211,7 @@ def train_population(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | N
     """Trains every member to ``cfg.iters`` iterations; returns (population state, {member: last metrics}).
 
     ``max_seconds``: stop (with checkpoints) at the first chunk boundary after that much wall time."""
-    from rl3jax.driver import RESUMABLE_CHANGES, ExternalLoggers, MetricsLog, NullLog, _atomic_write_json
+    from rl3jax.driver import RESUMABLE_CHANGES, ChunkLoop, ExternalLoggers, MetricsLog, NullLog, _atomic_write_json
 
     cfg.validate()
     main = distributed.is_main_process()
@@ -269,17 +268,8 @@ def train_population(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | N
         bar = tqdm(total=cfg.iters, initial=start, unit="it", dynamic_ncols=True)
     lasts: dict[str, dict] = {}
     diverged: set[str] = set()
-    it = start
-    next_ckpt = (it // cfg.checkpoint_every + 1) * cfg.checkpoint_every
-    t_run = time.perf_counter()
-    compile_s = None
-    while it < cfg.iters:
-        n = min(cfg.chunk_iters, cfg.iters - it, next_ckpt - it)
-        t0 = time.perf_counter()
-        state, metrics = chunk_fn(state, n)
-        metrics = jax.device_get(metrics)  # each (n, members)
-        dt = time.perf_counter() - t0
-        compile_s = dt if compile_s is None else compile_s
+
+    def on_chunk(it, n, metrics, dt):  # metrics: each (n, members)
         sps = n * cfg.batch_steps * len(members) / dt  # all members together
         combined = []
         for j, (m, log) in enumerate(zip(members, logs)):
@@ -308,26 +298,22 @@ def train_population(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | N
             rets = [r["return_mean"] for r in lasts.values() if math.isfinite(r["return_mean"])]
             bar.set_postfix(sps=f"{sps:,.0f}", ret_mean=f"{np.mean(rets):.2f}", ret_best=f"{np.max(rets):.2f}")
             bar.update(n)
-        out_of_time = max_seconds is not None and time.perf_counter() - t_run >= max_seconds
-        if max_seconds is not None:  # process 0's clock decides, so every process stops at the same chunk
-            out_of_time = distributed.broadcast_flag(out_of_time)
-        if it >= next_ckpt or it >= cfg.iters or out_of_time:
-            for i, (m, c) in enumerate(zip(members, ckpts)):
-                c.save(it, member_state(state, i), {"iteration": it, "env_steps": it * cfg.batch_steps,
-                                                    "return_mean": lasts[m.name]["return_mean"],
-                                                    "member": m.to_dict()})
-            next_ckpt = (it // cfg.checkpoint_every + 1) * cfg.checkpoint_every
-        if out_of_time:
-            break
+
+    def save(it, state):
+        for i, (m, c) in enumerate(zip(members, ckpts)):
+            c.save(it, member_state(state, i), {"iteration": it, "env_steps": it * cfg.batch_steps,
+                                                "return_mean": lasts[m.name]["return_mean"], "member": m.to_dict()})
+
+    loop = ChunkLoop(cfg, start, max_seconds)
+    state = loop.run(chunk_fn, state, on_chunk, save)
     if bar is not None:
         bar.close()
     for c in ckpts:
         c.close()
     ext.close()
     if not quiet and lasts:
-        total = time.perf_counter() - t_run
-        print(f"done: {len(members)} members x {it} iterations ({it * cfg.batch_steps * len(members):,} env steps; "
-              f"first chunk incl. compile {compile_s:.1f}s, total {total:.1f}s)")
+        print(f"done: {len(members)} members x {loop.it} iterations "
+              f"({loop.it * cfg.batch_steps * len(members):,} env steps; {loop.timing()})")
         for name, r in lasts.items():
             print(f"  {name:24s} return {r['return_mean']:.2f}")
     return state, lasts

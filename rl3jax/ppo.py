@@ -19,6 +19,15 @@ One PPO iteration (``ppo_update``):
   iteration, while the critic trains all epochs. Implemented with ``lax.cond``, so a frozen actor costs no
   compute (under ``vmap`` the cond becomes a select, which is still correct).
 
+Fused actor-critic step (``fused_apply``): actor and critic are separate networks of the same shape, so one
+minibatch step can train both at once: the critic's parameters are zero-padded to the actor's shapes (only the
+output layer differs: 1 output instead of n), the two parameter trees are stacked on a leading axis of 2, and
+one vmapped forward/backward pass plus one vmapped Adam step replace two of each. The padded entries get zero
+gradient and zero weight decay, so Adam leaves them at exactly zero: the result is that of the separate
+updates (up to float reassociation). At the paper's batch a minibatch is 32 sequences, far too little work to
+fill a GPU, so halving the number of sequential steps roughly halves the update time there. Once the KL stop
+freezes the actor, the remaining epochs train the critic alone.
+
 Hyper-parameter sweeps: ``actor_lr``, ``critic_lr``, ``ent_coef``, ``gae_lambda`` and ``target_kl`` are pytree
 leaves of ``PPOConfig``, so they may be traced arrays (e.g. ``vmap`` over a learning rate) and changing them does not
 recompile ``jit(ppo_update)``. The learning rates live in the optimiser states (``optax.inject_hyperparams``):
@@ -72,6 +81,7 @@ class PPOConfig:
     critic_weight_decay: float = _static(0.01)
     adam_eps: float = _static(1e-7)
     num_envs: int | None = _static(None)
+    kl_chunks: int = _static(1)  # the full-batch KL pass runs over this many groups of sequences (memory bound)
 
     def __post_init__(self):
         # Only static fields are validated: leaves may be tracers (or placeholders during tree unflattening).
@@ -83,6 +93,8 @@ class PPOConfig:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.num_minibatches < 1:
             raise ValueError(f"num_minibatches must be >= 1, got {self.num_minibatches}")
+        if self.kl_chunks < 1:
+            raise ValueError(f"kl_chunks must be >= 1, got {self.kl_chunks}")
         if self.num_envs is not None:
             check_minibatches(self.num_envs, self.num_minibatches)
 
@@ -114,15 +126,15 @@ def gae(rewards: jax.Array, values: jax.Array, last_value=None, gamma: float = 0
     values = jnp.asarray(values)
     next_values = jnp.concatenate([values[..., 1:], jnp.zeros_like(values[..., :1])], axis=-1)
     deltas = rewards + gamma * next_values - values  # (B, T)
-    decay = gamma * lam
+    decay = jnp.broadcast_to(jnp.asarray(gamma * lam, deltas.dtype), deltas.shape)
 
-    def step(carry, delta_t):
-        adv = delta_t + decay * carry
-        return adv, adv
+    # A_t = δ_t + γλ·A_{t+1} as a parallel scan of affine maps x -> a·x + b (log T steps, not a T-step loop).
+    def compose(later, earlier):
+        a_l, b_l = later
+        a_e, b_e = earlier
+        return a_e * a_l, b_e + a_e * b_l
 
-    init = jnp.zeros(deltas.shape[:-1], deltas.dtype)
-    _, adv_tm = jax.lax.scan(step, init, jnp.moveaxis(deltas, -1, 0), reverse=True)
-    advantages = jnp.moveaxis(adv_tm, 0, -1)
+    _, advantages = jax.lax.associative_scan(compose, (decay, deltas), reverse=True, axis=deltas.ndim - 1)
     return advantages, values + advantages
 
 
@@ -144,24 +156,24 @@ def make_optimizers(cfg: PPOConfig):
     """``(actor_tx, critic_tx)``: Adam(β=(0.9, 0.999), ε=adam_eps); the critic adds coupled L2 weight decay.
 
     Coupled decay: ``critic_weight_decay · params`` is added to the gradient *before* Adam (not AdamW). No
-    gradient clipping, constant learning rates. The learning rates (and the critic's weight decay) are
+    gradient clipping, constant learning rates. Both are the same transformation (the actor's weight decay is
+    0, which adds exactly 0 to its gradient), so their states share one structure and can be stacked for the
+    fused actor-critic step. The learning rates (and the critic's weight decay) are
     injected hyper-parameters: they are stored in the optimiser state by ``tx.init`` and read from there by
     ``tx.update`` (so a vmapped sweep over lr shares one compile; to change lr later, edit
     ``state.hyperparams['learning_rate']`` or re-init).
     """
     eps = cfg.adam_eps
 
-    def actor_factory(learning_rate):
-        return optax.adam(learning_rate, b1=0.9, b2=0.999, eps=eps)
-
-    def critic_factory(learning_rate, weight_decay):
+    def factory(learning_rate, weight_decay):
         return optax.chain(
             optax.add_decayed_weights(weight_decay),
             optax.adam(learning_rate, b1=0.9, b2=0.999, eps=eps),
         )
 
-    actor_tx = optax.inject_hyperparams(actor_factory)(learning_rate=_as_hparam(cfg.actor_lr))
-    critic_tx = optax.inject_hyperparams(critic_factory)(
+    actor_tx = optax.inject_hyperparams(factory)(learning_rate=_as_hparam(cfg.actor_lr),
+                                                 weight_decay=_as_hparam(0.0))
+    critic_tx = optax.inject_hyperparams(factory)(
         learning_rate=_as_hparam(cfg.critic_lr), weight_decay=_as_hparam(cfg.critic_weight_decay)
     )
     return actor_tx, critic_tx
@@ -259,6 +271,7 @@ def ppo_update(
     iteration,
     actor_apply: ApplyFn,
     critic_apply: ApplyFn,
+    fused_apply: Callable | None = None,
 ):
     """One PPO iteration (SPEC §5). Jittable: ``jax.jit(ppo_update, static_argnames=("actor_apply",
     "critic_apply"))`` with ``cfg`` a normal argument (its static fields are part of the cache key), or see
@@ -276,6 +289,11 @@ def ppo_update(
     ``kl`` the full-batch KL(π_old‖π_new) at the last check (the early-stop statistic); ``actor_epochs``;
     ``critic_loss`` (vf_coef·MSE) averaged over all minibatches of all epochs; ``explained_variance``, ``value_mean``,
     ``target_mean``, ``adv_mean``, ``adv_std`` of the rollout; ``ent_coef``; ``actor_lr``, ``critic_lr``.
+
+    ``fused_apply(stacked_params, obs) -> (logits (b,T,n), values (b,T))``, optional: the forward pass of both
+    networks from their parameters stacked on a leading axis of 2 (actor, then the critic zero-padded to the
+    actor's shapes), usually ``vmap`` of the actor's network. Given, actor and critic train in one step per
+    minibatch (see the module docstring); the critic's leaves must have the actor's ranks and no larger sizes.
     """
     obs = _get(batch, "obs")
     actions = _get(batch, "actions")
@@ -293,6 +311,8 @@ def ppo_update(
     num_envs, num_steps = actions.shape[:2]
     num_mb = cfg.num_minibatches
     mb_size = check_minibatches(num_envs, num_mb)
+    if num_envs % cfg.kl_chunks:
+        raise ValueError(f"num_envs={num_envs} is not divisible by kl_chunks={cfg.kl_chunks}")
 
     actor_tx, critic_tx = make_optimizers(cfg)
     advantages, targets = gae(rewards, values, None, cfg.gamma, cfg.gae_lambda)
@@ -302,90 +322,112 @@ def ppo_update(
     vf_coef = cfg.vf_coef
 
     # Per-sequence data, shuffled together every epoch.
-    actor_data = (obs, actions, old_logp, advantages)
-    critic_data = (obs, targets)
+    data = {"obs": obs, "actions": actions, "old_logp": old_logp, "adv": advantages, "targets": targets}
     # π_old split in the fixed (unshuffled) order used by the full-batch KL pass.
-    kl_chunks = jax.tree.map(lambda x: x.reshape((num_mb, mb_size) + x.shape[1:]), (obs, old_logits))
+    n_kl = cfg.kl_chunks
+    kl_data = jax.tree.map(lambda x: x.reshape((n_kl, num_envs // n_kl) + x.shape[1:]), (obs, old_logits))
 
-    def split(x, perm):
-        return x[perm].reshape((num_mb, mb_size) + x.shape[1:])
+    def shuffle(perm):
+        return jax.tree.map(lambda x: x[perm].reshape((num_mb, mb_size) + x.shape[1:]), data)
 
-    def actor_loss_fn(params, mb):
-        mb_obs, mb_act, mb_logp, mb_adv = mb
-        logits = actor_apply(params, mb_obs)
-        return actor_loss(logits, mb_act, mb_logp, mb_adv, ent, clip_eps)
-
-    def critic_loss_fn(params, mb):
-        mb_obs, mb_targets = mb
-        return critic_loss(critic_apply(params, mb_obs), mb_targets, vf_coef)
+    def actor_terms(logits, mb):
+        return actor_loss(logits, mb["actions"], mb["old_logp"], mb["adv"], ent, clip_eps)
 
     def full_batch_kl(params):
-        # Chunked like the minibatches, so the memory peak stays that of a minibatch forward pass.
-        def chunk_kl(chunk):
-            c_obs, c_old = chunk
-            return categorical_kl(c_old, actor_apply(params, c_obs))
+        if n_kl == 1:
+            return categorical_kl(old_logits, actor_apply(params, obs))
+        # Chunked, so the memory peak is that of one chunk's forward pass.
+        return jnp.mean(jax.lax.map(lambda c: categorical_kl(c[1], actor_apply(params, c[0])), kl_data))
 
-        return jnp.mean(jax.lax.map(chunk_kl, kl_chunks))
-
-    def actor_epoch(params, opt_state, shuffled):
-        def mb_step(carry, mb):
-            p, s = carry
-            (loss, aux), grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(p, mb)
-            updates, s = actor_tx.update(grads, s, p)
-            p = optax.apply_updates(p, updates)
-            return (p, s), {"actor_loss": loss, **aux}
-
-        (params, opt_state), mb_metrics = jax.lax.scan(mb_step, (params, opt_state), shuffled)
-        ep_metrics = {k: jnp.mean(mb_metrics[k]).astype(jnp.float32) for k in ACTOR_METRICS}
-        return params, opt_state, ep_metrics, full_batch_kl(params).astype(jnp.float32)
+    def actor_metrics(mb_metrics):
+        return {k: jnp.mean(mb_metrics[k]).astype(jnp.float32) for k in ACTOR_METRICS}
 
     def critic_epoch(params, opt_state, shuffled):
         def mb_step(carry, mb):
             p, s = carry
-            loss, grads = jax.value_and_grad(critic_loss_fn)(p, mb)
+            loss, grads = jax.value_and_grad(
+                lambda q: critic_loss(critic_apply(q, mb["obs"]), mb["targets"], vf_coef))(p)
             updates, s = critic_tx.update(grads, s, p)
-            p = optax.apply_updates(p, updates)
-            return (p, s), loss
+            return (optax.apply_updates(p, updates), s), loss
 
         (params, opt_state), losses = jax.lax.scan(mb_step, (params, opt_state), shuffled)
         return params, opt_state, jnp.mean(losses).astype(jnp.float32)
 
     zero = jnp.zeros((), jnp.float32)
+    no_actor = {k: zero for k in ACTOR_METRICS}
+
+    if fused_apply is None:
+        # Separate steps: an actor epoch (skipped once frozen), then a critic epoch.
+        def actor_epoch(params, opt_state, shuffled):
+            def mb_step(carry, mb):
+                p, s = carry
+                (loss, aux), grads = jax.value_and_grad(
+                    lambda q: actor_terms(actor_apply(q, mb["obs"]), mb), has_aux=True)(p)
+                updates, s = actor_tx.update(grads, s, p)
+                return (optax.apply_updates(p, updates), s), {"actor_loss": loss, **aux}
+
+            (params, opt_state), mb_metrics = jax.lax.scan(mb_step, (params, opt_state), shuffled)
+            return params, opt_state, actor_metrics(mb_metrics), full_batch_kl(params).astype(jnp.float32)
+
+        def train_epoch(nets, active, kl_last, shuffled):
+            a_p, a_s, c_p, c_s = nets
+            a_p, a_s, a_metrics, kl = jax.lax.cond(
+                active, lambda op: actor_epoch(*op, shuffled), lambda op: (*op, no_actor, kl_last), (a_p, a_s))
+            c_p, c_s, c_loss = critic_epoch(c_p, c_s, shuffled)
+            return (a_p, a_s, c_p, c_s), a_metrics, kl, c_loss
+
+        nets = (actor_params, actor_opt_state, critic_params, critic_opt_state)
+    else:
+        # Fused steps over the stacked pair (P, S); once the actor is frozen, the critic alone.
+        _check_pairable(actor_params, critic_params)
+        crit_p_like, crit_s_like = critic_params, critic_opt_state
+
+        def fused_epoch(P, S, shuffled):
+            def mb_step(carry, mb):
+                P, S = carry
+
+                def loss_fn(P):
+                    logits, vals = fused_apply(P, mb["obs"])
+                    a_loss, aux = actor_terms(logits, mb)
+                    c_loss = critic_loss(vals, mb["targets"], vf_coef)
+                    return a_loss + c_loss, (a_loss, aux, c_loss)
+
+                (_, (a_loss, aux, c_loss)), grads = jax.value_and_grad(loss_fn, has_aux=True)(P)
+                updates, S = jax.vmap(critic_tx.update)(grads, S, P)
+                return (optax.apply_updates(P, updates), S), ({"actor_loss": a_loss, **aux}, c_loss)
+
+            (P, S), (mb_metrics, c_losses) = jax.lax.scan(mb_step, (P, S), shuffled)
+            kl = full_batch_kl(jax.tree.map(lambda x: x[0], P)).astype(jnp.float32)
+            return P, S, actor_metrics(mb_metrics), kl, jnp.mean(c_losses).astype(jnp.float32)
+
+        def critic_only_epoch(P, S, kl_last, shuffled):
+            c_p, c_s, c_loss = critic_epoch(_unpad(P, crit_p_like), _unpad(S, crit_s_like), shuffled)
+            return _set_second(P, c_p), _set_second(S, c_s), no_actor, kl_last, c_loss
+
+        def train_epoch(nets, active, kl_last, shuffled):
+            P, S, a_metrics, kl, c_loss = jax.lax.cond(
+                active, lambda op: fused_epoch(*op, shuffled),
+                lambda op: critic_only_epoch(*op, kl_last, shuffled), nets)
+            return (P, S), a_metrics, kl, c_loss
+
+        nets = (_stack_pair(actor_params, critic_params), _stack_pair(actor_opt_state, critic_opt_state))
 
     def epoch(carry, epoch_idx):
-        a_p, a_s, c_p, c_s, active, n_actor, kl_last, a_sums, c_sum = carry
-        perm = jax.random.permutation(jax.random.fold_in(key, epoch_idx), num_envs)
-
-        def train_actor(operand):
-            p, s = operand
-            shuffled = tuple(split(x, perm) for x in actor_data)
-            return actor_epoch(p, s, shuffled)
-
-        def skip_actor(operand):
-            p, s = operand
-            return p, s, {k: zero for k in ACTOR_METRICS}, kl_last
-
-        a_p, a_s, a_metrics, kl = jax.lax.cond(active, train_actor, skip_actor, (a_p, a_s))
+        nets, active, n_actor, kl_last, a_sums, c_sum = carry
+        shuffled = shuffle(jax.random.permutation(jax.random.fold_in(key, epoch_idx), num_envs))
+        nets, a_metrics, kl, c_loss = train_epoch(nets, active, kl_last, shuffled)
         a_sums = {k: a_sums[k] + a_metrics[k] for k in ACTOR_METRICS}
         n_actor = n_actor + active.astype(jnp.int32)
         active = jnp.logical_and(active, kl < target_kl)
+        return (nets, active, n_actor, kl, a_sums, c_sum + c_loss), None
 
-        c_p, c_s, c_loss = critic_epoch(c_p, c_s, tuple(split(x, perm) for x in critic_data))
-        return (a_p, a_s, c_p, c_s, active, n_actor, kl, a_sums, c_sum + c_loss), None
-
-    init = (
-        actor_params,
-        actor_opt_state,
-        critic_params,
-        critic_opt_state,
-        jnp.asarray(True),
-        jnp.zeros((), jnp.int32),
-        zero,
-        {k: zero for k in ACTOR_METRICS},
-        zero,
-    )
+    init = (nets, jnp.asarray(True), jnp.zeros((), jnp.int32), zero, dict(no_actor), zero)
     carry, _ = jax.lax.scan(epoch, init, jnp.arange(cfg.epochs))
-    a_p, a_s, c_p, c_s, _, n_actor, kl, a_sums, c_sum = carry
+    nets, _, n_actor, kl, a_sums, c_sum = carry
+    if fused_apply is None:
+        a_p, a_s, c_p, c_s = nets
+    else:
+        (a_p, c_p), (a_s, c_s) = _unstack_pair(nets[0], critic_params), _unstack_pair(nets[1], critic_opt_state)
 
     denom = jnp.maximum(n_actor, 1).astype(jnp.float32)
     metrics = {k: a_sums[k] / denom for k in ACTOR_METRICS}
@@ -405,19 +447,60 @@ def ppo_update(
     return a_p, c_p, a_s, c_s, metrics
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Stacking the actor-critic pair (fused step)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _check_pairable(actor_params, critic_params) -> None:
+    a_def, c_def = jax.tree.structure(actor_params), jax.tree.structure(critic_params)
+    if a_def != c_def:
+        raise ValueError(f"fused actor-critic update needs one parameter structure; actor {a_def} != critic "
+                         f"{c_def}")
+    for a, c in zip(jax.tree.leaves(actor_params), jax.tree.leaves(critic_params)):
+        if a.ndim != c.ndim or any(cs > as_ for cs, as_ in zip(c.shape, a.shape)):
+            raise ValueError(f"fused actor-critic update: critic leaf of shape {c.shape} cannot be zero-padded "
+                             f"to the actor's {a.shape}")
+
+
+def _pad_to(x, shape):
+    x = jnp.asarray(x)
+    return jnp.pad(x, [(0, n - m) for m, n in zip(x.shape, shape)]) if x.shape != tuple(shape) else x
+
+
+def _stack_pair(actor_tree, critic_tree):
+    """Leaves stacked on a new axis 0: (actor, critic zero-padded to the actor's shape)."""
+    return jax.tree.map(lambda a, c: jnp.stack([jnp.asarray(a), _pad_to(c, jnp.shape(a)).astype(a.dtype)]),
+                        actor_tree, critic_tree)
+
+
+def _unpad(stacked, critic_like):
+    """The critic (index 1) of a stacked pair, cut back to its own shapes."""
+    return jax.tree.map(lambda x, c: x[1][tuple(slice(0, n) for n in jnp.shape(c))], stacked, critic_like)
+
+
+def _set_second(stacked, critic_tree):
+    return jax.tree.map(lambda x, c: x.at[1].set(_pad_to(c, x.shape[1:])), stacked, critic_tree)
+
+
+def _unstack_pair(stacked, critic_like):
+    return jax.tree.map(lambda x: x[0], stacked), _unpad(stacked, critic_like)
+
+
 def _lr(opt_state, default) -> jax.Array:
     hp = getattr(opt_state, "hyperparams", None)
     lr = hp.get("learning_rate", default) if isinstance(hp, Mapping) else default
     return jnp.asarray(lr, jnp.float32)
 
 
-def make_ppo_update(actor_apply: ApplyFn, critic_apply: ApplyFn, donate: bool = False):
+def make_ppo_update(actor_apply: ApplyFn, critic_apply: ApplyFn, donate: bool = False,
+                    fused_apply: Callable | None = None):
     """A jitted ``f(key, actor_params, critic_params, actor_opt_state, critic_opt_state, batch, cfg, iteration)``
     with the apply functions closed over. ``donate=True`` donates the params and optimiser states (saves
     memory on accelerators; the passed-in buffers become invalid)."""
 
     def f(key, actor_params, critic_params, actor_opt_state, critic_opt_state, batch, cfg, iteration):
         return ppo_update(key, actor_params, critic_params, actor_opt_state, critic_opt_state, batch, cfg,
-                          iteration, actor_apply, critic_apply)
+                          iteration, actor_apply, critic_apply, fused_apply)
 
     return jax.jit(f, donate_argnums=(1, 2, 3, 4) if donate else ())

@@ -51,6 +51,8 @@ def make_estimator(env, cfg: TrainConfig):
               max_sweeps=cfg.vi_max_sweeps or d.max_sweeps or _task_horizon(env, cfg),
               warm_start=d.warm_start, mode=cfg.estimator_mode, std_errors=cfg.std_errors,
               q_denom=d.q_denom, known_states=d.known_states)
+    if cfg.vi_sweep_block is not None:
+        kw["sweep_block"] = cfg.vi_sweep_block
     if hasattr(env, "make_estimator"):  # families with their own (e.g. sparse or abstracted) estimator
         return env.make_estimator(coarse=cfg.algo == "rl3_coarse", **kw)
     if cfg.algo == "rl3_coarse":
@@ -75,7 +77,7 @@ def ppo_config(cfg: TrainConfig) -> ppo.PPOConfig:
         gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_eps=cfg.clip_eps, epochs=cfg.epochs,
         num_minibatches=cfg.num_minibatches, vf_coef=cfg.vf_coef, ent_coef=cfg.ent_coef,
         ent_schedule=cfg.ent_schedule, total_iters=cfg.iters, target_kl=cfg.target_kl, actor_lr=cfg.lr,
-        critic_lr=cfg.lr, critic_weight_decay=cfg.critic_weight_decay)
+        critic_lr=cfg.lr, critic_weight_decay=cfg.critic_weight_decay, kl_chunks=cfg.kl_chunks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +125,19 @@ class Trainer:
         return self._split(rollout(self.meta_env, step, self.actor.initial_carry(self.cfg.num_envs), tasks,
                                    k_roll))
 
+    @property
+    def fused(self) -> bool:
+        """Whether the PPO update trains actor and critic in one step (``TrainConfig.fused_update``)."""
+        f = self.cfg.fused_update
+        return f if f is not None else jax.default_backend() != "cpu"
+
+    def _pair_sequence(self, stacked_params, xs):
+        """Actor logits and critic values from the stacked pair of ``ppo.ppo_update``'s fused step: the critic
+        is the actor's network with its output layer zero-padded from 1 to n outputs, so one vmapped pass
+        of the actor's network computes both (value = output column 0)."""
+        out = jax.vmap(self.actor.sequence, in_axes=(0, None))(stacked_params, xs)
+        return out[0], out[1][..., 0]
+
     def iteration(self, state: TrainState):
         """One PPO iteration; returns the new state and a dict of scalar metrics."""
         key, k_roll, k_upd = jax.random.split(state.key, 3)
@@ -135,9 +150,10 @@ class Trainer:
         actor_fn = data_parallel(self.actor.sequence, self.mesh)
         critic_seq = data_parallel(self.critic.sequence, self.mesh)
         critic_fn = lambda p, x: critic_seq(p, x)[..., 0]  # noqa: E731
+        fused_fn = data_parallel(self._pair_sequence, self.mesh) if self.fused else None
         a_p, c_p, a_o, c_o, upd = ppo.ppo_update(
             k_upd, state.actor_params, state.critic_params, state.actor_opt, state.critic_opt, batch, pcfg,
-            state.iteration, actor_fn, critic_fn)
+            state.iteration, actor_fn, critic_fn, fused_fn)
         returns = traj.rewards.sum(axis=1)
         metrics = {"return_mean": returns.mean(), "return_std": returns.std(),
                    "reward_per_step": traj.rewards.mean(), **upd}

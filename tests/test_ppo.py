@@ -328,3 +328,63 @@ def test_vmapped_lr_sweep_matches_single_runs():
 
 def _ppo_update_plain(key, actor, critic, a_s, c_s, batch, cfg, it):
     return ppo_update(key, actor, critic, a_s, c_s, batch, cfg, it, actor_apply, critic_apply)
+
+
+# ------------------------------------------------------------------------------------------------ fused step
+
+
+def _col_critic_apply(params, obs):  # a critic of the actor's shape with one output column
+    return (obs @ params["w"] + params["b"])[..., 0]
+
+
+def _fused_apply(stacked, obs):
+    out = jax.vmap(actor_apply, in_axes=(0, None))(stacked, obs)
+    return out[0], out[1][..., 0]
+
+
+@jax.jit
+def _pair_setup(cfg):
+    actor, _ = init_params(jax.random.PRNGKey(0))
+    critic = {"w": 0.1 * jax.random.normal(jax.random.PRNGKey(1), (M, 1)), "b": jnp.zeros((1,))}
+    obs = jax.random.normal(jax.random.PRNGKey(2), (B, T, M))
+    logits = actor_apply(actor, obs)
+    actions = jax.random.categorical(jax.random.PRNGKey(3), logits).astype(jnp.int32)
+    batch = {"obs": obs, "actions": actions, "logp": ppo.log_prob(logits, actions), "logits": logits,
+             "values": _col_critic_apply(critic, obs),
+             "rewards": jax.random.normal(jax.random.PRNGKey(4), (B, T)) + (actions == 1)}
+    a_tx, c_tx = make_optimizers(cfg)
+    return actor, critic, a_tx.init(actor), c_tx.init(critic), batch
+
+
+def _pair_run(cfg, fused):
+    actor, critic, a_s, c_s, batch = _pair_setup(cfg)
+    f = jax.jit(lambda *a: ppo_update(*a, actor_apply, _col_critic_apply, _fused_apply if fused else None))
+    return f(jax.random.PRNGKey(7), actor, critic, a_s, c_s, batch, cfg, 0)
+
+
+@pytest.mark.parametrize("target_kl", [1e9, 0.01])
+def test_fused_actor_critic_step_equals_separate_steps(target_kl):
+    """One vmapped step over the stacked (actor, zero-padded critic) pair gives the separate updates' result,
+    including the KL stop (target 0.01 with a large actor lr freezes the actor after one of four epochs),
+    and returns the critic in its own shapes; the full-batch KL in chunks equals one pass."""
+    cfg = EPOCHS4.replace(actor_lr=0.5 if target_kl < 1 else 1e-2, critic_lr=0.05, target_kl=target_kl)
+    sep = _pair_run(cfg, fused=False)
+    fus = _pair_run(cfg, fused=True)
+    chunked = _pair_run(cfg.replace(kl_chunks=2), fused=True)
+    assert int(sep[4]["actor_epochs"]) == (1 if target_kl < 1 else 4)
+    assert int(fus[4]["actor_epochs"]) == int(sep[4]["actor_epochs"])
+    chex.assert_trees_all_equal_shapes_and_dtypes(fus[:4], sep[:4])
+    assert tree_allclose(fus, sep, rtol=1e-5, atol=1e-6)
+    assert tree_allclose(chunked, fus, rtol=1e-5, atol=1e-6)
+    assert int(fus[2].count) == 2 * int(sep[4]["actor_epochs"]) and int(fus[3].count) == 8
+
+
+def test_fused_update_rejects_unpairable_params():
+    cfg = EPOCHS1
+    actor, critic, a_s, c_s, batch = setup(cfg)  # critic b is (), actor b is (N,): different ranks
+    with pytest.raises(ValueError, match=r"critic leaf of shape \(\) cannot be zero-padded to the actor.s \(2,\)"):
+        ppo_update(jax.random.PRNGKey(0), actor, critic, a_s, c_s, batch, cfg, 0, actor_apply, critic_apply,
+                   _fused_apply)
+    with pytest.raises(ValueError, match=r"kl_chunks=3"):
+        ppo_update(jax.random.PRNGKey(0), actor, critic, a_s, c_s, batch, cfg.replace(kl_chunks=3), 0,
+                   actor_apply, critic_apply)
