@@ -58,6 +58,21 @@ def _peak_memory():
         return None
 
 
+def _chunk_memory(compiled):
+    """Device bytes the compiled chunk needs (arguments + outputs + temporaries − donated aliases), from XLA's
+    buffer assignment: per workload, unlike the process-wide ``peak_bytes_in_use``."""
+    try:
+        m = compiled.memory_analysis()
+        return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+                   - m.alias_size_in_bytes)
+    except Exception:  # not every backend reports it
+        return None
+
+
+def _mb(n) -> str:
+    return "?" if n is None else f"{n / 2**20:.0f}"
+
+
 def _median_time(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -97,7 +112,8 @@ def bench_workload(w: dict, repeats: int = 3, overrides: dict | None = None) -> 
            "iters_per_chunk": n, "steps_per_second": steps / t_chunk,
            "rollout_steps_per_second": cfg.batch_steps / t_roll,
            "update_share": max(0.0, 1.0 - n * t_roll / t_chunk),
-           "compile_seconds": compile_s, "peak_memory_bytes": _peak_memory(), "device": _device_name(),
+           "compile_seconds": compile_s, "chunk_memory_bytes": _chunk_memory(compiled),
+           "peak_memory_bytes": _peak_memory(), "device": _device_name(),
            "fused_update": trainer.fused, "overrides": overrides}
     return rec
 
@@ -115,13 +131,13 @@ def run_bench(quick: bool = False, json_path: str | None = None, only: str | Non
         ws = [by_name[n] for n in names]
     records = []
     print(f"{'workload':34s} {'H':>4s} {'envs':>5s} {'steps/s':>11s} {'rollout/s':>11s} {'update%':>7s} "
-          f"{'compile s':>9s}  device")
+          f"{'compile s':>9s} {'mem MB':>7s}  device")
     for w in ws:
         r = bench_workload(w, repeats, overrides)
         records.append(r)
         print(f"{r['workload']:34s} {r['horizon']:4d} {r['num_envs']:5d} {r['steps_per_second']:11,.0f} "
-              f"{r['rollout_steps_per_second']:11,.0f} {100 * r['update_share']:6.1f}% {r['compile_seconds']:9.1f}  "
-              f"{r['device']}", flush=True)
+              f"{r['rollout_steps_per_second']:11,.0f} {100 * r['update_share']:6.1f}% {r['compile_seconds']:9.1f} "
+              f"{_mb(r['chunk_memory_bytes']):>7s}  {r['device']}", flush=True)
         if json_path:
             with open(json_path, "w") as f:
                 json.dump(records, f, indent=2)
