@@ -163,12 +163,15 @@ class QEstimator:
         gamma = self.gamma
         row_mask = est.known[:, None]
 
+        # Σ_t T̂·R̂ does not change during the solve: a sweep is then one matrix-vector product
+        rt = jnp.einsum("sat,sat->sa", t_hat, r_hat)
+
         def sweep(q, e_q):
             v = q.max(axis=1)
+            if not self.std_errors:
+                return jnp.where(row_mask, rt + gamma * jnp.einsum("sat,t->sa", t_hat, v), 0.0), e_q
             x = r_hat + gamma * v[None, None, :]
             q_new = jnp.where(row_mask, jnp.einsum("sat,sat->sa", t_hat, x), 0.0)
-            if not self.std_errors:
-                return q_new, e_q
             greedy = jnp.argmax(q, axis=1)
             e_v = jnp.take_along_axis(e_q, greedy[:, None], axis=1)[:, 0]
             var_x = r_se ** 2 + (gamma * e_v[None, None, :]) ** 2
