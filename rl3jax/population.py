@@ -140,7 +140,10 @@ class Population:
         Takes no arguments (seeds and values are constants), so it jits into any sharding, multi-host too.
         """
         keys = jax.random.wrap_key_data(jnp.asarray(self._key_data()))
-        state = jax.vmap(self.trainer.init)(keys)
+        # lax.map, not vmap: a vmapped init batches the orthogonal initialisers' QR factorisations, and
+        # jaxlib's batched CPU LAPACK kernel deadlocked on a 2-core machine with the GRU (both pool threads
+        # waiting in ParallelBatchMap). Each member's init is then exactly its separate run's.
+        state = jax.lax.map(self.trainer.init, keys)
         return self.apply_settings(state)
 
     def apply_settings(self, state: TrainState) -> TrainState:

@@ -145,3 +145,16 @@ def test_sweep_parsing_and_errors():
 
     with pytest.raises(ValueError, match="not sweepable"):
         Population(make_train(CFG), tuple(make_members(CFG, sweep={"epochs": [1, 2]})))
+
+
+def test_fused_update_lr_sweep_member_equals_separate_run(tmp_path):
+    """The fused actor-critic step (the accelerator default) under the population vmap: each member keeps
+    its own learning rate in the stacked optimiser state and equals its separate run."""
+    cfg = CFG.replace(model="gru", fused_update=True)  # (the transformer's key bias is float noise: test_train)
+    state, _ = train(cfg, str(tmp_path / "pop"), sweep={"lr": [1e-3, 3e-4]}, progress=False, quiet=True)
+    ref, _ = train(cfg.replace(lr=3e-4), str(tmp_path / "single"), progress=False, quiet=True)
+    _assert_states_close(member_state(state, 1), ref)
+    other = member_state(state, 0)
+    np.testing.assert_allclose(other.actor_opt.hyperparams["learning_rate"], 1e-3, rtol=1e-6)
+    np.testing.assert_allclose(other.critic_opt.hyperparams["weight_decay"], 0.01, rtol=1e-6)
+    np.testing.assert_allclose(other.actor_opt.hyperparams["weight_decay"], 0.0)
