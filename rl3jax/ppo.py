@@ -17,7 +17,8 @@ One PPO iteration (``ppo_update``):
 * KL early stop: after each actor epoch the full-batch KL(π_old‖π_new) is computed (π_old = the rollout
   logits); once it is ≥ ``target_kl`` the actor is frozen (params and optimiser state) for the rest of the
   iteration, while the critic trains all epochs. Implemented with ``lax.cond``, so a frozen actor costs no
-  compute (under ``vmap`` the cond becomes a select, which is still correct).
+  compute (under ``vmap`` the cond becomes a select, which is still correct). The KL pass is one forward pass
+  over the whole batch, or ``kl_chunks`` sequential passes over groups of sequences to bound its memory.
 
 Fused actor-critic step (``fused_apply``): actor and critic are separate networks of the same shape, so one
 minibatch step can train both at once: the critic's parameters are zero-padded to the actor's shapes (only the
@@ -25,8 +26,9 @@ output layer differs: 1 output instead of n), the two parameter trees are stacke
 one vmapped forward/backward pass plus one vmapped Adam step replace two of each. The padded entries get zero
 gradient and zero weight decay, so Adam leaves them at exactly zero: the result is that of the separate
 updates (up to float reassociation). At the paper's batch a minibatch is 32 sequences, far too little work to
-fill a GPU, so halving the number of sequential steps roughly halves the update time there. Once the KL stop
-freezes the actor, the remaining epochs train the critic alone.
+fill a GPU, so halving the number of sequential steps should nearly halve the update time there (expected,
+not yet measured on a GPU: BENCHMARKS.md). Once the KL stop freezes the actor, the remaining epochs train the
+critic alone.
 
 Hyper-parameter sweeps: ``actor_lr``, ``critic_lr``, ``ent_coef``, ``gae_lambda`` and ``target_kl`` are pytree
 leaves of ``PPOConfig``, so they may be traced arrays (e.g. ``vmap`` over a learning rate) and changing them does not
