@@ -142,7 +142,7 @@ class Population:
         keys = jax.random.wrap_key_data(jnp.asarray(self._key_data()))
         # lax.map, not vmap: a vmapped init batches the orthogonal initialisers' QR factorisations, and
         # jaxlib's batched CPU LAPACK kernel deadlocked on a 2-core machine with the GRU (both pool threads
-        # waiting in ParallelBatchMap). Each member's init is then exactly its separate run's.
+        # waiting in ParallelBatchMap). Each member's init is then the same program as a separate run's.
         state = jax.lax.map(self.trainer.init, keys)
         return self.apply_settings(state)
 

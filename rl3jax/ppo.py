@@ -382,7 +382,6 @@ def ppo_update(
     else:
         # Fused steps over the stacked pair (P, S); once the actor is frozen, the critic alone.
         _check_pairable(actor_params, critic_params)
-        crit_p_like, crit_s_like = critic_params, critic_opt_state
 
         def fused_epoch(P, S, shuffled):
             def mb_step(carry, mb):
@@ -403,7 +402,7 @@ def ppo_update(
             return P, S, actor_metrics(mb_metrics), kl, jnp.mean(c_losses).astype(jnp.float32)
 
         def critic_only_epoch(P, S, kl_last, shuffled):
-            c_p, c_s, c_loss = critic_epoch(_unpad(P, crit_p_like), _unpad(S, crit_s_like), shuffled)
+            c_p, c_s, c_loss = critic_epoch(_unpad(P, critic_params), _unpad(S, critic_opt_state), shuffled)
             return _set_second(P, c_p), _set_second(S, c_s), no_actor, kl_last, c_loss
 
         def train_epoch(nets, active, kl_last, shuffled):
