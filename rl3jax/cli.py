@@ -82,22 +82,29 @@ def _coerce(field: dataclasses.Field, raw: str):
     return raw
 
 
-def config_from_args(args) -> TrainConfig:
-    """Preset (or the laptop preset of the family, or the defaults), then flags, then ``--set`` overrides.
-
-    With ``--resume`` the run's own config.json is the base and only what is given explicitly changes.
-    """
+def parse_sets(items: list[str]) -> dict:
+    """``--set FIELD=VALUE`` items -> {field: typed value}; a clear error for a malformed item or unknown field."""
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    given = {k: v for k, v in {"env": args.env, "variant": args.variant, "algo": args.algo, "model": args.model,
-                               "horizon": args.horizon, "iters": args.iters, "num_envs": args.num_envs,
-                               "minibatch_envs": args.minibatch_envs, "seed": args.seed}.items() if v is not None}
-    for item in args.set:
+    out = {}
+    for item in items:
         if "=" not in item:
             raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
         k, v = item.split("=", 1)
         if k not in fields:
             raise ValueError(f"--set: unknown config field {k!r}; valid: {', '.join(fields)}")
-        given[k] = _coerce(fields[k], v)
+        out[k] = _coerce(fields[k], v)
+    return out
+
+
+def config_from_args(args) -> TrainConfig:
+    """Preset (or the laptop preset of the family, or the defaults), then flags, then ``--set`` overrides.
+
+    With ``--resume`` the run's own config.json is the base and only what is given explicitly changes.
+    """
+    given = {k: v for k, v in {"env": args.env, "variant": args.variant, "algo": args.algo, "model": args.model,
+                               "horizon": args.horizon, "iters": args.iters, "num_envs": args.num_envs,
+                               "minibatch_envs": args.minibatch_envs, "seed": args.seed}.items() if v is not None}
+    given.update(parse_sets(args.set))
     if args.resume and os.path.exists(os.path.join(args.out, "config.json")):
         from rl3jax.driver import load_run_config
 
@@ -226,15 +233,8 @@ def cmd_bench(args) -> int:
         return 0
     from rl3jax.bench import run_bench
 
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    overrides = {}
-    for item in args.set:
-        k, _, v = item.partition("=")
-        if k not in fields or not _:
-            raise ValueError(f"--set expects FIELD=VALUE with a config field; got {item!r}; valid fields: "
-                             f"{', '.join(fields)}")
-        overrides[k] = _coerce(fields[k], v)
-    run_bench(quick=args.quick, json_path=args.json, only=args.only, repeats=args.repeats, overrides=overrides)
+    run_bench(quick=args.quick, json_path=args.json, only=args.only, repeats=args.repeats,
+              overrides=parse_sets(args.set))
     return 0
 
 

@@ -164,7 +164,7 @@ class QEstimator:
         row_mask = est.known[:, None]
 
         # Σ_t T̂·R̂ does not change during the solve: a sweep is then one matrix-vector product
-        rt = jnp.einsum("sat,sat->sa", t_hat, r_hat)
+        rt = None if self.std_errors else jnp.einsum("sat,sat->sa", t_hat, r_hat)
 
         def sweep(q, e_q):
             v = q.max(axis=1)

@@ -325,9 +325,6 @@ def ppo_update(
 
     # Per-sequence data, shuffled together every epoch.
     data = {"obs": obs, "actions": actions, "old_logp": old_logp, "adv": advantages, "targets": targets}
-    # π_old split in the fixed (unshuffled) order used by the full-batch KL pass.
-    n_kl = cfg.kl_chunks
-    kl_data = jax.tree.map(lambda x: x.reshape((n_kl, num_envs // n_kl) + x.shape[1:]), (obs, old_logits))
 
     def shuffle(perm):
         return jax.tree.map(lambda x: x[perm].reshape((num_mb, mb_size) + x.shape[1:]), data)
@@ -336,10 +333,12 @@ def ppo_update(
         return actor_loss(logits, mb["actions"], mb["old_logp"], mb["adv"], ent, clip_eps)
 
     def full_batch_kl(params):
+        n_kl = cfg.kl_chunks
         if n_kl == 1:
             return categorical_kl(old_logits, actor_apply(params, obs))
-        # Chunked, so the memory peak is that of one chunk's forward pass.
-        return jnp.mean(jax.lax.map(lambda c: categorical_kl(c[1], actor_apply(params, c[0])), kl_data))
+        # π_old in fixed (unshuffled) groups of sequences, so the memory peak is that of one group's pass
+        groups = jax.tree.map(lambda x: x.reshape((n_kl, num_envs // n_kl) + x.shape[1:]), (obs, old_logits))
+        return jnp.mean(jax.lax.map(lambda c: categorical_kl(c[1], actor_apply(params, c[0])), groups))
 
     def actor_metrics(mb_metrics):
         return {k: jnp.mean(mb_metrics[k]).astype(jnp.float32) for k in ACTOR_METRICS}

@@ -27,7 +27,8 @@ def test_quick_bench_record_and_override(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["bench", "--quick", "--set", "nonsense=1"], "nonsense=1"),
+    (["bench", "--quick", "--set", "nonsense=1"], "unknown config field 'nonsense'"),
+    (["bench", "--quick", "--set", "epochs"], "--set expects FIELD=VALUE"),
     (["bench", "--quick", "--set", "fused_update=maybe"], "expected true or false"),
     (["bench", "--quick", "--only", "mdp-rl4-transformer"], "unknown workloads"),
 ])

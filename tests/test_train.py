@@ -222,7 +222,6 @@ def test_fused_update_equals_separate_update(model):
         chex.assert_trees_all_close(drop_key_bias(getattr(s1, name)), drop_key_bias(getattr(s0, name)),
                                     rtol=1e-4, atol=1e-5)
     chex.assert_trees_all_close(m1, m0, rtol=1e-4, atol=1e-5)
-    assert float(m0["actor_epochs"].min()) >= 1
 
 
 def test_tensorboard_and_wandb_receive_every_metrics_row(tmp_path, monkeypatch):
