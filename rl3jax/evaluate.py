@@ -98,7 +98,7 @@ def evaluate(meta_env: MetaEnv, policy: str, episodes: int, greedy: bool = False
         else:
             step, carry = network_policy(model, params, num)
         traj, _ = rollout(meta_env, step, carry, tasks, key, greedy=greedy or policy == "oracle")
-        return traj.rewards.sum(axis=1)
+        return traj.rewards
 
     run = jax.jit(run)
     all_tasks = held_out_tasks(meta_env, episodes)
@@ -107,7 +107,10 @@ def evaluate(meta_env: MetaEnv, policy: str, episodes: int, greedy: bool = False
         stop = min(start + batch, episodes)
         tasks = jax.tree.map(lambda x: x[start:stop], all_tasks)
         returns.append(np.asarray(run(tasks, jax.random.fold_in(key, i))))
-    r = np.concatenate(returns)
+    rewards = np.concatenate(returns)  # (episodes, H)
+    r = rewards.sum(axis=1)
     return {"mean_return": float(r.mean()),
             "stderr": float(r.std(ddof=1) / math.sqrt(len(r))) if len(r) > 1 else float("nan"),
-            "episodes": int(len(r)), "returns": r}
+            "episodes": int(len(r)), "returns": r,
+            # mean reward at each step t of the meta-episode over the test tasks (adaptation curve), shape (H,)
+            "step_rewards": rewards.mean(axis=0)}
