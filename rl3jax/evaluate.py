@@ -82,9 +82,21 @@ def network_policy(model, params, num: int):
     return (lambda c, o, _: model.step(params, c, o)), model.initial_carry(num)
 
 
+def baseline_names(meta_env: MetaEnv) -> list[str]:
+    """Names of the baseline policies (``evaluate(meta_env, name, ...)``) that fit this family."""
+    return [p for p in POLICIES if p != "oracle" or hasattr(meta_env.env, "true_model")]
+
+
 def evaluate(meta_env: MetaEnv, policy: str, episodes: int, greedy: bool = False, params=None, model=None,
-             batch: int = 250, seed: int = 0) -> dict:
-    """Mean return ± s.e. over the first ``episodes`` test tasks (one meta-episode each)."""
+             batch: int = 250, seed: int = 0, policy_params: dict | None = None) -> dict:
+    """Mean return ± s.e. over the first ``episodes`` test tasks (one meta-episode each).
+
+    ``policy``: "network" (``params`` and ``model`` of a trained actor) or a baseline name from
+    ``baseline_names(meta_env)``; ``policy_params``: the baseline's parameters (e.g. {"epsilon": 0.1}).
+    Returns {"mean_return", "stderr", "episodes", "returns" (episodes,), "step_rewards" (H,)}.
+    """
+    if policy_params:
+        raise ValueError(f"policy {policy!r} takes no parameters, got {sorted(policy_params)}")
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
     returns = []
