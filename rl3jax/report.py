@@ -372,10 +372,11 @@ def _reference(baselines: dict) -> list[dict]:
     return out
 
 
-def learning_curve(runs: list[RunInfo], groups: list[dict], baselines: dict, header: str, path: str | None) -> list[dict]:
-    """Draws learning_curve.png (to ``path``); returns the plotted lines, each {"key", "label", "x", "y",
-    "lo", "hi"} (key: "{steps|wall}/{train|eval|eval_greedy}/{group label}" or "ref/{policy}"; x: environment
-    steps or seconds; y: return per meta-episode; lo/hi: the 95% band across seeds or None)."""
+def learning_curve(runs: list[RunInfo], groups: list[dict], baselines: dict, header: str, path: str | None):
+    """Draws learning_curve.png (to ``path`` if given); returns (figure, lines): the plotted lines, each
+    {"key", "label", "x", "y", "lo", "hi"} (key: "{steps|wall}/{train|eval|eval_greedy}/{group label}" or
+    "ref/{policy}", also the matplotlib line's gid; x: environment steps or seconds, None for a horizontal
+    reference line; y: return per meta-episode; lo/hi: the shaded 95% band across seeds, or None)."""
     import matplotlib as mpl
 
     colors = mpl.colormaps["tab10"]
@@ -424,14 +425,14 @@ def learning_curve(runs: list[RunInfo], groups: list[dict], baselines: dict, hea
     fig.subplots_adjust(top=0.86, bottom=0.12 + 0.028 * math.ceil(nleg / 2), left=0.06, right=0.98, wspace=0.2)
     if path:
         fig.savefig(path)
-    return lines
+    return fig, lines
 
 
 def adaptation_curve(runs: list[RunInfo], groups: list[dict], evals: list[dict], baselines: dict, header: str,
-                     path: str | None) -> list[dict]:
-    """Draws adaptation.png; returns the plotted lines {"key", "label", "x" (steps 1..H), "y" (mean reward at
-    step t over the held-out tasks; mean over seeds), "lo", "hi"}; key "{stochastic|greedy}/{group label}" or
-    "baseline/{policy}"."""
+                     path: str | None):
+    """Draws adaptation.png (to ``path`` if given); returns (figure, lines): {"key", "label", "x" (steps
+    1..H), "y" (mean reward at step t over the held-out tasks; mean over seeds), "lo", "hi"}; key (also the
+    line's gid) "{stochastic|greedy}/{group label}" or "baseline/{policy}"."""
     import matplotlib as mpl
 
     colors = mpl.colormaps["tab10"]
@@ -469,7 +470,7 @@ def adaptation_curve(runs: list[RunInfo], groups: list[dict], evals: list[dict],
     fig.subplots_adjust(top=0.9, left=0.08, right=0.98, bottom=0.09)
     if path:
         fig.savefig(path)
-    return lines
+    return fig, lines
 
 
 # ------------------------------------------------------------------------------------------ tables
@@ -585,10 +586,9 @@ def make_report(paths: list[str], out: str, episodes: int = 1000, variant: str |
     header = (f"family {env}, test variant {variant}"
               + (f" (trained on {', '.join(train_variants)})" if train_variants != [variant] else "")
               + f", H={horizon}, {episodes} held-out tasks")
-    res["learning_curve"] = _jsonable(learning_curve(runs, groups, baselines, header,
-                                                     os.path.join(out, "learning_curve.png")))
-    res["adaptation"] = _jsonable(adaptation_curve(runs, groups, evals, baselines, header,
-                                                   os.path.join(out, "adaptation.png")))
+    # the data behind every plotted line, also in results.json
+    res["learning_curve"] = learning_curve(runs, groups, baselines, header, os.path.join(out, "learning_curve.png"))[1]
+    res["adaptation"] = adaptation_curve(runs, groups, evals, baselines, header, os.path.join(out, "adaptation.png"))[1]
     from rl3jax.driver import _atomic_write_json
 
     res = _jsonable(res)
