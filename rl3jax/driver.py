@@ -2,9 +2,9 @@
 metrics files (JSONL and CSV), optional TensorBoard / Weights & Biases, held-out evaluation and checkpoints
 between chunks. ``--resume`` restores the full state, so N + N iterations equal 2N bit for bit.
 
-Metrics rows (one per PPO iteration): ``iteration``, ``env_steps``, the iteration's scalar metrics,
-``steps_per_second`` (of its chunk) and ``wall_s`` (seconds of wall time since the run started, summed over
-resumptions; see ``ChunkLoop.run``). With ``eval_every = N`` > 0 the rows of iterations N, 2N, ... also carry
+Metrics rows (one per PPO iteration): ``iteration``, ``env_steps``, the iteration's scalar metrics and
+``steps_per_second`` (of its chunk, the first chunk's compile included; held-out evaluations and checkpoints
+excluded, so ``batch_steps / steps_per_second`` summed over the rows is the training time). With ``eval_every = N`` > 0 the rows of iterations N, 2N, ... also carry
 ``EVAL_FIELDS``: the held-out mean return ± s.e. of the stochastic and the greedy policy over
 ``eval_episodes`` test tasks (``rl3jax.evaluate``'s fixed test set).
 """
@@ -50,7 +50,6 @@ class MetricsLog:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
         self.fields: list[str] = _union_fields(rows)
-        self.last_wall_s = float(rows[-1].get("wall_s", 0.0)) if rows else 0.0
         if self.fields:
             self._write_csv(rows)
         elif os.path.exists(self.csv):
@@ -92,8 +91,6 @@ def read_metrics(run_dir: str) -> list[dict]:
 
 class NullLog:
     """What processes other than 0 get instead of a ``MetricsLog`` (only process 0 writes logs)."""
-
-    last_wall_s = 0.0
 
     def append(self, rows: list[dict]) -> None:
         pass
@@ -222,13 +219,9 @@ class ChunkLoop:
     ``save`` at the checkpoint boundaries, at the end, and at the first chunk boundary after ``max_seconds``
     of wall time (where it stops). One place for this, so a single run and a population checkpoint,
     evaluate and stop at the same iterations.
-
-    ``wall_offset``: seconds of wall time the run had already used before (the resumed run's last
-    ``wall_s``), so ``wall_s`` of the rows keeps counting across resumptions.
     """
 
-    def __init__(self, cfg: TrainConfig, start: int, max_seconds: float | None = None, evaluate=None,
-                 wall_offset: float = 0.0):
+    def __init__(self, cfg: TrainConfig, start: int, max_seconds: float | None = None, evaluate=None):
         self.cfg = cfg
         self.it = start
         self.max_seconds = max_seconds
@@ -236,7 +229,6 @@ class ChunkLoop:
         self.next_ckpt = self._next_multiple(cfg.checkpoint_every)
         self.next_eval = self._next_multiple(cfg.eval_every) if self.evaluate else None
         self.t_run = time.perf_counter()
-        self.wall_offset = float(wall_offset)
         self.compile_s: float | None = None
         self.eval_s = 0.0
 
@@ -255,12 +247,10 @@ class ChunkLoop:
     def run(self, chunk_fn, state, on_chunk, save):
         """Runs chunks until ``cfg.iters`` (or ``max_seconds``); returns the final state.
 
-        ``chunk_fn(state, n) -> (state, metrics)``; ``on_chunk(it, n, metrics, dt, wall_s, evals)`` gets the
-        host metrics of iterations ``it + 1 .. it + n``, the chunk's seconds, each iteration's ``wall_s``
-        (seconds since the run started, cumulative over resumptions, including compiles, evaluations and
-        checkpoints; interpolated linearly inside a chunk) and ``evaluate(it + n, state)``'s result when the
-        chunk ends on an evaluation iteration, else None (it logs, and raises to abort); ``save(it, state)``
-        writes the checkpoints at iteration ``it``.
+        ``chunk_fn(state, n) -> (state, metrics)``; ``on_chunk(it, n, metrics, dt, evals)`` gets the host
+        metrics of iterations ``it + 1 .. it + n``, the chunk's seconds (without the evaluation) and
+        ``evaluate(it + n, state)``'s result when the chunk ends on an evaluation iteration, else None (it
+        logs, and raises to abort); ``save(it, state)`` writes the checkpoints at iteration ``it``.
         """
         cfg = self.cfg
         while self.it < cfg.iters:
@@ -273,15 +263,13 @@ class ChunkLoop:
             dt = time.perf_counter() - t0
             if self.compile_s is None:
                 self.compile_s = dt
-            start = self.wall_offset + (t0 - self.t_run)
-            wall_s = [start + dt * (i + 1) / n for i in range(n)]
             evals = None
             if self.next_eval is not None and self.it + n == self.next_eval:
                 t1 = time.perf_counter()
                 evals = self.evaluate(self.it + n, state)
                 self.eval_s += time.perf_counter() - t1
                 self.next_eval += cfg.eval_every
-            on_chunk(self.it, n, metrics, dt, wall_s, evals)
+            on_chunk(self.it, n, metrics, dt, evals)
             self.it += n
             out_of_time = self.max_seconds is not None and self.elapsed() >= self.max_seconds
             if self.max_seconds is not None:  # process 0's clock decides, so every process stops at the same chunk
@@ -359,7 +347,7 @@ def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = Tru
         bar = tqdm(total=cfg.iters, initial=start, unit="it", dynamic_ncols=True)
     last = {}
 
-    def on_chunk(it, n, metrics, dt, wall_s, evals):
+    def on_chunk(it, n, metrics, dt, evals):
         nonlocal last
         rows = []
         sps = n * cfg.batch_steps / dt
@@ -367,7 +355,6 @@ def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = Tru
             row = {"iteration": it + i + 1, "env_steps": (it + i + 1) * cfg.batch_steps}
             row.update({k: float(v[i]) for k, v in metrics.items()})
             row["steps_per_second"] = sps
-            row["wall_s"] = wall_s[i]
             rows.append(row)
         if evals is not None:
             rows[-1].update(evals)
@@ -392,7 +379,7 @@ def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = Tru
 
     evaluator = HeldOutEvaluator(trainer.meta_env, trainer.actor, cfg.eval_episodes) if cfg.eval_every else None
     evaluate = (lambda it, st: evaluator.row_fields(st.actor_params)) if evaluator else None
-    loop = ChunkLoop(cfg, start, max_seconds, evaluate=evaluate, wall_offset=log.last_wall_s)
+    loop = ChunkLoop(cfg, start, max_seconds, evaluate=evaluate)
     state = loop.run(chunk_fn, state, on_chunk, save)
     if bar is not None:
         bar.close()

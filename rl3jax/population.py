@@ -274,7 +274,7 @@ def train_population(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | N
     lasts: dict[str, dict] = {}
     diverged: set[str] = set()
 
-    def on_chunk(it, n, metrics, dt, wall_s, evals):  # metrics: each (n, members); evals: one dict per member
+    def on_chunk(it, n, metrics, dt, evals):  # metrics: each (n, members); evals: one dict per member
         sps = n * cfg.batch_steps * len(members) / dt  # all members together
         combined = []
         for j, (m, log) in enumerate(zip(members, logs)):
@@ -283,7 +283,6 @@ def train_population(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | N
                 row = {"iteration": it + i + 1, "env_steps": (it + i + 1) * cfg.batch_steps}
                 row.update({k: float(v[i, j]) for k, v in metrics.items()})
                 row["steps_per_second"] = sps / len(members)
-                row["wall_s"] = wall_s[i]
                 rows.append(row)
             if evals is not None:
                 rows[-1].update(evals[j])
@@ -320,7 +319,7 @@ def train_population(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | N
             params = jax.device_get(st.actor_params)
             return [evaluator.row_fields(jax.tree.map(lambda x: x[j], params)) for j in range(len(members))]
 
-    loop = ChunkLoop(cfg, start, max_seconds, evaluate=evaluate, wall_offset=logs[0].last_wall_s)
+    loop = ChunkLoop(cfg, start, max_seconds, evaluate=evaluate)
     state = loop.run(chunk_fn, state, on_chunk, save)
     if bar is not None:
         bar.close()

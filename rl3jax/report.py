@@ -19,10 +19,10 @@ Writes into ``DIR``:
   setting (stochastic solid, greedy dashed; mean over seeds, shaded 95% t-interval) and each baseline.
 - ``cache.json``: the held-out evaluations made for this report (reused by the next report into ``DIR``).
 
-Wall-clock seconds: the ``wall_s`` field of the metrics rows (seconds since the run started, summed over
-resumptions, including compiles, evaluations and checkpoints). Runs written before that field existed are
-reconstructed as the cumulative sum of ``batch_steps / steps_per_second`` over the rows (the chunks' own
-times, compile included, evaluations and checkpoints not).
+Wall-clock seconds: the training time, reconstructed from the metrics rows as the cumulative sum of
+``batch_steps / steps_per_second`` (each row's share of its chunk's wall time; the first chunk's compile
+included, held-out evaluations and checkpoints not, so runs with different ``eval_every`` compare fairly;
+a resumed run continues from its last kept row).
 """
 
 from __future__ import annotations
@@ -109,10 +109,9 @@ def load_runs(paths: list[str]) -> list[RunInfo]:
 
 
 def wall_seconds(rows: list[dict], batch_steps: int) -> np.ndarray:
-    """Seconds since the run started at each row: ``wall_s`` if every row has it, else the cumulative sum of
-    ``batch_steps / steps_per_second`` (chunk time without evaluations and checkpoints)."""
-    if all("wall_s" in r for r in rows):
-        return np.array([r["wall_s"] for r in rows], float)
+    """Training seconds up to each row (shape (rows,)): the cumulative sum of ``batch_steps /
+    steps_per_second`` (``steps_per_second`` is its chunk's, so each row gets an equal share of the chunk's
+    wall time, compile included, held-out evaluations and checkpoints excluded)."""
     return np.cumsum([batch_steps / r["steps_per_second"] for r in rows])
 
 
@@ -402,7 +401,9 @@ def learning_curve(runs: list[RunInfo], groups: list[dict], baselines: dict, hea
             mask = np.isin(its, sel)
             ys = np.array([[b[i][0][field] for i in sel] for b in by_it])
             m, lo, hi = mean_band(ys)
-            label = f"{g['label']}: {what}" + (f" (mean of {n} seeds, 95% CI)" if n > 1 else "")
+            if kind != "train" and "eval_episodes" in by_it[0][sel[0]][0]:
+                what = what.replace("held-out", f"held-out ({by_it[0][sel[0]][0]['eval_episodes']} tasks)")
+            label = f"{g['label']}: {what}" + (f" (mean of {n} seeds, 95% t-interval)" if n > 1 else "")
             for ax, panel, x in ((ax_s, "steps", steps[mask]), (ax_w, "wall", wall[mask])):
                 _plot(ax, lines, {"x": x, "y": m, "lo": lo, "hi": hi}, color, style, marker,
                       label if panel == "steps" else None, f"{panel}/{kind}/{g['label']}")
@@ -414,7 +415,7 @@ def learning_curve(runs: list[RunInfo], groups: list[dict], baselines: dict, hea
     lines += [{"key": r["key"], "label": r["label"], "x": None, "y": r["y"], "lo": None, "hi": None} for r in refs]
     ax_s.set_xlabel("environment steps")
     ax_s.set_title("against environment steps")
-    ax_w.set_xlabel("wall-clock seconds since the run started (incl. compile; mean over seeds)")
+    ax_w.set_xlabel("training wall-clock seconds (incl. compile, excl. held-out evaluations; mean over seeds)")
     ax_w.set_title("against wall-clock time")
     handles, labels = ax_s.get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
@@ -445,7 +446,7 @@ def adaptation_curve(runs: list[RunInfo], groups: list[dict], evals: list[dict],
         for mode, style in (("stochastic", "-"), ("greedy", "--")):
             ys = np.array([evals[i][mode]["step_rewards"] for i in g["runs"]])
             m, lo, hi = mean_band(ys)
-            label = f"{g['label']} ({mode})" + (f", mean of {n} seeds, 95% CI" if n > 1 else "")
+            label = f"{g['label']} ({mode})" + (f", mean of {n} seeds, 95% t-interval" if n > 1 else "")
             _plot(ax, lines, {"x": t, "y": m, "lo": lo, "hi": hi}, colors(gi % 10), style, None, label,
                   f"{mode}/{g['label']}")
     bstyle = {"random": ("0.45", ":"), "oracle": ("black", "--")}

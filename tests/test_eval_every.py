@@ -33,21 +33,17 @@ def test_chunks_end_on_eval_and_checkpoint_iterations_from_a_resumed_start():
     chunks 4->6 (eval), 6->7 (checkpoint), 7->9 (eval), 9->12 (eval, final checkpoint)."""
     cfg = TrainConfig(iters=12, chunk_iters=5, checkpoint_every=7, eval_every=3)
     chunks, evals, saves = [], [], []
-    loop = ChunkLoop(cfg, 4, evaluate=lambda it, st: evals.append(it) or {"eval_return": float(it)},
-                     wall_offset=100.0)
+    loop = ChunkLoop(cfg, 4, evaluate=lambda it, st: evals.append(it) or {"eval_return": float(it)})
     seen = []
 
-    def on_chunk(it, n, metrics, dt, wall_s, ev):
+    def on_chunk(it, n, metrics, dt, ev):
         chunks.append((it, it + n))
-        seen.append((it + n, ev, wall_s))
+        seen.append((it + n, ev))
 
     loop.run(lambda st, n: (st, {"m": np.zeros(n)}), None, on_chunk, lambda it, st: saves.append(it))
     assert chunks == [(4, 6), (6, 7), (7, 9), (9, 12)]
     assert evals == [6, 9, 12] and saves == [7, 12]
-    assert [(end, ev) for end, ev, _ in seen] == [(6, {"eval_return": 6.0}), (7, None), (9, {"eval_return": 9.0}),
-                                                  (12, {"eval_return": 12.0})]
-    walls = [w for _, _, ws in seen for w in ws]
-    assert len(walls) == 8 and walls[0] > 100.0 and all(a < b for a, b in zip(walls, walls[1:]))
+    assert seen == [(6, {"eval_return": 6.0}), (7, None), (9, {"eval_return": 9.0}), (12, {"eval_return": 12.0})]
     # eval_every = 0: no evaluation, chunks as before
     chunks.clear(), evals.clear(), saves.clear()
     ChunkLoop(cfg.replace(eval_every=0), 4, evaluate=lambda it, st: evals.append(it)).run(
@@ -127,7 +123,7 @@ def test_eval_rows_resume_csv_and_loggers(tmp_path, monkeypatch):
     # CSV: union header, eval cells empty on other rows, equal values on eval rows
     with open(os.path.join(full, "metrics.csv")) as f:
         csv_rows = list(csv.DictReader(f))
-    assert set(EVAL_FIELDS) <= set(csv_rows[0]) and "wall_s" in csv_rows[0]
+    assert set(EVAL_FIELDS) <= set(csv_rows[0])
     for r, c in zip(rows, csv_rows):
         for k in EVAL_FIELDS:
             assert (c[k] == "") if k not in r else float(c[k]) == r[k]
@@ -135,12 +131,10 @@ def test_eval_rows_resume_csv_and_loggers(tmp_path, monkeypatch):
     half = str(tmp_path / "half")
     train(cfg.replace(iters=3), half, quiet=True)
     assert sorted(_evals(read_metrics(half))) == [2]
-    wall3 = read_metrics(half)[-1]["wall_s"]
     train(cfg, half, resume=True, quiet=True)
     resumed = read_metrics(half)
     assert _evals(resumed) == evals
     assert [r["iteration"] for r in resumed] == list(range(1, 7))
-    assert all(r["wall_s"] > wall3 for r in resumed[3:])  # wall-clock keeps counting across the resume
     with open(os.path.join(half, "metrics.csv")) as f:
         assert [float(c["eval_return"]) for c in csv.DictReader(f) if c["eval_return"]] == \
             [evals[i]["eval_return"] for i in (2, 4, 6)]

@@ -161,14 +161,18 @@ def test_learning_curve_lines_equal_metrics(runs):
     evg = by_key[f"steps/eval_greedy/{pop_label}"]
     np.testing.assert_allclose(evg["y"], [(a["eval_return_greedy"] + b["eval_return_greedy"]) / 2
                                           for a, b in zip(e0, e1)])
-    wall = by_key[f"wall/train/{pop_label}"]
-    np.testing.assert_allclose(wall["x"], [(a["wall_s"] + b["wall_s"]) / 2 for a, b in zip(m0, m1)])
+    wall = by_key[f"wall/train/{pop_label}"]  # training seconds: cumulative batch_steps / steps_per_second
+    batch = BASE["num_envs"] * H
+    w0, w1 = (np.cumsum([batch / r["steps_per_second"] for r in m]) for m in (m0, m1))
+    np.testing.assert_allclose(wall["x"], (w0 + w1) / 2)
+    np.testing.assert_allclose(by_key[f"wall/eval/{pop_label}"]["x"], ((w0 + w1) / 2)[[1, 3]])
     # one run: its own numbers, no band, no eval line (it had eval_every = 0)
     r2 = by_key[f"steps/train/{rl2_label}"]
     np.testing.assert_array_equal(r2["y"], [r["return_mean"] for r in rl2])
     assert r2["lo"] is None and r2["hi"] is None
     assert f"steps/eval/{rl2_label}" not in by_key
-    np.testing.assert_array_equal(by_key[f"wall/train/{rl2_label}"]["x"], [r["wall_s"] for r in rl2])
+    np.testing.assert_allclose(by_key[f"wall/train/{rl2_label}"]["x"],
+                               np.cumsum([batch / r["steps_per_second"] for r in rl2]))
     # reference lines at the baselines' held-out means
     assert by_key["ref/random"]["y"] == baselines["random"]["mean_return"]
     assert by_key["ref/oracle"]["y"] == baselines["oracle"]["mean_return"]
@@ -183,12 +187,11 @@ def test_learning_curve_lines_equal_metrics(runs):
     np.testing.assert_allclose(res["learning_curve"][0]["y"], lines[0]["y"])
 
 
-def test_wall_seconds_reconstructed_without_wall_s():
+def test_wall_seconds_by_hand():
     from rl3jax.report import wall_seconds
 
     rows = [{"steps_per_second": 10.0}, {"steps_per_second": 20.0}, {"steps_per_second": 5.0}]
     np.testing.assert_allclose(wall_seconds(rows, 40), [4.0, 6.0, 14.0])
-    np.testing.assert_allclose(wall_seconds([{"wall_s": 1.5, "steps_per_second": 1.0}], 40), [1.5])
 
 
 def test_adaptation_lines_equal_evaluations(runs):
