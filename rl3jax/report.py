@@ -437,7 +437,7 @@ def adaptation_curve(runs: list[RunInfo], groups: list[dict], evals: list[dict],
     import matplotlib as mpl
 
     colors = mpl.colormaps["tab10"]
-    fig, (ax,) = _new_figure(11, 6.2, 1)
+    fig, (ax,) = _new_figure(11, 7, 1)
     lines: list[dict] = []
     horizon = runs[0].cfg.horizon
     t = np.arange(1, horizon + 1)
@@ -465,10 +465,14 @@ def adaptation_curve(runs: list[RunInfo], groups: list[dict], evals: list[dict],
     ax.set_ylabel("mean reward at step t over the held-out tasks")
     ax.grid(alpha=0.3)
     ax.set_xlim(0.5, horizon + 0.5)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     handles, labels = ax.get_legend_handles_labels()
-    ax.legend(handles, labels, fontsize=8, loc="best", framealpha=0.85)
-    fig.suptitle("Adaptation within a meta-episode — " + header, fontsize=10)
-    fig.subplots_adjust(top=0.9, left=0.08, right=0.98, bottom=0.09)
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.suptitle("Adaptation within a meta-episode — " + header + "\nmean reward at each step over the held-out "
+                 "tasks (one meta-episode each; a new task at t = 1)", fontsize=10)
+    fig.subplots_adjust(top=0.88, left=0.08, right=0.98, bottom=0.1 + 0.03 * math.ceil(len(labels) / 2))
     if path:
         fig.savefig(path)
     return fig, lines
