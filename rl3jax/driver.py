@@ -4,9 +4,10 @@ between chunks. ``--resume`` restores the full state, so N + N iterations equal 
 
 Metrics rows (one per PPO iteration): ``iteration``, ``env_steps``, the iteration's scalar metrics and
 ``steps_per_second`` (of its chunk, the first chunk's compile included; held-out evaluations and checkpoints
-excluded, so ``batch_steps / steps_per_second`` summed over the rows is the training time). With ``eval_every = N`` > 0 the rows of iterations N, 2N, ... also carry
-``EVAL_FIELDS``: the held-out mean return ± s.e. of the stochastic and the greedy policy over
-``eval_episodes`` test tasks (``rl3jax.evaluate``'s fixed test set).
+excluded, so ``batch_steps / steps_per_second`` summed over the rows is the training time). With
+``eval_every = N`` > 0 the rows of iterations N, 2N, ... also carry ``EVAL_FIELDS``: the held-out mean
+return ± s.e. of the stochastic and the greedy policy over ``eval_episodes`` test tasks
+(``rl3jax.evaluate``'s fixed test set).
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ def resolve_runs(paths: list[str]) -> list[str]:
         else:
             members = [p]
         for m in members:
-            if not (os.path.exists(os.path.join(m, "config.json")) and os.path.exists(os.path.join(m, "metrics.jsonl"))):
+            if not all(os.path.exists(os.path.join(m, f)) for f in ("config.json", "metrics.jsonl")):
                 raise ValueError(f"{m} is not a run folder (it needs config.json and metrics.jsonl from "
                                  "`rl3jax train`)")
             if _latest_checkpoint(m) is None:
@@ -499,7 +499,8 @@ def markdown(res: dict) -> str:
     H = res["horizon"]
     lines = [f"# Report: {res['env']} / variant {res['variant']}, H = {H}", "",
              f"Held-out: the first {res['episodes']} test tasks of `rl3jax.evaluate` (one meta-episode of {H} steps "
-             "each); mean return ± standard error (std/√n). Normalised score = (x − random) / (oracle − random).",
+             "each); mean return ± standard error (std/√n).",
+             "Normalised score = (x − random) / (oracle − random).",
              "Stochastic: actions sampled from the policy; greedy: argmax actions.", "",
              "## Runs", "",
              "| run | algorithm | model | iterations | seed | train variant | stochastic | greedy | "
@@ -586,7 +587,8 @@ def make_report(paths: list[str], out: str, episodes: int = 1000, variant: str |
     best = best_classical(baselines)
     res = {"env": env, "variant": variant, "horizon": horizon, "episodes": episodes, "runs": res_runs,
            "groups": [{k: v for k, v in g.items()} for g in groups],
-           "baselines": [{"policy": n, **b, "normalised": normalise(b["mean_return"], ref)} for n, b in baselines.items()],
+           "baselines": [{"policy": n, **b, "normalised": normalise(b["mean_return"], ref)}
+                         for n, b in baselines.items()],
            "best_baseline": best, "reference": ref}
     header = (f"family {env}, test variant {variant}"
               + (f" (trained on {', '.join(train_variants)})" if train_variants != [variant] else "")
