@@ -14,8 +14,9 @@ OUT ?= runs/$(ENV)-$(ALGO)-$(MODEL)
 RUN ?=
 EPISODES ?= 1000
 EXTRA ?=
+REPORT_OUT ?= $(firstword $(RUN))/report
 
-.PHONY: venv train eval bench test test-all clean
+.PHONY: venv train eval bench report test test-all clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -31,6 +32,10 @@ train: $(STAMP)
 
 eval: $(STAMP)
 	$(BIN)/rl3jax eval --run $(RUN) --episodes $(EPISODES) --json $(RUN)/eval.json $(EXTRA)
+
+# RUN="runs/a runs/b ...": one report of several runs (seeds and algorithms side by side) into REPORT_OUT
+report: $(STAMP)
+	$(BIN)/rl3jax report $(RUN) --out $(REPORT_OUT) --episodes $(EPISODES) $(EXTRA)
 
 bench: $(STAMP)
 	$(BIN)/rl3jax bench --json BENCH.json $(EXTRA)

@@ -7,7 +7,7 @@ and out of distribution) and the H-scaling sweep on MDPs.
     python experiments/reproduce.py mdp-h100                    # train every algorithm, then evaluate
     python experiments/reproduce.py grid13 --seeds 3 --algos rl3,rl3_coarse
     python experiments/reproduce.py h-scaling --stage train -- --distributed   # on every host of a pod slice
-    python experiments/reproduce.py report                      # results table from the eval JSONs
+    python experiments/reproduce.py report                      # results tables + `rl3jax report` per target
     python experiments/reproduce.py all --tiny --out /tmp/t     # a tiny version of everything (smoke test)
 
 Every step is an ordinary ``python -m rl3jax ...`` command; they run in this process (one JAX start-up), in
@@ -247,6 +247,27 @@ def report(target: Target, out: str, seeds: int = 1) -> str:
     return "\n".join(lines) + "\n"
 
 
+def report_figures(target: Target, out: str, episodes: int) -> list[str]:
+    """``rl3jax report`` (``rl3jax.report.make_report``, the same code) of the target's trained runs: one report
+    per horizon into ``<out>/<target>/report`` (``report-h{H}`` when the runs have several horizons), reusing
+    the eval JSONs of the eval stage where they match. Returns the report folders written."""
+    from rl3jax.report import make_report
+
+    tdir = os.path.join(out, target.name)
+    by_h: dict[int, list[str]] = {}
+    for r in target.runs:
+        run_dir = os.path.join(tdir, r.name)
+        if os.path.exists(os.path.join(run_dir, "config.json")):
+            with open(os.path.join(run_dir, "config.json")) as f:
+                by_h.setdefault(int(json.load(f)["horizon"]), []).append(run_dir)
+    written = []
+    for h, dirs in sorted(by_h.items()):
+        rdir = os.path.join(tdir, "report" if len(by_h) == 1 else f"report-h{h}")
+        make_report(dirs, rdir, episodes=episodes)
+        written.append(rdir)
+    return written
+
+
 def _mean(path: str) -> float | None:
     if not os.path.exists(path):
         return None
@@ -287,6 +308,9 @@ def main(argv=None) -> int:
     if args.target == "report":
         text = "\n".join(report(t, args.out, args.seeds) for t in targets)
         print(text)
+        for t in targets:
+            for rdir in report_figures(t, args.out, TINY_EPISODES if args.tiny else args.episodes):
+                print(f"report of {t.name}: {rdir} (results.md, results.json, learning_curve.png, adaptation.png)")
         return 0
     plan = [(t, steps_for(t, args.out, args.tiny, args.seeds, algos, args.stage, args.episodes, extra))
             for t in targets]

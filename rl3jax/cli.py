@@ -1,4 +1,4 @@
-"""Command line: ``rl3jax {train,eval,bench,render}`` (also ``python -m rl3jax``).
+"""Command line: ``rl3jax {train,eval,bench,render,report}`` (also ``python -m rl3jax``).
 
 Errors a user can cause (bad flags, impossible sizes, missing or corrupt checkpoints) end in one clear
 message and exit status 2, never a traceback from inside JAX.
@@ -253,6 +253,31 @@ def cmd_render(args) -> int:
     return render_cli(args)
 
 
+def _add_report(sub):
+    p = sub.add_parser("report", help="results table, learning and adaptation curves of trained runs (seeds and "
+                                      "algorithms side by side)")
+    p.add_argument("runs", nargs="*", metavar="RUN",
+                   help="run folders written by `rl3jax train` (a population folder stands for its members)")
+    p.add_argument("--out", required=True, help="folder for results.md, results.json, learning_curve.png, "
+                                                "adaptation.png")
+    p.add_argument("--episodes", type=_positive_int, default=1000, help="held-out test tasks (N)")
+    p.add_argument("--variant", default=None, help="test variant (e.g. an OOD one); default: the runs' own")
+    p.add_argument("--baselines-json", default=None, metavar="PATH",
+                   help="reuse the baseline results of `rl3jax baselines --json` (same env, variant, H, N)")
+
+
+def cmd_report(args) -> int:
+    from rl3jax.report import make_report
+
+    res = make_report(args.runs, args.out, episodes=args.episodes, variant=args.variant,
+                      baselines_json=args.baselines_json)
+    for r in res["runs"]:
+        print(f"{r['name']}: stochastic {r['stochastic']['mean_return']:.2f} ± {r['stochastic']['stderr']:.2f}, "
+              f"greedy {r['greedy']['mean_return']:.2f} ± {r['greedy']['stderr']:.2f}")
+    print(f"report written to {args.out}: results.md, results.json, learning_curve.png, adaptation.png")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="rl3jax", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -260,10 +285,13 @@ def main(argv=None) -> int:
     _add_eval(sub)
     _add_bench(sub)
     _add_render(sub)
+    _add_report(sub)
     args = parser.parse_args(argv)
     from rl3jax.checkpoint import CheckpointError
 
     try:
+        if args.command == "report":
+            return cmd_report(args)
         return {"train": cmd_train, "eval": cmd_eval, "bench": cmd_bench, "render": cmd_render}[args.command](args)
     except (ValueError, CheckpointError, FileNotFoundError) as e:
         print(f"rl3jax {args.command}: error: {e}", file=sys.stderr)

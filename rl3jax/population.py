@@ -214,9 +214,11 @@ def train_population(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | N
     """Trains every member to ``cfg.iters`` iterations; returns (population state, {member: last metrics}).
 
     ``max_seconds``: stop (with checkpoints) at the first chunk boundary after that much wall time."""
-    from rl3jax.driver import RESUMABLE_CHANGES, ChunkLoop, ExternalLoggers, MetricsLog, NullLog, _atomic_write_json
+    from rl3jax.driver import (RESUMABLE_CHANGES, ChunkLoop, ExternalLoggers, HeldOutEvaluator, MetricsLog, NullLog,
+                               _atomic_write_json, check_eval_settings, report_command)
 
     cfg.validate()
+    check_eval_settings(cfg)
     main = distributed.is_main_process()
     quiet = quiet or not main
     spec_path = os.path.join(out, "population.json")
@@ -272,7 +274,7 @@ def train_population(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | N
     lasts: dict[str, dict] = {}
     diverged: set[str] = set()
 
-    def on_chunk(it, n, metrics, dt):  # metrics: each (n, members)
+    def on_chunk(it, n, metrics, dt, evals):  # metrics: each (n, members); evals: one dict per member
         sps = n * cfg.batch_steps * len(members) / dt  # all members together
         combined = []
         for j, (m, log) in enumerate(zip(members, logs)):
@@ -282,6 +284,8 @@ def train_population(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | N
                 row.update({k: float(v[i, j]) for k, v in metrics.items()})
                 row["steps_per_second"] = sps / len(members)
                 rows.append(row)
+            if evals is not None:
+                rows[-1].update(evals[j])
             log.append(rows)
             lasts[m.name] = rows[-1]
             if not math.isfinite(rows[-1]["return_mean"]) and m.name not in diverged:
@@ -307,7 +311,15 @@ def train_population(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | N
             c.save(it, member_state(state, i), {"iteration": it, "env_steps": it * cfg.batch_steps,
                                                 "return_mean": lasts[m.name]["return_mean"], "member": m.to_dict()})
 
-    loop = ChunkLoop(cfg, start, max_seconds)
+    evaluate = None
+    if cfg.eval_every:  # one compiled evaluation for every member (same shapes), each member's own params
+        evaluator = HeldOutEvaluator(pop.trainer.meta_env, pop.trainer.actor, cfg.eval_episodes)
+
+        def evaluate(it, st):
+            params = jax.device_get(st.actor_params)
+            return [evaluator.row_fields(jax.tree.map(lambda x: x[j], params)) for j in range(len(members))]
+
+    loop = ChunkLoop(cfg, start, max_seconds, evaluate=evaluate)
     state = loop.run(chunk_fn, state, on_chunk, save)
     if bar is not None:
         bar.close()
@@ -319,6 +331,7 @@ def train_population(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | N
               f"({loop.it * cfg.batch_steps * len(members):,} env steps; {loop.timing()})")
         for name, r in lasts.items():
             print(f"  {name:24s} return {r['return_mean']:.2f}")
+        print(f"report: {report_command(out)}")
     return state, lasts
 
 
