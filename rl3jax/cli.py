@@ -283,7 +283,7 @@ def check_train_args(args) -> TrainConfig:
         raise ConfigError(f"--resume: {out} holds no run (no config.json); drop --resume to start one")
     if not args.resume and holds:
         raise ConfigError(f"run folder {out} already holds a run; pass --resume to continue it "
-                          "(through make: EXTRA=--resume) or choose another --out")
+                          "(through make: RESUME=1) or choose another --out")
     cfg = config_from_args(args)
     if cfg.seed + args.seeds - 1 > SEED_MAX:
         raise ConfigError(f"--seeds {args.seeds} from --seed {cfg.seed} would reach seed "
