@@ -226,7 +226,11 @@ def check_writable_file(path: str, flag: str) -> None:
         if not os.access(p, os.W_OK):
             raise ConfigError(f"{flag} {path}: the file is not writable")
         return
-    check_writable_dir(os.path.dirname(p), flag)
+    anc = _nearest_existing(os.path.dirname(p))
+    if not os.path.isdir(anc):
+        raise ConfigError(f"{flag} {path}: cannot be created below {anc}, which is a file")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: cannot be created, {anc} is not writable")
 
 
 def _check_package(module: str, flag: str) -> None:
@@ -360,7 +364,13 @@ def cmd_train(args) -> int:
     from rl3jax import distributed
 
     # before anything touches a JAX backend
-    distributed.initialize(args.coordinator_address, args.num_processes, args.process_id, auto=args.distributed)
+    try:
+        distributed.initialize(args.coordinator_address, args.num_processes, args.process_id, auto=args.distributed)
+    except (ValueError, RuntimeError) as e:
+        if not args.distributed or isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"--distributed: JAX's cluster auto-detection found no cluster to join ({e}); give "
+                          "--coordinator-address, --num-processes and --process-id instead") from None
     from rl3jax.driver import train
     from rl3jax.train import make_train
 
