@@ -260,13 +260,17 @@ def config_from_args(args) -> TrainConfig:
                                "minibatch_envs": args.minibatch_envs, "seed": args.seed}.items() if v is not None}
     given.update(parse_sets(args.set))
     if args.resume:
-        if args.preset:
-            raise ConfigError("--preset sets up a new run; a resumed run keeps the settings of its config.json "
-                              "(drop --preset, or start a new run in another --out)")
-        src = os.path.join(args.out, "population.json") if os.path.exists(
-            os.path.join(args.out, "population.json")) else os.path.join(args.out, "config.json")
+        stored = read_run_config(args.out)
+        if args.preset:  # honoured where it agrees with the run (e.g. repeating the command that started it)
+            differ = {k: v for k, v in preset(args.preset).items() if k not in given and getattr(stored, k) != v}
+            if differ:
+                k = sorted(differ)[0]
+                raise ConfigError(f"--resume --preset {args.preset}: the preset sets {k}={differ[k]!r} but the run "
+                                  f"in {args.out} has {k}={getattr(stored, k)!r} (differing: {', '.join(sorted(differ))}); "
+                                  "a resumed run keeps its settings: drop --preset, or start a new run elsewhere")
+        src = os.path.join(args.out, "config.json")
         try:
-            return read_run_config(args.out).replace(**given).validate()
+            return stored.replace(**given).validate()
         except ConfigError:
             raise
         except (ValueError, TypeError) as e:

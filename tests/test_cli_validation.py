@@ -186,7 +186,7 @@ def test_new_run_into_a_run_folder_refused_naming_make(run_dir, capsys):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--preset", "cpu-bandit"], "--preset sets up a new run"),
+    (["--preset", "cpu-bandit"], "--resume --preset cpu-bandit: the preset sets horizon=100 but the run in"),
     (["--iters", "1"], "--iters 1 is below the run's newest checkpoint (iteration 2)"),
     (["--set", "lr=0.1"], "differ from the run's config.json: ['lr']"),
     (["--seed", "4294967296"], "<= 4294967295"),
@@ -202,6 +202,11 @@ def test_resume_to_the_same_total_is_allowed(run_dir, capsys, monkeypatch):
     monkeypatch.setattr(rl3jax.driver, "train", lambda cfg, out, **kw: calls.append((cfg, kw)))
     assert main(["train", "--out", run_dir, "--resume", "--iters", "2", "--no-progress"]) == 0
     assert calls[0][0].iters == 2 and calls[0][1]["resume"] is True
+    # a preset that agrees with the run (its fields given explicitly, as experiments/reproduce.py repeats the
+    # command that started a run) is honoured, not refused
+    agree = ["--horizon", "4", "--num-envs", "2", "--minibatch-envs", "2", "--iters", "2"]  # the rest: cpu-bandit's
+    assert main(["train", "--out", run_dir, "--resume", "--preset", "cpu-bandit", *agree, "--no-progress"]) == 0
+    assert calls[1][0] == calls[0][0]
 
 
 @pytest.fixture
