@@ -170,6 +170,13 @@ def make_bridged(name: str) -> GymnaxBridge:
     """The gymnax env ``name`` behind a ``GymnaxBridge`` (ValueError for a refused or unknown name)."""
     spec = check_gymnax_name(name)
     import gymnax
+    from gymnax.environments import spaces
 
-    env, _ = gymnax.make(name)
+    env, params = gymnax.make(name)
+    # the table's verdict, checked against the env itself (a gymnax release may change a space)
+    if not isinstance(env.action_space(params), spaces.Discrete):
+        raise ValueError(f"gymnax env {name!r} is not supported: {CONTINUOUS}")
+    if not isinstance(env.observation_space(params), (spaces.Box, spaces.Discrete)):
+        raise ValueError(f"gymnax env {name!r} is not supported: its observation space is a "
+                         f"{type(env.observation_space(params)).__name__}; rl3jax flattens array observations only")
     return GymnaxBridge(env, name, spec.task_fields)
