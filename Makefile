@@ -15,8 +15,11 @@ RUN ?=
 EPISODES ?= 1000
 EXTRA ?=
 REPORT_OUT ?= $(firstword $(RUN))/report
+RESUME ?=
+QUICK ?= auto
+ARGS ?=
 
-.PHONY: venv train eval bench report test test-all clean
+.PHONY: require-run venv train eval bench report reproduce test test-all clean clean-runs help
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,19 +29,35 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# make train [ENV=..] [ALGO=..] [MODEL=..] [ITERS=..] [PRESET=..] [OUT=..] [RESUME=1] [EXTRA="--set lr=1e-3"]
+# RESUME=1 continues the run in OUT (to ITERS in total); a resumed run keeps its settings, so PRESET is not passed.
 train: $(STAMP)
-	$(BIN)/rl3jax train --env $(ENV) $(if $(VARIANT),--variant $(VARIANT)) --algo $(ALGO) --model $(MODEL) \
-	  $(if $(ITERS),--iters $(ITERS)) $(if $(PRESET),--preset $(PRESET)) --out $(OUT) $(EXTRA)
+	$(BIN)/rl3jax train $(if $(RESUME),--resume,--env $(ENV) $(if $(VARIANT),--variant $(VARIANT)) --algo $(ALGO) \
+	  --model $(MODEL) $(if $(PRESET),--preset $(PRESET))) $(if $(ITERS),--iters $(ITERS)) --out $(OUT) $(EXTRA)
 
-eval: $(STAMP)
+eval: require-run $(STAMP)
 	$(BIN)/rl3jax eval --run $(RUN) --episodes $(EPISODES) --json $(RUN)/eval.json $(EXTRA)
 
 # RUN="runs/a runs/b ...": one report of several runs (seeds and algorithms side by side) into REPORT_OUT
-report: $(STAMP)
+report: require-run $(STAMP)
 	$(BIN)/rl3jax report $(RUN) --out $(REPORT_OUT) --episodes $(EPISODES) $(EXTRA)
 
+require-run:
+	@test -n "$(RUN)" || { echo "make $(firstword $(MAKECMDGOALS)) needs RUN=<run folder>, e.g. RUN=$(OUT)" >&2; exit 2; }
+
+# On a machine whose JAX backend is the CPU, QUICK=auto runs the small workloads (bench --quick) and says so;
+# QUICK=0 runs the accelerator-size ones anyway, QUICK=1 always the small ones.
 bench: $(STAMP)
-	$(BIN)/rl3jax bench --json BENCH.json $(EXTRA)
+	@quick="$(QUICK)"; \
+	if [ "$$quick" = auto ]; then \
+	  if $(BIN)/python -c 'import sys, jax; sys.exit(jax.default_backend() != "cpu")' 2>/dev/null; then \
+	    echo "make bench: no accelerator, running the small CPU workloads (--quick); QUICK=0 runs the full ones"; \
+	    quick=1; else quick=0; fi; fi; \
+	set -x; $(BIN)/rl3jax bench $$( [ "$$quick" = 1 ] && echo --quick ) --json BENCH.json $(EXTRA)
+
+# make reproduce ARGS="mdp-h100 --dry-run": experiments/reproduce.py with the project's Python
+reproduce: $(STAMP)
+	$(BIN)/python experiments/reproduce.py $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 tests
@@ -46,5 +65,17 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m '' tests
 
+# clean: the virtual environment and caches; runs/ (results) stay. clean-runs: the runs/ folder.
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .pytest_cache
+	find . -name __pycache__ -type d -prune -not -path './runs/*' -exec rm -rf {} +
+
+clean-runs:
+	rm -rf runs
+
+help:
+	@echo "make train [ENV=mdp|bandit|grid11|grid13] [ALGO=rl2|rl3|rl3_coarse] [MODEL=transformer|gru|markov]"
+	@echo "           [ITERS=N] [PRESET=name] [OUT=folder] [RESUME=1] [EXTRA='more rl3jax train flags']"
+	@echo "make eval RUN=folder [EPISODES=1000]     make bench [QUICK=auto|0|1]     make reproduce ARGS='target ...'"
+	@echo "make report RUN="runs/a runs/b" [REPORT_OUT=dir]  (results table, learning and adaptation curves)"
+	@echo "make test | test-all                     make clean (venv, caches)       make clean-runs (runs/)"

@@ -278,10 +278,15 @@ def _mean(path: str) -> float | None:
 # ------------------------------------------------------------------------------------------ main
 def main(argv=None) -> int:
     names = list(TARGETS)
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="targets: " + ", ".join(names))
-    p.add_argument("target", choices=names + ["all", "list", "report"])
+    intro = __doc__.split("\n\n")[0].replace("\n", " ")  # the first paragraph, whole
+    p = argparse.ArgumentParser(
+        description=intro, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="targets: " + ", ".join(names) + "\n\nRun it with the project's Python: after `make venv` (or any make "
+               "target) that is\n  .venv/bin/python experiments/reproduce.py mdp-h100 --dry-run\nor through make:\n"
+               "  make reproduce ARGS='mdp-h100 --dry-run'\nThe steps it prints are `python -m rl3jax ...` commands "
+               "for that same Python\n(.venv/bin/python -m rl3jax ...). Train flags after -- go to every train step.")
+    p.add_argument("target", choices=names + ["all", "list", "report"],
+                   help="a target; all: every target; list: targets, runs and budgets; report: the results tables")
     p.add_argument("--out", default="runs/repro", help="root folder; each target gets a sub-folder")
     p.add_argument("--dry-run", action="store_true", help="print the commands that would run, run nothing")
     p.add_argument("--tiny", action="store_true", help="2 iterations, 8 envs, H=10, 8 test tasks (smoke test)")

@@ -187,7 +187,17 @@ def bench_scaling(quick: bool = False, devices: list[int] | None = None, seeds: 
     cfg = TrainConfig(**w, chunk_iters=w["iters"]).validate()
     n_iter = cfg.iters
     avail = len(jax.local_devices())
-    devices = [d for d in (devices or [1, 2, 4, 8]) if d <= avail and cfg.num_envs % d == 0]
+    if devices is None:  # the default: 1, 2, 4, 8 as far as the machine has devices
+        devices = [d for d in (1, 2, 4, 8) if d <= avail and cfg.num_envs % d == 0]
+    else:  # asked for explicitly: honoured or refused, never skipped
+        too_many = [d for d in devices if d > avail]
+        if too_many:
+            raise ValueError(f"--devices {','.join(map(str, devices))}: {too_many} exceed the {avail} local "
+                             f"devices (on a CPU, --cpu-devices N fakes N)")
+        uneven = [d for d in devices if cfg.num_envs % d]
+        if uneven:
+            raise ValueError(f"--devices {','.join(map(str, devices))}: the workload's {cfg.num_envs} tasks do "
+                             f"not split evenly over {uneven} devices")
     seeds = seeds or [1, 2, 4, 8]
     records = []
     print(f"scaling: {cfg.env} {cfg.algo} {cfg.model}, H={cfg.horizon}, {cfg.num_envs} envs, minibatch "

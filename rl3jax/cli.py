@@ -1,7 +1,10 @@
 """Command line: ``rl3jax {train,eval,bench,render,report}`` (also ``python -m rl3jax``).
 
-Errors a user can cause (bad flags, impossible sizes, missing or corrupt checkpoints) end in one clear
-message and exit status 2, never a traceback from inside JAX.
+Every input is honoured or refused before anything is written or compiled: a bad name, value, combination,
+missing optional package or unwritable output ends in one line naming it and what is allowed, exit status 2,
+no traceback, and leaves the output folder as it was. The checks that need no JAX run before JAX is imported,
+so such an error takes about a second. To add a subcommand: write ``_add_NAME(sub)`` (use ``_subparser``) and
+``cmd_NAME(args) -> int`` and list them in ``SUBCOMMANDS``.
 """
 
 from __future__ import annotations
@@ -9,46 +12,106 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 
-from rl3jax.config import ALGOS, MODELS, PRESETS, TrainConfig, preset
+from rl3jax import __version__
+from rl3jax.config import ALGOS, MODELS, PRESETS, SEED_MAX, TrainConfig, default_base, preset
 
 
-def _positive_int(s: str) -> int:
+class ConfigError(ValueError):
+    """A user input the command cannot honour (main prints it as one line, exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``rl3jax train: error: ...``) instead of the usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except where there is none to show."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, [], argparse.SUPPRESS) or action.required:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _subparser(sub, name: str, help: str, description: str | None = None):
+    return sub.add_parser(name, help=help, description=description or help, formatter_class=_Formatter)
+
+
+def _int_type(lo: int, hi: int, what: str = "a whole number"):
+    """An argparse type: a whole number in [lo, hi] (decimal digits only: 1e23 and 2.5 are refused)."""
+
+    def conv(s: str) -> int:
+        try:
+            v = int(s.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what} in [{lo}, {hi}], got {s!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"expected {what} >= {lo}, got {v}")
+        if v > hi:
+            raise argparse.ArgumentTypeError(f"expected {what} <= {hi}, got {v}")
+        return v
+
+    return conv
+
+
+INT32_MAX = 2**31 - 1
+_positive_int = _int_type(1, INT32_MAX)
+_seed = _int_type(0, SEED_MAX, "a 32-bit seed")
+
+
+def _seconds(s: str) -> float:
     try:
-        v = int(s)
+        v = float(s)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {v}")
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {s!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds > 0, got {s!r}")
     return v
 
 
 def _add_train(sub):
-    p = sub.add_parser("train", help="meta-train RL² / RL³ with PPO")
-    p.add_argument("--env", default=None, help="task family: bandit, mdp, grid11, grid13, or a gymnax env name")
-    p.add_argument("--variant", default=None, help="task-family variant (default: the training distribution)")
-    p.add_argument("--algo", choices=ALGOS, default=None)
-    p.add_argument("--model", choices=MODELS, default=None)
-    p.add_argument("--horizon", type=_positive_int, default=None, help="meta-episode length H")
-    p.add_argument("--iters", type=_positive_int, default=None, help="total PPO iterations to reach")
-    p.add_argument("--num-envs", type=_positive_int, default=None, help="parallel tasks per iteration")
-    p.add_argument("--minibatch-envs", type=_positive_int, default=None, help="sequences per minibatch")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--out", required=True, help="run folder (config, metrics, checkpoints)")
-    p.add_argument("--preset", default=None, help=f"published settings: {', '.join(PRESETS)}")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out to --iters in total")
+    p = _subparser(sub, "train", "meta-train RL² / RL³ with PPO",
+                   "Meta-train RL² / RL³ with PPO. Settings: --preset (or, without one, the family's laptop preset "
+                   "cpu-mdp / cpu-bandit / cpu-grid11 / cpu-grid13 for env mdp / bandit / grid11 / grid13; other "
+                   "envs start from TrainConfig's defaults), then the flags below, then --set overrides.")
+    p.add_argument("--env", default=None,
+                   help="task family: bandit, mdp, grid11, grid13, or a gymnax env with discrete actions "
+                        "(e.g. CartPole-v1, BernoulliBandit-misc; RL² only) [default: mdp]")
+    p.add_argument("--variant", default=None, help="task-family variant [default: train, the training distribution]")
+    p.add_argument("--algo", choices=ALGOS, default=None, help="algorithm [default: rl3]")
+    p.add_argument("--model", choices=MODELS, default=None, help="sequence model [default: transformer]")
+    p.add_argument("--horizon", type=_positive_int, default=None,
+                   help="meta-episode length H [default: the preset's, else the family's published H "
+                        "(grid11 250, grid13 350), else 100]")
+    p.add_argument("--iters", type=_positive_int, default=None,
+                   help="total PPO iterations to reach (with --resume: the new total) [default: the preset's]")
+    p.add_argument("--num-envs", type=_positive_int, default=None,
+                   help="parallel tasks per iteration [default: the preset's]")
+    p.add_argument("--minibatch-envs", type=_positive_int, default=None,
+                   help="whole sequences per minibatch; must divide --num-envs [default: the preset's]")
+    p.add_argument("--seed", type=_seed, default=None, help=f"PRNG seed, 0 .. {SEED_MAX} [default: 0]")
+    p.add_argument("--out", required=True, help="run folder (config, metrics, checkpoints); must not hold a run "
+                                                 "unless --resume")
+    p.add_argument("--preset", default=None, help=f"published settings of a new run: {', '.join(PRESETS)}")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out (its config.json) to --iters in total")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override any config field (e.g. --set lr=1e-3 --set estimator_mode=entered)")
+                   help="override any config field (e.g. --set lr=1e-3 --set estimator_mode=entered); repeatable")
     p.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard (needs tensorboardX)")
-    p.add_argument("--wandb", default=None, metavar="PROJECT", help="also log to Weights & Biases")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--max-seconds", type=float, default=None,
+    p.add_argument("--wandb", default=None, metavar="PROJECT", help="also log to Weights & Biases (needs wandb)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--max-seconds", type=_seconds, default=None,
                    help="stop with a checkpoint at the first chunk boundary after this much wall time")
     g = p.add_argument_group("scaling (docs/SCALING.md)")
     g.add_argument("--devices", type=_positive_int, default=None,
-                   help="devices per process to split the tasks over (default: all local devices)")
+                   help="devices per process to split the tasks over [default: all local devices]")
     g.add_argument("--seeds", type=_positive_int, default=1,
                    help="train K independent seeds (seed, seed+1, ...) as one vmapped population")
     g.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2,...",
@@ -58,7 +121,8 @@ def _add_train(sub):
                    help="multi-host: process 0's address (or JAX_COORDINATOR_ADDRESS)")
     g.add_argument("--num-processes", type=_positive_int, default=None,
                    help="multi-host: number of processes (or JAX_NUM_PROCESSES)")
-    g.add_argument("--process-id", type=int, default=None, help="multi-host: this process (or JAX_PROCESS_ID)")
+    g.add_argument("--process-id", type=_int_type(0, INT32_MAX), default=None,
+                   help="multi-host: this process, 0 .. --num-processes - 1 (or JAX_PROCESS_ID)")
     g.add_argument("--distributed", action="store_true",
                    help="multi-host with JAX's cluster auto-detection (Cloud TPU pod slices, SLURM, Open MPI)")
 
@@ -72,13 +136,20 @@ def _coerce(field: dataclasses.Field, raw: str):
             return True
         if raw.lower() in ("0", "false", "no"):
             return False
-        raise ValueError(f"--set {field.name}={raw}: expected true or false")
-    for name, conv in (("int", int), ("float", float)):
-        if typ.startswith(name):
-            try:
-                return conv(raw)
-            except ValueError:
-                raise ValueError(f"--set {field.name}={raw}: expected a {name}") from None
+        raise ConfigError(f"--set {field.name}={raw}: expected true or false")
+    if typ.startswith("int"):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"--set {field.name}={raw}: expected a whole number") from None
+    if typ.startswith("float"):
+        try:
+            v = float(raw)
+        except ValueError:
+            raise ConfigError(f"--set {field.name}={raw}: expected a float") from None
+        if not math.isfinite(v):
+            raise ConfigError(f"--set {field.name}={raw}: expected a finite number")
+        return v
     return raw
 
 
@@ -88,55 +159,236 @@ def parse_sets(items: list[str]) -> dict:
     out = {}
     for item in items:
         if "=" not in item:
-            raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
+            raise ConfigError(f"--set expects FIELD=VALUE, got {item!r}")
         k, v = item.split("=", 1)
         if k not in fields:
-            raise ValueError(f"--set: unknown config field {k!r}; valid: {', '.join(fields)}")
+            raise ConfigError(f"--set: unknown config field {k!r}; valid: {', '.join(fields)}")
+        if k in out:
+            raise ConfigError(f"--set {k} given twice")
         out[k] = _coerce(fields[k], v)
     return out
 
 
-def config_from_args(args) -> TrainConfig:
-    """Preset (or the laptop preset of the family, or the defaults), then flags, then ``--set`` overrides.
+# ------------------------------------------------------------------------------------------ checks (no JAX)
+def read_run_config(run_dir: str) -> TrainConfig:
+    """A run folder's config.json as a validated TrainConfig; ConfigError naming the file for a missing,
+    unreadable, non-JSON or wrongly typed one."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        raise ConfigError(f"{run_dir} is not a run folder (no config.json)")
+    try:
+        with open(path) as f:
+            d = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} could not be read: {e}") from None
+    try:
+        return TrainConfig.from_dict(d).validate()
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{path}: {e}") from None
 
-    With ``--resume`` the run's own config.json is the base and only what is given explicitly changes.
-    """
+
+def _nearest_existing(path: str) -> str:
+    p = os.path.abspath(path)
+    while not os.path.lexists(p):
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    return p
+
+
+def check_writable_dir(path: str, flag: str) -> None:
+    """ConfigError unless folder ``path`` exists as a writable folder or can be created (its nearest existing
+    ancestor is a writable folder). Creates nothing."""
+    p = os.path.abspath(path)
+    if os.path.lexists(p):
+        if not os.path.isdir(p):
+            raise ConfigError(f"{flag} {path}: exists and is not a folder")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise ConfigError(f"{flag} {path}: the folder is not writable")
+        return
+    anc = _nearest_existing(p)
+    if not os.path.isdir(anc):
+        raise ConfigError(f"{flag} {path}: cannot be created below {anc}, which is a file")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: cannot be created, {anc} is not writable")
+
+
+def check_writable_file(path: str, flag: str) -> None:
+    """ConfigError unless file ``path`` can be written (an existing writable file, or a new file in a folder
+    that exists or can be created). Creates nothing."""
+    p = os.path.abspath(path)
+    if os.path.isdir(p):
+        raise ConfigError(f"{flag} {path}: is a folder, expected a file path")
+    if os.path.lexists(p):
+        if not os.access(p, os.W_OK):
+            raise ConfigError(f"{flag} {path}: the file is not writable")
+        return
+    anc = _nearest_existing(os.path.dirname(p))
+    if not os.path.isdir(anc):
+        raise ConfigError(f"{flag} {path}: cannot be created below {anc}, which is a file")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: cannot be created, {anc} is not writable")
+
+
+def _check_package(module: str, flag: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"{flag} needs {module}: pip install 'rl3jax[logging]' (or omit {flag})")
+
+
+def latest_checkpoint_step(run_dir: str) -> int | None:
+    """The newest checkpoint step of a run (or of its population members), from the step folder names under
+    ``checkpoints/`` (unfinished ``*.orbax-checkpoint-tmp*`` folders do not count); None if there is none."""
+    roots = [run_dir] + [os.path.join(run_dir, d) for d in sorted(os.listdir(run_dir))
+                         if os.path.isdir(os.path.join(run_dir, d, "checkpoints"))]
+    steps = [int(s) for r in roots if os.path.isdir(os.path.join(r, "checkpoints"))
+             for s in os.listdir(os.path.join(r, "checkpoints")) if s.isdigit()]
+    return max(steps) if steps else None
+
+
+# ------------------------------------------------------------------------------------------ train
+def config_from_args(args) -> TrainConfig:
+    """Preset (or ``config.default_base``: the laptop preset of the family, or its published H), then flags,
+    then ``--set`` overrides. With ``--resume`` the run's own config.json is the base and only what is given
+    explicitly changes."""
     given = {k: v for k, v in {"env": args.env, "variant": args.variant, "algo": args.algo, "model": args.model,
                                "horizon": args.horizon, "iters": args.iters, "num_envs": args.num_envs,
                                "minibatch_envs": args.minibatch_envs, "seed": args.seed}.items() if v is not None}
     given.update(parse_sets(args.set))
-    if args.resume and os.path.exists(os.path.join(args.out, "config.json")):
-        from rl3jax.driver import load_run_config
-
-        return load_run_config(args.out).replace(**given).validate()
+    if args.resume:
+        stored = read_run_config(args.out)
+        if args.preset:  # honoured where it agrees with the run (e.g. repeating the command that started it)
+            differ = {k: v for k, v in preset(args.preset).items() if k not in given and getattr(stored, k) != v}
+            if differ:
+                k = sorted(differ)[0]
+                raise ConfigError(f"--resume --preset {args.preset}: the preset sets {k}={differ[k]!r} but the run "
+                                  f"in {args.out} has {k}={getattr(stored, k)!r} (differing: {', '.join(sorted(differ))}); "
+                                  "a resumed run keeps its settings: drop --preset, or start a new run elsewhere")
+        src = os.path.join(args.out, "config.json")
+        try:
+            return stored.replace(**given).validate()
+        except ConfigError:
+            raise
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"--resume of {src}: {e}") from None
     env = given.get("env", "mdp")
-    if args.preset:
-        base = preset(args.preset)
-    elif f"cpu-{env}" in PRESETS:
-        base = preset(f"cpu-{env}")
-    else:
-        base = {}
+    base = preset(args.preset) if args.preset else default_base(env)
     base.update(given)
     return TrainConfig(**base).validate()
 
 
+def check_train_args(args) -> TrainConfig:
+    """Every check of ``train`` that needs no JAX: output folder, names, ranges, combinations, packages.
+    Returns the validated config."""
+    out = args.out
+    check_writable_dir(out, "--out")
+    holds = os.path.exists(os.path.join(out, "config.json")) or os.path.exists(os.path.join(out, "population.json"))
+    if args.resume and not holds:
+        raise ConfigError(f"--resume: {out} holds no run (no config.json); drop --resume to start one")
+    if not args.resume and holds:
+        raise ConfigError(f"run folder {out} already holds a run; pass --resume to continue it "
+                          "(through make: RESUME=1) or choose another --out")
+    cfg = config_from_args(args)
+    if cfg.seed + args.seeds - 1 > SEED_MAX:
+        raise ConfigError(f"--seeds {args.seeds} from --seed {cfg.seed} would reach seed "
+                          f"{cfg.seed + args.seeds - 1} > {SEED_MAX}")
+    if args.resume:
+        done = latest_checkpoint_step(out)
+        if done is not None and cfg.iters < done:
+            raise ConfigError(f"--iters {cfg.iters} is below the run's newest checkpoint (iteration {done}); "
+                              f"--iters is the total to reach, so pass --iters > {done}")
+    if args.tensorboard:
+        _check_package("tensorboardX", "--tensorboard")
+    if args.wandb:
+        _check_package("wandb", "--wandb")
+    if args.num_processes is not None and args.process_id is not None and args.process_id >= args.num_processes:
+        raise ConfigError(f"--process-id must be in [0, {args.num_processes}), got {args.process_id}")
+    return cfg
+
+
+def memory_limit_bytes() -> tuple[int | None, str]:
+    """(bytes, what) of the first device's memory limit, or host RAM on a backend that does not report one."""
+    import jax
+
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+    except Exception:  # CPU backends may not report memory
+        stats = {}
+    if stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]), f"{jax.devices()[0].device_kind} memory"
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "host RAM"
+    except (ValueError, OSError, AttributeError):
+        return None, "memory"
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def check_train_memory(trainer, members: int = 1, devices: int = 1) -> None:
+    """ConfigError when a lower bound of the memory one iteration needs exceeds the device (or host) memory.
+
+    The bound counts only what must exist at once: the training state (parameters, optimiser and env
+    states; exact, from ``jax.eval_shape`` of ``init``) and the rollout's trajectory, which the PPO update
+    reads whole: per env and step the policy input (obs_dim floats), logits (num_actions), and 6 scalars
+    (action, log-prob, reward, value, advantage, return), float32. Activations come on top, so a run that
+    passes may still not fit; one refused would not.
+    """
+    import jax
+    import numpy as np
+
+    cfg = trainer.cfg
+    shapes = jax.eval_shape(trainer.init, jax.random.key(0))
+    state_bytes = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(shapes)
+                      if hasattr(x, "dtype") and not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key))
+    m = trainer.meta_env
+    traj_bytes = 4 * cfg.num_envs * cfg.horizon * (m.obs_dim + m.num_actions + 6)
+    need = members * (state_bytes + traj_bytes) / max(devices, 1)
+    limit, what = memory_limit_bytes()
+    if limit is not None and need > limit:
+        raise ConfigError(f"num_envs={cfg.num_envs} x horizon={cfg.horizon}"
+                          f"{f' x {members} members' if members > 1 else ''} needs at least {_gib(need)} "
+                          f"(training state {_gib(members * state_bytes)} + trajectory {_gib(members * traj_bytes)}"
+                          f"{f' over {devices} devices' if devices > 1 else ''}), more than the {_gib(limit)} of "
+                          f"{what}; use fewer --num-envs, a shorter --horizon or fewer seeds")
+
+
 def cmd_train(args) -> int:
+    cfg = check_train_args(args)
+    sweep = {}
+    if args.sweep:
+        from rl3jax.population import make_members, parse_sweep
+
+        sweep = parse_sweep(args.sweep)
     from rl3jax import distributed
 
     # before anything touches a JAX backend
-    distributed.initialize(args.coordinator_address, args.num_processes, args.process_id, auto=args.distributed)
+    try:
+        distributed.initialize(args.coordinator_address, args.num_processes, args.process_id, auto=args.distributed)
+    except (ValueError, RuntimeError) as e:
+        if not args.distributed or isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"--distributed: JAX's cluster auto-detection found no cluster to join ({e}); give "
+                          "--coordinator-address, --num-processes and --process-id instead") from None
     from rl3jax.driver import train
-    from rl3jax.population import parse_sweep
+    from rl3jax.train import make_train
 
-    cfg = config_from_args(args)
-    sweep = parse_sweep(args.sweep)
     mesh = distributed.make_mesh(args.devices)
     if distributed.mesh_size(mesh) == 1:
         mesh = None
-    if distributed.is_main_process():
-        pop = args.seeds
+    trainer = make_train(cfg, mesh)  # builds the env, estimator and networks (no compile): their errors come now
+    pop = args.seeds
+    if sweep:
+        make_members(cfg, args.seeds, sweep)  # names and values of the sweep
         for v in sweep.values():
             pop *= len(v)
+    check_train_memory(trainer, pop, distributed.mesh_size(mesh) if mesh is not None else 1)
+    if distributed.is_main_process():
         print(f"training {cfg.algo} ({cfg.model}) on {cfg.env}/{cfg.variant}: H={cfg.horizon}, {cfg.num_envs} tasks x "
               f"{cfg.iters} iterations = {cfg.iters * cfg.batch_steps:,} env steps"
               f"{f' x {pop} members' if pop > 1 else ''} on {distributed.describe(mesh)} -> {args.out}")
@@ -145,36 +397,62 @@ def cmd_train(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ eval
 def _add_eval(sub):
-    p = sub.add_parser("eval", help="evaluate on held-out test tasks (one meta-episode each)")
+    p = _subparser(sub, "eval", "evaluate on held-out test tasks (one meta-episode each)")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--run", help="a run folder written by `rl3jax train`")
     g.add_argument("--policy", choices=("random", "oracle"), help="a baseline policy instead of a run")
-    p.add_argument("--env", default=None, help="with --policy: the task family")
-    p.add_argument("--variant", default=None, help="test variant (e.g. an OOD one); default: the run's")
-    p.add_argument("--horizon", type=_positive_int, default=None, help="with --policy: H")
-    p.add_argument("--episodes", type=_positive_int, default=1000)
+    p.add_argument("--env", default=None, help="with --policy (required there): the task family")
+    p.add_argument("--variant", default=None, help="test variant (e.g. an OOD one) [default: the run's, or train]")
+    p.add_argument("--horizon", type=_positive_int, default=None, help="with --policy (required there): H")
+    p.add_argument("--episodes", type=_positive_int, default=1000, help="held-out test tasks, one meta-episode each")
     p.add_argument("--greedy", action="store_true", help="argmax actions instead of sampling")
     p.add_argument("--json", default=None, help="write the result as JSON here")
 
 
+def check_eval_memory(meta_env, episodes: int) -> None:
+    """ConfigError when the held-out tasks and per-step rewards of ``episodes`` meta-episodes (all held at
+    once: a lower bound) exceed device (or host) memory."""
+    import jax
+    import numpy as np
+
+    task = jax.eval_shape(meta_env.sample_task, jax.random.key(0))
+    task_bytes = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(task) if hasattr(x, "dtype"))
+    need = episodes * (task_bytes + 4 * meta_env.horizon)
+    limit, what = memory_limit_bytes()
+    if limit is not None and need > limit:
+        raise ConfigError(f"--episodes {episodes} needs at least {_gib(need)} for the test tasks and rewards, more "
+                          f"than the {_gib(limit)} of {what}; use fewer --episodes")
+
+
 def cmd_eval(args) -> int:
+    if args.run and (args.env is not None or args.horizon is not None):
+        raise ConfigError("--env and --horizon apply only with --policy; a run evaluates on its own env and H")
+    if args.json:
+        check_writable_file(args.json, "--json")
+    if args.run:
+        if os.path.exists(os.path.join(args.run, "population.json")):
+            names = sorted(d for d in os.listdir(args.run) if os.path.exists(os.path.join(args.run, d, "config.json")))
+            raise ConfigError(f"{args.run} holds a population (--seeds/--sweep); evaluate one member folder: "
+                              f"{', '.join(os.path.join(args.run, n) for n in names)}")
+        cfg = read_run_config(args.run)
+        if args.variant:
+            cfg = cfg.replace(variant=args.variant).validate()
+    else:
+        if args.env is None or args.horizon is None:
+            raise ConfigError("--policy needs --env and --horizon")
+        cfg = TrainConfig(env=args.env, variant=args.variant or "train", horizon=args.horizon, algo="rl2").validate()
+
     import jax
 
     from rl3jax.checkpoint import Checkpointer
-    from rl3jax.driver import load_run_config
     from rl3jax.evaluate import evaluate
     from rl3jax.train import make_meta_env, make_train
 
     if args.run:
-        if os.path.exists(os.path.join(args.run, "population.json")):
-            names = sorted(d for d in os.listdir(args.run) if os.path.exists(os.path.join(args.run, d, "config.json")))
-            raise ValueError(f"{args.run} holds a population (--seeds/--sweep); evaluate one member folder: "
-                             f"{', '.join(os.path.join(args.run, n) for n in names)}")
-        cfg = load_run_config(args.run)
-        if args.variant:
-            cfg = cfg.replace(variant=args.variant).validate()
         trainer = make_train(cfg)
+        check_eval_memory(trainer.meta_env, args.episodes)
         ckpt = Checkpointer(os.path.join(args.run, "checkpoints"))
         template = jax.jit(trainer.init)(jax.random.key(cfg.seed))
         state, meta = ckpt.restore(template)
@@ -184,10 +462,8 @@ def cmd_eval(args) -> int:
         policy, algo = ("greedy" if args.greedy else "stochastic"), cfg.algo
         iteration = int(state.iteration)
     else:
-        if args.env is None or args.horizon is None:
-            raise ValueError("--policy needs --env and --horizon")
-        cfg = TrainConfig(env=args.env, variant=args.variant or "train", horizon=args.horizon, algo="rl2").validate()
         meta_env = make_meta_env(cfg)
+        check_eval_memory(meta_env, args.episodes)
         res = evaluate(meta_env, args.policy, args.episodes, greedy=args.greedy)
         policy, algo, iteration = args.policy, None, None
     out = {"env": cfg.env, "variant": cfg.variant, "algo": algo, "policy": policy, "horizon": cfg.horizon,
@@ -202,60 +478,100 @@ def cmd_eval(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ bench
 def _add_bench(sub):
-    p = sub.add_parser("bench", help="end-to-end meta-training throughput")
+    p = _subparser(sub, "bench", "end-to-end meta-training throughput")
     p.add_argument("--quick", action="store_true", help="small workloads (CPU smoke run)")
-    p.add_argument("--json", default=None)
-    p.add_argument("--only", default=None, help="comma-separated workload names")
-    p.add_argument("--repeats", type=_positive_int, default=3)
+    p.add_argument("--json", default=None, help="write the records as JSON here (after every workload)")
+    p.add_argument("--only", default=None, help="comma-separated workload names (not with --scaling)")
+    p.add_argument("--repeats", type=_positive_int, default=3, help="timed runs per workload (median reported)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a config field in every workload (e.g. --set fused_update=false for an A/B)")
+                   help="override a config field in every workload (e.g. --set fused_update=false for an A/B; "
+                        "not with --scaling)")
     p.add_argument("--scaling", action="store_true",
                    help="one workload at 1, 2, 4, 8 devices and with 1, 2, 4, 8 vmapped seeds (docs/SCALING.md)")
     p.add_argument("--cpu-devices", type=_positive_int, default=None,
                    help="fake this many CPU devices (to try --scaling on a machine without accelerators)")
-    p.add_argument("--devices", default="1,2,4,8", help="with --scaling: device counts")
-    p.add_argument("--seeds", default="1,2,4,8", help="with --scaling: numbers of vmapped seeds")
+    p.add_argument("--devices", default=None,
+                   help="with --scaling: comma-separated device counts [default: 1,2,4,8 up to the devices there are]")
+    p.add_argument("--seeds", default=None, help="with --scaling: numbers of vmapped seeds [default: 1,2,4,8]")
+
+
+def parse_counts(flag: str, s: str) -> list[int]:
+    """``"1,2,4"`` -> [1, 2, 4]; ConfigError naming ``flag`` for anything but whole numbers >= 1."""
+    items = [x.strip() for x in s.split(",") if x.strip()]
+    try:
+        out = [int(x) for x in items]
+    except ValueError:
+        out = []
+    if not items or len(out) != len(items) or any(v < 1 or v > INT32_MAX for v in out):
+        raise ConfigError(f"{flag} {s!r}: expected comma-separated whole numbers >= 1 (e.g. 1,2,4,8)")
+    return out
 
 
 def cmd_bench(args) -> int:
-    if args.cpu_devices:
-        import jax
+    if not args.scaling:
+        for flag, v in (("--devices", args.devices), ("--seeds", args.seeds)):
+            if v is not None:
+                raise ConfigError(f"{flag} applies only with --scaling")
+    elif args.only or args.set:
+        raise ConfigError("--only and --set apply to the workload table, not to --scaling")
+    devices = parse_counts("--devices", args.devices) if args.devices is not None else None
+    seeds = parse_counts("--seeds", args.seeds) if args.seeds is not None else None
+    overrides = parse_sets(args.set)
+    if args.json:
+        check_writable_file(args.json, "--json")
+    import jax
 
+    if args.cpu_devices:
         jax.config.update("jax_platforms", "cpu")
         jax.config.update("jax_num_cpu_devices", args.cpu_devices)
+    if not args.quick and jax.default_backend() == "cpu":
+        print("note: these are the accelerator-size workloads, on a CPU (slow: many minutes); --quick runs the "
+              "small ones", file=sys.stderr)
     if args.scaling:
         from rl3jax.bench import bench_scaling
 
-        ints = lambda s: [int(x) for x in s.split(",") if x.strip()]  # noqa: E731
-        bench_scaling(quick=args.quick, devices=ints(args.devices), seeds=ints(args.seeds), repeats=args.repeats,
-                      json_path=args.json)
+        bench_scaling(quick=args.quick, devices=devices, seeds=seeds, repeats=args.repeats, json_path=args.json)
         return 0
     from rl3jax.bench import run_bench
 
-    run_bench(quick=args.quick, json_path=args.json, only=args.only, repeats=args.repeats,
-              overrides=parse_sets(args.set))
+    run_bench(quick=args.quick, json_path=args.json, only=args.only, repeats=args.repeats, overrides=overrides)
     return 0
 
 
+# ------------------------------------------------------------------------------------------ render
 def _add_render(sub):
-    p = sub.add_parser("render", help="draw a trained agent's meta-episode on a held-out grid (GIF)")
-    p.add_argument("--run", default=None)
-    p.add_argument("--variant", default=None)
-    p.add_argument("--episodes", type=_positive_int, default=1)
-    p.add_argument("--out", required=True)
-    p.add_argument("--samples", action="store_true", help="a static PNG of sampled grids per variant instead")
+    p = _subparser(sub, "render", "draw a trained agent's meta-episode on a held-out grid (GIF)")
+    p.add_argument("--run", default=None, help="a run folder of a grid family (with --samples: its family)")
+    p.add_argument("--variant", default=None, help="test variant of the grid family [default: the run's]")
+    p.add_argument("--episodes", type=_positive_int, default=1,
+                   help="held-out tasks to draw, one GIF each (OUT-0.gif, OUT-1.gif, ... when more than one)")
+    p.add_argument("--out", required=True, help="the GIF (or with --samples the PNG) to write")
+    p.add_argument("--samples", action="store_true",
+                   help="a static PNG of sampled grids of every variant instead (family of --run, default grid13)")
 
 
 def cmd_render(args) -> int:
+    check_writable_file(args.out, "--out")
+    if args.samples and (args.variant is not None or args.episodes != 1):
+        raise ConfigError("--samples draws every variant of the family; --variant and --episodes apply to a run's GIF")
+    if not args.samples and not args.run:
+        raise ConfigError("render needs --run DIR (or --samples)")
+    if args.run:
+        cfg = read_run_config(args.run)
+        if not cfg.env.startswith("grid"):
+            raise ConfigError(f"render draws grid tasks; run {args.run} trained on {cfg.env!r}")
+        if args.variant:
+            cfg.replace(variant=args.variant).validate()
     from rl3jax.render import render_cli
 
     return render_cli(args)
 
 
 def _add_report(sub):
-    p = sub.add_parser("report", help="results table, learning and adaptation curves of trained runs (seeds and "
-                                      "algorithms side by side)")
+    p = _subparser(sub, "report", "results table, learning and adaptation curves of trained runs (seeds and "
+                                   "algorithms side by side)")
     p.add_argument("runs", nargs="*", metavar="RUN",
                    help="run folders written by `rl3jax train` (a population folder stands for its members)")
     p.add_argument("--out", required=True, help="folder for results.md, results.json, learning_curve.png, "
@@ -278,27 +594,38 @@ def cmd_report(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="rl3jax", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_train(sub)
-    _add_eval(sub)
-    _add_bench(sub)
-    _add_render(sub)
-    _add_report(sub)
-    args = parser.parse_args(argv)
-    from rl3jax.checkpoint import CheckpointError
+#: subcommand -> (add its parser, run it)
+SUBCOMMANDS = {"train": (_add_train, cmd_train), "eval": (_add_eval, cmd_eval), "bench": (_add_bench, cmd_bench),
+               "render": (_add_render, cmd_render), "report": (_add_report, cmd_report)}
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rl3jax", formatter_class=_Formatter,
+                     description="RL³ / RL² meta-reinforcement learning in JAX: train, evaluate, benchmark, render. "
+                                 "`rl3jax COMMAND --help` for a command's options.")
+    parser.add_argument("--version", action="version", version=f"rl3jax {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
+    for add, _ in SUBCOMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     try:
-        if args.command == "report":
-            return cmd_report(args)
-        return {"train": cmd_train, "eval": cmd_eval, "bench": cmd_bench, "render": cmd_render}[args.command](args)
-    except (ValueError, CheckpointError, FileNotFoundError) as e:
-        print(f"rl3jax {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return SUBCOMMANDS[args.command][1](args)
     except KeyboardInterrupt:
         print(f"rl3jax {args.command}: interrupted; the last checkpoint is intact", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001  (sorted below: user errors are one line, bugs keep their traceback)
+        ckpt = sys.modules.get("rl3jax.checkpoint")  # not imported on the fast error paths: do not import it here
+        if isinstance(e, (ValueError, FileNotFoundError)) or (ckpt and isinstance(e, ckpt.CheckpointError)):
+            print(f"rl3jax {args.command}: error: {e}", file=sys.stderr)
+            return 2
+        if isinstance(e, OSError):
+            print(f"rl3jax {args.command}: error: {e}", file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":

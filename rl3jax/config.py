@@ -7,11 +7,40 @@ argument. ``validate()`` turns impossible settings into clear errors before anyt
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 ALGOS = ("rl2", "rl3", "rl3_coarse")
 MODELS = ("transformer", "gru", "markov")
 ENT_SCHEDULES = ("constant", "linear")
+#: seeds are 32-bit: ``jax.random.key(seed)`` keeps only the low 32 bits, so 0 and 2**32 would be one run
+SEED_MAX = 2**32 - 1
+#: every other integer field is a 32-bit count in the jitted code (iteration counters, step indices)
+INT_MAX = 2**31 - 1
+
+
+def _check_types(cfg) -> None:
+    """ValueError unless every field holds a value of its declared type (floats finite; ints not bools)."""
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        typ = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        if v is None and "None" in typ:
+            continue
+        kind = typ.split("|")[0].strip()
+        if kind == "bool":
+            ok, want = isinstance(v, bool), "true or false"
+        elif kind == "int":
+            ok, want = isinstance(v, int) and not isinstance(v, bool), "a whole number"
+        elif kind == "float":
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            want = "a finite number"
+        elif kind == "str":
+            ok, want = isinstance(v, str), "a string"
+        else:  # pragma: no cover - a new field type must be added here
+            raise TypeError(f"config field {f.name}: unsupported type {typ}")
+        if not ok:
+            raise ValueError(f"config field {f.name} must be {want}{' or None' if 'None' in typ else ''}, "
+                             f"got {v!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,11 +84,20 @@ class TrainConfig:
     eval_episodes: int = 256
 
     def validate(self) -> "TrainConfig":
-        from rl3jax.envs.registry import variants  # local: keeps config import light
+        """Checks every field; returns self, or raises ValueError naming the field, the value and what is allowed.
+
+        Types (an int field takes a whole number, a float field a finite number, a bool field true/false; a
+        config.json read back through ``from_dict`` is checked the same way), ranges (``SEED_MAX``, ``INT_MAX``,
+        probabilities in [0, 1], positive rates), names (env, variant, algo, model, schedules) and
+        combinations (RL³ needs a tabular family, rl3_coarse a grid family, minibatches divide the batch).
+        Imports no JAX: a config error costs no JAX start-up.
+        """
+        from rl3jax.envs.registry import COARSE, TABULAR, is_gymnax, variants
 
         def bad(msg):
             raise ValueError(msg)
 
+        _check_types(self)
         if self.algo not in ALGOS:
             bad(f"--algo {self.algo!r} is not one of {', '.join(ALGOS)}")
         if self.model not in MODELS:
@@ -68,18 +106,32 @@ class TrainConfig:
             bad(f"ent_schedule {self.ent_schedule!r} is not one of {', '.join(ENT_SCHEDULES)}")
         if self.estimator_mode not in ("fresh", "entered"):
             bad(f"estimator_mode {self.estimator_mode!r} is not one of fresh, entered")
-        valid = variants(self.env)  # raises for unknown env names
+        valid = variants(self.env)  # raises for unknown or unsupported env names
         if self.variant not in valid:
             bad(f"--variant {self.variant!r} is not valid for env {self.env!r}; valid: {', '.join(valid)}")
+        if self.algo != "rl2" and is_gymnax(self.env):
+            bad(f"--algo {self.algo} needs a tabular task family; gymnax env {self.env!r} has no RL³ model "
+                "(use --algo rl2)")
+        if self.algo == "rl3_coarse" and self.env in TABULAR and self.env not in COARSE:
+            bad(f"--algo rl3_coarse is for grid families ({', '.join(sorted(COARSE))}), not env {self.env!r}")
+        if not 0 <= self.seed <= SEED_MAX:
+            bad(f"--seed must be in [0, {SEED_MAX}] (a 32-bit PRNG seed), got {self.seed}")
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name != "seed" and type(v) is int and not -INT_MAX <= v <= INT_MAX:
+                bad(f"{f.name} must be at most {INT_MAX} (a 32-bit integer), got {v}")
         for name in ("horizon", "iters", "num_envs", "minibatch_envs", "epochs", "chunk_iters",
                      "checkpoint_every", "keep_checkpoints", "eval_episodes", "kl_chunks"):
             if getattr(self, name) < 1:
                 bad(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_every < 0:
+            bad(f"eval_every must be >= 0 (0: never), got {self.eval_every}")
         if self.num_envs % self.minibatch_envs:
             bad(f"num_envs={self.num_envs} is not divisible into whole-sequence minibatches of "
                 f"minibatch_envs={self.minibatch_envs} sequences")
-        if self.vi_sweep_block is not None and self.vi_sweep_block < 1:
-            bad(f"vi_sweep_block must be >= 1 or None, got {self.vi_sweep_block}")
+        for name in ("vi_sweep_block", "vi_max_sweeps"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                bad(f"{name} must be >= 1 or None, got {getattr(self, name)}")
         if self.num_envs % self.kl_chunks:
             bad(f"num_envs={self.num_envs} is not divisible by kl_chunks={self.kl_chunks}")
         for name in ("lr", "clip_eps", "target_kl"):
@@ -88,8 +140,13 @@ class TrainConfig:
         for name in ("gamma", "gae_lambda", "gamma_obj"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 bad(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.ent_coef < 0 or self.critic_weight_decay < 0:
-            bad("ent_coef and critic_weight_decay must be >= 0")
+        for name in ("ent_coef", "critic_weight_decay", "vf_coef"):
+            if not getattr(self, name) >= 0:
+                bad(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.alpha_laplace is not None and not self.alpha_laplace > 0:
+            bad(f"alpha_laplace must be > 0 or None, got {self.alpha_laplace}")
+        if self.vi_epsilon is not None and not self.vi_epsilon >= 0:
+            bad(f"vi_epsilon must be >= 0 or None, got {self.vi_epsilon}")
         return self
 
     @property
@@ -109,10 +166,14 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         names = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(d, dict):
+            raise ValueError(f"a config must be a JSON object of fields, got {type(d).__name__}")
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown config fields {sorted(unknown)}")
-        return cls(**d)
+        cfg = cls(**d)
+        _check_types(cfg)
+        return cfg
 
 
 def _preset(env, horizon, iters, batch, minibatch, ent, lr, schedule="constant", **kw):
@@ -138,7 +199,22 @@ PRESETS: dict[str, dict] = {
     # A laptop default: visibly learns on a 2-core CPU in about 10 minutes (see README).
     "cpu-mdp": _preset("mdp", 100, 150, 3200, 800, 0.01, 1e-3),
     "cpu-bandit": _preset("bandit", 100, 150, 3200, 800, 0.001, 1e-3),
+    # Grids on a CPU: the published horizons (250 / 350), 16 tasks per iteration in 4-sequence minibatches and
+    # 4 epochs; sized for about 10 minutes on a 2-core CPU (grid11, RL³, transformer: ~1 min compile, then
+    # ~4.5 s per iteration measured on a shared 2-core machine). Sensible settings, not tuned.
+    "cpu-grid11": _preset("grid11", 250, 100, 4000, 1000, 0.04, 1e-3, epochs=4),
+    "cpu-grid13": _preset("grid13", 350, 50, 5600, 1400, 0.04, 1e-3, epochs=4),
 }
+
+
+def default_base(env: str) -> dict:
+    """What a run without ``--preset`` starts from: the family's CPU preset ``cpu-{env}`` when there is one,
+    else the family's published horizon (``registry.PUBLISHED_HORIZON``) over TrainConfig's defaults."""
+    from rl3jax.envs.registry import PUBLISHED_HORIZON
+
+    if f"cpu-{env}" in PRESETS:
+        return preset(f"cpu-{env}")
+    return {"horizon": PUBLISHED_HORIZON[env]} if env in PUBLISHED_HORIZON else {}
 
 
 def preset(name: str) -> dict:

@@ -138,6 +138,8 @@ def render_cli(args) -> int:
         family = "grid13"
         if args.run:
             family = load_run_config(args.run).env
+            if not family.startswith("grid"):
+                raise ValueError(f"render --samples draws grid families; run {args.run} trained on {family!r}")
         samples_png(family, args.out)
         print(f"wrote {args.out}")
         return 0

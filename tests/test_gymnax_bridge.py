@@ -1,0 +1,145 @@
+"""Gymnax environments: every one in gymnax's registry either plays meta-episodes that hold one task, or is
+refused by name with the reason (issue 9, items 3 and 4)."""
+
+from __future__ import annotations
+
+import gymnax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from gymnax.environments import spaces
+
+from rl3jax.config import TrainConfig
+from rl3jax.envs.gymnax_bridge import GYMNAX_ENVS, GymnaxTask
+from rl3jax.envs.registry import make_env
+from rl3jax.meta_episode import MetaEnv
+from rl3jax.rollout import sample_tasks
+
+SERVED = [n for n, s in GYMNAX_ENVS.items() if s.kind != "refused"]
+REFUSED = [n for n, s in GYMNAX_ENVS.items() if s.kind == "refused"]
+MAX_H = 400  # cap for envs without a task (MinAtar: 1000-2500-step episodes); task envs always get H > TH
+
+
+def test_table_covers_gymnax_registry_exactly():
+    # a gymnax release that adds an env fails here until the env is classified (which fields are its task)
+    assert set(GYMNAX_ENVS) == set(gymnax.registered_envs)
+
+
+@pytest.mark.parametrize("name", [n for n in GYMNAX_ENVS if n != "MNISTBandit-bsuite"])
+def test_refused_exactly_the_continuous_action_envs(name):
+    env, params = gymnax.make(name)
+    continuous = not isinstance(env.action_space(params), spaces.Discrete)
+    assert continuous == (GYMNAX_ENVS[name].kind == "refused"), name
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_refused_by_name_with_reason_before_creating_it(name, monkeypatch):
+    def no_make(*a, **k):  # MNISTBandit would download data here
+        raise AssertionError("the env was created")
+
+    monkeypatch.setattr(gymnax, "make", no_make)
+    for fn in (lambda: make_env(name),
+               lambda: TrainConfig(env=name, algo="rl2").validate()):
+        with pytest.raises(ValueError) as e:
+            fn()
+        msg = str(e.value)
+        assert name in msg and ("continuous" in msg or "downloads" in msg)
+
+
+def test_rl3_on_a_gymnax_env_is_refused_with_the_fix():
+    with pytest.raises(ValueError, match="use --algo rl2"):
+        TrainConfig(env="CartPole-v1").validate()  # default algo: rl3
+
+
+def _task_horizon(env) -> int:
+    return int(env.default_params.max_steps_in_episode)
+
+
+#: envs without a task whose step compiles slowly (10-17 s each on a CPU): the slow suite
+SLOW = {n for n in SERVED if n.endswith("-MinAtar")}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in SERVED])
+def test_meta_episode_holds_one_task(name):
+    """Two tasks, one meta-episode each (vmapped, as in training), H past the env's own episode where that fits:
+    every step's task fields equal the sampled task's, though task episodes reset inside the meta-episode."""
+    env = make_env(name)
+    th = _task_horizon(env)
+    horizon = th + 5 if GYMNAX_ENVS[name].kind == "task" else min(th + 5, MAX_H)
+    meta = MetaEnv(env, horizon)
+    assert meta.obs_dim == meta.num_actions + 4 + meta.task_obs_dim
+
+    @jax.jit
+    def run(key):
+        tasks = sample_tasks(meta, key, 2)
+        obs, st = jax.vmap(meta.reset)(jax.random.split(key, 2), tasks)
+
+        def step(st, k):
+            ka, ks = jax.random.split(k)
+            a = jax.random.randint(ka, (2,), 0, meta.num_actions)
+            obs, st, r, _, info = jax.vmap(meta.step)(jax.random.split(ks, 2), st, a, tasks)
+            fields = {f: getattr(st.env_state, f) for f in env.task_fields}
+            return st, (obs, r, info["task_episode_over"], fields)
+
+        _, out = jax.lax.scan(step, st, jax.random.split(key, horizon))
+        return tasks, out
+
+    tasks, (obs, rewards, over, fields) = run(jax.random.key(3))
+    assert obs.shape == (horizon, 2, meta.obs_dim) and bool(jnp.isfinite(obs).all())
+    if GYMNAX_ENVS[name].kind == "fixed":
+        assert not env.task_fields and not isinstance(tasks, GymnaxTask)  # the params are the task
+        return
+    assert env.task_fields and isinstance(tasks, GymnaxTask)
+    assert int(over.sum()) >= 1, f"{name}: no task-episode reset inside the meta-episode, the test shows nothing"
+    for f, values in fields.items():
+        np.testing.assert_array_equal(np.asarray(values), np.broadcast_to(np.asarray(tasks.fields[f])[None],
+                                                                          values.shape), err_msg=f"{name}.{f}")
+
+
+def test_bernoulli_bandit_arm_probability_is_constant_over_250_steps():
+    """The issue's case: H=250 > the env's 100-step episode. Pulling arm 0 all meta-episode long, the mean
+    reward of each task is its p in {0.1, 0.9} (s.e. ≤ 0.019 over 250 pulls; tolerance 0.1 ≈ 5 s.e.); without
+    the bridge the arms were redrawn every 100 steps, so a task could mix 0.1 and 0.9 (mean ≈ 0.42-0.58)."""
+    meta = MetaEnv(make_env("BernoulliBandit-misc"), 250)
+    num = 64
+
+    @jax.jit
+    def run(key):
+        tasks = sample_tasks(meta, key, num)
+        _, st = jax.vmap(meta.reset)(jax.random.split(key, num), tasks)
+
+        def step(st, k):
+            _, st, r, _, info = jax.vmap(meta.step)(jax.random.split(k, num), st, jnp.zeros(num, jnp.int32), tasks)
+            return st, (r, info["task_episode_over"])
+
+        _, (r, over) = jax.lax.scan(step, st, jax.random.split(key, 250))
+        return tasks, r, over
+
+    tasks, r, over = run(jax.random.key(0))
+    assert int(over[:, 0].sum()) == 2  # resets after steps 100 and 200
+    p = np.asarray(tasks.fields["reward_probs"][:, 0])
+    assert np.all(np.isclose(p, 0.1) | np.isclose(p, 0.9)) and np.isclose(p, 0.1).any() and np.isclose(p, 0.9).any()
+    mean = np.asarray(r).mean(axis=0)
+    np.testing.assert_array_less(np.abs(mean - p), 0.1)
+
+
+def test_observation_shows_the_kept_task_after_a_reset():
+    """UmbrellaChain shows need_umbrella in its first observation: after a reset inside the task it is the
+    task's value, not a fresh draw (the bridge recomputes the observation from the patched state)."""
+    env = make_env("UmbrellaChain-bsuite")
+    tasks = [env.sample_task(jax.random.key(k)) for k in range(12)]
+    assert {int(t.fields["need_umbrella"]) for t in tasks} == {0, 1}  # tasks differ between meta-episodes
+    for task in tasks[:4]:
+        for k in range(6):
+            obs, st = env.reset_env(jax.random.key(100 + k), task)
+            assert int(obs[0]) == int(st.need_umbrella) == int(task.fields["need_umbrella"])
+
+
+def test_gymnax_env_trains_through_the_cli(tmp_path):
+    from rl3jax.cli import main
+
+    out = str(tmp_path / "run")
+    assert main(["train", "--env", "BernoulliBandit-misc", "--algo", "rl2", "--model", "markov", "--horizon", "250",
+                 "--num-envs", "2", "--minibatch-envs", "2", "--iters", "1", "--set", "epochs=1", "--out", out,
+                 "--no-progress"]) == 0
