@@ -539,6 +539,67 @@ def finite_horizon_q(t_mat: jax.Array, r: jax.Array, steps: int) -> jax.Array:
     return jnp.moveaxis(qs, 0, -3)  # (..., steps, S, A)
 
 
+GAMMA_POOLS = 4  # unrolled proposal rounds of ``gamma_sample`` before its loop (see its docstring)
+
+
+def gamma_sample(key: jax.Array, alpha: jax.Array) -> jax.Array:
+    """Gamma(α, 1) draws, one per element of ``alpha`` (float32, any shape, α > 0).
+
+    Marsaglia & Tsang (2000): for a = α (α ≥ 1) or α + 1 (α < 1, then multiplied by U^(1/α)), d = a − 1/3,
+    c = 1/sqrt(9d), propose v = (1 + c·x)^3 with x ~ N(0,1) and accept d·v when v > 0 and
+    log u < x²/2 + d − d·v + d·log v (u ~ U(0,1)); acceptance >= 0.95 for a >= 1. Rejected elements get fresh
+    proposals from pools of shrinking size (all elements, then 1/8, 1/64, 1/512 of them), then from pools of
+    64 in a loop until every element is accepted (exact rejection sampling). About 1.15 proposals per draw, in
+    bulk: ``jax.random.gamma`` splits a key per element and was several times slower here on CPU.
+    """
+    shape = alpha.shape
+    a = alpha.reshape(-1).astype(jnp.float32)
+    n = a.shape[0]
+    boost = a < 1.0
+    a1 = jnp.where(boost, a + 1.0, a)
+    d = a1 - 1.0 / 3.0
+    c = 1.0 / jnp.sqrt(9.0 * d)
+
+    def round_(key, out, pending, size, first=False):
+        k_x, k_u = jax.random.split(key)
+        x = jax.random.normal(k_x, (size,))
+        u = jax.random.uniform(k_u, (size,))
+        if first:
+            has, xe, ue = pending, x, u
+        else:  # the j-th still pending element takes proposal j of this pool
+            rank = jnp.cumsum(pending) - 1
+            has = pending & (rank < size)
+            slot = jnp.where(has, rank, 0)
+            xe, ue = x[slot], u[slot]
+        v = (1.0 + c * xe) ** 3
+        safe_v = jnp.where(v > 0, v, 1.0)
+        ok = has & (v > 0) & (jnp.log(ue) < 0.5 * xe * xe + d - d * safe_v + d * jnp.log(safe_v))
+        return jnp.where(ok, d * safe_v, out), pending & ~ok
+
+    key, k_boost = jax.random.split(key)
+    out, pending = d, jnp.ones((n,), bool)
+    for i in range(GAMMA_POOLS):
+        key, k = jax.random.split(key)
+        out, pending = round_(k, out, pending, n if i == 0 else min(n, max(64, math.ceil(n / 8 ** i))), i == 0)
+
+    def body(c):
+        key, out, pending = c
+        key, k = jax.random.split(key)
+        return (key, *round_(k, out, pending, min(n, 64)))
+
+    _, out, _ = jax.lax.while_loop(lambda c: c[2].any(), body, (key, out, pending))
+    out = jnp.where(boost, out * jax.random.uniform(k_boost, (n,)) ** (1.0 / a), out)
+    return out.reshape(shape)
+
+
+def dirichlet_sample(key: jax.Array, alpha: jax.Array) -> jax.Array:
+    """Dirichlet(α) draws over the last axis of ``alpha`` (normalised ``gamma_sample`` draws; a row whose
+    draws all underflow to 0, possible only for tiny α, becomes uniform)."""
+    g = gamma_sample(key, alpha)
+    total = g.sum(axis=-1, keepdims=True)
+    return jnp.where(total > 0, g / jnp.where(total > 0, total, 1.0), 1.0 / alpha.shape[-1])
+
+
 def _mdp_build(kind: str):
     """Builder of psrl / opsrl / map-greedy for the tabular MDP family."""
 
@@ -557,7 +618,7 @@ def _mdp_build(kind: str):
             k_t, k_r = jax.random.split(key)
             mean, prec = reward_posterior(post, mu0, tau0, tau)
             shape = (samples,) + post.n_sas.shape
-            t_mat = jax.random.dirichlet(k_t, alpha0 + jnp.broadcast_to(post.n_sas, shape))
+            t_mat = dirichlet_sample(k_t, alpha0 + jnp.broadcast_to(post.n_sas, shape))
             r = mean + jax.random.normal(k_r, (samples,) + mean.shape) / jnp.sqrt(prec)
             return finite_horizon_q(t_mat, r, th).max(axis=0)  # OPSRL: element-wise max over the samples
 
@@ -613,14 +674,13 @@ class Param:
         if isinstance(raw, bool):
             raise bad
         try:
-            if self.kind == "int":
-                v = int(raw) if not isinstance(raw, float) or float(raw).is_integer() else None
-                if v is None:
-                    raise bad
-            else:
-                v = float(raw)
+            v = float(raw)
         except (TypeError, ValueError):
             raise bad from None
+        if self.kind == "int":
+            if not v.is_integer():
+                raise bad
+            v = int(v)
         if (not math.isfinite(v) or (self.positive and not v > 0) or (self.low is not None and v < self.low)
                 or (self.high is not None and v > self.high)):
             raise bad
@@ -707,6 +767,7 @@ BASELINES: dict[str, Baseline] = {b.name: b for b in [
 
 
 def get_baseline(name: str) -> Baseline:
+    """The registry entry of ``name``; ValueError listing the valid names for an unknown one."""
     if name not in BASELINES:
         raise ValueError(f"unknown policy {name!r}; valid: {', '.join(BASELINES)}")
     return BASELINES[name]
@@ -734,6 +795,7 @@ def validate_params(name: str, params: dict | None) -> dict:
 
 
 def check_fits(name: str, meta_env: MetaEnv) -> Baseline:
+    """The entry of ``name`` if it fits ``meta_env``'s family; ValueError listing the ones that do otherwise."""
     b = get_baseline(name)
     if not b.fits(meta_env):
         raise ValueError(f"policy {name!r} does not fit env {meta_env.env.name!r}; policies for it: "

@@ -234,10 +234,8 @@ def simulate_psrl(transitions: np.ndarray, mean_rewards: np.ndarray, noise: floa
             mean, prec = post.reward_mean_prec(mu0, tau0, tau)
             qs = []
             for _ in range(samples):
-                t_s = np.zeros((n_s, n_a, n_s))
-                for x in range(n_s):
-                    for a in range(n_a):
-                        t_s[x, a] = rng.dirichlet(alpha0 + post.n[x, a])
+                g = rng.gamma(alpha0 + post.n)  # Dirichlet(α) = independent Gamma(α_i, 1) draws, normalised
+                t_s = g / g.sum(axis=-1, keepdims=True)
                 r_s = mean + rng.standard_normal(mean.shape) / np.sqrt(prec)
                 qs.append(finite_horizon_qs(t_s, r_s, task_horizon))
             q_tab = [np.max([qs[i][k] for i in range(samples)], axis=0) for k in range(task_horizon)]

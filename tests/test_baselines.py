@@ -32,7 +32,8 @@ BANDIT_H, BANDIT_N = 10, 400
 MDP_H, MDP_N = 40, 200
 BANDIT_POLICIES = ("greedy", "epsilon-greedy", "ucb", "thompson", "gittins", "bayes-optimal", "model-greedy",
                    "model-epsilon-greedy")
-MDP_POLICIES = ("psrl", "opsrl", "map-greedy", "model-greedy", "model-epsilon-greedy")
+MDP_POLICIES = ("psrl", "map-greedy", "model-greedy")  # the default suite; opsrl, model-epsilon-greedy: @slow
+MDP_SLOW_POLICIES = ("opsrl", "model-epsilon-greedy")
 
 
 @functools.cache
@@ -205,6 +206,21 @@ def test_thompson_choice_frequencies_match_exact_probabilities():
         assert abs(freq - p_exact) < 4 * math.sqrt(p_exact * (1 - p_exact) / draws), (i, freq, p_exact)
 
 
+def test_gamma_and_dirichlet_samplers_match_scipy():
+    """Kolmogorov–Smirnov distance below its 0.1% critical value 1.95/sqrt(n) (fixed keys: deterministic)."""
+    n = 20000
+    gamma = jax.jit(B.gamma_sample)
+    for i, a in enumerate((0.3, 1.0, 2.5, 12.0)):
+        x = np.asarray(gamma(jax.random.key(i), jnp.full((n,), a)))
+        assert stats.kstest(x, stats.gamma(a).cdf).statistic < 1.95 / math.sqrt(n), a
+    alpha = jnp.asarray([1.0, 2.0, 5.0, 0.5])
+    d = np.asarray(jax.jit(B.dirichlet_sample)(jax.random.key(9), jnp.broadcast_to(alpha, (n, 4))))
+    np.testing.assert_allclose(d.sum(1), 1.0, rtol=1e-5)
+    for j in range(4):  # marginal Beta(α_j, Σα − α_j)
+        marg = stats.beta(float(alpha[j]), float(alpha.sum() - alpha[j]))
+        assert stats.kstest(d[:, j], marg.cdf).statistic < 1.95 / math.sqrt(n), j
+
+
 # ---------------------------------------------------------------- JAX versus NumPy, on held-out tasks
 @pytest.mark.parametrize("name", ["greedy", "ucb", "gittins", "bayes-optimal", "model-greedy"])
 def test_deterministic_bandit_baselines_replay_the_reference(name):
@@ -257,7 +273,7 @@ def test_map_greedy_replays_the_reference():
             assert actions[task, t] in ref.best_set(list(q)), (task, t, q)
 
 
-@pytest.mark.parametrize("name,samples", [("psrl", 1), ("opsrl", 5)])
+@pytest.mark.parametrize("name,samples", [("psrl", 1), pytest.param("opsrl", 5, marks=pytest.mark.slow)])
 def test_posterior_sampling_agrees_with_numpy_in_mean(name, samples):
     _, rewards, _, tasks = _run("mdp", MDP_H, name, MDP_N)
     rng = np.random.default_rng(9)
@@ -276,10 +292,10 @@ def _paired(a, b):
     return d.mean(), d.std(ddof=1) / math.sqrt(len(d))
 
 
-@pytest.mark.parametrize("env,horizon,num,names", [("bandit", BANDIT_H, BANDIT_N, BANDIT_POLICIES),
-                                                   ("mdp", MDP_H, MDP_N, MDP_POLICIES)])
+@pytest.mark.parametrize("env,horizon,num,names", [
+    ("bandit", BANDIT_H, BANDIT_N, BANDIT_POLICIES), ("mdp", MDP_H, MDP_N, MDP_POLICIES),
+    pytest.param("mdp", MDP_H, MDP_N, MDP_SLOW_POLICIES, marks=pytest.mark.slow)])
 def test_random_below_every_baseline_below_oracle(env, horizon, num, names):
-    assert set(names) | {"random", "oracle"} == set(B.baseline_names(_meta(env, horizon)))
     rand = _run(env, horizon, "random", num)[1]
     oracle = _run(env, horizon, "oracle", num)[1]
     for name in names:
@@ -319,6 +335,8 @@ def test_evaluate_honours_policy_params_and_refuses_bad_ones():
 
 
 def test_registry_names_the_source_and_families():
+    assert set(BANDIT_POLICIES) | {"random", "oracle"} == set(B.baseline_names(_meta("bandit", 5)))
+    assert set(MDP_POLICIES + MDP_SLOW_POLICIES) | {"random", "oracle"} == set(B.baseline_names(_meta("mdp", 5)))
     for name, b in B.BASELINES.items():
         assert b.doc and b.families, name
     assert B.baseline_names(_meta("mdp", 5)) == ["random", "oracle", "model-greedy", "model-epsilon-greedy", "psrl",
