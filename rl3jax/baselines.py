@@ -23,13 +23,16 @@ epsilon-greedy           bandit                 ε-greedy on the posterior mean 
 ucb                      bandit                 UCB1 (Auer et al. 2002) with the prior pseudo-counts of
                                                 RL²'s baseline (Duan et al. 2016)
 thompson                 bandit                 Thompson sampling (Thompson 1933)
-gittins                  bandit                 finite-horizon Gittins index (Gittins 1979; Gittins,
-                                                Glazebrook & Weber 2011, ch. 7 calibration)
+gittins                  bandit                 finite-horizon Gittins index by calibration against a
+                                                known arm (Gittins 1979; Gittins, Glazebrook & Weber 2011)
 bayes-optimal            bandit (small H)       exact Bayes-optimal dynamic programming (Bellman 1956)
 psrl                     mdp                    posterior sampling RL (Osband, Russo & Van Roy 2013)
 opsrl                    mdp                    optimistic PSRL (Agrawal & Jia 2017)
 map-greedy               mdp                    certainty equivalence on the posterior mean
 =======================  =====================  ========================================================
+
+MDP posteriors (psrl, opsrl, map-greedy) learn from what the policy input shows: the state a task episode
+ends in is never shown (SPEC §1), so that last transition updates the reward posterior only.
 
 ``run_baselines(env, variant, horizon, episodes)`` evaluates every fitting baseline on the same held-out
 tasks (used by ``rl3jax baselines`` and the report).
@@ -42,7 +45,7 @@ import functools
 import math
 import os
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -190,8 +193,8 @@ def compute_gittins_table(horizon: int) -> np.ndarray:
     and ``f`` failures so far when ``m`` pulls remain (this one included), for m = 1..H and s + f <= H - m
     (NaN elsewhere). The index is the calibrating safe-arm value λ: the reward per pull of a known arm that
     makes a one-armed bandit with m pulls left indifferent between retiring to the known arm at once (m·λ)
-    and pulling the unknown arm now and acting optimally afterwards (Gittins, Glazebrook & Weber 2011, §7;
-    retiring is final, as nothing is learned from the known arm). With p = (s+1)/(s+f+2),
+    and pulling the unknown arm now and acting optimally afterwards (Gittins 1979; Gittins, Glazebrook & Weber
+    2011; retiring is final, as nothing is learned from the known arm). With p = (s+1)/(s+f+2),
 
         V_λ(j, s, f) = max(j·λ, p·(1 + V_λ(j−1, s+1, f)) + (1−p)·V_λ(j−1, s, f+1)),  V_λ(0, ·) = 0,
 

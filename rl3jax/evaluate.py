@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from rl3jax.baselines import BASELINES, baseline_names, finite_horizon_values, make_policy  # noqa: F401

@@ -103,7 +103,8 @@ def bruteforce_bayes(counts: list[tuple[int, int]], remaining: int) -> tuple[flo
         win[a] = (s + 1, f)
         lose = list(counts)
         lose[a] = (s, f + 1)
-        qs.append(p * (1 + bruteforce_bayes(win, remaining - 1)[0]) + (1 - p) * bruteforce_bayes(lose, remaining - 1)[0])
+        qs.append(p * (1 + bruteforce_bayes(win, remaining - 1)[0])
+                  + (1 - p) * bruteforce_bayes(lose, remaining - 1)[0])
     return max(qs), qs
 
 
