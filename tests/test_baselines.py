@@ -285,6 +285,35 @@ def test_posterior_sampling_agrees_with_numpy_in_mean(name, samples):
     assert abs(jax_returns.mean() - ref_returns.mean()) < 4 * se
 
 
+def _model_best_sets(obs, n, m_task, tol=1e-5):
+    """Per step, the maximisers of the RL³ advantage block (Q − V)/Q_DENOM shown in the policy input (SPEC §1)."""
+    adv = obs[:, n + 4 + m_task:n + 4 + m_task + n]
+    return [set(np.nonzero(row >= row.max() - tol)[0].tolist()) for row in adv]
+
+
+@pytest.mark.parametrize("env,horizon,num,m_task", [("bandit", BANDIT_H, BANDIT_N, 2), ("mdp", MDP_H, MDP_N, 10)])
+def test_model_greedy_acts_on_the_estimators_shown_q(env, horizon, num, m_task):
+    """model-greedy's action maximises the RL³ estimator's current Q, as the RL³ policy input shows it."""
+    actions, _, obs, _ = _run(env, horizon, "model-greedy", num)
+    for task in range(num):
+        for t, best in enumerate(_model_best_sets(obs[task], 5, m_task)):
+            assert actions[task, t] in best, (env, task, t)
+
+
+def test_model_epsilon_greedy_explores_at_rate_epsilon():
+    """A step leaves the greedy set with probability ε·(n − |greedy set|)/n (uniform exploration over n arms)."""
+    actions, _, obs, _ = _run("bandit", BANDIT_H, "model-epsilon-greedy", BANDIT_N)
+    eps, n = 0.1, 5
+    off, expected, var = 0, 0.0, 0.0
+    for task in range(BANDIT_N):
+        for t, best in enumerate(_model_best_sets(obs[task], n, 2)):
+            p = eps * (n - len(best)) / n
+            off += actions[task, t] not in best
+            expected += p
+            var += p * (1 - p)
+    assert abs(off - expected) < 4 * math.sqrt(var), (off, expected)
+
+
 # ------------------------------------------------------------------------------------- orderings
 def _paired(a, b):
     """Mean and standard error of the per-task difference a − b (same held-out tasks)."""
