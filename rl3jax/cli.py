@@ -149,8 +149,10 @@ def _add_eval(sub):
     p = sub.add_parser("eval", help="evaluate on held-out test tasks (one meta-episode each)")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--run", help="a run folder written by `rl3jax train`")
-    g.add_argument("--policy", choices=_baseline_choices(), help="a baseline policy instead of a run "
-                   "(`rl3jax baselines` lists those that fit a family)")
+    # no argparse choices: the names come from rl3jax.baselines, whose import would start a JAX backend
+    # before `train` can set up multi-host runs; cmd_eval checks the name against the registry instead
+    g.add_argument("--policy", help="a baseline policy instead of a run: random, oracle, model-greedy, ucb, "
+                   "gittins, psrl, ... (`rl3jax baselines --env E` runs every one that fits a family)")
     p.add_argument("--env", default=None, help="with --policy: the task family")
     p.add_argument("--variant", default=None, help="test variant (e.g. an OOD one); default: the run's")
     p.add_argument("--horizon", type=_positive_int, default=None, help="with --policy: H")
@@ -160,12 +162,6 @@ def _add_eval(sub):
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="with --policy: a parameter of the baseline (e.g. --param epsilon=0.05)")
     p.add_argument("--json", default=None, help="write the result as JSON here")
-
-
-def _baseline_choices() -> tuple[str, ...]:
-    from rl3jax.baselines import BASELINES
-
-    return tuple(BASELINES)
 
 
 def parse_params(items: list[str]) -> dict:
@@ -182,7 +178,7 @@ def parse_params(items: list[str]) -> dict:
 def cmd_eval(args) -> int:
     import jax
 
-    from rl3jax.baselines import check_fits, validate_params
+    from rl3jax.baselines import check_fits, get_baseline, validate_params
     from rl3jax.checkpoint import Checkpointer
     from rl3jax.driver import load_run_config
     from rl3jax.evaluate import evaluate
@@ -208,6 +204,7 @@ def cmd_eval(args) -> int:
         policy, algo = ("greedy" if args.greedy else "stochastic"), cfg.algo
         iteration = int(state.iteration)
     else:
+        get_baseline(args.policy)  # unknown name: the error lists the valid ones
         if args.env is None or args.horizon is None:
             raise ValueError("--policy needs --env and --horizon")
         cfg = TrainConfig(env=args.env, variant=args.variant or "train", horizon=args.horizon, algo="rl2").validate()

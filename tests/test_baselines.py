@@ -378,11 +378,23 @@ def test_registry_names_the_source_and_families():
     (["--policy", "opsrl", "--env", "mdp", "--horizon", "5", "--param", "m=0"], "m='0' is not valid"),
     (["--policy", "psrl", "--env", "bandit", "--horizon", "5"], "does not fit env 'bandit5'"),
     (["--policy", "bayes-optimal", "--env", "bandit", "--horizon", "40"], "H <= 26"),
+    (["--policy", "nope", "--env", "bandit", "--horizon", "5"], "unknown policy 'nope'; valid: random, oracle"),
 ])
 def test_cli_eval_policy_errors_exit_2_with_one_line(argv, needle, capsys):
     assert main(["eval", *argv, "--episodes", "4"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and needle in err, err
+
+
+def test_cli_parser_does_not_start_a_jax_backend():
+    """`train` must be able to set up multi-host JAX after parsing: building the parser imports no backend."""
+    import subprocess
+    import sys
+
+    code = ("import rl3jax.cli as c\ntry:\n    c.main(['eval', '--help'])\nexcept SystemExit:\n    pass\n"
+            "from jax._src import xla_bridge\nprint(bool(xla_bridge._backends))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False"
 
 
 def test_cli_baselines_table_and_json(tmp_path, capsys):
