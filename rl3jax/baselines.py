@@ -57,7 +57,7 @@ SHARP = 1e3  # logit gap between the chosen action and the others (exp(-1000) ==
 TIE_TOL = 1e-5  # scores within this of the best count as tied (random tie-breaking)
 BAYES_MAX_STATES = 2_000_000  # exchangeable posterior states the bayes-optimal table may hold
 GITTINS_VERSION = "v1"  # bump when the table's definition changes (on-disk cache key)
-GITTINS_MAX_HORIZON = 200  # the calibration costs O(H^4) work; H=100 takes seconds, 200 about a minute
+GITTINS_MAX_HORIZON = 200  # the calibration costs O(H^5) work: H=100 takes 3 s here, H=200 about 32x that
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -164,7 +164,8 @@ def _cache_dir() -> str:
 @functools.cache
 def gittins_table(horizon: int) -> np.ndarray:
     """``compute_gittins_table(horizon)``, computed once per horizon and kept in memory and on disk
-    (``$RL3JAX_CACHE_DIR``, default ~/.cache/rl3jax; H=100 takes about 10 s to compute on a busy 2-core CPU)."""
+    (``$RL3JAX_CACHE_DIR``, default ~/.cache/rl3jax; H=100 takes 3 s to compute on a quiet 2-core CPU, about
+    10 s on a busy one)."""
     h = int(horizon)
     if not 1 <= h <= GITTINS_MAX_HORIZON:
         return compute_gittins_table(h)  # raises the ValueError
