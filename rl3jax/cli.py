@@ -1,4 +1,4 @@
-"""Command line: ``rl3jax {train,eval,bench,render,report}`` (also ``python -m rl3jax``).
+"""Command line: ``rl3jax {train,eval,baselines,bench,render,report}`` (also ``python -m rl3jax``).
 
 Every input is honoured or refused before anything is written or compiled: a bad name, value, combination,
 missing optional package or unwritable output ends in one line naming it and what is allowed, exit status 2,
@@ -402,13 +402,30 @@ def _add_eval(sub):
     p = _subparser(sub, "eval", "evaluate on held-out test tasks (one meta-episode each)")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--run", help="a run folder written by `rl3jax train`")
-    g.add_argument("--policy", choices=("random", "oracle"), help="a baseline policy instead of a run")
+    # no argparse choices: the names come from rl3jax.baselines, whose import would start a JAX backend
+    # before `train` can set up multi-host runs; cmd_eval checks the name against the registry instead
+    g.add_argument("--policy", help="a baseline policy instead of a run: random, oracle, model-greedy, ucb, "
+                   "gittins, psrl, ... (`rl3jax baselines --env E` runs every one that fits a family)")
     p.add_argument("--env", default=None, help="with --policy (required there): the task family")
     p.add_argument("--variant", default=None, help="test variant (e.g. an OOD one) [default: the run's, or train]")
     p.add_argument("--horizon", type=_positive_int, default=None, help="with --policy (required there): H")
     p.add_argument("--episodes", type=_positive_int, default=1000, help="held-out test tasks, one meta-episode each")
-    p.add_argument("--greedy", action="store_true", help="argmax actions instead of sampling")
+    p.add_argument("--greedy", action="store_true", help="with --run: argmax actions instead of sampling "
+                   "(--policy baselines choose their own actions)")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --policy: a parameter of the baseline (e.g. --param epsilon=0.05)")
     p.add_argument("--json", default=None, help="write the result as JSON here")
+
+
+def parse_params(items: list[str]) -> dict:
+    """``--param KEY=VALUE`` items -> {key: raw string}; the baseline's registry entry checks names and values."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--param expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
 
 
 def check_eval_memory(meta_env, episodes: int) -> None:
@@ -429,9 +446,13 @@ def check_eval_memory(meta_env, episodes: int) -> None:
 def cmd_eval(args) -> int:
     if args.run and (args.env is not None or args.horizon is not None):
         raise ConfigError("--env and --horizon apply only with --policy; a run evaluates on its own env and H")
+    if args.policy and args.greedy:
+        raise ConfigError("--greedy applies to a trained --run; a --policy baseline chooses its own actions")
     if args.json:
         check_writable_file(args.json, "--json")
     if args.run:
+        if args.param:
+            raise ConfigError("--param applies to --policy baselines, not to a trained --run")
         if os.path.exists(os.path.join(args.run, "population.json")):
             names = sorted(d for d in os.listdir(args.run) if os.path.exists(os.path.join(args.run, d, "config.json")))
             raise ConfigError(f"{args.run} holds a population (--seeds/--sweep); evaluate one member folder: "
@@ -446,6 +467,7 @@ def cmd_eval(args) -> int:
 
     import jax
 
+    from rl3jax.baselines import check_fits, get_baseline, validate_params
     from rl3jax.checkpoint import Checkpointer
     from rl3jax.evaluate import evaluate
     from rl3jax.train import make_meta_env, make_train
@@ -462,19 +484,71 @@ def cmd_eval(args) -> int:
         policy, algo = ("greedy" if args.greedy else "stochastic"), cfg.algo
         iteration = int(state.iteration)
     else:
+        get_baseline(args.policy)  # unknown name: the error lists the valid ones
         meta_env = make_meta_env(cfg)
+        policy_params = validate_params(args.policy, parse_params(args.param))
+        check_fits(args.policy, meta_env)
         check_eval_memory(meta_env, args.episodes)
-        res = evaluate(meta_env, args.policy, args.episodes, greedy=args.greedy)
+        res = evaluate(meta_env, args.policy, args.episodes, greedy=args.greedy, policy_params=policy_params)
         policy, algo, iteration = args.policy, None, None
     out = {"env": cfg.env, "variant": cfg.variant, "algo": algo, "policy": policy, "horizon": cfg.horizon,
            "episodes": res["episodes"], "mean_return": res["mean_return"], "stderr": res["stderr"],
            "iteration": iteration, "run": args.run}
-    print(f"{cfg.env}/{cfg.variant} H={cfg.horizon} {algo or ''} {policy}: "
+    if not args.run:
+        out["params"] = policy_params
+    shown = "".join(f" {k}={v:g}" for k, v in out.get("params", {}).items())
+    print(f"{cfg.env}/{cfg.variant} H={cfg.horizon} {algo or ''} {policy}{shown}: "
           f"{res['mean_return']:.2f} ± {res['stderr']:.2f} over {res['episodes']} test tasks")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ baselines
+def _add_baselines(sub):
+    p = _subparser(sub, "baselines", "every classical baseline that fits a family, on the same held-out tasks")
+    p.add_argument("--env", required=True, help="task family: bandit, mdp, grid11, grid13")
+    p.add_argument("--variant", default=None, help="task-family variant (default: the training distribution)")
+    p.add_argument("--horizon", type=_positive_int, required=True, help="meta-episode length H")
+    p.add_argument("--episodes", type=_positive_int, default=1000, help="held-out test tasks")
+    p.add_argument("--only", default=None, help="comma-separated baseline names (default: all that fit)")
+    p.add_argument("--batch", type=_positive_int, default=1000, help="tasks per jitted call")
+    p.add_argument("--json", default=None, help="write the rows (incl. per-step mean rewards) as JSON here")
+
+
+def cmd_baselines(args) -> int:
+    from rl3jax.baselines import run_baselines
+
+    if args.json:
+        check_writable_file(args.json, "--json")
+    names = None
+    if args.only is not None:
+        names = [n.strip() for n in args.only.split(",") if n.strip()]
+        if not names:
+            raise ConfigError("--only needs at least one baseline name")
+
+    def show(row):
+        done = f"skipped ({row['skipped']})" if row.get("skipped") else f"{row['seconds']:.1f} s"
+        print(f"  {row['policy']}: {done}", file=sys.stderr, flush=True)
+
+    rows = run_baselines(args.env, args.variant, args.horizon, args.episodes, names=names, batch=args.batch,
+                         progress=show)
+    print(f"{args.env}/{args.variant or 'train'} H={args.horizon}, {args.episodes} held-out tasks; "
+          "normalised = (x - random) / (oracle - random)")
+    print(f"{'policy':22s} {'mean':>9s}   {'s.e.':>6s} {'normalised':>10s} {'seconds':>8s}")
+    for r in rows:
+        if r.get("skipped"):
+            print(f"{r['policy']:22s} skipped: {r['skipped']}")
+            continue
+        norm = "" if r["normalised"] is None else f"{r['normalised']:.3f}"
+        print(f"{r['policy']:22s} {r['mean_return']:9.2f} ± {r['stderr']:6.2f} {norm:>10s} {r['seconds']:8.1f}")
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump({"env": args.env, "variant": args.variant or "train", "horizon": args.horizon,
+                       "episodes": args.episodes, "rows": rows}, f, indent=2)
     return 0
 
 
@@ -595,7 +669,8 @@ def cmd_report(args) -> int:
 
 
 #: subcommand -> (add its parser, run it)
-SUBCOMMANDS = {"train": (_add_train, cmd_train), "eval": (_add_eval, cmd_eval), "bench": (_add_bench, cmd_bench),
+SUBCOMMANDS = {"train": (_add_train, cmd_train), "eval": (_add_eval, cmd_eval),
+               "baselines": (_add_baselines, cmd_baselines), "bench": (_add_bench, cmd_bench),
                "render": (_add_render, cmd_render), "report": (_add_report, cmd_report)}
 
 

@@ -422,7 +422,17 @@ FLAGS = {
         "--variant": ("call", ["--variant", "ood"]),
         "--horizon": ("call", ["--horizon", "5"]),
         "--episodes": ("call", ["--episodes", "4"]),
-        "--greedy": ("call", ["--greedy"]),
+        "--greedy": ("refused", ["--greedy"], "--greedy applies to a trained --run"),
+        "--param": ("refused", ["--param", "epsilon=0.1"], "policy 'random' has no parameter 'epsilon'"),
+        "--json": ("call", ["--json", "OTHER"]),
+    },
+    "baselines": {
+        "--env": ("call", ["--env", "mdp"]),
+        "--variant": ("call", ["--variant", "ood"]),
+        "--horizon": ("call", ["--horizon", "5"]),
+        "--episodes": ("call", ["--episodes", "4"]),
+        "--only": ("call", ["--only", "random"]),
+        "--batch": ("call", ["--batch", "2"]),
         "--json": ("call", ["--json", "OTHER"]),
     },
     "bench": {
@@ -453,6 +463,7 @@ FLAGS = {
 #: the command each subcommand's flags are varied from (OUT / OTHER: files in tmp_path; RUN: the fixture run)
 BASE = {"train": ["train", *T, "--out", "OUT"],
         "eval": ["eval", "--policy", "random", "--env", "bandit", "--horizon", "4", "--episodes", "3"],
+        "baselines": ["baselines", "--env", "bandit", "--horizon", "4", "--episodes", "3"],
         "bench": ["bench"],
         "render": ["render", "--samples", "--out", "OUT"],
         "report": ["report", "RUN", "--out", "OUT"]}
@@ -524,6 +535,7 @@ def capture(monkeypatch):
     """Replaces the work of each subcommand with a recorder of what it was handed."""
     import importlib.util
 
+    import rl3jax.baselines
     import rl3jax.bench
     import rl3jax.driver
     import rl3jax.evaluate
@@ -548,6 +560,7 @@ def capture(monkeypatch):
     monkeypatch.setattr(rl3jax.bench, "run_bench", lambda **kw: calls.append(("run_bench", kw)))
     monkeypatch.setattr(rl3jax.bench, "bench_scaling", lambda **kw: calls.append(("scaling", kw)))
     monkeypatch.setattr(rl3jax.render, "samples_png", lambda family, out, **kw: calls.append((family, out, kw)))
+    monkeypatch.setattr(rl3jax.baselines, "run_baselines", lambda *a, **kw: calls.append((a, kw)) or [])
     monkeypatch.setattr(rl3jax.report, "make_report", lambda paths, out, **kw: calls.append((paths, out, kw))
                         or {"runs": []})
     return calls

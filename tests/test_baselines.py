@@ -1,0 +1,428 @@
+"""Classical baselines (rl3jax.baselines) against exact values, brute force, the loop-based references in
+tests/reference_baselines.py, and the orderings theory guarantees on held-out tasks.
+
+Tolerances: exact computations agree to 1e-9 (float64 NumPy) or 1e-4 (float32 JAX scores); a replayed
+deterministic policy must pick, at every step, an action in the reference's set of maximisers (within 1e-4);
+policies that draw their own random numbers (ε-greedy, Thompson, PSRL, OPSRL) must agree with the reference
+in mean return within 4 standard errors of the difference; orderings hold within 3 standard errors of the
+paired per-task difference (same held-out tasks).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+from rl3jax import baselines as B
+from rl3jax.cli import main
+from rl3jax.config import TrainConfig
+from rl3jax.evaluate import evaluate, held_out_tasks
+from rl3jax.rollout import rollout
+from rl3jax.train import make_meta_env
+from tests import reference_baselines as ref
+
+BANDIT_H, BANDIT_N = 10, 400
+MDP_H, MDP_N = 40, 200
+BANDIT_POLICIES = ("greedy", "epsilon-greedy", "ucb", "thompson", "gittins", "bayes-optimal", "model-greedy",
+                   "model-epsilon-greedy")
+MDP_POLICIES = ("psrl", "map-greedy", "model-greedy")  # the default suite; opsrl, model-epsilon-greedy: @slow
+MDP_SLOW_POLICIES = ("opsrl", "model-epsilon-greedy")
+
+
+@functools.cache
+def _meta(env: str, horizon: int):
+    return make_meta_env(TrainConfig(env=env, horizon=horizon, algo="rl2").validate())
+
+
+@functools.cache
+def _run(env: str, horizon: int, name: str, num: int, params: tuple = ()):
+    """One meta-episode of baseline ``name`` on each of the first ``num`` held-out tasks, through the harness's
+    rollout (as ``evaluate`` runs it). Returns (actions (N,H), rewards (N,H), obs (N,H,m), tasks) as NumPy."""
+    menv, consts, build = B.make_policy(name, _meta(env, horizon), dict(params))
+    tasks = held_out_tasks(menv, num)
+
+    def go(consts, tasks, key):
+        k_pol, k_roll = jax.random.split(key)
+        step, carry = build(consts, tasks, k_pol)
+        traj, _ = rollout(menv, step, carry, tasks, k_roll, greedy=name == "oracle")
+        return traj.actions, traj.rewards, traj.obs
+
+    a, r, o = jax.jit(go)(consts, tasks, jax.random.key(11))
+    return np.asarray(a), np.asarray(r), np.asarray(o), jax.device_get(tasks)
+
+
+def _counts(actions, rewards, k):
+    """Per-step (successes, failures) lists before each step of one bandit meta-episode (loop)."""
+    s, f = [0] * k, [0] * k
+    for a, r in zip(actions, rewards):
+        yield list(s), list(f)
+        if r > 0.5:
+            s[a] += 1
+        else:
+            f[a] += 1
+
+
+# ------------------------------------------------------------------------------ exact bandit tables
+def _decode(row, horizon):
+    pairs = [(s, n - s) for n in range(horizon + 1) for s in range(n + 1)]
+    return [pairs[i] for i in row]
+
+
+@pytest.mark.parametrize("k,horizons", [(2, range(1, 7)), (3, range(1, 6))])
+def test_bayes_optimal_table_equals_brute_force_enumeration(k, horizons):
+    for h in horizons:
+        rows, q = B.bayes_optimal_table(k, h)
+        v, q0 = ref.bruteforce_bayes([(0, 0)] * k, h)
+        assert q[0].max() == pytest.approx(v, abs=1e-9)
+        np.testing.assert_allclose(q[0], q0, atol=1e-9)
+    # every posterior state of the k=2, H=6 table: its Q equals brute force over the pulls left
+    h = 6 if k == 2 else 5
+    rows, q = B.bayes_optimal_table(k, h)
+    for row, q_row in zip(rows, q):
+        counts = _decode(row, h)
+        left = h - sum(s + f for s, f in counts)
+        np.testing.assert_allclose(q_row, ref.bruteforce_bayes(counts, left)[1], atol=1e-9)
+
+
+def test_bayes_optimal_k3_h6_root_by_brute_force():
+    rows, q = B.bayes_optimal_table(3, 6)
+    assert q[0].max() == pytest.approx(ref.bruteforce_bayes([(0, 0)] * 3, 6)[0], abs=1e-9)
+
+
+def test_bayes_optimal_state_count_and_horizon_limit():
+    for k, h in ((2, 6), (3, 5), (5, 8)):
+        assert len(B.bayes_optimal_table(k, h)[0]) == B.bayes_state_count(k, h)
+    limit = B.bayes_max_horizon(5)
+    assert B.bayes_state_count(5, limit) <= B.BAYES_MAX_STATES < B.bayes_state_count(5, limit + 1)
+    assert limit == 26
+    with pytest.raises(ValueError, match=r"H <= 26 with k=5.*got H=27"):
+        B.bayes_optimal_table(5, 27)
+
+
+def test_gittins_table_equals_bisection_reference():
+    h = 8
+    g = B.compute_gittins_table(h)
+    for m in range(1, h + 1):
+        for s in range(h - m + 1):
+            for f in range(h - m - s + 1):
+                assert g[m, s, f] == pytest.approx(ref.gittins_index(m, s, f, iters=50), abs=1e-9), (m, s, f)
+    assert g[1, 2, 1] == pytest.approx(3 / 5)  # one pull left: the posterior mean
+    assert np.isnan(g[h, 1, 0])  # unreachable: H pulls left after a pull
+
+
+def test_gittins_rule_is_bayes_optimal_on_one_armed_bandit():
+    """Pulling the unknown arm iff its finite-horizon Gittins index >= λ is optimal against a known arm λ."""
+    h = 10
+    g = B.compute_gittins_table(h)
+    for lam in (0.05, 0.3, 0.5, 0.61, 0.83, 0.97):
+        rule = lambda j, s, f: g[j, s, f] >= lam  # noqa: E731
+        for m in range(1, h + 1):
+            for s in range(h - m + 1):
+                for f in range(h - m - s + 1):
+                    best = ref.one_armed_optimal(m, s, f, lam, {})
+                    assert ref.one_armed_policy_value(m, s, f, lam, rule) == pytest.approx(best, abs=1e-9)
+
+
+def test_bayes_optimal_value_bounds_every_index_policy_exactly():
+    """Exact Bayesian expected returns (k=3, H=6): no index policy beats the Bayes-optimal table."""
+    k, h = 3, 6
+    v_star = B.bayes_optimal_table(k, h)[1][0].max()
+    g = B.compute_gittins_table(h)
+
+    def first_best(scores):
+        return int(np.argmax(np.asarray(scores) >= max(scores) - 1e-12))
+
+    policies = {
+        "greedy": lambda c, t: first_best(ref.bandit_score("greedy", [s for s, _ in c], [f for _, f in c], t)),
+        "ucb": lambda c, t: first_best(ref.bandit_score("ucb", [s for s, _ in c], [f for _, f in c], t)),
+        "gittins": lambda c, t: first_best([g[h - t, s, f] for s, f in c]),
+    }
+    values = {n: ref.bayes_policy_value(k, h, p) for n, p in policies.items()}
+    for n, v in values.items():
+        assert v <= v_star + 1e-12, n
+    assert values["gittins"] > values["greedy"] - 1e-12  # the index accounts for the value of information
+
+
+# ------------------------------------------------------------------------- hand-built decisions
+@functools.cache
+def _decide_fn(name, horizon):
+    def decide(key, s, f, t, consts, c):
+        k_score, k_tie = jax.random.split(key)
+        scores = B.bandit_scores(name, k_score, s, f, t, horizon, consts, c=c)
+        return B.argmax_random(k_tie, scores), scores
+
+    return jax.jit(jax.vmap(decide, in_axes=(0, None, None, None, None, None)))
+
+
+def _decide(name, s, f, t, draws=1, c=0.2, horizon=20, consts=None):
+    keys = jax.random.split(jax.random.key(3), draws)
+    s = jnp.asarray([s], jnp.float32)
+    f = jnp.asarray([f], jnp.float32)
+    a, scores = _decide_fn(name, horizon)(keys, s, f, jnp.asarray([t], jnp.int32), consts, c)
+    return np.asarray(a)[:, 0], np.asarray(scores)[:, 0]
+
+
+def test_greedy_decisions_on_hand_built_posteriors():
+    a, scores = _decide("greedy", [3, 0, 1], [1, 0, 1], t=6)
+    np.testing.assert_allclose(scores[0], [4 / 6, 1 / 2, 2 / 4], rtol=1e-6)
+    assert a[0] == 0
+    # arms 0 and 1 tie at 2/3: random tie-breaking between them, never arm 2
+    a, _ = _decide("greedy", [1, 1, 0], [0, 0, 0], t=2, draws=400)
+    assert set(a.tolist()) == {0, 1}
+    assert abs((a == 0).mean() - 0.5) < 4 * math.sqrt(0.25 / 400)
+
+
+def test_ucb_decisions_on_hand_built_posteriors():
+    # k=2, t=11: arm 0 has 8/10 successes, arm 1 0/1. Means 9/12 and 1/3; bonuses c*sqrt(2 ln 15 / 12) and
+    # c*sqrt(2 ln 15 / 3): the exploration bonus wins once c > (9/12 - 1/3) / (sqrt(2ln15/3) - sqrt(2ln15/12))
+    s, f, t = [8, 0], [2, 1], 11
+    b0, b1 = math.sqrt(2 * math.log(15) / 12), math.sqrt(2 * math.log(15) / 3)
+    flip = (9 / 12 - 1 / 3) / (b1 - b0)
+    assert 0.6 < flip < 0.63
+    for c, arm in ((0.2, 0), (flip - 0.01, 0), (flip + 0.01, 1), (1.0, 1)):
+        a, scores = _decide("ucb", s, f, t, c=c)
+        np.testing.assert_allclose(scores[0], [9 / 12 + c * b0, 1 / 3 + c * b1], rtol=1e-5)
+        assert a[0] == arm, c
+    # the reference formula agrees
+    assert ref.bandit_score("ucb", s, f, t, c=1.0) == pytest.approx(_decide("ucb", s, f, t, c=1.0)[1][0], rel=1e-5)
+
+
+def test_thompson_choice_frequencies_match_exact_probabilities():
+    s, f = [2, 0, 5], [1, 0, 6]  # posteriors Beta(3,2), Beta(1,1), Beta(6,7)
+    draws = 4000
+    a, _ = _decide("thompson", s, f, t=14, draws=draws)
+    dists = [stats.beta(si + 1, fi + 1) for si, fi in zip(s, f)]
+    for i, d in enumerate(dists):
+        others = [o for j, o in enumerate(dists) if j != i]
+        p_exact = integrate.quad(lambda x: d.pdf(x) * np.prod([o.cdf(x) for o in others]), 0, 1)[0]
+        freq = (a == i).mean()
+        assert abs(freq - p_exact) < 4 * math.sqrt(p_exact * (1 - p_exact) / draws), (i, freq, p_exact)
+
+
+def test_gamma_and_dirichlet_samplers_match_scipy():
+    """Kolmogorov–Smirnov distance below its 0.1% critical value 1.95/sqrt(n) (fixed keys: deterministic)."""
+    n = 20000
+    gamma = jax.jit(B.gamma_sample)
+    for i, a in enumerate((0.3, 1.0, 2.5, 12.0)):
+        x = np.asarray(gamma(jax.random.key(i), jnp.full((n,), a)))
+        assert stats.kstest(x, stats.gamma(a).cdf).statistic < 1.95 / math.sqrt(n), a
+    alpha = jnp.asarray([1.0, 2.0, 5.0, 0.5])
+    d = np.asarray(jax.jit(B.dirichlet_sample)(jax.random.key(9), jnp.broadcast_to(alpha, (n, 4))))
+    np.testing.assert_allclose(d.sum(1), 1.0, rtol=1e-5)
+    for j in range(4):  # marginal Beta(α_j, Σα − α_j)
+        marg = stats.beta(float(alpha[j]), float(alpha.sum() - alpha[j]))
+        assert stats.kstest(d[:, j], marg.cdf).statistic < 1.95 / math.sqrt(n), j
+
+
+# ---------------------------------------------------------------- JAX versus NumPy, on held-out tasks
+@pytest.mark.parametrize("name", ["greedy", "ucb", "gittins", "bayes-optimal", "model-greedy"])
+def test_deterministic_bandit_baselines_replay_the_reference(name):
+    """Every action the JAX policy took is a maximiser of the reference's score given the same history."""
+    actions, rewards, _, _ = _run("bandit", BANDIT_H, name, BANDIT_N)
+    k = 5
+    g = B.compute_gittins_table(BANDIT_H) if name == "gittins" else None
+    for task in range(BANDIT_N):
+        for t, (s, f) in enumerate(_counts(actions[task], rewards[task], k)):
+            if name in ("greedy", "ucb"):
+                scores = ref.bandit_score(name, s, f, t)
+            elif name == "gittins":
+                scores = [g[BANDIT_H - t, s[i], f[i]] for i in range(k)]
+            elif name == "model-greedy":
+                scores = ref.bandit_model_q(s, f)
+            else:
+                scores = ref.bayes_q(list(zip(s, f)), BANDIT_H - t)
+            assert actions[task, t] in ref.best_set(scores), (name, task, t, scores)
+
+
+@pytest.mark.parametrize("name", ["epsilon-greedy", "thompson"])
+def test_stochastic_bandit_baselines_agree_with_numpy_in_mean(name):
+    _, rewards, _, tasks = _run("bandit", BANDIT_H, name, BANDIT_N)
+    rng = np.random.default_rng(5)
+    probs = np.asarray(tasks.probs)
+    ref_returns = np.array([ref.simulate_bandit(name, p, BANDIT_H, rng) for p in probs])
+    jax_returns = rewards.sum(1)
+    se = math.sqrt(jax_returns.var(ddof=1) / BANDIT_N + ref_returns.var(ddof=1) / BANDIT_N)
+    assert abs(jax_returns.mean() - ref_returns.mean()) < 4 * se
+
+
+def _mdp_history(obs, n_a, th):
+    """(state, tau) seen at each step of one MDP meta-episode, from the policy input (SPEC §1 layout)."""
+    states = obs[:, n_a + 4:].argmax(axis=1)
+    taus = np.rint(obs[:, n_a + 3] * th).astype(int)
+    return states, taus
+
+
+def test_map_greedy_replays_the_reference():
+    actions, rewards, obs, _ = _run("mdp", MDP_H, "map-greedy", MDP_N)
+    n_a, n_s, th = 5, 10, 10
+    for task in range(25):
+        states, taus = _mdp_history(obs[task], n_a, th)
+        post = ref.MDPPosterior(n_s, n_a)
+        for t in range(MDP_H):
+            if t > 0:
+                post.add(states[t - 1], actions[task, t - 1], rewards[task, t - 1], states[t], taus[t] > 0)
+            left = min(th - taus[t], MDP_H - t)
+            q = ref.map_greedy_q(post, left)[states[t]]
+            assert actions[task, t] in ref.best_set(list(q)), (task, t, q)
+
+
+@pytest.mark.parametrize("name,samples", [("psrl", 1), pytest.param("opsrl", 5, marks=pytest.mark.slow)])
+def test_posterior_sampling_agrees_with_numpy_in_mean(name, samples):
+    _, rewards, _, tasks = _run("mdp", MDP_H, name, MDP_N)
+    rng = np.random.default_rng(9)
+    t_true, r_true, noise = (np.asarray(x) for x in (tasks.transitions, tasks.mean_rewards, tasks.reward_noise))
+    ref_returns = np.array([ref.simulate_psrl(t_true[i], r_true[i], float(noise[i]), MDP_H, 10, rng, samples)
+                            for i in range(MDP_N)])
+    jax_returns = rewards.sum(1)
+    se = math.sqrt(jax_returns.var(ddof=1) / MDP_N + ref_returns.var(ddof=1) / MDP_N)
+    assert abs(jax_returns.mean() - ref_returns.mean()) < 4 * se
+
+
+def _model_best_sets(obs, n, m_task, tol=1e-5):
+    """Per step, the maximisers of the RL³ advantage block (Q − V)/Q_DENOM shown in the policy input (SPEC §1)."""
+    adv = obs[:, n + 4 + m_task:n + 4 + m_task + n]
+    return [set(np.nonzero(row >= row.max() - tol)[0].tolist()) for row in adv]
+
+
+@pytest.mark.parametrize("env,horizon,num,m_task", [("bandit", BANDIT_H, BANDIT_N, 2), ("mdp", MDP_H, MDP_N, 10)])
+def test_model_greedy_acts_on_the_estimators_shown_q(env, horizon, num, m_task):
+    """model-greedy's action maximises the RL³ estimator's current Q, as the RL³ policy input shows it."""
+    actions, _, obs, _ = _run(env, horizon, "model-greedy", num)
+    for task in range(num):
+        for t, best in enumerate(_model_best_sets(obs[task], 5, m_task)):
+            assert actions[task, t] in best, (env, task, t)
+
+
+def test_model_epsilon_greedy_explores_at_rate_epsilon():
+    """A step leaves the greedy set with probability ε·(n − |greedy set|)/n (uniform exploration over n arms)."""
+    actions, _, obs, _ = _run("bandit", BANDIT_H, "model-epsilon-greedy", BANDIT_N)
+    eps, n = 0.1, 5
+    off, expected, var = 0, 0.0, 0.0
+    for task in range(BANDIT_N):
+        for t, best in enumerate(_model_best_sets(obs[task], n, 2)):
+            p = eps * (n - len(best)) / n
+            off += actions[task, t] not in best
+            expected += p
+            var += p * (1 - p)
+    assert abs(off - expected) < 4 * math.sqrt(var), (off, expected)
+
+
+# ------------------------------------------------------------------------------------- orderings
+def _paired(a, b):
+    """Mean and standard error of the per-task difference a − b (same held-out tasks)."""
+    d = a.sum(1) - b.sum(1)
+    return d.mean(), d.std(ddof=1) / math.sqrt(len(d))
+
+
+@pytest.mark.parametrize("env,horizon,num,names", [
+    ("bandit", BANDIT_H, BANDIT_N, BANDIT_POLICIES), ("mdp", MDP_H, MDP_N, MDP_POLICIES),
+    pytest.param("mdp", MDP_H, MDP_N, MDP_SLOW_POLICIES, marks=pytest.mark.slow)])
+def test_random_below_every_baseline_below_oracle(env, horizon, num, names):
+    rand = _run(env, horizon, "random", num)[1]
+    oracle = _run(env, horizon, "oracle", num)[1]
+    for name in names:
+        r = _run(env, horizon, name, num)[1]
+        d, se = _paired(r, rand)
+        assert d > 3 * se, (name, "not above random", d, se)
+        d, se = _paired(r, oracle)
+        assert d < 3 * se, (name, "above the oracle", d, se)
+
+
+def test_bayes_optimal_is_best_bandit_baseline_and_matches_its_value():
+    best = _run("bandit", BANDIT_H, "bayes-optimal", BANDIT_N)[1]
+    for name in BANDIT_POLICIES:
+        d, se = _paired(_run("bandit", BANDIT_H, name, BANDIT_N)[1], best)
+        assert d <= 3 * se, (name, d, se)
+    # held-out tasks are drawn from the prior (p ~ U(0,1)): the mean return estimates the Bayes value
+    v_star = B.bayes_optimal_table(5, BANDIT_H)[1][0].max()
+    r = best.sum(1)
+    assert abs(r.mean() - v_star) < 4 * r.std(ddof=1) / math.sqrt(BANDIT_N)
+
+
+# ----------------------------------------------------------------------------------- harness, CLI
+def test_evaluate_honours_policy_params_and_refuses_bad_ones():
+    m = _meta("bandit", BANDIT_H)
+    # ε = 1: uniformly random arms, expected return H * mean(p) per task (5 standard errors)
+    res = evaluate(m, "epsilon-greedy", 300, policy_params={"epsilon": "1"})
+    p = np.clip(np.asarray(held_out_tasks(m, 300).probs), 0, 1)
+    assert abs(res["mean_return"] - BANDIT_H * p.mean()) < 5 * res["stderr"]
+    with pytest.raises(ValueError, match="no parameter 'eps'.*epsilon"):
+        evaluate(m, "epsilon-greedy", 10, policy_params={"eps": 0.1})
+    with pytest.raises(ValueError, match="epsilon=1.5"):
+        evaluate(m, "epsilon-greedy", 10, policy_params={"epsilon": 1.5})
+    with pytest.raises(ValueError, match="'psrl' does not fit.*ucb"):
+        evaluate(m, "psrl", 10)
+    with pytest.raises(ValueError, match="unknown policy 'nope'"):
+        evaluate(m, "nope", 10)
+
+
+def test_registry_names_the_source_and_families():
+    assert set(BANDIT_POLICIES) | {"random", "oracle"} == set(B.baseline_names(_meta("bandit", 5)))
+    assert set(MDP_POLICIES + MDP_SLOW_POLICIES) | {"random", "oracle"} == set(B.baseline_names(_meta("mdp", 5)))
+    for name, b in B.BASELINES.items():
+        assert b.doc and b.families, name
+    assert B.baseline_names(_meta("mdp", 5)) == ["random", "oracle", "model-greedy", "model-epsilon-greedy", "psrl",
+                                                 "opsrl", "map-greedy"]
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--policy", "ucb", "--env", "bandit", "--horizon", "5", "--param", "c=-2"], "c='-2' is not valid"),
+    (["--policy", "ucb", "--env", "bandit", "--horizon", "5", "--param", "gamma=1"], "no parameter 'gamma'"),
+    (["--policy", "opsrl", "--env", "mdp", "--horizon", "5", "--param", "m=0"], "m='0' is not valid"),
+    (["--policy", "psrl", "--env", "bandit", "--horizon", "5"], "does not fit env 'bandit5'"),
+    (["--policy", "bayes-optimal", "--env", "bandit", "--horizon", "40"], "H <= 26"),
+    (["--policy", "nope", "--env", "bandit", "--horizon", "5"], "unknown policy 'nope'; valid: random, oracle"),
+])
+def test_cli_eval_policy_errors_exit_2_with_one_line(argv, needle, capsys):
+    assert main(["eval", *argv, "--episodes", "4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and needle in err, err
+
+
+def test_cli_parser_does_not_start_a_jax_backend():
+    """`train` must be able to set up multi-host JAX after parsing: building the parser imports no backend."""
+    import subprocess
+    import sys
+
+    code = ("import rl3jax.cli as c\ntry:\n    c.main(['eval', '--help'])\nexcept SystemExit:\n    pass\n"
+            "from jax._src import xla_bridge\nprint(bool(xla_bridge._backends))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False"
+
+
+def test_cli_baselines_table_and_json(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    assert main(["baselines", "--env", "bandit", "--horizon", str(BANDIT_H), "--episodes", "60", "--only",
+                 "oracle,greedy,random", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["policy"] for r in rows] == ["random", "oracle", "greedy"]  # registry order
+    by = {r["policy"]: r for r in rows}
+    assert by["random"]["normalised"] == pytest.approx(0.0) and by["oracle"]["normalised"] == pytest.approx(1.0)
+    for r in rows:
+        assert len(r["step_rewards"]) == BANDIT_H
+        assert sum(r["step_rewards"]) == pytest.approx(r["mean_return"], rel=1e-5)
+        assert r["policy"] in text
+    g = by["greedy"]
+    assert g["normalised"] == pytest.approx((g["mean_return"] - by["random"]["mean_return"])
+                                            / (by["oracle"]["mean_return"] - by["random"]["mean_return"]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env", ["bandit", "mdp"])
+def test_orderings_on_1000_tasks_at_h100(env):
+    rows = {r["policy"]: r for r in B.run_baselines(env, None, 100, 1000)}
+    rand, oracle = rows["random"], rows["oracle"]
+    for name, r in rows.items():
+        if r["skipped"] or name in ("random", "oracle"):
+            continue
+        se = math.hypot(r["stderr"], rand["stderr"])
+        assert r["mean_return"] > rand["mean_return"] + 3 * se, name
+        assert r["mean_return"] < oracle["mean_return"] + 3 * math.hypot(r["stderr"], oracle["stderr"]), name
