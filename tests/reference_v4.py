@@ -63,8 +63,9 @@ class LearnedTabularModel:
 
 
 def value_iteration(model: LearnedTabularModel, gamma: float, horizon: int, eps: float,
-                    q: np.ndarray, v: np.ndarray) -> int:
-    """``value_iteration!`` of VAMDP.jl in place on the preallocated q (A, S) and v (S,); returns sweeps."""
+                    q: np.ndarray, v: np.ndarray, deltas: list | None = None) -> int:
+    """``value_iteration!`` of VAMDP.jl in place on the preallocated q (A, S) and v (S,); returns sweeps.
+    ``deltas``, if given, receives max|ΔQ| of every sweep."""
     S, A = model.nstates, model.nactions
     T = np.zeros((S, A, S))  # Julia's T[s′, a, s], stored here as T[s, a, s′]
     R = np.zeros((S, A, S))
@@ -85,6 +86,8 @@ def value_iteration(model: LearnedTabularModel, gamma: float, horizon: int, eps:
                 q[a, s] = q_new
         for s in range(S):
             v[s] = max(q[:, s])
+        if deltas is not None:
+            deltas.append(delta)
         i += 1
         if delta < eps:
             break
@@ -134,8 +137,11 @@ class V4Reference:
         assert s == self.o
         self._ensure(s2)
         self.model.update_model(s, a, r, s2, absorbing)
-        self.sweeps = value_iteration(self.model, self.gamma, self.TH, self.eps, self.prealloc_Q, self.prealloc_V)
+        self.deltas: list[float] = []
+        self.sweeps = value_iteration(self.model, self.gamma, self.TH, self.eps, self.prealloc_Q, self.prealloc_V,
+                                      self.deltas)
         self.q[s] = self.prealloc_Q[:, s].astype(np.float32)  # the state left is refreshed
+        self.left = s
         self.counts[s][a] += 1
         self.o = s2
         self.steps += 1
@@ -161,6 +167,13 @@ class V4Reference:
             prev[self.A] = r
         time = np.array([self.task_episode_steps / self.TH, self.steps / self.H])
         return np.concatenate([prev, [float(new_episode)], self._vamdp_state(), time]).astype(np.float64)
+
+    def resync(self, q_sa: np.ndarray) -> None:
+        """Test helper (not in the original): replace the latest solve's Q (given (S, A)) and V = max Q, and the
+        cache of the state just left, e.g. after a float32 solve stopped one sweep apart at a borderline ΔQ."""
+        self.prealloc_Q[:] = np.asarray(q_sa, np.float64).T
+        self.prealloc_V[:] = self.prealloc_Q.max(axis=0)
+        self.q[self.left] = self.prealloc_Q[:, self.left].astype(np.float32)
 
     @property
     def Q(self) -> np.ndarray:

@@ -68,7 +68,7 @@ def _check_against_reference(cfg: TrainConfig, num_tasks: int, seed: int, biased
     last_obs = np.asarray(last_obs)
     np.testing.assert_array_equal(outs["r"], outs["r_raw"])  # the replicated task step is the meta env's
     th = meta_env.task_horizon()
-    boundaries = 0
+    boundaries = borderline = solves = 0
     for i in range(num_tasks):
         ref = V4Reference(est.num_states, est.num_actions, task_horizon=th, horizon=cfg.horizon,
                           q_denom=est.q_denom, drop_observation=meta_env.drop_task_obs)
@@ -81,10 +81,24 @@ def _check_against_reference(cfg: TrainConfig, num_tasks: int, seed: int, biased
             ref_obs = ref.step(int(outs["s"][t, i]), int(outs["a"][t, i]), float(outs["r"][t, i]),
                                int(outs["s2"][t, i]), bool(outs["term"][t, i]), over, int(outs["s_after"][t, i]))
             q = outs["q"][t, i].astype(np.float64)
+            sweeps = int(outs["sweeps"][t, i])
+            solves += 1
+            if sweeps != ref.sweeps:
+                # float32 against Julia's float64: the stop test max|ΔQ| < ε may fall on the other side when
+                # ΔQ is within float32 rounding of ε (|Q| ~ 200 at γ = 0.99: ulp ~ 2e-5). Accept only such a
+                # borderline decision, then continue from the JAX solve.
+                k = min(sweeps, ref.sweeps) - 1
+                tol = 1e-6 * max(1.0, float(np.abs(ref.Q).max()))
+                assert abs(ref.deltas[k] - est.epsilon) < tol, (i, t, sweeps, ref.sweeps, ref.deltas)
+                borderline += 1
+                ref.resync(q)
+                ref_obs = ref._evidence(False, int(outs["a"][t, i]), float(outs["r"][t, i]))  # the shown cache
+                continue
             np.testing.assert_allclose(q, ref.Q, rtol=1e-5, atol=1e-5, err_msg=f"task {i}, Q after step {t}")
             np.testing.assert_allclose(q.max(axis=1), ref.V, rtol=1e-5, atol=1e-5)
-            assert int(outs["sweeps"][t, i]) == ref.sweeps, (i, t)
         np.testing.assert_allclose(last_obs[i], ref_obs, rtol=1e-5, atol=1e-5)
+    assert borderline <= max(1, solves // 200), (borderline, solves)  # rare: float rounding, not a bug
+    print(f"{cfg.env}/{cfg.variant}: {solves} solves, {boundaries} task-episode resets, {borderline} borderline")
     return boundaries
 
 
