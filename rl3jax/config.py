@@ -192,7 +192,7 @@ PRESETS: dict[str, dict] = {
     "grid13": _preset("grid13", 350, 20000, 33600, 4200, 0.04, 2e-4),
     "bandit-h512": _preset("bandit", 512, 5000, 32768, 4096, 0.1, 3e-4, "linear"),
     "mdp-h512": _preset("mdp", 512, 10000, 32768, 4096, 0.1, 3e-4, "linear"),
-    # The paper's own code (RL3 commit f8121786; experiments/README.md "Paper-v4 presets"): v4 semantics and
+    # The paper's own code (RL3 commit f8121786; experiments/README.md "Paper-v4 targets"): v4 semantics and
     # the v4 networks. main.jl defaults: batch 32000, minibatch 3200, lr 3e-4 constant; entropy bonus from
     # the README's commands (bandits 0.001 at H=100, 0.01 at H=500; MDPs 0.01); iterations as SPEC §6 (the
     # README's example commands say 5000 for bandits H=100 and 10000 for MDPs H=100).
