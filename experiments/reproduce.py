@@ -68,6 +68,7 @@ class Target:
     variants: tuple[str, ...]  # test variants to evaluate each run on (first: in distribution)
     published: dict  # label -> published "mean ± s.e." (SPEC §6), in distribution
     oracle_horizons: tuple[int, ...] = ()  # task-knowing baseline at these H (normalised scores)
+    eval_modes: tuple[str, ...] = ("stochastic", "greedy")  # policies evaluated on the test tasks
 
 
 #: H=500: 32000 / 500 = 64 sequences per batch; the paper's 3200-step minibatch is 6.4 sequences, which does not
@@ -81,6 +82,16 @@ def _row(preset_name: str, third: Run | None) -> tuple[Run, ...]:
             Run("rl3", "RL³", "rl3", "transformer", preset_name, args)]
     if third:
         runs.append(dataclasses.replace(third, train_args=args))
+    return tuple(runs)
+
+
+def _v4_row(preset_name: str, markov: bool) -> tuple[Run, ...]:
+    """The paper's own code (``paper-v4-*`` presets: v4 semantics, transformer-v4); RL² gets the same network
+    and the v4 input layout (the original's RL² has the one-hot task observation, no RL³ block)."""
+    runs = [Run("rl2", "RL²", "rl2", "transformer-v4", preset_name),
+            Run("rl3", "RL³", "rl3", "transformer-v4", preset_name)]
+    if markov:
+        runs.append(Run("rl3-markov", "RL³ (Markov)", "rl3", "markov-v4", preset_name))
     return tuple(runs)
 
 
@@ -118,6 +129,19 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("h-scaling", "MDPs, H in {128, ..., 2048}: RL² and RL³ against a task-knowing oracle "
            "(SPEC §6: RL³ ≈ 0.92 of the oracle at H=2048, RL² ≈ 0.80)", _h_runs(), ("train",), {},
            oracle_horizons=H_SCALING),
+    # the paper's tables with the paper's own code's semantics and networks; greedy test, as the paper did
+    Target("paper-v4-bandit-h100", "Bernoulli bandits k=5, H=100: the paper's own code (v4 semantics)",
+           _v4_row("paper-v4-bandit-h100", True), ("train", "ood"),
+           {"RL²": "76.9 ± 0.6", "RL³": "77.5 ± 0.5", "RL³ (Markov)": "75.2 ± 0.5"}, eval_modes=("greedy",)),
+    Target("paper-v4-bandit-h500", "Bernoulli bandits k=5, H=500: the paper's own code (v4 semantics)",
+           _v4_row("paper-v4-bandit-h500", True), ("train", "ood"),
+           {"RL²": "392.1 ± 2.5", "RL³": "393.2 ± 2.7", "RL³ (Markov)": "391.8 ± 2.6"}, eval_modes=("greedy",)),
+    Target("paper-v4-mdp-h100", "random 10x5 MDPs, H=100: the paper's own code (v4 semantics)",
+           _v4_row("paper-v4-mdp-h100", False), ("train", "alpha0.25", "det-rewards"),
+           {"RL²": "159.5 ± 0.8", "RL³": "158.9 ± 0.8"}, eval_modes=("greedy",)),
+    Target("paper-v4-mdp-h500", "random 10x5 MDPs, H=500: the paper's own code (v4 semantics)",
+           _v4_row("paper-v4-mdp-h500", False), ("train", "alpha0.25", "det-rewards"),
+           {"RL²": "927.8 ± 3.7", "RL³": "926.9 ± 3.7"}, eval_modes=("greedy",)),
 )}
 
 
@@ -172,7 +196,7 @@ def steps_for(target: Target, out: str, tiny: bool = False, seeds: int = 1, algo
             n = TINY_EPISODES if tiny else episodes
             for member in _member_dirs(run_dir, seeds):
                 for variant in target.variants:
-                    for mode in ("stochastic", "greedy"):
+                    for mode in target.eval_modes:
                         argv = ["eval", "--run", member, "--variant", variant, "--episodes", str(n),
                                 "--json", os.path.join(member, f"eval-{variant}-{mode}.json")]
                         steps.append(Step(argv + (["--greedy"] if mode == "greedy" else []), "eval"))
@@ -200,7 +224,7 @@ def describe(target: Target, tiny: bool, seeds: int) -> str:
     hours = total / ASSUMED_STEPS_PER_SECOND / 3600
     lines.append(f"  budget: {total:.3g} env steps in all; about {hours:.1f} h on one H100 at "
                  f"{ASSUMED_STEPS_PER_SECOND / 1e6:.1f} M steps/s (SPEC §7; grids with RL³ run slower); "
-                 f"evaluation on {', '.join(target.variants)} (stochastic and greedy)")
+                 f"evaluation on {', '.join(target.variants)} ({' and '.join(target.eval_modes)})")
     return "\n".join(lines)
 
 

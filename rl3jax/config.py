@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 ALGOS = ("rl2", "rl3", "rl3_coarse")
-MODELS = ("transformer", "gru", "markov")
+MODELS = ("transformer", "gru", "markov", "transformer-v4", "markov-v4")
 ENT_SCHEDULES = ("constant", "linear")
 #: seeds are 32-bit: ``jax.random.key(seed)`` keeps only the low 32 bits, so 0 and 2**32 would be one run
 SEED_MAX = 2**32 - 1
@@ -41,6 +41,13 @@ def _check_types(cfg) -> None:
         if not ok:
             raise ValueError(f"config field {f.name} must be {want}{' or None' if 'None' in typ else ''}, "
                              f"got {v!r}")
+#: RL³ object-level semantics: 'fresh' (SPEC §2, Q/V of the current state from the latest solve), 'rlc' (SPEC
+#: §2.4's 'entered' cache of the later code), 'v4' (the paper's own code: rl3jax/estimator_v4.py)
+SEMANTICS = ("fresh", "rlc", "v4")
+#: the legacy ``estimator_mode`` values and the semantics each one means
+LEGACY_ESTIMATOR_MODES = {"fresh": "fresh", "entered": "rlc"}
+#: families the v4 semantics implements (the dense estimator's families)
+V4_ENVS = ("bandit", "mdp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,9 +75,15 @@ class TrainConfig:
     fused_update: bool | None = None
     kl_chunks: int = 1  # groups of sequences for the full-batch KL pass (raise to bound its memory)
     # RL³ estimator (None: the task family's default from SPEC §2)
-    estimator_mode: str = "fresh"
+    # semantics: 'fresh' | 'rlc' | 'v4' (None: 'fresh', or what the legacy estimator_mode says)
+    semantics: str | None = None
+    # legacy alias of semantics, kept so that old run folders' config.json load: 'fresh' -> fresh,
+    # 'entered' -> rlc; normalised into ``semantics`` (and back to None) on construction
+    estimator_mode: str | None = None
+    # v4 only: keep Q/V across meta-episodes of one env slot (refused: see rl3jax/estimator_v4.py)
+    vi_carry_over: bool = False
     std_errors: bool = False
-    gamma_obj: float = 0.95
+    gamma_obj: float | None = None  # None: 0.95 (fresh, rlc) or 0.99 (v4)
     alpha_laplace: float | None = None
     vi_epsilon: float | None = None
     vi_max_sweeps: int | None = None
@@ -82,6 +95,28 @@ class TrainConfig:
     keep_checkpoints: int = 3
     eval_every: int = 0  # 0: never during training
     eval_episodes: int = 256
+
+    def __post_init__(self):
+        """Resolves ``semantics`` from the legacy ``estimator_mode`` (old config.json files)."""
+        sem, mode = self.semantics, self.estimator_mode
+        if mode is not None:
+            if mode not in LEGACY_ESTIMATOR_MODES:
+                raise ValueError(f"estimator_mode {mode!r} is not one of {', '.join(LEGACY_ESTIMATOR_MODES)} "
+                                 f"(legacy; use semantics, one of {', '.join(SEMANTICS)})")
+            legacy = LEGACY_ESTIMATOR_MODES[mode]
+            if sem is not None and sem != legacy:
+                raise ValueError(f"estimator_mode {mode!r} (= semantics {legacy!r}) conflicts with semantics "
+                                 f"{sem!r}; set only semantics")
+            sem = legacy
+        object.__setattr__(self, "semantics", "fresh" if sem is None else sem)
+        object.__setattr__(self, "estimator_mode", None)
+
+    @property
+    def gamma_obj_value(self) -> float:
+        """The VI discount used: ``gamma_obj``, or the semantics' default (0.99 v4, 0.95 otherwise)."""
+        if self.gamma_obj is not None:
+            return self.gamma_obj
+        return 0.99 if self.semantics == "v4" else 0.95
 
     def validate(self) -> "TrainConfig":
         """Checks every field; returns self, or raises ValueError naming the field, the value and what is allowed.
@@ -104,9 +139,10 @@ class TrainConfig:
             bad(f"--model {self.model!r} is not one of {', '.join(MODELS)}")
         if self.ent_schedule not in ENT_SCHEDULES:
             bad(f"ent_schedule {self.ent_schedule!r} is not one of {', '.join(ENT_SCHEDULES)}")
-        if self.estimator_mode not in ("fresh", "entered"):
-            bad(f"estimator_mode {self.estimator_mode!r} is not one of fresh, entered")
+        if self.semantics not in SEMANTICS:
+            bad(f"semantics {self.semantics!r} is not one of {', '.join(SEMANTICS)}")
         valid = variants(self.env)  # raises for unknown or unsupported env names
+        self._validate_v4(bad)
         if self.variant not in valid:
             bad(f"--variant {self.variant!r} is not valid for env {self.env!r}; valid: {', '.join(valid)}")
         if self.algo != "rl2" and is_gymnax(self.env):
@@ -138,7 +174,7 @@ class TrainConfig:
             if not getattr(self, name) > 0:
                 bad(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("gamma", "gae_lambda", "gamma_obj"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
+            if getattr(self, name) is not None and not 0.0 <= getattr(self, name) <= 1.0:
                 bad(f"{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("ent_coef", "critic_weight_decay", "vf_coef"):
             if not getattr(self, name) >= 0:
@@ -148,6 +184,27 @@ class TrainConfig:
         if self.vi_epsilon is not None and not self.vi_epsilon >= 0:
             bad(f"vi_epsilon must be >= 0 or None, got {self.vi_epsilon}")
         return self
+
+    def _validate_v4(self, bad) -> None:
+        """Settings that do not apply to the v4 semantics (and v4-only settings elsewhere) are errors."""
+        if self.semantics != "v4":
+            if self.vi_carry_over:
+                bad(f"vi_carry_over is a v4 option; semantics is {self.semantics!r}")
+            return
+        if self.env not in V4_ENVS:
+            bad(f"semantics 'v4' is implemented for envs {', '.join(V4_ENVS)}, not {self.env!r} (the original's "
+                "grid wrapper re-indexes states as they are discovered; not implemented)")
+        if self.algo == "rl3_coarse":
+            bad("semantics 'v4' has no RL³-coarse (a grid method); use algo rl3 or rl2")
+        if self.std_errors:
+            bad("std_errors does not apply to semantics 'v4' (the original shows no standard errors)")
+        if self.alpha_laplace is not None:
+            bad("alpha_laplace does not apply to semantics 'v4' (the original's model is unsmoothed maximum "
+                "likelihood)")
+        if self.vi_carry_over:
+            bad("vi_carry_over=true is not supported: a new meta-episode re-initialises the estimator inside the "
+                "env's reset, which sees no previous state; the original code does not carry Q/V across tasks "
+                "either (each task draw builds a new wrapper with zeroed arrays)")
 
     @property
     def num_minibatches(self) -> int:
@@ -196,6 +253,18 @@ PRESETS: dict[str, dict] = {
     "grid13": _preset("grid13", 350, 20000, 33600, 4200, 0.04, 2e-4),
     "bandit-h512": _preset("bandit", 512, 5000, 32768, 4096, 0.1, 3e-4, "linear"),
     "mdp-h512": _preset("mdp", 512, 10000, 32768, 4096, 0.1, 3e-4, "linear"),
+    # The paper's own code (RL3 commit f8121786; experiments/README.md "Paper-v4 targets"): v4 semantics and
+    # the v4 networks. main.jl defaults: batch 32000, minibatch 3200, lr 3e-4 constant; entropy bonus from
+    # the README's commands (bandits 0.001 at H=100, 0.01 at H=500; MDPs 0.01); iterations as SPEC §6 (the
+    # README's example commands say 5000 for bandits H=100 and 10000 for MDPs H=100).
+    "paper-v4-bandit-h100": _preset("bandit", 100, 3000, 32000, 3200, 0.001, 3e-4, semantics="v4",
+                                    model="transformer-v4"),
+    "paper-v4-bandit-h500": _preset("bandit", 500, 6000, 32000, 3200, 0.01, 3e-4, semantics="v4",
+                                    model="transformer-v4"),
+    "paper-v4-mdp-h100": _preset("mdp", 100, 10000, 32000, 3200, 0.01, 3e-4, semantics="v4",
+                                 model="transformer-v4"),
+    "paper-v4-mdp-h500": _preset("mdp", 500, 24000, 32000, 3200, 0.01, 3e-4, semantics="v4",
+                                 model="transformer-v4"),
     # A laptop default: visibly learns on a 2-core CPU in about 10 minutes (see README).
     "cpu-mdp": _preset("mdp", 100, 150, 3200, 800, 0.01, 1e-3),
     "cpu-bandit": _preset("bandit", 100, 150, 3200, 800, 0.001, 1e-3),

@@ -5,6 +5,12 @@ params. Its state carries the task environment's state, the time counters, the p
 the running return and (RL³) the Q-estimator state; its observation is the policy input with the blocks of
 SPEC §1 in order. A task episode ends at an absorbing state or after TH steps and is reset at once (same
 task), so the terminal state is never shown. Only step H ends the meta-episode.
+
+Two input layouts: ``layout='spec'`` (SPEC §1, above) and ``layout='v4'``, the paper's own code (RL3 commit
+f8121786: MDPs.jl ``EvidenceObservationWrapper`` around MetaMDPs.jl ``MetaMDPwithTimeContext`` around
+VAMDP.jl's wrapper): prev action one-hot (n), prev reward (1), first-step flag (1), task observation (m; left
+out when ``drop_task_obs``, as the original does for RL³ on bandits), the RL³ features (``V4Estimator``:
+shown Q / Q_DENOM (n), counts / 100 (n)), then τ/TH and t/H (in that order, last).
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ from flax import struct
 
 from rl3jax.envs.base import TaskEnv
 from rl3jax.estimator import EstimatorState, QEstimator
+
+
+LAYOUTS = ("spec", "v4")
 
 
 @struct.dataclass
@@ -34,19 +43,26 @@ class MetaState:
 class MetaEnv:
     """Wraps a task family (or any gymnax env with flat observations) into H-step meta-episodes."""
 
-    def __init__(self, env, horizon: int, estimator: QEstimator | None = None):
+    def __init__(self, env, horizon: int, estimator: QEstimator | None = None, layout: str = "spec",
+                 drop_task_obs: bool = False):
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
+        if drop_task_obs and layout != "v4":
+            raise ValueError("drop_task_obs is part of the 'v4' layout only")
         if estimator is not None and getattr(env, "num_states", None) is None:
             raise ValueError(f"RL³ needs a tabular task family with discrete states; {env.name} has none "
                              "(use algo 'rl2' for gymnax environments)")
         self.env = env
         self.horizon = horizon
         self.estimator = estimator
+        self.layout = layout
+        self.drop_task_obs = drop_task_obs
         params = env.default_params
         self._task_horizon = int(getattr(params, "max_steps_in_episode", horizon))
         self.num_actions = int(env.num_actions)
-        self.task_obs_dim = int(jnp.size(jnp.zeros(env.observation_space(params).shape)))
+        self.task_obs_dim = 0 if drop_task_obs else int(jnp.size(jnp.zeros(env.observation_space(params).shape)))
         self.obs_dim = self.num_actions + 4 + self.task_obs_dim + (estimator.feature_dim if estimator else 0)
 
     # -------------------------------------------------------------------------------------- helpers
@@ -67,16 +83,23 @@ class MetaEnv:
         return self.env.state_index(env_state, params)
 
     def observation(self, state: MetaState, params) -> jax.Array:
-        """Policy input (SPEC §1): prev action, prev reward, first flag, t/H, τ/TH, task obs, [RL³ blocks]."""
+        """Policy input. 'spec' (SPEC §1): prev action, prev reward, first flag, t/H, τ/TH, task obs, [RL³
+        blocks]. 'v4': prev action, prev reward, first flag, [task obs], [RL³ blocks], τ/TH, t/H."""
         n = self.num_actions
         first = (state.t == 0).astype(jnp.float32)
         prev_a = jnp.where(state.prev_action >= 0, jax.nn.one_hot(state.prev_action, n), jnp.zeros((n,)))
-        parts = [prev_a, state.prev_reward[None], first[None],
-                 jnp.stack([state.t / self.horizon, state.tau / self.task_horizon(params)]).astype(jnp.float32),
-                 state.task_obs.reshape(-1).astype(jnp.float32)]
+        head = [prev_a, state.prev_reward[None], first[None]]
+        task_obs = [] if self.drop_task_obs else [state.task_obs.reshape(-1).astype(jnp.float32)]
+        rl3 = []
         if self.estimator is not None:
-            parts.append(self.estimator.features(state.est, self._state_index(state.env_state, params)))
-        return jnp.concatenate(parts).astype(jnp.float32)
+            rl3 = [self.estimator.features(state.est, self._state_index(state.env_state, params))]
+        t_h = (state.t / self.horizon).astype(jnp.float32)[None]
+        tau_th = (state.tau / self.task_horizon(params)).astype(jnp.float32)[None]
+        if self.layout == "v4":
+            parts = head + task_obs + rl3 + [tau_th, t_h]
+        else:
+            parts = head + [t_h, tau_th] + task_obs + rl3
+        return jnp.concatenate([p.astype(jnp.float32) for p in parts])
 
     # --------------------------------------------------------------------------------- gymnax API
     def reset(self, key: jax.Array, params) -> tuple[jax.Array, MetaState]:

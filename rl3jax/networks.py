@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-KINDS = ("transformer", "gru", "markov")
+KINDS = ("transformer", "gru", "markov", "transformer-v4", "markov-v4")
 
 # Sizes of SPEC §4.
 ENC_HIDDEN = 256  # first input layer (transformer), MLP width (markov)
@@ -38,6 +38,13 @@ Params = Any
 Carry = Any
 
 _NEG_INF = jnp.finfo(jnp.float32).min
+
+# The paper's own code (RL3 commit f8121786, main_helper_fns.jl with Flux 0.13 and Transformers.jl ba20957):
+#: learned positional encoder slots (``LearnedPositionalEncoder(dmodel, 1024)``) and its init std
+V4_POS_SLOTS = 1024
+V4_POS_STD = 0.01
+#: Flux's ``Dense`` default init: Glorot (Xavier) uniform weights, zero bias
+_glorot = nn.initializers.xavier_uniform()
 
 
 def _output_dense(num_outputs: int, scale: float, name: str = "head") -> nn.Dense:
@@ -180,6 +187,78 @@ class Markov(nn.Module):
         return carry, self(x)
 
 
+class _DecoderBlockV4(_DecoderBlock):
+    """Transformers.jl ``DecoderLayer(no_encoder=true)``: post-LN x = LN(MHA(x) + x); x = LN(FF(x) + x), FF =
+    Dense(64→256, gelu) → Dense(256→64). NNlib 0.8's ``gelu`` is the tanh approximation; every Dense is
+    Glorot-uniform with zero bias (Flux's default); LayerNorm eps 1e-5 (Flux's default)."""
+
+    def setup(self):
+        self.qkv = nn.Dense(3 * self.d_model, kernel_init=_glorot, name="qkv")
+        self.out = nn.Dense(self.d_model, kernel_init=_glorot, name="out")
+        self.ln1 = nn.LayerNorm(epsilon=LN_EPS, name="ln1")
+        self.ff1 = nn.Dense(self.ff_dim, kernel_init=_glorot, name="ff1")
+        self.ff2 = nn.Dense(self.d_model, kernel_init=_glorot, name="ff2")
+        self.ln2 = nn.LayerNorm(epsilon=LN_EPS, name="ln2")
+
+    def _finish(self, x, attn):
+        x = self.ln1(x + self.out(attn.reshape(x.shape)))
+        return self.ln2(x + self.ff2(nn.gelu(self.ff1(x), approximate=True)))
+
+
+class TransformerV4(nn.Module):
+    """The paper's transformer (main_helper_fns.jl, ``model == "transformer"``): Dense(in→64, no bias, weights
+    Glorot-uniform × √64) → LayerNorm → + learned positional encoding (1024 slots, N(0, 0.01²)) → 2 post-LN
+    decoder blocks (4 heads of 16, feed-forward 256, gelu) → Dense(64→n). No activation before the head, whose
+    init is Glorot-uniform (Flux's default; ``output_scale`` does not apply)."""
+
+    num_outputs: int
+    horizon: int
+
+    def setup(self):
+        def scaled_glorot(key, shape, dtype=jnp.float32):
+            return _glorot(key, shape, dtype) * math.sqrt(D_MODEL)
+
+        self.embed = nn.Dense(D_MODEL, use_bias=False, kernel_init=scaled_glorot, name="embed")
+        self.ln_in = nn.LayerNorm(epsilon=LN_EPS, name="ln_in")
+        self.pos_embedding = self.param(
+            "pos_embedding", nn.initializers.normal(stddev=V4_POS_STD), (V4_POS_SLOTS, D_MODEL))
+        self.blocks = [_DecoderBlockV4(name=f"block{i}") for i in range(NUM_LAYERS)]
+        self.head = nn.Dense(self.num_outputs, kernel_init=_glorot, name="head")
+
+    def __call__(self, xs):
+        """xs (B, T, in), T <= min(H + 1, 1024) -> (B, T, n)."""
+        if xs.shape[-2] > min(self.horizon + 1, V4_POS_SLOTS):
+            raise ValueError(f"sequence length {xs.shape[-2]} exceeds min(horizon + 1, {V4_POS_SLOTS})")
+        h = self.ln_in(self.embed(xs)) + self.pos_embedding[: xs.shape[-2]]
+        for block in self.blocks:
+            h = block(h)
+        return self.head(h)
+
+    def step(self, carry, x):
+        t = carry["t"]
+        h = self.ln_in(self.embed(x)) + jax.lax.dynamic_index_in_dim(self.pos_embedding, t, axis=0, keepdims=False)
+        k_all, v_all = carry["k"], carry["v"]
+        for i, block in enumerate(self.blocks):
+            h, k_all, v_all = block.step(h, k_all, v_all, i, t)
+        return {"k": k_all, "v": v_all, "t": t + 1}, self.head(h)
+
+
+class MarkovV4(nn.Module):
+    """The paper's Markov MLP (``model == "markov"``): Dense(in→64, relu) → Dense(64→64, relu) → Dense(64→n),
+    all Glorot-uniform with zero bias (``output_scale`` does not apply)."""
+
+    num_outputs: int
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Dense(D_MODEL, kernel_init=_glorot, name="fc1")(x))
+        x = nn.relu(nn.Dense(D_MODEL, kernel_init=_glorot, name="fc2")(x))
+        return nn.Dense(self.num_outputs, kernel_init=_glorot, name="head")(x)
+
+    def step(self, carry, x):
+        return carry, self(x)
+
+
 @dataclasses.dataclass(frozen=True)
 class SequenceModel:
     """A linen module plus pure ``init`` / ``initial_carry`` / ``step`` / ``sequence`` (hashable, jit-static).
@@ -202,7 +281,7 @@ class SequenceModel:
     def initial_carry(self, batch_size: int) -> Carry:
         """Transformer: {'k','v': (L, B, H+1, heads, d/heads) zeros, 't': int32 0}; GRU: (B, 256) zeros;
         markov: a dummy int32 scalar."""
-        if self.kind == "transformer":
+        if self.kind in ("transformer", "transformer-v4"):
             shape = (NUM_LAYERS, batch_size, self.horizon + 1, NUM_HEADS, D_MODEL // NUM_HEADS)
             return {
                 "k": jnp.zeros(shape, jnp.float32),
@@ -223,13 +302,23 @@ class SequenceModel:
 
 
 def make_network(kind: str, num_outputs: int, horizon: int, output_scale: float = 0.01) -> SequenceModel:
-    """Build a SPEC §4 network; ``output_scale`` is the orthogonal-init gain of the final layer."""
+    """Build a SPEC §4 network, or the paper's own code's ('transformer-v4', 'markov-v4'); ``output_scale`` is
+    the orthogonal-init gain of the final layer of the SPEC §4 networks (the v4 ones use Flux's Glorot init).
+
+    Raises ValueError for an unknown kind, or transformer-v4 with horizon + 1 > 1024."""
     if kind == "transformer":
         module = Transformer(num_outputs=num_outputs, horizon=horizon, output_scale=output_scale)
     elif kind == "gru":
         module = GRU(num_outputs=num_outputs, output_scale=output_scale)
     elif kind == "markov":
         module = Markov(num_outputs=num_outputs, output_scale=output_scale)
+    elif kind == "transformer-v4":
+        if horizon + 1 > V4_POS_SLOTS:
+            raise ValueError(f"transformer-v4 has {V4_POS_SLOTS} positional slots (as the original); horizon "
+                             f"{horizon} needs {horizon + 1}")
+        module = TransformerV4(num_outputs=num_outputs, horizon=horizon)
+    elif kind == "markov-v4":
+        module = MarkovV4(num_outputs=num_outputs)
     else:
         raise ValueError(f"unknown network kind {kind!r}; valid kinds are {', '.join(KINDS)}")
     return SequenceModel(kind=kind, num_outputs=num_outputs, horizon=horizon, module=module)

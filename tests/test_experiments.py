@@ -49,7 +49,7 @@ def test_dry_run_prints_valid_commands(target, tiny, tmp_path, capsys):
     trains = [c for c in cmds if c[0] == "train"]
     evals = [c for c in cmds if c[0] == "eval"]
     assert len(trains) == len(t.runs)
-    assert len(evals) == 2 * len(t.runs) * len(t.variants) + len(t.oracle_horizons)
+    assert len(evals) == len(t.eval_modes) * len(t.runs) * len(t.variants) + len(t.oracle_horizons)
     parser = _parser()
     for c in trains:
         cfg = cli.config_from_args(parser.parse_args(c))  # parses and validates (preset + flags)
