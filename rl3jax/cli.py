@@ -261,15 +261,21 @@ def main(argv=None) -> int:
     _add_bench(sub)
     _add_render(sub)
     args = parser.parse_args(argv)
-    from rl3jax.checkpoint import CheckpointError
+    from rl3jax.checkpoint import CheckpointError, CheckpointWriteError
 
     try:
         return {"train": cmd_train, "eval": cmd_eval, "bench": cmd_bench, "render": cmd_render}[args.command](args)
+    except (FloatingPointError, CheckpointWriteError) as e:  # the run failed (diverged; disk full): exit 1
+        print(f"rl3jax {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except (ValueError, CheckpointError, FileNotFoundError) as e:
         print(f"rl3jax {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"rl3jax {args.command}: interrupted; the last checkpoint is intact", file=sys.stderr)
+    except OSError as e:  # e.g. a full or read-only disk while writing metrics: one line, exit 1
+        print(f"rl3jax {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:  # training says which checkpoint (if any) is intact
+        print(f"rl3jax {args.command}: {str(e) or 'interrupted'}", file=sys.stderr)
         return 130
 
 

@@ -6,9 +6,11 @@ chunks. ``--resume`` restores the full state, so N + N iterations equal 2N bit f
 from __future__ import annotations
 
 import csv
+import fcntl
+import io
 import json
-import math
 import os
+import sys
 import time
 from typing import Any
 
@@ -16,9 +18,9 @@ import jax
 import numpy as np
 
 from rl3jax import distributed
-from rl3jax.checkpoint import CheckpointError, Checkpointer
+from rl3jax.checkpoint import CheckpointError, Checkpointer, finished_steps
 from rl3jax.config import TrainConfig
-from rl3jax.train import jit_chunk, make_train
+from rl3jax.train import FINITE, jit_chunk, make_train
 
 #: fields that may differ between a run and its resumption
 RESUMABLE_CHANGES = ("iters", "chunk_iters", "checkpoint_every", "keep_checkpoints", "eval_every",
@@ -26,25 +28,30 @@ RESUMABLE_CHANGES = ("iters", "chunk_iters", "checkpoint_every", "keep_checkpoin
 
 
 class MetricsLog:
-    """Appends one row per PPO iteration to metrics.jsonl and metrics.csv; truncates on resume."""
+    """Appends one row per PPO iteration to metrics.jsonl and metrics.csv; truncates on resume.
+
+    The rewrite at resume is atomic (temporary files, then ``os.replace``), so a kill at that moment leaves the
+    old files whole. A torn final line of metrics.jsonl (a write cut short, e.g. by a full disk) is dropped with
+    a note on stderr; any other unreadable line is an error naming the file and line (``CheckpointError``).
+    """
 
     def __init__(self, run_dir: str, resume_iteration: int = 0):
         self.jsonl = os.path.join(run_dir, "metrics.jsonl")
         self.csv = os.path.join(run_dir, "metrics.csv")
         rows = []
         if resume_iteration and os.path.exists(self.jsonl):
-            with open(self.jsonl) as f:
-                rows = [json.loads(line) for line in f if line.strip()]
-            rows = [r for r in rows if r["iteration"] <= resume_iteration]
-        with open(self.jsonl, "w") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
+            rows = [r for r in read_metrics(self.jsonl) if r["iteration"] <= resume_iteration]
+            if [r["iteration"] for r in rows] != list(range(1, resume_iteration + 1)):
+                print(f"note: {self.jsonl} holds {len(rows)} of the rows of iterations 1..{resume_iteration}; "
+                      "the missing ones cannot be recovered", file=sys.stderr)
+        _atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in rows))
         self.fields = list(rows[0]) if rows else None
         if self.fields:
-            with open(self.csv, "w", newline="") as f:
-                w = csv.DictWriter(f, self.fields)
-                w.writeheader()
-                w.writerows(rows)
+            buf = io.StringIO(newline="")
+            w = csv.DictWriter(buf, self.fields, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+            _atomic_write_text(self.csv, buf.getvalue())
         elif os.path.exists(self.csv):
             os.remove(self.csv)
 
@@ -104,6 +111,29 @@ class ExternalLoggers:
             self.wb.finish()
 
 
+def read_metrics(path: str) -> list[dict]:
+    """The rows of a metrics.jsonl file. A torn final line (no newline: an append cut short) is dropped with a
+    note on stderr; any other bad line raises ``CheckpointError`` naming the file and the line."""
+    with open(path, newline="") as f:
+        text = f.read()
+    lines = text.split("\n")
+    rows = []
+    for k, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("iteration"), int):
+                raise ValueError("not a metrics row (no integer 'iteration')")
+        except ValueError as e:
+            if k == len(lines) - 1:  # the last line has no newline: a torn append
+                print(f"note: dropped the torn last line {k + 1} of {path} (an interrupted write)", file=sys.stderr)
+                break
+            raise CheckpointError(f"{path} line {k + 1} is not a metrics row ({str(e).splitlines()[0]})") from None
+        rows.append(row)
+    return rows
+
+
 def load_run_config(run_dir: str) -> TrainConfig:
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
@@ -113,10 +143,193 @@ def load_run_config(run_dir: str) -> TrainConfig:
 
 
 def _atomic_write_json(path: str, obj: Any) -> None:
+    _atomic_write_text(path, json.dumps(obj, indent=2))
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+    """Writes ``path`` whole or not at all: a temporary file, flushed to disk, then ``os.replace``."""
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
+    with open(tmp, "w", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Run folders under faults: one writer (a lock), resumes that keep the schedule, divergence, interrupts, progress
+# ------------------------------------------------------------------------------------------------------------
+LOCK_FILE = ".lock"
+
+
+class RunLockedError(CheckpointError):
+    """Another process is training in the run folder (it holds the folder's lock)."""
+
+
+class TrainingDiverged(FloatingPointError):
+    """An iteration produced a NaN or infinite loss, metric or parameter; nothing after it was checkpointed.
+    ``iteration`` is the first bad one (1-based). The CLI exits with status 1 (a failed run, not a bad input)."""
+
+    def __init__(self, message: str, iteration: int):
+        super().__init__(message)
+        self.iteration = iteration
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; its message says truthfully which checkpoint a ``--resume`` continues from."""
+
+
+class RunLock:
+    """An exclusive ``fcntl.flock`` on ``<run_dir>/.lock`` held by the one process that writes the run folder.
+
+    A second writer (another ``train`` or ``train --resume`` on the same folder) gets ``RunLockedError`` naming
+    the folder and the holder's PID. Readers (``eval``, ``render``) take no lock: they open checkpoints
+    read-only. The lock is released by ``release()`` or, if the process dies, by the kernel. The lock file is
+    left in place (removing it would let two processes lock two different files), unless this lock created it
+    and it is the only thing in the folder, so a command refused before writing leaves the folder as it was.
+    """
+
+    def __init__(self, run_dir: str):
+        self.path = os.path.join(run_dir, LOCK_FILE)
+        self.created = not os.path.exists(self.path)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pid = os.read(self.fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(self.fd)
+            raise RunLockedError(f"run folder {run_dir} is in use by another training process (PID {pid}); "
+                                 "wait for it to finish or stop it first") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        run_dir = os.path.dirname(self.path)
+        if self.created and os.listdir(run_dir) == [LOCK_FILE]:
+            os.remove(self.path)
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = None
+
+
+def lock_run(run_dir: str) -> list[RunLock]:
+    """Locks ``run_dir`` (and its population folder, for a member folder of one); [] on processes other than 0."""
+    if not distributed.is_main_process():
+        return []
+    locks = [RunLock(run_dir)]
+    parent = os.path.dirname(os.path.abspath(run_dir))
+    if os.path.exists(os.path.join(parent, "population.json")):
+        try:
+            locks.append(RunLock(parent))
+        except RunLockedError:
+            release_locks(locks)
+            raise
+    return locks
+
+
+def release_locks(locks: list[RunLock]) -> None:
+    for lock in reversed(locks):
+        lock.release()
+
+
+def check_resume(old: TrainConfig, cfg: TrainConfig, source: str) -> None:
+    """Refuses a ``--resume`` whose settings would make the run differ from a straight run of ``cfg.iters``.
+
+    Only ``RESUMABLE_CHANGES`` may differ from the run's ``old`` config, and ``iters`` only where nothing
+    depends on the total length: the linear entropy schedule decays to 0 at the ``iters`` the run started with
+    (fixed at its start; see ``rl3jax.ppo.entropy_coef``), so N iterations + a resume to 2N could not equal a
+    straight 2N run. Chunks, checkpoints (multiples of ``checkpoint_every`` counted from iteration 0) and the
+    progress ETA do not depend on it. ``ValueError`` (one line) otherwise."""
+    diff = {k for k, v in cfg.to_dict().items() if old.to_dict()[k] != v} - set(RESUMABLE_CHANGES)
+    if diff:
+        raise ValueError(f"--resume with settings that differ from the run's {source}: {sorted(diff)} "
+                         f"(only {', '.join(RESUMABLE_CHANGES)} may change)")
+    if cfg.iters != old.iters and old.ent_schedule != "constant":
+        raise ValueError(f"--resume --iters {cfg.iters}: this run's ent_schedule={old.ent_schedule} decays over "
+                         f"its iters={old.iters}, fixed when it started, so it cannot be extended or shortened "
+                         f"(a resumed run must equal a straight one); resume with --iters {old.iters}, or "
+                         f"start a new run with --iters {cfg.iters}")
+
+
+def first_nonfinite(metrics: dict, n: int) -> int | None:
+    """Index (0-based, within the chunk) of the first iteration whose ``FINITE`` flag is 0, or None.
+
+    ``metrics``: host arrays with leading axis n (a population's have a second, member axis: any member)."""
+    flag = np.asarray(metrics[FINITE]).reshape(n, -1)
+    bad = np.flatnonzero(~(flag > 0.5).all(axis=1))
+    return int(bad[0]) if bad.size else None
+
+
+def divergence(metrics: dict, it: int, i: int, ckpt_dir: str, who: str = "") -> TrainingDiverged:
+    """The one-line error for a first non-finite iteration ``it + i + 1`` (``metrics`` as in ``first_nonfinite``;
+    ``who``: e.g. the population members concerned)."""
+    names = sorted(k for k, v in metrics.items() if k != FINITE and not np.all(np.isfinite(np.asarray(v)[i])))
+    what = f"non-finite {', '.join(names)}" if names else "non-finite parameters or optimiser state"
+    steps = finished_steps(ckpt_dir)
+    last = f"the last checkpoint is step {steps[-1]}" if steps else "no checkpoint was written"
+    return TrainingDiverged(f"training diverged at iteration {it + i + 1}{who}: {what}; stopped without writing "
+                            f"a checkpoint after it ({last}); try a smaller lr or ent_coef", it + i + 1)
+
+
+def interrupted(it: int, ckpt_dir: str) -> TrainingInterrupted:
+    """The truthful Ctrl-C message: which finished checkpoint (if any) ``--resume`` continues from."""
+    steps = finished_steps(ckpt_dir)
+    if steps:
+        return TrainingInterrupted(f"interrupted at iteration {it}; checkpoint step {steps[-1]} is intact, "
+                                   "--resume continues from it")
+    return TrainingInterrupted(f"interrupted at iteration {it}, before the first checkpoint; --resume starts "
+                               "the run again from iteration 0 with its config.json")
+
+
+def _population_interrupted(out: str) -> TrainingInterrupted:
+    try:
+        with open(os.path.join(out, "population.json")) as f:
+            first = json.load(f)["members"][0]["name"]
+    except (OSError, ValueError, KeyError, IndexError):
+        return TrainingInterrupted("interrupted before the population's folders were written")
+    steps = finished_steps(os.path.join(out, first, "checkpoints"))
+    return interrupted(steps[-1] if steps else 0, os.path.join(out, first, "checkpoints"))
+
+
+class Progress:
+    """The progress bar: "compiling…" until the first chunk is back, then one ETA from steady-state chunk
+    times only (the first chunk, which includes the compile, is left out; tqdm's own ETA and rate, which
+    would include it, are not shown). Silent when ``enabled`` is False."""
+
+    def __init__(self, total: int, initial: int, enabled: bool):
+        self.bar = None
+        self.total = total
+        self.steady_s, self.steady_n, self.chunks = 0.0, 0, 0
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="it", dynamic_ncols=True,
+                            bar_format="{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
+            self.bar.set_description_str("compiling… ", refresh=True)
+
+    def eta_s(self, it: int) -> float | None:
+        """Seconds left for iterations ``it .. total`` at the steady-state rate (None before a steady chunk)."""
+        return (self.total - it) * self.steady_s / self.steady_n if self.steady_n else None
+
+    def update(self, it: int, n: int, dt: float, postfix: dict) -> None:
+        """Chunk done: ``n`` iterations in ``dt`` seconds, now at iteration ``it``."""
+        self.chunks += 1
+        if self.chunks > 1:
+            self.steady_s += dt
+            self.steady_n += n
+        if self.bar is None:
+            return
+        eta = self.eta_s(it)
+        self.bar.set_description_str("")
+        self.bar.set_postfix(ordered_dict={**postfix, "eta": "…" if eta is None else self.bar.format_interval(eta)},
+                             refresh=False)
+        self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 class ChunkLoop:
@@ -186,85 +399,114 @@ def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = Tru
     ``seeds`` > 1 or a ``sweep`` ({name: [values]}) train a vmapped population instead, one member folder
     each (``rl3jax.population``). In a multi-process run only process 0 writes config, metrics and logs;
     every process takes part in checkpoints. ``max_seconds`` stops (with a checkpoint) at the first chunk
-    boundary after that much wall time; ``--resume`` continues from there.
+    boundary after that much wall time; ``--resume`` continues from there (also from a folder whose run was
+    stopped before its first checkpoint: it starts again from iteration 0 with the folder's config.json).
+
+    Errors: ``ValueError`` (settings; nothing written), ``RunLockedError`` (another process trains in
+    ``out``), ``CheckpointError`` (missing/corrupt checkpoint; ``CheckpointWriteError``: one could not be
+    written), ``TrainingDiverged`` (a NaN/inf loss, metric or parameter: names the first bad iteration; no
+    checkpoint is written after it), ``TrainingInterrupted`` (Ctrl-C; says which checkpoint is intact),
+    ``OSError`` (e.g. a full disk while appending metrics).
     """
     cfg.validate()
     if seeds != 1 or sweep or (resume and os.path.exists(os.path.join(out, "population.json"))):
         from rl3jax.population import train_population
 
-        return train_population(cfg, out, seeds=seeds, sweep=sweep, resume=resume, progress=progress,
-                                tensorboard=tensorboard, wandb_project=wandb_project, quiet=quiet, mesh=mesh,
-                                max_seconds=max_seconds)
+        locks = lock_run(out) if os.path.isdir(out) else []  # a fresh folder: population.py creates it
+        try:
+            return train_population(cfg, out, seeds=seeds, sweep=sweep, resume=resume, progress=progress,
+                                    tensorboard=tensorboard, wandb_project=wandb_project, quiet=quiet, mesh=mesh,
+                                    max_seconds=max_seconds)
+        except KeyboardInterrupt:
+            raise _population_interrupted(out) from None
+        finally:
+            release_locks(locks)
+    return _train_single(cfg, out, resume, progress, tensorboard, wandb_project, quiet, mesh, max_seconds)
+
+
+def _train_single(cfg, out, resume, progress, tensorboard, wandb_project, quiet, mesh, max_seconds):
     main = distributed.is_main_process()
     quiet = quiet or not main
-    os.makedirs(out, exist_ok=True)
     cfg_path = os.path.join(out, "config.json")
     if resume:
-        old = load_run_config(out)
-        diff = {k for k, v in cfg.to_dict().items() if old.to_dict()[k] != v} - set(RESUMABLE_CHANGES)
-        if diff:
-            raise ValueError(f"--resume with settings that differ from the run's config.json: {sorted(diff)} "
-                             f"(only {', '.join(RESUMABLE_CHANGES)} may change)")
+        check_resume(load_run_config(out), cfg, "config.json")
     elif os.path.exists(cfg_path):
         raise ValueError(f"run folder {out} already holds a run; pass --resume to continue it or choose "
                          "another --out")
+    os.makedirs(out, exist_ok=True)
+    locks = lock_run(out)  # after the checks, before anything is written
+    ckpt_dir = os.path.join(out, "checkpoints")
+    where = {"it": 0}  # the iteration reached, for the Ctrl-C message
+    try:
+        return _train_locked(cfg, out, resume, progress, tensorboard, wandb_project, quiet, mesh, max_seconds,
+                             main, ckpt_dir, where)
+    except KeyboardInterrupt:
+        it = where["loop"].it if "loop" in where else where["it"]
+        raise interrupted(it, ckpt_dir) from None
+    finally:
+        release_locks(locks)
+
+
+def _train_locked(cfg, out, resume, progress, tensorboard, wandb_project, quiet, mesh, max_seconds, main, ckpt_dir,
+                  where):
     distributed.barrier("rl3jax-config-checked")  # every process has checked before process 0 writes
     if main:
-        _atomic_write_json(cfg_path, cfg.to_dict())
+        _atomic_write_json(os.path.join(out, "config.json"), cfg.to_dict())
 
     trainer = make_train(cfg, mesh)
-    ckpt = Checkpointer(os.path.join(out, "checkpoints"), keep=cfg.keep_checkpoints)
+    ckpt = Checkpointer(ckpt_dir, keep=cfg.keep_checkpoints, write=True)
     if mesh is None:
         state = jax.jit(trainer.init)(jax.random.key(cfg.seed))
     else:
         state = distributed.init_sharded(lambda: trainer.init(jax.random.key(cfg.seed)), mesh, cfg.num_envs)
     start = 0
-    if resume:
+    if resume and ckpt.latest_step() is None:
+        if not quiet:
+            print(f"{out} has no checkpoint yet (stopped before the first one): starting it again from "
+                  "iteration 0 with its config.json")
+    elif resume:
         state, meta = ckpt.restore(state)
         start = int(state.iteration)
         if not quiet:
             print(f"resumed {out} at iteration {start} ({meta.get('env_steps', 0)} env steps)")
+    where["it"] = start
     log = MetricsLog(out, start) if main else NullLog()
     ext = ExternalLoggers(out, cfg, tensorboard and main, wandb_project if main else None)
     chunk_fn = jit_chunk(trainer)
-    bar = None
-    if progress and not quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.iters, initial=start, unit="it", dynamic_ncols=True)
+    bar = Progress(cfg.iters, start, progress and not quiet)
     last = {}
 
     def on_chunk(it, n, metrics, dt):
         nonlocal last
+        bad = first_nonfinite(metrics, n)
+        metrics = {k: v for k, v in metrics.items() if k != FINITE}
         rows = []
-        for i in range(n):
+        for i in range(n if bad is None else bad + 1):  # up to the first non-finite iteration
             row = {"iteration": it + i + 1, "env_steps": (it + i + 1) * cfg.batch_steps}
             row.update({k: float(v[i]) for k, v in metrics.items()})
             rows.append(row)
-        it += n
         sps = n * cfg.batch_steps / dt
         for r in rows:
             r["steps_per_second"] = sps
             ext.log(r)
         log.append(rows)
+        if bad is not None:
+            raise divergence(metrics, it, bad, ckpt_dir)
+        it += n
         last = rows[-1]
-        if bar is not None:
-            eta = (cfg.iters - it) * cfg.batch_steps / max(sps, 1e-9)
-            bar.set_postfix(steps=f"{last['env_steps']:.3g}", sps=f"{sps:,.0f}", ret=f"{last['return_mean']:.2f}",
-                            eta=f"{eta/60:.1f}m")
-            bar.update(n)
-        if not math.isfinite(last["return_mean"]) or not math.isfinite(last.get("critic_loss", 0.0)):
-            raise FloatingPointError(f"non-finite metrics at iteration {it}: {last}")
+        bar.update(it, n, dt, dict(steps=f"{last['env_steps']:.3g}", sps=f"{sps:,.0f}",
+                                   ret=f"{last['return_mean']:.2f}"))
 
     def save(it, state):
         ckpt.save(it, state, {"iteration": it, "env_steps": it * cfg.batch_steps, "return_mean": last["return_mean"]})
 
-    loop = ChunkLoop(cfg, start, max_seconds)
-    state = loop.run(chunk_fn, state, on_chunk, save)
-    if bar is not None:
+    loop = where["loop"] = ChunkLoop(cfg, start, max_seconds)
+    try:
+        state = loop.run(chunk_fn, state, on_chunk, save)
+    finally:
         bar.close()
-    ckpt.close()
-    ext.close()
+        ckpt.close()
+        ext.close()
     if not quiet and last:
         print(f"done: {loop.it} iterations, {loop.it * cfg.batch_steps} env steps, "
               f"mean return {last['return_mean']:.2f} ({loop.timing()})")
