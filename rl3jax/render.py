@@ -20,10 +20,10 @@ TILE_COLOURS = {  # tile code (rl3jax.envs.grid) -> RGB
     6: (250, 230, 120),  # start
 }
 TILE_NAMES = {0: "empty", 1: "obstacle", 2: "water", 3: "danger", 4: "warning", 5: "goal", 6: "start"}
-#: the value heat map's matplotlib colormap: light to dark purple, a hue no tile, the path or the agent uses
+#: the value heat map's matplotlib colormap: light pink to dark magenta-purple, hues no tile, the path or the agent uses
 #: (water is blue, goal green, danger red, warning orange, start yellow, obstacles grey; the path is black)
-VALUE_CMAP = "Purples"
-_CMAP_RANGE = (0.4, 1.0)  # the part of the colormap used, so the lowest value is not mistaken for an empty tile
+VALUE_CMAP = "RdPu"
+_CMAP_RANGE = (0.3, 1.0)  # the part of the colormap used, so the lowest value is not mistaken for an empty tile
 PATH_COLOUR = (0, 0, 0)
 AGENT_COLOUR = (20, 20, 200)
 BAR_W = 84  # pixels on the right of a frame for the colour bar
