@@ -20,9 +20,13 @@ or a kill between orbax's rename and the manifest) are restored unverified.
 from __future__ import annotations
 
 import hashlib
+import contextlib
 import json
 import logging
 import os
+import sys
+import tempfile
+import time
 from typing import Any
 
 import jax
@@ -66,7 +70,9 @@ def _one_line(e: BaseException, limit: int = 240) -> str:
     """``Type: first line of the message`` (orbax/TensorStore messages run over many lines)."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     msg = lines[0] if lines else ""
-    return f"{type(e).__name__}: {msg[:limit]}"
+    if len(msg) > limit:  # keep both ends: TensorStore puts the OS error (e.g. "No space left") last
+        msg = msg[: limit // 2] + " … " + msg[-(limit // 2):]
+    return f"{type(e).__name__}: {msg}"
 
 
 def _sha256(path: str) -> str:
@@ -125,6 +131,38 @@ def verify_manifest(step_dir: str) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _stderr_held():
+    """Holds what is written to file descriptor 2 meanwhile: on a failed save, orbax's worker threads and
+    TensorStore's callbacks print many-line tracebacks there (~120 lines for a full disk), which the caller's
+    one-line error replaces. The caller appends to the yielded list to discard them; otherwise (success) they are
+    written out afterwards, so no warning is lost."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable stderr: nothing to hold
+        yield []
+        return
+    held = tempfile.TemporaryFile()
+    os.dup2(held.fileno(), 2)
+    discard: list = []
+    try:
+        yield discard
+    finally:
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(saved, 2)
+        os.close(saved)
+        if not discard:
+            held.seek(0)
+            data = held.read()
+            if data:
+                os.write(2, data)
+        held.close()
+
+
 @jax.jit
 def _all_finite(tree) -> jax.Array:
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
@@ -171,10 +209,21 @@ class Checkpointer:
         if not bool(_all_finite(state.replace(key=jnp.zeros(())))):
             raise CheckpointError(f"refusing to write a non-finite state as checkpoint step {step} in "
                                   f"{self.directory}")
+        absl_log = logging.getLogger("absl")  # orbax logs each worker thread's failure with its traceback
+        level = absl_log.level
         try:
-            self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_to_storable(state)),
-                                                            meta=ocp.args.JsonSave(meta)), force=True)
-            self.manager.wait_until_finished()
+            with _stderr_held() as discard:
+                try:
+                    absl_log.setLevel(logging.CRITICAL)
+                    self.manager.save(step, args=ocp.args.Composite(
+                        state=ocp.args.StandardSave(_to_storable(state)), meta=ocp.args.JsonSave(meta)), force=True)
+                    self.manager.wait_until_finished()
+                except BaseException:
+                    discard.append(True)
+                    time.sleep(1.0)  # TensorStore's writes still in flight fail into orbax's closed event loop
+                    raise
+                finally:
+                    absl_log.setLevel(level)
             if jax.process_index() == 0:
                 write_manifest(self.step_dir(step))
         except Exception as e:  # orbax wraps OS errors (ENOSPC, EROFS, ...) in many kinds

@@ -306,3 +306,23 @@ def test_progress_says_compiling_then_one_steady_state_eta(capsys):
     p.close()
     out = capsys.readouterr().err
     assert "compiling" in out and "<" not in out  # tqdm's own (compile-inflated) remaining-time is not shown
+
+
+@pytest.mark.slow  # a child process that imports JAX and compiles: ~20 s idle, minutes on a loaded 2-core machine
+def test_real_write_failure_during_a_save_is_one_line(run4, tmp_path):
+    # a real failing write, in a child process: RLIMIT_FSIZE makes every write beyond 200 kB fail with EFBIG,
+    # TensorStore's path for ENOSPC too (a checkpoint data file here is ~1.4 MB; metrics and config are small)
+    import subprocess
+    import sys
+
+    run = _copy(run4, tmp_path)
+    child = ("import resource, runpy, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+             "resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000)); "
+             "sys.argv = ['rl3jax'] + sys.argv[1:]; runpy.run_module('rl3jax', run_name='__main__')")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = subprocess.run([sys.executable, "-c", child, "train", "--out", run, "--resume", "--iters", "6",
+                        "--no-progress"], cwd=root, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 1, p.stderr
+    line = _one_line_error(p.stderr)  # was ~120 lines of orbax/asyncio tracebacks
+    assert line.startswith("rl3jax train: error: could not write checkpoint step 6") and "File too large" in line
+    assert Checkpointer(os.path.join(run, "checkpoints")).all_steps() == [2, 4]
