@@ -261,6 +261,9 @@ class Checkpointer:
         except Exception as e:  # orbax raises many kinds; name the checkpoint and the cause
             raise CheckpointError(f"checkpoint step {step} in {self.directory} could not be restored "
                                   f"(corrupt, or written by a different configuration): {_one_line(e)}") from None
+        if not bool(_all_finite(out.state)):  # e.g. written by a version that did not stop at a divergence
+            raise CheckpointError(f"checkpoint step {step} in {self.directory} holds NaN or infinite values "
+                                  "(the run had diverged); it cannot be evaluated or resumed")
         return _from_storable(out.state), dict(out.meta)
 
     def close(self) -> None:

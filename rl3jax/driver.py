@@ -290,7 +290,11 @@ def _population_interrupted(out: str) -> TrainingInterrupted:
     except (OSError, ValueError, KeyError, IndexError):
         return TrainingInterrupted("interrupted before the population's folders were written")
     steps = finished_steps(os.path.join(out, first, "checkpoints"))
-    return interrupted(steps[-1] if steps else 0, os.path.join(out, first, "checkpoints"))
+    if steps:
+        return TrainingInterrupted(f"interrupted; the members' checkpoint step {steps[-1]} is intact, --resume "
+                                   "continues from it")
+    return TrainingInterrupted("interrupted before the first checkpoint; --resume starts the population again "
+                               "from iteration 0 with its population.json")
 
 
 class Progress:

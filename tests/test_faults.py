@@ -260,6 +260,16 @@ def test_checkpointer_refuses_a_non_finite_state(run4, tmp_path):
     with pytest.raises(CheckpointError, match="non-finite"):
         ck.save(1, bad, {})
     assert ck.all_steps() == []
+    # a non-finite checkpoint written by an older version (bypassing the check) is refused on restore
+    import orbax.checkpoint as ocp
+
+    from rl3jax.checkpoint import _to_storable
+
+    ck.manager.save(1, args=ocp.args.Composite(state=ocp.args.StandardSave(_to_storable(bad)),
+                                               meta=ocp.args.JsonSave({})), force=True)
+    ck.close()
+    with pytest.raises(CheckpointError, match="step 1 .* holds NaN or infinite values"):
+        Checkpointer(str(tmp_path / "ck")).restore(state)
 
 
 # -------------------------------------------------------------------------------- OS errors
