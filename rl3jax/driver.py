@@ -1,6 +1,12 @@
 """The outer loop in Stoix's shape: a host loop over jitted chunks of PPO iterations, with a progress bar,
 metrics files (JSONL and CSV), optional TensorBoard / Weights & Biases, evaluation and checkpoints between
 chunks. ``--resume`` restores the full state, so N + N iterations equal 2N bit for bit.
+
+Under faults (see the region "Run folders under faults"): one process writes a run folder (``RunLock``; readers
+open checkpoints read-only), a resume may not change what depends on the run's length, a run stopped before its
+first checkpoint resumes from iteration 0, metrics are rewritten atomically, every iteration carries a
+finiteness flag and training stops at the first non-finite one (``TrainingDiverged``) before any checkpoint of
+it, and Ctrl-C reports which checkpoint is intact (``TrainingInterrupted``).
 """
 
 from __future__ import annotations
