@@ -61,9 +61,9 @@ def _copy(run, tmp_path):
 def test_linear_schedule_resume_keeps_straight_schedule_bit_for_bit(tmp_path):
     cfg = TrainConfig(iters=4, ent_schedule="linear", ent_coef=0.1, **T).validate()
     straight, _ = train(cfg, str(tmp_path / "straight"), quiet=True)
-    # the same run stopped at its first chunk boundary (max_seconds=0: iteration 2 of 4), then resumed to 4
+    # the same run stopped at its first chunk boundary (max_seconds: iteration 2 of 4), then resumed to 4
     half = str(tmp_path / "half")
-    stopped, _ = train(cfg, half, quiet=True, max_seconds=0.0)
+    stopped, _ = train(cfg, half, quiet=True, max_seconds=1e-6)
     assert int(stopped.iteration) == 2
     resumed, _ = train(cfg, half, resume=True, quiet=True)
     assert int(resumed.iteration) == 4
