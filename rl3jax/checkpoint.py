@@ -1,20 +1,61 @@
-"""Orbax checkpoints of the full ``TrainState``, written atomically (temporary folder, then rename).
+"""Orbax checkpoints of the full ``TrainState``, written atomically (temporary folder, then rename), each
+finished step sealed with a checksum manifest.
 
 The typed PRNG key is stored as its raw key data, so a checkpoint is plain arrays. A kill during a save
 leaves only an unfinished temporary folder, which orbax ignores: the last good step stays restorable.
+
+Writers and readers: only a writer (``Checkpointer(..., write=True)``, the trainer holding the run folder's
+lock, ``rl3jax.driver.RunLock``) creates folders, saves, prunes old steps and cleans up unfinished temporary
+folders. Every other ``Checkpointer`` (``eval``, ``render``, tests) opens orbax read-only
+(``CheckpointManagerOptions(read_only=True)``): it never creates, deletes or cleans anything, so reading a run
+that is still training cannot remove the trainer's in-progress ``N.orbax-checkpoint-tmp-*`` folder.
+
+Integrity: after a step is finished (orbax has renamed it into place), the writer records the SHA-256 and size
+of every file of the step in ``<step>/rl3jax_manifest.json`` (written to a temporary name, then renamed).
+``restore`` verifies it first, so a bit flip, a truncated or a missing data file is reported in one line
+naming the file, before orbax/TensorStore reads anything. Steps without a manifest (written by older versions,
+or a kill between orbax's rename and the manifest) are restored unverified.
 """
 
 from __future__ import annotations
 
+import hashlib
+import contextlib
+import json
+import logging
 import os
+import sys
+import tempfile
+import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
+
+MANIFEST = "rl3jax_manifest.json"
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint is missing, incomplete or does not match the run's configuration."""
+    """A checkpoint is missing, incomplete, corrupt, or does not match the run's configuration."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A finished checkpoint step's files do not match its checksum manifest."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (e.g. a full or read-only disk); earlier steps are intact."""
+
+
+def finished_steps(directory: str) -> list[int]:
+    """The finished steps under a checkpoint folder, read from the folder names alone (orbax renames a step's
+    temporary folder to its plain number only once the step is complete); [] when there is no folder."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted(int(n) for n in names if n.isdigit() and os.path.isdir(os.path.join(directory, n)))
 
 
 def _to_storable(state):
@@ -25,36 +66,204 @@ def _from_storable(state):
     return state.replace(key=jax.random.wrap_key_data(state.key))
 
 
-class Checkpointer:
-    """Keeps the last ``keep`` checkpoints of a run under ``directory``."""
+def _one_line(e: BaseException, limit: int = 240) -> str:
+    """``Type: first line of the message`` (orbax/TensorStore messages run over many lines)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    msg = lines[0] if lines else ""
+    if len(msg) > limit:  # keep both ends: TensorStore puts the OS error (e.g. "No space left") last
+        msg = msg[: limit // 2] + " … " + msg[-(limit // 2):]
+    return f"{type(e).__name__}: {msg}"
 
-    def __init__(self, directory: str, keep: int = 3):
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _step_files(step_dir: str) -> list[str]:
+    out = []
+    for root, _, files in os.walk(step_dir):
+        for name in files:
+            rel = os.path.relpath(os.path.join(root, name), step_dir)
+            if rel != MANIFEST and not rel.endswith(".tmp"):
+                out.append(rel)
+    return sorted(out)
+
+
+def write_manifest(step_dir: str) -> dict:
+    """Records ``{relative path: {"sha256", "bytes"}}`` of every file under ``step_dir`` in its manifest."""
+    files = {rel: {"sha256": _sha256(os.path.join(step_dir, rel)),
+                   "bytes": os.path.getsize(os.path.join(step_dir, rel))} for rel in _step_files(step_dir)}
+    path = os.path.join(step_dir, MANIFEST)
+    with open(path + ".tmp", "w") as f:
+        json.dump({"version": 1, "files": files}, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + ".tmp", path)
+    return files
+
+
+def verify_manifest(step_dir: str) -> bool:
+    """Checks every file listed in ``step_dir``'s manifest; False when the step has no manifest.
+
+    Raises ``CorruptCheckpointError`` naming the first missing, resized or altered file (or an unreadable
+    manifest)."""
+    path = os.path.join(step_dir, MANIFEST)
+    if not os.path.exists(path):
+        return False
+    try:
+        with open(path) as f:
+            files = json.load(f)["files"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CorruptCheckpointError(f"{path} is unreadable ({_one_line(e)})") from None
+    for rel, want in sorted(files.items()):
+        full = os.path.join(step_dir, rel)
+        if not os.path.isfile(full):
+            raise CorruptCheckpointError(f"{full} is missing")
+        size = os.path.getsize(full)
+        if size != want["bytes"]:
+            raise CorruptCheckpointError(f"{full} is truncated or resized ({size} bytes, {want['bytes']} written)")
+        if _sha256(full) != want["sha256"]:
+            raise CorruptCheckpointError(f"{full} is corrupt (SHA-256 differs from the one recorded at save)")
+    return True
+
+
+@contextlib.contextmanager
+def _stderr_held():
+    """Holds what is written to file descriptor 2 meanwhile: on a failed save, orbax's worker threads and
+    TensorStore's callbacks print many-line tracebacks there (~120 lines for a full disk), which the caller's
+    one-line error replaces. The caller appends to the yielded list to discard them; otherwise (success) they are
+    written out afterwards, so no warning is lost."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable stderr: nothing to hold
+        yield []
+        return
+    held = tempfile.TemporaryFile()
+    os.dup2(held.fileno(), 2)
+    discard: list = []
+    try:
+        yield discard
+    finally:
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(saved, 2)
+        os.close(saved)
+        if not discard:
+            held.seek(0)
+            data = held.read()
+            if data:
+                os.write(2, data)
+        held.close()
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+class Checkpointer:
+    """The checkpoints of one run under ``directory``.
+
+    ``write=True`` (the trainer only): creates the folder, saves, keeps the last ``keep`` steps and removes
+    unfinished temporary folders of earlier, killed saves. ``write=False`` (default): read-only, touches
+    nothing on disk.
+    """
+
+    def __init__(self, directory: str, keep: int = 3, write: bool = False):
         self.directory = os.path.abspath(directory)
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False,
-                                               cleanup_tmp_directories=True)
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+        self.write = write
+        if write:
+            options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False,
+                                                   cleanup_tmp_directories=True)
+        else:
+            options = ocp.CheckpointManagerOptions(read_only=True, create=False, max_to_keep=None,
+                                                   save_interval_steps=0, cleanup_tmp_directories=False,
+                                                   enable_async_checkpointing=False)
+        absl_log = logging.getLogger("absl")  # read-only managers log a warning on every open
+        level = absl_log.level
+        absl_log.setLevel(logging.ERROR)
+        try:
+            self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+        except OSError as e:
+            raise CheckpointError(f"cannot open checkpoints in {self.directory}: {_one_line(e)}") from None
+        finally:
+            absl_log.setLevel(level)
+
+    def step_dir(self, step: int) -> str:
+        return os.path.join(self.directory, str(step))
 
     def save(self, step: int, state, meta: dict) -> None:
-        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_to_storable(state)),
-                                                        meta=ocp.args.JsonSave(meta)), force=True)
-        self.manager.wait_until_finished()
+        """Writes step ``step`` (then its manifest). Refuses a state with a NaN or infinity (``CheckpointError``);
+        an OS error (e.g. a full disk) becomes a one-line ``CheckpointError``; the previous steps stay intact."""
+        if not self.write:
+            raise CheckpointError(f"{self.directory} was opened read-only")
+        if not bool(_all_finite(state.replace(key=jnp.zeros(())))):
+            raise CheckpointError(f"refusing to write a non-finite state as checkpoint step {step} in "
+                                  f"{self.directory}")
+        absl_log = logging.getLogger("absl")  # orbax logs each worker thread's failure with its traceback
+        level = absl_log.level
+        try:
+            with _stderr_held() as discard:
+                try:
+                    absl_log.setLevel(logging.CRITICAL)
+                    self.manager.save(step, args=ocp.args.Composite(
+                        state=ocp.args.StandardSave(_to_storable(state)), meta=ocp.args.JsonSave(meta)), force=True)
+                    self.manager.wait_until_finished()
+                except BaseException:
+                    discard.append(True)
+                    time.sleep(1.0)  # TensorStore's writes still in flight fail into orbax's closed event loop
+                    raise
+                finally:
+                    absl_log.setLevel(level)
+            if jax.process_index() == 0:
+                write_manifest(self.step_dir(step))
+        except Exception as e:  # orbax wraps OS errors (ENOSPC, EROFS, ...) in many kinds
+            raise CheckpointWriteError(f"could not write checkpoint step {step} in {self.directory}: "
+                                  f"{_one_line(e)}") from None
+
+    def all_steps(self) -> list[int]:
+        return sorted(int(s) for s in self.manager.all_steps())
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
+    def verify(self, step: int) -> bool:
+        """Checks step ``step`` against its manifest (False: it has none). Raises ``CorruptCheckpointError``
+        naming the file and the other steps available."""
+        try:
+            return verify_manifest(self.step_dir(step))
+        except CorruptCheckpointError as e:
+            older = [s for s in self.all_steps() if s != step]
+            hint = (f"; other steps: {', '.join(map(str, older))} (move {self.step_dir(step)} out of "
+                    f"{self.directory} to use the newest of them)" if older else "; no other step is available")
+            raise CorruptCheckpointError(f"checkpoint step {step}: {e}{hint}") from None
+
     def restore(self, template, step: int | None = None) -> tuple[Any, dict]:
-        """Restores into the structure of ``template`` (a freshly initialised TrainState)."""
+        """Restores into the structure of ``template`` (a freshly initialised TrainState), after verifying the
+        step's manifest. Errors (``CheckpointError``, one line): no step, a corrupt or unreadable step."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"no checkpoint found in {self.directory}")
+        self.verify(step)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _to_storable(template))
         try:
             out = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                                      meta=ocp.args.JsonRestore()))
         except Exception as e:  # orbax raises many kinds; name the checkpoint and the cause
             raise CheckpointError(f"checkpoint step {step} in {self.directory} could not be restored "
-                                  f"(corrupt, or written by a different configuration): "
-                                  f"{type(e).__name__}: {str(e)[:300]}") from None
+                                  f"(corrupt, or written by a different configuration): {_one_line(e)}") from None
+        if not bool(_all_finite(out.state)):  # e.g. written by a version that did not stop at a divergence
+            raise CheckpointError(f"checkpoint step {step} in {self.directory} holds NaN or infinite values "
+                                  "(the run had diverged); it cannot be evaluated or resumed")
         return _from_storable(out.state), dict(out.meta)
 
     def close(self) -> None:

@@ -689,11 +689,14 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return SUBCOMMANDS[args.command][1](args)
-    except KeyboardInterrupt:
-        print(f"rl3jax {args.command}: interrupted; the last checkpoint is intact", file=sys.stderr)
+    except KeyboardInterrupt as e:  # training says which checkpoint (if any) is intact
+        print(f"rl3jax {args.command}: {str(e) or 'interrupted'}", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001  (sorted below: user errors are one line, bugs keep their traceback)
         ckpt = sys.modules.get("rl3jax.checkpoint")  # not imported on the fast error paths: do not import it here
+        if isinstance(e, FloatingPointError) or (ckpt and isinstance(e, ckpt.CheckpointWriteError)):
+            print(f"rl3jax {args.command}: error: {e}", file=sys.stderr)  # the run failed (diverged; disk full)
+            return 1
         if isinstance(e, (ValueError, FileNotFoundError)) or (ckpt and isinstance(e, ckpt.CheckpointError)):
             print(f"rl3jax {args.command}: error: {e}", file=sys.stderr)
             return 2

@@ -26,7 +26,6 @@ import itertools
 import json
 import math
 import os
-import warnings
 from typing import Any
 
 import jax
@@ -214,21 +213,16 @@ def train_population(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | N
     """Trains every member to ``cfg.iters`` iterations; returns (population state, {member: last metrics}).
 
     ``max_seconds``: stop (with checkpoints) at the first chunk boundary after that much wall time."""
-    from rl3jax.driver import (RESUMABLE_CHANGES, ChunkLoop, ExternalLoggers, HeldOutEvaluator, MetricsLog, NullLog,
-                               _atomic_write_json, check_eval_settings, report_command)
+    from rl3jax.driver import (FINITE, ChunkLoop, ExternalLoggers, HeldOutEvaluator, MetricsLog, NullLog, Progress,
+                               _atomic_write_json, check_resume, divergence, first_nonfinite, report_command)
 
     cfg.validate()
-    check_eval_settings(cfg)
     main = distributed.is_main_process()
     quiet = quiet or not main
     spec_path = os.path.join(out, "population.json")
     if resume:
         spec = _read_spec(out)
-        old = TrainConfig.from_dict(spec["config"])
-        diff = {k for k, v in cfg.to_dict().items() if old.to_dict()[k] != v} - set(RESUMABLE_CHANGES)
-        if diff:
-            raise ValueError(f"--resume with settings that differ from the run's population.json: {sorted(diff)} "
-                             f"(only {', '.join(RESUMABLE_CHANGES)} may change)")
+        check_resume(TrainConfig.from_dict(spec["config"]), cfg, "population.json")
         if (seeds != 1 or sweep) and (seeds != spec["seeds"] or (sweep or {}) != spec["sweep"]):
             raise ValueError(f"--resume with --seeds/--sweep that differ from the run's (seeds {spec['seeds']}, "
                              f"sweep {spec['sweep']})")
@@ -249,9 +243,13 @@ def train_population(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | N
     distributed.barrier("rl3jax-population-written")
 
     state = init_state(pop)
-    ckpts = [Checkpointer(os.path.join(d, "checkpoints"), keep=cfg.keep_checkpoints) for d in dirs]
+    ckpts = [Checkpointer(os.path.join(d, "checkpoints"), keep=cfg.keep_checkpoints, write=True) for d in dirs]
     start = 0
-    if resume:
+    if resume and all(c.latest_step() is None for c in ckpts):
+        if not quiet:
+            print(f"{out} has no checkpoint yet (stopped before the first one): starting it again from "
+                  "iteration 0 with its population.json")
+    elif resume:
         restored, steps = [], set()
         for i, c in enumerate(ckpts):
             st, _ = c.restore(member_state(state, i))
@@ -266,15 +264,16 @@ def train_population(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | N
     logs = [MetricsLog(d, start) if main else NullLog() for d in dirs]
     ext = ExternalLoggers(out, cfg, tensorboard and main, wandb_project if main else None)
     chunk_fn = jit_chunk(pop)
-    bar = None
-    if progress and not quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.iters, initial=start, unit="it", dynamic_ncols=True)
+    bar = Progress(cfg.iters, start, progress and not quiet)
     lasts: dict[str, dict] = {}
-    diverged: set[str] = set()
 
     def on_chunk(it, n, metrics, dt, evals):  # metrics: each (n, members); evals: one dict per member
+        bad = first_nonfinite(metrics, n)  # any member: a non-finite member state is never checkpointed
+        if bad is not None:
+            flags = np.asarray(metrics[FINITE])[bad]
+            who = ", ".join(m.name for m, f in zip(members, flags) if not f > 0.5)
+            raise divergence(metrics, it, bad, os.path.join(dirs[0], "checkpoints"), who=f" (member {who})")
+        metrics = {k: v for k, v in metrics.items() if k != FINITE}
         sps = n * cfg.batch_steps * len(members) / dt  # all members together
         combined = []
         for j, (m, log) in enumerate(zip(members, logs)):
@@ -288,10 +287,6 @@ def train_population(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | N
                 rows[-1].update(evals[j])
             log.append(rows)
             lasts[m.name] = rows[-1]
-            if not math.isfinite(rows[-1]["return_mean"]) and m.name not in diverged:
-                diverged.add(m.name)
-                if main:
-                    warnings.warn(f"member {m.name} has non-finite metrics at iteration {it + n}", stacklevel=1)
             for i, r in enumerate(rows):
                 if j == 0:
                     combined.append({"env_steps": r["env_steps"]})
@@ -299,12 +294,8 @@ def train_population(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | N
         for r in combined:
             ext.log(r)
         it += n
-        if len(diverged) == len(members):
-            raise FloatingPointError(f"every member has non-finite metrics at iteration {it}")
-        if bar is not None:
-            rets = [r["return_mean"] for r in lasts.values() if math.isfinite(r["return_mean"])]
-            bar.set_postfix(sps=f"{sps:,.0f}", ret_mean=f"{np.mean(rets):.2f}", ret_best=f"{np.max(rets):.2f}")
-            bar.update(n)
+        rets = [r["return_mean"] for r in lasts.values() if math.isfinite(r["return_mean"])]
+        bar.update(it, n, dt, dict(sps=f"{sps:,.0f}", ret_mean=f"{np.mean(rets):.2f}", ret_best=f"{np.max(rets):.2f}"))
 
     def save(it, state):
         for i, (m, c) in enumerate(zip(members, ckpts)):
@@ -320,12 +311,13 @@ def train_population(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | N
             return [evaluator.row_fields(jax.tree.map(lambda x: x[j], params)) for j in range(len(members))]
 
     loop = ChunkLoop(cfg, start, max_seconds, evaluate=evaluate)
-    state = loop.run(chunk_fn, state, on_chunk, save)
-    if bar is not None:
+    try:
+        state = loop.run(chunk_fn, state, on_chunk, save)
+    finally:
         bar.close()
-    for c in ckpts:
-        c.close()
-    ext.close()
+        for c in ckpts:
+            c.close()
+        ext.close()
     if not quiet and lasts:
         print(f"done: {len(members)} members x {loop.it} iterations "
               f"({loop.it * cfg.batch_steps * len(members):,} env steps; {loop.timing()})")

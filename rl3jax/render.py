@@ -19,6 +19,14 @@ TILE_COLOURS = {  # tile code (rl3jax.envs.grid) -> RGB
     5: (40, 170, 70),  # goal
     6: (250, 230, 120),  # start
 }
+TILE_NAMES = {0: "empty", 1: "obstacle", 2: "water", 3: "danger", 4: "warning", 5: "goal", 6: "start"}
+#: the value heat map's matplotlib colormap: light pink to dark magenta-purple, hues no tile, the path or the agent uses
+#: (water is blue, goal green, danger red, warning orange, start yellow, obstacles grey; the path is black)
+VALUE_CMAP = "RdPu"
+_CMAP_RANGE = (0.3, 1.0)  # the part of the colormap used, so the lowest value is not mistaken for an empty tile
+PATH_COLOUR = (0, 0, 0)
+AGENT_COLOUR = (20, 20, 200)
+BAR_W = 84  # pixels on the right of a frame for the colour bar
 
 
 def _font():
@@ -27,41 +35,64 @@ def _font():
     return ImageFont.load_default()
 
 
+def value_colour(x: float) -> tuple[int, int, int]:
+    """The heat map colour of a value normalised to [0, 1] (``VALUE_CMAP``)."""
+    from matplotlib import colormaps
+
+    lo, hi = _CMAP_RANGE
+    r, g, b, _ = colormaps[VALUE_CMAP](lo + (hi - lo) * float(np.clip(x, 0.0, 1.0)))
+    return int(255 * r), int(255 * g), int(255 * b)
+
+
 def draw_grid(tiles: np.ndarray, cell: int = 28, values: np.ndarray | None = None, known: np.ndarray | None = None,
               path: list[int] | None = None, agent: int | None = None, title: str | None = None):
-    """One frame: tiles, an optional value heat map over known cells, the path so far and the agent."""
+    """One frame: tiles, an optional value heat map over known cells (with a colour bar), the path so far and
+    the agent. ``tiles``: (n, n) tile codes; ``values``/``known``: (n*n,) per-cell max Q estimate and mask;
+    ``title``: lines separated by "\n"."""
     from PIL import Image, ImageDraw
 
     n = tiles.shape[0]
-    top = 16 if title else 0
-    img = Image.new("RGB", (n * cell, n * cell + top), (255, 255, 255))
+    lines = title.split("\n") if title else []
+    top = 12 * len(lines) + (4 if lines else 0)
+    heat = values is not None and known is not None
+    width = n * cell + (BAR_W if heat else 0)
+    img = Image.new("RGB", (width, n * cell + top), (255, 255, 255))
     d = ImageDraw.Draw(img)
-    if title:
-        d.text((3, 2), title, fill=(0, 0, 0), font=_font())
-    vmin, vmax = -10.0, 10.0
-    if values is not None and known is not None and known.any():
+    for k, line in enumerate(lines):
+        d.text((3, 2 + 12 * k), line, fill=(0, 0, 0), font=_font())
+    vmin, vmax = 0.0, 1.0
+    if heat and known.any():
         kv = values[known]
-        vmin, vmax = float(kv.min()), float(kv.max()) if kv.max() > kv.min() else float(kv.min()) + 1.0
+        vmin = float(kv.min())
+        vmax = float(kv.max()) if kv.max() > kv.min() else vmin + 1.0
     for r in range(n):
         for c in range(n):
             colour = TILE_COLOURS[int(tiles[r, c])]
             i = r * n + c
-            if values is not None and known is not None and known[i] and int(tiles[r, c]) in (0, 4, 6):
-                x = (values[i] - vmin) / (vmax - vmin)  # blue (low) -> red (high)
-                heat = (int(255 * x), 80, int(255 * (1 - x)))
-                colour = tuple(int(0.45 * a + 0.55 * b) for a, b in zip(colour, heat))
+            if heat and known[i] and int(tiles[r, c]) in (0, 4, 6):
+                colour = value_colour((values[i] - vmin) / (vmax - vmin))
             x0, y0 = c * cell, r * cell + top
             d.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=colour, outline=(200, 200, 200))
             ch = " OWX!GS"[int(tiles[r, c])]
             if ch in "XGS!":
-                d.text((x0 + cell // 2 - 3, y0 + cell // 2 - 6), ch, fill=(0, 0, 0), font=_font())
+                dark = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2] < 110
+                d.text((x0 + cell // 2 - 3, y0 + cell // 2 - 6), ch, fill=(255, 255, 255) if dark else (0, 0, 0),
+                       font=_font())
     if path:
         pts = [((p % n) * cell + cell // 2, (p // n) * cell + cell // 2 + top) for p in path]
         if len(pts) > 1:
-            d.line(pts, fill=(120, 0, 160), width=2)
+            d.line(pts, fill=PATH_COLOUR, width=2)
     if agent is not None:
         x0, y0 = (agent % n) * cell, (agent // n) * cell + top
-        d.ellipse([x0 + 6, y0 + 6, x0 + cell - 7, y0 + cell - 7], fill=(20, 20, 200))
+        d.ellipse([x0 + 6, y0 + 6, x0 + cell - 7, y0 + cell - 7], fill=AGENT_COLOUR)
+    if heat:  # colour bar: top = highest known value, bottom = lowest
+        x0, y0, y1 = n * cell + 8, top + 18, n * cell + top - 14
+        for y in range(y0, y1 + 1):
+            d.line([(x0, y), (x0 + 12, y)], fill=value_colour((y1 - y) / max(y1 - y0, 1)))
+        d.rectangle([x0, y0, x0 + 12, y1], outline=(0, 0, 0))
+        d.text((x0 - 4, top + 2), "max Q", fill=(0, 0, 0), font=_font())
+        d.text((x0 + 16, y0 - 5), f"{vmax:.3g}", fill=(0, 0, 0), font=_font())
+        d.text((x0 + 16, y1 - 6), f"{vmin:.3g}", fill=(0, 0, 0), font=_font())
     return img
 
 
@@ -94,38 +125,62 @@ def record_episode(trainer, params, task, key, greedy: bool = False):
 
 
 def episode_gif(trainer, params, task, out: str, key, greedy: bool = False, every: int = 1, title: str = ""):
+    """Writes a GIF of one meta-episode; ``title``: the first title line (e.g. family, variant, algorithm,
+    checkpoint); the second gives greedy/stochastic, the step and the return so far."""
     frames = record_episode(trainer, params, task, key, greedy)
     tiles = np.asarray(task.tiles)
     images, path = [], []
+    mode = "greedy" if greedy else "stochastic"
     for t, f in enumerate(frames):
         path.append(f["pos"])
         if t % every == 0 or t == len(frames) - 1:
             images.append(draw_grid(tiles, values=f["values"], known=f["known"], path=path, agent=f["pos"],
-                                    title=f"{title} t={t + 1} return={f['return']:.0f}"))
+                                    title=f"{title}\n{mode} t={t + 1}/{len(frames)} return={f['return']:.0f}"))
         if f["reset"]:
             path = []
     images[0].save(out, save_all=True, append_images=images[1:], duration=80, loop=0)
     return frames
 
 
+def tiles_rgb(tiles: np.ndarray) -> np.ndarray:
+    """(n, n) tile codes -> (n, n, 3) uint8 colours (``TILE_COLOURS``)."""
+    lut = np.zeros((max(TILE_COLOURS) + 1, 3), np.uint8)
+    for code, rgb in TILE_COLOURS.items():
+        lut[code] = rgb
+    return lut[np.asarray(tiles, int)]
+
+
 def samples_png(family: str, out: str, per_variant: int = 4, seed: int = 0):
-    """A sheet of ``per_variant`` sampled grids for every variant of a grid family."""
-    from PIL import Image
+    """A sheet of ``per_variant`` sampled grids for every variant of a grid family (matplotlib): one row per
+    variant, labelled, the family in the title and a legend of the tile types."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     from rl3jax.envs.registry import make_env, variants
 
-    rows = []
-    for variant in variants(family):
+    names = list(variants(family))
+    fig, axes = plt.subplots(len(names), per_variant, figsize=(1.6 * per_variant + 1.6, 1.6 * len(names) + 0.8),
+                             squeeze=False)
+    for r, variant in enumerate(names):
         env = make_env(family, variant)
         tasks = jax.jit(jax.vmap(env.sample_task))(jax.random.split(jax.random.key(seed), per_variant))
         tiles = np.asarray(tasks.tiles)
-        rows.append([draw_grid(tiles[i], cell=16, title=f"{variant}") for i in range(per_variant)])
-    w, h = rows[0][0].size
-    sheet = Image.new("RGB", (w * per_variant + 4 * (per_variant - 1), (h + 4) * len(rows)), (255, 255, 255))
-    for r, row in enumerate(rows):
-        for c, img in enumerate(row):
-            sheet.paste(img, (c * (w + 4), r * (h + 4)))
-    sheet.save(out)
+        for c in range(per_variant):
+            ax = axes[r, c]
+            ax.imshow(tiles_rgb(tiles[c]), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r, 0].set_ylabel(variant, rotation=0, ha="right", va="center")
+    fig.suptitle(f"{family}: {per_variant} sampled tasks per variant (seed {seed})")
+    handles = [Patch(facecolor=np.array(TILE_COLOURS[k]) / 255, edgecolor="0.6", label=TILE_NAMES[k])
+               for k in sorted(TILE_COLOURS)]
+    fig.legend(handles=handles, loc="center right", title="tiles", frameon=False)
+    fig.tight_layout(rect=(0, 0, 0.8, 0.95))
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
 
 
 def render_cli(args) -> int:
@@ -151,14 +206,16 @@ def render_cli(args) -> int:
     if args.variant:
         cfg = cfg.replace(variant=args.variant).validate()
     trainer = make_train(cfg)
-    ckpt = Checkpointer(os.path.join(args.run, "checkpoints"))
+    ckpt = Checkpointer(os.path.join(args.run, "checkpoints"))  # read-only: safe while the run trains
     state, _ = ckpt.restore(jax.jit(trainer.init)(jax.random.key(cfg.seed)))
     ckpt.close()
+    greedy = bool(getattr(args, "greedy", False))
+    title = f"{cfg.env}/{cfg.variant} {cfg.algo} ({cfg.model}) iteration {int(state.iteration)}"
     tasks = held_out_tasks(trainer.meta_env, args.episodes)
     base, ext = os.path.splitext(args.out)
     for i in range(args.episodes):
         task = jax.tree.map(lambda x: x[i], tasks)
         out = args.out if args.episodes == 1 else f"{base}-{i}{ext}"
-        frames = episode_gif(trainer, state.actor_params, task, out, jax.random.key(i), title=f"{cfg.algo}")
+        frames = episode_gif(trainer, state.actor_params, task, out, jax.random.key(i), greedy=greedy, title=title)
         print(f"wrote {out}: return {frames[-1]['return']:.0f}")
     return 0

@@ -186,11 +186,31 @@ class Trainer:
             metrics["vi_sweeps"] = env_state.est.sweeps.astype(jnp.float32).mean()
         new = state.replace(actor_params=a_p, critic_params=c_p, actor_opt=a_o, critic_opt=c_o,
                             env_state=env_state, key=key, iteration=state.iteration + 1)
-        return new, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+        metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+        metrics[FINITE] = finite_flag(metrics, (a_p, c_p, a_o, c_o))
+        return new, metrics
 
     def chunk(self, state: TrainState, num_iters: int):
         """``num_iters`` iterations in one scan; metrics stacked to shape (num_iters,)."""
         return jax.lax.scan(lambda s, _: self.iteration(s), state, None, length=num_iters)
+
+
+def finite_flag(metrics: dict, params) -> jax.Array:
+    """1.0 when every metric (losses, return, KL, ...) and every leaf of ``params`` (parameters and optimiser
+    states) is finite, else 0.0 (float32 scalar).
+
+    Computed inside the jitted iteration (one reduction per parameter leaf, no squares that could overflow), so
+    the driver learns the first non-finite iteration of a chunk without reading the parameters back. The
+    driver removes this entry (``FINITE``) before logging."""
+    ok = jnp.all(jnp.isfinite(jnp.stack([jnp.asarray(v, jnp.float32) for v in metrics.values()])))
+    for leaf in jax.tree.leaves(params):
+        if jnp.issubdtype(leaf.dtype, jnp.inexact):
+            ok = jnp.logical_and(ok, jnp.all(jnp.isfinite(leaf)))
+    return ok.astype(jnp.float32)
+
+
+#: the per-iteration metrics entry that carries ``finite_flag``
+FINITE = "finite"
 
 
 def make_train(cfg: TrainConfig, mesh=None) -> Trainer:

@@ -8,7 +8,7 @@ from PIL import Image
 
 from rl3jax.config import TrainConfig
 from rl3jax.evaluate import held_out_tasks
-from rl3jax.render import episode_gif, samples_png
+from rl3jax.render import BAR_W, TILE_COLOURS, episode_gif, samples_png, value_colour
 from rl3jax.train import make_train
 
 
@@ -23,6 +23,7 @@ def test_episode_gif_has_a_frame_per_step_and_shows_the_agent(tmp_path):
     assert abs(frames[-1]["return"] - sum(f["reward"] for f in frames)) < 1e-3
     im = Image.open(out)
     assert im.n_frames == 12
+    assert im.size[0] == 11 * 28 + BAR_W  # the grid and, on its right, the heat map's colour bar
     # the start cell is known from the first step on, and the value map covers only known cells
     assert frames[0]["known"].sum() >= 1 and frames[-1]["known"].sum() >= frames[0]["known"].sum()
     im.seek(0)
@@ -35,3 +36,12 @@ def test_samples_png_has_a_row_per_variant(tmp_path):
     samples_png("grid11", out, per_variant=2)
     im = Image.open(out)
     assert im.size[0] > 2 * 11 * 16 and im.size[1] >= 11 * 16
+
+
+def test_heat_map_colours_cannot_be_confused_with_any_tile():
+    # issue 9: low values were blue like water. Every heat map colour is far (RGB distance > 70) from every tile
+    # colour, and the map runs monotonically from light (low) to dark (high).
+    colours = np.array([value_colour(x) for x in np.linspace(0, 1, 21)], float)
+    tiles = np.array(list(TILE_COLOURS.values()), float)
+    assert np.linalg.norm(colours[:, None] - tiles[None], axis=-1).min() > 70
+    assert np.all(np.diff(colours.sum(-1)) < 0)

@@ -1,0 +1,338 @@
+"""Run folders under faults (issue 9, items 1 and 7): a resumed schedule equals the straight run's, readers never
+touch a writer's files, one writer per folder, resumable before the first checkpoint, atomic metrics, checksummed
+checkpoints, divergence stopped at the first bad iteration, OS errors in one line, and an honest progress bar."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from rl3jax import driver
+from rl3jax.checkpoint import Checkpointer, CheckpointError, CorruptCheckpointError
+from rl3jax.cli import main as cli_main
+from rl3jax.config import TrainConfig
+from rl3jax.driver import MetricsLog, Progress, RunLock, RunLockedError, TrainingDiverged, TrainingInterrupted, train
+
+# `T` of the issue, with tiny chunks so every boundary is exercised
+T = dict(env="bandit", algo="rl2", model="markov", horizon=4, num_envs=2, minibatch_envs=2, epochs=2,
+         chunk_iters=2, checkpoint_every=2)
+T_ARGV = ["--env", "bandit", "--algo", "rl2", "--model", "markov", "--horizon", "4", "--num-envs", "2",
+          "--minibatch-envs", "2", "--no-progress", "--set", "epochs=2", "--set", "chunk_iters=2",
+          "--set", "checkpoint_every=2"]
+
+
+def _leaves_equal(a, b):
+    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def _rows(run):
+    with open(os.path.join(run, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def _one_line_error(err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def run4(tmp_path_factory):
+    """A finished 4-iteration run of T (checkpoints at 2 and 4); tests copy it before changing it."""
+    run = str(tmp_path_factory.mktemp("faults") / "run4")
+    train(TrainConfig(iters=4, **T).validate(), run, quiet=True)
+    return run
+
+
+def _copy(run, tmp_path):
+    import shutil
+
+    dst = str(tmp_path / "copy")
+    shutil.copytree(run, dst)
+    return dst
+
+
+# -------------------------------------------------------------------------------- 1. schedules across resumes
+def test_linear_schedule_resume_keeps_straight_schedule_bit_for_bit(tmp_path):
+    cfg = TrainConfig(iters=4, ent_schedule="linear", ent_coef=0.1, **T).validate()
+    straight, _ = train(cfg, str(tmp_path / "straight"), quiet=True)
+    # the same run stopped at its first chunk boundary (max_seconds: iteration 2 of 4), then resumed to 4
+    half = str(tmp_path / "half")
+    stopped, _ = train(cfg, half, quiet=True, max_seconds=1e-6)
+    assert int(stopped.iteration) == 2
+    resumed, _ = train(cfg, half, resume=True, quiet=True)
+    assert int(resumed.iteration) == 4
+    for name in ("actor_params", "critic_params", "actor_opt", "critic_opt"):
+        assert _leaves_equal(getattr(straight, name), getattr(resumed, name)), name
+    ents = [r["ent_coef"] for r in _rows(half)]
+    assert ents == [r["ent_coef"] for r in _rows(str(tmp_path / "straight"))]
+    np.testing.assert_allclose(ents, [0.1, 0.075, 0.05, 0.025], rtol=1e-6)  # 0.1 * (1 - i/4)
+
+
+def test_linear_schedule_resume_with_other_iters_is_refused_before_writing(tmp_path):
+    cfg = TrainConfig(iters=2, ent_schedule="linear", ent_coef=0.1, **T).validate()
+    run = str(tmp_path / "run")
+    train(cfg, run, quiet=True)
+    before = open(os.path.join(run, "config.json")).read()
+    with pytest.raises(ValueError, match=r"ent_schedule=linear decays over its iters=2.*--iters 2"):
+        train(cfg.replace(iters=4), run, resume=True, quiet=True)
+    assert open(os.path.join(run, "config.json")).read() == before
+    # a constant schedule does not depend on the length: extending it stays allowed (N + N = 2N is in test_train)
+    train(cfg.replace(ent_schedule="constant", iters=2), str(tmp_path / "c"), quiet=True)
+    train(cfg.replace(ent_schedule="constant", iters=4), str(tmp_path / "c"), resume=True, quiet=True)
+
+
+# -------------------------------------------------------------------------------- 2. readers and writers
+def test_eval_leaves_a_trainers_in_progress_checkpoint_alone(run4, tmp_path, capsys):
+    run = _copy(run4, tmp_path)
+    tmp_ckpt = os.path.join(run, "checkpoints", "6.orbax-checkpoint-tmp-1234567")  # a save in progress
+    os.makedirs(os.path.join(tmp_ckpt, "state"))
+    assert cli_main(["eval", "--run", run, "--episodes", "4"]) == 0
+    assert os.path.isdir(os.path.join(tmp_ckpt, "state"))
+    # opening read-only creates nothing either
+    missing = str(tmp_path / "nothing" / "checkpoints")
+    with pytest.raises(CheckpointError, match="no checkpoint found"):
+        Checkpointer(missing).restore(None)
+    assert not os.path.exists(missing)
+
+
+def test_second_writer_is_refused_naming_folder_and_pid(run4, tmp_path, capsys):
+    run = _copy(run4, tmp_path)
+    lock = RunLock(run)  # this process plays the trainer that holds the folder
+    try:
+        with pytest.raises(RunLockedError, match=rf"run folder {run} is in use .*PID {os.getpid()}\)"):
+            train(TrainConfig(iters=6, **T).validate(), run, resume=True, quiet=True)
+        assert cli_main(["train", "--out", run, "--resume", "--iters", "6", "--no-progress"]) == 2
+        line = _one_line_error(capsys.readouterr().err)
+        assert run in line and f"PID {os.getpid()}" in line
+    finally:
+        lock.release()
+    state, _ = train(TrainConfig(iters=6, **T).validate(), run, resume=True, quiet=True)  # released: works
+    assert int(state.iteration) == 6
+
+
+def test_resume_before_the_first_checkpoint_starts_from_zero(tmp_path):
+    cfg = TrainConfig(iters=2, **T).validate()
+    full, _ = train(cfg, str(tmp_path / "full"), quiet=True)
+    run = str(tmp_path / "killed")  # what a kill during the first chunk leaves: config.json and nothing else
+    os.makedirs(run)
+    driver._atomic_write_json(os.path.join(run, "config.json"), cfg.to_dict())
+    resumed, _ = train(cfg, run, resume=True, quiet=True)
+    assert int(resumed.iteration) == 2 and _leaves_equal(full.actor_params, resumed.actor_params)
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_ctrl_c_message_tells_which_checkpoint_is_intact(tmp_path, capsys, monkeypatch, when):
+    real = driver.jit_chunk
+
+    def interrupting_jit_chunk(trainer):
+        fn, calls = real(trainer), []
+
+        def chunk(state, n):
+            calls.append(n)
+            if len(calls) == (1 if when == "before" else 2):
+                raise KeyboardInterrupt
+            return fn(state, n)
+        return chunk
+
+    monkeypatch.setattr(driver, "jit_chunk", interrupting_jit_chunk)
+    run = str(tmp_path / "run")
+    assert cli_main(["train", *T_ARGV, "--iters", "4", "--out", run]) == 130
+    err = capsys.readouterr().err
+    if when == "before":
+        assert "before the first checkpoint" in err and "intact" not in err
+    else:
+        assert "interrupted at iteration 2; checkpoint step 2 is intact" in err
+    monkeypatch.setattr(driver, "jit_chunk", real)
+    state, _ = train(driver.load_run_config(run), run, resume=True, quiet=True)  # and it resumes
+    assert int(state.iteration) == 4
+
+
+# -------------------------------------------------------------------------------- metrics files
+def test_metrics_rewrite_at_resume_is_atomic(run4, tmp_path, monkeypatch):
+    run = _copy(run4, tmp_path)
+    before = open(os.path.join(run, "metrics.jsonl")).read()
+
+    def killed(*a, **k):  # the process dies while the rows are being rewritten
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(driver.json, "dumps", killed)
+    with pytest.raises(KeyboardInterrupt):
+        MetricsLog(run, 2)
+    monkeypatch.undo()
+    assert open(os.path.join(run, "metrics.jsonl")).read() == before
+    MetricsLog(run, 2)
+    assert [r["iteration"] for r in _rows(run)] == [1, 2]
+
+
+def test_torn_last_metrics_line_is_dropped_and_bad_lines_name_the_file(run4, tmp_path, capsys):
+    run = _copy(run4, tmp_path)
+    path = os.path.join(run, "metrics.jsonl")
+    with open(path, "a") as f:
+        f.write('{"iteration": 5, "env_st')  # an append cut short by a full disk
+    state, _ = train(TrainConfig(iters=6, **T).validate(), run, resume=True, quiet=True)
+    assert "torn last line 5 of " + path in capsys.readouterr().err
+    assert [r["iteration"] for r in _rows(run)] == [1, 2, 3, 4, 5, 6]
+    lines = open(path).read().splitlines()
+    lines[1] = "garbage"
+    open(path, "w").write("\n".join(lines) + "\n")
+    with pytest.raises(CheckpointError, match=rf"{path} line 2 is not a metrics row"):
+        MetricsLog(run, 6)
+
+
+# -------------------------------------------------------------------------------- checkpoint integrity
+def _largest_file(step_dir):
+    files = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(step_dir, "state")) for f in fs]
+    return max(files, key=os.path.getsize)
+
+
+@pytest.mark.parametrize("damage", ["bitflip", "truncate", "delete"])
+def test_damaged_checkpoint_is_detected_in_one_line_naming_the_file(run4, tmp_path, capsys, damage):
+    run = _copy(run4, tmp_path)
+    victim = _largest_file(os.path.join(run, "checkpoints", "4"))
+    data = bytearray(open(victim, "rb").read())
+    if damage == "bitflip":  # same size, one bit
+        data[len(data) // 2] ^= 0x01
+        open(victim, "wb").write(bytes(data))
+    elif damage == "truncate":
+        open(victim, "wb").write(bytes(data[: len(data) // 2]))
+    else:
+        os.remove(victim)
+    assert cli_main(["eval", "--run", run, "--episodes", "4"]) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    word = {"bitflip": "is corrupt", "truncate": "is truncated", "delete": "is missing"}[damage]
+    assert f"checkpoint step 4: {victim} {word}" in line and "other steps: 2" in line
+    with pytest.raises(CorruptCheckpointError):
+        train(TrainConfig(iters=6, **T).validate(), run, resume=True, quiet=True)
+    # the way out the message names: move the bad step aside, resume from the older one
+    os.rename(os.path.join(run, "checkpoints", "4"), os.path.join(run, "corrupt-4"))
+    state, _ = train(TrainConfig(iters=6, **T).validate(), run, resume=True, quiet=True)
+    assert int(state.iteration) == 6
+
+
+# -------------------------------------------------------------------------------- divergence
+def test_divergence_stops_at_the_first_bad_iteration_without_a_checkpoint(tmp_path, capsys):
+    run = str(tmp_path / "nan")
+    # an entropy coefficient large enough to overflow Adam's second moment at once (the issue's `S --set
+    # ent_coef=inf` is for config validation to refuse; a finite 1e30 passes any range check and diverges)
+    argv = ["train", *T_ARGV, "--iters", "10", "--set", "ent_coef=1e30", "--set", "chunk_iters=10", "--out", run]
+    assert cli_main(argv) == 1
+    line = _one_line_error(capsys.readouterr().err)
+    assert "training diverged at iteration 1:" in line and "no checkpoint was written" in line
+    assert not os.path.exists(os.path.join(run, "checkpoints", "10"))
+    assert [r["iteration"] for r in _rows(run)] == [1]
+
+
+def test_divergence_after_a_checkpoint_names_the_first_bad_iteration(run4, tmp_path, monkeypatch):
+    run = _copy(run4, tmp_path)
+    real = driver.jit_chunk
+
+    def poisoned(trainer):  # iteration 6 (the 2nd of the chunk 5..6) goes non-finite
+        fn = real(trainer)
+
+        def chunk(state, n):
+            state, m = fn(state, n)
+            m = dict(m)
+            m["finite"] = m["finite"].at[1].set(0.0)
+            return state, m
+        return chunk
+
+    monkeypatch.setattr(driver, "jit_chunk", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"iteration 6: non-finite parameters or optimiser state; .*"
+                                               r"the last checkpoint is step 4") as e:
+        train(TrainConfig(iters=8, **T).validate(), run, resume=True, quiet=True)
+    assert e.value.iteration == 6
+    assert Checkpointer(os.path.join(run, "checkpoints")).all_steps() == [2, 4]
+
+
+def test_checkpointer_refuses_a_non_finite_state(run4, tmp_path):
+    cfg = TrainConfig(iters=4, **T).validate()
+    from rl3jax.train import make_train
+
+    state = jax.jit(make_train(cfg).init)(jax.random.key(0))
+    bad = state.replace(actor_params=jax.tree.map(lambda x: x * np.nan, state.actor_params))
+    ck = Checkpointer(str(tmp_path / "ck"), write=True)
+    with pytest.raises(CheckpointError, match="non-finite"):
+        ck.save(1, bad, {})
+    assert ck.all_steps() == []
+    # a non-finite checkpoint written by an older version (bypassing the check) is refused on restore
+    import orbax.checkpoint as ocp
+
+    from rl3jax.checkpoint import _to_storable
+
+    ck.manager.save(1, args=ocp.args.Composite(state=ocp.args.StandardSave(_to_storable(bad)),
+                                               meta=ocp.args.JsonSave({})), force=True)
+    ck.close()
+    with pytest.raises(CheckpointError, match="step 1 .* holds NaN or infinite values"):
+        Checkpointer(str(tmp_path / "ck")).restore(state)
+
+
+# -------------------------------------------------------------------------------- OS errors
+def test_full_disk_during_a_save_is_one_line_and_keeps_the_last_checkpoint(run4, tmp_path, capsys, monkeypatch):
+    run = _copy(run4, tmp_path)
+    import orbax.checkpoint as ocp
+
+    def full(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", full)
+    assert cli_main(["train", "--out", run, "--resume", "--iters", "6", "--no-progress"]) == 1
+    line = _one_line_error(capsys.readouterr().err)
+    assert "could not write checkpoint step 6" in line and "No space left on device" in line
+    monkeypatch.undo()
+    state, _ = Checkpointer(os.path.join(run, "checkpoints")).restore(
+        jax.jit(__import__("rl3jax.train", fromlist=["make_train"]).make_train(
+            TrainConfig(iters=4, **T).validate()).init)(jax.random.key(0)))
+    assert int(state.iteration) == 4
+
+
+def test_full_disk_while_logging_is_one_line(run4, tmp_path, capsys, monkeypatch):
+    run = _copy(run4, tmp_path)
+
+    def full(self, rows):
+        raise OSError(errno.ENOSPC, "No space left on device", self.jsonl)
+
+    monkeypatch.setattr(MetricsLog, "append", full)
+    assert cli_main(["train", "--out", run, "--resume", "--iters", "6", "--no-progress"]) == 1
+    line = _one_line_error(capsys.readouterr().err)
+    assert "No space left on device" in line and "metrics.jsonl" in line
+
+
+# -------------------------------------------------------------------------------- progress
+def test_progress_says_compiling_then_one_steady_state_eta(capsys):
+    p = Progress(total=10, initial=0, enabled=True)
+    assert p.bar.desc.startswith("compiling")
+    p.update(2, 2, 100.0, {"ret": "1.0"})  # the first chunk: includes the compile, no ETA yet
+    assert p.eta_s(2) is None and p.bar.postfix.endswith("eta=…") and not p.bar.desc
+    p.update(4, 2, 1.0, {"ret": "1.0"})  # steady: 0.5 s per iteration, 6 left
+    assert p.eta_s(4) == pytest.approx(3.0)
+    p.update(6, 2, 3.0, {"ret": "1.0"})  # mean of steady chunks: 4 s / 4 it, 4 left
+    assert p.eta_s(6) == pytest.approx(4.0) and p.bar.postfix == "ret=1.0, eta=00:04"
+    p.close()
+    out = capsys.readouterr().err
+    assert "compiling" in out and "<" not in out  # tqdm's own (compile-inflated) remaining-time is not shown
+
+
+@pytest.mark.slow  # a child process that imports JAX and compiles: ~20 s idle, minutes on a loaded 2-core machine
+def test_real_write_failure_during_a_save_is_one_line(run4, tmp_path):
+    # a real failing write, in a child process: RLIMIT_FSIZE makes every write beyond 200 kB fail with EFBIG,
+    # TensorStore's path for ENOSPC too (a checkpoint data file here is ~1.4 MB; metrics and config are small)
+    import subprocess
+    import sys
+
+    run = _copy(run4, tmp_path)
+    child = ("import resource, runpy, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+             "resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000)); "
+             "sys.argv = ['rl3jax'] + sys.argv[1:]; runpy.run_module('rl3jax', run_name='__main__')")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = subprocess.run([sys.executable, "-c", child, "train", "--out", run, "--resume", "--iters", "6",
+                        "--no-progress"], cwd=root, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 1, p.stderr
+    line = _one_line_error(p.stderr)  # was ~120 lines of orbax/asyncio tracebacks
+    assert line.startswith("rl3jax train: error: could not write checkpoint step 6") and "File too large" in line
+    assert Checkpointer(os.path.join(run, "checkpoints")).all_steps() == [2, 4]
