@@ -6,11 +6,11 @@ STAMP := $(VENV)/.installed
 
 ENV ?= mdp
 VARIANT ?=
-ALGO ?= rl3
-MODEL ?= transformer
+ALGO ?=
+MODEL ?=
 ITERS ?=
 PRESET ?=
-OUT ?= runs/$(ENV)-$(ALGO)-$(MODEL)
+OUT ?= runs/$(ENV)$(if $(ALGO),-$(ALGO))$(if $(MODEL),-$(MODEL))
 RUN ?=
 EPISODES ?= 1000
 EXTRA ?=
@@ -32,8 +32,8 @@ venv: $(STAMP)
 # make train [ENV=..] [ALGO=..] [MODEL=..] [ITERS=..] [PRESET=..] [OUT=..] [RESUME=1] [EXTRA="--set lr=1e-3"]
 # RESUME=1 continues the run in OUT (to ITERS in total); a resumed run keeps its settings, so PRESET is not passed.
 train: $(STAMP)
-	$(BIN)/rl3jax train $(if $(RESUME),--resume,--env $(ENV) $(if $(VARIANT),--variant $(VARIANT)) --algo $(ALGO) \
-	  --model $(MODEL) $(if $(PRESET),--preset $(PRESET))) $(if $(ITERS),--iters $(ITERS)) --out $(OUT) $(EXTRA)
+	$(BIN)/rl3jax train $(if $(RESUME),--resume,--env $(ENV) $(if $(VARIANT),--variant $(VARIANT)) $(if $(ALGO),--algo $(ALGO)) \
+	  $(if $(MODEL),--model $(MODEL)) $(if $(PRESET),--preset $(PRESET))) $(if $(ITERS),--iters $(ITERS)) --out $(OUT) $(EXTRA)
 
 eval: require-run $(STAMP)
 	$(BIN)/rl3jax eval --run $(RUN) --episodes $(EPISODES) --json $(RUN)/eval.json $(EXTRA)
