@@ -16,7 +16,7 @@ import pytest
 from rl3jax.cli import main as cli_main
 from rl3jax.config import TrainConfig
 from rl3jax.driver import read_metrics, train
-from rl3jax.evaluate import evaluate
+from rl3jax.evaluate import baseline_names, evaluate
 from rl3jax.report import (adaptation_curve, group_runs, iqm_ci, learning_curve, load_runs, make_report,
                            resolve_runs)
 from rl3jax.train import make_meta_env
@@ -50,10 +50,13 @@ def _meta_env():
 def test_results_numbers(runs):
     res = runs["res"]
     assert [r["name"] for r in res["runs"]] == ["rl3pop/seed0", "rl3pop/seed1", "rl2"]  # population expanded
-    assert len(runs["logs"]) == 3 * 2 + 2  # every run x mode, random and oracle: evaluated once each
+    names = baseline_names(_meta_env())
+    assert len(runs["logs"]) == 3 * 2 + len(names)  # every run x mode and every fitting baseline: once each
     assert res["episodes"] == EPISODES and res["horizon"] == H and res["variant"] == "train"
     base = {b["policy"]: b for b in res["baselines"]}
-    assert set(base) == {"random", "oracle"} and res["best_baseline"] is None
+    assert list(base) == names and {"random", "oracle", "thompson", "gittins"} <= set(base)
+    classical = {k: v["mean_return"] for k, v in base.items() if k not in ("random", "oracle")}
+    assert res["best_baseline"] == max(classical, key=classical.get)
     meta_env = _meta_env()
     for name, greedy in (("random", False), ("oracle", True)):  # independent evaluation of the baselines
         ref = evaluate(meta_env, name, EPISODES, greedy=greedy)
@@ -117,7 +120,8 @@ def test_markdown_holds_the_json_numbers(runs):
     assert grow[2] == f"{s['iqm']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]"
     assert grow[4] == f"{s['normalised_iqm']:.3f} [{s['normalised_ci_low']:.3f}, {s['normalised_ci_high']:.3f}]"
     brows = _md_rows(md, "| policy |")
-    assert [b[0] for b in brows] == [b["policy"] for b in res["baselines"]]
+    assert [b[0].removesuffix(" (best classical)") for b in brows] == [b["policy"] for b in res["baselines"]]
+    assert [b[0] for b in brows].count(f"{res['best_baseline']} (best classical)") == 1
     for row, b in zip(brows, res["baselines"]):
         assert row[2] == f"{b['mean_return']:.2f} ± {b['stderr']:.2f}" and row[3] == f"{b['normalised']:.3f}"
     assert md.startswith(f"# Report: bandit / variant train, H = {H}")
@@ -238,7 +242,10 @@ def test_report_reuses_evaluations(runs, tmp_path):
                {"policy": "oracle", "mean_return": 6.0, "stderr": 0.1, "step_rewards": [0.75] * H}], open(bjson, "w"))
     logs = []
     res = make_report([rl2], str(tmp_path / "rep"), episodes=EPISODES, baselines_json=bjson, log=logs.append)
-    assert logs == ["evaluating rl2 (stochastic) on 16 held-out bandit/train tasks"]
+    # the run's stochastic policy is evaluated; random and oracle come from the JSON, the baselines it lacks are
+    # evaluated
+    assert [x for x in logs if "baseline" not in x] == ["evaluating rl2 (stochastic) on 16 held-out bandit/train tasks"]
+    assert not any(x.startswith(("evaluating baseline random ", "evaluating baseline oracle ")) for x in logs)
     g = res["runs"][0]["greedy"]
     assert g["mean_return"] == 5.25 and g["source"].endswith("eval-train-greedy.json")
     assert g["normalised"] == (5.25 - 2.0) / (6.0 - 2.0)
