@@ -3,7 +3,7 @@
 Test tasks come from a fixed test seed, disjoint from the training streams (which start from
 ``jax.random.key(cfg.seed)``). Policies: a trained run (stochastic or greedy), or a classical baseline from
 ``rl3jax.baselines`` (``random``; ``oracle``, which knows the task and acts optimally for the remaining budget
-by finite-horizon value iteration on the true model, SPEC §3; posterior-based bandit and MDP baselines; the
+by finite-horizon value iteration on the true model, METHOD §3; posterior-based bandit and MDP baselines; the
 RL³ estimator alone).
 """
 

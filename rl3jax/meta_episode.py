@@ -1,12 +1,12 @@
-"""The meta-episode (trial) wrapper of SPEC §1: one task, H steps, task episodes chained back to back.
+"""The meta-episode (trial) wrapper of METHOD §1: one task, H steps, task episodes chained back to back.
 
 ``MetaEnv`` follows gymnax's ``reset(key, params) / step(key, state, action, params)`` with the *task* as
 params. Its state carries the task environment's state, the time counters, the previous action and reward,
 the running return and (RL³) the Q-estimator state; its observation is the policy input with the blocks of
-SPEC §1 in order. A task episode ends at an absorbing state or after TH steps and is reset at once (same
+METHOD §1 in order. A task episode ends at an absorbing state or after TH steps and is reset at once (same
 task), so the terminal state is never shown. Only step H ends the meta-episode.
 
-Two input layouts: ``layout='spec'`` (SPEC §1, above) and ``layout='v4'``, the paper's own code (RL3 commit
+Two input layouts: ``layout='spec'`` (METHOD §1, above) and ``layout='v4'``, the paper's own code (RL3 commit
 f8121786: MDPs.jl ``EvidenceObservationWrapper`` around MetaMDPs.jl ``MetaMDPwithTimeContext`` around
 VAMDP.jl's wrapper): prev action one-hot (n), prev reward (1), first-step flag (1), task observation (m; left
 out when ``drop_task_obs``, as the original does for RL³ on bandits), the RL³ features (``V4Estimator``:
@@ -83,7 +83,7 @@ class MetaEnv:
         return self.env.state_index(env_state, params)
 
     def observation(self, state: MetaState, params) -> jax.Array:
-        """Policy input. 'spec' (SPEC §1): prev action, prev reward, first flag, t/H, τ/TH, task obs, [RL³
+        """Policy input. 'spec' (METHOD §1): prev action, prev reward, first flag, t/H, τ/TH, task obs, [RL³
         blocks]. 'v4': prev action, prev reward, first flag, [task obs], [RL³ blocks], τ/TH, t/H."""
         n = self.num_actions
         first = (state.t == 0).astype(jnp.float32)

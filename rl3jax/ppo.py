@@ -1,4 +1,4 @@
-"""The outer learner: PPO over whole meta-episodes (SPEC §5).
+"""The outer learner: PPO over whole meta-episodes (METHOD §5).
 
 Pure math, independent of environments and networks: the actor and critic forward passes are passed in as
 static callables that map a batch of whole sequences to per-step outputs::
@@ -59,7 +59,7 @@ def _static(default):
 
 @struct.dataclass
 class PPOConfig:
-    """PPO hyper-parameters (SPEC §5 defaults).
+    """PPO hyper-parameters (METHOD §5 defaults).
 
     Leaves (may be traced arrays, e.g. for a vmapped sweep): ``gae_lambda``, ``ent_coef``, ``target_kl``,
     ``actor_lr``, ``critic_lr``. Everything else is static metadata (part of the jit cache key).
@@ -228,7 +228,7 @@ def actor_loss(logits, actions, old_logp, advantages, ent_coef, clip_eps: float 
 
 
 def critic_loss(values, targets, coef: float = 0.5) -> jax.Array:
-    """``coef · mean((v − target)²)``, no value clipping; the default ``coef = 0.5`` gives SPEC's 0.5·MSE.
+    """``coef · mean((v − target)²)``, no value clipping; the default ``coef = 0.5`` gives METHOD §5's 0.5·MSE.
 
     ``ppo_update`` passes ``cfg.vf_coef`` (default 0.5). The critic has its own optimiser, so the coefficient
     only matters relative to Adam's ε and the coupled weight decay.
@@ -275,7 +275,7 @@ def ppo_update(
     critic_apply: ApplyFn,
     fused_apply: Callable | None = None,
 ):
-    """One PPO iteration (SPEC §5). Jittable: ``jax.jit(ppo_update, static_argnames=("actor_apply",
+    """One PPO iteration (METHOD §5). Jittable: ``jax.jit(ppo_update, static_argnames=("actor_apply",
     "critic_apply"))`` with ``cfg`` a normal argument (its static fields are part of the cache key), or see
     ``make_ppo_update``.
 

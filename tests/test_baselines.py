@@ -253,7 +253,7 @@ def test_stochastic_bandit_baselines_agree_with_numpy_in_mean(name):
 
 
 def _mdp_history(obs, n_a, th):
-    """(state, tau) seen at each step of one MDP meta-episode, from the policy input (SPEC §1 layout)."""
+    """(state, tau) seen at each step of one MDP meta-episode, from the policy input (METHOD §1 layout)."""
     states = obs[:, n_a + 4:].argmax(axis=1)
     taus = np.rint(obs[:, n_a + 3] * th).astype(int)
     return states, taus
@@ -286,7 +286,7 @@ def test_posterior_sampling_agrees_with_numpy_in_mean(name, samples):
 
 
 def _model_best_sets(obs, n, m_task, tol=1e-5):
-    """Per step, the maximisers of the RL³ advantage block (Q − V)/Q_DENOM shown in the policy input (SPEC §1)."""
+    """Per step, the maximisers of the RL³ advantage block (Q − V)/Q_DENOM shown in the policy input (METHOD §1)."""
     adv = obs[:, n + 4 + m_task:n + 4 + m_task + n]
     return [set(np.nonzero(row >= row.max() - tol)[0].tolist()) for row in adv]
 

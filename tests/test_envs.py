@@ -1,4 +1,4 @@
-"""Task families (SPEC §3), vmap/jit behaviour of the meta-episode wrapper, and the env registry.
+"""Task families (METHOD §3), vmap/jit behaviour of the meta-episode wrapper, and the env registry.
 
 Statistical checks draw many independent samples and allow 5 standard errors of the estimate (stated at each
 check): with fixed seeds they are deterministic, and a correct sampler would fail one with probability ~6e-7.

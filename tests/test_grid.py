@@ -1,4 +1,4 @@
-"""Gridworld family (SPEC §3) and the sparse / coarse grid Q-estimator (§2.1, §2.2, §2.5) against the
+"""Gridworld family (METHOD §3) and the sparse / coarse grid Q-estimator (§2.1, §2.2, §2.5) against the
 loop-based NumPy reference in ``reference_grid.py``, the dense ``QEstimator`` and the meta-episode wrapper."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tests for the PPO outer learner (SPEC §5). Tiny shapes and linear 'networks' so they run fast on CPU."""
+"""Tests for the PPO outer learner (METHOD §5). Tiny shapes and linear 'networks' so they run fast on CPU."""
 
 import math
 

@@ -48,7 +48,7 @@ FAMILIES: dict[str, tuple[Callable, tuple[str, ...]]] = {
 TABULAR = {"bandit", "mdp", "grid11", "grid13"}
 #: families with the coarse-abstraction RL³ estimator (algo rl3_coarse)
 COARSE = {"grid11", "grid13"}
-#: the published meta-episode length H of a family where it is not TrainConfig's default of 100 (SPEC §6)
+#: the published meta-episode length H of a family where it is not TrainConfig's default of 100 (METHOD §6)
 PUBLISHED_HORIZON = {"grid11": 250, "grid13": 350}
 
 
