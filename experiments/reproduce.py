@@ -266,7 +266,7 @@ def report(target: Target, out: str, seeds: int = 1) -> str:
             oracle = _mean(os.path.join(tdir, f"oracle-h{h}.json"))
             s, g = (_mean(os.path.join(tdir, r.name, f"eval-train-{m}.json")) for m in ("stochastic", "greedy"))
             if oracle and (s is not None or g is not None):
-                frac = lambda x: "-" if x is None else f"{x / oracle:.3f}"  # noqa: E731
+                frac = lambda x, oracle=oracle: "-" if x is None else f"{x / oracle:.3f}"  # noqa: E731
                 lines.append(f"| {r.label} | {frac(s)} | {frac(g)} |")
     return "\n".join(lines) + "\n"
 

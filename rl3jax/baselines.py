@@ -45,7 +45,7 @@ import functools
 import math
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

@@ -118,7 +118,7 @@ class TrainConfig:
             return self.gamma_obj
         return 0.99 if self.semantics == "v4" else 0.95
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Checks every field; returns self, or raises ValueError naming the field, the value and what is allowed.
 
         Types (an int field takes a whole number, a float field a finite number, a bool field true/false; a
@@ -214,14 +214,14 @@ class TrainConfig:
     def batch_steps(self) -> int:
         return self.num_envs * self.horizon
 
-    def replace(self, **kw: Any) -> "TrainConfig":
+    def replace(self, **kw: Any) -> TrainConfig:
         return dataclasses.replace(self, **kw)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(d, dict):
             raise ValueError(f"a config must be a JSON object of fields, got {type(d).__name__}")

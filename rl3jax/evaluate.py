@@ -14,8 +14,14 @@ import math
 import jax
 import numpy as np
 
-from rl3jax.baselines import BASELINES, baseline_names, finite_horizon_values, make_policy  # noqa: F401
-from rl3jax.baselines import oracle_policy, random_policy  # noqa: F401  (re-exported)
+from rl3jax.baselines import (  # noqa: F401  (re-exported)
+    BASELINES,
+    baseline_names,
+    finite_horizon_values,
+    make_policy,
+    oracle_policy,
+    random_policy,
+)
 from rl3jax.meta_episode import MetaEnv
 from rl3jax.rollout import rollout, sample_tasks
 
@@ -78,7 +84,7 @@ def evaluate(meta_env: MetaEnv, policy: str, episodes: int, greedy: bool = False
     key = jax.random.fold_in(jax.random.key(TEST_SEED + 1), seed)
     for i, start in enumerate(range(0, episodes, batch)):
         stop = min(start + batch, episodes)
-        tasks = jax.tree.map(lambda x: x[start:stop], all_tasks)
+        tasks = jax.tree.map(lambda x, start=start, stop=stop: x[start:stop], all_tasks)
         returns.append(np.asarray(run(consts, tasks, jax.random.fold_in(key, i))))
     rewards = np.concatenate(returns)  # (episodes, H)
     r = rewards.sum(axis=1)

@@ -21,9 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from rl3jax.envs.base import TaskEnv
 from rl3jax.estimator import EstimatorState, QEstimator
-
 
 LAYOUTS = ("spec", "v4")
 

@@ -9,7 +9,8 @@ metrics; the driver (``rl3jax.driver``) loops over chunks on the host.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -89,7 +89,7 @@ class TabularModel:
     def estimates(self):
         """T̂, R̂ (S, A, S) and, for §2.3, the standard errors of T̂ and R̂."""
         cfg = self.cfg
-        S, A = cfg.num_states, cfg.num_actions
+        S = cfg.num_states
         alpha = cfg.alpha
         K = sum(self.known)
         known = np.array(self.known, float)[None, None, :]  # over next states s'

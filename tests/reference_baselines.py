@@ -108,14 +108,14 @@ def bruteforce_bayes(counts: list[tuple[int, int]], remaining: int) -> tuple[flo
     return max(qs), qs
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _memo_bayes(state: tuple, remaining: int) -> float:
     if remaining == 0:
         return 0.0
     return max(_memo_bayes_q(state, remaining))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _memo_bayes_q(state: tuple, remaining: int) -> tuple:
     qs = []
     for a, (s, f) in enumerate(state):

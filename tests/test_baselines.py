@@ -122,7 +122,7 @@ def test_gittins_rule_is_bayes_optimal_on_one_armed_bandit():
     h = 10
     g = B.compute_gittins_table(h)
     for lam in (0.05, 0.3, 0.5, 0.61, 0.83, 0.97):
-        rule = lambda j, s, f: g[j, s, f] >= lam  # noqa: E731
+        rule = lambda j, s, f, lam=lam: g[j, s, f] >= lam  # noqa: E731
         for m in range(1, h + 1):
             for s in range(h - m + 1):
                 for f in range(h - m - s + 1):
@@ -201,7 +201,7 @@ def test_thompson_choice_frequencies_match_exact_probabilities():
     dists = [stats.beta(si + 1, fi + 1) for si, fi in zip(s, f)]
     for i, d in enumerate(dists):
         others = [o for j, o in enumerate(dists) if j != i]
-        p_exact = integrate.quad(lambda x: d.pdf(x) * np.prod([o.cdf(x) for o in others]), 0, 1)[0]
+        p_exact = integrate.quad(lambda x, d=d, others=others: d.pdf(x) * np.prod([o.cdf(x) for o in others]), 0, 1)[0]
         freq = (a == i).mean()
         assert abs(freq - p_exact) < 4 * math.sqrt(p_exact * (1 - p_exact) / draws), (i, freq, p_exact)
 

@@ -323,7 +323,7 @@ def test_vmapped_lr_sweep_matches_single_runs():
     swept = jax.jit(jax.vmap(lambda lr: one(lr, _ppo_update_plain)))(lrs)
     for i in range(2):
         single = one(float(lrs[i]), UPDATE)
-        assert tree_allclose(jax.tree.map(lambda x: x[i], swept), single, rtol=1e-5, atol=1e-6)
+        assert tree_allclose(jax.tree.map(lambda x, i=i: x[i], swept), single, rtol=1e-5, atol=1e-6)
 
 
 def _ppo_update_plain(key, actor, critic, a_s, c_s, batch, cfg, it):

@@ -8,7 +8,7 @@ JAX, so a mistyped name costs no JAX start-up (``check_env``).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from rl3jax.envs.gymnax_bridge import GYMNAX_ENVS, check_gymnax_name
 
