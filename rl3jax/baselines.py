@@ -106,7 +106,7 @@ def finite_horizon_values(meta_env: MetaEnv, task) -> jax.Array:
     ``k`` = 0..min(TH, H); absorbing states restart the task episode (value of the start state).
     """
     t_true, r_true, absorbing, start = meta_env.env.true_model(task)
-    k_max = min(meta_env.task_horizon(task), meta_env.horizon)
+    k_max = min(meta_env.task_horizon(), meta_env.horizon)
 
     def backup(v, _):
         v_next = jnp.where(absorbing, v[start], v)  # an absorbing state restarts the task episode
@@ -132,7 +132,7 @@ def oracle_policy(meta_env: MetaEnv, tasks):
     def q_values(task, v, state):
         t_true, r_true, absorbing, start = meta_env.env.true_model(task)
         s = meta_env.env.state_index(state.env_state, task)
-        k = jnp.minimum(meta_env.task_horizon(task) - state.tau, meta_env.horizon - state.t)
+        k = jnp.minimum(meta_env.task_horizon() - state.tau, meta_env.horizon - state.t)
         v_prev = v[jnp.maximum(k - 1, 0)]
         v_next = jnp.where(absorbing, v_prev[start], v_prev)
         return r_true[s] + t_true[s] @ v_next

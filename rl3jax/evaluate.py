@@ -26,7 +26,6 @@ from rl3jax.meta_episode import MetaEnv
 from rl3jax.rollout import rollout, sample_tasks
 
 TEST_SEED = 2_147_480_000  # far from any training seed; tasks are a pure function of (env, variant, index)
-POLICIES = tuple(BASELINES)  # every baseline name (``baseline_names(meta_env)``: those that fit a family)
 
 
 def held_out_tasks(meta_env: MetaEnv, num: int):

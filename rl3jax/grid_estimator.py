@@ -46,7 +46,6 @@ from rl3jax.estimator import converge, validate_settings
 ABSTRACTIONS = (None, "coarse")
 #: the abstraction radius of METHOD §2.5 by grid side
 COARSE_RADIUS = {11: 0.1, 13: 0.08}
-CLUSTER_SIZE = 2  # METHOD §2.5; the partner representation holds pairs only
 
 _OFFSETS = np.array([[0, 0], [-1, 0], [0, 1], [1, 0], [0, -1]], np.int32)  # stay, N, E, S, W
 

@@ -64,7 +64,7 @@ class MetaEnv:
         self.obs_dim = self.num_actions + 4 + self.task_obs_dim + (estimator.feature_dim if estimator else 0)
 
     # -------------------------------------------------------------------------------------- helpers
-    def task_horizon(self, params=None) -> int:
+    def task_horizon(self) -> int:
         """TH: the task's own episode length (``max_steps_in_episode`` of the family; grids set it to H).
 
         Read once from the family's default params: it is a static size shared by every task in a batch
@@ -92,7 +92,7 @@ class MetaEnv:
         if self.estimator is not None:
             rl3 = [self.estimator.features(state.est, self._state_index(state.env_state, params))]
         t_h = (state.t / self.horizon).astype(jnp.float32)[None]
-        tau_th = (state.tau / self.task_horizon(params)).astype(jnp.float32)[None]
+        tau_th = (state.tau / self.task_horizon()).astype(jnp.float32)[None]
         if self.layout == "v4":
             parts = head + task_obs + rl3 + [tau_th, t_h]
         else:
@@ -118,7 +118,7 @@ class MetaEnv:
         reward = jnp.asarray(reward, jnp.float32)
         terminated = jnp.asarray(terminated, bool)
         tau = state.tau + 1
-        episode_over = terminated | (tau >= self.task_horizon(params))
+        episode_over = terminated | (tau >= self.task_horizon())
         est = state.est
         if self.estimator is not None:
             s = self._state_index(state.env_state, params)

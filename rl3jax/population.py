@@ -26,7 +26,6 @@ import itertools
 import json
 import math
 import os
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -337,8 +336,3 @@ def train_population(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | N
             print(f"  {name:24s} return {r['return_mean']:.2f}")
         print(f"report: {report_command(out)}")
     return state, lasts
-
-
-def load_population_spec(out: str) -> dict[str, Any]:
-    """population.json of a population run folder."""
-    return _read_spec(out)

@@ -116,14 +116,13 @@ def check_minibatches(num_envs: int, num_minibatches: int) -> int:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def gae(rewards: jax.Array, values: jax.Array, last_value=None, gamma: float = 0.99, lam: float = 0.3):
+def gae(rewards: jax.Array, values: jax.Array, gamma: float = 0.99, lam: float = 0.3):
     """Generalised advantage estimation over whole sequences; returns ``(advantages, targets)``, both (B, T).
 
     ``rewards`` and ``values`` are (B, T) with time on the last axis. The last step T of every sequence is the
-    (only) terminal: there is no bootstrap after it, so ``last_value`` is accepted for API symmetry and
-    IGNORED (treated as zero). ``targets = values + advantages``. ``gamma`` and ``lam`` may be traced.
+    (only) terminal: there is no bootstrap after it (the value after step T is zero, METHOD §5).
+    ``targets = values + advantages``. ``gamma`` and ``lam`` may be traced.
     """
-    del last_value
     rewards = jnp.asarray(rewards)
     values = jnp.asarray(values)
     next_values = jnp.concatenate([values[..., 1:], jnp.zeros_like(values[..., :1])], axis=-1)
@@ -317,7 +316,7 @@ def ppo_update(
         raise ValueError(f"num_envs={num_envs} is not divisible by kl_chunks={cfg.kl_chunks}")
 
     actor_tx, critic_tx = make_optimizers(cfg)
-    advantages, targets = gae(rewards, values, None, cfg.gamma, cfg.gae_lambda)
+    advantages, targets = gae(rewards, values, cfg.gamma, cfg.gae_lambda)
     ent = entropy_coef(cfg, iteration)
     clip_eps = cfg.clip_eps
     target_kl = cfg.target_kl

@@ -21,7 +21,7 @@ export PYTHONUNBUFFERED=1
 has() { case " $PHASES " in *" $1 "*) return 0;; *) return 1;; esac; }
 BENCH="python3 -m rl3jax bench --repeats 3 ${BENCH_FLAGS:-}"
 nvidia-smi -L | tee "$OUT/device.txt"
-python3 -c "import jax, flax, optax, orbax.checkpoint as o, chex; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())" | tee -a "$OUT/device.txt"
+python3 -c "import jax, flax, optax, orbax.checkpoint as o; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())" | tee -a "$OUT/device.txt"
 if has agree; then timeout 60 python3 scripts/gpu_agree.py 2>&1 | tee "$OUT/agree.txt"; fi
 if has bench; then
   timeout "${BENCH_SECONDS:-300}" $BENCH --json "$OUT/bench.json" \

@@ -50,7 +50,6 @@ ABSORBING_TILES = (GOAL, DANGER)
 
 # Actions and move directions share indices: 0 NOOP/stay, 1 N, 2 E, 3 S, 4 W.
 NOOP, NORTH, EAST, SOUTH, WEST = range(5)
-ACTION_NAMES = ("NOOP", "N", "E", "S", "W")
 DIRECTION_OFFSETS = np.array([[0, 0], [-1, 0], [0, 1], [1, 0], [0, -1]], np.int32)  # (d_row, d_col)
 _PERPENDICULAR = {NORTH: (EAST, WEST), SOUTH: (EAST, WEST), EAST: (NORTH, SOUTH), WEST: (NORTH, SOUTH)}
 
@@ -430,7 +429,7 @@ class GridWorld(TaskEnv):
         v, _ = _finite_horizon_vi(tiles, self.slip, self.reject_horizon, 1.0)
         return v[start_cell(self.size)]
 
-    def accepts(self, tiles, dangers_ok, opt_return) -> jax.Array:
+    def accepts(self, dangers_ok, opt_return) -> jax.Array:
         return dangers_ok.all() & (opt_return >= self.min_return) & (opt_return <= self.max_return)
 
     def sample_task_with_draws(self, key: jax.Array) -> tuple[GridTask, jax.Array]:
@@ -439,7 +438,7 @@ class GridWorld(TaskEnv):
         def draw(k):
             layout = self.draw_layout(k)
             ret = self.optimal_return(layout["tiles"])
-            return layout["tiles"], ret, self.accepts(layout["tiles"], layout["dangers_ok"], ret)
+            return layout["tiles"], ret, self.accepts(layout["dangers_ok"], ret)
 
         def cond(carry):
             _, _, _, accepted, draws = carry

@@ -57,10 +57,6 @@ def register(name: str, constructor: Callable, variant_names: tuple[str, ...]) -
     FAMILIES[name] = (constructor, tuple(variant_names))
 
 
-def _gymnax_names() -> list[str]:
-    return list(GYMNAX_ENVS)
-
-
 def is_gymnax(name: str) -> bool:
     return name not in FAMILIES and name in GYMNAX_ENVS
 
