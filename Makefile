@@ -59,6 +59,11 @@ bench: $(STAMP)
 reproduce: $(STAMP)
 	$(BIN)/python experiments/reproduce.py $(ARGS)
 
+.PHONY: lint
+# ruff (pyflakes, isort, pyupgrade, bugbear; settings in pyproject.toml), no changes written
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 tests
 
@@ -78,4 +83,5 @@ help:
 	@echo "           [ITERS=N] [PRESET=name] [OUT=folder] [RESUME=1] [EXTRA='more rl3jax train flags']"
 	@echo "make eval RUN=folder [EPISODES=1000]     make bench [QUICK=auto|0|1]     make reproduce ARGS='target ...'"
 	@echo "make report RUN="runs/a runs/b" [REPORT_OUT=dir]  (results table, learning and adaptation curves)"
+	@echo "make lint (ruff)"
 	@echo "make test | test-all                     make clean (venv, caches)       make clean-runs (runs/)"

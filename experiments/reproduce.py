@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""One command per reproduction target: every row of SPEC §6 (RL² and RL³ and the third column, evaluated in
+"""One command per reproduction target: every row of METHOD §6 (RL² and RL³ and the third column, evaluated in
 and out of distribution) and the H-scaling sweep on MDPs.
 
     python experiments/reproduce.py list                        # targets, runs and budgets
@@ -33,7 +33,7 @@ if ROOT not in sys.path:
 
 from rl3jax.config import preset  # noqa: E402  (light: no JAX)
 
-#: assumed end-to-end throughput for the time estimates: SPEC §7, paper batch, transformer, one H100
+#: assumed end-to-end throughput for the time estimates: METHOD §7, paper batch, transformer, one H100
 ASSUMED_STEPS_PER_SECOND = 0.4e6
 #: tiny: the same commands scaled down to a smoke test
 TINY_TRAIN = ["--iters", "2", "--horizon", "10", "--num-envs", "8", "--minibatch-envs", "4",
@@ -66,7 +66,7 @@ class Target:
     doc: str
     runs: tuple[Run, ...]
     variants: tuple[str, ...]  # test variants to evaluate each run on (first: in distribution)
-    published: dict  # label -> published "mean ± s.e." (SPEC §6), in distribution
+    published: dict  # label -> published "mean ± s.e." (METHOD §6), in distribution
     oracle_horizons: tuple[int, ...] = ()  # task-knowing baseline at these H (normalised scores)
     eval_modes: tuple[str, ...] = ("stochastic", "greedy")  # policies evaluated on the test tasks
 
@@ -98,7 +98,7 @@ def _v4_row(preset_name: str, markov: bool) -> tuple[Run, ...]:
 def _h_runs() -> tuple[Run, ...]:
     runs = []
     for h in H_SCALING:
-        # the later code's MDP settings (SPEC §6 last row): batch 32768 steps, minibatch 4096 steps, entropy 0.1 -> 0
+        # the later code's MDP settings (METHOD §6 last row): batch 32768 steps, minibatch 4096 steps, entropy 0.1 -> 0
         args = ("--horizon", str(h), "--num-envs", str(32768 // h), "--minibatch-envs", str(4096 // h))
         for algo, label in (("rl2", "RL²"), ("rl3", "RL³")):
             runs.append(Run(f"{algo}-h{h}", f"{label} H={h}", algo, "transformer", "mdp-h512", args))
@@ -127,7 +127,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("mdp-h512", "random MDPs, H=512 (later code)", _row("mdp-h512", None),
            ("train", "alpha0.25", "det-rewards"), {}),
     Target("h-scaling", "MDPs, H in {128, ..., 2048}: RL² and RL³ against a task-knowing oracle "
-           "(SPEC §6: RL³ ≈ 0.92 of the oracle at H=2048, RL² ≈ 0.80)", _h_runs(), ("train",), {},
+           "(METHOD §6: RL³ ≈ 0.92 of the oracle at H=2048, RL² ≈ 0.80)", _h_runs(), ("train",), {},
            oracle_horizons=H_SCALING),
     # the paper's tables with the paper's own code's semantics and networks; greedy test, as the paper did
     Target("paper-v4-bandit-h100", "Bernoulli bandits k=5, H=100: the paper's own code (v4 semantics)",
@@ -223,7 +223,7 @@ def describe(target: Target, tiny: bool, seeds: int) -> str:
                      + (f" x {seeds} seeds" if seeds > 1 else ""))
     hours = total / ASSUMED_STEPS_PER_SECOND / 3600
     lines.append(f"  budget: {total:.3g} env steps in all; about {hours:.1f} h on one H100 at "
-                 f"{ASSUMED_STEPS_PER_SECOND / 1e6:.1f} M steps/s (SPEC §7; grids with RL³ run slower); "
+                 f"{ASSUMED_STEPS_PER_SECOND / 1e6:.1f} M steps/s (METHOD §7; grids with RL³ run slower); "
                  f"evaluation on {', '.join(target.variants)} ({' and '.join(target.eval_modes)})")
     return "\n".join(lines)
 
@@ -240,7 +240,7 @@ def _fmt(path: str) -> str | None:
 def report(target: Target, out: str, seeds: int = 1) -> str:
     tdir = os.path.join(out, target.name)
     lines = [f"### {target.name}: {target.doc}", "",
-             "| run | variant | stochastic | greedy | published (SPEC §6) |", "|---|---|---|---|---|"]
+             "| run | variant | stochastic | greedy | published (METHOD §6) |", "|---|---|---|---|---|"]
     for r in target.runs:
         run_dir = os.path.join(tdir, r.name)
         members = sorted(glob.glob(os.path.join(run_dir, "seed*"))) if os.path.exists(
@@ -259,14 +259,14 @@ def report(target: Target, out: str, seeds: int = 1) -> str:
         if o:
             lines.append(f"| oracle H={h} | train | {o} | | |")
     if target.oracle_horizons:
-        lines += ["", "Fraction of the oracle's return (in distribution; SPEC §6 at H=2048: RL³ ≈ 0.92, RL² ≈ 0.80):",
+        lines += ["", "Fraction of the oracle's return (in distribution; METHOD §6 at H=2048: RL³ ≈ 0.92, RL² ≈ 0.80):",
                   "", "| run | stochastic | greedy |", "|---|---|---|"]
         for r in target.runs:
             h = r.name.rsplit("-h", 1)[-1]
             oracle = _mean(os.path.join(tdir, f"oracle-h{h}.json"))
             s, g = (_mean(os.path.join(tdir, r.name, f"eval-train-{m}.json")) for m in ("stochastic", "greedy"))
             if oracle and (s is not None or g is not None):
-                frac = lambda x: "-" if x is None else f"{x / oracle:.3f}"  # noqa: E731
+                frac = lambda x, oracle=oracle: "-" if x is None else f"{x / oracle:.3f}"  # noqa: E731
                 lines.append(f"| {r.label} | {frac(s)} | {frac(g)} |")
     return "\n".join(lines) + "\n"
 

@@ -6,7 +6,7 @@ key in the carry, for random tie-breaking, exploration and posterior samples) an
 (0 for the chosen action, -1e3 for the others), so sampling from them and taking their argmax give the same
 action: the harness's ``greedy`` flag does not change a baseline.
 
-Baselines read what a learned policy reads (the previous action and reward, SPEC §1) from the meta state, plus
+Baselines read what a learned policy reads (the previous action and reward, METHOD §1) from the meta state, plus
 the current task state (``env.state_index``); ``oracle`` reads the task itself and ``model-greedy`` the RL³
 estimator's state. The registry ``BASELINES`` maps each name to the families it fits, its parameters (with
 defaults and allowed ranges), its constructor and its source:
@@ -32,7 +32,7 @@ map-greedy               mdp                    certainty equivalence on the pos
 =======================  =====================  ========================================================
 
 MDP posteriors (psrl, opsrl, map-greedy) learn from what the policy input shows: the state a task episode
-ends in is never shown (SPEC §1), so that last transition updates the reward posterior only.
+ends in is never shown (METHOD §1), so that last transition updates the reward posterior only.
 
 ``run_baselines(env, variant, horizon, episodes)`` evaluates every fitting baseline on the same held-out
 tasks (used by ``rl3jax baselines`` and the report).
@@ -45,7 +45,7 @@ import functools
 import math
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -106,7 +106,7 @@ def finite_horizon_values(meta_env: MetaEnv, task) -> jax.Array:
     ``k`` = 0..min(TH, H); absorbing states restart the task episode (value of the start state).
     """
     t_true, r_true, absorbing, start = meta_env.env.true_model(task)
-    k_max = min(meta_env.task_horizon(task), meta_env.horizon)
+    k_max = min(meta_env.task_horizon(), meta_env.horizon)
 
     def backup(v, _):
         v_next = jnp.where(absorbing, v[start], v)  # an absorbing state restarts the task episode
@@ -132,7 +132,7 @@ def oracle_policy(meta_env: MetaEnv, tasks):
     def q_values(task, v, state):
         t_true, r_true, absorbing, start = meta_env.env.true_model(task)
         s = meta_env.env.state_index(state.env_state, task)
-        k = jnp.minimum(meta_env.task_horizon(task) - state.tau, meta_env.horizon - state.t)
+        k = jnp.minimum(meta_env.task_horizon() - state.tau, meta_env.horizon - state.t)
         v_prev = v[jnp.maximum(k - 1, 0)]
         v_next = jnp.where(absorbing, v_prev[start], v_prev)
         return r_true[s] + t_true[s] @ v_next
@@ -467,7 +467,7 @@ def _prepare_bayes(meta_env, params):
 
 # ------------------------------------------------------------------------------- RL³ model (ablation)
 def estimator_q(estimator, est, s) -> jax.Array:
-    """The RL³ estimator's latest value-iteration Q (n,) at concrete state ``s`` of one task (SPEC §2)."""
+    """The RL³ estimator's latest value-iteration Q (n,) at concrete state ``s`` of one task (METHOD §2)."""
     if hasattr(estimator, "model_index"):  # grid estimator (abstract ids for RL³-coarse)
         return est.q[estimator.model_index(est, s)]
     return est.q[s]
@@ -506,7 +506,7 @@ class MDPPosterior:
 def mdp_posterior_update(post: MDPPosterior, state, s: jax.Array) -> MDPPosterior:
     """Adds the previous step (prev_s, prev action, prev reward → s) to the posterior statistics.
 
-    The last transition of a task episode ends in a state the policy never sees (SPEC §1: after the reset the
+    The last transition of a task episode ends in a state the policy never sees (METHOD §1: after the reset the
     input shows the start state), so it updates the reward statistics only: a transition counts when
     ``t > 0`` and ``tau > 0`` (no reset in between).
     """
@@ -737,13 +737,13 @@ BASELINES: dict[str, Baseline] = {b.name: b for b in [
     Baseline("random", (ALL,), (), _random_build, "Uniformly random actions."),
     Baseline("oracle", (ALL,), (), _oracle_build,
              "Task-knowing oracle: finite-horizon value iteration on the true task for the steps left in the "
-             "task episode (the score of SPEC §3's task-knowing agent).", needs_model=True),
+             "task episode (the score of METHOD §3's task-knowing agent).", needs_model=True),
     Baseline("model-greedy", TABULAR, (), _model_build,
-             "Greedy on the RL³ object-level estimator's current Q at the current state (SPEC §2; Bhatia, "
+             "Greedy on the RL³ object-level estimator's current Q at the current state (METHOD §2; Bhatia, "
              "Nashed & Zilberstein 2023): object-level RL alone, the ablation of meta-learning.",
              needs_estimator=True),
     Baseline("model-epsilon-greedy", TABULAR, (_EPS,), _model_build,
-             "ε-greedy on the RL³ estimator's current Q (SPEC §2).", needs_estimator=True),
+             "ε-greedy on the RL³ estimator's current Q (METHOD §2).", needs_estimator=True),
     Baseline("greedy", ("bandit",), (), _bandit_build("greedy"),
              "Greedy on the Beta(1,1) posterior mean (s+1)/(n+2)."),
     Baseline("epsilon-greedy", ("bandit",), (_EPS,), _bandit_build("epsilon-greedy"),

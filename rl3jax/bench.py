@@ -7,12 +7,12 @@ show which stage dominates. Absolute numbers mean something only on an accelerat
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 
 from rl3jax.config import TrainConfig
 from rl3jax.train import make_train
@@ -180,8 +180,7 @@ def bench_scaling(quick: bool = False, devices: list[int] | None = None, seeds: 
     """Steps/s of one workload at 1, 2, 4, 8 devices (env axis split, params replicated) and with K vmapped
     seeds on one device. Device efficiency = steps/s(n) / (n · steps/s(1)); for seeds, steps/s counts every
     member's steps and the speed-up is against one seed (K seeds one after another would give 1.0)."""
-    from rl3jax import distributed
-    from rl3jax import population
+    from rl3jax import distributed, population
 
     w = dict(workload or scaling_workload(quick))
     cfg = TrainConfig(**w, chunk_iters=w["iters"]).validate()
@@ -210,10 +209,10 @@ def bench_scaling(quick: bool = False, devices: list[int] | None = None, seeds: 
         mesh = distributed.make_mesh(d) if d > 1 else None
         trainer = make_train(cfg, mesh)
         if mesh is None:
-            init = lambda: jax.jit(trainer.init)(jax.random.key(0))  # noqa: E731
+            init = lambda trainer=trainer: jax.jit(trainer.init)(jax.random.key(0))  # noqa: E731
         else:
-            init = lambda: distributed.init_sharded(lambda: trainer.init(jax.random.key(0)), mesh,  # noqa: E731
-                                                    cfg.num_envs)
+            init = lambda trainer=trainer, mesh=mesh: distributed.init_sharded(  # noqa: E731
+                lambda: trainer.init(jax.random.key(0)), mesh, cfg.num_envs)
         from rl3jax.train import jit_chunk
 
         t, c = _time_chunk(init, jit_chunk(trainer), n_iter, repeats)
@@ -229,7 +228,7 @@ def bench_scaling(quick: bool = False, devices: list[int] | None = None, seeds: 
     base_seed = None
     for k in seeds:
         pop = population.make_population(cfg, seeds=k)
-        t, c = _time_chunk(lambda: population.init_state(pop), population.jit_chunk(pop), n_iter, repeats)
+        t, c = _time_chunk(functools.partial(population.init_state, pop), population.jit_chunk(pop), n_iter, repeats)
         sps = k * n_iter * cfg.batch_steps / t
         base_seed = base_seed or sps
         rec = {"kind": "seeds", "devices": 1, "seeds": k, "envs_per_device": cfg.num_envs * k,

@@ -19,8 +19,8 @@ or a kill between orbax's rename and the manifest) are restored unverified.
 
 from __future__ import annotations
 
-import hashlib
 import contextlib
+import hashlib
 import json
 import logging
 import os

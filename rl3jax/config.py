@@ -1,4 +1,4 @@
-"""Training configuration and the published presets (SPEC §6).
+"""Training configuration and the published presets (METHOD §6).
 
 ``TrainConfig`` is a frozen dataclass: hashable, so the jitted training functions take it as a static
 argument. ``validate()`` turns impossible settings into clear errors before anything is compiled.
@@ -41,8 +41,8 @@ def _check_types(cfg) -> None:
         if not ok:
             raise ValueError(f"config field {f.name} must be {want}{' or None' if 'None' in typ else ''}, "
                              f"got {v!r}")
-#: RL³ object-level semantics: 'fresh' (SPEC §2, Q/V of the current state from the latest solve), 'rlc' (SPEC
-#: §2.4's 'entered' cache of the later code), 'v4' (the paper's own code: rl3jax/estimator_v4.py)
+#: RL³ object-level semantics: 'fresh' (METHOD §2, Q/V of the current state from the latest solve), 'rlc'
+#: (METHOD §2.4's 'entered' cache of the later code), 'v4' (the paper's own code: rl3jax/estimator_v4.py)
 SEMANTICS = ("fresh", "rlc", "v4")
 #: the legacy ``estimator_mode`` values and the semantics each one means
 LEGACY_ESTIMATOR_MODES = {"fresh": "fresh", "entered": "rlc"}
@@ -74,7 +74,7 @@ class TrainConfig:
     # small minibatches are launch-bound (on CPU it measured the same speed within noise and compiles longer)
     fused_update: bool | None = None
     kl_chunks: int = 1  # groups of sequences for the full-batch KL pass (raise to bound its memory)
-    # RL³ estimator (None: the task family's default from SPEC §2)
+    # RL³ estimator (None: the task family's default from METHOD §2)
     # semantics: 'fresh' | 'rlc' | 'v4' (None: 'fresh', or what the legacy estimator_mode says)
     semantics: str | None = None
     # legacy alias of semantics, kept so that old run folders' config.json load: 'fresh' -> fresh,
@@ -118,7 +118,7 @@ class TrainConfig:
             return self.gamma_obj
         return 0.99 if self.semantics == "v4" else 0.95
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Checks every field; returns self, or raises ValueError naming the field, the value and what is allowed.
 
         Types (an int field takes a whole number, a float field a finite number, a bool field true/false; a
@@ -214,14 +214,14 @@ class TrainConfig:
     def batch_steps(self) -> int:
         return self.num_envs * self.horizon
 
-    def replace(self, **kw: Any) -> "TrainConfig":
+    def replace(self, **kw: Any) -> TrainConfig:
         return dataclasses.replace(self, **kw)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(d, dict):
             raise ValueError(f"a config must be a JSON object of fields, got {type(d).__name__}")
@@ -243,7 +243,7 @@ def _preset(env, horizon, iters, batch, minibatch, ent, lr, schedule="constant",
                 lr=lr, ent_schedule=schedule, **kw)
 
 
-# SPEC §6: batch = steps per PPO iteration, nenvs = batch / H.
+# METHOD §6: batch = steps per PPO iteration, nenvs = batch / H.
 PRESETS: dict[str, dict] = {
     "bandit-h100": _preset("bandit", 100, 3000, 32000, 3200, 0.001, 3e-4),
     "bandit-h500": _preset("bandit", 500, 6000, 32000, 3200, 0.01, 3e-4),
@@ -255,7 +255,7 @@ PRESETS: dict[str, dict] = {
     "mdp-h512": _preset("mdp", 512, 10000, 32768, 4096, 0.1, 3e-4, "linear"),
     # The paper's own code (RL3 commit f8121786; experiments/README.md "Paper-v4 targets"): v4 semantics and
     # the v4 networks. main.jl defaults: batch 32000, minibatch 3200, lr 3e-4 constant; entropy bonus from
-    # the README's commands (bandits 0.001 at H=100, 0.01 at H=500; MDPs 0.01); iterations as SPEC §6 (the
+    # the README's commands (bandits 0.001 at H=100, 0.01 at H=500; MDPs 0.01); iterations as METHOD §6 (the
     # README's example commands say 5000 for bandits H=100 and 10000 for MDPs H=100).
     "paper-v4-bandit-h100": _preset("bandit", 100, 3000, 32000, 3200, 0.001, 3e-4, semantics="v4",
                                     model="transformer-v4"),

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import csv
 import fcntl
-import math
 import json
+import math
 import os
 import sys
 import time
@@ -31,7 +31,7 @@ import jax
 import numpy as np
 
 from rl3jax import distributed
-from rl3jax.checkpoint import CheckpointError, Checkpointer, finished_steps
+from rl3jax.checkpoint import Checkpointer, CheckpointError, finished_steps
 from rl3jax.config import TrainConfig
 from rl3jax.train import FINITE, jit_chunk, make_train
 
@@ -224,7 +224,7 @@ class HeldOutEvaluator:
         out = []
         for i, start in enumerate(range(0, self.episodes, self.batch)):
             stop = min(start + self.batch, self.episodes)
-            tasks = jax.tree.map(lambda x: x[start:stop], self.tasks)
+            tasks = jax.tree.map(lambda x, start=start, stop=stop: x[start:stop], self.tasks)
             out.append(np.asarray(self._run(params, tasks, jax.random.fold_in(self.key, i), bool(greedy))))
         rewards = np.concatenate(out)
         r = rewards.sum(axis=1)

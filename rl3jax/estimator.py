@@ -1,4 +1,4 @@
-"""The RL³ object-level Q-estimator (SPEC §2): a learned tabular model and value iteration after every step.
+"""The RL³ object-level Q-estimator (METHOD §2): a learned tabular model and value iteration after every step.
 
 Pure functions over an ``EstimatorState`` pytree of fixed shape, so the estimator lives inside the
 environment state and ``vmap`` runs it for thousands of tasks. The model is dense over S concrete states
@@ -131,7 +131,7 @@ class QEstimator:
         )
 
     def model(self, est: EstimatorState):
-        """T̂(s'|s,a), R̂(s,a,s') and their standard errors (SPEC §2.1, §2.3), dense (S, A, S)."""
+        """T̂(s'|s,a), R̂(s,a,s') and their standard errors (METHOD §2.1, §2.3), dense (S, A, S)."""
         s_num = self.num_states
         known = est.known.astype(jnp.float32)
         k = known.sum()
@@ -203,7 +203,7 @@ class QEstimator:
 
     # -------------------------------------------------------------------------------------- features
     def features(self, est: EstimatorState, s) -> jax.Array:
-        """Policy-input blocks for current state ``s``: advantages, value, std errors, counts (SPEC §1)."""
+        """Policy-input blocks for current state ``s``: advantages, value, std errors, counts (METHOD §1)."""
         if self.mode == "fresh":
             q, q_se = est.q[s], est.q_se[s]
         else:

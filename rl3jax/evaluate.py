@@ -3,7 +3,7 @@
 Test tasks come from a fixed test seed, disjoint from the training streams (which start from
 ``jax.random.key(cfg.seed)``). Policies: a trained run (stochastic or greedy), or a classical baseline from
 ``rl3jax.baselines`` (``random``; ``oracle``, which knows the task and acts optimally for the remaining budget
-by finite-horizon value iteration on the true model, SPEC §3; posterior-based bandit and MDP baselines; the
+by finite-horizon value iteration on the true model, METHOD §3; posterior-based bandit and MDP baselines; the
 RL³ estimator alone).
 """
 
@@ -14,13 +14,18 @@ import math
 import jax
 import numpy as np
 
-from rl3jax.baselines import BASELINES, baseline_names, finite_horizon_values, make_policy  # noqa: F401
-from rl3jax.baselines import oracle_policy, random_policy  # noqa: F401  (re-exported)
+from rl3jax.baselines import (  # noqa: F401  (re-exported)
+    BASELINES,
+    baseline_names,
+    finite_horizon_values,
+    make_policy,
+    oracle_policy,
+    random_policy,
+)
 from rl3jax.meta_episode import MetaEnv
 from rl3jax.rollout import rollout, sample_tasks
 
 TEST_SEED = 2_147_480_000  # far from any training seed; tasks are a pure function of (env, variant, index)
-POLICIES = tuple(BASELINES)  # every baseline name (``baseline_names(meta_env)``: those that fit a family)
 
 
 def held_out_tasks(meta_env: MetaEnv, num: int):
@@ -78,7 +83,7 @@ def evaluate(meta_env: MetaEnv, policy: str, episodes: int, greedy: bool = False
     key = jax.random.fold_in(jax.random.key(TEST_SEED + 1), seed)
     for i, start in enumerate(range(0, episodes, batch)):
         stop = min(start + batch, episodes)
-        tasks = jax.tree.map(lambda x: x[start:stop], all_tasks)
+        tasks = jax.tree.map(lambda x, start=start, stop=stop: x[start:stop], all_tasks)
         returns.append(np.asarray(run(consts, tasks, jax.random.fold_in(key, i))))
     rewards = np.concatenate(returns)  # (episodes, H)
     r = rewards.sum(axis=1)

@@ -1,4 +1,4 @@
-"""The RL³ Q-estimator for gridworlds: the learned model of SPEC §2.1 stored sparsely, and RL³-coarse (§2.5).
+"""The RL³ Q-estimator for gridworlds: the learned model of METHOD §2.1 stored sparsely, and RL³-coarse (§2.5).
 
 Same interface and semantics as ``rl3jax.estimator.QEstimator`` (``init`` / ``update`` / ``features``,
 ``feature_dim``), but it exploits the grid: every observed next state of (s, a) is s itself or one of its 4
@@ -28,7 +28,7 @@ per-direction sums, and the Laplace reward term Σ_{z' seen} R̄(z,a,z') (entrie
 the same z' merged) is kept up to date incrementally at each step. Counts shown in the features stay per
 concrete cell; the advantages/value shown for cell s are those of its abstract id.
 
-Standard errors (SPEC §2.3) are not supported here: use the dense ``QEstimator`` with ``std_errors=True``.
+Standard errors (METHOD §2.3) are not supported here: use the dense ``QEstimator`` with ``std_errors=True``.
 """
 
 from __future__ import annotations
@@ -44,9 +44,8 @@ from flax import struct
 from rl3jax.estimator import converge, validate_settings
 
 ABSTRACTIONS = (None, "coarse")
-#: the abstraction radius of SPEC §2.5 by grid side
+#: the abstraction radius of METHOD §2.5 by grid side
 COARSE_RADIUS = {11: 0.1, 13: 0.08}
-CLUSTER_SIZE = 2  # SPEC §2.5; the partner representation holds pairs only
 
 _OFFSETS = np.array([[0, 0], [-1, 0], [0, 1], [1, 0], [0, -1]], np.int32)  # stay, N, E, S, W
 

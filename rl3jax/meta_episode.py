@@ -1,12 +1,12 @@
-"""The meta-episode (trial) wrapper of SPEC §1: one task, H steps, task episodes chained back to back.
+"""The meta-episode (trial) wrapper of METHOD §1: one task, H steps, task episodes chained back to back.
 
 ``MetaEnv`` follows gymnax's ``reset(key, params) / step(key, state, action, params)`` with the *task* as
 params. Its state carries the task environment's state, the time counters, the previous action and reward,
 the running return and (RL³) the Q-estimator state; its observation is the policy input with the blocks of
-SPEC §1 in order. A task episode ends at an absorbing state or after TH steps and is reset at once (same
+METHOD §1 in order. A task episode ends at an absorbing state or after TH steps and is reset at once (same
 task), so the terminal state is never shown. Only step H ends the meta-episode.
 
-Two input layouts: ``layout='spec'`` (SPEC §1, above) and ``layout='v4'``, the paper's own code (RL3 commit
+Two input layouts: ``layout='spec'`` (METHOD §1, above) and ``layout='v4'``, the paper's own code (RL3 commit
 f8121786: MDPs.jl ``EvidenceObservationWrapper`` around MetaMDPs.jl ``MetaMDPwithTimeContext`` around
 VAMDP.jl's wrapper): prev action one-hot (n), prev reward (1), first-step flag (1), task observation (m; left
 out when ``drop_task_obs``, as the original does for RL³ on bandits), the RL³ features (``V4Estimator``:
@@ -21,9 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from rl3jax.envs.base import TaskEnv
 from rl3jax.estimator import EstimatorState, QEstimator
-
 
 LAYOUTS = ("spec", "v4")
 
@@ -66,7 +64,7 @@ class MetaEnv:
         self.obs_dim = self.num_actions + 4 + self.task_obs_dim + (estimator.feature_dim if estimator else 0)
 
     # -------------------------------------------------------------------------------------- helpers
-    def task_horizon(self, params=None) -> int:
+    def task_horizon(self) -> int:
         """TH: the task's own episode length (``max_steps_in_episode`` of the family; grids set it to H).
 
         Read once from the family's default params: it is a static size shared by every task in a batch
@@ -83,7 +81,7 @@ class MetaEnv:
         return self.env.state_index(env_state, params)
 
     def observation(self, state: MetaState, params) -> jax.Array:
-        """Policy input. 'spec' (SPEC §1): prev action, prev reward, first flag, t/H, τ/TH, task obs, [RL³
+        """Policy input. 'spec' (METHOD §1): prev action, prev reward, first flag, t/H, τ/TH, task obs, [RL³
         blocks]. 'v4': prev action, prev reward, first flag, [task obs], [RL³ blocks], τ/TH, t/H."""
         n = self.num_actions
         first = (state.t == 0).astype(jnp.float32)
@@ -94,7 +92,7 @@ class MetaEnv:
         if self.estimator is not None:
             rl3 = [self.estimator.features(state.est, self._state_index(state.env_state, params))]
         t_h = (state.t / self.horizon).astype(jnp.float32)[None]
-        tau_th = (state.tau / self.task_horizon(params)).astype(jnp.float32)[None]
+        tau_th = (state.tau / self.task_horizon()).astype(jnp.float32)[None]
         if self.layout == "v4":
             parts = head + task_obs + rl3 + [tau_th, t_h]
         else:
@@ -120,7 +118,7 @@ class MetaEnv:
         reward = jnp.asarray(reward, jnp.float32)
         terminated = jnp.asarray(terminated, bool)
         tau = state.tau + 1
-        episode_over = terminated | (tau >= self.task_horizon(params))
+        episode_over = terminated | (tau >= self.task_horizon())
         est = state.est
         if self.estimator is not None:
             s = self._state_index(state.env_state, params)

@@ -1,4 +1,4 @@
-"""Actor / critic sequence models of SPEC §4: a causal transformer, a GRU and a Markov MLP.
+"""Actor / critic sequence models of METHOD §4: a causal transformer, a GRU and a Markov MLP.
 
 Each model is a ``SequenceModel``: a hashable (jit-static) config with pure functions
 ``init`` / ``initial_carry`` / ``step`` (acting, one timestep for B sequences in lockstep) and ``sequence``
@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 KINDS = ("transformer", "gru", "markov", "transformer-v4", "markov-v4")
 
-# Sizes of SPEC §4.
+# Sizes of METHOD §4.
 ENC_HIDDEN = 256  # first input layer (transformer), MLP width (markov)
 D_MODEL = 64  # transformer width; GRU input embedding
 NUM_HEADS = 4
@@ -104,7 +104,7 @@ class _DecoderBlock(nn.Module):
 
 
 class Transformer(nn.Module):
-    """SPEC §4 transformer: Dense 256 → Dense 64 → LN → + pos-emb (H+1) → 2 post-LN blocks → relu → Dense."""
+    """METHOD §4 transformer: Dense 256 → Dense 64 → LN → + pos-emb (H+1) → 2 post-LN blocks → relu → Dense."""
 
     num_outputs: int
     horizon: int
@@ -142,7 +142,7 @@ class Transformer(nn.Module):
 
 
 class GRU(nn.Module):
-    """SPEC §4 GRU: Dense 64 (relu) → GRUCell(256) → Dense."""
+    """METHOD §4 GRU: Dense 64 (relu) → GRUCell(256) → Dense."""
 
     num_outputs: int
     output_scale: float = 0.01
@@ -172,7 +172,7 @@ class GRU(nn.Module):
 
 
 class Markov(nn.Module):
-    """SPEC §4 RL³ (Markov): MLP 256-256 (relu) on the current input only."""
+    """METHOD §4 RL³ (Markov): MLP 256-256 (relu) on the current input only."""
 
     num_outputs: int
     output_scale: float = 0.01
@@ -302,8 +302,8 @@ class SequenceModel:
 
 
 def make_network(kind: str, num_outputs: int, horizon: int, output_scale: float = 0.01) -> SequenceModel:
-    """Build a SPEC §4 network, or the paper's own code's ('transformer-v4', 'markov-v4'); ``output_scale`` is
-    the orthogonal-init gain of the final layer of the SPEC §4 networks (the v4 ones use Flux's Glorot init).
+    """Build a METHOD §4 network, or the paper's own code's ('transformer-v4', 'markov-v4'); ``output_scale`` is
+    the orthogonal-init gain of the final layer of the METHOD §4 networks (the v4 ones use Flux's Glorot init).
 
     Raises ValueError for an unknown kind, or transformer-v4 with horizon + 1 > 1024."""
     if kind == "transformer":

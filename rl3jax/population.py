@@ -26,14 +26,13 @@ import itertools
 import json
 import math
 import os
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from rl3jax import distributed
-from rl3jax.checkpoint import CheckpointError, Checkpointer
+from rl3jax.checkpoint import Checkpointer, CheckpointError
 from rl3jax.config import TrainConfig
 from rl3jax.train import Trainer, TrainState, make_train
 
@@ -213,8 +212,20 @@ def train_population(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | N
     """Trains every member to ``cfg.iters`` iterations; returns (population state, {member: last metrics}).
 
     ``max_seconds``: stop (with checkpoints) at the first chunk boundary after that much wall time."""
-    from rl3jax.driver import (FINITE, ChunkLoop, ExternalLoggers, HeldOutEvaluator, MetricsLog, NullLog, Progress,
-                               _atomic_write_json, check_resume, divergence, first_nonfinite, report_command)
+    from rl3jax.driver import (
+        FINITE,
+        ChunkLoop,
+        ExternalLoggers,
+        HeldOutEvaluator,
+        MetricsLog,
+        NullLog,
+        Progress,
+        _atomic_write_json,
+        check_resume,
+        divergence,
+        first_nonfinite,
+        report_command,
+    )
 
     cfg.validate()
     main = distributed.is_main_process()
@@ -308,7 +319,7 @@ def train_population(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | N
 
         def evaluate(it, st):
             params = jax.device_get(st.actor_params)
-            return [evaluator.row_fields(jax.tree.map(lambda x: x[j], params)) for j in range(len(members))]
+            return [evaluator.row_fields(jax.tree.map(lambda x, j=j: x[j], params)) for j in range(len(members))]
 
     loop = ChunkLoop(cfg, start, max_seconds, evaluate=evaluate)
     try:
@@ -325,8 +336,3 @@ def train_population(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | N
             print(f"  {name:24s} return {r['return_mean']:.2f}")
         print(f"report: {report_command(out)}")
     return state, lasts
-
-
-def load_population_spec(out: str) -> dict[str, Any]:
-    """population.json of a population run folder."""
-    return _read_spec(out)

@@ -1,4 +1,4 @@
-"""The outer learner: PPO over whole meta-episodes (SPEC §5).
+"""The outer learner: PPO over whole meta-episodes (METHOD §5).
 
 Pure math, independent of environments and networks: the actor and critic forward passes are passed in as
 static callables that map a batch of whole sequences to per-step outputs::
@@ -59,7 +59,7 @@ def _static(default):
 
 @struct.dataclass
 class PPOConfig:
-    """PPO hyper-parameters (SPEC §5 defaults).
+    """PPO hyper-parameters (METHOD §5 defaults).
 
     Leaves (may be traced arrays, e.g. for a vmapped sweep): ``gae_lambda``, ``ent_coef``, ``target_kl``,
     ``actor_lr``, ``critic_lr``. Everything else is static metadata (part of the jit cache key).
@@ -116,14 +116,13 @@ def check_minibatches(num_envs: int, num_minibatches: int) -> int:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def gae(rewards: jax.Array, values: jax.Array, last_value=None, gamma: float = 0.99, lam: float = 0.3):
+def gae(rewards: jax.Array, values: jax.Array, gamma: float = 0.99, lam: float = 0.3):
     """Generalised advantage estimation over whole sequences; returns ``(advantages, targets)``, both (B, T).
 
     ``rewards`` and ``values`` are (B, T) with time on the last axis. The last step T of every sequence is the
-    (only) terminal: there is no bootstrap after it, so ``last_value`` is accepted for API symmetry and
-    IGNORED (treated as zero). ``targets = values + advantages``. ``gamma`` and ``lam`` may be traced.
+    (only) terminal: there is no bootstrap after it (the value after step T is zero, METHOD §5).
+    ``targets = values + advantages``. ``gamma`` and ``lam`` may be traced.
     """
-    del last_value
     rewards = jnp.asarray(rewards)
     values = jnp.asarray(values)
     next_values = jnp.concatenate([values[..., 1:], jnp.zeros_like(values[..., :1])], axis=-1)
@@ -228,7 +227,7 @@ def actor_loss(logits, actions, old_logp, advantages, ent_coef, clip_eps: float 
 
 
 def critic_loss(values, targets, coef: float = 0.5) -> jax.Array:
-    """``coef · mean((v − target)²)``, no value clipping; the default ``coef = 0.5`` gives SPEC's 0.5·MSE.
+    """``coef · mean((v − target)²)``, no value clipping; the default ``coef = 0.5`` gives METHOD §5's 0.5·MSE.
 
     ``ppo_update`` passes ``cfg.vf_coef`` (default 0.5). The critic has its own optimiser, so the coefficient
     only matters relative to Adam's ε and the coupled weight decay.
@@ -275,7 +274,7 @@ def ppo_update(
     critic_apply: ApplyFn,
     fused_apply: Callable | None = None,
 ):
-    """One PPO iteration (SPEC §5). Jittable: ``jax.jit(ppo_update, static_argnames=("actor_apply",
+    """One PPO iteration (METHOD §5). Jittable: ``jax.jit(ppo_update, static_argnames=("actor_apply",
     "critic_apply"))`` with ``cfg`` a normal argument (its static fields are part of the cache key), or see
     ``make_ppo_update``.
 
@@ -317,7 +316,7 @@ def ppo_update(
         raise ValueError(f"num_envs={num_envs} is not divisible by kl_chunks={cfg.kl_chunks}")
 
     actor_tx, critic_tx = make_optimizers(cfg)
-    advantages, targets = gae(rewards, values, None, cfg.gamma, cfg.gae_lambda)
+    advantages, targets = gae(rewards, values, cfg.gamma, cfg.gae_lambda)
     ent = entropy_coef(cfg, iteration)
     clip_eps = cfg.clip_eps
     target_kl = cfg.target_kl

@@ -110,7 +110,7 @@ def record_episode(trainer, params, task, key, greedy: bool = False):
     obs, state = jax.jit(meta.reset)(key, task)
     carry = trainer.actor.initial_carry(1)
     frames = []
-    for t in range(meta.horizon):
+    for _ in range(meta.horizon):
         key, k_a, k_s = jax.random.split(key, 3)
         carry, logits = policy(params, carry, obs[None])
         a = jnp.argmax(logits[0]) if greedy else jax.random.categorical(k_a, logits[0])
@@ -214,7 +214,7 @@ def render_cli(args) -> int:
     tasks = held_out_tasks(trainer.meta_env, args.episodes)
     base, ext = os.path.splitext(args.out)
     for i in range(args.episodes):
-        task = jax.tree.map(lambda x: x[i], tasks)
+        task = jax.tree.map(lambda x, i=i: x[i], tasks)
         out = args.out if args.episodes == 1 else f"{base}-{i}{ext}"
         frames = episode_gif(trainer, state.actor_params, task, out, jax.random.key(i), greedy=greedy, title=title)
         print(f"wrote {out}: return {frames[-1]['return']:.0f}")

@@ -4,7 +4,7 @@ adaptation curves, for one run or several side by side (seeds, algorithms, model
 Writes into ``DIR``:
 
 - ``results.json`` and ``results.md``: per run the held-out mean return ± standard error (std/√n) over the
-  first N test tasks of ``rl3jax.evaluate`` (one meta-episode each, SPEC §3 "Test sets"), for the stochastic
+  first N test tasks of ``rl3jax.evaluate`` (one meta-episode each, METHOD §3 "Test sets"), for the stochastic
   and the greedy policy, and its normalised score (x − random)/(oracle − random); per setting with several
   seeds (runs grouped by their config minus ``seed`` and the driver's bookkeeping fields) the interquartile
   mean (IQM) of the seeds' held-out means with a 95% stratified bootstrap confidence interval (percentile

@@ -1,7 +1,7 @@
 """The inner loop in purejaxrl's shape: ``make_train(cfg)`` returns pure, jittable functions over one
 ``TrainState`` pytree (params, optimiser states, last rollout's env/estimator state, rng, counters).
 
-One PPO iteration = sample ``num_envs`` fresh tasks, play one whole meta-episode on each (SPEC §5), then run
+One PPO iteration = sample ``num_envs`` fresh tasks, play one whole meta-episode on each (METHOD §5), then run
 the PPO update. ``chunk(state, n)`` scans n iterations inside one jit and returns per-iteration scalar
 metrics; the driver (``rl3jax.driver``) loops over chunks on the host.
 """
@@ -9,7 +9,8 @@ metrics; the driver (``rl3jax.driver``) loops over chunks on the host.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +42,7 @@ class TrainState:
 
 
 def make_estimator(env, cfg: TrainConfig):
-    """The RL³ estimator for a task family, from its SPEC §2 defaults and the config's overrides."""
+    """The RL³ estimator for a task family, from its METHOD §2 defaults and the config's overrides."""
     if cfg.algo == "rl2":
         return None
     d = env.rl3_defaults

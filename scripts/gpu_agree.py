@@ -1,11 +1,11 @@
 """Device check: cached step-by-step transformer vs full-sequence pass, at the default matmul precision."""
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from rl3jax.networks import make_network
 
-for prec in ("default", "highest"):
+
+def check(prec: str) -> None:
     with jax.default_matmul_precision(prec):
         net = make_network("transformer", 5, 100)
         params = net.init(jax.random.key(0), 36)
@@ -21,3 +21,7 @@ for prec in ("default", "highest"):
         step = jax.jit(roll)(params, xs)
         print(f"{jax.devices()[0].device_kind} precision={prec}: max |step - sequence| = "
               f"{float(jnp.abs(step - seq).max()):.2e}")
+
+
+for prec in ("default", "highest"):
+    check(prec)

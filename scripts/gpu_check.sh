@@ -4,7 +4,7 @@
 #   agree  step-by-step vs full-sequence transformer agreement (scripts/gpu_agree.py)
 #   bench  the benchmark workloads in BENCH_ONLY with the defaults (fused actor-critic update on)
 #   ab     A/B on the same machine: AB_ONLY again with fused_update=false, and grid13 RL³ with sweep block 1
-#   train  a fixed-time run of the SPEC §6 MDP preset (TRAIN_BUDGET seconds of training)
+#   train  a fixed-time run of the METHOD §6 MDP preset (TRAIN_BUDGET seconds of training)
 # The phases' timeouts add up to ~13 minutes, more than one device call (10 min): run PHASES="agree bench" and then
 # PHASES="ab train" on the same warm machine. BENCH_FLAGS=--quick gives a CPU smoke run of this script.
 set -u
@@ -21,7 +21,7 @@ export PYTHONUNBUFFERED=1
 has() { case " $PHASES " in *" $1 "*) return 0;; *) return 1;; esac; }
 BENCH="python3 -m rl3jax bench --repeats 3 ${BENCH_FLAGS:-}"
 nvidia-smi -L | tee "$OUT/device.txt"
-python3 -c "import jax, flax, optax, orbax.checkpoint as o, chex; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())" | tee -a "$OUT/device.txt"
+python3 -c "import jax, flax, optax, orbax.checkpoint as o; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())" | tee -a "$OUT/device.txt"
 if has agree; then timeout 60 python3 scripts/gpu_agree.py 2>&1 | tee "$OUT/agree.txt"; fi
 if has bench; then
   timeout "${BENCH_SECONDS:-300}" $BENCH --json "$OUT/bench.json" \

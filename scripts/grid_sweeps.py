@@ -1,11 +1,15 @@
 """How many value-iteration sweeps the vmapped grid estimator runs per env step (the slowest of 96 tasks)
 against what each task needs on its own: the device-independent cost driver of RL³ on grids (BENCHMARKS.md).
 Uniform random actions, 13x13, H=350, the paper's 96 tasks. Usage: .venv/bin/python scripts/grid_sweeps.py"""
-import jax, jax.numpy as jnp, numpy as np
+import jax
+import numpy as np
+
 from rl3jax.config import TrainConfig
-from rl3jax.train import make_meta_env
 from rl3jax.rollout import sample_tasks
-for algo in ("rl3", "rl3_coarse"):
+from rl3jax.train import make_meta_env
+
+
+def sweeps(algo: str) -> None:
     cfg = TrainConfig(env="grid13", algo=algo, horizon=350, num_envs=96, minibatch_envs=12).validate()
     me = make_meta_env(cfg)
     n = me.num_actions
@@ -27,3 +31,7 @@ for algo in ("rl3", "rl3_coarse"):
     print(f"{algo}: per env step, sweeps max over 96 tasks: mean {mx.mean():.1f} (median {np.median(mx):.0f}); "
           f"mean over tasks {mn.mean():.1f}; total sequential sweeps per meta-episode {mx.sum():.0f} vs "
           f"{mn.sum():.0f} if each task stopped on its own; known cells at the end {known[-1]:.0f}", flush=True)
+
+
+for algo in ("rl3", "rl3_coarse"):
+    sweeps(algo)

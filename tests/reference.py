@@ -1,11 +1,11 @@
-"""A small, loop-based NumPy reference (a Python loop over steps and sweeps) of SPEC §1–§2 (meta-episode inputs and the RL³ Q-estimator).
+"""A small, loop-based NumPy reference (a Python loop over steps and sweeps) of METHOD §1–§2 (meta-episode inputs and the RL³ Q-estimator).
 
-Written from /work/shared/SPEC.md, independently of the JAX code, to be slow and obvious rather than fast.
+Written from docs/METHOD.md, independently of the JAX code, to be slow and obvious rather than fast.
 It works in float64 and consumes only realised transitions: the start state of the task plus, per real step,
 ``(s, a, r, s_next, terminal)`` with concrete discrete state indices. From these it rebuilds everything the
 policy sees (§1): the task-episode resets (terminal flag or TH steps), the time context, and the RL³ blocks.
 
-What comes from SPEC:
+What comes from METHOD (docs/METHOD.md):
 
 * §2.1 model: counts N(s,a), N(s,a,s'), running means of r and r², absorbing flags (a state is absorbing once
   it was reached by a step whose terminal flag is set), the known-state set, and
@@ -23,7 +23,7 @@ What comes from SPEC:
 * §1 policy input: prev action one-hot, prev reward, first-step flag, t/H, τ/TH, task observation,
   then (RL³) advantages (Q − V)/Q_DENOM, V/Q_DENOM, s.e. block (n + 1), counts N(s,·)/10.
 
-Choices taken from the JAX code (rl3jax/estimator.py, rl3jax/meta_episode.py) where SPEC is silent:
+Choices taken from the JAX code (rl3jax/estimator.py, rl3jax/meta_episode.py) where METHOD is silent:
 
 * standard errors of absorbing states are 0 (their transition and reward s.e. are 0, so their E_q stays 0);
 * transition/reward s.e. are only over *known* next states (0 towards states not yet known);
@@ -89,7 +89,7 @@ class TabularModel:
     def estimates(self):
         """T̂, R̂ (S, A, S) and, for §2.3, the standard errors of T̂ and R̂."""
         cfg = self.cfg
-        S, A = cfg.num_states, cfg.num_actions
+        S = cfg.num_states
         alpha = cfg.alpha
         K = sum(self.known)
         known = np.array(self.known, float)[None, None, :]  # over next states s'
@@ -191,7 +191,7 @@ def meta_episode_inputs(start_state, transitions, *, horizon, task_horizon, num_
     ``task_obs(s) -> vector``: the task observation of concrete state ``s``.
     Returns (inputs (H+1, m), rewards (H,), meta-episode return); ``sweeps_out`` (a list) receives the
     number of value-iteration sweeps of every step. Asserts that every transition starts from
-    the state the reference believes the agent is in (so resets are where SPEC puts them).
+    the state the reference believes the agent is in (so resets are where METHOD puts them).
     """
     assert len(transitions) == horizon
     est = Estimator(estimator_cfg, start_state) if estimator_cfg is not None else None

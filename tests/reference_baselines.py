@@ -108,14 +108,14 @@ def bruteforce_bayes(counts: list[tuple[int, int]], remaining: int) -> tuple[flo
     return max(qs), qs
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _memo_bayes(state: tuple, remaining: int) -> float:
     if remaining == 0:
         return 0.0
     return max(_memo_bayes_q(state, remaining))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _memo_bayes_q(state: tuple, remaining: int) -> tuple:
     qs = []
     for a, (s, f) in enumerate(state):
@@ -179,7 +179,7 @@ def simulate_bandit(name: str, probs: np.ndarray, horizon: int, rng: np.random.G
 
 
 def bandit_model_q(s: list[int], f: list[int], alpha: float = 0.1) -> list[float]:
-    """The RL³ bandit estimator's Q(ready, a) from SPEC §2 (K = 2 states, one sweep from Q = 0):
+    """The RL³ bandit estimator's Q(ready, a) from METHOD §2 (K = 2 states, one sweep from Q = 0):
     T̂(pulled | ready, a)·R̄ = (N + α)/(N + 2α)·(successes/N) for a tried arm, 0 for an untried one."""
     out = []
     for a in range(len(s)):
@@ -190,7 +190,7 @@ def bandit_model_q(s: list[int], f: list[int], alpha: float = 0.1) -> list[float
 
 # ------------------------------------------------------------------------------- MDP posteriors
 class MDPPosterior:
-    """Loop-built posterior statistics of one task, from what the policy sees (SPEC §1)."""
+    """Loop-built posterior statistics of one task, from what the policy sees (METHOD §1)."""
 
     def __init__(self, n_s: int, n_a: int):
         self.n = np.zeros((n_s, n_a, n_s))

@@ -1,4 +1,4 @@
-"""Loop-based NumPy reference for the gridworlds and the grid Q-estimator, written from SPEC §2.1/§2.2/§2.5/§3.
+"""Loop-based NumPy reference for the gridworlds and the grid Q-estimator, written from METHOD §2.1/§2.2/§2.5/§3.
 
 Independent of rl3jax: grids are lists of strings (tile characters), cells (row, col) 0-based, actions
 0 NOOP, 1 N, 2 E, 3 S, 4 W. Only the tile characters and the action order are shared conventions.
@@ -40,7 +40,7 @@ def _land(grid, r, c, move):
 
 
 def transition(grid, r, c, a, slip):
-    """{(r', c'): probability} of one step from (r, c) with action a (SPEC §3)."""
+    """{(r', c'): probability} of one step from (r, c) with action a (METHOD §3)."""
     out: dict[tuple[int, int], float] = {}
     if a == 0:
         return {(r, c): 1.0}
@@ -191,7 +191,7 @@ def check_grid(grid, cfg: dict, check_return: bool = True) -> list[str]:
 
 # ------------------------------------------------------------------------------- learned model and VI
 class RefEstimator:
-    """The learned tabular model of SPEC §2.1 over discovered states, with warm-started VI (§2.2) and,
+    """The learned tabular model of METHOD §2.1 over discovered states, with warm-started VI (§2.2) and,
     optionally, the RL³-coarse abstraction (§2.5). States are concrete cells ``row * n + col``."""
 
     def __init__(self, n: int, start: int, num_actions=5, gamma=0.95, alpha=0.01, epsilon=0.1,

@@ -122,7 +122,7 @@ def test_gittins_rule_is_bayes_optimal_on_one_armed_bandit():
     h = 10
     g = B.compute_gittins_table(h)
     for lam in (0.05, 0.3, 0.5, 0.61, 0.83, 0.97):
-        rule = lambda j, s, f: g[j, s, f] >= lam  # noqa: E731
+        rule = lambda j, s, f, lam=lam: g[j, s, f] >= lam  # noqa: E731
         for m in range(1, h + 1):
             for s in range(h - m + 1):
                 for f in range(h - m - s + 1):
@@ -201,7 +201,7 @@ def test_thompson_choice_frequencies_match_exact_probabilities():
     dists = [stats.beta(si + 1, fi + 1) for si, fi in zip(s, f)]
     for i, d in enumerate(dists):
         others = [o for j, o in enumerate(dists) if j != i]
-        p_exact = integrate.quad(lambda x: d.pdf(x) * np.prod([o.cdf(x) for o in others]), 0, 1)[0]
+        p_exact = integrate.quad(lambda x, d=d, others=others: d.pdf(x) * np.prod([o.cdf(x) for o in others]), 0, 1)[0]
         freq = (a == i).mean()
         assert abs(freq - p_exact) < 4 * math.sqrt(p_exact * (1 - p_exact) / draws), (i, freq, p_exact)
 
@@ -253,7 +253,7 @@ def test_stochastic_bandit_baselines_agree_with_numpy_in_mean(name):
 
 
 def _mdp_history(obs, n_a, th):
-    """(state, tau) seen at each step of one MDP meta-episode, from the policy input (SPEC §1 layout)."""
+    """(state, tau) seen at each step of one MDP meta-episode, from the policy input (METHOD §1 layout)."""
     states = obs[:, n_a + 4:].argmax(axis=1)
     taus = np.rint(obs[:, n_a + 3] * th).astype(int)
     return states, taus
@@ -286,7 +286,7 @@ def test_posterior_sampling_agrees_with_numpy_in_mean(name, samples):
 
 
 def _model_best_sets(obs, n, m_task, tol=1e-5):
-    """Per step, the maximisers of the RL³ advantage block (Q − V)/Q_DENOM shown in the policy input (SPEC §1)."""
+    """Per step, the maximisers of the RL³ advantage block (Q − V)/Q_DENOM shown in the policy input (METHOD §1)."""
     adv = obs[:, n + 4 + m_task:n + 4 + m_task + n]
     return [set(np.nonzero(row >= row.max() - tol)[0].tolist()) for row in adv]
 

@@ -9,7 +9,6 @@ without an entry.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import subprocess

@@ -1,4 +1,4 @@
-"""Task families (SPEC §3), vmap/jit behaviour of the meta-episode wrapper, and the env registry.
+"""Task families (METHOD §3), vmap/jit behaviour of the meta-episode wrapper, and the env registry.
 
 Statistical checks draw many independent samples and allow 5 standard errors of the estimate (stated at each
 check): with fixed seeds they are deterministic, and a correct sampler would fail one with probability ~6e-7.
@@ -228,14 +228,14 @@ def test_vmap_equals_loop_no_retrace_finite(task_pool):
     # a Python loop over single tasks (jit, no vmap) gives the same meta-episodes
     s_reset, s_step = jax.jit(menv.reset), jax.jit(menv.step)
     for i in range(N_VMAP):
-        task = jax.tree.map(lambda x: x[i], tasks)
+        task = jax.tree.map(lambda x, i=i: x[i], tasks)
         obs, sst = s_reset(keys[i, 0], task)
         np.testing.assert_allclose(obs, v_obs[i, 0], atol=1e-5)
         for t in range(H_VMAP):
             obs, sst, r, _, _ = s_step(keys[i, t + 1], sst, actions[i, t], task)
             np.testing.assert_allclose(obs, v_obs[i, t + 1], atol=1e-5, err_msg=f"task {i} step {t}")
             np.testing.assert_allclose(r, v_rew[i, t], atol=1e-5)
-        chex.assert_trees_all_close(sst, jax.tree.map(lambda x: x[i], st), atol=1e-5)
+        chex.assert_trees_all_close(sst, jax.tree.map(lambda x, i=i: x[i], st), atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------- registry

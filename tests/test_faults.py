@@ -16,7 +16,7 @@ from rl3jax import driver
 from rl3jax.checkpoint import Checkpointer, CheckpointError, CorruptCheckpointError
 from rl3jax.cli import main as cli_main
 from rl3jax.config import TrainConfig
-from rl3jax.driver import MetricsLog, Progress, RunLock, RunLockedError, TrainingDiverged, TrainingInterrupted, train
+from rl3jax.driver import MetricsLog, Progress, RunLock, RunLockedError, TrainingDiverged, train
 
 # `T` of the issue, with tiny chunks so every boundary is exercised
 T = dict(env="bandit", algo="rl2", model="markov", horizon=4, num_envs=2, minibatch_envs=2, epochs=2,

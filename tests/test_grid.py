@@ -1,4 +1,4 @@
-"""Gridworld family (SPEC §3) and the sparse / coarse grid Q-estimator (§2.1, §2.2, §2.5) against the
+"""Gridworld family (METHOD §3) and the sparse / coarse grid Q-estimator (§2.1, §2.2, §2.5) against the
 loop-based NumPy reference in ``reference_grid.py``, the dense ``QEstimator`` and the meta-episode wrapper."""
 
 from __future__ import annotations
@@ -12,8 +12,18 @@ import pytest
 
 import reference_grid as ref
 from rl3jax.envs import make_env, variants
-from rl3jax.envs.grid import (GRID13_VARIANTS, TILE_CHARS, GridState, GridWorld, move_targets, optimal_values,
-                              render_ascii, start_cell, tile_rewards, transition_matrix)
+from rl3jax.envs.grid import (
+    GRID13_VARIANTS,
+    TILE_CHARS,
+    GridState,
+    GridWorld,
+    move_targets,
+    optimal_values,
+    render_ascii,
+    start_cell,
+    tile_rewards,
+    transition_matrix,
+)
 from rl3jax.estimator import QEstimator
 from rl3jax.grid_estimator import GridQEstimator
 from rl3jax.meta_episode import MetaEnv
@@ -175,7 +185,7 @@ def test_layout_follows_generation_rules():
     assert layouts["dangers_ok"].mean() > 0.99
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def sampled(family: str, variant: str):
     env = make_env(family, variant)
     tasks, draws = fast_jit(jax.vmap(env.sample_task_with_draws))(
@@ -260,7 +270,7 @@ def test_estimator_matches_reference_on_small_grid(abstraction):
     run = fast_jit(jax.vmap(lambda t, k: drive(env, est, t, k, 250), in_axes=(None, 0)))
     e, out = run(task, jax.random.split(jax.random.key(3), 2))
     for i in range(2):
-        o = jax.tree.map(lambda x: x[i], out)
+        o = jax.tree.map(lambda x, i=i: x[i], out)
         rest = replay_reference(env, est, o)
         assert np.asarray(o[4]).sum() >= 3  # several task episodes ended on 'G'/'X'
         known = np.asarray(e.known[i])
@@ -285,7 +295,7 @@ def test_estimator_matches_reference_on_sampled_grids(family, abstraction, mode)
     tasks2 = jax.tree.map(lambda x: jnp.asarray(x[:2]), tasks)
     _, out = run(tasks2, jax.random.split(jax.random.key(5), 2))
     for i in range(2):
-        replay_reference(env, est, jax.tree.map(lambda x: x[i], out), mode)
+        replay_reference(env, est, jax.tree.map(lambda x, i=i: x[i], out), mode)
 
 
 def test_coarse_clustering_tie_break_and_cap():

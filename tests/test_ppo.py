@@ -1,4 +1,4 @@
-"""Tests for the PPO outer learner (SPEC §5). Tiny shapes and linear 'networks' so they run fast on CPU."""
+"""Tests for the PPO outer learner (METHOD §5). Tiny shapes and linear 'networks' so they run fast on CPU."""
 
 import math
 
@@ -80,7 +80,7 @@ def test_gae_hand_computed():
     v = jnp.array([[0.5, 1.0, 2.0]])
     # deltas: d0 = 1 + 0.5*1.0 - 0.5 = 1.0 ; d1 = 2 + 0.5*2.0 - 1.0 = 2.0 ; d2 = 3 + 0 - 2.0 = 1.0 (terminal)
     # gamma*lam = 0.25: A2 = 1.0 ; A1 = 2.0 + 0.25*1.0 = 2.25 ; A0 = 1.0 + 0.25*2.25 = 1.5625
-    adv, tgt = gae(r, v, jnp.array([100.0]), gamma, lam)  # last_value is ignored (step T is terminal)
+    adv, tgt = gae(r, v, gamma, lam)  # step T is terminal: no bootstrap after it
     np.testing.assert_allclose(adv, [[1.5625, 2.25, 1.0]], rtol=1e-6)
     np.testing.assert_allclose(tgt, [[2.0625, 3.25, 3.0]], rtol=1e-6)
 
@@ -102,7 +102,7 @@ def test_gae_matches_python_loop():
     k1, k2 = jax.random.split(jax.random.PRNGKey(1))
     r = jax.random.normal(k1, (3, 7))
     v = jax.random.normal(k2, (3, 7))
-    adv, tgt = gae(r, v, None, 0.99, 0.3)
+    adv, tgt = gae(r, v, 0.99, 0.3)
     adv_ref, tgt_ref = _gae_loop(r, v, 0.99, 0.3)
     np.testing.assert_allclose(adv, adv_ref, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(tgt, tgt_ref, rtol=1e-5, atol=1e-6)
@@ -323,7 +323,7 @@ def test_vmapped_lr_sweep_matches_single_runs():
     swept = jax.jit(jax.vmap(lambda lr: one(lr, _ppo_update_plain)))(lrs)
     for i in range(2):
         single = one(float(lrs[i]), UPDATE)
-        assert tree_allclose(jax.tree.map(lambda x: x[i], swept), single, rtol=1e-5, atol=1e-6)
+        assert tree_allclose(jax.tree.map(lambda x, i=i: x[i], swept), single, rtol=1e-5, atol=1e-6)
 
 
 def _ppo_update_plain(key, actor, critic, a_s, c_s, batch, cfg, it):

@@ -1,4 +1,4 @@
-"""The JAX meta-episode + Q-estimator against the loop-based NumPy reference of SPEC §1–§2 (tests/reference.py).
+"""The JAX meta-episode + Q-estimator against the loop-based NumPy reference of METHOD §1–§2 (tests/reference.py).
 
 The JAX ``MetaEnv`` plays random actions on many sampled tasks (vmapped). For every step we record the realised
 transition (s, a, r, s', terminal) by stepping the underlying task env from the MetaState with the step's key
@@ -138,7 +138,7 @@ def _run_and_compare(env, est: QEstimator | None, *, horizon, num_tasks, seed, t
             over.append(bool(rec["term"][i, t]) or tau >= th)
             tau = 0 if over[-1] else tau
         assert list(rec["over"][i]) == over
-        if est is not None:  # same number of value-iteration sweeps (stop rule of SPEC §2.2)
+        if est is not None:  # same number of value-iteration sweeps (stop rule of METHOD §2.2)
             assert list(rec["sweeps"][i]) == sweeps, f"task {i}: sweeps {list(rec['sweeps'][i])} vs {sweeps}"
         all_inputs.append(inputs)
         all_sweeps.append(sweeps)
@@ -147,7 +147,7 @@ def _run_and_compare(env, est: QEstimator | None, *, horizon, num_tasks, seed, t
 
 
 def _blocks(menv: MetaEnv):
-    """Slices of the policy-input blocks of SPEC §1."""
+    """Slices of the policy-input blocks of METHOD §1."""
     n, m = menv.num_actions, menv.task_obs_dim
     o = n + 4 + m
     return dict(prev_a=slice(0, n), prev_r=slice(n, n + 1), first=slice(n + 1, n + 2),
@@ -219,7 +219,7 @@ def test_bandit_matches_reference(mode, std_errors, warm_start, known, task_pool
     np.testing.assert_array_equal(rec["obs"][:, :, b["task"]], np.broadcast_to([1.0, 0.0], (24, 31, 2)))
     np.testing.assert_array_equal(rec["obs"][:, 1:, b["time"]][..., 1], 0.0)
     if mode == "entered":
-        # SPEC §2.4: with the original code's cache, bandit advantages/value (and their s.e.) are always zero
+        # METHOD §2.4: with the original code's cache, bandit advantages/value (and their s.e.) are always zero
         np.testing.assert_array_equal(rec["obs"][:, :, b["adv"]], 0.0)
         np.testing.assert_array_equal(rec["obs"][:, :, b["value"]], 0.0)
         np.testing.assert_array_equal(rec["obs"][:, :, b["se"]], 0.0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import chex
 import jax
@@ -15,7 +14,6 @@ import pytest
 from rl3jax.cli import main as cli_main
 from rl3jax.config import TrainConfig
 from rl3jax.driver import train
-from rl3jax.evaluate import evaluate
 from rl3jax.train import jit_chunk, make_train
 from tests.probes import register_probes
 

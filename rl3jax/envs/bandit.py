@@ -1,4 +1,4 @@
-"""Bernoulli bandits as one-step MDPs (SPEC §3): state 0 'ready' → any arm → state 1 (absorbing); TH = 1."""
+"""Bernoulli bandits as one-step MDPs (METHOD §3): state 0 'ready' → any arm → state 1 (absorbing); TH = 1."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ A task family adds three things to gymnax's interface so that RL³ and the meta-
 
 * ``sample_task(key) -> EnvParams`` draws one task (vmap it to draw thousands);
 * ``state_index(state, params) -> int32`` names the concrete discrete state the RL³ estimator models;
-* ``rl3_defaults`` holds the family's estimator settings from SPEC §2 (Q_DENOM, α_L, ε, sweeps, warm start).
+* ``rl3_defaults`` holds the family's estimator settings from METHOD §2 (Q_DENOM, α_L, ε, sweeps, warm start).
 
 Per-task arrays are pytree fields of ``EnvParams``; sizes (and the task horizon TH,
 ``max_steps_in_episode``) are static fields, so every task in a vmapped batch shares one shape.
@@ -22,7 +22,7 @@ from gymnax.environments import environment
 
 @dataclasses.dataclass(frozen=True)
 class RL3Defaults:
-    """Estimator settings of a task family (SPEC §2)."""
+    """Estimator settings of a task family (METHOD §2)."""
 
     q_denom: float
     alpha_laplace: float

@@ -1,4 +1,4 @@
-"""Random gridworlds (SPEC §3): generation, rejection rule and slippery dynamics, all pure JAX.
+"""Random gridworlds (METHOD §3): generation, rejection rule and slippery dynamics, all pure JAX.
 
 A task is one N×N tile grid (``GridTask``). ``GridWorld.sample_task(key)`` draws a grid the way the original
 code does and redraws (``lax.while_loop``) until the optimal 100-step undiscounted return from 'S' lies in
@@ -50,7 +50,6 @@ ABSORBING_TILES = (GOAL, DANGER)
 
 # Actions and move directions share indices: 0 NOOP/stay, 1 N, 2 E, 3 S, 4 W.
 NOOP, NORTH, EAST, SOUTH, WEST = range(5)
-ACTION_NAMES = ("NOOP", "N", "E", "S", "W")
 DIRECTION_OFFSETS = np.array([[0, 0], [-1, 0], [0, 1], [1, 0], [0, -1]], np.int32)  # (d_row, d_col)
 _PERPENDICULAR = {NORTH: (EAST, WEST), SOUTH: (EAST, WEST), EAST: (NORTH, SOUTH), WEST: (NORTH, SOUTH)}
 
@@ -73,7 +72,7 @@ GRID11 = (11, 11, 3, 5, 2, 2, 8, 0.2)
 GRID13 = (13, 11, 3, 5, 2, 2, 8, 0.2)
 _CONFIG_FIELDS = ("size", "num_obstacle_sets", "obstacle_len", "num_water_sets", "water_len", "num_dangers",
                   "min_goal_dist", "slip")
-#: variant -> overrides of the 13x13 configuration (SPEC §3, out of distribution)
+#: variant -> overrides of the 13x13 configuration (METHOD §3, out of distribution)
 GRID13_VARIANTS = {
     "train": {},
     "dense": {"obstacle_len": 4},
@@ -195,7 +194,7 @@ def optimal_values(task: GridTask, horizon: int, gamma: float = 1.0) -> tuple[ja
 
 
 def render_ascii(task_or_tiles) -> str:
-    """The grid as text, one row per line, bordered (tile characters as in SPEC §3)."""
+    """The grid as text, one row per line, bordered (tile characters as in METHOD §3)."""
     tiles = np.asarray(getattr(task_or_tiles, "tiles", task_or_tiles))
     if tiles.ndim != 2:
         raise ValueError(f"render_ascii takes one task (tiles of shape (N, N)), got shape {tiles.shape}")
@@ -231,7 +230,7 @@ def _uniform_int(u, n):
 
 # --------------------------------------------------------------------------------------------- family
 class GridWorld(TaskEnv):
-    """The random gridworld family of SPEC §3 (see the module docstring)."""
+    """The random gridworld family of METHOD §3 (see the module docstring)."""
 
     rl3_defaults = RL3Defaults(q_denom=10.0, alpha_laplace=0.01, epsilon=0.1, max_sweeps=None,
                                warm_start=True, known_states="visited")
@@ -430,7 +429,7 @@ class GridWorld(TaskEnv):
         v, _ = _finite_horizon_vi(tiles, self.slip, self.reject_horizon, 1.0)
         return v[start_cell(self.size)]
 
-    def accepts(self, tiles, dangers_ok, opt_return) -> jax.Array:
+    def accepts(self, dangers_ok, opt_return) -> jax.Array:
         return dangers_ok.all() & (opt_return >= self.min_return) & (opt_return <= self.max_return)
 
     def sample_task_with_draws(self, key: jax.Array) -> tuple[GridTask, jax.Array]:
@@ -439,7 +438,7 @@ class GridWorld(TaskEnv):
         def draw(k):
             layout = self.draw_layout(k)
             ret = self.optimal_return(layout["tiles"])
-            return layout["tiles"], ret, self.accepts(layout["tiles"], layout["dangers_ok"], ret)
+            return layout["tiles"], ret, self.accepts(layout["dangers_ok"], ret)
 
         def cond(carry):
             _, _, _, accepted, draws = carry
@@ -478,7 +477,7 @@ class GridWorld(TaskEnv):
 
     # ------------------------------------------------------------------------------------------ RL³
     def estimator(self, *, horizon: int | None = None, abstraction: str | None = None, **overrides):
-        """A ``GridQEstimator`` with this family's settings (SPEC §2; at most TH = H sweeps)."""
+        """A ``GridQEstimator`` with this family's settings (METHOD §2; at most TH = H sweeps)."""
         from rl3jax.grid_estimator import GridQEstimator
 
         d = self.rl3_defaults

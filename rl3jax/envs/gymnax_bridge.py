@@ -2,7 +2,7 @@
 
 A gymnax ``reset_env(key, params)`` draws the start state of an episode, and in several environments it also
 draws what a meta-RL task is (the arm probabilities of ``BernoulliBandit-misc``, the goal of ``MetaMaze-misc``).
-Chained naively inside one meta-episode (SPEC §1: task episodes back to back, one task), every episode reset
+Chained naively inside one meta-episode (METHOD §1: task episodes back to back, one task), every episode reset
 would then draw a new task. ``GymnaxBridge`` separates the two:
 
 * ``sample_task(key)`` runs the env's reset once and keeps the state fields that form the task

@@ -1,4 +1,4 @@
-"""Random tabular MDPs (SPEC §3): T(·|s,a) ~ Dirichlet(α·1), R(s,a) = 1 + N(0,1), noisy observed rewards."""
+"""Random tabular MDPs (METHOD §3): T(·|s,a) ~ Dirichlet(α·1), R(s,a) = 1 + N(0,1), noisy observed rewards."""
 
 from __future__ import annotations
 

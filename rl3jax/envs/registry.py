@@ -8,7 +8,7 @@ JAX, so a mistyped name costs no JAX start-up (``check_env``).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from rl3jax.envs.gymnax_bridge import GYMNAX_ENVS, check_gymnax_name
 
@@ -48,17 +48,13 @@ FAMILIES: dict[str, tuple[Callable, tuple[str, ...]]] = {
 TABULAR = {"bandit", "mdp", "grid11", "grid13"}
 #: families with the coarse-abstraction RL³ estimator (algo rl3_coarse)
 COARSE = {"grid11", "grid13"}
-#: the published meta-episode length H of a family where it is not TrainConfig's default of 100 (SPEC §6)
+#: the published meta-episode length H of a family where it is not TrainConfig's default of 100 (METHOD §6)
 PUBLISHED_HORIZON = {"grid11": 250, "grid13": 350}
 
 
 def register(name: str, constructor: Callable, variant_names: tuple[str, ...]) -> None:
     """Adds a task family (used by the grid module and by users' own families)."""
     FAMILIES[name] = (constructor, tuple(variant_names))
-
-
-def _gymnax_names() -> list[str]:
-    return list(GYMNAX_ENVS)
 
 
 def is_gymnax(name: str) -> bool:
