@@ -368,9 +368,10 @@ def test_grid_families_default_to_their_published_horizon():
     for name in ("cpu-grid11", "cpu-grid13"):
         cfg = TrainConfig(**PRESETS[name]).validate()
         assert cfg.horizon == {"cpu-grid11": 250, "cpu-grid13": 350}[name]
-    # cpu-mdp / cpu-bandit are unchanged
-    assert PRESETS["cpu-mdp"] == dict(env="mdp", horizon=100, iters=150, num_envs=32, minibatch_envs=8,
-                                      ent_coef=0.01, lr=1e-3, ent_schedule="constant")
+    # every family with a laptop preset gets it when no preset is given (what `make train ENV=...` runs)
+    for env in ("mdp", "bandit", "grid11", "grid13"):
+        args = cli.build_parser().parse_args(["train", "--env", env, "--out", "x"])
+        assert cli.config_from_args(args) == TrainConfig(**PRESETS[f"cpu-{env}"]).validate()
 
 
 def test_registry_tables_match_the_family_modules():
