@@ -32,16 +32,21 @@ def test_bandit_learning_beats_random(algo, model):
 
 
 @pytest.mark.slow
-def test_mdp_rl3_transformer_laptop_preset_beats_random():
+@pytest.mark.parametrize("env, floor", [("bandit", 74.0), ("mdp", 147.0)])
+def test_laptop_preset_reaches_its_published_level(env, floor):
+    """What `make train ENV=bandit|mdp` runs (the cpu-* presets, RL³ Markov) reaches the README's level.
+
+    README / BENCHMARKS.md: bandits 75.98 ± 0.53, MDPs 151.42 ± 0.80 on the first 1000 held-out tasks (Thompson
+    sampling 75.6, OPSRL 140.7, random 50.3 / 99.3). The floors sit about 3.7 and 5.5 standard errors below those
+    figures, so a change that breaks the preset fails while float rounding (this suite lowers XLA's optimisation
+    level) does not."""
     from rl3jax.config import preset
 
-    cfg = TrainConfig(**preset("cpu-mdp")).validate()  # what `make train ENV=mdp` runs
+    cfg = TrainConfig(**preset(f"cpu-{env}")).validate()
     trainer = make_train(cfg)
-    state, _ = jit_chunk(trainer)(jax.jit(trainer.init)(jax.random.key(0)), cfg.iters)
-    learned = evaluate(trainer.meta_env, "network", 200, params=state.actor_params, model=trainer.actor)
-    rand = evaluate(trainer.meta_env, "random", 200)
-    # H=100: random ≈ 99, oracle ≈ 216; the README's run of this preset scored 126.6 ± 0.9 on 1000 tasks.
-    assert learned["mean_return"] > rand["mean_return"] + 10.0, (learned, rand)
+    state, _ = jit_chunk(trainer)(jax.jit(trainer.init)(jax.random.key(cfg.seed)), cfg.iters)
+    learned = evaluate(trainer.meta_env, "network", 1000, params=state.actor_params, model=trainer.actor)
+    assert learned["mean_return"] > floor, learned
 
 
 @pytest.mark.slow
