@@ -493,7 +493,8 @@ def cmd_eval(args) -> int:
         policy, algo, iteration = args.policy, None, None
     out = {"env": cfg.env, "variant": cfg.variant, "algo": algo, "policy": policy, "horizon": cfg.horizon,
            "episodes": res["episodes"], "mean_return": res["mean_return"], "stderr": res["stderr"],
-           "iteration": iteration, "run": args.run}
+           "iteration": iteration, "run": args.run,
+           "step_rewards": [float(x) for x in res["step_rewards"]]}  # per step t: the adaptation curve
     if not args.run:
         out["params"] = policy_params
     shown = "".join(f" {k}={v:g}" for k, v in out.get("params", {}).items())
