@@ -82,6 +82,6 @@ help:
 	@echo "make train [ENV=mdp|bandit|grid11|grid13] [ALGO=rl2|rl3|rl3_coarse] [MODEL=transformer|gru|markov]"
 	@echo "           [ITERS=N] [PRESET=name] [OUT=folder] [RESUME=1] [EXTRA='more rl3jax train flags']"
 	@echo "make eval RUN=folder [EPISODES=1000]     make bench [QUICK=auto|0|1]     make reproduce ARGS='target ...'"
-	@echo "make report RUN="runs/a runs/b" [REPORT_OUT=dir]  (results table, learning and adaptation curves)"
+	@echo 'make report RUN="runs/a runs/b" [REPORT_OUT=dir]  (results table, learning and adaptation curves)'
 	@echo "make lint (ruff)"
 	@echo "make test | test-all                     make clean (venv, caches)       make clean-runs (runs/)"

@@ -52,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rl3jax.meta_episode import MetaEnv
+from rl3jax.rollout import EVAL_BATCH
 
 SHARP = 1e3  # logit gap between the chosen action and the others (exp(-1000) == 0 in float32)
 TIE_TOL = 1e-5  # scores within this of the best count as tied (random tie-breaking)
@@ -845,7 +846,7 @@ def make_policy(name: str, meta_env: MetaEnv, params: dict | None = None):
 
 
 def run_baselines(env: str, variant: str | None, horizon: int, episodes: int, names: list[str] | None = None,
-                  batch: int = 1000, seed: int = 0, progress: Callable[[dict], None] | None = None) -> list[dict]:
+                  batch: int = EVAL_BATCH, seed: int = 0, progress: Callable[[dict], None] | None = None) -> list[dict]:
     """Evaluates baselines on the same first ``episodes`` held-out tasks of ``env``/``variant`` at H=``horizon``.
 
     ``names``: the baselines to run (default: every one that fits; a name that does not fit is a ValueError).

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import json
 import math
 import os
@@ -85,8 +86,8 @@ def _add_train(sub):
                    help="task family: bandit, mdp, grid11, grid13, or a gymnax env with discrete actions "
                         "(e.g. CartPole-v1, BernoulliBandit-misc; RL² only) [default: mdp]")
     p.add_argument("--variant", default=None, help="task-family variant [default: train, the training distribution]")
-    p.add_argument("--algo", choices=ALGOS, default=None, help="algorithm [default: rl3]")
-    p.add_argument("--model", choices=MODELS, default=None, help="sequence model [default: transformer]")
+    p.add_argument("--algo", choices=ALGOS, default=None, help="algorithm [default: the preset's, else rl3]")
+    p.add_argument("--model", choices=MODELS, default=None, help="sequence model [default: the preset's (cpu-bandit, cpu-mdp: markov), else transformer]")
     p.add_argument("--horizon", type=_positive_int, default=None,
                    help="meta-episode length H [default: the preset's, else the family's published H "
                         "(grid11 250, grid13 350), else 100]")
@@ -281,12 +282,34 @@ def config_from_args(args) -> TrainConfig:
     return TrainConfig(**base).validate()
 
 
+def _training_pid(out: str) -> str | None:
+    """The PID in ``out/.lock`` while a training process holds that lock (``rl3jax.driver.RunLock``), else None.
+    Probes with a shared, non-blocking ``flock`` that is released at once; creates nothing."""
+    path = os.path.join(out, ".lock")
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    except OSError:
+        return os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+    finally:
+        os.close(fd)
+
+
 def check_train_args(args) -> TrainConfig:
     """Every check of ``train`` that needs no JAX: output folder, names, ranges, combinations, packages.
     Returns the validated config."""
     out = args.out
     check_writable_dir(out, "--out")
     holds = os.path.exists(os.path.join(out, "config.json")) or os.path.exists(os.path.join(out, "population.json"))
+    in_use_by = _training_pid(out)
+    if in_use_by is not None:
+        raise ConfigError(f"run folder {out} is in use by another training process (PID {in_use_by}); wait for it "
+                          "to finish or stop it first")
     if args.resume and not holds:
         raise ConfigError(f"--resume: {out} holds no run (no config.json); drop --resume to start one")
     if not args.resume and holds:
@@ -515,7 +538,9 @@ def _add_baselines(sub):
     p.add_argument("--horizon", type=_positive_int, required=True, help="meta-episode length H")
     p.add_argument("--episodes", type=_positive_int, default=1000, help="held-out test tasks")
     p.add_argument("--only", default=None, help="comma-separated baseline names (default: all that fit)")
-    p.add_argument("--batch", type=_positive_int, default=1000, help="tasks per jitted call")
+    p.add_argument("--batch", type=_positive_int, default=250,
+                   help="tasks per jitted call (each batch has its own random stream: keep the default to get "
+                        "the figures of eval --policy and report)")
     p.add_argument("--json", default=None, help="write the rows (incl. per-step mean rewards) as JSON here")
 
 
@@ -649,8 +674,8 @@ def _add_report(sub):
                                    "algorithms side by side)")
     p.add_argument("runs", nargs="*", metavar="RUN",
                    help="run folders written by `rl3jax train` (a population folder stands for its members)")
-    p.add_argument("--out", required=True, help="folder for results.md, results.json, learning_curve.png, "
-                                                "adaptation.png")
+    p.add_argument("--out", default=None, help="folder for results.md, results.json, learning_curve.png, "
+                                               "adaptation.png [default: RUN/report for a single run]")
     p.add_argument("--episodes", type=_positive_int, default=1000, help="held-out test tasks (N)")
     p.add_argument("--variant", default=None, help="test variant (e.g. an OOD one); default: the runs' own")
     p.add_argument("--baselines-json", default=None, metavar="PATH",
@@ -658,6 +683,10 @@ def _add_report(sub):
 
 
 def cmd_report(args) -> int:
+    if args.out is None:
+        if len(args.runs) != 1:
+            raise ConfigError("--out is needed for a report of several runs (one run: RUN/report by default)")
+        args.out = os.path.join(args.runs[0], "report")
     from rl3jax.report import make_report
 
     res = make_report(args.runs, args.out, episodes=args.episodes, variant=args.variant,

@@ -33,6 +33,7 @@ import numpy as np
 from rl3jax import distributed
 from rl3jax.checkpoint import Checkpointer, CheckpointError, finished_steps
 from rl3jax.config import TrainConfig
+from rl3jax.rollout import EVAL_BATCH
 from rl3jax.train import FINITE, jit_chunk, make_train
 
 #: fields that may differ between a run and its resumption
@@ -199,7 +200,7 @@ class HeldOutEvaluator:
     then never again.
     """
 
-    def __init__(self, meta_env, actor, episodes: int, batch: int = 250, seed: int = 0):
+    def __init__(self, meta_env, actor, episodes: int, batch: int = EVAL_BATCH, seed: int = 0):
         from rl3jax.evaluate import TEST_SEED, held_out_tasks, network_policy
         from rl3jax.rollout import rollout
 
@@ -493,10 +494,15 @@ class ChunkLoop:
 
 
 def report_command(out: str) -> str:
-    """The shell command that makes the report of run folder ``out`` (printed when training ends)."""
+    """The shell command that makes the report of run folder ``out`` (printed when training ends): the
+    ``rl3jax`` script beside this Python (a virtual environment's ``bin/``, e.g. ``.venv/bin/rl3jax``, which
+    need not be on PATH), else ``python -m rl3jax``."""
     import shlex
 
-    return shlex.join(["rl3jax", "report", out, "--out", os.path.join(out, "report")])
+    script = os.path.join(os.path.dirname(sys.executable), "rl3jax")
+    exe = [os.path.relpath(script) if not os.path.relpath(script).startswith("..") else script] \
+        if os.path.exists(script) else [sys.executable, "-m", "rl3jax"]
+    return shlex.join([*exe, "report", out])
 
 
 def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = True, tensorboard: bool = False,

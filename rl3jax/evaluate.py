@@ -23,7 +23,7 @@ from rl3jax.baselines import (  # noqa: F401  (re-exported)
     random_policy,
 )
 from rl3jax.meta_episode import MetaEnv
-from rl3jax.rollout import rollout, sample_tasks
+from rl3jax.rollout import EVAL_BATCH, rollout, sample_tasks
 
 TEST_SEED = 2_147_480_000  # far from any training seed; tasks are a pure function of (env, variant, index)
 
@@ -46,7 +46,7 @@ def network_policy(model, params, num: int):
 
 
 def evaluate(meta_env: MetaEnv, policy: str, episodes: int, greedy: bool = False, params=None, model=None,
-             batch: int = 250, seed: int = 0, policy_params: dict | None = None) -> dict:
+             batch: int = EVAL_BATCH, seed: int = 0, policy_params: dict | None = None) -> dict:
     """Mean return ± s.e. over the first ``episodes`` test tasks (one meta-episode each).
 
     ``policy``: "network" (``params`` and ``model`` of a trained actor; ``greedy``: argmax instead of sampling)

@@ -11,6 +11,9 @@ from flax import struct
 
 from rl3jax.meta_episode import MetaEnv
 
+#: held-out tasks per jitted rollout in evaluations; an evaluation's random stream depends on it (one key per
+#: batch), so every command (eval, baselines, report, evaluation during training) uses it to give the same figures
+EVAL_BATCH = 250
 
 @struct.dataclass
 class Trajectory:

@@ -557,7 +557,7 @@ def capture(monkeypatch):
     def fake_eval(meta_env, policy, episodes, **kw):
         calls.append((meta_env.env.name, getattr(meta_env.env, "variant", None), meta_env.horizon, policy, episodes,
                       kw))
-        return {"episodes": episodes, "mean_return": 0.0, "stderr": 0.0}
+        return {"episodes": episodes, "mean_return": 0.0, "stderr": 0.0, "step_rewards": [0.0]}
 
     monkeypatch.setattr(rl3jax.evaluate, "evaluate", fake_eval)
     monkeypatch.setattr(rl3jax.bench, "run_bench", lambda **kw: calls.append(("run_bench", kw)))
@@ -635,3 +635,10 @@ def test_every_config_field_changes_behaviour(field):
         assert _schedule(alt) != _schedule(base)
     else:
         raise AssertionError(f"unknown kind {kind!r}")
+
+
+def test_report_out_defaults_to_the_single_runs_report_folder(capture, run_dir, capsys):
+    assert main(["report", run_dir]) == 0
+    paths, out, _ = capture[-1]
+    assert paths == [run_dir] and out == os.path.join(run_dir, "report")
+    expect_error(capsys, ["report", run_dir, run_dir], "--out is needed for a report of several runs")

@@ -15,7 +15,7 @@ from rl3jax import driver
 from rl3jax.checkpoint import Checkpointer
 from rl3jax.cli import main as cli_main
 from rl3jax.config import TrainConfig
-from rl3jax.driver import EVAL_FIELDS, ChunkLoop, HeldOutEvaluator, read_metrics, train
+from rl3jax.driver import EVAL_FIELDS, ChunkLoop, HeldOutEvaluator, read_metrics, report_command, train
 from rl3jax.evaluate import evaluate
 from rl3jax.population import member_state
 from rl3jax.train import make_train
@@ -144,7 +144,8 @@ def test_population_evaluates_each_member(tmp_path, capsys):
     cfg = TrainConfig(**{**TINY, "iters": 2, "chunk_iters": 2}).validate()
     out = str(tmp_path / "pop")
     state, _ = train(cfg, out, seeds=2, progress=False)
-    assert f"report: rl3jax report {out} --out {os.path.join(out, 'report')}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"report: {report_command(out)}\n" in printed and report_command(out).endswith(f"rl3jax report {out}")
     trainer = make_train(cfg)
     for i, name in enumerate(("seed0", "seed1")):
         ev = _evals(read_metrics(os.path.join(out, name)))

@@ -107,9 +107,12 @@ def test_second_writer_is_refused_naming_folder_and_pid(run4, tmp_path, capsys):
     try:
         with pytest.raises(RunLockedError, match=rf"run folder {run} is in use .*PID {os.getpid()}\)"):
             train(TrainConfig(iters=6, **T).validate(), run, resume=True, quiet=True)
-        assert cli_main(["train", "--out", run, "--resume", "--iters", "6", "--no-progress"]) == 2
-        line = _one_line_error(capsys.readouterr().err)
-        assert run in line and f"PID {os.getpid()}" in line
+        for argv in (["--resume", "--iters", "6"], T_ARGV):  # a resume, or a new run into the folder in use
+            assert cli_main(["train", "--out", run, "--no-progress", *argv]) == 2
+            captured = capsys.readouterr()
+            line = _one_line_error(captured.err)
+            assert run in line and f"in use by another training process (PID {os.getpid()})" in line
+            assert captured.out == ""  # refused before announcing a training
     finally:
         lock.release()
     state, _ = train(TrainConfig(iters=6, **T).validate(), run, resume=True, quiet=True)  # released: works
