@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import fcntl
 import json
-import math
 import os
 import sys
 import time
@@ -33,7 +32,7 @@ import numpy as np
 from rl3jax import distributed
 from rl3jax.checkpoint import Checkpointer, CheckpointError, finished_steps
 from rl3jax.config import TrainConfig
-from rl3jax.rollout import EVAL_BATCH
+from rl3jax.evaluate import HeldOutEvaluator
 from rl3jax.train import FINITE, jit_chunk, make_train
 
 #: fields that may differ between a run and its resumption
@@ -187,57 +186,6 @@ def _atomic_write_text(path: str, text: str) -> None:
 
 #: fields a held-out evaluation adds to the metrics row of its iteration
 EVAL_FIELDS = ("eval_return", "eval_stderr", "eval_return_greedy", "eval_stderr_greedy", "eval_episodes")
-
-
-class HeldOutEvaluator:
-    """The held-out evaluation of ``rl3jax.evaluate.evaluate(meta_env, "network", episodes, greedy=...,
-    params=..., model=actor)``, compiled once and reused for every evaluation during training.
-
-    ``evaluate`` closes over the parameters inside a fresh ``jax.jit`` on every call (so it traces and
-    compiles again each time); this class takes the parameters as an argument of one jitted function and
-    repeats ``evaluate``'s task batches and keys exactly, so its results equal ``evaluate``'s bit for bit
-    (tests/test_eval_every.py checks both). ``traces`` counts traces: one per (batch shape, greedy) pair,
-    then never again.
-    """
-
-    def __init__(self, meta_env, actor, episodes: int, batch: int = EVAL_BATCH, seed: int = 0):
-        from rl3jax.evaluate import TEST_SEED, held_out_tasks, network_policy
-        from rl3jax.rollout import rollout
-
-        self.episodes = int(episodes)
-        self.batch = int(batch)
-        self.tasks = held_out_tasks(meta_env, self.episodes)
-        self.key = jax.random.fold_in(jax.random.key(TEST_SEED + 1), seed)
-        self.traces = 0
-
-        def run(params, tasks, key, greedy):
-            self.traces += 1
-            num = jax.tree.leaves(tasks)[0].shape[0]
-            step, carry = network_policy(actor, params, num)
-            traj, _ = rollout(meta_env, step, carry, tasks, key, greedy=greedy)
-            return traj.rewards
-
-        self._run = jax.jit(run, static_argnums=3)
-
-    def __call__(self, actor_params, greedy: bool) -> dict:
-        """{"mean_return", "stderr", "episodes", "step_rewards" (H,)} of one policy (``greedy``: argmax actions)."""
-        params = jax.device_get(actor_params)  # host copy: independent of the training state's sharding
-        out = []
-        for i, start in enumerate(range(0, self.episodes, self.batch)):
-            stop = min(start + self.batch, self.episodes)
-            tasks = jax.tree.map(lambda x, start=start, stop=stop: x[start:stop], self.tasks)
-            out.append(np.asarray(self._run(params, tasks, jax.random.fold_in(self.key, i), bool(greedy))))
-        rewards = np.concatenate(out)
-        r = rewards.sum(axis=1)
-        return {"mean_return": float(r.mean()),
-                "stderr": float(r.std(ddof=1) / math.sqrt(len(r))) if len(r) > 1 else float("nan"),
-                "episodes": int(len(r)), "step_rewards": rewards.mean(axis=0)}
-
-    def row_fields(self, actor_params) -> dict:
-        """The ``EVAL_FIELDS`` of a metrics row: stochastic and greedy held-out mean return ± s.e."""
-        s, g = self(actor_params, False), self(actor_params, True)
-        return {"eval_return": s["mean_return"], "eval_stderr": s["stderr"], "eval_return_greedy": g["mean_return"],
-                "eval_stderr_greedy": g["stderr"], "eval_episodes": s["episodes"]}
 
 
 # ------------------------------------------------------------------------------------------------------------

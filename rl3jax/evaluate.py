@@ -69,8 +69,6 @@ def evaluate(meta_env: MetaEnv, policy: str, episodes: int, greedy: bool = False
             return network_policy(model, params, jax.tree.leaves(tasks)[0].shape[0])
     else:
         meta_env, consts, build = make_policy(policy, meta_env, policy_params)
-    returns = []
-
     def run(consts, tasks, key):
         # a trained network's rollout keeps the key it always had (results comparable with earlier runs)
         k_pol, k_roll = (key, key) if policy == "network" else jax.random.split(key)
@@ -78,17 +76,62 @@ def evaluate(meta_env: MetaEnv, policy: str, episodes: int, greedy: bool = False
         traj, _ = rollout(meta_env, step, carry, tasks, k_roll, greedy=greedy or policy == "oracle")
         return traj.rewards
 
-    run = jax.jit(run)
-    all_tasks = held_out_tasks(meta_env, episodes)
+    rewards = batched_rewards(jax.jit(run), consts, held_out_tasks(meta_env, episodes), episodes, batch, seed)
+    return {**summarize(rewards), "returns": rewards.sum(axis=1)}
+
+
+def batched_rewards(run, consts, all_tasks, episodes: int, batch: int, seed: int) -> np.ndarray:
+    """``run(consts, tasks, key) -> rewards (B, H)`` over ``all_tasks`` in batches of ``batch`` tasks, batch i
+    with the key ``fold_in(fold_in(key(TEST_SEED + 1), seed), i)``; returns the rewards, shape (episodes, H)."""
     key = jax.random.fold_in(jax.random.key(TEST_SEED + 1), seed)
+    out = []
     for i, start in enumerate(range(0, episodes, batch)):
         stop = min(start + batch, episodes)
         tasks = jax.tree.map(lambda x, start=start, stop=stop: x[start:stop], all_tasks)
-        returns.append(np.asarray(run(consts, tasks, jax.random.fold_in(key, i))))
-    rewards = np.concatenate(returns)  # (episodes, H)
+        out.append(np.asarray(run(consts, tasks, jax.random.fold_in(key, i))))
+    return np.concatenate(out)
+
+
+def summarize(rewards: np.ndarray) -> dict:
+    """{"mean_return", "stderr" (std/√n, NaN for one task), "episodes", "step_rewards"} of per-step rewards of
+    shape (episodes, H); "step_rewards" is the mean reward at each step t over the tasks (the adaptation curve)."""
     r = rewards.sum(axis=1)
     return {"mean_return": float(r.mean()),
             "stderr": float(r.std(ddof=1) / math.sqrt(len(r))) if len(r) > 1 else float("nan"),
-            "episodes": int(len(r)), "returns": r,
-            # mean reward at each step t of the meta-episode over the test tasks (adaptation curve), shape (H,)
-            "step_rewards": rewards.mean(axis=0)}
+            "episodes": int(len(r)), "step_rewards": rewards.mean(axis=0)}
+
+
+class HeldOutEvaluator:
+    """``evaluate(meta_env, "network", episodes, greedy=..., params=..., model=actor)``, compiled once.
+
+    ``evaluate`` closes over the parameters inside a fresh ``jax.jit`` on every call (so it traces and
+    compiles again each time); this class takes the parameters as an argument of one jitted function over the
+    same task batches and keys, so its results equal ``evaluate``'s bit for bit (tests/test_eval_every.py).
+    Used for the held-out evaluation during training. ``traces`` counts traces: one per (batch shape, greedy)
+    pair, then never again.
+    """
+
+    def __init__(self, meta_env, actor, episodes: int, batch: int = EVAL_BATCH, seed: int = 0):
+        self.episodes, self.batch, self.seed = int(episodes), int(batch), seed
+        self.tasks = held_out_tasks(meta_env, self.episodes)
+        self.traces = 0
+
+        def run(params, tasks, key, greedy):
+            self.traces += 1
+            step, carry = network_policy(actor, params, jax.tree.leaves(tasks)[0].shape[0])
+            traj, _ = rollout(meta_env, step, carry, tasks, key, greedy=greedy)
+            return traj.rewards
+
+        self._run = jax.jit(run, static_argnums=3)
+
+    def __call__(self, actor_params, greedy: bool) -> dict:
+        """{"mean_return", "stderr", "episodes", "step_rewards" (H,)} of one policy (``greedy``: argmax actions)."""
+        params = jax.device_get(actor_params)  # host copy: independent of the training state's sharding
+        run = lambda p, tasks, key: self._run(p, tasks, key, bool(greedy))  # noqa: E731
+        return summarize(batched_rewards(run, params, self.tasks, self.episodes, self.batch, self.seed))
+
+    def row_fields(self, actor_params) -> dict:
+        """The metrics-row fields of one evaluation: stochastic and greedy held-out mean return ± s.e."""
+        s, g = self(actor_params, False), self(actor_params, True)
+        return {"eval_return": s["mean_return"], "eval_stderr": s["stderr"], "eval_return_greedy": g["mean_return"],
+                "eval_stderr_greedy": g["stderr"], "eval_episodes": s["episodes"]}
