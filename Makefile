@@ -59,6 +59,12 @@ bench: $(STAMP)
 reproduce: $(STAMP)
 	$(BIN)/python experiments/reproduce.py $(ARGS)
 
+# make study [ARGS="--resume"]: the laptop study (RL² vs RL³, bandits and MDPs, 2 seeds, ~45 min on 2 cores) into
+# docs/results/laptop (run folders in runs/study); ARGS="--tiny --out /tmp/s" for a smoke test, "--dry-run" to list
+.PHONY: study
+study: $(STAMP)
+	$(BIN)/python experiments/reproduce.py laptop $(ARGS)
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 tests
 

@@ -247,7 +247,8 @@ def evaluate_runs(runs: list[RunInfo], variant: str, episodes: int, cache: Cache
 
 def load_baselines_json(path: str, env: str, variant: str, horizon: int, episodes: int) -> dict[str, dict]:
     """{policy: result} from a ``rl3jax baselines --json`` file: a list of result dicts (or a dict holding one
-    under "baselines" or "results"), each with "policy", "mean_return", "stderr" and optionally "step_rewards",
+    under "baselines", "results" or "rows", as ``rl3jax baselines --json`` writes; its skipped rows, intractable
+    at this H, are left out), each with "policy", "mean_return", "stderr" and optionally "step_rewards",
     "env", "variant", "horizon", "episodes" (checked against the report's where given, here or at the top).
     Raises ValueError for an unreadable file or one that measured something else."""
     try:
@@ -256,13 +257,16 @@ def load_baselines_json(path: str, env: str, variant: str, horizon: int, episode
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"--baselines-json {path}: cannot read it ({type(e).__name__}: {e})") from None
     top = data if isinstance(data, dict) else {}
-    items = data if isinstance(data, list) else (data.get("baselines") or data.get("results") or [])
+    items = data if isinstance(data, list) else (data.get("baselines") or data.get("results") or data.get("rows")
+                                                 or [])
     if not isinstance(items, list) or not items:
         raise ValueError(f"--baselines-json {path}: expected a list of baseline results (as `rl3jax baselines "
                          "--json` writes)")
     want = {"env": env, "variant": variant, "horizon": horizon, "episodes": episodes}
     out = {}
     for it in items:
+        if isinstance(it, dict) and it.get("skipped"):  # `rl3jax baselines` skips intractable ones (bayes-optimal)
+            continue
         if not isinstance(it, dict) or not {"policy", "mean_return", "stderr"} <= set(it):
             raise ValueError(f"--baselines-json {path}: every entry needs policy, mean_return and stderr")
         for k, v in want.items():
@@ -297,7 +301,14 @@ def evaluate_baselines(env: str, variant: str, horizon: int, episodes: int, cach
         else:
             log(f"evaluating baseline {name} on {episodes} held-out {env}/{variant} tasks (H={horizon})")
             greedy = name == "oracle"
-            out[name] = _result(evaluate(meta_env, name, episodes, greedy=greedy), "evaluated", greedy)
+            try:
+                res = evaluate(meta_env, name, episodes, greedy=greedy)
+            except ValueError as e:  # intractable at this H (bayes-optimal beyond its limit): left out
+                if "tractable" not in str(e):
+                    raise
+                log(f"  {name} skipped: {e}")
+                continue
+            out[name] = _result(res, "evaluated", greedy)
             cache.put(key, out[name])
     return out
 
