@@ -343,7 +343,7 @@ LAPTOP_EVAL_SECONDS = 90.0
 LAPTOP_TINY = {"num_envs": 8, "iters": 2, "minibatch_envs": 4, "eval_every": 1, "chunk_iters": 1, "horizon": 10,
                "episodes": 8, "eval_episodes": 8}
 #: what the study writes into --out (and what --force removes there)
-LAPTOP_OUTPUTS = ("README.md", "study.json", "study.log") + tuple(LAPTOP)
+LAPTOP_OUTPUTS = ("README.md", "study.json") + tuple(LAPTOP)
 
 
 def laptop_sizes(fam: LaptopFamily, tiny: bool) -> dict:
@@ -592,7 +592,11 @@ def laptop_readme(out: str, runs_dir: str, meta: dict, algos: set | None = None)
               "## Wall times", "", "| stage | family | what | seconds |", "|---|---|---|---|"]
     for t in meta["stages"]:
         lines.append(f"| {t['kind']} | {t['family']} | {t['run']} | {t['seconds']:.0f} |")
-    lines += [f"| **total** | | | **{meta['wall_s']:.0f}** |", ""]
+    for kind in ("baselines", "train", "report"):
+        tot = sum(t["seconds"] for t in meta["stages"] if t["kind"] == kind)
+        lines.append(f"| all {kind} | | | {tot:.0f} |")
+    lines += [f"| **total** | | | **{meta['wall_s']:.0f}** |", "",
+              f"The plan's estimate for a free 2-core CPU was {meta['estimate_s'] / 60:.0f} min.", ""]
     if meta.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in meta["notes"]] + [""]
     lines += ["Reproduce: `make study` (= `.venv/bin/python experiments/reproduce.py laptop`); the run folders go "
@@ -670,7 +674,7 @@ def laptop_main(args, extra: list[str], p: argparse.ArgumentParser) -> int:
             "machine": _machine(), "load_start": _load_avg(), "tiny": tiny, "seeds": seeds, "episodes": episodes,
             "max_minutes": max_minutes, "out": out, "runs": runs_dir,
             "started": datetime.datetime.fromtimestamp(t_start, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S"),
-            "stages": [], "notes": []}
+            "stages": [], "notes": [], "estimate_s": sum(x.estimate_s for x in steps)}
     for i, s in enumerate(steps):
         argv = list(s.argv)
         if s.kind == "train" and not tiny:
