@@ -328,7 +328,7 @@ LAPTOP = {
                            steps_per_second=(("rl2", 2200.0), ("rl3", 2000.0), ("rl3-markov", 12000.0))),
     "mdp": LaptopFamily("mdp", "cpu-mdp", ("train", "alpha0.25", "det-rewards"), num_envs=160, iters=20,
                         minibatch_envs=40, eval_every=5, chunk_iters=5,
-                        steps_per_second=(("rl2", 2200.0), ("rl3", 1600.0), ("rl3-markov", 8000.0))),
+                        steps_per_second=(("rl2", 2200.0), ("rl3", 1800.0), ("rl3-markov", 8000.0))),
 }
 LAPTOP_HORIZON = 100
 LAPTOP_SEEDS = 2
@@ -336,9 +336,10 @@ LAPTOP_EVAL_EPISODES = 250  # held-out tasks of the evaluations during training
 LAPTOP_OUT = "docs/results/laptop"
 LAPTOP_RUNS_DIR = "runs/study"
 LAPTOP_MAX_MINUTES = 45.0
-#: estimated seconds of the non-training work on a free 2-core CPU: per family and test variant (baselines +
-#: the report's evaluations of every run, greedy and stochastic, on the held-out tasks)
-LAPTOP_EVAL_SECONDS = 90.0
+#: estimated seconds of the non-training work on a free 2-core CPU, per family and test variant: the baselines
+#: (compile included) and the report's evaluations of every run, greedy and stochastic, on the held-out tasks
+LAPTOP_BASELINE_SECONDS = 40.0
+LAPTOP_REPORT_SECONDS = 80.0
 #: tiny: the whole pipeline at a smoke-test scale
 LAPTOP_TINY = {"num_envs": 8, "iters": 2, "minibatch_envs": 4, "eval_every": 1, "chunk_iters": 1, "horizon": 10,
                "episodes": 8, "eval_episodes": 8}
@@ -377,7 +378,7 @@ def laptop_steps(runs_dir: str, out: str, tiny: bool, seeds: int, algos: set | N
             if not (resume and os.path.exists(bjson)):
                 steps.append(LaptopStep(["baselines", "--env", fam.env, "--variant", v, "--horizon", str(z["horizon"]),
                                          "--episodes", str(episodes), "--json", bjson], "baselines", name, v,
-                                        LAPTOP_EVAL_SECONDS / 3))
+                                        0.0 if tiny else LAPTOP_BASELINE_SECONDS))
         runs = [r for r in LAPTOP_RUNS if not algos or r[0] in algos]
         for rname, _, algo, model in runs:
             run_dir = os.path.join(fdir, rname)
@@ -397,7 +398,7 @@ def laptop_steps(runs_dir: str, out: str, tiny: bool, seeds: int, algos: set | N
             argv = ["report", *[os.path.join(fdir, r[0]) for r in runs], "--out", os.path.join(odir, v),
                     "--episodes", str(episodes), "--variant", v,
                     "--baselines-json", os.path.join(odir, f"baselines-{v}.json")]
-            steps.append(LaptopStep(argv, "report", name, v, 0.0 if tiny else 2 * LAPTOP_EVAL_SECONDS / 3))
+            steps.append(LaptopStep(argv, "report", name, v, 0.0 if tiny else LAPTOP_REPORT_SECONDS))
     return steps
 
 
