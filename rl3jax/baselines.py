@@ -61,6 +61,11 @@ GITTINS_VERSION = "v1"  # bump when the table's definition changes (on-disk cach
 GITTINS_MAX_HORIZON = 200  # the calibration costs O(H^5) work: H=100 takes 3 s here, H=200 about 32x that
 
 
+class IntractableError(ValueError):
+    """A baseline's table cannot be built at this horizon (bayes-optimal beyond ``BAYES_MAX_STATES``, gittins
+    beyond ``GITTINS_MAX_HORIZON``). ``run_baselines`` and ``rl3jax report`` leave such a baseline out."""
+
+
 # ------------------------------------------------------------------------------------------ helpers
 def family_of(env) -> str:
     """The task family's registry name: 'bandit', 'mdp', 'grid11', 'grid13', or the env's own name."""
@@ -213,7 +218,7 @@ def compute_gittins_table(horizon: int) -> np.ndarray:
     if h < 1:
         raise ValueError(f"gittins: horizon must be >= 1, got {h}")
     if h > GITTINS_MAX_HORIZON:
-        raise ValueError(f"gittins: the index table is tractable for H <= {GITTINS_MAX_HORIZON}, got H={h}")
+        raise IntractableError(f"gittins: the index table is tractable for H <= {GITTINS_MAX_HORIZON}, got H={h}")
     table = np.full((h + 1, h + 1, h + 1), np.nan)
     for m in range(1, h + 1):
         span = h - m
@@ -321,7 +326,7 @@ def bayes_optimal_table(num_arms: int, horizon: int):
     if h < 1:
         raise ValueError(f"bayes-optimal: horizon must be >= 1, got {h}")
     if h > bayes_max_horizon(k):
-        raise ValueError(f"bayes-optimal: exact dynamic programming is tractable only for H <= "
+        raise IntractableError(f"bayes-optimal: exact dynamic programming is tractable only for H <= "
                          f"{bayes_max_horizon(k)} with k={k} arms ({BAYES_MAX_STATES:,} posterior states at most); "
                          f"got H={h}")
     n_pairs = (h + 1) * (h + 2) // 2
@@ -875,8 +880,8 @@ def run_baselines(env: str, variant: str | None, horizon: int, episodes: int, na
         t0 = time.perf_counter()
         try:
             res = evaluate(meta_env, name, episodes, batch=batch, seed=seed)
-        except ValueError as e:
-            if explicit or "tractable" not in str(e):
+        except IntractableError as e:
+            if explicit:
                 raise
             rows.append({"policy": name, "mean_return": None, "stderr": None, "episodes": 0,
                          "seconds": time.perf_counter() - t0, "step_rewards": None,

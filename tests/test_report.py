@@ -293,3 +293,14 @@ def test_make_report_target_and_reproduce_report(runs, tmp_path):
     res = json.load(open(out / "bandit-h100" / "report" / "results.json"))
     assert [r["name"] for r in res["runs"]] == ["rl2"] and res["episodes"] == 16
     assert res["runs"][0]["greedy"]["mean_return"] == runs["res"]["runs"][2]["greedy"]["mean_return"]
+
+
+def test_baselines_intractable_at_the_horizon_are_left_out(tmp_path):
+    """Bandits at H=27 (one past bayes-optimal's limit: baselines.bayes_max_horizon(5) = 26):
+    the report evaluates every other baseline and says why bayes-optimal is missing, instead of failing."""
+    from rl3jax.report import Cache, evaluate_baselines
+
+    logs = []
+    out = evaluate_baselines("bandit", "train", 27, 4, Cache(str(tmp_path / "cache.json")), log=logs.append)
+    assert "bayes-optimal" not in out and {"random", "oracle", "gittins", "thompson"} <= set(out)
+    assert any(x.startswith("  bayes-optimal skipped: ") for x in logs)
