@@ -1,35 +1,22 @@
 """The outer learner: PPO over whole meta-episodes (METHOD §5), as small functions over small pytrees.
 
-Pure math, independent of environments and networks: the forward passes are static callables that map a batch of
-whole sequences to per-step outputs, ``actor(params, obs (b, T, m)) -> logits (b, T, n)`` and
-``critic(params, obs) -> values (b, T)`` (float32), held with their optimisers in a ``Learner``.
+Independent of environments and networks: the forward passes are static callables over whole sequences,
+``actor(params, obs (b, T, m)) -> logits (b, T, n)`` and ``critic(params, obs) -> values (b, T)``, held with their
+optimisers in a ``Learner``. One iteration (``ppo_update``): ``make_batch`` (GAE once from the rollout values; the
+last step T is the only terminal), then ``run_epochs``: each epoch shuffles the B sequences (key ``fold_in(key,
+epoch)``) into ``minibatches`` of whole sequences (time is never sliced) and trains the pair with an epoch rule:
+``SEPARATE`` (``actor_epoch`` of ``actor_step``s, then ``kl_check``; ``critic_epoch`` of ``critic_step``s) or
+``rl3jax.fused.Fused`` (one vmapped step for both). KL early stop: once the full-batch KL(π_old‖π_new) after an
+actor epoch is ≥ ``cfg.target_kl``, the actor (params and optimiser state) is frozen for the rest of the iteration
+while the critic trains all epochs (``lax.cond``: a frozen actor costs no compute; under ``vmap`` it is a select).
 
-One PPO iteration (``ppo_update``), step by step:
-
-* ``make_batch``: GAE (γ, λ) once from the rollout values (``gae``; the only terminal is the last step T of every
-  sequence, so there is no bootstrap after it); value targets = values + advantages.
-* ``run_epochs``: ``cfg.epochs`` epochs; each shuffles the B sequences with the key ``fold_in(key, epoch)`` and
-  splits them into ``cfg.num_minibatches`` groups of ``cfg.minibatch_envs`` whole sequences (``minibatches``; time
-  is never sliced), then trains one epoch (``SEPARATE`` or the fused pair of ``rl3jax.fused``).
-* ``actor_step`` / ``critic_step``: one minibatch step each; separate networks, losses and optimisers: clipped-ratio
-  policy loss with per-minibatch advantage normalisation and an entropy bonus (``actor_loss``), critic
-  ``vf_coef``·MSE without clipping (``critic_loss``).
-* ``kl_check``: after each actor epoch the full-batch KL(π_old‖π_new) (π_old: the rollout logits), in
-  ``cfg.kl_chunks`` sequential groups of sequences to bound its memory; once it is ≥ ``cfg.target_kl`` the actor
-  is frozen (params and optimiser state) for the rest of the iteration while the critic trains all epochs
-  (``lax.cond``: a frozen actor costs no compute; under ``vmap`` the cond becomes a select, still correct).
-
-Where each setting lives (one home each):
-
-* Static (part of the jit cache key): the ``TrainConfig`` fields ``gamma``, ``clip_eps``, ``epochs``, ``num_envs``
-  and ``minibatch_envs``, ``vf_coef``, ``target_kl``, ``ent_schedule`` with ``iters`` (the linear schedule's end),
-  ``kl_chunks`` (and ``fused_update``, read by ``rl3jax.train.Trainer``).
-* Traced, sweepable per run (``hparams``, which is ``TrainState.hparams``; names in ``HPARAMS``): ``ent_coef``,
-  ``gae_lambda``. The trainer fills them from the ``TrainConfig`` fields of the same names.
-* The learning rate (``TrainConfig.lr``, actor and critic) and the critic's weight decay
-  (``TrainConfig.critic_weight_decay``) live in the ``optax.inject_hyperparams`` optimiser states, put there by
-  ``tx.init`` (``make_optimizers``); a population sweeps them by editing ``opt_state.hyperparams``. Adam's ε is
-  ``ADAM_EPS``.
+Where each setting lives (one home each): static (the jit cache key), the ``TrainConfig`` fields ``gamma``,
+``clip_eps``, ``epochs``, ``num_envs``, ``minibatch_envs``, ``vf_coef``, ``target_kl``, ``ent_schedule`` with
+``iters`` (the linear schedule's end) and ``kl_chunks``; traced and sweepable per run, ``hparams`` (keys
+``HPARAMS``: ``ent_coef``, ``gae_lambda``; ``TrainState.hparams``, filled from the config's fields of those names);
+the learning rate (``TrainConfig.lr``) and the critic's weight decay (``critic_weight_decay``) in the
+``optax.inject_hyperparams`` optimiser states, put there by ``tx.init`` (``make_optimizers``), where a population
+sweeps them. Adam's ε: ``ADAM_EPS``.
 """
 
 from __future__ import annotations
@@ -72,8 +59,7 @@ class Rollout:
 
 @struct.dataclass
 class Batch:
-    """Per-sequence training data (leading axis B), shuffled together every epoch; a minibatch has the same fields
-    with leading axes (num_minibatches, minibatch_envs) before the scan over minibatches takes the first."""
+    """Per-sequence training data (leading axis B), shuffled together every epoch (``minibatches``)."""
 
     obs: jax.Array  # (B, T, m)
     actions: jax.Array  # (B, T) int32
@@ -103,9 +89,8 @@ class Learner(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class Context:
-    """What the steps of one iteration share: the static settings and functions, this iteration's (traced)
-    entropy coefficient, the full batch's inputs and π_old logits (for the KL check), and the learner at the start
-    of the iteration (its shapes undo the fused pair's padding)."""
+    """What the steps of one iteration share: static settings and functions, the (traced) entropy coefficient, the
+    inputs and π_old logits (KL check), and the learner at the start (its shapes undo the fused pair's padding)."""
 
     cfg: TrainConfig
     fns: Learner
@@ -128,17 +113,15 @@ class EpochState:
 
 
 class EpochRule(Protocol):
-    """How the epochs hold and train the pair: ``pack(ac) -> nets``; ``train(ctx, nets, active, kl_last,
-    minibatches) -> (nets, actor metrics, kl, critic loss)``; ``unpack(ctx, nets) -> ActorCritic``."""
+    """How the epochs hold and train the pair (``SEPARATE``, ``rl3jax.fused.Fused``)."""
 
-    def pack(self, ac: ActorCritic) -> Any: ...
-    def train(self, ctx: Context, nets, active, kl_last, minibatches: Batch) -> tuple: ...
+    def pack(self, ac: ActorCritic) -> Any: ...  # -> nets, what the epochs carry
+    def train(self, ctx: Context, nets, active, kl_last, minibatches: Batch) -> tuple: ...  # -> (nets,
+    # actor metrics (ACTOR_METRICS: float32), full-batch KL after the epoch (kl_last if frozen), critic loss)
     def unpack(self, ctx: Context, nets) -> ActorCritic: ...
 
 
-# ----------------------------------------------------------------------------------------------------------
-# GAE, schedule, optimisers
-# ----------------------------------------------------------------------------------------------------------
+# ---- GAE, schedule, optimisers ---------------------------------------------------------------------------
 
 
 def gae(rewards: jax.Array, values: jax.Array, gamma, lam) -> tuple[jax.Array, jax.Array]:
@@ -148,16 +131,14 @@ def gae(rewards: jax.Array, values: jax.Array, gamma, lam) -> tuple[jax.Array, j
     terminal: the value after it is zero (no bootstrap). ``gamma``, ``lam``: discount and GAE λ in [0, 1], floats
     or traced scalars. Returns ``(advantages, targets)``, both (B, T), with ``targets = values + advantages``.
     """
-    rewards = jnp.asarray(rewards)
-    values = jnp.asarray(values)
+    rewards, values = jnp.asarray(rewards), jnp.asarray(values)
     next_values = jnp.concatenate([values[..., 1:], jnp.zeros_like(values[..., :1])], axis=-1)
     deltas = rewards + gamma * next_values - values  # (B, T)
     decay = jnp.broadcast_to(jnp.asarray(gamma * lam, deltas.dtype), deltas.shape)
 
     # A_t = δ_t + γλ·A_{t+1} as a parallel scan of affine maps x -> a·x + b (log T steps, not a T-step loop).
     def compose(later, earlier):
-        a_l, b_l = later
-        a_e, b_e = earlier
+        (a_l, b_l), (a_e, b_e) = later, earlier
         return a_e * a_l, b_e + a_e * b_l
 
     _, advantages = jax.lax.associative_scan(compose, (decay, deltas), reverse=True, axis=deltas.ndim - 1)
@@ -178,34 +159,23 @@ def entropy_coef(cfg: TrainConfig, ent_coef, iteration) -> jax.Array:
     return ent * jnp.clip(frac, 0.0, 1.0)
 
 
-def _as_hparam(x):
-    # inject_hyperparams only treats int/float/Array as numeric hyper-parameters (not e.g. np.float32 scalars).
-    return x if isinstance(x, jax.Array) else jnp.asarray(x, jnp.float32)
-
-
 def make_optimizers(cfg: TrainConfig) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
-    """``(actor_tx, critic_tx)`` of METHOD §5: Adam(lr, β=(0.9, 0.999), ε=``ADAM_EPS``); the critic adds coupled L2
-    weight decay (``cfg.critic_weight_decay · params`` added to the gradient *before* Adam, not AdamW).
-
-    No gradient clipping, constant learning rate ``cfg.lr`` for both. Both are one transformation (the actor's weight
-    decay is 0, which adds exactly 0 to its gradient), so their states share one structure and stack for the fused
-    step. The learning rate and weight decay are injected hyper-parameters: ``tx.init`` stores them in the state
-    (``state.hyperparams['learning_rate' | 'weight_decay']``, float32) and ``tx.update`` reads them from there, so a
-    vmapped sweep edits the states and shares one compile."""
+    """``(actor_tx, critic_tx)`` of METHOD §5: Adam(``cfg.lr``, β=(0.9, 0.999), ε=``ADAM_EPS``), constant lr, no
+    gradient clipping; the critic adds coupled L2 weight decay (``cfg.critic_weight_decay · params`` added to the
+    gradient *before* Adam, not AdamW). One transformation for both (the actor's decay 0 adds exactly 0), so the
+    states stack for the fused step. lr and decay are injected hyper-parameters: ``tx.init`` stores them (float32)
+    in ``state.hyperparams['learning_rate' | 'weight_decay']`` and ``tx.update`` reads them from there."""
 
     def factory(learning_rate, weight_decay):
         return optax.chain(optax.add_decayed_weights(weight_decay),
                            optax.adam(learning_rate, b1=0.9, b2=0.999, eps=ADAM_EPS))
 
-    actor_tx = optax.inject_hyperparams(factory)(learning_rate=_as_hparam(cfg.lr), weight_decay=_as_hparam(0.0))
-    critic_tx = optax.inject_hyperparams(factory)(
-        learning_rate=_as_hparam(cfg.lr), weight_decay=_as_hparam(cfg.critic_weight_decay))
-    return actor_tx, critic_tx
+    lr, wd = (jnp.asarray(x, jnp.float32) for x in (cfg.lr, cfg.critic_weight_decay))  # float32 array leaves
+    inject = optax.inject_hyperparams(factory)
+    return inject(learning_rate=lr, weight_decay=jnp.asarray(0.0, jnp.float32)), inject(learning_rate=lr, weight_decay=wd)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Losses
-# ----------------------------------------------------------------------------------------------------------
+# ---- Losses ----------------------------------------------------------------------------------------------
 
 
 def _entropy(logits: jax.Array) -> jax.Array:
@@ -270,16 +240,13 @@ def explained_variance(values, targets) -> jax.Array:
     return jnp.where(var_t > 0, 1.0 - jnp.var(targets - values) / jnp.where(var_t > 0, var_t, 1.0), 0.0)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# The steps
-# ----------------------------------------------------------------------------------------------------------
+# ---- The steps -------------------------------------------------------------------------------------------
 
 
 def make_batch(rollout: Rollout, cfg: TrainConfig, gae_lambda) -> Batch:
     """The training data of one iteration: the rollout with GAE advantages and value targets (``gae``)."""
     advantages, targets = gae(rollout.rewards, rollout.values, cfg.gamma, gae_lambda)
-    return Batch(obs=rollout.obs, actions=rollout.actions, old_logp=rollout.logp, advantages=advantages,
-                 targets=targets)
+    return Batch(rollout.obs, rollout.actions, rollout.logp, advantages, targets)
 
 
 def minibatches(batch: Batch, perm: jax.Array, cfg: TrainConfig) -> Batch:
@@ -378,19 +345,16 @@ def run_epochs(key: jax.Array, ctx: Context, batch: Batch, nets, rule: EpochRule
                           critic_sum=s.critic_sum + c_loss), None
 
     zero = jnp.zeros((), jnp.float32)
-    init = EpochState(nets=nets, active=jnp.asarray(True), actor_epochs=jnp.zeros((), jnp.int32), kl=zero,
-                      actor_sums=no_actor_metrics(), critic_sum=zero)
+    init = EpochState(nets, jnp.asarray(True), jnp.zeros((), jnp.int32), zero, no_actor_metrics(), zero)
     return jax.lax.scan(epoch, init, jnp.arange(cfg.epochs))[0]
 
 
 def check_batch(cfg: TrainConfig, num_envs: int) -> None:
-    """ValueError unless a rollout of ``num_envs`` sequences fits ``cfg``: B = ``cfg.num_envs``, divisible into
-    minibatches of ``cfg.minibatch_envs`` whole sequences and into ``cfg.kl_chunks`` groups."""
+    """ValueError unless ``num_envs`` (a rollout's B) is ``cfg.num_envs`` and divides by minibatch_envs, kl_chunks."""
     if num_envs != cfg.num_envs:
         raise ValueError(f"the rollout has {num_envs} sequences but num_envs={cfg.num_envs}")
     if num_envs % cfg.minibatch_envs:
-        raise ValueError(f"num_envs={num_envs} is not divisible into whole-sequence minibatches of "
-                         f"minibatch_envs={cfg.minibatch_envs} sequences")
+        raise ValueError(f"num_envs={num_envs} is not divisible by minibatch_envs={cfg.minibatch_envs}")
     if num_envs % cfg.kl_chunks:
         raise ValueError(f"num_envs={num_envs} is not divisible by kl_chunks={cfg.kl_chunks}")
 
@@ -428,17 +392,12 @@ def ppo_update(key: jax.Array, ac: ActorCritic, rollout: Rollout, hparams: Mappi
     out = rule.unpack(ctx, s.nets)
     denom = jnp.maximum(s.actor_epochs, 1).astype(jnp.float32)
     metrics = {k: s.actor_sums[k] / denom for k in ACTOR_METRICS}
+    f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
     metrics.update(
-        kl=s.kl,
-        actor_epochs=s.actor_epochs,
-        critic_loss=s.critic_sum / cfg.epochs,
-        explained_variance=explained_variance(rollout.values, batch.targets).astype(jnp.float32),
-        value_mean=jnp.mean(rollout.values).astype(jnp.float32),
-        target_mean=jnp.mean(batch.targets).astype(jnp.float32),
-        adv_mean=jnp.mean(batch.advantages).astype(jnp.float32),
-        adv_std=jnp.std(batch.advantages).astype(jnp.float32),
-        ent_coef=ent.astype(jnp.float32),
-        actor_lr=jnp.asarray(out.actor_opt.hyperparams["learning_rate"], jnp.float32),
-        critic_lr=jnp.asarray(out.critic_opt.hyperparams["learning_rate"], jnp.float32),
-    )
+        kl=s.kl, actor_epochs=s.actor_epochs, critic_loss=s.critic_sum / cfg.epochs,
+        explained_variance=f32(explained_variance(rollout.values, batch.targets)),
+        value_mean=f32(jnp.mean(rollout.values)), target_mean=f32(jnp.mean(batch.targets)),
+        adv_mean=f32(jnp.mean(batch.advantages)), adv_std=f32(jnp.std(batch.advantages)), ent_coef=f32(ent),
+        actor_lr=f32(out.actor_opt.hyperparams["learning_rate"]),
+        critic_lr=f32(out.critic_opt.hyperparams["learning_rate"]))
     return out, metrics
