@@ -1,11 +1,10 @@
 """The outer learner: PPO over whole meta-episodes (METHOD §5), as small functions over small pytrees.
 
-Independent of environments and networks: the forward passes are static callables over whole sequences,
-``actor(params, obs (b, T, m)) -> logits (b, T, n)`` and ``critic(params, obs) -> values (b, T)``, held with their
-optimisers in a ``Learner``. One iteration (``ppo_update``): ``make_batch`` (GAE once from the rollout values; the
-last step T is the only terminal), then ``run_epochs``: each epoch shuffles the B sequences (key ``fold_in(key,
-epoch)``) into ``minibatches`` of whole sequences (time is never sliced) and trains the pair with an epoch rule:
-``SEPARATE`` (``actor_epoch`` of ``actor_step``s, then ``kl_check``; ``critic_epoch`` of ``critic_step``s) or
+Independent of environments and networks: the forward passes (``Learner``) are static callables over whole
+sequences. One iteration (``ppo_update``): ``make_batch`` (GAE once from the rollout values; the last step T is the
+only terminal), then ``run_epochs``: each epoch shuffles the B sequences (key ``fold_in(key, epoch)``) into
+``minibatches`` of whole sequences (time is never sliced) and trains the pair with an epoch rule: ``SEPARATE``
+(``actor_epoch`` of ``actor_step``s, then ``kl_check``; ``critic_epoch`` of ``critic_step``s) or
 ``rl3jax.fused.Fused`` (one vmapped step for both). KL early stop: once the full-batch KL(π_old‖π_new) after an
 actor epoch is ≥ ``cfg.target_kl``, the actor (params and optimiser state) is frozen for the rest of the iteration
 while the critic trains all epochs (``lax.cond``: a frozen actor costs no compute; under ``vmap`` it is a select).
@@ -116,8 +115,8 @@ class EpochRule(Protocol):
     """How the epochs hold and train the pair (``SEPARATE``, ``rl3jax.fused.Fused``)."""
 
     def pack(self, ac: ActorCritic) -> Any: ...  # -> nets, what the epochs carry
-    def train(self, ctx: Context, nets, active, kl_last, minibatches: Batch) -> tuple: ...  # -> (nets,
-    # actor metrics (ACTOR_METRICS: float32), full-batch KL after the epoch (kl_last if frozen), critic loss)
+    # -> (nets, actor metrics (ACTOR_METRICS), full-batch KL after the epoch (kl_last if frozen), critic loss)
+    def train(self, ctx: Context, nets, active, kl_last, minibatches: Batch) -> tuple: ...
     def unpack(self, ctx: Context, nets) -> ActorCritic: ...
 
 
@@ -328,8 +327,7 @@ class _Separate:
         return ac
 
 
-#: the default epoch rule: actor and critic in separate minibatch steps
-SEPARATE = _Separate()
+SEPARATE = _Separate()  # the default epoch rule: actor and critic in separate minibatch steps
 
 
 def run_epochs(key: jax.Array, ctx: Context, batch: Batch, nets, rule: EpochRule) -> EpochState:
