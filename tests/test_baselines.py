@@ -24,8 +24,8 @@ from rl3jax import baselines as B
 from rl3jax.cli import main
 from rl3jax.config import TrainConfig
 from rl3jax.evaluate import evaluate, held_out_tasks
+from rl3jax.meta_episode import make_meta_env
 from rl3jax.rollout import rollout
-from rl3jax.train import make_meta_env
 from tests import reference_baselines as ref
 
 BANDIT_H, BANDIT_N = 10, 400
