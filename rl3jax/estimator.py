@@ -21,6 +21,8 @@ MODES = ("fresh", "entered")
 
 @struct.dataclass
 class EstimatorState:
+    """The dense estimator's state of one task (float32 unless noted; S states, A actions)."""
+
     n_sa: jax.Array  # (S, A) visit counts N(s,a)
     n_sas: jax.Array  # (S, A, S) transition counts N(s,a,s')
     r_mean: jax.Array  # (S, A, S) running mean of observed rewards
@@ -123,6 +125,7 @@ class QEstimator:
 
     @property
     def feature_dim(self) -> int:
+        """Entries of ``features`` (``feature_layout.size``)."""
         return self.feature_layout.size
 
     def init(self, start_state: jax.Array) -> EstimatorState:

@@ -44,6 +44,8 @@ COUNT_DENOM_V4 = 100.0
 
 @struct.dataclass
 class V4State:
+    """The v4 estimator's state of one task."""
+
     n_sa: jax.Array  # (S, A) float32 N(s,a): model counts = the visit counts shown to the policy
     n_sas: jax.Array  # (S, A, S) float32 N(s,a,s')
     r_mean: jax.Array  # (S, A, S) float32 running mean reward of (s,a,s'), 0 where unseen
@@ -96,6 +98,7 @@ class V4Estimator:
 
     @property
     def feature_dim(self) -> int:
+        """Entries of ``features`` (``feature_layout.size``)."""
         return self.feature_layout.size
 
     def q_values(self, est: V4State, s) -> jax.Array:

@@ -25,7 +25,8 @@ TEST_SEED = 2_147_480_000  # far from any training seed; tasks are a pure functi
 
 
 def held_out_tasks(meta_env: MetaEnv, num: int):
-    """The first ``num`` held-out test tasks of a family (the same for every run and policy)."""
+    """The first ``num`` held-out test tasks of a family (the same for every run and policy): a task pytree
+    with leading axis ``num``, drawn from ``fold_in(key(TEST_SEED), hash of the env's name)``."""
     key = jax.random.fold_in(jax.random.key(TEST_SEED), _stable_hash(meta_env.env.name))
     return sample_tasks(meta_env, key, num)
 
@@ -38,6 +39,8 @@ def _stable_hash(s: str) -> int:
 
 
 def network_policy(model, params, num: int):
+    """``(step, carry)`` of a trained actor over ``num`` tasks (``rl3jax.rollout.rollout``'s policy); it reads
+    only the policy input."""
     return (lambda c, o, _: model.step(params, c, o)), model.initial_carry(num)
 
 

@@ -60,6 +60,8 @@ def _sum5(terms):
 
 @struct.dataclass
 class GridEstimatorState:
+    """The grid estimator's state of one task (float32 unless noted; S cells, A actions)."""
+
     n_sa: jax.Array  # (S, A) visit counts N(s,a) per concrete cell
     n_das: jax.Array  # (5, A, S) transition counts N(s,a,d) by direction d (stay, N, E, S, W)
     r_das: jax.Array  # (5, A, S) running mean of the observed rewards R̄(s,a,d)
@@ -144,6 +146,7 @@ class GridQEstimator:
 
     @property
     def feature_dim(self) -> int:
+        """Entries of ``features`` (``feature_layout.size``)."""
         return self.feature_layout.size
 
     @property
@@ -157,6 +160,7 @@ class GridQEstimator:
 
     # ------------------------------------------------------------------------------------------ init
     def init(self, start_state: jax.Array) -> GridEstimatorState:
+        """The state of a new task: empty model, Q = 0, only ``start_state`` (int32 cell) known ('visited')."""
         s, a = self.num_states, self.num_actions
         cells = jnp.arange(s)
         is_start = cells == start_state

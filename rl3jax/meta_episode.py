@@ -35,6 +35,8 @@ LAYOUTS = layouts.LAYOUTS
 
 @struct.dataclass
 class MetaState:
+    """The state of one meta-episode (int32 counters, float32 reward and return)."""
+
     env_state: Any  # the task environment's state
     t: jax.Array  # meta-steps taken so far
     tau: jax.Array  # steps taken in the current task episode
@@ -122,6 +124,8 @@ class MetaEnv:
 
     # --------------------------------------------------------------------------------- gymnax API
     def reset(self, key: jax.Array, params) -> tuple[jax.Array, MetaState]:
+        """A new meta-episode of task ``params``: the task's start state and (RL³) an empty estimator.
+        Returns (obs (obs_dim,) float32, state)."""
         task_obs, env_state = self.env.reset_env(key, params)
         est = None
         if self.estimator is not None:
@@ -132,7 +136,9 @@ class MetaEnv:
         return self.observation(state, params), state
 
     def step(self, key: jax.Array, state: MetaState, action: jax.Array, params):
-        """One real step. Returns (obs, state, reward, done, info); done is True only at step H."""
+        """One real step with ``action`` (int32). Returns (obs (obs_dim,) float32, state, reward float32, done
+        bool, info); done is True only at step H; info: ``task_episode_over`` (the task episode ended and was
+        reset) and ``terminated`` (it ended in an absorbing state)."""
         k_step, k_reset = jax.random.split(key)
         action = jnp.asarray(action, jnp.int32)
         obs_st, env_st, reward, terminated, _ = self.env.step_env(k_step, state.env_state, action, params)

@@ -14,12 +14,16 @@ VARIANTS = ("train", "ood")
 
 @struct.dataclass
 class BanditState:
+    """State of a bandit task episode: ``time`` (int32 steps taken), ``pos`` (int32: 0 ready, 1 pulled)."""
+
     time: jax.Array
     pos: jax.Array  # 0 ready, 1 pulled (absorbing)
 
 
 @struct.dataclass
 class BanditTask:
+    """One bandit task: the arms' success probabilities; static: k and TH (= 1)."""
+
     probs: jax.Array  # (k,) success probabilities; may leave [0, 1] out of distribution
     num_arms: int = struct.field(pytree_node=False, default=5)
     max_steps_in_episode: int = struct.field(pytree_node=False, default=1)

@@ -102,9 +102,6 @@ class TaskEnv(environment.Environment):
         """Whether the family implements ``true_model`` (the oracle baseline needs it)."""
         return type(self).true_model is not TaskEnv.true_model
 
-    def obs_dim(self, params: Any) -> int:
-        return int(self.observation_space(params).shape[0])
-
     def is_terminated(self, state, params) -> jax.Array:
         """Whether ``state`` is absorbing (bool scalar). TH is truncation, not termination."""
         return jnp.asarray(False)

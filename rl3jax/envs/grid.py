@@ -51,12 +51,16 @@ from rl3jax.envs.grid_geometry import (
 
 @struct.dataclass
 class GridState:
+    """State of a grid task episode (int32 scalars)."""
+
     time: jax.Array  # steps taken in the task episode
     pos: jax.Array  # int32 cell index row * N + col
 
 
 @struct.dataclass
 class GridTask:
+    """One grid task; static: N and TH (= H)."""
+
     tiles: jax.Array  # (N, N) int8 tile codes
     slip: jax.Array  # () float32 default slip probability of ' ', 'S', '!'
     opt_return: jax.Array  # () float32 optimal ``reject_horizon``-step undiscounted return from 'S'

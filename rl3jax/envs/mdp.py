@@ -14,12 +14,16 @@ VARIANTS = ("train", "alpha0.25", "det-rewards")
 
 @struct.dataclass
 class MDPState:
+    """State of an MDP task episode: ``time`` (int32 steps taken), ``pos`` (int32 current state)."""
+
     time: jax.Array
     pos: jax.Array
 
 
 @struct.dataclass
 class MDPTask:
+    """One MDP task (float32 arrays); static: S, A and TH."""
+
     transitions: jax.Array  # (S, A, S) rows sum to 1
     mean_rewards: jax.Array  # (S, A)
     reward_noise: jax.Array  # scalar std of the observed reward around its mean (1, or 0 for det-rewards)
