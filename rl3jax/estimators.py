@@ -14,7 +14,7 @@ families import no estimator.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import jax
 
@@ -26,9 +26,11 @@ from rl3jax.grid_estimator import GridQEstimator
 from rl3jax.layout import Layout
 
 
+@runtime_checkable
 class Estimator(Protocol):
     """What ``MetaEnv``, the baselines and the renderer use of an RL³ estimator (all functions pure and
     jittable; the estimator itself is a frozen, hashable dataclass, so it can be a jit-static argument).
+    ``isinstance(x, Estimator)`` checks that ``x`` has every member.
 
     ``s``, ``a``, ``s_next``: int32 scalars (concrete states, actions); ``r``: float32; ``terminal``: bool.
     """

@@ -1,6 +1,6 @@
 """The policy input's layout: named blocks with their offsets and sizes (METHOD §1).
 
-One ``Layout`` describes a flat input vector as consecutive named ``Block``\\ s. ``MetaEnv`` builds its
+One ``Layout`` describes a flat input vector as consecutive named blocks (``Block``). ``MetaEnv`` builds its
 observation in the order of its layout (``MetaEnv.layout``), the estimators build their feature vector in the
 order of theirs (``feature_layout``, which the policy input nests as its block ``"rl3"``), and readers (tests,
 baselines, figures) find a block by name instead of re-deriving offsets::

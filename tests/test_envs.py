@@ -23,6 +23,9 @@ from rl3jax.envs.mdp import VARIANTS as MDP_VARIANTS
 from rl3jax.envs.mdp import MDPState
 from rl3jax.envs.registry import make_env
 from rl3jax.estimator import QEstimator
+from rl3jax.estimator_v4 import V4Estimator
+from rl3jax.estimators import Estimator, make_estimator
+from rl3jax.grid_estimator import GridQEstimator
 from rl3jax.layout import Layout, policy_input, rl3_features, v4_features
 from rl3jax.meta_episode import MetaEnv, make_meta_env
 
@@ -305,6 +308,27 @@ def test_layout_offsets_by_hand():
         Layout.of(("a", 1), ("a", 2))
     with pytest.raises(ValueError, match="not one of"):
         policy_input("paper", 3, 4)
+
+
+def test_make_estimator_follows_the_family_hooks():
+    """One ``make_estimator``: the estimator class from ``grid_side`` / ``v4_defaults``, settings from
+    ``rl3_defaults`` (METHOD §2) with at most min(TH, H) sweeps, and refusals naming the fix."""
+    def est(env, **kw):
+        return make_estimator(make_env(env).with_horizon(kw.get("horizon", 100)), TrainConfig(env=env, **kw))
+
+    bandit, mdp, mdp5, grid = est("bandit"), est("mdp"), est("mdp", horizon=5), est("grid11", horizon=250)
+    assert type(bandit) is QEstimator and (bandit.max_sweeps, bandit.q_denom, bandit.alpha_laplace) == (1, 1.0, 0.1)
+    assert type(mdp) is QEstimator and (mdp.max_sweeps, mdp.q_denom, mdp5.max_sweeps) == (10, 10.0, 5)
+    assert type(grid) is GridQEstimator and (grid.max_sweeps, grid.grid_side, grid.mode) == (250, 11, "fresh")
+    assert est("grid11", horizon=250, semantics="rlc").mode == "entered"
+    v4b, v4m = est("bandit", semantics="v4"), est("mdp", semantics="v4")
+    assert type(v4b) is V4Estimator and (v4b.q_denom, v4b.gamma, v4m.q_denom, v4m.max_sweeps) == (1.0, 0.99, 100.0, 10)
+    assert all(isinstance(e, Estimator) for e in (bandit, grid, v4b))
+    assert est("mdp", algo="rl2") is None
+    with pytest.raises(ValueError, match="use --algo rl2"):
+        make_estimator(make_env("CartPole-v1"), TrainConfig(env="CartPole-v1"))
+    with pytest.raises(ValueError, match="semantics 'v4' is implemented for the bandit and mdp"):
+        make_estimator(make_env("grid11"), TrainConfig(env="grid11", semantics="v4"))
 
 
 def test_catalog_answers_without_the_families():

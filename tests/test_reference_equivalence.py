@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rl3jax.envs import make_env
 from rl3jax.envs.bandit import BanditTask
+from rl3jax.envs.registry import make_env
 from rl3jax.estimator import QEstimator
 from rl3jax.meta_episode import MetaEnv
 from tests.reference import RefConfig, meta_episode_inputs
