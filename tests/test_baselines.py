@@ -285,8 +285,10 @@ def test_posterior_sampling_agrees_with_numpy_in_mean(name, samples):
     assert abs(jax_returns.mean() - ref_returns.mean()) < 4 * se
 
 
-def _model_best_sets(obs, layout, tol=1e-5):
-    """Per step, the maximisers of the RL³ advantage block (Q − V)/Q_DENOM shown in the policy input (METHOD §1)."""
+def _model_best_sets(obs, env, horizon, tol=1e-5):
+    """Per step, the maximisers of the RL³ advantage block (Q − V)/Q_DENOM shown in the policy input (METHOD §1),
+    found by the layout of the meta env the model-* baselines run in (the family's with its estimator)."""
+    layout = B.meta_env_for("model-greedy", _meta(env, horizon)).layout
     adv = obs[:, layout["advantages"].slice]
     return [set(np.nonzero(row >= row.max() - tol)[0].tolist()) for row in adv]
 
@@ -295,9 +297,8 @@ def _model_best_sets(obs, layout, tol=1e-5):
 def test_model_greedy_acts_on_the_estimators_shown_q(env, horizon, num):
     """model-greedy's action maximises the RL³ estimator's current Q, as the RL³ policy input shows it."""
     actions, _, obs, _ = _run(env, horizon, "model-greedy", num)
-    layout = B.meta_env_for("model-greedy", _meta(env, horizon)).layout  # the meta env with the estimator
     for task in range(num):
-        for t, best in enumerate(_model_best_sets(obs[task], layout)):
+        for t, best in enumerate(_model_best_sets(obs[task], env, horizon)):
             assert actions[task, t] in best, (env, task, t)
 
 
@@ -307,7 +308,7 @@ def test_model_epsilon_greedy_explores_at_rate_epsilon():
     eps, n = 0.1, 5
     off, expected, var = 0, 0.0, 0.0
     for task in range(BANDIT_N):
-        for t, best in enumerate(_model_best_sets(obs[task], n, 2)):
+        for t, best in enumerate(_model_best_sets(obs[task], "bandit", BANDIT_H)):
             p = eps * (n - len(best)) / n
             off += actions[task, t] not in best
             expected += p

@@ -3,11 +3,11 @@
 A task family adds to gymnax's interface what RL³ and the meta-episode wrapper (``rl3jax.meta_episode``) use.
 Every hook is declared here with its default, so callers never probe for it:
 
-=====================  =================================================  ====================================
+=====================  =================================================  =========================================
 hook                   what                                               default
-=====================  =================================================  ====================================
-``family``             registry name ('bandit', 'mdp', 'grid13', ...)     ``name``
-``sample_task(key)``   one task (``EnvParams``); vmap it to draw many      NotImplementedError
+=====================  =================================================  =========================================
+``family``             registry name ('bandit', 'mdp', 'grid13', ...)     the env's ``name``
+``sample_task(key)``   one task (``EnvParams``); vmap it to draw many     NotImplementedError
 ``task_horizon``       TH, the task episode's own length (static int)     ``default_params.max_steps_in_episode``
 ``with_horizon(H)``    the family for meta horizon H                      itself (TH does not depend on H)
 ``num_states``         S, concrete discrete states (tabular families)     None: no tabular model, RL² only
@@ -18,7 +18,7 @@ hook                   what                                               defaul
 ``true_model``         (T, R, absorbing, start) of one task (oracle)      NotImplementedError
 ``has_true_model``     whether ``true_model`` is implemented              overridden or not
 ``is_terminated``      the state is absorbing                             False
-=====================  =================================================  ====================================
+=====================  =================================================  =========================================
 
 Per-task arrays are pytree fields of ``EnvParams``; sizes (and the task horizon TH, ``max_steps_in_episode``)
 are static fields, so every task in a vmapped batch shares one shape. Task families import no estimator: the
