@@ -2,7 +2,8 @@
 
 Names are rl3jax's own families (``rl3jax.envs.catalog.FAMILIES``) plus the gymnax environments rl3jax can
 serve (``rl3jax.envs.gymnax_bridge``). This module imports every family; which names and variants exist is
-answered by ``rl3jax.envs.catalog`` without JAX, and checked here, at import, against the families' own tables.
+answered by ``rl3jax.envs.catalog`` without JAX (``variants`` is the catalog's, re-exported here), and checked
+here, at import, against the families' own tables.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from collections.abc import Callable
 
 from rl3jax.envs import bandit, catalog, mdp
 from rl3jax.envs.base import TaskEnv
-from rl3jax.envs.catalog import check_variant
+from rl3jax.envs.catalog import check_variant, variants
 from rl3jax.envs.grid import make_grid
 from rl3jax.envs.grid_generation import GRID_FAMILIES
 from rl3jax.envs.gymnax_bridge import make_bridged
+
+__all__ = ["CONSTRUCTORS", "check_catalog", "make_env", "register", "variants"]
 
 #: name -> (constructor(variant) -> env, the variants the family's module defines)
 CONSTRUCTORS: dict[str, tuple[Callable[[str], TaskEnv], tuple[str, ...]]] = {
