@@ -6,7 +6,7 @@ Chained naively inside one meta-episode (METHOD §1: task episodes back to back,
 would then draw a new task. ``GymnaxBridge`` separates the two:
 
 * ``sample_task(key)`` runs the env's reset once and keeps the state fields that form the task
-  (``GymnaxSpec.task_fields``) together with the env params: a ``GymnaxTask``;
+  (``rl3jax.envs.catalog.GymnaxSpec.task_fields``) together with the env params: a ``GymnaxTask``;
 * ``reset_env(key, task)`` resets the agent's part of the state and puts the task's fields back (and
   recomputes the observation from the patched state, for envs whose observation shows part of the task);
 * ``step_env`` is the env's own step (no gymnax step changes these fields; tests/test_gymnax_bridge.py checks
