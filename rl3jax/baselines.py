@@ -34,8 +34,8 @@ map-greedy               mdp                    certainty equivalence on the pos
 MDP posteriors (psrl, opsrl, map-greedy) learn from what the policy input shows: the state a task episode
 ends in is never shown (METHOD §1), so that last transition updates the reward posterior only.
 
-``run_baselines(env, variant, horizon, episodes)`` evaluates every fitting baseline on the same held-out
-tasks (used by ``rl3jax baselines`` and the report).
+``rl3jax.evaluate.run_baselines(env, variant, horizon, episodes)`` evaluates every fitting baseline on the same
+held-out tasks (used by ``rl3jax baselines`` and the report).
 """
 
 from __future__ import annotations
@@ -44,15 +44,16 @@ import dataclasses
 import functools
 import math
 import os
-import time
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rl3jax.config import TrainConfig
+from rl3jax.envs.catalog import TABULAR as TABULAR_FAMILIES
+from rl3jax.estimators import make_estimator
 from rl3jax.meta_episode import MetaEnv
-from rl3jax.rollout import EVAL_BATCH
 
 SHARP = 1e3  # logit gap between the chosen action and the others (exp(-1000) == 0 in float32)
 TIE_TOL = 1e-5  # scores within this of the best count as tied (random tie-breaking)
@@ -63,25 +64,11 @@ GITTINS_MAX_HORIZON = 200  # the calibration costs O(H^5) work: H=100 takes 3 s 
 
 class IntractableError(ValueError):
     """A baseline's table cannot be built at this horizon (bayes-optimal beyond ``BAYES_MAX_STATES``, gittins
-    beyond ``GITTINS_MAX_HORIZON``). ``run_baselines`` and ``rl3jax report`` leave such a baseline out."""
+    beyond ``GITTINS_MAX_HORIZON``). ``rl3jax.evaluate.run_baselines`` and ``rl3jax report`` leave such a
+    baseline out."""
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def family_of(env) -> str:
-    """The task family's registry name: 'bandit', 'mdp', 'grid11', 'grid13', or the env's own name."""
-    from rl3jax.envs.bandit import BernoulliBandit
-    from rl3jax.envs.mdp import RandomMDP
-
-    if isinstance(env, BernoulliBandit):
-        return "bandit"
-    if isinstance(env, RandomMDP):
-        return "mdp"
-    name = getattr(env, "name", type(env).__name__)
-    if name.startswith("grid"):
-        return name.split("-")[0]
-    return name
-
-
 def sharp_logits(action: jax.Array, num_actions: int) -> jax.Array:
     """(B,) int actions -> (B, n) logits: 0 at the action, -1e3 elsewhere (argmax = every sample = action)."""
     return SHARP * (jax.nn.one_hot(action, num_actions) - 1.0)
@@ -131,7 +118,7 @@ def oracle_policy(meta_env: MetaEnv, tasks):
     It acts optimally for the remaining budget of the task episode, by finite-horizon value iteration on the
     true model (``finite_horizon_values``); its logits are sharp (argmax ties: the first action).
     """
-    if not hasattr(meta_env.env, "true_model"):
+    if not meta_env.env.has_true_model:
         raise ValueError(f"the oracle needs a family with a known model; {meta_env.env.name} has none")
     v_tab = jax.vmap(lambda t: finite_horizon_values(meta_env, t))(tasks)
 
@@ -472,13 +459,6 @@ def _prepare_bayes(meta_env, params):
 
 
 # ------------------------------------------------------------------------------- RL³ model (ablation)
-def estimator_q(estimator, est, s) -> jax.Array:
-    """The RL³ estimator's latest value-iteration Q (n,) at concrete state ``s`` of one task (METHOD §2)."""
-    if hasattr(estimator, "model_index"):  # grid estimator (abstract ids for RL³-coarse)
-        return est.q[estimator.model_index(est, s)]
-    return est.q[s]
-
-
 def _model_build(meta_env: MetaEnv, consts, tasks, key, params):
     estimator, n = meta_env.estimator, meta_env.num_actions
     eps = params.get("epsilon")
@@ -486,7 +466,7 @@ def _model_build(meta_env: MetaEnv, consts, tasks, key, params):
     def step(carry, obs, state):
         key, k_tie, k_eps = jax.random.split(carry, 3)
         s = jax.vmap(meta_env.env.state_index)(state.env_state, tasks)
-        q = jax.vmap(lambda e, si: estimator_q(estimator, e, si))(state.est, s)
+        q = jax.vmap(estimator.q_values)(state.est, s)  # the latest solve's Q (METHOD §2)
         action = argmax_random(k_tie, q)
         if eps is not None:
             action = _epsilon_mix(k_eps, action, eps, n)
@@ -720,15 +700,16 @@ class Baseline:
         return {p.name: p.default for p in self.params}
 
     def fits(self, meta_env: MetaEnv) -> bool:
-        if self.needs_model and not hasattr(meta_env.env, "true_model"):
+        if self.needs_model and not meta_env.env.has_true_model:
             return False
-        return ALL in self.families or family_of(meta_env.env) in self.families
+        return ALL in self.families or meta_env.env.family in self.families
 
 
 _EPS = Param("epsilon", 0.1, low=0.0, high=1.0)
 _MDP_PRIOR = (Param("alpha0", 1.0, positive=True), Param("mu0", 0.0), Param("tau0", 1.0, positive=True),
               Param("tau", 1.0, positive=True))
-TABULAR = ("bandit", "mdp", "grid11", "grid13")
+#: the families with an RL³ model, in a fixed order
+TABULAR = tuple(sorted(TABULAR_FAMILIES))
 
 
 def _random_build(meta_env, consts, tasks, key, params):
@@ -820,11 +801,7 @@ def meta_env_for(name: str, meta_env: MetaEnv) -> MetaEnv:
     if b.needs_estimator:
         if meta_env.estimator is not None:
             return meta_env
-        from rl3jax.config import TrainConfig
-        from rl3jax.train import make_estimator
-
-        fam = family_of(meta_env.env)
-        cfg = TrainConfig(env=fam, algo="rl3", horizon=meta_env.horizon)
+        cfg = TrainConfig(env=meta_env.env.family, algo="rl3", horizon=meta_env.horizon)
         return MetaEnv(meta_env.env, meta_env.horizon, make_estimator(meta_env.env, cfg))
     if meta_env.estimator is not None:
         return MetaEnv(meta_env.env, meta_env.horizon, None)
@@ -848,56 +825,3 @@ def make_policy(name: str, meta_env: MetaEnv, params: dict | None = None):
         return b.build(env, consts, tasks, key, p)
 
     return env, consts, build
-
-
-def run_baselines(env: str, variant: str | None, horizon: int, episodes: int, names: list[str] | None = None,
-                  batch: int = EVAL_BATCH, seed: int = 0, progress: Callable[[dict], None] | None = None) -> list[dict]:
-    """Evaluates baselines on the same first ``episodes`` held-out tasks of ``env``/``variant`` at H=``horizon``.
-
-    ``names``: the baselines to run (default: every one that fits; a name that does not fit is a ValueError).
-    A baseline that is intractable at this horizon (``bayes-optimal`` beyond its limit) is skipped when
-    ``names`` is None, an error when asked for by name. Returns one dict per policy, in registry order:
-    {"policy", "mean_return", "stderr", "episodes", "normalised" ((x − random)/(oracle − random), None unless
-    random and oracle both ran), "seconds" (wall time incl. tables and compile), "step_rewards" (list of H
-    per-step mean rewards), "params", "skipped" (None, or why)}. ``progress(row)`` is called after each policy.
-    """
-    from rl3jax.config import TrainConfig
-    from rl3jax.evaluate import evaluate
-    from rl3jax.train import make_meta_env
-
-    cfg = TrainConfig(env=env, variant=variant or "train", horizon=horizon, algo="rl2").validate()
-    meta_env = make_meta_env(cfg)
-    fitting = baseline_names(meta_env)
-    explicit = names is not None
-    if names is None:
-        names = fitting
-    for n in names:
-        check_fits(n, meta_env)
-    if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}")
-    rows = []
-    for name in [n for n in BASELINES if n in names]:
-        t0 = time.perf_counter()
-        try:
-            res = evaluate(meta_env, name, episodes, batch=batch, seed=seed)
-        except IntractableError as e:
-            if explicit:
-                raise
-            rows.append({"policy": name, "mean_return": None, "stderr": None, "episodes": 0,
-                         "seconds": time.perf_counter() - t0, "step_rewards": None,
-                         "params": validate_params(name, None), "normalised": None, "skipped": str(e)})
-            if progress:
-                progress(rows[-1])
-            continue
-        rows.append({"policy": name, "mean_return": res["mean_return"], "stderr": res["stderr"],
-                     "episodes": res["episodes"], "seconds": time.perf_counter() - t0,
-                     "step_rewards": [float(x) for x in res["step_rewards"]],
-                     "params": validate_params(name, None), "normalised": None, "skipped": None})
-        if progress:
-            progress(rows[-1])
-    by = {r["policy"]: r for r in rows if r.get("skipped") is None}
-    if "random" in by and "oracle" in by:
-        lo, hi = by["random"]["mean_return"], by["oracle"]["mean_return"]
-        for r in by.values():
-            r["normalised"] = (r["mean_return"] - lo) / (hi - lo) if hi != lo else None
-    return rows

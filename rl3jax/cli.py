@@ -545,7 +545,7 @@ def _add_baselines(sub):
 
 
 def cmd_baselines(args) -> int:
-    from rl3jax.baselines import run_baselines
+    from rl3jax.evaluate import run_baselines
 
     if args.json:
         check_writable_file(args.json, "--json")

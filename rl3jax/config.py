@@ -10,6 +10,8 @@ import dataclasses
 import math
 from typing import Any
 
+from rl3jax.envs.catalog import COARSE, PUBLISHED_HORIZON, TABULAR, is_gymnax, variants
+
 ALGOS = ("rl2", "rl3", "rl3_coarse")
 MODELS = ("transformer", "gru", "markov", "transformer-v4", "markov-v4")
 ENT_SCHEDULES = ("constant", "linear")
@@ -127,8 +129,6 @@ class TrainConfig:
         combinations (RL³ needs a tabular family, rl3_coarse a grid family, minibatches divide the batch).
         Imports no JAX: a config error costs no JAX start-up.
         """
-        from rl3jax.envs.registry import COARSE, TABULAR, is_gymnax, variants
-
         def bad(msg):
             raise ValueError(msg)
 
@@ -284,9 +284,7 @@ PRESETS: dict[str, dict] = {
 
 def default_base(env: str) -> dict:
     """What a run without ``--preset`` starts from: the family's CPU preset ``cpu-{env}`` when there is one,
-    else the family's published horizon (``registry.PUBLISHED_HORIZON``) over TrainConfig's defaults."""
-    from rl3jax.envs.registry import PUBLISHED_HORIZON
-
+    else the family's published horizon (``catalog.PUBLISHED_HORIZON``) over TrainConfig's defaults."""
     if f"cpu-{env}" in PRESETS:
         return preset(f"cpu-{env}")
     return {"horizon": PUBLISHED_HORIZON[env]} if env in PUBLISHED_HORIZON else {}

@@ -14,11 +14,15 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from rl3jax.layout import Layout, rl3_features
+
 MODES = ("fresh", "entered")
 
 
 @struct.dataclass
 class EstimatorState:
+    """The dense estimator's state of one task (float32 unless noted; S states, A actions)."""
+
     n_sa: jax.Array  # (S, A) visit counts N(s,a)
     n_sas: jax.Array  # (S, A, S) transition counts N(s,a,s')
     r_mean: jax.Array  # (S, A, S) running mean of observed rewards
@@ -79,7 +83,24 @@ def validate_settings(est) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class QEstimator:
-    """Configuration plus pure ``init`` / ``update`` / ``features`` functions (hashable, jit-static)."""
+    """The dense RL³ estimator (METHOD §2): configuration plus pure ``init`` / ``update`` / ``features`` /
+    ``q_values`` (the ``rl3jax.estimators.Estimator`` protocol); hashable, so it can be a jit-static argument.
+
+    Args:
+        num_states: S concrete states; num_actions: n.
+        gamma: γ_obj of value iteration (METHOD §2.2; [0, 1)).
+        alpha_laplace: α_L > 0 of the Laplace-smoothed model (METHOD §2.1).
+        epsilon: stop once max|ΔQ| < ε; max_sweeps: at most this many sweeps per solve (>= 1).
+        warm_start: start each solve from the previous Q (re-zeroed when the set of known states grew).
+        mode: 'fresh' (the latest solve's Q of the current state) or 'entered' (the Q cached on entering it,
+            METHOD §2.4).
+        std_errors: propagate standard errors of T̂ and R̂ through value iteration (METHOD §2.3).
+        q_denom: Q_DENOM, divides the shown advantages, value and standard errors.
+        known_states: 'all' (K = S from the start) or 'visited' (the states seen so far in the task).
+        sweep_block: sweeps unrolled per while-loop step (``converge``); no effect on the results.
+
+    Raises ValueError for a setting out of range (``validate_settings``).
+    """
 
     num_states: int
     num_actions: int
@@ -98,11 +119,17 @@ class QEstimator:
         validate_settings(self)
 
     @property
+    def feature_layout(self) -> Layout:
+        """advantages (n), value (1), std errors (n + 1), counts (n) (``rl3jax.layout.rl3_features``)."""
+        return rl3_features(self.num_actions)
+
+    @property
     def feature_dim(self) -> int:
-        """advantages (n) + value (1) + std errors (n + 1) + counts (n)."""
-        return 3 * self.num_actions + 2
+        """Entries of ``features`` (``feature_layout.size``)."""
+        return self.feature_layout.size
 
     def init(self, start_state: jax.Array) -> EstimatorState:
+        """The state of a new task: empty model, Q = 0; known states all, or only ``start_state`` (int32)."""
         s, a = self.num_states, self.num_actions
         zeros_sas = jnp.zeros((s, a, s), jnp.float32)
         if self.known_states == "all":
@@ -202,8 +229,13 @@ class QEstimator:
                            shown_q_se=est.shown_q_se.at[s_next].set(est.q_se[s_next]))
 
     # -------------------------------------------------------------------------------------- features
+    def q_values(self, est: EstimatorState, s) -> jax.Array:
+        """(..., n) Q(s,·) of the latest solve at state(s) ``s`` (int, any shape)."""
+        return est.q[s]
+
     def features(self, est: EstimatorState, s) -> jax.Array:
-        """Policy-input blocks for current state ``s``: advantages, value, std errors, counts (METHOD §1)."""
+        """(feature_dim,) float32 policy-input blocks for current state ``s`` (``feature_layout``, METHOD §1):
+        advantages (Q − V)/Q_DENOM, value V/Q_DENOM, std errors (E_q, E_v)/Q_DENOM, counts N(s,·)/10."""
         if self.mode == "fresh":
             q, q_se = est.q[s], est.q_se[s]
         else:

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from rl3jax.estimator import converge
+from rl3jax.layout import Layout, v4_features
 
 #: the original's constants (VAMDP.jl ``step!``; main.jl)
 GAMMA_V4 = 0.99
@@ -43,6 +44,8 @@ COUNT_DENOM_V4 = 100.0
 
 @struct.dataclass
 class V4State:
+    """The v4 estimator's state of one task."""
+
     n_sa: jax.Array  # (S, A) float32 N(s,a): model counts = the visit counts shown to the policy
     n_sas: jax.Array  # (S, A, S) float32 N(s,a,s')
     r_mean: jax.Array  # (S, A, S) float32 running mean reward of (s,a,s'), 0 where unseen
@@ -54,7 +57,8 @@ class V4State:
 
 @dataclasses.dataclass(frozen=True)
 class V4Estimator:
-    """Configuration plus pure ``init`` / ``update`` / ``features`` (hashable, jit-static).
+    """Configuration plus pure ``init`` / ``update`` / ``features`` / ``q_values`` (the
+    ``rl3jax.estimators.Estimator`` protocol; hashable, jit-static).
 
     Args:
         num_states: S, concrete states of the family (bandit 2, MDP 10).
@@ -64,6 +68,8 @@ class V4Estimator:
         max_sweeps: at most this many sweeps per solve (original: the task horizon TH = min(TH_family, H)).
         q_denom: Q_DENOM of the shown Q (original: 1 for bandits, 100 otherwise).
         sweep_block: sweeps unrolled per while-loop step (``converge``); no effect on results.
+
+    Raises ValueError for max_sweeps < 1, γ outside [0, 1) or Q_DENOM <= 0.
     """
 
     num_states: int
@@ -86,9 +92,18 @@ class V4Estimator:
             raise ValueError(f"q_denom must be > 0, got {self.q_denom}")
 
     @property
+    def feature_layout(self) -> Layout:
+        """Shown Q (n), counts (n) (``rl3jax.layout.v4_features``)."""
+        return v4_features(self.num_actions)
+
+    @property
     def feature_dim(self) -> int:
-        """Shown Q (n) + counts (n)."""
-        return 2 * self.num_actions
+        """Entries of ``features`` (``feature_layout.size``)."""
+        return self.feature_layout.size
+
+    def q_values(self, est: V4State, s) -> jax.Array:
+        """(..., n) Q(s,·) of the latest solve at state(s) ``s`` (int, any shape)."""
+        return est.q[s]
 
     def init(self, start_state: jax.Array) -> V4State:
         """A new task: empty model, Q = V = 0, empty cache. ``start_state`` (int) is unused (all S known)."""

@@ -4,32 +4,29 @@ Test tasks come from a fixed test seed, disjoint from the training streams (whic
 ``jax.random.key(cfg.seed)``). Policies: a trained run (stochastic or greedy), or a classical baseline from
 ``rl3jax.baselines`` (``random``; ``oracle``, which knows the task and acts optimally for the remaining budget
 by finite-horizon value iteration on the true model, METHOD §3; posterior-based bandit and MDP baselines; the
-RL³ estimator alone).
+RL³ estimator alone). ``run_baselines`` evaluates every baseline that fits a family on the same tasks.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 
 import jax
 import numpy as np
 
-from rl3jax.baselines import (  # noqa: F401  (re-exported)
-    BASELINES,
-    baseline_names,
-    finite_horizon_values,
-    make_policy,
-    oracle_policy,
-    random_policy,
-)
-from rl3jax.meta_episode import MetaEnv
+from rl3jax.baselines import BASELINES, IntractableError, baseline_names, check_fits, make_policy, validate_params
+from rl3jax.config import TrainConfig
+from rl3jax.meta_episode import MetaEnv, make_meta_env
 from rl3jax.rollout import EVAL_BATCH, rollout, sample_tasks
 
 TEST_SEED = 2_147_480_000  # far from any training seed; tasks are a pure function of (env, variant, index)
 
 
 def held_out_tasks(meta_env: MetaEnv, num: int):
-    """The first ``num`` held-out test tasks of a family (the same for every run and policy)."""
+    """The first ``num`` held-out test tasks of a family (the same for every run and policy): a task pytree
+    with leading axis ``num``, drawn from ``fold_in(key(TEST_SEED), hash of the env's name)``."""
     key = jax.random.fold_in(jax.random.key(TEST_SEED), _stable_hash(meta_env.env.name))
     return sample_tasks(meta_env, key, num)
 
@@ -42,6 +39,8 @@ def _stable_hash(s: str) -> int:
 
 
 def network_policy(model, params, num: int):
+    """``(step, carry)`` of a trained actor over ``num`` tasks (``rl3jax.rollout.rollout``'s policy); it reads
+    only the policy input."""
     return (lambda c, o, _: model.step(params, c, o)), model.initial_carry(num)
 
 
@@ -135,3 +134,52 @@ class HeldOutEvaluator:
         s, g = self(actor_params, False), self(actor_params, True)
         return {"eval_return": s["mean_return"], "eval_stderr": s["stderr"], "eval_return_greedy": g["mean_return"],
                 "eval_stderr_greedy": g["stderr"], "eval_episodes": s["episodes"]}
+
+
+def run_baselines(env: str, variant: str | None, horizon: int, episodes: int, names: list[str] | None = None,
+                  batch: int = EVAL_BATCH, seed: int = 0, progress: Callable[[dict], None] | None = None) -> list[dict]:
+    """Evaluates baselines on the same first ``episodes`` held-out tasks of ``env``/``variant`` at H=``horizon``.
+
+    ``names``: the baselines to run (default: every one that fits; a name that does not fit is a ValueError).
+    A baseline that is intractable at this horizon (``bayes-optimal`` beyond its limit) is skipped when
+    ``names`` is None, an error when asked for by name. Returns one dict per policy, in registry order:
+    {"policy", "mean_return", "stderr", "episodes", "normalised" ((x − random)/(oracle − random), None unless
+    random and oracle both ran), "seconds" (wall time incl. tables and compile), "step_rewards" (list of H
+    per-step mean rewards), "params", "skipped" (None, or why)}. ``progress(row)`` is called after each policy.
+    """
+    cfg = TrainConfig(env=env, variant=variant or "train", horizon=horizon, algo="rl2").validate()
+    meta_env = make_meta_env(cfg)
+    fitting = baseline_names(meta_env)
+    explicit = names is not None
+    if names is None:
+        names = fitting
+    for n in names:
+        check_fits(n, meta_env)
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    rows = []
+    for name in [n for n in BASELINES if n in names]:
+        t0 = time.perf_counter()
+        try:
+            res = evaluate(meta_env, name, episodes, batch=batch, seed=seed)
+        except IntractableError as e:
+            if explicit:
+                raise
+            rows.append({"policy": name, "mean_return": None, "stderr": None, "episodes": 0,
+                         "seconds": time.perf_counter() - t0, "step_rewards": None,
+                         "params": validate_params(name, None), "normalised": None, "skipped": str(e)})
+            if progress:
+                progress(rows[-1])
+            continue
+        rows.append({"policy": name, "mean_return": res["mean_return"], "stderr": res["stderr"],
+                     "episodes": res["episodes"], "seconds": time.perf_counter() - t0,
+                     "step_rewards": [float(x) for x in res["step_rewards"]],
+                     "params": validate_params(name, None), "normalised": None, "skipped": None})
+        if progress:
+            progress(rows[-1])
+    by = {r["policy"]: r for r in rows if r.get("skipped") is None}
+    if "random" in by and "oracle" in by:
+        lo, hi = by["random"]["mean_return"], by["oracle"]["mean_return"]
+        for r in by.values():
+            r["normalised"] = (r["mean_return"] - lo) / (hi - lo) if hi != lo else None
+    return rows

@@ -41,13 +41,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from rl3jax.envs.grid_geometry import EAST, NORTH, SOUTH, WEST, neighbour_table
 from rl3jax.estimator import converge, validate_settings
+from rl3jax.layout import Layout, rl3_features
 
 ABSTRACTIONS = (None, "coarse")
 #: the abstraction radius of METHOD §2.5 by grid side
 COARSE_RADIUS = {11: 0.1, 13: 0.08}
-
-_OFFSETS = np.array([[0, 0], [-1, 0], [0, 1], [1, 0], [0, -1]], np.int32)  # stay, N, E, S, W
 
 
 def _sum5(terms):
@@ -60,6 +60,8 @@ def _sum5(terms):
 
 @struct.dataclass
 class GridEstimatorState:
+    """The grid estimator's state of one task (float32 unless noted; S cells, A actions)."""
+
     n_sa: jax.Array  # (S, A) visit counts N(s,a) per concrete cell
     n_das: jax.Array  # (5, A, S) transition counts N(s,a,d) by direction d (stay, N, E, S, W)
     r_das: jax.Array  # (5, A, S) running mean of the observed rewards R̄(s,a,d)
@@ -82,7 +84,18 @@ class GridEstimatorState:
 
 @dataclasses.dataclass(frozen=True)
 class GridQEstimator:
-    """Sparse grid Q-estimator (see module docstring); hashable, so it can be a jit-static argument."""
+    """Sparse grid Q-estimator (see module docstring): the ``rl3jax.estimators.Estimator`` protocol; hashable,
+    so it can be a jit-static argument.
+
+    Args: as ``rl3jax.estimator.QEstimator`` (``num_states`` = N², defaults of the grid families), plus
+        grid_side: N (default: sqrt(num_states)); abstraction: None or 'coarse' (RL³-coarse, METHOD §2.5);
+        abstraction_radius: Euclidean radius in observation units (default: 0.1 for 11×11, 0.08 for 13×13,
+        else 1.05/N).
+
+    Raises ValueError for std_errors=True (use the dense ``QEstimator``), num_states that is not grid_side²,
+    an unknown abstraction, 'coarse' without known_states='visited', a negative radius, and the settings
+    ``validate_settings`` refuses.
+    """
 
     num_states: int
     num_actions: int = 5
@@ -127,24 +140,18 @@ class GridQEstimator:
 
     # ------------------------------------------------------------------------------------ static tables
     @property
+    def feature_layout(self) -> Layout:
+        """advantages (n), value (1), std errors (n + 1, zeros here), counts (n) (``layout.rl3_features``)."""
+        return rl3_features(self.num_actions)
+
+    @property
     def feature_dim(self) -> int:
-        """advantages (n) + value (1) + std errors (n + 1, zeros here) + counts (n)."""
-        return 3 * self.num_actions + 2
+        """Entries of ``features`` (``feature_layout.size``)."""
+        return self.feature_layout.size
 
     @property
     def coarse(self) -> bool:
         return self.abstraction == "coarse"
-
-    def _neighbours(self) -> np.ndarray:
-        """(5, S) neighbour of each cell in each direction (off-grid: the cell itself)."""
-        n = self.grid_side
-        rows, cols = np.divmod(np.arange(n * n), n)
-        out = np.empty((5, n * n), np.int32)
-        for d, (dr, dc) in enumerate(_OFFSETS):
-            r, c = rows + dr, cols + dc
-            inside = (r >= 0) & (r < n) & (c >= 0) & (c < n)
-            out[d] = np.where(inside, r * n + c, rows * n + cols)
-        return out
 
     def _max_d2(self) -> int:
         """Largest squared integer cell distance strictly inside the abstraction radius."""
@@ -153,6 +160,7 @@ class GridQEstimator:
 
     # ------------------------------------------------------------------------------------------ init
     def init(self, start_state: jax.Array) -> GridEstimatorState:
+        """The state of a new task: empty model, Q = 0, only ``start_state`` (int32 cell) known ('visited')."""
         s, a = self.num_states, self.num_actions
         cells = jnp.arange(s)
         is_start = cells == start_state
@@ -182,7 +190,7 @@ class GridQEstimator:
         dr = s_next // n - s // n
         dc = s_next % n - s % n
         return jnp.select([(dr == -1) & (dc == 0), (dr == 0) & (dc == 1), (dr == 1) & (dc == 0),
-                           (dr == 0) & (dc == -1)], [1, 2, 3, 4], 0).astype(jnp.int32)
+                           (dr == 0) & (dc == -1)], [NORTH, EAST, SOUTH, WEST], 0).astype(jnp.int32)
 
     def _assign(self, est: GridEstimatorState, s_next, new):
         """RL³-coarse: the abstract id of a newly seen cell; returns (est, grew)."""
@@ -242,7 +250,7 @@ class GridQEstimator:
         members = jnp.stack([m0, m1])
         valid = members >= 0
         safe = jnp.maximum(members, 0)
-        nbr = jnp.asarray(self._neighbours())[:, safe]  # (5, 2)
+        nbr = jnp.asarray(neighbour_table(self.grid_side).T)[:, safe]  # (5, 2): (direction, member)
         cnt = jnp.where(valid[None, :], est.n_das[:, a, safe], 0.0)  # (5, 2)
         in_group = (est.abs_id[nbr] == z_next) & (cnt > 0)
         g_cnt = jnp.where(in_group, cnt, 0.0).sum()
@@ -333,14 +341,19 @@ class GridQEstimator:
 
     # -------------------------------------------------------------------------------------- features
     def q_values(self, est: GridEstimatorState, s) -> jax.Array:
-        """The Q shown for concrete cell ``s`` (per the mode)."""
+        """(..., n) Q of the latest solve at concrete cell(s) ``s`` (that of its abstract state when coarse)."""
+        return est.q[self.model_index(est, s)]
+
+    def shown_q(self, est: GridEstimatorState, s) -> jax.Array:
+        """The Q shown for concrete cell ``s`` (per the mode: the latest solve's, or cached on entering it)."""
         if self.mode == "fresh":
-            return est.q[self.model_index(est, s)]
+            return self.q_values(est, s)
         return est.shown_q[s]
 
     def features(self, est: GridEstimatorState, s) -> jax.Array:
-        """Policy-input blocks for current cell ``s``: advantages, value, std errors (zeros), counts."""
-        q = self.q_values(est, s)
+        """(feature_dim,) float32 policy-input blocks for current cell ``s`` (``feature_layout``): advantages,
+        value, std errors (zeros), counts."""
+        q = self.shown_q(est, s)
         v = q.max()
         d = self.q_denom
         zeros = jnp.zeros((self.num_actions + 1,), jnp.float32)

@@ -3,14 +3,17 @@
 ``MetaEnv`` follows gymnax's ``reset(key, params) / step(key, state, action, params)`` with the *task* as
 params. Its state carries the task environment's state, the time counters, the previous action and reward,
 the running return and (RL³) the Q-estimator state; its observation is the policy input with the blocks of
-METHOD §1 in order. A task episode ends at an absorbing state or after TH steps and is reset at once (same
-task), so the terminal state is never shown. Only step H ends the meta-episode.
+METHOD §1 in the order of its ``layout`` (``rl3jax.layout``). A task episode ends at an absorbing state or after
+TH steps and is reset at once (same task), so the terminal state is never shown. Only step H ends the
+meta-episode.
 
 Two input layouts: ``layout='spec'`` (METHOD §1, above) and ``layout='v4'``, the paper's own code (RL3 commit
 f8121786: MDPs.jl ``EvidenceObservationWrapper`` around MetaMDPs.jl ``MetaMDPwithTimeContext`` around
 VAMDP.jl's wrapper): prev action one-hot (n), prev reward (1), first-step flag (1), task observation (m; left
 out when ``drop_task_obs``, as the original does for RL³ on bandits), the RL³ features (``V4Estimator``:
 shown Q / Q_DENOM (n), counts / 100 (n)), then τ/TH and t/H (in that order, last).
+
+``make_meta_env(cfg)`` builds the meta env a training config describes (family, horizon, estimator, layout).
 """
 
 from __future__ import annotations
@@ -21,13 +24,19 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from rl3jax.estimator import EstimatorState, QEstimator
+from rl3jax import layout as layouts
+from rl3jax.config import TrainConfig
+from rl3jax.envs.base import TaskEnv
+from rl3jax.envs.registry import make_env
+from rl3jax.estimators import Estimator, make_estimator
 
-LAYOUTS = ("spec", "v4")
+LAYOUTS = layouts.LAYOUTS
 
 
 @struct.dataclass
 class MetaState:
+    """The state of one meta-episode (int32 counters, float32 reward and return)."""
+
     env_state: Any  # the task environment's state
     t: jax.Array  # meta-steps taken so far
     tau: jax.Array  # steps taken in the current task episode
@@ -35,13 +44,28 @@ class MetaState:
     prev_reward: jax.Array
     episode_return: jax.Array  # undiscounted sum of rewards so far
     task_obs: jax.Array  # the task observation currently shown
-    est: EstimatorState | None  # RL³ only
+    est: Any  # the estimator's state (RL³ only, else None)
 
 
 class MetaEnv:
-    """Wraps a task family (or any gymnax env with flat observations) into H-step meta-episodes."""
+    """Wraps a task family (a ``TaskEnv``; gymnax envs through ``rl3jax.envs.gymnax_bridge``) into H-step
+    meta-episodes (METHOD §1), gymnax-style: ``reset(key, task)``, ``step(key, state, action, task)``.
 
-    def __init__(self, env, horizon: int, estimator: QEstimator | None = None, layout: str = "spec",
+    Args:
+        env: the task family.
+        horizon: H, real steps per meta-episode (>= 1).
+        estimator: the RL³ estimator (``rl3jax.estimators.Estimator``), or None for RL².
+        layout: 'spec' (METHOD §1) or 'v4' (the paper's own code); see ``rl3jax.layout``.
+        drop_task_obs: leave the task observation out of the input ('v4' only; the original's RL³ on bandits).
+
+    Attributes: ``layout`` (``rl3jax.layout.Layout`` of the policy input), ``layout_kind`` ('spec' / 'v4'),
+    ``obs_dim`` (= ``layout.size``), ``num_actions`` (n), ``task_obs_dim`` (m, 0 when dropped).
+
+    Raises ValueError for H < 1, an unknown layout, ``drop_task_obs`` outside 'v4', or an estimator on a family
+    without discrete states.
+    """
+
+    def __init__(self, env: TaskEnv, horizon: int, estimator: Estimator | None = None, layout: str = "spec",
                  drop_task_obs: bool = False):
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
@@ -49,19 +73,21 @@ class MetaEnv:
             raise ValueError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
         if drop_task_obs and layout != "v4":
             raise ValueError("drop_task_obs is part of the 'v4' layout only")
-        if estimator is not None and getattr(env, "num_states", None) is None:
+        if estimator is not None and env.num_states is None:
             raise ValueError(f"RL³ needs a tabular task family with discrete states; {env.name} has none "
                              "(use algo 'rl2' for gymnax environments)")
         self.env = env
         self.horizon = horizon
         self.estimator = estimator
-        self.layout = layout
+        self.layout_kind = layout
         self.drop_task_obs = drop_task_obs
         params = env.default_params
-        self._task_horizon = int(getattr(params, "max_steps_in_episode", horizon))
+        self._task_horizon = env.task_horizon
         self.num_actions = int(env.num_actions)
         self.task_obs_dim = 0 if drop_task_obs else int(jnp.size(jnp.zeros(env.observation_space(params).shape)))
-        self.obs_dim = self.num_actions + 4 + self.task_obs_dim + (estimator.feature_dim if estimator else 0)
+        self.layout = layouts.policy_input(layout, self.num_actions, self.task_obs_dim,
+                                           estimator.feature_layout if estimator is not None else None)
+        self.obs_dim = self.layout.size
 
     # -------------------------------------------------------------------------------------- helpers
     def task_horizon(self) -> int:
@@ -73,34 +99,33 @@ class MetaEnv:
         return self._task_horizon
 
     def sample_task(self, key: jax.Array):
-        if hasattr(self.env, "sample_task"):
-            return self.env.sample_task(key)
-        return self.env.default_params  # gymnax env: a task is whatever its reset draws
+        """One task of the family (``env.sample_task``); vmap over keys for a batch."""
+        return self.env.sample_task(key)
 
     def _state_index(self, env_state, params):
         return self.env.state_index(env_state, params)
 
     def observation(self, state: MetaState, params) -> jax.Array:
-        """Policy input. 'spec' (METHOD §1): prev action, prev reward, first flag, t/H, τ/TH, task obs, [RL³
-        blocks]. 'v4': prev action, prev reward, first flag, [task obs], [RL³ blocks], τ/TH, t/H."""
+        """The policy input (obs_dim,) float32: the blocks of ``self.layout`` in order. 'spec' (METHOD §1): prev
+        action, prev reward, first flag, t/H, τ/TH, task obs, [RL³ blocks]. 'v4': prev action, prev reward,
+        first flag, [task obs], [RL³ blocks], τ/TH, t/H."""
         n = self.num_actions
-        first = (state.t == 0).astype(jnp.float32)
-        prev_a = jnp.where(state.prev_action >= 0, jax.nn.one_hot(state.prev_action, n), jnp.zeros((n,)))
-        head = [prev_a, state.prev_reward[None], first[None]]
-        task_obs = [] if self.drop_task_obs else [state.task_obs.reshape(-1).astype(jnp.float32)]
-        rl3 = []
-        if self.estimator is not None:
-            rl3 = [self.estimator.features(state.est, self._state_index(state.env_state, params))]
-        t_h = (state.t / self.horizon).astype(jnp.float32)[None]
-        tau_th = (state.tau / self.task_horizon()).astype(jnp.float32)[None]
-        if self.layout == "v4":
-            parts = head + task_obs + rl3 + [tau_th, t_h]
-        else:
-            parts = head + [t_h, tau_th] + task_obs + rl3
-        return jnp.concatenate([p.astype(jnp.float32) for p in parts])
+        parts = {
+            "prev_action": lambda: jnp.where(state.prev_action >= 0, jax.nn.one_hot(state.prev_action, n),
+                                             jnp.zeros((n,))),
+            "prev_reward": lambda: state.prev_reward[None],
+            "first": lambda: (state.t == 0).astype(jnp.float32)[None],
+            "task_obs": lambda: state.task_obs.reshape(-1).astype(jnp.float32),
+            layouts.RL3: lambda: self.estimator.features(state.est, self._state_index(state.env_state, params)),
+            "meta_time": lambda: (state.t / self.horizon).astype(jnp.float32)[None],
+            "task_time": lambda: (state.tau / self.task_horizon()).astype(jnp.float32)[None],
+        }
+        return jnp.concatenate([parts[name]().astype(jnp.float32) for name in self.layout.names])
 
     # --------------------------------------------------------------------------------- gymnax API
     def reset(self, key: jax.Array, params) -> tuple[jax.Array, MetaState]:
+        """A new meta-episode of task ``params``: the task's start state and (RL³) an empty estimator.
+        Returns (obs (obs_dim,) float32, state)."""
         task_obs, env_state = self.env.reset_env(key, params)
         est = None
         if self.estimator is not None:
@@ -111,7 +136,9 @@ class MetaEnv:
         return self.observation(state, params), state
 
     def step(self, key: jax.Array, state: MetaState, action: jax.Array, params):
-        """One real step. Returns (obs, state, reward, done, info); done is True only at step H."""
+        """One real step with ``action`` (int32). Returns (obs (obs_dim,) float32, state, reward float32, done
+        bool, info); done is True only at step H; info: ``task_episode_over`` (the task episode ended and was
+        reset) and ``terminated`` (it ended in an absorbing state)."""
         k_step, k_reset = jax.random.split(key)
         action = jnp.asarray(action, jnp.int32)
         obs_st, env_st, reward, terminated, _ = self.env.step_env(k_step, state.env_state, action, params)
@@ -136,3 +163,17 @@ class MetaEnv:
         done = new.t >= self.horizon
         info = {"task_episode_over": episode_over, "terminated": terminated}
         return self.observation(new, params), new, reward, done, info
+
+
+def make_meta_env(cfg: TrainConfig) -> MetaEnv:
+    """The meta env of a training config: family ``cfg.env`` in ``cfg.variant`` for H = ``cfg.horizon``
+    (``with_horizon``), with its RL³ estimator (``rl3jax.estimators.make_estimator``; None for RL²) and the
+    layout of ``cfg.semantics`` ('v4': the paper's own code's, dropping the task observation where the family's
+    ``v4_defaults`` say so for RL³). Raises ValueError as ``make_env`` and ``make_estimator`` do."""
+    env = make_env(cfg.env, cfg.variant).with_horizon(cfg.horizon)
+    est = make_estimator(env, cfg)
+    if cfg.semantics != "v4":
+        return MetaEnv(env, cfg.horizon, est)
+    # the original drops the bandit's task observation for RL³ only (main.jl: drop_observation); RL² keeps it
+    return MetaEnv(env, cfg.horizon, est, layout="v4",
+                   drop_task_obs=est is not None and env.v4_defaults.drop_task_obs)

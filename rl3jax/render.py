@@ -97,9 +97,8 @@ def draw_grid(tiles: np.ndarray, cell: int = 28, values: np.ndarray | None = Non
 
 
 def _cell_values(estimator, est) -> np.ndarray:
-    cells = jnp.arange(estimator.num_states)
-    idx = estimator.model_index(est, cells) if hasattr(estimator, "model_index") else cells
-    return np.asarray(est.q[idx].max(axis=-1))
+    """(S,) max_a Q of every cell from the estimator's latest solve (``Estimator.q_values``)."""
+    return np.asarray(estimator.q_values(est, jnp.arange(estimator.num_states)).max(axis=-1))
 
 
 def record_episode(trainer, params, task, key, greedy: bool = False):

@@ -27,6 +27,7 @@ class Trajectory:
 
 
 def sample_tasks(meta_env: MetaEnv, key: jax.Array, num: int):
+    """``num`` tasks of the meta env's family (a task pytree with leading axis ``num``), one key each."""
     return jax.vmap(meta_env.sample_task)(jax.random.split(key, num))
 
 
@@ -34,9 +35,10 @@ def rollout(meta_env: MetaEnv, policy_step: Callable, policy_carry: Any, tasks, 
             greedy: bool = False):
     """Runs H steps of ``policy_step(carry, obs, meta_state) -> (carry, logits)`` on each task (axis E).
 
-    Learned policies read only ``obs``; the oracle also reads the meta state (it knows the task).
-
-    Returns the trajectory and the final ``MetaState`` (which holds each env's estimator state).
+    Learned policies read only ``obs`` ((E, obs_dim) float32, laid out as ``meta_env.layout``); baselines also
+    read the meta state (the oracle knows the task). ``tasks``: a task pytree with leading axis E; ``greedy``:
+    argmax actions instead of samples. Returns the ``Trajectory`` (axes (E, H)) and the final ``MetaState``
+    (which holds each env's estimator state).
     """
     num = jax.tree.leaves(tasks)[0].shape[0]
     k_reset, k_run = jax.random.split(key)

@@ -27,13 +27,8 @@ from flax import struct
 from rl3jax import ppo
 from rl3jax.config import TrainConfig
 from rl3jax.distributed import check_divisible, data_parallel, sharded_chunk, split_leading
-from rl3jax.envs.bandit import BernoulliBandit
-from rl3jax.envs.mdp import RandomMDP
-from rl3jax.envs.registry import make_env
-from rl3jax.estimator import QEstimator
-from rl3jax.estimator_v4 import V4Estimator
 from rl3jax.fused import Fused
-from rl3jax.meta_episode import MetaEnv
+from rl3jax.meta_episode import MetaEnv, make_meta_env
 from rl3jax.networks import SequenceModel, make_network
 from rl3jax.rollout import rollout, sample_tasks
 
@@ -55,61 +50,6 @@ class TrainState:
     hparams: dict  # per-run numeric hyperparameters as arrays (vmappable for sweeps)
 
 
-def make_estimator(env, cfg: TrainConfig):
-    """The RL³ estimator for a task family, from its METHOD §2 defaults and the config's overrides."""
-    if cfg.algo == "rl2":
-        return None
-    d = env.rl3_defaults
-    if d is None:
-        raise ValueError(f"algo {cfg.algo!r} needs a tabular task family; env {cfg.env!r} has no RL³ model "
-                         "(use --algo rl2)")
-    if cfg.semantics == "v4":
-        return _make_v4_estimator(env, cfg)
-    kw = dict(num_states=env.num_states, num_actions=int(env.num_actions), gamma=cfg.gamma_obj_value,
-              alpha_laplace=cfg.alpha_laplace if cfg.alpha_laplace is not None else d.alpha_laplace,
-              epsilon=cfg.vi_epsilon if cfg.vi_epsilon is not None else d.epsilon,
-              max_sweeps=cfg.vi_max_sweeps or d.max_sweeps or _task_horizon(env, cfg),
-              warm_start=d.warm_start, mode="entered" if cfg.semantics == "rlc" else "fresh",
-              std_errors=cfg.std_errors,
-              q_denom=d.q_denom, known_states=d.known_states)
-    if cfg.vi_sweep_block is not None:
-        kw["sweep_block"] = cfg.vi_sweep_block
-    if hasattr(env, "make_estimator"):  # families with their own (e.g. sparse or abstracted) estimator
-        return env.make_estimator(coarse=cfg.algo == "rl3_coarse", **kw)
-    if cfg.algo == "rl3_coarse":
-        raise ValueError(f"algo 'rl3_coarse' is for grid families, not env {cfg.env!r}")
-    return QEstimator(**kw)
-
-
-def _make_v4_estimator(env, cfg: TrainConfig) -> V4Estimator:
-    """The paper's own code's estimator (``semantics='v4'``): Q_DENOM 1 for bandits and 100 otherwise (main.jl),
-    ε = 0.01, at most TH = min(TH_family, H) sweeps, γ = 0.99, unless the config overrides them."""
-    if not isinstance(env, (BernoulliBandit, RandomMDP)):
-        raise ValueError(f"semantics 'v4' is implemented for the bandit and mdp families, not {env.name}")
-    kw = dict(num_states=env.num_states, num_actions=int(env.num_actions), gamma=cfg.gamma_obj_value,
-              epsilon=cfg.vi_epsilon if cfg.vi_epsilon is not None else 0.01,
-              max_sweeps=cfg.vi_max_sweeps or _task_horizon(env, cfg),
-              q_denom=1.0 if isinstance(env, BernoulliBandit) else 100.0)
-    if cfg.vi_sweep_block is not None:
-        kw["sweep_block"] = cfg.vi_sweep_block
-    return V4Estimator(**kw)
-
-
-def _task_horizon(env, cfg: TrainConfig) -> int:
-    th = getattr(env.default_params, "max_steps_in_episode", None)
-    return int(th) if th is not None and th < cfg.horizon else cfg.horizon
-
-
-def make_meta_env(cfg: TrainConfig) -> MetaEnv:
-    env = make_env(cfg.env, cfg.variant)
-    if hasattr(env, "with_horizon"):  # grids: the task episode has no horizon of its own (TH = H)
-        env = env.with_horizon(cfg.horizon)
-    est = make_estimator(env, cfg)
-    if cfg.semantics != "v4":
-        return MetaEnv(env, cfg.horizon, est)
-    # the original drops the bandit's task observation for RL³ only (main.jl: drop_observation); RL² keeps it
-    return MetaEnv(env, cfg.horizon, est, layout="v4",
-                   drop_task_obs=est is not None and isinstance(env, BernoulliBandit))
 
 
 @dataclasses.dataclass(frozen=True)

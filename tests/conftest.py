@@ -39,7 +39,8 @@ POOL_SIZES = {"bandit": 20000, "mdp": 200}
 
 @functools.cache
 def _task_pool(family: str):
-    from rl3jax.envs import make_env, variants
+    from rl3jax.envs.catalog import variants
+    from rl3jax.envs.registry import make_env
 
     envs = {v: make_env(family, v) for v in variants(family)}
     keys = jax.random.split(jax.random.PRNGKey(0), POOL_SIZES[family])

@@ -12,7 +12,8 @@ from flax import struct
 from gymnax.environments import spaces
 
 from rl3jax.envs.base import TaskEnv
-from rl3jax.envs.registry import FAMILIES, register
+from rl3jax.envs.catalog import FAMILIES
+from rl3jax.envs.registry import register
 
 
 @struct.dataclass

@@ -24,8 +24,8 @@ from rl3jax import baselines as B
 from rl3jax.cli import main
 from rl3jax.config import TrainConfig
 from rl3jax.evaluate import evaluate, held_out_tasks
+from rl3jax.meta_episode import make_meta_env
 from rl3jax.rollout import rollout
-from rl3jax.train import make_meta_env
 from tests import reference_baselines as ref
 
 BANDIT_H, BANDIT_N = 10, 400
@@ -252,10 +252,10 @@ def test_stochastic_bandit_baselines_agree_with_numpy_in_mean(name):
     assert abs(jax_returns.mean() - ref_returns.mean()) < 4 * se
 
 
-def _mdp_history(obs, n_a, th):
+def _mdp_history(obs, layout, th):
     """(state, tau) seen at each step of one MDP meta-episode, from the policy input (METHOD §1 layout)."""
-    states = obs[:, n_a + 4:].argmax(axis=1)
-    taus = np.rint(obs[:, n_a + 3] * th).astype(int)
+    states = obs[:, layout["task_obs"].slice].argmax(axis=1)
+    taus = np.rint(obs[:, layout["task_time"].offset] * th).astype(int)
     return states, taus
 
 
@@ -263,7 +263,7 @@ def test_map_greedy_replays_the_reference():
     actions, rewards, obs, _ = _run("mdp", MDP_H, "map-greedy", MDP_N)
     n_a, n_s, th = 5, 10, 10
     for task in range(25):
-        states, taus = _mdp_history(obs[task], n_a, th)
+        states, taus = _mdp_history(obs[task], _meta("mdp", MDP_H).layout, th)
         post = ref.MDPPosterior(n_s, n_a)
         for t in range(MDP_H):
             if t > 0:
@@ -285,18 +285,20 @@ def test_posterior_sampling_agrees_with_numpy_in_mean(name, samples):
     assert abs(jax_returns.mean() - ref_returns.mean()) < 4 * se
 
 
-def _model_best_sets(obs, n, m_task, tol=1e-5):
-    """Per step, the maximisers of the RL³ advantage block (Q − V)/Q_DENOM shown in the policy input (METHOD §1)."""
-    adv = obs[:, n + 4 + m_task:n + 4 + m_task + n]
+def _model_best_sets(obs, env, horizon, tol=1e-5):
+    """Per step, the maximisers of the RL³ advantage block (Q − V)/Q_DENOM shown in the policy input (METHOD §1),
+    found by the layout of the meta env the model-* baselines run in (the family's with its estimator)."""
+    layout = B.meta_env_for("model-greedy", _meta(env, horizon)).layout
+    adv = obs[:, layout["advantages"].slice]
     return [set(np.nonzero(row >= row.max() - tol)[0].tolist()) for row in adv]
 
 
-@pytest.mark.parametrize("env,horizon,num,m_task", [("bandit", BANDIT_H, BANDIT_N, 2), ("mdp", MDP_H, MDP_N, 10)])
-def test_model_greedy_acts_on_the_estimators_shown_q(env, horizon, num, m_task):
+@pytest.mark.parametrize("env,horizon,num", [("bandit", BANDIT_H, BANDIT_N), ("mdp", MDP_H, MDP_N)])
+def test_model_greedy_acts_on_the_estimators_shown_q(env, horizon, num):
     """model-greedy's action maximises the RL³ estimator's current Q, as the RL³ policy input shows it."""
     actions, _, obs, _ = _run(env, horizon, "model-greedy", num)
     for task in range(num):
-        for t, best in enumerate(_model_best_sets(obs[task], 5, m_task)):
+        for t, best in enumerate(_model_best_sets(obs[task], env, horizon)):
             assert actions[task, t] in best, (env, task, t)
 
 
@@ -306,7 +308,7 @@ def test_model_epsilon_greedy_explores_at_rate_epsilon():
     eps, n = 0.1, 5
     off, expected, var = 0, 0.0, 0.0
     for task in range(BANDIT_N):
-        for t, best in enumerate(_model_best_sets(obs[task], n, 2)):
+        for t, best in enumerate(_model_best_sets(obs[task], "bandit", BANDIT_H)):
             p = eps * (n - len(best)) / n
             off += actions[task, t] not in best
             expected += p

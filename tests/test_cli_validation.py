@@ -374,13 +374,14 @@ def test_grid_families_default_to_their_published_horizon():
         assert cli.config_from_args(args) == TrainConfig(**PRESETS[f"cpu-{env}"]).validate()
 
 
-def test_registry_tables_match_the_family_modules():
-    from rl3jax.envs import grid, mdp, registry
+def test_catalog_matches_the_family_modules():
+    from rl3jax.envs import bandit, catalog, grid_generation, mdp, registry
 
-    assert registry.FAMILIES["mdp"][1] == mdp.VARIANTS
-    assert registry.FAMILIES["grid13"][1] == tuple(grid.GRID13_VARIANTS)
-    assert registry.FAMILIES["grid11"][1] == tuple(grid.GRID11_VARIANTS)
-    assert registry.PUBLISHED_HORIZON == grid.DEFAULT_HORIZON
+    registry.check_catalog()  # also run when the registry is imported
+    assert catalog.FAMILIES["bandit"] == bandit.VARIANTS and catalog.FAMILIES["mdp"] == mdp.VARIANTS
+    for name in ("grid11", "grid13"):
+        assert catalog.FAMILIES[name] == tuple(grid_generation.GRID_FAMILIES[name][1])
+        assert registry.make_env(name).horizon == catalog.PUBLISHED_HORIZON[name]
 
 
 # ------------------------------------------------------------------------------------------ option tables
@@ -563,7 +564,7 @@ def capture(monkeypatch):
     monkeypatch.setattr(rl3jax.bench, "run_bench", lambda **kw: calls.append(("run_bench", kw)))
     monkeypatch.setattr(rl3jax.bench, "bench_scaling", lambda **kw: calls.append(("scaling", kw)))
     monkeypatch.setattr(rl3jax.render, "samples_png", lambda family, out, **kw: calls.append((family, out, kw)))
-    monkeypatch.setattr(rl3jax.baselines, "run_baselines", lambda *a, **kw: calls.append((a, kw)) or [])
+    monkeypatch.setattr(rl3jax.evaluate, "run_baselines", lambda *a, **kw: calls.append((a, kw)) or [])
     monkeypatch.setattr(rl3jax.report, "make_report", lambda paths, out, **kw: calls.append((paths, out, kw))
                         or {"runs": []})
     return calls
@@ -617,7 +618,9 @@ def _ppo_signature(cfg):
 def test_every_config_field_changes_behaviour(field):
     import jax
 
-    from rl3jax.train import make_estimator, make_meta_env, make_train
+    from rl3jax.estimators import make_estimator
+    from rl3jax.meta_episode import make_meta_env
+    from rl3jax.train import make_train
 
     value, kind = FIELDS[field]
     if isinstance(kind, tuple):

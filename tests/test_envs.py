@@ -14,12 +14,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rl3jax.envs import make_env, variants
+from rl3jax.config import TrainConfig
+from rl3jax.envs import catalog
 from rl3jax.envs.bandit import BanditState, BanditTask
+from rl3jax.envs.base import TaskEnv
+from rl3jax.envs.catalog import variants
 from rl3jax.envs.mdp import VARIANTS as MDP_VARIANTS
 from rl3jax.envs.mdp import MDPState
+from rl3jax.envs.registry import make_env
 from rl3jax.estimator import QEstimator
-from rl3jax.meta_episode import MetaEnv
+from rl3jax.estimator_v4 import V4Estimator
+from rl3jax.estimators import Estimator, make_estimator
+from rl3jax.grid_estimator import GridQEstimator
+from rl3jax.layout import Layout, policy_input, rl3_features, v4_features
+from rl3jax.meta_episode import MetaEnv, make_meta_env
 
 Z = 5.0  # tolerance in standard errors
 
@@ -260,12 +268,84 @@ def test_registry_names_and_errors():
         make_env("CartPole-v1", "ood")
 
 
+def test_family_hooks_declared_on_the_base_class():
+    """Every family answers every hook (no probing): defaults for what it lacks, its own values otherwise."""
+    bandit, mdp, grid, cart = (make_env(n) for n in ("bandit", "mdp", "grid13", "CartPole-v1"))
+    assert all(isinstance(e, TaskEnv) for e in (bandit, mdp, grid, cart))
+    assert [e.family for e in (bandit, mdp, grid, cart)] == ["bandit", "mdp", "grid13", "CartPole-v1"]
+    assert [e.task_horizon for e in (bandit, mdp, grid, cart)] == [1, 10, 350, 500]
+    assert [e.has_true_model for e in (bandit, mdp, grid, cart)] == [True, True, True, False]
+    assert [e.grid_side for e in (bandit, mdp, grid, cart)] == [None, None, 13, None]
+    assert (bandit.v4_defaults.q_denom, mdp.v4_defaults.q_denom) == (1.0, 100.0)
+    assert bandit.v4_defaults.drop_task_obs and not mdp.v4_defaults.drop_task_obs
+    assert grid.v4_defaults is None and cart.rl3_defaults is None and cart.num_states is None
+    assert mdp.with_horizon(500) is mdp and grid.with_horizon(500).task_horizon == 500
+    with pytest.raises(NotImplementedError, match="no known model"):
+        cart.true_model(cart.default_params)
+    with pytest.raises(NotImplementedError, match="no discrete states"):
+        cart.state_index(None, cart.default_params)
+
+
+def test_layout_offsets_by_hand():
+    """METHOD §1: n + 4 + m entries for RL², 4n + 6 + m for RL³ (bandit: n = 5 arms, m = 2), blocks in order;
+    the v4 layout of the paper's code for RL³ on bandits (task observation dropped): 4n - 1 + 4 = 19."""
+    rl3 = make_meta_env(TrainConfig(env="bandit", algo="rl3", horizon=7)).layout
+    expect = {"prev_action": (0, 5), "prev_reward": (5, 1), "first": (6, 1), "meta_time": (7, 1),
+              "task_time": (8, 1), "task_obs": (9, 2), "rl3": (11, 17), "advantages": (11, 5), "value": (16, 1),
+              "std_errors": (17, 6), "counts": (23, 5)}
+    assert {b.name: (b.offset, b.size) for b in rl3.all_blocks()} == expect and rl3.size == 28
+    rl2 = make_meta_env(TrainConfig(env="bandit", algo="rl2", horizon=7)).layout
+    assert rl2.size == 5 + 4 + 2 and "rl3" not in rl2 and rl2.names == rl3.names[:-1]
+    v4 = make_meta_env(TrainConfig(env="bandit", algo="rl3", horizon=7, semantics="v4")).layout
+    assert [(b.name, b.offset, b.size) for b in v4.all_blocks()] == [
+        ("prev_action", 0, 5), ("prev_reward", 5, 1), ("first", 6, 1), ("rl3", 7, 10), ("shown_q", 7, 5),
+        ("counts", 12, 5), ("task_time", 17, 1), ("meta_time", 18, 1)]
+    assert rl3_features(3).size == 3 * 3 + 2 and v4_features(3).size == 6
+    assert policy_input("spec", 3, 4, None)["task_obs"].slice == slice(7, 11)
+    with pytest.raises(KeyError, match="no block 'nope'"):
+        rl3["nope"]
+    with pytest.raises(ValueError, match="repeated"):
+        Layout.of(("a", 1), ("a", 2))
+    with pytest.raises(ValueError, match="not one of"):
+        policy_input("paper", 3, 4)
+
+
+def test_make_estimator_follows_the_family_hooks():
+    """One ``make_estimator``: the estimator class from ``grid_side`` / ``v4_defaults``, settings from
+    ``rl3_defaults`` (METHOD §2) with at most min(TH, H) sweeps, and refusals naming the fix."""
+    def est(env, **kw):
+        return make_estimator(make_env(env).with_horizon(kw.get("horizon", 100)), TrainConfig(env=env, **kw))
+
+    bandit, mdp, mdp5, grid = est("bandit"), est("mdp"), est("mdp", horizon=5), est("grid11", horizon=250)
+    assert type(bandit) is QEstimator and (bandit.max_sweeps, bandit.q_denom, bandit.alpha_laplace) == (1, 1.0, 0.1)
+    assert type(mdp) is QEstimator and (mdp.max_sweeps, mdp.q_denom, mdp5.max_sweeps) == (10, 10.0, 5)
+    assert type(grid) is GridQEstimator and (grid.max_sweeps, grid.grid_side, grid.mode) == (250, 11, "fresh")
+    assert est("grid11", horizon=250, semantics="rlc").mode == "entered"
+    v4b, v4m = est("bandit", semantics="v4"), est("mdp", semantics="v4")
+    assert type(v4b) is V4Estimator and (v4b.q_denom, v4b.gamma, v4m.q_denom, v4m.max_sweeps) == (1.0, 0.99, 100.0, 10)
+    assert all(isinstance(e, Estimator) for e in (bandit, grid, v4b))
+    assert est("mdp", algo="rl2") is None
+    with pytest.raises(ValueError, match="use --algo rl2"):
+        make_estimator(make_env("CartPole-v1"), TrainConfig(env="CartPole-v1"))
+    with pytest.raises(ValueError, match="semantics 'v4' is implemented for the bandit and mdp"):
+        make_estimator(make_env("grid11"), TrainConfig(env="grid11", semantics="v4"))
+
+
+def test_catalog_answers_without_the_families():
+    assert catalog.check_variant("grid13", None) == "train"
+    with pytest.raises(ValueError, match="valid variants: train, ood"):
+        catalog.check_variant("bandit", "dense")
+    with pytest.raises(ValueError, match="continuous"):
+        catalog.check_env("Pendulum-v1")
+    assert catalog.is_gymnax("CartPole-v1") and not catalog.is_gymnax("mdp")
+
+
 def test_gymnax_env_in_meta_env_rl2_and_rl3_rejected():
     env = make_env("CartPole-v1")
     horizon = 6
     menv = MetaEnv(env, horizon)
     n = env.num_actions
-    assert menv.obs_dim == n + 4 + 4
+    assert menv.obs_dim == n + 4 + 4  # METHOD §1: n + 4 + m, CartPole's observation has m = 4 entries
     params = menv.sample_task(jax.random.PRNGKey(0))
     step = jax.jit(lambda k, s, a: menv.step(k, s, a, params))
     obs, st = jax.jit(lambda k: menv.reset(k, params))(jax.random.PRNGKey(0))

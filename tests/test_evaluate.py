@@ -6,9 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rl3jax.baselines import finite_horizon_values
 from rl3jax.config import TrainConfig
-from rl3jax.evaluate import evaluate, finite_horizon_values, held_out_tasks
-from rl3jax.train import make_meta_env
+from rl3jax.evaluate import evaluate, held_out_tasks
+from rl3jax.meta_episode import make_meta_env
 
 
 def _meta(env, horizon, variant="train"):

@@ -11,27 +11,30 @@ import numpy as np
 import pytest
 
 import reference_grid as ref
-from rl3jax.envs import make_env, variants
-from rl3jax.envs.grid import (
-    GRID13_VARIANTS,
+from rl3jax.config import TrainConfig
+from rl3jax.envs.catalog import variants
+from rl3jax.envs.grid import GridState, GridWorld, optimal_values, render_ascii, transition_matrix
+from rl3jax.envs.grid_generation import GRID_FAMILIES, GridConfig
+from rl3jax.envs.grid_geometry import (
+    ABSORBING_TILES,
+    DIRECTION_OFFSETS,
     TILE_CHARS,
-    GridState,
-    GridWorld,
+    is_absorbing,
     move_targets,
-    optimal_values,
-    render_ascii,
+    neighbour_table,
     start_cell,
     tile_rewards,
-    transition_matrix,
 )
+from rl3jax.envs.registry import make_env
 from rl3jax.estimator import QEstimator
+from rl3jax.estimators import make_estimator
 from rl3jax.grid_estimator import GridQEstimator
 from rl3jax.meta_episode import MetaEnv
 
 # (conftest.py lowers XLA's optimisation level for the suite: compile time dominates these short runs)
 fast_jit = jax.jit
 
-GRID13_NAMES = tuple(GRID13_VARIANTS)
+GRID13_NAMES = tuple(GRID_FAMILIES["grid13"][1])
 SAMPLES = 64
 
 
@@ -44,8 +47,15 @@ def to_codes(rows: list[str]) -> jnp.ndarray:
 
 
 def config(env: GridWorld) -> dict:
-    return {k: getattr(env, k) for k in ("size", "num_obstacle_sets", "obstacle_len", "num_water_sets",
-                                         "water_len", "num_dangers", "min_goal_dist", "slip")}
+    return {k: getattr(env.config, k) for k in ("size", "num_obstacle_sets", "obstacle_len", "num_water_sets",
+                                                "water_len", "num_dangers", "min_goal_dist", "slip")}
+
+
+def grid_estimator(env: GridWorld, abstraction=None, mode="fresh"):
+    """The family's estimator as training builds it (``make_estimator``) for H = the env's horizon."""
+    cfg = TrainConfig(env="grid13", algo="rl3_coarse" if abstraction == "coarse" else "rl3",
+                      semantics="rlc" if mode == "entered" else "fresh", horizon=env.horizon)
+    return make_estimator(env, cfg)
 
 
 # A 7x7 grid with every tile type next to the start (centre (3, 3)), obstacles and edges.
@@ -59,8 +69,8 @@ SMALL = ["O  W  G",
 
 
 def small_env(slip=0.2):
-    return GridWorld(size=7, num_obstacle_sets=2, obstacle_len=2, num_water_sets=1, water_len=2, num_dangers=1,
-                     min_goal_dist=3, slip=slip, horizon=300)
+    return GridWorld(GridConfig(size=7, num_obstacle_sets=2, obstacle_len=2, num_water_sets=1, water_len=2,
+                                num_dangers=1, min_goal_dist=3, slip=slip), horizon=300)
 
 
 def small_task(slip=0.2):
@@ -91,14 +101,29 @@ def test_registry_and_presets():
     assert d.max_sweeps is None  # TH, which is H for grids
     task = g13.default_params
     assert task.max_steps_in_episode == 350 and task.tiles.shape == (13, 13)
-    with pytest.raises(ValueError):
-        GridWorld(size=13, obstacle_len=8)
-    with pytest.raises(ValueError):
-        GridWorld(size=13, min_goal_dist=13)
-    est = g13.estimator()
+    with pytest.raises(ValueError, match="obstacle_len must be in \\[1, 7\\]"):
+        GridConfig(size=13, obstacle_len=8)
+    with pytest.raises(ValueError, match="min_goal_dist 13 exceeds"):
+        GridConfig(size=13, min_goal_dist=13)
+    with pytest.raises(ValueError, match="horizon must be >= 1"):
+        GridWorld(horizon=0)
+    est = grid_estimator(g13)
     assert isinstance(est, GridQEstimator) and est.max_sweeps == 350 and est.alpha_laplace == 0.01
-    assert g13.estimator(abstraction="coarse").abstraction_radius == 0.08
-    assert g11.estimator(abstraction="coarse").abstraction_radius == 0.1
+    assert grid_estimator(g13, abstraction="coarse").abstraction_radius == 0.08
+    assert grid_estimator(g11, abstraction="coarse").abstraction_radius == 0.1
+    assert (g11.family, g13.family, make_env("grid13", "dense").family) == ("grid11", "grid13", "grid13")
+
+
+def test_geometry_tables_by_hand():
+    """The one neighbour table (stay, N, E, S, W; off-grid: stay) and the absorbing tiles 'G' and 'X'."""
+    nbr = neighbour_table(3)
+    assert nbr[4].tolist() == [4, 1, 5, 7, 3]  # the centre of a 3x3 grid
+    assert nbr[0].tolist() == [0, 0, 1, 3, 0]  # top-left corner: north and west stay
+    assert nbr[8].tolist() == [8, 5, 8, 8, 7]  # bottom-right corner: east and south stay
+    assert DIRECTION_OFFSETS.tolist() == [[0, 0], [-1, 0], [0, 1], [1, 0], [0, -1]]
+    assert sorted(TILE_CHARS[t] for t in ABSORBING_TILES) == sorted(ref.ABSORBING)
+    codes = jnp.arange(len(TILE_CHARS))
+    assert [TILE_CHARS[i] for i in np.flatnonzero(np.asarray(is_absorbing(codes)))] == ["X", "G"]
 
 
 # ----------------------------------------------------------------------------------------- dynamics
@@ -197,7 +222,7 @@ def sampled(family: str, variant: str):
 def test_sampled_grids_satisfy_constraints(family, variant):
     env, tasks, draws = sampled(family, variant)
     cfg = config(env)
-    assert (draws >= 1).all() and (draws < env.max_draws).all()
+    assert (draws >= 1).all() and (draws < env.config.max_draws).all()
     assert ((tasks.opt_return >= 50.0) & (tasks.opt_return <= 100.0)).all()
     np.testing.assert_allclose(tasks.slip, cfg["slip"])
     for i in range(SAMPLES):
@@ -266,7 +291,7 @@ def replay_reference(env, est: GridQEstimator, out, mode="fresh"):
 def test_estimator_matches_reference_on_small_grid(abstraction):
     """Many task episodes (absorbing 'G'/'X' next to the start), growing K, warm starts, coarse clusters."""
     env, task = small_task(0.2)
-    est = env.estimator(abstraction=abstraction)
+    est = grid_estimator(env, abstraction)
     run = fast_jit(jax.vmap(lambda t, k: drive(env, est, t, k, 250), in_axes=(None, 0)))
     e, out = run(task, jax.random.split(jax.random.key(3), 2))
     for i in range(2):
@@ -290,7 +315,7 @@ def test_estimator_matches_reference_on_small_grid(abstraction):
                                                      ("grid13", "coarse", "entered")])
 def test_estimator_matches_reference_on_sampled_grids(family, abstraction, mode):
     env, tasks, _ = sampled(family, "train")
-    est = env.estimator(abstraction=abstraction, mode=mode)
+    est = grid_estimator(env, abstraction, mode)
     run = fast_jit(jax.vmap(lambda t, k: drive(env, est, t, k, 160)))
     tasks2 = jax.tree.map(lambda x: jnp.asarray(x[:2]), tasks)
     _, out = run(tasks2, jax.random.split(jax.random.key(5), 2))
@@ -358,7 +383,7 @@ def test_grid_estimator_equals_dense_estimator_in_meta_env():
     dense = QEstimator(num_states=169, num_actions=5, alpha_laplace=0.01, epsilon=0.1, max_sweeps=env.horizon,
                        warm_start=True, q_denom=10.0, known_states="visited")
     outs = [fast_jit(rollout, static_argnums=(0, 3))(MetaEnv(env, h, est), tasks, jax.random.key(11), h)
-            for est in (env.estimator(), dense)]
+            for est in (grid_estimator(env), dense)]
     (obs_g, r_g, sw_g), (obs_d, r_d, sw_d) = outs
     np.testing.assert_array_equal(np.asarray(r_g), np.asarray(r_d))
     np.testing.assert_array_equal(np.asarray(sw_g), np.asarray(sw_d))
@@ -369,7 +394,7 @@ def test_grid_estimator_equals_dense_estimator_in_meta_env():
 @pytest.mark.parametrize("abstraction", [None, "coarse"])
 def test_meta_env_vmapped_jit_no_retrace(abstraction):
     env, tasks, _ = sampled("grid13", "train")
-    me = MetaEnv(env, env.horizon, env.estimator(abstraction=abstraction))
+    me = MetaEnv(env, env.horizon, grid_estimator(env, abstraction))
     assert me.obs_dim == 5 + 4 + 2 + 17
     traces = []
 
@@ -391,21 +416,25 @@ def test_meta_env_vmapped_jit_no_retrace(abstraction):
     np.testing.assert_allclose(np.asarray(st.episode_return), total, rtol=1e-6)
     assert (np.asarray(st.t) == 6).all()
     # the counts block shows the visits of the current cell
-    assert np.asarray(obs[:, -5:]).min() >= 0.0
+    assert me.layout["counts"].stop == me.obs_dim and np.asarray(obs[:, me.layout["counts"].slice]).min() >= 0.0
 
 
 def test_trainer_hooks_and_oracle_model():
     env = make_env("grid13")
     env500 = env.with_horizon(500)
     assert env500.horizon == 500 and env500.default_params.max_steps_in_episode == 500 and env.horizon == 350
-    kw = dict(num_states=169, num_actions=5, gamma=0.95, alpha_laplace=0.01, epsilon=0.1, max_sweeps=500,
-              warm_start=True, mode="fresh", std_errors=False, q_denom=10.0, known_states="visited")
-    est = env500.make_estimator(**kw)
+    cfg = TrainConfig(env="grid13", horizon=500)
+    est = make_estimator(env500, cfg)
     assert isinstance(est, GridQEstimator) and est.abstraction is None and est.grid_side == 13
-    assert env500.make_estimator(coarse=True, **kw).abstraction == "coarse"
-    assert isinstance(env500.make_estimator(**{**kw, "std_errors": True}), QEstimator)
-    with pytest.raises(ValueError):
-        env500.make_estimator(coarse=True, **{**kw, "std_errors": True})
+    assert (est.max_sweeps, est.gamma, est.alpha_laplace, est.epsilon, est.q_denom, est.known_states) == \
+        (500, 0.95, 0.01, 0.1, 10.0, "visited")
+    assert make_estimator(env500, cfg.replace(algo="rl3_coarse")).abstraction == "coarse"
+    dense = make_estimator(env500, cfg.replace(std_errors=True))  # standard errors: the dense estimator
+    assert isinstance(dense, QEstimator) and dense.std_errors and dense.num_states == 169
+    with pytest.raises(ValueError, match="RL³-coarse has no standard errors"):
+        make_estimator(env500, cfg.replace(algo="rl3_coarse", std_errors=True))
+    with pytest.raises(ValueError, match="rl3_coarse' is for grid families"):
+        make_estimator(make_env("mdp"), TrainConfig(env="mdp", algo="rl3_coarse"))
     _, task = small_task(0.2)
     t, r, absorbing, start = small_env().true_model(task)
     t_ref = ref.transition_matrix(SMALL, 0.2)

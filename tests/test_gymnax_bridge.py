@@ -11,7 +11,8 @@ import pytest
 from gymnax.environments import spaces
 
 from rl3jax.config import TrainConfig
-from rl3jax.envs.gymnax_bridge import GYMNAX_ENVS, GymnaxTask
+from rl3jax.envs.catalog import GYMNAX_ENVS
+from rl3jax.envs.gymnax_bridge import GymnaxTask
 from rl3jax.envs.registry import make_env
 from rl3jax.meta_episode import MetaEnv
 from rl3jax.rollout import sample_tasks
@@ -52,10 +53,6 @@ def test_rl3_on_a_gymnax_env_is_refused_with_the_fix():
         TrainConfig(env="CartPole-v1").validate()  # default algo: rl3
 
 
-def _task_horizon(env) -> int:
-    return int(env.default_params.max_steps_in_episode)
-
-
 #: envs without a task whose step compiles slowly (10-17 s each on a CPU): the slow suite
 SLOW = {n for n in SERVED if n.endswith("-MinAtar")}
 
@@ -65,10 +62,11 @@ def test_meta_episode_holds_one_task(name):
     """Two tasks, one meta-episode each (vmapped, as in training), H past the env's own episode where that fits:
     every step's task fields equal the sampled task's, though task episodes reset inside the meta-episode."""
     env = make_env(name)
-    th = _task_horizon(env)
+    th = env.task_horizon
+    assert th == int(env.default_params.max_steps_in_episode)
     horizon = th + 5 if GYMNAX_ENVS[name].kind == "task" else min(th + 5, MAX_H)
     meta = MetaEnv(env, horizon)
-    assert meta.obs_dim == meta.num_actions + 4 + meta.task_obs_dim
+    assert meta.obs_dim == meta.num_actions + 4 + meta.task_obs_dim  # METHOD §1, RL²: n + 4 + m
 
     @jax.jit
     def run(key):

@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rl3jax.envs import make_env
 from rl3jax.envs.bandit import BanditTask
+from rl3jax.envs.registry import make_env
 from rl3jax.estimator import QEstimator
 from rl3jax.meta_episode import MetaEnv
 from tests.reference import RefConfig, meta_episode_inputs
@@ -147,12 +147,15 @@ def _run_and_compare(env, est: QEstimator | None, *, horizon, num_tasks, seed, t
 
 
 def _blocks(menv: MetaEnv):
-    """Slices of the policy-input blocks of METHOD §1."""
-    n, m = menv.num_actions, menv.task_obs_dim
-    o = n + 4 + m
-    return dict(prev_a=slice(0, n), prev_r=slice(n, n + 1), first=slice(n + 1, n + 2),
-                time=slice(n + 2, n + 4), task=slice(n + 4, o), adv=slice(o, o + n), value=slice(o + n, o + n + 1),
-                se=slice(o + n + 1, o + 2 * n + 2), counts=slice(o + 2 * n + 2, o + 3 * n + 2))
+    """Slices of the policy-input blocks of METHOD §1, read from the meta env's layout (whose offsets
+    test_layout_offsets_by_hand checks)."""
+    lay = menv.layout
+    out = dict(prev_a=lay["prev_action"].slice, prev_r=lay["prev_reward"].slice, first=lay["first"].slice,
+               time=slice(lay["meta_time"].offset, lay["task_time"].stop), task=lay["task_obs"].slice)
+    if "rl3" in lay:
+        out.update(adv=lay["advantages"].slice, value=lay["value"].slice, se=lay["std_errors"].slice,
+                   counts=lay["counts"].slice)
+    return out
 
 
 # ------------------------------------------------------------------------------------------- reference sanity

@@ -1,5 +1,6 @@
-"""Task families by name: ``make_env('mdp', variant='alpha0.25')``."""
+"""Task families (METHOD §3). Build one with ``rl3jax.envs.registry.make_env('mdp', variant='alpha0.25')``;
+ask which names and variants exist, without importing JAX, with ``rl3jax.envs.catalog.variants(name)``.
 
-from rl3jax.envs.registry import FAMILIES, make_env, variants
-
-__all__ = ["FAMILIES", "make_env", "variants"]
+This package module imports nothing, so that ``rl3jax.config`` can validate env names through the catalog
+before JAX starts.
+"""

@@ -7,32 +7,49 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import spaces
 
-from rl3jax.envs.base import RL3Defaults, TaskEnv
+from rl3jax.envs.base import RL3Defaults, TaskEnv, V4Defaults
+
+VARIANTS = ("train", "ood")
 
 
 @struct.dataclass
 class BanditState:
+    """State of a bandit task episode: ``time`` (int32 steps taken), ``pos`` (int32: 0 ready, 1 pulled)."""
+
     time: jax.Array
     pos: jax.Array  # 0 ready, 1 pulled (absorbing)
 
 
 @struct.dataclass
 class BanditTask:
+    """One bandit task: the arms' success probabilities; static: k and TH (= 1)."""
+
     probs: jax.Array  # (k,) success probabilities; may leave [0, 1] out of distribution
     num_arms: int = struct.field(pytree_node=False, default=5)
     max_steps_in_episode: int = struct.field(pytree_node=False, default=1)
 
 
 class BernoulliBandit(TaskEnv):
-    """k-armed Bernoulli bandit; ``variant='ood'`` draws p ~ N(0.5, 0.5), unclipped."""
+    """k-armed Bernoulli bandit (METHOD §3): a task is k success probabilities, p_i ~ U(0, 1) ('train') or
+    p_i ~ N(0.5, 0.5) unclipped ('ood', out of distribution). One pull per task episode (TH = 1); the reward
+    is 1 with probability p (0 if p < 0, 1 if p > 1), else 0.
 
+    Args:
+        num_arms: k >= 2 (the published family: 5).
+        variant: 'train' or 'ood'.
+
+    Raises ValueError for another variant or k < 2.
+    """
+
+    family = "bandit"
     num_states = 2
     rl3_defaults = RL3Defaults(q_denom=1.0, alpha_laplace=0.1, epsilon=0.01, max_sweeps=None,
                                warm_start=False, known_states="all")
+    v4_defaults = V4Defaults(q_denom=1.0, drop_task_obs=True)
 
     def __init__(self, num_arms: int = 5, variant: str = "train"):
-        if variant not in ("train", "ood"):
-            raise ValueError(f"bandit variant {variant!r} is not one of 'train', 'ood'")
+        if variant not in VARIANTS:
+            raise ValueError(f"bandit variant {variant!r} is not one of {', '.join(map(repr, VARIANTS))}")
         if num_arms < 2:
             raise ValueError(f"num_arms must be >= 2, got {num_arms}")
         self.num_arms = num_arms
@@ -51,6 +68,7 @@ class BernoulliBandit(TaskEnv):
         return self.num_arms
 
     def sample_task(self, key: jax.Array) -> BanditTask:
+        """One task: ``probs`` (k,) float32 drawn with ``key``."""
         if self.variant == "ood":
             probs = 0.5 + 0.5 * jax.random.normal(key, (self.num_arms,))
         else:

@@ -1,13 +1,28 @@
 """The task-family interface: a gymnax 1.0 ``Environment`` whose ``EnvParams`` is one task.
 
-A task family adds three things to gymnax's interface so that RL³ and the meta-episode wrapper can use it:
+A task family adds to gymnax's interface what RL³ and the meta-episode wrapper (``rl3jax.meta_episode``) use.
+Every hook is declared here with its default, so callers never probe for it:
 
-* ``sample_task(key) -> EnvParams`` draws one task (vmap it to draw thousands);
-* ``state_index(state, params) -> int32`` names the concrete discrete state the RL³ estimator models;
-* ``rl3_defaults`` holds the family's estimator settings from METHOD §2 (Q_DENOM, α_L, ε, sweeps, warm start).
+=====================  =================================================  =========================================
+hook                   what                                               default
+=====================  =================================================  =========================================
+``family``             registry name ('bandit', 'mdp', 'grid13', ...)     the env's ``name``
+``sample_task(key)``   one task (``EnvParams``); vmap it to draw many     NotImplementedError
+``task_horizon``       TH, the task episode's own length (static int)     ``default_params.max_steps_in_episode``
+``with_horizon(H)``    the family for meta horizon H                      itself (TH does not depend on H)
+``num_states``         S, concrete discrete states (tabular families)     None: no tabular model, RL² only
+``state_index``        the concrete state (int32) of an env state         NotImplementedError
+``rl3_defaults``       estimator settings of METHOD §2                    None: no RL³
+``v4_defaults``        settings of the paper's own code (semantics v4)    None: v4 not implemented
+``grid_side``          N when states are the cells of an N×N grid         None
+``true_model``         (T, R, absorbing, start) of one task (oracle)      NotImplementedError
+``has_true_model``     whether ``true_model`` is implemented              overridden or not
+``is_terminated``      the state is absorbing                             False
+=====================  =================================================  =========================================
 
-Per-task arrays are pytree fields of ``EnvParams``; sizes (and the task horizon TH,
-``max_steps_in_episode``) are static fields, so every task in a vmapped batch shares one shape.
+Per-task arrays are pytree fields of ``EnvParams``; sizes (and the task horizon TH, ``max_steps_in_episode``)
+are static fields, so every task in a vmapped batch shares one shape. Task families import no estimator: the
+estimator of a family is chosen by ``rl3jax.estimators.make_estimator`` from these hooks.
 """
 
 from __future__ import annotations
@@ -22,32 +37,71 @@ from gymnax.environments import environment
 
 @dataclasses.dataclass(frozen=True)
 class RL3Defaults:
-    """Estimator settings of a task family (METHOD §2)."""
+    """Estimator settings of a task family (METHOD §2, table of per-family defaults)."""
 
-    q_denom: float
-    alpha_laplace: float
-    epsilon: float
+    q_denom: float  # Q_DENOM: the RL³ blocks of the policy input are divided by it
+    alpha_laplace: float  # α_L of the Laplace-smoothed model (METHOD §2.1)
+    epsilon: float  # value iteration stops once max|ΔQ| < ε (METHOD §2.2)
     max_sweeps: int | None  # None: the task horizon TH (bandits 1, MDPs 10); grids use H
-    warm_start: bool
+    warm_start: bool  # value iteration starts from the previous solve's Q
     known_states: str  # "all": K = |S| from the start; "visited": the states seen so far in the task
 
 
+@dataclasses.dataclass(frozen=True)
+class V4Defaults:
+    """Settings of the paper's own code for a family (``semantics='v4'``, ``rl3jax/estimator_v4.py``)."""
+
+    q_denom: float  # Q_DENOM of the shown Q (main.jl: 1 for bandits, 100 otherwise)
+    drop_task_obs: bool = False  # RL³ leaves the task observation out of the input (main.jl: drop_observation)
+
+
 class TaskEnv(environment.Environment):
-    """Base class of rl3jax task families (see module docstring)."""
+    """Base class of rl3jax task families (see the module docstring for the hooks and their defaults)."""
 
     #: number of concrete discrete states the estimator models (None: not a tabular family)
     num_states: int | None = None
-    #: estimator settings of the family
+    #: estimator settings of the family (None: RL³ does not apply)
     rl3_defaults: RL3Defaults | None = None
+    #: settings of the paper's own code (None: semantics 'v4' is not implemented for the family)
+    v4_defaults: V4Defaults | None = None
+    #: side N of the square grid whose cells (row * N + col) are the states, where every transition stays or
+    #: moves to one of the 4 neighbours (the sparse grid estimator applies); None otherwise
+    grid_side: int | None = None
+
+    @property
+    def family(self) -> str:
+        """The registry name of the family (``rl3jax.envs.catalog.FAMILIES``); the env's name by default."""
+        return self.name
+
+    @property
+    def task_horizon(self) -> int:
+        """TH: steps after which a task episode is truncated (a static int shared by every task of the family)."""
+        return int(self.default_params.max_steps_in_episode)
+
+    def with_horizon(self, horizon: int) -> TaskEnv:
+        """The family for meta-episodes of H = ``horizon`` steps. Families whose TH is their own (bandits,
+        MDPs, gymnax envs) return themselves; grids, which have no task horizon, set TH = H."""
+        del horizon
+        return self
 
     def sample_task(self, key: jax.Array) -> Any:
-        raise NotImplementedError
+        """One task (``EnvParams``) drawn with ``key``; vmap over keys to draw a batch."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement sample_task")
 
     def state_index(self, state: Any, params: Any) -> jax.Array:
-        raise NotImplementedError
+        """The concrete discrete state (int32 scalar in [0, num_states)) of env state ``state``."""
+        raise NotImplementedError(f"{self.name} has no discrete states (num_states is None)")
 
-    def obs_dim(self, params: Any) -> int:
-        return int(self.observation_space(params).shape[0])
+    def true_model(self, params: Any) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+        """The true model of one task, for the task-knowing oracle: T (S, A, S) float32 transition
+        probabilities, expected reward (S, A) float32, absorbing (S,) bool and the start state (int32)."""
+        raise NotImplementedError(f"{self.name} has no known model")
 
-    def is_terminated(self, state, params) -> jax.Array:  # absorbing tiles only; TH is truncation
+    @property
+    def has_true_model(self) -> bool:
+        """Whether the family implements ``true_model`` (the oracle baseline needs it)."""
+        return type(self).true_model is not TaskEnv.true_model
+
+    def is_terminated(self, state, params) -> jax.Array:
+        """Whether ``state`` is absorbing (bool scalar). TH is truncation, not termination."""
         return jnp.asarray(False)

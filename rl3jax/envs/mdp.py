@@ -7,19 +7,23 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import spaces
 
-from rl3jax.envs.base import RL3Defaults, TaskEnv
+from rl3jax.envs.base import RL3Defaults, TaskEnv, V4Defaults
 
 VARIANTS = ("train", "alpha0.25", "det-rewards")
 
 
 @struct.dataclass
 class MDPState:
+    """State of an MDP task episode: ``time`` (int32 steps taken), ``pos`` (int32 current state)."""
+
     time: jax.Array
     pos: jax.Array
 
 
 @struct.dataclass
 class MDPTask:
+    """One MDP task (float32 arrays); static: S, A and TH."""
+
     transitions: jax.Array  # (S, A, S) rows sum to 1
     mean_rewards: jax.Array  # (S, A)
     reward_noise: jax.Array  # scalar std of the observed reward around its mean (1, or 0 for det-rewards)
@@ -29,10 +33,20 @@ class MDPTask:
 
 
 class RandomMDP(TaskEnv):
-    """Random tabular MDP family. Variants: ``alpha0.25`` (sparser Dirichlet), ``det-rewards`` (R ~ U(0,2), no noise)."""
+    """Random tabular MDP family (METHOD §3): T(·|s,a) ~ Dirichlet(α·1) with α = 1, mean rewards
+    R(s,a) = 1 + N(0, 1), observed rewards R(s,a) + N(0, 1); every task episode starts in state 0 and lasts TH
+    steps. Variants: ``alpha0.25`` (α = 0.25, sparser transitions), ``det-rewards`` (R ~ U(0, 2), no noise).
 
+    Args:
+        num_states: S (published: 10); num_actions: A (5); task_horizon: TH (10); variant: one of ``VARIANTS``.
+
+    Raises ValueError for an unknown variant or a size below 1.
+    """
+
+    family = "mdp"
     rl3_defaults = RL3Defaults(q_denom=10.0, alpha_laplace=0.1, epsilon=0.01, max_sweeps=None,
                                warm_start=False, known_states="all")
+    v4_defaults = V4Defaults(q_denom=100.0)
 
     def __init__(self, num_states: int = 10, num_actions: int = 5, task_horizon: int = 10,
                  variant: str = "train"):
@@ -43,7 +57,7 @@ class RandomMDP(TaskEnv):
                 raise ValueError(f"{n} must be >= 1, got {v}")
         self.num_states = num_states
         self._num_actions = num_actions
-        self.task_horizon = task_horizon
+        self._task_horizon = task_horizon
         self.variant = variant
         self.dirichlet_alpha = 0.25 if variant == "alpha0.25" else 1.0
 
@@ -58,7 +72,7 @@ class RandomMDP(TaskEnv):
     def _task(self, transitions, mean_rewards, noise):
         return MDPTask(transitions=transitions, mean_rewards=mean_rewards, reward_noise=jnp.float32(noise),
                        num_states=self.num_states, num_actions=self._num_actions,
-                       max_steps_in_episode=self.task_horizon)
+                       max_steps_in_episode=self._task_horizon)
 
     @property
     def default_params(self) -> MDPTask:
@@ -66,6 +80,7 @@ class RandomMDP(TaskEnv):
         return self._task(jnp.full((s, a, s), 1.0 / s), jnp.ones((s, a)), 1.0)
 
     def sample_task(self, key: jax.Array) -> MDPTask:
+        """One task: ``transitions`` (S, A, S) and ``mean_rewards`` (S, A) float32 drawn with ``key``."""
         k_t, k_r = jax.random.split(key)
         s, a = self.num_states, self._num_actions
         if self.dirichlet_alpha == 1.0:  # Dirichlet(1,...,1) = normalised Exp(1) draws; far cheaper than gamma

@@ -1,0 +1,143 @@
+"""Gridworld geometry, tiles and dynamics as pure functions of an (N, N) tile array (METHOD §3).
+
+Cells are indexed ``row * N + col`` (0-based); the centre is (c, c) with 1-based c = ceil(N/2). Actions and move
+directions share indices: 0 NOOP/stay, 1 N, 2 E, 3 S, 4 W. A move goes to the intended cell with probability
+1 − p_slip and to each perpendicular neighbour with p_slip / 2 (never backwards); mass aimed at an obstacle or
+off the grid stays put. p_slip by the current tile: ' ', 'S', '!' → ``slip``; 'W' → 1; 'G', 'X', 'O' → 0. The
+reward is the entry reward of the tile landed on (staying included). 'G' and 'X' are absorbing.
+
+Used by the grid family (``rl3jax.envs.grid``), its generation (``rl3jax.envs.grid_generation``) and the
+sparse grid estimator (``rl3jax.grid_estimator``), which all share the one neighbour table defined here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# ------------------------------------------------------------------------------------------------ tiles
+EMPTY, OBSTACLE, WATER, DANGER, WARNING, GOAL, START = range(7)
+#: the character of each tile code (METHOD §3)
+TILE_CHARS = " OWX!GS"
+#: entry reward of each tile code ('O' is never entered)
+TILE_REWARDS = (-1.0, 0.0, -2.0, -100.0, -10.0, 100.0, -1.0)
+#: entering one of these ends the task episode
+ABSORBING_TILES = (GOAL, DANGER)
+
+# ------------------------------------------------------------------------------------------- directions
+NOOP, NORTH, EAST, SOUTH, WEST = range(5)
+#: (d_row, d_col) of each direction (stay, N, E, S, W)
+DIRECTION_OFFSETS = np.array([[0, 0], [-1, 0], [0, 1], [1, 0], [0, -1]], np.int32)
+_PERPENDICULAR = {NORTH: (EAST, WEST), SOUTH: (EAST, WEST), EAST: (NORTH, SOUTH), WEST: (NORTH, SOUTH)}
+
+
+def _direction_tables() -> tuple[np.ndarray, np.ndarray]:
+    """(A, 5) direction probabilities without slip, and their change per unit of slip."""
+    base = np.eye(5, dtype=np.float32)
+    per_slip = np.zeros((5, 5), np.float32)
+    for a, (p1, p2) in _PERPENDICULAR.items():
+        per_slip[a, a] = -1.0
+        per_slip[a, p1] = 0.5
+        per_slip[a, p2] = 0.5
+    return base, per_slip
+
+
+#: (A, 5) float32: probability of each move direction per action, as DIR_BASE + p_slip · DIR_PER_SLIP
+DIR_BASE, DIR_PER_SLIP = _direction_tables()
+
+
+def center_index(size: int) -> int:
+    """0-based row/col of the centre (1-based c = ceil(N/2))."""
+    return math.ceil(size / 2) - 1
+
+
+def start_cell(size: int) -> int:
+    """Cell index of the start tile 'S' (the centre)."""
+    c = center_index(size)
+    return c * size + c
+
+
+def neighbour_table(size: int) -> np.ndarray:
+    """(S, 5) int32 cell reached in each direction (stay, N, E, S, W); off-grid directions map to the cell
+    itself. Obstacles are not taken into account (``move_targets`` does that)."""
+    rows, cols = np.divmod(np.arange(size * size), size)
+    out = np.empty((size * size, 5), np.int32)
+    for d, (dr, dc) in enumerate(DIRECTION_OFFSETS):
+        r, c = rows + dr, cols + dc
+        inside = (r >= 0) & (r < size) & (c >= 0) & (c < size)
+        out[:, d] = np.where(inside, r * size + c, rows * size + cols)
+    return out
+
+
+def is_absorbing(tile: jax.Array) -> jax.Array:
+    """Whether each tile code (int array, any shape) is absorbing (``ABSORBING_TILES``: 'G', 'X')."""
+    out = tile == ABSORBING_TILES[0]
+    for code in ABSORBING_TILES[1:]:
+        out = out | (tile == code)
+    return out
+
+
+# ------------------------------------------------------------------------------------ dynamics of tiles
+def move_targets(tiles: jax.Array) -> jax.Array:
+    """(S, 5) int32 landing cell of each direction from each cell: off-grid or into an obstacle stays put."""
+    size = tiles.shape[-1]
+    nbr = jnp.asarray(neighbour_table(size))
+    flat = tiles.reshape(-1).astype(jnp.int32)
+    blocked = flat[nbr] == OBSTACLE
+    return jnp.where(blocked, jnp.arange(size * size)[:, None], nbr)
+
+
+def slip_probabilities(tiles: jax.Array, slip) -> jax.Array:
+    """(S,) float32 p_slip of the current tile: ' ', 'S', '!' → slip; 'W' → 1; 'G', 'X', 'O' → 0."""
+    flat = tiles.reshape(-1).astype(jnp.int32)
+    slip = jnp.asarray(slip, jnp.float32)
+    table = jnp.stack([slip, 0.0, 1.0, 0.0, slip, 0.0, slip]).astype(jnp.float32)
+    return table[flat]
+
+
+def direction_probabilities(tiles: jax.Array, slip) -> jax.Array:
+    """(S, A, 5) float32 probability of each move direction (stay, N, E, S, W) per cell and action."""
+    p = slip_probabilities(tiles, slip)
+    return jnp.asarray(DIR_BASE)[None] + p[:, None, None] * jnp.asarray(DIR_PER_SLIP)[None]
+
+
+def tile_rewards(tiles: jax.Array) -> jax.Array:
+    """(S,) float32 entry reward of each cell."""
+    return jnp.asarray(TILE_REWARDS, jnp.float32)[tiles.reshape(-1).astype(jnp.int32)]
+
+
+def absorbing_cells(tiles: jax.Array) -> jax.Array:
+    """(S,) bool: the cells whose tile is absorbing."""
+    return is_absorbing(tiles.reshape(-1))
+
+
+def transition_matrix(tiles: jax.Array, slip) -> jax.Array:
+    """Dense (S, A, S) float32 true transition probabilities (tests, oracles; not for the hot path)."""
+    s = tiles.size
+    probs = direction_probabilities(tiles, slip)  # (S, A, 5)
+    tgt = move_targets(tiles)  # (S, 5)
+    onehot = jax.nn.one_hot(tgt, s, dtype=jnp.float32)  # (S, 5, S)
+    return jnp.einsum("sad,sdt->sat", probs, onehot)
+
+
+def finite_horizon_vi(tiles: jax.Array, slip, horizon: int, gamma: float = 1.0) -> tuple[jax.Array, jax.Array]:
+    """Finite-horizon value iteration on the true grid: (V (S,), Q (S, A)) float32 of the ``horizon``-step
+    problem (γ-discounted; entering 'G' or 'X' ends the episode). ``V[s]`` is the optimal expected return of
+    ``horizon`` steps from cell ``s``, ``Q`` the value of each first action."""
+    probs = direction_probabilities(tiles, slip)  # (S, A, 5)
+    tgt = move_targets(tiles)  # (S, 5)
+    rew = tile_rewards(tiles)[tgt]  # (S, 5) entry reward of each landing cell
+    cont = (~absorbing_cells(tiles))[tgt]  # (S, 5) the episode goes on after landing there
+    s, a = probs.shape[:2]
+
+    def backup(_, carry):
+        v, _q = carry
+        x = rew + gamma * jnp.where(cont, v[tgt], 0.0)  # (S, 5)
+        q = jnp.einsum("sad,sd->sa", probs, x)
+        return q.max(axis=1), q
+
+    v0 = jnp.zeros((s,), jnp.float32)
+    return jax.lax.fori_loop(0, horizon, backup, (v0, jnp.zeros((s, a), jnp.float32)))

@@ -1,0 +1,132 @@
+"""The RL³ object-level estimators behind one interface, and the one place that picks a family's estimator.
+
+Three estimators implement the ``Estimator`` protocol (METHOD §2):
+
+* ``rl3jax.estimator.QEstimator``: the learned model dense over S×A×S (bandits, MDPs; exact on grids too,
+  and the only one with standard errors, METHOD §2.3);
+* ``rl3jax.grid_estimator.GridQEstimator``: the same model stored sparsely for grids, with RL³-coarse (§2.5);
+* ``rl3jax.estimator_v4.V4Estimator``: the paper's own code (``semantics='v4'``).
+
+``make_estimator(env, cfg)`` chooses and configures one from the task family's hooks (``rl3_defaults``,
+``v4_defaults``, ``grid_side``, ``task_horizon``; ``rl3jax.envs.base``) and the config's overrides. Task
+families import no estimator.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import jax
+
+from rl3jax.config import TrainConfig
+from rl3jax.envs.base import TaskEnv
+from rl3jax.estimator import QEstimator
+from rl3jax.estimator_v4 import V4Estimator
+from rl3jax.grid_estimator import GridQEstimator
+from rl3jax.layout import Layout
+
+
+@runtime_checkable
+class Estimator(Protocol):
+    """What ``MetaEnv``, the baselines and the renderer use of an RL³ estimator (all functions pure and
+    jittable; the estimator itself is a frozen, hashable dataclass, so it can be a jit-static argument).
+    ``isinstance(x, Estimator)`` checks that ``x`` has every member.
+
+    ``s``, ``a``, ``s_next``: int32 scalars (concrete states, actions); ``r``: float32; ``terminal``: bool.
+    """
+
+    num_states: int  # S concrete states
+    num_actions: int  # n
+    #: 'all': every state is known from the start; 'visited': ``MetaEnv`` marks the start state known after a reset
+    known_states: str
+
+    @property
+    def feature_layout(self) -> Layout:
+        """The blocks of ``features`` (``rl3jax.layout.rl3_features`` or ``v4_features``)."""
+        ...
+
+    @property
+    def feature_dim(self) -> int:
+        """Entries of ``features`` (``feature_layout.size``)."""
+        ...
+
+    def init(self, start_state: jax.Array) -> Any:
+        """The estimator state of a new task (an empty model), a pytree of fixed shape."""
+        ...
+
+    def update(self, est: Any, s, a, r, s_next, terminal) -> Any:
+        """Adds one real step to the model and re-solves it by value iteration (METHOD §2.1, §2.2)."""
+        ...
+
+    def features(self, est: Any, s) -> jax.Array:
+        """(feature_dim,) float32: the RL³ blocks of the policy input for the current state ``s``."""
+        ...
+
+    def q_values(self, est: Any, s) -> jax.Array:
+        """(..., n) float32: Q(s,·) of the latest value-iteration solve at concrete state(s) ``s`` (int, any
+        shape; on RL³-coarse the Q of the abstract state of ``s``)."""
+        ...
+
+
+def _task_horizon(env: TaskEnv, horizon: int) -> int:
+    """The sweep budget TH of a family in meta-episodes of H = ``horizon`` steps: min(TH, H)."""
+    th = env.task_horizon
+    return th if th < horizon else horizon
+
+
+def make_estimator(env: TaskEnv, cfg: TrainConfig) -> Estimator | None:
+    """The RL³ estimator of task family ``env`` for config ``cfg`` (None for ``algo='rl2'``).
+
+    Settings: the family's ``rl3_defaults`` (METHOD §2) unless the config overrides them (``alpha_laplace``,
+    ``vi_epsilon``, ``vi_max_sweeps``, ``vi_sweep_block``), γ_obj from ``cfg.gamma_obj_value``, at most
+    min(TH, H) sweeps by default, mode 'entered' for ``semantics='rlc'`` (METHOD §2.4). Grid families
+    (``env.grid_side``) get the sparse ``GridQEstimator`` (RL³-coarse for ``algo='rl3_coarse'``), except with
+    ``std_errors``, which only the dense ``QEstimator`` computes (exact on grids, only slower).
+    ``semantics='v4'``: the paper's own code's ``V4Estimator`` (``env.v4_defaults``).
+
+    Raises ValueError for RL³ on a family without a tabular model, rl3_coarse on a family that is not a grid,
+    rl3_coarse with standard errors, and v4 on a family it is not implemented for.
+    """
+    if cfg.algo == "rl2":
+        return None
+    d = env.rl3_defaults
+    if d is None:
+        raise ValueError(f"algo {cfg.algo!r} needs a tabular task family; env {cfg.env!r} has no RL³ model "
+                         "(use --algo rl2)")
+    if cfg.semantics == "v4":
+        return _make_v4_estimator(env, cfg)
+    kw = dict(num_states=env.num_states, num_actions=int(env.num_actions), gamma=cfg.gamma_obj_value,
+              alpha_laplace=cfg.alpha_laplace if cfg.alpha_laplace is not None else d.alpha_laplace,
+              epsilon=cfg.vi_epsilon if cfg.vi_epsilon is not None else d.epsilon,
+              max_sweeps=cfg.vi_max_sweeps or d.max_sweeps or _task_horizon(env, cfg.horizon),
+              warm_start=d.warm_start, mode="entered" if cfg.semantics == "rlc" else "fresh",
+              std_errors=cfg.std_errors,
+              q_denom=d.q_denom, known_states=d.known_states)
+    if cfg.vi_sweep_block is not None:
+        kw["sweep_block"] = cfg.vi_sweep_block
+    coarse = cfg.algo == "rl3_coarse"
+    if env.grid_side is None:
+        if coarse:
+            raise ValueError(f"algo 'rl3_coarse' is for grid families, not env {cfg.env!r}")
+        return QEstimator(**kw)
+    if cfg.std_errors:
+        if coarse:
+            raise ValueError("RL³-coarse has no standard errors (the dense QEstimator has them, without "
+                             "the abstraction)")
+        return QEstimator(**kw)
+    return GridQEstimator(grid_side=env.grid_side, abstraction="coarse" if coarse else None, **kw)
+
+
+def _make_v4_estimator(env: TaskEnv, cfg: TrainConfig) -> V4Estimator:
+    """The paper's own code's estimator (``semantics='v4'``): Q_DENOM of ``env.v4_defaults`` (main.jl: 1 for
+    bandits, 100 otherwise), ε = 0.01, at most TH = min(TH_family, H) sweeps, γ = 0.99, unless the config
+    overrides them."""
+    if env.v4_defaults is None:
+        raise ValueError(f"semantics 'v4' is implemented for the bandit and mdp families, not {env.name}")
+    kw = dict(num_states=env.num_states, num_actions=int(env.num_actions), gamma=cfg.gamma_obj_value,
+              epsilon=cfg.vi_epsilon if cfg.vi_epsilon is not None else 0.01,
+              max_sweeps=cfg.vi_max_sweeps or _task_horizon(env, cfg.horizon),
+              q_denom=env.v4_defaults.q_denom)
+    if cfg.vi_sweep_block is not None:
+        kw["sweep_block"] = cfg.vi_sweep_block
+    return V4Estimator(**kw)
