@@ -31,6 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from rl3jax import runfiles  # noqa: E402  (light: no JAX)
 from rl3jax.config import preset  # noqa: E402  (light: no JAX)
 
 #: assumed end-to-end throughput for the time estimates: METHOD §7, paper batch, transformer, one H100
@@ -243,8 +244,7 @@ def report(target: Target, out: str, seeds: int = 1) -> str:
              "| run | variant | stochastic | greedy | published (METHOD §6) |", "|---|---|---|---|---|"]
     for r in target.runs:
         run_dir = os.path.join(tdir, r.name)
-        members = sorted(glob.glob(os.path.join(run_dir, "seed*"))) if os.path.exists(
-            os.path.join(run_dir, "population.json")) else [run_dir]
+        members = sorted(glob.glob(os.path.join(run_dir, "seed*"))) if runfiles.is_population(run_dir) else [run_dir]
         for member in members:
             label = r.label + ("" if member == run_dir else f" ({os.path.basename(member)})")
             for v in target.variants:
@@ -603,9 +603,7 @@ def laptop_readme(out: str, runs_dir: str, meta: dict, algos: set | None = None)
     lines += ["Reproduce: `make study` (= `.venv/bin/python experiments/reproduce.py laptop`); the run folders go "
               f"to `{LAPTOP_RUNS_DIR}/` (git-ignored), the reports here. Every step is an `rl3jax` command, "
               "listed with `experiments/reproduce.py laptop --dry-run`.", ""]
-    from rl3jax.driver import _atomic_write_json
-
-    _atomic_write_json(os.path.join(out, "study.json"), {**meta, "results": data})
+    runfiles.atomic_write_json(os.path.join(out, "study.json"), {**meta, "results": data})
     return "\n".join(lines)
 
 

@@ -174,7 +174,8 @@ def _single_process_reference(run_dir: str, iters: int):
     import jax
 
     from rl3jax.checkpoint import Checkpointer
-    from rl3jax.driver import load_run_config, train
+    from rl3jax.driver import train
+    from rl3jax.runfiles import read_config as load_run_config
     from rl3jax.train import make_train
 
     cfg = load_run_config(run_dir).replace(iters=iters)

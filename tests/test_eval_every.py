@@ -15,9 +15,10 @@ from rl3jax import driver
 from rl3jax.checkpoint import Checkpointer
 from rl3jax.cli import main as cli_main
 from rl3jax.config import TrainConfig
-from rl3jax.driver import EVAL_FIELDS, ChunkLoop, HeldOutEvaluator, read_metrics, report_command, train
+from rl3jax.driver import EVAL_FIELDS, ChunkLoop, HeldOutEvaluator, report_command, train
 from rl3jax.evaluate import evaluate
 from rl3jax.population import member_state
+from rl3jax.runfiles import read_metrics
 from rl3jax.train import make_train
 
 TINY = dict(env="bandit", algo="rl2", model="markov", horizon=6, num_envs=4, minibatch_envs=2, epochs=1,

@@ -12,11 +12,12 @@ import jax
 import numpy as np
 import pytest
 
-from rl3jax import driver
+from rl3jax import population, runfiles
 from rl3jax.checkpoint import Checkpointer, CheckpointError, CorruptCheckpointError
 from rl3jax.cli import main as cli_main
 from rl3jax.config import TrainConfig
-from rl3jax.driver import MetricsLog, Progress, RunLock, RunLockedError, TrainingDiverged, train
+from rl3jax.driver import Progress, TrainingDiverged, train
+from rl3jax.runfiles import MetricsLog, RunFolderError, RunLock, RunLockedError
 
 # `T` of the issue, with tiny chunks so every boundary is exercised
 T = dict(env="bandit", algo="rl2", model="markov", horizon=4, num_envs=2, minibatch_envs=2, epochs=2,
@@ -124,17 +125,17 @@ def test_resume_before_the_first_checkpoint_starts_from_zero(tmp_path):
     full, _ = train(cfg, str(tmp_path / "full"), quiet=True)
     run = str(tmp_path / "killed")  # what a kill during the first chunk leaves: config.json and nothing else
     os.makedirs(run)
-    driver._atomic_write_json(os.path.join(run, "config.json"), cfg.to_dict())
+    runfiles.atomic_write_json(os.path.join(run, "config.json"), cfg.to_dict())
     resumed, _ = train(cfg, run, resume=True, quiet=True)
     assert int(resumed.iteration) == 2 and _leaves_equal(full.actor_params, resumed.actor_params)
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
 def test_ctrl_c_message_tells_which_checkpoint_is_intact(tmp_path, capsys, monkeypatch, when):
-    real = driver.jit_chunk
+    real = population.jit_chunk
 
-    def interrupting_jit_chunk(trainer):
-        fn, calls = real(trainer), []
+    def interrupting_jit_chunk(pop):
+        fn, calls = real(pop), []
 
         def chunk(state, n):
             calls.append(n)
@@ -143,7 +144,7 @@ def test_ctrl_c_message_tells_which_checkpoint_is_intact(tmp_path, capsys, monke
             return fn(state, n)
         return chunk
 
-    monkeypatch.setattr(driver, "jit_chunk", interrupting_jit_chunk)
+    monkeypatch.setattr(population, "jit_chunk", interrupting_jit_chunk)
     run = str(tmp_path / "run")
     assert cli_main(["train", *T_ARGV, "--iters", "4", "--out", run]) == 130
     err = capsys.readouterr().err
@@ -151,8 +152,8 @@ def test_ctrl_c_message_tells_which_checkpoint_is_intact(tmp_path, capsys, monke
         assert "before the first checkpoint" in err and "intact" not in err
     else:
         assert "interrupted at iteration 2; checkpoint step 2 is intact" in err
-    monkeypatch.setattr(driver, "jit_chunk", real)
-    state, _ = train(driver.load_run_config(run), run, resume=True, quiet=True)  # and it resumes
+    monkeypatch.setattr(population, "jit_chunk", real)
+    state, _ = train(runfiles.read_config(run), run, resume=True, quiet=True)  # and it resumes
     assert int(state.iteration) == 4
 
 
@@ -164,7 +165,7 @@ def test_metrics_rewrite_at_resume_is_atomic(run4, tmp_path, monkeypatch):
     def killed(*a, **k):  # the process dies while the rows are being rewritten
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(driver.json, "dumps", killed)
+    monkeypatch.setattr(runfiles.json, "dumps", killed)
     with pytest.raises(KeyboardInterrupt):
         MetricsLog(run, 2)
     monkeypatch.undo()
@@ -184,7 +185,7 @@ def test_torn_last_metrics_line_is_dropped_and_bad_lines_name_the_file(run4, tmp
     lines = open(path).read().splitlines()
     lines[1] = "garbage"
     open(path, "w").write("\n".join(lines) + "\n")
-    with pytest.raises(CheckpointError, match=rf"{path} line 2 is not a metrics row"):
+    with pytest.raises(RunFolderError, match=rf"{path} line 2 is not a metrics row"):
         MetricsLog(run, 6)
 
 
@@ -234,10 +235,10 @@ def test_divergence_stops_at_the_first_bad_iteration_without_a_checkpoint(tmp_pa
 
 def test_divergence_after_a_checkpoint_names_the_first_bad_iteration(run4, tmp_path, monkeypatch):
     run = _copy(run4, tmp_path)
-    real = driver.jit_chunk
+    real = population.jit_chunk
 
-    def poisoned(trainer):  # iteration 6 (the 2nd of the chunk 5..6) goes non-finite
-        fn = real(trainer)
+    def poisoned(pop):  # iteration 6 (the 2nd of the chunk 5..6) goes non-finite
+        fn = real(pop)
 
         def chunk(state, n):
             state, m = fn(state, n)
@@ -246,7 +247,7 @@ def test_divergence_after_a_checkpoint_names_the_first_bad_iteration(run4, tmp_p
             return state, m
         return chunk
 
-    monkeypatch.setattr(driver, "jit_chunk", poisoned)
+    monkeypatch.setattr(population, "jit_chunk", poisoned)
     with pytest.raises(TrainingDiverged, match=r"iteration 6: non-finite parameters or optimiser state; .*"
                                                r"the last checkpoint is step 4") as e:
         train(TrainConfig(iters=8, **T).validate(), run, resume=True, quiet=True)

@@ -17,8 +17,9 @@ import pytest
 from rl3jax.checkpoint import Checkpointer
 from rl3jax.cli import main as cli_main
 from rl3jax.config import TrainConfig
-from rl3jax.driver import load_run_config, train
+from rl3jax.driver import train
 from rl3jax.population import make_members, member_state, parse_sweep
+from rl3jax.runfiles import read_config as load_run_config
 from rl3jax.train import make_train
 
 ATOL = 1e-5
