@@ -161,13 +161,12 @@ def test_population_evaluates_each_member(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("value", [-1, 1.5, True, "2"])
-def test_bad_eval_every_is_refused_before_writing(tmp_path, value):
-    cfg = TrainConfig(**{**TINY, "iters": 2, "eval_every": value})
+def test_bad_eval_every_is_refused_before_writing(value):
+    """A TrainConfig validates itself: no config with a bad eval_every exists to train (nor a replaced one)."""
     with pytest.raises(ValueError, match=r"eval_every must be"):
-        train(cfg, str(tmp_path / "run"), quiet=True)
+        TrainConfig(**{**TINY, "iters": 2, "eval_every": value})
     with pytest.raises(ValueError, match=r"eval_every must be"):
-        train(cfg, str(tmp_path / "pop"), quiet=True, seeds=2)
-    assert not (tmp_path / "run").exists() and not (tmp_path / "pop").exists()
+        TrainConfig(**{**TINY, "iters": 2}).replace(eval_every=value)
 
 
 @pytest.mark.parametrize("setting, message", [("eval_every=-2", "eval_every must be >= 0 (0: never), got -2"),
