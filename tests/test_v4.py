@@ -15,10 +15,11 @@ import pytest
 
 from rl3jax.cli import main as cli_main
 from rl3jax.config import PRESETS, TrainConfig, preset
-from rl3jax.driver import load_run_config, train
+from rl3jax.driver import train
 from rl3jax.estimator import QEstimator
 from rl3jax.estimator_v4 import V4Estimator
 from rl3jax.networks import make_network
+from rl3jax.runfiles import read_config as load_run_config
 from rl3jax.train import make_estimator, make_meta_env
 from tests.reference_v4 import V4Reference
 
