@@ -14,6 +14,8 @@ from typing import Any
 ALGOS = ("rl2", "rl3", "rl3_coarse")
 MODELS = ("transformer", "gru", "markov", "transformer-v4", "markov-v4")
 ENT_SCHEDULES = ("constant", "linear")
+#: how a trained policy acts on held-out tasks: actions sampled from it, or its argmax actions
+POLICY_MODES = ("stochastic", "greedy")
 #: seeds are 32-bit: ``jax.random.key(seed)`` keeps only the low 32 bits, so 0 and 2**32 would be one run
 SEED_MAX = 2**32 - 1
 #: every other integer field is a 32-bit count in the jitted code (iteration counters, step indices)

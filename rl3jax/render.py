@@ -208,13 +208,12 @@ def render_cli(args) -> int:
     trainer = run.trainer(args.variant)
     cfg = trainer.cfg
     state, _ = run.restore(trainer)  # read-only: safe while the run trains
-    greedy = bool(getattr(args, "greedy", False))
     title = f"{cfg.env}/{cfg.variant} {cfg.algo} ({cfg.model}) iteration {int(state.iteration)}"
     tasks = held_out_tasks(trainer.meta_env, args.episodes)
     base, ext = os.path.splitext(args.out)
     for i in range(args.episodes):
         task = jax.tree.map(lambda x, i=i: x[i], tasks)
         out = args.out if args.episodes == 1 else f"{base}-{i}{ext}"
-        frames = episode_gif(trainer, state.actor_params, task, out, jax.random.key(i), greedy=greedy, title=title)
+        frames = episode_gif(trainer, state.actor_params, task, out, jax.random.key(i), title=title)
         print(f"wrote {out}: return {frames[-1]['return']:.0f}")
     return 0

@@ -36,7 +36,7 @@ import warnings
 import numpy as np
 
 from rl3jax.baselines import IntractableError
-from rl3jax.config import TrainConfig
+from rl3jax.config import POLICY_MODES, TrainConfig
 from rl3jax.envs.registry import variants
 from rl3jax.evaluate import HeldOutEvaluator, baseline_names, evaluate
 from rl3jax.runfiles import CONFIG, METRICS_JSONL, atomic_write_json, latest_step
@@ -45,7 +45,7 @@ from rl3jax.train import make_meta_env
 
 #: config fields that do not define a setting (seeds of one setting differ only in these)
 NOT_SETTING = ("seed", "chunk_iters", "checkpoint_every", "keep_checkpoints", "eval_every", "eval_episodes")
-MODES = ("stochastic", "greedy")
+MODES = POLICY_MODES
 REFERENCE = ("random", "oracle")
 
 
