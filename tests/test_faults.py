@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 
 from rl3jax import population, runfiles
-from rl3jax.checkpoint import Checkpointer, CheckpointError, CorruptCheckpointError
+from rl3jax.checkpoint import FORMAT_VERSION, Checkpointer, CheckpointError, CorruptCheckpointError, write_manifest
 from rl3jax.cli import main as cli_main
 from rl3jax.config import TrainConfig
 from rl3jax.driver import Progress, TrainingDiverged, train
 from rl3jax.runfiles import MetricsLog, RunFolderError, RunLock, RunLockedError
+from rl3jax.runs import Run, load_run
 
 # `T` of the issue, with tiny chunks so every boundary is exercised
 T = dict(env="bandit", algo="rl2", model="markov", horizon=4, num_envs=2, minibatch_envs=2, epochs=2,
@@ -217,6 +218,42 @@ def test_damaged_checkpoint_is_detected_in_one_line_naming_the_file(run4, tmp_pa
     os.rename(os.path.join(run, "checkpoints", "4"), os.path.join(run, "corrupt-4"))
     state, _ = train(TrainConfig(iters=6, **T).validate(), run, resume=True, quiet=True)
     assert int(state.iteration) == 6
+
+
+# -------------------------------------------------------------------------------- checkpoint format version
+def _set_format_version(step_dir, version):
+    """Rewrites a step's meta item with ``format_version`` = version (None: removed, as written before
+    versioning) and re-seals its manifest, so only the version differs."""
+    path = os.path.join(step_dir, "meta", "metadata")
+    meta = json.load(open(path))
+    meta.pop("format_version", None)
+    if version is not None:
+        meta["format_version"] = version
+    json.dump(meta, open(path, "w"))
+    write_manifest(step_dir)
+
+
+def test_checkpoint_format_version_old_loads_newer_is_refused(run4, tmp_path, capsys):
+    run = _copy(run4, tmp_path)
+    step4 = os.path.join(run, "checkpoints", "4")
+    assert json.load(open(os.path.join(step4, "meta", "metadata")))["format_version"] == FORMAT_VERSION == 1
+    state, _ = load_run(run).restore()
+    _set_format_version(step4, None)  # a checkpoint of the same structure from before versioning: still loads
+    old, meta = load_run(run).restore()
+    assert "format_version" not in meta and _leaves_equal(old.actor_params, state.actor_params)
+    assert _leaves_equal(old.critic_opt, state.critic_opt) and int(old.iteration) == 4
+    _set_format_version(step4, 2)  # written by a newer rl3jax: one line naming the version and the folder
+    assert cli_main(["eval", "--run", run, "--episodes", "4"]) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert f"checkpoint step 4 in {os.path.abspath(os.path.join(run, 'checkpoints'))} has format version 2" in line
+
+
+def test_checkpoint_of_another_structure_is_one_line(run4, tmp_path):
+    other = Run(run4, TrainConfig(iters=4, **{**T, "model": "gru"}))  # the run's files, another network
+    with pytest.raises(CheckpointError, match=r"checkpoint step 4 \(format version 1\) in .* could not be restored "
+                                              r"\(corrupt, or its state structure differs") as e:
+        other.restore()
+    assert "\n" not in str(e.value)
 
 
 # -------------------------------------------------------------------------------- divergence
