@@ -92,7 +92,9 @@ def make_mesh(devices: int | None = None) -> Mesh:
     """A 1-D ``('data',)`` mesh over every process's devices; ``devices`` caps how many each process uses.
 
     Single process: the first ``devices`` local devices (default all). Multi-process: each process
-    contributes its first ``devices`` local devices (default all), ordered by process.
+    contributes its first ``devices`` local devices (default all), ordered by process. ValueError (one line)
+    for ``devices`` < 1 or more than a process has. Callers use ``None`` for "no mesh" (one device; every
+    helper here accepts it).
     """
     per_process: dict[int, list] = {}
     for d in jax.devices():
@@ -115,7 +117,9 @@ def mesh_size(mesh: Mesh | None) -> int:
 
 
 def check_divisible(num_envs: int, minibatch_envs: int, mesh: Mesh | None) -> None:
-    """num_envs must split evenly over the devices (each holds num_envs / devices whole tasks)."""
+    """num_envs must split evenly over the devices (each holds num_envs / devices whole tasks): ValueError
+    (one line) otherwise; ``mesh=None`` (one device) accepts any. ``minibatch_envs`` is not checked (a
+    minibatch that does not split evenly is still correct, only less parallel)."""
     n = mesh_size(mesh)
     if num_envs % n:
         raise ValueError(f"num_envs={num_envs} is not divisible by the {n} devices of the mesh: each device "
