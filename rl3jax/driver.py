@@ -13,11 +13,11 @@ excluded, so ``batch_steps / steps_per_second`` summed over the rows is the trai
 return ± s.e. of the stochastic and the greedy policy over ``eval_episodes`` test tasks
 (``rl3jax.evaluate``'s fixed test set).
 
-Under faults (see the region "Runs under faults"): one process writes a run folder (``RunLock``; readers
-open checkpoints read-only), a resume may not change what depends on the run's length, a run stopped before its
-first checkpoint resumes from iteration 0, metrics are rewritten atomically, every iteration carries a
-finiteness flag and training stops at the first non-finite one (``TrainingDiverged``) before any checkpoint of
-it, and Ctrl-C reports which checkpoint is intact (``TrainingInterrupted``).
+Under faults (see the region "Runs under faults"): one process writes a run folder (``rl3jax.runfiles.RunLock``;
+readers open checkpoints read-only), a resume may not change what depends on the run's length, a run stopped
+before its first checkpoint resumes from iteration 0, metrics are rewritten atomically, every iteration carries
+a finiteness flag and training stops at the first non-finite one (``TrainingDiverged``) before any checkpoint
+of it, and Ctrl-C reports which checkpoint is intact (``TrainingInterrupted``).
 """
 
 from __future__ import annotations
