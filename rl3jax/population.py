@@ -123,8 +123,9 @@ class Population:
     def __post_init__(self):
         if not self.stacked and (len(self.members) != 1 or self.members[0].settings):
             raise ValueError("an unstacked population is a single run: one member, no sweep")
-        allowed = sweepable(self.trainer)
-        for name, _ in self.members[0].settings:
+        names = [name for name, _ in self.members[0].settings]
+        allowed = sweepable(self.trainer) if names else ()  # traces init: only when there is a sweep
+        for name in names:
             if name not in allowed:
                 raise ValueError(f"--sweep {name}: not sweepable in one compile; sweepable: {', '.join(allowed)} "
                                  "(other settings change shapes or code: use separate runs)")
