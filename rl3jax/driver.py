@@ -213,15 +213,14 @@ class Progress:
 
 
 class ChunkLoop:
-    """The host loop over jitted chunks that ``train`` and ``population.train_population`` share.
+    """The schedule of ``train``'s host loop over jitted chunks (the same for a single run and a population).
 
     Schedules chunks of at most ``cfg.chunk_iters`` iterations that end on every ``cfg.checkpoint_every``
     multiple, on every ``cfg.eval_every`` multiple (when > 0) and at ``cfg.iters``; times each chunk (the first
     one includes the compile: ``compile_s``); runs ``evaluate`` after the chunks that end on an
     ``eval_every`` multiple (multiples of the absolute iteration, so a resumed run keeps the cadence); calls
     ``save`` at the checkpoint boundaries, at the end, and at the first chunk boundary after ``max_seconds``
-    of wall time (where it stops). One place for this, so a single run and a population checkpoint,
-    evaluate and stop at the same iterations.
+    of wall time (where it stops).
     """
 
     def __init__(self, cfg: TrainConfig, start: int, max_seconds: float | None = None, evaluate=None):
