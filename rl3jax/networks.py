@@ -10,6 +10,10 @@ Initialisation: hidden Dense layers keep flax's default (LeCun normal, zero bias
 orthogonal with a small scale (0.01 by default), so initial logits are near uniform and initial values near
 zero, the usual PPO choice. The positional embedding is N(0, 1), like ``torch.nn.Embedding``. GELU is the
 exact (erf) form, as in PyTorch's transformer layers. LayerNorm epsilon is 1e-5 (PyTorch's default).
+
+Shapes and dtypes: inputs are float32 policy inputs of size ``in`` (METHOD §1: m); outputs float32, n = the
+``num_outputs`` (the actor's n action logits, or the critic's single value). The model names are
+``rl3jax.config.MODELS``.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-KINDS = ("transformer", "gru", "markov", "transformer-v4", "markov-v4")
+from rl3jax.config import MODELS
 
 # Sizes of METHOD §4.
 ENC_HIDDEN = 256  # first input layer (transformer), MLP width (markov)
@@ -104,7 +108,10 @@ class _DecoderBlock(nn.Module):
 
 
 class Transformer(nn.Module):
-    """METHOD §4 transformer: Dense 256 → Dense 64 → LN → + pos-emb (H+1) → 2 post-LN blocks → relu → Dense."""
+    """METHOD §4 transformer: Dense 256 → Dense 64 → LN → + pos-emb (H+1) → 2 post-LN blocks → relu → Dense.
+
+    ``__call__``: the full causal pass; ``step``: one timestep with a key/value cache carry (``SequenceModel``).
+    """
 
     num_outputs: int
     horizon: int
@@ -133,6 +140,7 @@ class Transformer(nn.Module):
         return self.head(nn.relu(h))
 
     def step(self, carry, x):
+        """x (B, in) at position ``carry['t']`` (the same for all B; < H + 1) -> (carry, (B, n))."""
         t = carry["t"]
         h = self._embed(x) + jax.lax.dynamic_index_in_dim(self.pos_embedding, t, axis=0, keepdims=False)
         k_all, v_all = carry["k"], carry["v"]
@@ -167,6 +175,7 @@ class GRU(nn.Module):
         return self.head(hs)
 
     def step(self, carry, x):
+        """x (B, in), hidden state carry (B, 256) -> (new hidden state, (B, n))."""
         h, _ = self.cell(carry, nn.relu(self.enc(x)))
         return h, self.head(h)
 
@@ -179,6 +188,7 @@ class Markov(nn.Module):
 
     @nn.compact
     def __call__(self, x):
+        """x (..., in) -> (..., n), each step on its own."""
         x = nn.relu(nn.Dense(ENC_HIDDEN, name="fc1")(x))
         x = nn.relu(nn.Dense(ENC_HIDDEN, name="fc2")(x))
         return _output_dense(self.num_outputs, self.output_scale)(x)
@@ -235,6 +245,7 @@ class TransformerV4(nn.Module):
         return self.head(h)
 
     def step(self, carry, x):
+        """x (B, in) at position ``carry['t']`` (< min(H + 1, 1024)) -> (carry, (B, n))."""
         t = carry["t"]
         h = self.ln_in(self.embed(x)) + jax.lax.dynamic_index_in_dim(self.pos_embedding, t, axis=0, keepdims=False)
         k_all, v_all = carry["k"], carry["v"]
@@ -251,6 +262,7 @@ class MarkovV4(nn.Module):
 
     @nn.compact
     def __call__(self, x):
+        """x (..., in) -> (..., n), each step on its own."""
         x = nn.relu(nn.Dense(D_MODEL, kernel_init=_glorot, name="fc1")(x))
         x = nn.relu(nn.Dense(D_MODEL, kernel_init=_glorot, name="fc2")(x))
         return nn.Dense(self.num_outputs, kernel_init=_glorot, name="head")(x)
@@ -263,7 +275,9 @@ class MarkovV4(nn.Module):
 class SequenceModel:
     """A linen module plus pure ``init`` / ``initial_carry`` / ``step`` / ``sequence`` (hashable, jit-static).
 
-    All B sequences advance in lockstep, so the transformer position is a scalar in the carry.
+    ``kind``: one of ``rl3jax.config.MODELS``; ``num_outputs``: n (logits) or 1 (value); ``horizon``: H, the
+    longest sequence is H + 1 steps. All B sequences advance in lockstep, so the transformer position is a scalar
+    in the carry.
     """
 
     kind: str
@@ -273,8 +287,9 @@ class SequenceModel:
 
     @functools.partial(jax.jit, static_argnames=("self", "input_dim"))
     def init(self, key: jax.Array, input_dim: int) -> Params:
-        """Parameters, created through the ``step`` path (which touches every parameter); jitted (and so
-        cached per model and input size), since op-by-op initialisation is slow."""
+        """Parameters (a float32 pytree) for inputs of size ``input_dim`` from a PRNG key, created through the
+        ``step`` path (which touches every parameter); jitted (and so cached per model and input size), since
+        op-by-op initialisation is slow."""
         x = jnp.zeros((1, input_dim), jnp.float32)
         return self.module.init(key, self.initial_carry(1), x, method=self.module.step)
 
@@ -293,17 +308,21 @@ class SequenceModel:
         return jnp.zeros((), jnp.int32)
 
     def step(self, params: Params, carry: Carry, x: jax.Array) -> tuple[Carry, jax.Array]:
-        """One timestep for B sequences: x (B, in) -> (new carry, out (B, n))."""
+        """One timestep for B sequences (acting): x (B, in) float32 -> (new carry, out (B, n) float32). Stepping
+        past H + 1 steps is not checked (the transformer's cache write is clamped by ``dynamic_update_slice``)."""
         return self.module.apply(params, carry, x, method=self.module.step)
 
     def sequence(self, params: Params, xs: jax.Array) -> jax.Array:
-        """Full causal pass from the initial carry: xs (B, T, in), T <= horizon -> (B, T, n)."""
+        """Full causal pass from the initial carry (training): xs (B, T, in) float32 -> (B, T, n) float32; equals
+        ``step`` unrolled over T to float tolerance. ValueError (transformers) when T > H + 1 (or 1024 slots)."""
         return self.module.apply(params, xs)
 
 
 def make_network(kind: str, num_outputs: int, horizon: int, output_scale: float = 0.01) -> SequenceModel:
-    """Build a METHOD §4 network, or the paper's own code's ('transformer-v4', 'markov-v4'); ``output_scale`` is
-    the orthogonal-init gain of the final layer of the METHOD §4 networks (the v4 ones use Flux's Glorot init).
+    """Build a METHOD §4 network ('transformer', 'gru', 'markov'), or the paper's own code's ('transformer-v4',
+    'markov-v4'): ``kind`` one of ``rl3jax.config.MODELS``; ``num_outputs``: n action logits (actor) or 1 (critic);
+    ``horizon``: H (the transformers' positional slots: H + 1); ``output_scale``: the orthogonal-init gain of the
+    final layer of the METHOD §4 networks (the v4 ones use Flux's Glorot init).
 
     Raises ValueError for an unknown kind, or transformer-v4 with horizon + 1 > 1024."""
     if kind == "transformer":
@@ -320,5 +339,5 @@ def make_network(kind: str, num_outputs: int, horizon: int, output_scale: float 
     elif kind == "markov-v4":
         module = MarkovV4(num_outputs=num_outputs)
     else:
-        raise ValueError(f"unknown network kind {kind!r}; valid kinds are {', '.join(KINDS)}")
+        raise ValueError(f"unknown network kind {kind!r}; valid kinds are {', '.join(MODELS)}")
     return SequenceModel(kind=kind, num_outputs=num_outputs, horizon=horizon, module=module)

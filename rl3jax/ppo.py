@@ -1,188 +1,180 @@
-"""The outer learner: PPO over whole meta-episodes (METHOD §5).
+"""The outer learner: PPO over whole meta-episodes (METHOD §5), as small functions over small pytrees.
 
-Pure math, independent of environments and networks: the actor and critic forward passes are passed in as
-static callables that map a batch of whole sequences to per-step outputs::
+Independent of environments and networks: the forward passes (``Learner``) are static callables over whole
+sequences. One iteration (``ppo_update``): ``make_batch`` (GAE once from the rollout values; the last step T is the
+only terminal), then ``run_epochs``: each epoch shuffles the B sequences (key ``fold_in(key, epoch)``) into
+``minibatches`` of whole sequences (time is never sliced) and trains the pair with an epoch rule: ``SEPARATE``
+(``actor_epoch`` of ``actor_step``s, then ``kl_check``; ``critic_epoch`` of ``critic_step``s) or
+``rl3jax.fused.Fused`` (one vmapped step for both). KL early stop: once the full-batch KL(π_old‖π_new) after an
+actor epoch is ≥ ``cfg.target_kl``, the actor (params and optimiser state) is frozen for the rest of the iteration
+while the critic trains all epochs (``lax.cond``: a frozen actor costs no compute; under ``vmap`` it is a select).
 
-    actor_apply(actor_params, obs)   # obs (b, T, m) -> logits (b, T, n)
-    critic_apply(critic_params, obs) # obs (b, T, m) -> values (b, T)
-
-One PPO iteration (``ppo_update``):
-
-* GAE (γ, λ) is computed once from the rollout values; the only terminal is the last step T of every sequence,
-  so there is no bootstrap after it. Value targets = values + advantages.
-* ``epochs`` epochs; each epoch shuffles the B sequences and splits them into ``num_minibatches`` groups of
-  whole sequences (time is never sliced).
-* Actor and critic are separate networks with separate losses and optimisers: clipped-ratio policy loss with
-  per-minibatch advantage normalisation and an entropy bonus; critic 0.5·MSE without clipping.
-* KL early stop: after each actor epoch the full-batch KL(π_old‖π_new) is computed (π_old = the rollout
-  logits); once it is ≥ ``target_kl`` the actor is frozen (params and optimiser state) for the rest of the
-  iteration, while the critic trains all epochs. Implemented with ``lax.cond``, so a frozen actor costs no
-  compute (under ``vmap`` the cond becomes a select, which is still correct). The KL pass is one forward pass
-  over the whole batch, or ``kl_chunks`` sequential passes over groups of sequences to bound its memory.
-
-Fused actor-critic step (``fused_apply``): actor and critic are separate networks of the same shape, so one
-minibatch step can train both at once: the critic's parameters are zero-padded to the actor's shapes (only the
-output layer differs: 1 output instead of n), the two parameter trees are stacked on a leading axis of 2, and
-one vmapped forward/backward pass plus one vmapped Adam step replace two of each. The padded entries get zero
-gradient and zero weight decay, so Adam leaves them at exactly zero: the result is that of the separate
-updates (up to float reassociation). At the paper's batch a minibatch is 32 sequences, far too little work to
-fill a GPU, so halving the number of sequential steps should nearly halve the update time there (expected,
-not yet measured on a GPU: BENCHMARKS.md). Once the KL stop freezes the actor, the remaining epochs train the
-critic alone.
-
-Hyper-parameter sweeps: ``actor_lr``, ``critic_lr``, ``ent_coef``, ``gae_lambda`` and ``target_kl`` are pytree
-leaves of ``PPOConfig``, so they may be traced arrays (e.g. ``vmap`` over a learning rate) and changing them does not
-recompile ``jit(ppo_update)``. The learning rates live in the optimiser states (``optax.inject_hyperparams``):
-the value used by ``ppo_update`` is the one stored by ``tx.init`` (see ``make_optimizers``).
+Where each setting lives (one home each): static (the jit cache key), the ``TrainConfig`` fields ``gamma``,
+``clip_eps``, ``epochs``, ``num_envs``, ``minibatch_envs``, ``vf_coef``, ``target_kl``, ``ent_schedule`` with
+``iters`` (the linear schedule's end) and ``kl_chunks``; traced and sweepable per run, ``hparams`` (keys
+``HPARAMS``: ``ent_coef``, ``gae_lambda``; ``TrainState.hparams``, filled from the config's fields of those names);
+the learning rate (``TrainConfig.lr``) and the critic's weight decay (``critic_weight_decay``) in the
+``optax.inject_hyperparams`` optimiser states, put there by ``tx.init`` (``make_optimizers``), where a population
+sweeps them. Adam's ε: ``ADAM_EPS``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
 
-ENT_SCHEDULES = ("constant", "linear")
+from rl3jax.config import ENT_SCHEDULES, TrainConfig
+
+#: added to the advantages' standard deviation in the per-minibatch normalisation
 ADV_EPS = 1e-8
+#: Adam's ε, actor and critic (METHOD §5; the original's main.jl)
+ADAM_EPS = 1e-7
+#: the traced, sweepable settings ``ppo_update`` reads from ``hparams`` (``TrainState.hparams``)
+HPARAMS = ("ent_coef", "gae_lambda")
+ACTOR_METRICS = ("actor_loss", "pg_loss", "entropy", "approx_kl", "clip_frac")
 
 Params = Any
 ApplyFn = Callable[[Params, jax.Array], jax.Array]
 
 
-def _static(default):
-    return struct.field(pytree_node=False, default=default)
+@struct.dataclass
+class Rollout:
+    """What one PPO iteration trains on: B whole sequences of T steps (leading axes (B, T))."""
+
+    obs: jax.Array  # (B, T, m) float32 policy inputs
+    actions: jax.Array  # (B, T) int32
+    logp: jax.Array  # (B, T) float32, log π_old(a_t) at rollout time
+    values: jax.Array  # (B, T) float32, the critic's values at rollout time
+    rewards: jax.Array  # (B, T) float32
+    logits: jax.Array | None = None  # (B, T, n) π_old (KL early stop); None: recomputed from the actor params
 
 
 @struct.dataclass
-class PPOConfig:
-    """PPO hyper-parameters (METHOD §5 defaults).
+class Batch:
+    """Per-sequence training data (leading axis B), shuffled together every epoch (``minibatches``)."""
 
-    Leaves (may be traced arrays, e.g. for a vmapped sweep): ``gae_lambda``, ``ent_coef``, ``target_kl``,
-    ``actor_lr``, ``critic_lr``. Everything else is static metadata (part of the jit cache key).
+    obs: jax.Array  # (B, T, m)
+    actions: jax.Array  # (B, T) int32
+    old_logp: jax.Array  # (B, T)
+    advantages: jax.Array  # (B, T) GAE, not normalised (``actor_loss`` normalises per minibatch)
+    targets: jax.Array  # (B, T) value targets = values + advantages
 
-    ``num_envs`` is optional: when given, ``num_envs % num_minibatches`` is checked here, at config time;
-    ``ppo_update`` checks it again against the batch shape in any case.
+
+@struct.dataclass
+class ActorCritic:
+    """The four trees one PPO iteration changes (the names of ``TrainState``'s fields)."""
+
+    actor_params: Params
+    actor_opt: Any  # optax state of ``make_optimizers``' actor transformation
+    critic_params: Params
+    critic_opt: Any
+
+
+class Learner(NamedTuple):
+    """The static half of the learner (hashable): the forward passes and the optimisers (``make_optimizers``)."""
+
+    actor: ApplyFn  # (params, obs (b, T, m)) -> logits (b, T, n)
+    critic: ApplyFn  # (params, obs (b, T, m)) -> values (b, T)
+    actor_tx: optax.GradientTransformation
+    critic_tx: optax.GradientTransformation
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What the steps of one iteration share: static settings and functions, the (traced) entropy coefficient, the
+    inputs and π_old logits (KL check), and the learner at the start (its shapes undo the fused pair's padding)."""
+
+    cfg: TrainConfig
+    fns: Learner
+    ent_coef: jax.Array
+    obs: jax.Array
+    old_logits: jax.Array
+    start: ActorCritic
+
+
+@struct.dataclass
+class EpochState:
+    """The carry of the scan over epochs."""
+
+    nets: Any  # what the epoch rule trains (``SEPARATE``: an ``ActorCritic``)
+    active: jax.Array  # bool: the actor still trains (the KL target not yet reached)
+    actor_epochs: jax.Array  # int32: epochs the actor trained
+    kl: jax.Array  # float32: full-batch KL at the last check
+    actor_sums: dict  # ACTOR_METRICS summed over the epochs the actor trained
+    critic_sum: jax.Array  # float32: per-epoch mean critic losses, summed
+
+
+class EpochRule(Protocol):
+    """How the epochs hold and train the pair (``SEPARATE``, ``rl3jax.fused.Fused``)."""
+
+    def pack(self, ac: ActorCritic) -> Any: ...  # -> nets, what the epochs carry
+    # -> (nets, actor metrics (ACTOR_METRICS), full-batch KL after the epoch (kl_last if frozen), critic loss)
+    def train(self, ctx: Context, nets, active, kl_last, minibatches: Batch) -> tuple: ...
+    def unpack(self, ctx: Context, nets) -> ActorCritic: ...
+
+
+# ---- GAE, schedule, optimisers ---------------------------------------------------------------------------
+
+
+def gae(rewards: jax.Array, values: jax.Array, gamma, lam) -> tuple[jax.Array, jax.Array]:
+    """Generalised advantage estimation over whole sequences (Schulman et al. 2016, eq. 16; METHOD §5).
+
+    ``rewards``, ``values``: (B, T) float, time on the last axis. The last step T of every sequence is the (only)
+    terminal: the value after it is zero (no bootstrap). ``gamma``, ``lam``: discount and GAE λ in [0, 1], floats
+    or traced scalars. Returns ``(advantages, targets)``, both (B, T), with ``targets = values + advantages``.
     """
-
-    gamma: float = _static(0.99)
-    gae_lambda: float = 0.3
-    clip_eps: float = _static(0.2)
-    epochs: int = _static(8)
-    num_minibatches: int = _static(1)
-    vf_coef: float = _static(0.5)
-    ent_coef: float = 0.01
-    ent_schedule: str = _static("constant")
-    total_iters: int = _static(0)
-    target_kl: float = 0.01
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    critic_weight_decay: float = _static(0.01)
-    adam_eps: float = _static(1e-7)
-    num_envs: int | None = _static(None)
-    kl_chunks: int = _static(1)  # the full-batch KL pass runs over this many groups of sequences (memory bound)
-
-    def __post_init__(self):
-        # Only static fields are validated: leaves may be tracers (or placeholders during tree unflattening).
-        if self.ent_schedule not in ENT_SCHEDULES:
-            raise ValueError(f"ent_schedule must be one of {ENT_SCHEDULES}, got {self.ent_schedule!r}")
-        if self.ent_schedule == "linear" and self.total_iters <= 0:
-            raise ValueError(f"ent_schedule='linear' needs total_iters > 0, got total_iters={self.total_iters}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.num_minibatches < 1:
-            raise ValueError(f"num_minibatches must be >= 1, got {self.num_minibatches}")
-        if self.kl_chunks < 1:
-            raise ValueError(f"kl_chunks must be >= 1, got {self.kl_chunks}")
-        if self.num_envs is not None:
-            check_minibatches(self.num_envs, self.num_minibatches)
-
-
-def check_minibatches(num_envs: int, num_minibatches: int) -> int:
-    """Return the number of sequences per minibatch; ValueError unless ``num_minibatches`` divides ``num_envs``."""
-    if num_minibatches < 1 or num_envs % num_minibatches != 0:
-        raise ValueError(
-            f"num_envs={num_envs} is not divisible by num_minibatches={num_minibatches}: minibatches are groups "
-            f"of whole sequences, so the number of envs must be a multiple of the number of minibatches"
-        )
-    return num_envs // num_minibatches
-
-
-# ----------------------------------------------------------------------------------------------------------
-# GAE, schedules, optimisers
-# ----------------------------------------------------------------------------------------------------------
-
-
-def gae(rewards: jax.Array, values: jax.Array, gamma: float = 0.99, lam: float = 0.3):
-    """Generalised advantage estimation over whole sequences; returns ``(advantages, targets)``, both (B, T).
-
-    ``rewards`` and ``values`` are (B, T) with time on the last axis. The last step T of every sequence is the
-    (only) terminal: there is no bootstrap after it (the value after step T is zero, METHOD §5).
-    ``targets = values + advantages``. ``gamma`` and ``lam`` may be traced.
-    """
-    rewards = jnp.asarray(rewards)
-    values = jnp.asarray(values)
+    rewards, values = jnp.asarray(rewards), jnp.asarray(values)
     next_values = jnp.concatenate([values[..., 1:], jnp.zeros_like(values[..., :1])], axis=-1)
     deltas = rewards + gamma * next_values - values  # (B, T)
     decay = jnp.broadcast_to(jnp.asarray(gamma * lam, deltas.dtype), deltas.shape)
 
     # A_t = δ_t + γλ·A_{t+1} as a parallel scan of affine maps x -> a·x + b (log T steps, not a T-step loop).
     def compose(later, earlier):
-        a_l, b_l = later
-        a_e, b_e = earlier
+        (a_l, b_l), (a_e, b_e) = later, earlier
         return a_e * a_l, b_e + a_e * b_l
 
     _, advantages = jax.lax.associative_scan(compose, (decay, deltas), reverse=True, axis=deltas.ndim - 1)
     return advantages, values + advantages
 
 
-def entropy_coef(cfg: PPOConfig, iteration) -> jax.Array:
-    """Entropy bonus coefficient at ``iteration`` (0-based): constant, or linear decay to 0 at ``total_iters``."""
-    ent = jnp.asarray(cfg.ent_coef, jnp.float32)
+def entropy_coef(cfg: TrainConfig, ent_coef, iteration) -> jax.Array:
+    """The entropy bonus coefficient (float32 scalar) at ``iteration`` (0-based PPO iterations done).
+
+    ``cfg.ent_schedule``: 'constant' gives ``ent_coef``; 'linear' decays it linearly to 0 at ``cfg.iters``
+    (clamped at 0 after). ``ent_coef`` may be traced. Raises ValueError for another schedule."""
+    if cfg.ent_schedule not in ENT_SCHEDULES:
+        raise ValueError(f"ent_schedule {cfg.ent_schedule!r} is not one of {', '.join(ENT_SCHEDULES)}")
+    ent = jnp.asarray(ent_coef, jnp.float32)
     if cfg.ent_schedule == "constant":
         return ent
-    frac = 1.0 - jnp.asarray(iteration, jnp.float32) / float(cfg.total_iters)
+    frac = 1.0 - jnp.asarray(iteration, jnp.float32) / float(cfg.iters)
     return ent * jnp.clip(frac, 0.0, 1.0)
 
 
-def _as_hparam(x):
-    # inject_hyperparams only treats int/float/Array as numeric hyper-parameters (not e.g. np.float32 scalars).
-    return x if isinstance(x, jax.Array) else jnp.asarray(x, jnp.float32)
-
-
-def make_optimizers(cfg: PPOConfig):
-    """``(actor_tx, critic_tx)``: Adam(β=(0.9, 0.999), ε=adam_eps); the critic adds coupled L2 weight decay.
-
-    Coupled decay: ``critic_weight_decay · params`` is added to the gradient *before* Adam (not AdamW). No
-    gradient clipping, constant learning rates. Both are the same transformation (the actor's weight decay is
-    0, which adds exactly 0 to its gradient), so their states share one structure and can be stacked for the
-    fused actor-critic step. The learning rates (and the critic's weight decay) are
-    injected hyper-parameters: they are stored in the optimiser state by ``tx.init`` and read from there by
-    ``tx.update`` (so a vmapped sweep over lr shares one compile; to change lr later, edit
-    ``state.hyperparams['learning_rate']`` or re-init).
-    """
-    eps = cfg.adam_eps
+def make_optimizers(cfg: TrainConfig) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
+    """``(actor_tx, critic_tx)`` of METHOD §5: Adam(``cfg.lr``, β=(0.9, 0.999), ε=``ADAM_EPS``), constant lr, no
+    gradient clipping; the critic adds coupled L2 weight decay (``cfg.critic_weight_decay · params`` added to the
+    gradient *before* Adam, not AdamW). One transformation for both (the actor's decay 0 adds exactly 0), so the
+    states stack for the fused step. lr and decay are injected hyper-parameters: ``tx.init`` stores them (float32)
+    in ``state.hyperparams['learning_rate' | 'weight_decay']`` and ``tx.update`` reads them from there."""
 
     def factory(learning_rate, weight_decay):
-        return optax.chain(
-            optax.add_decayed_weights(weight_decay),
-            optax.adam(learning_rate, b1=0.9, b2=0.999, eps=eps),
-        )
+        return optax.chain(optax.add_decayed_weights(weight_decay),
+                           optax.adam(learning_rate, b1=0.9, b2=0.999, eps=ADAM_EPS))
 
-    actor_tx = optax.inject_hyperparams(factory)(learning_rate=_as_hparam(cfg.actor_lr),
-                                                 weight_decay=_as_hparam(0.0))
-    critic_tx = optax.inject_hyperparams(factory)(
-        learning_rate=_as_hparam(cfg.critic_lr), weight_decay=_as_hparam(cfg.critic_weight_decay)
-    )
-    return actor_tx, critic_tx
+    lr, wd = (jnp.asarray(x, jnp.float32) for x in (cfg.lr, cfg.critic_weight_decay))  # float32 array leaves
+    inject = optax.inject_hyperparams(factory)
+    return inject(learning_rate=lr, weight_decay=jnp.asarray(0.0, jnp.float32)), inject(learning_rate=lr, weight_decay=wd)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Losses
-# ----------------------------------------------------------------------------------------------------------
+# ---- Losses ----------------------------------------------------------------------------------------------
 
 
 def _entropy(logits: jax.Array) -> jax.Array:
@@ -191,22 +183,23 @@ def _entropy(logits: jax.Array) -> jax.Array:
 
 
 def log_prob(logits: jax.Array, actions: jax.Array) -> jax.Array:
-    """log π(a) for integer ``actions`` (...,) under ``logits`` (..., n)."""
+    """log π(a) for integer ``actions`` (...,) under ``logits`` (..., n); shape (...,)."""
     logp = jax.nn.log_softmax(logits, axis=-1)
     return jnp.take_along_axis(logp, actions[..., None].astype(jnp.int32), axis=-1)[..., 0]
 
 
 def normalize_advantages(advantages: jax.Array) -> jax.Array:
-    """(A − mean) / (std + 1e-8) over every entry of the (mini)batch."""
+    """(A − mean) / (std + ``ADV_EPS``) over every entry of the (mini)batch."""
     return (advantages - advantages.mean()) / (advantages.std() + ADV_EPS)
 
 
-def actor_loss(logits, actions, old_logp, advantages, ent_coef, clip_eps: float = 0.2):
-    """Clipped-ratio policy loss with per-minibatch advantage normalisation and an entropy bonus.
+def actor_loss(logits, actions, old_logp, advantages, ent_coef, clip_eps: float):
+    """Clipped-ratio policy loss (PPO, Schulman et al. 2017, eq. 7) minus an entropy bonus (METHOD §5).
 
-    ``loss = −mean(min(r·Â, clip(r, 1−ε, 1+ε)·Â)) − ent_coef · mean(H(π))`` with ``r = exp(logπ − old_logp)``
-    and ``Â`` the advantages normalised over the whole minibatch. Returns ``(loss, aux)``; aux has
-    ``pg_loss``, ``entropy``, ``approx_kl`` (mean of (r−1) − log r) and ``clip_frac``.
+    ``logits`` (..., n); ``actions``, ``old_logp``, ``advantages`` (...,). ``loss = −mean(min(r·Â, clip(r, 1−ε,
+    1+ε)·Â)) − ent_coef · mean(H(π))`` with ``r = exp(logπ − old_logp)`` and ``Â`` the advantages normalised over
+    the whole minibatch. Returns ``(loss, aux)``, float scalars; aux has ``pg_loss``, ``entropy`` (nats),
+    ``approx_kl`` (mean of (r−1) − log r) and ``clip_frac`` (fraction of steps with |r − 1| > ε).
     """
     logp = log_prob(logits, actions)
     adv = normalize_advantages(advantages)
@@ -226,17 +219,15 @@ def actor_loss(logits, actions, old_logp, advantages, ent_coef, clip_eps: float 
     return loss, aux
 
 
-def critic_loss(values, targets, coef: float = 0.5) -> jax.Array:
-    """``coef · mean((v − target)²)``, no value clipping; the default ``coef = 0.5`` gives METHOD §5's 0.5·MSE.
-
-    ``ppo_update`` passes ``cfg.vf_coef`` (default 0.5). The critic has its own optimiser, so the coefficient
-    only matters relative to Adam's ε and the coupled weight decay.
-    """
-    return coef * jnp.mean(jnp.square(values - targets))
+def critic_loss(values, targets, vf_coef) -> jax.Array:
+    """``vf_coef · mean((v − target)²)`` over all entries, no value clipping (METHOD §5: vf_coef 0.5, i.e.
+    0.5·MSE). The critic has its own optimiser, so ``vf_coef`` only matters relative to Adam's ε and the coupled
+    weight decay."""
+    return vf_coef * jnp.mean(jnp.square(values - targets))
 
 
 def categorical_kl(old_logits, new_logits) -> jax.Array:
-    """Mean over all steps of KL(π_old ‖ π_new) = Σ_a π_old(a) (log π_old(a) − log π_new(a))."""
+    """Mean over all steps of KL(π_old ‖ π_new) = Σ_a π_old(a) (log π_old(a) − log π_new(a)), in nats."""
     old_logp = jax.nn.log_softmax(old_logits, axis=-1)
     new_logp = jax.nn.log_softmax(new_logits, axis=-1)
     return jnp.mean(jnp.sum(jnp.exp(old_logp) * (old_logp - new_logp), axis=-1))
@@ -248,258 +239,163 @@ def explained_variance(values, targets) -> jax.Array:
     return jnp.where(var_t > 0, 1.0 - jnp.var(targets - values) / jnp.where(var_t > 0, var_t, 1.0), 0.0)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# The update
-# ----------------------------------------------------------------------------------------------------------
-
-ACTOR_METRICS = ("actor_loss", "pg_loss", "entropy", "approx_kl", "clip_frac")
+# ---- The steps -------------------------------------------------------------------------------------------
 
 
-def _get(batch, name):
-    if isinstance(batch, Mapping):
-        return batch[name] if name in batch else None
-    return getattr(batch, name, None)
+def make_batch(rollout: Rollout, cfg: TrainConfig, gae_lambda) -> Batch:
+    """The training data of one iteration: the rollout with GAE advantages and value targets (``gae``)."""
+    advantages, targets = gae(rollout.rewards, rollout.values, cfg.gamma, gae_lambda)
+    return Batch(rollout.obs, rollout.actions, rollout.logp, advantages, targets)
 
 
-def ppo_update(
-    key: jax.Array,
-    actor_params,
-    critic_params,
-    actor_opt_state,
-    critic_opt_state,
-    batch,
-    cfg: PPOConfig,
-    iteration,
-    actor_apply: ApplyFn,
-    critic_apply: ApplyFn,
-    fused_apply: Callable | None = None,
-):
-    """One PPO iteration (METHOD §5). Jittable: ``jax.jit(ppo_update, static_argnames=("actor_apply",
-    "critic_apply"))`` with ``cfg`` a normal argument (its static fields are part of the cache key), or see
-    ``make_ppo_update``.
+def minibatches(batch: Batch, perm: jax.Array, cfg: TrainConfig) -> Batch:
+    """The sequences of ``batch`` in the order ``perm`` (B,), as (num_minibatches, minibatch_envs, ...) leaves."""
+    return jax.tree.map(lambda x: x[perm].reshape((cfg.num_minibatches, cfg.minibatch_envs) + x.shape[1:]), batch)
 
-    ``batch`` (a mapping or an object with attributes), leading axes (B envs, T steps):
-    ``obs`` (B,T,m), ``actions`` (B,T) int, ``logp`` (B,T) rollout log-probs, ``values`` (B,T) rollout values,
-    ``rewards`` (B,T), and ``logits`` (B,T,n) rollout logits (π_old for the KL early stop; if absent they are
-    recomputed as ``actor_apply(actor_params, obs)``, which equals the rollout policy at the start of the
-    update).
 
-    Returns ``(actor_params, critic_params, actor_opt_state, critic_opt_state, metrics)``; metrics are fixed-
-    shape float32 scalars: actor metrics (``actor_loss``, ``pg_loss``, ``entropy``, ``approx_kl`` (per-minibatch
-    ratio estimator), ``clip_frac``) averaged over the minibatches of the epochs the actor trained;
-    ``kl`` the full-batch KL(π_old‖π_new) at the last check (the early-stop statistic); ``actor_epochs``;
-    ``critic_loss`` (vf_coef·MSE) averaged over all minibatches of all epochs; ``explained_variance``, ``value_mean``,
-    ``target_mean``, ``adv_mean``, ``adv_std`` of the rollout; ``ent_coef``; ``actor_lr``, ``critic_lr``.
+def actor_terms(ctx: Context, logits: jax.Array, mb: Batch):
+    """``actor_loss`` of a minibatch's logits with this iteration's settings."""
+    return actor_loss(logits, mb.actions, mb.old_logp, mb.advantages, ctx.ent_coef, ctx.cfg.clip_eps)
 
-    ``fused_apply(stacked_params, obs) -> (logits (b,T,n), values (b,T))``, optional: the forward pass of both
-    networks from their parameters stacked on a leading axis of 2 (actor, then the critic zero-padded to the
-    actor's shapes), usually ``vmap`` of the actor's network. Given, actor and critic train in one step per
-    minibatch (see the module docstring); the critic's leaves must have the actor's ranks and no larger sizes.
-    """
-    obs = _get(batch, "obs")
-    actions = _get(batch, "actions")
-    old_logp = _get(batch, "logp")
-    values = _get(batch, "values")
-    rewards = _get(batch, "rewards")
-    old_logits = _get(batch, "logits")
-    for name, x in (("obs", obs), ("actions", actions), ("logp", old_logp), ("values", values),
-                    ("rewards", rewards)):
-        if x is None:
-            raise KeyError(f"ppo_update: batch is missing {name!r}")
-    if old_logits is None:
-        old_logits = jax.lax.stop_gradient(actor_apply(actor_params, obs))
 
-    num_envs, num_steps = actions.shape[:2]
-    num_mb = cfg.num_minibatches
-    mb_size = check_minibatches(num_envs, num_mb)
+def actor_step(ctx: Context, carry, mb: Batch):
+    """One actor minibatch step: ``(params, opt), mb -> ((params, opt), {ACTOR_METRICS})``."""
+    params, opt = carry
+    (loss, aux), grads = jax.value_and_grad(
+        lambda p: actor_terms(ctx, ctx.fns.actor(p, mb.obs), mb), has_aux=True)(params)
+    updates, opt = ctx.fns.actor_tx.update(grads, opt, params)
+    return (optax.apply_updates(params, updates), opt), {"actor_loss": loss, **aux}
+
+
+def critic_step(ctx: Context, carry, mb: Batch):
+    """One critic minibatch step: ``(params, opt), mb -> ((params, opt), critic loss)``."""
+    params, opt = carry
+    loss, grads = jax.value_and_grad(
+        lambda p: critic_loss(ctx.fns.critic(p, mb.obs), mb.targets, ctx.cfg.vf_coef))(params)
+    updates, opt = ctx.fns.critic_tx.update(grads, opt, params)
+    return (optax.apply_updates(params, updates), opt), loss
+
+
+def kl_check(ctx: Context, actor_params) -> jax.Array:
+    """Full-batch KL(π_old‖π_new) (float32 scalar): one forward pass, or ``cfg.kl_chunks`` sequential passes over
+    fixed (unshuffled) groups of sequences, so the memory peak is that of one group's pass."""
+    n = ctx.cfg.kl_chunks
+    if n == 1:
+        return categorical_kl(ctx.old_logits, ctx.fns.actor(actor_params, ctx.obs)).astype(jnp.float32)
+    groups = jax.tree.map(lambda x: x.reshape((n, x.shape[0] // n) + x.shape[1:]), (ctx.obs, ctx.old_logits))
+    kl = jnp.mean(jax.lax.map(lambda c: categorical_kl(c[1], ctx.fns.actor(actor_params, c[0])), groups))
+    return kl.astype(jnp.float32)
+
+
+def mean_metrics(mb_metrics: dict) -> dict:
+    """Per-minibatch actor metrics (num_minibatches,) -> their float32 means."""
+    return {k: jnp.mean(mb_metrics[k]).astype(jnp.float32) for k in ACTOR_METRICS}
+
+
+def no_actor_metrics() -> dict:
+    """The actor metrics of an epoch the actor did not train: zeros."""
+    zero = jnp.zeros((), jnp.float32)
+    return {k: zero for k in ACTOR_METRICS}
+
+
+def actor_epoch(ctx: Context, params, opt, mbs: Batch):
+    """The actor's minibatch steps of one epoch, then the KL check: ``-> (params, opt, metrics, kl)``."""
+    (params, opt), mb_metrics = jax.lax.scan(functools.partial(actor_step, ctx), (params, opt), mbs)
+    return params, opt, mean_metrics(mb_metrics), kl_check(ctx, params)
+
+
+def critic_epoch(ctx: Context, params, opt, mbs: Batch):
+    """The critic's minibatch steps of one epoch: ``-> (params, opt, mean loss (float32))``."""
+    (params, opt), losses = jax.lax.scan(functools.partial(critic_step, ctx), (params, opt), mbs)
+    return params, opt, jnp.mean(losses).astype(jnp.float32)
+
+
+class _Separate:
+    """Separate steps: an actor epoch (skipped once the actor is frozen), then a critic epoch."""
+
+    def pack(self, ac: ActorCritic) -> ActorCritic:
+        return ac
+
+    def train(self, ctx: Context, ac: ActorCritic, active, kl_last, mbs: Batch):
+        a_p, a_s, a_metrics, kl = jax.lax.cond(
+            active, lambda op: actor_epoch(ctx, *op, mbs), lambda op: (*op, no_actor_metrics(), kl_last),
+            (ac.actor_params, ac.actor_opt))
+        c_p, c_s, c_loss = critic_epoch(ctx, ac.critic_params, ac.critic_opt, mbs)
+        return ActorCritic(actor_params=a_p, actor_opt=a_s, critic_params=c_p, critic_opt=c_s), a_metrics, kl, c_loss
+
+    def unpack(self, ctx: Context, ac: ActorCritic) -> ActorCritic:
+        return ac
+
+
+SEPARATE = _Separate()  # the default epoch rule: actor and critic in separate minibatch steps
+
+
+def run_epochs(key: jax.Array, ctx: Context, batch: Batch, nets, rule: EpochRule) -> EpochState:
+    """``cfg.epochs`` epochs over ``batch`` (shuffled with ``fold_in(key, epoch)``) with the KL early stop."""
+    cfg = ctx.cfg
+
+    def epoch(s: EpochState, epoch_idx):
+        perm = jax.random.permutation(jax.random.fold_in(key, epoch_idx), batch.actions.shape[0])
+        nets, a_metrics, kl, c_loss = rule.train(ctx, s.nets, s.active, s.kl, minibatches(batch, perm, cfg))
+        return EpochState(nets=nets, active=jnp.logical_and(s.active, kl < cfg.target_kl),
+                          actor_epochs=s.actor_epochs + s.active.astype(jnp.int32), kl=kl,
+                          actor_sums={k: s.actor_sums[k] + a_metrics[k] for k in ACTOR_METRICS},
+                          critic_sum=s.critic_sum + c_loss), None
+
+    zero = jnp.zeros((), jnp.float32)
+    init = EpochState(nets, jnp.asarray(True), jnp.zeros((), jnp.int32), zero, no_actor_metrics(), zero)
+    return jax.lax.scan(epoch, init, jnp.arange(cfg.epochs))[0]
+
+
+def check_batch(cfg: TrainConfig, num_envs: int) -> None:
+    """ValueError unless ``num_envs`` (a rollout's B) is ``cfg.num_envs`` and divides by minibatch_envs, kl_chunks."""
+    if num_envs != cfg.num_envs:
+        raise ValueError(f"the rollout has {num_envs} sequences but num_envs={cfg.num_envs}")
+    if num_envs % cfg.minibatch_envs:
+        raise ValueError(f"num_envs={num_envs} is not divisible by minibatch_envs={cfg.minibatch_envs}")
     if num_envs % cfg.kl_chunks:
         raise ValueError(f"num_envs={num_envs} is not divisible by kl_chunks={cfg.kl_chunks}")
 
-    actor_tx, critic_tx = make_optimizers(cfg)
-    advantages, targets = gae(rewards, values, cfg.gamma, cfg.gae_lambda)
-    ent = entropy_coef(cfg, iteration)
-    clip_eps = cfg.clip_eps
-    target_kl = cfg.target_kl
-    vf_coef = cfg.vf_coef
 
-    # Per-sequence data, shuffled together every epoch.
-    data = {"obs": obs, "actions": actions, "old_logp": old_logp, "adv": advantages, "targets": targets}
+def ppo_update(key: jax.Array, ac: ActorCritic, rollout: Rollout, hparams: Mapping, iteration, cfg: TrainConfig,
+               fns: Learner, rule: EpochRule = SEPARATE) -> tuple[ActorCritic, dict]:
+    """One PPO iteration (METHOD §5); jittable with ``cfg``, ``fns`` and ``rule`` static (closed over).
 
-    def shuffle(perm):
-        return jax.tree.map(lambda x: x[perm].reshape((num_mb, mb_size) + x.shape[1:]), data)
+    ``key``: PRNG key of the epochs' shuffles. ``ac``: the parameters and optimiser states. ``rollout``: B whole
+    sequences of T steps (``Rollout``). ``hparams``: ``{"ent_coef", "gae_lambda"}`` (``HPARAMS``), float32 scalars,
+    may be traced. ``iteration``: int PPO iterations done (the entropy schedule's clock). ``rule``: ``SEPARATE`` or
+    ``rl3jax.fused.Fused(...)`` (one vmapped step for the pair; the same result up to float reassociation).
 
-    def actor_terms(logits, mb):
-        return actor_loss(logits, mb["actions"], mb["old_logp"], mb["adv"], ent, clip_eps)
+    Returns ``(ac, metrics)``; metrics are fixed-shape float32 scalars (``actor_epochs`` int32): actor metrics
+    (``actor_loss``, ``pg_loss``, ``entropy``, ``approx_kl`` (per-minibatch ratio estimator), ``clip_frac``)
+    averaged over the minibatches of the epochs the actor trained; ``kl`` the full-batch KL(π_old‖π_new) at the last
+    check; ``actor_epochs``; ``critic_loss`` averaged over all minibatches of all epochs; ``explained_variance``,
+    ``value_mean``, ``target_mean``, ``adv_mean``, ``adv_std`` of the rollout; ``ent_coef``; ``actor_lr``,
+    ``critic_lr`` (read from the optimiser states).
 
-    def full_batch_kl(params):
-        n_kl = cfg.kl_chunks
-        if n_kl == 1:
-            return categorical_kl(old_logits, actor_apply(params, obs))
-        # π_old in fixed (unshuffled) groups of sequences, so the memory peak is that of one group's pass
-        groups = jax.tree.map(lambda x: x.reshape((n_kl, num_envs // n_kl) + x.shape[1:]), (obs, old_logits))
-        return jnp.mean(jax.lax.map(lambda c: categorical_kl(c[1], actor_apply(params, c[0])), groups))
+    Raises ValueError when the rollout does not fit ``cfg`` (``check_batch``), when ``hparams`` has other keys than
+    ``HPARAMS``, for an unknown entropy schedule, or (fused rule) when the pair cannot be stacked.
+    """
+    if set(hparams) != set(HPARAMS):
+        raise ValueError(f"hparams must have the keys {', '.join(HPARAMS)}; got {', '.join(sorted(hparams))}")
+    check_batch(cfg, rollout.actions.shape[0])
+    old_logits = rollout.logits
+    if old_logits is None:
+        old_logits = jax.lax.stop_gradient(fns.actor(ac.actor_params, rollout.obs))
+    batch = make_batch(rollout, cfg, hparams["gae_lambda"])
+    ent = entropy_coef(cfg, hparams["ent_coef"], iteration)
+    ctx = Context(cfg=cfg, fns=fns, ent_coef=ent, obs=rollout.obs, old_logits=old_logits, start=ac)
 
-    def actor_metrics(mb_metrics):
-        return {k: jnp.mean(mb_metrics[k]).astype(jnp.float32) for k in ACTOR_METRICS}
-
-    def critic_epoch(params, opt_state, shuffled):
-        def mb_step(carry, mb):
-            p, s = carry
-            loss, grads = jax.value_and_grad(
-                lambda q: critic_loss(critic_apply(q, mb["obs"]), mb["targets"], vf_coef))(p)
-            updates, s = critic_tx.update(grads, s, p)
-            return (optax.apply_updates(p, updates), s), loss
-
-        (params, opt_state), losses = jax.lax.scan(mb_step, (params, opt_state), shuffled)
-        return params, opt_state, jnp.mean(losses).astype(jnp.float32)
-
-    zero = jnp.zeros((), jnp.float32)
-    no_actor = {k: zero for k in ACTOR_METRICS}
-
-    if fused_apply is None:
-        # Separate steps: an actor epoch (skipped once frozen), then a critic epoch.
-        def actor_epoch(params, opt_state, shuffled):
-            def mb_step(carry, mb):
-                p, s = carry
-                (loss, aux), grads = jax.value_and_grad(
-                    lambda q: actor_terms(actor_apply(q, mb["obs"]), mb), has_aux=True)(p)
-                updates, s = actor_tx.update(grads, s, p)
-                return (optax.apply_updates(p, updates), s), {"actor_loss": loss, **aux}
-
-            (params, opt_state), mb_metrics = jax.lax.scan(mb_step, (params, opt_state), shuffled)
-            return params, opt_state, actor_metrics(mb_metrics), full_batch_kl(params).astype(jnp.float32)
-
-        def train_epoch(nets, active, kl_last, shuffled):
-            a_p, a_s, c_p, c_s = nets
-            a_p, a_s, a_metrics, kl = jax.lax.cond(
-                active, lambda op: actor_epoch(*op, shuffled), lambda op: (*op, no_actor, kl_last), (a_p, a_s))
-            c_p, c_s, c_loss = critic_epoch(c_p, c_s, shuffled)
-            return (a_p, a_s, c_p, c_s), a_metrics, kl, c_loss
-
-        nets = (actor_params, actor_opt_state, critic_params, critic_opt_state)
-    else:
-        # Fused steps over the stacked pair (P, S); once the actor is frozen, the critic alone.
-        _check_pairable(actor_params, critic_params)
-
-        def fused_epoch(P, S, shuffled):
-            def mb_step(carry, mb):
-                P, S = carry
-
-                def loss_fn(P):
-                    logits, vals = fused_apply(P, mb["obs"])
-                    a_loss, aux = actor_terms(logits, mb)
-                    c_loss = critic_loss(vals, mb["targets"], vf_coef)
-                    return a_loss + c_loss, (a_loss, aux, c_loss)
-
-                (_, (a_loss, aux, c_loss)), grads = jax.value_and_grad(loss_fn, has_aux=True)(P)
-                updates, S = jax.vmap(critic_tx.update)(grads, S, P)
-                return (optax.apply_updates(P, updates), S), ({"actor_loss": a_loss, **aux}, c_loss)
-
-            (P, S), (mb_metrics, c_losses) = jax.lax.scan(mb_step, (P, S), shuffled)
-            kl = full_batch_kl(jax.tree.map(lambda x: x[0], P)).astype(jnp.float32)
-            return P, S, actor_metrics(mb_metrics), kl, jnp.mean(c_losses).astype(jnp.float32)
-
-        def critic_only_epoch(P, S, kl_last, shuffled):
-            c_p, c_s, c_loss = critic_epoch(_unpad(P, critic_params), _unpad(S, critic_opt_state), shuffled)
-            return _set_second(P, c_p), _set_second(S, c_s), no_actor, kl_last, c_loss
-
-        def train_epoch(nets, active, kl_last, shuffled):
-            P, S, a_metrics, kl, c_loss = jax.lax.cond(
-                active, lambda op: fused_epoch(*op, shuffled),
-                lambda op: critic_only_epoch(*op, kl_last, shuffled), nets)
-            return (P, S), a_metrics, kl, c_loss
-
-        nets = (_stack_pair(actor_params, critic_params), _stack_pair(actor_opt_state, critic_opt_state))
-
-    def epoch(carry, epoch_idx):
-        nets, active, n_actor, kl_last, a_sums, c_sum = carry
-        shuffled = shuffle(jax.random.permutation(jax.random.fold_in(key, epoch_idx), num_envs))
-        nets, a_metrics, kl, c_loss = train_epoch(nets, active, kl_last, shuffled)
-        a_sums = {k: a_sums[k] + a_metrics[k] for k in ACTOR_METRICS}
-        n_actor = n_actor + active.astype(jnp.int32)
-        active = jnp.logical_and(active, kl < target_kl)
-        return (nets, active, n_actor, kl, a_sums, c_sum + c_loss), None
-
-    init = (nets, jnp.asarray(True), jnp.zeros((), jnp.int32), zero, dict(no_actor), zero)
-    carry, _ = jax.lax.scan(epoch, init, jnp.arange(cfg.epochs))
-    nets, _, n_actor, kl, a_sums, c_sum = carry
-    if fused_apply is None:
-        a_p, a_s, c_p, c_s = nets
-    else:
-        (a_p, c_p), (a_s, c_s) = _unstack_pair(nets[0], critic_params), _unstack_pair(nets[1], critic_opt_state)
-
-    denom = jnp.maximum(n_actor, 1).astype(jnp.float32)
-    metrics = {k: a_sums[k] / denom for k in ACTOR_METRICS}
+    s = run_epochs(key, ctx, batch, rule.pack(ac), rule)
+    out = rule.unpack(ctx, s.nets)
+    denom = jnp.maximum(s.actor_epochs, 1).astype(jnp.float32)
+    metrics = {k: s.actor_sums[k] / denom for k in ACTOR_METRICS}
+    f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
     metrics.update(
-        kl=kl,
-        actor_epochs=n_actor,
-        critic_loss=c_sum / cfg.epochs,
-        explained_variance=explained_variance(values, targets).astype(jnp.float32),
-        value_mean=jnp.mean(values).astype(jnp.float32),
-        target_mean=jnp.mean(targets).astype(jnp.float32),
-        adv_mean=jnp.mean(advantages).astype(jnp.float32),
-        adv_std=jnp.std(advantages).astype(jnp.float32),
-        ent_coef=ent.astype(jnp.float32),
-        actor_lr=_lr(a_s, cfg.actor_lr),
-        critic_lr=_lr(c_s, cfg.critic_lr),
-    )
-    return a_p, c_p, a_s, c_s, metrics
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Stacking the actor-critic pair (fused step)
-# ----------------------------------------------------------------------------------------------------------
-
-
-def _check_pairable(actor_params, critic_params) -> None:
-    a_def, c_def = jax.tree.structure(actor_params), jax.tree.structure(critic_params)
-    if a_def != c_def:
-        raise ValueError(f"fused actor-critic update needs one parameter structure; actor {a_def} != critic "
-                         f"{c_def}")
-    for a, c in zip(jax.tree.leaves(actor_params), jax.tree.leaves(critic_params)):
-        if a.ndim != c.ndim or any(cs > as_ for cs, as_ in zip(c.shape, a.shape)):
-            raise ValueError(f"fused actor-critic update: critic leaf of shape {c.shape} cannot be zero-padded "
-                             f"to the actor's {a.shape}")
-
-
-def _pad_to(x, shape):
-    x = jnp.asarray(x)
-    return jnp.pad(x, [(0, n - m) for m, n in zip(x.shape, shape)]) if x.shape != tuple(shape) else x
-
-
-def _stack_pair(actor_tree, critic_tree):
-    """Leaves stacked on a new axis 0: (actor, critic zero-padded to the actor's shape)."""
-    return jax.tree.map(lambda a, c: jnp.stack([jnp.asarray(a), _pad_to(c, jnp.shape(a)).astype(a.dtype)]),
-                        actor_tree, critic_tree)
-
-
-def _unpad(stacked, critic_like):
-    """The critic (index 1) of a stacked pair, cut back to its own shapes."""
-    return jax.tree.map(lambda x, c: x[1][tuple(slice(0, n) for n in jnp.shape(c))], stacked, critic_like)
-
-
-def _set_second(stacked, critic_tree):
-    return jax.tree.map(lambda x, c: x.at[1].set(_pad_to(c, x.shape[1:])), stacked, critic_tree)
-
-
-def _unstack_pair(stacked, critic_like):
-    return jax.tree.map(lambda x: x[0], stacked), _unpad(stacked, critic_like)
-
-
-def _lr(opt_state, default) -> jax.Array:
-    hp = getattr(opt_state, "hyperparams", None)
-    lr = hp.get("learning_rate", default) if isinstance(hp, Mapping) else default
-    return jnp.asarray(lr, jnp.float32)
-
-
-def make_ppo_update(actor_apply: ApplyFn, critic_apply: ApplyFn, donate: bool = False,
-                    fused_apply: Callable | None = None):
-    """A jitted ``f(key, actor_params, critic_params, actor_opt_state, critic_opt_state, batch, cfg, iteration)``
-    with the apply functions closed over. ``donate=True`` donates the params and optimiser states (saves
-    memory on accelerators; the passed-in buffers become invalid)."""
-
-    def f(key, actor_params, critic_params, actor_opt_state, critic_opt_state, batch, cfg, iteration):
-        return ppo_update(key, actor_params, critic_params, actor_opt_state, critic_opt_state, batch, cfg,
-                          iteration, actor_apply, critic_apply, fused_apply)
-
-    return jax.jit(f, donate_argnums=(1, 2, 3, 4) if donate else ())
+        kl=s.kl, actor_epochs=s.actor_epochs, critic_loss=s.critic_sum / cfg.epochs,
+        explained_variance=f32(explained_variance(rollout.values, batch.targets)),
+        value_mean=f32(jnp.mean(rollout.values)), target_mean=f32(jnp.mean(batch.targets)),
+        adv_mean=f32(jnp.mean(batch.advantages)), adv_std=f32(jnp.std(batch.advantages)), ent_coef=f32(ent),
+        actor_lr=f32(out.actor_opt.hyperparams["learning_rate"]),
+        critic_lr=f32(out.critic_opt.hyperparams["learning_rate"]))
+    return out, metrics

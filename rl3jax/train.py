@@ -4,6 +4,13 @@
 One PPO iteration = sample ``num_envs`` fresh tasks, play one whole meta-episode on each (METHOD §5), then run
 the PPO update. ``chunk(state, n)`` scans n iterations inside one jit and returns per-iteration scalar
 metrics; the driver (``rl3jax.driver``) loops over chunks on the host.
+
+Where the settings live: every setting is a ``TrainConfig`` field (``rl3jax.config``; hashable, so static under
+jit). Those a population sweeps in one compile (``rl3jax.population``) are copied into the state by
+``Trainer.init``: ``ent_coef`` and ``gae_lambda`` into ``TrainState.hparams`` (``ppo.HPARAMS``), ``lr`` and
+``critic_weight_decay`` into the optimiser states (``ppo.make_optimizers``); the jitted code reads them from there,
+and the config's values only at ``init``. The PPO update reads every other setting from the config (see
+``rl3jax.ppo``).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import struct
 
 from rl3jax import ppo
@@ -24,13 +32,19 @@ from rl3jax.envs.mdp import RandomMDP
 from rl3jax.envs.registry import make_env
 from rl3jax.estimator import QEstimator
 from rl3jax.estimator_v4 import V4Estimator
+from rl3jax.fused import Fused
 from rl3jax.meta_episode import MetaEnv
-from rl3jax.networks import make_network
+from rl3jax.networks import SequenceModel, make_network
 from rl3jax.rollout import rollout, sample_tasks
 
 
 @struct.dataclass
 class TrainState:
+    """Everything a run carries from one iteration to the next (a pytree; checkpoints store it field by field).
+
+    ``hparams``: ``{"ent_coef", "gae_lambda"}`` as float32 scalars (``ppo.HPARAMS``). A population stacks every
+    leaf on a leading member axis."""
+
     actor_params: Any
     critic_params: Any
     actor_opt: Any
@@ -98,32 +112,31 @@ def make_meta_env(cfg: TrainConfig) -> MetaEnv:
                    drop_task_obs=est is not None and isinstance(env, BernoulliBandit))
 
 
-def ppo_config(cfg: TrainConfig) -> ppo.PPOConfig:
-    return ppo.PPOConfig(
-        gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_eps=cfg.clip_eps, epochs=cfg.epochs,
-        num_minibatches=cfg.num_minibatches, vf_coef=cfg.vf_coef, ent_coef=cfg.ent_coef,
-        ent_schedule=cfg.ent_schedule, total_iters=cfg.iters, target_kl=cfg.target_kl, actor_lr=cfg.lr,
-        critic_lr=cfg.lr, critic_weight_decay=cfg.critic_weight_decay, kl_chunks=cfg.kl_chunks)
-
-
 @dataclasses.dataclass(frozen=True)
 class Trainer:
-    """Pure training functions for one config (all jittable; ``cfg`` is static)."""
+    """Pure training functions for one config (all jittable; ``cfg`` is static). Built by ``make_train``.
+
+    ``meta_env``: the meta-episode env (METHOD §1); ``actor`` / ``critic``: ``SequenceModel`` networks (METHOD §4)
+    with n outputs (logits) and 1 (the value); ``actor_tx`` / ``critic_tx``: ``ppo.make_optimizers(cfg)``;
+    ``mesh``: a ``jax.sharding.Mesh`` whose 'data' axis splits the env axis (``rl3jax.distributed``), or None.
+    """
 
     cfg: TrainConfig
     meta_env: MetaEnv
-    actor: Any
-    critic: Any
-    pcfg: Any
-    actor_tx: Any
-    critic_tx: Any
-    mesh: Any = None  # a jax.sharding.Mesh: split the env axis over its 'data' axis (rl3jax.distributed)
+    actor: SequenceModel
+    critic: SequenceModel
+    actor_tx: optax.GradientTransformation
+    critic_tx: optax.GradientTransformation
+    mesh: Any = None
 
     def _split(self, tree):
         """Shard the leading (env) axis over the mesh; identity without one. Params stay replicated."""
         return split_leading(tree, self.mesh)
 
     def init(self, key: jax.Array) -> TrainState:
+        """The state before the first iteration, from a typed PRNG key: fresh networks (``key`` split into actor,
+        critic, run and env streams), optimiser states holding ``cfg.lr`` / ``cfg.critic_weight_decay``,
+        ``hparams`` from the config, and the env state of ``num_envs`` reset tasks (leading axis num_envs)."""
         k_a, k_c, k_run, k_env = jax.random.split(key, 4)
         m = self.meta_env.obs_dim
         actor_params = self.actor.init(k_a, m)
@@ -136,11 +149,11 @@ class Trainer:
                           actor_opt=self.actor_tx.init(actor_params),
                           critic_opt=self.critic_tx.init(critic_params), env_state=env_state, key=k_run,
                           iteration=jnp.int32(0),
-                          hparams={"ent_coef": jnp.float32(self.cfg.ent_coef),
-                                   "gae_lambda": jnp.float32(self.cfg.gae_lambda)})
+                          hparams={name: jnp.float32(getattr(self.cfg, name)) for name in ppo.HPARAMS})
 
-    def collect(self, actor_params, key):
-        """Fresh tasks, one meta-episode each. Returns (trajectory, final env state)."""
+    def collect(self, actor_params, key: jax.Array):
+        """``num_envs`` fresh tasks, one whole meta-episode of H steps each (METHOD §5). Returns ``(trajectory,
+        final MetaState)``; the trajectory's leaves have leading axes (num_envs, H) (``rollout.Trajectory``)."""
         k_task, k_roll = jax.random.split(key)
         tasks = self._split(sample_tasks(self.meta_env, k_task, self.cfg.num_envs))
 
@@ -153,61 +166,74 @@ class Trainer:
 
     @property
     def fused(self) -> bool:
-        """Whether the PPO update trains actor and critic in one step (``TrainConfig.fused_update``)."""
+        """Whether the PPO update trains actor and critic in one step (``TrainConfig.fused_update``; None: on GPUs
+        and TPUs, not on CPU)."""
         f = self.cfg.fused_update
         return f if f is not None else jax.default_backend() != "cpu"
 
     def _pair_sequence(self, stacked_params, xs):
-        """Actor logits and critic values from the stacked pair of ``ppo.ppo_update``'s fused step: the critic
-        is the actor's network with its output layer zero-padded from 1 to n outputs, so one vmapped pass
-        of the actor's network computes both (value = output column 0)."""
+        """Actor logits and critic values from the stacked pair of ``rl3jax.fused``: the critic is the actor's
+        network with its output layer zero-padded from 1 to n outputs, so one vmapped pass of the actor's network
+        computes both (value = output column 0)."""
         out = jax.vmap(self.actor.sequence, in_axes=(0, None))(stacked_params, xs)
         return out[0], out[1][..., 0]
 
+    def learner(self) -> ppo.Learner:
+        """The networks' training passes (split over the mesh's devices: gradients are per-device sums plus an
+        all-reduce) and the optimisers, for ``ppo.ppo_update``."""
+        critic_seq = data_parallel(self.critic.sequence, self.mesh)
+        return ppo.Learner(actor=data_parallel(self.actor.sequence, self.mesh),
+                           critic=lambda p, x: critic_seq(p, x)[..., 0], actor_tx=self.actor_tx,
+                           critic_tx=self.critic_tx)
+
     def iteration(self, state: TrainState):
-        """One PPO iteration; returns the new state and a dict of scalar metrics."""
+        """One PPO iteration (METHOD §5): collect, then ``ppo.ppo_update``. Returns ``(new state, metrics)``, the
+        metrics a dict of float32 scalars: ``return_mean``, ``return_std`` (of the meta-episode returns),
+        ``reward_per_step``, the update's metrics, ``vi_sweeps`` (RL³: mean VI sweeps of the last step) and
+        ``FINITE`` (``finite_flag``)."""
         key, k_roll, k_upd = jax.random.split(state.key, 3)
         traj, env_state = self.collect(state.actor_params, k_roll)
         values = self.critic.sequence(state.critic_params, traj.obs)[..., 0]
-        batch = {"obs": traj.obs, "actions": traj.actions, "logp": traj.logp, "logits": traj.logits,
-                 "values": values, "rewards": traj.rewards}
-        pcfg = self.pcfg.replace(ent_coef=state.hparams["ent_coef"], gae_lambda=state.hparams["gae_lambda"])
-        # each whole-sequence minibatch is split over the devices too (gradients: per-device sums + all-reduce)
-        actor_fn = data_parallel(self.actor.sequence, self.mesh)
-        critic_seq = data_parallel(self.critic.sequence, self.mesh)
-        critic_fn = lambda p, x: critic_seq(p, x)[..., 0]  # noqa: E731
-        fused_fn = data_parallel(self._pair_sequence, self.mesh) if self.fused else None
-        a_p, c_p, a_o, c_o, upd = ppo.ppo_update(
-            k_upd, state.actor_params, state.critic_params, state.actor_opt, state.critic_opt, batch, pcfg,
-            state.iteration, actor_fn, critic_fn, fused_fn)
+        batch = ppo.Rollout(obs=traj.obs, actions=traj.actions, logp=traj.logp, values=values,
+                            rewards=traj.rewards, logits=traj.logits)
+        ac = ppo.ActorCritic(actor_params=state.actor_params, actor_opt=state.actor_opt,
+                             critic_params=state.critic_params, critic_opt=state.critic_opt)
+        rule = Fused(data_parallel(self._pair_sequence, self.mesh)) if self.fused else ppo.SEPARATE
+        ac, upd = ppo.ppo_update(k_upd, ac, batch, state.hparams, state.iteration, self.cfg, self.learner(), rule)
         returns = traj.rewards.sum(axis=1)
         metrics = {"return_mean": returns.mean(), "return_std": returns.std(),
                    "reward_per_step": traj.rewards.mean(), **upd}
         if env_state.est is not None:
             metrics["vi_sweeps"] = env_state.est.sweeps.astype(jnp.float32).mean()
-        new = state.replace(actor_params=a_p, critic_params=c_p, actor_opt=a_o, critic_opt=c_o,
-                            env_state=env_state, key=key, iteration=state.iteration + 1)
+        new = state.replace(actor_params=ac.actor_params, critic_params=ac.critic_params, actor_opt=ac.actor_opt,
+                            critic_opt=ac.critic_opt, env_state=env_state, key=key, iteration=state.iteration + 1)
         metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
-        metrics[FINITE] = finite_flag(metrics, (a_p, c_p, a_o, c_o))
+        metrics[FINITE] = finite_flag(metrics, ac)
         return new, metrics
 
     def chunk(self, state: TrainState, num_iters: int):
-        """``num_iters`` iterations in one scan; metrics stacked to shape (num_iters,)."""
+        """``num_iters`` (static int) iterations in one scan; metrics stacked to shape (num_iters,)."""
         return jax.lax.scan(lambda s, _: self.iteration(s), state, None, length=num_iters)
+
+
+@jax.jit
+def all_finite(tree) -> jax.Array:
+    """True (bool scalar) when every inexact (float or complex) leaf of ``tree`` is finite (no NaN, no ±inf);
+    integer, bool and PRNG-key leaves are not checked. Jitted: one reduction per leaf, no squares that could
+    overflow."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
 def finite_flag(metrics: dict, params) -> jax.Array:
     """1.0 when every metric (losses, return, KL, ...) and every leaf of ``params`` (parameters and optimiser
     states) is finite, else 0.0 (float32 scalar).
 
-    Computed inside the jitted iteration (one reduction per parameter leaf, no squares that could overflow), so
-    the driver learns the first non-finite iteration of a chunk without reading the parameters back. The
-    driver removes this entry (``FINITE``) before logging."""
+    Computed inside the jitted iteration, so the driver learns the first non-finite iteration of a chunk without
+    reading the parameters back. The driver removes this entry (``FINITE``) before logging."""
     ok = jnp.all(jnp.isfinite(jnp.stack([jnp.asarray(v, jnp.float32) for v in metrics.values()])))
-    for leaf in jax.tree.leaves(params):
-        if jnp.issubdtype(leaf.dtype, jnp.inexact):
-            ok = jnp.logical_and(ok, jnp.all(jnp.isfinite(leaf)))
-    return ok.astype(jnp.float32)
+    return jnp.logical_and(ok, all_finite(params)).astype(jnp.float32)
 
 
 #: the per-iteration metrics entry that carries ``finite_flag``
@@ -215,18 +241,20 @@ FINITE = "finite"
 
 
 def make_train(cfg: TrainConfig, mesh=None) -> Trainer:
-    """``mesh``: an optional ``jax.sharding.Mesh`` (see ``rl3jax.distributed.make_mesh``) over which the env
-    axis is split; ``num_envs`` must be a multiple of its size."""
+    """The ``Trainer`` of a config: validates it (``TrainConfig.validate``: ValueError naming a bad field), builds
+    the meta-episode env with its RL³ estimator, the actor (n outputs) and critic (1 output) networks and the
+    optimisers, once. ``mesh``: an optional ``jax.sharding.Mesh`` (``rl3jax.distributed.make_mesh``) over which the
+    env axis is split; ValueError unless ``num_envs`` (and each minibatch) divides over its size. Compiles
+    nothing."""
     cfg.validate()
     check_divisible(cfg.num_envs, cfg.minibatch_envs, mesh)
     meta_env = make_meta_env(cfg)
     n = meta_env.num_actions
     actor = make_network(cfg.model, n, cfg.horizon)
     critic = make_network(cfg.model, 1, cfg.horizon)
-    pcfg = ppo_config(cfg)
-    actor_tx, critic_tx = ppo.make_optimizers(pcfg)
-    return Trainer(cfg=cfg, meta_env=meta_env, actor=actor, critic=critic, pcfg=pcfg, actor_tx=actor_tx,
-                   critic_tx=critic_tx, mesh=mesh)
+    actor_tx, critic_tx = ppo.make_optimizers(cfg)
+    return Trainer(cfg=cfg, meta_env=meta_env, actor=actor, critic=critic, actor_tx=actor_tx, critic_tx=critic_tx,
+                   mesh=mesh)
 
 
 def jit_chunk(trainer: Trainer) -> Callable:

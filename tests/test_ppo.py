@@ -1,6 +1,8 @@
 """Tests for the PPO outer learner (METHOD §5). Tiny shapes and linear 'networks' so they run fast on CPU."""
 
+import functools
 import math
+import types
 
 import chex
 import jax
@@ -10,8 +12,13 @@ import optax
 import pytest
 
 from rl3jax import ppo
+from rl3jax.config import TrainConfig
+from rl3jax.fused import Fused, stack_pair, unstack_pair
 from rl3jax.ppo import (
-    PPOConfig,
+    SEPARATE,
+    ActorCritic,
+    Learner,
+    Rollout,
     actor_loss,
     categorical_kl,
     critic_loss,
@@ -20,8 +27,13 @@ from rl3jax.ppo import (
     make_optimizers,
     ppo_update,
 )
+from rl3jax.train import all_finite, finite_flag
 
 B, T, M, N = 4, 5, 3, 2
+#: 4 epochs of 2 minibatches of 2 whole sequences; KL target 0.01
+CFG = TrainConfig(num_envs=B, minibatch_envs=2, epochs=4, target_kl=0.01)
+EPOCHS1 = CFG.replace(epochs=1)
+NO_STOP = CFG.replace(target_kl=1e9)
 
 
 def actor_apply(params, obs):
@@ -32,6 +44,19 @@ def critic_apply(params, obs):
     return obs @ params["w"] + params["b"]
 
 
+#: the optimisers read lr and weight decay from their states, so one pair serves every test's settings
+FNS = Learner(actor_apply, critic_apply, *make_optimizers(CFG))
+
+
+def hparams(ent_coef=0.01, gae_lambda=0.3):
+    return {"ent_coef": jnp.float32(ent_coef), "gae_lambda": jnp.float32(gae_lambda)}
+
+
+def with_lr(opt_state, lr):
+    """An optimiser state with another learning rate (how a population sweeps it)."""
+    return opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": jnp.asarray(lr, jnp.float32)})
+
+
 def init_params(key):
     k1, k2 = jax.random.split(key)
     actor = {"w": 0.1 * jax.random.normal(k1, (M, N)), "b": jnp.zeros((N,))}
@@ -39,7 +64,7 @@ def init_params(key):
     return actor, critic
 
 
-def make_batch(key, actor_params, critic_params, b=B):
+def make_rollout(key, actor_params, critic_params, b=B):
     k1, k2, k3 = jax.random.split(key, 3)
     obs = jax.random.normal(k1, (b, T, M))
     logits = actor_apply(actor_params, obs)
@@ -47,20 +72,26 @@ def make_batch(key, actor_params, critic_params, b=B):
     logp = ppo.log_prob(logits, actions)
     values = critic_apply(critic_params, obs)
     rewards = jax.random.normal(k3, (b, T)) + (actions == 1)
-    return {"obs": obs, "actions": actions, "logp": logp, "values": values, "rewards": rewards, "logits": logits}
+    return Rollout(obs=obs, actions=actions, logp=logp, values=values, rewards=rewards, logits=logits)
+
+
+def make_ac(actor, critic, actor_lr, critic_lr, cfg=CFG):
+    a_tx, c_tx = make_optimizers(cfg)
+    return ActorCritic(actor_params=actor, actor_opt=with_lr(a_tx.init(actor), actor_lr), critic_params=critic,
+                       critic_opt=with_lr(c_tx.init(critic), critic_lr))
 
 
 @jax.jit
-def _setup(cfg, seed):
+def _setup(seed, actor_lr, critic_lr):
     actor, critic = init_params(jax.random.PRNGKey(seed))
-    batch = make_batch(jax.random.PRNGKey(seed + 100), actor, critic)
-    a_tx, c_tx = make_optimizers(cfg)
-    return actor, critic, a_tx.init(actor), c_tx.init(critic), batch
+    rollout = make_rollout(jax.random.PRNGKey(seed + 100), actor, critic)
+    return make_ac(actor, critic, actor_lr, critic_lr), rollout
 
 
-def setup(cfg, seed=0):
-    """Params, optimiser states and a rollout-like batch (one compile: eager op-by-op is slow on CPU)."""
-    return _setup(cfg, seed)
+def setup(seed=0, actor_lr=3e-4, critic_lr=3e-4):
+    """Params, optimiser states (with these learning rates) and a rollout (one compile: eager op-by-op is slow on
+    CPU)."""
+    return _setup(seed, actor_lr, critic_lr)
 
 
 def tree_allclose(a, b, **kw):
@@ -134,10 +165,11 @@ def test_actor_loss_hand_computed():
     np.testing.assert_allclose(aux["approx_kl"], approx, rtol=1e-5)
     # steps 0 and 1: the min picks the clipped (constant) term, so no policy gradient flows there; the entropy
     # gradient is zero at the uniform policy
-    g = jax.grad(lambda lg: actor_loss(lg, actions, old_logp, adv, ent_coef)[0])(logits)
+    g = jax.grad(lambda lg: actor_loss(lg, actions, old_logp, adv, ent_coef, 0.2)[0])(logits)
     np.testing.assert_allclose(g[0, :2], 0.0, atol=1e-7)
     # an unclipped step does get a gradient
-    g2 = jax.grad(lambda lg: actor_loss(lg, actions, old_logp, jnp.array([[3.0, 2.0, 1.0]]), 0.0)[0])(logits)
+    g2 = jax.grad(lambda lg: actor_loss(lg, actions, old_logp, jnp.array([[3.0, 2.0, 1.0]]), 0.0, 0.2)[0])(
+        logits)
     assert np.abs(np.asarray(g2[0, 2])).max() > 1e-3  # step 2: r = 1.1 in range, Â = -k
 
 
@@ -147,8 +179,8 @@ def test_actor_loss_advantage_normalisation_is_per_minibatch():
     shift = jnp.array([[0.05, -0.3, 0.1], [0.4, -0.02, 0.0]])  # ratios exp(shift): some clipped
     old_logp = ppo.log_prob(logits, actions) - shift
     adv = jax.random.normal(jax.random.PRNGKey(1), (2, 3))
-    l1, _ = actor_loss(logits, actions, old_logp, adv, 0.0)
-    l2, _ = actor_loss(logits, actions, old_logp, 10.0 * adv + 5.0, 0.0)  # affine-invariant after normalisation
+    l1, _ = actor_loss(logits, actions, old_logp, adv, 0.0, 0.2)
+    l2, _ = actor_loss(logits, actions, old_logp, 10.0 * adv + 5.0, 0.0, 0.2)  # affine-invariant after normalisation
     np.testing.assert_allclose(l1, l2, rtol=1e-5)
     # and normalisation uses the whole minibatch (not per sequence): compare with a manual computation
     a = np.asarray(adv)
@@ -162,8 +194,8 @@ def test_critic_loss_half_mse():
     v = jnp.array([[1.0, 2.0], [0.0, -1.0]])
     t = jnp.array([[0.0, 2.0], [3.0, 1.0]])
     # squared errors 1, 0, 9, 4 -> mean 3.5 -> 1.75
-    np.testing.assert_allclose(critic_loss(v, t), 1.75)
-    np.testing.assert_allclose(critic_loss(v, t, PPOConfig().vf_coef), 1.75)  # default vf_coef is the 0.5
+    np.testing.assert_allclose(critic_loss(v, t, 0.5), 1.75)
+    np.testing.assert_allclose(critic_loss(v, t, TrainConfig().vf_coef), 1.75)  # default vf_coef is the 0.5
 
 
 def test_categorical_kl():
@@ -178,26 +210,23 @@ def test_categorical_kl():
 
 
 def test_entropy_schedule():
-    c = PPOConfig(ent_coef=0.02, ent_schedule="constant", total_iters=100)
+    c = TrainConfig(ent_schedule="constant", iters=100)
     for it in (0, 50, 100):
-        np.testing.assert_allclose(entropy_coef(c, it), 0.02, rtol=1e-6)
-    lin = PPOConfig(ent_coef=0.02, ent_schedule="linear", total_iters=100)
-    np.testing.assert_allclose(entropy_coef(lin, 0), 0.02, rtol=1e-6)
-    np.testing.assert_allclose(entropy_coef(lin, 50), 0.01, rtol=1e-6)
-    np.testing.assert_allclose(entropy_coef(lin, 100), 0.0, atol=1e-9)
-    np.testing.assert_allclose(entropy_coef(lin, 150), 0.0, atol=1e-9)  # clamped
-    with pytest.raises(ValueError, match="total_iters"):
-        PPOConfig(ent_schedule="linear")
-    with pytest.raises(ValueError, match="ent_schedule"):
-        PPOConfig(ent_schedule="cosine")
+        np.testing.assert_allclose(entropy_coef(c, 0.02, it), 0.02, rtol=1e-6)
+    lin = TrainConfig(ent_schedule="linear", iters=100)
+    np.testing.assert_allclose(entropy_coef(lin, 0.02, 0), 0.02, rtol=1e-6)
+    np.testing.assert_allclose(entropy_coef(lin, 0.02, 50), 0.01, rtol=1e-6)
+    np.testing.assert_allclose(entropy_coef(lin, 0.02, 100), 0.0, atol=1e-9)
+    np.testing.assert_allclose(entropy_coef(lin, 0.02, 150), 0.0, atol=1e-9)  # clamped
+    with pytest.raises(ValueError, match="ent_schedule 'cosine' is not one of constant, linear"):
+        entropy_coef(types.SimpleNamespace(ent_schedule="cosine", iters=100), 0.02, 0)
 
 
 # ------------------------------------------------------------------------------------------------ optimisers
 
 
 def test_coupled_weight_decay_only_on_critic():
-    cfg = PPOConfig(actor_lr=1e-2, critic_lr=1e-2, critic_weight_decay=0.1)
-    a_tx, c_tx = make_optimizers(cfg)
+    a_tx, c_tx = make_optimizers(TrainConfig(lr=1e-2, critic_weight_decay=0.1))
     p = {"w": jnp.array([1.0, -2.0, 0.5])}
     zeros = jax.tree.map(jnp.zeros_like, p)
 
@@ -223,111 +252,140 @@ def test_coupled_weight_decay_only_on_critic():
     assert tree_allclose(upd, upd_ref, rtol=1e-6)
 
 
-def test_learning_rate_lives_in_opt_state():
-    cfg = PPOConfig(actor_lr=0.123, critic_lr=0.456)
-    a_tx, c_tx = make_optimizers(cfg)
+def test_learning_rate_and_weight_decay_live_in_opt_state():
+    a_tx, c_tx = make_optimizers(TrainConfig(lr=0.123, critic_weight_decay=0.456))
     p = {"w": jnp.ones(2)}
-    np.testing.assert_allclose(a_tx.init(p).hyperparams["learning_rate"], 0.123, rtol=1e-6)
-    np.testing.assert_allclose(c_tx.init(p).hyperparams["learning_rate"], 0.456, rtol=1e-6)
+    a_s, c_s = a_tx.init(p), c_tx.init(p)
+    np.testing.assert_allclose(a_s.hyperparams["learning_rate"], 0.123, rtol=1e-6)
+    np.testing.assert_allclose(c_s.hyperparams["learning_rate"], 0.123, rtol=1e-6)
+    assert float(a_s.hyperparams["weight_decay"]) == 0.0
+    np.testing.assert_allclose(c_s.hyperparams["weight_decay"], 0.456, rtol=1e-6)
+    for hp in (a_s.hyperparams, c_s.hyperparams):
+        assert all(v.dtype == jnp.float32 and v.shape == () for v in hp.values())
+    # the update reads them from the state: one transformation serves any learning rate
+    g = {"w": jnp.array([1.0, -1.0])}
+    upd, _ = a_tx.update(g, with_lr(a_s, 0.5), p)
+    np.testing.assert_allclose(upd["w"], [-0.5, 0.5], rtol=1e-5)  # Adam's first step: -lr · sign(g)
 
 
 # ------------------------------------------------------------------------------------------------ update
 
 
-def test_bad_minibatch_count_raises():
-    with pytest.raises(ValueError, match=r"num_envs=10.*num_minibatches=3"):
-        PPOConfig(num_minibatches=3, num_envs=10)
-    cfg = PPOConfig(num_minibatches=3, epochs=1)
-    actor, critic, a_s, c_s, batch = setup(cfg)  # B = 4
-    with pytest.raises(ValueError, match=r"num_envs=4.*num_minibatches=3"):
-        ppo_update(jax.random.PRNGKey(0), actor, critic, a_s, c_s, batch, cfg, 0, actor_apply, critic_apply)
+def test_rollout_that_does_not_fit_the_config_raises():
+    ac, rollout = setup()  # B = 4
+    key = jax.random.PRNGKey(0)
+    with pytest.raises(ValueError, match=r"the rollout has 4 sequences but num_envs=8"):
+        ppo_update(key, ac, rollout, hparams(), 0, CFG.replace(num_envs=8), FNS)
+    with pytest.raises(ValueError, match=r"hparams must have the keys ent_coef, gae_lambda; got ent_coef"):
+        ppo_update(key, ac, rollout, {"ent_coef": 0.01}, 0, CFG, FNS)
+    # a config that validate() refuses cannot reach the update, but the update checks the shapes itself
+    for cfg, msg in ((dict(minibatch_envs=3, kl_chunks=1), r"num_envs=4 is not divisible by minibatch_envs=3"),
+                     (dict(minibatch_envs=2, kl_chunks=3), r"num_envs=4 is not divisible by kl_chunks=3")):
+        with pytest.raises(ValueError, match=msg):
+            ppo.check_batch(types.SimpleNamespace(num_envs=4, **cfg), 4)
+    with pytest.raises(ValueError, match=r"num_envs=4 is not divisible.*minibatch_envs=3"):
+        TrainConfig(num_envs=4, minibatch_envs=3).validate()
 
 
-# One jitted update shared by the tests below; only two static configs are used (epochs 4 and 1, 2 minibatches),
-# everything else that varies (lr, target_kl, ent_coef, gae_lambda, data, iteration) is a traced leaf.
-EPOCHS4 = PPOConfig(epochs=4, num_minibatches=2)
-EPOCHS1 = EPOCHS4.replace(epochs=1)
+def test_minibatches_are_whole_sequences_of_one_permutation():
+    ac, rollout = setup()
+    batch = ppo.make_batch(rollout, CFG, 0.3)
+    perm = jnp.array([2, 0, 3, 1])
+    mbs = ppo.minibatches(batch, perm, CFG)
+    chex.assert_shape(mbs.obs, (2, 2, T, M))
+    chex.assert_shape([mbs.actions, mbs.old_logp, mbs.advantages, mbs.targets], (2, 2, T))
+    for i, seq in enumerate(np.asarray(perm)):
+        np.testing.assert_array_equal(mbs.obs[i // 2, i % 2], rollout.obs[seq])  # time is never sliced
+        np.testing.assert_array_equal(mbs.targets[i // 2, i % 2], batch.targets[seq])
 
 
-@chex.assert_max_traces(n=2)
-def _update_impl(key, actor, critic, a_s, c_s, batch, cfg, it):
-    return ppo_update(key, actor, critic, a_s, c_s, batch, cfg, it, actor_apply, critic_apply)
+# One jitted update shared by the tests below; its static configs are CFG, EPOCHS1, NO_STOP and NO_STOP with one
+# epoch; everything else that varies (learning rates, ent_coef, gae_lambda, data, iteration) is traced.
+@functools.partial(jax.jit, static_argnames="cfg")
+@chex.assert_max_traces(n=4)
+def UPDATE(key, ac, rollout, hp, it, cfg):
+    return ppo_update(key, ac, rollout, hp, it, cfg, FNS)
 
 
-UPDATE = jax.jit(_update_impl)
-
-
-def _run(cfg, seed=0):
-    actor, critic, a_s, c_s, batch = setup(cfg, seed=seed)
-    out = UPDATE(jax.random.PRNGKey(7), actor, critic, a_s, c_s, batch, cfg, 0)
-    return (actor, critic), out
+def _run(cfg, seed=0, actor_lr=3e-4, critic_lr=3e-4):
+    ac, rollout = setup(seed, actor_lr, critic_lr)
+    return ac, UPDATE(jax.random.PRNGKey(7), ac, rollout, hparams(), 0, cfg)
 
 
 def test_kl_early_stop_freezes_actor_after_one_epoch():
-    kw = dict(actor_lr=0.5, critic_lr=0.05, target_kl=0.01)
-    (actor0, critic0), (a4, c4, as4, cs4, m4) = _run(EPOCHS4.replace(**kw))
-    _, (a1, c1, as1, _, m1) = _run(EPOCHS1.replace(**kw))
+    lr = dict(actor_lr=0.5, critic_lr=0.05)
+    ac0, (ac4, m4) = _run(CFG, **lr)
+    _, (ac1, m1) = _run(EPOCHS1, **lr)
     assert float(m1["kl"]) >= 0.01  # large lr: the KL exceeds the target after epoch 1
     assert int(m4["actor_epochs"]) == 1
-    assert tree_allclose(a4, a1, rtol=1e-6, atol=1e-7)  # actor frozen after exactly one epoch
-    assert tree_allclose(as4, as1, rtol=1e-6, atol=1e-7)  # ... and its optimiser state too
-    assert int(as4.count) == 2  # 1 epoch x 2 minibatches
-    assert int(cs4.count) == 8  # critic: 4 epochs x 2 minibatches
-    assert not tree_allclose(c4, c1)  # the critic kept training
+    assert tree_allclose(ac4.actor_params, ac1.actor_params, rtol=1e-6, atol=1e-7)  # frozen after one epoch
+    assert tree_allclose(ac4.actor_opt, ac1.actor_opt, rtol=1e-6, atol=1e-7)  # ... and its optimiser state too
+    assert int(ac4.actor_opt.count) == 2  # 1 epoch x 2 minibatches
+    assert int(ac4.critic_opt.count) == 8  # critic: 4 epochs x 2 minibatches
+    assert not tree_allclose(ac4.critic_params, ac1.critic_params)  # the critic kept training
     # the critic is independent of the actor: same result with early stopping switched off
-    _, (a_inf, c_inf, _, _, m_inf) = _run(EPOCHS4.replace(**{**kw, "target_kl": 1e9}))
+    _, (ac_inf, m_inf) = _run(NO_STOP, **lr)
     assert int(m_inf["actor_epochs"]) == 4
-    assert tree_allclose(c4, c_inf, rtol=1e-6, atol=1e-7)
-    assert not tree_allclose(a4, a_inf)
-    for k in ("actor_loss", "critic_loss", "entropy", "approx_kl", "clip_frac", "explained_variance", "kl"):
-        assert m4[k].shape == () and np.isfinite(m4[k])
+    assert tree_allclose(ac4.critic_params, ac_inf.critic_params, rtol=1e-6, atol=1e-7)
+    assert not tree_allclose(ac4.actor_params, ac_inf.actor_params)
+    # shapes and dtypes: the state keeps its own; every metric is a scalar (float32, actor_epochs int32)
+    chex.assert_trees_all_equal_shapes_and_dtypes(ac4, ac0)
+    for k, v in m4.items():
+        assert v.shape == () and v.dtype == (jnp.int32 if k == "actor_epochs" else jnp.float32), k
+        assert np.isfinite(v), k
+    np.testing.assert_allclose(m4["actor_lr"], 0.5, rtol=1e-6)
+    np.testing.assert_allclose(m4["critic_lr"], 0.05, rtol=1e-6)
 
 
 def test_tiny_lr_trains_actor_all_epochs():
-    (actor0, critic0), (a, c, a_s, c_s, m) = _run(EPOCHS4.replace(actor_lr=1e-6, critic_lr=1e-6))
+    ac0, (ac, m) = _run(CFG, actor_lr=1e-6, critic_lr=1e-6)
     assert int(m["actor_epochs"]) == 4
-    assert int(a_s.count) == 8 and int(c_s.count) == 8
+    assert int(ac.actor_opt.count) == 8 and int(ac.critic_opt.count) == 8
     assert float(m["kl"]) < 0.01
-    assert not tree_equal(a, actor0) and not tree_equal(c, critic0)
+    assert not tree_equal(ac.actor_params, ac0.actor_params) and not tree_equal(ac.critic_params, ac0.critic_params)
 
 
 def test_jit_matches_no_jit_and_traces_once():
-    cfg = EPOCHS1.replace(actor_lr=1e-2, critic_lr=1e-2)
-    actor, critic, a_s, c_s, batch = setup(cfg)
-    args = (jax.random.PRNGKey(7), actor, critic, a_s, c_s)
-    out_jit = UPDATE(*args, batch, cfg, 0)
+    ac, rollout = setup(actor_lr=1e-2, critic_lr=1e-2)
+    key = jax.random.PRNGKey(7)
+    out_jit = UPDATE(key, ac, rollout, hparams(), 0, EPOCHS1)
     # Un-jitted run, also without the rollout logits: they are then recomputed from the initial actor params,
     # which is the rollout policy.
-    nolog = {k: v for k, v in batch.items() if k != "logits"}
-    out_eager = ppo_update(*args, nolog, cfg, 0, actor_apply, critic_apply)
+    out_eager = ppo_update(key, ac, rollout.replace(logits=None), hparams(), 0, EPOCHS1, FNS)
     assert tree_allclose(out_jit, out_eager, rtol=1e-5, atol=1e-6)
 
-    # New data, iteration, lr, ent_coef, gae_lambda, target_kl: no retrace (assert_max_traces on UPDATE).
+    # New data, iteration, learning rates, ent_coef, gae_lambda: no retrace (assert_max_traces on UPDATE).
     for i, lr in enumerate((1e-2, 3e-3)):
-        c = cfg.replace(actor_lr=lr, ent_coef=0.02 * (i + 1), gae_lambda=0.3 + 0.1 * i, target_kl=0.02)
-        actor, critic, a_s, c_s, batch = setup(c, seed=i + 1)
-        jax.block_until_ready(UPDATE(jax.random.PRNGKey(i), actor, critic, a_s, c_s, batch, c, jnp.asarray(i)))
-        jax.block_until_ready(UPDATE(jax.random.PRNGKey(i), actor, critic, a_s, c_s, batch, c, i + 5))
+        ac, rollout = setup(i + 1, lr, 2 * lr)
+        hp = hparams(0.02 * (i + 1), 0.3 + 0.1 * i)
+        jax.block_until_ready(UPDATE(jax.random.PRNGKey(i), ac, rollout, hp, jnp.asarray(i), EPOCHS1))
+        jax.block_until_ready(UPDATE(jax.random.PRNGKey(i), ac, rollout, hp, i + 5, EPOCHS1))
 
 
 def test_vmapped_lr_sweep_matches_single_runs():
     base = EPOCHS1.replace(target_kl=1e9)
-    actor, critic, _, _, batch = setup(base)
+    ac, rollout = setup()
     lrs = jnp.array([1e-3, 3e-2])
 
     def one(lr, update):
-        cfg = base.replace(actor_lr=lr, critic_lr=lr)
-        a_tx, c_tx = make_optimizers(cfg)
-        return update(jax.random.PRNGKey(3), actor, critic, a_tx.init(actor), c_tx.init(critic), batch, cfg, 0)[:2]
+        member = ac.replace(actor_opt=with_lr(ac.actor_opt, lr), critic_opt=with_lr(ac.critic_opt, lr))
+        return update(jax.random.PRNGKey(3), member, rollout, hparams(), 0, base)[0]
 
-    swept = jax.jit(jax.vmap(lambda lr: one(lr, _ppo_update_plain)))(lrs)
+    swept = jax.jit(jax.vmap(lambda lr: one(lr, functools.partial(ppo_update, fns=FNS))))(lrs)
     for i in range(2):
         single = one(float(lrs[i]), UPDATE)
         assert tree_allclose(jax.tree.map(lambda x, i=i: x[i], swept), single, rtol=1e-5, atol=1e-6)
 
 
-def _ppo_update_plain(key, actor, critic, a_s, c_s, batch, cfg, it):
-    return ppo_update(key, actor, critic, a_s, c_s, batch, cfg, it, actor_apply, critic_apply)
+def test_all_finite_and_finite_flag():
+    tree = {"a": jnp.ones(3), "n": jnp.arange(3), "k": jax.random.key(0), "f": 1.5}
+    assert all_finite(tree).dtype == jnp.bool_ and all_finite(tree).shape == ()
+    assert bool(all_finite(tree)) and bool(all_finite({}))
+    for bad in (jnp.nan, jnp.inf, -jnp.inf):
+        assert not bool(all_finite({**tree, "a": jnp.array([1.0, bad, 2.0])}))
+    assert float(finite_flag({"loss": jnp.float32(1.0)}, tree)) == 1.0
+    assert float(finite_flag({"loss": jnp.float32(jnp.nan)}, tree)) == 0.0
+    assert float(finite_flag({"loss": jnp.float32(1.0)}, {"p": jnp.array([jnp.inf])})) == 0.0
 
 
 # ------------------------------------------------------------------------------------------------ fused step
@@ -342,24 +400,27 @@ def _fused_apply(stacked, obs):
     return out[0], out[1][..., 0]
 
 
+PAIR_FNS = FNS._replace(critic=_col_critic_apply)
+
+
 @jax.jit
-def _pair_setup(cfg):
+def _pair_setup(actor_lr, critic_lr):
     actor, _ = init_params(jax.random.PRNGKey(0))
     critic = {"w": 0.1 * jax.random.normal(jax.random.PRNGKey(1), (M, 1)), "b": jnp.zeros((1,))}
     obs = jax.random.normal(jax.random.PRNGKey(2), (B, T, M))
     logits = actor_apply(actor, obs)
     actions = jax.random.categorical(jax.random.PRNGKey(3), logits).astype(jnp.int32)
-    batch = {"obs": obs, "actions": actions, "logp": ppo.log_prob(logits, actions), "logits": logits,
-             "values": _col_critic_apply(critic, obs),
-             "rewards": jax.random.normal(jax.random.PRNGKey(4), (B, T)) + (actions == 1)}
-    a_tx, c_tx = make_optimizers(cfg)
-    return actor, critic, a_tx.init(actor), c_tx.init(critic), batch
+    rollout = Rollout(obs=obs, actions=actions, logp=ppo.log_prob(logits, actions), logits=logits,
+                      values=_col_critic_apply(critic, obs),
+                      rewards=jax.random.normal(jax.random.PRNGKey(4), (B, T)) + (actions == 1))
+    return make_ac(actor, critic, actor_lr, critic_lr), rollout
 
 
-def _pair_run(cfg, fused):
-    actor, critic, a_s, c_s, batch = _pair_setup(cfg)
-    f = jax.jit(lambda *a: ppo_update(*a, actor_apply, _col_critic_apply, _fused_apply if fused else None))
-    return f(jax.random.PRNGKey(7), actor, critic, a_s, c_s, batch, cfg, 0)
+def _pair_run(cfg, fused, actor_lr, critic_lr):
+    ac, rollout = _pair_setup(actor_lr, critic_lr)
+    rule = Fused(_fused_apply) if fused else SEPARATE
+    f = jax.jit(lambda *a: ppo_update(*a, 0, cfg, PAIR_FNS, rule))
+    return f(jax.random.PRNGKey(7), ac, rollout, hparams())
 
 
 @pytest.mark.parametrize("target_kl", [1e9, 0.01])
@@ -367,24 +428,31 @@ def test_fused_actor_critic_step_equals_separate_steps(target_kl):
     """One vmapped step over the stacked (actor, zero-padded critic) pair gives the separate updates' result,
     including the KL stop (target 0.01 with a large actor lr freezes the actor after one of four epochs),
     and returns the critic in its own shapes; the full-batch KL in chunks equals one pass."""
-    cfg = EPOCHS4.replace(actor_lr=0.5 if target_kl < 1 else 1e-2, critic_lr=0.05, target_kl=target_kl)
-    sep = _pair_run(cfg, fused=False)
-    fus = _pair_run(cfg, fused=True)
-    chunked = _pair_run(cfg.replace(kl_chunks=2), fused=True)
-    assert int(sep[4]["actor_epochs"]) == (1 if target_kl < 1 else 4)
-    assert int(fus[4]["actor_epochs"]) == int(sep[4]["actor_epochs"])
-    chex.assert_trees_all_equal_shapes_and_dtypes(fus[:4], sep[:4])
+    cfg = CFG.replace(target_kl=target_kl)
+    lr = dict(actor_lr=0.5 if target_kl < 1 else 1e-2, critic_lr=0.05)
+    sep = _pair_run(cfg, False, **lr)
+    fus = _pair_run(cfg, True, **lr)
+    chunked = _pair_run(cfg.replace(kl_chunks=2), True, **lr)
+    assert int(sep[1]["actor_epochs"]) == (1 if target_kl < 1 else 4)
+    assert int(fus[1]["actor_epochs"]) == int(sep[1]["actor_epochs"])
+    chex.assert_trees_all_equal_shapes_and_dtypes(fus[0], sep[0])
     assert tree_allclose(fus, sep, rtol=1e-5, atol=1e-6)
     assert tree_allclose(chunked, fus, rtol=1e-5, atol=1e-6)
-    assert int(fus[2].count) == 2 * int(sep[4]["actor_epochs"]) and int(fus[3].count) == 8
+    assert int(fus[0].actor_opt.count) == 2 * int(sep[1]["actor_epochs"]) and int(fus[0].critic_opt.count) == 8
+
+
+def test_stack_pair_pads_with_zeros_and_unstacks_exactly():
+    actor = {"w": jnp.ones((3, 2)), "b": jnp.ones((2,))}
+    critic = {"w": 2 * jnp.ones((3, 1)), "b": 2 * jnp.ones((1,))}
+    P = stack_pair(actor, critic)
+    chex.assert_shape([P["w"]], (2, 3, 2))
+    np.testing.assert_array_equal(P["w"][1], [[2, 0], [2, 0], [2, 0]])
+    a, c = unstack_pair(P, critic)
+    assert tree_equal(a, actor) and tree_equal(c, critic)
+    chex.assert_trees_all_equal_shapes_and_dtypes(c, critic)
 
 
 def test_fused_update_rejects_unpairable_params():
-    cfg = EPOCHS1
-    actor, critic, a_s, c_s, batch = setup(cfg)  # critic b is (), actor b is (N,): different ranks
+    ac, rollout = setup()  # critic b is (), actor b is (N,): different ranks
     with pytest.raises(ValueError, match=r"critic leaf of shape \(\) cannot be zero-padded to the actor.s \(2,\)"):
-        ppo_update(jax.random.PRNGKey(0), actor, critic, a_s, c_s, batch, cfg, 0, actor_apply, critic_apply,
-                   _fused_apply)
-    with pytest.raises(ValueError, match=r"kl_chunks=3"):
-        ppo_update(jax.random.PRNGKey(0), actor, critic, a_s, c_s, batch, cfg.replace(kl_chunks=3), 0,
-                   actor_apply, critic_apply)
+        ppo_update(jax.random.PRNGKey(0), ac, rollout, hparams(), 0, EPOCHS1, FNS, Fused(_fused_apply))
