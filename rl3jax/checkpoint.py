@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from rl3jax.runfiles import RunFolderError
+from rl3jax.train import all_finite
 
 MANIFEST = "rl3jax_manifest.json"
 #: the checkpoint layout written by this version (``meta["format_version"]``); steps without one are version 1
@@ -165,13 +166,6 @@ def _stderr_held():
         held.close()
 
 
-@jax.jit
-def _all_finite(tree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-              if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
-
-
 class Checkpointer:
     """The checkpoints of one run under ``directory`` (a run folder's ``checkpoints/``), one step per saved
     iteration.
@@ -212,7 +206,7 @@ class Checkpointer:
         previous steps stay intact."""
         if not self.write:
             raise CheckpointError(f"{self.directory} was opened read-only")
-        if not bool(_all_finite(state.replace(key=jnp.zeros(())))):
+        if not bool(all_finite(state.replace(key=jnp.zeros(())))):
             raise CheckpointError(f"refusing to write a non-finite state as checkpoint step {step} in "
                                   f"{self.directory}")
         absl_log = logging.getLogger("absl")  # orbax logs each worker thread's failure with its traceback
@@ -287,7 +281,7 @@ class Checkpointer:
             raise CheckpointError(f"checkpoint step {step} (format version {version}) in {self.directory} could not "
                                   "be restored (corrupt, or its state structure differs from this configuration's): "
                                   f"{_one_line(e)}") from None
-        if not bool(_all_finite(out.state)):  # e.g. written by a version that did not stop at a divergence
+        if not bool(all_finite(out.state)):  # e.g. written by a version that did not stop at a divergence
             raise CheckpointError(f"checkpoint step {step} in {self.directory} holds NaN or infinite values "
                                   "(the run had diverged); it cannot be evaluated or resumed")
         return _from_storable(out.state), dict(out.meta)
