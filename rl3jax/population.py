@@ -151,6 +151,7 @@ class Population:
         return self.apply_settings(state)
 
     def apply_settings(self, state: TrainState) -> TrainState:
+        """``state`` (stacked) with each member's swept values in its optimiser states and ``hparams``."""
         names = [n for n, _ in self.members[0].settings]
         for name in names:
             values = jnp.asarray([dict(m.settings)[name] for m in self.members], jnp.float32)
