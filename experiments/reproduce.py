@@ -31,7 +31,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from rl3jax.config import preset  # noqa: E402  (light: no JAX)
+from rl3jax import runfiles  # noqa: E402  (light: no JAX)
+from rl3jax.config import POLICY_MODES, preset  # noqa: E402  (light: no JAX)
 
 #: assumed end-to-end throughput for the time estimates: METHOD §7, paper batch, transformer, one H100
 ASSUMED_STEPS_PER_SECOND = 0.4e6
@@ -68,7 +69,7 @@ class Target:
     variants: tuple[str, ...]  # test variants to evaluate each run on (first: in distribution)
     published: dict  # label -> published "mean ± s.e." (METHOD §6), in distribution
     oracle_horizons: tuple[int, ...] = ()  # task-knowing baseline at these H (normalised scores)
-    eval_modes: tuple[str, ...] = ("stochastic", "greedy")  # policies evaluated on the test tasks
+    eval_modes: tuple[str, ...] = POLICY_MODES  # policies evaluated on the test tasks
 
 
 #: H=500: 32000 / 500 = 64 sequences per batch; the paper's 3200-step minibatch is 6.4 sequences, which does not
@@ -243,8 +244,7 @@ def report(target: Target, out: str, seeds: int = 1) -> str:
              "| run | variant | stochastic | greedy | published (METHOD §6) |", "|---|---|---|---|---|"]
     for r in target.runs:
         run_dir = os.path.join(tdir, r.name)
-        members = sorted(glob.glob(os.path.join(run_dir, "seed*"))) if os.path.exists(
-            os.path.join(run_dir, "population.json")) else [run_dir]
+        members = sorted(glob.glob(os.path.join(run_dir, "seed*"))) if runfiles.is_population(run_dir) else [run_dir]
         for member in members:
             label = r.label + ("" if member == run_dir else f" ({os.path.basename(member)})")
             for v in target.variants:
@@ -264,7 +264,7 @@ def report(target: Target, out: str, seeds: int = 1) -> str:
         for r in target.runs:
             h = r.name.rsplit("-h", 1)[-1]
             oracle = _mean(os.path.join(tdir, f"oracle-h{h}.json"))
-            s, g = (_mean(os.path.join(tdir, r.name, f"eval-train-{m}.json")) for m in ("stochastic", "greedy"))
+            s, g = (_mean(os.path.join(tdir, r.name, f"eval-train-{m}.json")) for m in POLICY_MODES)
             if oracle and (s is not None or g is not None):
                 frac = lambda x, oracle=oracle: "-" if x is None else f"{x / oracle:.3f}"  # noqa: E731
                 lines.append(f"| {r.label} | {frac(s)} | {frac(g)} |")
@@ -487,7 +487,7 @@ def laptop_table(out: str, runs_dir: str, algos: set | None = None) -> tuple[str
                           **{m: {"mean": _seed_mean(rows, m)[0], "stderr": _seed_mean(rows, m)[1],
                                  "per_seed": [r[m]["mean_return"] for r in rows], "iqm": grp[m]["iqm"],
                                  "ci": [grp[m]["ci_low"], grp[m]["ci_high"]],
-                                 "normalised_iqm": grp[m]["normalised_iqm"]} for m in MODES_LAPTOP}}
+                                 "normalised_iqm": grp[m]["normalised_iqm"]} for m in POLICY_MODES}}
             if "train" not in rec:
                 continue
             fd["runs"][rname] = rec
@@ -496,7 +496,7 @@ def laptop_table(out: str, runs_dir: str, algos: set | None = None) -> tuple[str
             its = sorted(set(t["iterations"]))
             steps = ", ".join(f"{i} ({i * cfg['num_envs'] * cfg['horizon']:,})" for i in its)
             row = [label, steps, str(len(t["seeds"]))]
-            for m in MODES_LAPTOP:
+            for m in POLICY_MODES:
                 row += [f"{t[m]['mean']:.2f} ± {t[m]['stderr']:.2f}",
                         f"{_f2(t[m]['iqm'])} [{_f2(t[m]['ci'][0])}, {_f2(t[m]['ci'][1])}]"]
             row.append(f"{_f3(t['stochastic']['normalised_iqm'])} / {_f3(t['greedy']['normalised_iqm'])}")
@@ -532,9 +532,6 @@ def laptop_table(out: str, runs_dir: str, algos: set | None = None) -> tuple[str
                + "; full reports: " + ", ".join(f"[{v}]({name}/{v}/results.md)" for v in fam.variants), "",
                f"![learning curves, {name}]({name}/train/learning_curve.png)", ""]
     return "\n".join(md), data
-
-
-MODES_LAPTOP = ("stochastic", "greedy")
 
 
 def _f2(x) -> str:
@@ -603,9 +600,7 @@ def laptop_readme(out: str, runs_dir: str, meta: dict, algos: set | None = None)
     lines += ["Reproduce: `make study` (= `.venv/bin/python experiments/reproduce.py laptop`); the run folders go "
               f"to `{LAPTOP_RUNS_DIR}/` (git-ignored), the reports here. Every step is an `rl3jax` command, "
               "listed with `experiments/reproduce.py laptop --dry-run`.", ""]
-    from rl3jax.driver import _atomic_write_json
-
-    _atomic_write_json(os.path.join(out, "study.json"), {**meta, "results": data})
+    runfiles.atomic_write_json(os.path.join(out, "study.json"), {**meta, "results": data})
     return "\n".join(lines)
 
 

@@ -7,14 +7,15 @@ show which stage dominates. Absolute numbers mean something only on an accelerat
 
 from __future__ import annotations
 
-import functools
 import json
 import statistics
 import time
 
 import jax
 
+from rl3jax import distributed
 from rl3jax.config import TrainConfig
+from rl3jax.population import jit_chunk, make_population
 from rl3jax.train import make_train
 
 
@@ -86,7 +87,7 @@ def bench_workload(w: dict, repeats: int = 3, overrides: dict | None = None) -> 
     w = dict(w)
     name = w.pop("name")
     overrides = dict(overrides or {})
-    cfg = TrainConfig(**{**w, **overrides}, chunk_iters=w["iters"]).validate()
+    cfg = TrainConfig(**{**w, **overrides}, chunk_iters=w["iters"])
     trainer = make_train(cfg)
     state = jax.jit(trainer.init)(jax.random.key(0))
     n = cfg.iters
@@ -180,10 +181,8 @@ def bench_scaling(quick: bool = False, devices: list[int] | None = None, seeds: 
     """Steps/s of one workload at 1, 2, 4, 8 devices (env axis split, params replicated) and with K vmapped
     seeds on one device. Device efficiency = steps/s(n) / (n · steps/s(1)); for seeds, steps/s counts every
     member's steps and the speed-up is against one seed (K seeds one after another would give 1.0)."""
-    from rl3jax import distributed, population
-
     w = dict(workload or scaling_workload(quick))
-    cfg = TrainConfig(**w, chunk_iters=w["iters"]).validate()
+    cfg = TrainConfig(**w, chunk_iters=w["iters"])
     n_iter = cfg.iters
     avail = len(jax.local_devices())
     if devices is None:  # the default: 1, 2, 4, 8 as far as the machine has devices
@@ -206,16 +205,8 @@ def bench_scaling(quick: bool = False, devices: list[int] | None = None, seeds: 
           f"{'efficiency':>10s} {'compile s':>9s}")
     base = None
     for d in devices:
-        mesh = distributed.make_mesh(d) if d > 1 else None
-        trainer = make_train(cfg, mesh)
-        if mesh is None:
-            init = lambda trainer=trainer: jax.jit(trainer.init)(jax.random.key(0))  # noqa: E731
-        else:
-            init = lambda trainer=trainer, mesh=mesh: distributed.init_sharded(  # noqa: E731
-                lambda: trainer.init(jax.random.key(0)), mesh, cfg.num_envs)
-        from rl3jax.train import jit_chunk
-
-        t, c = _time_chunk(init, jit_chunk(trainer), n_iter, repeats)
+        run = make_population(cfg, mesh=distributed.make_mesh(d) if d > 1 else None, stacked=False)  # one run
+        t, c = _time_chunk(run.init_state, jit_chunk(run), n_iter, repeats)
         sps = n_iter * cfg.batch_steps / t
         base = base or sps
         rec = {"kind": "devices", "devices": d, "seeds": 1, "envs_per_device": cfg.num_envs // d,
@@ -227,8 +218,8 @@ def bench_scaling(quick: bool = False, devices: list[int] | None = None, seeds: 
               f"{c:9.1f}", flush=True)
     base_seed = None
     for k in seeds:
-        pop = population.make_population(cfg, seeds=k)
-        t, c = _time_chunk(functools.partial(population.init_state, pop), population.jit_chunk(pop), n_iter, repeats)
+        pop = make_population(cfg, seeds=k)
+        t, c = _time_chunk(pop.init_state, jit_chunk(pop), n_iter, repeats)
         sps = k * n_iter * cfg.batch_steps / t
         base_seed = base_seed or sps
         rec = {"kind": "seeds", "devices": 1, "seeds": k, "envs_per_device": cfg.num_envs * k,

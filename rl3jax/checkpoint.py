@@ -5,7 +5,7 @@ The typed PRNG key is stored as its raw key data, so a checkpoint is plain array
 leaves only an unfinished temporary folder, which orbax ignores: the last good step stays restorable.
 
 Writers and readers: only a writer (``Checkpointer(..., write=True)``, the trainer holding the run folder's
-lock, ``rl3jax.driver.RunLock``) creates folders, saves, prunes old steps and cleans up unfinished temporary
+lock, ``rl3jax.runfiles.RunLock``) creates folders, saves, prunes old steps and cleans up unfinished temporary
 folders. Every other ``Checkpointer`` (``eval``, ``render``, tests) opens orbax read-only
 (``CheckpointManagerOptions(read_only=True)``): it never creates, deletes or cleans anything, so reading a run
 that is still training cannot remove the trainer's in-progress ``N.orbax-checkpoint-tmp-*`` folder.
@@ -15,6 +15,11 @@ of every file of the step in ``<step>/rl3jax_manifest.json`` (written to a tempo
 ``restore`` verifies it first, so a bit flip, a truncated or a missing data file is reported in one line
 naming the file, before orbax/TensorStore reads anything. Steps without a manifest (written by older versions,
 or a kill between orbax's rename and the manifest) are restored unverified.
+
+Format: each step holds the items ``state`` (the ``TrainState`` as plain arrays) and ``meta`` (JSON: iteration,
+env_steps, return_mean, and for a population member ``member``), and ``meta["format_version"]`` =
+``FORMAT_VERSION``. Steps without it (written before versioning) are version 1 and load when their structure
+matches; a step of a newer or unknown version is refused in one line naming it, before its state is read.
 """
 
 from __future__ import annotations
@@ -33,11 +38,19 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from rl3jax.runfiles import RunFolderError
+from rl3jax.train import all_finite
+
 MANIFEST = "rl3jax_manifest.json"
+#: the checkpoint layout written by this version (``meta["format_version"]``); steps without one are version 1
+FORMAT_VERSION = 1
+#: the versions this version reads
+READABLE_VERSIONS = (1,)
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, incomplete, corrupt, or does not match the run's configuration."""
+class CheckpointError(RunFolderError):
+    """A checkpoint is missing, incomplete, corrupt, of an unknown format version, or does not match the run's
+    configuration."""
 
 
 class CorruptCheckpointError(CheckpointError):
@@ -46,16 +59,6 @@ class CorruptCheckpointError(CheckpointError):
 
 class CheckpointWriteError(CheckpointError):
     """A checkpoint could not be written (e.g. a full or read-only disk); earlier steps are intact."""
-
-
-def finished_steps(directory: str) -> list[int]:
-    """The finished steps under a checkpoint folder, read from the folder names alone (orbax renames a step's
-    temporary folder to its plain number only once the step is complete); [] when there is no folder."""
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return []
-    return sorted(int(n) for n in names if n.isdigit() and os.path.isdir(os.path.join(directory, n)))
 
 
 def _to_storable(state):
@@ -163,19 +166,14 @@ def _stderr_held():
         held.close()
 
 
-@jax.jit
-def _all_finite(tree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-              if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
-
-
 class Checkpointer:
-    """The checkpoints of one run under ``directory``.
+    """The checkpoints of one run under ``directory`` (a run folder's ``checkpoints/``), one step per saved
+    iteration.
 
     ``write=True`` (the trainer only): creates the folder, saves, keeps the last ``keep`` steps and removes
     unfinished temporary folders of earlier, killed saves. ``write=False`` (default): read-only, touches
-    nothing on disk.
+    nothing on disk. Errors are one-line ``CheckpointError``s naming the folder (``CorruptCheckpointError``:
+    a file differs from the step's manifest; ``CheckpointWriteError``: a save failed, e.g. a full disk).
     """
 
     def __init__(self, directory: str, keep: int = 3, write: bool = False):
@@ -202,11 +200,13 @@ class Checkpointer:
         return os.path.join(self.directory, str(step))
 
     def save(self, step: int, state, meta: dict) -> None:
-        """Writes step ``step`` (then its manifest). Refuses a state with a NaN or infinity (``CheckpointError``);
-        an OS error (e.g. a full disk) becomes a one-line ``CheckpointError``; the previous steps stay intact."""
+        """Writes ``state`` (a ``TrainState``, any sharding) as step ``step`` (an iteration count) with the JSON
+        ``meta`` and ``format_version``, then its manifest. Refuses a state with a NaN or infinity
+        (``CheckpointError``); an OS error (e.g. a full disk) becomes a one-line ``CheckpointWriteError``; the
+        previous steps stay intact."""
         if not self.write:
             raise CheckpointError(f"{self.directory} was opened read-only")
-        if not bool(_all_finite(state.replace(key=jnp.zeros(())))):
+        if not bool(all_finite(state.replace(key=jnp.zeros(())))):
             raise CheckpointError(f"refusing to write a non-finite state as checkpoint step {step} in "
                                   f"{self.directory}")
         absl_log = logging.getLogger("absl")  # orbax logs each worker thread's failure with its traceback
@@ -216,7 +216,8 @@ class Checkpointer:
                 try:
                     absl_log.setLevel(logging.CRITICAL)
                     self.manager.save(step, args=ocp.args.Composite(
-                        state=ocp.args.StandardSave(_to_storable(state)), meta=ocp.args.JsonSave(meta)), force=True)
+                        state=ocp.args.StandardSave(_to_storable(state)),
+                        meta=ocp.args.JsonSave({**meta, "format_version": FORMAT_VERSION})), force=True)
                     self.manager.wait_until_finished()
                 except BaseException:
                     discard.append(True)
@@ -247,21 +248,40 @@ class Checkpointer:
                     f"{self.directory} to use the newest of them)" if older else "; no other step is available")
             raise CorruptCheckpointError(f"checkpoint step {step}: {e}{hint}") from None
 
+    def format_version(self, step: int) -> int:
+        """The format version of step ``step`` (1 for steps written before versioning); ``CheckpointError``
+        for an unreadable meta item."""
+        try:
+            meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        except Exception as e:  # orbax raises many kinds
+            raise CheckpointError(f"checkpoint step {step} in {self.directory} has no readable meta item: "
+                                  f"{_one_line(e)}") from None
+        return meta.get("format_version", 1) if isinstance(meta, dict) else 1
+
     def restore(self, template, step: int | None = None) -> tuple[Any, dict]:
-        """Restores into the structure of ``template`` (a freshly initialised TrainState), after verifying the
-        step's manifest. Errors (``CheckpointError``, one line): no step, a corrupt or unreadable step."""
+        """Restores step ``step`` (default: the latest) into the structure, shapes, dtypes and shardings of
+        ``template`` (a freshly initialised TrainState of the run's config), after checking its format version
+        and verifying its manifest; returns (state, meta). Errors (``CheckpointError``, one line naming the
+        step and folder): no step, a newer or unknown format version, a corrupt or unreadable step, a state of
+        another structure (another configuration), NaN or infinite values."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"no checkpoint found in {self.directory}")
         self.verify(step)
+        version = self.format_version(step)
+        if version not in READABLE_VERSIONS:
+            raise CheckpointError(f"checkpoint step {step} in {self.directory} has format version {version!r}; this "
+                                  f"rl3jax reads versions {', '.join(map(str, READABLE_VERSIONS))} (written by a "
+                                  "newer rl3jax? use that version)")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _to_storable(template))
         try:
             out = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                                      meta=ocp.args.JsonRestore()))
         except Exception as e:  # orbax raises many kinds; name the checkpoint and the cause
-            raise CheckpointError(f"checkpoint step {step} in {self.directory} could not be restored "
-                                  f"(corrupt, or written by a different configuration): {_one_line(e)}") from None
-        if not bool(_all_finite(out.state)):  # e.g. written by a version that did not stop at a divergence
+            raise CheckpointError(f"checkpoint step {step} (format version {version}) in {self.directory} could not "
+                                  "be restored (corrupt, or its state structure differs from this configuration's): "
+                                  f"{_one_line(e)}") from None
+        if not bool(all_finite(out.state)):  # e.g. written by a version that did not stop at a divergence
             raise CheckpointError(f"checkpoint step {step} in {self.directory} holds NaN or infinite values "
                                   "(the run had diverged); it cannot be evaluated or resumed")
         return _from_storable(out.state), dict(out.meta)

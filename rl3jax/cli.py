@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import fcntl
 import json
 import math
 import os
 import sys
 
-from rl3jax import __version__
-from rl3jax.config import ALGOS, MODELS, PRESETS, SEED_MAX, TrainConfig, default_base, preset
+from rl3jax import __version__, runfiles
+from rl3jax.config import ALGOS, INT_MAX, MODELS, PRESETS, SEED_MAX, TrainConfig, default_base, preset
 
 
 class ConfigError(ValueError):
@@ -62,8 +61,7 @@ def _int_type(lo: int, hi: int, what: str = "a whole number"):
     return conv
 
 
-INT32_MAX = 2**31 - 1
-_positive_int = _int_type(1, INT32_MAX)
+_positive_int = _int_type(1, INT_MAX)
 _seed = _int_type(0, SEED_MAX, "a 32-bit seed")
 
 
@@ -122,7 +120,7 @@ def _add_train(sub):
                    help="multi-host: process 0's address (or JAX_COORDINATOR_ADDRESS)")
     g.add_argument("--num-processes", type=_positive_int, default=None,
                    help="multi-host: number of processes (or JAX_NUM_PROCESSES)")
-    g.add_argument("--process-id", type=_int_type(0, INT32_MAX), default=None,
+    g.add_argument("--process-id", type=_int_type(0, INT_MAX), default=None,
                    help="multi-host: this process, 0 .. --num-processes - 1 (or JAX_PROCESS_ID)")
     g.add_argument("--distributed", action="store_true",
                    help="multi-host with JAX's cluster auto-detection (Cloud TPU pod slices, SLURM, Open MPI)")
@@ -171,25 +169,6 @@ def parse_sets(items: list[str]) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ checks (no JAX)
-def read_run_config(run_dir: str) -> TrainConfig:
-    """A run folder's config.json as a validated TrainConfig; ConfigError naming the file for a missing,
-    unreadable, non-JSON or wrongly typed one."""
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.isfile(path):
-        raise ConfigError(f"{run_dir} is not a run folder (no config.json)")
-    try:
-        with open(path) as f:
-            d = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} could not be read: {e}") from None
-    try:
-        return TrainConfig.from_dict(d).validate()
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"{path}: {e}") from None
-
-
 def _nearest_existing(path: str) -> str:
     p = os.path.abspath(path)
     while not os.path.lexists(p):
@@ -241,16 +220,6 @@ def _check_package(module: str, flag: str) -> None:
         raise ConfigError(f"{flag} needs {module}: pip install 'rl3jax[logging]' (or omit {flag})")
 
 
-def latest_checkpoint_step(run_dir: str) -> int | None:
-    """The newest checkpoint step of a run (or of its population members), from the step folder names under
-    ``checkpoints/`` (unfinished ``*.orbax-checkpoint-tmp*`` folders do not count); None if there is none."""
-    roots = [run_dir] + [os.path.join(run_dir, d) for d in sorted(os.listdir(run_dir))
-                         if os.path.isdir(os.path.join(run_dir, d, "checkpoints"))]
-    steps = [int(s) for r in roots if os.path.isdir(os.path.join(r, "checkpoints"))
-             for s in os.listdir(os.path.join(r, "checkpoints")) if s.isdigit()]
-    return max(steps) if steps else None
-
-
 # ------------------------------------------------------------------------------------------ train
 def config_from_args(args) -> TrainConfig:
     """Preset (or ``config.default_base``: the laptop preset of the family, or its published H), then flags,
@@ -261,7 +230,7 @@ def config_from_args(args) -> TrainConfig:
                                "minibatch_envs": args.minibatch_envs, "seed": args.seed}.items() if v is not None}
     given.update(parse_sets(args.set))
     if args.resume:
-        stored = read_run_config(args.out)
+        stored = runfiles.read_config(args.out)
         if args.preset:  # honoured where it agrees with the run (e.g. repeating the command that started it)
             differ = {k: v for k, v in preset(args.preset).items() if k not in given and getattr(stored, k) != v}
             if differ:
@@ -269,35 +238,15 @@ def config_from_args(args) -> TrainConfig:
                 raise ConfigError(f"--resume --preset {args.preset}: the preset sets {k}={differ[k]!r} but the run "
                                   f"in {args.out} has {k}={getattr(stored, k)!r} (differing: {', '.join(sorted(differ))}); "
                                   "a resumed run keeps its settings: drop --preset, or start a new run elsewhere")
-        src = os.path.join(args.out, "config.json")
+        src = os.path.join(args.out, runfiles.CONFIG)
         try:
-            return stored.replace(**given).validate()
-        except ConfigError:
-            raise
+            return stored.replace(**given)
         except (ValueError, TypeError) as e:
             raise ConfigError(f"--resume of {src}: {e}") from None
     env = given.get("env", "mdp")
     base = preset(args.preset) if args.preset else default_base(env)
     base.update(given)
-    return TrainConfig(**base).validate()
-
-
-def _training_pid(out: str) -> str | None:
-    """The PID in ``out/.lock`` while a training process holds that lock (``rl3jax.driver.RunLock``), else None.
-    Probes with a shared, non-blocking ``flock`` that is released at once; creates nothing."""
-    path = os.path.join(out, ".lock")
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    except OSError:
-        return os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-    finally:
-        os.close(fd)
+    return TrainConfig(**base)
 
 
 def check_train_args(args) -> TrainConfig:
@@ -305,8 +254,8 @@ def check_train_args(args) -> TrainConfig:
     Returns the validated config."""
     out = args.out
     check_writable_dir(out, "--out")
-    holds = os.path.exists(os.path.join(out, "config.json")) or os.path.exists(os.path.join(out, "population.json"))
-    in_use_by = _training_pid(out)
+    holds = runfiles.holds_run(out)
+    in_use_by = runfiles.training_pid(out)
     if in_use_by is not None:
         raise ConfigError(f"run folder {out} is in use by another training process (PID {in_use_by}); wait for it "
                           "to finish or stop it first")
@@ -320,7 +269,7 @@ def check_train_args(args) -> TrainConfig:
         raise ConfigError(f"--seeds {args.seeds} from --seed {cfg.seed} would reach seed "
                           f"{cfg.seed + args.seeds - 1} > {SEED_MAX}")
     if args.resume:
-        done = latest_checkpoint_step(out)
+        done = runfiles.latest_step(out)
         if done is not None and cfg.iters < done:
             raise ConfigError(f"--iters {cfg.iters} is below the run's newest checkpoint (iteration {done}); "
                               f"--iters is the total to reach, so pass --iters > {done}")
@@ -410,7 +359,7 @@ def cmd_train(args) -> int:
         make_members(cfg, args.seeds, sweep)  # names and values of the sweep
         for v in sweep.values():
             pop *= len(v)
-    check_train_memory(trainer, pop, distributed.mesh_size(mesh) if mesh is not None else 1)
+    check_train_memory(trainer, pop, distributed.mesh_size(mesh))
     if distributed.is_main_process():
         print(f"training {cfg.algo} ({cfg.model}) on {cfg.env}/{cfg.variant}: H={cfg.horizon}, {cfg.num_envs} tasks x "
               f"{cfg.iters} iterations = {cfg.iters * cfg.batch_steps:,} env steps"
@@ -476,32 +425,25 @@ def cmd_eval(args) -> int:
     if args.run:
         if args.param:
             raise ConfigError("--param applies to --policy baselines, not to a trained --run")
-        if os.path.exists(os.path.join(args.run, "population.json")):
-            names = sorted(d for d in os.listdir(args.run) if os.path.exists(os.path.join(args.run, d, "config.json")))
-            raise ConfigError(f"{args.run} holds a population (--seeds/--sweep); evaluate one member folder: "
-                              f"{', '.join(os.path.join(args.run, n) for n in names)}")
-        cfg = read_run_config(args.run)
+        runfiles.check_not_population(args.run, "evaluate")
+        cfg = runfiles.read_config(args.run)
         if args.variant:
-            cfg = cfg.replace(variant=args.variant).validate()
+            cfg = cfg.replace(variant=args.variant)
     else:
         if args.env is None or args.horizon is None:
             raise ConfigError("--policy needs --env and --horizon")
-        cfg = TrainConfig(env=args.env, variant=args.variant or "train", horizon=args.horizon, algo="rl2").validate()
-
-    import jax
+        cfg = TrainConfig(env=args.env, variant=args.variant or "train", horizon=args.horizon, algo="rl2")
 
     from rl3jax.baselines import check_fits, get_baseline, validate_params
-    from rl3jax.checkpoint import Checkpointer
     from rl3jax.evaluate import evaluate
-    from rl3jax.train import make_meta_env, make_train
+    from rl3jax.runs import Run
+    from rl3jax.train import make_meta_env
 
     if args.run:
-        trainer = make_train(cfg)
+        run = Run(args.run, cfg)
+        trainer = run.trainer()
         check_eval_memory(trainer.meta_env, args.episodes)
-        ckpt = Checkpointer(os.path.join(args.run, "checkpoints"))
-        template = jax.jit(trainer.init)(jax.random.key(cfg.seed))
-        state, meta = ckpt.restore(template)
-        ckpt.close()
+        state, _ = run.restore(trainer)
         res = evaluate(trainer.meta_env, "network", args.episodes, greedy=args.greedy,
                        params=state.actor_params, model=trainer.actor)
         policy, algo = ("greedy" if args.greedy else "stochastic"), cfg.algo
@@ -604,7 +546,7 @@ def parse_counts(flag: str, s: str) -> list[int]:
         out = [int(x) for x in items]
     except ValueError:
         out = []
-    if not items or len(out) != len(items) or any(v < 1 or v > INT32_MAX for v in out):
+    if not items or len(out) != len(items) or any(v < 1 or v > INT_MAX for v in out):
         raise ConfigError(f"{flag} {s!r}: expected comma-separated whole numbers >= 1 (e.g. 1,2,4,8)")
     return out
 
@@ -659,11 +601,11 @@ def cmd_render(args) -> int:
     if not args.samples and not args.run:
         raise ConfigError("render needs --run DIR (or --samples)")
     if args.run:
-        cfg = read_run_config(args.run)
+        cfg = runfiles.read_config(args.run)
         if not cfg.env.startswith("grid"):
             raise ConfigError(f"render draws grid tasks; run {args.run} trained on {cfg.env!r}")
         if args.variant:
-            cfg.replace(variant=args.variant).validate()
+            cfg.replace(variant=args.variant)  # refuses a variant the family lacks
     from rl3jax.render import render_cli
 
     return render_cli(args)
@@ -727,7 +669,7 @@ def main(argv=None) -> int:
         if isinstance(e, FloatingPointError) or (ckpt and isinstance(e, ckpt.CheckpointWriteError)):
             print(f"rl3jax {args.command}: error: {e}", file=sys.stderr)  # the run failed (diverged; disk full)
             return 1
-        if isinstance(e, (ValueError, FileNotFoundError)) or (ckpt and isinstance(e, ckpt.CheckpointError)):
+        if isinstance(e, (ValueError, FileNotFoundError, runfiles.RunFolderError)):
             print(f"rl3jax {args.command}: error: {e}", file=sys.stderr)
             return 2
         if isinstance(e, OSError):

@@ -1,7 +1,8 @@
 """Training configuration and the published presets (METHOD §6).
 
 ``TrainConfig`` is a frozen dataclass: hashable, so the jitted training functions take it as a static
-argument. ``validate()`` turns impossible settings into clear errors before anything is compiled.
+argument. It validates itself on construction (``__post_init__``, also for ``replace`` and ``from_dict``), so
+every TrainConfig in existence is valid: impossible settings are clear errors before anything is compiled.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from rl3jax.envs.catalog import COARSE, PUBLISHED_HORIZON, TABULAR, is_gymnax, v
 ALGOS = ("rl2", "rl3", "rl3_coarse")
 MODELS = ("transformer", "gru", "markov", "transformer-v4", "markov-v4")
 ENT_SCHEDULES = ("constant", "linear")
+#: how a trained policy acts on held-out tasks: actions sampled from it, or its argmax actions
+POLICY_MODES = ("stochastic", "greedy")
 #: seeds are 32-bit: ``jax.random.key(seed)`` keeps only the low 32 bits, so 0 and 2**32 would be one run
 SEED_MAX = 2**32 - 1
 #: every other integer field is a 32-bit count in the jitted code (iteration counters, step indices)
@@ -99,7 +102,8 @@ class TrainConfig:
     eval_episodes: int = 256
 
     def __post_init__(self):
-        """Resolves ``semantics`` from the legacy ``estimator_mode`` (old config.json files)."""
+        """Resolves ``semantics`` from the legacy ``estimator_mode`` (old config.json files), then validates
+        every field (``_validate``: ValueError naming the field, the value and what is allowed)."""
         sem, mode = self.semantics, self.estimator_mode
         if mode is not None:
             if mode not in LEGACY_ESTIMATOR_MODES:
@@ -112,6 +116,7 @@ class TrainConfig:
             sem = legacy
         object.__setattr__(self, "semantics", "fresh" if sem is None else sem)
         object.__setattr__(self, "estimator_mode", None)
+        self._validate()
 
     @property
     def gamma_obj_value(self) -> float:
@@ -121,7 +126,11 @@ class TrainConfig:
         return 0.99 if self.semantics == "v4" else 0.95
 
     def validate(self) -> TrainConfig:
-        """Checks every field; returns self, or raises ValueError naming the field, the value and what is allowed.
+        """Returns self: a TrainConfig is validated when it is constructed (kept for callers that chain it)."""
+        return self
+
+    def _validate(self) -> None:
+        """Checks every field; raises ValueError naming the field, the value and what is allowed.
 
         Types (an int field takes a whole number, a float field a finite number, a bool field true/false; a
         config.json read back through ``from_dict`` is checked the same way), ranges (``SEED_MAX``, ``INT_MAX``,
@@ -183,7 +192,6 @@ class TrainConfig:
             bad(f"alpha_laplace must be > 0 or None, got {self.alpha_laplace}")
         if self.vi_epsilon is not None and not self.vi_epsilon >= 0:
             bad(f"vi_epsilon must be >= 0 or None, got {self.vi_epsilon}")
-        return self
 
     def _validate_v4(self, bad) -> None:
         """Settings that do not apply to the v4 semantics (and v4-only settings elsewhere) are errors."""
@@ -228,9 +236,7 @@ class TrainConfig:
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown config fields {sorted(unknown)}")
-        cfg = cls(**d)
-        _check_types(cfg)
-        return cfg
+        return cls(**d)
 
 
 def _preset(env, horizon, iters, batch, minibatch, ent, lr, schedule="constant", **kw):

@@ -92,7 +92,9 @@ def make_mesh(devices: int | None = None) -> Mesh:
     """A 1-D ``('data',)`` mesh over every process's devices; ``devices`` caps how many each process uses.
 
     Single process: the first ``devices`` local devices (default all). Multi-process: each process
-    contributes its first ``devices`` local devices (default all), ordered by process.
+    contributes its first ``devices`` local devices (default all), ordered by process. ValueError (one line)
+    for ``devices`` < 1 or more than a process has. Callers use ``None`` for "no mesh" (one device; every
+    helper here accepts it).
     """
     per_process: dict[int, list] = {}
     for d in jax.devices():
@@ -110,11 +112,14 @@ def make_mesh(devices: int | None = None) -> Mesh:
 
 
 def mesh_size(mesh: Mesh | None) -> int:
+    """Devices in ``mesh`` (1 for ``None``: one device)."""
     return 1 if mesh is None else int(mesh.devices.size)
 
 
 def check_divisible(num_envs: int, minibatch_envs: int, mesh: Mesh | None) -> None:
-    """num_envs must split evenly over the devices (each holds num_envs / devices whole tasks)."""
+    """num_envs must split evenly over the devices (each holds num_envs / devices whole tasks): ValueError
+    (one line) otherwise; ``mesh=None`` (one device) accepts any. ``minibatch_envs`` is not checked (a
+    minibatch that does not split evenly is still correct, only less parallel)."""
     n = mesh_size(mesh)
     if num_envs % n:
         raise ValueError(f"num_envs={num_envs} is not divisible by the {n} devices of the mesh: each device "
@@ -176,7 +181,8 @@ def data_parallel(fn, mesh: Mesh | None):
 
 def state_shardings(state: Any, mesh: Mesh, num_envs: int, pop_dims: int = 0) -> Any:
     """Shardings of a ``TrainState`` (or a population of them, ``pop_dims`` leading axes): the env/estimator
-    state split along its env axis, everything else (params, optimiser states, key, counters) replicated."""
+    state split along its env axis (the leaves whose axis ``pop_dims`` has length ``num_envs``), everything
+    else (params, optimiser states, key, counters) replicated. ``state`` may be abstract (``jax.eval_shape``)."""
     split = NamedSharding(mesh, env_spec(pop_dims))
     rep = replicated(mesh)
 
@@ -188,16 +194,40 @@ def state_shardings(state: Any, mesh: Mesh, num_envs: int, pop_dims: int = 0) ->
                             for f in dataclasses.fields(state)})
 
 
-def init_sharded(init_fn, mesh: Mesh, num_envs: int, pop_dims: int = 0):
-    """``init_fn()`` (no arguments: seeds are closed over, so nothing host-local enters a multi-process
-    computation) jitted straight into the training shardings."""
-    shardings = state_shardings(jax.eval_shape(init_fn), mesh, num_envs, pop_dims)
-    return jax.jit(init_fn, out_shardings=shardings)()
+def jit_state(fn, mesh: Mesh | None, num_envs: int, pop_dims: int = 0):
+    """``jax.jit(fn)`` for a function that returns a ``TrainState`` (of ``pop_dims`` population axes): with a
+    mesh, its output is placed in the training shardings (``state_shardings``, read from ``jax.eval_shape`` of
+    the first call's arguments); without one (``mesh=None``), a plain ``jax.jit``."""
+    if mesh is None:
+        return jax.jit(fn)
+
+    def run(*args):
+        shardings = state_shardings(jax.eval_shape(fn, *args), mesh, num_envs, pop_dims)
+        return jax.jit(fn, out_shardings=shardings)(*args)
+
+    return run
 
 
-def sharded_chunk(chunk_fn, mesh: Mesh, num_envs: int, pop_dims: int = 0):
-    """``chunk_fn(state, num_iters)`` jitted per ``num_iters`` with the state's shardings kept in and out
-    (donated) and the metrics replicated (every process can read them)."""
+def init_sharded(init_fn, mesh: Mesh | None, num_envs: int, pop_dims: int = 0, seed: int | None = None):
+    """The initial ``TrainState`` (``pop_dims`` population axes) from ``init_fn``, jitted straight into the
+    training shardings (``mesh=None``: one device).
+
+    ``seed`` None: ``init_fn()`` takes no arguments (seeds are closed over). ``seed`` an int (a run's 32-bit
+    seed): ``init_fn(jax.random.key(seed))``; without a mesh the key is an argument of the jitted function,
+    with one it is made inside it, so nothing host-local enters a multi-process computation."""
+    if seed is None:
+        return jit_state(init_fn, mesh, num_envs, pop_dims)()
+    if mesh is None:
+        return jax.jit(init_fn)(jax.random.key(seed))
+    return jit_state(lambda: init_fn(jax.random.key(seed)), mesh, num_envs, pop_dims)()
+
+
+def sharded_chunk(chunk_fn, mesh: Mesh | None, num_envs: int, pop_dims: int = 0):
+    """``chunk_fn(state, num_iters) -> (state, metrics)`` jitted per ``num_iters`` (static) with the state
+    donated: with a mesh, the state's shardings (``state_shardings``) are kept in and out and the metrics are
+    replicated (every process can read them); with ``mesh=None``, a plain ``jax.jit`` on one device."""
+    if mesh is None:
+        return jax.jit(chunk_fn, static_argnums=1, donate_argnums=0)
     cache: dict[int, Any] = {}
 
     def run(state, num_iters: int):
@@ -221,6 +251,7 @@ def assert_replicated_equal(tree: Any) -> None:
 
 
 def describe(mesh: Mesh | None) -> str:
+    """E.g. "1 device (cpu)", "4 devices (cpu) in 1 process" (for the CLI's first line)."""
     if mesh is None:
         d = jax.devices()[0]
         return f"1 device ({d.platform})"

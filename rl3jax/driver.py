@@ -1,6 +1,10 @@
-"""The outer loop in Stoix's shape: a host loop over jitted chunks of PPO iterations, with a progress bar,
+"""The outer loop in Stoix's shape: one host loop over jitted chunks of PPO iterations, with a progress bar,
 metrics files (JSONL and CSV), optional TensorBoard / Weights & Biases, held-out evaluation and checkpoints
 between chunks. ``--resume`` restores the full state, so N + N iterations equal 2N bit for bit.
+
+A single run is a population of one (``rl3jax.population.Population(stacked=False)``, the single run's own
+program); seeds and sweeps are a stacked population. ``train`` runs both through one loop; only the folder
+layout (``rl3jax.runfiles``) and the console lines differ.
 
 Metrics rows (one per PPO iteration): ``iteration``, ``env_steps``, the iteration's scalar metrics and
 ``steps_per_second`` (of its chunk, the first chunk's compile included; held-out evaluations and checkpoints
@@ -9,98 +13,49 @@ excluded, so ``batch_steps / steps_per_second`` summed over the rows is the trai
 return ± s.e. of the stochastic and the greedy policy over ``eval_episodes`` test tasks
 (``rl3jax.evaluate``'s fixed test set).
 
-Under faults (see the region "Run folders under faults"): one process writes a run folder (``RunLock``; readers
-open checkpoints read-only), a resume may not change what depends on the run's length, a run stopped before its
-first checkpoint resumes from iteration 0, metrics are rewritten atomically, every iteration carries a
-finiteness flag and training stops at the first non-finite one (``TrainingDiverged``) before any checkpoint of
-it, and Ctrl-C reports which checkpoint is intact (``TrainingInterrupted``).
+Under faults (see the region "Runs under faults"): one process writes a run folder (``rl3jax.runfiles.RunLock``;
+readers open checkpoints read-only), a resume may not change what depends on the run's length, a run stopped
+before its first checkpoint resumes from iteration 0, metrics are rewritten atomically, every iteration carries
+a finiteness flag and training stops at the first non-finite one (``TrainingDiverged``) before any checkpoint
+of it, and Ctrl-C reports which checkpoint is intact (``TrainingInterrupted``).
 """
 
 from __future__ import annotations
 
-import csv
-import fcntl
-import json
+import math
 import os
+import shlex
 import sys
 import time
-from typing import Any
 
 import jax
 import numpy as np
 
-from rl3jax import distributed
-from rl3jax.checkpoint import Checkpointer, CheckpointError, finished_steps
+from rl3jax import distributed, population
+from rl3jax.checkpoint import Checkpointer, CheckpointError
 from rl3jax.config import TrainConfig
 from rl3jax.evaluate import HeldOutEvaluator
-from rl3jax.train import FINITE, jit_chunk, make_train
+from rl3jax.population import Population, make_population
+from rl3jax.runfiles import (
+    CONFIG,
+    POPULATION,
+    MetricsLog,
+    NullLog,
+    atomic_write_json,
+    checkpoint_dir,
+    finished_steps,
+    holds_run,
+    is_population,
+    lock_run,
+    read_config,
+    read_population,
+    release_locks,
+)
+from rl3jax.train import FINITE
 
 #: fields that may differ between a run and its resumption
 RESUMABLE_CHANGES = ("iters", "chunk_iters", "checkpoint_every", "keep_checkpoints", "eval_every",
                      "eval_episodes")
-
-
-class MetricsLog:
-    """Appends one row per PPO iteration to metrics.jsonl and metrics.csv; truncates on resume.
-
-    Rows may carry fields that others lack (the ``eval_*`` fields of held-out evaluations exist only on
-    every ``eval_every``-th row): the CSV header is the union of the fields in order of first appearance,
-    missing cells are empty, and the CSV is rewritten with the wider header when a new field first appears.
-
-    The rewrite at resume is atomic (temporary files, then ``os.replace``), so a kill at that moment leaves the
-    old files whole. A torn final line of metrics.jsonl (a write cut short, e.g. by a full disk) is dropped with
-    a note on stderr; any other unreadable line is an error naming the file and line (``CheckpointError``).
-    """
-
-    def __init__(self, run_dir: str, resume_iteration: int = 0):
-        self.jsonl = os.path.join(run_dir, "metrics.jsonl")
-        self.csv = os.path.join(run_dir, "metrics.csv")
-        rows = []
-        if resume_iteration and os.path.exists(self.jsonl):
-            rows = [r for r in read_metrics(self.jsonl) if r["iteration"] <= resume_iteration]
-            if [r["iteration"] for r in rows] != list(range(1, resume_iteration + 1)):
-                print(f"note: {self.jsonl} holds {len(rows)} of the rows of iterations 1..{resume_iteration}; "
-                      "the missing ones cannot be recovered", file=sys.stderr)
-        _atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in rows))
-        self.fields: list[str] = _union_fields(rows)
-        if self.fields:
-            self._write_csv(rows)
-        elif os.path.exists(self.csv):
-            os.remove(self.csv)
-
-    def _write_csv(self, rows: list[dict]) -> None:
-        with open(self.csv, "w", newline="") as f:
-            w = csv.DictWriter(f, self.fields)
-            w.writeheader()
-            w.writerows(rows)
-
-    def append(self, rows: list[dict]) -> None:
-        if not rows:
-            return
-        with open(self.jsonl, "a") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-        new_fields = [k for k in _union_fields(rows) if k not in self.fields]
-        if new_fields:  # a field seen for the first time: rewrite the CSV with the wider header
-            self.fields += new_fields
-            self._write_csv(read_metrics(os.path.dirname(self.jsonl)))
-            return
-        with open(self.csv, "a", newline="") as f:
-            csv.DictWriter(f, self.fields).writerows(rows)
-
-
-def _union_fields(rows: list[dict]) -> list[str]:
-    fields: dict[str, None] = {}
-    for r in rows:
-        fields.update(dict.fromkeys(r))
-    return list(fields)
-
-
-class NullLog:
-    """What processes other than 0 get instead of a ``MetricsLog`` (only process 0 writes logs)."""
-
-    def append(self, rows: list[dict]) -> None:
-        pass
 
 
 class ExternalLoggers:
@@ -136,68 +91,13 @@ class ExternalLoggers:
             self.wb.finish()
 
 
-def read_metrics(path: str) -> list[dict]:
-    """The rows of a metrics.jsonl file, or of ``path/metrics.jsonl`` for a run folder (one dict per PPO
-    iteration; eval rows carry ``EVAL_FIELDS``). A torn final line (no newline: an append cut short) is dropped
-    with a note on stderr; any other bad line raises ``CheckpointError`` naming the file and the line."""
-    if os.path.isdir(path):
-        path = os.path.join(path, "metrics.jsonl")
-    with open(path, newline="") as f:
-        text = f.read()
-    lines = text.split("\n")
-    rows = []
-    for k, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if not isinstance(row, dict) or not isinstance(row.get("iteration"), int):
-                raise ValueError("not a metrics row (no integer 'iteration')")
-        except ValueError as e:
-            if k == len(lines) - 1:  # the last line has no newline: a torn append
-                print(f"note: dropped the torn last line {k + 1} of {path} (an interrupted write)", file=sys.stderr)
-                break
-            raise CheckpointError(f"{path} line {k + 1} is not a metrics row ({str(e).splitlines()[0]})") from None
-        rows.append(row)
-    return rows
-
-
-def load_run_config(run_dir: str) -> TrainConfig:
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(path):
-        raise CheckpointError(f"{run_dir} is not a run folder (no config.json)")
-    with open(path) as f:
-        return TrainConfig.from_dict(json.load(f))
-
-
-def _atomic_write_json(path: str, obj: Any) -> None:
-    _atomic_write_text(path, json.dumps(obj, indent=2))
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-    """Writes ``path`` whole or not at all: a temporary file, flushed to disk, then ``os.replace``."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 #: fields a held-out evaluation adds to the metrics row of its iteration
 EVAL_FIELDS = ("eval_return", "eval_stderr", "eval_return_greedy", "eval_stderr_greedy", "eval_episodes")
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Run folders under faults: one writer (a lock), resumes that keep the schedule, divergence, interrupts, progress
+# Runs under faults: resumes that keep the schedule, divergence, interrupts, progress
 # ------------------------------------------------------------------------------------------------------------
-LOCK_FILE = ".lock"
-
-
-class RunLockedError(CheckpointError):
-    """Another process is training in the run folder (it holds the folder's lock)."""
-
-
 class TrainingDiverged(FloatingPointError):
     """An iteration produced a NaN or infinite loss, metric or parameter; nothing after it was checkpointed.
     ``iteration`` is the first bad one (1-based). The CLI exits with status 1 (a failed run, not a bad input)."""
@@ -209,61 +109,6 @@ class TrainingDiverged(FloatingPointError):
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during training; its message says truthfully which checkpoint a ``--resume`` continues from."""
-
-
-class RunLock:
-    """An exclusive ``fcntl.flock`` on ``<run_dir>/.lock`` held by the one process that writes the run folder.
-
-    A second writer (another ``train`` or ``train --resume`` on the same folder) gets ``RunLockedError`` naming
-    the folder and the holder's PID. Readers (``eval``, ``render``) take no lock: they open checkpoints
-    read-only. The lock is released by ``release()`` or, if the process dies, by the kernel. The lock file is
-    left in place (removing it would let two processes lock two different files), unless this lock created it
-    and it is the only thing in the folder, so a command refused before writing leaves the folder as it was.
-    """
-
-    def __init__(self, run_dir: str):
-        self.path = os.path.join(run_dir, LOCK_FILE)
-        self.created = not os.path.exists(self.path)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            pid = os.read(self.fd, 64).decode(errors="replace").strip() or "unknown"
-            os.close(self.fd)
-            raise RunLockedError(f"run folder {run_dir} is in use by another training process (PID {pid}); "
-                                 "wait for it to finish or stop it first") from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
-
-    def release(self) -> None:
-        if self.fd is None:
-            return
-        run_dir = os.path.dirname(self.path)
-        if self.created and os.listdir(run_dir) == [LOCK_FILE]:
-            os.remove(self.path)
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
-        self.fd = None
-
-
-def lock_run(run_dir: str) -> list[RunLock]:
-    """Locks ``run_dir`` (and its population folder, for a member folder of one); [] on processes other than 0."""
-    if not distributed.is_main_process():
-        return []
-    locks = [RunLock(run_dir)]
-    parent = os.path.dirname(os.path.abspath(run_dir))
-    if os.path.exists(os.path.join(parent, "population.json")):
-        try:
-            locks.append(RunLock(parent))
-        except RunLockedError:
-            release_locks(locks)
-            raise
-    return locks
-
-
-def release_locks(locks: list[RunLock]) -> None:
-    for lock in reversed(locks):
-        lock.release()
 
 
 def check_resume(old: TrainConfig, cfg: TrainConfig, source: str) -> None:
@@ -317,11 +162,10 @@ def interrupted(it: int, ckpt_dir: str) -> TrainingInterrupted:
 
 def _population_interrupted(out: str) -> TrainingInterrupted:
     try:
-        with open(os.path.join(out, "population.json")) as f:
-            first = json.load(f)["members"][0]["name"]
-    except (OSError, ValueError, KeyError, IndexError):
+        first = read_population(out)["members"][0]["name"]
+    except (RuntimeError, KeyError, IndexError, TypeError):
         return TrainingInterrupted("interrupted before the population's folders were written")
-    steps = finished_steps(os.path.join(out, first, "checkpoints"))
+    steps = finished_steps(checkpoint_dir(os.path.join(out, first)))
     if steps:
         return TrainingInterrupted(f"interrupted; the members' checkpoint step {steps[-1]} is intact, --resume "
                                    "continues from it")
@@ -369,15 +213,14 @@ class Progress:
 
 
 class ChunkLoop:
-    """The host loop over jitted chunks that ``train`` and ``population.train_population`` share.
+    """The schedule of ``train``'s host loop over jitted chunks (the same for a single run and a population).
 
     Schedules chunks of at most ``cfg.chunk_iters`` iterations that end on every ``cfg.checkpoint_every``
     multiple, on every ``cfg.eval_every`` multiple (when > 0) and at ``cfg.iters``; times each chunk (the first
     one includes the compile: ``compile_s``); runs ``evaluate`` after the chunks that end on an
     ``eval_every`` multiple (multiples of the absolute iteration, so a resumed run keeps the cadence); calls
     ``save`` at the checkpoint boundaries, at the end, and at the first chunk boundary after ``max_seconds``
-    of wall time (where it stops). One place for this, so a single run and a population checkpoint,
-    evaluate and stop at the same iterations.
+    of wall time (where it stops).
     """
 
     def __init__(self, cfg: TrainConfig, start: int, max_seconds: float | None = None, evaluate=None):
@@ -445,139 +288,226 @@ def report_command(out: str) -> str:
     """The shell command that makes the report of run folder ``out`` (printed when training ends): the
     ``rl3jax`` script beside this Python (a virtual environment's ``bin/``, e.g. ``.venv/bin/rl3jax``, which
     need not be on PATH), else ``python -m rl3jax``."""
-    import shlex
-
     script = os.path.join(os.path.dirname(sys.executable), "rl3jax")
     exe = [os.path.relpath(script) if not os.path.relpath(script).startswith("..") else script] \
         if os.path.exists(script) else [sys.executable, "-m", "rl3jax"]
     return shlex.join([*exe, "report", out])
 
 
+# ------------------------------------------------------------------------------------------------------------
+# The driver
+# ------------------------------------------------------------------------------------------------------------
 def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = True, tensorboard: bool = False,
           wandb_project: str | None = None, quiet: bool = False, mesh=None, seeds: int = 1,
           sweep: dict | None = None, max_seconds: float | None = None):
-    """Trains to ``cfg.iters`` total iterations in run folder ``out``; returns (final state, last metrics).
+    """Trains to ``cfg.iters`` total PPO iterations in run folder ``out``.
 
-    ``mesh`` (``rl3jax.distributed.make_mesh``): split the env axis over its devices (None: one device).
-    ``seeds`` > 1 or a ``sweep`` ({name: [values]}) train a vmapped population instead, one member folder
-    each (``rl3jax.population``). In a multi-process run only process 0 writes config, metrics and logs;
-    every process takes part in checkpoints. ``max_seconds`` stops (with a checkpoint) at the first chunk
-    boundary after that much wall time; ``--resume`` continues from there (also from a folder whose run was
-    stopped before its first checkpoint: it starts again from iteration 0 with the folder's config.json).
+    Returns (final state, last metrics): for a single run the ``TrainState`` and the last metrics row (a dict,
+    {} when no iteration ran); for a population (``seeds`` > 1, a ``sweep`` {name: [values]}, or ``resume`` of
+    a population folder) the stacked state (every leaf with a leading member axis, ``rl3jax.population``) and
+    {member name: last metrics row}. ``mesh`` (``rl3jax.distributed.make_mesh``): split the env axis over its
+    devices (None: one device). In a multi-process run only process 0 writes config, metrics and logs; every
+    process takes part in checkpoints. ``max_seconds`` (wall-clock seconds) stops, with a checkpoint, at the
+    first chunk boundary after that much time; ``resume`` continues from the newest checkpoint (also from a
+    folder whose run was stopped before its first checkpoint: it starts again from iteration 0 with the
+    folder's config.json / population.json). ``quiet``: no console lines; ``progress``: the progress bar.
 
-    Errors: ``ValueError`` (settings; nothing written), ``RunLockedError`` (another process trains in
-    ``out``), ``CheckpointError`` (missing/corrupt checkpoint; ``CheckpointWriteError``: one could not be
-    written), ``TrainingDiverged`` (a NaN/inf loss, metric or parameter: names the first bad iteration; no
-    checkpoint is written after it), ``TrainingInterrupted`` (Ctrl-C; says which checkpoint is intact),
-    ``OSError`` (e.g. a full disk while appending metrics).
+    Layout: a single run writes config.json, metrics.jsonl/csv and checkpoints/ into ``out``; a population
+    writes population.json, the base config.json and one such run folder per member (``rl3jax.runfiles``).
+
+    Errors: ``ValueError`` (settings, or a resume that changes them; nothing written), ``RunLockedError``
+    (another process trains in ``out``), ``RunFolderError`` (not a run folder, unreadable config or metrics),
+    ``CheckpointError`` (missing/corrupt checkpoint; ``CheckpointWriteError``: one could not be written),
+    ``TrainingDiverged`` (a NaN/inf loss, metric or parameter: names the first bad iteration; no checkpoint is
+    written after it), ``TrainingInterrupted`` (Ctrl-C; says which checkpoint is intact), ``OSError`` (e.g. a
+    full disk while appending metrics).
     """
-    cfg.validate()
-    if seeds != 1 or sweep or (resume and os.path.exists(os.path.join(out, "population.json"))):
-        from rl3jax.population import train_population
-
-        locks = lock_run(out) if os.path.isdir(out) else []  # a fresh folder: population.py creates it
-        try:
-            return train_population(cfg, out, seeds=seeds, sweep=sweep, resume=resume, progress=progress,
-                                    tensorboard=tensorboard, wandb_project=wandb_project, quiet=quiet, mesh=mesh,
-                                    max_seconds=max_seconds)
-        except KeyboardInterrupt:
-            raise _population_interrupted(out) from None
-        finally:
-            release_locks(locks)
-    return _train_single(cfg, out, resume, progress, tensorboard, wandb_project, quiet, mesh, max_seconds)
-
-
-def _train_single(cfg, out, resume, progress, tensorboard, wandb_project, quiet, mesh, max_seconds):
+    stacked = seeds != 1 or bool(sweep) or (resume and is_population(out))
     main = distributed.is_main_process()
-    quiet = quiet or not main
-    cfg_path = os.path.join(out, "config.json")
     if resume:
-        check_resume(load_run_config(out), cfg, "config.json")
-    elif os.path.exists(cfg_path):
-        raise ValueError(f"run folder {out} already holds a run; pass --resume to continue it or choose "
-                         "another --out")
+        seeds, sweep = _resume_settings(cfg, out, stacked, seeds, sweep)
+    elif holds_run(out):
+        raise ValueError(f"run folder {out} already holds a run; pass --resume to continue it or choose another --out")
+    pop = make_population(cfg, seeds, sweep, mesh, stacked=stacked)
     os.makedirs(out, exist_ok=True)
-    locks = lock_run(out)  # after the checks, before anything is written
-    ckpt_dir = os.path.join(out, "checkpoints")
-    where = {"it": 0}  # the iteration reached, for the Ctrl-C message
+    locks = lock_run(out) if main else []  # after the checks, before anything is written
+    loop = _Loop(pop, out, quiet=quiet or not main, main=main, spec={"seeds": seeds, "sweep": sweep or {}})
     try:
-        return _train_locked(cfg, out, resume, progress, tensorboard, wandb_project, quiet, mesh, max_seconds,
-                             main, ckpt_dir, where)
+        return loop.run(resume, progress, tensorboard, wandb_project, max_seconds)
     except KeyboardInterrupt:
-        it = where["loop"].it if "loop" in where else where["it"]
-        raise interrupted(it, ckpt_dir) from None
+        raise (_population_interrupted(out) if stacked else interrupted(loop.iteration, loop.ckpt_dirs[0])) from None
     finally:
         release_locks(locks)
 
 
-def _train_locked(cfg, out, resume, progress, tensorboard, wandb_project, quiet, mesh, max_seconds, main, ckpt_dir,
-                  where):
-    distributed.barrier("rl3jax-config-checked")  # every process has checked before process 0 writes
-    if main:
-        _atomic_write_json(os.path.join(out, "config.json"), cfg.to_dict())
+def _resume_settings(cfg: TrainConfig, out: str, stacked: bool, seeds: int, sweep: dict | None):
+    """Checks a resume of ``out`` against its stored settings (``check_resume``); returns its (seeds, sweep)."""
+    if not stacked:
+        check_resume(read_config(out), cfg, CONFIG)
+        return seeds, sweep
+    spec = read_population(out)
+    check_resume(TrainConfig.from_dict(spec["config"]), cfg, POPULATION)
+    if (seeds != 1 or sweep) and (seeds != spec["seeds"] or (sweep or {}) != spec["sweep"]):
+        raise ValueError(f"--resume with --seeds/--sweep that differ from the run's (seeds {spec['seeds']}, "
+                         f"sweep {spec['sweep']})")
+    return spec["seeds"], spec["sweep"]
 
-    trainer = make_train(cfg, mesh)
-    ckpt = Checkpointer(ckpt_dir, keep=cfg.keep_checkpoints, write=True)
-    if mesh is None:
-        state = jax.jit(trainer.init)(jax.random.key(cfg.seed))
-    else:
-        state = distributed.init_sharded(lambda: trainer.init(jax.random.key(cfg.seed)), mesh, cfg.num_envs)
-    start = 0
-    if resume and ckpt.latest_step() is None:
-        if not quiet:
-            print(f"{out} has no checkpoint yet (stopped before the first one): starting it again from "
-                  "iteration 0 with its config.json")
-    elif resume:
-        state, meta = ckpt.restore(state)
-        start = int(state.iteration)
-        if not quiet:
-            print(f"resumed {out} at iteration {start} ({meta.get('env_steps', 0)} env steps)")
-    where["it"] = start
-    log = MetricsLog(out, start) if main else NullLog()
-    ext = ExternalLoggers(out, cfg, tensorboard and main, wandb_project if main else None)
-    chunk_fn = jit_chunk(trainer)
-    bar = Progress(cfg.iters, start, progress and not quiet)
-    last = {}
 
-    def on_chunk(it, n, metrics, dt, evals):
-        nonlocal last
-        bad = first_nonfinite(metrics, n)
-        metrics = {k: v for k, v in metrics.items() if k != FINITE}
-        rows = []
-        sps = n * cfg.batch_steps / dt
-        for i in range(n if bad is None else bad + 1):  # up to the first non-finite iteration
-            row = {"iteration": it + i + 1, "env_steps": (it + i + 1) * cfg.batch_steps}
-            row.update({k: float(v[i]) for k, v in metrics.items()})
-            row["steps_per_second"] = sps
-            rows.append(row)
-        if evals is not None and bad is None:
-            rows[-1].update(evals)
-        for r in rows:
-            ext.log(r)
-        log.append(rows)
-        if bad is not None:
-            raise divergence(metrics, it, bad, ckpt_dir)
-        it += n
-        last = rows[-1]
+class _Loop:
+    """One training session of a population (a single run: a population of one, unstacked) in folder ``out``:
+    folders, restore, logs, the chunk loop, checkpoints and the console lines."""
+
+    def __init__(self, pop: Population, out: str, quiet: bool, main: bool, spec: dict):
+        self.pop, self.out, self.quiet, self.main = pop, out, quiet, main
+        self.spec = spec  # {"seeds": int, "sweep": {name: [values]}} for population.json
+        self.cfg = pop.trainer.cfg
+        self.dirs = [os.path.join(out, m.name) for m in pop.members] if pop.stacked else [out]
+        self.ckpt_dirs = [checkpoint_dir(d) for d in self.dirs]
+        self.start = 0
+        self.chunks: ChunkLoop | None = None
+        self.lasts: dict[str, dict] = {}  # member name -> its last metrics row
+
+    @property
+    def iteration(self) -> int:
+        """The iteration reached (for the Ctrl-C message)."""
+        return self.chunks.it if self.chunks is not None else self.start
+
+    def write_folders(self) -> None:
+        """config.json (and for a population the member folders and population.json); process 0 only."""
+        cfg, pop = self.cfg, self.pop
+        if not pop.stacked:
+            atomic_write_json(os.path.join(self.out, CONFIG), cfg.to_dict())
+            return
+        for m, d in zip(pop.members, self.dirs):
+            os.makedirs(d, exist_ok=True)
+            atomic_write_json(os.path.join(d, CONFIG), m.config(cfg).to_dict())
+        atomic_write_json(os.path.join(self.out, CONFIG), cfg.to_dict())
+        atomic_write_json(os.path.join(self.out, POPULATION), {"config": cfg.to_dict(), **self.spec,
+                                                               "members": [m.to_dict() for m in pop.members]})
+
+    def restore(self, state, ckpts: list[Checkpointer], resume: bool):
+        """(state, start iteration): the members' newest checkpoints when resuming, else ``state`` and 0."""
+        pop, out, source = self.pop, self.out, POPULATION if self.pop.stacked else CONFIG
+        if resume and all(c.latest_step() is None for c in ckpts):
+            if not self.quiet:
+                print(f"{out} has no checkpoint yet (stopped before the first one): starting it again from "
+                      f"iteration 0 with its {source}")
+            return state, 0
+        if not resume:
+            return state, 0
+        restored = [c.restore(pop.member(state, i)) for i, c in enumerate(ckpts)]
+        steps = {int(st.iteration) for st, _ in restored}
+        if len(steps) != 1:
+            raise CheckpointError(f"the members' latest checkpoints are at different iterations {sorted(steps)}")
+        start = steps.pop()
+        if not self.quiet:
+            print(f"resumed population {out} ({pop.size} members) at iteration {start}" if pop.stacked else
+                  f"resumed {out} at iteration {start} ({restored[0][1].get('env_steps', 0)} env steps)")
+        return pop.stack([st for st, _ in restored]), start
+
+    def run(self, resume: bool, progress: bool, tensorboard: bool, wandb_project: str | None,
+            max_seconds: float | None):
+        cfg, pop, main = self.cfg, self.pop, self.main
+        distributed.barrier("rl3jax-config-checked")  # every process has checked before process 0 writes
+        if main:
+            self.write_folders()
+        distributed.barrier("rl3jax-folders-written")
+        ckpts = [Checkpointer(d, keep=cfg.keep_checkpoints, write=True) for d in self.ckpt_dirs]
+        state, start = self.restore(pop.init_state(), ckpts, resume)
+        self.start = start
+        self.logs = [MetricsLog(d, start) if main else NullLog() for d in self.dirs]
+        self.ext = ExternalLoggers(self.out, cfg, tensorboard and main, wandb_project if main else None)
+        self.bar = Progress(cfg.iters, start, progress and not self.quiet)
+
+        def save(it, state):
+            for i, (m, c) in enumerate(zip(pop.members, ckpts)):
+                meta = {"iteration": it, "env_steps": it * cfg.batch_steps,
+                        "return_mean": self.lasts[m.name]["return_mean"]}
+                c.save(it, pop.member(state, i), {**meta, "member": m.to_dict()} if pop.stacked else meta)
+
+        evaluate = None
+        if cfg.eval_every:  # one compiled evaluation for every member (same shapes), each member's own params
+            evaluator = HeldOutEvaluator(pop.trainer.meta_env, pop.trainer.actor, cfg.eval_episodes)
+
+            def evaluate(it, st):
+                params = jax.device_get(st.actor_params) if pop.stacked else st.actor_params
+                return [evaluator.row_fields(pop.member(params, j)) for j in range(pop.size)]
+
+        self.chunks = loop = ChunkLoop(cfg, start, max_seconds, evaluate=evaluate)
+        try:
+            state = loop.run(population.jit_chunk(pop), state, self.on_chunk, save)
+        finally:
+            self.bar.close()
+            for c in ckpts:
+                c.close()
+            self.ext.close()
+        self.done()
+        if pop.stacked:
+            return state, self.lasts
+        return state, self.lasts.get(pop.members[0].name, {})
+
+    def on_chunk(self, it: int, n: int, metrics: dict, dt: float, evals: list[dict] | None) -> None:
+        """Logs the rows of iterations ``it + 1 .. it + n`` (``metrics``: host arrays, (n,) or (n, members);
+        ``evals``: one dict of ``EVAL_FIELDS`` per member or None) and raises ``TrainingDiverged`` at the first
+        non-finite iteration (a single run logs the rows up to it; a population none of the chunk's)."""
+        cfg, pop = self.cfg, self.pop
+        bad = first_nonfinite(metrics, n)  # any member: a non-finite member state is never checkpointed
+        if bad is not None and pop.stacked:
+            flags = np.asarray(metrics[FINITE])[bad]
+            who = ", ".join(m.name for m, f in zip(pop.members, flags) if not f > 0.5)
+            raise divergence(metrics, it, bad, self.ckpt_dirs[0], who=f" (member {who})")
+        metrics = pop.member_metrics({k: v for k, v in metrics.items() if k != FINITE})
+        sps = n * cfg.batch_steps * pop.size / dt  # all members together
+        combined = []
+        for j, (m, log) in enumerate(zip(pop.members, self.logs)):
+            rows = []
+            for i in range(n if bad is None else bad + 1):  # up to the first non-finite iteration
+                row = {"iteration": it + i + 1, "env_steps": (it + i + 1) * cfg.batch_steps}
+                row.update({k: float(v[i, j]) for k, v in metrics.items()})
+                row["steps_per_second"] = sps / pop.size
+                rows.append(row)
+            if evals is not None and bad is None:
+                rows[-1].update(evals[j])
+            if not pop.stacked:
+                for r in rows:
+                    self.ext.log(r)
+            log.append(rows)
+            if bad is not None:
+                raise divergence(metrics, it, bad, self.ckpt_dirs[0])
+            self.lasts[m.name] = rows[-1]
+            for i, r in enumerate(rows):
+                if j == 0:
+                    combined.append({"env_steps": r["env_steps"]})
+                combined[i].update({f"{m.name}/{k}": v for k, v in r.items() if k != "env_steps"})
+        if pop.stacked:
+            for r in combined:
+                self.ext.log(r)
+        self.bar.update(it + n, n, dt, self.postfix(sps, evals))
+
+    def postfix(self, sps: float, evals: list[dict] | None) -> dict:
+        """The progress bar's figures after a chunk."""
+        if self.pop.stacked:
+            rets = [r["return_mean"] for r in self.lasts.values() if math.isfinite(r["return_mean"])]
+            return dict(sps=f"{sps:,.0f}", ret_mean=f"{np.mean(rets):.2f}", ret_best=f"{np.max(rets):.2f}")
+        last = self.lasts[self.pop.members[0].name]
         post = dict(steps=f"{last['env_steps']:.3g}", sps=f"{sps:,.0f}", ret=f"{last['return_mean']:.2f}")
         if evals is not None:
-            post["held_out"] = f"{evals['eval_return']:.2f}"
-        bar.update(it, n, dt, post)
+            post["held_out"] = f"{evals[0]['eval_return']:.2f}"
+        return post
 
-    def save(it, state):
-        ckpt.save(it, state, {"iteration": it, "env_steps": it * cfg.batch_steps, "return_mean": last["return_mean"]})
+    def done(self) -> None:
+        """The final console lines."""
+        cfg, pop, it = self.cfg, self.pop, self.iteration
+        if self.quiet or not self.lasts:
+            return
+        if pop.stacked:
+            print(f"done: {pop.size} members x {it} iterations "
+                  f"({it * cfg.batch_steps * pop.size:,} env steps; {self.chunks.timing()})")
+            for name, r in self.lasts.items():
+                print(f"  {name:24s} return {r['return_mean']:.2f}")
+        else:
+            last = self.lasts[pop.members[0].name]
+            print(f"done: {it} iterations, {it * cfg.batch_steps} env steps, "
+                  f"mean return {last['return_mean']:.2f} ({self.chunks.timing()})")
+        print(f"report: {report_command(self.out)}")
 
-    evaluator = HeldOutEvaluator(trainer.meta_env, trainer.actor, cfg.eval_episodes) if cfg.eval_every else None
-    evaluate = (lambda it, st: evaluator.row_fields(st.actor_params)) if evaluator else None
-    loop = where["loop"] = ChunkLoop(cfg, start, max_seconds, evaluate=evaluate)
-    try:
-        state = loop.run(chunk_fn, state, on_chunk, save)
-    finally:
-        bar.close()
-        ckpt.close()
-        ext.close()
-    if not quiet and last:
-        print(f"done: {loop.it} iterations, {loop.it * cfg.batch_steps} env steps, "
-              f"mean return {last['return_mean']:.2f} ({loop.timing()})")
-        print(f"report: {report_command(out)}")
-    return state, last

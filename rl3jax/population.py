@@ -1,5 +1,9 @@
 """Seeds and hyper-parameter sweeps in one compile: a population of independent runs as a vmapped axis.
 
+A single run is a population of one that keeps today's single-run program: ``Population(stacked=False)``,
+whose state has no member axis (``trainer.init`` / ``trainer.chunk`` unchanged). ``rl3jax.driver.train`` runs
+both through one host loop.
+
 ``--seeds K`` trains K runs with seeds ``seed, seed+1, ..., seed+K-1``; ``--sweep name=v1,v2,...`` (repeatable)
 adds numeric hyper-parameter settings; the population is the product settings x seeds, member order: the
 sweeps' values in the order given (the first sweep outermost), then the seeds. Every member is exactly the
@@ -23,16 +27,12 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
-import math
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from rl3jax import distributed
-from rl3jax.checkpoint import Checkpointer, CheckpointError
 from rl3jax.config import TrainConfig
 from rl3jax.train import Trainer, TrainState, make_train
 
@@ -43,6 +43,8 @@ OPT_HPARAMS = {"lr": [("actor_opt", "learning_rate"), ("critic_opt", "learning_r
 
 @dataclasses.dataclass(frozen=True)
 class Member:
+    """One run of a population: its position, seed and swept values."""
+
     index: int
     seed: int
     settings: tuple[tuple[str, float], ...]  # (name, value) of the swept hyper-parameters
@@ -82,11 +84,14 @@ def parse_sweep(items: list[str] | None) -> dict[str, list[float]]:
 
 
 def sweepable(trainer: Trainer) -> tuple[str, ...]:
+    """The names ``--sweep`` accepts for this trainer (``OPT_HPARAMS`` and the keys of ``TrainState.hparams``)."""
     hp = jax.eval_shape(trainer.init, jax.random.key(0)).hparams
     return tuple(OPT_HPARAMS) + tuple(k for k in hp if k not in OPT_HPARAMS)
 
 
 def make_members(cfg: TrainConfig, seeds: int = 1, sweep: dict[str, list[float]] | None = None) -> list[Member]:
+    """The members of ``seeds`` seeds x the ``sweep``'s settings (order: module docstring). ValueError for
+    ``seeds`` < 1, a name that is no config field, or a member config that is invalid (e.g. lr <= 0)."""
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
     sweep = sweep or {}
@@ -101,25 +106,26 @@ def make_members(cfg: TrainConfig, seeds: int = 1, sweep: dict[str, list[float]]
         for i in range(seeds):
             members.append(Member(len(members), cfg.seed + i, tuple(zip(names, combo))))
     for m in members:
-        m.config(cfg).validate()  # e.g. lr <= 0, gae_lambda > 1
+        m.config(cfg)  # a TrainConfig validates itself: e.g. lr <= 0, gae_lambda > 1
     return members
-
-
-def member_state(state: TrainState, i: int) -> TrainState:
-    """Member ``i`` of a population state (an ordinary ``TrainState``)."""
-    return jax.tree.map(lambda x: x[i], state)
 
 
 @dataclasses.dataclass(frozen=True)
 class Population:
-    """Pure functions over a population ``TrainState`` (every leaf has a leading member axis)."""
+    """Pure functions over a population ``TrainState`` (every leaf has a leading member axis), or, with
+    ``stacked=False``, over a single run's ``TrainState`` (one member, no member axis, the trainer's own
+    ``init`` and ``chunk``)."""
 
     trainer: Trainer
     members: tuple[Member, ...]
+    stacked: bool = True
 
     def __post_init__(self):
-        allowed = sweepable(self.trainer)
-        for name, _ in self.members[0].settings:
+        if not self.stacked and (len(self.members) != 1 or self.members[0].settings):
+            raise ValueError("an unstacked population is a single run: one member, no sweep")
+        names = [name for name, _ in self.members[0].settings]
+        allowed = sweepable(self.trainer) if names else ()  # traces init: only when there is a sweep
+        for name in names:
             if name not in allowed:
                 raise ValueError(f"--sweep {name}: not sweepable in one compile; sweepable: {', '.join(allowed)} "
                                  "(other settings change shapes or code: use separate runs)")
@@ -145,6 +151,7 @@ class Population:
         return self.apply_settings(state)
 
     def apply_settings(self, state: TrainState) -> TrainState:
+        """``state`` (stacked) with each member's swept values in its optimiser states and ``hparams``."""
         names = [n for n, _ in self.members[0].settings]
         for name in names:
             values = jnp.asarray([dict(m.settings)[name] for m in self.members], jnp.float32)
@@ -161,7 +168,10 @@ class Population:
         return state
 
     def chunk(self, state: TrainState, num_iters: int):
-        """``num_iters`` iterations of every member in one scan; metrics of shape (num_iters, members)."""
+        """``num_iters`` iterations of every member in one scan; metrics of shape (num_iters, members)
+        (unstacked: the trainer's chunk, metrics of shape (num_iters,))."""
+        if not self.stacked:
+            return self.trainer.chunk(state, num_iters)
         if self.size == 1:  # no vmap: keeps lax.cond (the KL early stop) a real branch
             def step(s):
                 new, metrics = self.trainer.iteration(jax.tree.map(lambda x: x[0], s))
@@ -170,169 +180,47 @@ class Population:
             step = jax.vmap(self.trainer.iteration)
         return jax.lax.scan(lambda s, _: step(s), state, None, length=num_iters)
 
+    def init_state(self) -> TrainState:
+        """The initial state, jitted into the training shardings of the trainer's mesh (None: one device).
+        Unstacked: ``trainer.init(jax.random.key(seed))``, the single run's program."""
+        cfg = self.trainer.cfg
+        if not self.stacked:
+            return distributed.init_sharded(self.trainer.init, self.trainer.mesh, cfg.num_envs,
+                                            seed=self.members[0].seed)
+        return distributed.init_sharded(self.init, self.trainer.mesh, cfg.num_envs, pop_dims=1)
 
-def make_population(cfg: TrainConfig, seeds: int = 1, sweep: dict | None = None, mesh=None) -> Population:
-    return Population(make_train(cfg, mesh), tuple(make_members(cfg, seeds, sweep)))
+    def member(self, tree, i: int):
+        """Member ``i``'s part of a population pytree (a state, its params): the leaves' index ``i`` on the
+        member axis; unstacked: ``tree`` itself."""
+        return member_state(tree, i) if self.stacked else tree
+
+    def stack(self, states: list[TrainState]) -> TrainState:
+        """The population state of the members' states (in the training shardings); unstacked: the one state."""
+        if not self.stacked:
+            return states[0]
+        fn = lambda ms: jax.tree.map(lambda *xs: jnp.stack(xs), *ms)  # noqa: E731
+        return distributed.jit_state(fn, self.trainer.mesh, self.trainer.cfg.num_envs, pop_dims=1)(states)
+
+    def member_metrics(self, metrics: dict) -> dict[str, np.ndarray]:
+        """Host metrics of a chunk with the member axis last: each (num_iters, members)."""
+        return {k: np.asarray(v).reshape(len(v), -1) for k, v in metrics.items()}
 
 
-def init_state(pop: Population) -> TrainState:
-    mesh = pop.trainer.mesh
-    if mesh is None:
-        return jax.jit(pop.init)()
-    return distributed.init_sharded(pop.init, mesh, pop.trainer.cfg.num_envs, pop_dims=1)
+def member_state(state, i: int):
+    """Member ``i`` of a stacked population state or pytree (for a state: an ordinary ``TrainState``)."""
+    return jax.tree.map(lambda x: x[i], state)
+
+
+def make_population(cfg: TrainConfig, seeds: int = 1, sweep: dict | None = None, mesh=None,
+                    stacked: bool = True) -> Population:
+    """The population of ``seeds`` seeds x ``sweep`` settings of ``cfg`` on ``mesh`` (``rl3jax.distributed``;
+    None: one device). ``stacked=False``: the single run of ``cfg`` (``seeds`` 1, no sweep). ValueError for a
+    sweep name that is not sweepable or a member config that is invalid."""
+    return Population(make_train(cfg, mesh), tuple(make_members(cfg, seeds, sweep)), stacked)
 
 
 def jit_chunk(pop: Population):
-    mesh = pop.trainer.mesh
-    if mesh is None:
-        return jax.jit(pop.chunk, static_argnums=1, donate_argnums=0)
-    return distributed.sharded_chunk(pop.chunk, mesh, pop.trainer.cfg.num_envs, pop_dims=1)
-
-
-def _stack(states: list, like: TrainState, mesh, num_envs: int) -> TrainState:
-    fn = lambda ms: jax.tree.map(lambda *xs: jnp.stack(xs), *ms)  # noqa: E731
-    if mesh is None:
-        return jax.jit(fn)(states)
-    sh = distributed.state_shardings(like, mesh, num_envs, pop_dims=1)
-    return jax.jit(fn, out_shardings=sh)(states)
-
-
-# ---------------------------------------------------------------------------------------- the driver
-def _read_spec(out: str) -> dict:
-    path = os.path.join(out, "population.json")
-    if not os.path.exists(path):
-        raise CheckpointError(f"{out} holds no population run (no population.json)")
-    with open(path) as f:
-        return json.load(f)
-
-
-def train_population(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | None = None, resume: bool = False,
-                     progress: bool = True, tensorboard: bool = False, wandb_project: str | None = None,
-                     quiet: bool = False, mesh=None, max_seconds: float | None = None):
-    """Trains every member to ``cfg.iters`` iterations; returns (population state, {member: last metrics}).
-
-    ``max_seconds``: stop (with checkpoints) at the first chunk boundary after that much wall time."""
-    from rl3jax.driver import (
-        FINITE,
-        ChunkLoop,
-        ExternalLoggers,
-        HeldOutEvaluator,
-        MetricsLog,
-        NullLog,
-        Progress,
-        _atomic_write_json,
-        check_resume,
-        divergence,
-        first_nonfinite,
-        report_command,
-    )
-
-    cfg.validate()
-    main = distributed.is_main_process()
-    quiet = quiet or not main
-    spec_path = os.path.join(out, "population.json")
-    if resume:
-        spec = _read_spec(out)
-        check_resume(TrainConfig.from_dict(spec["config"]), cfg, "population.json")
-        if (seeds != 1 or sweep) and (seeds != spec["seeds"] or (sweep or {}) != spec["sweep"]):
-            raise ValueError(f"--resume with --seeds/--sweep that differ from the run's (seeds {spec['seeds']}, "
-                             f"sweep {spec['sweep']})")
-        seeds, sweep = spec["seeds"], spec["sweep"]
-    elif os.path.exists(spec_path) or os.path.exists(os.path.join(out, "config.json")):
-        raise ValueError(f"run folder {out} already holds a run; pass --resume to continue it or choose another --out")
-    pop = make_population(cfg, seeds, sweep, mesh)
-    members = pop.members
-    dirs = [os.path.join(out, m.name) for m in members]
-    distributed.barrier("rl3jax-population-checked")
-    if main:
-        for m, d in zip(members, dirs):
-            os.makedirs(d, exist_ok=True)
-            _atomic_write_json(os.path.join(d, "config.json"), m.config(cfg).to_dict())
-        _atomic_write_json(os.path.join(out, "config.json"), cfg.to_dict())
-        _atomic_write_json(spec_path, {"config": cfg.to_dict(), "seeds": seeds, "sweep": sweep or {},
-                                       "members": [m.to_dict() for m in members]})
-    distributed.barrier("rl3jax-population-written")
-
-    state = init_state(pop)
-    ckpts = [Checkpointer(os.path.join(d, "checkpoints"), keep=cfg.keep_checkpoints, write=True) for d in dirs]
-    start = 0
-    if resume and all(c.latest_step() is None for c in ckpts):
-        if not quiet:
-            print(f"{out} has no checkpoint yet (stopped before the first one): starting it again from "
-                  "iteration 0 with its population.json")
-    elif resume:
-        restored, steps = [], set()
-        for i, c in enumerate(ckpts):
-            st, _ = c.restore(member_state(state, i))
-            restored.append(st)
-            steps.add(int(st.iteration))
-        if len(steps) != 1:
-            raise CheckpointError(f"the members' latest checkpoints are at different iterations {sorted(steps)}")
-        state = _stack(restored, state, mesh, cfg.num_envs)
-        start = steps.pop()
-        if not quiet:
-            print(f"resumed population {out} ({len(members)} members) at iteration {start}")
-    logs = [MetricsLog(d, start) if main else NullLog() for d in dirs]
-    ext = ExternalLoggers(out, cfg, tensorboard and main, wandb_project if main else None)
-    chunk_fn = jit_chunk(pop)
-    bar = Progress(cfg.iters, start, progress and not quiet)
-    lasts: dict[str, dict] = {}
-
-    def on_chunk(it, n, metrics, dt, evals):  # metrics: each (n, members); evals: one dict per member
-        bad = first_nonfinite(metrics, n)  # any member: a non-finite member state is never checkpointed
-        if bad is not None:
-            flags = np.asarray(metrics[FINITE])[bad]
-            who = ", ".join(m.name for m, f in zip(members, flags) if not f > 0.5)
-            raise divergence(metrics, it, bad, os.path.join(dirs[0], "checkpoints"), who=f" (member {who})")
-        metrics = {k: v for k, v in metrics.items() if k != FINITE}
-        sps = n * cfg.batch_steps * len(members) / dt  # all members together
-        combined = []
-        for j, (m, log) in enumerate(zip(members, logs)):
-            rows = []
-            for i in range(n):
-                row = {"iteration": it + i + 1, "env_steps": (it + i + 1) * cfg.batch_steps}
-                row.update({k: float(v[i, j]) for k, v in metrics.items()})
-                row["steps_per_second"] = sps / len(members)
-                rows.append(row)
-            if evals is not None:
-                rows[-1].update(evals[j])
-            log.append(rows)
-            lasts[m.name] = rows[-1]
-            for i, r in enumerate(rows):
-                if j == 0:
-                    combined.append({"env_steps": r["env_steps"]})
-                combined[i].update({f"{m.name}/{k}": v for k, v in r.items() if k != "env_steps"})
-        for r in combined:
-            ext.log(r)
-        it += n
-        rets = [r["return_mean"] for r in lasts.values() if math.isfinite(r["return_mean"])]
-        bar.update(it, n, dt, dict(sps=f"{sps:,.0f}", ret_mean=f"{np.mean(rets):.2f}", ret_best=f"{np.max(rets):.2f}"))
-
-    def save(it, state):
-        for i, (m, c) in enumerate(zip(members, ckpts)):
-            c.save(it, member_state(state, i), {"iteration": it, "env_steps": it * cfg.batch_steps,
-                                                "return_mean": lasts[m.name]["return_mean"], "member": m.to_dict()})
-
-    evaluate = None
-    if cfg.eval_every:  # one compiled evaluation for every member (same shapes), each member's own params
-        evaluator = HeldOutEvaluator(pop.trainer.meta_env, pop.trainer.actor, cfg.eval_episodes)
-
-        def evaluate(it, st):
-            params = jax.device_get(st.actor_params)
-            return [evaluator.row_fields(jax.tree.map(lambda x, j=j: x[j], params)) for j in range(len(members))]
-
-    loop = ChunkLoop(cfg, start, max_seconds, evaluate=evaluate)
-    try:
-        state = loop.run(chunk_fn, state, on_chunk, save)
-    finally:
-        bar.close()
-        for c in ckpts:
-            c.close()
-        ext.close()
-    if not quiet and lasts:
-        print(f"done: {len(members)} members x {loop.it} iterations "
-              f"({loop.it * cfg.batch_steps * len(members):,} env steps; {loop.timing()})")
-        for name, r in lasts.items():
-            print(f"  {name:24s} return {r['return_mean']:.2f}")
-        print(f"report: {report_command(out)}")
-    return state, lasts
+    """The jitted chunk ``(state, num_iters) -> (state, metrics)`` (num_iters static, state donated) in the
+    trainer's mesh's shardings; for an unstacked population the single run's (``Trainer.chunk``)."""
+    return distributed.sharded_chunk(pop.chunk, pop.trainer.mesh, pop.trainer.cfg.num_envs,
+                                     pop_dims=1 if pop.stacked else 0)

@@ -10,6 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rl3jax.envs.registry import make_env, variants
+from rl3jax.evaluate import held_out_tasks
+from rl3jax.runfiles import read_config
+from rl3jax.runs import load_run
+
 TILE_COLOURS = {  # tile code (rl3jax.envs.grid) -> RGB
     0: (245, 245, 240),  # empty
     1: (60, 60, 60),  # obstacle
@@ -158,8 +163,6 @@ def samples_png(family: str, out: str, per_variant: int = 4, seed: int = 0):
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from rl3jax.envs.registry import make_env, variants
-
     names = list(variants(family))
     fig, axes = plt.subplots(len(names), per_variant, figsize=(1.6 * per_variant + 1.6, 1.6 * len(names) + 0.8),
                              squeeze=False)
@@ -183,15 +186,14 @@ def samples_png(family: str, out: str, per_variant: int = 4, seed: int = 0):
 
 
 def render_cli(args) -> int:
-    from rl3jax.checkpoint import Checkpointer
-    from rl3jax.driver import load_run_config
-    from rl3jax.evaluate import held_out_tasks
-    from rl3jax.train import make_train
-
+    """``rl3jax render``: GIFs of ``args.episodes`` held-out tasks played by the run ``args.run`` (its newest
+    checkpoint, on ``args.variant`` or the run's variant), or with ``args.samples`` a PNG of sampled grids of
+    the run's family (default grid13). ValueError (one line) for a run of a non-grid family;
+    ``RunFolderError`` / ``CheckpointError`` for a folder that is no run or has no readable checkpoint."""
     if args.samples:
         family = "grid13"
         if args.run:
-            family = load_run_config(args.run).env
+            family = read_config(args.run).env
             if not family.startswith("grid"):
                 raise ValueError(f"render --samples draws grid families; run {args.run} trained on {family!r}")
         samples_png(family, args.out)
@@ -199,22 +201,18 @@ def render_cli(args) -> int:
         return 0
     if not args.run:
         raise ValueError("render needs --run DIR (or --samples)")
-    cfg = load_run_config(args.run)
-    if not cfg.env.startswith("grid"):
-        raise ValueError(f"render draws grid tasks; run {args.run} trained on {cfg.env!r}")
-    if args.variant:
-        cfg = cfg.replace(variant=args.variant).validate()
-    trainer = make_train(cfg)
-    ckpt = Checkpointer(os.path.join(args.run, "checkpoints"))  # read-only: safe while the run trains
-    state, _ = ckpt.restore(jax.jit(trainer.init)(jax.random.key(cfg.seed)))
-    ckpt.close()
-    greedy = bool(getattr(args, "greedy", False))
+    run = load_run(args.run)
+    if not run.cfg.env.startswith("grid"):
+        raise ValueError(f"render draws grid tasks; run {args.run} trained on {run.cfg.env!r}")
+    trainer = run.trainer(args.variant)
+    cfg = trainer.cfg
+    state, _ = run.restore(trainer)  # read-only: safe while the run trains
     title = f"{cfg.env}/{cfg.variant} {cfg.algo} ({cfg.model}) iteration {int(state.iteration)}"
     tasks = held_out_tasks(trainer.meta_env, args.episodes)
     base, ext = os.path.splitext(args.out)
     for i in range(args.episodes):
         task = jax.tree.map(lambda x, i=i: x[i], tasks)
         out = args.out if args.episodes == 1 else f"{base}-{i}{ext}"
-        frames = episode_gif(trainer, state.actor_params, task, out, jax.random.key(i), greedy=greedy, title=title)
+        frames = episode_gif(trainer, state.actor_params, task, out, jax.random.key(i), title=title)
         print(f"wrote {out}: return {frames[-1]['return']:.0f}")
     return 0

@@ -32,24 +32,40 @@ import json
 import math
 import os
 import warnings
-from typing import Any
 
 import numpy as np
 
+from rl3jax.baselines import IntractableError
+from rl3jax.config import POLICY_MODES, TrainConfig
+from rl3jax.envs.registry import variants
+from rl3jax.evaluate import HeldOutEvaluator, baseline_names, evaluate
+from rl3jax.runfiles import CONFIG, METRICS_JSONL, atomic_write_json, latest_step
+from rl3jax.runs import Run, expand_runs, load_run
+from rl3jax.train import make_meta_env
+
 #: config fields that do not define a setting (seeds of one setting differ only in these)
 NOT_SETTING = ("seed", "chunk_iters", "checkpoint_every", "keep_checkpoints", "eval_every", "eval_episodes")
-MODES = ("stochastic", "greedy")
+MODES = POLICY_MODES
 REFERENCE = ("random", "oracle")
 
 
 # ------------------------------------------------------------------------------------------ runs
 @dataclasses.dataclass
 class RunInfo:
-    path: str  # the run folder
+    """A run of the report: the loaded run, its display name, metrics rows and evaluated checkpoint."""
+
+    run: Run
     name: str  # short unique display name
-    cfg: Any  # TrainConfig
     rows: list  # metrics.jsonl rows
     iteration: int  # the latest checkpoint's iteration (what the held-out evaluation measures)
+
+    @property
+    def path(self) -> str:
+        return self.run.path
+
+    @property
+    def cfg(self) -> TrainConfig:
+        return self.run.cfg
 
     @property
     def setting(self) -> tuple:
@@ -63,48 +79,34 @@ def resolve_runs(paths: list[str]) -> list[str]:
     metrics.jsonl, or no checkpoint)."""
     if not paths:
         raise ValueError("no run folders given; pass one or more folders written by `rl3jax train`")
-    out: list[str] = []
     for p in paths:
         if not os.path.isdir(p):
             raise ValueError(f"{p} is not a folder (expected a run folder written by `rl3jax train`)")
-        spec = os.path.join(p, "population.json")
-        if os.path.exists(spec):
-            with open(spec) as f:
-                members = [os.path.join(p, m["name"]) for m in json.load(f)["members"]]
-        else:
-            members = [p]
-        for m in members:
-            if not all(os.path.exists(os.path.join(m, f)) for f in ("config.json", "metrics.jsonl")):
-                raise ValueError(f"{m} is not a run folder (it needs config.json and metrics.jsonl from "
-                                 "`rl3jax train`)")
-            if _latest_checkpoint(m) is None:
-                raise ValueError(f"{m} holds no checkpoint (nothing to evaluate)")
-            if os.path.abspath(m) not in [os.path.abspath(x) for x in out]:
-                out.append(m)
+    out = expand_runs(paths)
+    for m in out:
+        if not all(os.path.exists(os.path.join(m, f)) for f in (CONFIG, METRICS_JSONL)):
+            raise ValueError(f"{m} is not a run folder (it needs config.json and metrics.jsonl from "
+                             "`rl3jax train`)")
+        if latest_step(m) is None:
+            raise ValueError(f"{m} holds no checkpoint (nothing to evaluate)")
     return out
 
 
-def _latest_checkpoint(run: str) -> int | None:
-    d = os.path.join(run, "checkpoints")
-    steps = [int(x) for x in os.listdir(d) if x.isdigit()] if os.path.isdir(d) else []
-    return max(steps) if steps else None
-
-
 def load_runs(paths: list[str]) -> list[RunInfo]:
-    from rl3jax.driver import load_run_config, read_metrics
-
+    """The runs of ``paths`` (run folders with a checkpoint, from ``resolve_runs``) with their metrics rows and
+    newest checkpoint step; names unique (a population member keeps its population's name: ``pop/seed0``).
+    ValueError for a run without metrics rows."""
     runs = []
     for p in paths:
-        cfg = load_run_config(p)
-        rows = read_metrics(p)
+        run = load_run(p)
+        rows = run.metrics()
         if not rows:
             raise ValueError(f"{p}/metrics.jsonl has no rows")
-        runs.append(RunInfo(p, "", cfg, rows, _latest_checkpoint(p)))
+        runs.append(RunInfo(run, "", rows, run.latest_step))
     names = [os.path.basename(os.path.normpath(r.path)) for r in runs]
     for r, n in zip(runs, names):  # member folders (seed0, ...) keep their population's name
         parent = os.path.dirname(os.path.normpath(r.path))
-        member = os.path.exists(os.path.join(parent, "population.json"))
-        r.name = f"{os.path.basename(parent)}/{n}" if member or names.count(n) > 1 else n
+        r.name = f"{os.path.basename(parent)}/{n}" if r.run.is_member or names.count(n) > 1 else n
     return runs
 
 
@@ -172,10 +174,8 @@ class Cache:
         return self.data.get(key)
 
     def put(self, key: str, value: dict) -> None:
-        from rl3jax.driver import _atomic_write_json
-
         self.data[key] = value
-        _atomic_write_json(self.path, self.data)
+        atomic_write_json(self.path, self.data)
 
 
 def _result(res: dict, source: str, greedy: bool) -> dict:
@@ -206,13 +206,7 @@ def _existing_eval(run: RunInfo, variant: str, mode: str, episodes: int) -> dict
 
 def evaluate_runs(runs: list[RunInfo], variant: str, episodes: int, cache: Cache, log=print) -> list[dict]:
     """{mode: result} per run: reused from the run folder or the cache, else restored and evaluated (one
-    compiled evaluation per setting, ``rl3jax.driver.HeldOutEvaluator``, equal to ``rl3jax.evaluate.evaluate``)."""
-    import jax
-
-    from rl3jax.checkpoint import Checkpointer
-    from rl3jax.driver import HeldOutEvaluator
-    from rl3jax.train import make_train
-
+    compiled evaluation per setting, ``rl3jax.evaluate.HeldOutEvaluator``, equal to ``rl3jax.evaluate.evaluate``)."""
     compiled: dict = {}  # setting -> (trainer, template, evaluator)
     out = []
     for run in runs:
@@ -226,16 +220,14 @@ def evaluate_runs(runs: list[RunInfo], variant: str, episodes: int, cache: Cache
                 res[mode] = found
         missing = [m for m in MODES if m not in res]
         if missing:
-            cfg = run.cfg.replace(variant=variant).validate()
             setting = (run.setting, variant)
             if setting not in compiled:
-                trainer = make_train(cfg)
-                template = jax.jit(trainer.init)(jax.random.key(cfg.seed))
-                compiled[setting] = (trainer, template, HeldOutEvaluator(trainer.meta_env, trainer.actor, episodes))
+                trainer = run.run.trainer(variant)
+                compiled[setting] = (trainer, run.run.template(trainer),
+                                     HeldOutEvaluator(trainer.meta_env, trainer.actor, episodes))
             trainer, template, evaluator = compiled[setting]
-            ckpt = Checkpointer(os.path.join(run.path, "checkpoints"))
-            state, _ = ckpt.restore(template, run.iteration)
-            ckpt.close()
+            cfg = trainer.cfg
+            state, _ = run.run.restore(trainer, run.iteration, template)
             for mode in missing:
                 log(f"evaluating {run.name} ({mode}) on {episodes} held-out {cfg.env}/{variant} tasks")
                 r = _result(evaluator(state.actor_params, mode == "greedy"), "evaluated", mode == "greedy")
@@ -286,12 +278,7 @@ def evaluate_baselines(env: str, variant: str, horizon: int, episodes: int, cach
                        from_json: dict | None = None, log=print) -> dict[str, dict]:
     """{name: result} for every ``baseline_names(meta_env)`` of the family (random, oracle, and whatever
     classical baselines it lists), from ``from_json``, the cache, or ``evaluate`` (the oracle greedy)."""
-    from rl3jax.baselines import IntractableError
-    from rl3jax.config import TrainConfig
-    from rl3jax.evaluate import baseline_names, evaluate
-    from rl3jax.train import make_meta_env
-
-    meta_env = make_meta_env(TrainConfig(env=env, variant=variant, horizon=horizon, algo="rl2").validate())
+    meta_env = make_meta_env(TrainConfig(env=env, variant=variant, horizon=horizon, algo="rl2"))
     out = {}
     for name in baseline_names(meta_env):
         key = f"baseline|{env}|{variant}|{horizon}|{name}|{episodes}"
@@ -555,8 +542,6 @@ def make_report(paths: list[str], out: str, episodes: int = 1000, variant: str |
     Raises ValueError (before writing anything) for no runs, a folder that is not a run, runs of different
     families or horizons, runs trained on different variants without ``variant``, a bad variant or N.
     """
-    from rl3jax.envs.registry import variants
-
     if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 1:
         raise ValueError(f"--episodes must be a whole number >= 1, got {episodes!r}")
     runs = load_runs(resolve_runs(paths))
@@ -606,10 +591,8 @@ def make_report(paths: list[str], out: str, episodes: int = 1000, variant: str |
     # the data behind every plotted line, also in results.json
     res["learning_curve"] = learning_curve(runs, groups, baselines, header, os.path.join(out, "learning_curve.png"))[1]
     res["adaptation"] = adaptation_curve(runs, groups, evals, baselines, header, os.path.join(out, "adaptation.png"))[1]
-    from rl3jax.driver import _atomic_write_json
-
     res = _jsonable(res)
-    _atomic_write_json(os.path.join(out, "results.json"), res)
+    atomic_write_json(os.path.join(out, "results.json"), res)
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(markdown(res))
     return res

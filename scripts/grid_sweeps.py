@@ -10,7 +10,7 @@ from rl3jax.train import make_meta_env
 
 
 def sweeps(algo: str) -> None:
-    cfg = TrainConfig(env="grid13", algo=algo, horizon=350, num_envs=96, minibatch_envs=12).validate()
+    cfg = TrainConfig(env="grid13", algo=algo, horizon=350, num_envs=96, minibatch_envs=12)
     me = make_meta_env(cfg)
     n = me.num_actions
     @jax.jit

@@ -131,6 +131,13 @@ def test_mesh_helpers_single_device():
     x = np.zeros((6, 3))
     assert dist.split_leading(x, None) is x
     dist.check_divisible(6, 3, None)
+    # mesh=None: the helpers are plain jax.jit (num_iters static), so callers need not branch
+    chunk = dist.sharded_chunk(lambda s, n: (s + n, s * 2.0), None, 6)
+    new, metrics = chunk(jax.numpy.ones(2), 3)
+    np.testing.assert_array_equal(new, [4.0, 4.0])
+    np.testing.assert_array_equal(metrics, [2.0, 2.0])
+    init = dist.init_sharded(lambda k: jax.random.key_data(k), None, 6, seed=7)
+    np.testing.assert_array_equal(init, jax.random.key_data(jax.random.key(7)))
     with pytest.raises(ValueError, match="--devices must be >= 1"):
         dist.make_mesh(0)
     assert not dist.initialize()  # nothing asked for: single process
@@ -171,18 +178,12 @@ def _launch(num_processes: int, local_devices: int, train_args: list[str], timeo
 
 def _single_process_reference(run_dir: str, iters: int):
     """The same config trained in this (one-device) process, and the multi-process run's checkpoint."""
-    import jax
+    from rl3jax.driver import train
+    from rl3jax.runs import load_run
 
-    from rl3jax.checkpoint import Checkpointer
-    from rl3jax.driver import load_run_config, train
-    from rl3jax.train import make_train
-
-    cfg = load_run_config(run_dir).replace(iters=iters)
-    ref, _ = train(cfg, run_dir + "-single", progress=False, quiet=True)
-    trainer = make_train(cfg)
-    ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"))
-    restored, _ = ckpt.restore(jax.jit(trainer.init)(jax.random.key(cfg.seed)))
-    ckpt.close()
+    run = load_run(run_dir)
+    ref, _ = train(run.cfg.replace(iters=iters), run_dir + "-single", progress=False, quiet=True)
+    restored, _ = run.restore()
     return ref, restored
 
 

@@ -15,9 +15,10 @@ from rl3jax import driver
 from rl3jax.checkpoint import Checkpointer
 from rl3jax.cli import main as cli_main
 from rl3jax.config import TrainConfig
-from rl3jax.driver import EVAL_FIELDS, ChunkLoop, HeldOutEvaluator, read_metrics, report_command, train
+from rl3jax.driver import EVAL_FIELDS, ChunkLoop, HeldOutEvaluator, report_command, train
 from rl3jax.evaluate import evaluate
 from rl3jax.population import member_state
+from rl3jax.runfiles import read_metrics
 from rl3jax.train import make_train
 
 TINY = dict(env="bandit", algo="rl2", model="markov", horizon=6, num_envs=4, minibatch_envs=2, epochs=1,
@@ -160,13 +161,12 @@ def test_population_evaluates_each_member(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("value", [-1, 1.5, True, "2"])
-def test_bad_eval_every_is_refused_before_writing(tmp_path, value):
-    cfg = TrainConfig(**{**TINY, "iters": 2, "eval_every": value})
+def test_bad_eval_every_is_refused_before_writing(value):
+    """A TrainConfig validates itself: no config with a bad eval_every exists to train (nor a replaced one)."""
     with pytest.raises(ValueError, match=r"eval_every must be"):
-        train(cfg, str(tmp_path / "run"), quiet=True)
+        TrainConfig(**{**TINY, "iters": 2, "eval_every": value})
     with pytest.raises(ValueError, match=r"eval_every must be"):
-        train(cfg, str(tmp_path / "pop"), quiet=True, seeds=2)
-    assert not (tmp_path / "run").exists() and not (tmp_path / "pop").exists()
+        TrainConfig(**{**TINY, "iters": 2}).replace(eval_every=value)
 
 
 @pytest.mark.parametrize("setting, message", [("eval_every=-2", "eval_every must be >= 0 (0: never), got -2"),

@@ -12,11 +12,13 @@ import jax
 import numpy as np
 import pytest
 
-from rl3jax import driver
-from rl3jax.checkpoint import Checkpointer, CheckpointError, CorruptCheckpointError
+from rl3jax import population, runfiles
+from rl3jax.checkpoint import FORMAT_VERSION, Checkpointer, CheckpointError, CorruptCheckpointError, write_manifest
 from rl3jax.cli import main as cli_main
 from rl3jax.config import TrainConfig
-from rl3jax.driver import MetricsLog, Progress, RunLock, RunLockedError, TrainingDiverged, train
+from rl3jax.driver import Progress, TrainingDiverged, train
+from rl3jax.runfiles import MetricsLog, RunFolderError, RunLock, RunLockedError
+from rl3jax.runs import Run, load_run
 
 # `T` of the issue, with tiny chunks so every boundary is exercised
 T = dict(env="bandit", algo="rl2", model="markov", horizon=4, num_envs=2, minibatch_envs=2, epochs=2,
@@ -124,17 +126,17 @@ def test_resume_before_the_first_checkpoint_starts_from_zero(tmp_path):
     full, _ = train(cfg, str(tmp_path / "full"), quiet=True)
     run = str(tmp_path / "killed")  # what a kill during the first chunk leaves: config.json and nothing else
     os.makedirs(run)
-    driver._atomic_write_json(os.path.join(run, "config.json"), cfg.to_dict())
+    runfiles.atomic_write_json(os.path.join(run, "config.json"), cfg.to_dict())
     resumed, _ = train(cfg, run, resume=True, quiet=True)
     assert int(resumed.iteration) == 2 and _leaves_equal(full.actor_params, resumed.actor_params)
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
 def test_ctrl_c_message_tells_which_checkpoint_is_intact(tmp_path, capsys, monkeypatch, when):
-    real = driver.jit_chunk
+    real = population.jit_chunk
 
-    def interrupting_jit_chunk(trainer):
-        fn, calls = real(trainer), []
+    def interrupting_jit_chunk(pop):
+        fn, calls = real(pop), []
 
         def chunk(state, n):
             calls.append(n)
@@ -143,7 +145,7 @@ def test_ctrl_c_message_tells_which_checkpoint_is_intact(tmp_path, capsys, monke
             return fn(state, n)
         return chunk
 
-    monkeypatch.setattr(driver, "jit_chunk", interrupting_jit_chunk)
+    monkeypatch.setattr(population, "jit_chunk", interrupting_jit_chunk)
     run = str(tmp_path / "run")
     assert cli_main(["train", *T_ARGV, "--iters", "4", "--out", run]) == 130
     err = capsys.readouterr().err
@@ -151,8 +153,8 @@ def test_ctrl_c_message_tells_which_checkpoint_is_intact(tmp_path, capsys, monke
         assert "before the first checkpoint" in err and "intact" not in err
     else:
         assert "interrupted at iteration 2; checkpoint step 2 is intact" in err
-    monkeypatch.setattr(driver, "jit_chunk", real)
-    state, _ = train(driver.load_run_config(run), run, resume=True, quiet=True)  # and it resumes
+    monkeypatch.setattr(population, "jit_chunk", real)
+    state, _ = train(runfiles.read_config(run), run, resume=True, quiet=True)  # and it resumes
     assert int(state.iteration) == 4
 
 
@@ -164,7 +166,7 @@ def test_metrics_rewrite_at_resume_is_atomic(run4, tmp_path, monkeypatch):
     def killed(*a, **k):  # the process dies while the rows are being rewritten
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(driver.json, "dumps", killed)
+    monkeypatch.setattr(runfiles.json, "dumps", killed)
     with pytest.raises(KeyboardInterrupt):
         MetricsLog(run, 2)
     monkeypatch.undo()
@@ -184,7 +186,7 @@ def test_torn_last_metrics_line_is_dropped_and_bad_lines_name_the_file(run4, tmp
     lines = open(path).read().splitlines()
     lines[1] = "garbage"
     open(path, "w").write("\n".join(lines) + "\n")
-    with pytest.raises(CheckpointError, match=rf"{path} line 2 is not a metrics row"):
+    with pytest.raises(RunFolderError, match=rf"{path} line 2 is not a metrics row"):
         MetricsLog(run, 6)
 
 
@@ -218,6 +220,42 @@ def test_damaged_checkpoint_is_detected_in_one_line_naming_the_file(run4, tmp_pa
     assert int(state.iteration) == 6
 
 
+# -------------------------------------------------------------------------------- checkpoint format version
+def _set_format_version(step_dir, version):
+    """Rewrites a step's meta item with ``format_version`` = version (None: removed, as written before
+    versioning) and re-seals its manifest, so only the version differs."""
+    path = os.path.join(step_dir, "meta", "metadata")
+    meta = json.load(open(path))
+    meta.pop("format_version", None)
+    if version is not None:
+        meta["format_version"] = version
+    json.dump(meta, open(path, "w"))
+    write_manifest(step_dir)
+
+
+def test_checkpoint_format_version_old_loads_newer_is_refused(run4, tmp_path, capsys):
+    run = _copy(run4, tmp_path)
+    step4 = os.path.join(run, "checkpoints", "4")
+    assert json.load(open(os.path.join(step4, "meta", "metadata")))["format_version"] == FORMAT_VERSION == 1
+    state, _ = load_run(run).restore()
+    _set_format_version(step4, None)  # a checkpoint of the same structure from before versioning: still loads
+    old, meta = load_run(run).restore()
+    assert "format_version" not in meta and _leaves_equal(old.actor_params, state.actor_params)
+    assert _leaves_equal(old.critic_opt, state.critic_opt) and int(old.iteration) == 4
+    _set_format_version(step4, 2)  # written by a newer rl3jax: one line naming the version and the folder
+    assert cli_main(["eval", "--run", run, "--episodes", "4"]) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert f"checkpoint step 4 in {os.path.abspath(os.path.join(run, 'checkpoints'))} has format version 2" in line
+
+
+def test_checkpoint_of_another_structure_is_one_line(run4, tmp_path):
+    other = Run(run4, TrainConfig(iters=4, **{**T, "model": "gru"}))  # the run's files, another network
+    with pytest.raises(CheckpointError, match=r"checkpoint step 4 \(format version 1\) in .* could not be restored "
+                                              r"\(corrupt, or its state structure differs") as e:
+        other.restore()
+    assert "\n" not in str(e.value)
+
+
 # -------------------------------------------------------------------------------- divergence
 def test_divergence_stops_at_the_first_bad_iteration_without_a_checkpoint(tmp_path, capsys):
     run = str(tmp_path / "nan")
@@ -234,10 +272,10 @@ def test_divergence_stops_at_the_first_bad_iteration_without_a_checkpoint(tmp_pa
 
 def test_divergence_after_a_checkpoint_names_the_first_bad_iteration(run4, tmp_path, monkeypatch):
     run = _copy(run4, tmp_path)
-    real = driver.jit_chunk
+    real = population.jit_chunk
 
-    def poisoned(trainer):  # iteration 6 (the 2nd of the chunk 5..6) goes non-finite
-        fn = real(trainer)
+    def poisoned(pop):  # iteration 6 (the 2nd of the chunk 5..6) goes non-finite
+        fn = real(pop)
 
         def chunk(state, n):
             state, m = fn(state, n)
@@ -246,7 +284,7 @@ def test_divergence_after_a_checkpoint_names_the_first_bad_iteration(run4, tmp_p
             return state, m
         return chunk
 
-    monkeypatch.setattr(driver, "jit_chunk", poisoned)
+    monkeypatch.setattr(population, "jit_chunk", poisoned)
     with pytest.raises(TrainingDiverged, match=r"iteration 6: non-finite parameters or optimiser state; .*"
                                                r"the last checkpoint is step 4") as e:
         train(TrainConfig(iters=8, **T).validate(), run, resume=True, quiet=True)

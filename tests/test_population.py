@@ -14,11 +14,13 @@ import jax
 import numpy as np
 import pytest
 
-from rl3jax.checkpoint import Checkpointer
 from rl3jax.cli import main as cli_main
 from rl3jax.config import TrainConfig
-from rl3jax.driver import load_run_config, train
+from rl3jax.driver import train
 from rl3jax.population import make_members, member_state, parse_sweep
+from rl3jax.runfiles import RunFolderError
+from rl3jax.runfiles import read_config as load_run_config
+from rl3jax.runs import expand_runs, load_run
 from rl3jax.train import make_train
 
 ATOL = 1e-5
@@ -43,12 +45,7 @@ def _assert_states_close(a, b):
 
 
 def _restore(run_dir):
-    cfg = load_run_config(run_dir)
-    trainer = make_train(cfg)
-    ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"))
-    state, _ = ckpt.restore(jax.jit(trainer.init)(jax.random.key(cfg.seed)))
-    ckpt.close()
-    return state
+    return load_run(run_dir).restore()[0]
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +53,20 @@ def seeds4(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("pop") / "seeds4")
     state, lasts = train(CFG, out, seeds=4, progress=False, quiet=True)
     return out, state, lasts
+
+
+def test_a_population_folder_loads_as_its_members(seeds4):
+    """``runs``: a population folder is not one run (the error names the member folders); ``expand_runs``
+    gives the members in member order; each member is an ordinary run with its population's checkpoints."""
+    out, _, _ = seeds4
+    members = [os.path.join(out, f"seed{s}") for s in range(10, 14)]
+    with pytest.raises(RunFolderError, match="holds a population") as e:
+        load_run(out)
+    assert all(m in str(e.value) for m in members) and "\n" not in str(e.value)
+    assert expand_runs([out, members[2]]) == members  # a member listed again is not repeated
+    run = load_run(members[1])
+    assert run.cfg == CFG.replace(seed=11) and run.is_member and run.steps == [1, 2] and run.latest_step == 2
+    assert [r["iteration"] for r in run.metrics()] == [1, 2]
 
 
 def test_seeds_equal_separate_runs(seeds4, tmp_path):

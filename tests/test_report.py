@@ -15,9 +15,10 @@ import pytest
 
 from rl3jax.cli import main as cli_main
 from rl3jax.config import TrainConfig
-from rl3jax.driver import read_metrics, train
+from rl3jax.driver import train
 from rl3jax.evaluate import baseline_names, evaluate
 from rl3jax.report import adaptation_curve, group_runs, iqm_ci, learning_curve, load_runs, make_report, resolve_runs
+from rl3jax.runfiles import read_metrics
 from rl3jax.train import make_meta_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

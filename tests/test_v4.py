@@ -15,12 +15,13 @@ import pytest
 
 from rl3jax.cli import main as cli_main
 from rl3jax.config import PRESETS, TrainConfig, preset
-from rl3jax.driver import load_run_config, train
+from rl3jax.driver import train
 from rl3jax.estimator import QEstimator
 from rl3jax.estimator_v4 import V4Estimator
 from rl3jax.estimators import make_estimator
 from rl3jax.meta_episode import make_meta_env
 from rl3jax.networks import make_network
+from rl3jax.runfiles import read_config as load_run_config
 from tests.reference_v4 import V4Reference
 
 

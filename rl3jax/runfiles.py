@@ -1,0 +1,308 @@
+"""The files of a run folder, read and written without JAX (so the CLI checks a folder before JAX starts).
+
+A single run's folder (``rl3jax train --out RUN``)::
+
+    RUN/config.json        the TrainConfig (``read_config``)
+    RUN/metrics.jsonl      one row per PPO iteration (``read_metrics``, ``MetricsLog``)
+    RUN/metrics.csv        the same rows as CSV
+    RUN/checkpoints/<it>/  orbax checkpoints of the TrainState at iteration <it> (``rl3jax.checkpoint``)
+    RUN/.lock              held by the one process that trains in the folder (``RunLock``)
+
+A population's folder (``--seeds`` / ``--sweep``, ``rl3jax.population``) holds ``population.json`` (base config,
+seeds, sweep, members), the base ``config.json`` and one ordinary run folder per member (``member_dirs``).
+Restoring a run's state (which needs JAX) is ``rl3jax.runs.load_run``.
+
+Under faults: files are replaced whole (``atomic_write_text``); a torn last metrics line (an append cut short)
+is dropped with a note; one writer per folder (``RunLock``; readers take no lock).
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import json
+import os
+import sys
+from typing import Any
+
+from rl3jax.config import TrainConfig
+
+CONFIG = "config.json"
+POPULATION = "population.json"
+METRICS_JSONL = "metrics.jsonl"
+METRICS_CSV = "metrics.csv"
+CHECKPOINTS = "checkpoints"
+LOCK_FILE = ".lock"
+
+
+class RunFolderError(RuntimeError):
+    """A run folder, or a file in it, is missing, unreadable or inconsistent (one line naming the path).
+    ``rl3jax.checkpoint.CheckpointError`` is the kind for checkpoints."""
+
+
+class RunLockedError(RunFolderError):
+    """Another process is training in the run folder (it holds the folder's lock)."""
+
+
+# ------------------------------------------------------------------------------------------ whole files
+def atomic_write_text(path: str, text: str) -> None:
+    """Writes ``path`` whole or not at all: a temporary file, flushed to disk, then ``os.replace``."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: str, obj: Any) -> None:
+    """``obj`` as indented JSON, written whole or not at all (``atomic_write_text``)."""
+    atomic_write_text(path, json.dumps(obj, indent=2))
+
+
+# ------------------------------------------------------------------------------------------ what a folder holds
+def holds_run(path: str) -> bool:
+    """Whether ``path`` holds a run or a population (its config.json or population.json exists)."""
+    return os.path.exists(os.path.join(path, CONFIG)) or is_population(path)
+
+
+def is_population(path: str) -> bool:
+    """Whether ``path`` is a population's folder (it holds population.json)."""
+    return os.path.exists(os.path.join(path, POPULATION))
+
+
+def is_member(run_dir: str) -> bool:
+    """Whether ``run_dir`` is a member folder of a population (its parent holds population.json)."""
+    return is_population(os.path.dirname(os.path.abspath(run_dir)))
+
+
+def check_not_population(path: str, verb: str) -> None:
+    """``RunFolderError`` naming the member folders when ``path`` is a population's folder (``verb``: what to
+    do with one member folder instead, e.g. "evaluate")."""
+    if is_population(path):
+        names = sorted(d for d in os.listdir(path) if os.path.exists(os.path.join(path, d, CONFIG)))
+        raise RunFolderError(f"{path} holds a population (--seeds/--sweep); {verb} one member folder: "
+                             f"{', '.join(os.path.join(path, n) for n in names)}")
+
+
+def read_config(run_dir: str) -> TrainConfig:
+    """A run folder's config.json as a (validated) TrainConfig.
+
+    Raises ``RunFolderError`` (one line naming the folder or file) for a folder without config.json, an
+    unreadable or non-JSON file, or fields that are unknown or invalid."""
+    path = os.path.join(run_dir, CONFIG)
+    if not os.path.isfile(path):
+        raise RunFolderError(f"{run_dir} is not a run folder (no {CONFIG})")
+    d = _read_json(path)
+    try:
+        return TrainConfig.from_dict(d)
+    except (ValueError, TypeError) as e:
+        raise RunFolderError(f"{path}: {e}") from None
+
+
+def read_population(path: str) -> dict:
+    """population.json of a population folder: {"config": base config dict, "seeds": int, "sweep": {name:
+    [values]}, "members": [{"index", "name", "seed", "settings"}]}. ``RunFolderError`` if there is none or it
+    is unreadable."""
+    spec = os.path.join(path, POPULATION)
+    if not os.path.exists(spec):
+        raise RunFolderError(f"{path} holds no population run (no {POPULATION})")
+    return _read_json(spec)
+
+
+def _read_json(path: str):
+    """The JSON in ``path``; ``RunFolderError`` naming the file for an unreadable or invalid one."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise RunFolderError(f"{path} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunFolderError(f"{path} could not be read: {e}") from None
+
+
+def member_dirs(path: str) -> list[str]:
+    """The member folders of population folder ``path``, in member order (``read_population``'s errors)."""
+    return [os.path.join(path, m["name"]) for m in read_population(path)["members"]]
+
+
+def checkpoint_dir(run_dir: str) -> str:
+    return os.path.join(run_dir, CHECKPOINTS)
+
+
+def finished_steps(directory: str) -> list[int]:
+    """The finished steps under a checkpoint folder, read from the folder names alone (orbax renames a step's
+    temporary folder to its plain number only once the step is complete); [] when there is no folder."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted(int(n) for n in names if n.isdigit() and os.path.isdir(os.path.join(directory, n)))
+
+
+def latest_step(run_dir: str) -> int | None:
+    """The newest finished checkpoint step of a run, or of any member of a population folder; None if none."""
+    dirs = [run_dir] + (member_dirs(run_dir) if is_population(run_dir) else [])
+    steps = [s for d in dirs for s in finished_steps(checkpoint_dir(d))]
+    return max(steps) if steps else None
+
+
+# ------------------------------------------------------------------------------------------ metrics
+def read_metrics(path: str) -> list[dict]:
+    """The rows of a metrics.jsonl file, or of ``path/metrics.jsonl`` for a run folder (one dict per PPO
+    iteration, ``rl3jax.driver``'s fields). A torn final line (no newline: an append cut short) is dropped
+    with a note on stderr; any other bad line raises ``RunFolderError`` naming the file and the line."""
+    if os.path.isdir(path):
+        path = os.path.join(path, METRICS_JSONL)
+    with open(path, newline="") as f:
+        text = f.read()
+    lines = text.split("\n")
+    rows = []
+    for k, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("iteration"), int):
+                raise ValueError("not a metrics row (no integer 'iteration')")
+        except ValueError as e:
+            if k == len(lines) - 1:  # the last line has no newline: a torn append
+                print(f"note: dropped the torn last line {k + 1} of {path} (an interrupted write)", file=sys.stderr)
+                break
+            raise RunFolderError(f"{path} line {k + 1} is not a metrics row ({str(e).splitlines()[0]})") from None
+        rows.append(row)
+    return rows
+
+
+class MetricsLog:
+    """Appends one row per PPO iteration to metrics.jsonl and metrics.csv; truncates on resume.
+
+    Rows may carry fields that others lack (the ``eval_*`` fields of held-out evaluations exist only on
+    every ``eval_every``-th row): the CSV header is the union of the fields in order of first appearance,
+    missing cells are empty, and the CSV is rewritten with the wider header when a new field first appears.
+
+    The rewrite at resume is atomic (temporary files, then ``os.replace``), so a kill at that moment leaves the
+    old files whole. A torn final line of metrics.jsonl is dropped with a note on stderr; any other unreadable
+    line is an error naming the file and line (``RunFolderError``).
+    """
+
+    def __init__(self, run_dir: str, resume_iteration: int = 0):
+        self.jsonl = os.path.join(run_dir, METRICS_JSONL)
+        self.csv = os.path.join(run_dir, METRICS_CSV)
+        rows = []
+        if resume_iteration and os.path.exists(self.jsonl):
+            rows = [r for r in read_metrics(self.jsonl) if r["iteration"] <= resume_iteration]
+            if [r["iteration"] for r in rows] != list(range(1, resume_iteration + 1)):
+                print(f"note: {self.jsonl} holds {len(rows)} of the rows of iterations 1..{resume_iteration}; "
+                      "the missing ones cannot be recovered", file=sys.stderr)
+        atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in rows))
+        self.fields: list[str] = _union_fields(rows)
+        if self.fields:
+            self._write_csv(rows)
+        elif os.path.exists(self.csv):
+            os.remove(self.csv)
+
+    def _write_csv(self, rows: list[dict]) -> None:
+        with open(self.csv, "w", newline="") as f:
+            w = csv.DictWriter(f, self.fields)
+            w.writeheader()
+            w.writerows(rows)
+
+    def append(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        with open(self.jsonl, "a") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+        new_fields = [k for k in _union_fields(rows) if k not in self.fields]
+        if new_fields:  # a field seen for the first time: rewrite the CSV with the wider header
+            self.fields += new_fields
+            self._write_csv(read_metrics(os.path.dirname(self.jsonl)))
+            return
+        with open(self.csv, "a", newline="") as f:
+            csv.DictWriter(f, self.fields).writerows(rows)
+
+
+def _union_fields(rows: list[dict]) -> list[str]:
+    fields: dict[str, None] = {}
+    for r in rows:
+        fields.update(dict.fromkeys(r))
+    return list(fields)
+
+
+class NullLog:
+    """What processes other than 0 get instead of a ``MetricsLog`` (only process 0 writes logs)."""
+
+    def append(self, rows: list[dict]) -> None:
+        pass
+
+
+# ------------------------------------------------------------------------------------------ one writer
+class RunLock:
+    """An exclusive ``fcntl.flock`` on ``<run_dir>/.lock`` held by the one process that writes the run folder.
+
+    A second writer (another ``train`` or ``train --resume`` on the same folder) gets ``RunLockedError`` naming
+    the folder and the holder's PID. Readers (``eval``, ``render``) take no lock: they open checkpoints
+    read-only. The lock is released by ``release()`` or, if the process dies, by the kernel. The lock file is
+    left in place (removing it would let two processes lock two different files), unless this lock created it
+    and it is the only thing in the folder, so a command refused before writing leaves the folder as it was.
+    """
+
+    def __init__(self, run_dir: str):
+        self.path = os.path.join(run_dir, LOCK_FILE)
+        self.created = not os.path.exists(self.path)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pid = os.read(self.fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(self.fd)
+            raise RunLockedError(f"run folder {run_dir} is in use by another training process (PID {pid}); "
+                                 "wait for it to finish or stop it first") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        run_dir = os.path.dirname(self.path)
+        if self.created and os.listdir(run_dir) == [LOCK_FILE]:
+            os.remove(self.path)
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = None
+
+
+def lock_run(run_dir: str) -> list[RunLock]:
+    """Locks ``run_dir`` (and its population folder, for a member folder of one)."""
+    locks = [RunLock(run_dir)]
+    if is_member(run_dir):
+        try:
+            locks.append(RunLock(os.path.dirname(os.path.abspath(run_dir))))
+        except RunLockedError:
+            release_locks(locks)
+            raise
+    return locks
+
+
+def release_locks(locks: list[RunLock]) -> None:
+    for lock in reversed(locks):
+        lock.release()
+
+
+def training_pid(run_dir: str) -> str | None:
+    """The PID in ``run_dir/.lock`` while a training process holds that lock (``RunLock``), else None.
+    Probes with a shared, non-blocking ``flock`` that is released at once; creates nothing."""
+    path = os.path.join(run_dir, LOCK_FILE)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    except OSError:
+        return os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+    finally:
+        os.close(fd)

@@ -1,0 +1,105 @@
+"""A trained run, loaded from its folder: config, metrics, checkpoints and the restored training state.
+
+    run = load_run("runs/mdp")               # config.json read and validated; nothing compiled yet
+    rows = run.metrics()                     # metrics.jsonl rows
+    trainer = run.trainer()                  # rl3jax.train.make_train(run.cfg) (variant= for an OOD test)
+    state, meta = run.restore(trainer)       # the newest checkpoint (read-only: safe while the run trains)
+
+The files themselves (names, config, metrics, population.json, the lock) are ``rl3jax.runfiles``, which needs
+no JAX; this module adds what does (the trainer and the checkpointed ``TrainState``). Used by ``rl3jax eval``,
+``render`` and ``report``; ``rl3jax.driver`` writes the folders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+
+from rl3jax.checkpoint import Checkpointer
+from rl3jax.config import TrainConfig
+from rl3jax.runfiles import (
+    check_not_population,
+    checkpoint_dir,
+    finished_steps,
+    is_member,
+    is_population,
+    member_dirs,
+    read_config,
+    read_metrics,
+)
+from rl3jax.train import Trainer, TrainState, make_train
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A single run's folder (also a population member's) and its validated config."""
+
+    path: str
+    cfg: TrainConfig
+
+    @property
+    def is_member(self) -> bool:
+        """Whether the run is a member of a population (its parent folder holds population.json)."""
+        return is_member(self.path)
+
+    @property
+    def steps(self) -> list[int]:
+        """The finished checkpoint steps (PPO iterations), ascending."""
+        return finished_steps(checkpoint_dir(self.path))
+
+    @property
+    def latest_step(self) -> int | None:
+        """The newest finished checkpoint step, or None."""
+        steps = self.steps
+        return steps[-1] if steps else None
+
+    def metrics(self) -> list[dict]:
+        """The metrics.jsonl rows, one per PPO iteration (``rl3jax.runfiles.read_metrics``)."""
+        return read_metrics(self.path)
+
+    def trainer(self, variant: str | None = None, mesh=None) -> Trainer:
+        """The run's ``Trainer`` (``make_train``), on task ``variant`` (default: the run's; ValueError for one
+        the family lacks) and ``mesh`` (None: one device). Builds the env and networks; compiles nothing."""
+        cfg = self.cfg if variant is None else self.cfg.replace(variant=variant)
+        return make_train(cfg, mesh)
+
+    def template(self, trainer: Trainer) -> TrainState:
+        """A freshly initialised state of ``trainer`` (seed of the run): the structure ``restore`` fills."""
+        return jax.jit(trainer.init)(jax.random.key(self.cfg.seed))
+
+    def restore(self, trainer: Trainer | None = None, step: int | None = None,
+                template: TrainState | None = None) -> tuple[TrainState, dict]:
+        """(state, meta) of checkpoint ``step`` (default: the newest), read-only (safe while the run trains).
+
+        ``trainer``: default ``self.trainer()``; ``template``: default ``self.template(trainer)`` (pass one to
+        restore many runs of one setting without re-initialising). ``meta``: {"iteration", "env_steps",
+        "return_mean", "format_version", and "member" for a population member}. Errors: ``CheckpointError``
+        (one line: no checkpoint, a corrupt or unreadable one, another format version or configuration)."""
+        trainer = self.trainer() if trainer is None else trainer
+        template = self.template(trainer) if template is None else template
+        ckpt = Checkpointer(checkpoint_dir(self.path))
+        try:
+            return ckpt.restore(template, step)
+        finally:
+            ckpt.close()
+
+
+def load_run(path: str) -> Run:
+    """The run in folder ``path`` (a single run or one population member). Errors: ``RunFolderError`` (one
+    line) for a folder that is no run, a population folder (naming its member folders), or an unreadable or
+    invalid config.json."""
+    check_not_population(path, "use")
+    return Run(path, read_config(path))
+
+
+def expand_runs(paths: list[str]) -> list[str]:
+    """The run folders of ``paths``, a population folder standing for its members (in member order);
+    duplicates dropped, first occurrence kept."""
+    out: list[str] = []
+    for p in paths:
+        for m in member_dirs(p) if is_population(p) else [p]:
+            if os.path.abspath(m) not in [os.path.abspath(x) for x in out]:
+                out.append(m)
+    return out
