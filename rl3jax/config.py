@@ -75,7 +75,7 @@ class TrainConfig:
     vf_coef: float = 0.5
     target_kl: float = 0.01
     critic_weight_decay: float = 0.01
-    # actor and critic trained in one vmapped step per minibatch (rl3jax.ppo); None: on GPUs/TPUs only, where
+    # actor and critic trained in one vmapped step per minibatch (rl3jax.fused); None: on GPUs/TPUs only, where
     # small minibatches are launch-bound (on CPU it measured the same speed within noise and compiles longer)
     fused_update: bool | None = None
     kl_chunks: int = 1  # groups of sequences for the full-batch KL pass (raise to bound its memory)

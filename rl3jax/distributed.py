@@ -116,15 +116,14 @@ def mesh_size(mesh: Mesh | None) -> int:
     return 1 if mesh is None else int(mesh.devices.size)
 
 
-def check_divisible(num_envs: int, minibatch_envs: int, mesh: Mesh | None) -> None:
+def check_divisible(num_envs: int, mesh: Mesh | None) -> None:
     """num_envs must split evenly over the devices (each holds num_envs / devices whole tasks): ValueError
-    (one line) otherwise; ``mesh=None`` (one device) accepts any. ``minibatch_envs`` is not checked (a
-    minibatch that does not split evenly is still correct, only less parallel)."""
+    (one line) otherwise; ``mesh=None`` (one device) accepts any. Minibatches are not checked: one that does
+    not split evenly over the devices is still correct, only less parallel."""
     n = mesh_size(mesh)
     if num_envs % n:
         raise ValueError(f"num_envs={num_envs} is not divisible by the {n} devices of the mesh: each device "
                          f"plays an equal share of the tasks (use a multiple of {n}, or --devices to use fewer)")
-    del minibatch_envs  # a minibatch that does not split evenly is still correct, only less parallel
 
 
 def env_spec(pop_dims: int = 0) -> P:

@@ -187,7 +187,7 @@ def make_train(cfg: TrainConfig, mesh=None) -> Trainer:
     env axis is split; ValueError unless ``num_envs`` (and each minibatch) divides over its size. Compiles
     nothing."""
     cfg.validate()
-    check_divisible(cfg.num_envs, cfg.minibatch_envs, mesh)
+    check_divisible(cfg.num_envs, mesh)
     meta_env = make_meta_env(cfg)
     n = meta_env.num_actions
     actor = make_network(cfg.model, n, cfg.horizon)
@@ -200,7 +200,6 @@ def make_train(cfg: TrainConfig, mesh=None) -> Trainer:
 def jit_chunk(trainer: Trainer) -> Callable:
     """The jitted chunk function ``(state, num_iters) -> (state, metrics)``; num_iters is static.
 
-    With a mesh, the state keeps its shardings in and out (env state split, the rest replicated)."""
-    if trainer.mesh is not None:
-        return sharded_chunk(trainer.chunk, trainer.mesh, trainer.cfg.num_envs)
-    return jax.jit(trainer.chunk, static_argnums=1, donate_argnums=0)
+    With a mesh, the state keeps its shardings in and out (env state split, the rest replicated); without one,
+    a plain ``jax.jit`` (``distributed.sharded_chunk``)."""
+    return sharded_chunk(trainer.chunk, trainer.mesh, trainer.cfg.num_envs)

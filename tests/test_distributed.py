@@ -130,7 +130,7 @@ def test_mesh_helpers_single_device():
     assert dist.mesh_size(mesh) == len(jax.devices())
     x = np.zeros((6, 3))
     assert dist.split_leading(x, None) is x
-    dist.check_divisible(6, 3, None)
+    dist.check_divisible(6, None)
     # mesh=None: the helpers are plain jax.jit (num_iters static), so callers need not branch
     chunk = dist.sharded_chunk(lambda s, n: (s + n, s * 2.0), None, 6)
     new, metrics = chunk(jax.numpy.ones(2), 3)
