@@ -433,8 +433,11 @@ def test_trainer_hooks_and_oracle_model():
     assert isinstance(dense, QEstimator) and dense.std_errors and dense.num_states == 169
     with pytest.raises(ValueError, match="RL³-coarse has no standard errors"):
         make_estimator(env500, cfg.replace(algo="rl3_coarse", std_errors=True))
+    with pytest.raises(ValueError, match="rl3_coarse is for grid families .grid11, grid13., not env 'mdp'"):
+        TrainConfig(env="mdp", algo="rl3_coarse")  # the config refuses it first
+    # make_estimator's own check, by hook (env.grid_side), for a family the config's name tables do not describe
     with pytest.raises(ValueError, match="rl3_coarse' is for grid families"):
-        make_estimator(make_env("mdp"), TrainConfig(env="mdp", algo="rl3_coarse"))
+        make_estimator(make_env("mdp"), TrainConfig(env="grid11", algo="rl3_coarse"))
     _, task = small_task(0.2)
     t, r, absorbing, start = small_env().true_model(task)
     t_ref = ref.transition_matrix(SMALL, 0.2)
