@@ -81,8 +81,30 @@ def validate_settings(est) -> None:
         raise ValueError(f"alpha_laplace must be > 0, got {est.alpha_laplace}")
 
 
+class KnownStates:
+    """The ``visit`` / ``known`` / ``sweeps`` members of the ``rl3jax.estimators.Estimator`` protocol for an
+    estimator whose state has ``known`` ((S,) bool) and ``sweeps`` (int32) fields and whose configuration has
+    ``known_states`` ('all' or 'visited'): shared by the dense and the grid estimator."""
+
+    def visit(self, est, s):
+        """``est`` with concrete state ``s`` (int32) known when ``known_states='visited'`` (``MetaEnv`` calls it
+        after every step, so the start state after a task-episode reset is known); unchanged for 'all'."""
+        if self.known_states == "all":
+            return est
+        return est.replace(known=est.known.at[s].set(True))
+
+    def known(self, est) -> jax.Array:
+        """(..., S) bool: the states in the model (cells seen so far, on grids); batch axes of ``est`` pass
+        through."""
+        return est.known
+
+    def sweeps(self, est) -> jax.Array:
+        """(...) int32: sweeps of the latest solve; batch axes of ``est`` pass through."""
+        return est.sweeps
+
+
 @dataclasses.dataclass(frozen=True)
-class QEstimator:
+class QEstimator(KnownStates):
     """The dense RL³ estimator (METHOD §2): configuration plus pure ``init`` / ``update`` / ``features`` /
     ``q_values`` (the ``rl3jax.estimators.Estimator`` protocol); hashable, so it can be a jit-static argument.
 

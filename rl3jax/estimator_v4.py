@@ -80,9 +80,6 @@ class V4Estimator:
     q_denom: float = 100.0
     sweep_block: int = 10
 
-    #: the meta env asks for this (the dense QEstimator's 'visited' mode adds known states after a reset)
-    known_states = "all"
-
     def __post_init__(self):
         if self.max_sweeps < 1:
             raise ValueError(f"max_sweeps must be >= 1, got {self.max_sweeps}")
@@ -104,6 +101,19 @@ class V4Estimator:
     def q_values(self, est: V4State, s) -> jax.Array:
         """(..., n) Q(s,·) of the latest solve at state(s) ``s`` (int, any shape)."""
         return est.q[s]
+
+    def visit(self, est: V4State, s) -> V4State:
+        """``est`` unchanged: every state is in the model from the start."""
+        del s
+        return est
+
+    def known(self, est: V4State) -> jax.Array:
+        """(..., S) bool, all True: every state is in the model; batch axes of ``est`` pass through."""
+        return jnp.ones_like(est.absorbing)
+
+    def sweeps(self, est: V4State) -> jax.Array:
+        """(...) int32: sweeps of the latest solve; batch axes of ``est`` pass through."""
+        return est.sweeps
 
     def init(self, start_state: jax.Array) -> V4State:
         """A new task: empty model, Q = V = 0, empty cache. ``start_state`` (int) is unused (all S known)."""

@@ -37,8 +37,6 @@ class Estimator(Protocol):
 
     num_states: int  # S concrete states
     num_actions: int  # n
-    #: 'all': every state is known from the start; 'visited': ``MetaEnv`` marks the start state known after a reset
-    known_states: str
 
     @property
     def feature_layout(self) -> Layout:
@@ -65,6 +63,21 @@ class Estimator(Protocol):
     def q_values(self, est: Any, s) -> jax.Array:
         """(..., n) float32: Q(s,·) of the latest value-iteration solve at concrete state(s) ``s`` (int, any
         shape; on RL³-coarse the Q of the abstract state of ``s``)."""
+        ...
+
+    def visit(self, est: Any, s) -> Any:
+        """The estimator state once the task is in concrete state ``s`` after a step (a task-episode reset
+        included): an estimator that models only the states visited so far adds ``s`` to its known states; the
+        others return ``est`` unchanged."""
+        ...
+
+    def known(self, est: Any) -> jax.Array:
+        """(..., S) bool: the states in the model (all of them, or those visited so far); leading batch axes
+        of ``est`` pass through."""
+        ...
+
+    def sweeps(self, est: Any) -> jax.Array:
+        """(...) int32: value-iteration sweeps of the latest solve (diagnostics); batch axes pass through."""
         ...
 
 

@@ -42,7 +42,7 @@ import numpy as np
 from flax import struct
 
 from rl3jax.envs.grid_geometry import EAST, NORTH, SOUTH, WEST, neighbour_table
-from rl3jax.estimator import converge, validate_settings
+from rl3jax.estimator import KnownStates, converge, validate_settings
 from rl3jax.layout import Layout, rl3_features
 
 ABSTRACTIONS = (None, "coarse")
@@ -83,7 +83,7 @@ class GridEstimatorState:
 
 
 @dataclasses.dataclass(frozen=True)
-class GridQEstimator:
+class GridQEstimator(KnownStates):
     """Sparse grid Q-estimator (see module docstring): the ``rl3jax.estimators.Estimator`` protocol; hashable,
     so it can be a jit-static argument.
 

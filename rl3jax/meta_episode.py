@@ -154,9 +154,9 @@ class MetaEnv:
         obs_re, env_re = self.env.reset_env(k_reset, params)
         env_state = jax.tree.map(lambda r, c: jnp.where(episode_over, r, c), env_re, env_st)
         task_obs = jnp.where(episode_over, jnp.asarray(obs_re, jnp.float32), jnp.asarray(obs_st, jnp.float32))
-        if self.estimator is not None and self.estimator.known_states == "visited":
-            # the start state after a reset is known (it was visited at the task's start)
-            est = est.replace(known=est.known.at[self._state_index(env_state, params)].set(True))
+        if self.estimator is not None:
+            # after a reset the task is in its start state, which it visited at the task's start
+            est = self.estimator.visit(est, self._state_index(env_state, params))
         new = MetaState(env_state=env_state, t=state.t + 1, tau=jnp.where(episode_over, 0, tau),
                         prev_action=action, prev_reward=reward, episode_return=state.episode_return + reward,
                         task_obs=task_obs, est=est)

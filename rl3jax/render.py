@@ -121,7 +121,7 @@ def record_episode(trainer, params, task, key, greedy: bool = False):
         pos = int(meta.env.state_index(state.env_state, task))
         values = known = None
         if state.est is not None:
-            values, known = _cell_values(meta.estimator, state.est), np.asarray(state.est.known)
+            values, known = _cell_values(meta.estimator, state.est), np.asarray(meta.estimator.known(state.est))
         obs, state, reward, _, info = step_env(k_s, state, a, task)
         frames.append({"pos": pos, "values": values, "known": known, "reward": float(reward),
                        "reset": bool(info["task_episode_over"]), "return": float(state.episode_return)})

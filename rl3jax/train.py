@@ -143,8 +143,8 @@ class Trainer:
         returns = traj.rewards.sum(axis=1)
         metrics = {"return_mean": returns.mean(), "return_std": returns.std(),
                    "reward_per_step": traj.rewards.mean(), **upd}
-        if env_state.est is not None:
-            metrics["vi_sweeps"] = env_state.est.sweeps.astype(jnp.float32).mean()
+        if self.meta_env.estimator is not None:
+            metrics["vi_sweeps"] = self.meta_env.estimator.sweeps(env_state.est).astype(jnp.float32).mean()
         new = state.replace(actor_params=ac.actor_params, critic_params=ac.critic_params, actor_opt=ac.actor_opt,
                             critic_opt=ac.critic_opt, env_state=env_state, key=key, iteration=state.iteration + 1)
         metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
