@@ -110,7 +110,8 @@ class QEstimator(KnownStates):
 
     Args:
         num_states: S concrete states; num_actions: n.
-        gamma: γ_obj of value iteration (METHOD §2.2; [0, 1)).
+        gamma: γ_obj of value iteration (METHOD §2.2; [0, 1)); required, ``make_estimator`` passes the
+            config's ``gamma_obj_value``.
         alpha_laplace: α_L > 0 of the Laplace-smoothed model (METHOD §2.1).
         epsilon: stop once max|ΔQ| < ε; max_sweeps: at most this many sweeps per solve (>= 1).
         warm_start: start each solve from the previous Q (re-zeroed when the set of known states grew).
@@ -126,7 +127,7 @@ class QEstimator(KnownStates):
 
     num_states: int
     num_actions: int
-    gamma: float = 0.95
+    gamma: float  # no default: γ_obj is the config's (``TrainConfig.gamma_obj_value``, via ``make_estimator``)
     alpha_laplace: float = 0.1
     epsilon: float = 0.01
     max_sweeps: int = 10

@@ -37,8 +37,9 @@ from flax import struct
 from rl3jax.estimator import converge
 from rl3jax.layout import Layout, v4_features
 
-#: the original's constants (VAMDP.jl ``step!``; main.jl)
-GAMMA_V4 = 0.99
+#: the original's constants (VAMDP.jl ``step!``; main.jl): the VI stopping threshold ε and the counts' divisor
+#: (its γ = 0.99 is the v4 default of ``TrainConfig.gamma_obj_value``)
+EPSILON_V4 = 0.01
 COUNT_DENOM_V4 = 100.0
 
 
@@ -63,7 +64,8 @@ class V4Estimator:
     Args:
         num_states: S, concrete states of the family (bandit 2, MDP 10).
         num_actions: A.
-        gamma: VI discount (the original: 0.99).
+        gamma: VI discount (the original: 0.99); required, ``make_estimator`` passes the config's
+            ``gamma_obj_value``.
         epsilon: stop once max|ΔQ| < ε (original: 0.01 for bandits and MDPs).
         max_sweeps: at most this many sweeps per solve (original: the task horizon TH = min(TH_family, H)).
         q_denom: Q_DENOM of the shown Q (original: 1 for bandits, 100 otherwise).
@@ -74,8 +76,8 @@ class V4Estimator:
 
     num_states: int
     num_actions: int
-    gamma: float = GAMMA_V4
-    epsilon: float = 0.01
+    gamma: float  # no default: γ_obj is the config's (``TrainConfig.gamma_obj_value``, via ``make_estimator``)
+    epsilon: float = EPSILON_V4
     max_sweeps: int = 10
     q_denom: float = 100.0
     sweep_block: int = 10

@@ -18,10 +18,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import jax
 
-from rl3jax.config import TrainConfig
+from rl3jax.config import V4_ENVS, TrainConfig
 from rl3jax.envs.base import TaskEnv
 from rl3jax.estimator import QEstimator
-from rl3jax.estimator_v4 import V4Estimator
+from rl3jax.estimator_v4 import EPSILON_V4, V4Estimator
 from rl3jax.grid_estimator import GridQEstimator
 from rl3jax.layout import Layout
 
@@ -132,12 +132,12 @@ def make_estimator(env: TaskEnv, cfg: TrainConfig) -> Estimator | None:
 
 def _make_v4_estimator(env: TaskEnv, cfg: TrainConfig) -> V4Estimator:
     """The paper's own code's estimator (``semantics='v4'``): Q_DENOM of ``env.v4_defaults`` (main.jl: 1 for
-    bandits, 100 otherwise), ε = 0.01, at most TH = min(TH_family, H) sweeps, γ = 0.99, unless the config
-    overrides them."""
+    bandits, 100 otherwise), ε = ``EPSILON_V4`` (0.01), at most TH = min(TH_family, H) sweeps, unless the config
+    overrides them; γ from ``cfg.gamma_obj_value`` (the v4 default: 0.99)."""
     if env.v4_defaults is None:
-        raise ValueError(f"semantics 'v4' is implemented for the bandit and mdp families, not {env.name}")
+        raise ValueError(f"semantics 'v4' is implemented for the {', '.join(V4_ENVS)} families, not {env.name}")
     kw = dict(num_states=env.num_states, num_actions=int(env.num_actions), gamma=cfg.gamma_obj_value,
-              epsilon=cfg.vi_epsilon if cfg.vi_epsilon is not None else 0.01,
+              epsilon=cfg.vi_epsilon if cfg.vi_epsilon is not None else EPSILON_V4,
               max_sweeps=cfg.vi_max_sweeps or _task_horizon(env, cfg.horizon),
               q_denom=env.v4_defaults.q_denom)
     if cfg.vi_sweep_block is not None:

@@ -87,7 +87,8 @@ class GridQEstimator(KnownStates):
     """Sparse grid Q-estimator (see module docstring): the ``rl3jax.estimators.Estimator`` protocol; hashable,
     so it can be a jit-static argument.
 
-    Args: as ``rl3jax.estimator.QEstimator`` (``num_states`` = N², defaults of the grid families), plus
+    Args: as ``rl3jax.estimator.QEstimator`` (``num_states`` = N², defaults of the grid families; ``gamma``
+        required, keyword only), plus
         grid_side: N (default: sqrt(num_states)); abstraction: None or 'coarse' (RL³-coarse, METHOD §2.5);
         abstraction_radius: Euclidean radius in observation units (default: 0.1 for 11×11, 0.08 for 13×13,
         else 1.05/N).
@@ -99,7 +100,8 @@ class GridQEstimator(KnownStates):
 
     num_states: int
     num_actions: int = 5
-    gamma: float = 0.95
+    # no default: γ_obj is the config's (``TrainConfig.gamma_obj_value``, via ``make_estimator``)
+    gamma: float = dataclasses.field(kw_only=True)
     alpha_laplace: float = 0.01
     epsilon: float = 0.1
     max_sweeps: int = 350

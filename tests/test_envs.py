@@ -196,7 +196,7 @@ def _meta_env_rl3():
     env = make_env("mdp")
     # std errors are compared under vmap against the reference in test_reference_equivalence.py; off here to
     # keep this compile (x2: vmapped and single) small
-    est = QEstimator(num_states=10, num_actions=5, max_sweeps=10, std_errors=False, q_denom=10.0,
+    est = QEstimator(num_states=10, num_actions=5, gamma=0.95, max_sweeps=10, std_errors=False, q_denom=10.0,
                      mode="entered", known_states="visited", warm_start=True)
     return env, MetaEnv(env, H_VMAP, est)
 
@@ -365,7 +365,7 @@ def test_gymnax_env_in_meta_env_rl2_and_rl3_rejected():
     assert total == horizon  # CartPole pays 1 per step and cannot fall within 6 steps
     np.testing.assert_allclose(float(st.episode_return), total)
     with pytest.raises(ValueError, match="RL³ needs a tabular"):
-        MetaEnv(env, horizon, QEstimator(num_states=2, num_actions=n))
+        MetaEnv(env, horizon, QEstimator(num_states=2, num_actions=n, gamma=0.95))
 
 
 def test_gymnax_env_meta_env_params_as_jit_argument():

@@ -325,7 +325,7 @@ def test_estimator_matches_reference_on_sampled_grids(family, abstraction, mode)
 
 def test_coarse_clustering_tie_break_and_cap():
     """Equidistant previously seen cells: the earliest discovered wins; a full cluster takes no more."""
-    est = GridQEstimator(num_states=49, abstraction="coarse", abstraction_radius=0.15)
+    est = GridQEstimator(num_states=49, gamma=0.95, abstraction="coarse", abstraction_radius=0.15)
     update = fast_jit(est.update)
     n = 7
     e = est.init(jnp.int32(24))  # centre (3, 3)
@@ -356,11 +356,11 @@ def test_coarse_clustering_tie_break_and_cap():
 
 def test_estimator_rejects_std_errors_and_bad_sizes():
     with pytest.raises(ValueError, match="dense"):
-        GridQEstimator(num_states=169, std_errors=True)
+        GridQEstimator(num_states=169, gamma=0.95, std_errors=True)
     with pytest.raises(ValueError):
-        GridQEstimator(num_states=170)
+        GridQEstimator(num_states=170, gamma=0.95)
     with pytest.raises(ValueError):
-        GridQEstimator(num_states=169, abstraction="coarse", known_states="all")
+        GridQEstimator(num_states=169, gamma=0.95, abstraction="coarse", known_states="all")
 
 
 def rollout(me: MetaEnv, tasks, key, steps):
@@ -380,7 +380,7 @@ def test_grid_estimator_equals_dense_estimator_in_meta_env():
     env, tasks, _ = sampled("grid13", "train")
     tasks = jax.tree.map(lambda x: jnp.asarray(x[:3]), tasks)
     h = 120
-    dense = QEstimator(num_states=169, num_actions=5, alpha_laplace=0.01, epsilon=0.1, max_sweeps=env.horizon,
+    dense = QEstimator(num_states=169, num_actions=5, gamma=0.95, alpha_laplace=0.01, epsilon=0.1, max_sweeps=env.horizon,
                        warm_start=True, q_denom=10.0, known_states="visited")
     outs = [fast_jit(rollout, static_argnums=(0, 3))(MetaEnv(env, h, est), tasks, jax.random.key(11), h)
             for est in (grid_estimator(env), dense)]

@@ -184,7 +184,7 @@ def test_mdp_cache_is_refreshed_only_on_leaving():
 
 
 def test_absorbing_state_is_an_unrewarded_self_loop():
-    est = V4Estimator(num_states=3, num_actions=2, max_sweeps=50, q_denom=1.0)
+    est = V4Estimator(num_states=3, num_actions=2, gamma=0.99, max_sweeps=50, q_denom=1.0)
     e = est.init(jnp.int32(0))
     e = est.update(e, 0, 0, 5.0, 2, True)
     t_hat, r_hat = est.model(e)

@@ -8,8 +8,10 @@ from flax import struct
 from gymnax.environments import spaces
 
 from rl3jax.envs.base import RL3Defaults, TaskEnv, V4Defaults
+from rl3jax.envs.catalog import FAMILIES
 
-VARIANTS = ("train", "ood")
+#: the variant names (``rl3jax.envs.catalog.FAMILIES``)
+VARIANTS = FAMILIES["bandit"]
 
 
 @struct.dataclass

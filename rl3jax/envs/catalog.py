@@ -18,17 +18,33 @@ from __future__ import annotations
 
 import dataclasses
 
+#: grid family -> variant name -> the ``rl3jax.envs.grid_generation.GridConfig`` fields the variant changes
+#: in the family's base configuration (METHOD §3); the variant names of the grid families are these keys
+GRID_VARIANTS: dict[str, dict[str, dict]] = {
+    "grid11": {"train": {}},
+    "grid13": {
+        "train": {},
+        "dense": {"obstacle_len": 4},
+        "deterministic": {"slip": 0.0},
+        "watery": {"num_water_sets": 8},
+        "dangerous": {"num_dangers": 4},
+        "corner": {"min_goal_dist": 12},
+    },
+}
 #: family name -> its variant names (METHOD §3; "train" is the training distribution, the others are
-#: out of distribution). ``rl3jax.envs.registry.register`` adds users' own families here.
+#: out of distribution). The families' modules take their variant names from here (``bandit.VARIANTS``,
+#: ``mdp.VARIANTS``, ``grid_generation.GRID_FAMILIES``); ``rl3jax.envs.registry.register`` adds users' own
+#: families.
 FAMILIES: dict[str, tuple[str, ...]] = {
     "bandit": ("train", "ood"),
     "mdp": ("train", "alpha0.25", "det-rewards"),
-    "grid11": ("train",),
-    "grid13": ("train", "dense", "deterministic", "watery", "dangerous", "corner"),
+    **{name: tuple(v) for name, v in GRID_VARIANTS.items()},
 }
-#: families with RL³ support (a tabular model); users' families are checked when built
+#: families with RL³ support (the ``rl3_defaults`` hook; ``rl3jax.envs.registry.check_catalog`` checks the
+#: two agree); users' families are checked when built
 TABULAR = frozenset({"bandit", "mdp", "grid11", "grid13"})
-#: families with the coarse-abstraction RL³ estimator (algo rl3_coarse, METHOD §2.5)
+#: families with the coarse-abstraction RL³ estimator (algo rl3_coarse, METHOD §2.5): the tabular grid
+#: families (the ``grid_side`` hook; checked likewise)
 COARSE = frozenset({"grid11", "grid13"})
 #: the published meta-episode length H of a family where it is not TrainConfig's default of 100 (METHOD §6);
 #: grids have no task horizon of their own, so it is also their TH

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rl3jax.envs.catalog import GRID_VARIANTS
 from rl3jax.envs.grid_geometry import (
     DANGER,
     EMPTY,
@@ -89,17 +90,11 @@ class GridConfig:
 #: the published families (METHOD §3)
 GRID11 = GridConfig(size=11)
 GRID13 = GridConfig(size=13)
-#: family -> (configuration, variant -> overrides of it); the variants besides 'train' are out of distribution
+#: family -> (base configuration, variant -> overrides of it (``rl3jax.envs.catalog.GRID_VARIANTS``)); the
+#: variants besides 'train' are out of distribution
 GRID_FAMILIES: dict[str, tuple[GridConfig, dict[str, dict]]] = {
-    "grid11": (GRID11, {"train": {}}),
-    "grid13": (GRID13, {
-        "train": {},
-        "dense": {"obstacle_len": 4},
-        "deterministic": {"slip": 0.0},
-        "watery": {"num_water_sets": 8},
-        "dangerous": {"num_dangers": 4},
-        "corner": {"min_goal_dist": 12},
-    }),
+    "grid11": (GRID11, GRID_VARIANTS["grid11"]),
+    "grid13": (GRID13, GRID_VARIANTS["grid13"]),
 }
 
 
