@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from rl3jax.config import TrainConfig
-from rl3jax.envs import catalog
+from rl3jax.envs import catalog, registry
 from rl3jax.envs.bandit import BanditState, BanditTask
 from rl3jax.envs.base import TaskEnv
 from rl3jax.envs.catalog import variants
@@ -330,8 +330,25 @@ def test_make_estimator_follows_the_family_hooks():
     with pytest.raises(ValueError, match="semantics 'v4' is implemented for envs bandit, mdp, not 'grid11'"):
         TrainConfig(env="grid11", semantics="v4")  # the config refuses it first, naming the env
     # make_estimator's own check, by hook, for a family the config's name tables do not describe
-    with pytest.raises(ValueError, match="semantics 'v4' is implemented for the bandit and mdp"):
+    with pytest.raises(ValueError, match="semantics 'v4' is implemented for the bandit, mdp families, not grid11"):
         make_estimator(make_env("grid11"), TrainConfig(env="mdp", semantics="v4"))
+
+
+def test_check_catalog_compares_the_family_sets_with_the_hooks(monkeypatch):
+    """The JAX-free name sets (catalog.TABULAR, catalog.COARSE, config.V4_ENVS) must equal what the families'
+    hooks say (rl3_defaults, grid_side, v4_defaults): each one edited is caught, naming it."""
+    registry.check_catalog()
+    for module, name, edited in [(catalog, "TABULAR", catalog.TABULAR - {"mdp"}),
+                                 (catalog, "COARSE", catalog.COARSE | {"mdp"}),
+                                 (registry, "V4_ENVS", ("bandit",))]:
+        with monkeypatch.context() as m:
+            m.setattr(module, name, edited)
+            with pytest.raises(RuntimeError, match=f"{name} .*the families' hooks say"):
+                registry.check_catalog()
+    with monkeypatch.context() as m:
+        m.setitem(catalog.FAMILIES, "extra", ("train",))
+        with pytest.raises(RuntimeError, match="FAMILIES names"):
+            registry.check_catalog()
 
 
 def test_catalog_answers_without_the_families():
@@ -348,19 +365,26 @@ def test_gymnax_env_in_meta_env_rl2_and_rl3_rejected():
     horizon = 6
     menv = MetaEnv(env, horizon)
     n = env.num_actions
-    assert menv.obs_dim == n + 4 + 4  # METHOD §1: n + 4 + m, CartPole's observation has m = 4 entries
+    lay = menv.layout  # METHOD §1, RL²: no rl3 block; CartPole's observation has m = 4 entries
+    assert "rl3" not in lay and lay["task_obs"].size == 4 and menv.obs_dim == lay.size
+
+    def head(obs):  # prev reward, first flag, t/H, τ/TH
+        return np.concatenate([np.asarray(obs)[lay[b].slice] for b in ("prev_reward", "first", "meta_time",
+                                                                         "task_time")])
+
     params = menv.sample_task(jax.random.PRNGKey(0))
     step = jax.jit(lambda k, s, a: menv.step(k, s, a, params))
     obs, st = jax.jit(lambda k: menv.reset(k, params))(jax.random.PRNGKey(0))
-    np.testing.assert_allclose(obs[: n + 4], [0.0] * n + [0.0, 1.0, 0.0, 0.0])
+    np.testing.assert_allclose(obs[lay["prev_action"].slice], [0.0] * n)
+    np.testing.assert_allclose(head(obs), [0.0, 1.0, 0.0, 0.0])
     total = 0.0
     for t in range(horizon):
         a = t % n
         obs, st, r, done, _ = step(jax.random.PRNGKey(t + 1), st, a)
         chex.assert_tree_all_finite(obs)
         total += float(r)
-        np.testing.assert_allclose(obs[:n], np.eye(n)[a])
-        np.testing.assert_allclose(obs[n: n + 4], [float(r), 0.0, (t + 1) / horizon, (t + 1) / 500], atol=1e-6)
+        np.testing.assert_allclose(obs[lay["prev_action"].slice], np.eye(n)[a])
+        np.testing.assert_allclose(head(obs), [float(r), 0.0, (t + 1) / horizon, (t + 1) / 500], atol=1e-6)
         assert bool(done) == (t == horizon - 1)
     assert total == horizon  # CartPole pays 1 per step and cannot fall within 6 steps
     np.testing.assert_allclose(float(st.episode_return), total)

@@ -395,7 +395,7 @@ def test_grid_estimator_equals_dense_estimator_in_meta_env():
 def test_meta_env_vmapped_jit_no_retrace(abstraction):
     env, tasks, _ = sampled("grid13", "train")
     me = MetaEnv(env, env.horizon, grid_estimator(env, abstraction))
-    assert me.obs_dim == 5 + 4 + 2 + 17
+    assert me.obs_dim == me.layout.size and me.layout["rl3"].size == me.estimator.feature_dim
     traces = []
 
     @fast_jit

@@ -66,7 +66,9 @@ def test_meta_episode_holds_one_task(name):
     assert th == int(env.default_params.max_steps_in_episode)
     horizon = th + 5 if GYMNAX_ENVS[name].kind == "task" else min(th + 5, MAX_H)
     meta = MetaEnv(env, horizon)
-    assert meta.obs_dim == meta.num_actions + 4 + meta.task_obs_dim  # METHOD §1, RL²: n + 4 + m
+    # METHOD §1, RL²: no rl3 block; the task observation is the env's, flattened
+    m = int(np.prod(env.observation_space(env.default_params).shape))
+    assert "rl3" not in meta.layout and meta.layout["task_obs"].size == m and meta.obs_dim == meta.layout.size
 
     @jax.jit
     def run(key):

@@ -278,7 +278,7 @@ def test_rl2_inputs_match_reference(task_pool):
     env = make_env("mdp")
     tasks = _mixed_tasks(task_pool, "mdp", 6, seed=3)
     menv, _, _ = _run_and_compare(env, None, horizon=23, num_tasks=6, seed=3, tasks=tasks)
-    assert menv.obs_dim == env.num_actions + 4 + env.num_states
+    assert "rl3" not in menv.layout and menv.layout["task_obs"].size == env.num_states
 
 
 def test_mdp_early_stop_and_sweep_budget(task_pool):
