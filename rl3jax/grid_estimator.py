@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from rl3jax.envs.grid_geometry import EAST, NORTH, SOUTH, WEST, neighbour_table
+from rl3jax.envs.grid_geometry import DIRECTION_OFFSETS, NOOP, neighbour_table
 from rl3jax.estimator import KnownStates, converge, validate_settings
 from rl3jax.layout import Layout, rl3_features
 
@@ -188,11 +188,14 @@ class GridQEstimator(KnownStates):
         return est.abs_id[s] if self.coarse else jnp.asarray(s)
 
     def _direction(self, s, s_next):
+        """The direction d (int32, ``grid_geometry.DIRECTION_OFFSETS``' index) from cell ``s`` to ``s_next``,
+        which is ``s`` itself (NOOP) or a 4-neighbour of it."""
         n = self.grid_side
         dr = s_next // n - s // n
         dc = s_next % n - s % n
-        return jnp.select([(dr == -1) & (dc == 0), (dr == 0) & (dc == 1), (dr == 1) & (dc == 0),
-                           (dr == 0) & (dc == -1)], [NORTH, EAST, SOUTH, WEST], 0).astype(jnp.int32)
+        moves = range(1, len(DIRECTION_OFFSETS))
+        return jnp.select([(dr == DIRECTION_OFFSETS[d, 0]) & (dc == DIRECTION_OFFSETS[d, 1]) for d in moves],
+                          list(moves), NOOP).astype(jnp.int32)
 
     def _assign(self, est: GridEstimatorState, s_next, new):
         """RL³-coarse: the abstract id of a newly seen cell; returns (est, grew)."""
@@ -264,12 +267,13 @@ class GridQEstimator(KnownStates):
 
     # --------------------------------------------------------------------------------- value iteration
     def _shifted(self, x: jax.Array) -> jax.Array:
-        """(5, ..., S): x (..., S) at each cell's neighbour per direction (off-grid: the cell itself)."""
+        """(5, ..., S): x (..., S) at each cell's neighbour per direction (``DIRECTION_OFFSETS``; off-grid: the
+        cell itself)."""
         n = self.grid_side
         lead = x.shape[:-1]
         g = x.reshape(*lead, n, n)
         p = jnp.pad(g, [(0, 0)] * len(lead) + [(1, 1), (1, 1)], mode="edge")
-        parts = [g, p[..., :-2, 1:-1], p[..., 1:-1, 2:], p[..., 2:, 1:-1], p[..., 1:-1, :-2]]
+        parts = [p[..., 1 + dr: 1 + dr + n, 1 + dc: 1 + dc + n] for dr, dc in DIRECTION_OFFSETS.tolist()]
         return jnp.stack(parts).reshape(5, *lead, n * n)
 
     def solve(self, est: GridEstimatorState, q0: jax.Array) -> GridEstimatorState:

@@ -10,21 +10,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rl3jax.envs.grid_geometry import DANGER, EMPTY, GOAL, OBSTACLE, START, TILE_CHARS, WARNING, WATER
 from rl3jax.envs.registry import make_env, variants
 from rl3jax.evaluate import held_out_tasks
 from rl3jax.runfiles import read_config
 from rl3jax.runs import load_run
 
-TILE_COLOURS = {  # tile code (rl3jax.envs.grid) -> RGB
-    0: (245, 245, 240),  # empty
-    1: (60, 60, 60),  # obstacle
-    2: (110, 170, 230),  # water
-    3: (200, 30, 30),  # danger
-    4: (250, 170, 60),  # warning
-    5: (40, 170, 70),  # goal
-    6: (250, 230, 120),  # start
+TILE_COLOURS = {  # tile code (rl3jax.envs.grid_geometry) -> RGB
+    EMPTY: (245, 245, 240),
+    OBSTACLE: (60, 60, 60),
+    WATER: (110, 170, 230),
+    DANGER: (200, 30, 30),
+    WARNING: (250, 170, 60),
+    GOAL: (40, 170, 70),
+    START: (250, 230, 120),
 }
-TILE_NAMES = {0: "empty", 1: "obstacle", 2: "water", 3: "danger", 4: "warning", 5: "goal", 6: "start"}
+TILE_NAMES = {EMPTY: "empty", OBSTACLE: "obstacle", WATER: "water", DANGER: "danger", WARNING: "warning",
+              GOAL: "goal", START: "start"}
+#: tiles the value heat map colours over (the others keep their tile colour)
+HEAT_TILES = (EMPTY, WARNING, START)
+#: tiles marked with their character (``TILE_CHARS``)
+LABELLED_TILES = (DANGER, GOAL, START, WARNING)
 #: the value heat map's matplotlib colormap: light pink to dark magenta-purple, hues no tile, the path or the agent uses
 #: (water is blue, goal green, danger red, warning orange, start yellow, obstacles grey; the path is black)
 VALUE_CMAP = "RdPu"
@@ -74,12 +80,12 @@ def draw_grid(tiles: np.ndarray, cell: int = 28, values: np.ndarray | None = Non
         for c in range(n):
             colour = TILE_COLOURS[int(tiles[r, c])]
             i = r * n + c
-            if heat and known[i] and int(tiles[r, c]) in (0, 4, 6):
+            if heat and known[i] and int(tiles[r, c]) in HEAT_TILES:
                 colour = value_colour((values[i] - vmin) / (vmax - vmin))
             x0, y0 = c * cell, r * cell + top
             d.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=colour, outline=(200, 200, 200))
-            ch = " OWX!GS"[int(tiles[r, c])]
-            if ch in "XGS!":
+            if int(tiles[r, c]) in LABELLED_TILES:
+                ch = TILE_CHARS[int(tiles[r, c])]
                 dark = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2] < 110
                 d.text((x0 + cell // 2 - 3, y0 + cell // 2 - 6), ch, fill=(255, 255, 255) if dark else (0, 0, 0),
                        font=_font())
@@ -185,6 +191,11 @@ def samples_png(family: str, out: str, per_variant: int = 4, seed: int = 0):
     plt.close(fig)
 
 
+def _is_grid(family: str) -> bool:
+    """Whether task family ``family``'s states are the cells of a grid (its ``grid_side`` hook)."""
+    return make_env(family).grid_side is not None
+
+
 def render_cli(args) -> int:
     """``rl3jax render``: GIFs of ``args.episodes`` held-out tasks played by the run ``args.run`` (its newest
     checkpoint, on ``args.variant`` or the run's variant), or with ``args.samples`` a PNG of sampled grids of
@@ -194,7 +205,7 @@ def render_cli(args) -> int:
         family = "grid13"
         if args.run:
             family = read_config(args.run).env
-            if not family.startswith("grid"):
+            if not _is_grid(family):
                 raise ValueError(f"render --samples draws grid families; run {args.run} trained on {family!r}")
         samples_png(family, args.out)
         print(f"wrote {args.out}")
@@ -202,7 +213,7 @@ def render_cli(args) -> int:
     if not args.run:
         raise ValueError("render needs --run DIR (or --samples)")
     run = load_run(args.run)
-    if not run.cfg.env.startswith("grid"):
+    if not _is_grid(run.cfg.env):
         raise ValueError(f"render draws grid tasks; run {args.run} trained on {run.cfg.env!r}")
     trainer = run.trainer(args.variant)
     cfg = trainer.cfg

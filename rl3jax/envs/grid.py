@@ -28,19 +28,15 @@ from rl3jax.envs.base import RL3Defaults, TaskEnv
 from rl3jax.envs.catalog import PUBLISHED_HORIZON
 from rl3jax.envs.grid_generation import GRID13, GRID_FAMILIES, GridConfig
 from rl3jax.envs.grid_geometry import (
-    DIR_BASE,
-    DIR_PER_SLIP,
     GOAL,
-    OBSTACLE,
     START,
     TILE_CHARS,
-    TILE_REWARDS,
     absorbing_cells,
     center_index,
+    direction_probabilities,
     finite_horizon_vi,
     is_absorbing,
-    neighbour_table,
-    slip_probabilities,
+    move_targets,
     start_cell,
     tile_rewards,
 )
@@ -168,25 +164,25 @@ class GridWorld(TaskEnv):
         return self._task(tiles, jnp.nan)
 
     def reset_env(self, key, params):
+        """The task episode's start: the agent on 'S' (the centre). Returns (obs (2,) float32, state)."""
         state = GridState(time=jnp.int32(0), pos=jnp.int32(start_cell(self.size)))
         return self.get_obs(state, params), state
 
     def step_env(self, key, state, action, params):
+        """One real step with ``action`` (int32 in [0, 5): NOOP, N, E, S, W) in task ``params``: the move
+        direction is drawn from ``direction_probabilities`` (slip), the landing cell is ``move_targets``'
+        (obstacles and the border stop the move). Returns (obs (2,) float32 ((row+1)/N, (col+1)/N), state,
+        reward float32 (the entry reward of the tile landed on), terminated bool (landed on 'G' or 'X'), {})."""
         tiles = params.tiles
-        flat = tiles.reshape(-1).astype(jnp.int32)
         pos = state.pos
-        p_slip = slip_probabilities(tiles, params.slip)[pos]
         action = jnp.asarray(action, jnp.int32)
-        probs = jnp.asarray(DIR_BASE)[action] + p_slip * jnp.asarray(DIR_PER_SLIP)[action]
-        d = jax.random.choice(key, 5, p=probs)
-        nbr = jnp.asarray(neighbour_table(self.size))[pos, d]
-        nxt = jnp.where(flat[nbr] == OBSTACLE, pos, nbr).astype(jnp.int32)
-        tile = flat[nxt]
-        reward = jnp.asarray(TILE_REWARDS, jnp.float32)[tile]
+        d = jax.random.choice(key, 5, p=direction_probabilities(tiles, params.slip)[pos, action])
+        nxt = move_targets(tiles)[pos, d].astype(jnp.int32)
         new = GridState(time=state.time + 1, pos=nxt)
-        return self.get_obs(new, params), new, reward, is_absorbing(tile), {}
+        return self.get_obs(new, params), new, tile_rewards(tiles)[nxt], absorbing_cells(tiles)[nxt], {}
 
     def get_obs(self, state, params=None, key=None):
+        """(2,) float32: ((row+1)/N, (col+1)/N) of the agent's cell."""
         row, col = jnp.divmod(state.pos, self.size)
         return (jnp.stack([row, col]).astype(jnp.float32) + 1.0) / self.size
 
