@@ -51,7 +51,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from rl3jax.config import TrainConfig
-from rl3jax.envs.catalog import TABULAR as TABULAR_FAMILIES
 from rl3jax.estimators import make_estimator
 from rl3jax.meta_episode import MetaEnv
 
@@ -99,7 +98,7 @@ def finite_horizon_values(meta_env: MetaEnv, task) -> jax.Array:
     ``k`` = 0..min(TH, H); absorbing states restart the task episode (value of the start state).
     """
     t_true, r_true, absorbing, start = meta_env.env.true_model(task)
-    k_max = min(meta_env.task_horizon(), meta_env.horizon)
+    k_max = min(meta_env.task_horizon, meta_env.horizon)
 
     def backup(v, _):
         v_next = jnp.where(absorbing, v[start], v)  # an absorbing state restarts the task episode
@@ -125,7 +124,7 @@ def oracle_policy(meta_env: MetaEnv, tasks):
     def q_values(task, v, state):
         t_true, r_true, absorbing, start = meta_env.env.true_model(task)
         s = meta_env.env.state_index(state.env_state, task)
-        k = jnp.minimum(meta_env.task_horizon() - state.tau, meta_env.horizon - state.t)
+        k = jnp.minimum(meta_env.task_horizon - state.tau, meta_env.horizon - state.t)
         v_prev = v[jnp.maximum(k - 1, 0)]
         v_next = jnp.where(absorbing, v_prev[start], v_prev)
         return r_true[s] + t_true[s] @ v_next
@@ -596,7 +595,7 @@ def _mdp_build(kind: str):
     def build(meta_env: MetaEnv, consts, tasks, key, params):
         env = meta_env.env
         num, n_s, n_a = _num(tasks), env.num_states, meta_env.num_actions
-        th = min(meta_env.task_horizon(), meta_env.horizon)
+        th = min(meta_env.task_horizon, meta_env.horizon)
         alpha0, mu0, tau0, tau = params["alpha0"], params["mu0"], params["tau0"], params["tau"]
         samples = params.get("m", 1)
         post = MDPPosterior(key=key, n_sas=jnp.zeros((num, n_s, n_a, n_s), jnp.float32),
@@ -682,7 +681,8 @@ ALL = "*"
 
 @dataclasses.dataclass(frozen=True)
 class Baseline:
-    """A registry entry: the families it fits ('*': every family; the oracle also needs ``true_model``),
+    """A registry entry: the families it fits ('*': every family; the oracle also needs ``true_model``, the
+    model-* baselines an RL³ model, the ``rl3_defaults`` hook),
     its parameters, ``prepare(meta_env, params) -> consts`` (host-side tables, run once, may raise
     ValueError), ``build(meta_env, consts, tasks, key, params) -> (step, carry)`` (inside jit), and a
     docstring naming its source."""
@@ -702,14 +702,14 @@ class Baseline:
     def fits(self, meta_env: MetaEnv) -> bool:
         if self.needs_model and not meta_env.env.has_true_model:
             return False
+        if self.needs_estimator and meta_env.env.rl3_defaults is None:
+            return False
         return ALL in self.families or meta_env.env.family in self.families
 
 
 _EPS = Param("epsilon", 0.1, low=0.0, high=1.0)
 _MDP_PRIOR = (Param("alpha0", 1.0, positive=True), Param("mu0", 0.0), Param("tau0", 1.0, positive=True),
               Param("tau", 1.0, positive=True))
-#: the families with an RL³ model, in a fixed order
-TABULAR = tuple(sorted(TABULAR_FAMILIES))
 
 
 def _random_build(meta_env, consts, tasks, key, params):
@@ -725,11 +725,11 @@ BASELINES: dict[str, Baseline] = {b.name: b for b in [
     Baseline("oracle", (ALL,), (), _oracle_build,
              "Task-knowing oracle: finite-horizon value iteration on the true task for the steps left in the "
              "task episode (the score of METHOD §3's task-knowing agent).", needs_model=True),
-    Baseline("model-greedy", TABULAR, (), _model_build,
+    Baseline("model-greedy", (ALL,), (), _model_build,
              "Greedy on the RL³ object-level estimator's current Q at the current state (METHOD §2; Bhatia, "
              "Nashed & Zilberstein 2023): object-level RL alone, the ablation of meta-learning.",
              needs_estimator=True),
-    Baseline("model-epsilon-greedy", TABULAR, (_EPS,), _model_build,
+    Baseline("model-epsilon-greedy", (ALL,), (_EPS,), _model_build,
              "ε-greedy on the RL³ estimator's current Q (METHOD §2).", needs_estimator=True),
     Baseline("greedy", ("bandit",), (), _bandit_build("greedy"),
              "Greedy on the Beta(1,1) posterior mean (s+1)/(n+2)."),

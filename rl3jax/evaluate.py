@@ -62,15 +62,12 @@ def evaluate(meta_env: MetaEnv, policy: str, episodes: int, greedy: bool = False
     if policy == "network":
         if policy_params:
             raise ValueError(f"policy 'network' takes no parameters, got {sorted(policy_params)}")
-        consts = None
+        rewards = HeldOutEvaluator(meta_env, model, episodes, batch, seed).rewards(params, greedy)
+        return {**summarize(rewards), "returns": rewards.sum(axis=1)}
+    meta_env, consts, build = make_policy(policy, meta_env, policy_params)
 
-        def build(consts, tasks, key):
-            return network_policy(model, params, jax.tree.leaves(tasks)[0].shape[0])
-    else:
-        meta_env, consts, build = make_policy(policy, meta_env, policy_params)
     def run(consts, tasks, key):
-        # a trained network's rollout keeps the key it always had (results comparable with earlier runs)
-        k_pol, k_roll = (key, key) if policy == "network" else jax.random.split(key)
+        k_pol, k_roll = jax.random.split(key)
         step, carry = build(consts, tasks, k_pol)
         traj, _ = rollout(meta_env, step, carry, tasks, k_roll, greedy=greedy or policy == "oracle")
         return traj.rewards
@@ -101,13 +98,12 @@ def summarize(rewards: np.ndarray) -> dict:
 
 
 class HeldOutEvaluator:
-    """``evaluate(meta_env, "network", episodes, greedy=..., params=..., model=actor)``, compiled once.
+    """A trained actor on the first ``episodes`` held-out tasks, compiled once: what
+    ``evaluate(meta_env, "network", ...)`` runs, and the held-out evaluation during training.
 
-    ``evaluate`` closes over the parameters inside a fresh ``jax.jit`` on every call (so it traces and
-    compiles again each time); this class takes the parameters as an argument of one jitted function over the
-    same task batches and keys, so its results equal ``evaluate``'s bit for bit (tests/test_eval_every.py).
-    Used for the held-out evaluation during training. ``traces`` counts traces: one per (batch shape, greedy)
-    pair, then never again.
+    The parameters are an argument of one jitted function over fixed task batches and keys (batch i's key:
+    ``batched_rewards``; the rollout uses it as it is), so every call with new parameters reuses the compile.
+    ``traces`` counts traces: one per (batch shape, greedy) pair, then never again.
     """
 
     def __init__(self, meta_env, actor, episodes: int, batch: int = EVAL_BATCH, seed: int = 0):
@@ -123,11 +119,16 @@ class HeldOutEvaluator:
 
         self._run = jax.jit(run, static_argnums=3)
 
-    def __call__(self, actor_params, greedy: bool) -> dict:
-        """{"mean_return", "stderr", "episodes", "step_rewards" (H,)} of one policy (``greedy``: argmax actions)."""
+    def rewards(self, actor_params, greedy: bool) -> np.ndarray:
+        """(episodes, H) float32 per-step rewards of the actor with ``actor_params`` (``greedy``: argmax
+        actions)."""
         params = jax.device_get(actor_params)  # host copy: independent of the training state's sharding
         run = lambda p, tasks, key: self._run(p, tasks, key, bool(greedy))  # noqa: E731
-        return summarize(batched_rewards(run, params, self.tasks, self.episodes, self.batch, self.seed))
+        return batched_rewards(run, params, self.tasks, self.episodes, self.batch, self.seed)
+
+    def __call__(self, actor_params, greedy: bool) -> dict:
+        """{"mean_return", "stderr", "episodes", "step_rewards" (H,)} of one policy (``greedy``: argmax actions)."""
+        return summarize(self.rewards(actor_params, greedy))
 
     def row_fields(self, actor_params) -> dict:
         """The metrics-row fields of one evaluation: stochastic and greedy held-out mean return ± s.e."""

@@ -11,7 +11,7 @@ baselines, figures) find a block by name instead of re-deriving offsets::
 
 Layouts (n actions, m task-observation entries):
 
-* ``'spec'`` (METHOD §1): prev_action n, prev_reward 1, first 1, meta_time 1 (t/H), task_time 1 (τ/TH),
+* ``'method'`` (METHOD §1): prev_action n, prev_reward 1, first 1, meta_time 1 (t/H), task_time 1 (τ/TH),
   task_obs m, then for RL³ the block ``rl3`` = ``rl3_features(n)``: advantages n, value 1, std_errors n + 1,
   counts n. So n + 4 + m entries for RL², 4n + 6 + m for RL³.
 * ``'v4'`` (the paper's own code, RL3 commit f8121786, see ``rl3jax.meta_episode``): prev_action n,
@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 
 #: the input layouts ``MetaEnv`` implements
-LAYOUTS = ("spec", "v4")
+LAYOUTS = ("method", "v4")
 #: name of the block that holds the estimator's features (nested blocks inside)
 RL3 = "rl3"
 
@@ -137,7 +137,7 @@ def policy_input(kind: str, num_actions: int, task_obs_dim: int, features: Layou
     """The policy input of ``MetaEnv`` (see the module docstring).
 
     Args:
-        kind: 'spec' or 'v4'.
+        kind: 'method' or 'v4'.
         num_actions: n; task_obs_dim: m, entries of the flattened task observation (0: left out);
         features: the estimator's ``feature_layout`` (RL³), or None (RL²: no ``rl3`` block).
 

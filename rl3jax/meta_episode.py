@@ -7,7 +7,7 @@ METHOD §1 in the order of its ``layout`` (``rl3jax.layout``). A task episode en
 TH steps and is reset at once (same task), so the terminal state is never shown. Only step H ends the
 meta-episode.
 
-Two input layouts: ``layout='spec'`` (METHOD §1, above) and ``layout='v4'``, the paper's own code (RL3 commit
+Two input layouts: ``layout='method'`` (METHOD §1, above) and ``layout='v4'``, the paper's own code (RL3 commit
 f8121786: MDPs.jl ``EvidenceObservationWrapper`` around MetaMDPs.jl ``MetaMDPwithTimeContext`` around
 VAMDP.jl's wrapper): prev action one-hot (n), prev reward (1), first-step flag (1), task observation (m; left
 out when ``drop_task_obs``, as the original does for RL³ on bandits), the RL³ features (``V4Estimator``:
@@ -55,17 +55,17 @@ class MetaEnv:
         env: the task family.
         horizon: H, real steps per meta-episode (>= 1).
         estimator: the RL³ estimator (``rl3jax.estimators.Estimator``), or None for RL².
-        layout: 'spec' (METHOD §1) or 'v4' (the paper's own code); see ``rl3jax.layout``.
+        layout: 'method' (METHOD §1) or 'v4' (the paper's own code); see ``rl3jax.layout``.
         drop_task_obs: leave the task observation out of the input ('v4' only; the original's RL³ on bandits).
 
-    Attributes: ``layout`` (``rl3jax.layout.Layout`` of the policy input), ``layout_kind`` ('spec' / 'v4'),
+    Attributes: ``layout`` (``rl3jax.layout.Layout`` of the policy input), ``layout_kind`` ('method' / 'v4'),
     ``obs_dim`` (= ``layout.size``), ``num_actions`` (n), ``task_obs_dim`` (m, 0 when dropped).
 
     Raises ValueError for H < 1, an unknown layout, ``drop_task_obs`` outside 'v4', or an estimator on a family
     without discrete states.
     """
 
-    def __init__(self, env: TaskEnv, horizon: int, estimator: Estimator | None = None, layout: str = "spec",
+    def __init__(self, env: TaskEnv, horizon: int, estimator: Estimator | None = None, layout: str = "method",
                  drop_task_obs: bool = False):
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
@@ -90,6 +90,7 @@ class MetaEnv:
         self.obs_dim = self.layout.size
 
     # -------------------------------------------------------------------------------------- helpers
+    @property
     def task_horizon(self) -> int:
         """TH: the task's own episode length (``max_steps_in_episode`` of the family; grids set it to H).
 
@@ -106,7 +107,7 @@ class MetaEnv:
         return self.env.state_index(env_state, params)
 
     def observation(self, state: MetaState, params) -> jax.Array:
-        """The policy input (obs_dim,) float32: the blocks of ``self.layout`` in order. 'spec' (METHOD §1): prev
+        """The policy input (obs_dim,) float32: the blocks of ``self.layout`` in order. 'method' (METHOD §1): prev
         action, prev reward, first flag, t/H, τ/TH, task obs, [RL³ blocks]. 'v4': prev action, prev reward,
         first flag, [task obs], [RL³ blocks], τ/TH, t/H."""
         n = self.num_actions
@@ -118,7 +119,7 @@ class MetaEnv:
             "task_obs": lambda: state.task_obs.reshape(-1).astype(jnp.float32),
             layouts.RL3: lambda: self.estimator.features(state.est, self._state_index(state.env_state, params)),
             "meta_time": lambda: (state.t / self.horizon).astype(jnp.float32)[None],
-            "task_time": lambda: (state.tau / self.task_horizon()).astype(jnp.float32)[None],
+            "task_time": lambda: (state.tau / self.task_horizon).astype(jnp.float32)[None],
         }
         return jnp.concatenate([parts[name]().astype(jnp.float32) for name in self.layout.names])
 
@@ -145,7 +146,7 @@ class MetaEnv:
         reward = jnp.asarray(reward, jnp.float32)
         terminated = jnp.asarray(terminated, bool)
         tau = state.tau + 1
-        episode_over = terminated | (tau >= self.task_horizon())
+        episode_over = terminated | (tau >= self.task_horizon)
         est = state.est
         if self.estimator is not None:
             s = self._state_index(state.env_state, params)

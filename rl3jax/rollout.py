@@ -15,6 +15,14 @@ from rl3jax.meta_episode import MetaEnv
 #: batch), so every command (eval, baselines, report, evaluation during training) uses it to give the same figures
 EVAL_BATCH = 250
 
+
+def log_prob(logits: jax.Array, actions: jax.Array) -> jax.Array:
+    """log π(a) for integer ``actions`` (...,) under ``logits`` (..., n) float32; shape (...,) float32. The
+    behaviour policy's log-probabilities of a rollout and the learner's (``rl3jax.ppo``) are this function."""
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return jnp.take_along_axis(logp, actions[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+
 @struct.dataclass
 class Trajectory:
     """One meta-episode per env, batch-major: leading axes (E, H)."""
@@ -54,7 +62,7 @@ def rollout(meta_env: MetaEnv, policy_step: Callable, policy_carry: Any, tasks, 
         else:
             action = jax.random.categorical(k_act, logits)
         action = action.astype(jnp.int32)
-        logp = jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None], axis=-1)[:, 0]
+        logp = log_prob(logits, action)
         nobs, nstate, reward, _, _ = step_env(jax.random.split(k_env, num), state, action, tasks)
         return (pcarry, nobs, nstate), (obs, action, logp, logits, reward)
 

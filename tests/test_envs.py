@@ -301,7 +301,7 @@ def test_layout_offsets_by_hand():
         ("prev_action", 0, 5), ("prev_reward", 5, 1), ("first", 6, 1), ("rl3", 7, 10), ("shown_q", 7, 5),
         ("counts", 12, 5), ("task_time", 17, 1), ("meta_time", 18, 1)]
     assert rl3_features(3).size == 3 * 3 + 2 and v4_features(3).size == 6
-    assert policy_input("spec", 3, 4, None)["task_obs"].slice == slice(7, 11)
+    assert policy_input("method", 3, 4, None)["task_obs"].slice == slice(7, 11)
     with pytest.raises(KeyError, match="no block 'nope'"):
         rl3["nope"]
     with pytest.raises(ValueError, match="repeated"):

@@ -69,7 +69,7 @@ def _check_against_reference(cfg: TrainConfig, num_tasks: int, seed: int, biased
     outs = jax.tree.map(np.asarray, outs)
     last_obs = np.asarray(last_obs)
     np.testing.assert_array_equal(outs["r"], outs["r_raw"])  # the replicated task step is the meta env's
-    th = meta_env.task_horizon()
+    th = meta_env.task_horizon
     boundaries = borderline = solves = 0
     for i in range(num_tasks):
         ref = V4Reference(est.num_states, est.num_actions, task_horizon=th, horizon=cfg.horizon,

@@ -78,16 +78,21 @@ class BernoulliBandit(TaskEnv):
         return BanditTask(probs=probs, num_arms=self.num_arms)
 
     def reset_env(self, key, params):
+        """The task episode's start, in the 'ready' state 0 (``key`` unused). Returns (obs (2,) float32, state)."""
         state = BanditState(time=jnp.int32(0), pos=jnp.int32(0))
         return self.get_obs(state, params), state
 
     def step_env(self, key, state, action, params):
+        """Pulls arm ``action`` (int32 in [0, k)): reward 1.0 with probability p_action (one uniform draw from
+        ``key``), else 0.0. Returns (obs (2,) float32 of the absorbing state 1, state, reward float32,
+        terminated True, {})."""
         # u < p: p < 0 never pays, p > 1 always pays (the unclipped OOD variant)
         reward = (jax.random.uniform(key) < params.probs[action]).astype(jnp.float32)
         new = BanditState(time=state.time + 1, pos=jnp.int32(1))
         return self.get_obs(new, params), new, reward, jnp.asarray(True), {}
 
     def get_obs(self, state, params=None, key=None):
+        """(2,) float32 one-hot of the state (0 ready, 1 pulled)."""
         return jax.nn.one_hot(state.pos, 2)
 
     def state_index(self, state, params):

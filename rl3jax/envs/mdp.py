@@ -95,10 +95,14 @@ class RandomMDP(TaskEnv):
         return self._task(transitions, 1.0 + jax.random.normal(k_r, (s, a)), 1.0)
 
     def reset_env(self, key, params):
+        """The task episode's start in state 0 (``key`` unused). Returns (obs (S,) float32, state)."""
         state = MDPState(time=jnp.int32(0), pos=jnp.int32(0))
         return self.get_obs(state, params), state
 
     def step_env(self, key, state, action, params):
+        """Takes ``action`` (int32 in [0, A)): next state s' ~ T(·|s,a), reward R(s,a) + noise·N(0, 1) (float32;
+        ``key`` split into the two draws). Returns (obs (S,) float32 one-hot of s', state, reward, terminated
+        False (TH truncates), {})."""
         k_s, k_r = jax.random.split(key)
         nxt = jax.random.categorical(k_s, jnp.log(params.transitions[state.pos, action]))
         reward = params.mean_rewards[state.pos, action] + params.reward_noise * jax.random.normal(k_r)
@@ -106,6 +110,7 @@ class RandomMDP(TaskEnv):
         return self.get_obs(new, params), new, reward, jnp.asarray(False), {}
 
     def get_obs(self, state, params=None, key=None):
+        """(S,) float32 one-hot of the current state."""
         return jax.nn.one_hot(state.pos, self.num_states)
 
     def state_index(self, state, params):
