@@ -28,7 +28,7 @@ from rl3jax.layout import Layout
 
 @runtime_checkable
 class Estimator(Protocol):
-    """What ``MetaEnv``, the baselines and the renderer use of an RL³ estimator (all functions pure and
+    """What ``MetaEnv``, the trainer, the baselines and the renderer use of an RL³ estimator (all functions pure and
     jittable; the estimator itself is a frozen, hashable dataclass, so it can be a jit-static argument).
     ``isinstance(x, Estimator)`` checks that ``x`` has every member.
 
