@@ -31,6 +31,7 @@ import optax
 from flax import struct
 
 from rl3jax.config import ENT_SCHEDULES, TrainConfig
+from rl3jax.rollout import log_prob
 
 #: added to the advantages' standard deviation in the per-minibatch normalisation
 ADV_EPS = 1e-8
@@ -180,12 +181,6 @@ def make_optimizers(cfg: TrainConfig) -> tuple[optax.GradientTransformation, opt
 def _entropy(logits: jax.Array) -> jax.Array:
     logp = jax.nn.log_softmax(logits, axis=-1)
     return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
-
-
-def log_prob(logits: jax.Array, actions: jax.Array) -> jax.Array:
-    """log π(a) for integer ``actions`` (...,) under ``logits`` (..., n); shape (...,)."""
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    return jnp.take_along_axis(logp, actions[..., None].astype(jnp.int32), axis=-1)[..., 0]
 
 
 def normalize_advantages(advantages: jax.Array) -> jax.Array:
