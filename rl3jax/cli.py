@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -257,13 +256,11 @@ def check_train_args(args) -> TrainConfig:
     holds = runfiles.holds_run(out)
     in_use_by = runfiles.training_pid(out)
     if in_use_by is not None:
-        raise ConfigError(f"run folder {out} is in use by another training process (PID {in_use_by}); wait for it "
-                          "to finish or stop it first")
+        raise ConfigError(runfiles.in_use_message(out, in_use_by))
     if args.resume and not holds:
         raise ConfigError(f"--resume: {out} holds no run (no config.json); drop --resume to start one")
     if not args.resume and holds:
-        raise ConfigError(f"run folder {out} already holds a run; pass --resume to continue it "
-                          "(through make: RESUME=1) or choose another --out")
+        raise ConfigError(runfiles.holds_run_message(out))
     cfg = config_from_args(args)
     if cfg.seed + args.seeds - 1 > SEED_MAX:
         raise ConfigError(f"--seeds {args.seeds} from --seed {cfg.seed} would reach seed "
@@ -425,8 +422,7 @@ def cmd_eval(args) -> int:
     if args.run:
         if args.param:
             raise ConfigError("--param applies to --policy baselines, not to a trained --run")
-        runfiles.check_not_population(args.run, "evaluate")
-        cfg = runfiles.read_config(args.run)
+        cfg = runfiles.read_run_config(args.run, "evaluate")
         if args.variant:
             cfg = cfg.replace(variant=args.variant)
     else:
@@ -467,8 +463,7 @@ def cmd_eval(args) -> int:
           f"{res['mean_return']:.2f} ± {res['stderr']:.2f} over {res['episodes']} test tasks")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
+        runfiles.atomic_write_json(args.json, out)
     return 0
 
 
@@ -514,9 +509,8 @@ def cmd_baselines(args) -> int:
         print(f"{r['policy']:22s} {r['mean_return']:9.2f} ± {r['stderr']:6.2f} {norm:>10s} {r['seconds']:8.1f}")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump({"env": args.env, "variant": args.variant or "train", "horizon": args.horizon,
-                       "episodes": args.episodes, "rows": rows}, f, indent=2)
+        runfiles.atomic_write_json(args.json, {"env": args.env, "variant": args.variant or "train",
+                                               "horizon": args.horizon, "episodes": args.episodes, "rows": rows})
     return 0
 
 
@@ -596,19 +590,10 @@ def _add_render(sub):
 
 def cmd_render(args) -> int:
     check_writable_file(args.out, "--out")
-    if args.samples and (args.variant is not None or args.episodes != 1):
-        raise ConfigError("--samples draws every variant of the family; --variant and --episodes apply to a run's GIF")
-    if not args.samples and not args.run:
-        raise ConfigError("render needs --run DIR (or --samples)")
-    if args.run:
-        cfg = runfiles.read_config(args.run)
-        if not cfg.env.startswith("grid"):
-            raise ConfigError(f"render draws grid tasks; run {args.run} trained on {cfg.env!r}")
-        if args.variant:
-            cfg.replace(variant=args.variant)  # refuses a variant the family lacks
+    runfiles.check_render(args.run, args.variant, args.episodes, args.samples)  # before JAX starts
     from rl3jax.render import render_cli
 
-    return render_cli(args)
+    return render_cli(args.run, args.out, variant=args.variant, episodes=args.episodes, samples=args.samples)
 
 
 def _add_report(sub):
@@ -665,8 +650,7 @@ def main(argv=None) -> int:
         print(f"rl3jax {args.command}: {str(e) or 'interrupted'}", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001  (sorted below: user errors are one line, bugs keep their traceback)
-        ckpt = sys.modules.get("rl3jax.checkpoint")  # not imported on the fast error paths: do not import it here
-        if isinstance(e, FloatingPointError) or (ckpt and isinstance(e, ckpt.CheckpointWriteError)):
+        if isinstance(e, (FloatingPointError, runfiles.CheckpointWriteError)):
             print(f"rl3jax {args.command}: error: {e}", file=sys.stderr)  # the run failed (diverged; disk full)
             return 1
         if isinstance(e, (ValueError, FileNotFoundError, runfiles.RunFolderError)):

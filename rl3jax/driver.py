@@ -45,6 +45,7 @@ from rl3jax.runfiles import (
     checkpoint_dir,
     finished_steps,
     holds_run,
+    holds_run_message,
     is_population,
     lock_run,
     read_config,
@@ -327,7 +328,7 @@ def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = Tru
     if resume:
         seeds, sweep = _resume_settings(cfg, out, stacked, seeds, sweep)
     elif holds_run(out):
-        raise ValueError(f"run folder {out} already holds a run; pass --resume to continue it or choose another --out")
+        raise ValueError(holds_run_message(out))
     pop = make_population(cfg, seeds, sweep, mesh, stacked=stacked)
     os.makedirs(out, exist_ok=True)
     locks = lock_run(out) if main else []  # after the checks, before anything is written

@@ -39,7 +39,7 @@ from rl3jax.baselines import IntractableError
 from rl3jax.config import POLICY_MODES, TrainConfig
 from rl3jax.envs.registry import variants
 from rl3jax.evaluate import HeldOutEvaluator, baseline_names, evaluate
-from rl3jax.runfiles import CONFIG, METRICS_JSONL, atomic_write_json, latest_step
+from rl3jax.runfiles import atomic_write_json, check_evaluable
 from rl3jax.runs import Run, expand_runs, load_run
 from rl3jax.train import make_meta_env
 
@@ -75,8 +75,8 @@ class RunInfo:
 def resolve_runs(paths: list[str]) -> list[str]:
     """Run folders from the command line: population folders (population.json) expand to their members.
 
-    Raises ValueError for zero runs, a missing path, or a folder that is not a run (no config.json and
-    metrics.jsonl, or no checkpoint)."""
+    Raises ValueError for zero runs or a missing path; ``RunFolderError`` for a folder that is not a trained
+    run (``rl3jax.runfiles.check_evaluable``: no config.json and metrics.jsonl, or no checkpoint)."""
     if not paths:
         raise ValueError("no run folders given; pass one or more folders written by `rl3jax train`")
     for p in paths:
@@ -84,11 +84,7 @@ def resolve_runs(paths: list[str]) -> list[str]:
             raise ValueError(f"{p} is not a folder (expected a run folder written by `rl3jax train`)")
     out = expand_runs(paths)
     for m in out:
-        if not all(os.path.exists(os.path.join(m, f)) for f in (CONFIG, METRICS_JSONL)):
-            raise ValueError(f"{m} is not a run folder (it needs config.json and metrics.jsonl from "
-                             "`rl3jax train`)")
-        if latest_step(m) is None:
-            raise ValueError(f"{m} holds no checkpoint (nothing to evaluate)")
+        check_evaluable(m)
     return out
 
 

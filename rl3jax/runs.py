@@ -19,16 +19,7 @@ import jax
 
 from rl3jax.checkpoint import Checkpointer
 from rl3jax.config import TrainConfig
-from rl3jax.runfiles import (
-    check_not_population,
-    checkpoint_dir,
-    finished_steps,
-    is_member,
-    is_population,
-    member_dirs,
-    read_config,
-    read_metrics,
-)
+from rl3jax.runfiles import checkpoint_dir, finished_steps, is_member, read_metrics, read_run_config, run_dirs
 from rl3jax.train import Trainer, TrainState, make_train
 
 
@@ -90,8 +81,7 @@ def load_run(path: str) -> Run:
     """The run in folder ``path`` (a single run or one population member). Errors: ``RunFolderError`` (one
     line) for a folder that is no run, a population folder (naming its member folders), or an unreadable or
     invalid config.json."""
-    check_not_population(path, "use")
-    return Run(path, read_config(path))
+    return Run(path, read_run_config(path, "use"))
 
 
 def expand_runs(paths: list[str]) -> list[str]:
@@ -99,7 +89,7 @@ def expand_runs(paths: list[str]) -> list[str]:
     duplicates dropped, first occurrence kept."""
     out: list[str] = []
     for p in paths:
-        for m in member_dirs(p) if is_population(p) else [p]:
+        for m in run_dirs(p):
             if os.path.abspath(m) not in [os.path.abspath(x) for x in out]:
                 out.append(m)
     return out
