@@ -347,9 +347,7 @@ def cmd_train(args) -> int:
     from rl3jax.driver import train
     from rl3jax.train import make_train
 
-    mesh = distributed.make_mesh(args.devices)
-    if distributed.mesh_size(mesh) == 1:
-        mesh = None
+    mesh = distributed.make_mesh(args.devices)  # None for one device
     trainer = make_train(cfg, mesh)  # builds the env, estimator and networks (no compile): their errors come now
     pop = args.seeds
     if sweep:

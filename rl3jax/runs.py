@@ -15,10 +15,9 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import jax
-
 from rl3jax.checkpoint import Checkpointer
 from rl3jax.config import TrainConfig
+from rl3jax.distributed import init_sharded
 from rl3jax.runfiles import checkpoint_dir, finished_steps, is_member, read_metrics, read_run_config, run_dirs
 from rl3jax.train import Trainer, TrainState, make_train
 
@@ -57,8 +56,9 @@ class Run:
         return make_train(cfg, mesh)
 
     def template(self, trainer: Trainer) -> TrainState:
-        """A freshly initialised state of ``trainer`` (seed of the run): the structure ``restore`` fills."""
-        return jax.jit(trainer.init)(jax.random.key(self.cfg.seed))
+        """A freshly initialised state of ``trainer`` (seed of the run), in the training shardings of its mesh
+        (``rl3jax.distributed.init_sharded``; None: one device): the structure ``restore`` fills."""
+        return init_sharded(trainer.init, trainer.mesh, trainer.cfg.num_envs, seed=self.cfg.seed)
 
     def restore(self, trainer: Trainer | None = None, step: int | None = None,
                 template: TrainState | None = None) -> tuple[TrainState, dict]:
