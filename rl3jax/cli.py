@@ -16,7 +16,20 @@ import os
 import sys
 
 from rl3jax import __version__, runfiles
-from rl3jax.config import ALGOS, INT_MAX, MODELS, PRESETS, SEED_MAX, TrainConfig, default_base, preset
+from rl3jax.config import (
+    ALGOS,
+    INT_MAX,
+    MODELS,
+    PRESETS,
+    SEED_MAX,
+    SWEEPABLE,
+    TrainConfig,
+    default_base,
+    laptop_preset,
+    policy_mode,
+    preset,
+)
+from rl3jax.envs.catalog import FAMILIES, GYMNAX_ENVS, PUBLISHED_HORIZON
 
 
 class ConfigError(ValueError):
@@ -74,34 +87,46 @@ def _seconds(s: str) -> float:
     return v
 
 
+def _laptop_presets() -> dict[str, str]:
+    """family -> its laptop preset (``config.laptop_preset``), for the families that have one."""
+    return {env: laptop_preset(env) for env in FAMILIES if laptop_preset(env) is not None}
+
+
 def _add_train(sub):
+    laptop = _laptop_presets()
+    served = [n for n, spec in GYMNAX_ENVS.items() if spec.kind != "refused"]
+    models = {name: PRESETS[name]["model"] for name in laptop.values() if "model" in PRESETS[name]}
     p = _subparser(sub, "train", "meta-train RL² / RL³ with PPO",
                    "Meta-train RL² / RL³ with PPO. Settings: --preset (or, without one, the family's laptop preset "
-                   "cpu-mdp / cpu-bandit / cpu-grid11 / cpu-grid13 for env mdp / bandit / grid11 / grid13; other "
-                   "envs start from TrainConfig's defaults), then the flags below, then --set overrides.")
+                   f"{' / '.join(laptop.values())} for env {' / '.join(laptop)}; other envs start from "
+                   "TrainConfig's defaults), then the flags below, then --set overrides.")
     p.add_argument("--env", default=None,
-                   help="task family: bandit, mdp, grid11, grid13, or a gymnax env with discrete actions "
-                        "(e.g. CartPole-v1, BernoulliBandit-misc; RL² only) [default: mdp]")
-    p.add_argument("--variant", default=None, help="task-family variant [default: train, the training distribution]")
-    p.add_argument("--algo", choices=ALGOS, default=None, help="algorithm [default: the preset's, else rl3]")
-    p.add_argument("--model", choices=MODELS, default=None, help="sequence model [default: the preset's (cpu-bandit, cpu-mdp: markov), else transformer]")
+                   help=f"task family: {', '.join(FAMILIES)}, or a gymnax env with discrete actions "
+                        f"(e.g. {', '.join(served[:2])}; RL² only) [default: {TrainConfig.env}]")
+    p.add_argument("--variant", default=None,
+                   help=f"task-family variant [default: {TrainConfig.variant}, the training distribution]")
+    p.add_argument("--algo", choices=ALGOS, default=None,
+                   help=f"algorithm [default: the preset's, else {TrainConfig.algo}]")
+    p.add_argument("--model", choices=MODELS, default=None,
+                   help=f"sequence model [default: the preset's ({', '.join(f'{k}: {v}' for k, v in models.items())}), "
+                        f"else {TrainConfig.model}]")
     p.add_argument("--horizon", type=_positive_int, default=None,
                    help="meta-episode length H [default: the preset's, else the family's published H "
-                        "(grid11 250, grid13 350), else 100]")
+                        f"({', '.join(f'{k} {v}' for k, v in PUBLISHED_HORIZON.items())}), else {TrainConfig.horizon}]")
     p.add_argument("--iters", type=_positive_int, default=None,
                    help="total PPO iterations to reach (with --resume: the new total) [default: the preset's]")
     p.add_argument("--num-envs", type=_positive_int, default=None,
                    help="parallel tasks per iteration [default: the preset's]")
     p.add_argument("--minibatch-envs", type=_positive_int, default=None,
                    help="whole sequences per minibatch; must divide --num-envs [default: the preset's]")
-    p.add_argument("--seed", type=_seed, default=None, help=f"PRNG seed, 0 .. {SEED_MAX} [default: 0]")
+    p.add_argument("--seed", type=_seed, default=None, help=f"PRNG seed, 0 .. {SEED_MAX} [default: {TrainConfig.seed}]")
     p.add_argument("--out", required=True, help="run folder (config, metrics, checkpoints); must not hold a run "
                                                  "unless --resume")
     p.add_argument("--preset", default=None, help=f"published settings of a new run: {', '.join(PRESETS)}")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out (its config.json) to --iters in total")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override any config field (e.g. --set lr=1e-3 --set estimator_mode=entered); repeatable")
+                   help="override any config field (e.g. --set lr=1e-3 --set semantics=rlc); repeatable")
     p.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard (needs tensorboardX)")
     p.add_argument("--wandb", default=None, metavar="PROJECT", help="also log to Weights & Biases (needs wandb)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -113,8 +138,7 @@ def _add_train(sub):
     g.add_argument("--seeds", type=_positive_int, default=1,
                    help="train K independent seeds (seed, seed+1, ...) as one vmapped population")
     g.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2,...",
-                   help="vmapped sweep of a numeric hyper-parameter (lr, ent_coef, gae_lambda, "
-                        "critic_weight_decay); repeat for a grid")
+                   help=f"vmapped sweep of a numeric hyper-parameter ({', '.join(SWEEPABLE)}); repeat for a grid")
     g.add_argument("--coordinator-address", default=None, metavar="HOST:PORT",
                    help="multi-host: process 0's address (or JAX_COORDINATOR_ADDRESS)")
     g.add_argument("--num-processes", type=_positive_int, default=None,
@@ -242,7 +266,7 @@ def config_from_args(args) -> TrainConfig:
             return stored.replace(**given)
         except (ValueError, TypeError) as e:
             raise ConfigError(f"--resume of {src}: {e}") from None
-    env = given.get("env", "mdp")
+    env = given.get("env", TrainConfig.env)
     base = preset(args.preset) if args.preset else default_base(env)
     base.update(given)
     return TrainConfig(**base)
@@ -440,7 +464,7 @@ def cmd_eval(args) -> int:
         state, _ = run.restore(trainer)
         res = evaluate(trainer.meta_env, "network", args.episodes, greedy=args.greedy,
                        params=state.actor_params, model=trainer.actor)
-        policy, algo = ("greedy" if args.greedy else "stochastic"), cfg.algo
+        policy, algo = policy_mode(args.greedy), cfg.algo
         iteration = int(state.iteration)
     else:
         get_baseline(args.policy)  # unknown name: the error lists the valid ones
@@ -468,7 +492,7 @@ def cmd_eval(args) -> int:
 # ------------------------------------------------------------------------------------------ baselines
 def _add_baselines(sub):
     p = _subparser(sub, "baselines", "every classical baseline that fits a family, on the same held-out tasks")
-    p.add_argument("--env", required=True, help="task family: bandit, mdp, grid11, grid13")
+    p.add_argument("--env", required=True, help=f"task family: {', '.join(FAMILIES)}")
     p.add_argument("--variant", default=None, help="task-family variant (default: the training distribution)")
     p.add_argument("--horizon", type=_positive_int, required=True, help="meta-episode length H")
     p.add_argument("--episodes", type=_positive_int, default=1000, help="held-out test tasks")

@@ -18,6 +18,22 @@ MODELS = ("transformer", "gru", "markov", "transformer-v4", "markov-v4")
 ENT_SCHEDULES = ("constant", "linear")
 #: how a trained policy acts on held-out tasks: actions sampled from it, or its argmax actions
 POLICY_MODES = ("stochastic", "greedy")
+STOCHASTIC, GREEDY = POLICY_MODES
+#: the traced PPO settings of ``TrainState.hparams`` (``rl3jax.ppo.HPARAMS``), filled from these config fields
+PPO_HPARAMS = ("ent_coef", "gae_lambda")
+#: the optimiser settings held in the ``optax.inject_hyperparams`` states (``rl3jax.population.OPT_HPARAMS``)
+OPT_HPARAM_FIELDS = ("lr", "critic_weight_decay")
+#: what ``--sweep`` varies in one compile: settings that live in the training state, not in shapes or code
+SWEEPABLE = OPT_HPARAM_FIELDS + PPO_HPARAMS
+#: run-control fields: how the driver chunks, checkpoints and evaluates a run, not what it learns
+RUN_CONTROL = ("chunk_iters", "checkpoint_every", "keep_checkpoints", "eval_every", "eval_episodes")
+
+
+def policy_mode(greedy: bool) -> str:
+    """The ``POLICY_MODES`` name of a policy that takes argmax actions (``greedy``) or samples them."""
+    return GREEDY if greedy else STOCHASTIC
+
+
 #: seeds are 32-bit: ``jax.random.key(seed)`` keeps only the low 32 bits, so 0 and 2**32 would be one run
 SEED_MAX = 2**32 - 1
 #: every other integer field is a 32-bit count in the jitted code (iteration counters, step indices)
@@ -288,11 +304,17 @@ PRESETS: dict[str, dict] = {
 }
 
 
+def laptop_preset(env: str) -> str | None:
+    """The name of env ``env``'s laptop (CPU) preset, ``cpu-{env}``, or None when it has none."""
+    name = f"cpu-{env}"
+    return name if name in PRESETS else None
+
+
 def default_base(env: str) -> dict:
-    """What a run without ``--preset`` starts from: the family's CPU preset ``cpu-{env}`` when there is one,
-    else the family's published horizon (``catalog.PUBLISHED_HORIZON``) over TrainConfig's defaults."""
-    if f"cpu-{env}" in PRESETS:
-        return preset(f"cpu-{env}")
+    """What a run without ``--preset`` starts from: the family's laptop preset (``laptop_preset``) when there
+    is one, else the family's published horizon (``catalog.PUBLISHED_HORIZON``) over TrainConfig's defaults."""
+    if laptop_preset(env) is not None:
+        return preset(laptop_preset(env))
     return {"horizon": PUBLISHED_HORIZON[env]} if env in PUBLISHED_HORIZON else {}
 
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from rl3jax import distributed, population
 from rl3jax.checkpoint import Checkpointer, CheckpointError
-from rl3jax.config import TrainConfig
+from rl3jax.config import RUN_CONTROL, TrainConfig
 from rl3jax.evaluate import HeldOutEvaluator
 from rl3jax.population import Population, make_population
 from rl3jax.runfiles import (
@@ -54,9 +54,8 @@ from rl3jax.runfiles import (
 )
 from rl3jax.train import FINITE
 
-#: fields that may differ between a run and its resumption
-RESUMABLE_CHANGES = ("iters", "chunk_iters", "checkpoint_every", "keep_checkpoints", "eval_every",
-                     "eval_episodes")
+#: fields that may differ between a run and its resumption: its length and the run-control fields
+RESUMABLE_CHANGES = ("iters", *RUN_CONTROL)
 
 
 class ExternalLoggers:

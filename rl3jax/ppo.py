@@ -30,14 +30,14 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from rl3jax.config import ENT_SCHEDULES, TrainConfig
+from rl3jax.config import ENT_SCHEDULES, PPO_HPARAMS, TrainConfig
 
 #: added to the advantages' standard deviation in the per-minibatch normalisation
 ADV_EPS = 1e-8
 #: Adam's ε, actor and critic (METHOD §5; the original's main.jl)
 ADAM_EPS = 1e-7
 #: the traced, sweepable settings ``ppo_update`` reads from ``hparams`` (``TrainState.hparams``)
-HPARAMS = ("ent_coef", "gae_lambda")
+HPARAMS = PPO_HPARAMS
 ACTOR_METRICS = ("actor_loss", "pg_loss", "entropy", "approx_kl", "clip_frac")
 
 Params = Any

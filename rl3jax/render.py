@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rl3jax.config import policy_mode
 from rl3jax.envs.registry import make_env, variants
 from rl3jax.evaluate import held_out_tasks
 from rl3jax.runfiles import check_render
@@ -134,7 +135,7 @@ def episode_gif(trainer, params, task, out: str, key, greedy: bool = False, ever
     frames = record_episode(trainer, params, task, key, greedy)
     tiles = np.asarray(task.tiles)
     images, path = [], []
-    mode = "greedy" if greedy else "stochastic"
+    mode = policy_mode(greedy)
     for t, f in enumerate(frames):
         path.append(f["pos"])
         if t % every == 0 or t == len(frames) - 1:

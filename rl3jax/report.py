@@ -36,7 +36,7 @@ import warnings
 import numpy as np
 
 from rl3jax.baselines import IntractableError
-from rl3jax.config import POLICY_MODES, TrainConfig
+from rl3jax.config import GREEDY, POLICY_MODES, RUN_CONTROL, STOCHASTIC, TrainConfig, policy_mode
 from rl3jax.envs.registry import variants
 from rl3jax.evaluate import HeldOutEvaluator, baseline_names, evaluate
 from rl3jax.runfiles import atomic_write_json, check_evaluable
@@ -44,7 +44,7 @@ from rl3jax.runs import Run, expand_runs, load_run
 from rl3jax.train import make_meta_env
 
 #: config fields that do not define a setting (seeds of one setting differ only in these)
-NOT_SETTING = ("seed", "chunk_iters", "checkpoint_every", "keep_checkpoints", "eval_every", "eval_episodes")
+NOT_SETTING = ("seed", *RUN_CONTROL)
 MODES = POLICY_MODES
 REFERENCE = ("random", "oracle")
 
@@ -196,7 +196,7 @@ def _existing_eval(run: RunInfo, variant: str, mode: str, episodes: int) -> dict
         if (r.get("variant") == variant and r.get("policy") == mode and r.get("episodes") == episodes
                 and r.get("iteration") == run.iteration and len(r.get("step_rewards") or []) == run.cfg.horizon
                 and "mean_return" in r and "stderr" in r):
-            return _result(r, os.path.join(run.path, fname), mode == "greedy")
+            return _result(r, os.path.join(run.path, fname), mode == GREEDY)
     return None
 
 
@@ -226,7 +226,7 @@ def evaluate_runs(runs: list[RunInfo], variant: str, episodes: int, cache: Cache
             state, _ = run.run.restore(trainer, run.iteration, template)
             for mode in missing:
                 log(f"evaluating {run.name} ({mode}) on {episodes} held-out {cfg.env}/{variant} tasks")
-                r = _result(evaluator(state.actor_params, mode == "greedy"), "evaluated", mode == "greedy")
+                r = _result(evaluator(state.actor_params, mode == GREEDY), "evaluated", mode == GREEDY)
                 cache.put(f"run|{os.path.abspath(run.path)}|{run.iteration}|{variant}|{mode}|{episodes}", r)
                 res[mode] = r
         out.append(res)
@@ -353,7 +353,7 @@ def _reference(baselines: dict) -> list[dict]:
     for name in REFERENCE:
         if name in baselines:
             b = baselines[name]
-            mode = "greedy" if b["greedy"] else "stochastic"
+            mode = policy_mode(b["greedy"])
             out.append({"key": f"ref/{name}", "name": name, "y": b["mean_return"], "color": styles[name][0],
                         "style": styles[name][1], "label": f"{name} ({mode}): {b['mean_return']:.2f}"})
     best = best_classical(baselines)
@@ -436,7 +436,7 @@ def adaptation_curve(runs: list[RunInfo], groups: list[dict], evals: list[dict],
     t = np.arange(1, horizon + 1)
     for gi, g in enumerate(groups):
         n = len(g["runs"])
-        for mode, style in (("stochastic", "-"), ("greedy", "--")):
+        for mode, style in ((STOCHASTIC, "-"), (GREEDY, "--")):
             ys = np.array([evals[i][mode]["step_rewards"] for i in g["runs"]])
             m, lo, hi = mean_band(ys)
             label = f"{g['label']} ({mode})" + (f", mean of {n} seeds, 95% t-interval" if n > 1 else "")
@@ -451,7 +451,7 @@ def adaptation_curve(runs: list[RunInfo], groups: list[dict], evals: list[dict],
         color, style = bstyle.get(name, (None, "-."))
         if color is None:
             color, k = extra(k % 8), k + 1
-        mode = "greedy" if b["greedy"] else "stochastic"
+        mode = policy_mode(b["greedy"])
         _plot(ax, lines, {"x": t, "y": np.asarray(b["step_rewards"]), "lo": None, "hi": None}, color, style, None,
               f"baseline: {name} ({mode})", f"baseline/{name}")
     ax.set_xlabel("step t of the meta-episode")
@@ -500,7 +500,7 @@ def markdown(res: dict) -> str:
              "normalised stochastic | normalised greedy | evaluation |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["runs"]:
-        s, g = r["stochastic"], r["greedy"]
+        s, g = r[STOCHASTIC], r[GREEDY]
         src = "evaluated now" if "evaluated" in (s["source"], g["source"]) else "reused"
         lines.append(f"| {r['name']} | {r['algo']} | {r['model']} | {r['iteration']} | {r['seed']} | "
                      f"{r['train_variant']} | {_pm(s)} | {_pm(g)} | {_f(s['normalised'])} | {_f(g['normalised'])} | "
@@ -520,7 +520,7 @@ def markdown(res: dict) -> str:
               "|---|---|---|---|"]
     for b in res["baselines"]:
         best = " (best classical)" if b["policy"] == res["best_baseline"] else ""
-        lines.append(f"| {b['policy']}{best} | {'greedy' if b['greedy'] else 'stochastic'} | {_pm(b)} | "
+        lines.append(f"| {b['policy']}{best} | {policy_mode(b['greedy'])} | {_pm(b)} | "
                      f"{_f(b['normalised'])} |")
     lines += ["", "Figures: `learning_curve.png` (training and held-out return against environment steps and "
               "wall-clock seconds), `adaptation.png` (mean reward at each step of the meta-episode)."]
