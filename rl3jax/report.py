@@ -207,8 +207,9 @@ def evaluate_runs(runs: list[RunInfo], variant: str, episodes: int, cache: Cache
     out = []
     for run in runs:
         res = {}
-        for mode in MODES:
-            key = f"run|{os.path.abspath(run.path)}|{run.iteration}|{variant}|{mode}|{episodes}"
+        keys = {mode: f"run|{os.path.abspath(run.path)}|{run.iteration}|{variant}|{mode}|{episodes}"
+                for mode in MODES}  # the cache's key of each evaluation
+        for mode, key in keys.items():
             found = _existing_eval(run, variant, mode, episodes)
             if found is None and cache.get(key):
                 found = {**cache.get(key), "source": "cache"}
@@ -227,7 +228,7 @@ def evaluate_runs(runs: list[RunInfo], variant: str, episodes: int, cache: Cache
             for mode in missing:
                 log(f"evaluating {run.name} ({mode}) on {episodes} held-out {cfg.env}/{variant} tasks")
                 r = _result(evaluator(state.actor_params, mode == GREEDY), "evaluated", mode == GREEDY)
-                cache.put(f"run|{os.path.abspath(run.path)}|{run.iteration}|{variant}|{mode}|{episodes}", r)
+                cache.put(keys[mode], r)
                 res[mode] = r
         out.append(res)
     return out
