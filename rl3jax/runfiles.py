@@ -9,8 +9,14 @@ A single run's folder (``rl3jax train --out RUN``)::
     RUN/.lock              held by the one process that trains in the folder (``RunLock``)
 
 A population's folder (``--seeds`` / ``--sweep``, ``rl3jax.population``) holds ``population.json`` (base config,
-seeds, sweep, members), the base ``config.json`` and one ordinary run folder per member (``member_dirs``).
-Restoring a run's state (which needs JAX) is ``rl3jax.runs.load_run``.
+seeds, sweep, members), the base ``config.json`` and one ordinary run folder per member (``member_dirs``;
+``run_dirs``: a folder's single runs, members or itself).
+
+Checks a command makes of a folder, each written once here: ``holds_run`` / ``holds_run_message`` (train),
+``training_pid`` / ``in_use_message`` (another writer), ``read_run_config`` (eval, render, ``load_run``: one
+run, not a population), ``check_evaluable`` (report), ``check_render`` (render). Restoring a run's state (which
+needs JAX) is ``rl3jax.runs.load_run``; ``CheckpointError`` / ``CheckpointWriteError`` live here so the CLI
+sorts them without JAX (``rl3jax.checkpoint`` raises and re-exports them).
 
 Under faults: files are replaced whole (``atomic_write_text``); a torn last metrics line (an append cut short)
 is dropped with a note; one writer per folder (``RunLock``; readers take no lock).
