@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import glob
 import json
 import os
 import shlex
@@ -190,7 +189,7 @@ def steps_for(target: Target, out: str, tiny: bool = False, seeds: int = 1, algo
             argv += own
             if seeds > 1:
                 argv += ["--seeds", str(seeds)]
-            if os.path.exists(os.path.join(run_dir, "config.json")):
+            if runfiles.holds_run(run_dir):
                 argv += ["--resume"]
             steps.append(Step(argv + list(extra or []), "train"))
         if stage in ("all", "eval"):
@@ -244,8 +243,7 @@ def report(target: Target, out: str, seeds: int = 1) -> str:
              "| run | variant | stochastic | greedy | published (METHOD §6) |", "|---|---|---|---|---|"]
     for r in target.runs:
         run_dir = os.path.join(tdir, r.name)
-        members = sorted(glob.glob(os.path.join(run_dir, "seed*"))) if runfiles.is_population(run_dir) else [run_dir]
-        for member in members:
+        for member in runfiles.run_dirs(run_dir):
             label = r.label + ("" if member == run_dir else f" ({os.path.basename(member)})")
             for v in target.variants:
                 s = _fmt(os.path.join(member, f"eval-{v}-stochastic.json"))
@@ -281,9 +279,8 @@ def report_figures(target: Target, out: str, episodes: int) -> list[str]:
     by_h: dict[int, list[str]] = {}
     for r in target.runs:
         run_dir = os.path.join(tdir, r.name)
-        if os.path.exists(os.path.join(run_dir, "config.json")):
-            with open(os.path.join(run_dir, "config.json")) as f:
-                by_h.setdefault(int(json.load(f)["horizon"]), []).append(run_dir)
+        if runfiles.holds_run(run_dir):
+            by_h.setdefault(runfiles.read_config(run_dir).horizon, []).append(run_dir)
     written = []
     for h, dirs in sorted(by_h.items()):
         rdir = os.path.join(tdir, "report" if len(by_h) == 1 else f"report-h{h}")
@@ -390,7 +387,7 @@ def laptop_steps(runs_dir: str, out: str, tiny: bool, seeds: int, algos: set | N
                     "--no-progress"]
             if tiny:
                 argv += ["--set", "epochs=1"]
-            if os.path.exists(os.path.join(run_dir, "config.json")):
+            if runfiles.holds_run(run_dir):
                 argv += ["--resume"]
             est = z["num_envs"] * z["horizon"] * z["iters"] * seeds / sps.get(rname, 1000.0) + 60.0
             steps.append(LaptopStep(argv + list(extra or []), "train", name, rname, 0.0 if tiny else est))
@@ -492,9 +489,9 @@ def laptop_table(out: str, runs_dir: str, algos: set | None = None) -> tuple[str
                 continue
             fd["runs"][rname] = rec
             t = rec["train"]
-            cfg = _load(os.path.join(rdir, "config.json"))
+            cfg = runfiles.read_config(rdir)
             its = sorted(set(t["iterations"]))
-            steps = ", ".join(f"{i} ({i * cfg['num_envs'] * cfg['horizon']:,})" for i in its)
+            steps = ", ".join(f"{i} ({i * cfg.batch_steps:,})" for i in its)
             row = [label, steps, str(len(t["seeds"]))]
             for m in POLICY_MODES:
                 row += [f"{t[m]['mean']:.2f} ± {t[m]['stderr']:.2f}",
@@ -567,16 +564,15 @@ def laptop_readme(out: str, runs_dir: str, meta: dict, algos: set | None = None)
              "epochs | lr | entropy bonus | held-out evaluation during training |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, fam in LAPTOP.items():
-        cfgp = os.path.join(runs_dir, name, "rl3-markov", "config.json")
-        cfgs = [os.path.join(runs_dir, name, r[0], "config.json") for r in LAPTOP_RUNS]
-        cfgs = [c for c in cfgs if os.path.exists(c)]
-        if not cfgs:
+        dirs = [os.path.join(runs_dir, name, r) for r in ["rl3-markov", *(r[0] for r in LAPTOP_RUNS)]]
+        dirs = [d for d in dirs if runfiles.holds_run(d)]
+        if not dirs:
             continue
-        c = _load(cfgp if os.path.exists(cfgp) else cfgs[0])
-        lines.append(f"| {name} | {fam.preset} | {c['num_envs']} × {c['horizon']} × {c['iters']} | "
-                     f"{c['num_envs'] * c['horizon'] * c['iters']:,} | {c['minibatch_envs']} | {c['epochs']} | "
-                     f"{c['lr']:g} | {c['ent_coef']:g} ({c['ent_schedule']}) | every {c['eval_every']} iterations, "
-                     f"{c['eval_episodes']} tasks |")
+        c = runfiles.read_config(dirs[0])
+        lines.append(f"| {name} | {fam.preset} | {c.num_envs} × {c.horizon} × {c.iters} | "
+                     f"{c.batch_steps * c.iters:,} | {c.minibatch_envs} | {c.epochs} | "
+                     f"{c.lr:g} | {c.ent_coef:g} ({c.ent_schedule}) | every {c.eval_every} iterations, "
+                     f"{c.eval_episodes} tasks |")
     lines += ["", "Models: RL² and RL³ (transformer): `--model transformer`; RL³ (Markov): `--model markov` (an MLP on "
               "the current input with the RL³ Q-estimates). RL³ uses the default `fresh` semantics.", "",
               "## Headline", "",
@@ -686,13 +682,13 @@ def laptop_main(args, extra: list[str], p: argparse.ArgumentParser) -> int:
             print(f"reproduce: step failed with status {rc}: {shell}", file=sys.stderr)
             return rc
         if s.kind == "train":
-            cfg = _load(os.path.join(runs_dir, s.family, s.run, "config.json"))
-            with open(os.path.join(runs_dir, s.family, s.run, "seed0", "metrics.jsonl")) as f:
-                rows = [json.loads(ln) for ln in f if ln.strip()]
+            run_dir = os.path.join(runs_dir, s.family, s.run)
+            iters = runfiles.read_config(run_dir).iters
+            rows = runfiles.read_metrics(runfiles.run_dirs(run_dir)[0])
             done = rows[-1]["iteration"] if rows else 0
-            if done < cfg["iters"]:
+            if done < iters:
                 meta["notes"].append(f"{s.family}/{s.run}: the time guard stopped training at iteration {done} of "
-                                     f"{cfg['iters']} (its env steps are {done}/{cfg['iters']} of the others')")
+                                     f"{iters} (its env steps are {done}/{iters} of the others')")
     meta["wall_s"] = time.time() - t_start
     meta["load_end"] = _load_avg()
     text = laptop_readme(out, runs_dir, meta, algos)

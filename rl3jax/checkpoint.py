@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from rl3jax.runfiles import RunFolderError
+from rl3jax.runfiles import CheckpointError, CheckpointWriteError  # defined without JAX (the CLI sorts them)
 from rl3jax.train import all_finite
 
 MANIFEST = "rl3jax_manifest.json"
@@ -48,17 +48,8 @@ FORMAT_VERSION = 1
 READABLE_VERSIONS = (1,)
 
 
-class CheckpointError(RunFolderError):
-    """A checkpoint is missing, incomplete, corrupt, of an unknown format version, or does not match the run's
-    configuration."""
-
-
 class CorruptCheckpointError(CheckpointError):
     """A finished checkpoint step's files do not match its checksum manifest."""
-
-
-class CheckpointWriteError(CheckpointError):
-    """A checkpoint could not be written (e.g. a full or read-only disk); earlier steps are intact."""
 
 
 def _to_storable(state):

@@ -11,13 +11,25 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import sys
 
 from rl3jax import __version__, runfiles
-from rl3jax.config import ALGOS, INT_MAX, MODELS, PRESETS, SEED_MAX, TrainConfig, default_base, preset
+from rl3jax.config import (
+    ALGOS,
+    INT_MAX,
+    MODELS,
+    PRESETS,
+    SEED_MAX,
+    SWEEPABLE,
+    TrainConfig,
+    default_base,
+    laptop_preset,
+    policy_mode,
+    preset,
+)
+from rl3jax.envs.catalog import FAMILIES, GYMNAX_ENVS, PUBLISHED_HORIZON
 
 
 class ConfigError(ValueError):
@@ -75,34 +87,46 @@ def _seconds(s: str) -> float:
     return v
 
 
+def _laptop_presets() -> dict[str, str]:
+    """family -> its laptop preset (``config.laptop_preset``), for the families that have one."""
+    return {env: laptop_preset(env) for env in FAMILIES if laptop_preset(env) is not None}
+
+
 def _add_train(sub):
+    laptop = _laptop_presets()
+    served = [n for n, spec in GYMNAX_ENVS.items() if spec.kind != "refused"]
+    models = {name: PRESETS[name]["model"] for name in laptop.values() if "model" in PRESETS[name]}
     p = _subparser(sub, "train", "meta-train RL² / RL³ with PPO",
                    "Meta-train RL² / RL³ with PPO. Settings: --preset (or, without one, the family's laptop preset "
-                   "cpu-mdp / cpu-bandit / cpu-grid11 / cpu-grid13 for env mdp / bandit / grid11 / grid13; other "
-                   "envs start from TrainConfig's defaults), then the flags below, then --set overrides.")
+                   f"{' / '.join(laptop.values())} for env {' / '.join(laptop)}; other envs start from "
+                   "TrainConfig's defaults), then the flags below, then --set overrides.")
     p.add_argument("--env", default=None,
-                   help="task family: bandit, mdp, grid11, grid13, or a gymnax env with discrete actions "
-                        "(e.g. CartPole-v1, BernoulliBandit-misc; RL² only) [default: mdp]")
-    p.add_argument("--variant", default=None, help="task-family variant [default: train, the training distribution]")
-    p.add_argument("--algo", choices=ALGOS, default=None, help="algorithm [default: the preset's, else rl3]")
-    p.add_argument("--model", choices=MODELS, default=None, help="sequence model [default: the preset's (cpu-bandit, cpu-mdp: markov), else transformer]")
+                   help=f"task family: {', '.join(FAMILIES)}, or a gymnax env with discrete actions "
+                        f"(e.g. {', '.join(served[:2])}; RL² only) [default: {TrainConfig.env}]")
+    p.add_argument("--variant", default=None,
+                   help=f"task-family variant [default: {TrainConfig.variant}, the training distribution]")
+    p.add_argument("--algo", choices=ALGOS, default=None,
+                   help=f"algorithm [default: the preset's, else {TrainConfig.algo}]")
+    p.add_argument("--model", choices=MODELS, default=None,
+                   help=f"sequence model [default: the preset's ({', '.join(f'{k}: {v}' for k, v in models.items())}), "
+                        f"else {TrainConfig.model}]")
     p.add_argument("--horizon", type=_positive_int, default=None,
                    help="meta-episode length H [default: the preset's, else the family's published H "
-                        "(grid11 250, grid13 350), else 100]")
+                        f"({', '.join(f'{k} {v}' for k, v in PUBLISHED_HORIZON.items())}), else {TrainConfig.horizon}]")
     p.add_argument("--iters", type=_positive_int, default=None,
                    help="total PPO iterations to reach (with --resume: the new total) [default: the preset's]")
     p.add_argument("--num-envs", type=_positive_int, default=None,
                    help="parallel tasks per iteration [default: the preset's]")
     p.add_argument("--minibatch-envs", type=_positive_int, default=None,
                    help="whole sequences per minibatch; must divide --num-envs [default: the preset's]")
-    p.add_argument("--seed", type=_seed, default=None, help=f"PRNG seed, 0 .. {SEED_MAX} [default: 0]")
+    p.add_argument("--seed", type=_seed, default=None, help=f"PRNG seed, 0 .. {SEED_MAX} [default: {TrainConfig.seed}]")
     p.add_argument("--out", required=True, help="run folder (config, metrics, checkpoints); must not hold a run "
                                                  "unless --resume")
     p.add_argument("--preset", default=None, help=f"published settings of a new run: {', '.join(PRESETS)}")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out (its config.json) to --iters in total")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override any config field (e.g. --set lr=1e-3 --set estimator_mode=entered); repeatable")
+                   help="override any config field (e.g. --set lr=1e-3 --set semantics=rlc); repeatable")
     p.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard (needs tensorboardX)")
     p.add_argument("--wandb", default=None, metavar="PROJECT", help="also log to Weights & Biases (needs wandb)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -114,8 +138,7 @@ def _add_train(sub):
     g.add_argument("--seeds", type=_positive_int, default=1,
                    help="train K independent seeds (seed, seed+1, ...) as one vmapped population")
     g.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2,...",
-                   help="vmapped sweep of a numeric hyper-parameter (lr, ent_coef, gae_lambda, "
-                        "critic_weight_decay); repeat for a grid")
+                   help=f"vmapped sweep of a numeric hyper-parameter ({', '.join(SWEEPABLE)}); repeat for a grid")
     g.add_argument("--coordinator-address", default=None, metavar="HOST:PORT",
                    help="multi-host: process 0's address (or JAX_COORDINATOR_ADDRESS)")
     g.add_argument("--num-processes", type=_positive_int, default=None,
@@ -243,7 +266,7 @@ def config_from_args(args) -> TrainConfig:
             return stored.replace(**given)
         except (ValueError, TypeError) as e:
             raise ConfigError(f"--resume of {src}: {e}") from None
-    env = given.get("env", "mdp")
+    env = given.get("env", TrainConfig.env)
     base = preset(args.preset) if args.preset else default_base(env)
     base.update(given)
     return TrainConfig(**base)
@@ -257,13 +280,11 @@ def check_train_args(args) -> TrainConfig:
     holds = runfiles.holds_run(out)
     in_use_by = runfiles.training_pid(out)
     if in_use_by is not None:
-        raise ConfigError(f"run folder {out} is in use by another training process (PID {in_use_by}); wait for it "
-                          "to finish or stop it first")
+        raise ConfigError(runfiles.in_use_message(out, in_use_by))
     if args.resume and not holds:
         raise ConfigError(f"--resume: {out} holds no run (no config.json); drop --resume to start one")
     if not args.resume and holds:
-        raise ConfigError(f"run folder {out} already holds a run; pass --resume to continue it "
-                          "(through make: RESUME=1) or choose another --out")
+        raise ConfigError(runfiles.holds_run_message(out))
     cfg = config_from_args(args)
     if cfg.seed + args.seeds - 1 > SEED_MAX:
         raise ConfigError(f"--seeds {args.seeds} from --seed {cfg.seed} would reach seed "
@@ -350,9 +371,7 @@ def cmd_train(args) -> int:
     from rl3jax.driver import train
     from rl3jax.train import make_train
 
-    mesh = distributed.make_mesh(args.devices)
-    if distributed.mesh_size(mesh) == 1:
-        mesh = None
+    mesh = distributed.make_mesh(args.devices)  # None for one device
     trainer = make_train(cfg, mesh)  # builds the env, estimator and networks (no compile): their errors come now
     pop = args.seeds
     if sweep:
@@ -425,8 +444,7 @@ def cmd_eval(args) -> int:
     if args.run:
         if args.param:
             raise ConfigError("--param applies to --policy baselines, not to a trained --run")
-        runfiles.check_not_population(args.run, "evaluate")
-        cfg = runfiles.read_config(args.run)
+        cfg = runfiles.read_run_config(args.run, "evaluate")
         if args.variant:
             cfg = cfg.replace(variant=args.variant)
     else:
@@ -446,7 +464,7 @@ def cmd_eval(args) -> int:
         state, _ = run.restore(trainer)
         res = evaluate(trainer.meta_env, "network", args.episodes, greedy=args.greedy,
                        params=state.actor_params, model=trainer.actor)
-        policy, algo = ("greedy" if args.greedy else "stochastic"), cfg.algo
+        policy, algo = policy_mode(args.greedy), cfg.algo
         iteration = int(state.iteration)
     else:
         get_baseline(args.policy)  # unknown name: the error lists the valid ones
@@ -467,15 +485,14 @@ def cmd_eval(args) -> int:
           f"{res['mean_return']:.2f} ± {res['stderr']:.2f} over {res['episodes']} test tasks")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
+        runfiles.atomic_write_json(args.json, out)
     return 0
 
 
 # ------------------------------------------------------------------------------------------ baselines
 def _add_baselines(sub):
     p = _subparser(sub, "baselines", "every classical baseline that fits a family, on the same held-out tasks")
-    p.add_argument("--env", required=True, help="task family: bandit, mdp, grid11, grid13")
+    p.add_argument("--env", required=True, help=f"task family: {', '.join(FAMILIES)}")
     p.add_argument("--variant", default=None, help="task-family variant (default: the training distribution)")
     p.add_argument("--horizon", type=_positive_int, required=True, help="meta-episode length H")
     p.add_argument("--episodes", type=_positive_int, default=1000, help="held-out test tasks")
@@ -514,9 +531,8 @@ def cmd_baselines(args) -> int:
         print(f"{r['policy']:22s} {r['mean_return']:9.2f} ± {r['stderr']:6.2f} {norm:>10s} {r['seconds']:8.1f}")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump({"env": args.env, "variant": args.variant or "train", "horizon": args.horizon,
-                       "episodes": args.episodes, "rows": rows}, f, indent=2)
+        runfiles.atomic_write_json(args.json, {"env": args.env, "variant": args.variant or "train",
+                                               "horizon": args.horizon, "episodes": args.episodes, "rows": rows})
     return 0
 
 
@@ -596,19 +612,10 @@ def _add_render(sub):
 
 def cmd_render(args) -> int:
     check_writable_file(args.out, "--out")
-    if args.samples and (args.variant is not None or args.episodes != 1):
-        raise ConfigError("--samples draws every variant of the family; --variant and --episodes apply to a run's GIF")
-    if not args.samples and not args.run:
-        raise ConfigError("render needs --run DIR (or --samples)")
-    if args.run:
-        cfg = runfiles.read_config(args.run)
-        if not cfg.env.startswith("grid"):
-            raise ConfigError(f"render draws grid tasks; run {args.run} trained on {cfg.env!r}")
-        if args.variant:
-            cfg.replace(variant=args.variant)  # refuses a variant the family lacks
+    runfiles.check_render(args.run, args.variant, args.episodes, args.samples)  # before JAX starts
     from rl3jax.render import render_cli
 
-    return render_cli(args)
+    return render_cli(args.run, args.out, variant=args.variant, episodes=args.episodes, samples=args.samples)
 
 
 def _add_report(sub):
@@ -665,8 +672,7 @@ def main(argv=None) -> int:
         print(f"rl3jax {args.command}: {str(e) or 'interrupted'}", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001  (sorted below: user errors are one line, bugs keep their traceback)
-        ckpt = sys.modules.get("rl3jax.checkpoint")  # not imported on the fast error paths: do not import it here
-        if isinstance(e, FloatingPointError) or (ckpt and isinstance(e, ckpt.CheckpointWriteError)):
+        if isinstance(e, (FloatingPointError, runfiles.CheckpointWriteError)):
             print(f"rl3jax {args.command}: error: {e}", file=sys.stderr)  # the run failed (diverged; disk full)
             return 1
         if isinstance(e, (ValueError, FileNotFoundError, runfiles.RunFolderError)):

@@ -18,6 +18,22 @@ MODELS = ("transformer", "gru", "markov", "transformer-v4", "markov-v4")
 ENT_SCHEDULES = ("constant", "linear")
 #: how a trained policy acts on held-out tasks: actions sampled from it, or its argmax actions
 POLICY_MODES = ("stochastic", "greedy")
+STOCHASTIC, GREEDY = POLICY_MODES
+#: the traced PPO settings of ``TrainState.hparams`` (``rl3jax.ppo.HPARAMS``), filled from these config fields
+PPO_HPARAMS = ("ent_coef", "gae_lambda")
+#: the optimiser settings held in the ``optax.inject_hyperparams`` states (``rl3jax.population.OPT_HPARAMS``)
+OPT_HPARAM_FIELDS = ("lr", "critic_weight_decay")
+#: what ``--sweep`` varies in one compile: settings that live in the training state, not in shapes or code
+SWEEPABLE = OPT_HPARAM_FIELDS + PPO_HPARAMS
+#: run-control fields: how the driver chunks, checkpoints and evaluates a run, not what it learns
+RUN_CONTROL = ("chunk_iters", "checkpoint_every", "keep_checkpoints", "eval_every", "eval_episodes")
+
+
+def policy_mode(greedy: bool) -> str:
+    """The ``POLICY_MODES`` name of a policy that takes argmax actions (``greedy``) or samples them."""
+    return GREEDY if greedy else STOCHASTIC
+
+
 #: seeds are 32-bit: ``jax.random.key(seed)`` keeps only the low 32 bits, so 0 and 2**32 would be one run
 SEED_MAX = 2**32 - 1
 #: every other integer field is a 32-bit count in the jitted code (iteration counters, step indices)
@@ -57,6 +73,36 @@ V4_ENVS = ("bandit", "mdp")
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
+    """Every setting of a training run (METHOD §5-§6), frozen and hashable (a static argument of the jitted code).
+
+    Fields, by group (units in brackets):
+
+    - Task: ``env`` (a task family of ``rl3jax.envs.catalog.FAMILIES`` or a served gymnax env), ``variant`` (one
+      of the family's variants; "train" is the training distribution), ``horizon`` H (steps per meta-episode).
+    - Agent: ``algo`` (``ALGOS``), ``model`` (``MODELS``).
+    - PPO (METHOD §5): ``iters`` (PPO iterations in all), ``num_envs`` (tasks = whole sequences per iteration;
+      batch = num_envs x H steps), ``minibatch_envs`` (whole sequences per minibatch; divides num_envs),
+      ``epochs``, ``lr`` (Adam, actor and critic), ``ent_coef`` and ``ent_schedule`` (``ENT_SCHEDULES``; linear:
+      to 0 at ``iters``), ``gamma``, ``gae_lambda``, ``clip_eps``, ``vf_coef``, ``target_kl`` (the actor's KL
+      early stop), ``critic_weight_decay`` (coupled L2 decay of the critic), ``fused_update``, ``kl_chunks`` (sequence groups of the
+      full-batch KL pass; divides num_envs).
+    - RL³ estimator (METHOD §2; None: the semantics' or family's default): ``semantics`` (``SEMANTICS``),
+      ``estimator_mode`` (legacy alias), ``vi_carry_over``, ``std_errors``, ``gamma_obj`` (the value iteration's
+      discount), ``alpha_laplace`` (Laplace smoothing pseudo-count), ``vi_epsilon`` (VI stopping tolerance),
+      ``vi_max_sweeps``, ``vi_sweep_block`` (sweeps per while-loop step). ``gamma_obj_value``: the discount used.
+    - Driver (``RUN_CONTROL`` and the seed): ``seed`` (32-bit PRNG seed), ``chunk_iters`` (iterations per jitted
+      chunk), ``checkpoint_every`` and ``eval_every`` (iterations; eval_every 0: never), ``keep_checkpoints``
+      (newest kept), ``eval_episodes`` (held-out tasks per evaluation).
+
+    Construction validates (``__post_init__``, so also ``replace`` and ``from_dict``): ValueError (one line
+    naming the field, the value and what is allowed) for a value of the wrong type (ints are whole numbers, not
+    bools; floats finite), an unknown name (env, variant, algo, model, schedule, semantics), a value out of range
+    (counts >= 1, seed in [0, ``SEED_MAX``], other ints <= ``INT_MAX``, probabilities in [0, 1], rates > 0) or a
+    combination that cannot run (minibatch_envs or kl_chunks not dividing num_envs; RL³ on a gymnax env;
+    rl3_coarse off the grids; v4-only or non-v4 estimator settings; a legacy ``estimator_mode`` that conflicts
+    with ``semantics``).
+    """
+
     env: str = "mdp"
     variant: str = "train"
     algo: str = "rl3"
@@ -80,7 +126,8 @@ class TrainConfig:
     fused_update: bool | None = None
     kl_chunks: int = 1  # groups of sequences for the full-batch KL pass (raise to bound its memory)
     # RL³ estimator (None: the task family's default from METHOD §2)
-    # semantics: 'fresh' | 'rlc' | 'v4' (None: 'fresh', or what the legacy estimator_mode says)
+    # semantics: 'fresh' | 'rlc' | 'v4'. None may be passed (it means 'fresh', or what the legacy estimator_mode
+    # says) but is resolved on construction: a constructed TrainConfig always holds one of SEMANTICS
     semantics: str | None = None
     # legacy alias of semantics, kept so that old run folders' config.json load: 'fresh' -> fresh,
     # 'entered' -> rlc; normalised into ``semantics`` (and back to None) on construction
@@ -230,6 +277,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        """The config of ``d`` (e.g. a run's config.json: ``to_dict``'s fields, missing ones at their defaults).
+        ValueError for ``d`` that is not a dict, unknown fields (named), or any value construction refuses."""
         names = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(d, dict):
             raise ValueError(f"a config must be a JSON object of fields, got {type(d).__name__}")
@@ -259,10 +308,11 @@ PRESETS: dict[str, dict] = {
     "grid13": _preset("grid13", 350, 20000, 33600, 4200, 0.04, 2e-4),
     "bandit-h512": _preset("bandit", 512, 5000, 32768, 4096, 0.1, 3e-4, "linear"),
     "mdp-h512": _preset("mdp", 512, 10000, 32768, 4096, 0.1, 3e-4, "linear"),
-    # The paper's own code (RL3 commit f8121786; experiments/README.md "Paper-v4 targets"): v4 semantics and
-    # the v4 networks. main.jl defaults: batch 32000, minibatch 3200, lr 3e-4 constant; entropy bonus from
-    # the README's commands (bandits 0.001 at H=100, 0.01 at H=500; MDPs 0.01); iterations as METHOD §6 (the
-    # README's example commands say 5000 for bandits H=100 and 10000 for MDPs H=100).
+    # The paper's own code (bhatiaabhinav/RL3 commit f8121786; "Paper-v4 targets" in this repository's
+    # experiments/README.md): v4 semantics and the v4 networks. Its main.jl defaults: batch 32000, minibatch
+    # 3200, lr 3e-4 constant; entropy bonus from the commands in that repository's README (bandits 0.001 at
+    # H=100, 0.01 at H=500; MDPs 0.01); iterations as METHOD §6 (its README's example commands say 5000 for
+    # bandits H=100 and 10000 for MDPs H=100).
     "paper-v4-bandit-h100": _preset("bandit", 100, 3000, 32000, 3200, 0.001, 3e-4, semantics="v4",
                                     model="transformer-v4"),
     "paper-v4-bandit-h500": _preset("bandit", 500, 6000, 32000, 3200, 0.01, 3e-4, semantics="v4",
@@ -288,15 +338,23 @@ PRESETS: dict[str, dict] = {
 }
 
 
+def laptop_preset(env: str) -> str | None:
+    """The name of env ``env``'s laptop (CPU) preset, ``cpu-{env}``, or None when it has none."""
+    name = f"cpu-{env}"
+    return name if name in PRESETS else None
+
+
 def default_base(env: str) -> dict:
-    """What a run without ``--preset`` starts from: the family's CPU preset ``cpu-{env}`` when there is one,
-    else the family's published horizon (``catalog.PUBLISHED_HORIZON``) over TrainConfig's defaults."""
-    if f"cpu-{env}" in PRESETS:
-        return preset(f"cpu-{env}")
+    """What a run without ``--preset`` starts from: the family's laptop preset (``laptop_preset``) when there
+    is one, else the family's published horizon (``catalog.PUBLISHED_HORIZON``) over TrainConfig's defaults."""
+    if laptop_preset(env) is not None:
+        return preset(laptop_preset(env))
     return {"horizon": PUBLISHED_HORIZON[env]} if env in PUBLISHED_HORIZON else {}
 
 
 def preset(name: str) -> dict:
+    """A copy of the settings of published preset ``name`` (``PRESETS``: TrainConfig fields -> values).
+    ValueError naming the valid presets for an unknown name."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
     return dict(PRESETS[name])

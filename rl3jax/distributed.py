@@ -88,13 +88,14 @@ def broadcast_flag(flag: bool) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ the mesh
-def make_mesh(devices: int | None = None) -> Mesh:
+def make_mesh(devices: int | None = None) -> Mesh | None:
     """A 1-D ``('data',)`` mesh over every process's devices; ``devices`` caps how many each process uses.
 
     Single process: the first ``devices`` local devices (default all). Multi-process: each process
-    contributes its first ``devices`` local devices (default all), ordered by process. ValueError (one line)
-    for ``devices`` < 1 or more than a process has. Callers use ``None`` for "no mesh" (one device; every
-    helper here accepts it).
+    contributes its first ``devices`` local devices (default all), ordered by process. Returns ``None`` ("no
+    mesh": the single-device program, which every helper here accepts) when that is one device in all, so
+    callers never branch on a one-device mesh. ValueError (one line) for ``devices`` < 1 or more than a
+    process has.
     """
     per_process: dict[int, list] = {}
     for d in jax.devices():
@@ -108,6 +109,8 @@ def make_mesh(devices: int | None = None) -> Mesh:
                              f"{', '.join(str(d) for d in jax.local_devices())})")
         local = devices
     chosen = [d for p in sorted(per_process) for d in sorted(per_process[p], key=lambda d: d.id)[:local]]
+    if len(chosen) == 1:
+        return None
     return Mesh(np.array(chosen), (AXIS,), axis_types=(AxisType.Auto,))
 
 
@@ -141,11 +144,11 @@ def split_leading(tree: Any, mesh: Mesh | None) -> Any:
     Used inside the jitted training step on tasks, env/estimator state, per-step policy inputs and outputs,
     the trajectory and each PPO minibatch. Leaves whose leading axis does not divide evenly (scalars,
     counters, a minibatch smaller than the mesh) are left to the partitioner. Under ``vmap`` (seeds, sweeps)
-    the population axis is added in front automatically. Identity without a mesh or with one device.
+    the population axis is added in front automatically. Identity without a mesh (``mesh=None``).
     """
-    n = mesh_size(mesh)
-    if n == 1:
+    if mesh is None:
         return tree
+    n = mesh_size(mesh)
     split = NamedSharding(mesh, P(AXIS))
 
     def one(x):
@@ -164,11 +167,11 @@ def data_parallel(fn, mesh: Mesh | None):
     parameter cotangents are summed across devices once, at the end. Left to GSPMD, a recurrent network's
     weight gradient, accumulated in the backward scan over time, would be all-reduced at every time step.
     The forward pass treats sequences independently, so the result is the same. Falls back to ``fn`` when
-    the batch does not split evenly.
+    the batch does not split evenly, and is ``fn`` itself without a mesh (``mesh=None``).
     """
-    n = mesh_size(mesh)
-    if n == 1:
+    if mesh is None:
         return fn
+    n = mesh_size(mesh)
     # check_vma=False: networks start scans from fresh zero carries, which the varying-axis check rejects
     sharded = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P(AXIS), check_vma=False)
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from rl3jax import distributed, population
 from rl3jax.checkpoint import Checkpointer, CheckpointError
-from rl3jax.config import TrainConfig
+from rl3jax.config import RUN_CONTROL, TrainConfig
 from rl3jax.evaluate import HeldOutEvaluator
 from rl3jax.population import Population, make_population
 from rl3jax.runfiles import (
@@ -45,6 +45,7 @@ from rl3jax.runfiles import (
     checkpoint_dir,
     finished_steps,
     holds_run,
+    holds_run_message,
     is_population,
     lock_run,
     read_config,
@@ -53,9 +54,8 @@ from rl3jax.runfiles import (
 )
 from rl3jax.train import FINITE
 
-#: fields that may differ between a run and its resumption
-RESUMABLE_CHANGES = ("iters", "chunk_iters", "checkpoint_every", "keep_checkpoints", "eval_every",
-                     "eval_episodes")
+#: fields that may differ between a run and its resumption: its length and the run-control fields
+RESUMABLE_CHANGES = ("iters", *RUN_CONTROL)
 
 
 class ExternalLoggers:
@@ -251,7 +251,7 @@ class ChunkLoop:
 
         ``chunk_fn(state, n) -> (state, metrics)``; ``on_chunk(it, n, metrics, dt, evals)`` gets the host
         metrics of iterations ``it + 1 .. it + n``, the chunk's seconds (without the evaluation) and
-        ``evaluate(it + n, state)``'s result when the chunk ends on an evaluation iteration, else None (it
+        ``evaluate(state)``'s result when the chunk ends on an evaluation iteration, else None (it
         logs, and raises to abort); ``save(it, state)`` writes the checkpoints at iteration ``it``.
         """
         cfg = self.cfg
@@ -268,7 +268,7 @@ class ChunkLoop:
             evals = None
             if self.next_eval is not None and self.it + n == self.next_eval:
                 t1 = time.perf_counter()
-                evals = self.evaluate(self.it + n, state)
+                evals = self.evaluate(state)
                 self.eval_s += time.perf_counter() - t1
                 self.next_eval += cfg.eval_every
             on_chunk(self.it, n, metrics, dt, evals)
@@ -282,6 +282,15 @@ class ChunkLoop:
             if out_of_time:
                 break
         return state
+
+
+def combined_rows(members, rows: list[list[dict]]) -> list[dict]:
+    """One row per iteration from every member's rows: ``env_steps`` and ``{member name}/{field}``."""
+    out = [{"env_steps": r["env_steps"]} for r in rows[0]]
+    for m, member_rows in zip(members, rows):
+        for c, r in zip(out, member_rows):
+            c.update({f"{m.name}/{k}": v for k, v in r.items() if k != "env_steps"})
+    return out
 
 
 def report_command(out: str) -> str:
@@ -327,7 +336,7 @@ def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = Tru
     if resume:
         seeds, sweep = _resume_settings(cfg, out, stacked, seeds, sweep)
     elif holds_run(out):
-        raise ValueError(f"run folder {out} already holds a run; pass --resume to continue it or choose another --out")
+        raise ValueError(holds_run_message(out))
     pop = make_population(cfg, seeds, sweep, mesh, stacked=stacked)
     os.makedirs(out, exist_ok=True)
     locks = lock_run(out) if main else []  # after the checks, before anything is written
@@ -407,82 +416,104 @@ class _Loop:
 
     def run(self, resume: bool, progress: bool, tensorboard: bool, wandb_project: str | None,
             max_seconds: float | None):
-        cfg, pop, main = self.cfg, self.pop, self.main
-        distributed.barrier("rl3jax-config-checked")  # every process has checked before process 0 writes
-        if main:
-            self.write_folders()
-        distributed.barrier("rl3jax-folders-written")
-        ckpts = [Checkpointer(d, keep=cfg.keep_checkpoints, write=True) for d in self.ckpt_dirs]
-        state, start = self.restore(pop.init_state(), ckpts, resume)
-        self.start = start
-        self.logs = [MetricsLog(d, start) if main else NullLog() for d in self.dirs]
-        self.ext = ExternalLoggers(self.out, cfg, tensorboard and main, wandb_project if main else None)
-        self.bar = Progress(cfg.iters, start, progress and not self.quiet)
-
-        def save(it, state):
-            for i, (m, c) in enumerate(zip(pop.members, ckpts)):
-                meta = {"iteration": it, "env_steps": it * cfg.batch_steps,
-                        "return_mean": self.lasts[m.name]["return_mean"]}
-                c.save(it, pop.member(state, i), {**meta, "member": m.to_dict()} if pop.stacked else meta)
-
-        evaluate = None
-        if cfg.eval_every:  # one compiled evaluation for every member (same shapes), each member's own params
-            evaluator = HeldOutEvaluator(pop.trainer.meta_env, pop.trainer.actor, cfg.eval_episodes)
-
-            def evaluate(it, st):
-                params = jax.device_get(st.actor_params) if pop.stacked else st.actor_params
-                return [evaluator.row_fields(pop.member(params, j)) for j in range(pop.size)]
-
-        self.chunks = loop = ChunkLoop(cfg, start, max_seconds, evaluate=evaluate)
+        """Folders, restore, logs, then the chunk loop to ``cfg.iters``; returns ``train``'s (state, last rows)."""
+        state, ckpts = self.setup(resume, progress, tensorboard, wandb_project)
+        self.chunks = loop = ChunkLoop(self.cfg, self.start, max_seconds, evaluate=self.evaluator())
         try:
-            state = loop.run(population.jit_chunk(pop), state, self.on_chunk, save)
+            state = loop.run(population.jit_chunk(self.pop), state, self.on_chunk,
+                             lambda it, st: self.save(ckpts, it, st))
         finally:
             self.bar.close()
             for c in ckpts:
                 c.close()
             self.ext.close()
         self.done()
-        if pop.stacked:
+        if self.pop.stacked:
             return state, self.lasts
-        return state, self.lasts.get(pop.members[0].name, {})
+        return state, self.lasts.get(self.pop.members[0].name, {})
+
+    def setup(self, resume: bool, progress: bool, tensorboard: bool, wandb_project: str | None):
+        """Writes the folders (process 0, between barriers), opens the checkpointers, restores or initialises
+        the state, opens the logs and the progress bar; returns (state, checkpointers)."""
+        cfg, main = self.cfg, self.main
+        distributed.barrier("rl3jax-config-checked")  # every process has checked before process 0 writes
+        if main:
+            self.write_folders()
+        distributed.barrier("rl3jax-folders-written")
+        ckpts = [Checkpointer(d, keep=cfg.keep_checkpoints, write=True) for d in self.ckpt_dirs]
+        state, self.start = self.restore(self.pop.init_state(), ckpts, resume)
+        self.logs = [MetricsLog(d, self.start) if main else NullLog() for d in self.dirs]
+        self.ext = ExternalLoggers(self.out, cfg, tensorboard and main, wandb_project if main else None)
+        self.bar = Progress(cfg.iters, self.start, progress and not self.quiet)
+        return state, ckpts
+
+    def save(self, ckpts: list[Checkpointer], it: int, state) -> None:
+        """Each member's checkpoint of iteration ``it`` (meta: iteration, env steps, last training return)."""
+        cfg, pop = self.cfg, self.pop
+        for i, (m, c) in enumerate(zip(pop.members, ckpts)):
+            meta = {"iteration": it, "env_steps": it * cfg.batch_steps,
+                    "return_mean": self.lasts[m.name]["return_mean"]}
+            c.save(it, pop.member(state, i), {**meta, "member": m.to_dict()} if pop.stacked else meta)
+
+    def evaluator(self):
+        """With ``cfg.eval_every``: ``state -> [EVAL_FIELDS dict per member]`` (one compiled evaluation for every
+        member, each member's own parameters); else None."""
+        cfg, pop = self.cfg, self.pop
+        if not cfg.eval_every:
+            return None
+        held_out = HeldOutEvaluator(pop.trainer.meta_env, pop.trainer.actor, cfg.eval_episodes)
+
+        def evaluate(st):
+            params = jax.device_get(st.actor_params) if pop.stacked else st.actor_params
+            return [held_out.row_fields(pop.member(params, j)) for j in range(pop.size)]
+
+        return evaluate
 
     def on_chunk(self, it: int, n: int, metrics: dict, dt: float, evals: list[dict] | None) -> None:
         """Logs the rows of iterations ``it + 1 .. it + n`` (``metrics``: host arrays, (n,) or (n, members);
         ``evals``: one dict of ``EVAL_FIELDS`` per member or None) and raises ``TrainingDiverged`` at the first
         non-finite iteration (a single run logs the rows up to it; a population none of the chunk's)."""
-        cfg, pop = self.cfg, self.pop
+        pop = self.pop
         bad = first_nonfinite(metrics, n)  # any member: a non-finite member state is never checkpointed
         if bad is not None and pop.stacked:
             flags = np.asarray(metrics[FINITE])[bad]
             who = ", ".join(m.name for m, f in zip(pop.members, flags) if not f > 0.5)
             raise divergence(metrics, it, bad, self.ckpt_dirs[0], who=f" (member {who})")
         metrics = pop.member_metrics({k: v for k, v in metrics.items() if k != FINITE})
-        sps = n * cfg.batch_steps * pop.size / dt  # all members together
-        combined = []
-        for j, (m, log) in enumerate(zip(pop.members, self.logs)):
-            rows = []
-            for i in range(n if bad is None else bad + 1):  # up to the first non-finite iteration
-                row = {"iteration": it + i + 1, "env_steps": (it + i + 1) * cfg.batch_steps}
-                row.update({k: float(v[i, j]) for k, v in metrics.items()})
-                row["steps_per_second"] = sps / pop.size
-                rows.append(row)
-            if evals is not None and bad is None:
-                rows[-1].update(evals[j])
-            if not pop.stacked:
-                for r in rows:
-                    self.ext.log(r)
-            log.append(rows)
-            if bad is not None:
-                raise divergence(metrics, it, bad, self.ckpt_dirs[0])
-            self.lasts[m.name] = rows[-1]
-            for i, r in enumerate(rows):
-                if j == 0:
-                    combined.append({"env_steps": r["env_steps"]})
-                combined[i].update({f"{m.name}/{k}": v for k, v in r.items() if k != "env_steps"})
-        if pop.stacked:
-            for r in combined:
-                self.ext.log(r)
+        sps = n * self.cfg.batch_steps * pop.size / dt  # all members together
+        count = n if bad is None else bad + 1  # up to the first non-finite iteration
+        rows = [self.member_rows(it, count, metrics, j, sps / pop.size) for j in range(pop.size)]
+        if evals is not None and bad is None:
+            for member_rows, ev in zip(rows, evals):
+                member_rows[-1].update(ev)
+        self.write_rows(rows)
+        if bad is not None:
+            raise divergence(metrics, it, bad, self.ckpt_dirs[0])
+        self.lasts.update({m.name: r[-1] for m, r in zip(pop.members, rows)})
         self.bar.update(it + n, n, dt, self.postfix(sps, evals))
+
+    def member_rows(self, it: int, count: int, metrics: dict, j: int, sps: float) -> list[dict]:
+        """Member ``j``'s metrics rows of iterations ``it + 1 .. it + count`` (``metrics``: (n, members) host
+        arrays; ``sps``: the member's steps per second)."""
+        rows = []
+        for i in range(count):
+            row = {"iteration": it + i + 1, "env_steps": (it + i + 1) * self.cfg.batch_steps}
+            row.update({k: float(v[i, j]) for k, v in metrics.items()})
+            row["steps_per_second"] = sps
+            rows.append(row)
+        return rows
+
+    def write_rows(self, rows: list[list[dict]]) -> None:
+        """Appends each member's rows to its metrics files; the external loggers get a single run's rows, or for
+        a population one combined row per iteration (fields ``{member}/{field}``)."""
+        for member_rows, log in zip(rows, self.logs):
+            if not self.pop.stacked:
+                for r in member_rows:
+                    self.ext.log(r)
+            log.append(member_rows)
+        if self.pop.stacked:
+            for r in combined_rows(self.pop.members, rows):
+                self.ext.log(r)
 
     def postfix(self, sps: float, evals: list[dict] | None) -> dict:
         """The progress bar's figures after a chunk."""

@@ -33,10 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from rl3jax import distributed
-from rl3jax.config import TrainConfig
+from rl3jax.config import SWEEPABLE, TrainConfig
 from rl3jax.train import Trainer, TrainState, make_train
 
-#: sweepable names stored in the optimiser states (name -> [(optimiser field, hyper-parameter key)])
+#: where each of ``config.OPT_HPARAM_FIELDS`` lives in the optimiser states (name -> [(optimiser field,
+#: hyper-parameter key)]); the other ``config.SWEEPABLE`` names are the keys of ``TrainState.hparams``
 OPT_HPARAMS = {"lr": [("actor_opt", "learning_rate"), ("critic_opt", "learning_rate")],
                "critic_weight_decay": [("critic_opt", "weight_decay")]}
 
@@ -83,12 +84,6 @@ def parse_sweep(items: list[str] | None) -> dict[str, list[float]]:
     return out
 
 
-def sweepable(trainer: Trainer) -> tuple[str, ...]:
-    """The names ``--sweep`` accepts for this trainer (``OPT_HPARAMS`` and the keys of ``TrainState.hparams``)."""
-    hp = jax.eval_shape(trainer.init, jax.random.key(0)).hparams
-    return tuple(OPT_HPARAMS) + tuple(k for k in hp if k not in OPT_HPARAMS)
-
-
 def make_members(cfg: TrainConfig, seeds: int = 1, sweep: dict[str, list[float]] | None = None) -> list[Member]:
     """The members of ``seeds`` seeds x the ``sweep``'s settings (order: module docstring). ValueError for
     ``seeds`` < 1, a name that is no config field, or a member config that is invalid (e.g. lr <= 0)."""
@@ -99,8 +94,7 @@ def make_members(cfg: TrainConfig, seeds: int = 1, sweep: dict[str, list[float]]
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     for name in names:
         if name not in fields:
-            raise ValueError(f"--sweep {name}: not a config field (sweepable: lr, ent_coef, gae_lambda, "
-                             "critic_weight_decay)")
+            raise ValueError(f"--sweep {name}: not a config field (sweepable: {', '.join(SWEEPABLE)})")
     members = []
     for combo in itertools.product(*[sweep[n] for n in names]):
         for i in range(seeds):
@@ -123,11 +117,9 @@ class Population:
     def __post_init__(self):
         if not self.stacked and (len(self.members) != 1 or self.members[0].settings):
             raise ValueError("an unstacked population is a single run: one member, no sweep")
-        names = [name for name, _ in self.members[0].settings]
-        allowed = sweepable(self.trainer) if names else ()  # traces init: only when there is a sweep
-        for name in names:
-            if name not in allowed:
-                raise ValueError(f"--sweep {name}: not sweepable in one compile; sweepable: {', '.join(allowed)} "
+        for name, _ in self.members[0].settings:
+            if name not in SWEEPABLE:
+                raise ValueError(f"--sweep {name}: not sweepable in one compile; sweepable: {', '.join(SWEEPABLE)} "
                                  "(other settings change shapes or code: use separate runs)")
 
     @property

@@ -10,10 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rl3jax.config import policy_mode
 from rl3jax.envs.grid_geometry import DANGER, EMPTY, GOAL, OBSTACLE, START, TILE_CHARS, WARNING, WATER
 from rl3jax.envs.registry import make_env, variants
 from rl3jax.evaluate import held_out_tasks
-from rl3jax.runfiles import read_config
+from rl3jax.runfiles import check_render
 from rl3jax.runs import load_run
 
 TILE_COLOURS = {  # tile code (rl3jax.envs.grid_geometry) -> RGB
@@ -140,7 +141,7 @@ def episode_gif(trainer, params, task, out: str, key, greedy: bool = False, ever
     frames = record_episode(trainer, params, task, key, greedy)
     tiles = np.asarray(task.tiles)
     images, path = [], []
-    mode = "greedy" if greedy else "stochastic"
+    mode = policy_mode(greedy)
     for t, f in enumerate(frames):
         path.append(f["pos"])
         if t % every == 0 or t == len(frames) - 1:
@@ -191,39 +192,29 @@ def samples_png(family: str, out: str, per_variant: int = 4, seed: int = 0):
     plt.close(fig)
 
 
-def _is_grid(family: str) -> bool:
-    """Whether task family ``family``'s states are the cells of a grid (its ``grid_side`` hook)."""
-    return make_env(family).grid_side is not None
-
-
-def render_cli(args) -> int:
-    """``rl3jax render``: GIFs of ``args.episodes`` held-out tasks played by the run ``args.run`` (its newest
-    checkpoint, on ``args.variant`` or the run's variant), or with ``args.samples`` a PNG of sampled grids of
-    the run's family (default grid13). ValueError (one line) for a run of a non-grid family;
-    ``RunFolderError`` / ``CheckpointError`` for a folder that is no run or has no readable checkpoint."""
-    if args.samples:
-        family = "grid13"
-        if args.run:
-            family = read_config(args.run).env
-            if not _is_grid(family):
-                raise ValueError(f"render --samples draws grid families; run {args.run} trained on {family!r}")
-        samples_png(family, args.out)
-        print(f"wrote {args.out}")
+def render_cli(run: str | None, out: str, variant: str | None = None, episodes: int = 1,
+               samples: bool = False) -> int:
+    """``rl3jax render``: GIFs of ``episodes`` held-out tasks played by the run in folder ``run`` (its newest
+    checkpoint, on task ``variant`` or the run's own), written to ``out`` (``OUT-0.gif``, ``OUT-1.gif``, ...
+    when ``episodes`` > 1); or with ``samples`` a PNG ``out`` of sampled grids of every variant of the run's
+    family (default grid13). Checks: ``rl3jax.runfiles.check_render`` (ValueError, one line: a non-grid
+    family, an unknown variant, ``samples`` with a variant or episodes); ``RunFolderError`` /
+    ``CheckpointError`` for a folder that is no run or has no readable checkpoint."""
+    family = check_render(run, variant, episodes, samples)
+    if samples:
+        samples_png(family, out)
+        print(f"wrote {out}")
         return 0
-    if not args.run:
-        raise ValueError("render needs --run DIR (or --samples)")
-    run = load_run(args.run)
-    if not _is_grid(run.cfg.env):
-        raise ValueError(f"render draws grid tasks; run {args.run} trained on {run.cfg.env!r}")
-    trainer = run.trainer(args.variant)
+    loaded = load_run(run)
+    trainer = loaded.trainer(variant)
     cfg = trainer.cfg
-    state, _ = run.restore(trainer)  # read-only: safe while the run trains
+    state, _ = loaded.restore(trainer)  # read-only: safe while the run trains
     title = f"{cfg.env}/{cfg.variant} {cfg.algo} ({cfg.model}) iteration {int(state.iteration)}"
-    tasks = held_out_tasks(trainer.meta_env, args.episodes)
-    base, ext = os.path.splitext(args.out)
-    for i in range(args.episodes):
+    tasks = held_out_tasks(trainer.meta_env, episodes)
+    base, ext = os.path.splitext(out)
+    for i in range(episodes):
         task = jax.tree.map(lambda x, i=i: x[i], tasks)
-        out = args.out if args.episodes == 1 else f"{base}-{i}{ext}"
-        frames = episode_gif(trainer, state.actor_params, task, out, jax.random.key(i), title=title)
-        print(f"wrote {out}: return {frames[-1]['return']:.0f}")
+        path = out if episodes == 1 else f"{base}-{i}{ext}"
+        frames = episode_gif(trainer, state.actor_params, task, path, jax.random.key(i), title=title)
+        print(f"wrote {path}: return {frames[-1]['return']:.0f}")
     return 0

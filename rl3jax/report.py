@@ -36,15 +36,15 @@ import warnings
 import numpy as np
 
 from rl3jax.baselines import IntractableError
-from rl3jax.config import POLICY_MODES, TrainConfig
+from rl3jax.config import GREEDY, POLICY_MODES, RUN_CONTROL, STOCHASTIC, TrainConfig, policy_mode
 from rl3jax.envs.registry import variants
 from rl3jax.evaluate import HeldOutEvaluator, baseline_names, evaluate
-from rl3jax.runfiles import CONFIG, METRICS_JSONL, atomic_write_json, latest_step
+from rl3jax.runfiles import atomic_write_json, check_evaluable
 from rl3jax.runs import Run, expand_runs, load_run
 from rl3jax.train import make_meta_env
 
 #: config fields that do not define a setting (seeds of one setting differ only in these)
-NOT_SETTING = ("seed", "chunk_iters", "checkpoint_every", "keep_checkpoints", "eval_every", "eval_episodes")
+NOT_SETTING = ("seed", *RUN_CONTROL)
 MODES = POLICY_MODES
 REFERENCE = ("random", "oracle")
 
@@ -75,8 +75,8 @@ class RunInfo:
 def resolve_runs(paths: list[str]) -> list[str]:
     """Run folders from the command line: population folders (population.json) expand to their members.
 
-    Raises ValueError for zero runs, a missing path, or a folder that is not a run (no config.json and
-    metrics.jsonl, or no checkpoint)."""
+    Raises ValueError for zero runs or a missing path; ``RunFolderError`` for a folder that is not a trained
+    run (``rl3jax.runfiles.check_evaluable``: no config.json and metrics.jsonl, or no checkpoint)."""
     if not paths:
         raise ValueError("no run folders given; pass one or more folders written by `rl3jax train`")
     for p in paths:
@@ -84,11 +84,7 @@ def resolve_runs(paths: list[str]) -> list[str]:
             raise ValueError(f"{p} is not a folder (expected a run folder written by `rl3jax train`)")
     out = expand_runs(paths)
     for m in out:
-        if not all(os.path.exists(os.path.join(m, f)) for f in (CONFIG, METRICS_JSONL)):
-            raise ValueError(f"{m} is not a run folder (it needs config.json and metrics.jsonl from "
-                             "`rl3jax train`)")
-        if latest_step(m) is None:
-            raise ValueError(f"{m} holds no checkpoint (nothing to evaluate)")
+        check_evaluable(m)
     return out
 
 
@@ -200,7 +196,7 @@ def _existing_eval(run: RunInfo, variant: str, mode: str, episodes: int) -> dict
         if (r.get("variant") == variant and r.get("policy") == mode and r.get("episodes") == episodes
                 and r.get("iteration") == run.iteration and len(r.get("step_rewards") or []) == run.cfg.horizon
                 and "mean_return" in r and "stderr" in r):
-            return _result(r, os.path.join(run.path, fname), mode == "greedy")
+            return _result(r, os.path.join(run.path, fname), mode == GREEDY)
     return None
 
 
@@ -211,8 +207,9 @@ def evaluate_runs(runs: list[RunInfo], variant: str, episodes: int, cache: Cache
     out = []
     for run in runs:
         res = {}
-        for mode in MODES:
-            key = f"run|{os.path.abspath(run.path)}|{run.iteration}|{variant}|{mode}|{episodes}"
+        keys = {mode: f"run|{os.path.abspath(run.path)}|{run.iteration}|{variant}|{mode}|{episodes}"
+                for mode in MODES}  # the cache's key of each evaluation
+        for mode, key in keys.items():
             found = _existing_eval(run, variant, mode, episodes)
             if found is None and cache.get(key):
                 found = {**cache.get(key), "source": "cache"}
@@ -230,8 +227,8 @@ def evaluate_runs(runs: list[RunInfo], variant: str, episodes: int, cache: Cache
             state, _ = run.run.restore(trainer, run.iteration, template)
             for mode in missing:
                 log(f"evaluating {run.name} ({mode}) on {episodes} held-out {cfg.env}/{variant} tasks")
-                r = _result(evaluator(state.actor_params, mode == "greedy"), "evaluated", mode == "greedy")
-                cache.put(f"run|{os.path.abspath(run.path)}|{run.iteration}|{variant}|{mode}|{episodes}", r)
+                r = _result(evaluator(state.actor_params, mode == GREEDY), "evaluated", mode == GREEDY)
+                cache.put(keys[mode], r)
                 res[mode] = r
         out.append(res)
     return out
@@ -357,7 +354,7 @@ def _reference(baselines: dict) -> list[dict]:
     for name in REFERENCE:
         if name in baselines:
             b = baselines[name]
-            mode = "greedy" if b["greedy"] else "stochastic"
+            mode = policy_mode(b["greedy"])
             out.append({"key": f"ref/{name}", "name": name, "y": b["mean_return"], "color": styles[name][0],
                         "style": styles[name][1], "label": f"{name} ({mode}): {b['mean_return']:.2f}"})
     best = best_classical(baselines)
@@ -440,7 +437,7 @@ def adaptation_curve(runs: list[RunInfo], groups: list[dict], evals: list[dict],
     t = np.arange(1, horizon + 1)
     for gi, g in enumerate(groups):
         n = len(g["runs"])
-        for mode, style in (("stochastic", "-"), ("greedy", "--")):
+        for mode, style in ((STOCHASTIC, "-"), (GREEDY, "--")):
             ys = np.array([evals[i][mode]["step_rewards"] for i in g["runs"]])
             m, lo, hi = mean_band(ys)
             label = f"{g['label']} ({mode})" + (f", mean of {n} seeds, 95% t-interval" if n > 1 else "")
@@ -455,7 +452,7 @@ def adaptation_curve(runs: list[RunInfo], groups: list[dict], evals: list[dict],
         color, style = bstyle.get(name, (None, "-."))
         if color is None:
             color, k = extra(k % 8), k + 1
-        mode = "greedy" if b["greedy"] else "stochastic"
+        mode = policy_mode(b["greedy"])
         _plot(ax, lines, {"x": t, "y": np.asarray(b["step_rewards"]), "lo": None, "hi": None}, color, style, None,
               f"baseline: {name} ({mode})", f"baseline/{name}")
     ax.set_xlabel("step t of the meta-episode")
@@ -504,7 +501,7 @@ def markdown(res: dict) -> str:
              "normalised stochastic | normalised greedy | evaluation |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["runs"]:
-        s, g = r["stochastic"], r["greedy"]
+        s, g = r[STOCHASTIC], r[GREEDY]
         src = "evaluated now" if "evaluated" in (s["source"], g["source"]) else "reused"
         lines.append(f"| {r['name']} | {r['algo']} | {r['model']} | {r['iteration']} | {r['seed']} | "
                      f"{r['train_variant']} | {_pm(s)} | {_pm(g)} | {_f(s['normalised'])} | {_f(g['normalised'])} | "
@@ -524,7 +521,7 @@ def markdown(res: dict) -> str:
               "|---|---|---|---|"]
     for b in res["baselines"]:
         best = " (best classical)" if b["policy"] == res["best_baseline"] else ""
-        lines.append(f"| {b['policy']}{best} | {'greedy' if b['greedy'] else 'stochastic'} | {_pm(b)} | "
+        lines.append(f"| {b['policy']}{best} | {policy_mode(b['greedy'])} | {_pm(b)} | "
                      f"{_f(b['normalised'])} |")
     lines += ["", "Figures: `learning_curve.png` (training and held-out return against environment steps and "
               "wall-clock seconds), `adaptation.png` (mean reward at each step of the meta-episode)."]

@@ -9,8 +9,14 @@ A single run's folder (``rl3jax train --out RUN``)::
     RUN/.lock              held by the one process that trains in the folder (``RunLock``)
 
 A population's folder (``--seeds`` / ``--sweep``, ``rl3jax.population``) holds ``population.json`` (base config,
-seeds, sweep, members), the base ``config.json`` and one ordinary run folder per member (``member_dirs``).
-Restoring a run's state (which needs JAX) is ``rl3jax.runs.load_run``.
+seeds, sweep, members), the base ``config.json`` and one ordinary run folder per member (``member_dirs``;
+``run_dirs``: a folder's single runs, members or itself).
+
+Checks a command makes of a folder, each written once here: ``holds_run`` / ``holds_run_message`` (train),
+``training_pid`` / ``in_use_message`` (another writer), ``read_run_config`` (eval, render, ``load_run``: one
+run, not a population), ``check_evaluable`` (report), ``check_render`` (render). Restoring a run's state (which
+needs JAX) is ``rl3jax.runs.load_run``; ``CheckpointError`` / ``CheckpointWriteError`` live here so the CLI
+sorts them without JAX (``rl3jax.checkpoint`` raises and re-exports them).
 
 Under faults: files are replaced whole (``atomic_write_text``); a torn last metrics line (an append cut short)
 is dropped with a note; one writer per folder (``RunLock``; readers take no lock).
@@ -26,6 +32,7 @@ import sys
 from typing import Any
 
 from rl3jax.config import TrainConfig
+from rl3jax.envs.catalog import GRID_VARIANTS, check_variant
 
 CONFIG = "config.json"
 POPULATION = "population.json"
@@ -37,11 +44,31 @@ LOCK_FILE = ".lock"
 
 class RunFolderError(RuntimeError):
     """A run folder, or a file in it, is missing, unreadable or inconsistent (one line naming the path).
-    ``rl3jax.checkpoint.CheckpointError`` is the kind for checkpoints."""
+    ``CheckpointError`` is the kind for checkpoints."""
 
 
 class RunLockedError(RunFolderError):
     """Another process is training in the run folder (it holds the folder's lock)."""
+
+
+class CheckpointError(RunFolderError):
+    """A checkpoint is missing, incomplete, corrupt, of an unknown format version, or does not match the run's
+    configuration (``rl3jax.checkpoint`` raises it; defined here so the CLI can sort it without JAX)."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (e.g. a full or read-only disk); earlier steps are intact."""
+
+
+def holds_run_message(path: str) -> str:
+    """The one-line refusal to start a new run in ``path``, which already holds one."""
+    return (f"run folder {path} already holds a run; pass --resume to continue it (through make: RESUME=1) or "
+            "choose another --out")
+
+
+def in_use_message(path: str, pid: str) -> str:
+    """The one-line refusal to write run folder ``path`` while process ``pid`` trains in it."""
+    return f"run folder {path} is in use by another training process (PID {pid}); wait for it to finish or stop it first"
 
 
 # ------------------------------------------------------------------------------------------ whole files
@@ -100,6 +127,47 @@ def read_config(run_dir: str) -> TrainConfig:
         raise RunFolderError(f"{path}: {e}") from None
 
 
+def read_run_config(path: str, verb: str) -> TrainConfig:
+    """The config of the single run (or population member) in ``path``, for a command that acts on one run:
+    ``check_not_population`` (``verb``: what to do with a member folder instead, e.g. "evaluate"), then
+    ``read_config``. ``RunFolderError`` (one line) for a population folder or a folder that is no run."""
+    check_not_population(path, verb)
+    return read_config(path)
+
+
+def check_evaluable(run_dir: str) -> None:
+    """``RunFolderError`` (one line naming the folder) unless ``run_dir`` holds a trained run: config.json,
+    metrics.jsonl and a finished checkpoint."""
+    if not all(os.path.exists(os.path.join(run_dir, f)) for f in (CONFIG, METRICS_JSONL)):
+        raise RunFolderError(f"{run_dir} is not a run folder (it needs {CONFIG} and {METRICS_JSONL} from "
+                             "`rl3jax train`)")
+    if latest_step(run_dir) is None:
+        raise RunFolderError(f"{run_dir} holds no checkpoint (nothing to evaluate)")
+
+
+#: the grid family ``render --samples`` draws without a run
+RENDER_DEFAULT_FAMILY = "grid13"
+
+
+def check_render(run: str | None, variant: str | None = None, episodes: int = 1, samples: bool = False) -> str:
+    """The checks of ``rl3jax render`` (no JAX): returns the grid family to draw (the run's, else
+    ``RENDER_DEFAULT_FAMILY`` for ``samples``). ValueError (one line) for ``samples`` with a ``variant`` or
+    ``episodes`` != 1, neither a ``run`` nor ``samples``, a run of a family that is not a grid, or a
+    ``variant`` the family lacks; ``RunFolderError`` for a ``run`` folder that is no single run."""
+    if samples and (variant is not None or episodes != 1):
+        raise ValueError("--samples draws every variant of the family; --variant and --episodes apply to a run's GIF")
+    if not samples and not run:
+        raise ValueError("render needs --run DIR (or --samples)")
+    if not run:
+        return RENDER_DEFAULT_FAMILY
+    env = read_run_config(run, "render").env
+    if env not in GRID_VARIANTS:
+        raise ValueError(f"render draws grid tasks ({', '.join(GRID_VARIANTS)}); run {run} trained on {env!r}")
+    if variant is not None:
+        check_variant(env, variant)
+    return env
+
+
 def read_population(path: str) -> dict:
     """population.json of a population folder: {"config": base config dict, "seeds": int, "sweep": {name:
     [values]}, "members": [{"index", "name", "seed", "settings"}]}. ``RunFolderError`` if there is none or it
@@ -126,6 +194,11 @@ def member_dirs(path: str) -> list[str]:
     return [os.path.join(path, m["name"]) for m in read_population(path)["members"]]
 
 
+def run_dirs(path: str) -> list[str]:
+    """The single-run folders of ``path``: a population's members (in member order), else ``[path]``."""
+    return member_dirs(path) if is_population(path) else [path]
+
+
 def checkpoint_dir(run_dir: str) -> str:
     return os.path.join(run_dir, CHECKPOINTS)
 
@@ -142,7 +215,7 @@ def finished_steps(directory: str) -> list[int]:
 
 def latest_step(run_dir: str) -> int | None:
     """The newest finished checkpoint step of a run, or of any member of a population folder; None if none."""
-    dirs = [run_dir] + (member_dirs(run_dir) if is_population(run_dir) else [])
+    dirs = {run_dir, *run_dirs(run_dir)}
     steps = [s for d in dirs for s in finished_steps(checkpoint_dir(d))]
     return max(steps) if steps else None
 
@@ -257,8 +330,7 @@ class RunLock:
         except OSError:
             pid = os.read(self.fd, 64).decode(errors="replace").strip() or "unknown"
             os.close(self.fd)
-            raise RunLockedError(f"run folder {run_dir} is in use by another training process (PID {pid}); "
-                                 "wait for it to finish or stop it first") from None
+            raise RunLockedError(in_use_message(run_dir, pid)) from None
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
 

@@ -15,20 +15,10 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import jax
-
 from rl3jax.checkpoint import Checkpointer
 from rl3jax.config import TrainConfig
-from rl3jax.runfiles import (
-    check_not_population,
-    checkpoint_dir,
-    finished_steps,
-    is_member,
-    is_population,
-    member_dirs,
-    read_config,
-    read_metrics,
-)
+from rl3jax.distributed import init_sharded
+from rl3jax.runfiles import checkpoint_dir, finished_steps, is_member, read_metrics, read_run_config, run_dirs
 from rl3jax.train import Trainer, TrainState, make_train
 
 
@@ -66,8 +56,9 @@ class Run:
         return make_train(cfg, mesh)
 
     def template(self, trainer: Trainer) -> TrainState:
-        """A freshly initialised state of ``trainer`` (seed of the run): the structure ``restore`` fills."""
-        return jax.jit(trainer.init)(jax.random.key(self.cfg.seed))
+        """A freshly initialised state of ``trainer`` (seed of the run), in the training shardings of its mesh
+        (``rl3jax.distributed.init_sharded``; None: one device): the structure ``restore`` fills."""
+        return init_sharded(trainer.init, trainer.mesh, trainer.cfg.num_envs, seed=self.cfg.seed)
 
     def restore(self, trainer: Trainer | None = None, step: int | None = None,
                 template: TrainState | None = None) -> tuple[TrainState, dict]:
@@ -90,8 +81,7 @@ def load_run(path: str) -> Run:
     """The run in folder ``path`` (a single run or one population member). Errors: ``RunFolderError`` (one
     line) for a folder that is no run, a population folder (naming its member folders), or an unreadable or
     invalid config.json."""
-    check_not_population(path, "use")
-    return Run(path, read_config(path))
+    return Run(path, read_run_config(path, "use"))
 
 
 def expand_runs(paths: list[str]) -> list[str]:
@@ -99,7 +89,7 @@ def expand_runs(paths: list[str]) -> list[str]:
     duplicates dropped, first occurrence kept."""
     out: list[str] = []
     for p in paths:
-        for m in member_dirs(p) if is_population(p) else [p]:
+        for m in run_dirs(p):
             if os.path.abspath(m) not in [os.path.abspath(x) for x in out]:
                 out.append(m)
     return out

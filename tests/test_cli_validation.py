@@ -296,6 +296,26 @@ def test_render_errors(run_dir, capsys, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_render_checks_of_a_grid_run(tmp_path):
+    """``runfiles.check_render`` (the CLI's and ``render_cli``'s one check, no JAX): the family to draw, the
+    run's variant names, a population folder refused naming its members."""
+    from rl3jax import runfiles
+
+    grid = tmp_path / "grid"
+    grid.mkdir()
+    runfiles.atomic_write_json(str(grid / runfiles.CONFIG), TrainConfig(env="grid11", horizon=250).to_dict())
+    assert runfiles.check_render(str(grid)) == "grid11"
+    assert runfiles.check_render(str(grid), samples=True) == "grid11"
+    assert runfiles.check_render(None, samples=True) == runfiles.RENDER_DEFAULT_FAMILY
+    with pytest.raises(ValueError, match="unknown variant 'dense' for env 'grid11'; valid variants: train"):
+        runfiles.check_render(str(grid), variant="dense")
+    assert runfiles.check_render(str(grid), variant="train", episodes=3) == "grid11"
+    (tmp_path / "pop").mkdir()
+    runfiles.atomic_write_json(str(tmp_path / "pop" / runfiles.POPULATION), {"members": []})
+    with pytest.raises(runfiles.RunFolderError, match="holds a population .* render one member folder"):
+        runfiles.check_render(str(tmp_path / "pop"))
+
+
 # ------------------------------------------------------------------------------------------ end to end
 def _python(*args, code=None):
     cmd = [sys.executable, *(["-c", code] if code else ["-m", "rl3jax", *args])]

@@ -128,6 +128,8 @@ def test_mesh_helpers_single_device():
 
     mesh = dist.make_mesh()
     assert dist.mesh_size(mesh) == len(jax.devices())
+    assert dist.make_mesh(1) is None  # one device in all is "no mesh": the single-device program
+    assert dist.describe(dist.make_mesh(1)) == f"1 device ({jax.devices()[0].platform})"
     x = np.zeros((6, 3))
     assert dist.split_leading(x, None) is x
     dist.check_divisible(6, None)

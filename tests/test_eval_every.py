@@ -34,20 +34,21 @@ def test_chunks_end_on_eval_and_checkpoint_iterations_from_a_resumed_start():
     chunks 4->6 (eval), 6->7 (checkpoint), 7->9 (eval), 9->12 (eval, final checkpoint)."""
     cfg = TrainConfig(iters=12, chunk_iters=5, checkpoint_every=7, eval_every=3)
     chunks, evals, saves = [], [], []
-    loop = ChunkLoop(cfg, 4, evaluate=lambda it, st: evals.append(it) or {"eval_return": float(it)})
+    # the state is the iteration reached (each chunk adds its n), so evaluate(state) records where it ran
+    loop = ChunkLoop(cfg, 4, evaluate=lambda st: evals.append(st) or {"eval_return": float(st)})
     seen = []
 
     def on_chunk(it, n, metrics, dt, ev):
         chunks.append((it, it + n))
         seen.append((it + n, ev))
 
-    loop.run(lambda st, n: (st, {"m": np.zeros(n)}), None, on_chunk, lambda it, st: saves.append(it))
+    loop.run(lambda st, n: (st + n, {"m": np.zeros(n)}), 4, on_chunk, lambda it, st: saves.append((it, st)))
     assert chunks == [(4, 6), (6, 7), (7, 9), (9, 12)]
-    assert evals == [6, 9, 12] and saves == [7, 12]
+    assert evals == [6, 9, 12] and saves == [(7, 7), (12, 12)]
     assert seen == [(6, {"eval_return": 6.0}), (7, None), (9, {"eval_return": 9.0}), (12, {"eval_return": 12.0})]
     # eval_every = 0: no evaluation, chunks as before
     chunks.clear(), evals.clear(), saves.clear()
-    ChunkLoop(cfg.replace(eval_every=0), 4, evaluate=lambda it, st: evals.append(it)).run(
+    ChunkLoop(cfg.replace(eval_every=0), 4, evaluate=lambda st: evals.append(st)).run(
         lambda st, n: (st, {"m": np.zeros(n)}), None, lambda it, n, *a: chunks.append((it, it + n)),
         lambda it, st: saves.append(it))
     assert chunks == [(4, 7), (7, 12)] and evals == [] and saves == [7, 12]

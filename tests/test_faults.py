@@ -17,7 +17,7 @@ from rl3jax.checkpoint import FORMAT_VERSION, Checkpointer, CheckpointError, Cor
 from rl3jax.cli import main as cli_main
 from rl3jax.config import TrainConfig
 from rl3jax.driver import Progress, TrainingDiverged, train
-from rl3jax.runfiles import MetricsLog, RunFolderError, RunLock, RunLockedError
+from rl3jax.runfiles import MetricsLog, RunFolderError, RunLock, RunLockedError, read_metrics
 from rl3jax.runs import Run, load_run
 
 # `T` of the issue, with tiny chunks so every boundary is exercised
@@ -30,11 +30,6 @@ T_ARGV = ["--env", "bandit", "--algo", "rl2", "--model", "markov", "--horizon", 
 
 def _leaves_equal(a, b):
     return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
-
-def _rows(run):
-    with open(os.path.join(run, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
 
 
 def _one_line_error(err: str) -> str:
@@ -71,8 +66,8 @@ def test_linear_schedule_resume_keeps_straight_schedule_bit_for_bit(tmp_path):
     assert int(resumed.iteration) == 4
     for name in ("actor_params", "critic_params", "actor_opt", "critic_opt"):
         assert _leaves_equal(getattr(straight, name), getattr(resumed, name)), name
-    ents = [r["ent_coef"] for r in _rows(half)]
-    assert ents == [r["ent_coef"] for r in _rows(str(tmp_path / "straight"))]
+    ents = [r["ent_coef"] for r in read_metrics(half)]
+    assert ents == [r["ent_coef"] for r in read_metrics(str(tmp_path / "straight"))]
     np.testing.assert_allclose(ents, [0.1, 0.075, 0.05, 0.025], rtol=1e-6)  # 0.1 * (1 - i/4)
 
 
@@ -172,7 +167,7 @@ def test_metrics_rewrite_at_resume_is_atomic(run4, tmp_path, monkeypatch):
     monkeypatch.undo()
     assert open(os.path.join(run, "metrics.jsonl")).read() == before
     MetricsLog(run, 2)
-    assert [r["iteration"] for r in _rows(run)] == [1, 2]
+    assert [r["iteration"] for r in read_metrics(run)] == [1, 2]
 
 
 def test_torn_last_metrics_line_is_dropped_and_bad_lines_name_the_file(run4, tmp_path, capsys):
@@ -182,7 +177,7 @@ def test_torn_last_metrics_line_is_dropped_and_bad_lines_name_the_file(run4, tmp
         f.write('{"iteration": 5, "env_st')  # an append cut short by a full disk
     state, _ = train(TrainConfig(iters=6, **T).validate(), run, resume=True, quiet=True)
     assert "torn last line 5 of " + path in capsys.readouterr().err
-    assert [r["iteration"] for r in _rows(run)] == [1, 2, 3, 4, 5, 6]
+    assert [r["iteration"] for r in read_metrics(run)] == [1, 2, 3, 4, 5, 6]
     lines = open(path).read().splitlines()
     lines[1] = "garbage"
     open(path, "w").write("\n".join(lines) + "\n")
@@ -267,7 +262,7 @@ def test_divergence_stops_at_the_first_bad_iteration_without_a_checkpoint(tmp_pa
     line = _one_line_error(capsys.readouterr().err)
     assert "training diverged at iteration 1:" in line and "no checkpoint was written" in line
     assert not os.path.exists(os.path.join(run, "checkpoints", "10"))
-    assert [r["iteration"] for r in _rows(run)] == [1]
+    assert [r["iteration"] for r in read_metrics(run)] == [1]
 
 
 def test_divergence_after_a_checkpoint_names_the_first_bad_iteration(run4, tmp_path, monkeypatch):

@@ -15,11 +15,10 @@ import numpy as np
 import pytest
 
 from rl3jax.cli import main as cli_main
-from rl3jax.config import TrainConfig
+from rl3jax.config import SWEEPABLE, TrainConfig
 from rl3jax.driver import train
-from rl3jax.population import make_members, member_state, parse_sweep
-from rl3jax.runfiles import RunFolderError
-from rl3jax.runfiles import read_config as load_run_config
+from rl3jax.population import OPT_HPARAMS, make_members, member_state, parse_sweep
+from rl3jax.runfiles import RunFolderError, read_config, read_metrics
 from rl3jax.runs import expand_runs, load_run
 from rl3jax.train import make_train
 
@@ -27,11 +26,6 @@ ATOL = 1e-5
 RTOL = 1e-4
 CFG = TrainConfig(env="mdp", algo="rl3", model="markov", horizon=8, num_envs=8, minibatch_envs=4, epochs=1,
                   iters=2, chunk_iters=1, checkpoint_every=1, seed=10)
-
-
-def _rows(run_dir):
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
 
 
 def _f64(x):
@@ -77,12 +71,12 @@ def test_seeds_equal_separate_runs(seeds4, tmp_path):
     returns = []
     for i, seed in enumerate(range(10, 14)):
         member_dir = os.path.join(out, f"seed{seed}")
-        assert load_run_config(member_dir) == CFG.replace(seed=seed)  # an ordinary run folder
+        assert read_config(member_dir) == CFG.replace(seed=seed)  # an ordinary run folder
         ref, _ = train(CFG.replace(seed=seed), str(tmp_path / f"single{seed}"), progress=False, quiet=True)
         # the population's state, the member's own checkpoint and its metrics all equal the separate run
         _assert_states_close(member_state(state, i), ref)
         _assert_states_close(_restore(member_dir), ref)
-        rows, ref_rows = _rows(member_dir), _rows(str(tmp_path / f"single{seed}"))
+        rows, ref_rows = read_metrics(member_dir), read_metrics(str(tmp_path / f"single{seed}"))
         assert [r["iteration"] for r in rows] == [1, 2]
         for r, q in zip(rows, ref_rows):
             for k in ("return_mean", "critic_loss", "entropy", "kl"):
@@ -99,7 +93,7 @@ def test_population_resume_equals_straight_run(seeds4, tmp_path):
     for i in range(4):
         _assert_states_close(member_state(resumed, i), member_state(state, i))
         strip = lambda rows: [{k: v for k, v in r.items() if k != "steps_per_second"} for r in rows]  # noqa: E731
-        assert strip(_rows(os.path.join(part, f"seed{10 + i}"))) == strip(_rows(os.path.join(out, f"seed{10 + i}")))
+        assert strip(read_metrics(os.path.join(part, f"seed{10 + i}"))) == strip(read_metrics(os.path.join(out, f"seed{10 + i}")))
 
 
 def test_sweep_members_have_their_settings(tmp_path):
@@ -117,9 +111,9 @@ def test_sweep_members_have_their_settings(tmp_path):
     finals = {}
     for m in spec["members"]:
         d = os.path.join(out, m["name"])
-        cfg = load_run_config(d)
+        cfg = read_config(d)
         assert (cfg.lr, cfg.ent_coef) == (m["settings"]["lr"], m["settings"]["ent_coef"])
-        rows = _rows(d)
+        rows = read_metrics(d)
         for r in rows:
             np.testing.assert_allclose(r["actor_lr"], cfg.lr, rtol=1e-6)
             np.testing.assert_allclose(r["critic_lr"], cfg.lr, rtol=1e-6)
@@ -127,7 +121,7 @@ def test_sweep_members_have_their_settings(tmp_path):
         finals[m["name"]] = _restore(d)
     # one member equals the separate run with its settings (the sweep is not an approximation)
     name = "seed10-lr0.0003-ent_coef0.05"
-    ref, _ = train(load_run_config(os.path.join(out, name)), str(tmp_path / "single"), progress=False, quiet=True)
+    ref, _ = train(read_config(os.path.join(out, name)), str(tmp_path / "single"), progress=False, quiet=True)
     _assert_states_close(finals[name], ref)
     # the settings matter: same seed, different lr -> different parameters
     a = jax.tree.leaves(finals["seed10-lr0.001-ent_coef0"].actor_params)[0]
@@ -156,6 +150,20 @@ def test_sweep_parsing_and_errors():
 
     with pytest.raises(ValueError, match="not sweepable"):
         Population(make_train(CFG), tuple(make_members(CFG, sweep={"epochs": [1, 2]})))
+
+
+def test_sweepable_names_are_the_values_the_state_holds():
+    """config.SWEEPABLE (what --sweep accepts, also before JAX starts) is exactly what a TrainState holds per
+    run: the optimiser hyper-parameters of OPT_HPARAMS, then the keys of ``hparams``, each at the config's value."""
+    cfg = CFG.replace(lr=2e-3, critic_weight_decay=0.25, ent_coef=0.125, gae_lambda=0.5)
+    state = jax.eval_shape(make_train(cfg).init, jax.random.key(0))
+    assert tuple(OPT_HPARAMS) + tuple(state.hparams) == SWEEPABLE
+    real = jax.jit(make_train(cfg).init)(jax.random.key(0))
+    for name, places in OPT_HPARAMS.items():
+        for field, key in places:
+            np.testing.assert_allclose(getattr(real, field).hyperparams[key], getattr(cfg, name), rtol=1e-6)
+    for name in state.hparams:
+        np.testing.assert_allclose(real.hparams[name], getattr(cfg, name), rtol=1e-6)
 
 
 def test_fused_update_lr_sweep_member_equals_separate_run(tmp_path):

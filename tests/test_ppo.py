@@ -2,7 +2,6 @@
 
 import functools
 import math
-import types
 
 import chex
 import jax
@@ -219,7 +218,7 @@ def test_entropy_schedule():
     np.testing.assert_allclose(entropy_coef(lin, 0.02, 100), 0.0, atol=1e-9)
     np.testing.assert_allclose(entropy_coef(lin, 0.02, 150), 0.0, atol=1e-9)  # clamped
     with pytest.raises(ValueError, match="ent_schedule 'cosine' is not one of constant, linear"):
-        entropy_coef(types.SimpleNamespace(ent_schedule="cosine", iters=100), 0.02, 0)
+        TrainConfig(ent_schedule="cosine")  # refused by the config, before any schedule is computed
 
 
 # ------------------------------------------------------------------------------------------------ optimisers
@@ -278,13 +277,11 @@ def test_rollout_that_does_not_fit_the_config_raises():
         ppo_update(key, ac, rollout, hparams(), 0, CFG.replace(num_envs=8), FNS)
     with pytest.raises(ValueError, match=r"hparams must have the keys ent_coef, gae_lambda; got ent_coef"):
         ppo_update(key, ac, rollout, {"ent_coef": 0.01}, 0, CFG, FNS)
-    # a config that validate() refuses cannot reach the update, but the update checks the shapes itself
-    for cfg, msg in ((dict(minibatch_envs=3, kl_chunks=1), r"num_envs=4 is not divisible by minibatch_envs=3"),
-                     (dict(minibatch_envs=2, kl_chunks=3), r"num_envs=4 is not divisible by kl_chunks=3")):
-        with pytest.raises(ValueError, match=msg):
-            ppo.check_batch(types.SimpleNamespace(num_envs=4, **cfg), 4)
+    # minibatches and KL chunks that do not divide the batch are refused by the config, so never reach the update
     with pytest.raises(ValueError, match=r"num_envs=4 is not divisible.*minibatch_envs=3"):
-        TrainConfig(num_envs=4, minibatch_envs=3).validate()
+        TrainConfig(num_envs=4, minibatch_envs=3)
+    with pytest.raises(ValueError, match=r"num_envs=4 is not divisible by kl_chunks=3"):
+        TrainConfig(num_envs=4, minibatch_envs=2, kl_chunks=3)
 
 
 def test_minibatches_are_whole_sequences_of_one_permutation():

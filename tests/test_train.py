@@ -14,6 +14,7 @@ import pytest
 from rl3jax.cli import main as cli_main
 from rl3jax.config import TrainConfig
 from rl3jax.driver import train
+from rl3jax.runfiles import read_metrics
 from rl3jax.train import jit_chunk, make_train
 from tests.probes import register_probes
 
@@ -98,8 +99,7 @@ def test_same_seed_same_result_and_chunking_does_not_matter():
 
 
 def _metrics_rows(path):
-    with open(os.path.join(path, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f]
+    rows = read_metrics(path)
     for r in rows:
         r.pop("steps_per_second")
     return rows
@@ -261,8 +261,7 @@ def test_tensorboard_and_wandb_receive_every_metrics_row(tmp_path, monkeypatch):
     cfg = TrainConfig(env="bandit", algo="rl2", iters=4, **TINY).validate()
     run = str(tmp_path / "run")
     train(cfg, run, quiet=True, tensorboard=True, wandb_project="proj")
-    with open(os.path.join(run, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f]
+    rows = read_metrics(run)
     assert [r["iteration"] for r in rows] == [1, 2, 3, 4]
     assert calls["logdir"] == os.path.join(run, "tb")
     assert calls["wb_init"] == ("proj", cfg.to_dict(), run)

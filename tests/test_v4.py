@@ -21,7 +21,7 @@ from rl3jax.estimator_v4 import V4Estimator
 from rl3jax.estimators import make_estimator
 from rl3jax.meta_episode import make_meta_env
 from rl3jax.networks import make_network
-from rl3jax.runfiles import read_config as load_run_config
+from rl3jax.runfiles import read_config
 from tests.reference_v4 import V4Reference
 
 
@@ -289,7 +289,7 @@ def _train_resume_eval(tmp_path, cfg):
     full, _ = train(cfg, str(tmp_path / "full"), quiet=True)
     half = str(tmp_path / "half")
     train(cfg.replace(iters=1), half, quiet=True)
-    assert load_run_config(half).semantics == "v4"
+    assert read_config(half).semantics == "v4"
     resumed, _ = train(cfg, half, resume=True, quiet=True)
     for name in ("actor_params", "critic_params", "actor_opt", "critic_opt", "env_state"):
         assert _leaves_equal(getattr(full, name), getattr(resumed, name)), name
@@ -325,7 +325,7 @@ def test_paper_v4_population_member_equals_separate_run(tmp_path):
 
     cfg = _tiny("paper-v4-bandit-h100", model="markov-v4").replace(iters=1, seed=3)
     state, _ = train(cfg, str(tmp_path / "pop"), seeds=2, progress=False, quiet=True)
-    assert load_run_config(str(tmp_path / "pop" / "seed4")).semantics == "v4"
+    assert read_config(str(tmp_path / "pop" / "seed4")).semantics == "v4"
     ref, _ = train(cfg.replace(seed=4), str(tmp_path / "single"), progress=False, quiet=True)
     a, b = member_state(state, 1), ref
     for x, y in zip(jax.tree.leaves((a.actor_params, a.critic_params, a.env_state)),
