@@ -172,10 +172,6 @@ class TrainConfig:
             return self.gamma_obj
         return 0.99 if self.semantics == "v4" else 0.95
 
-    def validate(self) -> TrainConfig:
-        """Returns self: a TrainConfig is validated when it is constructed (kept for callers that chain it)."""
-        return self
-
     def _validate(self) -> None:
         """Checks every field; raises ValueError naming the field, the value and what is allowed.
 

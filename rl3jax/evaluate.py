@@ -148,7 +148,7 @@ def run_baselines(env: str, variant: str | None, horizon: int, episodes: int, na
     random and oracle both ran), "seconds" (wall time incl. tables and compile), "step_rewards" (list of H
     per-step mean rewards), "params", "skipped" (None, or why)}. ``progress(row)`` is called after each policy.
     """
-    cfg = TrainConfig(env=env, variant=variant or "train", horizon=horizon, algo="rl2").validate()
+    cfg = TrainConfig(env=env, variant=variant or "train", horizon=horizon, algo="rl2")
     meta_env = make_meta_env(cfg)
     fitting = baseline_names(meta_env)
     explicit = names is not None

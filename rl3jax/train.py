@@ -181,12 +181,11 @@ FINITE = "finite"
 
 
 def make_train(cfg: TrainConfig, mesh=None) -> Trainer:
-    """The ``Trainer`` of a config: validates it (``TrainConfig.validate``: ValueError naming a bad field), builds
+    """The ``Trainer`` of a config (valid by construction: ``TrainConfig`` refuses a bad field when it is built):
     the meta-episode env with its RL³ estimator, the actor (n outputs) and critic (1 output) networks and the
-    optimisers, once. ``mesh``: an optional ``jax.sharding.Mesh`` (``rl3jax.distributed.make_mesh``) over which the
-    env axis is split; ValueError unless ``num_envs`` (and each minibatch) divides over its size. Compiles
+    optimisers, built once. ``mesh``: an optional ``jax.sharding.Mesh`` (``rl3jax.distributed.make_mesh``; None on
+    one device) over which the env axis is split; ValueError unless ``num_envs`` divides over its size. Compiles
     nothing."""
-    cfg.validate()
     check_divisible(cfg.num_envs, mesh)
     meta_env = make_meta_env(cfg)
     n = meta_env.num_actions

@@ -38,7 +38,7 @@ MDP_SLOW_POLICIES = ("opsrl", "model-epsilon-greedy")
 
 @functools.cache
 def _meta(env: str, horizon: int):
-    return make_meta_env(TrainConfig(env=env, horizon=horizon, algo="rl2").validate())
+    return make_meta_env(TrainConfig(env=env, horizon=horizon, algo="rl2"))
 
 
 @functools.cache

@@ -386,12 +386,12 @@ def test_grid_families_default_to_their_published_horizon():
     args = cli.build_parser().parse_args(["train", "--env", "grid11", "--out", "x"])
     assert cli.config_from_args(args).horizon == 250
     for name in ("cpu-grid11", "cpu-grid13"):
-        cfg = TrainConfig(**PRESETS[name]).validate()
+        cfg = TrainConfig(**PRESETS[name])
         assert cfg.horizon == {"cpu-grid11": 250, "cpu-grid13": 350}[name]
     # every family with a laptop preset gets it when no preset is given (what `make train ENV=...` runs)
     for env in ("mdp", "bandit", "grid11", "grid13"):
         args = cli.build_parser().parse_args(["train", "--env", env, "--out", "x"])
-        assert cli.config_from_args(args) == TrainConfig(**PRESETS[f"cpu-{env}"]).validate()
+        assert cli.config_from_args(args) == TrainConfig(**PRESETS[f"cpu-{env}"])
 
 
 def test_catalog_matches_the_family_modules():
@@ -646,8 +646,8 @@ def test_every_config_field_changes_behaviour(field):
     if isinstance(kind, tuple):
         return  # a named test checks it (test_option_tables_cover_every_flag_and_field checks that it exists)
     base = TrainConfig(env="bandit", algo="rl3", model="markov", horizon=4, num_envs=4, minibatch_envs=2, iters=4,
-                       chunk_iters=4, checkpoint_every=4).validate()
-    alt = base.replace(**{field: value}).validate()
+                       chunk_iters=4, checkpoint_every=4)
+    alt = base.replace(**{field: value})
     assert getattr(alt, field) != getattr(base, field)
     if kind == "ppo":
         assert _ppo_signature(alt) != _ppo_signature(base)

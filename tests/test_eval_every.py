@@ -57,7 +57,7 @@ def test_chunks_end_on_eval_and_checkpoint_iterations_from_a_resumed_start():
 def test_evaluator_equals_evaluate_and_compiles_once():
     """``HeldOutEvaluator`` gives exactly ``evaluate``'s numbers (also over several task batches) and traces once
     per (batch shape, greedy), however many parameter sets it evaluates."""
-    cfg = TrainConfig(**{**TINY, "iters": 1}).validate()
+    cfg = TrainConfig(**{**TINY, "iters": 1})
     trainer = make_train(cfg)
     init = jax.jit(trainer.init)
     params = [init(jax.random.key(s)).actor_params for s in range(3)]
@@ -104,7 +104,7 @@ def test_eval_rows_resume_csv_and_loggers(tmp_path, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "tensorboardX", types.SimpleNamespace(SummaryWriter=Writer))
     monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=lambda **k: Run()))
-    cfg = TrainConfig(**{**TINY, "iters": 6}).validate()
+    cfg = TrainConfig(**{**TINY, "iters": 6})
     full = str(tmp_path / "full")
     state, _ = train(cfg, full, quiet=True, tensorboard=True, wandb_project="p")
     rows = read_metrics(full)
@@ -143,7 +143,7 @@ def test_eval_rows_resume_csv_and_loggers(tmp_path, monkeypatch):
 
 
 def test_population_evaluates_each_member(tmp_path, capsys):
-    cfg = TrainConfig(**{**TINY, "iters": 2, "chunk_iters": 2}).validate()
+    cfg = TrainConfig(**{**TINY, "iters": 2, "chunk_iters": 2})
     out = str(tmp_path / "pop")
     state, _ = train(cfg, out, seeds=2, progress=False)
     printed = capsys.readouterr().out

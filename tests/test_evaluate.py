@@ -13,7 +13,7 @@ from rl3jax.meta_episode import make_meta_env
 
 
 def _meta(env, horizon, variant="train"):
-    return make_meta_env(TrainConfig(env=env, variant=variant, horizon=horizon, algo="rl2").validate())
+    return make_meta_env(TrainConfig(env=env, variant=variant, horizon=horizon, algo="rl2"))
 
 
 def test_test_tasks_are_fixed_and_distinct_from_training_streams():

@@ -42,7 +42,7 @@ def _one_line_error(err: str) -> str:
 def run4(tmp_path_factory):
     """A finished 4-iteration run of T (checkpoints at 2 and 4); tests copy it before changing it."""
     run = str(tmp_path_factory.mktemp("faults") / "run4")
-    train(TrainConfig(iters=4, **T).validate(), run, quiet=True)
+    train(TrainConfig(iters=4, **T), run, quiet=True)
     return run
 
 
@@ -56,7 +56,7 @@ def _copy(run, tmp_path):
 
 # -------------------------------------------------------------------------------- 1. schedules across resumes
 def test_linear_schedule_resume_keeps_straight_schedule_bit_for_bit(tmp_path):
-    cfg = TrainConfig(iters=4, ent_schedule="linear", ent_coef=0.1, **T).validate()
+    cfg = TrainConfig(iters=4, ent_schedule="linear", ent_coef=0.1, **T)
     straight, _ = train(cfg, str(tmp_path / "straight"), quiet=True)
     # the same run stopped at its first chunk boundary (max_seconds: iteration 2 of 4), then resumed to 4
     half = str(tmp_path / "half")
@@ -72,7 +72,7 @@ def test_linear_schedule_resume_keeps_straight_schedule_bit_for_bit(tmp_path):
 
 
 def test_linear_schedule_resume_with_other_iters_is_refused_before_writing(tmp_path):
-    cfg = TrainConfig(iters=2, ent_schedule="linear", ent_coef=0.1, **T).validate()
+    cfg = TrainConfig(iters=2, ent_schedule="linear", ent_coef=0.1, **T)
     run = str(tmp_path / "run")
     train(cfg, run, quiet=True)
     before = open(os.path.join(run, "config.json")).read()
@@ -103,7 +103,7 @@ def test_second_writer_is_refused_naming_folder_and_pid(run4, tmp_path, capsys):
     lock = RunLock(run)  # this process plays the trainer that holds the folder
     try:
         with pytest.raises(RunLockedError, match=rf"run folder {run} is in use .*PID {os.getpid()}\)"):
-            train(TrainConfig(iters=6, **T).validate(), run, resume=True, quiet=True)
+            train(TrainConfig(iters=6, **T), run, resume=True, quiet=True)
         for argv in (["--resume", "--iters", "6"], T_ARGV):  # a resume, or a new run into the folder in use
             assert cli_main(["train", "--out", run, "--no-progress", *argv]) == 2
             captured = capsys.readouterr()
@@ -112,12 +112,12 @@ def test_second_writer_is_refused_naming_folder_and_pid(run4, tmp_path, capsys):
             assert captured.out == ""  # refused before announcing a training
     finally:
         lock.release()
-    state, _ = train(TrainConfig(iters=6, **T).validate(), run, resume=True, quiet=True)  # released: works
+    state, _ = train(TrainConfig(iters=6, **T), run, resume=True, quiet=True)  # released: works
     assert int(state.iteration) == 6
 
 
 def test_resume_before_the_first_checkpoint_starts_from_zero(tmp_path):
-    cfg = TrainConfig(iters=2, **T).validate()
+    cfg = TrainConfig(iters=2, **T)
     full, _ = train(cfg, str(tmp_path / "full"), quiet=True)
     run = str(tmp_path / "killed")  # what a kill during the first chunk leaves: config.json and nothing else
     os.makedirs(run)
@@ -175,7 +175,7 @@ def test_torn_last_metrics_line_is_dropped_and_bad_lines_name_the_file(run4, tmp
     path = os.path.join(run, "metrics.jsonl")
     with open(path, "a") as f:
         f.write('{"iteration": 5, "env_st')  # an append cut short by a full disk
-    state, _ = train(TrainConfig(iters=6, **T).validate(), run, resume=True, quiet=True)
+    state, _ = train(TrainConfig(iters=6, **T), run, resume=True, quiet=True)
     assert "torn last line 5 of " + path in capsys.readouterr().err
     assert [r["iteration"] for r in read_metrics(run)] == [1, 2, 3, 4, 5, 6]
     lines = open(path).read().splitlines()
@@ -208,10 +208,10 @@ def test_damaged_checkpoint_is_detected_in_one_line_naming_the_file(run4, tmp_pa
     word = {"bitflip": "is corrupt", "truncate": "is truncated", "delete": "is missing"}[damage]
     assert f"checkpoint step 4: {victim} {word}" in line and "other steps: 2" in line
     with pytest.raises(CorruptCheckpointError):
-        train(TrainConfig(iters=6, **T).validate(), run, resume=True, quiet=True)
+        train(TrainConfig(iters=6, **T), run, resume=True, quiet=True)
     # the way out the message names: move the bad step aside, resume from the older one
     os.rename(os.path.join(run, "checkpoints", "4"), os.path.join(run, "corrupt-4"))
-    state, _ = train(TrainConfig(iters=6, **T).validate(), run, resume=True, quiet=True)
+    state, _ = train(TrainConfig(iters=6, **T), run, resume=True, quiet=True)
     assert int(state.iteration) == 6
 
 
@@ -282,13 +282,13 @@ def test_divergence_after_a_checkpoint_names_the_first_bad_iteration(run4, tmp_p
     monkeypatch.setattr(population, "jit_chunk", poisoned)
     with pytest.raises(TrainingDiverged, match=r"iteration 6: non-finite parameters or optimiser state; .*"
                                                r"the last checkpoint is step 4") as e:
-        train(TrainConfig(iters=8, **T).validate(), run, resume=True, quiet=True)
+        train(TrainConfig(iters=8, **T), run, resume=True, quiet=True)
     assert e.value.iteration == 6
     assert Checkpointer(os.path.join(run, "checkpoints")).all_steps() == [2, 4]
 
 
 def test_checkpointer_refuses_a_non_finite_state(run4, tmp_path):
-    cfg = TrainConfig(iters=4, **T).validate()
+    cfg = TrainConfig(iters=4, **T)
     from rl3jax.train import make_train
 
     state = jax.jit(make_train(cfg).init)(jax.random.key(0))
@@ -324,7 +324,7 @@ def test_full_disk_during_a_save_is_one_line_and_keeps_the_last_checkpoint(run4,
     monkeypatch.undo()
     state, _ = Checkpointer(os.path.join(run, "checkpoints")).restore(
         jax.jit(__import__("rl3jax.train", fromlist=["make_train"]).make_train(
-            TrainConfig(iters=4, **T).validate()).init)(jax.random.key(0)))
+            TrainConfig(iters=4, **T)).init)(jax.random.key(0)))
     assert int(state.iteration) == 4
 
 

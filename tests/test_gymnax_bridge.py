@@ -41,7 +41,7 @@ def test_refused_by_name_with_reason_before_creating_it(name, monkeypatch):
 
     monkeypatch.setattr(gymnax, "make", no_make)
     for fn in (lambda: make_env(name),
-               lambda: TrainConfig(env=name, algo="rl2").validate()):
+               lambda: TrainConfig(env=name, algo="rl2")):
         with pytest.raises(ValueError) as e:
             fn()
         msg = str(e.value)
@@ -50,7 +50,7 @@ def test_refused_by_name_with_reason_before_creating_it(name, monkeypatch):
 
 def test_rl3_on_a_gymnax_env_is_refused_with_the_fix():
     with pytest.raises(ValueError, match="use --algo rl2"):
-        TrainConfig(env="CartPole-v1").validate()  # default algo: rl3
+        TrainConfig(env="CartPole-v1")  # default algo: rl3
 
 
 #: envs without a task whose step compiles slowly (10-17 s each on a CPU): the slow suite

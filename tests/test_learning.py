@@ -16,7 +16,7 @@ from rl3jax.train import jit_chunk, make_train
 
 def _train_and_eval(env, algo, model, iters, horizon=20):
     cfg = TrainConfig(env=env, algo=algo, model=model, horizon=horizon, num_envs=64, minibatch_envs=16,
-                      epochs=4, lr=3e-3, ent_coef=0.0, iters=iters).validate()
+                      epochs=4, lr=3e-3, ent_coef=0.0, iters=iters)
     trainer = make_train(cfg)
     state, _ = jit_chunk(trainer)(jax.jit(trainer.init)(jax.random.key(0)), iters)
     learned = evaluate(trainer.meta_env, "network", 200, params=state.actor_params, model=trainer.actor)
@@ -42,7 +42,7 @@ def test_laptop_preset_reaches_its_published_level(env, floor):
     level) does not."""
     from rl3jax.config import preset
 
-    cfg = TrainConfig(**preset(f"cpu-{env}")).validate()
+    cfg = TrainConfig(**preset(f"cpu-{env}"))
     trainer = make_train(cfg)
     state, _ = jit_chunk(trainer)(jax.jit(trainer.init)(jax.random.key(cfg.seed)), cfg.iters)
     learned = evaluate(trainer.meta_env, "network", 1000, params=state.actor_params, model=trainer.actor)
@@ -60,7 +60,7 @@ def test_mdp_learning_beats_random(algo, model):
 
 def test_grid_rl3_learning_beats_random():
     cfg = TrainConfig(env="grid11", algo="rl3", model="markov", horizon=60, num_envs=32, minibatch_envs=8,
-                      epochs=4, lr=3e-3, ent_coef=0.0, iters=30).validate()
+                      epochs=4, lr=3e-3, ent_coef=0.0, iters=30)
     trainer = make_train(cfg)
     state, _ = jit_chunk(trainer)(jax.jit(trainer.init)(jax.random.key(0)), cfg.iters)
     learned = evaluate(trainer.meta_env, "network", 64, params=state.actor_params, model=trainer.actor)

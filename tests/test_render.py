@@ -13,7 +13,7 @@ from rl3jax.train import make_train
 
 
 def test_episode_gif_has_a_frame_per_step_and_shows_the_agent(tmp_path):
-    cfg = TrainConfig(env="grid11", algo="rl3", model="markov", horizon=12, num_envs=4, minibatch_envs=2).validate()
+    cfg = TrainConfig(env="grid11", algo="rl3", model="markov", horizon=12, num_envs=4, minibatch_envs=2)
     trainer = make_train(cfg)
     state = jax.jit(trainer.init)(jax.random.key(0))
     task = jax.tree.map(lambda x: x[0], held_out_tasks(trainer.meta_env, 1))

@@ -35,8 +35,8 @@ def runs(tmp_path_factory):
     and their report (N = 16 held-out tasks)."""
     d = tmp_path_factory.mktemp("runs")
     pop, rl2 = str(d / "rl3pop"), str(d / "rl2")
-    train(TrainConfig(algo="rl3", eval_every=2, eval_episodes=8, **BASE).validate(), pop, seeds=2, quiet=True)
-    train(TrainConfig(algo="rl2", **BASE).validate(), rl2, quiet=True)
+    train(TrainConfig(algo="rl3", eval_every=2, eval_episodes=8, **BASE), pop, seeds=2, quiet=True)
+    train(TrainConfig(algo="rl2", **BASE), rl2, quiet=True)
     out = str(d / "report")
     logs = []
     res = make_report([pop, rl2], out, episodes=EPISODES, log=logs.append)
@@ -44,7 +44,7 @@ def runs(tmp_path_factory):
 
 
 def _meta_env():
-    return make_meta_env(TrainConfig(env="bandit", horizon=H, algo="rl2").validate())
+    return make_meta_env(TrainConfig(env="bandit", horizon=H, algo="rl2"))
 
 
 def test_results_numbers(runs):

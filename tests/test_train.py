@@ -31,7 +31,7 @@ def _leaves_equal(a, b):
 
 def _train_probe(kind, iters=40, **kw):
     cfg = TrainConfig(env=f"probe-{kind}", algo="rl2", model="markov", horizon=4, num_envs=32,
-                      minibatch_envs=8, epochs=4, lr=3e-3, ent_coef=0.0, iters=iters, **kw).validate()
+                      minibatch_envs=8, epochs=4, lr=3e-3, ent_coef=0.0, iters=iters, **kw)
     trainer = make_train(cfg)
     state = jax.jit(trainer.init)(jax.random.key(0))
     state, metrics = jit_chunk(trainer)(state, iters)
@@ -61,7 +61,7 @@ def test_probe_observation_dependent_reward_actor_reads_observation():
 
 
 def test_iteration_shapes_finite_and_no_retrace():
-    cfg = TrainConfig(env="mdp", algo="rl3", iters=4, **TINY).validate()
+    cfg = TrainConfig(env="mdp", algo="rl3", iters=4, **TINY)
     trainer = make_train(cfg)
     state = jax.jit(trainer.init)(jax.random.key(0))
 
@@ -83,7 +83,7 @@ def test_iteration_shapes_finite_and_no_retrace():
 
 
 def test_same_seed_same_result_and_chunking_does_not_matter():
-    cfg = TrainConfig(env="bandit", algo="rl3", iters=4, **{**TINY, "model": "markov"}).validate()
+    cfg = TrainConfig(env="bandit", algo="rl3", iters=4, **{**TINY, "model": "markov"})
     trainer = make_train(cfg)
     init = jax.jit(trainer.init)
     a, ma = jax.jit(trainer.chunk, static_argnums=1)(init(jax.random.key(5)), 4)
@@ -106,7 +106,7 @@ def _metrics_rows(path):
 
 
 def test_exact_resume_equals_uninterrupted_run(tmp_path):
-    cfg = TrainConfig(env="mdp", algo="rl3", iters=4, **TINY).validate()
+    cfg = TrainConfig(env="mdp", algo="rl3", iters=4, **TINY)
     full, _ = train(cfg, str(tmp_path / "full"), quiet=True)
     half_dir = str(tmp_path / "half")
     train(cfg.replace(iters=2), half_dir, quiet=True)
@@ -119,7 +119,7 @@ def test_exact_resume_equals_uninterrupted_run(tmp_path):
 
 
 def test_interrupted_save_leaves_last_checkpoint_usable(tmp_path):
-    cfg = TrainConfig(env="bandit", algo="rl2", iters=4, **TINY).validate()
+    cfg = TrainConfig(env="bandit", algo="rl2", iters=4, **TINY)
     run = str(tmp_path / "run")
     train(cfg, run, quiet=True)
     ckpts = os.path.join(run, "checkpoints")
@@ -130,7 +130,7 @@ def test_interrupted_save_leaves_last_checkpoint_usable(tmp_path):
 
 
 def test_resume_with_changed_settings_is_refused(tmp_path):
-    cfg = TrainConfig(env="bandit", algo="rl2", iters=2, **TINY).validate()
+    cfg = TrainConfig(env="bandit", algo="rl2", iters=2, **TINY)
     run = str(tmp_path / "run")
     train(cfg, run, quiet=True)
     with pytest.raises(ValueError, match="lr"):
@@ -164,7 +164,7 @@ def test_cli_bad_int_flag_is_rejected_by_argparse(capsys):
 
 def test_cli_corrupt_checkpoint_gives_clear_error(tmp_path, capsys):
     run = str(tmp_path / "run")
-    cfg = TrainConfig(env="bandit", algo="rl2", iters=2, **TINY).validate()
+    cfg = TrainConfig(env="bandit", algo="rl2", iters=2, **TINY)
     train(cfg, run, quiet=True)
     step_dir = os.path.join(run, "checkpoints", "2", "state")
     for root, _, files in os.walk(step_dir):
@@ -205,7 +205,7 @@ def test_fused_update_equals_separate_update(model):
     Adam turns the float noise of its gradient (~1e-9) into lr-sized steps whose sign depends on summation
     order; it has no effect on any output."""
     cfg = TrainConfig(env="bandit", algo="rl3", model=model, horizon=6, num_envs=8, minibatch_envs=4, epochs=2,
-                      lr=1e-3, iters=2).validate()
+                      lr=1e-3, iters=2)
     out = {}
     for fused in (False, True):
         trainer = make_train(cfg.replace(fused_update=fused))
@@ -258,7 +258,7 @@ def test_tensorboard_and_wandb_receive_every_metrics_row(tmp_path, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "tensorboardX", types.SimpleNamespace(SummaryWriter=Writer))
     monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=init))
-    cfg = TrainConfig(env="bandit", algo="rl2", iters=4, **TINY).validate()
+    cfg = TrainConfig(env="bandit", algo="rl2", iters=4, **TINY)
     run = str(tmp_path / "run")
     train(cfg, run, quiet=True, tensorboard=True, wandb_project="proj")
     rows = read_metrics(run)

@@ -105,7 +105,7 @@ def _check_against_reference(cfg: TrainConfig, num_tasks: int, seed: int, biased
 
 
 def _reference_case(env, variant, horizon, num_tasks, seed):
-    cfg = TrainConfig(env=env, variant=variant, algo="rl3", semantics="v4", horizon=horizon).validate()
+    cfg = TrainConfig(env=env, variant=variant, algo="rl3", semantics="v4", horizon=horizon)
     for biased in (False, True):
         boundaries = _check_against_reference(cfg, num_tasks, seed=seed + int(biased), biased=jnp.asarray(biased))
         assert boundaries >= num_tasks * (horizon // (1 if env == "bandit" else 10))  # task-episode resets
@@ -128,7 +128,7 @@ def test_rl3_v4_matches_julia_reference_many_tasks(env, variant, horizon, num_ta
 
 def test_rl2_v4_layout_matches_reference_order():
     """RL² under v4: the original's one-hot wrapper keeps the bandit observation; τ/TH, t/H come last."""
-    cfg = TrainConfig(env="bandit", algo="rl2", semantics="v4", horizon=6).validate()
+    cfg = TrainConfig(env="bandit", algo="rl2", semantics="v4", horizon=6)
     meta_env = make_meta_env(cfg)
     assert meta_env.estimator is None and not meta_env.drop_task_obs and meta_env.obs_dim == 5 + 2 + 2 + 2
     task = meta_env.sample_task(jax.random.key(0))
@@ -144,7 +144,7 @@ def test_bandit_shown_values_hand_computed():
     is a self-loop worth γ·V_prev(ready) = 0.99 · (max Q of the previous solve)."""
     from rl3jax.envs.bandit import BanditTask
 
-    cfg = TrainConfig(env="bandit", algo="rl3", semantics="v4", horizon=10).validate()
+    cfg = TrainConfig(env="bandit", algo="rl3", semantics="v4", horizon=10)
     me = make_meta_env(cfg)
     assert me.obs_dim == 5 + 2 + 5 + 5 + 2  # no task observation
     task = BanditTask(probs=jnp.array([1.0, 1.0, 0.0, 0.5, 0.5]))
@@ -164,7 +164,7 @@ def test_bandit_shown_values_hand_computed():
 def test_mdp_cache_is_refreshed_only_on_leaving():
     """A 2-step hand case on an MDP: the state entered shows zeros (never left), the start state shows the Q it
     had when left, not the latest solve's."""
-    cfg = TrainConfig(env="mdp", algo="rl3", semantics="v4", horizon=20).validate()
+    cfg = TrainConfig(env="mdp", algo="rl3", semantics="v4", horizon=20)
     est = make_estimator(make_meta_env(cfg).env, cfg)
     assert isinstance(est, V4Estimator) and est.q_denom == 100.0 and est.max_sweeps == 10 and est.gamma == 0.99
     e = est.init(jnp.int32(0))
@@ -210,7 +210,7 @@ def test_absorbing_state_is_an_unrewarded_self_loop():
 ])
 def test_config_refuses_what_does_not_apply(kw, message):
     with pytest.raises(ValueError, match=message):
-        TrainConfig(**kw).validate()
+        TrainConfig(**kw)
 
 
 def test_legacy_estimator_mode_and_old_config_json_load():
@@ -233,7 +233,7 @@ def test_cli_semantics_error_is_one_line(capsys, tmp_path):
 def test_paper_v4_presets():
     for env, h, iters, ent in (("bandit", 100, 3000, 0.001), ("bandit", 500, 6000, 0.01), ("mdp", 100, 10000, 0.01),
                                ("mdp", 500, 24000, 0.01)):
-        c = TrainConfig(**preset(f"paper-v4-{env}-h{h}")).validate()
+        c = TrainConfig(**preset(f"paper-v4-{env}-h{h}"))
         assert (c.env, c.horizon, c.iters, c.ent_coef, c.lr, c.semantics, c.model) == (
             env, h, iters, ent, 3e-4, "v4", "transformer-v4")
         assert c.num_envs * c.horizon == 32000 and c.ent_schedule == "constant"
@@ -278,7 +278,7 @@ def test_v4_network_shapes_and_init():
 # ------------------------------------------------------------------------ preset through the driver
 def _tiny(name, **kw):
     return TrainConfig(**{**preset(name), **kw, "iters": 2, "horizon": 10, "num_envs": 8, "minibatch_envs": 4,
-                          "epochs": 1, "chunk_iters": 1, "checkpoint_every": 1}).validate()
+                          "epochs": 1, "chunk_iters": 1, "checkpoint_every": 1})
 
 
 def _leaves_equal(a, b):
@@ -342,7 +342,7 @@ from rl3jax.config import TrainConfig, preset
 from rl3jax.train import jit_chunk, make_train
 
 cfg = TrainConfig(**{**preset("paper-v4-mdp-h100"), "iters": 1, "horizon": 6, "num_envs": 4, "minibatch_envs": 2,
-                     "epochs": 1, "fused_update": True}).validate()
+                     "epochs": 1, "fused_update": True})
 tr1 = make_train(cfg)
 s1, m1 = jit_chunk(tr1)(jax.jit(tr1.init)(jax.random.key(0)), 1)
 mesh = dist.make_mesh(2)
