@@ -287,7 +287,7 @@ def test_bench_json_checked_first(capsys, tmp_path):
 def test_render_errors(run_dir, capsys, tmp_path):
     png = str(tmp_path / "s.png")
     expect_error(capsys, ["render", "--samples", "--run", run_dir, "--out", png],
-                 "render draws grid tasks; run", watch=run_dir)  # was an AttributeError traceback
+                 "render draws grid tasks (grid11, grid13); run", watch=run_dir)  # was an AttributeError traceback
     expect_error(capsys, ["render", "--run", run_dir, "--out", str(tmp_path / "e.gif")], "render draws grid tasks")
     expect_error(capsys, ["render", "--samples", "--variant", "dense", "--out", png], "--samples draws every variant")
     expect_error(capsys, ["render", "--samples", "--episodes", "3", "--out", png], "--samples draws every variant")
