@@ -50,8 +50,6 @@ class TrainState:
     hparams: dict  # per-run numeric hyperparameters as arrays (vmappable for sweeps)
 
 
-
-
 @dataclasses.dataclass(frozen=True)
 class Trainer:
     """Pure training functions for one config (all jittable; ``cfg`` is static). Built by ``make_train``.
@@ -85,9 +83,13 @@ class Trainer:
         tasks = self._split(sample_tasks(self.meta_env, k_task, self.cfg.num_envs))
         _, env_state = jax.vmap(self.meta_env.reset)(jax.random.split(k_reset, self.cfg.num_envs), tasks)
         env_state = self._split(env_state)
+        # copies: ``tx.init`` stores the transformation's own lr / decay arrays in every state it makes, and a
+        # state is donated to the jitted chunk, which must not delete a buffer another state (or the other
+        # optimiser) still holds (a no-op under jit)
+        fresh = lambda tree: jax.tree.map(jnp.copy, tree)  # noqa: E731
         return TrainState(actor_params=actor_params, critic_params=critic_params,
-                          actor_opt=self.actor_tx.init(actor_params),
-                          critic_opt=self.critic_tx.init(critic_params), env_state=env_state, key=k_run,
+                          actor_opt=fresh(self.actor_tx.init(actor_params)),
+                          critic_opt=fresh(self.critic_tx.init(critic_params)), env_state=env_state, key=k_run,
                           iteration=jnp.int32(0),
                           hparams={name: jnp.float32(getattr(self.cfg, name)) for name in ppo.HPARAMS})
 
@@ -197,7 +199,8 @@ def make_train(cfg: TrainConfig, mesh=None) -> Trainer:
 
 
 def jit_chunk(trainer: Trainer) -> Callable:
-    """The jitted chunk function ``(state, num_iters) -> (state, metrics)``; num_iters is static.
+    """The jitted chunk function ``(state, num_iters) -> (state, metrics)``; num_iters is static. The state is
+    donated: use the returned one (the passed-in buffers are deleted on accelerators and CPU alike).
 
     With a mesh, the state keeps its shardings in and out (env state split, the rest replicated); without one,
     a plain ``jax.jit`` (``distributed.sharded_chunk``)."""

@@ -23,7 +23,7 @@ from scipy import integrate, stats
 from rl3jax import baselines as B
 from rl3jax.cli import main
 from rl3jax.config import TrainConfig
-from rl3jax.evaluate import evaluate, held_out_tasks
+from rl3jax.evaluate import evaluate, held_out_tasks, run_baselines
 from rl3jax.meta_episode import make_meta_env
 from rl3jax.rollout import rollout
 from tests import reference_baselines as ref
@@ -420,7 +420,7 @@ def test_cli_baselines_table_and_json(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("env", ["bandit", "mdp"])
 def test_orderings_on_1000_tasks_at_h100(env):
-    rows = {r["policy"]: r for r in B.run_baselines(env, None, 100, 1000)}
+    rows = {r["policy"]: r for r in run_baselines(env, None, 100, 1000)}
     rand, oracle = rows["random"], rows["oracle"]
     for name, r in rows.items():
         if r["skipped"] or name in ("random", "oracle"):

@@ -403,3 +403,12 @@ def test_gymnax_env_meta_env_params_as_jit_argument():
     batch = jax.tree.map(lambda x: jnp.stack([x, x]), params)
     obs, st = jax.jit(jax.vmap(menv.reset))(jax.random.split(jax.random.PRNGKey(0), 2), batch)
     assert obs.shape == (2, menv.obs_dim)
+
+
+@pytest.mark.parametrize("name", ["mdp", "grid13", "CartPole-v1"])
+def test_register_refuses_to_replace_a_built_in_family(name):
+    """A user's family cannot silently take the name of a built-in family or a gymnax env."""
+    with pytest.raises(ValueError, match=f"register: '{name}' is a built-in"):
+        registry.register(name, lambda variant: make_env("bandit"), ("train",))
+    assert make_env(name).family == name  # still the built-in one
+    assert type(make_env("mdp")).__name__ == "RandomMDP"

@@ -98,6 +98,21 @@ def test_same_seed_same_result_and_chunking_does_not_matter():
     assert not _leaves_equal(a.actor_params, c.actor_params)
 
 
+def test_eager_init_states_can_be_donated_to_the_jitted_chunk():
+    """The documented Python path without jitting ``init``: ``trainer.init`` -> ``jit_chunk`` (which donates the
+    state). Two eagerly built states share no buffer (``tx.init`` stores one lr array per transformation), so
+    donating one leaves the other usable, and both give the jitted init's result bit for bit."""
+    cfg = TrainConfig(env="bandit", algo="rl3", iters=2, **{**TINY, "model": "markov"})
+    trainer = make_train(cfg)
+    chunk = jit_chunk(trainer)
+    first, second = trainer.init(jax.random.key(3)), trainer.init(jax.random.key(3))
+    a, _ = chunk(first, 2)
+    b, _ = chunk(second, 2)  # failed before: its lr buffer had been donated with ``first``
+    ref, _ = chunk(jax.jit(trainer.init)(jax.random.key(3)), 2)
+    assert _leaves_equal(a.actor_params, b.actor_params) and _leaves_equal(a.actor_params, ref.actor_params)
+    assert _leaves_equal(a.critic_opt, ref.critic_opt)
+
+
 def _metrics_rows(path):
     rows = read_metrics(path)
     for r in rows:

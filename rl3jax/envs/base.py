@@ -20,6 +20,13 @@ hook                   what                                               defaul
 ``is_terminated``      the state is absorbing                             False
 =====================  =================================================  =========================================
 
+Besides these, a family writes gymnax's members: ``name``, ``num_actions``, ``default_params`` (an ``EnvParams``
+with a static ``max_steps_in_episode``), ``reset_env(key, params)``, ``step_env(key, state, action, params)``,
+``get_obs`` (a flat float32 vector), ``action_space`` (``spaces.Discrete``) and ``observation_space``. The
+meta-episode wrapper calls ``reset_env`` / ``step_env`` itself and ends task episodes at TH or an absorbing
+state, so the env state needs no step counter and gymnax's auto-reset is not used. ``tests/probes.py`` and
+``rl3jax/envs/bandit.py`` are short examples; ``rl3jax.envs.registry.register`` adds a family from outside.
+
 Per-task arrays are pytree fields of ``EnvParams``; sizes (and the task horizon TH, ``max_steps_in_episode``)
 are static fields, so every task in a vmapped batch shares one shape. Task families import no estimator: the
 estimator of a family is chosen by ``rl3jax.estimators.make_estimator`` from these hooks.

@@ -55,7 +55,11 @@ check_catalog()
 
 
 def register(name: str, constructor: Callable[[str], TaskEnv], variant_names: tuple[str, ...]) -> None:
-    """Adds a user's task family: ``constructor(variant) -> TaskEnv`` for each of ``variant_names``."""
+    """Adds a user's task family: ``constructor(variant) -> TaskEnv`` for each of ``variant_names`` (Python API:
+    the ``rl3jax`` command line knows the built-in families and gymnax envs only). ValueError for the name of a
+    built-in family or a gymnax env (they cannot be replaced)."""
+    if name in BUILT_IN or catalog.is_gymnax(name):
+        raise ValueError(f"register: {name!r} is a built-in task family or gymnax env; choose another name")
     CONSTRUCTORS[name] = constructor
     catalog.add_family(name, tuple(variant_names))
 
