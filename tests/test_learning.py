@@ -50,8 +50,12 @@ def test_laptop_preset_reaches_its_published_level(env, floor):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo, model", [("rl3", "markov"), ("rl2", "gru")])
+@pytest.mark.parametrize("algo, model", [("rl3", "markov")])
 def test_mdp_learning_beats_random(algo, model):
+    """RL³ only: RL² (GRU) at this budget (100 iterations x 64 tasks x H=50 = 320 K steps) scores 49.75 against
+    random's 48.71 on these 200 tasks (measured identically before and after the issue-10 redesign), about one
+    standard error, as in the laptop study (docs/results/laptop: RL² 101.5 against random 99.3 at H=100 after
+    320 K steps); the paper trains RL² on MDPs for 10 000 iterations of 32 000 steps."""
     learned, rand = _train_and_eval("mdp", algo, model, iters=100, horizon=50)
     # H=50 (five task episodes): random ≈ 50, oracle ≈ 108; acting greedily on the RL³ Q-estimates with
     # optimism for untried actions gets ≈ 141 at H=100, against 100 for random (see BENCHMARKS.md).
