@@ -36,16 +36,19 @@ def best_set(scores, tol: float = 1e-4) -> set[int]:
 
 
 # ---------------------------------------------------------------------------- Gittins by bisection
+def pull_value(j: int, s: int, f: int, value, lam: float, memo: dict) -> float:
+    """Pulling the Beta(s+1, f+1) arm with j steps left: expected reward plus ``value`` of the j−1 steps after."""
+    p = (s + 1) / (s + f + 2)
+    return p * (1 + value(j - 1, s + 1, f, lam, memo)) + (1 - p) * value(j - 1, s, f + 1, lam, memo)
+
+
 def one_armed_retire_value(j: int, s: int, f: int, lam: float, memo: dict) -> float:
     """Value of the retirement problem: j pulls left, unknown arm Beta(s+1, f+1), retire for λ per pull."""
     if j == 0:
         return 0.0
     key = (j, s, f)
     if key not in memo:
-        p = (s + 1) / (s + f + 2)
-        cont = p * (1 + one_armed_retire_value(j - 1, s + 1, f, lam, memo)) + \
-            (1 - p) * one_armed_retire_value(j - 1, s, f + 1, lam, memo)
-        memo[key] = max(j * lam, cont)
+        memo[key] = max(j * lam, pull_value(j, s, f, one_armed_retire_value, lam, memo))
     return memo[key]
 
 
@@ -54,11 +57,7 @@ def gittins_index(m: int, s: int, f: int, iters: int = 60) -> float:
     lo, hi = 0.0, 1.0
     for _ in range(iters):
         lam = 0.5 * (lo + hi)
-        memo: dict = {}
-        p = (s + 1) / (s + f + 2)
-        pull = p * (1 + one_armed_retire_value(m - 1, s + 1, f, lam, memo)) + \
-            (1 - p) * one_armed_retire_value(m - 1, s, f + 1, lam, memo)
-        if pull > m * lam:
+        if pull_value(m, s, f, one_armed_retire_value, lam, {}) > m * lam:
             lo = lam
         else:
             hi = lam
@@ -71,11 +70,8 @@ def one_armed_optimal(j: int, s: int, f: int, lam: float, memo: dict) -> float:
         return 0.0
     key = (j, s, f)
     if key not in memo:
-        p = (s + 1) / (s + f + 2)
-        unknown = p * (1 + one_armed_optimal(j - 1, s + 1, f, lam, memo)) + \
-            (1 - p) * one_armed_optimal(j - 1, s, f + 1, lam, memo)
         known = lam + one_armed_optimal(j - 1, s, f, lam, memo)
-        memo[key] = max(unknown, known)
+        memo[key] = max(pull_value(j, s, f, one_armed_optimal, lam, memo), known)
     return memo[key]
 
 

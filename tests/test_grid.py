@@ -19,6 +19,8 @@ from rl3jax.envs.grid_geometry import (
     ABSORBING_TILES,
     DIRECTION_OFFSETS,
     TILE_CHARS,
+    absorbing_cells,
+    direction_probabilities,
     is_absorbing,
     move_targets,
     neighbour_table,
@@ -181,6 +183,22 @@ def test_optimal_values_and_render():
     text = render_ascii(task)
     assert text.splitlines()[1:-1] == ["|" + row + "|" for row in SMALL]
     np.testing.assert_array_equal(np.asarray(move_targets(task.tiles))[0], [0, 0, 1, 7, 0])
+
+
+def test_per_cell_dynamics_equal_the_tables_rows():
+    """What ``step_env`` computes for the one cell it is in equals that cell's row of the whole-grid tables, bit
+    for bit, for every cell (a batch of cells too)."""
+    _, task = small_task(0.2)
+    cells = jnp.arange(task.tiles.size)
+    for fn in (move_targets, tile_rewards, absorbing_cells):
+        table = np.asarray(fn(task.tiles))
+        np.testing.assert_array_equal(np.asarray(fn(task.tiles, cells)), table)
+        np.testing.assert_array_equal(np.asarray(fn(task.tiles, jnp.int32(9))), table[9])
+    table = np.asarray(direction_probabilities(task.tiles, task.slip))
+    assert table.shape == (49, 5, 5)
+    for c in (0, 9, 24, 48):
+        np.testing.assert_array_equal(np.asarray(direction_probabilities(task.tiles, task.slip, jnp.int32(c))),
+                                      table[c])
 
 
 # --------------------------------------------------------------------------------------- generation

@@ -35,7 +35,6 @@ from rl3jax.envs.grid_geometry import (
     center_index,
     direction_probabilities,
     finite_horizon_vi,
-    is_absorbing,
     move_targets,
     start_cell,
     tile_rewards,
@@ -176,10 +175,10 @@ class GridWorld(TaskEnv):
         tiles = params.tiles
         pos = state.pos
         action = jnp.asarray(action, jnp.int32)
-        d = jax.random.choice(key, 5, p=direction_probabilities(tiles, params.slip)[pos, action])
-        nxt = move_targets(tiles)[pos, d].astype(jnp.int32)
+        d = jax.random.choice(key, 5, p=direction_probabilities(tiles, params.slip, pos)[action])
+        nxt = move_targets(tiles, pos)[d].astype(jnp.int32)
         new = GridState(time=state.time + 1, pos=nxt)
-        return self.get_obs(new, params), new, tile_rewards(tiles)[nxt], absorbing_cells(tiles)[nxt], {}
+        return self.get_obs(new, params), new, tile_rewards(tiles, nxt), absorbing_cells(tiles, nxt), {}
 
     def get_obs(self, state, params=None, key=None):
         """(2,) float32: ((row+1)/N, (col+1)/N) of the agent's cell."""
@@ -190,7 +189,7 @@ class GridWorld(TaskEnv):
         return state.pos
 
     def is_terminated(self, state, params):
-        return is_absorbing(params.tiles.reshape(-1)[state.pos])
+        return absorbing_cells(params.tiles, state.pos)
 
     def action_space(self, params=None):
         return spaces.Discrete(5)

@@ -81,37 +81,50 @@ def is_absorbing(tile: jax.Array) -> jax.Array:
 
 
 # ------------------------------------------------------------------------------------ dynamics of tiles
-def move_targets(tiles: jax.Array) -> jax.Array:
-    """(S, 5) int32 landing cell of each direction from each cell: off-grid or into an obstacle stays put."""
-    size = tiles.shape[-1]
-    nbr = jnp.asarray(neighbour_table(size))
-    flat = tiles.reshape(-1).astype(jnp.int32)
-    blocked = flat[nbr] == OBSTACLE
-    return jnp.where(blocked, jnp.arange(size * size)[:, None], nbr)
+# The per-cell dynamics below take ``cells`` (int array, any shape; None: every cell 0..S-1, giving the (S, ...)
+# tables that oracles and tests use). ``GridWorld.step_env`` passes the one cell it is in, so the hot loop
+# computes 5 or 25 numbers per step, not the whole grid's table.
+def _cells(tiles: jax.Array, cells) -> jax.Array:
+    return jnp.arange(tiles.size) if cells is None else jnp.asarray(cells, jnp.int32)
 
 
-def slip_probabilities(tiles: jax.Array, slip) -> jax.Array:
-    """(S,) float32 p_slip of the current tile: ' ', 'S', '!' → slip; 'W' → 1; 'G', 'X', 'O' → 0."""
+def tiles_at(tiles: jax.Array, cells=None) -> jax.Array:
+    """(...) int32 tile code of each of ``cells`` (None: (S,), every cell)."""
     flat = tiles.reshape(-1).astype(jnp.int32)
+    return flat if cells is None else flat[cells]
+
+
+def move_targets(tiles: jax.Array, cells=None) -> jax.Array:
+    """(..., 5) int32 landing cell of each direction from each of ``cells`` (None: (S, 5)): off-grid or into an
+    obstacle stays put."""
+    here = _cells(tiles, cells)
+    nbr = jnp.asarray(neighbour_table(tiles.shape[-1]))[here]
+    return jnp.where(tiles_at(tiles, nbr) == OBSTACLE, here[..., None], nbr)
+
+
+def slip_probabilities(tiles: jax.Array, slip, cells=None) -> jax.Array:
+    """(...) float32 p_slip of the tile of each of ``cells`` (None: (S,)): ' ', 'S', '!' → slip; 'W' → 1;
+    'G', 'X', 'O' → 0."""
     slip = jnp.asarray(slip, jnp.float32)
     table = jnp.stack([slip, 0.0, 1.0, 0.0, slip, 0.0, slip]).astype(jnp.float32)
-    return table[flat]
+    return table[tiles_at(tiles, cells)]
 
 
-def direction_probabilities(tiles: jax.Array, slip) -> jax.Array:
-    """(S, A, 5) float32 probability of each move direction (stay, N, E, S, W) per cell and action."""
-    p = slip_probabilities(tiles, slip)
-    return jnp.asarray(DIR_BASE)[None] + p[:, None, None] * jnp.asarray(DIR_PER_SLIP)[None]
+def direction_probabilities(tiles: jax.Array, slip, cells=None) -> jax.Array:
+    """(..., A, 5) float32 probability of each move direction (stay, N, E, S, W) per action, from each of
+    ``cells`` (None: (S, A, 5))."""
+    p = slip_probabilities(tiles, slip, cells)
+    return jnp.asarray(DIR_BASE) + p[..., None, None] * jnp.asarray(DIR_PER_SLIP)
 
 
-def tile_rewards(tiles: jax.Array) -> jax.Array:
-    """(S,) float32 entry reward of each cell."""
-    return jnp.asarray(TILE_REWARDS, jnp.float32)[tiles.reshape(-1).astype(jnp.int32)]
+def tile_rewards(tiles: jax.Array, cells=None) -> jax.Array:
+    """(...) float32 entry reward of each of ``cells`` (None: (S,))."""
+    return jnp.asarray(TILE_REWARDS, jnp.float32)[tiles_at(tiles, cells)]
 
 
-def absorbing_cells(tiles: jax.Array) -> jax.Array:
-    """(S,) bool: the cells whose tile is absorbing."""
-    return is_absorbing(tiles.reshape(-1))
+def absorbing_cells(tiles: jax.Array, cells=None) -> jax.Array:
+    """(...) bool: whether the tile of each of ``cells`` (None: (S,)) is absorbing."""
+    return is_absorbing(tiles_at(tiles, cells))
 
 
 def transition_matrix(tiles: jax.Array, slip) -> jax.Array:
