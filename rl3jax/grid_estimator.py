@@ -147,11 +147,6 @@ class GridQEstimator(KnownStates):
         return rl3_features(self.num_actions)
 
     @property
-    def feature_dim(self) -> int:
-        """Entries of ``features`` (``feature_layout.size``)."""
-        return self.feature_layout.size
-
-    @property
     def coarse(self) -> bool:
         return self.abstraction == "coarse"
 
