@@ -7,15 +7,24 @@ per case: every metrics row (timing fields dropped), the SHA-256 and float64 sum
 parameter leaf of the last checkpoint (read with orbax directly, so independent of rl3jax's own checkpoint
 code), and the held-out returns.
 
-    python tests/behaviour_record.py record   # writes tests/data/behaviour.json (do this before a refactor)
+    python tests/behaviour_record.py record   # writes tests/data/behaviour/<platform>.json (before a refactor)
     python tests/behaviour_record.py check    # re-runs every case and compares (exit 1 on a difference)
     python tests/behaviour_record.py check mdp-rl3-gru bandit-rl3-v4   # only these cases
 
 Cases run in two child processes (one with 1 CPU device, one with 4 fake CPU devices), each with fixed XLA
-flags (the test suite's fast-compile flags), so the numbers do not depend on who calls the script. The
-comparison is exact (bit for bit) when the recording's platform fingerprint (jax/jaxlib versions, CPU model)
-equals this machine's; elsewhere XLA may vectorise differently, and floats are compared with a relative
-tolerance of ``LOOSE_RTOL`` (said in the output). ``tests/test_behaviour.py`` runs the check.
+flags (the test suite's fast-compile flags), so the numbers do not depend on who calls the script.
+
+One recording per platform (``tests/data/behaviour/<cpu>_jax<version>.json``): floats after a few PPO updates
+depend on the CPU's SIMD kernels and summation order (a transformer ``qkv/bias`` sum near zero was -0.0067 on an
+Intel Xeon and -0.0044 on an AMD EPYC), so
+
+- where a recording's platform fingerprint (jax/jaxlib versions, CPU model) equals this machine's, the
+  comparison is **exact**: every metrics row, every parameter leaf's SHA-256 and sum, the held-out returns;
+- elsewhere it compares only what is **stable** across CPUs (``compare_stable``): integer metrics (iterations,
+  env steps) exactly, each network's parameter L2 norm to ``NORM_RTOL`` of the norm, and each held-out mean
+  return within ``RETURN_BAND`` combined standard errors; and it says so in its output.
+
+``tests/test_behaviour.py`` runs the check.
 """
 
 from __future__ import annotations
@@ -24,13 +33,17 @@ import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(ROOT, "tests", "data", "behaviour.json")
-LOOSE_RTOL = 1e-3
+DATA_DIR = os.path.join(ROOT, "tests", "data", "behaviour")
+#: another platform: a network's parameter L2 norm may differ by this fraction of the norm
+NORM_RTOL = 1e-3
+#: another platform: held-out mean returns may differ by this many combined standard errors
+RETURN_BAND = 4.0
 #: timing fields: not behaviour
 VOLATILE = {"steps_per_second"}
 XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
@@ -94,6 +107,7 @@ def _params_digest(ckpt_root: str) -> dict:
     steps = sorted(int(d) for d in os.listdir(ckpt_root) if d.isdigit())
     raw = ocp.StandardCheckpointer().restore(os.path.join(ckpt_root, str(steps[-1]), "state"))
     out = {}
+    sq = {"actor_params": 0.0, "critic_params": 0.0}
 
     def walk(prefix, node):
         if isinstance(node, dict):
@@ -106,10 +120,11 @@ def _params_digest(ckpt_root: str) -> dict:
             a = np.asarray(node)
             out[prefix] = {"shape": list(a.shape), "sha256": hashlib.sha256(a.tobytes()).hexdigest(),
                            "sum": float(a.astype(np.float64).sum())}
+            sq[prefix.split("/", 1)[0]] += float(np.square(a.astype(np.float64)).sum())
 
     for part in ("actor_params", "critic_params"):
         walk(part, raw[part])
-    return {"step": steps[-1], "leaves": out}
+    return {"step": steps[-1], "leaves": out, "norms": {k: float(np.sqrt(v)) for k, v in sq.items()}}
 
 
 def _run_one(name: str, case: dict, workdir: str) -> dict:
@@ -182,37 +197,79 @@ def collect(names: list[str] | None = None) -> dict:
     return merged
 
 
-def compare(old, new, exact: bool, path: str = "") -> list[str]:
-    """Differences between two recordings (paths and values), exact or to ``LOOSE_RTOL``."""
+def compare(old, new, path: str = "") -> list[str]:
+    """Differences between two recordings of one platform (paths and values), bit for bit."""
     if isinstance(old, dict) and isinstance(new, dict):
         diffs = [f"{path}/{k}: missing" for k in old if k not in new]
         diffs += [f"{path}/{k}: unexpected" for k in new if k not in old]
         for k in old:
             if k in new:
-                diffs += compare(old[k], new[k], exact, f"{path}/{k}")
+                diffs += compare(old[k], new[k], f"{path}/{k}")
         return diffs
     if isinstance(old, list) and isinstance(new, list):
         if len(old) != len(new):
             return [f"{path}: length {len(old)} != {len(new)}"]
-        return [d for i, (a, b) in enumerate(zip(old, new)) for d in compare(a, b, exact, f"{path}[{i}]")]
-    if isinstance(old, float) and isinstance(new, (int, float)) and not exact:
-        ok = abs(old - new) <= LOOSE_RTOL * max(abs(old), abs(new), 1e-6)
-        return [] if ok else [f"{path}: {old!r} != {new!r}"]
-    if not exact and path.endswith("/sha256"):
-        return []  # bytes differ when floats do; the sums carry the comparison
+        return [d for i, (a, b) in enumerate(zip(old, new)) for d in compare(a, b, f"{path}[{i}]")]
     return [] if old == new else [f"{path}: {old!r} != {new!r}"]
 
 
+def compare_stable(old: dict, new: dict) -> list[str]:
+    """Differences in what is stable across CPUs, between two recordings' ``cases`` (see the module docstring)."""
+    diffs = []
+    for name, members in old.items():
+        for sub, o in members.items():
+            n = new.get(name, {}).get(sub)
+            where = f"/{name}/{sub}"
+            if n is None:
+                diffs.append(f"{where}: missing")
+                continue
+            ints_o = [{k: v for k, v in r.items() if isinstance(v, int)} for r in o["metrics"]]
+            ints_n = [{k: v for k, v in r.items() if isinstance(v, int)} for r in n["metrics"]]
+            if ints_o != ints_n:
+                diffs.append(f"{where}/metrics: integer fields {ints_o} != {ints_n}")
+            for part, a in o["params"]["norms"].items():
+                b = n["params"]["norms"][part]
+                if abs(a - b) > NORM_RTOL * max(a, b):
+                    diffs.append(f"{where}/{part}: L2 norm {a!r} != {b!r} (rtol {NORM_RTOL})")
+            eo, en = o["eval"], n["eval"]
+            band = RETURN_BAND * (eo["stderr"] ** 2 + en["stderr"] ** 2) ** 0.5
+            if abs(eo["mean_return"] - en["mean_return"]) > band:
+                diffs.append(f"{where}/eval: mean return {eo['mean_return']:.4f} vs {en['mean_return']:.4f}, "
+                             f"outside {RETURN_BAND:g} combined s.e. ({band:.4f})")
+    return diffs
+
+
+def platform_file(fp: dict) -> str:
+    """This platform's recording: ``tests/data/behaviour/<cpu>_jax<version>.json``."""
+    slug = re.sub(r"[^a-z0-9]+", "-", fp["cpu"].lower()).strip("-")
+    return os.path.join(DATA_DIR, f"{slug}_jax{fp['jax']}_jaxlib{fp['jaxlib']}_{fp['machine']}.json")
+
+
+def recordings() -> list[dict]:
+    """Every committed recording (one per platform), sorted by file name."""
+    out = []
+    for name in sorted(os.listdir(DATA_DIR)):
+        if name.endswith(".json"):
+            with open(os.path.join(DATA_DIR, name)) as f:
+                out.append(json.load(f))
+    return out
+
+
 def check(names: list[str] | None = None) -> int:
-    """Re-runs the cases ``names`` (None: all) and compares them with the recording; 0 when they agree."""
-    with open(DATA) as f:
-        old = json.load(f)
+    """Re-runs the cases ``names`` (None: all) and compares them with the recording: bit for bit against this
+    platform's recording where there is one, else what is stable against another platform's; 0 when they agree."""
     new = collect(names)
-    old["cases"] = {k: v for k, v in old["cases"].items() if k in new["cases"]}
-    exact = old["fingerprint"] == new["fingerprint"]
-    diffs = compare(old["cases"], new["cases"], exact)
-    mode = "bit for bit" if exact else (f"to rtol {LOOSE_RTOL} (recorded on {old['fingerprint']}, this is "
-                                        f"{new['fingerprint']})")
+    recs = recordings()
+    same = [r for r in recs if r["fingerprint"] == new["fingerprint"]]
+    old = (same or recs)[0]
+    old_cases = {k: v for k, v in old["cases"].items() if k in new["cases"]}
+    if same:
+        diffs, mode = compare(old_cases, new["cases"]), "bit for bit"
+    else:
+        diffs = compare_stable(old_cases, new["cases"])
+        mode = (f"in what is stable across CPUs (integer metrics, parameter norms to rtol {NORM_RTOL}, held-out "
+                f"returns within {RETURN_BAND:g} s.e.): recorded on {old['fingerprint']}, this is "
+                f"{new['fingerprint']}; `python tests/behaviour_record.py record` adds an exact recording here")
     if diffs:
         print(f"{len(diffs)} differences ({mode}):\n  " + "\n  ".join(diffs[:40]))
         return 1
@@ -224,10 +281,12 @@ if __name__ == "__main__":
     cmd = sys.argv[1] if len(sys.argv) > 1 else ""
     if cmd == "record":
         rec = collect()
-        os.makedirs(os.path.dirname(DATA), exist_ok=True)
-        with open(DATA, "w") as f:
+        path = platform_file(rec["fingerprint"])
+        os.makedirs(DATA_DIR, exist_ok=True)
+        with open(path + ".tmp", "w") as f:
             json.dump(rec, f, indent=1, sort_keys=True)
-        print(f"recorded {len(rec['cases'])} runs in {DATA}")
+        os.replace(path + ".tmp", path)
+        print(f"recorded {len(rec['cases'])} runs in {path}")
     elif cmd == "check":
         sys.exit(check(sys.argv[2:] or None))
     elif cmd == "_child":
