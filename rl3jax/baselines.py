@@ -53,6 +53,7 @@ import numpy as np
 from rl3jax.config import TrainConfig
 from rl3jax.estimators import make_estimator
 from rl3jax.meta_episode import MetaEnv
+from rl3jax.outputs import atomic_write
 
 SHARP = 1e3  # logit gap between the chosen action and the others (exp(-1000) == 0 in float32)
 TIE_TOL = 1e-5  # scores within this of the best count as tied (random tie-breaking)
@@ -170,10 +171,7 @@ def gittins_table(horizon: int) -> np.ndarray:
         pass
     table = compute_gittins_table(h)
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp.npy"
-        np.save(tmp, table)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: np.save(f, table))
     except OSError:
         pass  # a read-only home: recompute next time
     return table

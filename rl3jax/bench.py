@@ -7,7 +7,6 @@ show which stage dominates. Absolute numbers mean something only on an accelerat
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 
@@ -15,6 +14,7 @@ import jax
 
 from rl3jax import distributed
 from rl3jax.config import TrainConfig
+from rl3jax.outputs import atomic_write_json
 from rl3jax.population import jit_chunk, make_population
 from rl3jax.train import make_train
 
@@ -140,8 +140,7 @@ def run_bench(quick: bool = False, json_path: str | None = None, only: str | Non
               f"{r['rollout_steps_per_second']:11,.0f} {100 * r['update_share']:6.1f}% {r['compile_seconds']:9.1f} "
               f"{_mb(r['chunk_memory_bytes']):>7s}  {r['device']}", flush=True)
         if json_path:
-            with open(json_path, "w") as f:
-                json.dump(records, f, indent=2)
+            atomic_write_json(json_path, records)
     # RL³ / RL² cost ratio per (env, model, workload family)
     by = {(r["env"], r["model"], r["num_envs"], r["algo"]): r for r in records}
     for (env, model, ne, algo), r in by.items():
@@ -234,5 +233,4 @@ def bench_scaling(quick: bool = False, devices: list[int] | None = None, seeds: 
 
 def _dump(records: list[dict], json_path: str | None) -> None:
     if json_path:  # after every record, so a run cut short keeps what it measured
-        with open(json_path, "w") as f:
-            json.dump(records, f, indent=2)
+        atomic_write_json(json_path, records)

@@ -15,7 +15,7 @@ import math
 import os
 import sys
 
-from rl3jax import __version__, runfiles
+from rl3jax import __version__, memory, outputs, runfiles
 from rl3jax.config import (
     ALGOS,
     INT_MAX,
@@ -24,10 +24,8 @@ from rl3jax.config import (
     SEED_MAX,
     SWEEPABLE,
     TrainConfig,
-    default_base,
     laptop_preset,
     policy_mode,
-    preset,
 )
 from rl3jax.envs.catalog import FAMILIES, GYMNAX_ENVS, PUBLISHED_HORIZON
 
@@ -192,50 +190,6 @@ def parse_sets(items: list[str]) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ checks (no JAX)
-def _nearest_existing(path: str) -> str:
-    p = os.path.abspath(path)
-    while not os.path.lexists(p):
-        parent = os.path.dirname(p)
-        if parent == p:
-            break
-        p = parent
-    return p
-
-
-def check_writable_dir(path: str, flag: str) -> None:
-    """ConfigError unless folder ``path`` exists as a writable folder or can be created (its nearest existing
-    ancestor is a writable folder). Creates nothing."""
-    p = os.path.abspath(path)
-    if os.path.lexists(p):
-        if not os.path.isdir(p):
-            raise ConfigError(f"{flag} {path}: exists and is not a folder")
-        if not os.access(p, os.W_OK | os.X_OK):
-            raise ConfigError(f"{flag} {path}: the folder is not writable")
-        return
-    anc = _nearest_existing(p)
-    if not os.path.isdir(anc):
-        raise ConfigError(f"{flag} {path}: cannot be created below {anc}, which is a file")
-    if not os.access(anc, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag} {path}: cannot be created, {anc} is not writable")
-
-
-def check_writable_file(path: str, flag: str) -> None:
-    """ConfigError unless file ``path`` can be written (an existing writable file, or a new file in a folder
-    that exists or can be created). Creates nothing."""
-    p = os.path.abspath(path)
-    if os.path.isdir(p):
-        raise ConfigError(f"{flag} {path}: is a folder, expected a file path")
-    if os.path.lexists(p):
-        if not os.access(p, os.W_OK):
-            raise ConfigError(f"{flag} {path}: the file is not writable")
-        return
-    anc = _nearest_existing(os.path.dirname(p))
-    if not os.path.isdir(anc):
-        raise ConfigError(f"{flag} {path}: cannot be created below {anc}, which is a file")
-    if not os.access(anc, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag} {path}: cannot be created, {anc} is not writable")
-
-
 def _check_package(module: str, flag: str) -> None:
     import importlib.util
 
@@ -244,56 +198,17 @@ def _check_package(module: str, flag: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ train
-def config_from_args(args) -> TrainConfig:
-    """Preset (or ``config.default_base``: the laptop preset of the family, or its published H), then flags,
-    then ``--set`` overrides. With ``--resume`` the run's own config.json is the base and only what is given
-    explicitly changes."""
-    given = {k: v for k, v in {"env": args.env, "variant": args.variant, "algo": args.algo, "model": args.model,
-                               "horizon": args.horizon, "iters": args.iters, "num_envs": args.num_envs,
-                               "minibatch_envs": args.minibatch_envs, "seed": args.seed}.items() if v is not None}
-    given.update(parse_sets(args.set))
-    if args.resume:
-        stored = runfiles.read_config(args.out)
-        if args.preset:  # honoured where it agrees with the run (e.g. repeating the command that started it)
-            differ = {k: v for k, v in preset(args.preset).items() if k not in given and getattr(stored, k) != v}
-            if differ:
-                k = sorted(differ)[0]
-                raise ConfigError(f"--resume --preset {args.preset}: the preset sets {k}={differ[k]!r} but the run "
-                                  f"in {args.out} has {k}={getattr(stored, k)!r} (differing: {', '.join(sorted(differ))}); "
-                                  "a resumed run keeps its settings: drop --preset, or start a new run elsewhere")
-        src = os.path.join(args.out, runfiles.CONFIG)
-        try:
-            return stored.replace(**given)
-        except (ValueError, TypeError) as e:
-            raise ConfigError(f"--resume of {src}: {e}") from None
-    env = given.get("env", TrainConfig.env)
-    base = preset(args.preset) if args.preset else default_base(env)
-    base.update(given)
-    return TrainConfig(**base)
-
-
 def check_train_args(args) -> TrainConfig:
     """Every check of ``train`` that needs no JAX: output folder, names, ranges, combinations, packages.
     Returns the validated config."""
-    out = args.out
-    check_writable_dir(out, "--out")
-    holds = runfiles.holds_run(out)
-    in_use_by = runfiles.training_pid(out)
-    if in_use_by is not None:
-        raise ConfigError(runfiles.in_use_message(out, in_use_by))
-    if args.resume and not holds:
-        raise ConfigError(f"--resume: {out} holds no run (no config.json); drop --resume to start one")
-    if not args.resume and holds:
-        raise ConfigError(runfiles.holds_run_message(out))
-    cfg = config_from_args(args)
+    runfiles.check_train_folder(args.out, args.resume)
+    given = {k: v for k, v in {"env": args.env, "variant": args.variant, "algo": args.algo, "model": args.model,
+                               "horizon": args.horizon, "iters": args.iters, "num_envs": args.num_envs,
+                               "minibatch_envs": args.minibatch_envs, "seed": args.seed}.items() if v is not None}
+    cfg = runfiles.train_config(args.out, args.resume, args.preset, {**given, **parse_sets(args.set)})
     if cfg.seed + args.seeds - 1 > SEED_MAX:
         raise ConfigError(f"--seeds {args.seeds} from --seed {cfg.seed} would reach seed "
                           f"{cfg.seed + args.seeds - 1} > {SEED_MAX}")
-    if args.resume:
-        done = runfiles.latest_step(out)
-        if done is not None and cfg.iters < done:
-            raise ConfigError(f"--iters {cfg.iters} is below the run's newest checkpoint (iteration {done}); "
-                              f"--iters is the total to reach, so pass --iters > {done}")
     if args.tensorboard:
         _check_package("tensorboardX", "--tensorboard")
     if args.wandb:
@@ -301,54 +216,6 @@ def check_train_args(args) -> TrainConfig:
     if args.num_processes is not None and args.process_id is not None and args.process_id >= args.num_processes:
         raise ConfigError(f"--process-id must be in [0, {args.num_processes}), got {args.process_id}")
     return cfg
-
-
-def memory_limit_bytes() -> tuple[int | None, str]:
-    """(bytes, what) of the first device's memory limit, or host RAM on a backend that does not report one."""
-    import jax
-
-    try:
-        stats = jax.devices()[0].memory_stats() or {}
-    except Exception:  # CPU backends may not report memory
-        stats = {}
-    if stats.get("bytes_limit"):
-        return int(stats["bytes_limit"]), f"{jax.devices()[0].device_kind} memory"
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "host RAM"
-    except (ValueError, OSError, AttributeError):
-        return None, "memory"
-
-
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB"
-
-
-def check_train_memory(trainer, members: int = 1, devices: int = 1) -> None:
-    """ConfigError when a lower bound of the memory one iteration needs exceeds the device (or host) memory.
-
-    The bound counts only what must exist at once: the training state (parameters, optimiser and env
-    states; exact, from ``jax.eval_shape`` of ``init``) and the rollout's trajectory, which the PPO update
-    reads whole: per env and step the policy input (obs_dim floats), logits (num_actions), and 6 scalars
-    (action, log-prob, reward, value, advantage, return), float32. Activations come on top, so a run that
-    passes may still not fit; one refused would not.
-    """
-    import jax
-    import numpy as np
-
-    cfg = trainer.cfg
-    shapes = jax.eval_shape(trainer.init, jax.random.key(0))
-    state_bytes = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(shapes)
-                      if hasattr(x, "dtype") and not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key))
-    m = trainer.meta_env
-    traj_bytes = 4 * cfg.num_envs * cfg.horizon * (m.obs_dim + m.num_actions + 6)
-    need = members * (state_bytes + traj_bytes) / max(devices, 1)
-    limit, what = memory_limit_bytes()
-    if limit is not None and need > limit:
-        raise ConfigError(f"num_envs={cfg.num_envs} x horizon={cfg.horizon}"
-                          f"{f' x {members} members' if members > 1 else ''} needs at least {_gib(need)} "
-                          f"(training state {_gib(members * state_bytes)} + trajectory {_gib(members * traj_bytes)}"
-                          f"{f' over {devices} devices' if devices > 1 else ''}), more than the {_gib(limit)} of "
-                          f"{what}; use fewer --num-envs, a shorter --horizon or fewer seeds")
 
 
 def cmd_train(args) -> int:
@@ -368,6 +235,8 @@ def cmd_train(args) -> int:
             raise
         raise ConfigError(f"--distributed: JAX's cluster auto-detection found no cluster to join ({e}); give "
                           "--coordinator-address, --num-processes and --process-id instead") from None
+    distributed.check_same_settings({**cfg.to_dict(), "out": args.out, "resume": args.resume, "seeds": args.seeds,
+                                     "sweep": args.sweep, "devices": args.devices, "max_seconds": args.max_seconds})
     from rl3jax.driver import train
     from rl3jax.train import make_train
 
@@ -378,7 +247,7 @@ def cmd_train(args) -> int:
         make_members(cfg, args.seeds, sweep)  # names and values of the sweep
         for v in sweep.values():
             pop *= len(v)
-    check_train_memory(trainer, pop, distributed.mesh_size(mesh))
+    memory.check_train_memory(trainer, pop, distributed.mesh_size(mesh))
     if distributed.is_main_process():
         print(f"training {cfg.algo} ({cfg.model}) on {cfg.env}/{cfg.variant}: H={cfg.horizon}, {cfg.num_envs} tasks x "
               f"{cfg.iters} iterations = {cfg.iters * cfg.batch_steps:,} env steps"
@@ -419,28 +288,13 @@ def parse_params(items: list[str]) -> dict:
     return out
 
 
-def check_eval_memory(meta_env, episodes: int) -> None:
-    """ConfigError when the held-out tasks and per-step rewards of ``episodes`` meta-episodes (all held at
-    once: a lower bound) exceed device (or host) memory."""
-    import jax
-    import numpy as np
-
-    task = jax.eval_shape(meta_env.sample_task, jax.random.key(0))
-    task_bytes = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(task) if hasattr(x, "dtype"))
-    need = episodes * (task_bytes + 4 * meta_env.horizon)
-    limit, what = memory_limit_bytes()
-    if limit is not None and need > limit:
-        raise ConfigError(f"--episodes {episodes} needs at least {_gib(need)} for the test tasks and rewards, more "
-                          f"than the {_gib(limit)} of {what}; use fewer --episodes")
-
-
 def cmd_eval(args) -> int:
     if args.run and (args.env is not None or args.horizon is not None):
         raise ConfigError("--env and --horizon apply only with --policy; a run evaluates on its own env and H")
     if args.policy and args.greedy:
         raise ConfigError("--greedy applies to a trained --run; a --policy baseline chooses its own actions")
     if args.json:
-        check_writable_file(args.json, "--json")
+        outputs.check_output_file(args.json, "--json")
     if args.run:
         if args.param:
             raise ConfigError("--param applies to --policy baselines, not to a trained --run")
@@ -460,7 +314,7 @@ def cmd_eval(args) -> int:
     if args.run:
         run = Run(args.run, cfg)
         trainer = run.trainer()
-        check_eval_memory(trainer.meta_env, args.episodes)
+        memory.check_eval_memory(trainer.meta_env, args.episodes)
         state, _ = run.restore(trainer)
         res = evaluate(trainer.meta_env, "network", args.episodes, greedy=args.greedy,
                        params=state.actor_params, model=trainer.actor)
@@ -471,7 +325,7 @@ def cmd_eval(args) -> int:
         meta_env = make_meta_env(cfg)
         policy_params = validate_params(args.policy, parse_params(args.param))
         check_fits(args.policy, meta_env)
-        check_eval_memory(meta_env, args.episodes)
+        memory.check_eval_memory(meta_env, args.episodes)
         res = evaluate(meta_env, args.policy, args.episodes, greedy=args.greedy, policy_params=policy_params)
         policy, algo, iteration = args.policy, None, None
     out = {"env": cfg.env, "variant": cfg.variant, "algo": algo, "policy": policy, "horizon": cfg.horizon,
@@ -484,8 +338,7 @@ def cmd_eval(args) -> int:
     print(f"{cfg.env}/{cfg.variant} H={cfg.horizon} {algo or ''} {policy}{shown}: "
           f"{res['mean_return']:.2f} ± {res['stderr']:.2f} over {res['episodes']} test tasks")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        runfiles.atomic_write_json(args.json, out)
+        outputs.atomic_write_json(args.json, out)
     return 0
 
 
@@ -507,7 +360,7 @@ def cmd_baselines(args) -> int:
     from rl3jax.evaluate import run_baselines
 
     if args.json:
-        check_writable_file(args.json, "--json")
+        outputs.check_output_file(args.json, "--json")
     names = None
     if args.only is not None:
         names = [n.strip() for n in args.only.split(",") if n.strip()]
@@ -530,8 +383,7 @@ def cmd_baselines(args) -> int:
         norm = "" if r["normalised"] is None else f"{r['normalised']:.3f}"
         print(f"{r['policy']:22s} {r['mean_return']:9.2f} ± {r['stderr']:6.2f} {norm:>10s} {r['seconds']:8.1f}")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        runfiles.atomic_write_json(args.json, {"env": args.env, "variant": args.variant or "train",
+        outputs.atomic_write_json(args.json, {"env": args.env, "variant": args.variant or "train",
                                                "horizon": args.horizon, "episodes": args.episodes, "rows": rows})
     return 0
 
@@ -578,7 +430,7 @@ def cmd_bench(args) -> int:
     seeds = parse_counts("--seeds", args.seeds) if args.seeds is not None else None
     overrides = parse_sets(args.set)
     if args.json:
-        check_writable_file(args.json, "--json")
+        outputs.check_output_file(args.json, "--json")
     import jax
 
     if args.cpu_devices:
@@ -611,7 +463,7 @@ def _add_render(sub):
 
 
 def cmd_render(args) -> int:
-    check_writable_file(args.out, "--out")
+    outputs.check_outputs(args.out, "--out", count=1 if args.samples else args.episodes)
     runfiles.check_render(args.run, args.variant, args.episodes, args.samples)  # before JAX starts
     from rl3jax.render import render_cli
 
@@ -636,6 +488,7 @@ def cmd_report(args) -> int:
         if len(args.runs) != 1:
             raise ConfigError("--out is needed for a report of several runs (one run: RUN/report by default)")
         args.out = os.path.join(args.runs[0], "report")
+    outputs.check_outputs(args.out, "--out", outputs.REPORT_FILES)
     from rl3jax.report import make_report
 
     res = make_report(args.runs, args.out, episodes=args.episodes, variant=args.variant,
@@ -672,17 +525,17 @@ def main(argv=None) -> int:
         print(f"rl3jax {args.command}: {str(e) or 'interrupted'}", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001  (sorted below: user errors are one line, bugs keep their traceback)
-        if isinstance(e, (FloatingPointError, runfiles.CheckpointWriteError)):
-            print(f"rl3jax {args.command}: error: {e}", file=sys.stderr)  # the run failed (diverged; disk full)
-            return 1
-        if isinstance(e, (ValueError, FileNotFoundError, runfiles.RunFolderError)):
-            print(f"rl3jax {args.command}: error: {e}", file=sys.stderr)
-            return 2
-        if isinstance(e, OSError):
-            print(f"rl3jax {args.command}: error: {e}", file=sys.stderr)
-            return 1
-        raise
-
+        msg = memory.out_of_memory(e) or (f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename
+                                          and e.strerror else str(e))
+        if isinstance(e, (ValueError, FileNotFoundError, runfiles.RunFolderError)) and not isinstance(
+                e, runfiles.CheckpointWriteError):
+            status = 2  # a bad input
+        elif isinstance(e, (FloatingPointError, OSError, runfiles.CheckpointWriteError)) or msg != str(e):
+            status = 1  # the run failed (diverged; disk full; out of memory)
+        else:
+            raise
+        print(f"rl3jax {args.command}: error: {msg}", file=sys.stderr)
+        return status
 
 if __name__ == "__main__":
     sys.exit(main())

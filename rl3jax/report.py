@@ -39,7 +39,8 @@ from rl3jax.baselines import IntractableError
 from rl3jax.config import GREEDY, POLICY_MODES, RUN_CONTROL, STOCHASTIC, TrainConfig, policy_mode
 from rl3jax.envs.registry import variants
 from rl3jax.evaluate import HeldOutEvaluator, baseline_names, evaluate
-from rl3jax.runfiles import atomic_write_json, check_evaluable
+from rl3jax.outputs import atomic_write, atomic_write_json
+from rl3jax.runfiles import check_evaluable
 from rl3jax.runs import Run, expand_runs, load_run
 from rl3jax.train import make_meta_env
 
@@ -419,7 +420,7 @@ def learning_curve(runs: list[RunInfo], groups: list[dict], baselines: dict, hea
     nleg = len(labels)
     fig.subplots_adjust(top=0.86, bottom=0.12 + 0.028 * math.ceil(nleg / 2), left=0.06, right=0.98, wspace=0.2)
     if path:
-        fig.savefig(path)
+        atomic_write(path, lambda f: fig.savefig(f, format="png"))
     return fig, lines
 
 
@@ -468,7 +469,7 @@ def adaptation_curve(runs: list[RunInfo], groups: list[dict], evals: list[dict],
                  "tasks (one meta-episode each; a new task at t = 1)", fontsize=10)
     fig.subplots_adjust(top=0.88, left=0.08, right=0.98, bottom=0.1 + 0.03 * math.ceil(len(labels) / 2))
     if path:
-        fig.savefig(path)
+        atomic_write(path, lambda f: fig.savefig(f, format="png"))
     return fig, lines
 
 
@@ -590,8 +591,7 @@ def make_report(paths: list[str], out: str, episodes: int = 1000, variant: str |
     res["adaptation"] = adaptation_curve(runs, groups, evals, baselines, header, os.path.join(out, "adaptation.png"))[1]
     res = _jsonable(res)
     atomic_write_json(os.path.join(out, "results.json"), res)
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write(markdown(res))
+    atomic_write(os.path.join(out, "results.md"), markdown(res))
     return res
 
 
