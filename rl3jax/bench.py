@@ -8,6 +8,7 @@ show which stage dominates. Absolute numbers mean something only on an accelerat
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 
 import jax
@@ -234,3 +235,22 @@ def bench_scaling(quick: bool = False, devices: list[int] | None = None, seeds: 
 def _dump(records: list[dict], json_path: str | None) -> None:
     if json_path:  # after every record, so a run cut short keeps what it measured
         atomic_write_json(json_path, records)
+
+
+def bench_cli(quick: bool, json_path: str | None, repeats: int, cpu_devices: int | None, scaling: bool,
+              devices: list[int] | None = None, seeds: list[int] | None = None, only: str | None = None,
+              overrides: dict | None = None) -> int:
+    """``rl3jax bench`` once its flags are checked: ``cpu_devices`` fakes that many CPU devices (before the
+    backend starts), then ``bench_scaling`` (``scaling``) or ``run_bench``; a note when the accelerator-size
+    workloads (not ``quick``) run on a CPU."""
+    if cpu_devices:
+        jax.config.update("jax_platforms", "cpu")
+        jax.config.update("jax_num_cpu_devices", cpu_devices)
+    if not quick and jax.default_backend() == "cpu":
+        print("note: these are the accelerator-size workloads, on a CPU (slow: many minutes); --quick runs the "
+              "small ones", file=sys.stderr)
+    if scaling:
+        bench_scaling(quick=quick, devices=devices, seeds=seeds, repeats=repeats, json_path=json_path)
+    else:
+        run_bench(quick=quick, json_path=json_path, only=only, repeats=repeats, overrides=overrides)
+    return 0

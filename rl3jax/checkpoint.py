@@ -306,7 +306,7 @@ class Checkpointer:
                 except BaseException:
                     discard.append(True)
                     time.sleep(1.0)  # TensorStore's writes still in flight fail into orbax's closed event loop
-                    for tmp in glob.glob(os.path.join(self.directory, f"{step}.orbax-checkpoint-tmp-*")):
+                    for tmp in glob.glob(os.path.join(self.directory, f"{step}.orbax-checkpoint-tmp*")):
                         shutil.rmtree(tmp, ignore_errors=True)  # a failed save leaves nothing behind
                     raise
                 finally:

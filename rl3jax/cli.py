@@ -227,14 +227,7 @@ def cmd_train(args) -> int:
         sweep = parse_sweep(args.sweep)
     from rl3jax import distributed
 
-    # before anything touches a JAX backend
-    try:
-        distributed.initialize(args.coordinator_address, args.num_processes, args.process_id, auto=args.distributed)
-    except (ValueError, RuntimeError) as e:
-        if not args.distributed or isinstance(e, ConfigError):
-            raise
-        raise ConfigError(f"--distributed: JAX's cluster auto-detection found no cluster to join ({e}); give "
-                          "--coordinator-address, --num-processes and --process-id instead") from None
+    distributed.initialize(args.coordinator_address, args.num_processes, args.process_id, auto=args.distributed)
     distributed.check_same_settings({**cfg.to_dict(), "out": args.out, "resume": args.resume, "seeds": args.seeds,
                                      "sweep": args.sweep, "devices": args.devices, "max_seconds": args.max_seconds})
     from rl3jax.driver import train
@@ -306,27 +299,14 @@ def cmd_eval(args) -> int:
             raise ConfigError("--policy needs --env and --horizon")
         cfg = TrainConfig(env=args.env, variant=args.variant or "train", horizon=args.horizon, algo="rl2")
 
-    from rl3jax.baselines import check_fits, get_baseline, validate_params
-    from rl3jax.evaluate import evaluate
+    from rl3jax.evaluate import evaluate_baseline
     from rl3jax.runs import Run
-    from rl3jax.train import make_meta_env
 
     if args.run:
-        run = Run(args.run, cfg)
-        trainer = run.trainer()
-        memory.check_eval_memory(trainer.meta_env, args.episodes)
-        state, _ = run.restore(trainer)
-        res = evaluate(trainer.meta_env, "network", args.episodes, greedy=args.greedy,
-                       params=state.actor_params, model=trainer.actor)
+        res, iteration = Run(args.run, cfg).evaluate(args.episodes, args.greedy)
         policy, algo = policy_mode(args.greedy), cfg.algo
-        iteration = int(state.iteration)
     else:
-        get_baseline(args.policy)  # unknown name: the error lists the valid ones
-        meta_env = make_meta_env(cfg)
-        policy_params = validate_params(args.policy, parse_params(args.param))
-        check_fits(args.policy, meta_env)
-        memory.check_eval_memory(meta_env, args.episodes)
-        res = evaluate(meta_env, args.policy, args.episodes, greedy=args.greedy, policy_params=policy_params)
+        res, policy_params = evaluate_baseline(cfg, args.policy, args.episodes, parse_params(args.param))
         policy, algo, iteration = args.policy, None, None
     out = {"env": cfg.env, "variant": cfg.variant, "algo": algo, "policy": policy, "horizon": cfg.horizon,
            "episodes": res["episodes"], "mean_return": res["mean_return"], "stderr": res["stderr"],
@@ -357,8 +337,6 @@ def _add_baselines(sub):
 
 
 def cmd_baselines(args) -> int:
-    from rl3jax.evaluate import run_baselines
-
     if args.json:
         outputs.check_output_file(args.json, "--json")
     names = None
@@ -366,6 +344,7 @@ def cmd_baselines(args) -> int:
         names = [n.strip() for n in args.only.split(",") if n.strip()]
         if not names:
             raise ConfigError("--only needs at least one baseline name")
+    from rl3jax.evaluate import baselines_table, run_baselines
 
     def show(row):
         done = f"skipped ({row['skipped']})" if row.get("skipped") else f"{row['seconds']:.1f} s"
@@ -374,14 +353,7 @@ def cmd_baselines(args) -> int:
     rows = run_baselines(args.env, args.variant, args.horizon, args.episodes, names=names, batch=args.batch,
                          progress=show)
     print(f"{args.env}/{args.variant or 'train'} H={args.horizon}, {args.episodes} held-out tasks; "
-          "normalised = (x - random) / (oracle - random)")
-    print(f"{'policy':22s} {'mean':>9s}   {'s.e.':>6s} {'normalised':>10s} {'seconds':>8s}")
-    for r in rows:
-        if r.get("skipped"):
-            print(f"{r['policy']:22s} skipped: {r['skipped']}")
-            continue
-        norm = "" if r["normalised"] is None else f"{r['normalised']:.3f}"
-        print(f"{r['policy']:22s} {r['mean_return']:9.2f} ± {r['stderr']:6.2f} {norm:>10s} {r['seconds']:8.1f}")
+          f"normalised = (x - random) / (oracle - random)\n{baselines_table(rows)}")
     if args.json:
         outputs.atomic_write_json(args.json, {"env": args.env, "variant": args.variant or "train",
                                                "horizon": args.horizon, "episodes": args.episodes, "rows": rows})
@@ -431,23 +403,10 @@ def cmd_bench(args) -> int:
     overrides = parse_sets(args.set)
     if args.json:
         outputs.check_output_file(args.json, "--json")
-    import jax
+    from rl3jax.bench import bench_cli
 
-    if args.cpu_devices:
-        jax.config.update("jax_platforms", "cpu")
-        jax.config.update("jax_num_cpu_devices", args.cpu_devices)
-    if not args.quick and jax.default_backend() == "cpu":
-        print("note: these are the accelerator-size workloads, on a CPU (slow: many minutes); --quick runs the "
-              "small ones", file=sys.stderr)
-    if args.scaling:
-        from rl3jax.bench import bench_scaling
-
-        bench_scaling(quick=args.quick, devices=devices, seeds=seeds, repeats=args.repeats, json_path=args.json)
-        return 0
-    from rl3jax.bench import run_bench
-
-    run_bench(quick=args.quick, json_path=args.json, only=args.only, repeats=args.repeats, overrides=overrides)
-    return 0
+    return bench_cli(args.quick, args.json, args.repeats, args.cpu_devices, args.scaling, devices=devices, seeds=seeds,
+                     only=args.only, overrides=overrides)
 
 
 # ------------------------------------------------------------------------------------------ render

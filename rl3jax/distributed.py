@@ -62,8 +62,14 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
                          "--distributed for cluster auto-detection")
     if num_processes is not None and not 0 <= (process_id or 0) < num_processes:
         raise ValueError(f"--process-id must be in [0, {num_processes}), got {process_id}")
-    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                               process_id=process_id)
+    try:
+        jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                                   process_id=process_id)
+    except (ValueError, RuntimeError) as e:
+        if not auto or any(given):
+            raise
+        raise ValueError(f"--distributed: JAX's cluster auto-detection found no cluster to join ({e}); give "
+                         "--coordinator-address, --num-processes and --process-id instead") from None
     return True
 
 

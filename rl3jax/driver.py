@@ -144,7 +144,7 @@ def divergence(metrics: dict, it: int, i: int, ckpt_dir: str, who: str = "", out
     what = f"non-finite {', '.join(names)}" if names else "non-finite parameters or optimiser state"
     steps = finished_steps(ckpt_dir)
     last = f"the last checkpoint is step {steps[-1]}" if steps else "no checkpoint was written"
-    new = f"the same command with --out {out.rstrip('/')}-lr{lr / 3:g} and --set lr={lr / 3:g}" if out and lr \
+    new = f"the same command with --out {out.rstrip('/')}-lr{lr / 10:g} and --set lr={lr / 10:g}" if out and lr \
         else "the same command with another --out and a smaller --set lr or ent_coef"
     return TrainingDiverged(f"training diverged at iteration {it + i + 1}{who}: {what}; stopped without writing "
                             f"a checkpoint after it ({last}); a resume would repeat it, so start a new run: {new} "

@@ -16,8 +16,17 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from rl3jax.baselines import BASELINES, IntractableError, baseline_names, check_fits, make_policy, validate_params
+from rl3jax.baselines import (
+    BASELINES,
+    IntractableError,
+    baseline_names,
+    check_fits,
+    get_baseline,
+    make_policy,
+    validate_params,
+)
 from rl3jax.config import TrainConfig
+from rl3jax.memory import check_eval_memory
 from rl3jax.meta_episode import MetaEnv, make_meta_env
 from rl3jax.rollout import EVAL_BATCH, rollout, sample_tasks
 
@@ -135,6 +144,29 @@ class HeldOutEvaluator:
         s, g = self(actor_params, False), self(actor_params, True)
         return {"eval_return": s["mean_return"], "eval_stderr": s["stderr"], "eval_return_greedy": g["mean_return"],
                 "eval_stderr_greedy": g["stderr"], "eval_episodes": s["episodes"]}
+
+
+def evaluate_baseline(cfg: TrainConfig, policy: str, episodes: int, params: dict) -> tuple[dict, dict]:
+    """``rl3jax eval --policy``: baseline ``policy`` (``params``: raw strings, checked by its registry entry) on
+    ``episodes`` held-out tasks of ``cfg``'s family, variant and H; returns (``evaluate``'s result, the validated
+    params). ValueError (one line), before any work: an unknown name or parameter, a family it does not fit,
+    tasks that do not fit in memory (``rl3jax.memory``)."""
+    get_baseline(policy)  # unknown name: the error lists the valid ones
+    meta_env = make_meta_env(cfg)
+    params = validate_params(policy, params)
+    check_fits(policy, meta_env)
+    check_eval_memory(meta_env, episodes)
+    return evaluate(meta_env, policy, episodes, policy_params=params), params
+
+
+def baselines_table(rows: list[dict]) -> str:
+    """``run_baselines``' rows as the text table of ``rl3jax baselines``."""
+    lines = [f"{'policy':22s} {'mean':>9s}   {'s.e.':>6s} {'normalised':>10s} {'seconds':>8s}"]
+    for r in rows:
+        norm = "" if r["normalised"] is None else f"{r['normalised']:.3f}"
+        lines.append(f"{r['policy']:22s} skipped: {r['skipped']}" if r.get("skipped") else
+                     f"{r['policy']:22s} {r['mean_return']:9.2f} ± {r['stderr']:6.2f} {norm:>10s} {r['seconds']:8.1f}")
+    return "\n".join(lines)
 
 
 def run_baselines(env: str, variant: str | None, horizon: int, episodes: int, names: list[str] | None = None,
