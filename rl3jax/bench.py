@@ -14,7 +14,7 @@ import time
 import jax
 
 from rl3jax import distributed
-from rl3jax.config import TrainConfig
+from rl3jax.config import INT_MAX, TrainConfig
 from rl3jax.outputs import atomic_write_json
 from rl3jax.population import jit_chunk, make_population
 from rl3jax.train import make_train
@@ -237,12 +237,22 @@ def _dump(records: list[dict], json_path: str | None) -> None:
         atomic_write_json(json_path, records)
 
 
+def parse_counts(flag: str, s: str | None) -> list[int] | None:
+    """``"1,2,4"`` -> [1, 2, 4] (None -> None); ValueError naming ``flag`` for anything but whole numbers >= 1."""
+    items = [] if s is None else [x.strip() for x in s.split(",") if x.strip()]
+    if s is not None and (not items or not all(x.isdecimal() and 1 <= int(x) <= INT_MAX for x in items)):
+        raise ValueError(f"{flag} {s!r}: expected comma-separated whole numbers >= 1 (e.g. 1,2,4,8)")
+    return [int(x) for x in items] if s is not None else None
+
+
 def bench_cli(quick: bool, json_path: str | None, repeats: int, cpu_devices: int | None, scaling: bool,
-              devices: list[int] | None = None, seeds: list[int] | None = None, only: str | None = None,
+              devices: str | None = None, seeds: str | None = None, only: str | None = None,
               overrides: dict | None = None) -> int:
-    """``rl3jax bench`` once its flags are checked: ``cpu_devices`` fakes that many CPU devices (before the
-    backend starts), then ``bench_scaling`` (``scaling``) or ``run_bench``; a note when the accelerator-size
-    workloads (not ``quick``) run on a CPU."""
+    """``rl3jax bench`` once its flags are checked: ``devices`` / ``seeds`` (``--scaling``'s comma-separated
+    counts) are parsed, ``cpu_devices`` fakes that many CPU devices (before the backend starts), then
+    ``bench_scaling`` (``scaling``) or ``run_bench``; a note when the accelerator-size workloads (not
+    ``quick``) run on a CPU."""
+    devices, seeds = parse_counts("--devices", devices), parse_counts("--seeds", seeds)
     if cpu_devices:
         jax.config.update("jax_platforms", "cpu")
         jax.config.update("jax_num_cpu_devices", cpu_devices)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import math
 import os
 import sys
@@ -85,13 +86,8 @@ def _seconds(s: str) -> float:
     return v
 
 
-def _laptop_presets() -> dict[str, str]:
-    """family -> its laptop preset (``config.laptop_preset``), for the families that have one."""
-    return {env: laptop_preset(env) for env in FAMILIES if laptop_preset(env) is not None}
-
-
 def _add_train(sub):
-    laptop = _laptop_presets()
+    laptop = {env: laptop_preset(env) for env in FAMILIES if laptop_preset(env) is not None}
     served = [n for n, spec in GYMNAX_ENVS.items() if spec.kind != "refused"]
     models = {name: PRESETS[name]["model"] for name in laptop.values() if "model" in PRESETS[name]}
     p = _subparser(sub, "train", "meta-train RL² / RL³ with PPO",
@@ -189,15 +185,6 @@ def parse_sets(items: list[str]) -> dict:
     return out
 
 
-# ------------------------------------------------------------------------------------------ checks (no JAX)
-def _check_package(module: str, flag: str) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec(module) is None:
-        raise ConfigError(f"{flag} needs {module}: pip install 'rl3jax[logging]' (or omit {flag})")
-
-
-# ------------------------------------------------------------------------------------------ train
 def check_train_args(args) -> TrainConfig:
     """Every check of ``train`` that needs no JAX: output folder, names, ranges, combinations, packages.
     Returns the validated config."""
@@ -209,10 +196,9 @@ def check_train_args(args) -> TrainConfig:
     if cfg.seed + args.seeds - 1 > SEED_MAX:
         raise ConfigError(f"--seeds {args.seeds} from --seed {cfg.seed} would reach seed "
                           f"{cfg.seed + args.seeds - 1} > {SEED_MAX}")
-    if args.tensorboard:
-        _check_package("tensorboardX", "--tensorboard")
-    if args.wandb:
-        _check_package("wandb", "--wandb")
+    for flag, given, module in (("--tensorboard", args.tensorboard, "tensorboardX"), ("--wandb", args.wandb, "wandb")):
+        if given and importlib.util.find_spec(module) is None:
+            raise ConfigError(f"{flag} needs {module}: pip install 'rl3jax[logging]' (or omit {flag})")
     if args.num_processes is not None and args.process_id is not None and args.process_id >= args.num_processes:
         raise ConfigError(f"--process-id must be in [0, {args.num_processes}), got {args.process_id}")
     return cfg
@@ -220,12 +206,10 @@ def check_train_args(args) -> TrainConfig:
 
 def cmd_train(args) -> int:
     cfg = check_train_args(args)
-    sweep = {}
-    if args.sweep:
-        from rl3jax.population import make_members, parse_sweep
-
-        sweep = parse_sweep(args.sweep)
     from rl3jax import distributed
+    from rl3jax.population import make_members, parse_sweep
+
+    sweep = parse_sweep(args.sweep)  # {} without --sweep
 
     distributed.initialize(args.coordinator_address, args.num_processes, args.process_id, auto=args.distributed)
     distributed.check_same_settings({**cfg.to_dict(), "out": args.out, "resume": args.resume, "seeds": args.seeds,
@@ -235,11 +219,7 @@ def cmd_train(args) -> int:
 
     mesh = distributed.make_mesh(args.devices)  # None for one device
     trainer = make_train(cfg, mesh)  # builds the env, estimator and networks (no compile): their errors come now
-    pop = args.seeds
-    if sweep:
-        make_members(cfg, args.seeds, sweep)  # names and values of the sweep
-        for v in sweep.values():
-            pop *= len(v)
+    pop = len(make_members(cfg, args.seeds, sweep)) if sweep else args.seeds  # checks the sweep's names and values
     memory.check_train_memory(trainer, pop, distributed.mesh_size(mesh))
     if distributed.is_main_process():
         print(f"training {cfg.algo} ({cfg.model}) on {cfg.env}/{cfg.variant}: H={cfg.horizon}, {cfg.num_envs} tasks x "
@@ -250,7 +230,6 @@ def cmd_train(args) -> int:
     return 0
 
 
-# ------------------------------------------------------------------------------------------ eval
 def _add_eval(sub):
     p = _subparser(sub, "eval", "evaluate on held-out test tasks (one meta-episode each)")
     g = p.add_mutually_exclusive_group(required=True)
@@ -268,17 +247,6 @@ def _add_eval(sub):
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="with --policy: a parameter of the baseline (e.g. --param epsilon=0.05)")
     p.add_argument("--json", default=None, help="write the result as JSON here")
-
-
-def parse_params(items: list[str]) -> dict:
-    """``--param KEY=VALUE`` items -> {key: raw string}; the baseline's registry entry checks names and values."""
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--param expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
 
 
 def cmd_eval(args) -> int:
@@ -303,18 +271,16 @@ def cmd_eval(args) -> int:
     from rl3jax.runs import Run
 
     if args.run:
-        res, iteration = Run(args.run, cfg).evaluate(args.episodes, args.greedy)
+        (res, iteration), params = Run(args.run, cfg).evaluate(args.episodes, args.greedy), {}
         policy, algo = policy_mode(args.greedy), cfg.algo
     else:
-        res, policy_params = evaluate_baseline(cfg, args.policy, args.episodes, parse_params(args.param))
+        res, params = evaluate_baseline(cfg, args.policy, args.episodes, args.param)
         policy, algo, iteration = args.policy, None, None
     out = {"env": cfg.env, "variant": cfg.variant, "algo": algo, "policy": policy, "horizon": cfg.horizon,
            "episodes": res["episodes"], "mean_return": res["mean_return"], "stderr": res["stderr"],
-           "iteration": iteration, "run": args.run,
-           "step_rewards": [float(x) for x in res["step_rewards"]]}  # per step t: the adaptation curve
-    if not args.run:
-        out["params"] = policy_params
-    shown = "".join(f" {k}={v:g}" for k, v in out.get("params", {}).items())
+           "iteration": iteration, "run": args.run, "step_rewards": [float(x) for x in res["step_rewards"]],
+           **({"params": params} if args.policy else {})}  # step_rewards: per step t, the adaptation curve
+    shown = "".join(f" {k}={v:g}" for k, v in params.items())
     print(f"{cfg.env}/{cfg.variant} H={cfg.horizon} {algo or ''} {policy}{shown}: "
           f"{res['mean_return']:.2f} ± {res['stderr']:.2f} over {res['episodes']} test tasks")
     if args.json:
@@ -322,7 +288,6 @@ def cmd_eval(args) -> int:
     return 0
 
 
-# ------------------------------------------------------------------------------------------ baselines
 def _add_baselines(sub):
     p = _subparser(sub, "baselines", "every classical baseline that fits a family, on the same held-out tasks")
     p.add_argument("--env", required=True, help=f"task family: {', '.join(FAMILIES)}")
@@ -360,7 +325,6 @@ def cmd_baselines(args) -> int:
     return 0
 
 
-# ------------------------------------------------------------------------------------------ bench
 def _add_bench(sub):
     p = _subparser(sub, "bench", "end-to-end meta-training throughput")
     p.add_argument("--quick", action="store_true", help="small workloads (CPU smoke run)")
@@ -379,18 +343,6 @@ def _add_bench(sub):
     p.add_argument("--seeds", default=None, help="with --scaling: numbers of vmapped seeds [default: 1,2,4,8]")
 
 
-def parse_counts(flag: str, s: str) -> list[int]:
-    """``"1,2,4"`` -> [1, 2, 4]; ConfigError naming ``flag`` for anything but whole numbers >= 1."""
-    items = [x.strip() for x in s.split(",") if x.strip()]
-    try:
-        out = [int(x) for x in items]
-    except ValueError:
-        out = []
-    if not items or len(out) != len(items) or any(v < 1 or v > INT_MAX for v in out):
-        raise ConfigError(f"{flag} {s!r}: expected comma-separated whole numbers >= 1 (e.g. 1,2,4,8)")
-    return out
-
-
 def cmd_bench(args) -> int:
     if not args.scaling:
         for flag, v in (("--devices", args.devices), ("--seeds", args.seeds)):
@@ -398,18 +350,15 @@ def cmd_bench(args) -> int:
                 raise ConfigError(f"{flag} applies only with --scaling")
     elif args.only or args.set:
         raise ConfigError("--only and --set apply to the workload table, not to --scaling")
-    devices = parse_counts("--devices", args.devices) if args.devices is not None else None
-    seeds = parse_counts("--seeds", args.seeds) if args.seeds is not None else None
     overrides = parse_sets(args.set)
     if args.json:
         outputs.check_output_file(args.json, "--json")
     from rl3jax.bench import bench_cli
 
-    return bench_cli(args.quick, args.json, args.repeats, args.cpu_devices, args.scaling, devices=devices, seeds=seeds,
+    return bench_cli(args.quick, args.json, args.repeats, args.cpu_devices, args.scaling, devices=args.devices, seeds=args.seeds,
                      only=args.only, overrides=overrides)
 
 
-# ------------------------------------------------------------------------------------------ render
 def _add_render(sub):
     p = _subparser(sub, "render", "draw a trained agent's meta-episode on a held-out grid (GIF)")
     p.add_argument("--run", default=None, help="a run folder of a grid family (with --samples: its family)")
@@ -495,6 +444,7 @@ def main(argv=None) -> int:
             raise
         print(f"rl3jax {args.command}: error: {msg}", file=sys.stderr)
         return status
+
 
 if __name__ == "__main__":
     sys.exit(main())

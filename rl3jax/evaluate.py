@@ -146,14 +146,18 @@ class HeldOutEvaluator:
                 "eval_stderr_greedy": g["stderr"], "eval_episodes": s["episodes"]}
 
 
-def evaluate_baseline(cfg: TrainConfig, policy: str, episodes: int, params: dict) -> tuple[dict, dict]:
-    """``rl3jax eval --policy``: baseline ``policy`` (``params``: raw strings, checked by its registry entry) on
+def evaluate_baseline(cfg: TrainConfig, policy: str, episodes: int, items: list[str]) -> tuple[dict, dict]:
+    """``rl3jax eval --policy``: baseline ``policy`` (``items``: its ``--param KEY=VALUE``s, checked by its
+    registry entry) on
     ``episodes`` held-out tasks of ``cfg``'s family, variant and H; returns (``evaluate``'s result, the validated
     params). ValueError (one line), before any work: an unknown name or parameter, a family it does not fit,
     tasks that do not fit in memory (``rl3jax.memory``)."""
     get_baseline(policy)  # unknown name: the error lists the valid ones
     meta_env = make_meta_env(cfg)
-    params = validate_params(policy, params)
+    bad = [item for item in items if "=" not in item]
+    if bad:
+        raise ValueError(f"--param expects KEY=VALUE, got {bad[0]!r}")
+    params = validate_params(policy, {k.strip(): v.strip() for k, v in (item.split("=", 1) for item in items)})
     check_fits(policy, meta_env)
     check_eval_memory(meta_env, episodes)
     return evaluate(meta_env, policy, episodes, policy_params=params), params
