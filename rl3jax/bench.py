@@ -245,17 +245,13 @@ def parse_counts(flag: str, s: str | None) -> list[int] | None:
     return [int(x) for x in items] if s is not None else None
 
 
-def bench_cli(quick: bool, json_path: str | None, repeats: int, cpu_devices: int | None, scaling: bool,
+def bench_cli(quick: bool, json_path: str | None, repeats: int, scaling: bool,
               devices: str | None = None, seeds: str | None = None, only: str | None = None,
               overrides: dict | None = None) -> int:
     """``rl3jax bench`` once its flags are checked: ``devices`` / ``seeds`` (``--scaling``'s comma-separated
-    counts) are parsed, ``cpu_devices`` fakes that many CPU devices (before the backend starts), then
-    ``bench_scaling`` (``scaling``) or ``run_bench``; a note when the accelerator-size workloads (not
+    counts) are parsed, then ``bench_scaling`` (``scaling``) or ``run_bench``; a note when the accelerator-size workloads (not
     ``quick``) run on a CPU."""
     devices, seeds = parse_counts("--devices", devices), parse_counts("--seeds", seeds)
-    if cpu_devices:
-        jax.config.update("jax_platforms", "cpu")
-        jax.config.update("jax_num_cpu_devices", cpu_devices)
     if not quick and jax.default_backend() == "cpu":
         print("note: these are the accelerator-size workloads, on a CPU (slow: many minutes); --quick runs the "
               "small ones", file=sys.stderr)

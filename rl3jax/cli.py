@@ -63,10 +63,8 @@ def _int_type(lo: int, hi: int, what: str = "a whole number"):
             v = int(s.strip())
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what} in [{lo}, {hi}], got {s!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"expected {what} >= {lo}, got {v}")
-        if v > hi:
-            raise argparse.ArgumentTypeError(f"expected {what} <= {hi}, got {v}")
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"expected {what} {f'>= {lo}' if v < lo else f'<= {hi}'}, got {v}")
         return v
 
     return conv
@@ -254,8 +252,7 @@ def cmd_eval(args) -> int:
         raise ConfigError("--env and --horizon apply only with --policy; a run evaluates on its own env and H")
     if args.policy and args.greedy:
         raise ConfigError("--greedy applies to a trained --run; a --policy baseline chooses its own actions")
-    if args.json:
-        outputs.check_output_file(args.json, "--json")
+    outputs.check_output_file(args.json, "--json")
     if args.run:
         if args.param:
             raise ConfigError("--param applies to --policy baselines, not to a trained --run")
@@ -302,8 +299,7 @@ def _add_baselines(sub):
 
 
 def cmd_baselines(args) -> int:
-    if args.json:
-        outputs.check_output_file(args.json, "--json")
+    outputs.check_output_file(args.json, "--json")
     names = None
     if args.only is not None:
         names = [n.strip() for n in args.only.split(",") if n.strip()]
@@ -351,11 +347,15 @@ def cmd_bench(args) -> int:
     elif args.only or args.set:
         raise ConfigError("--only and --set apply to the workload table, not to --scaling")
     overrides = parse_sets(args.set)
-    if args.json:
-        outputs.check_output_file(args.json, "--json")
+    outputs.check_output_file(args.json, "--json")
+    import jax
+
+    if args.cpu_devices:  # before anything (importing rl3jax.bench too) starts the backend
+        jax.config.update("jax_platforms", "cpu")
+        jax.config.update("jax_num_cpu_devices", args.cpu_devices)
     from rl3jax.bench import bench_cli
 
-    return bench_cli(args.quick, args.json, args.repeats, args.cpu_devices, args.scaling, devices=args.devices, seeds=args.seeds,
+    return bench_cli(args.quick, args.json, args.repeats, args.scaling, devices=args.devices, seeds=args.seeds,
                      only=args.only, overrides=overrides)
 
 

@@ -125,7 +125,8 @@ def _check_creatable(folder: str, flag: str, shown: str) -> None:
     if not os.path.isdir(anc):
         raise OutputError(f"{flag} {shown}: cannot be created below {anc}, which is a {_kind(os.stat(anc).st_mode)}")
     if not os.access(anc, os.W_OK | os.X_OK):
-        raise OutputError(f"{flag} {shown}: {anc} is not writable")
+        raise OutputError(f"{flag} {shown}: " + ("the folder is not writable" if anc == os.path.realpath(folder) else
+                                                 f"cannot be created, {anc} is not writable"))
 
 
 def _nearest_existing(path: str) -> str:
@@ -141,14 +142,17 @@ def check_output_dir(path: str, flag: str) -> None:
     target = os.path.realpath(path)
     _check_name_lengths(target, flag, path)
     if os.path.exists(target) and not os.path.isdir(target):
-        raise OutputError(f"{flag} {path}: is a {_kind(os.stat(target).st_mode)}, expected a folder")
+        raise OutputError(f"{flag} {path}: exists and is not a folder (a {_kind(os.stat(target).st_mode)})")
     _check_creatable(target, flag, path)
 
 
-def check_output_file(path: str, flag: str) -> None:
+def check_output_file(path: str | None, flag: str) -> None:
     """``OutputError`` (one line) unless ``atomic_write`` can write file ``path``: a regular file (or a new one)
     whose folder is writable or can be created, a symlink to one, or a writable character device or FIFO
-    (written through). A folder, block device or socket is refused. Creates nothing."""
+    (written through). A folder, block device or socket is refused. Creates nothing; None (no output asked
+    for) passes."""
+    if path is None:
+        return
     target = os.path.realpath(path)
     _check_name_lengths(target, flag, path)
     if os.path.exists(target):

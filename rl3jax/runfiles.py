@@ -12,13 +12,14 @@ A population's folder (``--seeds`` / ``--sweep``, ``rl3jax.population``) holds `
 seeds, sweep, members), the base ``config.json`` and one ordinary run folder per member (``member_dirs``;
 ``run_dirs``: a folder's single runs, members or itself).
 
-Checks a command makes of a folder, each written once here: ``holds_run`` / ``holds_run_message`` (train),
+Checks a command makes of a folder, each written once here: ``check_train_folder`` and ``train_config``
+(train: ``holds_run``, ``run_parts`` / ``check_new_run``: a folder holding any part of a run is not empty),
 ``training_pid`` / ``in_use_message`` (another writer), ``read_run_config`` (eval, render, ``load_run``: one
 run, not a population), ``check_evaluable`` (report), ``check_render`` (render). Restoring a run's state (which
 needs JAX) is ``rl3jax.runs.load_run``; ``CheckpointError`` / ``CheckpointWriteError`` live here so the CLI
 sorts them without JAX (``rl3jax.checkpoint`` raises and re-exports them).
 
-Under faults: files are replaced whole (``atomic_write_text``); a torn last metrics line (an append cut short)
+Under faults: files are replaced whole (``rl3jax.outputs.atomic_write``); a torn last metrics line (an append cut short)
 is dropped with a note; one writer per folder (``RunLock``; readers take no lock).
 """
 

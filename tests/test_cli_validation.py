@@ -382,16 +382,16 @@ def test_reproduce_help_is_whole():
 # ------------------------------------------------------------------------------------------ presets
 def test_grid_families_default_to_their_published_horizon():
     args = cli.build_parser().parse_args(["train", "--env", "grid13", "--algo", "rl2", "--out", "x"])
-    assert cli.config_from_args(args).horizon == 350 and cli.config_from_args(args).num_envs == 16
+    assert cli.check_train_args(args).horizon == 350 and cli.check_train_args(args).num_envs == 16
     args = cli.build_parser().parse_args(["train", "--env", "grid11", "--out", "x"])
-    assert cli.config_from_args(args).horizon == 250
+    assert cli.check_train_args(args).horizon == 250
     for name in ("cpu-grid11", "cpu-grid13"):
         cfg = TrainConfig(**PRESETS[name])
         assert cfg.horizon == {"cpu-grid11": 250, "cpu-grid13": 350}[name]
     # every family with a laptop preset gets it when no preset is given (what `make train ENV=...` runs)
     for env in ("mdp", "bandit", "grid11", "grid13"):
         args = cli.build_parser().parse_args(["train", "--env", env, "--out", "x"])
-        assert cli.config_from_args(args) == TrainConfig(**PRESETS[f"cpu-{env}"])
+        assert cli.check_train_args(args) == TrainConfig(**PRESETS[f"cpu-{env}"])
 
 
 def test_catalog_matches_the_family_modules():
