@@ -205,16 +205,15 @@ def check_train_args(args) -> TrainConfig:
 def cmd_train(args) -> int:
     cfg = check_train_args(args)
     from rl3jax import distributed
-    from rl3jax.population import make_members, parse_sweep
-
-    sweep = parse_sweep(args.sweep)  # {} without --sweep
 
     distributed.initialize(args.coordinator_address, args.num_processes, args.process_id, auto=args.distributed)
     distributed.check_same_settings({**cfg.to_dict(), "out": args.out, "resume": args.resume, "seeds": args.seeds,
                                      "sweep": args.sweep, "devices": args.devices, "max_seconds": args.max_seconds})
-    from rl3jax.driver import train
+    from rl3jax.driver import train  # importing these starts a JAX backend: after initialize
+    from rl3jax.population import make_members, parse_sweep
     from rl3jax.train import make_train
 
+    sweep = parse_sweep(args.sweep)  # {} without --sweep
     mesh = distributed.make_mesh(args.devices)  # None for one device
     trainer = make_train(cfg, mesh)  # builds the env, estimator and networks (no compile): their errors come now
     pop = len(make_members(cfg, args.seeds, sweep)) if sweep else args.seeds  # checks the sweep's names and values
