@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import importlib.util
 import math
 import os
@@ -348,7 +349,6 @@ def cmd_bench(args) -> int:
     overrides = parse_sets(args.set)
     outputs.check_output_file(args.json, "--json")
     import jax
-
     if args.cpu_devices:  # before anything (importing rl3jax.bench too) starts the backend
         jax.config.update("jax_platforms", "cpu")
         jax.config.update("jax_num_cpu_devices", args.cpu_devices)
@@ -432,8 +432,9 @@ def main(argv=None) -> int:
         print(f"rl3jax {args.command}: {str(e) or 'interrupted'}", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001  (sorted below: user errors are one line, bugs keep their traceback)
-        msg = memory.out_of_memory(e) or (f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename
-                                          and e.strerror else str(e))
+        op = "write" if getattr(e, "errno", None) in (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG) else "access"
+        msg = memory.out_of_memory(e) or (f"cannot {op} {e.filename}: {e.strerror}" if isinstance(e, OSError)
+                                          and e.filename and e.strerror else str(e))
         if isinstance(e, (ValueError, FileNotFoundError, runfiles.RunFolderError)) and not isinstance(
                 e, runfiles.CheckpointWriteError):
             status = 2  # a bad input

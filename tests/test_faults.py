@@ -337,7 +337,7 @@ def test_full_disk_while_logging_is_one_line(run4, tmp_path, capsys, monkeypatch
     monkeypatch.setattr(MetricsLog, "append", full)
     assert cli_main(["train", "--out", run, "--resume", "--iters", "6", "--no-progress"]) == 1
     line = _one_line_error(capsys.readouterr().err)
-    assert "No space left on device" in line and "metrics.jsonl" in line
+    assert line == f"rl3jax train: error: cannot write {run}/metrics.jsonl: No space left on device"
 
 
 # -------------------------------------------------------------------------------- progress
@@ -610,6 +610,22 @@ def test_a_step_whose_checksum_file_was_deleted_is_refused_with_how_to_accept_it
     assert p.returncode == 0 and "sealed" in p.stdout, p.stderr
     assert cli_main(["eval", "--run", run, "--episodes", "4"]) == 0  # accepted as it is
     capsys.readouterr()
+
+
+def test_a_reader_of_a_run_in_training_takes_the_step_before_one_being_sealed(run4, tmp_path, capsys):
+    from rl3jax.checkpoint import MANIFEST
+
+    run = _copy(run4, tmp_path)
+    os.remove(os.path.join(run, "checkpoints", "4", MANIFEST))  # what a reader sees between orbax's rename and it
+    lock = RunLock(run)  # this process plays the trainer
+    try:
+        assert Checkpointer(os.path.join(run, "checkpoints")).latest_step() == 2
+        assert cli_main(["eval", "--run", run, "--episodes", "4"]) == 0
+    finally:
+        lock.release()
+    assert Checkpointer(os.path.join(run, "checkpoints")).latest_step() == 4  # no trainer: the step is refused
+    assert cli_main(["eval", "--run", run, "--episodes", "4"]) == 2
+    assert "lost its checksum file" in _one_line_error(capsys.readouterr().err)
 
 
 # -------------------------------------------------------------------------------- 17.11 memory
