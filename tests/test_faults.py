@@ -1,6 +1,11 @@
 """Run folders under faults (issue 9, items 1 and 7): a resumed schedule equals the straight run's, readers never
 touch a writer's files, one writer per folder, resumable before the first checkpoint, atomic metrics, checksummed
-checkpoints, divergence stopped at the first bad iteration, OS errors in one line, and an honest progress bar."""
+checkpoints, divergence stopped at the first bad iteration, OS errors in one line, and an honest progress bar.
+
+Issue 17 (the section at the end): a resume refuses a config that is not its checkpoint's, a folder holding part
+of a run is not empty, advice that works, every output path checked before the work and never replaced, a full
+disk named with its path (real, on a small tmpfs where mounting is allowed), a lost checksum file, the memory
+limit that applies, and readers of a run that is training right now."""
 
 from __future__ import annotations
 
@@ -499,6 +504,12 @@ def test_every_output_path_that_is_a_folder_is_one_line_before_any_work(tmp_path
     assert cli_main(argv) == 2
     line = _one_line_error(capsys.readouterr().err)
     assert f"{tmp_path}: is a folder, expected a file path" in line
+
+
+def test_every_gif_of_render_is_checked_before_any_work(tmp_path, capsys):
+    os.makedirs(tmp_path / "ep-1.gif")  # the second of --episodes 2's outputs is a folder
+    assert cli_main(["render", "--run", str(tmp_path / "run"), "--episodes", "2", "--out", str(tmp_path / "ep.gif")]) == 2
+    assert f"{tmp_path / 'ep-1.gif'}: is a folder, expected a file path" in _one_line_error(capsys.readouterr().err)
 
 
 def test_train_and_report_outputs_are_checked_before_any_work(run4, tmp_path, capsys):
