@@ -192,7 +192,7 @@ def test_learning_curve_lines_equal_metrics(runs):
 
 
 def test_wall_seconds_by_hand():
-    from rl3jax.report import wall_seconds
+    from rl3jax.plots import wall_seconds
 
     rows = [{"steps_per_second": 10.0}, {"steps_per_second": 20.0}, {"steps_per_second": 5.0}]
     np.testing.assert_allclose(wall_seconds(rows, 40), [4.0, 6.0, 14.0])
