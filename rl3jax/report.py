@@ -36,7 +36,7 @@ from rl3jax.baselines import BASELINES, IntractableError
 from rl3jax.config import GREEDY, POLICY_MODES, RUN_CONTROL, STOCHASTIC, TrainConfig
 from rl3jax.envs import catalog
 from rl3jax.envs.registry import BUILT_IN, variants
-from rl3jax.evaluate import HeldOutEvaluator, baseline_names, evaluate
+from rl3jax.evaluate import HeldOutEvaluator, baseline_names, evaluate, normalise
 from rl3jax.plots import REFERENCE, adaptation_curve, best_classical, learning_curve
 from rl3jax.runfiles import atomic_write_json, check_evaluable
 from rl3jax.runs import Run, expand_runs, load_run
@@ -44,7 +44,6 @@ from rl3jax.train import make_meta_env
 
 #: config fields that do not define a setting (seeds of one setting differ only in these)
 NOT_SETTING = ("seed", *RUN_CONTROL)
-MODES = POLICY_MODES
 
 
 # ------------------------------------------------------------------------------------------ runs
@@ -123,27 +122,13 @@ def iqm_ci(x, confidence: float = 0.95, n_resamples: int = 10000, seed: int = 0)
     return iqm, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def normalise(x: float | None, ref: dict) -> float | None:
-    """(x − random) / (oracle − random); None without both references."""
-    lo, hi = ref.get("random"), ref.get("oracle")
-    if x is None or lo is None or hi is None or hi == lo or not math.isfinite(x):
-        return None
-    return (x - lo) / (hi - lo)
-
-
 # ------------------------------------------------------------------------------------------ evaluation
 class Cache:
     """``DIR/cache.json``: evaluations keyed by what they measured (written after each new entry)."""
 
     def __init__(self, path: str):
         self.path = path
-        self.data = {}
-        if os.path.exists(path):
-            try:
-                with open(path) as f:
-                    self.data = json.load(f)
-            except (OSError, json.JSONDecodeError):
-                self.data = {}
+        self.data = data if isinstance(data := _read_json(path), dict) else {}
 
     def get(self, key: str):
         return self.data.get(key)
@@ -151,6 +136,15 @@ class Cache:
     def put(self, key: str, value: dict) -> None:
         self.data[key] = value
         atomic_write_json(self.path, self.data)
+
+
+def _read_json(path: str):
+    """The JSON in ``path``; None when it is missing or unreadable."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def _result(res: dict, source: str, greedy: bool) -> dict:
@@ -165,14 +159,8 @@ def _existing_eval(run: RunInfo, variant: str, mode: str, episodes: int) -> dict
     for fname in sorted(os.listdir(run.path)):
         if not (fname.startswith("eval") and fname.endswith(".json")):
             continue
-        try:
-            with open(os.path.join(run.path, fname)) as f:
-                r = json.load(f)
-        except (OSError, json.JSONDecodeError):
-            continue
-        if not isinstance(r, dict):
-            continue
-        if (r.get("variant") == variant and r.get("policy") == mode and r.get("episodes") == episodes
+        r = _read_json(os.path.join(run.path, fname))
+        if (isinstance(r, dict) and r.get("variant") == variant and r.get("policy") == mode and r.get("episodes") == episodes
                 and r.get("iteration") == run.iteration and len(r.get("step_rewards") or []) == run.cfg.horizon
                 and "mean_return" in r and "stderr" in r):
             return _result(r, os.path.join(run.path, fname), mode == GREEDY)
@@ -187,14 +175,14 @@ def evaluate_runs(runs: list[RunInfo], variant: str, episodes: int, cache: Cache
     for run in runs:
         res = {}
         keys = {mode: f"run|{os.path.abspath(run.path)}|{run.iteration}|{variant}|{mode}|{episodes}"
-                for mode in MODES}  # the cache's key of each evaluation
+                for mode in POLICY_MODES}  # the cache's key of each evaluation
         for mode, key in keys.items():
             found = _existing_eval(run, variant, mode, episodes)
             if found is None and cache.get(key):
                 found = {**cache.get(key), "source": "cache"}
             if found:
                 res[mode] = found
-        missing = [m for m in MODES if m not in res]
+        missing = [m for m in POLICY_MODES if m not in res]
         if missing:
             setting = (run.setting, variant)
             if setting not in compiled:
@@ -399,7 +387,7 @@ def make_report(paths: list[str], out: str, episodes: int = 1000, variant: str |
     ref = {k: baselines[k]["mean_return"] for k in REFERENCE if k in baselines}
     groups = group_runs(runs)
     for g in groups:
-        for mode in MODES:
+        for mode in POLICY_MODES:
             xs = [evals[i][mode]["mean_return"] for i in g["runs"]]
             iqm, lo, hi = iqm_ci(xs) if len(xs) > 1 else (None, None, None)
             g[mode] = {"iqm": iqm, "ci_low": lo, "ci_high": hi, "normalised_iqm": normalise(iqm, ref),
@@ -410,7 +398,7 @@ def make_report(paths: list[str], out: str, episodes: int = 1000, variant: str |
         res_runs.append({"run": r.path, "name": r.name, "group": groups[gi]["label"], "algo": r.cfg.algo,
                          "model": r.cfg.model, "iteration": r.iteration, "seed": r.cfg.seed,
                          "train_variant": r.cfg.variant,
-                         **{m: {**e[m], "normalised": normalise(e[m]["mean_return"], ref)} for m in MODES}})
+                         **{m: {**e[m], "normalised": normalise(e[m]["mean_return"], ref)} for m in POLICY_MODES}})
     best = best_classical(baselines)
     res = {"env": env, "variant": variant, "horizon": horizon, "episodes": episodes, "runs": res_runs,
            "groups": [{k: v for k, v in g.items()} for g in groups],
