@@ -68,15 +68,12 @@ def check_fits(name: str, meta_env: MetaEnv) -> Baseline:
 def meta_env_for(name: str, meta_env: MetaEnv) -> MetaEnv:
     """The meta env the baseline runs in: with the family's RL³ estimator for model-* baselines, without an
     estimator for the others (it would only cost time; the task dynamics are the same either way)."""
-    b = get_baseline(name)
-    if b.needs_estimator:
-        if meta_env.estimator is not None:
-            return meta_env
-        cfg = TrainConfig(env=meta_env.env.family, algo="rl3", horizon=meta_env.horizon)
-        return MetaEnv(meta_env.env, meta_env.horizon, make_estimator(meta_env.env, cfg))
+    if not get_baseline(name).needs_estimator:
+        return meta_env if meta_env.estimator is None else MetaEnv(meta_env.env, meta_env.horizon, None)
     if meta_env.estimator is not None:
-        return MetaEnv(meta_env.env, meta_env.horizon, None)
-    return meta_env
+        return meta_env
+    cfg = TrainConfig(env=meta_env.env.family, algo="rl3", horizon=meta_env.horizon)
+    return MetaEnv(meta_env.env, meta_env.horizon, make_estimator(meta_env.env, cfg))
 
 
 def make_policy(name: str, meta_env: MetaEnv, params: dict | None = None):
@@ -91,8 +88,4 @@ def make_policy(name: str, meta_env: MetaEnv, params: dict | None = None):
     p = validate_params(name, params)
     env = meta_env_for(name, meta_env)
     consts = b.prepare(env, p) if b.prepare else None
-
-    def build(consts, tasks, key):
-        return b.build(env, consts, tasks, key, p)
-
-    return env, consts, build
+    return env, consts, lambda consts, tasks, key: b.build(env, consts, tasks, key, p)

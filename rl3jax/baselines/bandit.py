@@ -29,10 +29,6 @@ class IntractableError(ValueError):
     baseline out."""
 
 
-def _cache_dir() -> str:
-    return os.environ.get("RL3JAX_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "rl3jax"))
-
-
 @functools.cache
 def gittins_table(horizon: int) -> np.ndarray:
     """``compute_gittins_table(horizon)``, computed once per horizon and kept in memory and on disk
@@ -41,7 +37,8 @@ def gittins_table(horizon: int) -> np.ndarray:
     h = int(horizon)
     if not 1 <= h <= GITTINS_MAX_HORIZON:
         return compute_gittins_table(h)  # raises the ValueError
-    path = os.path.join(_cache_dir(), f"gittins-{GITTINS_VERSION}-H{h}.npy")
+    cache = os.environ.get("RL3JAX_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "rl3jax"))
+    path = os.path.join(cache, f"gittins-{GITTINS_VERSION}-H{h}.npy")
     try:
         table = np.load(path)
         if table.shape == (h + 1, h + 1, h + 1):
@@ -172,6 +169,20 @@ def bayes_max_horizon(num_arms: int) -> int:
         t_max *= 2
 
 
+def _children(rows: np.ndarray, pair_s: np.ndarray, pair_n: np.ndarray) -> list[np.ndarray]:
+    """(N, k) sorted pair ids -> the success and the failure children of pulling each slot, each (N, k, k) sorted
+    (``pair_s``, ``pair_n``: successes and pulls of each pair id)."""
+    k = rows.shape[1]
+    s, n = pair_s[rows], pair_n[rows]
+    out = []
+    for new in (_pair_id(s + 1, n - s), _pair_id(s, n + 1 - s)):
+        c = np.repeat(rows[:, None, :], k, axis=1)
+        idx = np.arange(k)
+        c[:, idx, idx] = new
+        out.append(np.sort(c, axis=-1))
+    return out
+
+
 @functools.cache
 def bayes_optimal_table(num_arms: int, horizon: int):
     """Exact Bayes-optimal action values of a k-armed Bernoulli bandit with independent Beta(1,1) priors.
@@ -204,17 +215,7 @@ def bayes_optimal_table(num_arms: int, horizon: int):
         return rows.astype(np.int64) @ weights
 
     def children(rows):
-        """(N, k) -> success and failure children per slot, each (N, k, k) sorted."""
-        s, n = pair_s[rows], pair_n[rows]
-        succ = _pair_id(s + 1, n - s)
-        fail = _pair_id(s, n + 1 - s)
-        out = []
-        for new in (succ, fail):
-            c = np.repeat(rows[:, None, :], k, axis=1)
-            idx = np.arange(k)
-            c[:, idx, idx] = new
-            out.append(np.sort(c, axis=-1))
-        return out
+        return _children(rows, pair_s, pair_n)
 
     layers = [np.zeros((1, k), np.int64)]
     for _ in range(1, h):

@@ -59,13 +59,8 @@ class Param:
     positive: bool = False  # strictly > 0
 
     def describe(self) -> str:
-        rng = []
-        if self.positive:
-            rng.append("> 0")
-        if self.low is not None:
-            rng.append(f">= {self.low:g}")
-        if self.high is not None:
-            rng.append(f"<= {self.high:g}")
+        rng = ["> 0"] * self.positive + [f"{op} {x:g}" for op, x in ((">=", self.low), ("<=", self.high))
+                                         if x is not None]
         return f"{self.name} ({self.kind}{', ' + ' and '.join(rng) if rng else ''}; default {self.default:g})"
 
     def coerce(self, policy: str, raw) -> float | int:
