@@ -68,11 +68,6 @@ def _plot(ax, lines: list, data: dict, color, style: str, marker, label: str | N
     lines.append({"key": key, "label": label, **data})
 
 
-def _ref_lines(ax, ref_lines: list[dict]):
-    for r in ref_lines:
-        ax.axhline(r["y"], color=r["color"], ls=r["style"], lw=1.2, label=r["label"]).set_gid(r["key"])
-
-
 def _reference(baselines: dict) -> list[dict]:
     """Horizontal lines of random, oracle and the best classical baseline, each label with its action kind
     and number of held-out tasks."""
@@ -136,7 +131,8 @@ def learning_curve(runs: list, groups: list[dict], baselines: dict, header: str,
                       label if panel == "steps" else None, f"{panel}/{kind}/{g['label']}")
     refs = _reference(baselines)
     for ax in (ax_s, ax_w):
-        _ref_lines(ax, refs)
+        for r in refs:
+            ax.axhline(r["y"], color=r["color"], ls=r["style"], lw=1.2, label=r["label"]).set_gid(r["key"])
         ax.set_ylabel("return per meta-episode (sum of H rewards)")
         ax.grid(alpha=0.3)
     lines += [{"key": r["key"], "label": r["label"], "x": None, "y": r["y"], "lo": None, "hi": None} for r in refs]

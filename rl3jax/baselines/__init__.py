@@ -47,7 +47,7 @@ def validate_params(name: str, params: dict | None) -> dict:
     """
     b = get_baseline(name)
     spec = {p.name: p for p in b.params}
-    out = b.defaults()
+    out = {p.name: p.default for p in b.params}
     for k, v in (params or {}).items():
         if k not in spec:
             valid = ", ".join(p.describe() for p in b.params) or "none"

@@ -108,9 +108,6 @@ class Baseline:
         """'stochastic', or 'deterministic' (a function of what the policy has seen; ties broken at random)."""
         return "stochastic" if self.stochastic else "deterministic"
 
-    def defaults(self) -> dict:
-        return {p.name: p.default for p in self.params}
-
     def fits(self, meta_env: MetaEnv) -> bool:
         if self.needs_model and not meta_env.env.has_true_model:
             return False
