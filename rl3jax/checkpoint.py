@@ -130,7 +130,7 @@ def _step_files(step_dir: str) -> list[str]:
 
 def write_manifest(step_dir: str, config: dict | None = None) -> dict:
     """Records ``{relative path: {"sha256", "bytes"}}`` of every file under ``step_dir`` in its manifest, with
-    ``config`` (the ``TrainConfig.to_dict()`` the step was trained under; ``runfiles.check_checkpoint_config``
+    ``config`` (the ``TrainConfig.to_dict()`` the step was trained under; ``check_checkpoint_config``
     compares it at a resume); returns the files."""
     files = {rel: {"sha256": _sha256(os.path.join(step_dir, rel)),
                    "bytes": os.path.getsize(os.path.join(step_dir, rel))} for rel in _step_files(step_dir)}
