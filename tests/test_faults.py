@@ -446,6 +446,29 @@ def test_resume_accepts_run_control_changes_and_notes_a_checkpoint_without_a_rec
     assert "records no config (written by an older rl3jax)" in capsys.readouterr().err
 
 
+def test_resume_of_a_population_refuses_an_edited_population_json(tmp_path):
+    from rl3jax.checkpoint import MANIFEST, check_checkpoint_config
+
+    base = TrainConfig(iters=4, **T)
+    members = [{"index": i, "name": f"seed{i}-lr{lr:g}", "seed": i, "settings": {"lr": lr}}
+               for i, lr in enumerate((1e-3, 3e-4))]
+    pop = str(tmp_path / "pop")
+    for m in members:  # what each member's newest step records: the member's own config
+        step = os.path.join(pop, m["name"], "checkpoints", "4")
+        os.makedirs(step)
+        runfiles.atomic_write_json(os.path.join(step, MANIFEST), {
+            "files": {}, "config": base.replace(seed=m["seed"], lr=m["settings"]["lr"]).to_dict()})
+    spec = {"config": base.to_dict(), "seeds": 2, "sweep": {"lr": [1e-3, 3e-4]}, "members": members}
+    runfiles.atomic_write_json(os.path.join(pop, "population.json"), spec)
+    check_checkpoint_config(pop)  # as trained
+    runfiles.atomic_write_json(os.path.join(pop, "population.json"),
+                               {**spec, "config": {**spec["config"], "gae_lambda": 0.5, "iters": 6}})
+    with pytest.raises(RunFolderError, match=r"population.json differs from the settings checkpoint step 4 was "
+                                             r"trained under: gae_lambda \(0.3 in the checkpoint, 0.5 in "
+                                             r"population.json\); a resume may change only iters"):
+        check_checkpoint_config(pop)
+
+
 # -------------------------------------------------------------------------------- 17.7 part of a run
 @pytest.mark.parametrize("keep", [("checkpoints",), ("metrics.jsonl", "metrics.csv"), ("metrics.csv", ".lock")])
 def test_a_folder_holding_part_of_a_run_is_not_empty(run4, tmp_path, capsys, keep):
