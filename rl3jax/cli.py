@@ -1,10 +1,10 @@
 """Command line: ``rl3jax {train,eval,baselines,bench,render,report}`` (also ``python -m rl3jax``).
 
 Every input is honoured or refused before anything is written or compiled: a bad name, value, combination,
-missing optional package or unwritable output ends in one line naming it and what is allowed, exit status 2,
-no traceback, and leaves the output folder as it was. The checks that need no JAX run before JAX is imported,
-so such an error takes about a second. To add a subcommand: write ``_add_NAME(sub)`` (use ``_subparser``) and
-``cmd_NAME(args) -> int`` and list them in ``SUBCOMMANDS``.
+missing optional package or unwritable output is one line naming it and what is allowed, exit status 2, and
+leaves the output folder as it was; checks without JAX run before it is imported (about a second). To add a
+subcommand: write ``_add_NAME(sub)`` (use ``_subparser``) and ``cmd_NAME(args) -> int``; list them in
+``SUBCOMMANDS``.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def _seconds(s: str) -> float:
     try:
         v = float(s)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {s!r}") from None
+        v = math.nan
     if not math.isfinite(v) or v <= 0:
         raise argparse.ArgumentTypeError(f"expected a finite number of seconds > 0, got {s!r}")
     return v
@@ -184,29 +184,30 @@ def parse_sets(items: list[str]) -> dict:
     return out
 
 
-def check_train_args(args) -> TrainConfig:
-    """Every check of ``train`` that needs no JAX: output folder, names, ranges, combinations, packages.
-    Returns the validated config."""
-    runfiles.check_train_folder(args.out, args.resume)
+def config_from_args(args) -> TrainConfig:
+    """The validated config of a ``train`` command line (``runfiles.train_config`` of its flags and ``--set``s)."""
     given = {k: v for k, v in {"env": args.env, "variant": args.variant, "algo": args.algo, "model": args.model,
                                "horizon": args.horizon, "iters": args.iters, "num_envs": args.num_envs,
                                "minibatch_envs": args.minibatch_envs, "seed": args.seed}.items() if v is not None}
-    cfg = runfiles.train_config(args.out, args.resume, args.preset, {**given, **parse_sets(args.set)})
+    return runfiles.train_config(args.out, args.resume, args.preset, {**given, **parse_sets(args.set)})
+
+
+def check_train_args(args) -> TrainConfig:
+    """Every check of ``train`` without JAX (folder, names, ranges, combinations, packages); the config."""
+    runfiles.check_train_folder(args.out, args.resume)
+    cfg = config_from_args(args)
     if cfg.seed + args.seeds - 1 > SEED_MAX:
         raise ConfigError(f"--seeds {args.seeds} from --seed {cfg.seed} would reach seed "
                           f"{cfg.seed + args.seeds - 1} > {SEED_MAX}")
     for flag, given, module in (("--tensorboard", args.tensorboard, "tensorboardX"), ("--wandb", args.wandb, "wandb")):
         if given and importlib.util.find_spec(module) is None:
             raise ConfigError(f"{flag} needs {module}: pip install 'rl3jax[logging]' (or omit {flag})")
-    if args.num_processes is not None and args.process_id is not None and args.process_id >= args.num_processes:
-        raise ConfigError(f"--process-id must be in [0, {args.num_processes}), got {args.process_id}")
     return cfg
 
 
 def cmd_train(args) -> int:
     cfg = check_train_args(args)
     from rl3jax import distributed
-
     distributed.initialize(args.coordinator_address, args.num_processes, args.process_id, auto=args.distributed)
     distributed.check_same_settings({**cfg.to_dict(), "out": args.out, "resume": args.resume, "seeds": args.seeds,
                                      "sweep": args.sweep, "devices": args.devices, "max_seconds": args.max_seconds})
@@ -340,11 +341,10 @@ def _add_bench(sub):
 
 
 def cmd_bench(args) -> int:
-    if not args.scaling:
-        for flag, v in (("--devices", args.devices), ("--seeds", args.seeds)):
-            if v is not None:
-                raise ConfigError(f"{flag} applies only with --scaling")
-    elif args.only or args.set:
+    scaling_only = [flag for flag, v in (("--devices", args.devices), ("--seeds", args.seeds)) if v is not None]
+    if scaling_only and not args.scaling:
+        raise ConfigError(f"{scaling_only[0]} applies only with --scaling")
+    if args.scaling and (args.only or args.set):
         raise ConfigError("--only and --set apply to the workload table, not to --scaling")
     overrides = parse_sets(args.set)
     outputs.check_output_file(args.json, "--json")
@@ -433,8 +433,8 @@ def main(argv=None) -> int:
         return 130
     except Exception as e:  # noqa: BLE001  (sorted below: user errors are one line, bugs keep their traceback)
         op = "write" if getattr(e, "errno", None) in (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG) else "access"
-        msg = memory.out_of_memory(e) or (f"cannot {op} {e.filename}: {e.strerror}" if isinstance(e, OSError)
-                                          and e.filename and e.strerror else str(e))
+        msg = memory.out_of_memory(e) or (f"cannot {op} {e.filename}: {e.strerror}" if getattr(e, "filename", None)
+                                          and getattr(e, "strerror", None) else str(e))
         if isinstance(e, (ValueError, FileNotFoundError, runfiles.RunFolderError)) and not isinstance(
                 e, runfiles.CheckpointWriteError):
             status = 2  # a bad input
