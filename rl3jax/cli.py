@@ -24,12 +24,13 @@ from rl3jax.config import (
     SEED_MAX,
     SWEEPABLE,
     TrainConfig,
-    default_base,
+    build,
     laptop_preset,
+    notes,
     policy_mode,
     preset,
 )
-from rl3jax.envs.catalog import FAMILIES, GYMNAX_ENVS, PUBLISHED_HORIZON
+from rl3jax.envs.catalog import FAMILIES, GYMNAX_ENVS
 
 
 class ConfigError(ValueError):
@@ -95,7 +96,7 @@ def _laptop_presets() -> dict[str, str]:
 def _add_train(sub):
     laptop = _laptop_presets()
     served = [n for n, spec in GYMNAX_ENVS.items() if spec.kind != "refused"]
-    models = {name: PRESETS[name]["model"] for name in laptop.values() if "model" in PRESETS[name]}
+    models = {name: PRESETS[name].fields["model"] for name in laptop.values() if "model" in PRESETS[name].fields}
     p = _subparser(sub, "train", "meta-train RL² / RL³ with PPO",
                    "Meta-train RL² / RL³ with PPO. Settings: --preset (or, without one, the family's laptop preset "
                    f"{' / '.join(laptop.values())} for env {' / '.join(laptop)}; other envs start from "
@@ -112,7 +113,7 @@ def _add_train(sub):
                         f"else {TrainConfig.model}]")
     p.add_argument("--horizon", type=_positive_int, default=None,
                    help="meta-episode length H [default: the preset's, else the family's published H "
-                        f"({', '.join(f'{k} {v}' for k, v in PUBLISHED_HORIZON.items())}), else {TrainConfig.horizon}]")
+                        f"({', '.join(f'{k} {v.horizon}' for k, v in FAMILIES.items())})]")
     p.add_argument("--iters", type=_positive_int, default=None,
                    help="total PPO iterations to reach (with --resume: the new total) [default: the preset's]")
     p.add_argument("--num-envs", type=_positive_int, default=None,
@@ -245,8 +246,8 @@ def _check_package(module: str, flag: str) -> None:
 
 # ------------------------------------------------------------------------------------------ train
 def config_from_args(args) -> TrainConfig:
-    """Preset (or ``config.default_base``: the laptop preset of the family, or its published H), then flags,
-    then ``--set`` overrides. With ``--resume`` the run's own config.json is the base and only what is given
+    """Preset (or the laptop preset of the family, or its published H) under the flags and ``--set`` overrides
+    (``config.build``). With ``--resume`` the run's own config.json is the base and only what is given
     explicitly changes."""
     given = {k: v for k, v in {"env": args.env, "variant": args.variant, "algo": args.algo, "model": args.model,
                                "horizon": args.horizon, "iters": args.iters, "num_envs": args.num_envs,
@@ -255,7 +256,7 @@ def config_from_args(args) -> TrainConfig:
     if args.resume:
         stored = runfiles.read_config(args.out)
         if args.preset:  # honoured where it agrees with the run (e.g. repeating the command that started it)
-            differ = {k: v for k, v in preset(args.preset).items() if k not in given and getattr(stored, k) != v}
+            differ = {k: v for k, v in preset(args.preset, given).items() if k not in given and getattr(stored, k) != v}
             if differ:
                 k = sorted(differ)[0]
                 raise ConfigError(f"--resume --preset {args.preset}: the preset sets {k}={differ[k]!r} but the run "
@@ -266,10 +267,7 @@ def config_from_args(args) -> TrainConfig:
             return stored.replace(**given)
         except (ValueError, TypeError) as e:
             raise ConfigError(f"--resume of {src}: {e}") from None
-    env = given.get("env", TrainConfig.env)
-    base = preset(args.preset) if args.preset else default_base(env)
-    base.update(given)
-    return TrainConfig(**base)
+    return build(given, args.preset)
 
 
 def check_train_args(args) -> TrainConfig:
@@ -368,6 +366,8 @@ def cmd_train(args) -> int:
             raise
         raise ConfigError(f"--distributed: JAX's cluster auto-detection found no cluster to join ({e}); give "
                           "--coordinator-address, --num-processes and --process-id instead") from None
+    import jax
+
     from rl3jax.driver import train
     from rl3jax.train import make_train
 
@@ -380,6 +380,8 @@ def cmd_train(args) -> int:
             pop *= len(v)
     check_train_memory(trainer, pop, distributed.mesh_size(mesh))
     if distributed.is_main_process():
+        for line in notes(cfg, cpu=jax.default_backend() == "cpu"):  # valid, but maybe not what was meant
+            print(line, file=sys.stderr)
         print(f"training {cfg.algo} ({cfg.model}) on {cfg.env}/{cfg.variant}: H={cfg.horizon}, {cfg.num_envs} tasks x "
               f"{cfg.iters} iterations = {cfg.iters * cfg.batch_steps:,} env steps"
               f"{f' x {pop} members' if pop > 1 else ''} on {distributed.describe(mesh)} -> {args.out}")

@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import jax
 
-from rl3jax.config import V4_ENVS, TrainConfig
+from rl3jax.config import TrainConfig
 from rl3jax.envs.base import TaskEnv
 from rl3jax.estimator import QEstimator
 from rl3jax.estimator_v4 import EPSILON_V4, V4Estimator
@@ -105,7 +105,7 @@ def make_estimator(env: TaskEnv, cfg: TrainConfig) -> Estimator | None:
     d = env.rl3_defaults
     if d is None:
         raise ValueError(f"algo {cfg.algo!r} needs a tabular task family; env {cfg.env!r} has no RL³ model "
-                         "(use --algo rl2)")
+                         "(use algo rl2)")
     if cfg.semantics == "v4":
         return _make_v4_estimator(env, cfg)
     kw = dict(num_states=env.num_states, num_actions=int(env.num_actions), gamma=cfg.gamma_obj_value,
@@ -135,7 +135,7 @@ def _make_v4_estimator(env: TaskEnv, cfg: TrainConfig) -> V4Estimator:
     bandits, 100 otherwise), ε = ``EPSILON_V4`` (0.01), at most TH = min(TH_family, H) sweeps, unless the config
     overrides them; γ from ``cfg.gamma_obj_value`` (the v4 default: 0.99)."""
     if env.v4_defaults is None:
-        raise ValueError(f"semantics 'v4' is implemented for the {', '.join(V4_ENVS)} families, not {env.name}")
+        raise ValueError(f"semantics 'v4' is not implemented for {env.name} (it has no v4_defaults)")
     kw = dict(num_states=env.num_states, num_actions=int(env.num_actions), gamma=cfg.gamma_obj_value,
               epsilon=cfg.vi_epsilon if cfg.vi_epsilon is not None else EPSILON_V4,
               max_sweeps=cfg.vi_max_sweeps or _task_horizon(env, cfg.horizon),

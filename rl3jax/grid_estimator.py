@@ -147,6 +147,10 @@ class GridQEstimator(KnownStates):
         return rl3_features(self.num_actions)
 
     @property
+    def feature_dim(self) -> int:
+        return self.feature_layout.size
+
+    @property
     def coarse(self) -> bool:
         return self.abstraction == "coarse"
 

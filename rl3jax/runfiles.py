@@ -32,7 +32,7 @@ import sys
 from typing import Any
 
 from rl3jax.config import TrainConfig
-from rl3jax.envs.catalog import GRID_VARIANTS, check_variant
+from rl3jax.envs.catalog import FAMILIES, check_variant, is_grid
 
 CONFIG = "config.json"
 POPULATION = "population.json"
@@ -161,8 +161,9 @@ def check_render(run: str | None, variant: str | None = None, episodes: int = 1,
     if not run:
         return RENDER_DEFAULT_FAMILY
     env = read_run_config(run, "render").env
-    if env not in GRID_VARIANTS:
-        raise ValueError(f"render draws grid tasks ({', '.join(GRID_VARIANTS)}); run {run} trained on {env!r}")
+    if not is_grid(env):
+        grids = ", ".join(n for n in FAMILIES if is_grid(n))
+        raise ValueError(f"render draws grid tasks ({grids}); run {run} trained on {env!r}")
     if variant is not None:
         check_variant(env, variant)
     return env

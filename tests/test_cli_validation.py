@@ -18,7 +18,7 @@ import pytest
 
 from rl3jax import cli
 from rl3jax.cli import main
-from rl3jax.config import PRESETS, SEED_MAX, TrainConfig
+from rl3jax.config import SEED_MAX, TrainConfig, preset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T = ["--env", "bandit", "--algo", "rl2", "--model", "markov", "--horizon", "4", "--num-envs", "2",
@@ -80,21 +80,25 @@ def test_keep_checkpoints_keeps_only_the_newest(run_dir):
 # ------------------------------------------------------------------------------------------ new runs
 NEW_RUN_ERRORS = [
     (T + ["--env", "mpd"], "unknown env 'mpd'"),
-    (["--env", "CartPole-v1"], "use --algo rl2"),  # default algo rl3: was AttributeError 'rl3_defaults'
+    (["--env", "CartPole-v1"], "use algo rl2"),  # default algo rl3: was AttributeError 'rl3_defaults'
     (T + ["--env", "Pendulum-v1"], "'Pendulum-v1' is not supported: its action space is continuous"),
     (T + ["--env", "PointRobot-misc"], "'PointRobot-misc' is not supported: its action space is continuous"),
     (T + ["--env", "MountainCarContinuous-v0"], "continuous"),
     (T + ["--env", "MNISTBandit-bsuite"], "downloads the MNIST data set"),
-    (T + ["--algo", "rl3_coarse"], "rl3_coarse is for grid families"),
-    (["--env", "grid13", "--variant", "ood"], "--variant 'ood' is not valid for env 'grid13'"),
+    (T + ["--algo", "rl3_coarse"], "algo 'rl3_coarse' does not apply to env 'bandit' (valid: rl2, rl3)"),
+    (["--env", "grid13", "--variant", "ood"], "variant 'ood' is not valid for env 'grid13'"),
+    # a preset of another family (issue 17 item 14)
+    (T + ["--preset", "mdp-h100"], "preset 'mdp-h100' is for env 'mdp', not 'bandit'; presets of bandit: "
+                                   "bandit-h100, "),
+    (["--env", "CartPole-v1", "--algo", "rl2", "--preset", "cpu-mdp"], "CartPole-v1 has no preset: omit it"),
     (T + ["--num-envs", "3"], "not divisible"),
     # seeds: 32-bit, no aliasing (0 ~ 2**32, -1 ~ 2**32-1), no OverflowError after config.json
     (T + ["--seed", "-1"], "argument --seed: expected a 32-bit seed >= 0"),
     (T + ["--seed", "4294967296"], "argument --seed: expected a 32-bit seed <= 4294967295"),
     (T + ["--seed", "18446744073709551616"], "<= 4294967295"),
     (T + ["--seed", "1e23"], "argument --seed: expected a 32-bit seed in [0, 4294967295], got '1e23'"),
-    (T + ["--set", "seed=4294967296"], "--seed must be in [0, 4294967295]"),
-    (T + ["--set", "seed=-1"], "--seed must be in [0, 4294967295]"),
+    (T + ["--set", "seed=4294967296"], "seed must be in [0, 4294967295]"),
+    (T + ["--set", "seed=-1"], "seed must be in [0, 4294967295]"),
     (T + ["--set", "seed=1e23"], "--set seed=1e23: expected a whole number"),
     (T + ["--seed", str(SEED_MAX), "--seeds", "2"], "would reach seed 4294967296"),
     # other integers beyond 32 bits
@@ -107,13 +111,23 @@ NEW_RUN_ERRORS = [
     (T + ["--set", "ent_coef=inf"], "--set ent_coef=inf: expected a finite number"),
     (T + ["--set", "ent_coef=nan"], "--set ent_coef=nan: expected a finite number"),
     (T + ["--set", "critic_weight_decay=nan"], "expected a finite number"),
-    (T + ["--set", "vf_coef=-1"], "vf_coef must be >= 0, got -1.0"),
-    (T + ["--set", "vi_epsilon=-1"], "vi_epsilon must be >= 0 or None, got -1.0"),
+    (T + ["--set", "vf_coef=-1"], "vf_coef must be in [0, 100] (used as float32), got -1"),
+    (T + ["--set", "vi_epsilon=-1"], "vi_epsilon must be in [0, 1e+06] (used as float32), got -1"),
     (T + ["--set", "vi_max_sweeps=0"], "vi_max_sweeps must be >= 1 or None"),
-    (T + ["--set", "alpha_laplace=0"], "alpha_laplace must be > 0"),
+    (T + ["--set", "alpha_laplace=0"], "alpha_laplace must be in [1e-06, 1e+06] (used as float32; 0 is meaningless)"),
     (T + ["--set", "eval_every=-1"], "eval_every must be >= 0"),
-    (T + ["--set", "gamma=1.5"], "gamma must be in [0, 1]"),
-    (T + ["--set", "lr=0"], "lr must be > 0"),
+    (T + ["--set", "gamma=1.5"], "gamma must be in [0, 1] (used as float32), got 1.5"),
+    (T + ["--set", "lr=0"], "lr must be in [1e-08, 1] (used as float32; 0 is meaningless), got 0"),
+    # floats as the float32 they are used in (issue 17 item 8): finite, non-zero where 0 is meaningless, sane
+    (T + ["--set", "lr=1e300"], "lr must be in [1e-08, 1] (used as float32; 0 is meaningless), got 1e+300"),
+    (T + ["--set", "lr=1e-50"], "lr must be in [1e-08, 1] (used as float32; 0 is meaningless), got 1e-50"),
+    (T + ["--set", "clip_eps=1e-60"], "clip_eps must be in [0.0001, 10] (used as float32; 0 is meaningless)"),
+    (T + ["--set", "target_kl=1e39"], "target_kl must be in [1e-06, 1e+10] (used as float32; 0 is meaningless)"),
+    (T + ["--set", "ent_coef=1e30"], "ent_coef must be in [0, 100] (used as float32), got 1e+30"),
+    (T + ["--set", "gae_lambda=-0.1"], "gae_lambda must be in [0, 1] (used as float32), got -0.1"),
+    (T + ["--set", "critic_weight_decay=2"], "critic_weight_decay must be in [0, 1] (used as float32), got 2"),
+    (T + ["--set", "gamma_obj=1"], "gamma_obj must be in [0, 0.99999] (used as float32), got 1"),
+    (T + ["--set", "vi_epsilon=1e40"], "vi_epsilon must be in [0, 1e+06] (used as float32), got 1e+40"),
     (T + ["--set", "lr=1", "--set", "lr=2"], "--set lr given twice"),
     (T + ["--max-seconds", "-1"], "argument --max-seconds: expected a finite number of seconds > 0, got '-1'"),
     (T + ["--max-seconds", "nan"], "expected a finite number of seconds > 0, got 'nan'"),
@@ -185,7 +199,7 @@ def test_new_run_into_a_run_folder_refused_naming_make(run_dir, capsys):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--preset", "cpu-bandit"], "--resume --preset cpu-bandit: the preset sets horizon=100 but the run in"),
+    (["--preset", "cpu-bandit"], "--resume --preset cpu-bandit: the preset sets eval_every=10 but the run in"),
     (["--iters", "1"], "--iters 1 is below the run's newest checkpoint (iteration 2)"),
     (["--set", "lr=0.1"], "differ from the run's config.json: ['lr']"),
     (["--seed", "4294967296"], "<= 4294967295"),
@@ -386,22 +400,12 @@ def test_grid_families_default_to_their_published_horizon():
     args = cli.build_parser().parse_args(["train", "--env", "grid11", "--out", "x"])
     assert cli.config_from_args(args).horizon == 250
     for name in ("cpu-grid11", "cpu-grid13"):
-        cfg = TrainConfig(**PRESETS[name])
+        cfg = TrainConfig(**preset(name))
         assert cfg.horizon == {"cpu-grid11": 250, "cpu-grid13": 350}[name]
     # every family with a laptop preset gets it when no preset is given (what `make train ENV=...` runs)
     for env in ("mdp", "bandit", "grid11", "grid13"):
         args = cli.build_parser().parse_args(["train", "--env", env, "--out", "x"])
-        assert cli.config_from_args(args) == TrainConfig(**PRESETS[f"cpu-{env}"])
-
-
-def test_catalog_matches_the_family_modules():
-    from rl3jax.envs import bandit, catalog, grid_generation, mdp, registry
-
-    registry.check_catalog()  # also run when the registry is imported
-    assert catalog.FAMILIES["bandit"] == bandit.VARIANTS and catalog.FAMILIES["mdp"] == mdp.VARIANTS
-    for name in ("grid11", "grid13"):
-        assert catalog.FAMILIES[name] == tuple(grid_generation.GRID_FAMILIES[name][1])
-        assert registry.make_env(name).horizon == catalog.PUBLISHED_HORIZON[name]
+        assert cli.config_from_args(args) == TrainConfig(**preset(f"cpu-{env}"))
 
 
 # ------------------------------------------------------------------------------------------ option tables
@@ -499,7 +503,6 @@ FIELDS = {
     "ent_schedule": ("linear", "ppo"), "gamma": (0.9, "ppo"), "gae_lambda": (0.9, "ppo"), "clip_eps": (0.1, "ppo"),
     "vf_coef": (1.0, "ppo"), "target_kl": (0.5, "ppo"), "critic_weight_decay": (0.5, "ppo"),
     "fused_update": (True, "fused"), "kl_chunks": (2, "ppo"),
-    "estimator_mode": ("entered", ("test", "tests/test_v4.py::test_legacy_estimator_mode_and_old_config_json_load")),
     "semantics": ("rlc", "estimator"),
     "vi_carry_over": (True, ("test", "tests/test_v4.py::test_config_refuses_what_does_not_apply")),
     "std_errors": (True, "estimator"), "gamma_obj": (0.5, "estimator"),

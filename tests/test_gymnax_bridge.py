@@ -49,7 +49,7 @@ def test_refused_by_name_with_reason_before_creating_it(name, monkeypatch):
 
 
 def test_rl3_on_a_gymnax_env_is_refused_with_the_fix():
-    with pytest.raises(ValueError, match="use --algo rl2"):
+    with pytest.raises(ValueError, match="use algo rl2"):
         TrainConfig(env="CartPole-v1")  # default algo: rl3
 
 
