@@ -380,7 +380,7 @@ def cmd_train(args) -> int:
             pop *= len(v)
     check_train_memory(trainer, pop, distributed.mesh_size(mesh))
     if distributed.is_main_process():
-        for line in notes(cfg, cpu=jax.default_backend() == "cpu"):  # valid, but maybe not what was meant
+        for line in () if args.resume else notes(cfg, cpu=jax.default_backend() == "cpu"):  # maybe not as meant
             print(line, file=sys.stderr)
         print(f"training {cfg.algo} ({cfg.model}) on {cfg.env}/{cfg.variant}: H={cfg.horizon}, {cfg.num_envs} tasks x "
               f"{cfg.iters} iterations = {cfg.iters * cfg.batch_steps:,} env steps"

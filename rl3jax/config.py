@@ -45,9 +45,9 @@ def _check_types(cfg) -> None:
     for f in dataclasses.fields(cfg):
         v = getattr(cfg, f.name)
         typ = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        kind = typ.split("|")[0].strip()
         if v is None and "None" in typ:
             continue
-        kind = typ.split("|")[0].strip()
         if kind == "bool":
             ok, want = isinstance(v, bool), "true or false"
         elif kind == "int":
@@ -131,12 +131,9 @@ class TrainConfig:
     # small minibatches are launch-bound (on CPU it measured the same speed within noise and compiles longer)
     fused_update: bool | None = None
     kl_chunks: int = 1  # groups of sequences for the full-batch KL pass (raise to bound its memory)
-    # RL³ estimator (None: the task family's default from METHOD §2)
-    # semantics: 'fresh' | 'rlc' | 'v4' (None: 'fresh', resolved on construction: a constructed TrainConfig
-    # always holds one of SEMANTICS)
+    # RL³ estimator (None: the family's default, METHOD §2; semantics None is 'fresh', set on construction)
     semantics: str | None = None
-    # v4 only: keep Q/V across meta-episodes of one env slot (refused: see rl3jax/estimator_v4.py)
-    vi_carry_over: bool = False
+    vi_carry_over: bool = False  # v4 only: keep Q/V across meta-episodes (refused: see rl3jax/estimator_v4.py)
     std_errors: bool = False
     gamma_obj: float | None = None  # None: 0.95 (fresh, rlc) or 0.99 (v4)
     alpha_laplace: float | None = None

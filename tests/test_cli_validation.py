@@ -681,3 +681,44 @@ def test_report_out_defaults_to_the_single_runs_report_folder(capture, run_dir, 
     paths, out, _ = capture[-1]
     assert paths == [run_dir] and out == os.path.join(run_dir, "report")
     expect_error(capsys, ["report", run_dir, run_dir], "--out is needed for a report of several runs")
+
+
+# ------------------------------------------------------------------------------------------ presets follow
+@pytest.mark.parametrize("given, want", [
+    # (num_envs, minibatch_envs, eval_every, model) of cpu-mdp under the user's overrides (issue 17 12b, 13)
+    ({}, (320, 80, 20, "markov")),
+    ({"num_envs": 64}, (64, 16, 20, "markov")),  # the README's example: 4 minibatches, not 80-sequence ones
+    ({"num_envs": 10}, (10, 2, 20, "markov")),  # 10 / 4 = 2.5 sequences: the nearest divisor (ties: larger)
+    ({"horizon": 500}, (64, 16, 20, "markov")),  # 32000 steps per iteration at H = 500
+    ({"iters": 200}, (320, 80, 50, "markov")),  # four held-out evaluations per run
+    ({"iters": 2}, (320, 80, 0, "markov")),  # fewer iterations than evaluations: none
+    ({"minibatch_envs": 40, "eval_every": 3}, (320, 40, 3, "markov")),  # given: kept
+    ({"algo": "rl2"}, (320, 80, 20, "gru")),  # RL² gets a sequence model
+    ({"algo": "rl2", "model": "markov"}, (320, 80, 20, "markov")),  # the explicit ablation stays possible
+])
+def test_preset_derived_settings_follow_the_overrides(given, want):
+    from rl3jax.config import build
+
+    cfg = build({"env": "mdp", **given})
+    assert (cfg.num_envs, cfg.minibatch_envs, cfg.eval_every, cfg.model) == want
+
+
+def test_notes_say_what_a_valid_config_may_not_mean():
+    from rl3jax.config import build, notes
+
+    assert notes(build({"env": "mdp"}), cpu=True) == []  # the laptop preset: about 4 minutes
+    (memoryless,) = notes(build({"env": "bandit", "algo": "rl2", "model": "markov"}))
+    assert memoryless.startswith("note: algo rl2 with model markov") and "ablation" in memoryless
+    (long,) = notes(build({}, "mdp-h100"), cpu=True)  # 10000 x 32000 steps at ~2000/s
+    assert long.startswith("warning: about 44 h on this CPU (320,000,000 env steps")
+    assert notes(build({}, "mdp-h100"), cpu=False) == []  # a GPU: no estimate
+    for env, ret in (("CartPole-v1", "the return is H"), ("MountainCar-v0", "the return is -H")):
+        (constant,) = notes(build({"env": env, "algo": "rl2", "model": "gru"}))
+        assert constant.startswith(f"warning: env {env}'s meta-episode return cannot vary") and ret in constant
+    assert notes(build({"env": "MetaMaze-misc", "algo": "rl2", "model": "gru"})) == []
+
+
+def test_train_prints_the_notes_before_it_starts(capture, tmp_path, capsys):
+    assert main(["train", *T, "--out", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("note: algo rl2 with model markov sees only the current input") and err.count("\n") == 1

@@ -87,6 +87,8 @@ def test_meta_episode_holds_one_task(name):
 
     tasks, (obs, rewards, over, fields) = run(jax.random.key(3))
     assert obs.shape == (horizon, 2, meta.obs_dim) and bool(jnp.isfinite(obs).all())
+    if GYMNAX_ENVS[name].constant:  # the catalog's "return cannot vary" (config.notes warns): every reward alike
+        assert np.unique(np.asarray(rewards)).size == 1 and int(over.sum()) >= 1, name
     if GYMNAX_ENVS[name].kind == "fixed":
         assert not env.task_fields and not isinstance(tasks, GymnaxTask)  # the params are the task
         return

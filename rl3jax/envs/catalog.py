@@ -17,6 +17,7 @@ categorical policy cannot serve; data downloaded at creation).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 #: the object-level semantics every tabular family has (METHOD §2, §2.4); 'v4' is listed per family
@@ -74,24 +75,20 @@ class GymnaxSpec:
     constant: str = ""  # served, but every policy's meta-episode return is the same: why (``config.notes`` warns)
 
 
-def _fixed(constant: str = "") -> GymnaxSpec:
-    return GymnaxSpec("fixed", constant=constant)
+_fixed = functools.partial(GymnaxSpec, "fixed")
+_refused = functools.partial(GymnaxSpec, "refused", ())
 
 
 def _task(*fields: str) -> GymnaxSpec:
-    return GymnaxSpec("task", tuple(fields))
-
-
-def _refused(reason: str) -> GymnaxSpec:
-    return GymnaxSpec("refused", reason=reason)
+    return GymnaxSpec("task", fields)
 
 
 #: every gymnax env (gymnax 0.0.9 / 1.0 registry) -> how rl3jax serves it
 GYMNAX_ENVS: dict[str, GymnaxSpec] = {
-    "CartPole-v1": _fixed("every step pays +1, a fall only starts the next task episode: the return is H"),
+    "CartPole-v1": _fixed(constant="every step pays +1, a fall only starts the next task episode: the return is H"),
     "Pendulum-v1": _refused(CONTINUOUS),
     "Acrobot-v1": _fixed(),
-    "MountainCar-v0": _fixed("every step pays -1, the goal included: the return is -H"),
+    "MountainCar-v0": _fixed(constant="every step pays -1, the goal included: the return is -H"),
     "MountainCarContinuous-v0": _refused(CONTINUOUS),
     "Asterix-MinAtar": _fixed(),
     "Breakout-MinAtar": _fixed(),
@@ -151,9 +148,8 @@ def check_env(name: str) -> tuple[str, ...]:
                      f"or a gymnax env ({', '.join(supported)})")
 
 
-def variants(name: str) -> tuple[str, ...]:
-    """The variant names of env ``name`` (ValueError for an unknown or unsupported env)."""
-    return check_env(name)
+#: the variant names of env ``name`` (ValueError for an unknown or unsupported env)
+variants = check_env
 
 
 def check_variant(name: str, variant: str | None) -> str:

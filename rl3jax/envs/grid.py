@@ -122,18 +122,6 @@ class GridWorld(TaskEnv):
         self.variant = variant
         self._name = self._family + ("" if variant == "train" else f"-{variant}")
 
-    @classmethod
-    def preset(cls, family: str, variant: str = "train", horizon: int | None = None) -> GridWorld:
-        """'grid11' / 'grid13' in one of its variants (``GRID_FAMILIES``), with the paper's meta horizon
-        (the family's ``FamilySpec.horizon``) unless given. Raises ValueError for an unknown family or variant."""
-        if family not in GRID_FAMILIES:
-            raise ValueError(f"unknown grid family {family!r}; valid: {', '.join(GRID_FAMILIES)}")
-        base, variants = GRID_FAMILIES[family]
-        if variant not in variants:
-            raise ValueError(f"unknown variant {variant!r} for env {family!r}; valid variants: {', '.join(variants)}")
-        config = dataclasses.replace(base, **variants[variant])
-        return cls(config, horizon=horizon or FAMILIES[family].horizon, family=family, variant=variant)
-
     # ----------------------------------------------------------------------------------- gymnax API
     @property
     def name(self) -> str:
@@ -227,5 +215,12 @@ class GridWorld(TaskEnv):
 
 
 def make_grid(family: str, variant: str = "train", horizon: int | None = None) -> GridWorld:
-    """``GridWorld.preset``: grid family ``family`` ('grid11', 'grid13') in ``variant``."""
-    return GridWorld.preset(family, variant, horizon)
+    """Grid family ``family`` ('grid11', 'grid13'; its ``FamilySpec`` entry point) in ``variant``
+    (``grid_generation.GRID_FAMILIES``), with the paper's meta horizon (the spec's H) unless given. ValueError
+    for an unknown family or variant."""
+    base, variants = GRID_FAMILIES.get(family, (None, {}))
+    if variant not in variants:
+        raise ValueError(f"unknown grid family {family!r} or variant {variant!r}; valid: "
+                         + ", ".join(f"{f} {'/'.join(v)}" for f, (_, v) in GRID_FAMILIES.items()))
+    config = dataclasses.replace(base, **variants[variant])
+    return GridWorld(config, horizon=horizon or FAMILIES[family].horizon, family=family, variant=variant)
