@@ -381,7 +381,7 @@ def cmd_train(args) -> int:
     check_train_memory(trainer, pop, distributed.mesh_size(mesh))
     if distributed.is_main_process():
         for line in () if args.resume else notes(cfg, cpu=jax.default_backend() == "cpu"):  # maybe not as meant
-            print(line, file=sys.stderr)
+            print(line)  # stdout, with the line below: stderr keeps one line per error
         print(f"training {cfg.algo} ({cfg.model}) on {cfg.env}/{cfg.variant}: H={cfg.horizon}, {cfg.num_envs} tasks x "
               f"{cfg.iters} iterations = {cfg.iters * cfg.batch_steps:,} env steps"
               f"{f' x {pop} members' if pop > 1 else ''} on {distributed.describe(mesh)} -> {args.out}")

@@ -162,14 +162,8 @@ class TrainConfig:
         return 0.99 if self.semantics == "v4" else 0.95
 
     def _validate(self) -> None:
-        """Checks every field; raises ValueError naming the field, the value and what is allowed.
-
-        Types (an int field takes a whole number, a float field a finite number, a bool field true/false; a
-        config.json read back through ``from_dict`` is checked the same way), ranges (``SEED_MAX``, ``INT_MAX``,
-        ``FLOAT_RANGES``), names (env, variant, algo, model, schedules) and combinations (the algo and semantics
-        the family's ``FamilySpec`` lists, minibatches divide the batch). Imports no JAX: a config error costs
-        no JAX start-up.
-        """
+        """Checks every field (see the class docstring): ValueError naming the field, the value and what is
+        allowed. Imports no JAX: a config error costs no JAX start-up."""
         def bad(msg):
             raise ValueError(msg)
 

@@ -81,12 +81,6 @@ class Estimator(Protocol):
         ...
 
 
-def _task_horizon(env: TaskEnv, horizon: int) -> int:
-    """The sweep budget TH of a family in meta-episodes of H = ``horizon`` steps: min(TH, H)."""
-    th = env.task_horizon
-    return th if th < horizon else horizon
-
-
 def make_estimator(env: TaskEnv, cfg: TrainConfig) -> Estimator | None:
     """The RL³ estimator of task family ``env`` for config ``cfg`` (None for ``algo='rl2'``).
 
@@ -111,7 +105,7 @@ def make_estimator(env: TaskEnv, cfg: TrainConfig) -> Estimator | None:
     kw = dict(num_states=env.num_states, num_actions=int(env.num_actions), gamma=cfg.gamma_obj_value,
               alpha_laplace=cfg.alpha_laplace if cfg.alpha_laplace is not None else d.alpha_laplace,
               epsilon=cfg.vi_epsilon if cfg.vi_epsilon is not None else d.epsilon,
-              max_sweeps=cfg.vi_max_sweeps or d.max_sweeps or _task_horizon(env, cfg.horizon),
+              max_sweeps=cfg.vi_max_sweeps or d.max_sweeps or min(env.task_horizon, cfg.horizon),
               warm_start=d.warm_start, mode="entered" if cfg.semantics == "rlc" else "fresh",
               std_errors=cfg.std_errors,
               q_denom=d.q_denom, known_states=d.known_states)
@@ -138,7 +132,7 @@ def _make_v4_estimator(env: TaskEnv, cfg: TrainConfig) -> V4Estimator:
         raise ValueError(f"semantics 'v4' is not implemented for {env.name} (it has no v4_defaults)")
     kw = dict(num_states=env.num_states, num_actions=int(env.num_actions), gamma=cfg.gamma_obj_value,
               epsilon=cfg.vi_epsilon if cfg.vi_epsilon is not None else EPSILON_V4,
-              max_sweeps=cfg.vi_max_sweeps or _task_horizon(env, cfg.horizon),
+              max_sweeps=cfg.vi_max_sweeps or min(env.task_horizon, cfg.horizon),
               q_denom=env.v4_defaults.q_denom)
     if cfg.vi_sweep_block is not None:
         kw["sweep_block"] = cfg.vi_sweep_block

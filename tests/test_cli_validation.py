@@ -720,5 +720,6 @@ def test_notes_say_what_a_valid_config_may_not_mean():
 
 def test_train_prints_the_notes_before_it_starts(capture, tmp_path, capsys):
     assert main(["train", *T, "--out", str(tmp_path / "o")]) == 0
-    err = capsys.readouterr().err
-    assert err.startswith("note: algo rl2 with model markov sees only the current input") and err.count("\n") == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("note: algo rl2 with model markov sees only the current input")
+    assert out[1].startswith("training rl2 (markov) on bandit/train")

@@ -435,3 +435,23 @@ def test_register_refuses_to_replace_a_built_in_family(name):
         registry.register(name, lambda variant: make_env("bandit"), ("train",))
     assert make_env(name).family == name  # still the built-in one
     assert type(make_env("mdp")).__name__ == "RandomMDP"
+
+
+def test_register_adds_a_spec_from_the_family_hooks():
+    """A user's family gets a spec read from its hooks: an RL²-only probe, and a bandit under another name (RL³
+    and v4 apply, no RL³-coarse); the config then checks both before JAX work, like the built-in families."""
+    from tests.probes import register_probes
+
+    register_probes()
+    probe = catalog.FAMILIES["probe-action"]
+    assert (probe.variants, probe.horizon, probe.algos, probe.semantics) == (("train",), 100, ("rl2",), ())
+    with pytest.raises(ValueError, match="algo 'rl3' does not apply to env 'probe-action' .valid: rl2.; RL³ needs"):
+        TrainConfig(env="probe-action", algo="rl3")
+    try:
+        spec = registry.register("bandit-alias", lambda variant: make_env("bandit", variant), ("train", "ood"), 50)
+        assert (spec.algos, spec.semantics, spec.horizon) == (("rl2", "rl3"), ("fresh", "rlc", "v4"), 50)
+        assert make_env("bandit-alias", "ood").variant == "ood"
+        with pytest.raises(ValueError, match="variant 'dense' is not valid for env 'bandit-alias'"):
+            TrainConfig(env="bandit-alias", variant="dense")
+    finally:
+        catalog.FAMILIES.pop("bandit-alias", None)
