@@ -54,7 +54,7 @@ FAMILIES: dict[str, FamilySpec] = {
     "mdp": FamilySpec("rl3jax.envs.mdp:RandomMDP", ("train", "alpha0.25", "det-rewards"),
                       semantics=SEMANTICS_ALL + ("v4",)),
     # grids have no task horizon of their own: H is also their TH; the variants' meaning is
-    # ``rl3jax.envs.grid_generation.GRID_VARIANTS``
+    # ``rl3jax.envs.grid_generation.GRID_FAMILIES``
     "grid11": FamilySpec(GRID_ENTRY, ("train",), 250, ("rl2", "rl3", "rl3_coarse"),
                          kwargs={"family": "grid11"}),
     "grid13": FamilySpec(GRID_ENTRY,
