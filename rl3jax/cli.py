@@ -96,7 +96,8 @@ def _laptop_presets() -> dict[str, str]:
 def _add_train(sub):
     laptop = _laptop_presets()
     served = [n for n, spec in GYMNAX_ENVS.items() if spec.kind != "refused"]
-    models = {name: PRESETS[name].fields["model"] for name in laptop.values() if "model" in PRESETS[name].fields}
+    models = {name: PRESETS[name].fields["model"] + "".join(f", {a}: {o['model']}" for a, o in PRESETS[name].by_algo.items())
+              for name in laptop.values() if "model" in PRESETS[name].fields}
     p = _subparser(sub, "train", "meta-train RL² / RL³ with PPO",
                    "Meta-train RL² / RL³ with PPO. Settings: --preset (or, without one, the family's laptop preset "
                    f"{' / '.join(laptop.values())} for env {' / '.join(laptop)}; other envs start from "
@@ -109,7 +110,7 @@ def _add_train(sub):
     p.add_argument("--algo", choices=ALGOS, default=None,
                    help=f"algorithm [default: the preset's, else {TrainConfig.algo}]")
     p.add_argument("--model", choices=MODELS, default=None,
-                   help=f"sequence model [default: the preset's ({', '.join(f'{k}: {v}' for k, v in models.items())}), "
+                   help=f"sequence model [default: the preset's ({'; '.join(f'{k}: {v}' for k, v in models.items())}), "
                         f"else {TrainConfig.model}]")
     p.add_argument("--horizon", type=_positive_int, default=None,
                    help="meta-episode length H [default: the preset's, else the family's published H "

@@ -380,7 +380,7 @@ def build(given: dict, preset_name: str | None = None) -> TrainConfig:
     return TrainConfig(**preset(preset_name, given))
 
 
-#: CPU env-steps/s by model at H = 100 on this workplace's 2-core CPU (BENCHMARKS.md), for ``cpu_hours``
+#: CPU env-steps/s by model at H = 100 on this workplace's 2-core CPU (BENCHMARKS.md), for ``notes``
 CPU_STEPS_PER_SECOND = {"markov": 12_000, "markov-v4": 12_000, "gru": 2_500, "transformer": 2_000,
                         "transformer-v4": 2_000}
 #: a run longer than this on a CPU is announced (``notes``)
