@@ -237,7 +237,7 @@ def broken_run(run_dir, tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("{not json", "config.json is not valid JSON (Expecting property name"),
     ('{"horizon": "4"}', "config.json: config field horizon must be a whole number, got '4'"),
-    ('{"lr": NaN}', "config.json: config field lr must be a finite number, got nan"),
+    ('{"lr": NaN}', "config.json: lr must be in [1e-08, 1] (used as float32; 0 is meaningless), got nan"),
     ('{"nonsense": 1}', "config.json: unknown config fields ['nonsense']"),
     ("[1, 2]", "config.json: a config must be a JSON object"),
 ])
