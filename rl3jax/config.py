@@ -71,8 +71,6 @@ FLOAT_RANGES = {"lr": (1e-8, 1.0), "ent_coef": (0.0, 100.0), "gamma": (0.0, 1.0)
 class TrainConfig:
     """Every setting of a training run (METHOD §5-§6), frozen and hashable (a static argument of the jitted code).
 
-    Fields, by group (units in brackets):
-
     - Task: ``env`` (a task family of ``rl3jax.envs.catalog.FAMILIES`` or a served gymnax env), ``variant`` (one
       of the family's variants; "train" is the training distribution), ``horizon`` H (steps per meta-episode;
       transformer-v4: H + 1 <= ``V4_POS_SLOTS``).

@@ -1,17 +1,14 @@
 """What environments exist, answered without importing JAX: one ``FamilySpec`` per task family, and gymnax's table.
 
-``rl3jax.config`` validates a command line against this module before JAX starts (a config error costs about
-0.2 s; tests/test_cli_validation.py checks that no JAX is imported on that path), and
-``rl3jax.envs.registry.make_env`` builds a family from its spec's entry point, imported by name only then.
-Adding a family is one module plus one ``FAMILIES`` entry; tests/test_envs.py checks every spec against its
-family's hooks (``registry.spec_of``).
+``rl3jax.config`` checks a command line against it before JAX starts (tests/test_cli_validation.py checks that no
+JAX is imported on that path); ``rl3jax.envs.registry.make_env`` builds a family from its spec's entry point.
+Adding a family is one module plus one ``FAMILIES`` entry (tests/test_envs.py checks each spec against its hooks).
 
-Besides rl3jax's own families, the environments registered with gymnax that rl3jax can serve (``GYMNAX_ENVS``:
-discrete actions, one task per meta-episode; RL² only, see ``rl3jax.envs.gymnax_bridge``) are env names too.
-Every name in ``gymnax.registered_envs`` has an entry in ``GYMNAX_ENVS`` (tests/test_gymnax_bridge.py keeps it
-complete): ``fixed`` (the reset draws only the agent's start state; the task is the env's params), ``task`` (the
-state fields its reset draws as the task), or ``refused`` with the reason (continuous actions, which the
-categorical policy cannot serve; data downloaded at creation).
+The gymnax envs rl3jax can serve (discrete actions, one task per meta-episode, RL² only:
+``rl3jax.envs.gymnax_bridge``) are env names too. ``GYMNAX_ENVS`` classifies every name of
+``gymnax.registered_envs`` (tests/test_gymnax_bridge.py keeps it complete): ``fixed`` (its reset draws only the
+start state; the task is the env's params), ``task`` (the state fields its reset draws as the task), or
+``refused`` with the reason (continuous actions; data downloaded at creation).
 """
 
 from __future__ import annotations
