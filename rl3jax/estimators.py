@@ -41,44 +41,35 @@ class Estimator(Protocol):
     @property
     def feature_layout(self) -> Layout:
         """The blocks of ``features`` (``rl3jax.layout.rl3_features`` or ``v4_features``)."""
-        ...
 
     @property
     def feature_dim(self) -> int:
         """Entries of ``features`` (``feature_layout.size``)."""
-        ...
 
     def init(self, start_state: jax.Array) -> Any:
         """The estimator state of a new task (an empty model), a pytree of fixed shape."""
-        ...
 
     def update(self, est: Any, s, a, r, s_next, terminal) -> Any:
         """Adds one real step to the model and re-solves it by value iteration (METHOD §2.1, §2.2)."""
-        ...
 
     def features(self, est: Any, s) -> jax.Array:
         """(feature_dim,) float32: the RL³ blocks of the policy input for the current state ``s``."""
-        ...
 
     def q_values(self, est: Any, s) -> jax.Array:
         """(..., n) float32: Q(s,·) of the latest value-iteration solve at concrete state(s) ``s`` (int, any
         shape; on RL³-coarse the Q of the abstract state of ``s``)."""
-        ...
 
     def visit(self, est: Any, s) -> Any:
         """The estimator state once the task is in concrete state ``s`` after a step (a task-episode reset
         included): an estimator that models only the states visited so far adds ``s`` to its known states; the
         others return ``est`` unchanged."""
-        ...
 
     def known(self, est: Any) -> jax.Array:
         """(..., S) bool: the states in the model (all of them, or those visited so far); leading batch axes
         of ``est`` pass through."""
-        ...
 
     def sweeps(self, est: Any) -> jax.Array:
         """(...) int32: value-iteration sweeps of the latest solve (diagnostics); batch axes pass through."""
-        ...
 
 
 def make_estimator(env: TaskEnv, cfg: TrainConfig) -> Estimator | None:
