@@ -322,12 +322,9 @@ PRESETS: dict[str, Preset] = {
     # ~4.5 s per iteration measured on a shared 2-core machine). Sensible settings, not tuned.
     "cpu-grid11": _preset("grid11", 250, 100, 4000, 1000, 0.04, 1e-3, epochs=4, evals=4, eval_episodes=100),
     "cpu-grid13": _preset("grid13", 350, 50, 5600, 1400, 0.04, 1e-3, epochs=4, evals=2, eval_episodes=100),
-    # Laptop defaults (BENCHMARKS.md "Laptop presets (tuning)"): RL³ (Markov), an MLP on the current input with
-    # the fresh Q-estimates and counts, learns far faster per CPU second than the transformer. Held-out (1000
-    # tasks): bandits 76.0 (1.28 M steps), MDPs 151.4 (2.56 M steps), against 69 / 129 for the former transformer
-    # presets. ent_coef 0.03 beat 0.01 on both (bandits at 0.01: the entropy collapsed and the return fell after
-    # ~60 iterations). Held-out evaluation (250 tasks, stochastic and greedy) every quarter of the run: the
-    # learning curve's held-out line in `rl3jax report`.
+    # Laptop defaults, tuned in BENCHMARKS.md "Laptop presets (tuning)": RL³ (Markov) learns far faster per CPU
+    # second than the transformer (held-out 76.0 on bandits, 151.4 on MDPs); ent_coef 0.03 beat 0.01 on both.
+    # Held-out evaluation (250 tasks) every quarter of the run: the learning curve's held-out line in the report.
     "cpu-mdp": _preset("mdp", 100, 80, 32000, 8000, 0.03, 1e-3, model="markov", evals=4, eval_episodes=250,
                        by_algo=_RL2_LAPTOP),
     "cpu-bandit": _preset("bandit", 100, 40, 32000, 8000, 0.03, 1e-3, model="markov", evals=4, eval_episodes=250,
