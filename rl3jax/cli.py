@@ -27,9 +27,10 @@ from rl3jax.config import (
     SWEEPABLE,
     TrainConfig,
     laptop_preset,
+    notes,
     policy_mode,
 )
-from rl3jax.envs.catalog import FAMILIES, GYMNAX_ENVS, PUBLISHED_HORIZON
+from rl3jax.envs.catalog import FAMILIES, GYMNAX_ENVS
 
 
 class ConfigError(ValueError):
@@ -88,7 +89,8 @@ def _seconds(s: str) -> float:
 def _add_train(sub):
     laptop = {env: laptop_preset(env) for env in FAMILIES if laptop_preset(env) is not None}
     served = [n for n, spec in GYMNAX_ENVS.items() if spec.kind != "refused"]
-    models = {name: PRESETS[name]["model"] for name in laptop.values() if "model" in PRESETS[name]}
+    models = {name: PRESETS[name].fields["model"] + "".join(f", {a}: {o['model']}" for a, o in PRESETS[name].by_algo.items())
+              for name in laptop.values() if "model" in PRESETS[name].fields}
     p = _subparser(sub, "train", "meta-train RL² / RL³ with PPO",
                    "Meta-train RL² / RL³ with PPO. Settings: --preset (or, without one, the family's laptop preset "
                    f"{' / '.join(laptop.values())} for env {' / '.join(laptop)}; other envs start from "
@@ -101,11 +103,11 @@ def _add_train(sub):
     p.add_argument("--algo", choices=ALGOS, default=None,
                    help=f"algorithm [default: the preset's, else {TrainConfig.algo}]")
     p.add_argument("--model", choices=MODELS, default=None,
-                   help=f"sequence model [default: the preset's ({', '.join(f'{k}: {v}' for k, v in models.items())}), "
+                   help=f"sequence model [default: the preset's ({'; '.join(f'{k}: {v}' for k, v in models.items())}), "
                         f"else {TrainConfig.model}]")
     p.add_argument("--horizon", type=_positive_int, default=None,
                    help="meta-episode length H [default: the preset's, else the family's published H "
-                        f"({', '.join(f'{k} {v}' for k, v in PUBLISHED_HORIZON.items())}), else {TrainConfig.horizon}]")
+                        f"({', '.join(f'{k} {v.horizon}' for k, v in FAMILIES.items())})]")
     p.add_argument("--iters", type=_positive_int, default=None,
                    help="total PPO iterations to reach (with --resume: the new total) [default: the preset's]")
     p.add_argument("--num-envs", type=_positive_int, default=None,
@@ -211,6 +213,8 @@ def cmd_train(args) -> int:
     distributed.initialize(args.coordinator_address, args.num_processes, args.process_id, auto=args.distributed)
     distributed.check_same_settings({**cfg.to_dict(), "out": args.out, "resume": args.resume, "seeds": args.seeds,
                                      "sweep": args.sweep, "devices": args.devices, "max_seconds": args.max_seconds})
+    import jax
+
     from rl3jax.driver import train  # importing these starts a JAX backend: after initialize
     from rl3jax.population import make_members, parse_sweep
     from rl3jax.train import make_train
@@ -221,6 +225,8 @@ def cmd_train(args) -> int:
     pop = len(make_members(cfg, args.seeds, sweep)) if sweep else args.seeds  # checks the sweep's names and values
     memory.check_train_memory(trainer, pop, distributed.mesh_size(mesh))
     if distributed.is_main_process():
+        for line in () if args.resume else notes(cfg, cpu=jax.default_backend() == "cpu"):  # maybe not as meant
+            print(line)  # stdout, with the line below: stderr keeps one line per error
         print(f"training {cfg.algo} ({cfg.model}) on {cfg.env}/{cfg.variant}: H={cfg.horizon}, {cfg.num_envs} tasks x "
               f"{cfg.iters} iterations = {cfg.iters * cfg.batch_steps:,} env steps"
               f"{f' x {pop} members' if pop > 1 else ''} on {distributed.describe(mesh)} -> {args.out}")

@@ -271,7 +271,7 @@ def test_cli_report_and_errors(runs, tmp_path, capsys):
              ([str(bad)], "is not a run folder"),
              ([str(tmp_path / "missing")], "is not a folder"),
              ([runs["rl2"], str(other)], "one task family and horizon; got bandit H=8, bandit H=10"),
-             ([runs["rl2"], "--variant", "nope"], "--variant 'nope' is not valid for env 'bandit'")]
+             ([runs["rl2"], "--variant", "nope"], "variant 'nope' is not valid for env 'bandit'")]
     for argv, msg in cases:
         dest = tmp_path / "never"
         rc = cli_main(["report", *argv, "--out", str(dest)])

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rl3jax import config
 from rl3jax.cli import main as cli_main
 from rl3jax.config import PRESETS, TrainConfig, preset
 from rl3jax.driver import train
@@ -20,7 +21,7 @@ from rl3jax.estimator import QEstimator
 from rl3jax.estimator_v4 import V4Estimator
 from rl3jax.estimators import make_estimator
 from rl3jax.meta_episode import make_meta_env
-from rl3jax.networks import make_network
+from rl3jax.networks import V4_POS_SLOTS, make_network
 from rl3jax.runfiles import read_config
 from tests.reference_v4 import V4Reference
 
@@ -207,20 +208,27 @@ def test_absorbing_state_is_an_unrewarded_self_loop():
     (dict(vi_carry_over=True), "vi_carry_over is a v4 option"),
     (dict(estimator_mode="stale"), "estimator_mode 'stale' is not one of fresh, entered"),
     (dict(estimator_mode="entered", semantics="v4"), "conflicts with semantics 'v4'"),
+    (dict(model="transformer-v4", horizon=1024), "transformer-v4 has 1024 positional slots .* horizon 1024 needs "
+                                                  "1025"),
 ])
 def test_config_refuses_what_does_not_apply(kw, message):
     with pytest.raises(ValueError, match=message):
-        TrainConfig(**kw)
+        TrainConfig.from_dict(kw)  # the legacy estimator_mode exists only in config.json files
+
+
+def test_config_v4_slots_are_the_networks():
+    assert config.V4_POS_SLOTS == V4_POS_SLOTS
+    assert TrainConfig(model="transformer-v4", horizon=1023).horizon == 1023
 
 
 def test_legacy_estimator_mode_and_old_config_json_load():
     assert TrainConfig.from_dict({"env": "mdp", "estimator_mode": "entered"}).semantics == "rlc"
     old = TrainConfig.from_dict({"env": "mdp", "estimator_mode": "fresh", "gamma_obj": 0.95})
-    assert old.semantics == "fresh" and old.estimator_mode is None
+    assert old.semantics == "fresh" and "estimator_mode" not in old.to_dict()  # translated, not kept
     assert TrainConfig.from_dict(old.to_dict()) == old
     assert TrainConfig().semantics == "fresh" and TrainConfig().gamma_obj_value == 0.95
     assert TrainConfig(semantics="v4").gamma_obj_value == 0.99
-    rlc = make_estimator(make_meta_env(TrainConfig(estimator_mode="entered")).env, TrainConfig(semantics="rlc"))
+    rlc = make_estimator(make_meta_env(TrainConfig(semantics="rlc")).env, TrainConfig(semantics="rlc"))
     assert isinstance(rlc, QEstimator) and rlc.mode == "entered" and rlc.gamma == 0.95
 
 
