@@ -30,7 +30,7 @@ T = dict(env="bandit", algo="rl2", model="markov", horizon=4, num_envs=2, miniba
          chunk_iters=2, checkpoint_every=2)
 T_ARGV = ["--env", "bandit", "--algo", "rl2", "--model", "markov", "--horizon", "4", "--num-envs", "2",
           "--minibatch-envs", "2", "--no-progress", "--set", "epochs=2", "--set", "chunk_iters=2",
-          "--set", "checkpoint_every=2"]
+          "--set", "checkpoint_every=2", "--set", "eval_every=0"]
 
 
 def _leaves_equal(a, b):
@@ -495,9 +495,10 @@ def test_a_lock_file_alone_is_no_part_of_a_run(tmp_path):
 
 
 # -------------------------------------------------------------------------------- 17.9 advice that works
-def test_divergence_advice_is_a_command_that_is_accepted(tmp_path, capsys):
+def test_divergence_advice_is_a_command_that_is_accepted(tmp_path, capsys, monkeypatch):
     from rl3jax.cli import build_parser, check_train_args
 
+    monkeypatch.setitem(config.FLOAT_RANGES, "ent_coef", (0.0, 1e30))  # to reach a divergence (see above)
     run = str(tmp_path / "nan")
     argv = ["train", *T_ARGV, "--iters", "2", "--set", "ent_coef=1e30", "--out", run]
     assert cli_main(argv) == 1
