@@ -22,7 +22,7 @@ from rl3jax.config import (
     MODELS,
     PRESETS,
     SEED_MAX,
-    SWEEPABLE,
+    HParams,
     TrainConfig,
     default_base,
     laptop_preset,
@@ -138,7 +138,7 @@ def _add_train(sub):
     g.add_argument("--seeds", type=_positive_int, default=1,
                    help="train K independent seeds (seed, seed+1, ...) as one vmapped population")
     g.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2,...",
-                   help=f"vmapped sweep of a numeric hyper-parameter ({', '.join(SWEEPABLE)}); repeat for a grid")
+                   help=f"vmapped sweep of a numeric hyper-parameter ({', '.join(HParams._fields)}); repeat for a grid")
     g.add_argument("--coordinator-address", default=None, metavar="HOST:PORT",
                    help="multi-host: process 0's address (or JAX_COORDINATOR_ADDRESS)")
     g.add_argument("--num-processes", type=_positive_int, default=None,
@@ -149,7 +149,7 @@ def _add_train(sub):
                    help="multi-host with JAX's cluster auto-detection (Cloud TPU pod slices, SLURM, Open MPI)")
 
 
-def _coerce(field: dataclasses.Field, raw: str):
+def _coerce(field: dataclasses.Field, raw: str, flag: str):
     typ = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
     if raw.lower() == "none" and "None" in typ:
         return None
@@ -158,36 +158,50 @@ def _coerce(field: dataclasses.Field, raw: str):
             return True
         if raw.lower() in ("0", "false", "no"):
             return False
-        raise ConfigError(f"--set {field.name}={raw}: expected true or false")
+        raise ConfigError(f"{flag} {field.name}={raw}: expected true or false")
     if typ.startswith("int"):
         try:
             return int(raw)
         except ValueError:
-            raise ConfigError(f"--set {field.name}={raw}: expected a whole number") from None
+            raise ConfigError(f"{flag} {field.name}={raw}: expected a whole number") from None
     if typ.startswith("float"):
         try:
             v = float(raw)
         except ValueError:
-            raise ConfigError(f"--set {field.name}={raw}: expected a float") from None
+            raise ConfigError(f"{flag} {field.name}={raw}: expected a float") from None
         if not math.isfinite(v):
-            raise ConfigError(f"--set {field.name}={raw}: expected a finite number")
+            raise ConfigError(f"{flag} {field.name}={raw}: expected a finite number")
         return v
     return raw
 
 
-def parse_sets(items: list[str]) -> dict:
-    """``--set FIELD=VALUE`` items -> {field: typed value}; a clear error for a malformed item or unknown field."""
+def parse_sets(items: list[str], sweep: bool = False) -> dict:
+    """``--set FIELD=VALUE`` items -> {field: typed value}; with ``sweep``, ``--sweep NAME=V1,V2,...`` items ->
+    {name: [typed values]} for the ``config.HParams`` names (``-`` in a name reads as ``_``). One ``ConfigError``
+    line for a malformed item, an unknown (or, swept, unsweepable) name, a name given twice, a value of the
+    wrong type, and a sweep without values or with a repeated one."""
+    flag, form = ("--sweep", "NAME=V1,V2,...") if sweep else ("--set", "FIELD=VALUE")
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    valid = HParams._fields if sweep else tuple(fields)
     out = {}
     for item in items:
         if "=" not in item:
-            raise ConfigError(f"--set expects FIELD=VALUE, got {item!r}")
+            raise ConfigError(f"{flag} expects {form}, got {item!r}")
         k, v = item.split("=", 1)
-        if k not in fields:
-            raise ConfigError(f"--set: unknown config field {k!r}; valid: {', '.join(fields)}")
+        k = k.strip().replace("-", "_")
+        if k not in valid:
+            what = ("not sweepable in one compile (other settings change shapes or code: use separate runs)" if sweep
+                    and k in fields else "unknown config field")
+            raise ConfigError(f"{flag} {k}: {what}; valid: {', '.join(valid)}")
         if k in out:
-            raise ConfigError(f"--set {k} given twice")
-        out[k] = _coerce(fields[k], v)
+            raise ConfigError(f"{flag} {k} given twice")
+        if not sweep:
+            out[k] = _coerce(fields[k], v, flag)
+            continue
+        values = [_coerce(fields[k], x.strip(), flag) for x in v.split(",") if x.strip()]
+        if not values or len(set(values)) != len(values):
+            raise ConfigError(f"{flag} {k}={v}: expected distinct values V1,V2,...")
+        out[k] = values
     return out
 
 
@@ -355,9 +369,9 @@ def cmd_train(args) -> int:
     cfg = check_train_args(args)
     sweep = {}
     if args.sweep:
-        from rl3jax.population import make_members, parse_sweep
+        from rl3jax.population import make_members
 
-        sweep = parse_sweep(args.sweep)
+        sweep = parse_sets(args.sweep, sweep=True)
     from rl3jax import distributed
 
     # before anything touches a JAX backend
@@ -544,7 +558,7 @@ def _add_bench(sub):
     p.add_argument("--only", default=None, help="comma-separated workload names (not with --scaling)")
     p.add_argument("--repeats", type=_positive_int, default=3, help="timed runs per workload (median reported)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a config field in every workload (e.g. --set fused_update=false for an A/B; "
+                   help="override a config field in every workload (e.g. --set epochs=4 for an A/B; "
                         "not with --scaling)")
     p.add_argument("--scaling", action="store_true",
                    help="one workload at 1, 2, 4, 8 devices and with 1, 2, 4, 8 vmapped seeds (docs/SCALING.md)")

@@ -2,15 +2,15 @@
 
 ``tests/behaviour_record.py`` holds the cases and the comparison (bit for bit where the recording's platform
 fingerprint matches this machine, else to its ``LOOSE_RTOL``). The default suite checks a representative
-subset (each learner path: separate and fused PPO steps, every estimator, a population with a sweep, a resumed
-run); ``-m slow`` checks all 44 runs, the 4-fake-device one included (about 10 minutes on 2 cores, cold cache).
+subset (the PPO step, every estimator, a population with a sweep, a resumed
+run); ``-m slow`` checks all 38 runs, the 4-fake-device one included (about 10 minutes on 2 cores, cold cache).
 """
 
 import pytest
 
 from tests import behaviour_record
 
-SUBSET = ["mdp-rl3-transformer", "bandit-rl3-gru-fused", "grid11-rl3_coarse-markov", "bandit-rl3-v4",
+SUBSET = ["mdp-rl3-transformer", "bandit-rl3-gru", "grid11-rl3_coarse-markov", "bandit-rl3-v4",
           "mdp-rl3-rlc-stderr", "mdp-population-sweep", "bandit-rl3-gru-resumed"]
 
 
