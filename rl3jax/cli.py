@@ -190,9 +190,9 @@ def parse_sets(items: list[str], sweep: bool = False) -> dict:
         k, v = item.split("=", 1)
         k = k.strip().replace("-", "_")
         if k not in valid:
-            what = ("not sweepable in one compile (other settings change shapes or code: use separate runs)" if sweep
-                    and k in fields else "unknown config field")
-            raise ConfigError(f"{flag} {k}: {what}; valid: {', '.join(valid)}")
+            what = (f" {k}: not sweepable in one compile (other settings change shapes or code: use separate runs)"
+                    if sweep and k in fields else f": unknown config field {k!r}")
+            raise ConfigError(f"{flag}{what}; valid: {', '.join(valid)}")
         if k in out:
             raise ConfigError(f"{flag} {k} given twice")
         if not sweep:

@@ -102,7 +102,7 @@ NEW_RUN_ERRORS = [
     (T + ["--set", "epochs=2147483648"], "epochs must be at most 2147483647"),
     (T + ["--set", "epochs=1.5"], "--set epochs=1.5: expected a whole number"),
     (T + ["--set", "std_errors=maybe"], "--set std_errors=maybe: expected true or false"),
-    (T + ["--set", "fused_update=true"], "--set fused_update: unknown config field"),
+    (T + ["--set", "fused_update=true"], "--set: unknown config field 'fused_update'"),
     # values that passed before
     (T + ["--set", "lr=inf"], "--set lr=inf: expected a finite number"),
     (T + ["--set", "ent_coef=inf"], "--set ent_coef=inf: expected a finite number"),

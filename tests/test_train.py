@@ -164,7 +164,7 @@ def test_resume_with_changed_settings_is_refused(tmp_path):
     (["train", "--num-envs", "10", "--minibatch-envs", "4", "--out", "X"], "not divisible"),
     (["train", "--set", "lr=abc", "--out", "X"], "expected a float"),
     (["train", "--set", "nofield=1", "--out", "X"], "unknown config field"),
-    (["train", "--set", "fused_update=true", "--out", "X"], "--set fused_update: unknown config field"),
+    (["train", "--set", "fused_update=true", "--out", "X"], "--set: unknown config field 'fused_update'"),
     (["train", "--preset", "nope", "--out", "X"], "unknown preset"),
     (["eval", "--run", "/nonexistent/run", "--episodes", "2"], "not a run folder"),
 ])
