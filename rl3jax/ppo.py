@@ -5,9 +5,10 @@ Independent of environments and networks: ``actor`` (params, obs (b, T, m)) -> l
 ``make_batch`` (GAE once from the rollout values; the last step T is the only terminal), then ``cfg.epochs``
 epochs, each shuffling the B sequences (key ``fold_in(key, epoch)``) into ``minibatches`` of whole sequences
 (time is never sliced) and running ``update_actor`` (its minibatch steps, then the full-batch ``kl_check``) and
-``update_critic``. KL early stop: once the KL(π_old‖π_new) after an actor epoch is ≥ ``cfg.target_kl``, the actor
-(params and Adam state) is frozen for the rest of the iteration while the critic trains all epochs (``lax.cond``:
-a frozen actor costs no compute; under ``vmap`` it is a select).
+``update_critic`` (so: ``Trainer.iteration`` -> ``ppo_update`` -> ``update_actor`` -> ``actor_loss``). KL early
+stop: once the KL(π_old‖π_new) after an actor epoch is ≥ ``cfg.target_kl``, the actor (params and Adam state) is
+frozen for the rest of the iteration while the critic trains all epochs (``lax.cond``: a frozen actor costs no
+compute; under ``vmap`` it is a select).
 
 Where each setting lives (one home each): static (the jit cache key), the ``TrainConfig`` fields ``gamma``,
 ``clip_eps``, ``epochs``, ``num_envs``, ``minibatch_envs``, ``vf_coef``, ``target_kl``, ``ent_schedule`` with
@@ -38,8 +39,7 @@ ADAM_EPS = 1e-7
 ADAM = optax.scale_by_adam(b1=0.9, b2=0.999, eps=ADAM_EPS)
 ACTOR_METRICS = ("actor_loss", "pg_loss", "entropy", "approx_kl", "clip_frac")
 
-Params = Any
-ApplyFn = Callable[[Params, jax.Array], jax.Array]
+ApplyFn = Callable[[Any, jax.Array], jax.Array]  # (params, obs (b, T, m)) -> logits (b, T, n) or values (b, T)
 
 
 @struct.dataclass
@@ -70,9 +70,9 @@ class ActorCritic:
     """The four trees one PPO iteration changes (the names of ``TrainState``'s fields); the optimiser states are
     ``ADAM``'s."""
 
-    actor_params: Params
+    actor_params: Any
     actor_opt: Any
-    critic_params: Params
+    critic_params: Any
     critic_opt: Any
 
 
@@ -203,9 +203,10 @@ def kl_check(cfg: TrainConfig, actor: ApplyFn, params, obs, old_logits) -> jax.A
     return jnp.mean(jax.lax.map(lambda c: categorical_kl(c[1], actor(params, c[0])), groups)).astype(jnp.float32)
 
 
-def update_actor(cfg: TrainConfig, actor: ApplyFn, params, opt, mbs: Batch, ent_coef, lr):
-    """One actor epoch: an ``adam_step`` per minibatch of ``mbs`` (leaves (num_minibatches, b, ...)). Returns
-    ``(params, opt, metrics)``, metrics the float32 minibatch means of ``ACTOR_METRICS``."""
+def update_actor(cfg: TrainConfig, actor: ApplyFn, params, opt, mbs: Batch, ent_coef, lr, obs, old_logits):
+    """One actor epoch: an ``adam_step`` per minibatch of ``mbs`` (leaves (num_minibatches, b, ...)), then the
+    full-batch ``kl_check`` of ``obs`` against π_old's ``old_logits``. Returns ``(params, opt, metrics, kl)``,
+    metrics the float32 minibatch means of ``ACTOR_METRICS``."""
 
     def step(carry, mb: Batch):
         params, opt = carry
@@ -217,7 +218,8 @@ def update_actor(cfg: TrainConfig, actor: ApplyFn, params, opt, mbs: Batch, ent_
         return adam_step(grads, opt, params, lr, jnp.zeros((), jnp.float32)), {"actor_loss": value, **aux}
 
     (params, opt), metrics = jax.lax.scan(step, (params, opt), mbs)
-    return params, opt, {k: jnp.mean(metrics[k]).astype(jnp.float32) for k in ACTOR_METRICS}
+    means = {k: jnp.mean(metrics[k]).astype(jnp.float32) for k in ACTOR_METRICS}
+    return params, opt, means, kl_check(cfg, actor, params, obs, old_logits)
 
 
 def update_critic(cfg: TrainConfig, critic: ApplyFn, params, opt, mbs: Batch, lr, weight_decay):
@@ -257,15 +259,12 @@ def ppo_update(cfg: TrainConfig, actor: ApplyFn, critic: ApplyFn, key: jax.Array
     zero = jnp.zeros((), jnp.float32)
     frozen = {k: zero for k in ACTOR_METRICS}  # the metrics of an epoch the actor did not train
 
-    def train_actor(params, opt, mbs):
-        params, opt, metrics = update_actor(cfg, actor, params, opt, mbs, ent, hparams.lr)
-        return params, opt, metrics, kl_check(cfg, actor, params, rollout.obs, old_logits)
-
     def epoch(carry, i):
         ac, active, actor_epochs, kl, sums, critic_sum = carry
         mbs = minibatches(batch, jax.random.permutation(jax.random.fold_in(key, i), cfg.num_envs), cfg)
-        a_p, a_s, a_metrics, kl = jax.lax.cond(active, lambda op: train_actor(*op, mbs),
-                                               lambda op: (*op, frozen, kl), (ac.actor_params, ac.actor_opt))
+        a_p, a_s, a_metrics, kl = jax.lax.cond(
+            active, lambda op: update_actor(cfg, actor, *op, mbs, ent, hparams.lr, rollout.obs, old_logits),
+            lambda op: (*op, frozen, kl), (ac.actor_params, ac.actor_opt))
         c_p, c_s, c_loss = update_critic(cfg, critic, ac.critic_params, ac.critic_opt, mbs, hparams.lr,
                                          hparams.critic_weight_decay)
         return (ActorCritic(a_p, a_s, c_p, c_s), jnp.logical_and(active, kl < cfg.target_kl),
