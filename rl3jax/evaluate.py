@@ -146,14 +146,12 @@ def run_baselines(env: str, variant: str | None, horizon: int, episodes: int, na
     ``names`` is None, an error when asked for by name. Returns one dict per policy, in registry order:
     {"policy", "mean_return", "stderr", "episodes", "normalised" ((x − random)/(oracle − random), None unless
     random and oracle both ran), "seconds" (wall time incl. tables and compile), "step_rewards" (list of H
-    per-step mean rewards), "params", "skipped" (None, or why)}. ``progress(row)`` is called after each policy.
+    per-step mean rewards), "params", "actions" ("deterministic" or "stochastic"), "skipped" (None, or why)}. ``progress(row)`` is called after each policy.
     """
     cfg = TrainConfig(env=env, variant=variant or "train", horizon=horizon, algo="rl2")
     meta_env = make_meta_env(cfg)
-    fitting = baseline_names(meta_env)
     explicit = names is not None
-    if names is None:
-        names = fitting
+    names = baseline_names(meta_env) if names is None else names
     for n in names:
         check_fits(n, meta_env)
     if episodes < 1:
@@ -161,26 +159,30 @@ def run_baselines(env: str, variant: str | None, horizon: int, episodes: int, na
     rows = []
     for name in [n for n in BASELINES if n in names]:
         t0 = time.perf_counter()
+        row = {"policy": name, "mean_return": None, "stderr": None, "episodes": 0, "step_rewards": None,
+               "params": validate_params(name, None), "actions": BASELINES[name].actions, "normalised": None,
+               "skipped": None}
         try:
             res = evaluate(meta_env, name, episodes, batch=batch, seed=seed)
+            row.update(mean_return=res["mean_return"], stderr=res["stderr"], episodes=res["episodes"],
+                       step_rewards=[float(x) for x in res["step_rewards"]])
         except IntractableError as e:
             if explicit:
                 raise
-            rows.append({"policy": name, "mean_return": None, "stderr": None, "episodes": 0,
-                         "seconds": time.perf_counter() - t0, "step_rewards": None,
-                         "params": validate_params(name, None), "normalised": None, "skipped": str(e)})
-            if progress:
-                progress(rows[-1])
-            continue
-        rows.append({"policy": name, "mean_return": res["mean_return"], "stderr": res["stderr"],
-                     "episodes": res["episodes"], "seconds": time.perf_counter() - t0,
-                     "step_rewards": [float(x) for x in res["step_rewards"]],
-                     "params": validate_params(name, None), "normalised": None, "skipped": None})
+            row["skipped"] = str(e)
+        rows.append({**row, "seconds": time.perf_counter() - t0})
         if progress:
             progress(rows[-1])
-    by = {r["policy"]: r for r in rows if r.get("skipped") is None}
-    if "random" in by and "oracle" in by:
-        lo, hi = by["random"]["mean_return"], by["oracle"]["mean_return"]
-        for r in by.values():
-            r["normalised"] = (r["mean_return"] - lo) / (hi - lo) if hi != lo else None
+    ref = {r["policy"]: r["mean_return"] for r in rows if r["skipped"] is None}
+    for r in rows:
+        r["normalised"] = normalise(r["mean_return"], ref)
     return rows
+
+
+def normalise(x: float | None, ref: dict) -> float | None:
+    """(x − random) / (oracle − random); None without both references."""
+    lo, hi = ref.get("random"), ref.get("oracle")
+    if x is None or lo is None or hi is None or hi == lo or not math.isfinite(x):
+        return None
+    return (x - lo) / (hi - lo)
+
