@@ -24,7 +24,7 @@ from rl3jax.config import (
     MODELS,
     PRESETS,
     SEED_MAX,
-    SWEEPABLE,
+    HParams,
     TrainConfig,
     laptop_preset,
     notes,
@@ -133,7 +133,7 @@ def _add_train(sub):
     g.add_argument("--seeds", type=_positive_int, default=1,
                    help="train K independent seeds (seed, seed+1, ...) as one vmapped population")
     g.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2,...",
-                   help=f"vmapped sweep of a numeric hyper-parameter ({', '.join(SWEEPABLE)}); repeat for a grid")
+                   help=f"vmapped sweep of a numeric hyper-parameter ({', '.join(HParams._fields)}); repeat for a grid")
     g.add_argument("--coordinator-address", default=None, metavar="HOST:PORT",
                    help="multi-host: process 0's address (or JAX_COORDINATOR_ADDRESS)")
     g.add_argument("--num-processes", type=_positive_int, default=None,
@@ -144,7 +144,7 @@ def _add_train(sub):
                    help="multi-host with JAX's cluster auto-detection (Cloud TPU pod slices, SLURM, Open MPI)")
 
 
-def _coerce(field: dataclasses.Field, raw: str):
+def _coerce(field: dataclasses.Field, raw: str, flag: str):
     typ = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
     if raw.lower() == "none" and "None" in typ:
         return None
@@ -153,36 +153,50 @@ def _coerce(field: dataclasses.Field, raw: str):
             return True
         if raw.lower() in ("0", "false", "no"):
             return False
-        raise ConfigError(f"--set {field.name}={raw}: expected true or false")
+        raise ConfigError(f"{flag} {field.name}={raw}: expected true or false")
     if typ.startswith("int"):
         try:
             return int(raw)
         except ValueError:
-            raise ConfigError(f"--set {field.name}={raw}: expected a whole number") from None
+            raise ConfigError(f"{flag} {field.name}={raw}: expected a whole number") from None
     if typ.startswith("float"):
         try:
             v = float(raw)
         except ValueError:
-            raise ConfigError(f"--set {field.name}={raw}: expected a float") from None
+            raise ConfigError(f"{flag} {field.name}={raw}: expected a float") from None
         if not math.isfinite(v):
-            raise ConfigError(f"--set {field.name}={raw}: expected a finite number")
+            raise ConfigError(f"{flag} {field.name}={raw}: expected a finite number")
         return v
     return raw
 
 
-def parse_sets(items: list[str]) -> dict:
-    """``--set FIELD=VALUE`` items -> {field: typed value}; a clear error for a malformed item or unknown field."""
+def parse_sets(items: list[str], sweep: bool = False) -> dict:
+    """``--set FIELD=VALUE`` items -> {field: typed value}; with ``sweep``, ``--sweep NAME=V1,V2,...`` items ->
+    {name: [typed values]} for the ``config.HParams`` names (``-`` in a name reads as ``_``). One ``ConfigError``
+    line for a malformed item, an unknown (or, swept, unsweepable) name, a name given twice, a value of the
+    wrong type, and a sweep without values or with a repeated one."""
+    flag, form = ("--sweep", "NAME=V1,V2,...") if sweep else ("--set", "FIELD=VALUE")
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    valid = HParams._fields if sweep else tuple(fields)
     out = {}
     for item in items:
         if "=" not in item:
-            raise ConfigError(f"--set expects FIELD=VALUE, got {item!r}")
+            raise ConfigError(f"{flag} expects {form}, got {item!r}")
         k, v = item.split("=", 1)
-        if k not in fields:
-            raise ConfigError(f"--set: unknown config field {k!r}; valid: {', '.join(fields)}")
+        k = k.strip().replace("-", "_")
+        if k not in valid:
+            what = (f" {k}: not sweepable in one compile (other settings change shapes or code: use separate runs)"
+                    if sweep and k in fields else f": unknown config field {k!r}")
+            raise ConfigError(f"{flag}{what}; valid: {', '.join(valid)}")
         if k in out:
-            raise ConfigError(f"--set {k} given twice")
-        out[k] = _coerce(fields[k], v)
+            raise ConfigError(f"{flag} {k} given twice")
+        if not sweep:
+            out[k] = _coerce(fields[k], v, flag)
+            continue
+        values = [_coerce(fields[k], x.strip(), flag) for x in v.split(",") if x.strip()]
+        if not values or len(set(values)) != len(values):
+            raise ConfigError(f"{flag} {k}={v}: expected distinct values V1,V2,...")
+        out[k] = values
     return out
 
 
@@ -216,10 +230,10 @@ def cmd_train(args) -> int:
     import jax
 
     from rl3jax.driver import train  # importing these starts a JAX backend: after initialize
-    from rl3jax.population import make_members, parse_sweep
+    from rl3jax.population import make_members
     from rl3jax.train import make_train
 
-    sweep = parse_sweep(args.sweep)  # {} without --sweep
+    sweep = parse_sets(args.sweep, sweep=True)  # {} without --sweep
     mesh = distributed.make_mesh(args.devices)  # None for one device
     trainer = make_train(cfg, mesh)  # builds the env, estimator and networks (no compile): their errors come now
     pop = len(make_members(cfg, args.seeds, sweep)) if sweep else args.seeds  # checks the sweep's names and values
@@ -335,7 +349,7 @@ def _add_bench(sub):
     p.add_argument("--only", default=None, help="comma-separated workload names (not with --scaling)")
     p.add_argument("--repeats", type=_positive_int, default=3, help="timed runs per workload (median reported)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a config field in every workload (e.g. --set fused_update=false for an A/B; "
+                   help="override a config field in every workload (e.g. --set epochs=4 for an A/B; "
                         "not with --scaling)")
     p.add_argument("--scaling", action="store_true",
                    help="one workload at 1, 2, 4, 8 devices and with 1, 2, 4, 8 vmapped seeds (docs/SCALING.md)")

@@ -8,7 +8,7 @@ every TrainConfig in existence is valid: impossible settings are clear errors be
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 from rl3jax.envs.catalog import FAMILIES, GYMNAX_ENVS, spec
 
@@ -18,12 +18,26 @@ ENT_SCHEDULES = ("constant", "linear")
 #: how a trained policy acts on held-out tasks: actions sampled from it, or its argmax actions
 POLICY_MODES = ("stochastic", "greedy")
 STOCHASTIC, GREEDY = POLICY_MODES
-#: the traced PPO settings of ``TrainState.hparams`` (``rl3jax.ppo.HPARAMS``), filled from these config fields
-PPO_HPARAMS = ("ent_coef", "gae_lambda")
-#: the optimiser settings held in the ``optax.inject_hyperparams`` states (``rl3jax.population.OPT_HPARAMS``)
-OPT_HPARAM_FIELDS = ("lr", "critic_weight_decay")
-#: what ``--sweep`` varies in one compile: settings that live in the training state, not in shapes or code
-SWEEPABLE = OPT_HPARAM_FIELDS + PPO_HPARAMS
+
+
+class HParams(NamedTuple):
+    """Every sweepable setting, one home each: the values a run's training state holds (``TrainState.hparams``,
+    float32 scalars; a leading member axis in a population), filled from the config fields of the same names
+    (``TrainConfig.hparams``). The jitted code reads them from the state, so one compile serves any value and
+    ``--sweep`` varies them per member; anything else changes shapes or code. A NamedTuple is a pytree without
+    JAX, so the command line lists these names before JAX starts.
+    """
+
+    lr: Any  # Adam learning rate, actor and critic
+    critic_weight_decay: Any  # the critic's coupled L2 weight decay
+    ent_coef: Any  # entropy bonus coefficient (at iteration 0 under the linear schedule)
+    gae_lambda: Any  # GAE λ
+
+
+#: fields of older versions that a config.json may still hold; ``from_dict`` drops them. ``fused_update``: the
+#: fused actor-critic PPO step, deleted (never measured faster); its runs equal the separate steps' up to float
+#: reassociation, so they stay valid
+DROPPED_FIELDS = ("fused_update",)
 #: run-control fields: how the driver chunks, checkpoints and evaluates a run, not what it learns
 RUN_CONTROL = ("chunk_iters", "checkpoint_every", "keep_checkpoints", "eval_every", "eval_episodes")
 
@@ -79,7 +93,7 @@ class TrainConfig:
       batch = num_envs x H steps), ``minibatch_envs`` (whole sequences per minibatch; divides num_envs),
       ``epochs``, ``lr`` (Adam, actor and critic), ``ent_coef`` and ``ent_schedule`` (``ENT_SCHEDULES``; linear:
       to 0 at ``iters``), ``gamma``, ``gae_lambda``, ``clip_eps``, ``vf_coef``, ``target_kl`` (the actor's KL
-      early stop), ``critic_weight_decay`` (coupled L2 decay of the critic), ``fused_update``, ``kl_chunks`` (sequence groups of the
+      early stop), ``critic_weight_decay`` (coupled L2 decay of the critic), ``kl_chunks`` (sequence groups of the
       full-batch KL pass; divides num_envs).
     - RL³ estimator (METHOD §2; None: the semantics' or family's default): ``semantics`` (``SEMANTICS``),
       ``vi_carry_over``, ``std_errors``, ``gamma_obj`` (the value iteration's
@@ -115,9 +129,6 @@ class TrainConfig:
     vf_coef: float = 0.5
     target_kl: float = 0.01
     critic_weight_decay: float = 0.01
-    # actor and critic trained in one vmapped step per minibatch (rl3jax.fused); None: on GPUs/TPUs only, where
-    # small minibatches are launch-bound (on CPU it measured the same speed within noise and compiles longer)
-    fused_update: bool | None = None
     kl_chunks: int = 1  # groups of sequences for the full-batch KL pass (raise to bound its memory)
     # RL³ estimator (None: the family's default, METHOD §2; semantics None is 'fresh', set on construction)
     semantics: str | None = None
@@ -224,19 +235,23 @@ class TrainConfig:
     def replace(self, **kw: Any) -> TrainConfig:
         return dataclasses.replace(self, **kw)
 
+    def hparams(self) -> HParams:
+        """This config's values of the ``HParams`` fields (Python floats)."""
+        return HParams(*(getattr(self, name) for name in HParams._fields))
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         """The config of ``d`` (e.g. a run's config.json: ``to_dict``'s fields, missing ones at their defaults; the
-        legacy ``estimator_mode`` of old files is translated into ``semantics``). ValueError for ``d`` that is not
-        a dict, unknown fields (named), a legacy mode that is unknown or conflicts, or any value construction
-        refuses."""
+        legacy ``estimator_mode`` of old files is translated into ``semantics``; ``DROPPED_FIELDS`` are ignored).
+        ValueError for ``d`` that is not a dict, unknown fields (named), a legacy mode that is unknown or conflicts,
+        or any value construction refuses."""
         names = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(d, dict):
             raise ValueError(f"a config must be a JSON object of fields, got {type(d).__name__}")
-        d = dict(d)
+        d = {k: v for k, v in d.items() if k not in DROPPED_FIELDS}
         mode = d.pop("estimator_mode", None)
         if mode is not None:
             if mode not in LEGACY_ESTIMATOR_MODES:

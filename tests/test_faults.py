@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -236,21 +237,23 @@ def _set_format_version(step_dir, version):
 def test_checkpoint_format_version_old_loads_newer_is_refused(run4, tmp_path, capsys):
     run = _copy(run4, tmp_path)
     step4 = os.path.join(run, "checkpoints", "4")
-    assert json.load(open(os.path.join(step4, "meta", "metadata")))["format_version"] == FORMAT_VERSION == 1
-    state, _ = load_run(run).restore()
-    _set_format_version(step4, None)  # a checkpoint of the same structure from before versioning: still loads
-    old, meta = load_run(run).restore()
+    assert json.load(open(os.path.join(step4, "meta", "metadata")))["format_version"] == FORMAT_VERSION == 2
+    # format 1 (tests/data/checkpoint_v1, written at 22ec62c), also from before versioning (no version: 1)
+    v1 = shutil.copytree(os.path.join(os.path.dirname(__file__), "data", "checkpoint_v1", "run"), tmp_path / "v1")
+    state, _ = load_run(str(v1)).restore()
+    _set_format_version(os.path.join(v1, "checkpoints", "1"), None)
+    old, meta = load_run(str(v1)).restore()
     assert "format_version" not in meta and _leaves_equal(old.actor_params, state.actor_params)
-    assert _leaves_equal(old.critic_opt, state.critic_opt) and int(old.iteration) == 4
-    _set_format_version(step4, 2)  # written by a newer rl3jax: one line naming the version and the folder
+    assert _leaves_equal(old.critic_opt, state.critic_opt) and int(old.iteration) == 1
+    _set_format_version(step4, 3)  # written by a newer rl3jax: one line naming the version and the folder
     assert cli_main(["eval", "--run", run, "--episodes", "4"]) == 2
     line = _one_line_error(capsys.readouterr().err)
-    assert f"checkpoint step 4 in {os.path.abspath(os.path.join(run, 'checkpoints'))} has format version 2" in line
+    assert f"checkpoint step 4 in {os.path.abspath(os.path.join(run, 'checkpoints'))} has format version 3" in line
 
 
 def test_checkpoint_of_another_structure_is_one_line(run4, tmp_path):
     other = Run(run4, TrainConfig(iters=4, **{**T, "model": "gru"}))  # the run's files, another network
-    with pytest.raises(CheckpointError, match=r"checkpoint step 4 \(format version 1\) in .* could not be restored "
+    with pytest.raises(CheckpointError, match=r"checkpoint step 4 \(format version 2\) in .* could not be restored "
                                               r"\(corrupt, or its state structure differs") as e:
         other.restore()
     assert "\n" not in str(e.value)
