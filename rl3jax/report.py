@@ -32,15 +32,14 @@ import warnings
 
 import numpy as np
 
-from rl3jax.baselines import BASELINES, IntractableError
+from rl3jax.baselines import BASELINES
 from rl3jax.config import GREEDY, POLICY_MODES, RUN_CONTROL, STOCHASTIC, TrainConfig
 from rl3jax.envs import catalog
 from rl3jax.envs.registry import BUILT_IN, variants
-from rl3jax.evaluate import HeldOutEvaluator, baseline_names, evaluate, normalise
+from rl3jax.evaluate import HeldOutEvaluator, normalise, run_baselines
 from rl3jax.plots import REFERENCE, adaptation_curve, best_classical, learning_curve
 from rl3jax.runfiles import atomic_write_json, check_evaluable
 from rl3jax.runs import Run, expand_runs, load_run
-from rl3jax.train import make_meta_env
 
 #: config fields that do not define a setting (seeds of one setting differ only in these)
 NOT_SETTING = ("seed", *RUN_CONTROL)
@@ -240,28 +239,20 @@ def load_baselines_json(path: str, env: str, variant: str, horizon: int, episode
 
 def evaluate_baselines(env: str, variant: str, horizon: int, episodes: int, cache: Cache,
                        from_json: dict | None = None, log=print) -> dict[str, dict]:
-    """{name: result} for every ``baseline_names(meta_env)`` of the family (random, oracle, and whatever
-    classical baselines it lists), from ``from_json``, the cache, or ``evaluate`` (the oracle greedy)."""
-    meta_env = make_meta_env(TrainConfig(env=env, variant=variant, horizon=horizon, algo="rl2"))
-    out = {}
-    for name in baseline_names(meta_env):
-        key = f"baseline|{env}|{variant}|{horizon}|{name}|{episodes}"
-        if from_json and name in from_json:
-            out[name] = from_json[name]
-        elif cache.get(key):
-            out[name] = {**cache.get(key), "source": "cache"}
-        else:
-            log(f"evaluating baseline {name} on {episodes} held-out {env}/{variant} tasks (H={horizon})")
-            greedy = name == "oracle"
-            try:
-                res = evaluate(meta_env, name, episodes, greedy=greedy)
-            except IntractableError as e:  # no table at this H (bayes-optimal beyond its limit): left out
-                log(f"  {name} skipped: {e}")
-                continue
-            out[name] = _result(res, "evaluated", greedy)
-            cache.put(key, out[name])
-        out[name] = {**out[name], "actions": BASELINES[name].actions, "about": BASELINES[name].doc}
-    return out
+    """{name: ``run_baselines`` row plus its one-line "about"} for every baseline that fits the family, from
+    ``from_json``, the cache, or evaluated now (and cached); one intractable at this H is left out (logged)."""
+    key = f"baseline|{env}|{variant}|{horizon}|{{}}|{episodes}".format
+    known = {n: {**cache.get(key(n)), "source": "cache"} for n in BASELINES if cache.get(key(n))}
+
+    def progress(row):
+        if row["skipped"]:
+            log(f"  {row['policy']} skipped: {row['skipped']}")
+        elif row["source"] == "evaluated":
+            log(f"evaluated baseline {row['policy']} on {episodes} held-out {env}/{variant} tasks (H={horizon})")
+            cache.put(key(row["policy"]), row)
+
+    rows = run_baselines(env, variant, horizon, episodes, progress=progress, known={**known, **(from_json or {})})
+    return {r["policy"]: {**r, "about": BASELINES[r["policy"]].doc} for r in rows if not r["skipped"]}
 
 
 # ------------------------------------------------------------------------------------------ grouping
