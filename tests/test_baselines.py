@@ -289,7 +289,7 @@ def test_posterior_sampling_agrees_with_numpy_in_mean(name, samples):
 def _model_best_sets(obs, env, horizon, tol=1e-5):
     """Per step, the maximisers of the RL³ advantage block (Q − V)/Q_DENOM shown in the policy input (METHOD §1),
     found by the layout of the meta env the model-* baselines run in (the family's with its estimator)."""
-    layout = B.meta_env_for("model-greedy", _meta(env, horizon)).layout
+    layout = B.make_policy("model-greedy", _meta(env, horizon))[0].layout
     adv = obs[:, layout["advantages"].slice]
     return [set(np.nonzero(row >= row.max() - tol)[0].tolist()) for row in adv]
 

@@ -214,12 +214,9 @@ def bayes_optimal_table(num_arms: int, horizon: int):
     def key(rows):
         return rows.astype(np.int64) @ weights
 
-    def children(rows):
-        return _children(rows, pair_s, pair_n)
-
     layers = [np.zeros((1, k), np.int64)]
     for _ in range(1, h):
-        succ, fail = children(layers[-1])
+        succ, fail = _children(layers[-1], pair_s, pair_n)
         allc = np.concatenate([succ.reshape(-1, k), fail.reshape(-1, k)])
         _, first = np.unique(key(allc), return_index=True)
         layers.append(allc[first])  # np.unique sorts by key = lexicographic order
@@ -232,7 +229,7 @@ def bayes_optimal_table(num_arms: int, horizon: int):
         if v_next is None:
             q = p
         else:
-            succ, fail = children(rows)
+            succ, fail = _children(rows, pair_s, pair_n)
             v_s = v_next[np.searchsorted(keys_next, key(succ.reshape(-1, k)))].reshape(len(rows), k)
             v_f = v_next[np.searchsorted(keys_next, key(fail.reshape(-1, k)))].reshape(len(rows), k)
             q = p * (1.0 + v_s) + (1.0 - p) * v_f
@@ -329,10 +326,6 @@ def bandit_build(name: str):
     return build
 
 
-def prepare_gittins(meta_env, params):
-    return jnp.asarray(gittins_table(meta_env.horizon), jnp.float32)
-
-
 def prepare_bayes(meta_env, params):
     rows, q = bayes_optimal_table(meta_env.num_actions, meta_env.horizon)
     return jnp.asarray(rows), jnp.asarray(q, jnp.float32)
@@ -350,7 +343,8 @@ ENTRIES = (
              "Thompson sampling with Beta(1,1) priors (Thompson 1933).", stochastic=True),
     Baseline("gittins", ("bandit",), (), bandit_build("gittins"),
              "Finite-horizon Gittins index (Gittins 1979; Gittins, Glazebrook & Weber 2011) by calibration "
-             "against a known arm with the remaining pulls.", prepare=prepare_gittins),
+             "against a known arm with the remaining pulls.",
+             prepare=lambda meta_env, p: jnp.asarray(gittins_table(meta_env.horizon), jnp.float32)),
     Baseline("bayes-optimal", ("bandit",), (), bandit_build("bayes-optimal"),
              "Exact Bayes-optimal policy by dynamic programming over exchangeable Beta posteriors "
              "(Bellman 1956); small H only.", prepare=prepare_bayes),

@@ -35,8 +35,6 @@ def oracle_build(meta_env: MetaEnv, consts, tasks, key, params):
     It acts optimally for the remaining budget of the task episode, by finite-horizon value iteration on the
     true model (``finite_horizon_values``); its logits are sharp (argmax ties: the first action).
     """
-    if not meta_env.env.has_true_model:
-        raise ValueError(f"the oracle needs a family with a known model; {meta_env.env.name} has none")
     v_tab = jax.vmap(lambda t: finite_horizon_values(meta_env, t))(tasks)
 
     def q_values(task, v, state):
