@@ -76,11 +76,8 @@ def draw_grid(tiles: np.ndarray, cell: int = 28, values: np.ndarray | None = Non
         d.text((x + 14, y), name, fill=(0, 0, 0), font=font)
     for k, line in enumerate(lines):
         d.text((3, 2 + 12 * k), line, fill=(0, 0, 0), font=font)
-    vmin, vmax = 0.0, 1.0
-    if heat and known.any():
-        kv = values[known]
-        vmin = float(kv.min())
-        vmax = float(kv.max()) if kv.max() > kv.min() else vmin + 1.0
+    kv = values[known] if heat and known.any() else np.array([0.0, 1.0])
+    vmin, vmax = float(kv.min()), float(kv.max()) if kv.max() > kv.min() else float(kv.min()) + 1.0
     for r in range(n):
         for c in range(n):
             colour = TILE_COLOURS[int(tiles[r, c])]
@@ -89,15 +86,13 @@ def draw_grid(tiles: np.ndarray, cell: int = 28, values: np.ndarray | None = Non
                 colour = value_colour((values[i] - vmin) / (vmax - vmin))
             x0, y0 = c * cell, r * cell + top
             d.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=colour, outline=(200, 200, 200))
-            if int(tiles[r, c]) in LABELLED_TILES:
-                ch = TILE_CHARS[int(tiles[r, c])]
+            if int(tiles[r, c]) in LABELLED_TILES:  # its character, white on a dark tile
                 dark = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2] < 110
-                d.text((x0 + cell // 2 - 3, y0 + cell // 2 - 6), ch, fill=(255, 255, 255) if dark else (0, 0, 0),
-                       font=font)
-    if path:
-        pts = [((p % n) * cell + cell // 2, (p // n) * cell + cell // 2 + top) for p in path]
-        if len(pts) > 1:
-            d.line(pts, fill=PATH_COLOUR, width=2)
+                d.text((x0 + cell // 2 - 3, y0 + cell // 2 - 6), TILE_CHARS[int(tiles[r, c])],
+                       fill=(255, 255, 255) if dark else (0, 0, 0), font=font)
+    if path and len(path) > 1:
+        d.line([((p % n) * cell + cell // 2, (p // n) * cell + cell // 2 + top) for p in path], fill=PATH_COLOUR,
+               width=2)
     if agent is not None:
         x0, y0 = (agent % n) * cell, (agent // n) * cell + top
         d.ellipse([x0 + 6, y0 + 6, x0 + cell - 7, y0 + cell - 7], fill=AGENT_COLOUR)

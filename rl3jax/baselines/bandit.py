@@ -20,7 +20,7 @@ from rl3jax.meta_episode import MetaEnv
 
 BAYES_MAX_STATES = 2_000_000  # exchangeable posterior states the bayes-optimal table may hold
 GITTINS_VERSION = "v1"  # bump when the table's definition changes (on-disk cache key)
-GITTINS_MAX_HORIZON = 200  # the calibration costs O(H^5) work: H=100 takes 3 s here, H=200 about 32x that
+GITTINS_MAX_HORIZON = 200  # the calibration costs O(H^5) work: H=100 takes 3 s on a 2-core CPU, H=200 32x that
 
 
 class IntractableError(ValueError):
@@ -32,11 +32,8 @@ class IntractableError(ValueError):
 @functools.cache
 def gittins_table(horizon: int) -> np.ndarray:
     """``compute_gittins_table(horizon)``, computed once per horizon and kept in memory and on disk
-    (``$RL3JAX_CACHE_DIR``, default ~/.cache/rl3jax; H=100 takes 3 s to compute on a quiet 2-core CPU, about
-    10 s on a busy one)."""
-    h = int(horizon)
-    if not 1 <= h <= GITTINS_MAX_HORIZON:
-        return compute_gittins_table(h)  # raises the ValueError
+    (``$RL3JAX_CACHE_DIR``, default ~/.cache/rl3jax)."""
+    h = int(horizon)  # a bad one: no such file, compute_gittins_table raises the ValueError
     cache = os.environ.get("RL3JAX_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "rl3jax"))
     path = os.path.join(cache, f"gittins-{GITTINS_VERSION}-H{h}.npy")
     try:
@@ -75,7 +72,7 @@ def compute_gittins_table(horizon: int) -> np.ndarray:
     to the midpoint), to |g| < 1e-12 or a bracket narrower than 1e-12, starting from G[m−1, s, f] (the index
     grows with the pulls left). m = 1 gives the posterior mean.
 
-    Raises ValueError for H < 1 or H > ``GITTINS_MAX_HORIZON`` (the work grows as H^5/120 DP cells per step).
+    Raises ValueError for H < 1, ``IntractableError`` for H > ``GITTINS_MAX_HORIZON``.
     """
     h = int(horizon)
     if h < 1:
@@ -152,12 +149,6 @@ def _multiset_counts(num_arms: int, t_max: int, dtype=object) -> np.ndarray:
 
 
 @functools.cache
-def bayes_state_count(num_arms: int, horizon: int) -> int:
-    """Number of exchangeable posterior states (multisets of k (s, f) pairs) with fewer than H pulls in all."""
-    return int(sum(_multiset_counts(num_arms, horizon)))
-
-
-@functools.cache
 def bayes_max_horizon(num_arms: int) -> int:
     """The largest H whose bayes-optimal table holds at most ``BAYES_MAX_STATES`` states (k=5: 26)."""
     t_max = 16
@@ -197,7 +188,7 @@ def bayes_optimal_table(num_arms: int, horizon: int):
     sorted lexicographically; ``q`` (N, k) float64, the action value of pulling the arm in each slot.
     The expected return of the Bayes-optimal policy from the prior is ``q[0].max()`` (row 0 = no pulls).
 
-    Raises ValueError if the table would exceed ``BAYES_MAX_STATES`` states (k=5: H <= 25).
+    Raises ValueError for H < 1, ``IntractableError`` for H > ``bayes_max_horizon(k)``.
     """
     k, h = int(num_arms), int(horizon)
     if h < 1:

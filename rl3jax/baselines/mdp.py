@@ -1,8 +1,6 @@
 """Tabular-MDP baselines on Dirichlet (transitions) and normal (mean rewards) posteriors: PSRL (Osband, Russo &
-Van Roy 2013), optimistic PSRL (Agrawal & Jia 2017) and MAP-greedy (certainty equivalence).
-
-The posteriors learn from what the policy input shows: the state a task episode ends in is never shown
-(METHOD §1), so that last transition updates the reward posterior only.
+Van Roy 2013), optimistic PSRL (Agrawal & Jia 2017) and MAP-greedy (certainty equivalence), learning from what
+the policy input shows (``mdp_posterior_update``).
 """
 
 from __future__ import annotations
