@@ -56,8 +56,7 @@ def evaluate(meta_env: MetaEnv, policy: str, episodes: int, greedy: bool = False
         traj, _ = rollout(meta_env, step, carry, tasks, k_roll, greedy=greedy or policy == "oracle")
         return traj.rewards
 
-    return summarize(batched_rewards(jax.jit(run), consts, held_out_tasks(meta_env, episodes), episodes, batch,
-                                     seed))
+    return summarize(batched_rewards(jax.jit(run), consts, held_out_tasks(meta_env, episodes), episodes, batch, seed))
 
 
 def batched_rewards(run, consts, all_tasks, episodes: int, batch: int, seed: int) -> np.ndarray:
@@ -122,13 +121,11 @@ class HeldOutEvaluator:
 def run_baselines(env: str, variant: str | None, horizon: int, episodes: int, names: list[str] | None = None,
                   batch: int = EVAL_BATCH, seed: int = 0, progress: Callable[[dict], None] | None = None,
                   known: dict[str, dict] | None = None) -> list[dict]:
-    """Evaluates baselines on the same first ``episodes`` held-out tasks of ``env``/``variant`` at H=``horizon``
-    (``rl3jax baselines`` and the report).
+    """Evaluates baselines on the same first ``episodes`` held-out tasks of ``env``/``variant`` at H=``horizon``.
 
-    ``names``: the baselines to run (default: every one that fits; a name that does not fit is a ValueError).
-    One intractable at this horizon (``bayes-optimal`` beyond its limit) is skipped when ``names`` is None, an
-    error when asked for by name. ``known``: {policy: result} to take instead of evaluating (the report's
-    cache). Returns one dict per policy, in registry order: {"policy", "mean_return", "stderr", "episodes",
+    ``names``: the baselines to run (default: every one that fits, skipping one intractable at this horizon; a
+    name that does not fit, or is intractable, is a ValueError). ``known``: {policy: result} to take instead of
+    evaluating (the report's cache). Returns one dict per policy, in registry order: {"policy", "mean_return", "stderr", "episodes",
     "step_rewards" (H floats), "params", "actions" ("deterministic" or "stochastic"), "skipped" (None, or why),
     "seconds" (wall time incl. tables and compile), "source" ("evaluated" or the known result's), "normalised"
     ((x − random)/(oracle − random), None unless both ran)}. ``progress(row)`` is called after each policy.

@@ -52,11 +52,6 @@ def _output_dense(num_outputs: int, scale: float) -> nn.Dense:
     return nn.Dense(num_outputs, kernel_init=nn.initializers.orthogonal(scale), name="head")
 
 
-def _dense_init(v4: bool) -> dict:
-    """Dense keyword arguments: Flux's Glorot-uniform weights for v4, flax's default otherwise."""
-    return {"kernel_init": _glorot} if v4 else {}
-
-
 class _DecoderBlock(nn.Module):
     """Post-LN causal decoder block: x = LN(x + MHA(x)); x = LN(x + FF(x)), FF = Dense(64→256, gelu) →
     Dense(256→64); no dropout. ``v4``: Transformers.jl's ``DecoderLayer(no_encoder=true)`` (Glorot, tanh gelu)."""
@@ -64,7 +59,7 @@ class _DecoderBlock(nn.Module):
     v4: bool = False
 
     def setup(self):
-        init = _dense_init(self.v4)
+        init = {"kernel_init": _glorot} if self.v4 else {}  # Flux's default for v4, else flax's
         self.qkv = nn.Dense(3 * D_MODEL, name="qkv", **init)  # fused q, k, v projections
         self.out = nn.Dense(D_MODEL, name="out", **init)
         self.ln1 = nn.LayerNorm(epsilon=LN_EPS, name="ln1")
@@ -192,12 +187,11 @@ class Markov(nn.Module):
     @nn.compact
     def __call__(self, x):
         """x (..., in) -> (..., n), each step on its own."""
-        width, init = (D_MODEL if self.v4 else ENC_HIDDEN), _dense_init(self.v4)
+        width, init = (D_MODEL, {"kernel_init": _glorot}) if self.v4 else (ENC_HIDDEN, {})
         x = nn.relu(nn.Dense(width, name="fc1", **init)(x))
         x = nn.relu(nn.Dense(width, name="fc2", **init)(x))
-        if self.v4:
-            return nn.Dense(self.num_outputs, kernel_init=_glorot, name="head")(x)
-        return _output_dense(self.num_outputs, self.output_scale)(x)
+        return (nn.Dense(self.num_outputs, name="head", **init) if self.v4
+                else _output_dense(self.num_outputs, self.output_scale))(x)
 
     def step(self, carry, x):
         return carry, self(x)

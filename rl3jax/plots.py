@@ -46,13 +46,14 @@ def best_classical(baselines: dict[str, dict]) -> str | None:
 
 
 def _new_figure(w: float, h: float, ncols: int):
+    """(figure, its ``ncols`` axes side by side, the tab10 colours) without pyplot."""
+    import matplotlib as mpl
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(w, h), dpi=110)
     FigureCanvasAgg(fig)
-    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
-    return fig, axes
+    return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)], mpl.colormaps["tab10"]
 
 
 def _plot(ax, lines: list, data: dict, color, style: str, marker, label: str | None, key: str):
@@ -79,10 +80,7 @@ def learning_curve(runs: list, groups: list[dict], baselines: dict, header: str,
     {"key", "label", "x", "y", "lo", "hi"} (key: "{steps|wall}/{train|eval|eval_greedy}/{group label}" or
     "ref/{policy}", also the matplotlib line's gid; x: environment steps or seconds, None for a horizontal
     reference line; y: return per meta-episode; lo/hi: the shaded 95% band across seeds, or None)."""
-    import matplotlib as mpl
-
-    colors = mpl.colormaps["tab10"]
-    fig, (ax_s, ax_w) = _new_figure(14, 6.2, 2)
+    fig, (ax_s, ax_w), colors = _new_figure(14, 6.2, 2)
     lines: list[dict] = []
     for gi, g in enumerate(groups):
         members = [runs[i] for i in g["runs"]]
@@ -125,20 +123,17 @@ def learning_curve(runs: list, groups: list[dict], baselines: dict, header: str,
     ax_w.set_title("against wall-clock time")
     _finish(fig, ax_s, "Learning curves — " + header + "\ntraining return: mean over the PPO batch's tasks at "
             "each iteration; held-out: the run's eval_every evaluations; reference lines: baselines on the "
-            "report's held-out tasks (each label gives its number of tasks)", path, 0.86, 0.12, left=0.06,
-            wspace=0.2)
+            "report's held-out tasks (each label gives its number of tasks)", path, 0.86, 0.12, left=0.06, wspace=0.2)
     return fig, lines
 
 
-def adaptation_curve(runs: list, groups: list[dict], evals: list[dict], baselines: dict, header: str,
-                     path: str | None):
+def adaptation_curve(runs: list, groups: list[dict], evals: list[dict], baselines: dict, header: str, path: str | None):
     """Draws adaptation.png (to ``path`` if given); returns (figure, lines): {"key", "label", "x" (steps
     1..H), "y" (mean reward at step t over the held-out tasks; mean over seeds), "lo", "hi"}; key (also the
     line's gid) "{stochastic|greedy}/{group label}" or "baseline/{policy}"."""
     import matplotlib as mpl
 
-    colors = mpl.colormaps["tab10"]
-    fig, (ax,) = _new_figure(11, 7, 1)
+    fig, (ax,), colors = _new_figure(11, 7, 1)
     lines: list[dict] = []
     horizon = runs[0].cfg.horizon
     t = np.arange(1, horizon + 1)

@@ -150,9 +150,7 @@ def samples_png(family: str, out: str, per_variant: int = 4, seed: int = 0):
     from matplotlib.patches import Patch
 
     names = list(variants(family))
-    lut = np.zeros((max(TILES) + 1, 3), np.uint8)  # tile code -> RGB
-    for code, (_, rgb) in TILES.items():
-        lut[code] = rgb
+    lut = np.array([TILES[code][1] for code in range(len(TILES))], np.uint8)  # tile code (0, 1, ...) -> RGB
     fig, axes = plt.subplots(len(names), per_variant, figsize=(1.6 * per_variant + 1.6, 1.6 * len(names) + 0.8),
                              squeeze=False)
     for r, variant in enumerate(names):
@@ -160,10 +158,8 @@ def samples_png(family: str, out: str, per_variant: int = 4, seed: int = 0):
         tasks = jax.jit(jax.vmap(env.sample_task))(jax.random.split(jax.random.key(seed), per_variant))
         tiles = np.asarray(tasks.tiles)
         for c in range(per_variant):
-            ax = axes[r, c]
-            ax.imshow(lut[tiles[c]], interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            axes[r, c].imshow(lut[tiles[c]], interpolation="nearest")
+            axes[r, c].set(xticks=[], yticks=[])
         axes[r, 0].set_ylabel(variant, rotation=0, ha="right", va="center")
     fig.suptitle(f"{family}: {per_variant} sampled tasks per variant (seed {seed})")
     handles = [Patch(facecolor=np.array(rgb) / 255, edgecolor="0.6", label=name) for name, rgb in TILES.values()]
@@ -173,8 +169,7 @@ def samples_png(family: str, out: str, per_variant: int = 4, seed: int = 0):
     plt.close(fig)
 
 
-def render_cli(run: str | None, out: str, variant: str | None = None, episodes: int = 1,
-               samples: bool = False) -> int:
+def render_cli(run: str | None, out: str, variant: str | None = None, episodes: int = 1, samples: bool = False) -> int:
     """``rl3jax render``: GIFs of ``episodes`` held-out tasks played by the run in folder ``run`` (its newest
     checkpoint, on task ``variant`` or the run's own), written to ``out`` (``OUT-0.gif``, ``OUT-1.gif``, ...
     when ``episodes`` > 1); or with ``samples`` a PNG ``out`` of sampled grids of every variant of the run's

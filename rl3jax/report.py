@@ -18,6 +18,7 @@ its runs from Python with ``make_report`` (``report_hint`` says which applies to
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import math
 import os
@@ -131,21 +132,19 @@ def _result(res: dict, source: str, greedy: bool) -> dict:
 def _existing_eval(run: RunInfo, variant: str, mode: str, episodes: int) -> dict | None:
     """An eval JSON in the run folder (``rl3jax eval --json``, e.g. reproduce's eval-{variant}-{mode}.json)
     of the same checkpoint, variant, mode and number of tasks, with the per-step rewards."""
-    for fname in sorted(os.listdir(run.path)):
-        if not (fname.startswith("eval") and fname.endswith(".json")):
-            continue
-        r = _read_json(os.path.join(run.path, fname))
+    for path in sorted(glob.glob(os.path.join(glob.escape(run.path), "eval*.json"))):
+        r = _read_json(path)
         if (isinstance(r, dict) and r.get("variant") == variant and r.get("policy") == mode and r.get("episodes") == episodes
                 and r.get("iteration") == run.iteration and len(r.get("step_rewards") or []) == run.cfg.horizon
                 and "mean_return" in r and "stderr" in r):
-            return _result(r, os.path.join(run.path, fname), mode == GREEDY)
+            return _result(r, path, mode == GREEDY)
     return None
 
 
 def evaluate_runs(runs: list[RunInfo], variant: str, episodes: int, cache: Cache, log=print) -> list[dict]:
     """{mode: result} per run: reused from the run folder or the cache, else restored and evaluated (one
     compiled evaluation per setting, ``rl3jax.evaluate.HeldOutEvaluator``, equal to ``rl3jax.evaluate.evaluate``)."""
-    compiled: dict = {}  # setting -> (trainer, template, evaluator)
+    compiled: dict = {}  # setting -> (trainer, template, evaluator); the variant is the same for all
     out = []
     for run in runs:
         keys = {mode: f"run|{os.path.abspath(run.path)}|{run.iteration}|{variant}|{mode}|{episodes}"
@@ -154,12 +153,11 @@ def evaluate_runs(runs: list[RunInfo], variant: str, episodes: int, cache: Cache
                for m, k in keys.items()}
         missing = [m for m in POLICY_MODES if not res[m]]
         if missing:
-            setting = (run.setting, variant)
-            if setting not in compiled:
+            if run.setting not in compiled:
                 trainer = run.run.trainer(variant)
-                compiled[setting] = (trainer, run.run.template(trainer),
-                                     HeldOutEvaluator(trainer.meta_env, trainer.actor, episodes))
-            trainer, template, evaluator = compiled[setting]
+                compiled[run.setting] = (trainer, run.run.template(trainer),
+                                         HeldOutEvaluator(trainer.meta_env, trainer.actor, episodes))
+            trainer, template, evaluator = compiled[run.setting]
             state, _ = run.run.restore(trainer, run.iteration, template)
             for mode in missing:
                 log(f"evaluating {run.name} ({mode}) on {episodes} held-out {trainer.cfg.env}/{variant} tasks")
@@ -182,8 +180,7 @@ def load_baselines_json(path: str, env: str, variant: str, horizon: int, episode
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"--baselines-json {path}: cannot read it ({type(e).__name__}: {e})") from None
     top = data if isinstance(data, dict) else {}
-    items = data if isinstance(data, list) else (data.get("baselines") or data.get("results") or data.get("rows")
-                                                 or [])
+    items = data if isinstance(data, list) else top.get("baselines") or top.get("results") or top.get("rows")
     if not isinstance(items, list) or not items:
         raise ValueError(f"--baselines-json {path}: expected a list of baseline results (as `rl3jax baselines "
                          "--json` writes)")
@@ -237,11 +234,8 @@ def group_runs(runs: list[RunInfo]) -> list[dict]:
                      - {"algo", "model", "iters"})
     out = []
     for s, idx in zip(settings, groups.values()):
-        label = f"{s['algo']} · {s['model']} · {s['iters']} it"
-        if varying:
-            label += " · " + ", ".join(f"{k}={s[k]}" for k in varying)
-        if len(idx) > 1:
-            label += f" · {len(idx)} seeds"
+        parts = [s["algo"], s["model"], f"{s['iters']} it"] + ([", ".join(f"{k}={s[k]}" for k in varying)] if varying else [])
+        label = " · ".join(parts + ([f"{len(idx)} seeds"] if len(idx) > 1 else []))
         out.append({"label": label, "runs": idx, "algo": s["algo"], "model": s["model"], "iters": s["iters"],
                     "seeds": [runs[i].cfg.seed for i in idx], "setting": {k: s[k] for k in varying}})
     return out

@@ -39,8 +39,7 @@ def sample_tasks(meta_env: MetaEnv, key: jax.Array, num: int):
     return jax.vmap(meta_env.sample_task)(jax.random.split(key, num))
 
 
-def rollout(meta_env: MetaEnv, policy_step: Callable, policy_carry: Any, tasks, key: jax.Array,
-            greedy: bool = False):
+def rollout(meta_env: MetaEnv, policy_step: Callable, policy_carry: Any, tasks, key: jax.Array, greedy: bool = False):
     """Runs H steps of ``policy_step(carry, obs, meta_state) -> (carry, logits)`` on each task (axis E).
 
     Learned policies read only ``obs`` ((E, obs_dim) float32, laid out as ``meta_env.layout``); baselines also
@@ -61,6 +60,5 @@ def rollout(meta_env: MetaEnv, policy_step: Callable, policy_carry: Any, tasks, 
         nobs, nstate, reward, _, _ = step_env(jax.random.split(k_env, num), state, action, tasks)
         return (pcarry, nobs, nstate), (obs, action, log_prob(logits, action), logits, reward)
 
-    (_, _, final), steps = jax.lax.scan(one_step, (policy_carry, obs, state),
-                                        jax.random.split(k_run, meta_env.horizon))
+    (_, _, final), steps = jax.lax.scan(one_step, (policy_carry, obs, state), jax.random.split(k_run, meta_env.horizon))
     return Trajectory(*(jnp.swapaxes(x, 0, 1) for x in steps)), final  # (H, E, ...) -> (E, H, ...)

@@ -83,11 +83,11 @@ ALL = "*"  # families: every family
 
 @dataclasses.dataclass(frozen=True)
 class Baseline:
-    """A registry entry: the families it fits ('*': every family; the oracle also needs ``true_model``, the
-    model-* baselines an RL³ model, the ``rl3_defaults`` hook), its parameters, ``build(meta_env, consts,
-    tasks, key, params) -> (step, carry)`` (inside jit), a one-line description naming its source,
-    ``prepare(meta_env, params) -> consts`` (host-side tables, run once, may raise ValueError) and whether its
-    actions are ``stochastic`` (random draws beyond tie-breaking: exploration, posterior samples)."""
+    """A registry entry: the families it fits ('*': every family; ``needs_model``: ``true_model``,
+    ``needs_estimator``: the ``rl3_defaults`` hook), its parameters, ``build(meta_env, consts, tasks, key,
+    params) -> (step, carry)`` (inside jit), a one-line description naming its source, ``prepare(meta_env,
+    params) -> consts`` (host-side tables, run once, may raise ValueError) and whether its actions are
+    ``stochastic`` (random draws beyond tie-breaking: exploration, posterior samples)."""
 
     name: str
     families: tuple[str, ...]
