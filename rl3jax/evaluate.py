@@ -80,13 +80,9 @@ def summarize(rewards: np.ndarray) -> dict:
 
 
 class HeldOutEvaluator:
-    """A trained actor on the first ``episodes`` held-out tasks, compiled once: what
-    ``evaluate(meta_env, "network", ...)`` runs, and the held-out evaluation during training.
-
-    The parameters are an argument of one jitted function over fixed task batches and keys (batch i's key:
-    ``batched_rewards``), so every call with new parameters reuses the compile. ``traces`` counts traces: one
-    per (batch shape, greedy) pair, then never again.
-    """
+    """A trained actor on the first ``episodes`` held-out tasks (``evaluate``'s "network", and the held-out
+    evaluation during training), compiled once: the parameters are an argument of one jitted function over fixed
+    task batches and keys (``batched_rewards``). ``traces`` counts traces: one per (batch shape, greedy) pair."""
 
     def __init__(self, meta_env, actor, episodes: int, batch: int = EVAL_BATCH, seed: int = 0):
         self.episodes, self.batch, self.seed = int(episodes), int(batch), seed

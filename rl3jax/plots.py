@@ -117,10 +117,9 @@ def learning_curve(runs: list, groups: list[dict], baselines: dict, header: str,
     for ax in (ax_s, ax_w):
         ax.set_ylabel("return per meta-episode (sum of H rewards)")
         ax.grid(alpha=0.3)
-    ax_s.set_xlabel("environment steps")
-    ax_s.set_title("against environment steps")
-    ax_w.set_xlabel("training wall-clock seconds (incl. compile, excl. held-out evaluations; mean over seeds)")
-    ax_w.set_title("against wall-clock time")
+    ax_s.set(xlabel="environment steps", title="against environment steps")
+    ax_w.set(xlabel="training wall-clock seconds (incl. compile, excl. held-out evaluations; mean over seeds)",
+             title="against wall-clock time")
     _finish(fig, ax_s, "Learning curves — " + header + "\ntraining return: mean over the PPO batch's tasks at "
             "each iteration; held-out: the run's eval_every evaluations; reference lines: baselines on the "
             "report's held-out tasks (each label gives its number of tasks)", path, 0.86, 0.12, left=0.06, wspace=0.2)
@@ -155,10 +154,9 @@ def adaptation_curve(runs: list, groups: list[dict], evals: list[dict], baseline
             color, k = extra(k % 8), k + 1
         _plot(ax, lines, {"x": t, "y": np.asarray(b["step_rewards"]), "lo": None, "hi": None}, color, style, None,
               f"baseline: {name} ({b['actions']})", f"baseline/{name}")
-    ax.set_xlabel("step t of the meta-episode")
-    ax.set_ylabel("mean reward at step t over the held-out tasks")
+    ax.set(xlabel="step t of the meta-episode", ylabel="mean reward at step t over the held-out tasks",
+           xlim=(0.5, horizon + 0.5))
     ax.grid(alpha=0.3)
-    ax.set_xlim(0.5, horizon + 0.5)
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

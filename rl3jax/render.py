@@ -22,12 +22,10 @@ TILES = {EMPTY: ("empty", (245, 245, 240)), OBSTACLE: ("obstacle", (60, 60, 60))
          DANGER: ("danger", (200, 30, 30)), WARNING: ("warning", (250, 170, 60)), GOAL: ("goal", (40, 170, 70)),
          START: ("start", (250, 230, 120))}
 TILE_COLOURS = {k: rgb for k, (_, rgb) in TILES.items()}
-#: tiles the value heat map colours over (the others keep their tile colour)
-HEAT_TILES = (EMPTY, WARNING, START)
-#: tiles marked with their character (``TILE_CHARS``)
-LABELLED_TILES = (DANGER, GOAL, START, WARNING)
-#: the value heat map's matplotlib colormap: light pink to dark magenta-purple, hues no tile, the path or the agent uses
-#: (water is blue, goal green, danger red, warning orange, start yellow, obstacles grey; the path is black)
+HEAT_TILES = (EMPTY, WARNING, START)  # tiles the value heat map colours over (the others keep their colour)
+LABELLED_TILES = (DANGER, GOAL, START, WARNING)  # tiles marked with their character (``TILE_CHARS``)
+#: the value heat map's matplotlib colormap: light pink to dark magenta-purple, hues no tile (nor the black path
+#: or the blue agent) uses
 VALUE_CMAP = "RdPu"
 _CMAP_RANGE = (0.3, 1.0)  # the part of the colormap used, so the lowest value is not mistaken for an empty tile
 PATH_COLOUR = (0, 0, 0)

@@ -161,9 +161,8 @@ def evaluate_runs(runs: list[RunInfo], variant: str, episodes: int, cache: Cache
             state, _ = run.run.restore(trainer, run.iteration, template)
             for mode in missing:
                 log(f"evaluating {run.name} ({mode}) on {episodes} held-out {trainer.cfg.env}/{variant} tasks")
-                r = _result(evaluator(state.actor_params, mode == GREEDY), "evaluated", mode == GREEDY)
-                cache.put(keys[mode], r)
-                res[mode] = r
+                res[mode] = _result(evaluator(state.actor_params, mode == GREEDY), "evaluated", mode == GREEDY)
+                cache.put(keys[mode], res[mode])
         out.append(res)
     return out
 

@@ -25,8 +25,7 @@ GITTINS_MAX_HORIZON = 200  # the calibration costs O(H^5) work: H=100 takes 3 s 
 
 class IntractableError(ValueError):
     """A baseline's table cannot be built at this horizon (bayes-optimal beyond ``BAYES_MAX_STATES``, gittins
-    beyond ``GITTINS_MAX_HORIZON``). ``rl3jax.evaluate.run_baselines`` and ``rl3jax report`` leave such a
-    baseline out."""
+    beyond ``GITTINS_MAX_HORIZON``); ``rl3jax.evaluate.run_baselines`` leaves such a baseline out."""
 
 
 @functools.cache
@@ -296,7 +295,6 @@ def bandit_build(name: str):
 
     def build(meta_env: MetaEnv, consts, tasks, key, params):
         num, k = num_tasks(tasks), meta_env.num_actions
-        horizon = meta_env.horizon
         carry = (key, jnp.zeros((num, k), jnp.float32), jnp.zeros((num, k), jnp.float32))
 
         def step(carry, obs, state):
@@ -304,9 +302,8 @@ def bandit_build(name: str):
             key, k_score, k_tie, k_eps = jax.random.split(key, 4)
             pulled = (state.t > 0)[:, None] & (jnp.arange(k)[None, :] == state.prev_action[:, None])
             win = (state.prev_reward > 0.5)[:, None]
-            succ = succ + (pulled & win)
-            fail = fail + (pulled & ~win)
-            scores = bandit_scores(name, k_score, succ, fail, state.t, horizon, consts, c=params.get("c", 0.2))
+            succ, fail = succ + (pulled & win), fail + (pulled & ~win)
+            scores = bandit_scores(name, k_score, succ, fail, state.t, meta_env.horizon, consts, params.get("c", 0.2))
             action = argmax_random(k_tie, scores)
             if "epsilon" in params:
                 action = epsilon_mix(k_eps, action, params["epsilon"], k)

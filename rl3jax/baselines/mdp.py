@@ -45,10 +45,8 @@ def mdp_posterior_update(post: MDPPosterior, state, s: jax.Array) -> MDPPosterio
 
 
 def reward_posterior(post: MDPPosterior, mu0: float, tau0: float, tau: float):
-    """Normal posterior of each mean reward R(s,a) with known noise precision τ: (mean, precision), (B, S, A).
-
-    precision = τ0 + n·τ,  mean = (τ0·μ0 + τ·Σr) / precision  (conjugate normal model).
-    """
+    """Normal posterior of each mean reward R(s,a) with known noise precision τ: (mean, precision), (B, S, A);
+    precision = τ0 + n·τ, mean = (τ0·μ0 + τ·Σr) / precision (conjugate normal model)."""
     prec = tau0 + post.r_n * tau
     return (tau0 * mu0 + tau * post.r_sum) / prec, prec
 
