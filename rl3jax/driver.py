@@ -32,8 +32,8 @@ import jax
 import numpy as np
 
 from rl3jax import distributed, population
-from rl3jax.checkpoint import Checkpointer, CheckpointError
-from rl3jax.config import RUN_CONTROL, TrainConfig
+from rl3jax.checkpoint import RESUMABLE_CHANGES, Checkpointer, CheckpointError, check_checkpoint_config
+from rl3jax.config import TrainConfig
 from rl3jax.evaluate import HeldOutEvaluator
 from rl3jax.population import Population, make_population
 from rl3jax.runfiles import (
@@ -42,10 +42,9 @@ from rl3jax.runfiles import (
     MetricsLog,
     NullLog,
     atomic_write_json,
+    check_new_run,
     checkpoint_dir,
     finished_steps,
-    holds_run,
-    holds_run_message,
     is_population,
     lock_run,
     read_config,
@@ -53,9 +52,6 @@ from rl3jax.runfiles import (
     release_locks,
 )
 from rl3jax.train import FINITE
-
-#: fields that may differ between a run and its resumption: its length and the run-control fields
-RESUMABLE_CHANGES = ("iters", *RUN_CONTROL)
 
 
 class ExternalLoggers:
@@ -127,7 +123,7 @@ def check_resume(old: TrainConfig, cfg: TrainConfig, source: str) -> None:
         raise ValueError(f"--resume --iters {cfg.iters}: this run's ent_schedule={old.ent_schedule} decays over "
                          f"its iters={old.iters}, fixed when it started, so it cannot be extended or shortened "
                          f"(a resumed run must equal a straight one); resume with --iters {old.iters}, or "
-                         f"start a new run with --iters {cfg.iters}")
+                         f"start a new run with --iters {cfg.iters} and another --out")
 
 
 def first_nonfinite(metrics: dict, n: int) -> int | None:
@@ -139,15 +135,20 @@ def first_nonfinite(metrics: dict, n: int) -> int | None:
     return int(bad[0]) if bad.size else None
 
 
-def divergence(metrics: dict, it: int, i: int, ckpt_dir: str, who: str = "") -> TrainingDiverged:
+def divergence(metrics: dict, it: int, i: int, ckpt_dir: str, who: str = "", out: str = "",
+               lr: float | None = None) -> TrainingDiverged:
     """The one-line error for a first non-finite iteration ``it + i + 1`` (``metrics`` as in ``first_nonfinite``;
-    ``who``: e.g. the population members concerned)."""
+    ``who``: e.g. the population members concerned), with advice that works: a new run in another folder (a
+    resume would repeat the same iterations, and may not change lr); with ``out`` and ``lr``, that command."""
     names = sorted(k for k, v in metrics.items() if k != FINITE and not np.all(np.isfinite(np.asarray(v)[i])))
     what = f"non-finite {', '.join(names)}" if names else "non-finite parameters or optimiser state"
     steps = finished_steps(ckpt_dir)
     last = f"the last checkpoint is step {steps[-1]}" if steps else "no checkpoint was written"
+    new = f"the same command with --out {out.rstrip('/')}-lr{lr / 10:g} and --set lr={lr / 10:g}" if out and lr \
+        else "the same command with another --out and a smaller --set lr or ent_coef"
     return TrainingDiverged(f"training diverged at iteration {it + i + 1}{who}: {what}; stopped without writing "
-                            f"a checkpoint after it ({last}); try a smaller lr or ent_coef", it + i + 1)
+                            f"a checkpoint after it ({last}); a resume would repeat it, so start a new run: {new} "
+                            "(in place of any --set lr)", it + i + 1)
 
 
 def interrupted(it: int, ckpt_dir: str) -> TrainingInterrupted:
@@ -335,8 +336,8 @@ def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = Tru
     main = distributed.is_main_process()
     if resume:
         seeds, sweep = _resume_settings(cfg, out, stacked, seeds, sweep)
-    elif holds_run(out):
-        raise ValueError(holds_run_message(out))
+    else:
+        check_new_run(out)  # nothing of a run: no config, checkpoints, metrics, ...
     pop = make_population(cfg, seeds, sweep, mesh, stacked=stacked)
     os.makedirs(out, exist_ok=True)
     locks = lock_run(out) if main else []  # after the checks, before anything is written
@@ -350,7 +351,9 @@ def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = Tru
 
 
 def _resume_settings(cfg: TrainConfig, out: str, stacked: bool, seeds: int, sweep: dict | None):
-    """Checks a resume of ``out`` against its stored settings (``check_resume``); returns its (seeds, sweep)."""
+    """Checks a resume of ``out`` against its stored settings (``check_resume``) and those its checkpoints were
+    trained under (``check_checkpoint_config``); returns its (seeds, sweep)."""
+    check_checkpoint_config(out)
     if not stacked:
         check_resume(read_config(out), cfg, CONFIG)
         return seeds, sweep
@@ -440,7 +443,8 @@ class _Loop:
         if main:
             self.write_folders()
         distributed.barrier("rl3jax-folders-written")
-        ckpts = [Checkpointer(d, keep=cfg.keep_checkpoints, write=True) for d in self.ckpt_dirs]
+        ckpts = [Checkpointer(d, keep=cfg.keep_checkpoints, write=True, config=m.config(cfg).to_dict())
+                 for d, m in zip(self.ckpt_dirs, self.pop.members)]
         state, self.start = self.restore(self.pop.init_state(), ckpts, resume)
         self.logs = [MetricsLog(d, self.start) if main else NullLog() for d in self.dirs]
         self.ext = ExternalLoggers(self.out, cfg, tensorboard and main, wandb_project if main else None)
@@ -488,7 +492,7 @@ class _Loop:
                 member_rows[-1].update(ev)
         self.write_rows(rows)
         if bad is not None:
-            raise divergence(metrics, it, bad, self.ckpt_dirs[0])
+            raise divergence(metrics, it, bad, self.ckpt_dirs[0], out=self.out, lr=self.cfg.lr)
         self.lasts.update({m.name: r[-1] for m, r in zip(pop.members, rows)})
         self.bar.update(it + n, n, dt, self.postfix(sps, evals))
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from rl3jax.baselines import BASELINES, IntractableError, baseline_names, check_fits, make_policy, validate_params
 from rl3jax.config import TrainConfig
+from rl3jax.memory import check_eval_memory
 from rl3jax.meta_episode import MetaEnv, make_meta_env
 from rl3jax.rollout import EVAL_BATCH, rollout, sample_tasks
 
@@ -114,6 +115,32 @@ class HeldOutEvaluator:
                 "eval_stderr_greedy": g["stderr"], "eval_episodes": s["episodes"]}
 
 
+def evaluate_baseline(cfg: TrainConfig, policy: str, episodes: int, items: list[str]) -> tuple[dict, dict]:
+    """``rl3jax eval --policy``: baseline ``policy`` (``items``: its ``--param KEY=VALUE``s, checked by its
+    registry entry) on ``episodes`` held-out tasks of ``cfg``'s family, variant and H; returns (``evaluate``'s
+    result, the validated params). ValueError (one line), before any work: an unknown name or parameter, a
+    family it does not fit, tasks that do not fit in memory (``rl3jax.memory``)."""
+    validate_params(policy, None)  # an unknown name first: the error lists the valid ones
+    meta_env = make_meta_env(cfg)
+    bad = [item for item in items if "=" not in item]
+    if bad:
+        raise ValueError(f"--param expects KEY=VALUE, got {bad[0]!r}")
+    params = validate_params(policy, {k.strip(): v.strip() for k, v in (item.split("=", 1) for item in items)})
+    check_fits(policy, meta_env)
+    check_eval_memory(meta_env, episodes)
+    return evaluate(meta_env, policy, episodes, policy_params=params), params
+
+
+def baselines_table(rows: list[dict]) -> str:
+    """``run_baselines``' rows as the text table of ``rl3jax baselines``."""
+    lines = [f"{'policy':22s} {'mean':>9s}   {'s.e.':>6s} {'normalised':>10s} {'seconds':>8s}"]
+    for r in rows:
+        norm = "" if r["normalised"] is None else f"{r['normalised']:.3f}"
+        lines.append(f"{r['policy']:22s} skipped: {r['skipped']}" if r.get("skipped") else
+                     f"{r['policy']:22s} {r['mean_return']:9.2f} ± {r['stderr']:6.2f} {norm:>10s} {r['seconds']:8.1f}")
+    return "\n".join(lines)
+
+
 def run_baselines(env: str, variant: str | None, horizon: int, episodes: int, names: list[str] | None = None,
                   batch: int = EVAL_BATCH, seed: int = 0, progress: Callable[[dict], None] | None = None,
                   known: dict[str, dict] | None = None) -> list[dict]:
@@ -121,10 +148,11 @@ def run_baselines(env: str, variant: str | None, horizon: int, episodes: int, na
 
     ``names``: the baselines to run (default: every one that fits, skipping one intractable at this horizon; a
     name that does not fit, or is intractable, is a ValueError). ``known``: {policy: result} to take instead of
-    evaluating (the report's cache). Returns one dict per policy, in registry order: {"policy", "mean_return", "stderr", "episodes",
-    "step_rewards" (H floats), "params", "actions" ("deterministic" or "stochastic"), "skipped" (None, or why),
-    "seconds" (wall time incl. tables and compile), "source" ("evaluated" or the known result's), "normalised"
-    ((x − random)/(oracle − random), None unless both ran)}. ``progress(row)`` is called after each policy.
+    evaluating (the report's cache). Returns one dict per policy, in registry order: {"policy", "mean_return",
+    "stderr", "episodes", "step_rewards" (H floats), "params", "actions" ("deterministic" or "stochastic"),
+    "skipped" (None, or why), "seconds" (wall time incl. tables and compile), "source" ("evaluated" or the known
+    result's), "normalised" ((x − random)/(oracle − random), None unless both ran)}. ``progress(row)`` is called
+    after each policy.
     """
     meta_env = make_meta_env(TrainConfig(env=env, variant=variant or "train", horizon=horizon, algo="rl2"))
     for n in names or []:

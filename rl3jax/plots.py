@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from rl3jax.config import GREEDY, STOCHASTIC
+from rl3jax.outputs import atomic_write
 
 REFERENCE = ("random", "oracle")
 #: colour and line style of the reference policies' lines
@@ -72,7 +73,7 @@ def _finish(fig, ax, title: str, path: str | None, top: float, bottom: float, **
     fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(top=top, bottom=bottom + 0.03 * math.ceil(len(labels) / 2), right=0.98, **adjust)
     if path:
-        fig.savefig(path)
+        atomic_write(path, lambda f: fig.savefig(f, format="png"))
 
 
 def learning_curve(runs: list, groups: list[dict], baselines: dict, header: str, path: str | None):

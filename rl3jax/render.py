@@ -14,6 +14,7 @@ from rl3jax.config import policy_mode
 from rl3jax.envs.grid_geometry import DANGER, EMPTY, GOAL, OBSTACLE, START, TILE_CHARS, WARNING, WATER
 from rl3jax.envs.registry import make_env, variants
 from rl3jax.evaluate import held_out_tasks
+from rl3jax.outputs import atomic_write, numbered_paths
 from rl3jax.runfiles import check_render
 from rl3jax.runs import load_run
 
@@ -134,7 +135,8 @@ def episode_gif(trainer, params, task, out: str, key, greedy: bool = False, titl
                                 title=f"{title}\n{mode} t={t + 1}/{meta.horizon} return={frames[-1]['return']:.0f}"))
         if frames[-1]["reset"]:
             path = []
-    images[0].save(out, save_all=True, append_images=images[1:], duration=80, loop=0)
+    atomic_write(out, lambda f: images[0].save(f, format="GIF", save_all=True, append_images=images[1:], duration=80,
+                                               loop=0))
     return frames
 
 
@@ -163,7 +165,7 @@ def samples_png(family: str, out: str, per_variant: int = 4, seed: int = 0):
     handles = [Patch(facecolor=np.array(rgb) / 255, edgecolor="0.6", label=name) for name, rgb in TILES.values()]
     fig.legend(handles=handles, loc="center right", title="tiles", frameon=False)
     fig.tight_layout(rect=(0, 0, 0.8, 0.95))
-    fig.savefig(out, dpi=100)
+    atomic_write(out, lambda f: fig.savefig(f, format=os.path.splitext(out)[1][1:] or "png", dpi=100))
     plt.close(fig)
 
 
@@ -185,10 +187,8 @@ def render_cli(run: str | None, out: str, variant: str | None = None, episodes: 
     state, _ = loaded.restore(trainer)  # read-only: safe while the run trains
     title = f"{cfg.env}/{cfg.variant} {cfg.algo} ({cfg.model}) iteration {int(state.iteration)}"
     tasks = held_out_tasks(trainer.meta_env, episodes)
-    base, ext = os.path.splitext(out)
-    for i in range(episodes):
+    for i, path in enumerate(numbered_paths(out, episodes)):
         task = jax.tree.map(lambda x, i=i: x[i], tasks)
-        path = out if episodes == 1 else f"{base}-{i}{ext}"
         frames = episode_gif(trainer, state.actor_params, task, path, jax.random.key(i), title=title)
         print(f"wrote {path}: return {frames[-1]['return']:.0f}")
     return 0

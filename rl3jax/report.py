@@ -33,8 +33,9 @@ from rl3jax.config import GREEDY, POLICY_MODES, RUN_CONTROL, STOCHASTIC
 from rl3jax.envs import catalog
 from rl3jax.envs.registry import BUILT_IN, variants
 from rl3jax.evaluate import HeldOutEvaluator, normalise, run_baselines
+from rl3jax.outputs import atomic_write, atomic_write_json
 from rl3jax.plots import REFERENCE, adaptation_curve, best_classical, learning_curve
-from rl3jax.runfiles import atomic_write_json, check_evaluable
+from rl3jax.runfiles import check_evaluable
 from rl3jax.runs import Run, expand_runs, load_run
 
 #: config fields that do not define a setting (seeds of one setting differ only in these)
@@ -132,11 +133,11 @@ def _result(res: dict, source: str, greedy: bool) -> dict:
 def _existing_eval(run: RunInfo, variant: str, mode: str, episodes: int) -> dict | None:
     """An eval JSON in the run folder (``rl3jax eval --json``, e.g. reproduce's eval-{variant}-{mode}.json)
     of the same checkpoint, variant, mode and number of tasks, with the per-step rewards."""
+    want = {"variant": variant, "policy": mode, "episodes": episodes, "iteration": run.iteration}
     for path in sorted(glob.glob(os.path.join(glob.escape(run.path), "eval*.json"))):
         r = _read_json(path)
-        if (isinstance(r, dict) and r.get("variant") == variant and r.get("policy") == mode and r.get("episodes") == episodes
-                and r.get("iteration") == run.iteration and len(r.get("step_rewards") or []) == run.cfg.horizon
-                and "mean_return" in r and "stderr" in r):
+        if (isinstance(r, dict) and all(r.get(k) == v for k, v in want.items()) and "mean_return" in r
+                and "stderr" in r and len(r.get("step_rewards") or []) == run.cfg.horizon):
             return _result(r, path, mode == GREEDY)
     return None
 
@@ -233,8 +234,9 @@ def group_runs(runs: list[RunInfo]) -> list[dict]:
                      - {"algo", "model", "iters"})
     out = []
     for s, idx in zip(settings, groups.values()):
-        parts = [s["algo"], s["model"], f"{s['iters']} it"] + ([", ".join(f"{k}={s[k]}" for k in varying)] if varying else [])
-        label = " · ".join(parts + ([f"{len(idx)} seeds"] if len(idx) > 1 else []))
+        extra = [", ".join(f"{k}={s[k]}" for k in varying)] if varying else []
+        seeds = [f"{len(idx)} seeds"] if len(idx) > 1 else []
+        label = " · ".join([s["algo"], s["model"], f"{s['iters']} it", *extra, *seeds])
         out.append({"label": label, "runs": idx, "algo": s["algo"], "model": s["model"], "iters": s["iters"],
                     "seeds": [runs[i].cfg.seed for i in idx], "setting": {k: s[k] for k in varying}})
     return out
@@ -362,8 +364,7 @@ def make_report(paths: list[str], out: str, episodes: int = 1000, variant: str |
                                          os.path.join(out, "adaptation.png"))[1]
     res = _jsonable(res)
     atomic_write_json(os.path.join(out, "results.json"), res)
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write(markdown(res))
+    atomic_write(os.path.join(out, "results.md"), markdown(res))
     return res
 
 

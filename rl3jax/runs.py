@@ -18,6 +18,8 @@ import os
 from rl3jax.checkpoint import Checkpointer
 from rl3jax.config import TrainConfig
 from rl3jax.distributed import init_sharded
+from rl3jax.evaluate import evaluate
+from rl3jax.memory import check_eval_memory
 from rl3jax.runfiles import checkpoint_dir, finished_steps, is_member, read_metrics, read_run_config, run_dirs
 from rl3jax.train import Trainer, TrainState, make_train
 
@@ -75,6 +77,16 @@ class Run:
             return ckpt.restore(template, step)
         finally:
             ckpt.close()
+
+    def evaluate(self, episodes: int, greedy: bool = False) -> tuple[dict, int]:
+        """``rl3jax eval --run``: the newest checkpoint on ``episodes`` held-out tasks of ``self.cfg`` (sampled
+        actions, or ``greedy``); returns (``rl3jax.evaluate.evaluate``'s result, the checkpoint's iteration).
+        ValueError (one line) before any work where the tasks do not fit in memory (``rl3jax.memory``)."""
+        trainer = self.trainer()
+        check_eval_memory(trainer.meta_env, episodes)
+        state, _ = self.restore(trainer)
+        return evaluate(trainer.meta_env, "network", episodes, greedy=greedy, params=state.actor_params,
+                        model=trainer.actor), int(state.iteration)
 
 
 def load_run(path: str) -> Run:

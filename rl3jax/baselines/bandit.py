@@ -17,6 +17,7 @@ import numpy as np
 
 from rl3jax.baselines.base import EPSILON, Baseline, Param, argmax_random, epsilon_mix, num_tasks, sharp_logits
 from rl3jax.meta_episode import MetaEnv
+from rl3jax.outputs import atomic_write
 
 BAYES_MAX_STATES = 2_000_000  # exchangeable posterior states the bayes-optimal table may hold
 GITTINS_VERSION = "v1"  # bump when the table's definition changes (on-disk cache key)
@@ -43,10 +44,7 @@ def gittins_table(horizon: int) -> np.ndarray:
         pass
     table = compute_gittins_table(h)
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp.npy"
-        np.save(tmp, table)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: np.save(f, table))
     except OSError:
         pass  # a read-only home: recompute next time
     return table

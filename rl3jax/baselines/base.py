@@ -72,8 +72,8 @@ class Param:
             raise bad from None
         if self.kind == "int" and math.isfinite(v) and v.is_integer():
             v = int(v)
-        if (not math.isfinite(v) or (self.kind == "int" and not isinstance(v, int)) or (self.positive and not v > 0) or (self.low is not None and v < self.low)
-                or (self.high is not None and v > self.high)):
+        if (not math.isfinite(v) or (self.kind == "int" and not isinstance(v, int)) or (self.positive and not v > 0)
+                or (self.low is not None and v < self.low) or (self.high is not None and v > self.high)):
             raise bad
         return v
 
