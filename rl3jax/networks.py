@@ -110,10 +110,8 @@ class Transformer(nn.Module):
 
     def setup(self):
         if self.v4:
-            def scaled_glorot(key, shape, dtype=jnp.float32):
-                return _glorot(key, shape, dtype) * math.sqrt(D_MODEL)
-
-            self.embed = nn.Dense(D_MODEL, use_bias=False, kernel_init=scaled_glorot, name="embed")
+            self.embed = nn.Dense(D_MODEL, use_bias=False, name="embed",  # Glorot × √d
+                                  kernel_init=lambda *args: _glorot(*args) * math.sqrt(D_MODEL))
             pos = nn.initializers.normal(stddev=V4_POS_STD), (V4_POS_SLOTS, D_MODEL)
             self.head = nn.Dense(self.num_outputs, kernel_init=_glorot, name="head")
         else:

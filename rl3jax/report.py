@@ -94,8 +94,7 @@ def iqm_ci(x, confidence: float = 0.95, n_resamples: int = 10000, seed: int = 0)
     iqm = float(stats.trim_mean(x, 0.25))
     if len(x) < 2:
         return iqm, float("nan"), float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # degenerate resamples (equal scores) warn; the interval is still valid
+    with warnings.catch_warnings(action="ignore"):  # degenerate resamples (equal scores) warn; the CI is still valid
         res = stats.bootstrap((x,), lambda a, axis: stats.trim_mean(a, 0.25, axis=axis), vectorized=True,
                               confidence_level=confidence, n_resamples=n_resamples, method="percentile",
                               random_state=np.random.default_rng(seed))

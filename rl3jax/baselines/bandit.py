@@ -63,11 +63,10 @@ def compute_gittins_table(horizon: int) -> np.ndarray:
         V_λ(j, s, f) = max(j·λ, p·(1 + V_λ(j−1, s+1, f)) + (1−p)·V_λ(j−1, s, f+1)),  V_λ(0, ·) = 0,
 
     by backward induction over the Beta posteriors (s+1, f+1); the gap g(λ) = C(λ) − m·λ, C the value of
-    pulling now, is convex, piecewise linear and strictly decreasing in λ, and its root lies in [p, 1]. The
-    root is found by bisection on that bracket accelerated with Newton steps from the lower end (exact on a
-    piecewise-linear convex g: a Newton step never passes the root; a step that leaves the bracket falls back
-    to the midpoint), to |g| < 1e-12 or a bracket narrower than 1e-12, starting from G[m−1, s, f] (the index
-    grows with the pulls left). m = 1 gives the posterior mean.
+    pulling now, is convex, piecewise linear and strictly decreasing in λ, with its root in [p, 1]: found by
+    bisection on that bracket with Newton steps from the lower end (a Newton step never passes the root of a
+    convex piecewise-linear g; one that leaves the bracket falls back to the midpoint), to |g| or a bracket
+    < 1e-12, starting from G[m−1, s, f] (the index grows with the pulls left). m = 1: the posterior mean.
 
     Raises ValueError for H < 1, ``IntractableError`` for H > ``GITTINS_MAX_HORIZON``.
     """
