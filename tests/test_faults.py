@@ -309,10 +309,11 @@ def test_checkpointer_refuses_a_non_finite_state(run4, tmp_path):
     # a non-finite checkpoint written by an older version (bypassing the check) is refused on restore
     import orbax.checkpoint as ocp
 
-    from rl3jax.checkpoint import _to_storable
+    from rl3jax.checkpoint import FORMAT_VERSION, _to_storable
 
     ck.manager.save(1, args=ocp.args.Composite(state=ocp.args.StandardSave(_to_storable(bad)),
-                                               meta=ocp.args.JsonSave({})), force=True)
+                                               meta=ocp.args.JsonSave({"format_version": FORMAT_VERSION})),
+                    force=True)
     ck.close()
     with pytest.raises(CheckpointError, match="step 1 .* holds NaN or infinite values"):
         Checkpointer(str(tmp_path / "ck")).restore(state)
