@@ -161,17 +161,17 @@ class Checkpointer:
     """The checkpoints of one run under ``directory`` (a run folder's ``checkpoints/``), one step per saved
     iteration.
 
-    ``write=True`` (the trainer only): creates the folder, saves, keeps the last ``keep`` steps and removes
-    unfinished temporary folders of earlier, killed saves. ``write=False`` (default): read-only, touches
+    ``write=True`` (the trainer only): creates the folder, saves, keeps the last ``keep`` steps (``retain``) and
+    removes unfinished temporary folders of earlier, killed saves. ``write=False`` (default): read-only, touches
     nothing on disk. Errors are one-line ``CheckpointError``s naming the folder (``CorruptCheckpointError``:
     a file differs from the step's manifest; ``CheckpointWriteError``: a save failed, e.g. a full disk).
     """
 
     def __init__(self, directory: str, keep: int = 3, write: bool = False):
         self.directory = os.path.abspath(directory)
-        self.write = write
-        if write:
-            options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False,
+        self.write, self.keep = write, keep
+        if write:  # pruning is ``retain``'s: a population prunes a step only once every member has a newer one
+            options = ocp.CheckpointManagerOptions(max_to_keep=None, create=True, enable_async_checkpointing=False,
                                                    cleanup_tmp_directories=True)
         else:
             options = ocp.CheckpointManagerOptions(read_only=True, create=False, max_to_keep=None,
@@ -221,6 +221,15 @@ class Checkpointer:
         except Exception as e:  # orbax wraps OS errors (ENOSPC, EROFS, ...) in many kinds
             raise CheckpointWriteError(f"could not write checkpoint step {step} in {self.directory}: "
                                   f"{_one_line(e)}") from None
+
+    def retain(self, newest: int) -> None:
+        """Keeps the newest ``keep`` steps up to ``newest`` and deletes the others: the older ones, and any newer
+        one (a population save that did not finish for every member). Writers only."""
+        steps = self.all_steps()
+        kept = [s for s in steps if s <= newest][-self.keep:]
+        for s in steps:
+            if s not in kept:
+                self.manager.delete(s)
 
     def all_steps(self) -> list[int]:
         return sorted(int(s) for s in self.manager.all_steps())

@@ -369,7 +369,14 @@ def cmd_train(args) -> int:
         raise ConfigError(f"--distributed: JAX's cluster auto-detection found no cluster to join ({e}); give "
                           "--coordinator-address, --num-processes and --process-id instead") from None
     from rl3jax.driver import train
+    from rl3jax.runs import nothing_to_do, resume_settings
     from rl3jax.train import make_train
+
+    if args.resume:  # a finished run: one line, before anything is built or compiled
+        resume_settings(cfg, args.out, args.seeds, sweep)
+        if idle := nothing_to_do(cfg, args.out):
+            print(idle)
+            return 0
 
     mesh = distributed.make_mesh(args.devices)  # None for one device
     trainer = make_train(cfg, mesh)  # builds the env, estimator and networks (no compile): their errors come now
@@ -670,7 +677,7 @@ def main(argv=None) -> int:
         return SUBCOMMANDS[args.command][1](args)
     except KeyboardInterrupt as e:  # training says which checkpoint (if any) is intact
         print(f"rl3jax {args.command}: {str(e) or 'interrupted'}", file=sys.stderr)
-        return 130
+        return 128 + getattr(e, "signum", 2)  # 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP
     except Exception as e:  # noqa: BLE001  (sorted below: user errors are one line, bugs keep their traceback)
         if isinstance(e, (FloatingPointError, runfiles.CheckpointWriteError)):
             print(f"rl3jax {args.command}: error: {e}", file=sys.stderr)  # the run failed (diverged; disk full)

@@ -320,17 +320,21 @@ PRESETS: dict[str, dict] = {
     # Grids on a CPU: the published horizons (250 / 350), 16 tasks per iteration in 4-sequence minibatches and
     # 4 epochs; sized for about 10 minutes on a 2-core CPU (grid11, RL³, transformer: ~1 min compile, then
     # ~4.5 s per iteration measured on a shared 2-core machine). Sensible settings, not tuned.
-    "cpu-grid11": _preset("grid11", 250, 100, 4000, 1000, 0.04, 1e-3, epochs=4, eval_every=25, eval_episodes=100),
-    "cpu-grid13": _preset("grid13", 350, 50, 5600, 1400, 0.04, 1e-3, epochs=4, eval_every=25, eval_episodes=100),
+    "cpu-grid11": _preset("grid11", 250, 100, 4000, 1000, 0.04, 1e-3, epochs=4, eval_every=25, eval_episodes=100,
+                          chunk_iters=1),
+    "cpu-grid13": _preset("grid13", 350, 50, 5600, 1400, 0.04, 1e-3, epochs=4, eval_every=25, eval_episodes=100,
+                          chunk_iters=1),
     # Laptop defaults (BENCHMARKS.md "Laptop presets (tuning)"): RL³ (Markov), an MLP on the current input with
     # the fresh Q-estimates and counts, learns far faster per CPU second than the transformer. Held-out (1000
     # tasks): bandits 76.0 (1.28 M steps), MDPs 151.4 (2.56 M steps), against 69 / 129 for the former transformer
     # presets. ent_coef 0.03 beat 0.01 on both (bandits at 0.01: the entropy collapsed and the return fell after
     # ~60 iterations). Held-out evaluation (250 tasks, stochastic and greedy) every quarter of the run: the
-    # learning curve's held-out line in `rl3jax report`.
-    "cpu-mdp": _preset("mdp", 100, 80, 32000, 8000, 0.03, 1e-3, model="markov", eval_every=20, eval_episodes=250),
+    # learning curve's held-out line in `rl3jax report`. One iteration per chunk on every CPU preset (an
+    # iteration takes 3-5 s there), so a signal stops the run within seconds; chunking does not change results.
+    "cpu-mdp": _preset("mdp", 100, 80, 32000, 8000, 0.03, 1e-3, model="markov", eval_every=20, eval_episodes=250,
+                       chunk_iters=1),
     "cpu-bandit": _preset("bandit", 100, 40, 32000, 8000, 0.03, 1e-3, model="markov", eval_every=10,
-                          eval_episodes=250),
+                          eval_episodes=250, chunk_iters=1),
 }
 
 

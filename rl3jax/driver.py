@@ -2,101 +2,64 @@
 metrics files (JSONL and CSV), optional TensorBoard / Weights & Biases, held-out evaluation and checkpoints
 between chunks. ``--resume`` restores the full state, so N + N iterations equal 2N bit for bit.
 
-A single run is a population of one (``rl3jax.population.Population(stacked=False)``, the single run's own
-program); seeds and sweeps are a stacked population. ``train`` runs both through one loop; only the folder
-layout (``rl3jax.runfiles``) and the console lines differ.
+A single run is a population of one (``rl3jax.population``): the state always has the member axis, stripped
+only at the edges (checkpoint files, metrics rows and evaluations are per member); a single run's folder is
+its member's own, a population's holds one per member (``rl3jax.runfiles``).
 
 Metrics rows (one per PPO iteration): ``iteration``, ``env_steps``, the iteration's scalar metrics and
-``steps_per_second`` (of its chunk, the first chunk's compile included; held-out evaluations and checkpoints
-excluded, so ``batch_steps / steps_per_second`` summed over the rows is the training time). With
-``eval_every = N`` > 0 the rows of iterations N, 2N, ... also carry ``EVAL_FIELDS``: the held-out mean
-return ± s.e. of the stochastic and the greedy policy over ``eval_episodes`` test tasks
-(``rl3jax.evaluate``'s fixed test set).
+``steps_per_second`` (of its chunk, compile included; evaluations and checkpoints excluded). With
+``eval_every = N`` > 0 the rows of iterations N, 2N, ... also carry ``EVAL_FIELDS``: the held-out mean return
+± s.e. of the stochastic and the greedy policy over ``eval_episodes`` test tasks (``rl3jax.evaluate``).
 
-Under faults (see the region "Runs under faults"): one process writes a run folder (``rl3jax.runfiles.RunLock``;
-readers open checkpoints read-only), a resume may not change what depends on the run's length, a run stopped
-before its first checkpoint resumes from iteration 0, metrics are rewritten atomically, every iteration carries
-a finiteness flag and training stops at the first non-finite one (``TrainingDiverged``) before any checkpoint
-of it, and Ctrl-C reports which checkpoint is intact (``TrainingInterrupted``).
+Under faults: one process writes a folder (``runfiles.RunLock``); a resume may not change what depends on
+the run's length (``rl3jax.runs.resume_settings``); a population saves as one unit (``runfiles.COMMITTED``
+after every member's step; a resume drops what members saved after it); the metrics history after a resume
+is exact (``runfiles.MetricsLog``); training stops at the first non-finite iteration (``TrainingDiverged``)
+before any checkpoint of it; SIGINT, SIGTERM and SIGHUP stop at the end of the chunk with a checkpoint
+(``StopSignals``).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import shlex
+import signal
 import sys
+import threading
 import time
 
 import jax
 import numpy as np
 
 from rl3jax import distributed, population
-from rl3jax.checkpoint import Checkpointer, CheckpointError
-from rl3jax.config import RUN_CONTROL, TrainConfig
+from rl3jax.checkpoint import Checkpointer
+from rl3jax.config import TrainConfig
 from rl3jax.evaluate import HeldOutEvaluator
-from rl3jax.population import Population, make_population
+from rl3jax.population import Population, make_population, member_state
 from rl3jax.runfiles import (
+    COMMITTED,
     CONFIG,
     POPULATION,
+    ExternalLoggers,
     MetricsLog,
     NullLog,
     atomic_write_json,
     checkpoint_dir,
-    finished_steps,
     holds_run,
     holds_run_message,
-    is_population,
+    latest_step,
     lock_run,
-    read_config,
-    read_population,
     release_locks,
 )
+from rl3jax.runs import command, intact, nothing_to_do, resume_settings
 from rl3jax.train import FINITE
-
-#: fields that may differ between a run and its resumption: its length and the run-control fields
-RESUMABLE_CHANGES = ("iters", *RUN_CONTROL)
-
-
-class ExternalLoggers:
-    """Optional TensorBoard (tensorboardX) and Weights & Biases; silently absent when not asked for."""
-
-    def __init__(self, run_dir: str, cfg: TrainConfig, tensorboard: bool, wandb_project: str | None):
-        self.tb = self.wb = None
-        if tensorboard:
-            try:
-                from tensorboardX import SummaryWriter
-            except ImportError:
-                raise SystemExit("--tensorboard needs tensorboardX: pip install 'rl3jax[logging]'") from None
-            self.tb = SummaryWriter(os.path.join(run_dir, "tb"))
-        if wandb_project:
-            try:
-                import wandb
-            except ImportError:
-                raise SystemExit("--wandb needs wandb: pip install 'rl3jax[logging]'") from None
-            self.wb = wandb.init(project=wandb_project, config=cfg.to_dict(), dir=run_dir)
-
-    def log(self, row: dict) -> None:
-        step = row["env_steps"]
-        if self.tb:
-            for k, v in row.items():
-                self.tb.add_scalar(k, v, step)
-        if self.wb:
-            self.wb.log(row, step=step)
-
-    def close(self):
-        if self.tb:
-            self.tb.close()
-        if self.wb:
-            self.wb.finish()
-
 
 #: fields a held-out evaluation adds to the metrics row of its iteration
 EVAL_FIELDS = ("eval_return", "eval_stderr", "eval_return_greedy", "eval_stderr_greedy", "eval_episodes")
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Runs under faults: resumes that keep the schedule, divergence, interrupts, progress
+# Runs under faults: resumes that keep the schedule, divergence, signals, progress
 # ------------------------------------------------------------------------------------------------------------
 class TrainingDiverged(FloatingPointError):
     """An iteration produced a NaN or infinite loss, metric or parameter; nothing after it was checkpointed.
@@ -108,69 +71,78 @@ class TrainingDiverged(FloatingPointError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training; its message says truthfully which checkpoint a ``--resume`` continues from."""
+    """Training stopped by a signal (``signum``: SIGINT for Ctrl-C); its message says truthfully which checkpoint
+    a ``--resume`` continues from. The CLI exits with status 128 + ``signum`` (130 for Ctrl-C)."""
 
-
-def check_resume(old: TrainConfig, cfg: TrainConfig, source: str) -> None:
-    """Refuses a ``--resume`` whose settings would make the run differ from a straight run of ``cfg.iters``.
-
-    Only ``RESUMABLE_CHANGES`` may differ from the run's ``old`` config, and ``iters`` only where nothing
-    depends on the total length: the linear entropy schedule decays to 0 at the ``iters`` the run started with
-    (fixed at its start; see ``rl3jax.ppo.entropy_coef``), so N iterations + a resume to 2N could not equal a
-    straight 2N run. Chunks, checkpoints (multiples of ``checkpoint_every`` counted from iteration 0) and the
-    progress ETA do not depend on it. ``ValueError`` (one line) otherwise."""
-    diff = {k for k, v in cfg.to_dict().items() if old.to_dict()[k] != v} - set(RESUMABLE_CHANGES)
-    if diff:
-        raise ValueError(f"--resume with settings that differ from the run's {source}: {sorted(diff)} "
-                         f"(only {', '.join(RESUMABLE_CHANGES)} may change)")
-    if cfg.iters != old.iters and old.ent_schedule != "constant":
-        raise ValueError(f"--resume --iters {cfg.iters}: this run's ent_schedule={old.ent_schedule} decays over "
-                         f"its iters={old.iters}, fixed when it started, so it cannot be extended or shortened "
-                         f"(a resumed run must equal a straight one); resume with --iters {old.iters}, or "
-                         f"start a new run with --iters {cfg.iters}")
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
 
 
 def first_nonfinite(metrics: dict, n: int) -> int | None:
-    """Index (0-based, within the chunk) of the first iteration whose ``FINITE`` flag is 0, or None.
-
-    ``metrics``: host arrays with leading axis n (a population's have a second, member axis: any member)."""
+    """Index (0-based, within the chunk) of the first iteration whose ``FINITE`` flag is 0 for any member, or
+    None. ``metrics``: host arrays of shape (n, members)."""
     flag = np.asarray(metrics[FINITE]).reshape(n, -1)
     bad = np.flatnonzero(~(flag > 0.5).all(axis=1))
     return int(bad[0]) if bad.size else None
 
 
-def divergence(metrics: dict, it: int, i: int, ckpt_dir: str, who: str = "") -> TrainingDiverged:
+def divergence(metrics: dict, it: int, i: int, out: str, who: str = "") -> TrainingDiverged:
     """The one-line error for a first non-finite iteration ``it + i + 1`` (``metrics`` as in ``first_nonfinite``;
     ``who``: e.g. the population members concerned)."""
     names = sorted(k for k, v in metrics.items() if k != FINITE and not np.all(np.isfinite(np.asarray(v)[i])))
     what = f"non-finite {', '.join(names)}" if names else "non-finite parameters or optimiser state"
-    steps = finished_steps(ckpt_dir)
-    last = f"the last checkpoint is step {steps[-1]}" if steps else "no checkpoint was written"
+    step = latest_step(out)
+    last = f"the last checkpoint is step {step}" if step is not None else "no checkpoint was written"
     return TrainingDiverged(f"training diverged at iteration {it + i + 1}{who}: {what}; stopped without writing "
                             f"a checkpoint after it ({last}); try a smaller lr or ent_coef", it + i + 1)
 
 
-def interrupted(it: int, ckpt_dir: str) -> TrainingInterrupted:
-    """The truthful Ctrl-C message: which finished checkpoint (if any) ``--resume`` continues from."""
-    steps = finished_steps(ckpt_dir)
-    if steps:
-        return TrainingInterrupted(f"interrupted at iteration {it}; checkpoint step {steps[-1]} is intact, "
-                                   "--resume continues from it")
-    return TrainingInterrupted(f"interrupted at iteration {it}, before the first checkpoint; --resume starts "
-                               "the run again from iteration 0 with its config.json")
+class StopSignals:
+    """SIGINT, SIGTERM and SIGHUP during training (a context manager; only in the main thread, else a no-op).
 
+    The first one is answered at once with one line on stderr (the loop stops at the end of the current chunk,
+    ``when()`` says about when, then writes a checkpoint) and recorded in ``signum``; the loop then raises
+    ``TrainingInterrupted``. A second one aborts at once (exit status 128 + its number): the last checkpoint
+    stays intact (saves are atomic), the iterations since it are lost. The lines are printed by a thread that
+    ``signal.set_wakeup_fd`` wakes, so they appear even while the main thread waits in a compiled computation
+    or a compile (where Python signal handlers cannot run)."""
 
-def _population_interrupted(out: str) -> TrainingInterrupted:
-    try:
-        first = read_population(out)["members"][0]["name"]
-    except (RuntimeError, KeyError, IndexError, TypeError):
-        return TrainingInterrupted("interrupted before the population's folders were written")
-    steps = finished_steps(checkpoint_dir(os.path.join(out, first)))
-    if steps:
-        return TrainingInterrupted(f"interrupted; the members' checkpoint step {steps[-1]} is intact, --resume "
-                                   "continues from it")
-    return TrainingInterrupted("interrupted before the first checkpoint; --resume starts the population again "
-                               "from iteration 0 with its population.json")
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self, out: str, when):
+        self.out, self.when = out, when
+        self.signum: int | None = None
+        self.old: dict = {}
+
+    def __enter__(self):
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        self.pipe = os.pipe()
+        os.set_blocking(self.pipe[1], False)
+        self.old = {s: signal.signal(s, lambda *_: None) for s in self.SIGNALS}
+        self.old_fd = signal.set_wakeup_fd(self.pipe[1], warn_on_full_buffer=False)
+        threading.Thread(target=self._watch, daemon=True).start()
+        return self
+
+    def _watch(self) -> None:
+        while data := os.read(self.pipe[0], 1):
+            name = signal.Signals(data[0]).name
+            if self.signum is None:
+                self.signum = data[0]
+                print(f"\n{name}: stopping at the end of the current chunk ({self.when()}), then writing a "
+                      "checkpoint; a second Ctrl-C (or signal) aborts at once", file=sys.stderr, flush=True)
+            else:
+                print(f"\n{name} again: aborting at once; {intact(self.out)}", file=sys.stderr, flush=True)
+                os._exit(128 + data[0])
+        os.close(self.pipe[0])
+
+    def __exit__(self, *exc) -> None:
+        if self.old:
+            signal.set_wakeup_fd(self.old_fd)
+            for s, handler in self.old.items():
+                signal.signal(s, handler)
+            os.close(self.pipe[1])  # the watcher reads end-of-file and closes its end
 
 
 class Progress:
@@ -220,13 +192,16 @@ class ChunkLoop:
     one includes the compile: ``compile_s``); runs ``evaluate`` after the chunks that end on an
     ``eval_every`` multiple (multiples of the absolute iteration, so a resumed run keeps the cadence); calls
     ``save`` at the checkpoint boundaries, at the end, and at the first chunk boundary after ``max_seconds``
-    of wall time (where it stops).
+    of wall time or after ``stop()`` became true (where it stops; process 0 decides for every process).
     """
 
-    def __init__(self, cfg: TrainConfig, start: int, max_seconds: float | None = None, evaluate=None):
+    def __init__(self, cfg: TrainConfig, start: int, max_seconds: float | None = None, evaluate=None, stop=None):
         self.cfg = cfg
         self.it = start
         self.max_seconds = max_seconds
+        self.stop = stop or (lambda: False)
+        self.chunk: tuple[int, float] | None = None  # (iterations, start time) of the chunk running now
+        self.per_iter: float | None = None  # seconds per iteration of the last chunk after the first
         self.evaluate = evaluate if cfg.eval_every else None
         self.next_ckpt = self._next_multiple(cfg.checkpoint_every)
         self.next_eval = self._next_multiple(cfg.eval_every) if self.evaluate else None
@@ -240,6 +215,15 @@ class ChunkLoop:
     def elapsed(self) -> float:
         """Wall time since the loop was set up."""
         return time.perf_counter() - self.t_run
+
+    def when(self) -> str:
+        """About when the current chunk ends (for the message of a stop signal)."""
+        if self.chunk is None:
+            return "before the first chunk"
+        n, t0 = self.chunk
+        if self.per_iter is None:
+            return f"iteration {self.it + n}, after the compile and the first chunk"
+        return f"iteration {self.it + n}, in about {max(0.0, t0 + n * self.per_iter - time.perf_counter()):.0f} s"
 
     def timing(self) -> str:
         """The timing part of the final ``done:`` line."""
@@ -255,16 +239,19 @@ class ChunkLoop:
         logs, and raises to abort); ``save(it, state)`` writes the checkpoints at iteration ``it``.
         """
         cfg = self.cfg
-        while self.it < cfg.iters:
+        while self.it < cfg.iters and not self.stop():
             n = min(cfg.chunk_iters, cfg.iters - self.it, self.next_ckpt - self.it)
             if self.next_eval is not None:
                 n = min(n, self.next_eval - self.it)
             t0 = time.perf_counter()
+            self.chunk = (n, t0)
             state, metrics = chunk_fn(state, n)
             metrics = jax.device_get(metrics)
             dt = time.perf_counter() - t0
             if self.compile_s is None:
                 self.compile_s = dt
+            else:
+                self.per_iter = dt / n
             evals = None
             if self.next_eval is not None and self.it + n == self.next_eval:
                 t1 = time.perf_counter()
@@ -273,15 +260,22 @@ class ChunkLoop:
                 self.next_eval += cfg.eval_every
             on_chunk(self.it, n, metrics, dt, evals)
             self.it += n
+            self.chunk = None
             out_of_time = self.max_seconds is not None and self.elapsed() >= self.max_seconds
             if self.max_seconds is not None:  # process 0's clock decides, so every process stops at the same chunk
                 out_of_time = distributed.broadcast_flag(out_of_time)
-            if self.it >= self.next_ckpt or self.it >= cfg.iters or out_of_time:
+            stop = out_of_time or self.stop()
+            if self.it >= self.next_ckpt or self.it >= cfg.iters or stop:
                 save(self.it, state)
                 self.next_ckpt = self._next_multiple(cfg.checkpoint_every)
-            if out_of_time:
+            if stop:
                 break
         return state
+
+
+def report_command(out: str) -> str:
+    """The command that makes the report of run folder ``out`` (printed when training ends)."""
+    return command("report", out)
 
 
 def combined_rows(members, rows: list[list[dict]]) -> list[dict]:
@@ -293,144 +287,125 @@ def combined_rows(members, rows: list[list[dict]]) -> list[dict]:
     return out
 
 
-def report_command(out: str) -> str:
-    """The shell command that makes the report of run folder ``out`` (printed when training ends): the
-    ``rl3jax`` script beside this Python (a virtual environment's ``bin/``, e.g. ``.venv/bin/rl3jax``, which
-    need not be on PATH), else ``python -m rl3jax``."""
-    script = os.path.join(os.path.dirname(sys.executable), "rl3jax")
-    exe = [os.path.relpath(script) if not os.path.relpath(script).startswith("..") else script] \
-        if os.path.exists(script) else [sys.executable, "-m", "rl3jax"]
-    return shlex.join([*exe, "report", out])
-
-
 # ------------------------------------------------------------------------------------------------------------
 # The driver
 # ------------------------------------------------------------------------------------------------------------
 def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = True, tensorboard: bool = False,
           wandb_project: str | None = None, quiet: bool = False, mesh=None, seeds: int = 1,
           sweep: dict | None = None, max_seconds: float | None = None):
-    """Trains to ``cfg.iters`` total PPO iterations in run folder ``out``.
+    """Trains to ``cfg.iters`` total PPO iterations in run folder ``out``; returns (state, lasts).
 
-    Returns (final state, last metrics): for a single run the ``TrainState`` and the last metrics row (a dict,
-    {} when no iteration ran); for a population (``seeds`` > 1, a ``sweep`` {name: [values]}, or ``resume`` of
-    a population folder) the stacked state (every leaf with a leading member axis, ``rl3jax.population``) and
-    {member name: last metrics row}. ``mesh`` (``rl3jax.distributed.make_mesh``): split the env axis over its
-    devices (None: one device). In a multi-process run only process 0 writes config, metrics and logs; every
-    process takes part in checkpoints. ``max_seconds`` (wall-clock seconds) stops, with a checkpoint, at the
-    first chunk boundary after that much time; ``resume`` continues from the newest checkpoint (also from a
-    folder whose run was stopped before its first checkpoint: it starts again from iteration 0 with the
-    folder's config.json / population.json). ``quiet``: no console lines; ``progress``: the progress bar.
+    One return shape for a single run and a population: ``state`` the final population ``TrainState`` (every
+    leaf with a leading member axis, of length 1 for a single run; ``population.member_state(state, i)`` is
+    member ``i``'s), ``lasts`` {member name: its last metrics row} ({} when no iteration ran). The population
+    is ``seeds`` seeds x the ``sweep`` {name: [values]} (a ``resume`` reads them from the folder). ``mesh``
+    (``distributed.make_mesh``; None: one device) splits the env axis. In a multi-process run only process 0
+    writes config, metrics and logs. ``max_seconds``: stop, with a checkpoint, at the first chunk boundary after
+    that much wall time. ``resume``: continue from ``runfiles.latest_step`` (a folder without a checkpoint
+    starts again from 0; one already at ``cfg.iters`` says ``runs.nothing_to_do``). ``quiet``: no console
+    lines; ``progress``: the progress bar. SIGINT, SIGTERM, SIGHUP: ``StopSignals``.
 
     Layout: a single run writes config.json, metrics.jsonl/csv and checkpoints/ into ``out``; a population
-    writes population.json, the base config.json and one such run folder per member (``rl3jax.runfiles``).
+    population.json, the base config.json, checkpoint.json and one such folder per member.
 
-    Errors: ``ValueError`` (settings, or a resume that changes them; nothing written), ``RunLockedError``
-    (another process trains in ``out``), ``RunFolderError`` (not a run folder, unreadable config or metrics),
-    ``CheckpointError`` (missing/corrupt checkpoint; ``CheckpointWriteError``: one could not be written),
-    ``TrainingDiverged`` (a NaN/inf loss, metric or parameter: names the first bad iteration; no checkpoint is
-    written after it), ``TrainingInterrupted`` (Ctrl-C; says which checkpoint is intact), ``OSError`` (e.g. a
-    full disk while appending metrics).
+    Errors: ``ValueError`` (settings, a resume that changes them or names one population member; nothing
+    written), ``RunLockedError`` (another process trains in ``out``), ``RunFolderError`` (unreadable config or
+    metrics), ``CheckpointError`` (missing/corrupt; ``CheckpointWriteError``: not written), ``TrainingDiverged``
+    (a NaN/inf: names the first bad iteration; no checkpoint after it), ``TrainingInterrupted`` (a signal;
+    says which checkpoint is intact), ``OSError`` (e.g. a full disk while appending metrics).
     """
-    stacked = seeds != 1 or bool(sweep) or (resume and is_population(out))
     main = distributed.is_main_process()
     if resume:
-        seeds, sweep = _resume_settings(cfg, out, stacked, seeds, sweep)
+        seeds, sweep = resume_settings(cfg, out, seeds, sweep)
     elif holds_run(out):
         raise ValueError(holds_run_message(out))
-    pop = make_population(cfg, seeds, sweep, mesh, stacked=stacked)
+    pop = make_population(cfg, seeds, sweep, mesh)
     os.makedirs(out, exist_ok=True)
     locks = lock_run(out) if main else []  # after the checks, before anything is written
     loop = _Loop(pop, out, quiet=quiet or not main, main=main, spec={"seeds": seeds, "sweep": sweep or {}})
     try:
         return loop.run(resume, progress, tensorboard, wandb_project, max_seconds)
-    except KeyboardInterrupt:
-        raise (_population_interrupted(out) if stacked else interrupted(loop.iteration, loop.ckpt_dirs[0])) from None
+    except TrainingInterrupted:
+        raise
+    except KeyboardInterrupt:  # not through StopSignals (e.g. training outside the main thread)
+        raise TrainingInterrupted(f"interrupted at iteration {loop.iteration}; {intact(out)}") from None
     finally:
         release_locks(locks)
 
 
-def _resume_settings(cfg: TrainConfig, out: str, stacked: bool, seeds: int, sweep: dict | None):
-    """Checks a resume of ``out`` against its stored settings (``check_resume``); returns its (seeds, sweep)."""
-    if not stacked:
-        check_resume(read_config(out), cfg, CONFIG)
-        return seeds, sweep
-    spec = read_population(out)
-    check_resume(TrainConfig.from_dict(spec["config"]), cfg, POPULATION)
-    if (seeds != 1 or sweep) and (seeds != spec["seeds"] or (sweep or {}) != spec["sweep"]):
-        raise ValueError(f"--resume with --seeds/--sweep that differ from the run's (seeds {spec['seeds']}, "
-                         f"sweep {spec['sweep']})")
-    return spec["seeds"], spec["sweep"]
-
-
 class _Loop:
-    """One training session of a population (a single run: a population of one, unstacked) in folder ``out``:
-    folders, restore, logs, the chunk loop, checkpoints and the console lines."""
+    """One training session of a population (a single run: a population of one) in folder ``out``: folders,
+    restore, logs, the chunk loop, checkpoints and the console lines."""
 
     def __init__(self, pop: Population, out: str, quiet: bool, main: bool, spec: dict):
         self.pop, self.out, self.quiet, self.main = pop, out, quiet, main
         self.spec = spec  # {"seeds": int, "sweep": {name: [values]}} for population.json
         self.cfg = pop.trainer.cfg
-        self.dirs = [os.path.join(out, m.name) for m in pop.members] if pop.stacked else [out]
-        self.ckpt_dirs = [checkpoint_dir(d) for d in self.dirs]
+        self.dirs = [out] if pop.single else [os.path.join(out, m.name) for m in pop.members]
         self.start = 0
         self.chunks: ChunkLoop | None = None
         self.lasts: dict[str, dict] = {}  # member name -> its last metrics row
 
     @property
     def iteration(self) -> int:
-        """The iteration reached (for the Ctrl-C message)."""
+        """The iteration reached."""
         return self.chunks.it if self.chunks is not None else self.start
 
     def write_folders(self) -> None:
-        """config.json (and for a population the member folders and population.json); process 0 only."""
+        """Each member's config.json, the base config.json and (a population) population.json; process 0."""
         cfg, pop = self.cfg, self.pop
-        if not pop.stacked:
-            atomic_write_json(os.path.join(self.out, CONFIG), cfg.to_dict())
-            return
-        for m, d in zip(pop.members, self.dirs):
-            os.makedirs(d, exist_ok=True)
-            atomic_write_json(os.path.join(d, CONFIG), m.config(cfg).to_dict())
-        atomic_write_json(os.path.join(self.out, CONFIG), cfg.to_dict())
-        atomic_write_json(os.path.join(self.out, POPULATION), {"config": cfg.to_dict(), **self.spec,
-                                                               "members": [m.to_dict() for m in pop.members]})
+        files = {os.path.join(d, CONFIG): m.config(cfg).to_dict() for m, d in zip(pop.members, self.dirs)}
+        files[os.path.join(self.out, CONFIG)] = cfg.to_dict()  # a single run's: the same
+        if not pop.single:
+            files[os.path.join(self.out, POPULATION)] = {"config": cfg.to_dict(), **self.spec,
+                                                         "members": [m.to_dict() for m in pop.members]}
+        for path, obj in files.items():
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            atomic_write_json(path, obj)
 
     def restore(self, state, ckpts: list[Checkpointer], resume: bool):
-        """(state, start iteration): the members' newest checkpoints when resuming, else ``state`` and 0."""
-        pop, out, source = self.pop, self.out, POPULATION if self.pop.stacked else CONFIG
-        if resume and all(c.latest_step() is None for c in ckpts):
-            if not self.quiet:
-                print(f"{out} has no checkpoint yet (stopped before the first one): starting it again from "
-                      f"iteration 0 with its {source}")
-            return state, 0
+        """(state, start iteration): with ``resume`` every member's checkpoint of the step the folder resumes
+        from (``latest_step``; steps a member saved after it are deleted first), else ``state`` and 0."""
         if not resume:
             return state, 0
-        restored = [c.restore(pop.member(state, i)) for i, c in enumerate(ckpts)]
-        steps = {int(st.iteration) for st, _ in restored}
-        if len(steps) != 1:
-            raise CheckpointError(f"the members' latest checkpoints are at different iterations {sorted(steps)}")
-        start = steps.pop()
-        if not self.quiet:
-            print(f"resumed population {out} ({pop.size} members) at iteration {start}" if pop.stacked else
-                  f"resumed {out} at iteration {start} ({restored[0][1].get('env_steps', 0)} env steps)")
-        return pop.stack([st for st, _ in restored]), start
+        step = latest_step(self.out)
+        for c in ckpts:
+            c.retain(-1 if step is None else step)
+        if step is None:
+            if not self.quiet:
+                print(f"{self.out} has no checkpoint yet (stopped before the first one): starting it again from "
+                      f"iteration 0 with its {CONFIG if self.pop.single else POPULATION}")
+            return state, 0
+        restored = [c.restore(member_state(state, i), step) for i, c in enumerate(ckpts)]
+        if not self.quiet and step < self.cfg.iters:
+            what = f"{restored[0][1].get('env_steps', 0)} env steps" if self.pop.single else \
+                f"population of {self.pop.size} members"
+            print(f"resumed {self.out} at iteration {step} ({what})")
+        elif not self.quiet:
+            print(nothing_to_do(self.cfg, self.out))
+        return self.pop.stack([st for st, _ in restored]), step
 
     def run(self, resume: bool, progress: bool, tensorboard: bool, wandb_project: str | None,
             max_seconds: float | None):
-        """Folders, restore, logs, then the chunk loop to ``cfg.iters``; returns ``train``'s (state, last rows)."""
-        state, ckpts = self.setup(resume, progress, tensorboard, wandb_project)
-        self.chunks = loop = ChunkLoop(self.cfg, self.start, max_seconds, evaluate=self.evaluator())
-        try:
-            state = loop.run(population.jit_chunk(self.pop), state, self.on_chunk,
-                             lambda it, st: self.save(ckpts, it, st))
-        finally:
-            self.bar.close()
-            for c in ckpts:
-                c.close()
-            self.ext.close()
+        """Folders, restore, logs, then the chunk loop to ``cfg.iters``; returns ``train``'s (state, lasts)."""
+        with StopSignals(self.out, lambda: self.chunks.when() if self.chunks else "before the first chunk") as sig:
+            state, ckpts = self.setup(resume, progress, tensorboard, wandb_project)
+            stop = lambda: distributed.broadcast_flag(sig.signum is not None)  # noqa: E731
+            self.chunks = loop = ChunkLoop(self.cfg, self.start, max_seconds, self.evaluator(), stop)
+            try:
+                state = loop.run(population.jit_chunk(self.pop), state, self.on_chunk,
+                                 lambda it, st: self.save(ckpts, it, st))
+            finally:
+                self.bar.close()
+                for c in ckpts:
+                    c.close()
+                self.ext.close()
+            if sig.signum is not None:
+                name = signal.Signals(sig.signum).name
+                raise TrainingInterrupted(f"stopped by {name} at iteration {loop.it}; {intact(self.out)}",
+                                          sig.signum)
         self.done()
-        if self.pop.stacked:
-            return state, self.lasts
-        return state, self.lasts.get(self.pop.members[0].name, {})
+        return state, self.lasts
 
     def setup(self, resume: bool, progress: bool, tensorboard: bool, wandb_project: str | None):
         """Writes the folders (process 0, between barriers), opens the checkpointers, restores or initialises
@@ -440,20 +415,25 @@ class _Loop:
         if main:
             self.write_folders()
         distributed.barrier("rl3jax-folders-written")
-        ckpts = [Checkpointer(d, keep=cfg.keep_checkpoints, write=True) for d in self.ckpt_dirs]
+        ckpts = [Checkpointer(checkpoint_dir(d), keep=cfg.keep_checkpoints, write=True) for d in self.dirs]
         state, self.start = self.restore(self.pop.init_state(), ckpts, resume)
         self.logs = [MetricsLog(d, self.start) if main else NullLog() for d in self.dirs]
         self.ext = ExternalLoggers(self.out, cfg, tensorboard and main, wandb_project if main else None)
-        self.bar = Progress(cfg.iters, self.start, progress and not self.quiet)
+        self.bar = Progress(cfg.iters, self.start, progress and not self.quiet and self.start < cfg.iters)
         return state, ckpts
 
     def save(self, ckpts: list[Checkpointer], it: int, state) -> None:
-        """Each member's checkpoint of iteration ``it`` (meta: iteration, env steps, last training return)."""
+        """Every member's checkpoint of iteration ``it`` (meta: iteration, env steps, last training return, and
+        a population member's ``member``), then a population's ``COMMITTED`` step, then the pruning."""
         cfg, pop = self.cfg, self.pop
         for i, (m, c) in enumerate(zip(pop.members, ckpts)):
             meta = {"iteration": it, "env_steps": it * cfg.batch_steps,
                     "return_mean": self.lasts[m.name]["return_mean"]}
-            c.save(it, pop.member(state, i), {**meta, "member": m.to_dict()} if pop.stacked else meta)
+            c.save(it, member_state(state, i), meta if pop.single else {**meta, "member": m.to_dict()})
+        if self.main and not pop.single:
+            atomic_write_json(os.path.join(self.out, COMMITTED), {"step": it})
+        for c in ckpts:
+            c.retain(it)
 
     def evaluator(self):
         """With ``cfg.eval_every``: ``state -> [EVAL_FIELDS dict per member]`` (one compiled evaluation for every
@@ -462,33 +442,26 @@ class _Loop:
         if not cfg.eval_every:
             return None
         held_out = HeldOutEvaluator(pop.trainer.meta_env, pop.trainer.actor, cfg.eval_episodes)
-
-        def evaluate(st):
-            params = jax.device_get(st.actor_params) if pop.stacked else st.actor_params
-            return [held_out.row_fields(pop.member(params, j)) for j in range(pop.size)]
-
-        return evaluate
+        return lambda st: [held_out.row_fields(member_state(st.actor_params, j)) for j in range(pop.size)]
 
     def on_chunk(self, it: int, n: int, metrics: dict, dt: float, evals: list[dict] | None) -> None:
-        """Logs the rows of iterations ``it + 1 .. it + n`` (``metrics``: host arrays, (n,) or (n, members);
-        ``evals``: one dict of ``EVAL_FIELDS`` per member or None) and raises ``TrainingDiverged`` at the first
-        non-finite iteration (a single run logs the rows up to it; a population none of the chunk's)."""
+        """Logs the rows of iterations ``it + 1 .. it + n`` (``metrics``: host arrays of shape (n, members);
+        ``evals``: one dict of ``EVAL_FIELDS`` per member or None); at the first non-finite iteration (of any
+        member) logs the rows up to it and raises ``TrainingDiverged``."""
         pop = self.pop
-        bad = first_nonfinite(metrics, n)  # any member: a non-finite member state is never checkpointed
-        if bad is not None and pop.stacked:
-            flags = np.asarray(metrics[FINITE])[bad]
-            who = ", ".join(m.name for m, f in zip(pop.members, flags) if not f > 0.5)
-            raise divergence(metrics, it, bad, self.ckpt_dirs[0], who=f" (member {who})")
-        metrics = pop.member_metrics({k: v for k, v in metrics.items() if k != FINITE})
+        bad = first_nonfinite(metrics, n)  # a non-finite member state is never checkpointed
+        flags = np.asarray(metrics.pop(FINITE))
         sps = n * self.cfg.batch_steps * pop.size / dt  # all members together
-        count = n if bad is None else bad + 1  # up to the first non-finite iteration
+        count = n if bad is None else bad + 1
         rows = [self.member_rows(it, count, metrics, j, sps / pop.size) for j in range(pop.size)]
         if evals is not None and bad is None:
             for member_rows, ev in zip(rows, evals):
                 member_rows[-1].update(ev)
         self.write_rows(rows)
         if bad is not None:
-            raise divergence(metrics, it, bad, self.ckpt_dirs[0])
+            who = "" if pop.single else \
+                f" (member {', '.join(m.name for m, f in zip(pop.members, flags[bad]) if not f > 0.5)})"
+            raise divergence(metrics, it, bad, self.out, who)
         self.lasts.update({m.name: r[-1] for m, r in zip(pop.members, rows)})
         self.bar.update(it + n, n, dt, self.postfix(sps, evals))
 
@@ -498,7 +471,7 @@ class _Loop:
         rows = []
         for i in range(count):
             row = {"iteration": it + i + 1, "env_steps": (it + i + 1) * self.cfg.batch_steps}
-            row.update({k: float(v[i, j]) for k, v in metrics.items()})
+            row.update({k: float(np.asarray(v)[i, j]) for k, v in metrics.items()})
             row["steps_per_second"] = sps
             rows.append(row)
         return rows
@@ -507,23 +480,18 @@ class _Loop:
         """Appends each member's rows to its metrics files; the external loggers get a single run's rows, or for
         a population one combined row per iteration (fields ``{member}/{field}``)."""
         for member_rows, log in zip(rows, self.logs):
-            if not self.pop.stacked:
-                for r in member_rows:
-                    self.ext.log(r)
             log.append(member_rows)
-        if self.pop.stacked:
-            for r in combined_rows(self.pop.members, rows):
-                self.ext.log(r)
+        for r in rows[0] if self.pop.single else combined_rows(self.pop.members, rows):
+            self.ext.log(r)
 
     def postfix(self, sps: float, evals: list[dict] | None) -> dict:
-        """The progress bar's figures after a chunk."""
-        if self.pop.stacked:
-            rets = [r["return_mean"] for r in self.lasts.values() if math.isfinite(r["return_mean"])]
-            return dict(sps=f"{sps:,.0f}", ret_mean=f"{np.mean(rets):.2f}", ret_best=f"{np.max(rets):.2f}")
-        last = self.lasts[self.pop.members[0].name]
-        post = dict(steps=f"{last['env_steps']:.3g}", sps=f"{sps:,.0f}", ret=f"{last['return_mean']:.2f}")
+        """The progress bar's figures after a chunk (a population: the mean and best member return)."""
+        rets = [r["return_mean"] for r in self.lasts.values() if math.isfinite(r["return_mean"])] or [math.nan]
+        post = dict(sps=f"{sps:,.0f}", ret=f"{np.mean(rets):.2f}")
+        if not self.pop.single:
+            post["best"] = f"{np.max(rets):.2f}"
         if evals is not None:
-            post["held_out"] = f"{evals[0]['eval_return']:.2f}"
+            post["held_out"] = f"{np.mean([e['eval_return'] for e in evals]):.2f}"
         return post
 
     def done(self) -> None:
@@ -531,14 +499,10 @@ class _Loop:
         cfg, pop, it = self.cfg, self.pop, self.iteration
         if self.quiet or not self.lasts:
             return
-        if pop.stacked:
-            print(f"done: {pop.size} members x {it} iterations "
-                  f"({it * cfg.batch_steps * pop.size:,} env steps; {self.chunks.timing()})")
-            for name, r in self.lasts.items():
-                print(f"  {name:24s} return {r['return_mean']:.2f}")
-        else:
-            last = self.lasts[pop.members[0].name]
-            print(f"done: {it} iterations, {it * cfg.batch_steps} env steps, "
-                  f"mean return {last['return_mean']:.2f} ({self.chunks.timing()})")
+        rets = {name: f"{r['return_mean']:.2f}" for name, r in self.lasts.items()}
+        print(f"done: {f'{pop.size} members x ' if pop.size > 1 else ''}{it} iterations, "
+              f"{it * cfg.batch_steps * pop.size:,} env steps"
+              f"{f', mean return {rets.popitem()[1]}' if pop.size == 1 else ''} ({self.chunks.timing()})")
+        for name, ret in rets.items():
+            print(f"  {name:24s} return {ret}")
         print(f"report: {report_command(self.out)}")
-

@@ -9,8 +9,9 @@ A single run's folder (``rl3jax train --out RUN``)::
     RUN/.lock              held by the one process that trains in the folder (``RunLock``)
 
 A population's folder (``--seeds`` / ``--sweep``, ``rl3jax.population``) holds ``population.json`` (base config,
-seeds, sweep, members), the base ``config.json`` and one ordinary run folder per member (``member_dirs``;
-``run_dirs``: a folder's single runs, members or itself).
+seeds, sweep, members), the base ``config.json``, ``checkpoint.json`` (the step saved by every member,
+``latest_step``) and one ordinary run folder per member (``member_dirs``; ``run_dirs``: a folder's single runs,
+members or itself).
 
 Checks a command makes of a folder, each written once here: ``holds_run`` / ``holds_run_message`` (train),
 ``training_pid`` / ``in_use_message`` (another writer), ``read_run_config`` (eval, render, ``load_run``: one
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import io
 import json
 import os
 import sys
@@ -36,6 +38,8 @@ from rl3jax.envs.catalog import GRID_VARIANTS, check_variant
 
 CONFIG = "config.json"
 POPULATION = "population.json"
+#: in a population folder: {"step": N}, written (atomically) after every member has saved checkpoint step N
+COMMITTED = "checkpoint.json"
 METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
 CHECKPOINTS = "checkpoints"
@@ -213,11 +217,20 @@ def finished_steps(directory: str) -> list[int]:
     return sorted(int(n) for n in names if n.isdigit() and os.path.isdir(os.path.join(directory, n)))
 
 
-def latest_step(run_dir: str) -> int | None:
-    """The newest finished checkpoint step of a run, or of any member of a population folder; None if none."""
-    dirs = {run_dir, *run_dirs(run_dir)}
-    steps = [s for d in dirs for s in finished_steps(checkpoint_dir(d))]
-    return max(steps) if steps else None
+def latest_step(path: str) -> int | None:
+    """The checkpoint step a ``--resume`` of ``path`` continues from, None if there is none: a single run's
+    newest finished step; a population's ``COMMITTED`` step (written once every member has saved it), or, without
+    that file, the newest step that every member has finished."""
+    if not is_population(path):
+        steps = finished_steps(checkpoint_dir(path))
+        return steps[-1] if steps else None
+    if os.path.exists(os.path.join(path, COMMITTED)):
+        step = _read_json(os.path.join(path, COMMITTED)).get("step")
+        if not isinstance(step, int):
+            raise RunFolderError(f"{os.path.join(path, COMMITTED)} names no integer step")
+        return step
+    common = set.intersection(*[set(finished_steps(checkpoint_dir(d))) for d in member_dirs(path)])
+    return max(common) if common else None
 
 
 # ------------------------------------------------------------------------------------------ metrics
@@ -248,26 +261,36 @@ def read_metrics(path: str) -> list[dict]:
 
 
 class MetricsLog:
-    """Appends one row per PPO iteration to metrics.jsonl and metrics.csv; truncates on resume.
+    """Appends one row per PPO iteration to metrics.jsonl and metrics.csv; at a resume, keeps exactly the rows
+    of iterations 1 .. ``resume_iteration``.
 
     Rows may carry fields that others lack (the ``eval_*`` fields of held-out evaluations exist only on
     every ``eval_every``-th row): the CSV header is the union of the fields in order of first appearance,
     missing cells are empty, and the CSV is rewritten with the wider header when a new field first appears.
 
-    The rewrite at resume is atomic (temporary files, then ``os.replace``), so a kill at that moment leaves the
-    old files whole. A torn final line of metrics.jsonl is dropped with a note on stderr; any other unreadable
-    line is an error naming the file and line (``RunFolderError``).
+    At a resume the rows after the checkpoint (written before a stop or a kill, and to be written again) are
+    dropped, a repeated row is kept once (the last), and a note on stderr names what was dropped or is missing.
+    Both files are rewritten whole (``atomic_write_text``), so a kill meanwhile leaves the old files. A torn
+    final line of metrics.jsonl is dropped with a note; any other unreadable line is a ``RunFolderError``
+    naming the file and line.
     """
 
     def __init__(self, run_dir: str, resume_iteration: int = 0):
         self.jsonl = os.path.join(run_dir, METRICS_JSONL)
         self.csv = os.path.join(run_dir, METRICS_CSV)
-        rows = []
-        if resume_iteration and os.path.exists(self.jsonl):
-            rows = [r for r in read_metrics(self.jsonl) if r["iteration"] <= resume_iteration]
-            if [r["iteration"] for r in rows] != list(range(1, resume_iteration + 1)):
-                print(f"note: {self.jsonl} holds {len(rows)} of the rows of iterations 1..{resume_iteration}; "
-                      "the missing ones cannot be recovered", file=sys.stderr)
+        rows = read_metrics(self.jsonl) if os.path.exists(self.jsonl) else []
+        by_it = {r["iteration"]: r for r in rows if r["iteration"] <= resume_iteration}
+        dropped = sorted({r["iteration"] for r in rows} - set(by_it))
+        if dropped:
+            print(f"note: {self.jsonl}: dropped the rows of iterations {_spans(dropped)}, after checkpoint step "
+                  f"{resume_iteration} that the resume continues from (they are trained again)", file=sys.stderr)
+        if len(by_it) + len(dropped) != len(rows):
+            print(f"note: {self.jsonl}: kept one row of each repeated iteration", file=sys.stderr)
+        missing = sorted(set(range(1, resume_iteration + 1)) - set(by_it))
+        if missing:
+            print(f"note: {self.jsonl} lacks the rows of iterations {_spans(missing)}; they cannot be recovered",
+                  file=sys.stderr)
+        rows = [by_it[k] for k in sorted(by_it)]
         atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in rows))
         self.fields: list[str] = _union_fields(rows)
         if self.fields:
@@ -276,10 +299,11 @@ class MetricsLog:
             os.remove(self.csv)
 
     def _write_csv(self, rows: list[dict]) -> None:
-        with open(self.csv, "w", newline="") as f:
-            w = csv.DictWriter(f, self.fields)
-            w.writeheader()
-            w.writerows(rows)
+        text = io.StringIO()
+        w = csv.DictWriter(text, self.fields)
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_text(self.csv, text.getvalue())
 
     def append(self, rows: list[dict]) -> None:
         if not rows:
@@ -296,11 +320,55 @@ class MetricsLog:
             csv.DictWriter(f, self.fields).writerows(rows)
 
 
+def _spans(its: list[int]) -> str:
+    """``[1, 2, 3, 7]`` -> ``"1..3, 7"``."""
+    spans: list[list[int]] = []
+    for i in its:
+        if spans and i == spans[-1][1] + 1:
+            spans[-1][1] = i
+        else:
+            spans.append([i, i])
+    return ", ".join(f"{a}..{b}" if b > a else str(a) for a, b in spans)
+
+
 def _union_fields(rows: list[dict]) -> list[str]:
     fields: dict[str, None] = {}
     for r in rows:
         fields.update(dict.fromkeys(r))
     return list(fields)
+
+
+class ExternalLoggers:
+    """Optional TensorBoard (tensorboardX) and Weights & Biases; silently absent when not asked for."""
+
+    def __init__(self, run_dir: str, cfg, tensorboard: bool, wandb_project: str | None):
+        self.tb = self.wb = None
+        if tensorboard:
+            try:
+                from tensorboardX import SummaryWriter
+            except ImportError:
+                raise SystemExit("--tensorboard needs tensorboardX: pip install 'rl3jax[logging]'") from None
+            self.tb = SummaryWriter(os.path.join(run_dir, "tb"))
+        if wandb_project:
+            try:
+                import wandb
+            except ImportError:
+                raise SystemExit("--wandb needs wandb: pip install 'rl3jax[logging]'") from None
+            self.wb = wandb.init(project=wandb_project, config=cfg.to_dict(), dir=run_dir)
+
+    def log(self, row: dict) -> None:
+        step = row["env_steps"]
+        if self.tb:
+            for k, v in row.items():
+                self.tb.add_scalar(k, v, step)
+        if self.wb:
+            self.wb.log(row, step=step)
+
+    def close(self):
+        if self.tb:
+            self.tb.close()
+        if self.wb:
+            self.wb.finish()
 
 
 class NullLog:
