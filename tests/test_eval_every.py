@@ -114,7 +114,8 @@ def test_eval_rows_resume_csv_and_loggers(tmp_path, monkeypatch):
     trainer = make_train(cfg)
     for greedy, (m, s) in ((False, ("eval_return", "eval_stderr")), (True, ("eval_return_greedy",
                                                                            "eval_stderr_greedy"))):
-        ref = evaluate(trainer.meta_env, "network", 8, greedy=greedy, params=state.actor_params, model=trainer.actor)
+        ref = evaluate(trainer.meta_env, "network", 8, greedy=greedy, params=member_state(state, 0).actor_params,
+                       model=trainer.actor)
         assert evals[6][m] == ref["mean_return"] and evals[6][s] == ref["stderr"]
     assert all(e["eval_episodes"] == 8 for e in evals.values())
     # loggers: each eval field as a scalar at the row's env steps, and in the W&B row

@@ -72,7 +72,8 @@ def test_seeds_equal_separate_runs(seeds4, tmp_path):
     for i, seed in enumerate(range(10, 14)):
         member_dir = os.path.join(out, f"seed{seed}")
         assert read_config(member_dir) == CFG.replace(seed=seed)  # an ordinary run folder
-        ref, _ = train(CFG.replace(seed=seed), str(tmp_path / f"single{seed}"), progress=False, quiet=True)
+        ref = member_state(train(CFG.replace(seed=seed), str(tmp_path / f"single{seed}"), progress=False,
+                                 quiet=True)[0], 0)
         # the population's state, the member's own checkpoint and its metrics all equal the separate run
         _assert_states_close(member_state(state, i), ref)
         _assert_states_close(_restore(member_dir), ref)
@@ -121,7 +122,8 @@ def test_sweep_members_have_their_settings(tmp_path):
         finals[m["name"]] = _restore(d)
     # one member equals the separate run with its settings (the sweep is not an approximation)
     name = "seed10-lr0.0003-ent_coef0.05"
-    ref, _ = train(read_config(os.path.join(out, name)), str(tmp_path / "single"), progress=False, quiet=True)
+    ref = member_state(train(read_config(os.path.join(out, name)), str(tmp_path / "single"), progress=False,
+                             quiet=True)[0], 0)
     _assert_states_close(finals[name], ref)
     # the settings matter: same seed, different lr -> different parameters
     a = jax.tree.leaves(finals["seed10-lr0.001-ent_coef0"].actor_params)[0]
@@ -171,7 +173,7 @@ def test_fused_update_lr_sweep_member_equals_separate_run(tmp_path):
     its own learning rate in the stacked optimiser state and equals its separate run."""
     cfg = CFG.replace(model="gru", fused_update=True)  # (the transformer's key bias is float noise: test_train)
     state, _ = train(cfg, str(tmp_path / "pop"), sweep={"lr": [1e-3, 3e-4]}, progress=False, quiet=True)
-    ref, _ = train(cfg.replace(lr=3e-4), str(tmp_path / "single"), progress=False, quiet=True)
+    ref = member_state(train(cfg.replace(lr=3e-4), str(tmp_path / "single"), progress=False, quiet=True)[0], 0)
     _assert_states_close(member_state(state, 1), ref)
     other = member_state(state, 0)
     np.testing.assert_allclose(other.actor_opt.hyperparams["learning_rate"], 1e-3, rtol=1e-6)
