@@ -16,7 +16,7 @@ the run's length (``rl3jax.runs.resume_settings``); a population saves as one un
 after every member's step; a resume drops what members saved after it); the metrics history after a resume
 is exact (``runfiles.MetricsLog``); training stops at the first non-finite iteration (``TrainingDiverged``)
 before any checkpoint of it; SIGINT, SIGTERM and SIGHUP stop at the end of the chunk with a checkpoint
-(``StopSignals``).
+(``rl3jax.runs.StopSignals``).
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import sys
-import threading
 import time
 
 import jax
@@ -51,7 +49,7 @@ from rl3jax.runfiles import (
     lock_run,
     release_locks,
 )
-from rl3jax.runs import command, intact, nothing_to_do, resume_settings
+from rl3jax.runs import StopSignals, TrainingInterrupted, command, intact, nothing_to_do, resume_settings
 from rl3jax.train import FINITE
 
 #: fields a held-out evaluation adds to the metrics row of its iteration
@@ -68,15 +66,6 @@ class TrainingDiverged(FloatingPointError):
     def __init__(self, message: str, iteration: int):
         super().__init__(message)
         self.iteration = iteration
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped by a signal (``signum``: SIGINT for Ctrl-C); its message says truthfully which checkpoint
-    a ``--resume`` continues from. The CLI exits with status 128 + ``signum`` (130 for Ctrl-C)."""
-
-    def __init__(self, message: str, signum: int = signal.SIGINT):
-        super().__init__(message)
-        self.signum = signum
 
 
 def first_nonfinite(metrics: dict, n: int) -> int | None:
@@ -96,53 +85,6 @@ def divergence(metrics: dict, it: int, i: int, out: str, who: str = "") -> Train
     last = f"the last checkpoint is step {step}" if step is not None else "no checkpoint was written"
     return TrainingDiverged(f"training diverged at iteration {it + i + 1}{who}: {what}; stopped without writing "
                             f"a checkpoint after it ({last}); try a smaller lr or ent_coef", it + i + 1)
-
-
-class StopSignals:
-    """SIGINT, SIGTERM and SIGHUP during training (a context manager; only in the main thread, else a no-op).
-
-    The first one is answered at once with one line on stderr (the loop stops at the end of the current chunk,
-    ``when()`` says about when, then writes a checkpoint) and recorded in ``signum``; the loop then raises
-    ``TrainingInterrupted``. A second one aborts at once (exit status 128 + its number): the last checkpoint
-    stays intact (saves are atomic), the iterations since it are lost. The lines are printed by a thread that
-    ``signal.set_wakeup_fd`` wakes, so they appear even while the main thread waits in a compiled computation
-    or a compile (where Python signal handlers cannot run)."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-    def __init__(self, out: str, when):
-        self.out, self.when = out, when
-        self.signum: int | None = None
-        self.old: dict = {}
-
-    def __enter__(self):
-        if threading.current_thread() is not threading.main_thread():
-            return self
-        self.pipe = os.pipe()
-        os.set_blocking(self.pipe[1], False)
-        self.old = {s: signal.signal(s, lambda *_: None) for s in self.SIGNALS}
-        self.old_fd = signal.set_wakeup_fd(self.pipe[1], warn_on_full_buffer=False)
-        threading.Thread(target=self._watch, daemon=True).start()
-        return self
-
-    def _watch(self) -> None:
-        while data := os.read(self.pipe[0], 1):
-            name = signal.Signals(data[0]).name
-            if self.signum is None:
-                self.signum = data[0]
-                print(f"\n{name}: stopping at the end of the current chunk ({self.when()}), then writing a "
-                      "checkpoint; a second Ctrl-C (or signal) aborts at once", file=sys.stderr, flush=True)
-            else:
-                print(f"\n{name} again: aborting at once; {intact(self.out)}", file=sys.stderr, flush=True)
-                os._exit(128 + data[0])
-        os.close(self.pipe[0])
-
-    def __exit__(self, *exc) -> None:
-        if self.old:
-            signal.set_wakeup_fd(self.old_fd)
-            for s, handler in self.old.items():
-                signal.signal(s, handler)
-            os.close(self.pipe[1])  # the watcher reads end-of-file and closes its end
 
 
 class Progress:
@@ -217,13 +159,14 @@ class ChunkLoop:
         return time.perf_counter() - self.t_run
 
     def when(self) -> str:
-        """About when the current chunk ends (for the message of a stop signal)."""
+        """When a stop asked for now happens (the message of a stop signal)."""
         if self.chunk is None:
-            return "before the first chunk"
+            return "before the first chunk (nothing trained yet)" if self.compile_s is None else \
+                "before the next chunk, after writing a checkpoint"
         n, t0 = self.chunk
-        if self.per_iter is None:
-            return f"iteration {self.it + n}, after the compile and the first chunk"
-        return f"iteration {self.it + n}, in about {max(0.0, t0 + n * self.per_iter - time.perf_counter()):.0f} s"
+        eta = "after the compile" if self.per_iter is None else \
+            f"in about {max(0.0, t0 + n * self.per_iter - time.perf_counter()):.0f} s"
+        return f"at the end of the current chunk (iteration {self.it + n}, {eta}), then writing a checkpoint"
 
     def timing(self) -> str:
         """The timing part of the final ``done:`` line."""
@@ -238,8 +181,12 @@ class ChunkLoop:
         ``evaluate(state)``'s result when the chunk ends on an evaluation iteration, else None (it
         logs, and raises to abort); ``save(it, state)`` writes the checkpoints at iteration ``it``.
         """
-        cfg = self.cfg
-        while self.it < cfg.iters and not self.stop():
+        cfg, saved = self.cfg, self.it
+        while self.it < cfg.iters:
+            if self.stop():  # asked for during the last chunk (or before the first): save it, stop
+                if self.it != saved:
+                    save(self.it, state)
+                break
             n = min(cfg.chunk_iters, cfg.iters - self.it, self.next_ckpt - self.it)
             if self.next_eval is not None:
                 n = min(n, self.next_eval - self.it)
@@ -264,11 +211,10 @@ class ChunkLoop:
             out_of_time = self.max_seconds is not None and self.elapsed() >= self.max_seconds
             if self.max_seconds is not None:  # process 0's clock decides, so every process stops at the same chunk
                 out_of_time = distributed.broadcast_flag(out_of_time)
-            stop = out_of_time or self.stop()
-            if self.it >= self.next_ckpt or self.it >= cfg.iters or stop:
+            if self.it >= self.next_ckpt or self.it >= cfg.iters or out_of_time:
                 save(self.it, state)
-                self.next_ckpt = self._next_multiple(cfg.checkpoint_every)
-            if stop:
+                saved, self.next_ckpt = self.it, self._next_multiple(cfg.checkpoint_every)
+            if out_of_time:
                 break
         return state
 
@@ -276,15 +222,6 @@ class ChunkLoop:
 def report_command(out: str) -> str:
     """The command that makes the report of run folder ``out`` (printed when training ends)."""
     return command("report", out)
-
-
-def combined_rows(members, rows: list[list[dict]]) -> list[dict]:
-    """One row per iteration from every member's rows: ``env_steps`` and ``{member name}/{field}``."""
-    out = [{"env_steps": r["env_steps"]} for r in rows[0]]
-    for m, member_rows in zip(members, rows):
-        for c, r in zip(out, member_rows):
-            c.update({f"{m.name}/{k}": v for k, v in r.items() if k != "env_steps"})
-    return out
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -468,21 +405,18 @@ class _Loop:
     def member_rows(self, it: int, count: int, metrics: dict, j: int, sps: float) -> list[dict]:
         """Member ``j``'s metrics rows of iterations ``it + 1 .. it + count`` (``metrics``: (n, members) host
         arrays; ``sps``: the member's steps per second)."""
-        rows = []
-        for i in range(count):
-            row = {"iteration": it + i + 1, "env_steps": (it + i + 1) * self.cfg.batch_steps}
-            row.update({k: float(np.asarray(v)[i, j]) for k, v in metrics.items()})
-            row["steps_per_second"] = sps
-            rows.append(row)
-        return rows
+        return [{"iteration": it + i + 1, "env_steps": (it + i + 1) * self.cfg.batch_steps,
+                 **{k: float(np.asarray(v)[i, j]) for k, v in metrics.items()}, "steps_per_second": sps}
+                for i in range(count)]
 
     def write_rows(self, rows: list[list[dict]]) -> None:
         """Appends each member's rows to its metrics files; the external loggers get a single run's rows, or for
-        a population one combined row per iteration (fields ``{member}/{field}``)."""
+        a population one row per iteration with every member's fields as ``{member}/{field}``."""
         for member_rows, log in zip(rows, self.logs):
             log.append(member_rows)
-        for r in rows[0] if self.pop.single else combined_rows(self.pop.members, rows):
-            self.ext.log(r)
+        for i, row in enumerate(rows[0]):
+            self.ext.log(row if self.pop.single else {"env_steps": row["env_steps"], **{
+                f"{m.name}/{k}": v for m, r in zip(self.pop.members, rows) for k, v in r[i].items() if k != "env_steps"}})
 
     def postfix(self, sps: float, evals: list[dict] | None) -> dict:
         """The progress bar's figures after a chunk (a population: the mean and best member return)."""
