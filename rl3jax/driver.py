@@ -56,9 +56,6 @@ from rl3jax.train import FINITE
 EVAL_FIELDS = ("eval_return", "eval_stderr", "eval_return_greedy", "eval_stderr_greedy", "eval_episodes")
 
 
-# ------------------------------------------------------------------------------------------------------------
-# Runs under faults: resumes that keep the schedule, divergence, signals, progress
-# ------------------------------------------------------------------------------------------------------------
 class TrainingDiverged(FloatingPointError):
     """An iteration produced a NaN or infinite loss, metric or parameter; nothing after it was checkpointed.
     ``iteration`` is the first bad one (1-based). The CLI exits with status 1 (a failed run, not a bad input)."""

@@ -1,27 +1,22 @@
 """Seeds and hyper-parameter sweeps in one compile: a population of independent runs as a vmapped axis.
 
-A single run is a population of one. The member axis always exists (every leaf of a population
-``TrainState`` has it in front); a population of one skips ``vmap``: its chunk strips the axis, runs the single
-run's own program (``Trainer.chunk``) and puts it back, so its numbers are the single run's bit for bit.
-``rl3jax.driver.train`` strips the axis only at the edges (checkpoint files, metrics rows, evaluation).
+A single run is a population of one. Every leaf of a population ``TrainState`` has the member axis in front; a
+population of one skips ``vmap`` (its chunk is the single run's own ``Trainer.chunk`` between stripping and
+restoring the axis, so its numbers are the single run's bit for bit). ``rl3jax.driver.train`` strips the axis
+only at the edges (checkpoint files, metrics rows, evaluation).
 
-``--seeds K`` trains K runs with seeds ``seed, seed+1, ..., seed+K-1``; ``--sweep name=v1,v2,...`` (repeatable)
-adds numeric hyper-parameter settings; the population is the product settings x seeds, member order: the
-sweeps' values in the order given (the first sweep outermost), then the seeds. Every member is exactly the
-run that ``rl3jax train`` would do alone with the member's config (same seed, same hyper-parameters): the
-``TrainState`` gets a leading member axis, ``Trainer.iteration`` is vmapped over it and scanned over
-iterations in one jitted chunk; nothing is averaged across members.
+``--seeds K`` trains seeds ``seed .. seed+K-1``; ``--sweep name=v1,v2,...`` (repeatable) adds numeric settings;
+members are the product settings x seeds (the first sweep outermost, the seeds innermost). Each member is
+exactly the run ``rl3jax train`` would do alone with the member's config; nothing is averaged.
 
-Sweepable (values that live in the state, so one compile serves every setting): ``lr`` (actor and critic,
-the ``learning_rate`` of the ``optax.inject_hyperparams`` optimiser states), ``critic_weight_decay``
-(the critic optimiser's ``weight_decay``), and every entry of ``TrainState.hparams`` (``ent_coef``,
-``gae_lambda``, ...). Anything that changes shapes or code (H, num_envs, model, epochs) needs separate runs.
+Sweepable (values that live in the state, so one compile serves every setting): ``lr`` (the actor's and the
+critic's ``optax.inject_hyperparams`` ``learning_rate``), ``critic_weight_decay`` and every entry of
+``TrainState.hparams`` (``ent_coef``, ``gae_lambda``, ...). What changes shapes or code needs separate runs.
 
-Run folder layout (``out``): ``population.json`` (base config, seeds, sweep, member list), ``config.json`` (the
-base config) and one folder per member, named ``seed{S}`` or ``seed{S}-{name}{value}...`` (e.g.
-``seed0-lr0.001``), each a complete, ordinary run folder: the member's own ``config.json``, ``metrics.jsonl``
-/ ``metrics.csv`` and ``checkpoints/`` (the member's unstacked ``TrainState``). So ``rl3jax eval --run
-out/seed1`` works unchanged, and ``rl3jax train --resume --out out`` resumes the whole population.
+Folder (``out``): ``population.json`` (base config, seeds, sweep, members), ``config.json`` (the base config),
+``checkpoint.json`` (the step every member saved) and one ordinary run folder per member, ``seed{S}`` or
+``seed{S}-{name}{value}...`` (e.g. ``seed0-lr0.001``): ``rl3jax eval --run out/seed1`` works unchanged, and
+``rl3jax train --resume --out out`` resumes the whole population (a member alone is not resumable).
 """
 
 from __future__ import annotations
