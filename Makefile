@@ -64,7 +64,7 @@ reproduce: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# make study [ARGS="--resume"]: the laptop study (RL² vs RL³, bandits and MDPs, 2 seeds, ~45 min on 2 cores) into
+# make study [ARGS="--resume"]: the laptop study (RL² vs RL³, bandits and MDPs, 2 seeds, 29 min measured on 2 cores) into
 # docs/results/laptop (run folders in runs/study); ARGS="--tiny --out /tmp/s" for a smoke test, "--dry-run" to list
 .PHONY: study
 study: $(STAMP)
@@ -89,6 +89,6 @@ help:
 	@echo "           [ITERS=N] [PRESET=name] [OUT=folder] [RESUME=1] [EXTRA='more rl3jax train flags']"
 	@echo "make eval RUN=folder [EPISODES=1000]     make bench [QUICK=auto|0|1]     make reproduce ARGS='target ...'"
 	@echo 'make report RUN="runs/a runs/b" [REPORT_OUT=dir]  (results table, learning and adaptation curves)'
-	@echo 'make study [ARGS=--resume]                         (the laptop RL² vs RL³ study, about 30 min)'
+	@echo 'make study [ARGS=--resume]                         (the laptop RL² vs RL³ study, 29 min measured)'
 	@echo "make lint (ruff)"
 	@echo "make test | test-all                     make clean (venv, caches)       make clean-runs (runs/)"

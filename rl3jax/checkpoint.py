@@ -11,10 +11,15 @@ folders. Every other ``Checkpointer`` (``eval``, ``render``, tests) opens orbax 
 that is still training cannot remove the trainer's in-progress ``N.orbax-checkpoint-tmp-*`` folder.
 
 Integrity: after a step is finished (orbax has renamed it into place), the writer records the SHA-256 and size
-of every file of the step in ``<step>/rl3jax_manifest.json`` (written to a temporary name, then renamed).
-``restore`` verifies it first, so a bit flip, a truncated or a missing data file is reported in one line
-naming the file, before orbax/TensorStore reads anything. Steps without a manifest (written by older versions,
-or a kill between orbax's rename and the manifest) are restored unverified.
+of every file of the step, and the config the run trains under, in ``<step>/rl3jax_manifest.json`` (written
+atomically). ``restore`` verifies it first, so a bit flip, a truncated or a missing data file is reported in one
+line naming the file, before orbax/TensorStore reads anything. A step whose manifest is missing although its
+meta says one was written (``meta["sealed"]``: the checksum file was deleted, or a kill fell between orbax's
+rename and the manifest) is refused in one line that says how to accept it as it is: ``python -m
+rl3jax.checkpoint STEP_DIR`` seals it again. A reader (``eval``, ``render``) of a run that is training right now
+takes the step before such a newest step instead (the trainer is sealing it). Steps written before manifests
+existed (no ``sealed``) are restored unverified with a one-line note. A failed save removes its temporary
+folder and names the OS error (``No space left on device``), however deep orbax wrapped it.
 
 Format: each step holds the items ``state`` (the ``TrainState`` as plain arrays) and ``meta`` (JSON: iteration,
 env_steps, return_mean, and for a population member ``member``), and ``meta["format_version"]`` =
@@ -25,10 +30,12 @@ matches; a step of a newer or unknown version is refused in one line naming it, 
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
-import json
 import logging
 import os
+import re
+import shutil
 import sys
 import tempfile
 import time
@@ -38,10 +45,28 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from rl3jax.runfiles import CheckpointError, CheckpointWriteError  # defined without JAX (the CLI sorts them)
+from rl3jax.config import RUN_CONTROL, TrainConfig
+from rl3jax.outputs import atomic_write_json
+from rl3jax.runfiles import (  # the errors are defined without JAX (the CLI sorts them)
+    CONFIG,
+    MANIFEST,
+    POPULATION,
+    CheckpointError,
+    CheckpointWriteError,
+    RunFolderError,
+    _read_json,
+    checkpoint_dir,
+    finished_steps,
+    is_population,
+    read_config,
+    read_population,
+    training_pid,
+)
 from rl3jax.train import all_finite
 
-MANIFEST = "rl3jax_manifest.json"
+#: fields that may differ between a run and its resumption: its length and the run-control fields
+RESUMABLE_CHANGES = ("iters", *RUN_CONTROL)
+
 #: the checkpoint layout written by this version (``meta["format_version"]``); steps without one are version 1
 FORMAT_VERSION = 1
 #: the versions this version reads
@@ -58,6 +83,21 @@ def _to_storable(state):
 
 def _from_storable(state):
     return state.replace(key=jax.random.wrap_key_data(state.key))
+
+
+#: the OS errors a failed save is named by (orbax and TensorStore bury them deep in their messages)
+_OS_REASON = re.compile(r"No space left on device|Read-only file system|Permission denied|Disk quota exceeded|"
+                        r"File too large|Input/output error|Too many open files|File name too long")
+
+
+def _os_reason(e: BaseException) -> str | None:
+    """The OS error behind ``e``: searched in its whole message and the exceptions it was raised from."""
+    texts = []
+    while e is not None and len(texts) < 20:
+        texts.append(f"{getattr(e, 'strerror', None) or ''} {e}")
+        e = e.__cause__ or e.__context__
+    m = _OS_REASON.search(" ".join(texts))
+    return m.group(0) if m else None
 
 
 def _one_line(e: BaseException, limit: int = 240) -> str:
@@ -87,16 +127,14 @@ def _step_files(step_dir: str) -> list[str]:
     return sorted(out)
 
 
-def write_manifest(step_dir: str) -> dict:
-    """Records ``{relative path: {"sha256", "bytes"}}`` of every file under ``step_dir`` in its manifest."""
+def write_manifest(step_dir: str, config: dict | None = None) -> dict:
+    """Records ``{relative path: {"sha256", "bytes"}}`` of every file under ``step_dir`` in its manifest, with
+    ``config`` (the ``TrainConfig.to_dict()`` the step was trained under; ``check_checkpoint_config``
+    compares it at a resume); returns the files."""
     files = {rel: {"sha256": _sha256(os.path.join(step_dir, rel)),
                    "bytes": os.path.getsize(os.path.join(step_dir, rel))} for rel in _step_files(step_dir)}
-    path = os.path.join(step_dir, MANIFEST)
-    with open(path + ".tmp", "w") as f:
-        json.dump({"version": 1, "files": files}, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(path + ".tmp", path)
+    atomic_write_json(os.path.join(step_dir, MANIFEST), {"version": 1, "files": files,
+                                                          **({"config": config} if config else {})})
     return files
 
 
@@ -109,9 +147,8 @@ def verify_manifest(step_dir: str) -> bool:
     if not os.path.exists(path):
         return False
     try:
-        with open(path) as f:
-            files = json.load(f)["files"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        files = _read_json(path)["files"]
+    except (RuntimeError, KeyError, TypeError) as e:
         raise CorruptCheckpointError(f"{path} is unreadable ({_one_line(e)})") from None
     for rel, want in sorted(files.items()):
         full = os.path.join(step_dir, rel)
@@ -123,6 +160,60 @@ def verify_manifest(step_dir: str) -> bool:
         if _sha256(full) != want["sha256"]:
             raise CorruptCheckpointError(f"{full} is corrupt (SHA-256 differs from the one recorded at save)")
     return True
+
+
+def recorded_config(step_dir: str) -> dict | None:
+    """The config a checkpoint step was trained under, as recorded in its manifest (``MANIFEST``, written by
+    ``rl3jax.checkpoint``); None for a step that records none (older versions, or no manifest)."""
+    path = os.path.join(step_dir, MANIFEST)
+    if not os.path.isfile(path):
+        return None
+    d = _read_json(path)
+    return d.get("config") if isinstance(d, dict) else None
+
+
+def config_changes(recorded: dict, cfg: TrainConfig, source: str) -> list[str]:
+    """``"field (A in the checkpoint, B in SOURCE)"`` for each field where ``cfg`` differs from a checkpoint's
+    ``recorded`` config, except those a resume may change (``RESUMABLE_CHANGES``; ``iters`` only under a
+    constant ``ent_schedule``, whose schedule does not depend on it). A field missing from either side counts
+    with its default."""
+    try:
+        old = TrainConfig.from_dict(recorded).to_dict()
+    except (ValueError, TypeError):
+        old = recorded
+    now = cfg.to_dict()
+    free = set(RUN_CONTROL) | ({"iters"} if old.get("ent_schedule") == "constant" else set())
+    return [f"{k} ({old.get(k)!r} in the checkpoint, {now.get(k)!r} in {source})"
+            for k in sorted(set(old) | set(now)) if k not in free and old.get(k) != now.get(k)]
+
+
+def check_checkpoint_config(out: str) -> None:
+    """At a resume of run (or population) folder ``out``: ``RunFolderError`` naming the fields unless the
+    newest checkpoint of each run was trained under the settings its folder now holds (config.json, or
+    population.json's base config with the member's seed and swept values), up to ``RESUMABLE_CHANGES``. A
+    step that records no config (written by an older rl3jax) is resumed as before, with a one-line note."""
+    if is_population(out):
+        spec = read_population(out)
+        base, source = TrainConfig.from_dict(spec["config"]), POPULATION
+        pairs = [(os.path.join(out, m["name"]), base.replace(seed=m["seed"], **m["settings"]))
+                 for m in spec["members"]]
+    else:
+        pairs, source = [(out, read_config(out))], CONFIG
+    for run_dir, cfg in pairs:
+        steps = finished_steps(checkpoint_dir(run_dir))
+        if not steps:
+            continue
+        recorded = recorded_config(os.path.join(checkpoint_dir(run_dir), str(steps[-1])))
+        if recorded is None:
+            print(f"note: checkpoint step {steps[-1]} in {run_dir} records no config (written by an older "
+                  f"rl3jax); resuming with its {source} unchecked", file=sys.stderr)
+            continue
+        diff = config_changes(recorded, cfg, source)
+        if diff:
+            raise RunFolderError(f"--resume: {os.path.join(out, source)} differs from the settings checkpoint step "
+                                 f"{steps[-1]} was trained under: {'; '.join(diff)}; a resume may change only "
+                                 f"{', '.join(RESUMABLE_CHANGES)} (put the file back, or start a new run with "
+                                 "another --out)")
 
 
 @contextlib.contextmanager
@@ -167,9 +258,9 @@ class Checkpointer:
     a file differs from the step's manifest; ``CheckpointWriteError``: a save failed, e.g. a full disk).
     """
 
-    def __init__(self, directory: str, keep: int = 3, write: bool = False):
+    def __init__(self, directory: str, keep: int = 3, write: bool = False, config: dict | None = None):
         self.directory = os.path.abspath(directory)
-        self.write, self.keep = write, keep
+        self.write, self.keep, self.config = write, keep, config  # config: recorded in each step's manifest
         if write:  # pruning is ``retain``'s: a population prunes a step only once every member has a newer one
             options = ocp.CheckpointManagerOptions(max_to_keep=None, create=True, enable_async_checkpointing=False,
                                                    cleanup_tmp_directories=True)
@@ -208,19 +299,22 @@ class Checkpointer:
                     absl_log.setLevel(logging.CRITICAL)
                     self.manager.save(step, args=ocp.args.Composite(
                         state=ocp.args.StandardSave(_to_storable(state)),
-                        meta=ocp.args.JsonSave({**meta, "format_version": FORMAT_VERSION})), force=True)
+                        meta=ocp.args.JsonSave({**meta, "format_version": FORMAT_VERSION, "sealed": True})),
+                        force=True)
                     self.manager.wait_until_finished()
                 except BaseException:
                     discard.append(True)
                     time.sleep(1.0)  # TensorStore's writes still in flight fail into orbax's closed event loop
+                    for tmp in glob.glob(os.path.join(self.directory, f"{step}.orbax-checkpoint-tmp*")):
+                        shutil.rmtree(tmp, ignore_errors=True)  # a failed save leaves nothing behind
                     raise
                 finally:
                     absl_log.setLevel(level)
             if jax.process_index() == 0:
-                write_manifest(self.step_dir(step))
+                write_manifest(self.step_dir(step), self.config)
         except Exception as e:  # orbax wraps OS errors (ENOSPC, EROFS, ...) in many kinds
             raise CheckpointWriteError(f"could not write checkpoint step {step} in {self.directory}: "
-                                  f"{_one_line(e)}") from None
+                                       f"{_os_reason(e) or _one_line(e)}") from None
 
     def retain(self, newest: int) -> None:
         """Keeps the newest ``keep`` steps up to ``newest`` and deletes the others: the older ones, and any newer
@@ -235,7 +329,13 @@ class Checkpointer:
         return sorted(int(s) for s in self.manager.all_steps())
 
     def latest_step(self) -> int | None:
-        return self.manager.latest_step()
+        """The newest step; for a reader of a run that is training right now, the one before a newest step
+        still being sealed (finished by orbax, its manifest not yet written)."""
+        steps = self.all_steps()
+        if (not self.write and len(steps) > 1 and not os.path.exists(os.path.join(self.step_dir(steps[-1]), MANIFEST))
+                and training_pid(os.path.dirname(self.directory)) is not None):
+            return steps[-2]
+        return steps[-1] if steps else None
 
     def verify(self, step: int) -> bool:
         """Checks step ``step`` against its manifest (False: it has none). Raises ``CorruptCheckpointError``
@@ -248,15 +348,14 @@ class Checkpointer:
                     f"{self.directory} to use the newest of them)" if older else "; no other step is available")
             raise CorruptCheckpointError(f"checkpoint step {step}: {e}{hint}") from None
 
-    def format_version(self, step: int) -> int:
-        """The format version of step ``step`` (1 for steps written before versioning); ``CheckpointError``
-        for an unreadable meta item."""
+    def meta(self, step: int) -> dict:
+        """The meta item of step ``step``; ``CheckpointError`` for an unreadable one."""
         try:
             meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
         except Exception as e:  # orbax raises many kinds
             raise CheckpointError(f"checkpoint step {step} in {self.directory} has no readable meta item: "
                                   f"{_one_line(e)}") from None
-        return meta.get("format_version", 1) if isinstance(meta, dict) else 1
+        return meta if isinstance(meta, dict) else {}
 
     def restore(self, template, step: int | None = None) -> tuple[Any, dict]:
         """Restores step ``step`` (default: the latest) into the structure, shapes, dtypes and shardings of
@@ -267,8 +366,17 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"no checkpoint found in {self.directory}")
-        self.verify(step)
-        version = self.format_version(step)
+        sealed = self.verify(step)
+        meta = self.meta(step)
+        if not sealed:
+            if meta.get("sealed"):
+                raise CorruptCheckpointError(
+                    f"checkpoint step {step} in {self.directory} has lost its checksum file {MANIFEST} (deleted, or a "
+                    "kill during its save), so its files cannot be verified; to accept the step as it is, seal it "
+                    f"again: python -m rl3jax.checkpoint {self.step_dir(step)}")
+            print(f"note: checkpoint step {step} in {self.directory} has no checksums (written by an older rl3jax): "
+                  "restored unverified", file=sys.stderr)
+        version = meta.get("format_version", 1)
         if version not in READABLE_VERSIONS:
             raise CheckpointError(f"checkpoint step {step} in {self.directory} has format version {version!r}; this "
                                   f"rl3jax reads versions {', '.join(map(str, READABLE_VERSIONS))} (written by a "
@@ -288,3 +396,9 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
+
+
+if __name__ == "__main__":  # python -m rl3jax.checkpoint STEP_DIR: accept a step whose checksum file was lost
+    if len(sys.argv) != 2 or not os.path.isdir(sys.argv[1]):
+        sys.exit("usage: python -m rl3jax.checkpoint STEP_DIR (a checkpoint step folder to seal as it is)")
+    print(f"sealed {len(write_manifest(sys.argv[1]))} files of {sys.argv[1]} as they are")

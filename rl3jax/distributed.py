@@ -19,6 +19,7 @@ them; the mesh spans every process's devices; each device samples and plays only
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any
 
@@ -61,8 +62,14 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
                          "--distributed for cluster auto-detection")
     if num_processes is not None and not 0 <= (process_id or 0) < num_processes:
         raise ValueError(f"--process-id must be in [0, {num_processes}), got {process_id}")
-    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                               process_id=process_id)
+    try:
+        jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                                   process_id=process_id)
+    except (ValueError, RuntimeError) as e:
+        if not auto or any(given):
+            raise
+        raise ValueError(f"--distributed: JAX's cluster auto-detection found no cluster to join ({e}); give "
+                         "--coordinator-address, --num-processes and --process-id instead") from None
     return True
 
 
@@ -85,6 +92,30 @@ def broadcast_flag(flag: bool) -> bool:
     from jax.experimental import multihost_utils
 
     return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag, np.int32)))
+
+
+def check_same_settings(settings: dict) -> None:
+    """Every process of a multi-process run must be started with the same ``settings`` (a JSON-able dict: the
+    config and the run's flags): they are gathered through the coordinator at start-up, and on a difference
+    every process raises the same one-line ``ValueError`` naming the fields and values (within seconds, before
+    any compile). A no-op in a single process."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    blob = np.frombuffer(json.dumps(settings, sort_keys=True).encode(), np.uint8)
+    sizes = np.asarray(multihost_utils.process_allgather(np.int32(blob.size))).reshape(-1)
+    padded = np.zeros(int(sizes.max()), np.uint8)
+    padded[: blob.size] = blob
+    blobs = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(sizes), -1)
+    everyone = [json.loads(bytes(b[:n]).decode()) for b, n in zip(blobs, sizes)]
+    diff = [f"{k} ({everyone[0].get(k)!r} on process 0, {s.get(k)!r} on process {p})"
+            for p, s in enumerate(everyone) for k in sorted(set(s) | set(everyone[0]))
+            if s.get(k) != everyone[0].get(k)]
+    if diff:
+        raise ValueError(f"the processes of this run were started with different settings: {'; '.join(diff[:6])}"
+                         f"{f' and {len(diff) - 6} more' if len(diff) > 6 else ''}; start every process with "
+                         "the same command (only --process-id differs)")
 
 
 # ------------------------------------------------------------------------------------------ the mesh

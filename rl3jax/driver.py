@@ -42,9 +42,8 @@ from rl3jax.runfiles import (
     MetricsLog,
     NullLog,
     atomic_write_json,
+    check_new_run,
     checkpoint_dir,
-    holds_run,
-    holds_run_message,
     latest_step,
     lock_run,
     release_locks,
@@ -73,15 +72,19 @@ def first_nonfinite(metrics: dict, n: int) -> int | None:
     return int(bad[0]) if bad.size else None
 
 
-def divergence(metrics: dict, it: int, i: int, out: str, who: str = "") -> TrainingDiverged:
-    """The one-line error for a first non-finite iteration ``it + i + 1`` (``metrics`` as in ``first_nonfinite``;
-    ``who``: e.g. the population members concerned)."""
+def divergence(metrics: dict, it: int, i: int, out: str, who: str = "", lr: float | None = None) -> TrainingDiverged:
+    """The one-line error for a first non-finite iteration ``it + i + 1`` of the run in ``out`` (``metrics`` as in
+    ``first_nonfinite``; ``who``: e.g. the population members concerned), with advice that works: a new run in
+    another folder (a resume would repeat the same iterations, and may not change lr); with ``lr``, that command."""
     names = sorted(k for k, v in metrics.items() if k != FINITE and not np.all(np.isfinite(np.asarray(v)[i])))
     what = f"non-finite {', '.join(names)}" if names else "non-finite parameters or optimiser state"
     step = latest_step(out)
     last = f"the last checkpoint is step {step}" if step is not None else "no checkpoint was written"
+    new = f"the same command with --out {out.rstrip('/')}-lr{lr / 10:g} and --set lr={lr / 10:g}" if lr \
+        else "the same command with another --out and a smaller --set lr or ent_coef"
     return TrainingDiverged(f"training diverged at iteration {it + i + 1}{who}: {what}; stopped without writing "
-                            f"a checkpoint after it ({last}); try a smaller lr or ent_coef", it + i + 1)
+                            f"a checkpoint after it ({last}); a resume would repeat it, so start a new run: {new} "
+                            "(in place of any --set lr)", it + i + 1)
 
 
 class Progress:
@@ -251,8 +254,8 @@ def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = Tru
     main = distributed.is_main_process()
     if resume:
         seeds, sweep = resume_settings(cfg, out, seeds, sweep)
-    elif holds_run(out):
-        raise ValueError(holds_run_message(out))
+    else:
+        check_new_run(out)  # nothing of a run: no config, checkpoints, metrics, ...
     pop = make_population(cfg, seeds, sweep, mesh)
     os.makedirs(out, exist_ok=True)
     locks = lock_run(out) if main else []  # after the checks, before anything is written
@@ -349,7 +352,8 @@ class _Loop:
         if main:
             self.write_folders()
         distributed.barrier("rl3jax-folders-written")
-        ckpts = [Checkpointer(checkpoint_dir(d), keep=cfg.keep_checkpoints, write=True) for d in self.dirs]
+        ckpts = [Checkpointer(checkpoint_dir(d), keep=cfg.keep_checkpoints, write=True, config=m.config(cfg).to_dict())
+                 for d, m in zip(self.dirs, self.pop.members)]
         state, self.start = self.restore(self.pop.init_state(), ckpts, resume)
         self.logs = [MetricsLog(d, self.start) if main else NullLog() for d in self.dirs]
         self.ext = ExternalLoggers(self.out, cfg, tensorboard and main, wandb_project if main else None)
@@ -395,7 +399,7 @@ class _Loop:
         if bad is not None:
             who = "" if pop.single else \
                 f" (member {', '.join(m.name for m, f in zip(pop.members, flags[bad]) if not f > 0.5)})"
-            raise divergence(metrics, it, bad, self.out, who)
+            raise divergence(metrics, it, bad, self.out, who, lr=self.cfg.lr)
         self.lasts.update({m.name: r[-1] for m, r in zip(pop.members, rows)})
         self.bar.update(it + n, n, dt, self.postfix(sps, evals))
 

@@ -16,8 +16,17 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from rl3jax.baselines import BASELINES, IntractableError, baseline_names, check_fits, make_policy, validate_params
+from rl3jax.baselines import (
+    BASELINES,
+    IntractableError,
+    baseline_names,
+    check_fits,
+    get_baseline,
+    make_policy,
+    validate_params,
+)
 from rl3jax.config import TrainConfig
+from rl3jax.memory import check_eval_memory
 from rl3jax.meta_episode import MetaEnv, make_meta_env
 from rl3jax.rollout import EVAL_BATCH, rollout, sample_tasks
 
@@ -137,6 +146,33 @@ class HeldOutEvaluator:
                 "eval_stderr_greedy": g["stderr"], "eval_episodes": s["episodes"]}
 
 
+def evaluate_baseline(cfg: TrainConfig, policy: str, episodes: int, items: list[str]) -> tuple[dict, dict]:
+    """``rl3jax eval --policy``: baseline ``policy`` (``items``: its ``--param KEY=VALUE``s, checked by its
+    registry entry) on
+    ``episodes`` held-out tasks of ``cfg``'s family, variant and H; returns (``evaluate``'s result, the validated
+    params). ValueError (one line), before any work: an unknown name or parameter, a family it does not fit,
+    tasks that do not fit in memory (``rl3jax.memory``)."""
+    get_baseline(policy)  # unknown name: the error lists the valid ones
+    meta_env = make_meta_env(cfg)
+    bad = [item for item in items if "=" not in item]
+    if bad:
+        raise ValueError(f"--param expects KEY=VALUE, got {bad[0]!r}")
+    params = validate_params(policy, {k.strip(): v.strip() for k, v in (item.split("=", 1) for item in items)})
+    check_fits(policy, meta_env)
+    check_eval_memory(meta_env, episodes)
+    return evaluate(meta_env, policy, episodes, policy_params=params), params
+
+
+def baselines_table(rows: list[dict]) -> str:
+    """``run_baselines``' rows as the text table of ``rl3jax baselines``."""
+    lines = [f"{'policy':22s} {'mean':>9s}   {'s.e.':>6s} {'normalised':>10s} {'seconds':>8s}"]
+    for r in rows:
+        norm = "" if r["normalised"] is None else f"{r['normalised']:.3f}"
+        lines.append(f"{r['policy']:22s} skipped: {r['skipped']}" if r.get("skipped") else
+                     f"{r['policy']:22s} {r['mean_return']:9.2f} ± {r['stderr']:6.2f} {norm:>10s} {r['seconds']:8.1f}")
+    return "\n".join(lines)
+
+
 def run_baselines(env: str, variant: str | None, horizon: int, episodes: int, names: list[str] | None = None,
                   batch: int = EVAL_BATCH, seed: int = 0, progress: Callable[[dict], None] | None = None) -> list[dict]:
     """Evaluates baselines on the same first ``episodes`` held-out tasks of ``env``/``variant`` at H=``horizon``.
@@ -146,14 +182,12 @@ def run_baselines(env: str, variant: str | None, horizon: int, episodes: int, na
     ``names`` is None, an error when asked for by name. Returns one dict per policy, in registry order:
     {"policy", "mean_return", "stderr", "episodes", "normalised" ((x − random)/(oracle − random), None unless
     random and oracle both ran), "seconds" (wall time incl. tables and compile), "step_rewards" (list of H
-    per-step mean rewards), "params", "skipped" (None, or why)}. ``progress(row)`` is called after each policy.
+    per-step mean rewards), "params", "actions" ("deterministic" or "stochastic"), "skipped" (None, or why)}. ``progress(row)`` is called after each policy.
     """
     cfg = TrainConfig(env=env, variant=variant or "train", horizon=horizon, algo="rl2")
     meta_env = make_meta_env(cfg)
-    fitting = baseline_names(meta_env)
     explicit = names is not None
-    if names is None:
-        names = fitting
+    names = baseline_names(meta_env) if names is None else names
     for n in names:
         check_fits(n, meta_env)
     if episodes < 1:
@@ -161,26 +195,30 @@ def run_baselines(env: str, variant: str | None, horizon: int, episodes: int, na
     rows = []
     for name in [n for n in BASELINES if n in names]:
         t0 = time.perf_counter()
+        row = {"policy": name, "mean_return": None, "stderr": None, "episodes": 0, "step_rewards": None,
+               "params": validate_params(name, None), "actions": BASELINES[name].actions, "normalised": None,
+               "skipped": None}
         try:
             res = evaluate(meta_env, name, episodes, batch=batch, seed=seed)
+            row.update(mean_return=res["mean_return"], stderr=res["stderr"], episodes=res["episodes"],
+                       step_rewards=[float(x) for x in res["step_rewards"]])
         except IntractableError as e:
             if explicit:
                 raise
-            rows.append({"policy": name, "mean_return": None, "stderr": None, "episodes": 0,
-                         "seconds": time.perf_counter() - t0, "step_rewards": None,
-                         "params": validate_params(name, None), "normalised": None, "skipped": str(e)})
-            if progress:
-                progress(rows[-1])
-            continue
-        rows.append({"policy": name, "mean_return": res["mean_return"], "stderr": res["stderr"],
-                     "episodes": res["episodes"], "seconds": time.perf_counter() - t0,
-                     "step_rewards": [float(x) for x in res["step_rewards"]],
-                     "params": validate_params(name, None), "normalised": None, "skipped": None})
+            row["skipped"] = str(e)
+        rows.append({**row, "seconds": time.perf_counter() - t0})
         if progress:
             progress(rows[-1])
-    by = {r["policy"]: r for r in rows if r.get("skipped") is None}
-    if "random" in by and "oracle" in by:
-        lo, hi = by["random"]["mean_return"], by["oracle"]["mean_return"]
-        for r in by.values():
-            r["normalised"] = (r["mean_return"] - lo) / (hi - lo) if hi != lo else None
+    ref = {r["policy"]: r["mean_return"] for r in rows if r["skipped"] is None}
+    for r in rows:
+        r["normalised"] = normalise(r["mean_return"], ref)
     return rows
+
+
+def normalise(x: float | None, ref: dict) -> float | None:
+    """(x − random) / (oracle − random); None without both references."""
+    lo, hi = ref.get("random"), ref.get("oracle")
+    if x is None or lo is None or hi is None or hi == lo or not math.isfinite(x):
+        return None
+    return (x - lo) / (hi - lo)
+

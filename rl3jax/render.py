@@ -14,6 +14,7 @@ from rl3jax.config import policy_mode
 from rl3jax.envs.grid_geometry import DANGER, EMPTY, GOAL, OBSTACLE, START, TILE_CHARS, WARNING, WATER
 from rl3jax.envs.registry import make_env, variants
 from rl3jax.evaluate import held_out_tasks
+from rl3jax.outputs import atomic_write, numbered_paths
 from rl3jax.runfiles import check_render
 from rl3jax.runs import load_run
 
@@ -39,6 +40,7 @@ _CMAP_RANGE = (0.3, 1.0)  # the part of the colormap used, so the lowest value i
 PATH_COLOUR = (0, 0, 0)
 AGENT_COLOUR = (20, 20, 200)
 BAR_W = 84  # pixels on the right of a frame for the colour bar
+LEGEND_COL, LEGEND_ROW = 84, 14  # pixels per entry of a frame's legend (a swatch and a name), per row of it
 
 
 def _font():
@@ -56,11 +58,31 @@ def value_colour(x: float) -> tuple[int, int, int]:
     return int(255 * r), int(255 * g), int(255 * b)
 
 
+def legend_entries() -> list[tuple[tuple[int, int, int], str]]:
+    """(colour, name) of every tile (with its character where the frame marks it), the agent and the path."""
+    return [(TILE_COLOURS[k], TILE_NAMES[k] + (f" ({TILE_CHARS[k]})" if k in LABELLED_TILES else ""))
+            for k in sorted(TILE_COLOURS)] + [(AGENT_COLOUR, "agent"), (PATH_COLOUR, "path")]
+
+
+def legend_height(width: int) -> int:
+    """Pixels of the legend under a grid ``width`` pixels wide."""
+    per_row = max(1, width // LEGEND_COL)
+    return LEGEND_ROW * -(-len(legend_entries()) // per_row) + 6
+
+
+def _draw_legend(d, y0: int, width: int) -> None:
+    per_row = max(1, width // LEGEND_COL)
+    for j, (rgb, name) in enumerate(legend_entries()):
+        x, y = 4 + LEGEND_COL * (j % per_row), y0 + 4 + LEGEND_ROW * (j // per_row)
+        d.rectangle([x, y, x + 10, y + 10], fill=rgb, outline=(150, 150, 150))
+        d.text((x + 14, y), name, fill=(0, 0, 0), font=_font())
+
+
 def draw_grid(tiles: np.ndarray, cell: int = 28, values: np.ndarray | None = None, known: np.ndarray | None = None,
               path: list[int] | None = None, agent: int | None = None, title: str | None = None):
-    """One frame: tiles, an optional value heat map over known cells (with a colour bar), the path so far and
-    the agent. ``tiles``: (n, n) tile codes; ``values``/``known``: (n*n,) per-cell max Q estimate and mask;
-    ``title``: lines separated by "\n"."""
+    """One frame: tiles, an optional value heat map over known cells (with a colour bar), the path so far, the
+    agent, and under the grid a legend of the tiles, agent and path. ``tiles``: (n, n) tile codes;
+    ``values``/``known``: (n*n,) per-cell max Q estimate and mask; ``title``: lines separated by "\n"."""
     from PIL import Image, ImageDraw
 
     n = tiles.shape[0]
@@ -68,8 +90,9 @@ def draw_grid(tiles: np.ndarray, cell: int = 28, values: np.ndarray | None = Non
     top = 12 * len(lines) + (4 if lines else 0)
     heat = values is not None and known is not None
     width = n * cell + (BAR_W if heat else 0)
-    img = Image.new("RGB", (width, n * cell + top), (255, 255, 255))
+    img = Image.new("RGB", (width, n * cell + top + legend_height(n * cell)), (255, 255, 255))
     d = ImageDraw.Draw(img)
+    _draw_legend(d, n * cell + top, n * cell)
     for k, line in enumerate(lines):
         d.text((3, 2 + 12 * k), line, fill=(0, 0, 0), font=_font())
     vmin, vmax = 0.0, 1.0
@@ -149,7 +172,8 @@ def episode_gif(trainer, params, task, out: str, key, greedy: bool = False, ever
                                     title=f"{title}\n{mode} t={t + 1}/{len(frames)} return={f['return']:.0f}"))
         if f["reset"]:
             path = []
-    images[0].save(out, save_all=True, append_images=images[1:], duration=80, loop=0)
+    atomic_write(out, lambda f: images[0].save(f, format="GIF", save_all=True, append_images=images[1:], duration=80,
+                                               loop=0))
     return frames
 
 
@@ -188,7 +212,7 @@ def samples_png(family: str, out: str, per_variant: int = 4, seed: int = 0):
                for k in sorted(TILE_COLOURS)]
     fig.legend(handles=handles, loc="center right", title="tiles", frameon=False)
     fig.tight_layout(rect=(0, 0, 0.8, 0.95))
-    fig.savefig(out, dpi=100)
+    atomic_write(out, lambda f: fig.savefig(f, format=os.path.splitext(out)[1][1:] or "png", dpi=100))
     plt.close(fig)
 
 
@@ -211,10 +235,8 @@ def render_cli(run: str | None, out: str, variant: str | None = None, episodes: 
     state, _ = loaded.restore(trainer)  # read-only: safe while the run trains
     title = f"{cfg.env}/{cfg.variant} {cfg.algo} ({cfg.model}) iteration {int(state.iteration)}"
     tasks = held_out_tasks(trainer.meta_env, episodes)
-    base, ext = os.path.splitext(out)
-    for i in range(episodes):
+    for i, path in enumerate(numbered_paths(out, episodes)):
         task = jax.tree.map(lambda x, i=i: x[i], tasks)
-        path = out if episodes == 1 else f"{base}-{i}{ext}"
         frames = episode_gif(trainer, state.actor_params, task, path, jax.random.key(i), title=title)
         print(f"wrote {path}: return {frames[-1]['return']:.0f}")
     return 0

@@ -9,20 +9,15 @@ Writes into ``DIR``:
   seeds (runs grouped by their config minus ``seed`` and the driver's bookkeeping fields) the interquartile
   mean (IQM) of the seeds' held-out means with a 95% stratified bootstrap confidence interval (percentile
   method, as rliable's ``get_interval_estimates``; one task family and variant is one stratum, so the
-  bootstrap resamples seeds); the family's baselines (``rl3jax.evaluate.baseline_names``) on the same tasks.
-- ``learning_curve.png``: training return (``return_mean`` of metrics.jsonl: the mean return of the PPO
-  batch's meta-episodes at each iteration) and the held-out returns of the ``eval_every`` rows, against
-  environment steps (left) and wall-clock seconds (right), one colour per setting: the mean over its seeds
-  with a shaded 95% t-interval across seeds; horizontal lines: random, oracle and the best classical
-  baseline of the family on the N held-out tasks.
-- ``adaptation.png``: the mean reward at each step t of the meta-episode over the N held-out tasks, for each
-  setting (stochastic solid, greedy dashed; mean over seeds, shaded 95% t-interval) and each baseline.
+  bootstrap resamples seeds); the family's baselines (``rl3jax.evaluate.baseline_names``) on the same tasks,
+  each with its kind of actions (deterministic or stochastic) and a one-line description.
+- ``learning_curve.png`` and ``adaptation.png`` (``rl3jax.plots``): training and held-out return against
+  environment steps and wall-clock seconds, with random, oracle and the best classical baseline on the N
+  held-out tasks as reference lines; the mean reward at each step of the meta-episode, runs and baselines.
 - ``cache.json``: the held-out evaluations made for this report (reused by the next report into ``DIR``).
 
-Wall-clock seconds: the training time, reconstructed from the metrics rows as the cumulative sum of
-``batch_steps / steps_per_second`` (each row's share of its chunk's wall time; the first chunk's compile
-included, held-out evaluations and checkpoints not, so runs with different ``eval_every`` compare fairly;
-a resumed run continues from its last kept row).
+A family registered from Python (``rl3jax.envs.registry.register``) is unknown to the ``rl3jax`` command: report
+its runs from Python with ``make_report`` (``report_hint`` says which applies to a run).
 """
 
 from __future__ import annotations
@@ -31,22 +26,25 @@ import dataclasses
 import json
 import math
 import os
+import shlex
+import sys
 import warnings
 
 import numpy as np
 
-from rl3jax.baselines import IntractableError
-from rl3jax.config import GREEDY, POLICY_MODES, RUN_CONTROL, STOCHASTIC, TrainConfig, policy_mode
-from rl3jax.envs.registry import variants
-from rl3jax.evaluate import HeldOutEvaluator, baseline_names, evaluate
-from rl3jax.runfiles import atomic_write_json, check_evaluable
+from rl3jax.baselines import BASELINES, IntractableError
+from rl3jax.config import GREEDY, POLICY_MODES, RUN_CONTROL, STOCHASTIC, TrainConfig
+from rl3jax.envs import catalog
+from rl3jax.envs.registry import BUILT_IN, variants
+from rl3jax.evaluate import HeldOutEvaluator, baseline_names, evaluate, normalise
+from rl3jax.outputs import atomic_write, atomic_write_json
+from rl3jax.plots import REFERENCE, adaptation_curve, best_classical, learning_curve
+from rl3jax.runfiles import check_evaluable
 from rl3jax.runs import Run, expand_runs, load_run
 from rl3jax.train import make_meta_env
 
 #: config fields that do not define a setting (seeds of one setting differ only in these)
 NOT_SETTING = ("seed", *RUN_CONTROL)
-MODES = POLICY_MODES
-REFERENCE = ("random", "oracle")
 
 
 # ------------------------------------------------------------------------------------------ runs
@@ -106,13 +104,6 @@ def load_runs(paths: list[str]) -> list[RunInfo]:
     return runs
 
 
-def wall_seconds(rows: list[dict], batch_steps: int) -> np.ndarray:
-    """Training seconds up to each row (shape (rows,)): the cumulative sum of ``batch_steps /
-    steps_per_second`` (``steps_per_second`` is its chunk's, so each row gets an equal share of the chunk's
-    wall time, compile included, held-out evaluations and checkpoints excluded)."""
-    return np.cumsum([batch_steps / r["steps_per_second"] for r in rows])
-
-
 # ------------------------------------------------------------------------------------------ statistics
 def iqm_ci(x, confidence: float = 0.95, n_resamples: int = 10000, seed: int = 0) -> tuple[float, float, float]:
     """Interquartile mean of scores ``x`` (shape (n,), one per seed) and its ``confidence`` bootstrap interval
@@ -132,39 +123,13 @@ def iqm_ci(x, confidence: float = 0.95, n_resamples: int = 10000, seed: int = 0)
     return iqm, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def mean_band(ys: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Mean over seeds (axis 0) and a ``confidence`` Student-t interval of the mean (None for one seed)."""
-    from scipy import stats
-
-    ys = np.asarray(ys, float)
-    m = ys.mean(axis=0)
-    if ys.shape[0] < 2:
-        return m, None, None
-    half = stats.t.ppf(0.5 + confidence / 2, ys.shape[0] - 1) * ys.std(axis=0, ddof=1) / math.sqrt(ys.shape[0])
-    return m, m - half, m + half
-
-
-def normalise(x: float | None, ref: dict) -> float | None:
-    """(x − random) / (oracle − random); None without both references."""
-    lo, hi = ref.get("random"), ref.get("oracle")
-    if x is None or lo is None or hi is None or hi == lo or not math.isfinite(x):
-        return None
-    return (x - lo) / (hi - lo)
-
-
 # ------------------------------------------------------------------------------------------ evaluation
 class Cache:
     """``DIR/cache.json``: evaluations keyed by what they measured (written after each new entry)."""
 
     def __init__(self, path: str):
         self.path = path
-        self.data = {}
-        if os.path.exists(path):
-            try:
-                with open(path) as f:
-                    self.data = json.load(f)
-            except (OSError, json.JSONDecodeError):
-                self.data = {}
+        self.data = data if isinstance(data := _read_json(path), dict) else {}
 
     def get(self, key: str):
         return self.data.get(key)
@@ -172,6 +137,15 @@ class Cache:
     def put(self, key: str, value: dict) -> None:
         self.data[key] = value
         atomic_write_json(self.path, self.data)
+
+
+def _read_json(path: str):
+    """The JSON in ``path``; None when it is missing or unreadable."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def _result(res: dict, source: str, greedy: bool) -> dict:
@@ -186,14 +160,8 @@ def _existing_eval(run: RunInfo, variant: str, mode: str, episodes: int) -> dict
     for fname in sorted(os.listdir(run.path)):
         if not (fname.startswith("eval") and fname.endswith(".json")):
             continue
-        try:
-            with open(os.path.join(run.path, fname)) as f:
-                r = json.load(f)
-        except (OSError, json.JSONDecodeError):
-            continue
-        if not isinstance(r, dict):
-            continue
-        if (r.get("variant") == variant and r.get("policy") == mode and r.get("episodes") == episodes
+        r = _read_json(os.path.join(run.path, fname))
+        if (isinstance(r, dict) and r.get("variant") == variant and r.get("policy") == mode and r.get("episodes") == episodes
                 and r.get("iteration") == run.iteration and len(r.get("step_rewards") or []) == run.cfg.horizon
                 and "mean_return" in r and "stderr" in r):
             return _result(r, os.path.join(run.path, fname), mode == GREEDY)
@@ -208,14 +176,14 @@ def evaluate_runs(runs: list[RunInfo], variant: str, episodes: int, cache: Cache
     for run in runs:
         res = {}
         keys = {mode: f"run|{os.path.abspath(run.path)}|{run.iteration}|{variant}|{mode}|{episodes}"
-                for mode in MODES}  # the cache's key of each evaluation
+                for mode in POLICY_MODES}  # the cache's key of each evaluation
         for mode, key in keys.items():
             found = _existing_eval(run, variant, mode, episodes)
             if found is None and cache.get(key):
                 found = {**cache.get(key), "source": "cache"}
             if found:
                 res[mode] = found
-        missing = [m for m in MODES if m not in res]
+        missing = [m for m in POLICY_MODES if m not in res]
         if missing:
             setting = (run.setting, variant)
             if setting not in compiled:
@@ -293,13 +261,8 @@ def evaluate_baselines(env: str, variant: str, horizon: int, episodes: int, cach
                 continue
             out[name] = _result(res, "evaluated", greedy)
             cache.put(key, out[name])
+        out[name] = {**out[name], "actions": BASELINES[name].actions, "about": BASELINES[name].doc}
     return out
-
-
-def best_classical(baselines: dict[str, dict]) -> str | None:
-    """The best baseline by held-out mean return other than random and oracle (None if there is none)."""
-    others = [n for n in baselines if n not in REFERENCE and math.isfinite(baselines[n]["mean_return"])]
-    return max(others, key=lambda n: baselines[n]["mean_return"]) if others else None
 
 
 # ------------------------------------------------------------------------------------------ grouping
@@ -322,154 +285,6 @@ def group_runs(runs: list[RunInfo]) -> list[dict]:
         out.append({"label": label, "runs": idx, "algo": s["algo"], "model": s["model"], "iters": s["iters"],
                     "seeds": [runs[i].cfg.seed for i in idx], "setting": {k: s[k] for k in varying}})
     return out
-
-
-# ------------------------------------------------------------------------------------------ figures
-def _new_figure(w: float, h: float, ncols: int):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(w, h), dpi=110)
-    FigureCanvasAgg(fig)
-    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
-    return fig, axes
-
-
-def _plot(ax, lines: list, data: dict, color, style: str, marker, label: str | None, key: str):
-    (ln,) = ax.plot(data["x"], data["y"], style, color=color, marker=marker, markersize=4, label=label, lw=1.6)
-    ln.set_gid(key)
-    if data.get("lo") is not None:
-        ax.fill_between(data["x"], data["lo"], data["hi"], color=color, alpha=0.2, lw=0)
-    lines.append({"key": key, "label": label, **data})
-
-
-def _ref_lines(ax, ref_lines: list[dict]):
-    for r in ref_lines:
-        ax.axhline(r["y"], color=r["color"], ls=r["style"], lw=1.2, label=r["label"]).set_gid(r["key"])
-
-
-def _reference(baselines: dict) -> list[dict]:
-    styles = {"random": ("0.45", ":"), "oracle": ("black", "--")}
-    out = []
-    for name in REFERENCE:
-        if name in baselines:
-            b = baselines[name]
-            mode = policy_mode(b["greedy"])
-            out.append({"key": f"ref/{name}", "name": name, "y": b["mean_return"], "color": styles[name][0],
-                        "style": styles[name][1], "label": f"{name} ({mode}): {b['mean_return']:.2f}"})
-    best = best_classical(baselines)
-    if best:
-        b = baselines[best]
-        out.append({"key": f"ref/{best}", "name": best, "y": b["mean_return"], "color": "tab:purple", "style": "-.",
-                    "label": f"best classical baseline, {best}: {b['mean_return']:.2f}"})
-    return out
-
-
-def learning_curve(runs: list[RunInfo], groups: list[dict], baselines: dict, header: str, path: str | None):
-    """Draws learning_curve.png (to ``path`` if given); returns (figure, lines): the plotted lines, each
-    {"key", "label", "x", "y", "lo", "hi"} (key: "{steps|wall}/{train|eval|eval_greedy}/{group label}" or
-    "ref/{policy}", also the matplotlib line's gid; x: environment steps or seconds, None for a horizontal
-    reference line; y: return per meta-episode; lo/hi: the shaded 95% band across seeds, or None)."""
-    import matplotlib as mpl
-
-    colors = mpl.colormaps["tab10"]
-    fig, (ax_s, ax_w) = _new_figure(14, 6.2, 2)
-    lines: list[dict] = []
-    for gi, g in enumerate(groups):
-        members = [runs[i] for i in g["runs"]]
-        color = colors(gi % 10)
-        # iterations every seed has (a run stopped early by --max-seconds is cut to the common part)
-        common = set.intersection(*[{r["iteration"] for r in m.rows} for m in members])
-        its = sorted(common)
-        by_it = [{r["iteration"]: (r, w) for r, w in zip(m.rows, wall_seconds(m.rows, m.cfg.batch_steps))}
-                 for m in members]
-        steps = np.array([by_it[0][i][0]["env_steps"] for i in its], float)
-        wall = np.mean([[b[i][1] for i in its] for b in by_it], axis=0)
-        n = len(members)
-        for field, kind, style, marker, what in (("return_mean", "train", "-", None, "training return"),
-                                                  ("eval_return", "eval", "--", "o", "held-out, stochastic"),
-                                                  ("eval_return_greedy", "eval_greedy", ":", "s", "held-out, greedy")):
-            sel = [i for i in its if all(field in b[i][0] for b in by_it)]
-            if not sel:
-                continue
-            mask = np.isin(its, sel)
-            ys = np.array([[b[i][0][field] for i in sel] for b in by_it])
-            m, lo, hi = mean_band(ys)
-            if kind != "train" and "eval_episodes" in by_it[0][sel[0]][0]:
-                what = what.replace("held-out", f"held-out ({by_it[0][sel[0]][0]['eval_episodes']} tasks)")
-            label = f"{g['label']}: {what}" + (f" (mean of {n} seeds, 95% t-interval)" if n > 1 else "")
-            for ax, panel, x in ((ax_s, "steps", steps[mask]), (ax_w, "wall", wall[mask])):
-                _plot(ax, lines, {"x": x, "y": m, "lo": lo, "hi": hi}, color, style, marker,
-                      label if panel == "steps" else None, f"{panel}/{kind}/{g['label']}")
-    refs = _reference(baselines)
-    for ax in (ax_s, ax_w):
-        _ref_lines(ax, refs)
-        ax.set_ylabel("return per meta-episode (sum of H rewards)")
-        ax.grid(alpha=0.3)
-    lines += [{"key": r["key"], "label": r["label"], "x": None, "y": r["y"], "lo": None, "hi": None} for r in refs]
-    ax_s.set_xlabel("environment steps")
-    ax_s.set_title("against environment steps")
-    ax_w.set_xlabel("training wall-clock seconds (incl. compile, excl. held-out evaluations; mean over seeds)")
-    ax_w.set_title("against wall-clock time")
-    handles, labels = ax_s.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
-    fig.suptitle("Learning curves — " + header + "\ntraining return: mean over the PPO batch's tasks at each "
-                 "iteration; held-out: the run's eval_every evaluations; reference lines: baselines on the "
-                 "report's held-out tasks", fontsize=10)
-    nleg = len(labels)
-    fig.subplots_adjust(top=0.86, bottom=0.12 + 0.028 * math.ceil(nleg / 2), left=0.06, right=0.98, wspace=0.2)
-    if path:
-        fig.savefig(path)
-    return fig, lines
-
-
-def adaptation_curve(runs: list[RunInfo], groups: list[dict], evals: list[dict], baselines: dict, header: str,
-                     path: str | None):
-    """Draws adaptation.png (to ``path`` if given); returns (figure, lines): {"key", "label", "x" (steps
-    1..H), "y" (mean reward at step t over the held-out tasks; mean over seeds), "lo", "hi"}; key (also the
-    line's gid) "{stochastic|greedy}/{group label}" or "baseline/{policy}"."""
-    import matplotlib as mpl
-
-    colors = mpl.colormaps["tab10"]
-    fig, (ax,) = _new_figure(11, 7, 1)
-    lines: list[dict] = []
-    horizon = runs[0].cfg.horizon
-    t = np.arange(1, horizon + 1)
-    for gi, g in enumerate(groups):
-        n = len(g["runs"])
-        for mode, style in ((STOCHASTIC, "-"), (GREEDY, "--")):
-            ys = np.array([evals[i][mode]["step_rewards"] for i in g["runs"]])
-            m, lo, hi = mean_band(ys)
-            label = f"{g['label']} ({mode})" + (f", mean of {n} seeds, 95% t-interval" if n > 1 else "")
-            _plot(ax, lines, {"x": t, "y": m, "lo": lo, "hi": hi}, colors(gi % 10), style, None, label,
-                  f"{mode}/{g['label']}")
-    bstyle = {"random": ("0.45", ":"), "oracle": ("black", "--")}
-    extra = mpl.colormaps["Set2"]
-    k = 0
-    for name, b in baselines.items():
-        if b.get("step_rewards") is None:
-            continue
-        color, style = bstyle.get(name, (None, "-."))
-        if color is None:
-            color, k = extra(k % 8), k + 1
-        mode = policy_mode(b["greedy"])
-        _plot(ax, lines, {"x": t, "y": np.asarray(b["step_rewards"]), "lo": None, "hi": None}, color, style, None,
-              f"baseline: {name} ({mode})", f"baseline/{name}")
-    ax.set_xlabel("step t of the meta-episode")
-    ax.set_ylabel("mean reward at step t over the held-out tasks")
-    ax.grid(alpha=0.3)
-    ax.set_xlim(0.5, horizon + 0.5)
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
-    fig.suptitle("Adaptation within a meta-episode — " + header + "\nmean reward at each step over the held-out "
-                 "tasks (one meta-episode each; a new task at t = 1)", fontsize=10)
-    fig.subplots_adjust(top=0.88, left=0.08, right=0.98, bottom=0.1 + 0.03 * math.ceil(len(labels) / 2))
-    if path:
-        fig.savefig(path)
-    return fig, lines
 
 
 # ------------------------------------------------------------------------------------------ tables
@@ -521,27 +336,20 @@ def markdown(res: dict) -> str:
               "|---|---|---|---|"]
     for b in res["baselines"]:
         best = " (best classical)" if b["policy"] == res["best_baseline"] else ""
-        lines.append(f"| {b['policy']}{best} | {policy_mode(b['greedy'])} | {_pm(b)} | "
-                     f"{_f(b['normalised'])} |")
+        lines.append(f"| {b['policy']}{best} | {b['actions']} | {_pm(b)} | {_f(b['normalised'])} |")
+    lines += ["", "Actions: *deterministic*, a function of what the policy has seen (ties broken at random); "
+              "*stochastic*, random draws beyond that (exploration, posterior samples). The policies:", ""]
+    lines += [f"- `{b['policy']}`: {b['about']}" for b in res["baselines"]]
     lines += ["", "Figures: `learning_curve.png` (training and held-out return against environment steps and "
               "wall-clock seconds), `adaptation.png` (mean reward at each step of the meta-episode)."]
     return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------------------------ the report
-def make_report(paths: list[str], out: str, episodes: int = 1000, variant: str | None = None,
-                baselines_json: str | None = None, log=print) -> dict:
-    """Writes results.json, results.md, learning_curve.png and adaptation.png for the runs in ``paths``
-    (population folders expand to their members) into ``out``; returns the results.json dict.
-
-    ``episodes``: held-out test tasks (N); ``variant``: the test variant (default: the runs' training
-    variant); ``baselines_json``: reuse a ``rl3jax baselines --json`` file for the baselines it holds.
-    Raises ValueError (before writing anything) for no runs, a folder that is not a run, runs of different
-    families or horizons, runs trained on different variants without ``variant``, a bad variant or N.
-    """
+def _check_report(runs: list[RunInfo], episodes, variant: str | None) -> tuple[str, int, str, str]:
+    """(env, horizon, test variant, figure header) of a report of ``runs``; ValueError as ``make_report``."""
     if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 1:
         raise ValueError(f"--episodes must be a whole number >= 1, got {episodes!r}")
-    runs = load_runs(resolve_runs(paths))
     fams = sorted({(r.cfg.env, r.cfg.horizon) for r in runs})
     if len(fams) > 1:
         raise ValueError("a report compares runs of one task family and horizon; got "
@@ -555,6 +363,22 @@ def make_report(paths: list[str], out: str, episodes: int = 1000, variant: str |
         variant = train_variants[0]
     if variant not in variants(env):
         raise ValueError(f"--variant {variant!r} is not valid for env {env!r}; valid: {', '.join(variants(env))}")
+    return env, horizon, variant, (f"family {env}, test variant {variant}" + (
+        f" (trained on {', '.join(train_variants)})" if train_variants != [variant] else "") + f", H={horizon}")
+
+
+def make_report(paths: list[str], out: str, episodes: int = 1000, variant: str | None = None,
+                baselines_json: str | None = None, log=print) -> dict:
+    """Writes results.json, results.md, learning_curve.png and adaptation.png for the runs in ``paths``
+    (population folders expand to their members) into ``out``; returns the results.json dict.
+
+    ``episodes``: held-out test tasks (N); ``variant``: the test variant (default: the runs' training
+    variant); ``baselines_json``: reuse a ``rl3jax baselines --json`` file for the baselines it holds.
+    Raises ValueError (before writing anything) for no runs, a folder that is not a run, runs of different
+    families or horizons, runs trained on different variants without ``variant``, a bad variant or N.
+    """
+    runs = load_runs(resolve_runs(paths))
+    env, horizon, variant, header = _check_report(runs, episodes, variant)
     from_json = load_baselines_json(baselines_json, env, variant, horizon, episodes) if baselines_json else None
 
     os.makedirs(out, exist_ok=True)
@@ -564,7 +388,7 @@ def make_report(paths: list[str], out: str, episodes: int = 1000, variant: str |
     ref = {k: baselines[k]["mean_return"] for k in REFERENCE if k in baselines}
     groups = group_runs(runs)
     for g in groups:
-        for mode in MODES:
+        for mode in POLICY_MODES:
             xs = [evals[i][mode]["mean_return"] for i in g["runs"]]
             iqm, lo, hi = iqm_ci(xs) if len(xs) > 1 else (None, None, None)
             g[mode] = {"iqm": iqm, "ci_low": lo, "ci_high": hi, "normalised_iqm": normalise(iqm, ref),
@@ -575,23 +399,21 @@ def make_report(paths: list[str], out: str, episodes: int = 1000, variant: str |
         res_runs.append({"run": r.path, "name": r.name, "group": groups[gi]["label"], "algo": r.cfg.algo,
                          "model": r.cfg.model, "iteration": r.iteration, "seed": r.cfg.seed,
                          "train_variant": r.cfg.variant,
-                         **{m: {**e[m], "normalised": normalise(e[m]["mean_return"], ref)} for m in MODES}})
+                         **{m: {**e[m], "normalised": normalise(e[m]["mean_return"], ref)} for m in POLICY_MODES}})
     best = best_classical(baselines)
     res = {"env": env, "variant": variant, "horizon": horizon, "episodes": episodes, "runs": res_runs,
            "groups": [{k: v for k, v in g.items()} for g in groups],
            "baselines": [{"policy": n, **b, "normalised": normalise(b["mean_return"], ref)}
                          for n, b in baselines.items()],
            "best_baseline": best, "reference": ref}
-    header = (f"family {env}, test variant {variant}"
-              + (f" (trained on {', '.join(train_variants)})" if train_variants != [variant] else "")
-              + f", H={horizon}, {episodes} held-out tasks")
-    # the data behind every plotted line, also in results.json
+    # the data behind every plotted line, also in results.json (the learning curve's held-out lines have the
+    # runs' own numbers of tasks, so only the adaptation curve's header gives the report's)
     res["learning_curve"] = learning_curve(runs, groups, baselines, header, os.path.join(out, "learning_curve.png"))[1]
-    res["adaptation"] = adaptation_curve(runs, groups, evals, baselines, header, os.path.join(out, "adaptation.png"))[1]
+    res["adaptation"] = adaptation_curve(runs, groups, evals, baselines, f"{header}, {episodes} held-out tasks",
+                                         os.path.join(out, "adaptation.png"))[1]
     res = _jsonable(res)
     atomic_write_json(os.path.join(out, "results.json"), res)
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write(markdown(res))
+    atomic_write(os.path.join(out, "results.md"), markdown(res))
     return res
 
 
@@ -607,3 +429,17 @@ def _jsonable(x):
     if isinstance(x, np.integer):
         return int(x)
     return x
+
+
+def report_hint(out: str, env: str) -> str:
+    """How to report run folder ``out`` of task family ``env`` (printed when training ends): the shell command
+    (the ``rl3jax`` script beside this Python, e.g. ``.venv/bin/rl3jax``, which need not be on PATH; else
+    ``python -m rl3jax``), or, for a family registered from Python (unknown to the command line), the
+    ``make_report`` call to make from the Python that registered it."""
+    if env not in BUILT_IN and not catalog.is_gymnax(env):
+        return (f"from Python, after registering {env!r}: rl3jax.report.make_report([{out!r}], "
+                f"{os.path.join(out, 'report')!r})")
+    script = os.path.join(os.path.dirname(sys.executable), "rl3jax")
+    exe = [os.path.relpath(script) if not os.path.relpath(script).startswith("..") else script] \
+        if os.path.exists(script) else [sys.executable, "-m", "rl3jax"]
+    return shlex.join([*exe, "report", out])

@@ -13,13 +13,14 @@ seeds, sweep, members), the base ``config.json``, ``checkpoint.json`` (the step 
 ``latest_step``) and one ordinary run folder per member (``member_dirs``; ``run_dirs``: a folder's single runs,
 members or itself).
 
-Checks a command makes of a folder, each written once here: ``holds_run`` / ``holds_run_message`` (train),
+Checks a command makes of a folder, each written once here: ``check_train_folder`` and ``train_config``
+(train: ``holds_run``, ``run_parts`` / ``check_new_run``: a folder holding any part of a run is not empty),
 ``training_pid`` / ``in_use_message`` (another writer), ``read_run_config`` (eval, render, ``load_run``: one
 run, not a population), ``check_evaluable`` (report), ``check_render`` (render). Restoring a run's state (which
 needs JAX) is ``rl3jax.runs.load_run``; ``CheckpointError`` / ``CheckpointWriteError`` live here so the CLI
 sorts them without JAX (``rl3jax.checkpoint`` raises and re-exports them).
 
-Under faults: files are replaced whole (``atomic_write_text``); a torn last metrics line (an append cut short)
+Under faults: files are replaced whole (``rl3jax.outputs.atomic_write``); a torn last metrics line (an append cut short)
 is dropped with a note; one writer per folder (``RunLock``; readers take no lock).
 """
 
@@ -31,15 +32,18 @@ import io
 import json
 import os
 import sys
-from typing import Any
 
-from rl3jax.config import TrainConfig
+from rl3jax.config import TrainConfig, default_base, preset
 from rl3jax.envs.catalog import GRID_VARIANTS, check_variant
+from rl3jax.outputs import atomic_write_json as atomic_write_json  # re-exported: run files are written with it
+from rl3jax.outputs import atomic_write_text, check_output_dir
 
 CONFIG = "config.json"
 POPULATION = "population.json"
 #: in a population folder: {"step": N}, written (atomically) after every member has saved checkpoint step N
 COMMITTED = "checkpoint.json"
+#: a checkpoint step's manifest (every file's SHA-256 and size, the config it was trained under), written last (``rl3jax.checkpoint``)
+MANIFEST = "rl3jax_manifest.json"
 METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
 CHECKPOINTS = "checkpoints"
@@ -75,26 +79,85 @@ def in_use_message(path: str, pid: str) -> str:
     return f"run folder {path} is in use by another training process (PID {pid}); wait for it to finish or stop it first"
 
 
-# ------------------------------------------------------------------------------------------ whole files
-def atomic_write_text(path: str, text: str) -> None:
-    """Writes ``path`` whole or not at all: a temporary file, flushed to disk, then ``os.replace``."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: str, obj: Any) -> None:
-    """``obj`` as indented JSON, written whole or not at all (``atomic_write_text``)."""
-    atomic_write_text(path, json.dumps(obj, indent=2))
-
-
 # ------------------------------------------------------------------------------------------ what a folder holds
 def holds_run(path: str) -> bool:
     """Whether ``path`` holds a run or a population (its config.json or population.json exists)."""
     return os.path.exists(os.path.join(path, CONFIG)) or is_population(path)
+
+
+def run_parts(path: str) -> list[str]:
+    """What in folder ``path`` is part of a run: config.json, population.json, metrics files, a non-empty
+    checkpoints/ or tb/, member folders holding any of these, and a .lock beside any of them (a lock file
+    alone, left by a start killed before it wrote anything, holds nothing). [] for an empty or new folder."""
+    try:
+        names = sorted(os.listdir(path))
+    except OSError:
+        return []
+    files = (CONFIG, POPULATION, METRICS_JSONL, METRICS_CSV)
+    parts = [n for n in names if n in files]
+    for n in names:
+        full = os.path.join(path, n)
+        if n in (CHECKPOINTS, "tb") and os.path.isdir(full) and os.listdir(full):
+            parts.append(n + "/")
+        elif os.path.isdir(full) and n not in (CHECKPOINTS, "tb") and any(
+                os.path.exists(os.path.join(full, f)) for f in (*files, CHECKPOINTS)):
+            parts.append(n + "/")
+    return parts + ([LOCK_FILE] if parts and LOCK_FILE in names else [])
+
+
+def check_new_run(path: str) -> None:
+    """``ValueError`` (one line) unless ``path`` may take a new run: it holds no run and no part of one
+    (``run_parts``), so a new run never mixes with or prunes an old run's files."""
+    if holds_run(path):
+        raise ValueError(holds_run_message(path))
+    parts = run_parts(path)
+    if parts:
+        raise ValueError(f"run folder {path} holds part of a run ({', '.join(parts)}) but no {CONFIG}, so it "
+                             "can be neither resumed nor reused; choose another --out (or move those away)")
+
+
+def check_train_folder(out: str, resume: bool) -> None:
+    """The checks of ``train --out`` (no JAX): a folder that can be written (``check_output_dir``), not in use
+    by another trainer (``RunLockedError``), holding a run for ``resume`` and nothing of one otherwise
+    (``check_new_run``). ``OutputError`` / ``ValueError`` / ``RunFolderError``, one line."""
+    check_output_dir(out, "--out")
+    pid = training_pid(out)
+    if pid is not None:
+        raise RunLockedError(in_use_message(out, pid))
+    if not resume:
+        check_new_run(out)
+    elif not holds_run(out):
+        found = run_parts(out)
+        raise RunFolderError(f"--resume: {out} holds no run (no {CONFIG}"
+                             f"{'; found ' + ', '.join(found) if found else ''}); drop --resume to start one"
+                             f"{' in another --out' if found else ''}")
+
+
+def train_config(out: str, resume: bool, preset_name: str | None, given: dict) -> TrainConfig:
+    """The config of ``rl3jax train`` (no JAX): preset ``preset_name`` (or ``config.default_base``: the laptop
+    preset of the family, or its published H), then ``given`` (the flags, then ``--set``). With ``resume`` the
+    run's own config.json is the base and only ``given`` changes; a preset must agree with the run, and
+    ``iters`` may not fall below the newest checkpoint. ``ValueError`` / ``RunFolderError``, one line."""
+    if not resume:
+        base = preset(preset_name) if preset_name else default_base(given.get("env", TrainConfig.env))
+        return TrainConfig(**{**base, **given})
+    stored = read_config(out)
+    if preset_name:  # honoured where it agrees with the run (e.g. repeating the command that started it)
+        differ = {k: v for k, v in preset(preset_name).items() if k not in given and getattr(stored, k) != v}
+        if differ:
+            k = sorted(differ)[0]
+            raise ValueError(f"--resume --preset {preset_name}: the preset sets {k}={differ[k]!r} but the run in "
+                             f"{out} has {k}={getattr(stored, k)!r} (differing: {', '.join(sorted(differ))}); a "
+                             "resumed run keeps its settings: drop --preset, or start a new run with another --out")
+    try:
+        cfg = stored.replace(**given)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"--resume of {os.path.join(out, CONFIG)}: {e}") from None
+    done = latest_step(out)
+    if done is not None and cfg.iters < done:
+        raise ValueError(f"--iters {cfg.iters} is below the run's newest checkpoint (iteration {done}); --iters is "
+                         f"the total to reach, so pass --iters {done} or more")
+    return cfg
 
 
 def is_population(path: str) -> bool:
@@ -220,7 +283,7 @@ def finished_steps(directory: str) -> list[int]:
 def latest_step(path: str) -> int | None:
     """The checkpoint step a ``--resume`` of ``path`` continues from, None if there is none: a single run's
     newest finished step; a population's ``COMMITTED`` step (written once every member has saved it), or, without
-    that file, the newest step that every member has finished."""
+    that file (a population of an older rl3jax), the newest step that every member has finished and sealed."""
     if not is_population(path):
         steps = finished_steps(checkpoint_dir(path))
         return steps[-1] if steps else None
@@ -229,7 +292,9 @@ def latest_step(path: str) -> int | None:
         if not isinstance(step, int):
             raise RunFolderError(f"{os.path.join(path, COMMITTED)} names no integer step")
         return step
-    common = set.intersection(*[set(finished_steps(checkpoint_dir(d))) for d in member_dirs(path)])
+    common = set.intersection(*[{s for s in finished_steps(checkpoint_dir(d))
+                                 if os.path.exists(os.path.join(checkpoint_dir(d), str(s), MANIFEST))}
+                                for d in member_dirs(path)])
     return max(common) if common else None
 
 

@@ -21,9 +21,11 @@ import signal
 import sys
 import threading
 
-from rl3jax.checkpoint import Checkpointer
-from rl3jax.config import RUN_CONTROL, TrainConfig
+from rl3jax.checkpoint import RESUMABLE_CHANGES, Checkpointer, check_checkpoint_config
+from rl3jax.config import TrainConfig
 from rl3jax.distributed import init_sharded
+from rl3jax.evaluate import evaluate
+from rl3jax.memory import check_eval_memory
 from rl3jax.runfiles import (
     CONFIG,
     POPULATION,
@@ -39,9 +41,6 @@ from rl3jax.runfiles import (
     run_dirs,
 )
 from rl3jax.train import Trainer, TrainState, make_train
-
-#: fields that may differ between a run and its resumption: its length and the run-control fields
-RESUMABLE_CHANGES = ("iters", *RUN_CONTROL)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +97,16 @@ class Run:
         finally:
             ckpt.close()
 
+    def evaluate(self, episodes: int, greedy: bool = False) -> tuple[dict, int]:
+        """``rl3jax eval --run``: the newest checkpoint on ``episodes`` held-out tasks of ``self.cfg`` (sampled
+        actions, or ``greedy``); returns (``rl3jax.evaluate.evaluate``'s result, the checkpoint's iteration).
+        ValueError (one line) before any work where the tasks do not fit in memory (``rl3jax.memory``)."""
+        trainer = self.trainer()
+        check_eval_memory(trainer.meta_env, episodes)
+        state, _ = self.restore(trainer)
+        return evaluate(trainer.meta_env, "network", episodes, greedy=greedy, params=state.actor_params,
+                        model=trainer.actor), int(state.iteration)
+
 
 def load_run(path: str) -> Run:
     """The run in folder ``path`` (a single run or one population member). Errors: ``RunFolderError`` (one
@@ -144,18 +153,21 @@ def check_resume(old: TrainConfig, cfg: TrainConfig, source: str) -> None:
         raise ValueError(f"--resume --iters {cfg.iters}: this run's ent_schedule={old.ent_schedule} decays over "
                          f"its iters={old.iters}, fixed when it started, so it cannot be extended or shortened "
                          f"(a resumed run must equal a straight one); resume with --iters {old.iters}, or "
-                         f"start a new run with --iters {cfg.iters}")
+                         f"start a new run with --iters {cfg.iters} and another --out")
 
 
 def resume_settings(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | None = None):
     """Checks a ``--resume`` of folder ``out`` with ``cfg`` (``check_resume``, against config.json or
-    population.json); returns the run's (seeds, sweep). ``ValueError`` (one line) for changed settings, a
+    population.json, and ``checkpoint.check_checkpoint_config``, against the settings its checkpoints were
+    trained under); returns the run's (seeds, sweep). ``ValueError`` (one line) for changed settings, a
     ``--seeds`` / ``--sweep`` that differ from the population's or that a single run lacks, and a member folder
-    of a population (a population resumes as one unit: the message names its folder)."""
+    of a population (a population resumes as one unit: the message names its folder); ``RunFolderError`` for a
+    config file edited since its checkpoint."""
     if is_member(out):
         parent = os.path.dirname(os.path.abspath(out))
         raise ValueError(f"{out} is a member of the population in {parent}, which saves and resumes as one unit: "
                          f"{command('train', '--out', parent, '--resume')}")
+    check_checkpoint_config(out)
     if not is_population(out):
         check_resume(read_config(out), cfg, CONFIG)
         if seeds != 1 or sweep:
@@ -170,9 +182,10 @@ def resume_settings(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | No
     return spec["seeds"], spec["sweep"]
 
 
-def nothing_to_do(cfg: TrainConfig, out: str) -> str | None:
-    """The one line for a ``--resume`` of ``out`` whose checkpoint is already at ``cfg.iters``, else None.
-    Reads the folder only (no JAX work); call after ``resume_settings``."""
+def nothing_to_do(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | None = None) -> str | None:
+    """The one line for a ``--resume`` of ``out`` whose checkpoint is already at ``cfg.iters``, else None;
+    after ``resume_settings``'s checks (and errors). Reads the folder only: no JAX work."""
+    resume_settings(cfg, out, seeds, sweep)
     step = latest_step(out)
     if step is None or step < cfg.iters:
         return None

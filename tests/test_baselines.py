@@ -21,6 +21,7 @@ import pytest
 from scipy import integrate, stats
 
 from rl3jax import baselines as B
+from rl3jax.baselines import bandit, base, mdp
 from rl3jax.cli import main
 from rl3jax.config import TrainConfig
 from rl3jax.evaluate import evaluate, held_out_tasks, run_baselines
@@ -78,13 +79,13 @@ def _decode(row, horizon):
 @pytest.mark.parametrize("k,horizons", [(2, range(1, 7)), (3, range(1, 6))])
 def test_bayes_optimal_table_equals_brute_force_enumeration(k, horizons):
     for h in horizons:
-        rows, q = B.bayes_optimal_table(k, h)
+        rows, q = bandit.bayes_optimal_table(k, h)
         v, q0 = ref.bruteforce_bayes([(0, 0)] * k, h)
         assert q[0].max() == pytest.approx(v, abs=1e-9)
         np.testing.assert_allclose(q[0], q0, atol=1e-9)
     # every posterior state of the k=2, H=6 table: its Q equals brute force over the pulls left
     h = 6 if k == 2 else 5
-    rows, q = B.bayes_optimal_table(k, h)
+    rows, q = bandit.bayes_optimal_table(k, h)
     for row, q_row in zip(rows, q):
         counts = _decode(row, h)
         left = h - sum(s + f for s, f in counts)
@@ -92,23 +93,23 @@ def test_bayes_optimal_table_equals_brute_force_enumeration(k, horizons):
 
 
 def test_bayes_optimal_k3_h6_root_by_brute_force():
-    rows, q = B.bayes_optimal_table(3, 6)
+    rows, q = bandit.bayes_optimal_table(3, 6)
     assert q[0].max() == pytest.approx(ref.bruteforce_bayes([(0, 0)] * 3, 6)[0], abs=1e-9)
 
 
 def test_bayes_optimal_state_count_and_horizon_limit():
     for k, h in ((2, 6), (3, 5), (5, 8)):
-        assert len(B.bayes_optimal_table(k, h)[0]) == B.bayes_state_count(k, h)
-    limit = B.bayes_max_horizon(5)
-    assert B.bayes_state_count(5, limit) <= B.BAYES_MAX_STATES < B.bayes_state_count(5, limit + 1)
+        assert len(bandit.bayes_optimal_table(k, h)[0]) == bandit.bayes_state_count(k, h)
+    limit = bandit.bayes_max_horizon(5)
+    assert bandit.bayes_state_count(5, limit) <= bandit.BAYES_MAX_STATES < bandit.bayes_state_count(5, limit + 1)
     assert limit == 26
     with pytest.raises(B.IntractableError, match=r"H <= 26 with k=5.*got H=27"):
-        B.bayes_optimal_table(5, 27)
+        bandit.bayes_optimal_table(5, 27)
 
 
 def test_gittins_table_equals_bisection_reference():
     h = 8
-    g = B.compute_gittins_table(h)
+    g = bandit.compute_gittins_table(h)
     for m in range(1, h + 1):
         for s in range(h - m + 1):
             for f in range(h - m - s + 1):
@@ -120,7 +121,7 @@ def test_gittins_table_equals_bisection_reference():
 def test_gittins_rule_is_bayes_optimal_on_one_armed_bandit():
     """Pulling the unknown arm iff its finite-horizon Gittins index >= λ is optimal against a known arm λ."""
     h = 10
-    g = B.compute_gittins_table(h)
+    g = bandit.compute_gittins_table(h)
     for lam in (0.05, 0.3, 0.5, 0.61, 0.83, 0.97):
         rule = lambda j, s, f, lam=lam: g[j, s, f] >= lam  # noqa: E731
         for m in range(1, h + 1):
@@ -133,8 +134,8 @@ def test_gittins_rule_is_bayes_optimal_on_one_armed_bandit():
 def test_bayes_optimal_value_bounds_every_index_policy_exactly():
     """Exact Bayesian expected returns (k=3, H=6): no index policy beats the Bayes-optimal table."""
     k, h = 3, 6
-    v_star = B.bayes_optimal_table(k, h)[1][0].max()
-    g = B.compute_gittins_table(h)
+    v_star = bandit.bayes_optimal_table(k, h)[1][0].max()
+    g = bandit.compute_gittins_table(h)
 
     def first_best(scores):
         return int(np.argmax(np.asarray(scores) >= max(scores) - 1e-12))
@@ -155,8 +156,8 @@ def test_bayes_optimal_value_bounds_every_index_policy_exactly():
 def _decide_fn(name, horizon):
     def decide(key, s, f, t, consts, c):
         k_score, k_tie = jax.random.split(key)
-        scores = B.bandit_scores(name, k_score, s, f, t, horizon, consts, c=c)
-        return B.argmax_random(k_tie, scores), scores
+        scores = bandit.bandit_scores(name, k_score, s, f, t, horizon, consts, c=c)
+        return base.argmax_random(k_tie, scores), scores
 
     return jax.jit(jax.vmap(decide, in_axes=(0, None, None, None, None, None)))
 
@@ -209,12 +210,12 @@ def test_thompson_choice_frequencies_match_exact_probabilities():
 def test_gamma_and_dirichlet_samplers_match_scipy():
     """Kolmogorov–Smirnov distance below its 0.1% critical value 1.95/sqrt(n) (fixed keys: deterministic)."""
     n = 20000
-    gamma = jax.jit(B.gamma_sample)
+    gamma = jax.jit(mdp.gamma_sample)
     for i, a in enumerate((0.3, 1.0, 2.5, 12.0)):
         x = np.asarray(gamma(jax.random.key(i), jnp.full((n,), a)))
         assert stats.kstest(x, stats.gamma(a).cdf).statistic < 1.95 / math.sqrt(n), a
     alpha = jnp.asarray([1.0, 2.0, 5.0, 0.5])
-    d = np.asarray(jax.jit(B.dirichlet_sample)(jax.random.key(9), jnp.broadcast_to(alpha, (n, 4))))
+    d = np.asarray(jax.jit(mdp.dirichlet_sample)(jax.random.key(9), jnp.broadcast_to(alpha, (n, 4))))
     np.testing.assert_allclose(d.sum(1), 1.0, rtol=1e-5)
     for j in range(4):  # marginal Beta(α_j, Σα − α_j)
         marg = stats.beta(float(alpha[j]), float(alpha.sum() - alpha[j]))
@@ -227,7 +228,7 @@ def test_deterministic_bandit_baselines_replay_the_reference(name):
     """Every action the JAX policy took is a maximiser of the reference's score given the same history."""
     actions, rewards, _, _ = _run("bandit", BANDIT_H, name, BANDIT_N)
     k = 5
-    g = B.compute_gittins_table(BANDIT_H) if name == "gittins" else None
+    g = bandit.compute_gittins_table(BANDIT_H) if name == "gittins" else None
     for task in range(BANDIT_N):
         for t, (s, f) in enumerate(_counts(actions[task], rewards[task], k)):
             if name in ("greedy", "ucb"):
@@ -343,7 +344,7 @@ def test_bayes_optimal_is_best_bandit_baseline_and_matches_its_value():
         d, se = _paired(_run("bandit", BANDIT_H, name, BANDIT_N)[1], best)
         assert d <= 3 * se, (name, d, se)
     # held-out tasks are drawn from the prior (p ~ U(0,1)): the mean return estimates the Bayes value
-    v_star = B.bayes_optimal_table(5, BANDIT_H)[1][0].max()
+    v_star = bandit.bayes_optimal_table(5, BANDIT_H)[1][0].max()
     r = best.sum(1)
     assert abs(r.mean() - v_star) < 4 * r.std(ddof=1) / math.sqrt(BANDIT_N)
 

@@ -384,16 +384,16 @@ def test_reproduce_help_is_whole():
 # ------------------------------------------------------------------------------------------ presets
 def test_grid_families_default_to_their_published_horizon():
     args = cli.build_parser().parse_args(["train", "--env", "grid13", "--algo", "rl2", "--out", "x"])
-    assert cli.config_from_args(args).horizon == 350 and cli.config_from_args(args).num_envs == 16
+    assert cli.check_train_args(args).horizon == 350 and cli.check_train_args(args).num_envs == 16
     args = cli.build_parser().parse_args(["train", "--env", "grid11", "--out", "x"])
-    assert cli.config_from_args(args).horizon == 250
+    assert cli.check_train_args(args).horizon == 250
     for name in ("cpu-grid11", "cpu-grid13"):
         cfg = TrainConfig(**PRESETS[name])
         assert cfg.horizon == {"cpu-grid11": 250, "cpu-grid13": 350}[name]
     # every family with a laptop preset gets it when no preset is given (what `make train ENV=...` runs)
     for env in ("mdp", "bandit", "grid11", "grid13"):
         args = cli.build_parser().parse_args(["train", "--env", env, "--out", "x"])
-        assert cli.config_from_args(args) == TrainConfig(**PRESETS[f"cpu-{env}"])
+        assert cli.check_train_args(args) == TrainConfig(**PRESETS[f"cpu-{env}"])
 
 
 def test_catalog_matches_the_family_modules():
@@ -565,8 +565,10 @@ def capture(monkeypatch):
     import rl3jax.bench
     import rl3jax.driver
     import rl3jax.evaluate
+    import rl3jax.memory
     import rl3jax.render
     import rl3jax.report
+    import rl3jax.runs
     import rl3jax.train
 
     calls = []
@@ -574,7 +576,7 @@ def capture(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: object() if n in ("tensorboardX", "wandb")
                         else real_spec(n, *a))
     monkeypatch.setattr(rl3jax.train, "make_train", lambda cfg, mesh=None: None)
-    monkeypatch.setattr(cli, "check_train_memory", lambda *a, **k: None)
+    monkeypatch.setattr(rl3jax.memory, "check_train_memory", lambda *a, **k: None)
     monkeypatch.setattr(rl3jax.driver, "train", lambda cfg, out, **kw: calls.append((cfg.to_dict(), out, kw)))
 
     def fake_eval(meta_env, policy, episodes, **kw):
@@ -583,6 +585,7 @@ def capture(monkeypatch):
         return {"episodes": episodes, "mean_return": 0.0, "stderr": 0.0, "step_rewards": [0.0]}
 
     monkeypatch.setattr(rl3jax.evaluate, "evaluate", fake_eval)
+    monkeypatch.setattr(rl3jax.runs, "evaluate", fake_eval)
     monkeypatch.setattr(rl3jax.bench, "run_bench", lambda **kw: calls.append(("run_bench", kw)))
     monkeypatch.setattr(rl3jax.bench, "bench_scaling", lambda **kw: calls.append(("scaling", kw)))
     monkeypatch.setattr(rl3jax.render, "samples_png", lambda family, out, **kw: calls.append((family, out, kw)))

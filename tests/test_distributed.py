@@ -154,12 +154,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(num_processes: int, local_devices: int, train_args: list[str], timeout: int = 600) -> list[str]:
+def _launch(num_processes: int, local_devices: int, train_args: list[str], timeout: int = 600,
+            extra: dict[int, list[str]] | None = None, status: int = 0) -> list[str]:
+    """Every process's output; ``extra``: more arguments for some processes; ``status``: their exit status."""
     port = _free_port()
     procs = []
     try:
         for pid in range(num_processes):
-            argv = [sys.executable, WORKER, str(local_devices), "--", *train_args,
+            argv = [sys.executable, WORKER, str(local_devices), "--", *train_args, *(extra or {}).get(pid, []),
                     "--coordinator-address", f"localhost:{port}", "--num-processes", str(num_processes),
                     "--process-id", str(pid)]
             procs.append(subprocess.Popen(argv, cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
@@ -169,7 +171,7 @@ def _launch(num_processes: int, local_devices: int, train_args: list[str], timeo
             out, _ = p.communicate(timeout=timeout)
             outs.append(out)
         for p, out in zip(procs, outs):
-            assert p.returncode == 0, f"process failed ({p.returncode}):\n{out[-6000:]}"
+            assert p.returncode == status, f"process ended with {p.returncode}, not {status}:\n{out[-6000:]}"
         return outs
     finally:
         for p in procs:  # never leave a process (or its port) behind
@@ -217,6 +219,25 @@ def test_two_processes_equal_single_process(tmp_path):
     assert os.path.exists(os.path.join(run, "metrics.jsonl")) and os.path.exists(os.path.join(run, "config.json"))
     ref, restored = _single_process_reference(run, 1)
     _assert_same_run(ref, restored, run)
+
+
+def test_processes_started_with_different_settings_stop_at_once_naming_them(tmp_path):
+    """Issue 17.3: two processes of one run with different --iters (and seeds) both exit 2 within seconds of
+    joining, each with one line naming the fields; nothing is written."""
+    import time
+
+    run = str(tmp_path / "mp")
+    args = ["train", "--env", "bandit", "--algo", "rl2", "--model", "markov", "--horizon", "4", "--num-envs", "8",
+            "--minibatch-envs", "4", "--set", "epochs=1", "--out", run, "--no-progress"]
+    start = time.time()
+    outs = _launch(2, 1, args, extra={0: ["--iters", "20", "--seed", "1"], 1: ["--iters", "22", "--seed", "1"]},
+                   status=2, timeout=300)
+    for out in outs:
+        lines = [ln for ln in out.splitlines() if "error" in ln]
+        assert len(lines) == 1 and "Traceback" not in out, out
+        assert "started with different settings: iters (20 on process 0, 22 on process 1)" in lines[0]
+    assert time.time() - start < 120  # was ~75 s of waiting, then an anonymous abort
+    assert not os.path.exists(run)
 
 
 @pytest.mark.slow

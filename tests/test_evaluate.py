@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rl3jax.baselines import finite_horizon_values
+from rl3jax.baselines.generic import finite_horizon_values
 from rl3jax.config import TrainConfig
 from rl3jax.evaluate import evaluate, held_out_tasks
 from rl3jax.meta_episode import make_meta_env

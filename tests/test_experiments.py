@@ -14,6 +14,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "experiments"))
 
+import laptop  # noqa: E402
 import reproduce  # noqa: E402
 
 from rl3jax import cli  # noqa: E402
@@ -144,11 +145,11 @@ def test_laptop_dry_run_equal_budgets(tiny, tmp_path, capsys):
     assert not out.exists() and not runs.exists()
     parser = _laptop_parser()
     cmds = _commands(text)
-    for fam_name, fam in reproduce.LAPTOP.items():
+    for fam_name, fam in laptop.LAPTOP.items():
         trains = [c for c in cmds if c[0] == "train" and str(runs / fam_name) + "/" in " ".join(c)]
-        assert [c[c.index("--out") + 1] for c in trains] == [str(runs / fam_name / r[0]) for r in reproduce.LAPTOP_RUNS]
+        assert [c[c.index("--out") + 1] for c in trains] == [str(runs / fam_name / r[0]) for r in laptop.LAPTOP_RUNS]
         cfgs = [cli.config_from_args(parser.parse_args(c)) for c in trains]
-        assert [(c.algo, c.model) for c in cfgs] == [(r[2], r[3]) for r in reproduce.LAPTOP_RUNS]
+        assert [(c.algo, c.model) for c in cfgs] == [(r[2], r[3]) for r in laptop.LAPTOP_RUNS]
         assert {c.num_envs * c.horizon * c.iters for c in cfgs} == {cfgs[0].num_envs * cfgs[0].horizon * cfgs[0].iters}
         base = reproduce.preset(fam.preset)
         for c in cfgs:
@@ -157,7 +158,8 @@ def test_laptop_dry_run_equal_budgets(tiny, tmp_path, capsys):
             assert c.eval_every > 0 and c.iters % c.eval_every == 0
             assert c.horizon == (10 if tiny else 100)
             if not tiny:
-                assert (c.iters, c.num_envs, c.minibatch_envs) == (fam.iters, fam.num_envs, fam.minibatch_envs)
+                z = laptop.LAPTOP_SIZES
+                assert (c.iters, c.num_envs, c.minibatch_envs) == (z["iters"], z["num_envs"], z["minibatch_envs"])
                 assert c.epochs == base.get("epochs", 8)
         for c in trains:
             assert c[c.index("--seeds") + 1] == "2"
@@ -166,9 +168,9 @@ def test_laptop_dry_run_equal_budgets(tiny, tmp_path, capsys):
         reps = [parser.parse_args(c) for c in cmds if c[0] == "report" and str(out / fam_name) + "/" in " ".join(c)]
         assert [r.variant for r in reps] == list(fam.variants)
         for r, b in zip(reps, bls, strict=True):
-            assert r.runs == [str(runs / fam_name / x[0]) for x in reproduce.LAPTOP_RUNS]
+            assert r.runs == [str(runs / fam_name / x[0]) for x in laptop.LAPTOP_RUNS]
             assert r.baselines_json == b.json and r.episodes == b.episodes == (8 if tiny else 1000)
-    assert len(cmds) == sum(2 * len(f.variants) + 3 for f in reproduce.LAPTOP.values())
+    assert len(cmds) == sum(2 * len(f.variants) + 3 for f in laptop.LAPTOP.values())
 
 
 def test_laptop_refusals(tmp_path, capsys):
@@ -206,12 +208,12 @@ def test_laptop_refusals(tmp_path, capsys):
 def test_laptop_time_cap():
     """The time guard shares the time left (less the later non-train steps' estimates) among the train steps in
     proportion to their estimates: hand-computed."""
-    S = reproduce.LaptopStep
+    S = laptop.Step
     steps = [S(["train"], "train", "f", "a", 100.0), S(["train"], "train", "f", "b", 300.0),
              S(["report"], "report", "f", "train", 50.0)]
-    assert reproduce._time_cap(steps, 0, 450.0) == pytest.approx((450 - 50) * 100 / 400)  # 100
-    assert reproduce._time_cap(steps, 1, 850.0) == pytest.approx((850 - 50) * 300 / 300)  # 800
-    assert reproduce._time_cap(steps, 0, 100.0) == 60.0  # at least 60 s
+    assert laptop._time_cap(steps, 0, 450.0) == pytest.approx((450 - 50) * 100 / 400)  # 100
+    assert laptop._time_cap(steps, 1, 850.0) == pytest.approx((850 - 50) * 300 / 300)  # 800
+    assert laptop._time_cap(steps, 0, 100.0) == 60.0  # at least 60 s
 
 
 def test_report_reads_baselines_cli_json(tmp_path):
@@ -254,7 +256,7 @@ def test_laptop_tiny_end_to_end(tmp_path):
     assert len(study["commit"]["commit"]) == 40 and study["wall_s"] > 0
     kinds = [s["kind"] for s in study["stages"]]
     assert kinds.count("train") == 6 and kinds.count("report") == 5 and kinds.count("baselines") == 5
-    for fam_name, fam in reproduce.LAPTOP.items():
+    for fam_name, fam in laptop.LAPTOP.items():
         assert f"### {fam_name}" in readme
         for v in fam.variants:
             rep = json.loads((out / fam_name / v / "results.json").read_text())
@@ -264,16 +266,16 @@ def test_laptop_tiny_end_to_end(tmp_path):
                 assert (out / fam_name / v / png).stat().st_size > 1000
             assert "oracle" in {b["policy"] for b in rep["baselines"]}
         res = study["results"][fam_name]
-        assert sorted(res["runs"]) == sorted(r[0] for r in reproduce.LAPTOP_RUNS)
+        assert sorted(res["runs"]) == sorted(r[0] for r in laptop.LAPTOP_RUNS)
         for r in res["runs"].values():
             assert sorted(r) == sorted(fam.variants)
             for mode in ("stochastic", "greedy"):
                 t = r["train"][mode]
                 assert len(t["per_seed"]) == 2 and t["mean"] == pytest.approx(sum(t["per_seed"]) / 2)
                 assert t["ci"][0] <= t["iqm"] <= t["ci"][1]
-        for _, label, _, _ in reproduce.LAPTOP_RUNS:
+        for _, label, _, _ in laptop.LAPTOP_RUNS:
             assert f"| {label} |" in readme
-        assert "*random* (stochastic)" in readme and "*oracle* (greedy)" in readme
+        assert "*random* (stochastic)" in readme and "*oracle* (deterministic)" in readme
         assert f"({fam_name}/train/learning_curve.png)" in readme
     assert (runs / "mdp" / "rl3" / "seed1" / "checkpoints").is_dir()
     again = subprocess.run(script, capture_output=True, text=True, timeout=600, env=env)

@@ -1,6 +1,11 @@
 """Run folders under faults (issue 9, items 1 and 7): a resumed schedule equals the straight run's, readers never
 touch a writer's files, one writer per folder, resumable before the first checkpoint, atomic metrics, checksummed
-checkpoints, divergence stopped at the first bad iteration, OS errors in one line, and an honest progress bar."""
+checkpoints, divergence stopped at the first bad iteration, OS errors in one line, and an honest progress bar.
+
+Issue 17 (the section at the end): a resume refuses a config that is not its checkpoint's, a folder holding part
+of a run is not empty, advice that works, every output path checked before the work and never replaced, a full
+disk named with its path (real, on a small tmpfs where mounting is allowed), a lost checksum file, the memory
+limit that applies, and readers of a run that is training right now."""
 
 from __future__ import annotations
 
@@ -337,7 +342,7 @@ def test_full_disk_while_logging_is_one_line(run4, tmp_path, capsys, monkeypatch
     monkeypatch.setattr(MetricsLog, "append", full)
     assert cli_main(["train", "--out", run, "--resume", "--iters", "6", "--no-progress"]) == 1
     line = _one_line_error(capsys.readouterr().err)
-    assert "No space left on device" in line and "metrics.jsonl" in line
+    assert line == f"rl3jax train: error: cannot write {run}/metrics.jsonl: No space left on device"
 
 
 # -------------------------------------------------------------------------------- progress
@@ -373,3 +378,336 @@ def test_real_write_failure_during_a_save_is_one_line(run4, tmp_path):
     line = _one_line_error(p.stderr)  # was ~120 lines of orbax/asyncio tracebacks
     assert line.startswith("rl3jax train: error: could not write checkpoint step 6") and "File too large" in line
     assert Checkpointer(os.path.join(run, "checkpoints")).all_steps() == [2, 4]
+
+
+# ================================================================================ issue 17 (third round)
+def _tmpfs(path, options: str) -> str:
+    """A small tmpfs mounted at ``path`` (``options``: e.g. "size=1m", "ro"), unmounted at the end of the test
+    by the ``mounts`` fixture; skips where mounting is not allowed (not root, a container without the right)."""
+    import subprocess
+
+    os.makedirs(path, exist_ok=True)
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root (and a kernel that allows it here)")
+    return str(path)
+
+
+@pytest.fixture
+def mounts():
+    """Paths to unmount after the test."""
+    import subprocess
+
+    paths: list[str] = []
+    yield paths
+    for p in reversed(paths):
+        subprocess.run(["umount", "-l", p], capture_output=True)
+
+
+def _fill(folder: str, leave: int = 0) -> None:
+    """Fills the file system of ``folder`` up to ``leave`` bytes."""
+    st = os.statvfs(folder)
+    with open(os.path.join(folder, "filler"), "wb") as f:
+        f.write(b"\0" * max(st.f_bavail * st.f_frsize - leave, 0))
+
+
+# -------------------------------------------------------------------------------- 17.2 a resume's config
+@pytest.mark.parametrize("edit, field", [({"horizon": 8}, "horizon (4 in the checkpoint, 8 in config.json)"),
+                                         ({"lr": 1e-3}, "lr (0.0003 in the checkpoint, 0.001 in config.json)"),
+                                         ({"epochs": None}, "epochs (2 in the checkpoint, 8 in config.json)")])
+def test_resume_refuses_a_config_json_edited_since_the_checkpoint(run4, tmp_path, capsys, edit, field):
+    run = _copy(run4, tmp_path)
+    path = os.path.join(run, "config.json")
+    cfg = json.load(open(path))
+    for k, v in edit.items():  # None: the field deleted, so it would silently take its default
+        cfg.pop(k) if v is None else cfg.__setitem__(k, v)
+    runfiles.atomic_write_json(path, cfg)
+    assert cli_main(["train", "--out", run, "--resume", "--iters", "6", "--no-progress"]) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert "differs from the settings checkpoint step 4 was trained under" in line and field in line
+    assert "a resume may change only iters, chunk_iters, checkpoint_every" in line
+    assert Checkpointer(os.path.join(run, "checkpoints")).all_steps() == [2, 4]  # nothing trained
+
+
+def test_resume_accepts_run_control_changes_and_notes_a_checkpoint_without_a_recorded_config(run4, tmp_path,
+                                                                                              capsys):
+    from rl3jax.checkpoint import MANIFEST, check_checkpoint_config
+
+    run = _copy(run4, tmp_path)
+    path = os.path.join(run, "config.json")
+    runfiles.atomic_write_json(path, {**json.load(open(path)), "checkpoint_every": 4, "eval_every": 2})
+    check_checkpoint_config(run)  # run-control fields may change
+    manifest = os.path.join(run, "checkpoints", "4", MANIFEST)
+    recorded = json.load(open(manifest))
+    assert recorded["config"] == TrainConfig(iters=4, **T).to_dict()  # what the step was trained under
+    runfiles.atomic_write_json(path, {**json.load(open(path)), "horizon": 8})
+    runfiles.atomic_write_json(manifest, {k: v for k, v in recorded.items() if k != "config"})  # an older step
+    check_checkpoint_config(run)  # resumes as before, with a note
+    assert "records no config (written by an older rl3jax)" in capsys.readouterr().err
+
+
+def test_resume_of_a_population_refuses_an_edited_population_json(tmp_path):
+    from rl3jax.checkpoint import MANIFEST, check_checkpoint_config
+
+    base = TrainConfig(iters=4, **T)
+    members = [{"index": i, "name": f"seed{i}-lr{lr:g}", "seed": i, "settings": {"lr": lr}}
+               for i, lr in enumerate((1e-3, 3e-4))]
+    pop = str(tmp_path / "pop")
+    for m in members:  # what each member's newest step records: the member's own config
+        step = os.path.join(pop, m["name"], "checkpoints", "4")
+        os.makedirs(step)
+        runfiles.atomic_write_json(os.path.join(step, MANIFEST), {
+            "files": {}, "config": base.replace(seed=m["seed"], lr=m["settings"]["lr"]).to_dict()})
+    spec = {"config": base.to_dict(), "seeds": 2, "sweep": {"lr": [1e-3, 3e-4]}, "members": members}
+    runfiles.atomic_write_json(os.path.join(pop, "population.json"), spec)
+    check_checkpoint_config(pop)  # as trained
+    runfiles.atomic_write_json(os.path.join(pop, "population.json"),
+                               {**spec, "config": {**spec["config"], "gae_lambda": 0.5, "iters": 6}})
+    with pytest.raises(RunFolderError, match=r"population.json differs from the settings checkpoint step 4 was "
+                                             r"trained under: gae_lambda \(0.3 in the checkpoint, 0.5 in "
+                                             r"population.json\); a resume may change only iters"):
+        check_checkpoint_config(pop)
+
+
+# -------------------------------------------------------------------------------- 17.7 part of a run
+@pytest.mark.parametrize("keep", [("checkpoints",), ("metrics.jsonl", "metrics.csv"), ("metrics.csv", ".lock")])
+def test_a_folder_holding_part_of_a_run_is_not_empty(run4, tmp_path, capsys, keep):
+    import shutil
+
+    run = _copy(run4, tmp_path)
+    for name in os.listdir(run):
+        if name not in keep:
+            (shutil.rmtree if os.path.isdir(os.path.join(run, name)) else os.remove)(os.path.join(run, name))
+    before = sorted(os.listdir(run))
+    assert cli_main(["train", *T_ARGV, "--seed", "5", "--out", run]) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert run in line and all(k in line for k in keep), line
+    assert sorted(os.listdir(run)) == before
+    with pytest.raises(ValueError, match="holds"):  # the Python API too
+        train(TrainConfig(iters=2, **T), run, quiet=True)
+
+
+def test_a_lock_file_alone_is_no_part_of_a_run(tmp_path):
+    open(tmp_path / ".lock", "w").close()  # a start killed before it wrote anything
+    runfiles.check_new_run(str(tmp_path))
+    assert runfiles.run_parts(str(tmp_path)) == []
+
+
+# -------------------------------------------------------------------------------- 17.9 advice that works
+def test_divergence_advice_is_a_command_that_is_accepted(tmp_path, capsys):
+    from rl3jax.cli import build_parser, check_train_args
+
+    run = str(tmp_path / "nan")
+    argv = ["train", *T_ARGV, "--iters", "2", "--set", "ent_coef=1e30", "--out", run]
+    assert cli_main(argv) == 1
+    line = _one_line_error(capsys.readouterr().err)
+    new_out, lr = f"{run}-lr0.0001", "0.0001"  # a tenth of the laptop preset's 1e-3
+    assert f"the same command with --out {new_out} and --set lr={lr}" in line
+    advised = [a for a in argv if a != run] + ["--set", f"lr={lr}"]
+    advised[advised.index("--out") + 1:advised.index("--out") + 1] = [new_out]
+    assert check_train_args(build_parser().parse_args(advised)).lr == pytest.approx(1e-4)
+    resume = ["train", "--out", run, "--resume", "--iters", "2", "--set", f"lr={lr}", "--no-progress"]
+    assert cli_main(resume) == 2  # what the old advice led to: a resume may not change lr
+    capsys.readouterr()
+
+
+# -------------------------------------------------------------------------------- 17.6 / 17.10 output paths
+def _outputs(tmp, target: str) -> list[list[str]]:
+    """Every command with an output path, writing to ``target`` (the cheapest form of each)."""
+    return [["eval", "--policy", "random", "--env", "bandit", "--horizon", "4", "--episodes", "4", "--json", target],
+            ["baselines", "--env", "bandit", "--horizon", "4", "--episodes", "4", "--only", "random", "--json",
+             target],
+            ["bench", "--quick", "--only", "nothing", "--json", target],
+            ["render", "--samples", "--out", target]]
+
+
+@pytest.mark.parametrize("k", range(4))
+def test_every_output_path_that_is_a_folder_is_one_line_before_any_work(tmp_path, capsys, k):
+    argv = _outputs(tmp_path, str(tmp_path))[k]
+    assert cli_main(argv) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert f"{tmp_path}: is a folder, expected a file path" in line
+
+
+def test_every_gif_of_render_is_checked_before_any_work(tmp_path, capsys):
+    os.makedirs(tmp_path / "ep-1.gif")  # the second of --episodes 2's outputs is a folder
+    assert cli_main(["render", "--run", str(tmp_path / "run"), "--episodes", "2", "--out", str(tmp_path / "ep.gif")]) == 2
+    assert f"{tmp_path / 'ep-1.gif'}: is a folder, expected a file path" in _one_line_error(capsys.readouterr().err)
+
+
+def test_train_and_report_outputs_are_checked_before_any_work(run4, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    for argv, needle in ((["train", *T_ARGV, "--out", str(afile)], "exists and is not a folder (a file)"),
+                         (["report", run4, "--out", str(afile)], "exists and is not a folder (a file)"),
+                         (["report", run4, "--out", str(tmp_path / ("x" * 300))], "longer than the 255 bytes"),
+                         (["train", *T_ARGV, "--out", str(tmp_path / "/".join(["d" * 200] * 25))],
+                          "the limit is 4096")):
+        assert cli_main(argv) == 2, argv
+        assert needle in _one_line_error(capsys.readouterr().err)
+    assert afile.read_text() == "keep" and sorted(os.listdir(tmp_path)) == ["afile"]  # no nested empty folders
+
+
+def test_read_only_folders_are_refused_before_any_work(run4, tmp_path, capsys, mounts):
+    ro = _tmpfs(tmp_path / "ro", "ro,size=1m")
+    mounts.append(ro)
+    for argv in (["train", *T_ARGV, "--out", os.path.join(ro, "run")], ["report", run4, "--out", ro],
+                 _outputs(tmp_path, os.path.join(ro, "x.json"))[0]):
+        assert cli_main(argv) == 2, argv
+        line = _one_line_error(capsys.readouterr().err)
+        assert ro in line and ("the folder is not writable" in line or f"cannot be created, {ro} is not writable"
+                               in line), line
+
+
+def test_atomic_write_follows_symlinks_and_writes_through_devices_and_fifos(tmp_path):
+    import threading
+
+    from rl3jax.outputs import atomic_write, check_output_file
+
+    target = tmp_path / "target.json"
+    target.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    check_output_file(str(link), "--json")
+    atomic_write(str(link), "new")
+    assert link.is_symlink() and target.read_text() == "new"  # the link stays a link, its target is written
+    check_output_file(os.devnull, "--json")
+    atomic_write(os.devnull, b"x" * 10)  # written through: /dev/null stays the system's sink
+    assert os.path.exists(os.devnull) and not os.path.isfile(os.devnull)
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo).read()))
+    reader.start()
+    atomic_write(fifo, "through the pipe")
+    reader.join(10)
+    assert got == ["through the pipe"] and not os.path.isfile(fifo)
+    if os.geteuid() == 0:  # the issue's `mknod N c 1 3`: a device node stays a device node
+        node = str(tmp_path / "N")
+        os.mknod(node, 0o666 | __import__("stat").S_IFCHR, os.makedev(1, 3))
+        assert cli_main(["eval", "--policy", "random", "--env", "bandit", "--horizon", "4", "--episodes", "4",
+                         "--json", node]) == 0
+        assert __import__("stat").S_ISCHR(os.stat(node).st_mode)
+    assert sorted(p for p in os.listdir(tmp_path) if p.endswith(".tmp")) == []
+
+
+def test_a_full_disk_names_the_path_and_leaves_the_old_file_and_no_tmp(tmp_path, capsys, mounts):
+    from rl3jax.outputs import WriteError, atomic_write
+
+    small = _tmpfs(tmp_path / "small", "size=256k")
+    mounts.append(small)
+    out = os.path.join(small, "eval.json")
+    with open(out, "w") as f:
+        f.write("previous")
+    _fill(small)
+    with pytest.raises(WriteError, match=rf"^cannot write {out}: No space left on device$"):
+        atomic_write(out, "x" * 100_000)
+    assert open(out).read() == "previous" and [n for n in os.listdir(small) if n.endswith(".tmp")] == []
+    assert cli_main(["eval", "--policy", "random", "--env", "bandit", "--horizon", "4", "--episodes", "4",
+                     "--json", out]) == 1
+    line = _one_line_error(capsys.readouterr().err)
+    assert line == f"rl3jax eval: error: cannot write {out}: No space left on device"
+
+
+def test_a_full_disk_during_a_real_save_is_one_line_with_its_cause_and_leaves_no_tmp(run4, tmp_path, capsys,
+                                                                                     mounts):
+    import shutil
+
+    small = _tmpfs(tmp_path / "small", "size=8m")
+    mounts.append(small)
+    run = os.path.join(small, "run")
+    shutil.copytree(run4, run)
+    _fill(small, leave=96 * 1024)  # room for the metrics and config, not for a checkpoint
+    assert cli_main(["train", "--out", run, "--resume", "--iters", "6", "--no-progress"]) == 1
+    line = _one_line_error(capsys.readouterr().err)
+    assert line.startswith(f"rl3jax train: error: could not write checkpoint step 6 in {run}/checkpoints")
+    assert line.endswith("No space left on device")
+    assert sorted(os.listdir(os.path.join(run, "checkpoints"))) == ["2", "4"]  # no temporary folder left
+
+
+# -------------------------------------------------------------------------------- 17.12 a lost checksum file
+def test_a_step_whose_checksum_file_was_deleted_is_refused_with_how_to_accept_it(run4, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from rl3jax.checkpoint import MANIFEST
+
+    run = _copy(run4, tmp_path)
+    step4 = os.path.join(run, "checkpoints", "4")
+    os.remove(os.path.join(step4, MANIFEST))
+    assert cli_main(["eval", "--run", run, "--episodes", "4"]) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert "checkpoint step 4" in line and f"lost its checksum file {MANIFEST}" in line
+    command = line.split("seal it again: ")[1]
+    assert command == f"python -m rl3jax.checkpoint {step4}"
+    p = subprocess.run([sys.executable, *command.split()[1:]], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and "sealed" in p.stdout, p.stderr
+    assert cli_main(["eval", "--run", run, "--episodes", "4"]) == 0  # accepted as it is
+    capsys.readouterr()
+
+
+def test_a_reader_of_a_run_in_training_takes_the_step_before_one_being_sealed(run4, tmp_path, capsys):
+    from rl3jax.checkpoint import MANIFEST
+
+    run = _copy(run4, tmp_path)
+    os.remove(os.path.join(run, "checkpoints", "4", MANIFEST))  # what a reader sees between orbax's rename and it
+    lock = RunLock(run)  # this process plays the trainer
+    try:
+        assert Checkpointer(os.path.join(run, "checkpoints")).latest_step() == 2
+        assert cli_main(["eval", "--run", run, "--episodes", "4"]) == 0
+    finally:
+        lock.release()
+    assert Checkpointer(os.path.join(run, "checkpoints")).latest_step() == 4  # no trainer: the step is refused
+    assert cli_main(["eval", "--run", run, "--episodes", "4"]) == 2
+    assert "lost its checksum file" in _one_line_error(capsys.readouterr().err)
+
+
+# -------------------------------------------------------------------------------- 17.11 memory
+def test_the_memory_check_uses_the_address_space_limit(tmp_path):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    argv = ["eval", "--policy", "random", "--env", "mdp", "--horizon", "10", "--episodes", "6000000"]
+    p = subprocess.run(["bash", "-c", f"ulimit -v 8000000 && exec {sys.executable} -m rl3jax " + " ".join(argv)],
+                       cwd=root, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 2, p.stderr[-3000:]
+    line = _one_line_error(p.stderr)
+    assert "--episodes 6000000 needs at least 12.5 GiB" in line and "(ulimit -v)" in line
+
+
+def test_an_allocation_failure_is_one_line(monkeypatch, capsys):
+    import rl3jax.evaluate
+
+    def oom(*a, **k):
+        raise RuntimeError("INTERNAL: Error dispatching computation: Out of memory allocating 15060000388 bytes.")
+
+    monkeypatch.setattr(rl3jax.evaluate, "evaluate", oom)
+    assert cli_main(["eval", "--policy", "random", "--env", "bandit", "--horizon", "4", "--episodes", "4"]) == 1
+    line = _one_line_error(capsys.readouterr().err)
+    assert "out of memory (Out of memory allocating 15060000388 bytes.)" in line and "use fewer --episodes" in line
+
+
+# -------------------------------------------------------------------------------- readers of a run in training
+@pytest.mark.slow  # a second process that imports JAX and trains: ~30 s idle
+def test_eval_works_on_a_run_that_is_training_right_now(tmp_path, capsys):
+    import subprocess
+    import sys
+    import time
+
+    run = str(tmp_path / "live")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    trainer = subprocess.Popen([sys.executable, "-m", "rl3jax", "train", *T_ARGV, "--iters", "100000", "--out", run],
+                               cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while len(runfiles.finished_steps(os.path.join(run, "checkpoints"))) < 2 and time.time() < deadline:
+            assert trainer.poll() is None, trainer.stderr.read()
+            time.sleep(0.5)
+        for _ in range(3):  # while it keeps saving and pruning
+            assert runfiles.training_pid(run) == str(trainer.pid)
+            assert cli_main(["eval", "--run", run, "--episodes", "4"]) == 0, capsys.readouterr().err
+    finally:
+        trainer.kill()
+        trainer.wait()
+    assert "over 4 test tasks" in capsys.readouterr().out

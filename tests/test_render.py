@@ -8,7 +8,7 @@ from PIL import Image
 
 from rl3jax.config import TrainConfig
 from rl3jax.evaluate import held_out_tasks
-from rl3jax.render import BAR_W, TILE_COLOURS, episode_gif, samples_png, value_colour
+from rl3jax.render import BAR_W, TILE_COLOURS, episode_gif, legend_height, samples_png, value_colour
 from rl3jax.train import make_train
 
 
@@ -27,8 +27,13 @@ def test_episode_gif_has_a_frame_per_step_and_shows_the_agent(tmp_path):
     # the start cell is known from the first step on, and the value map covers only known cells
     assert frames[0]["known"].sum() >= 1 and frames[-1]["known"].sum() >= frames[0]["known"].sum()
     im.seek(0)
-    rgb = np.asarray(im.convert("RGB"))
-    assert (np.abs(rgb.astype(int) - np.array([20, 20, 200])).sum(-1) < 30).any()  # the agent's marker
+    rgb = np.asarray(im.convert("RGB")).astype(int)
+    legend = legend_height(11 * 28)
+    grid, below = rgb[:-legend, :11 * 28], rgb[-legend:, :11 * 28]
+    assert (np.abs(grid - np.array([20, 20, 200])).sum(-1) < 30).any()  # the agent's marker, on the grid
+    # the tile legend under the grid: a swatch of every tile colour and of the agent (issue 17 item 19)
+    for colour in [*TILE_COLOURS.values(), (20, 20, 200)]:
+        assert (np.abs(below - np.array(colour)).sum(-1) < 30).any(), colour
 
 
 def test_samples_png_has_a_row_per_variant(tmp_path):

@@ -192,7 +192,7 @@ def test_learning_curve_lines_equal_metrics(runs):
 
 
 def test_wall_seconds_by_hand():
-    from rl3jax.report import wall_seconds
+    from rl3jax.plots import wall_seconds
 
     rows = [{"steps_per_second": 10.0}, {"steps_per_second": 20.0}, {"steps_per_second": 5.0}]
     np.testing.assert_allclose(wall_seconds(rows, 40), [4.0, 6.0, 14.0])
@@ -305,3 +305,29 @@ def test_baselines_intractable_at_the_horizon_are_left_out(tmp_path):
     out = evaluate_baselines("bandit", "train", 27, 4, Cache(str(tmp_path / "cache.json")), log=logs.append)
     assert "bayes-optimal" not in out and {"random", "oracle", "gittins", "thompson"} <= set(out)
     assert any(x.startswith("  bayes-optimal skipped: ") for x in logs)
+
+
+def test_baselines_say_whether_their_actions_are_deterministic(runs):
+    """Issue 17 item 19: UCB and Gittins choose deterministically (ties aside), Thompson samples; results.md says
+    so in the table and explains every policy in one line under it."""
+    res = runs["res"]
+    actions = {b["policy"]: b["actions"] for b in res["baselines"]}
+    assert {k: actions[k] for k in ("ucb", "gittins", "greedy", "model-greedy", "oracle")} == dict.fromkeys(
+        ("ucb", "gittins", "greedy", "model-greedy", "oracle"), "deterministic")
+    assert {actions[k] for k in ("random", "thompson", "epsilon-greedy")} == {"stochastic"}
+    md = open(os.path.join(runs["out"], "results.md")).read()
+    for row in _md_rows(md, "| policy |"):
+        assert row[1] == actions[row[0].removesuffix(" (best classical)")]
+    for name in actions:
+        assert sum(line.startswith(f"- `{name}`: ") for line in md.splitlines()) == 1
+
+
+def test_report_hint_names_make_report_for_a_family_registered_from_python():
+    """Issue 17 item 17: the command line knows built-in families and gymnax envs only; a family registered
+    from Python is reported with rl3jax.report.make_report."""
+    from rl3jax.report import report_hint
+
+    assert report_hint("runs/x", "bandit").endswith("rl3jax report runs/x")
+    assert report_hint("runs/x", "CartPole-v1").endswith("rl3jax report runs/x")
+    hint = report_hint("runs/x", "gauss3")
+    assert "rl3jax.report.make_report(['runs/x'], 'runs/x/report')" in hint and "gauss3" in hint

@@ -189,11 +189,19 @@ def test_cli_corrupt_checkpoint_gives_clear_error(tmp_path, capsys):
     assert cli_main(["eval", "--run", run, "--episodes", "2"]) == 2
     err = capsys.readouterr().err
     assert "checkpoint step 2:" in err and "is truncated or resized" in err and "Traceback" not in err
-    # a step without a checksum manifest (older versions) still fails in one line, from orbax's own error
+    # a step whose checksum manifest was lost is refused in one line; one written before manifests (no "sealed"
+    # in its meta) still fails in one line, from orbax's own error, after a note
     os.remove(os.path.join(run, "checkpoints", "2", "rl3jax_manifest.json"))
     assert cli_main(["eval", "--run", run, "--episodes", "2"]) == 2
     err = capsys.readouterr().err
-    assert "could not be restored" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "lost its checksum file" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    meta_path = os.path.join(run, "checkpoints", "2", "meta", "metadata")
+    meta = json.load(open(meta_path))
+    del meta["sealed"]
+    json.dump(meta, open(meta_path, "w"))
+    assert cli_main(["eval", "--run", run, "--episodes", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "could not be restored" in err[-1] and "has no checksums" in err[0] and len(err) == 2
 
 
 def test_cli_train_eval_roundtrip(tmp_path):

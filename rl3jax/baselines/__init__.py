@@ -1,0 +1,91 @@
+"""Classical baseline policies, evaluated in the same harness (``rl3jax.evaluate``) as learned policies.
+
+Baselines read what a learned policy reads (the previous action and reward, METHOD §1) from the meta state, plus
+the current task state (``env.state_index``); ``oracle`` reads the task itself and ``model-*`` the RL³
+estimator's state. One module per family (``generic``: every family; ``bandit``; ``mdp``), each with its
+registry entries (``ENTRIES``: name, families, parameters with defaults and ranges, constructor, whether its
+actions are stochastic, and a one-line description naming its source); ``base`` holds what they share.
+``BASELINES`` maps each name to its entry, every family's first (random, oracle, model-greedy,
+model-epsilon-greedy), then the bandit's (greedy, epsilon-greedy, ucb, thompson, gittins, bayes-optimal), then
+the MDP's (psrl, opsrl, map-greedy).
+
+``rl3jax.evaluate.run_baselines(env, variant, horizon, episodes)`` evaluates every fitting baseline on the same
+held-out tasks (used by ``rl3jax baselines`` and the report).
+"""
+
+from __future__ import annotations
+
+from rl3jax.baselines import bandit, generic, mdp
+from rl3jax.baselines.bandit import IntractableError
+from rl3jax.baselines.base import Baseline, Param
+from rl3jax.config import TrainConfig
+from rl3jax.estimators import make_estimator
+from rl3jax.meta_episode import MetaEnv
+
+__all__ = ["BASELINES", "Baseline", "IntractableError", "Param", "baseline_names", "check_fits", "get_baseline",
+           "make_policy", "meta_env_for", "validate_params"]
+
+BASELINES: dict[str, Baseline] = {b.name: b for b in (*generic.ENTRIES, *bandit.ENTRIES, *mdp.ENTRIES)}
+
+
+def get_baseline(name: str) -> Baseline:
+    """The registry entry of ``name``; ValueError listing the valid names for an unknown one."""
+    if name not in BASELINES:
+        raise ValueError(f"unknown policy {name!r}; valid: {', '.join(BASELINES)}")
+    return BASELINES[name]
+
+
+def baseline_names(meta_env: MetaEnv) -> list[str]:
+    """Names of the baselines (``evaluate(meta_env, name, ...)``) that fit this family, in registry order."""
+    return [name for name, b in BASELINES.items() if b.fits(meta_env)]
+
+
+def validate_params(name: str, params: dict | None) -> dict:
+    """The baseline's defaults updated with ``params`` (values may be strings, e.g. from the CLI), checked.
+
+    Raises ValueError naming an unknown parameter or a bad value and listing the valid ones.
+    """
+    b = get_baseline(name)
+    spec = {p.name: p for p in b.params}
+    out = {p.name: p.default for p in b.params}
+    for k, v in (params or {}).items():
+        if k not in spec:
+            valid = ", ".join(p.describe() for p in b.params) or "none"
+            raise ValueError(f"policy {name!r} has no parameter {k!r}; valid: {valid}")
+        out[k] = spec[k].coerce(name, v)
+    return out
+
+
+def check_fits(name: str, meta_env: MetaEnv) -> Baseline:
+    """The entry of ``name`` if it fits ``meta_env``'s family; ValueError listing the ones that do otherwise."""
+    b = get_baseline(name)
+    if not b.fits(meta_env):
+        raise ValueError(f"policy {name!r} does not fit env {meta_env.env.name!r}; policies for it: "
+                         f"{', '.join(baseline_names(meta_env))}")
+    return b
+
+
+def meta_env_for(name: str, meta_env: MetaEnv) -> MetaEnv:
+    """The meta env the baseline runs in: with the family's RL³ estimator for model-* baselines, without an
+    estimator for the others (it would only cost time; the task dynamics are the same either way)."""
+    if not get_baseline(name).needs_estimator:
+        return meta_env if meta_env.estimator is None else MetaEnv(meta_env.env, meta_env.horizon, None)
+    if meta_env.estimator is not None:
+        return meta_env
+    cfg = TrainConfig(env=meta_env.env.family, algo="rl3", horizon=meta_env.horizon)
+    return MetaEnv(meta_env.env, meta_env.horizon, make_estimator(meta_env.env, cfg))
+
+
+def make_policy(name: str, meta_env: MetaEnv, params: dict | None = None):
+    """Checks and prepares baseline ``name`` for ``meta_env``.
+
+    Returns ``(meta_env, consts, build)``: the meta env to run it in (see ``meta_env_for``), its host-side
+    tables (a pytree of arrays, pass them through jit as an argument) and
+    ``build(consts, tasks, key) -> (step, carry)`` for a batch of tasks. Raises ValueError if the policy does
+    not fit the family, a parameter is unknown or invalid, or a table is intractable for the horizon.
+    """
+    b = check_fits(name, meta_env)
+    p = validate_params(name, params)
+    env = meta_env_for(name, meta_env)
+    consts = b.prepare(env, p) if b.prepare else None
+    return env, consts, lambda consts, tasks, key: b.build(env, consts, tasks, key, p)

@@ -1,0 +1,138 @@
+"""Memory: the limit that applies to this process, and the lower bounds a command's work needs (``train``,
+``eval``), checked before the work starts. Imports JAX only inside the checks (the CLI imports this module
+before JAX starts).
+
+The limit (``memory_limit``): an accelerator's memory where the device reports one; on a CPU the smallest of
+the address space left under ``ulimit -v`` (``RLIMIT_AS`` minus this process's virtual size), the cgroup's
+memory left (v2 ``memory.max - memory.current``, v1 ``memory.limit_in_bytes - memory.usage_in_bytes``) and
+the memory available (``MemAvailable``, else the physical RAM).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+
+#: cgroup (v2, v1) files: (limit, usage)
+CGROUP_FILES = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):  # absent, or "max" (no limit)
+        return None
+
+
+def _proc_kib(path: str, key: str) -> int | None:
+    """``key:  N kB`` of a /proc file, in bytes."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def host_limits() -> list[tuple[int, str]]:
+    """(bytes left, what) for every host limit that applies (see the module docstring)."""
+    out = []
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        used = _proc_kib("/proc/self/status", "VmSize") or 0
+        out.append((max(soft - used, 0), f"address space left under the limit of {_gib(soft)} (ulimit -v)"))
+    for limit_file, usage_file in CGROUP_FILES:
+        limit = _read_int(limit_file)
+        if limit is not None and limit < 1 << 60:  # v1 writes a huge number for "no limit"
+            left = limit - (_read_int(usage_file) or 0)
+            out.append((max(left, 0), f"memory left under the cgroup limit of {_gib(limit)}"))
+            break
+    available = _proc_kib("/proc/meminfo", "MemAvailable")
+    if available is not None:
+        out.append((available, "available host memory"))
+    else:
+        try:
+            out.append((os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "host RAM"))
+        except (ValueError, OSError, AttributeError):
+            pass
+    return out
+
+
+def memory_limit() -> tuple[int | None, str]:
+    """(bytes, what): the first device's memory where it reports a limit (an accelerator), else the smallest
+    host limit (``host_limits``); (None, "memory") when nothing is known."""
+    import jax
+
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+    except Exception:  # CPU backends may not report memory
+        stats = {}
+    if stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]), f"{jax.devices()[0].device_kind} memory"
+    limits = host_limits()
+    return min(limits) if limits else (None, "memory")
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def _tree_bytes(tree) -> int:
+    import jax
+    import numpy as np
+
+    return sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(tree)
+               if hasattr(x, "dtype") and not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key))
+
+
+def check_train_memory(trainer, members: int = 1, devices: int = 1) -> None:
+    """ValueError (one line) when a lower bound of the memory one iteration needs exceeds ``memory_limit``.
+
+    The bound counts only what must exist at once: the training state (parameters, optimiser and env
+    states; exact, from ``jax.eval_shape`` of ``init``) and the rollout's trajectory, which the PPO update
+    reads whole: per env and step the policy input (obs_dim floats), logits (num_actions), and 6 scalars
+    (action, log-prob, reward, value, advantage, return), float32. Activations come on top, so a run that
+    passes may still not fit; one refused would not.
+    """
+    import jax
+
+    cfg, m = trainer.cfg, trainer.meta_env
+    state_bytes = _tree_bytes(jax.eval_shape(trainer.init, jax.random.key(0)))
+    traj_bytes = 4 * cfg.num_envs * cfg.horizon * (m.obs_dim + m.num_actions + 6)
+    need = members * (state_bytes + traj_bytes) / max(devices, 1)
+    limit, what = memory_limit()
+    if limit is not None and need > limit:
+        raise ValueError(f"num_envs={cfg.num_envs} x horizon={cfg.horizon}"
+                         f"{f' x {members} members' if members > 1 else ''} needs at least {_gib(need)} "
+                         f"(training state {_gib(members * state_bytes)} + trajectory {_gib(members * traj_bytes)}"
+                         f"{f' over {devices} devices' if devices > 1 else ''}), more than the {_gib(limit)} of "
+                         f"{what}; use fewer --num-envs, a shorter --horizon or fewer seeds")
+
+
+def check_eval_memory(meta_env, episodes: int) -> None:
+    """ValueError (one line) when the held-out tasks and per-step rewards of ``episodes`` meta-episodes (all
+    held at once: a lower bound) exceed ``memory_limit``."""
+    import jax
+
+    task_bytes = _tree_bytes(jax.eval_shape(meta_env.sample_task, jax.random.key(0)))
+    need = episodes * (task_bytes + 4 * meta_env.horizon)
+    limit, what = memory_limit()
+    if limit is not None and need > limit:
+        raise ValueError(f"--episodes {episodes} needs at least {_gib(need)} for the test tasks and rewards, more "
+                         f"than the {_gib(limit)} of {what}; use fewer --episodes")
+
+
+def out_of_memory(e: BaseException) -> str | None:
+    """The one-line message for an allocation failure (``MemoryError``, XLA's ``RESOURCE_EXHAUSTED`` or "Out of
+    memory allocating N bytes"), else None."""
+    found = re.search(r"RESOURCE_EXHAUSTED[^\n]{0,120}|[Oo]ut of memory[^\n]{0,80}", str(e))
+    if not isinstance(e, MemoryError) and not found:
+        return None
+    limit = min(host_limits(), default=(None, "memory"))[1]
+    return (f"out of memory ({found.group(0).strip() if found else type(e).__name__}); the tightest limit here is "
+            f"the {limit}: use fewer --episodes / --num-envs, a shorter --horizon, or raise the limit")
