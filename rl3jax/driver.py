@@ -1,10 +1,8 @@
 """The outer loop in Stoix's shape: one host loop over jitted chunks of PPO iterations, with a progress bar,
-metrics files (JSONL and CSV), optional TensorBoard / Weights & Biases, held-out evaluation and checkpoints
-between chunks. ``--resume`` restores the full state, so N + N iterations equal 2N bit for bit.
-
-A single run is a population of one (``rl3jax.population``): the state always has the member axis, stripped
-only at the edges (checkpoint files, metrics rows and evaluations are per member); a single run's folder is
-its member's own, a population's holds one per member (``rl3jax.runfiles``).
+metrics files, optional TensorBoard / Weights & Biases, held-out evaluation and checkpoints between chunks.
+``--resume`` restores the full state, so N + N iterations equal 2N bit for bit. A single run is a population
+of one (``rl3jax.population``): the member axis is stripped only at the edges (checkpoints, metrics rows and
+evaluations are per member); a single run's folder is its member's own (``rl3jax.runfiles``).
 
 Metrics rows (one per PPO iteration): ``iteration``, ``env_steps``, the iteration's scalar metrics and
 ``steps_per_second`` (of its chunk, compile included; evaluations and checkpoints excluded). With
@@ -14,9 +12,9 @@ Metrics rows (one per PPO iteration): ``iteration``, ``env_steps``, the iteratio
 Under faults: one process writes a folder (``runfiles.RunLock``); a resume may not change what depends on
 the run's length (``rl3jax.runs.resume_settings``); a population saves as one unit (``runfiles.COMMITTED``
 after every member's step; a resume drops what members saved after it); the metrics history after a resume
-is exact (``runfiles.MetricsLog``); training stops at the first non-finite iteration (``TrainingDiverged``)
-before any checkpoint of it; SIGINT, SIGTERM and SIGHUP stop at the end of the chunk with a checkpoint
-(``rl3jax.runs.StopSignals``).
+is exact (``runs.MetricsLog``); training stops at the first non-finite iteration (``TrainingDiverged``)
+before any checkpoint of it; SIGINT, SIGTERM and SIGHUP stop at the end of a chunk with a checkpoint
+(``runs.StopSignals``).
 """
 
 from __future__ import annotations
@@ -38,9 +36,6 @@ from rl3jax.runfiles import (
     COMMITTED,
     CONFIG,
     POPULATION,
-    ExternalLoggers,
-    MetricsLog,
-    NullLog,
     atomic_write_json,
     check_new_run,
     checkpoint_dir,
@@ -48,7 +43,17 @@ from rl3jax.runfiles import (
     lock_run,
     release_locks,
 )
-from rl3jax.runs import StopSignals, TrainingInterrupted, command, intact, nothing_to_do, resume_settings
+from rl3jax.runs import (
+    ExternalLoggers,
+    MetricsLog,
+    NullLog,
+    StopSignals,
+    TrainingInterrupted,
+    command,
+    intact,
+    nothing_to_do,
+    resume_settings,
+)
 from rl3jax.train import FINITE
 
 #: fields a held-out evaluation adds to the metrics row of its iteration
@@ -219,11 +224,6 @@ class ChunkLoop:
         return state
 
 
-def report_command(out: str) -> str:
-    """The command that makes the report of run folder ``out`` (printed when training ends)."""
-    return command("report", out)
-
-
 # ------------------------------------------------------------------------------------------------------------
 # The driver
 # ------------------------------------------------------------------------------------------------------------
@@ -262,10 +262,9 @@ def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = Tru
     loop = _Loop(pop, out, quiet=quiet or not main, main=main, spec={"seeds": seeds, "sweep": sweep or {}})
     try:
         return loop.run(resume, progress, tensorboard, wandb_project, max_seconds)
-    except TrainingInterrupted:
-        raise
-    except KeyboardInterrupt:  # not through StopSignals (e.g. training outside the main thread)
-        raise TrainingInterrupted(f"interrupted at iteration {loop.iteration}; {intact(out)}") from None
+    except KeyboardInterrupt as e:  # not through StopSignals (e.g. training outside the main thread): say so
+        raise e if isinstance(e, TrainingInterrupted) else \
+            TrainingInterrupted(f"interrupted at iteration {loop.iteration}; {intact(out)}") from None
     finally:
         release_locks(locks)
 
@@ -275,12 +274,10 @@ class _Loop:
     restore, logs, the chunk loop, checkpoints and the console lines."""
 
     def __init__(self, pop: Population, out: str, quiet: bool, main: bool, spec: dict):
-        self.pop, self.out, self.quiet, self.main = pop, out, quiet, main
+        self.pop, self.out, self.quiet, self.main, self.cfg = pop, out, quiet, main, pop.trainer.cfg
         self.spec = spec  # {"seeds": int, "sweep": {name: [values]}} for population.json
-        self.cfg = pop.trainer.cfg
         self.dirs = [out] if pop.single else [os.path.join(out, m.name) for m in pop.members]
-        self.start = 0
-        self.chunks: ChunkLoop | None = None
+        self.start, self.chunks = 0, None  # the first iteration; the ChunkLoop once it runs
         self.lasts: dict[str, dict] = {}  # member name -> its last metrics row
 
     @property
@@ -440,4 +437,4 @@ class _Loop:
               f"{f', mean return {rets.popitem()[1]}' if pop.size == 1 else ''} ({self.chunks.timing()})")
         for name, ret in rets.items():
             print(f"  {name:24s} return {ret}")
-        print(f"report: {report_command(self.out)}")
+        print(f"report: {command('report', self.out)}")

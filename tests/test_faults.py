@@ -22,8 +22,8 @@ from rl3jax.checkpoint import FORMAT_VERSION, Checkpointer, CheckpointError, Cor
 from rl3jax.cli import main as cli_main
 from rl3jax.config import TrainConfig
 from rl3jax.driver import Progress, TrainingDiverged, train
-from rl3jax.runfiles import MetricsLog, RunFolderError, RunLock, RunLockedError, read_metrics
-from rl3jax.runs import Run, load_run
+from rl3jax.runfiles import RunFolderError, RunLock, RunLockedError, read_metrics
+from rl3jax.runs import MetricsLog, Run, load_run
 
 # `T` of the issue, with tiny chunks so every boundary is exercised
 T = dict(env="bandit", algo="rl2", model="markov", horizon=4, num_envs=2, minibatch_envs=2, epochs=2,

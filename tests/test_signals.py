@@ -8,6 +8,7 @@ Subprocesses use the test suite's XLA flags and compilation cache (one tiny conf
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import random
@@ -24,7 +25,9 @@ import pytest
 from rl3jax import runfiles
 from rl3jax.cli import main as cli_main
 from rl3jax.config import TrainConfig
-from rl3jax.runfiles import MetricsLog, read_metrics
+from rl3jax.outputs import atomic_write_text
+from rl3jax.runfiles import read_metrics
+from rl3jax.runs import MetricsLog
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T = ["--env", "mdp", "--algo", "rl3", "--model", "markov", "--horizon", "10", "--num-envs", "8",
@@ -149,7 +152,7 @@ def test_metrics_history_is_exact_after_a_resume(tmp_path, capsys):
     are named; the CSV holds the same rows."""
     run = str(tmp_path)
     rows = [{"iteration": i, "env_steps": 10 * i, "x": float(i)} for i in (1, 2, 3, 3, 4, 6, 7)]
-    runfiles.atomic_write_text(os.path.join(run, "metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text(os.path.join(run, "metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
     MetricsLog(run, 5)
     err = capsys.readouterr().err
     assert "dropped the rows of iterations 6..7, after checkpoint step 5" in err
@@ -169,7 +172,7 @@ def test_metrics_csv_is_replaced_whole(tmp_path, monkeypatch):
     def killed(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runfiles.csv.DictWriter, "writerows", killed)
+    monkeypatch.setattr(csv.DictWriter, "writerows", killed)
     with pytest.raises(KeyboardInterrupt):
         MetricsLog(run, 1)
     with pytest.raises(KeyboardInterrupt):
