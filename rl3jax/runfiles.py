@@ -3,7 +3,7 @@
 A single run's folder (``rl3jax train --out RUN``)::
 
     RUN/config.json        the TrainConfig (``read_config``)
-    RUN/metrics.jsonl      one row per PPO iteration (``read_metrics``, ``MetricsLog``)
+    RUN/metrics.jsonl      one row per PPO iteration (``read_metrics``; written by ``rl3jax.runs.MetricsLog``)
     RUN/metrics.csv        the same rows as CSV
     RUN/checkpoints/<it>/  orbax checkpoints of the TrainState at iteration <it> (``rl3jax.checkpoint``)
     RUN/.lock              held by the one process that trains in the folder (``RunLock``)

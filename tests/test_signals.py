@@ -178,3 +178,19 @@ def test_metrics_csv_is_replaced_whole(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         log.append([{"iteration": 2, "env_steps": 20, "x": 2.0, "eval_return": 1.0}])
     assert open(os.path.join(run, "metrics.csv")).read() == before
+
+
+def test_a_second_signal_aborts_at_once(tmp_path):
+    """SIGTERM, then Ctrl-C while the chunk still runs: aborted at once with 130, saying what is intact."""
+    run = str(tmp_path / "run")
+    p = _train("--iters", "100000", "--set", "chunk_iters=50000", "--set", "checkpoint_every=100000", "--out", run)
+    try:
+        _wait_for(lambda: os.path.exists(os.path.join(run, "config.json")))  # written with the handlers in place
+        p.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 130, err
+    assert "SIGTERM: stopping " in err and "SIGINT again: aborting at once; there is no checkpoint yet" in err
