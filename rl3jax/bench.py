@@ -116,7 +116,7 @@ def bench_workload(w: dict, repeats: int = 3, overrides: dict | None = None) -> 
            "update_share": max(0.0, 1.0 - n * t_roll / t_chunk),
            "compile_seconds": compile_s, "chunk_memory_bytes": _chunk_memory(compiled),
            "peak_memory_bytes": _peak_memory(), "device": _device_name(),
-           "fused_update": trainer.fused, "overrides": overrides}
+           "overrides": overrides}
     return rec
 
 

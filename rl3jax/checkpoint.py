@@ -62,15 +62,17 @@ from rl3jax.runfiles import (  # the errors are defined without JAX (the CLI sor
     read_population,
     training_pid,
 )
-from rl3jax.train import all_finite
+from rl3jax.train import all_finite, from_v1, v1_layout
 
 #: fields that may differ between a run and its resumption: its length and the run-control fields
 RESUMABLE_CHANGES = ("iters", *RUN_CONTROL)
 
-#: the checkpoint layout written by this version (``meta["format_version"]``); steps without one are version 1
-FORMAT_VERSION = 1
+#: the checkpoint layout written by this version (``meta["format_version"]``); steps without one are version 1.
+#: 2: Adam states and ``TrainState.hparams`` (``config.HParams``); 1: lr and weight decay inside
+#: ``optax.inject_hyperparams`` states (read through ``train.v1_layout`` / ``train.from_v1``)
+FORMAT_VERSION = 2
 #: the versions this version reads
-READABLE_VERSIONS = (1,)
+READABLE_VERSIONS = (1, 2)
 
 
 class CorruptCheckpointError(CheckpointError):
@@ -381,7 +383,8 @@ class Checkpointer:
             raise CheckpointError(f"checkpoint step {step} in {self.directory} has format version {version!r}; this "
                                   f"rl3jax reads versions {', '.join(map(str, READABLE_VERSIONS))} (written by a "
                                   "newer rl3jax? use that version)")
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _to_storable(template))
+        layout = v1_layout(template) if version == 1 else template
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _to_storable(layout))
         try:
             out = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                                      meta=ocp.args.JsonRestore()))
@@ -392,7 +395,8 @@ class Checkpointer:
         if not bool(all_finite(out.state)):  # e.g. written by a version that did not stop at a divergence
             raise CheckpointError(f"checkpoint step {step} in {self.directory} holds NaN or infinite values "
                                   "(the run had diverged); it cannot be evaluated or resumed")
-        return _from_storable(out.state), dict(out.meta)
+        state = _from_storable(out.state)
+        return (from_v1(state) if version == 1 else state), dict(out.meta)
 
     def close(self) -> None:
         self.manager.close()

@@ -24,12 +24,13 @@ from rl3jax.config import (
     MODELS,
     PRESETS,
     SEED_MAX,
-    SWEEPABLE,
+    HParams,
     TrainConfig,
     laptop_preset,
+    notes,
     policy_mode,
 )
-from rl3jax.envs.catalog import FAMILIES, GYMNAX_ENVS, PUBLISHED_HORIZON
+from rl3jax.envs.catalog import FAMILIES, GYMNAX_ENVS
 
 
 class ConfigError(ValueError):
@@ -88,7 +89,8 @@ def _seconds(s: str) -> float:
 def _add_train(sub):
     laptop = {env: laptop_preset(env) for env in FAMILIES if laptop_preset(env) is not None}
     served = [n for n, spec in GYMNAX_ENVS.items() if spec.kind != "refused"]
-    models = {name: PRESETS[name]["model"] for name in laptop.values() if "model" in PRESETS[name]}
+    models = {name: PRESETS[name].fields["model"] + "".join(f", {a}: {o['model']}" for a, o in PRESETS[name].by_algo.items())
+              for name in laptop.values() if "model" in PRESETS[name].fields}
     p = _subparser(sub, "train", "meta-train RL² / RL³ with PPO",
                    "Meta-train RL² / RL³ with PPO. Settings: --preset (or, without one, the family's laptop preset "
                    f"{' / '.join(laptop.values())} for env {' / '.join(laptop)}; other envs start from "
@@ -101,11 +103,11 @@ def _add_train(sub):
     p.add_argument("--algo", choices=ALGOS, default=None,
                    help=f"algorithm [default: the preset's, else {TrainConfig.algo}]")
     p.add_argument("--model", choices=MODELS, default=None,
-                   help=f"sequence model [default: the preset's ({', '.join(f'{k}: {v}' for k, v in models.items())}), "
+                   help=f"sequence model [default: the preset's ({'; '.join(f'{k}: {v}' for k, v in models.items())}), "
                         f"else {TrainConfig.model}]")
     p.add_argument("--horizon", type=_positive_int, default=None,
                    help="meta-episode length H [default: the preset's, else the family's published H "
-                        f"({', '.join(f'{k} {v}' for k, v in PUBLISHED_HORIZON.items())}), else {TrainConfig.horizon}]")
+                        f"({', '.join(f'{k} {v.horizon}' for k, v in FAMILIES.items())})]")
     p.add_argument("--iters", type=_positive_int, default=None,
                    help="total PPO iterations to reach (with --resume: the new total) [default: the preset's]")
     p.add_argument("--num-envs", type=_positive_int, default=None,
@@ -131,7 +133,7 @@ def _add_train(sub):
     g.add_argument("--seeds", type=_positive_int, default=1,
                    help="train K independent seeds (seed, seed+1, ...) as one vmapped population")
     g.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2,...",
-                   help=f"vmapped sweep of a numeric hyper-parameter ({', '.join(SWEEPABLE)}); repeat for a grid")
+                   help=f"vmapped sweep of a numeric hyper-parameter ({', '.join(HParams._fields)}); repeat for a grid")
     g.add_argument("--coordinator-address", default=None, metavar="HOST:PORT",
                    help="multi-host: process 0's address (or JAX_COORDINATOR_ADDRESS)")
     g.add_argument("--num-processes", type=_positive_int, default=None,
@@ -142,7 +144,7 @@ def _add_train(sub):
                    help="multi-host with JAX's cluster auto-detection (Cloud TPU pod slices, SLURM, Open MPI)")
 
 
-def _coerce(field: dataclasses.Field, raw: str):
+def _coerce(field: dataclasses.Field, raw: str, flag: str):
     typ = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
     if raw.lower() == "none" and "None" in typ:
         return None
@@ -151,36 +153,50 @@ def _coerce(field: dataclasses.Field, raw: str):
             return True
         if raw.lower() in ("0", "false", "no"):
             return False
-        raise ConfigError(f"--set {field.name}={raw}: expected true or false")
+        raise ConfigError(f"{flag} {field.name}={raw}: expected true or false")
     if typ.startswith("int"):
         try:
             return int(raw)
         except ValueError:
-            raise ConfigError(f"--set {field.name}={raw}: expected a whole number") from None
+            raise ConfigError(f"{flag} {field.name}={raw}: expected a whole number") from None
     if typ.startswith("float"):
         try:
             v = float(raw)
         except ValueError:
-            raise ConfigError(f"--set {field.name}={raw}: expected a float") from None
+            raise ConfigError(f"{flag} {field.name}={raw}: expected a float") from None
         if not math.isfinite(v):
-            raise ConfigError(f"--set {field.name}={raw}: expected a finite number")
+            raise ConfigError(f"{flag} {field.name}={raw}: expected a finite number")
         return v
     return raw
 
 
-def parse_sets(items: list[str]) -> dict:
-    """``--set FIELD=VALUE`` items -> {field: typed value}; a clear error for a malformed item or unknown field."""
+def parse_sets(items: list[str], sweep: bool = False) -> dict:
+    """``--set FIELD=VALUE`` items -> {field: typed value}; with ``sweep``, ``--sweep NAME=V1,V2,...`` items ->
+    {name: [typed values]} for the ``config.HParams`` names (``-`` in a name reads as ``_``). One ``ConfigError``
+    line for a malformed item, an unknown (or, swept, unsweepable) name, a name given twice, a value of the
+    wrong type, and a sweep without values or with a repeated one."""
+    flag, form = ("--sweep", "NAME=V1,V2,...") if sweep else ("--set", "FIELD=VALUE")
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    valid = HParams._fields if sweep else tuple(fields)
     out = {}
     for item in items:
         if "=" not in item:
-            raise ConfigError(f"--set expects FIELD=VALUE, got {item!r}")
+            raise ConfigError(f"{flag} expects {form}, got {item!r}")
         k, v = item.split("=", 1)
-        if k not in fields:
-            raise ConfigError(f"--set: unknown config field {k!r}; valid: {', '.join(fields)}")
+        k = k.strip().replace("-", "_")
+        if k not in valid:
+            what = (f" {k}: not sweepable in one compile (other settings change shapes or code: use separate runs)"
+                    if sweep and k in fields else f": unknown config field {k!r}")
+            raise ConfigError(f"{flag}{what}; valid: {', '.join(valid)}")
         if k in out:
-            raise ConfigError(f"--set {k} given twice")
-        out[k] = _coerce(fields[k], v)
+            raise ConfigError(f"{flag} {k} given twice")
+        if not sweep:
+            out[k] = _coerce(fields[k], v, flag)
+            continue
+        values = [_coerce(fields[k], x.strip(), flag) for x in v.split(",") if x.strip()]
+        if not values or len(set(values)) != len(values):
+            raise ConfigError(f"{flag} {k}={v}: expected distinct values V1,V2,...")
+        out[k] = values
     return out
 
 
@@ -211,10 +227,12 @@ def cmd_train(args) -> int:
     distributed.initialize(args.coordinator_address, args.num_processes, args.process_id, auto=args.distributed)
     distributed.check_same_settings({**cfg.to_dict(), "out": args.out, "resume": args.resume, "seeds": args.seeds,
                                      "sweep": args.sweep, "devices": args.devices, "max_seconds": args.max_seconds})
+    import jax
+
     from rl3jax.driver import nothing_to_do, train  # importing these starts a JAX backend: after initialize
-    from rl3jax.population import make_members, parse_sweep
+    from rl3jax.population import make_members
     from rl3jax.train import make_train
-    sweep = parse_sweep(args.sweep)  # {} without --sweep
+    sweep = parse_sets(args.sweep, sweep=True)  # {} without --sweep
     if args.resume and (idle := nothing_to_do(cfg, args.out, args.seeds, sweep)):  # before anything is built
         return print(idle) or 0
     mesh = distributed.make_mesh(args.devices)  # None for one device
@@ -222,6 +240,8 @@ def cmd_train(args) -> int:
     pop = len(make_members(cfg, args.seeds, sweep)) if sweep else args.seeds  # checks the sweep's names and values
     memory.check_train_memory(trainer, pop, distributed.mesh_size(mesh))
     if distributed.is_main_process():
+        for line in () if args.resume else notes(cfg, cpu=jax.default_backend() == "cpu"):  # maybe not as meant
+            print(line)  # stdout, with the line below: stderr keeps one line per error
         print(f"training {cfg.algo} ({cfg.model}) on {cfg.env}/{cfg.variant}: H={cfg.horizon}, {cfg.num_envs} tasks x "
               f"{cfg.iters} iterations = {cfg.iters * cfg.batch_steps:,} env steps"
               f"{f' x {pop} members' if pop > 1 else ''} on {distributed.describe(mesh)} -> {args.out}")
@@ -329,7 +349,7 @@ def _add_bench(sub):
     p.add_argument("--only", default=None, help="comma-separated workload names (not with --scaling)")
     p.add_argument("--repeats", type=_positive_int, default=3, help="timed runs per workload (median reported)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a config field in every workload (e.g. --set fused_update=false for an A/B; "
+                   help="override a config field in every workload (e.g. --set epochs=4 for an A/B; "
                         "not with --scaling)")
     p.add_argument("--scaling", action="store_true",
                    help="one workload at 1, 2, 4, 8 devices and with 1, 2, 4, 8 vmapped seeds (docs/SCALING.md)")

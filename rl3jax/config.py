@@ -8,10 +8,9 @@ every TrainConfig in existence is valid: impossible settings are clear errors be
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Any
+from typing import Any, NamedTuple
 
-from rl3jax.envs.catalog import COARSE, PUBLISHED_HORIZON, TABULAR, is_gymnax, variants
+from rl3jax.envs.catalog import FAMILIES, GYMNAX_ENVS, spec
 
 ALGOS = ("rl2", "rl3", "rl3_coarse")
 MODELS = ("transformer", "gru", "markov", "transformer-v4", "markov-v4")
@@ -19,12 +18,26 @@ ENT_SCHEDULES = ("constant", "linear")
 #: how a trained policy acts on held-out tasks: actions sampled from it, or its argmax actions
 POLICY_MODES = ("stochastic", "greedy")
 STOCHASTIC, GREEDY = POLICY_MODES
-#: the traced PPO settings of ``TrainState.hparams`` (``rl3jax.ppo.HPARAMS``), filled from these config fields
-PPO_HPARAMS = ("ent_coef", "gae_lambda")
-#: the optimiser settings held in the ``optax.inject_hyperparams`` states (``rl3jax.population.OPT_HPARAMS``)
-OPT_HPARAM_FIELDS = ("lr", "critic_weight_decay")
-#: what ``--sweep`` varies in one compile: settings that live in the training state, not in shapes or code
-SWEEPABLE = OPT_HPARAM_FIELDS + PPO_HPARAMS
+
+
+class HParams(NamedTuple):
+    """Every sweepable setting, one home each: the values a run's training state holds (``TrainState.hparams``,
+    float32 scalars; a leading member axis in a population), filled from the config fields of the same names
+    (``TrainConfig.hparams``). The jitted code reads them from the state, so one compile serves any value and
+    ``--sweep`` varies them per member; anything else changes shapes or code. A NamedTuple is a pytree without
+    JAX, so the command line lists these names before JAX starts.
+    """
+
+    lr: Any  # Adam learning rate, actor and critic
+    critic_weight_decay: Any  # the critic's coupled L2 weight decay
+    ent_coef: Any  # entropy bonus coefficient (at iteration 0 under the linear schedule)
+    gae_lambda: Any  # GAE λ
+
+
+#: fields of older versions that a config.json may still hold; ``from_dict`` drops them. ``fused_update``: the
+#: fused actor-critic PPO step, deleted (never measured faster); its runs equal the separate steps' up to float
+#: reassociation, so they stay valid
+DROPPED_FIELDS = ("fused_update",)
 #: run-control fields: how the driver chunks, checkpoints and evaluates a run, not what it learns
 RUN_CONTROL = ("chunk_iters", "checkpoint_every", "keep_checkpoints", "eval_every", "eval_episodes")
 
@@ -40,54 +53,50 @@ SEED_MAX = 2**32 - 1
 INT_MAX = 2**31 - 1
 
 
+#: a field's declared type -> the Python types its value may have, and how to say so (bools are not ints)
+_TYPES = {"bool": ((bool,), "true or false"), "int": ((int,), "a whole number"),
+          "float": ((int, float), "a number"), "str": ((str,), "a string")}
+
+
 def _check_types(cfg) -> None:
-    """ValueError unless every field holds a value of its declared type (floats finite; ints not bools)."""
+    """ValueError unless every field holds a value of its declared type (``FLOAT_RANGES`` bounds the floats)."""
     for f in dataclasses.fields(cfg):
-        v = getattr(cfg, f.name)
-        typ = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-        if v is None and "None" in typ:
-            continue
-        kind = typ.split("|")[0].strip()
-        if kind == "bool":
-            ok, want = isinstance(v, bool), "true or false"
-        elif kind == "int":
-            ok, want = isinstance(v, int) and not isinstance(v, bool), "a whole number"
-        elif kind == "float":
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            want = "a finite number"
-        elif kind == "str":
-            ok, want = isinstance(v, str), "a string"
-        else:  # pragma: no cover - a new field type must be added here
-            raise TypeError(f"config field {f.name}: unsupported type {typ}")
-        if not ok:
+        v, typ = getattr(cfg, f.name), str(f.type)
+        types, want = _TYPES[typ.split("|")[0].strip()]  # KeyError: a new field type must be added to _TYPES
+        if not (v is None and "None" in typ) and (not isinstance(v, types) or isinstance(v, bool) != (bool in types)):
             raise ValueError(f"config field {f.name} must be {want}{' or None' if 'None' in typ else ''}, "
                              f"got {v!r}")
 #: RL³ object-level semantics: 'fresh' (METHOD §2, Q/V of the current state from the latest solve), 'rlc'
 #: (METHOD §2.4's 'entered' cache of the later code), 'v4' (the paper's own code: rl3jax/estimator_v4.py)
 SEMANTICS = ("fresh", "rlc", "v4")
-#: the legacy ``estimator_mode`` values and the semantics each one means
+#: the legacy ``estimator_mode`` values of old config.json files and the semantics each one means (``from_dict``)
 LEGACY_ESTIMATOR_MODES = {"fresh": "fresh", "entered": "rlc"}
-#: families the v4 semantics implements (the dense estimator's families)
-V4_ENVS = ("bandit", "mdp")
+#: transformer-v4's learned positional slots (as the original; ``rl3jax.networks.V4_POS_SLOTS``): H + 1 <= this
+V4_POS_SLOTS = 1024
+#: float field -> [lo, hi]: the sane range of its value as used, in float32 (so finite, and non-zero where lo > 0:
+#: ``lr=1e-50`` would be 0 in float32); a None of an optional field means its default
+FLOAT_RANGES = {"lr": (1e-8, 1.0), "ent_coef": (0.0, 100.0), "gamma": (0.0, 1.0), "gae_lambda": (0.0, 1.0),
+                "clip_eps": (1e-4, 10.0), "vf_coef": (0.0, 100.0), "target_kl": (1e-6, 1e10),
+                "critic_weight_decay": (0.0, 1.0), "gamma_obj": (0.0, 0.99999), "alpha_laplace": (1e-6, 1e6),
+                "vi_epsilon": (0.0, 1e6)}
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Every setting of a training run (METHOD §5-§6), frozen and hashable (a static argument of the jitted code).
 
-    Fields, by group (units in brackets):
-
     - Task: ``env`` (a task family of ``rl3jax.envs.catalog.FAMILIES`` or a served gymnax env), ``variant`` (one
-      of the family's variants; "train" is the training distribution), ``horizon`` H (steps per meta-episode).
+      of the family's variants; "train" is the training distribution), ``horizon`` H (steps per meta-episode;
+      transformer-v4: H + 1 <= ``V4_POS_SLOTS``).
     - Agent: ``algo`` (``ALGOS``), ``model`` (``MODELS``).
     - PPO (METHOD §5): ``iters`` (PPO iterations in all), ``num_envs`` (tasks = whole sequences per iteration;
       batch = num_envs x H steps), ``minibatch_envs`` (whole sequences per minibatch; divides num_envs),
       ``epochs``, ``lr`` (Adam, actor and critic), ``ent_coef`` and ``ent_schedule`` (``ENT_SCHEDULES``; linear:
       to 0 at ``iters``), ``gamma``, ``gae_lambda``, ``clip_eps``, ``vf_coef``, ``target_kl`` (the actor's KL
-      early stop), ``critic_weight_decay`` (coupled L2 decay of the critic), ``fused_update``, ``kl_chunks`` (sequence groups of the
+      early stop), ``critic_weight_decay`` (coupled L2 decay of the critic), ``kl_chunks`` (sequence groups of the
       full-batch KL pass; divides num_envs).
     - RL³ estimator (METHOD §2; None: the semantics' or family's default): ``semantics`` (``SEMANTICS``),
-      ``estimator_mode`` (legacy alias), ``vi_carry_over``, ``std_errors``, ``gamma_obj`` (the value iteration's
+      ``vi_carry_over``, ``std_errors``, ``gamma_obj`` (the value iteration's
       discount), ``alpha_laplace`` (Laplace smoothing pseudo-count), ``vi_epsilon`` (VI stopping tolerance),
       ``vi_max_sweeps``, ``vi_sweep_block`` (sweeps per while-loop step). ``gamma_obj_value``: the discount used.
     - Driver (``RUN_CONTROL`` and the seed): ``seed`` (32-bit PRNG seed), ``chunk_iters`` (iterations per jitted
@@ -97,10 +106,9 @@ class TrainConfig:
     Construction validates (``__post_init__``, so also ``replace`` and ``from_dict``): ValueError (one line
     naming the field, the value and what is allowed) for a value of the wrong type (ints are whole numbers, not
     bools; floats finite), an unknown name (env, variant, algo, model, schedule, semantics), a value out of range
-    (counts >= 1, seed in [0, ``SEED_MAX``], other ints <= ``INT_MAX``, probabilities in [0, 1], rates > 0) or a
-    combination that cannot run (minibatch_envs or kl_chunks not dividing num_envs; RL³ on a gymnax env;
-    rl3_coarse off the grids; v4-only or non-v4 estimator settings; a legacy ``estimator_mode`` that conflicts
-    with ``semantics``).
+    (counts >= 1, seed in [0, ``SEED_MAX``], other ints <= ``INT_MAX``, floats in ``FLOAT_RANGES``) or a
+    combination that cannot run (minibatch_envs or kl_chunks not dividing num_envs; an algo or semantics the
+    family's ``FamilySpec`` does not list; v4-only or non-v4 estimator settings; transformer-v4 past its slots).
     """
 
     env: str = "mdp"
@@ -121,19 +129,10 @@ class TrainConfig:
     vf_coef: float = 0.5
     target_kl: float = 0.01
     critic_weight_decay: float = 0.01
-    # actor and critic trained in one vmapped step per minibatch (rl3jax.fused); None: on GPUs/TPUs only, where
-    # small minibatches are launch-bound (on CPU it measured the same speed within noise and compiles longer)
-    fused_update: bool | None = None
     kl_chunks: int = 1  # groups of sequences for the full-batch KL pass (raise to bound its memory)
-    # RL³ estimator (None: the task family's default from METHOD §2)
-    # semantics: 'fresh' | 'rlc' | 'v4'. None may be passed (it means 'fresh', or what the legacy estimator_mode
-    # says) but is resolved on construction: a constructed TrainConfig always holds one of SEMANTICS
+    # RL³ estimator (None: the family's default, METHOD §2; semantics None is 'fresh', set on construction)
     semantics: str | None = None
-    # legacy alias of semantics, kept so that old run folders' config.json load: 'fresh' -> fresh,
-    # 'entered' -> rlc; normalised into ``semantics`` (and back to None) on construction
-    estimator_mode: str | None = None
-    # v4 only: keep Q/V across meta-episodes of one env slot (refused: see rl3jax/estimator_v4.py)
-    vi_carry_over: bool = False
+    vi_carry_over: bool = False  # v4 only: keep Q/V across meta-episodes (refused: see rl3jax/estimator_v4.py)
     std_errors: bool = False
     gamma_obj: float | None = None  # None: 0.95 (fresh, rlc) or 0.99 (v4)
     alpha_laplace: float | None = None
@@ -149,20 +148,9 @@ class TrainConfig:
     eval_episodes: int = 256
 
     def __post_init__(self):
-        """Resolves ``semantics`` from the legacy ``estimator_mode`` (old config.json files), then validates
-        every field (``_validate``: ValueError naming the field, the value and what is allowed)."""
-        sem, mode = self.semantics, self.estimator_mode
-        if mode is not None:
-            if mode not in LEGACY_ESTIMATOR_MODES:
-                raise ValueError(f"estimator_mode {mode!r} is not one of {', '.join(LEGACY_ESTIMATOR_MODES)} "
-                                 f"(legacy; use semantics, one of {', '.join(SEMANTICS)})")
-            legacy = LEGACY_ESTIMATOR_MODES[mode]
-            if sem is not None and sem != legacy:
-                raise ValueError(f"estimator_mode {mode!r} (= semantics {legacy!r}) conflicts with semantics "
-                                 f"{sem!r}; set only semantics")
-            sem = legacy
-        object.__setattr__(self, "semantics", "fresh" if sem is None else sem)
-        object.__setattr__(self, "estimator_mode", None)
+        """Resolves ``semantics`` (None: 'fresh'), then validates every field (``_validate``: ValueError naming
+        the field, the value and what is allowed)."""
+        object.__setattr__(self, "semantics", "fresh" if self.semantics is None else self.semantics)
         self._validate()
 
     @property
@@ -173,37 +161,28 @@ class TrainConfig:
         return 0.99 if self.semantics == "v4" else 0.95
 
     def _validate(self) -> None:
-        """Checks every field; raises ValueError naming the field, the value and what is allowed.
-
-        Types (an int field takes a whole number, a float field a finite number, a bool field true/false; a
-        config.json read back through ``from_dict`` is checked the same way), ranges (``SEED_MAX``, ``INT_MAX``,
-        probabilities in [0, 1], positive rates), names (env, variant, algo, model, schedules) and
-        combinations (RL³ needs a tabular family, rl3_coarse a grid family, minibatches divide the batch).
-        Imports no JAX: a config error costs no JAX start-up.
-        """
+        """Checks every field (see the class docstring): ValueError naming the field, the value and what is
+        allowed. Imports no JAX: a config error costs no JAX start-up."""
         def bad(msg):
             raise ValueError(msg)
 
         _check_types(self)
-        if self.algo not in ALGOS:
-            bad(f"--algo {self.algo!r} is not one of {', '.join(ALGOS)}")
-        if self.model not in MODELS:
-            bad(f"--model {self.model!r} is not one of {', '.join(MODELS)}")
-        if self.ent_schedule not in ENT_SCHEDULES:
-            bad(f"ent_schedule {self.ent_schedule!r} is not one of {', '.join(ENT_SCHEDULES)}")
-        if self.semantics not in SEMANTICS:
-            bad(f"semantics {self.semantics!r} is not one of {', '.join(SEMANTICS)}")
-        valid = variants(self.env)  # raises for unknown or unsupported env names
+        for name, valid in (("algo", ALGOS), ("model", MODELS), ("ent_schedule", ENT_SCHEDULES),
+                            ("semantics", SEMANTICS)):
+            if getattr(self, name) not in valid:
+                bad(f"{name} {getattr(self, name)!r} is not one of {', '.join(valid)}")
+        fam = spec(self.env)  # raises for unknown or unsupported env names
+        if self.variant not in fam.variants:
+            bad(f"variant {self.variant!r} is not valid for env {self.env!r}; valid: {', '.join(fam.variants)}")
+        if self.algo not in fam.algos:
+            bad(f"algo {self.algo!r} does not apply to env {self.env!r} (valid: {', '.join(fam.algos)})"
+                + ("; RL³ needs a tabular task family (use algo rl2)" if fam.algos == ("rl2",) else ""))
+        if self.semantics == "v4" and "v4" not in fam.semantics:
+            bad(f"semantics 'v4' is implemented for envs {', '.join(n for n, f in FAMILIES.items() if 'v4' in f.semantics)}"
+                f", not {self.env!r} (the original's grid wrapper re-indexes states as they are discovered)")
         self._validate_v4(bad)
-        if self.variant not in valid:
-            bad(f"--variant {self.variant!r} is not valid for env {self.env!r}; valid: {', '.join(valid)}")
-        if self.algo != "rl2" and is_gymnax(self.env):
-            bad(f"--algo {self.algo} needs a tabular task family; gymnax env {self.env!r} has no RL³ model "
-                "(use --algo rl2)")
-        if self.algo == "rl3_coarse" and self.env in TABULAR and self.env not in COARSE:
-            bad(f"--algo rl3_coarse is for grid families ({', '.join(sorted(COARSE))}), not env {self.env!r}")
         if not 0 <= self.seed <= SEED_MAX:
-            bad(f"--seed must be in [0, {SEED_MAX}] (a 32-bit PRNG seed), got {self.seed}")
+            bad(f"seed must be in [0, {SEED_MAX}] (a 32-bit PRNG seed), got {self.seed}")
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if f.name != "seed" and type(v) is int and not -INT_MAX <= v <= INT_MAX:
@@ -212,41 +191,29 @@ class TrainConfig:
                      "checkpoint_every", "keep_checkpoints", "eval_episodes", "kl_chunks"):
             if getattr(self, name) < 1:
                 bad(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.eval_every < 0:
-            bad(f"eval_every must be >= 0 (0: never), got {self.eval_every}")
-        if self.num_envs % self.minibatch_envs:
-            bad(f"num_envs={self.num_envs} is not divisible into whole-sequence minibatches of "
-                f"minibatch_envs={self.minibatch_envs} sequences")
         for name in ("vi_sweep_block", "vi_max_sweeps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 bad(f"{name} must be >= 1 or None, got {getattr(self, name)}")
-        if self.num_envs % self.kl_chunks:
-            bad(f"num_envs={self.num_envs} is not divisible by kl_chunks={self.kl_chunks}")
-        for name in ("lr", "clip_eps", "target_kl"):
-            if not getattr(self, name) > 0:
-                bad(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("gamma", "gae_lambda", "gamma_obj"):
-            if getattr(self, name) is not None and not 0.0 <= getattr(self, name) <= 1.0:
-                bad(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("ent_coef", "critic_weight_decay", "vf_coef"):
-            if not getattr(self, name) >= 0:
-                bad(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.alpha_laplace is not None and not self.alpha_laplace > 0:
-            bad(f"alpha_laplace must be > 0 or None, got {self.alpha_laplace}")
-        if self.vi_epsilon is not None and not self.vi_epsilon >= 0:
-            bad(f"vi_epsilon must be >= 0 or None, got {self.vi_epsilon}")
+        if self.eval_every < 0:
+            bad(f"eval_every must be >= 0 (0: never), got {self.eval_every}")
+        for name, div in (("minibatch_envs", self.minibatch_envs), ("kl_chunks", self.kl_chunks)):
+            if self.num_envs % div:
+                bad(f"num_envs={self.num_envs} is not divisible by {name}={div} (whole sequences per group)")
+        for name, (lo, hi) in FLOAT_RANGES.items():
+            v = getattr(self, name)
+            if v is not None and not lo <= v <= hi:
+                bad(f"{name} must be in [{lo:g}, {hi:g}] (used as float32{'; 0 is meaningless' if lo else ''}"
+                    f"), got {v:g}")
 
     def _validate_v4(self, bad) -> None:
         """Settings that do not apply to the v4 semantics (and v4-only settings elsewhere) are errors."""
+        if self.model == "transformer-v4" and self.horizon + 1 > V4_POS_SLOTS:
+            bad(f"model transformer-v4 has {V4_POS_SLOTS} positional slots (as the original); horizon "
+                f"{self.horizon} needs {self.horizon + 1}")
         if self.semantics != "v4":
             if self.vi_carry_over:
                 bad(f"vi_carry_over is a v4 option; semantics is {self.semantics!r}")
             return
-        if self.env not in V4_ENVS:
-            bad(f"semantics 'v4' is implemented for envs {', '.join(V4_ENVS)}, not {self.env!r} (the original's "
-                "grid wrapper re-indexes states as they are discovered; not implemented)")
-        if self.algo == "rl3_coarse":
-            bad("semantics 'v4' has no RL³-coarse (a grid method); use algo rl3 or rl2")
         if self.std_errors:
             bad("std_errors does not apply to semantics 'v4' (the original shows no standard errors)")
         if self.alpha_laplace is not None:
@@ -268,34 +235,82 @@ class TrainConfig:
     def replace(self, **kw: Any) -> TrainConfig:
         return dataclasses.replace(self, **kw)
 
+    def hparams(self) -> HParams:
+        """This config's values of the ``HParams`` fields (Python floats)."""
+        return HParams(*(getattr(self, name) for name in HParams._fields))
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        """The config of ``d`` (e.g. a run's config.json: ``to_dict``'s fields, missing ones at their defaults).
-        ValueError for ``d`` that is not a dict, unknown fields (named), or any value construction refuses."""
+        """The config of ``d`` (e.g. a run's config.json: ``to_dict``'s fields, missing ones at their defaults; the
+        legacy ``estimator_mode`` of old files is translated into ``semantics``; ``DROPPED_FIELDS`` are ignored).
+        ValueError for ``d`` that is not a dict, unknown fields (named), a legacy mode that is unknown or conflicts,
+        or any value construction refuses."""
         names = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(d, dict):
             raise ValueError(f"a config must be a JSON object of fields, got {type(d).__name__}")
+        d = {k: v for k, v in d.items() if k not in DROPPED_FIELDS}
+        mode = d.pop("estimator_mode", None)
+        if mode is not None:
+            if mode not in LEGACY_ESTIMATOR_MODES:
+                raise ValueError(f"estimator_mode {mode!r} is not one of {', '.join(LEGACY_ESTIMATOR_MODES)} "
+                                 f"(legacy; use semantics, one of {', '.join(SEMANTICS)})")
+            if d.get("semantics") not in (None, LEGACY_ESTIMATOR_MODES[mode]):
+                raise ValueError(f"estimator_mode {mode!r} (= semantics {LEGACY_ESTIMATOR_MODES[mode]!r}) conflicts "
+                                 f"with semantics {d['semantics']!r}; set only semantics")
+            d["semantics"] = LEGACY_ESTIMATOR_MODES[mode]
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown config fields {sorted(unknown)}")
         return cls(**d)
 
 
-def _preset(env, horizon, iters, batch, minibatch, ent, lr, schedule="constant", **kw):
+def _divisor_near(n: int, target: float) -> int:
+    """The divisor of ``n`` nearest to ``target`` (ties: the larger): whole-sequence minibatches of n sequences."""
+    return min((d for d in range(1, n + 1) if n % d == 0), key=lambda d: (abs(d - target), -d))
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """Published (or laptop) settings: ``fields`` (TrainConfig fields), and the settings derived from the run's own
+    H, num_envs and iters, so that they follow a user's overrides: ``batch`` env steps per iteration (num_envs =
+    batch // H), ``minibatches`` per epoch (minibatch_envs: the divisor of num_envs nearest num_envs /
+    minibatches), ``evals`` held-out evaluations per run (eval_every = iters // evals), and ``by_algo``
+    (algo -> the fields that differ for it)."""
+
+    fields: dict
+    batch: int
+    minibatches: int
+    evals: int = 0
+    by_algo: dict = dataclasses.field(default_factory=dict)
+
+    def settings(self, given: dict) -> dict:
+        """TrainConfig fields -> values of this preset under the user's ``given`` fields (which win)."""
+        algo = given.get("algo", self.fields.get("algo", TrainConfig.algo))
+        out = {**self.fields, **self.by_algo.get(algo, {}), **given}
+        out.setdefault("num_envs", max(1, self.batch // out["horizon"]))
+        out.setdefault("minibatch_envs", _divisor_near(out["num_envs"], out["num_envs"] / self.minibatches))
+        if self.evals:  # a run of fewer iterations than evals has none
+            out.setdefault("eval_every", out["iters"] // self.evals)
+        return out
+
+
+def _preset(env, horizon, iters, batch, minibatch, ent, lr, schedule="constant", evals=0, by_algo=None, **kw):
     """Published settings in steps; minibatches are whole sequences, so the minibatch is the divisor of
     nenvs nearest to minibatch/H (H=500: 3200/500 = 6.4 sequences -> 8, i.e. 8 minibatches of 4000 steps)."""
     num_envs = batch // horizon
-    target = minibatch / horizon
-    mb = min((d for d in range(1, num_envs + 1) if num_envs % d == 0), key=lambda d: (abs(d - target), -d))
-    return dict(env=env, horizon=horizon, iters=iters, num_envs=num_envs, minibatch_envs=mb, ent_coef=ent,
-                lr=lr, ent_schedule=schedule, **kw)
+    minibatches = num_envs // _divisor_near(num_envs, minibatch / horizon)
+    return Preset(dict(env=env, horizon=horizon, iters=iters, ent_coef=ent, lr=lr, ent_schedule=schedule, **kw),
+                  batch, minibatches, evals, by_algo or {})
 
 
+#: on the laptop presets, RL² gets a sequence model: the Markov MLP sees only the current input, which without
+#: RL³'s Q-estimates is not RL² (still possible, as an ablation, with an explicit model=markov). Not tuned.
+_RL2_LAPTOP = {"rl2": {"model": "gru"}}
 # METHOD §6: batch = steps per PPO iteration, nenvs = batch / H.
-PRESETS: dict[str, dict] = {
+PRESETS: dict[str, Preset] = {
     "bandit-h100": _preset("bandit", 100, 3000, 32000, 3200, 0.001, 3e-4),
     "bandit-h500": _preset("bandit", 500, 6000, 32000, 3200, 0.01, 3e-4),
     "mdp-h100": _preset("mdp", 100, 10000, 32000, 3200, 0.01, 3e-4),
@@ -320,21 +335,19 @@ PRESETS: dict[str, dict] = {
     # Grids on a CPU: the published horizons (250 / 350), 16 tasks per iteration in 4-sequence minibatches and
     # 4 epochs; sized for about 10 minutes on a 2-core CPU (grid11, RL³, transformer: ~1 min compile, then
     # ~4.5 s per iteration measured on a shared 2-core machine). Sensible settings, not tuned.
-    "cpu-grid11": _preset("grid11", 250, 100, 4000, 1000, 0.04, 1e-3, epochs=4, eval_every=25, eval_episodes=100,
+    "cpu-grid11": _preset("grid11", 250, 100, 4000, 1000, 0.04, 1e-3, epochs=4, evals=4, eval_episodes=100,
                           chunk_iters=1),
-    "cpu-grid13": _preset("grid13", 350, 50, 5600, 1400, 0.04, 1e-3, epochs=4, eval_every=25, eval_episodes=100,
+    "cpu-grid13": _preset("grid13", 350, 50, 5600, 1400, 0.04, 1e-3, epochs=4, evals=2, eval_episodes=100,
                           chunk_iters=1),
-    # Laptop defaults (BENCHMARKS.md "Laptop presets (tuning)"): RL³ (Markov), an MLP on the current input with
-    # the fresh Q-estimates and counts, learns far faster per CPU second than the transformer. Held-out (1000
-    # tasks): bandits 76.0 (1.28 M steps), MDPs 151.4 (2.56 M steps), against 69 / 129 for the former transformer
-    # presets. ent_coef 0.03 beat 0.01 on both (bandits at 0.01: the entropy collapsed and the return fell after
-    # ~60 iterations). Held-out evaluation (250 tasks, stochastic and greedy) every quarter of the run: the
-    # learning curve's held-out line in `rl3jax report`. One iteration per chunk on every CPU preset (an
-    # iteration takes 3-5 s there), so a signal stops the run within seconds; chunking does not change results.
-    "cpu-mdp": _preset("mdp", 100, 80, 32000, 8000, 0.03, 1e-3, model="markov", eval_every=20, eval_episodes=250,
-                       chunk_iters=1),
-    "cpu-bandit": _preset("bandit", 100, 40, 32000, 8000, 0.03, 1e-3, model="markov", eval_every=10,
-                          eval_episodes=250, chunk_iters=1),
+    # Laptop defaults, tuned in BENCHMARKS.md "Laptop presets (tuning)": RL³ (Markov) learns far faster per CPU
+    # second than the transformer (held-out 76.0 on bandits, 151.4 on MDPs); ent_coef 0.03 beat 0.01 on both.
+    # Held-out evaluation (250 tasks) every quarter of the run: the learning curve's held-out line in the report.
+    # One iteration per chunk on every CPU preset (an iteration takes seconds there), so a signal stops a run
+    # within seconds (chunking does not change results).
+    "cpu-mdp": _preset("mdp", 100, 80, 32000, 8000, 0.03, 1e-3, model="markov", evals=4, eval_episodes=250,
+                       by_algo=_RL2_LAPTOP, chunk_iters=1),
+    "cpu-bandit": _preset("bandit", 100, 40, 32000, 8000, 0.03, 1e-3, model="markov", evals=4, eval_episodes=250,
+                          by_algo=_RL2_LAPTOP, chunk_iters=1),
 }
 
 
@@ -344,17 +357,54 @@ def laptop_preset(env: str) -> str | None:
     return name if name in PRESETS else None
 
 
-def default_base(env: str) -> dict:
-    """What a run without ``--preset`` starts from: the family's laptop preset (``laptop_preset``) when there
-    is one, else the family's published horizon (``catalog.PUBLISHED_HORIZON``) over TrainConfig's defaults."""
-    if laptop_preset(env) is not None:
-        return preset(laptop_preset(env))
-    return {"horizon": PUBLISHED_HORIZON[env]} if env in PUBLISHED_HORIZON else {}
-
-
-def preset(name: str) -> dict:
-    """A copy of the settings of published preset ``name`` (``PRESETS``: TrainConfig fields -> values).
-    ValueError naming the valid presets for an unknown name."""
+def preset(name: str, given: dict | None = None) -> dict:
+    """The settings (TrainConfig fields -> values) of preset ``name`` under the user's ``given`` fields
+    (``Preset.settings``: derived settings follow them). ValueError naming the valid presets for an unknown
+    name, and the presets of the env for a preset of another env."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
-    return dict(PRESETS[name])
+    given = given or {}
+    env = PRESETS[name].fields["env"]
+    if given.get("env", env) != env:
+        mine = [n for n, p in PRESETS.items() if p.fields["env"] == given["env"]]
+        raise ValueError(f"preset {name!r} is for env {env!r}, not {given['env']!r}; "
+                         + (f"presets of {given['env']}: {', '.join(mine)}" if mine else
+                            f"{given['env']} has no preset: omit it"))
+    return PRESETS[name].settings(given)
+
+
+def build(given: dict, preset_name: str | None = None) -> TrainConfig:
+    """The config of a new run: preset ``preset_name`` (None: the env's laptop preset, else its published H over
+    TrainConfig's defaults) under the user's ``given`` fields, which win; the preset's derived settings follow
+    them (``Preset.settings``). ValueError as ``preset`` and ``TrainConfig``."""
+    env = given.get("env", PRESETS[preset_name].fields["env"] if preset_name in PRESETS else TrainConfig.env)
+    preset_name = preset_name or laptop_preset(env)
+    if preset_name is None:
+        return TrainConfig(**{"horizon": spec(env).horizon, **given})
+    return TrainConfig(**preset(preset_name, given))
+
+
+#: CPU env-steps/s by model at H = 100 on this workplace's 2-core CPU (BENCHMARKS.md), for ``notes``
+CPU_STEPS_PER_SECOND = {"markov": 12_000, "markov-v4": 12_000, "gru": 2_500, "transformer": 2_000,
+                        "transformer-v4": 2_000}
+#: a run longer than this on a CPU is announced (``notes``)
+LAPTOP_HOURS = 1.0
+
+
+def notes(cfg: TrainConfig, cpu: bool = False) -> list[str]:
+    """One-line notes on a valid config that trains, but maybe not as meant: RL² with a memoryless model (an
+    ablation), a gymnax env whose meta-episode return cannot vary, and (``cpu``: training on a CPU) an
+    estimated length beyond ``LAPTOP_HOURS`` (rough: ``CPU_STEPS_PER_SECOND``)."""
+    out = []
+    if cfg.algo == "rl2" and cfg.model.startswith("markov"):
+        out.append(f"note: algo rl2 with model {cfg.model} sees only the current input (memoryless): an ablation, "
+                   "not RL² (RL² needs a sequence model: transformer or gru)")
+    constant = GYMNAX_ENVS[cfg.env].constant if cfg.env in GYMNAX_ENVS and cfg.env not in FAMILIES else ""
+    if constant:
+        out.append(f"warning: env {cfg.env}'s meta-episode return cannot vary ({constant}): nothing to meta-learn")
+    hours = cfg.iters * cfg.batch_steps / CPU_STEPS_PER_SECOND[cfg.model] / 3600
+    if cpu and hours > LAPTOP_HOURS:
+        out.append(f"warning: about {hours:.0f} h on this CPU ({cfg.iters * cfg.batch_steps:,} env steps at "
+                   f"~{CPU_STEPS_PER_SECOND[cfg.model]:,}/s for model {cfg.model}); presets other than cpu-* are "
+                   "sized for a GPU")
+    return out

@@ -81,16 +81,7 @@ def validate_settings(est) -> None:
         raise ValueError(f"alpha_laplace must be > 0, got {est.alpha_laplace}")
 
 
-class FeatureBlocks:
-    """``feature_dim`` (the Estimator protocol's) from an estimator's ``feature_layout``: shared by every estimator."""
-
-    @property
-    def feature_dim(self) -> int:
-        """Entries of ``features`` (``feature_layout.size``)."""
-        return self.feature_layout.size
-
-
-class KnownStates(FeatureBlocks):
+class KnownStates:
     """The ``visit`` / ``known`` / ``sweeps`` members of the ``rl3jax.estimators.Estimator`` protocol for an
     estimator whose state has ``known`` ((S,) bool) and ``sweeps`` (int32) fields and whose configuration has
     ``known_states`` ('all' or 'visited'): shared by the dense and the grid estimator."""
@@ -154,6 +145,10 @@ class QEstimator(KnownStates):
     def feature_layout(self) -> Layout:
         """advantages (n), value (1), std errors (n + 1), counts (n) (``rl3jax.layout.rl3_features``)."""
         return rl3_features(self.num_actions)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.feature_layout.size
 
     def init(self, start_state: jax.Array) -> EstimatorState:
         """The state of a new task: empty model, Q = 0; known states all, or only ``start_state`` (int32)."""

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from rl3jax.estimator import FeatureBlocks, converge
+from rl3jax.estimator import converge
 from rl3jax.layout import Layout, v4_features
 
 #: the original's constants (VAMDP.jl ``step!``; main.jl): the VI stopping threshold ε and the counts' divisor
@@ -57,7 +57,7 @@ class V4State:
 
 
 @dataclasses.dataclass(frozen=True)
-class V4Estimator(FeatureBlocks):
+class V4Estimator:
     """Configuration plus pure ``init`` / ``update`` / ``features`` / ``q_values`` (the
     ``rl3jax.estimators.Estimator`` protocol; hashable, jit-static).
 
@@ -94,6 +94,10 @@ class V4Estimator(FeatureBlocks):
     def feature_layout(self) -> Layout:
         """Shown Q (n), counts (n) (``rl3jax.layout.v4_features``)."""
         return v4_features(self.num_actions)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.feature_layout.size
 
     def q_values(self, est: V4State, s) -> jax.Array:
         """(..., n) Q(s,·) of the latest solve at state(s) ``s`` (int, any shape)."""

@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import jax
 
-from rl3jax.config import V4_ENVS, TrainConfig
+from rl3jax.config import TrainConfig
 from rl3jax.envs.base import TaskEnv
 from rl3jax.estimator import QEstimator
 from rl3jax.estimator_v4 import EPSILON_V4, V4Estimator
@@ -41,50 +41,35 @@ class Estimator(Protocol):
     @property
     def feature_layout(self) -> Layout:
         """The blocks of ``features`` (``rl3jax.layout.rl3_features`` or ``v4_features``)."""
-        ...
 
     @property
     def feature_dim(self) -> int:
         """Entries of ``features`` (``feature_layout.size``)."""
-        ...
 
     def init(self, start_state: jax.Array) -> Any:
         """The estimator state of a new task (an empty model), a pytree of fixed shape."""
-        ...
 
     def update(self, est: Any, s, a, r, s_next, terminal) -> Any:
         """Adds one real step to the model and re-solves it by value iteration (METHOD §2.1, §2.2)."""
-        ...
 
     def features(self, est: Any, s) -> jax.Array:
         """(feature_dim,) float32: the RL³ blocks of the policy input for the current state ``s``."""
-        ...
 
     def q_values(self, est: Any, s) -> jax.Array:
         """(..., n) float32: Q(s,·) of the latest value-iteration solve at concrete state(s) ``s`` (int, any
         shape; on RL³-coarse the Q of the abstract state of ``s``)."""
-        ...
 
     def visit(self, est: Any, s) -> Any:
         """The estimator state once the task is in concrete state ``s`` after a step (a task-episode reset
         included): an estimator that models only the states visited so far adds ``s`` to its known states; the
         others return ``est`` unchanged."""
-        ...
 
     def known(self, est: Any) -> jax.Array:
         """(..., S) bool: the states in the model (all of them, or those visited so far); leading batch axes
         of ``est`` pass through."""
-        ...
 
     def sweeps(self, est: Any) -> jax.Array:
         """(...) int32: value-iteration sweeps of the latest solve (diagnostics); batch axes pass through."""
-        ...
-
-
-def _task_horizon(env: TaskEnv, horizon: int) -> int:
-    """The sweep budget TH of a family in meta-episodes of H = ``horizon`` steps: min(TH, H)."""
-    th = env.task_horizon
-    return th if th < horizon else horizon
 
 
 def make_estimator(env: TaskEnv, cfg: TrainConfig) -> Estimator | None:
@@ -105,13 +90,13 @@ def make_estimator(env: TaskEnv, cfg: TrainConfig) -> Estimator | None:
     d = env.rl3_defaults
     if d is None:
         raise ValueError(f"algo {cfg.algo!r} needs a tabular task family; env {cfg.env!r} has no RL³ model "
-                         "(use --algo rl2)")
+                         "(use algo rl2)")
     if cfg.semantics == "v4":
         return _make_v4_estimator(env, cfg)
     kw = dict(num_states=env.num_states, num_actions=int(env.num_actions), gamma=cfg.gamma_obj_value,
               alpha_laplace=cfg.alpha_laplace if cfg.alpha_laplace is not None else d.alpha_laplace,
               epsilon=cfg.vi_epsilon if cfg.vi_epsilon is not None else d.epsilon,
-              max_sweeps=cfg.vi_max_sweeps or d.max_sweeps or _task_horizon(env, cfg.horizon),
+              max_sweeps=cfg.vi_max_sweeps or d.max_sweeps or min(env.task_horizon, cfg.horizon),
               warm_start=d.warm_start, mode="entered" if cfg.semantics == "rlc" else "fresh",
               std_errors=cfg.std_errors,
               q_denom=d.q_denom, known_states=d.known_states)
@@ -135,10 +120,10 @@ def _make_v4_estimator(env: TaskEnv, cfg: TrainConfig) -> V4Estimator:
     bandits, 100 otherwise), ε = ``EPSILON_V4`` (0.01), at most TH = min(TH_family, H) sweeps, unless the config
     overrides them; γ from ``cfg.gamma_obj_value`` (the v4 default: 0.99)."""
     if env.v4_defaults is None:
-        raise ValueError(f"semantics 'v4' is implemented for the {', '.join(V4_ENVS)} families, not {env.name}")
+        raise ValueError(f"semantics 'v4' is not implemented for {env.name} (it has no v4_defaults)")
     kw = dict(num_states=env.num_states, num_actions=int(env.num_actions), gamma=cfg.gamma_obj_value,
               epsilon=cfg.vi_epsilon if cfg.vi_epsilon is not None else EPSILON_V4,
-              max_sweeps=cfg.vi_max_sweeps or _task_horizon(env, cfg.horizon),
+              max_sweeps=cfg.vi_max_sweeps or min(env.task_horizon, cfg.horizon),
               q_denom=env.v4_defaults.q_denom)
     if cfg.vi_sweep_block is not None:
         kw["sweep_block"] = cfg.vi_sweep_block

@@ -2,9 +2,7 @@
 
 Test tasks come from a fixed test seed, disjoint from the training streams (which start from
 ``jax.random.key(cfg.seed)``). Policies: a trained run (stochastic or greedy), or a classical baseline from
-``rl3jax.baselines`` (``random``; ``oracle``, which knows the task and acts optimally for the remaining budget
-by finite-horizon value iteration on the true model, METHOD §3; posterior-based bandit and MDP baselines; the
-RL³ estimator alone). ``run_baselines`` evaluates every baseline that fits a family on the same tasks.
+``rl3jax.baselines`` (``oracle``: finite-horizon value iteration on the true task, METHOD §3).
 """
 
 from __future__ import annotations
@@ -16,15 +14,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from rl3jax.baselines import (
-    BASELINES,
-    IntractableError,
-    baseline_names,
-    check_fits,
-    get_baseline,
-    make_policy,
-    validate_params,
-)
+from rl3jax.baselines import BASELINES, IntractableError, baseline_names, check_fits, make_policy, validate_params
 from rl3jax.config import TrainConfig
 from rl3jax.memory import check_eval_memory
 from rl3jax.meta_episode import MetaEnv, make_meta_env
@@ -35,22 +25,11 @@ TEST_SEED = 2_147_480_000  # far from any training seed; tasks are a pure functi
 
 def held_out_tasks(meta_env: MetaEnv, num: int):
     """The first ``num`` held-out test tasks of a family (the same for every run and policy): a task pytree
-    with leading axis ``num``, drawn from ``fold_in(key(TEST_SEED), hash of the env's name)``."""
-    key = jax.random.fold_in(jax.random.key(TEST_SEED), _stable_hash(meta_env.env.name))
-    return sample_tasks(meta_env, key, num)
-
-
-def _stable_hash(s: str) -> int:
+    with leading axis ``num``, drawn from ``fold_in(key(TEST_SEED), stable hash of the env's name)``."""
     h = 0
-    for ch in s.encode():
+    for ch in meta_env.env.name.encode():
         h = (h * 131 + ch) % 1_000_003
-    return h
-
-
-def network_policy(model, params, num: int):
-    """``(step, carry)`` of a trained actor over ``num`` tasks (``rl3jax.rollout.rollout``'s policy); it reads
-    only the policy input."""
-    return (lambda c, o, _: model.step(params, c, o)), model.initial_carry(num)
+    return sample_tasks(meta_env, jax.random.fold_in(jax.random.key(TEST_SEED), h), num)
 
 
 def evaluate(meta_env: MetaEnv, policy: str, episodes: int, greedy: bool = False, params=None, model=None,
@@ -58,21 +37,18 @@ def evaluate(meta_env: MetaEnv, policy: str, episodes: int, greedy: bool = False
     """Mean return ± s.e. over the first ``episodes`` test tasks (one meta-episode each).
 
     ``policy``: "network" (``params`` and ``model`` of a trained actor; ``greedy``: argmax instead of sampling)
-    or a baseline name from ``baseline_names(meta_env)`` (baselines choose their own actions with sharp
-    logits, so ``greedy`` does not change them); ``policy_params``: the baseline's parameters (e.g.
-    {"epsilon": 0.1}; strings are parsed), defaults for the ones not given. ``model-*`` baselines run in
-    ``meta_env`` with the family's RL³ estimator added when it has none; the others without an estimator.
-    ``batch``: tasks per jitted call; ``seed``: the policy's and the environment's random stream.
+    or a baseline name from ``baseline_names(meta_env)`` (sharp logits: ``greedy`` does not change them;
+    ``rl3jax.baselines.make_policy`` picks the meta env it runs in); ``policy_params``: the baseline's
+    parameters (e.g. {"epsilon": 0.1}; strings are parsed), defaults for the ones not given. ``batch``: tasks
+    per jitted call; ``seed``: the policy's and the environment's random stream. Returns ``summarize``'s dict.
     Raises ValueError for a policy that does not fit the family, an unknown parameter or a bad value.
-    Returns {"mean_return", "stderr", "episodes", "returns" (episodes,), "step_rewards" (H,)}.
     """
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
     if policy == "network":
         if policy_params:
             raise ValueError(f"policy 'network' takes no parameters, got {sorted(policy_params)}")
-        rewards = HeldOutEvaluator(meta_env, model, episodes, batch, seed).rewards(params, greedy)
-        return {**summarize(rewards), "returns": rewards.sum(axis=1)}
+        return summarize(HeldOutEvaluator(meta_env, model, episodes, batch, seed).rewards(params, greedy))
     meta_env, consts, build = make_policy(policy, meta_env, policy_params)
 
     def run(consts, tasks, key):
@@ -81,8 +57,7 @@ def evaluate(meta_env: MetaEnv, policy: str, episodes: int, greedy: bool = False
         traj, _ = rollout(meta_env, step, carry, tasks, k_roll, greedy=greedy or policy == "oracle")
         return traj.rewards
 
-    rewards = batched_rewards(jax.jit(run), consts, held_out_tasks(meta_env, episodes), episodes, batch, seed)
-    return {**summarize(rewards), "returns": rewards.sum(axis=1)}
+    return summarize(batched_rewards(jax.jit(run), consts, held_out_tasks(meta_env, episodes), episodes, batch, seed))
 
 
 def batched_rewards(run, consts, all_tasks, episodes: int, batch: int, seed: int) -> np.ndarray:
@@ -91,8 +66,7 @@ def batched_rewards(run, consts, all_tasks, episodes: int, batch: int, seed: int
     key = jax.random.fold_in(jax.random.key(TEST_SEED + 1), seed)
     out = []
     for i, start in enumerate(range(0, episodes, batch)):
-        stop = min(start + batch, episodes)
-        tasks = jax.tree.map(lambda x, start=start, stop=stop: x[start:stop], all_tasks)
+        tasks = jax.tree.map(lambda x, start=start: x[start:start + batch], all_tasks)
         out.append(np.asarray(run(consts, tasks, jax.random.fold_in(key, i))))
     return np.concatenate(out)
 
@@ -107,13 +81,9 @@ def summarize(rewards: np.ndarray) -> dict:
 
 
 class HeldOutEvaluator:
-    """A trained actor on the first ``episodes`` held-out tasks, compiled once: what
-    ``evaluate(meta_env, "network", ...)`` runs, and the held-out evaluation during training.
-
-    The parameters are an argument of one jitted function over fixed task batches and keys (batch i's key:
-    ``batched_rewards``; the rollout uses it as it is), so every call with new parameters reuses the compile.
-    ``traces`` counts traces: one per (batch shape, greedy) pair, then never again.
-    """
+    """A trained actor on the first ``episodes`` held-out tasks (``evaluate``'s "network", and the held-out
+    evaluation during training), compiled once: the parameters are an argument of one jitted function over fixed
+    task batches and keys (``batched_rewards``). ``traces`` counts traces: one per (batch shape, greedy) pair."""
 
     def __init__(self, meta_env, actor, episodes: int, batch: int = EVAL_BATCH, seed: int = 0):
         self.episodes, self.batch, self.seed = int(episodes), int(batch), seed
@@ -122,21 +92,20 @@ class HeldOutEvaluator:
 
         def run(params, tasks, key, greedy):
             self.traces += 1
-            step, carry = network_policy(actor, params, jax.tree.leaves(tasks)[0].shape[0])
-            traj, _ = rollout(meta_env, step, carry, tasks, key, greedy=greedy)
-            return traj.rewards
+            carry = actor.initial_carry(jax.tree.leaves(tasks)[0].shape[0])
+            step = lambda c, o, _: actor.step(params, c, o)  # noqa: E731  (reads only the policy input)
+            return rollout(meta_env, step, carry, tasks, key, greedy=greedy)[0].rewards
 
         self._run = jax.jit(run, static_argnums=3)
 
     def rewards(self, actor_params, greedy: bool) -> np.ndarray:
-        """(episodes, H) float32 per-step rewards of the actor with ``actor_params`` (``greedy``: argmax
-        actions)."""
+        """(episodes, H) float32 per-step rewards of the actor (``greedy``: argmax actions)."""
         params = jax.device_get(actor_params)  # host copy: independent of the training state's sharding
         run = lambda p, tasks, key: self._run(p, tasks, key, bool(greedy))  # noqa: E731
         return batched_rewards(run, params, self.tasks, self.episodes, self.batch, self.seed)
 
     def __call__(self, actor_params, greedy: bool) -> dict:
-        """{"mean_return", "stderr", "episodes", "step_rewards" (H,)} of one policy (``greedy``: argmax actions)."""
+        """``summarize`` of the actor's rewards (``greedy``: argmax actions)."""
         return summarize(self.rewards(actor_params, greedy))
 
     def row_fields(self, actor_params) -> dict:
@@ -148,11 +117,10 @@ class HeldOutEvaluator:
 
 def evaluate_baseline(cfg: TrainConfig, policy: str, episodes: int, items: list[str]) -> tuple[dict, dict]:
     """``rl3jax eval --policy``: baseline ``policy`` (``items``: its ``--param KEY=VALUE``s, checked by its
-    registry entry) on
-    ``episodes`` held-out tasks of ``cfg``'s family, variant and H; returns (``evaluate``'s result, the validated
-    params). ValueError (one line), before any work: an unknown name or parameter, a family it does not fit,
-    tasks that do not fit in memory (``rl3jax.memory``)."""
-    get_baseline(policy)  # unknown name: the error lists the valid ones
+    registry entry) on ``episodes`` held-out tasks of ``cfg``'s family, variant and H; returns (``evaluate``'s
+    result, the validated params). ValueError (one line), before any work: an unknown name or parameter, a
+    family it does not fit, tasks that do not fit in memory (``rl3jax.memory``)."""
+    validate_params(policy, None)  # an unknown name first: the error lists the valid ones
     meta_env = make_meta_env(cfg)
     bad = [item for item in items if "=" not in item]
     if bad:
@@ -174,36 +142,36 @@ def baselines_table(rows: list[dict]) -> str:
 
 
 def run_baselines(env: str, variant: str | None, horizon: int, episodes: int, names: list[str] | None = None,
-                  batch: int = EVAL_BATCH, seed: int = 0, progress: Callable[[dict], None] | None = None) -> list[dict]:
+                  batch: int = EVAL_BATCH, seed: int = 0, progress: Callable[[dict], None] | None = None,
+                  known: dict[str, dict] | None = None) -> list[dict]:
     """Evaluates baselines on the same first ``episodes`` held-out tasks of ``env``/``variant`` at H=``horizon``.
 
-    ``names``: the baselines to run (default: every one that fits; a name that does not fit is a ValueError).
-    A baseline that is intractable at this horizon (``bayes-optimal`` beyond its limit) is skipped when
-    ``names`` is None, an error when asked for by name. Returns one dict per policy, in registry order:
-    {"policy", "mean_return", "stderr", "episodes", "normalised" ((x − random)/(oracle − random), None unless
-    random and oracle both ran), "seconds" (wall time incl. tables and compile), "step_rewards" (list of H
-    per-step mean rewards), "params", "actions" ("deterministic" or "stochastic"), "skipped" (None, or why)}. ``progress(row)`` is called after each policy.
+    ``names``: the baselines to run (default: every one that fits, skipping one intractable at this horizon; a
+    name that does not fit, or is intractable, is a ValueError). ``known``: {policy: result} to take instead of
+    evaluating (the report's cache). Returns one dict per policy, in registry order: {"policy", "mean_return",
+    "stderr", "episodes", "step_rewards" (H floats), "params", "actions" ("deterministic" or "stochastic"),
+    "skipped" (None, or why), "seconds" (wall time incl. tables and compile), "source" ("evaluated" or the known
+    result's), "normalised" ((x − random)/(oracle − random), None unless both ran)}. ``progress(row)`` is called
+    after each policy.
     """
-    cfg = TrainConfig(env=env, variant=variant or "train", horizon=horizon, algo="rl2")
-    meta_env = make_meta_env(cfg)
-    explicit = names is not None
-    names = baseline_names(meta_env) if names is None else names
-    for n in names:
+    meta_env = make_meta_env(TrainConfig(env=env, variant=variant or "train", horizon=horizon, algo="rl2"))
+    for n in names or []:
         check_fits(n, meta_env)
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     rows = []
-    for name in [n for n in BASELINES if n in names]:
+    for name in [n for n in BASELINES if n in (baseline_names(meta_env) if names is None else names)]:
         t0 = time.perf_counter()
         row = {"policy": name, "mean_return": None, "stderr": None, "episodes": 0, "step_rewards": None,
-               "params": validate_params(name, None), "actions": BASELINES[name].actions, "normalised": None,
-               "skipped": None}
+               "params": validate_params(name, None), "actions": BASELINES[name].actions, "skipped": None,
+               "source": "evaluated"}
         try:
-            res = evaluate(meta_env, name, episodes, batch=batch, seed=seed)
-            row.update(mean_return=res["mean_return"], stderr=res["stderr"], episodes=res["episodes"],
-                       step_rewards=[float(x) for x in res["step_rewards"]])
+            res = (known or {}).get(name) or evaluate(meta_env, name, episodes, batch=batch, seed=seed)
+            row.update({k: res[k] for k in ("mean_return", "stderr", "episodes", "step_rewards")},
+                       source=res.get("source", "evaluated"))
+            row["step_rewards"] = None if res["step_rewards"] is None else [float(x) for x in res["step_rewards"]]
         except IntractableError as e:
-            if explicit:
+            if names is not None:
                 raise
             row["skipped"] = str(e)
         rows.append({**row, "seconds": time.perf_counter() - t0})
@@ -221,4 +189,3 @@ def normalise(x: float | None, ref: dict) -> float | None:
     if x is None or lo is None or hi is None or hi == lo or not math.isfinite(x):
         return None
     return (x - lo) / (hi - lo)
-

@@ -147,6 +147,10 @@ class GridQEstimator(KnownStates):
         return rl3_features(self.num_actions)
 
     @property
+    def feature_dim(self) -> int:
+        return self.feature_layout.size
+
+    @property
     def coarse(self) -> bool:
         return self.abstraction == "coarse"
 
@@ -272,8 +276,7 @@ class GridQEstimator(KnownStates):
         return jnp.stack(parts).reshape(5, *lead, n * n)
 
     def solve(self, est: GridEstimatorState, q0: jax.Array) -> GridEstimatorState:
-        """Synchronous value iteration from ``q0`` (S, A): at most ``max_sweeps`` sweeps, stop once
-        max|ΔQ| < ε.
+        """Synchronous value iteration from ``q0`` (S, A): at most ``max_sweeps`` sweeps, stop once max|ΔQ| < ε.
 
         The loop runs on concrete cells in the (A, S) layout. With the coarse abstraction each cell carries
         the Q of its abstract state (both cells of a cluster hold the same values), so neighbour values are

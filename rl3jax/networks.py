@@ -1,19 +1,18 @@
-"""Actor / critic sequence models of METHOD §4: a causal transformer, a GRU and a Markov MLP.
+"""Actor / critic sequence models of METHOD §4 (a causal transformer, a GRU, a Markov MLP) and the paper's own
+code's (``transformer-v4``, ``markov-v4``).
 
-Each model is a ``SequenceModel``: a hashable (jit-static) config with pure functions
-``init`` / ``initial_carry`` / ``step`` (acting, one timestep for B sequences in lockstep) and ``sequence``
-(training, the full causal pass over (B, T, ·)). ``step`` unrolled over time equals ``sequence`` to float
-tolerance; for the transformer this is an incremental key/value cache of fixed size H+1 with positions > t
-masked, so every shape is static.
+Each model is a ``SequenceModel``: a hashable (jit-static) config with pure functions ``init`` /
+``initial_carry`` / ``step`` (acting, one timestep for B sequences in lockstep) and ``sequence`` (training, the
+full causal pass over (B, T, ·)); ``step`` unrolled over time equals ``sequence`` to float tolerance (the
+transformer keeps a key/value cache of fixed size H+1 with positions > t masked, so every shape is static).
+Inputs are float32 policy inputs of size ``in`` (METHOD §1: m); outputs float32, n = ``num_outputs`` (the
+actor's n action logits, or the critic's single value).
 
-Initialisation: hidden Dense layers keep flax's default (LeCun normal, zero bias); the output layer is
-orthogonal with a small scale (0.01 by default), so initial logits are near uniform and initial values near
-zero, the usual PPO choice. The positional embedding is N(0, 1), like ``torch.nn.Embedding``. GELU is the
-exact (erf) form, as in PyTorch's transformer layers. LayerNorm epsilon is 1e-5 (PyTorch's default).
-
-Shapes and dtypes: inputs are float32 policy inputs of size ``in`` (METHOD §1: m); outputs float32, n = the
-``num_outputs`` (the actor's n action logits, or the critic's single value). The model names are
-``rl3jax.config.MODELS``.
+METHOD §4 init: hidden Dense layers keep flax's default (LeCun normal, zero bias); the output layer is
+orthogonal with gain ``output_scale`` (0.01: near-uniform logits, near-zero values); positional embedding
+N(0, 1) like ``torch.nn.Embedding``; exact (erf) GELU and LayerNorm eps 1e-5 as PyTorch's. The v4 models
+follow RL3 commit f8121786 (main_helper_fns.jl, Flux 0.13, Transformers.jl ba20957): every Dense Glorot-uniform
+with zero bias (Flux's default; ``output_scale`` does not apply), NNlib 0.8's tanh-approximate gelu.
 """
 
 from __future__ import annotations
@@ -31,67 +30,59 @@ from rl3jax.config import MODELS
 
 # Sizes of METHOD §4.
 ENC_HIDDEN = 256  # first input layer (transformer), MLP width (markov)
-D_MODEL = 64  # transformer width; GRU input embedding
+D_MODEL = 64  # transformer width; GRU input embedding; v4 MLP width
 NUM_HEADS = 4
+HEAD_DIM = D_MODEL // NUM_HEADS
 FF_DIM = 256
 NUM_LAYERS = 2
 GRU_HIDDEN = 256
 LN_EPS = 1e-5
+#: transformer-v4's learned positional encoder slots (``LearnedPositionalEncoder(dmodel, 1024)``) and init std
+V4_POS_SLOTS = 1024
+V4_POS_STD = 0.01
 
 Params = Any
 Carry = Any
 
 _NEG_INF = jnp.finfo(jnp.float32).min
-
-# The paper's own code (RL3 commit f8121786, main_helper_fns.jl with Flux 0.13 and Transformers.jl ba20957):
-#: learned positional encoder slots (``LearnedPositionalEncoder(dmodel, 1024)``) and its init std
-V4_POS_SLOTS = 1024
-V4_POS_STD = 0.01
-#: Flux's ``Dense`` default init: Glorot (Xavier) uniform weights, zero bias
 _glorot = nn.initializers.xavier_uniform()
 
 
-def _output_dense(num_outputs: int, scale: float, name: str = "head") -> nn.Dense:
-    return nn.Dense(num_outputs, kernel_init=nn.initializers.orthogonal(scale), name=name)
+def _output_dense(num_outputs: int, scale: float) -> nn.Dense:
+    return nn.Dense(num_outputs, kernel_init=nn.initializers.orthogonal(scale), name="head")
 
 
 class _DecoderBlock(nn.Module):
-    """Post-LN causal decoder block: x = LN(x + MHA(x)); x = LN(x + FF(x)). No dropout."""
+    """Post-LN causal decoder block: x = LN(x + MHA(x)); x = LN(x + FF(x)), FF = Dense(64→256, gelu) →
+    Dense(256→64); no dropout. ``v4``: Transformers.jl's ``DecoderLayer(no_encoder=true)`` (Glorot, tanh gelu)."""
 
-    d_model: int = D_MODEL
-    num_heads: int = NUM_HEADS
-    ff_dim: int = FF_DIM
+    v4: bool = False
 
     def setup(self):
-        self.qkv = nn.Dense(3 * self.d_model, name="qkv")  # fused q, k, v projections
-        self.out = nn.Dense(self.d_model, name="out")
+        init = {"kernel_init": _glorot} if self.v4 else {}  # Flux's default for v4, else flax's
+        self.qkv = nn.Dense(3 * D_MODEL, name="qkv", **init)  # fused q, k, v projections
+        self.out = nn.Dense(D_MODEL, name="out", **init)
         self.ln1 = nn.LayerNorm(epsilon=LN_EPS, name="ln1")
-        self.ff1 = nn.Dense(self.ff_dim, name="ff1")
-        self.ff2 = nn.Dense(self.d_model, name="ff2")
+        self.ff1 = nn.Dense(FF_DIM, name="ff1", **init)
+        self.ff2 = nn.Dense(D_MODEL, name="ff2", **init)
         self.ln2 = nn.LayerNorm(epsilon=LN_EPS, name="ln2")
 
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.num_heads
-
     def _split_qkv(self, x):
-        qkv = self.qkv(x)
-        qkv = qkv.reshape(*x.shape[:-1], 3, self.num_heads, self.head_dim)
+        qkv = self.qkv(x).reshape(*x.shape[:-1], 3, NUM_HEADS, HEAD_DIM)
         return qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
 
     def _finish(self, x, attn):
         x = self.ln1(x + self.out(attn.reshape(x.shape)))
-        return self.ln2(x + self.ff2(nn.gelu(self.ff1(x), approximate=False)))
+        return self.ln2(x + self.ff2(nn.gelu(self.ff1(x), approximate=self.v4)))
 
     def __call__(self, x):
         """Full causal pass: x (B, T, d) -> (B, T, d)."""
         q, k, v = self._split_qkv(x)  # (B, T, h, hd)
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(self.head_dim)
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(HEAD_DIM)
         t = x.shape[-2]
         causal = jnp.tril(jnp.ones((t, t), dtype=bool))
         weights = jax.nn.softmax(jnp.where(causal, logits, _NEG_INF), axis=-1)
-        attn = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
-        return self._finish(x, attn)
+        return self._finish(x, jnp.einsum("bhqk,bkhd->bqhd", weights, v))
 
     def step(self, x, k_all, v_all, layer: int, t):
         """One timestep: x (B, d); caches (L, B, S, h, hd) for all layers. Writes this layer's slot t in
@@ -100,35 +91,43 @@ class _DecoderBlock(nn.Module):
         k_all = jax.lax.dynamic_update_slice(k_all, k[None, :, None], (layer, 0, t, 0, 0))
         v_all = jax.lax.dynamic_update_slice(v_all, v[None, :, None], (layer, 0, t, 0, 0))
         k_cache, v_cache = k_all[layer], v_all[layer]
-        logits = jnp.einsum("bhd,bshd->bhs", q, k_cache) / math.sqrt(self.head_dim)
+        logits = jnp.einsum("bhd,bshd->bhs", q, k_cache) / math.sqrt(HEAD_DIM)
         visible = jnp.arange(k_cache.shape[1]) <= t
         weights = jax.nn.softmax(jnp.where(visible, logits, _NEG_INF), axis=-1)
-        attn = jnp.einsum("bhs,bshd->bhd", weights, v_cache)
-        return self._finish(x, attn), k_all, v_all
+        return self._finish(x, jnp.einsum("bhs,bshd->bhd", weights, v_cache)), k_all, v_all
 
 
 class Transformer(nn.Module):
-    """METHOD §4 transformer: Dense 256 → Dense 64 → LN → + pos-emb (H+1) → 2 post-LN blocks → relu → Dense.
-
-    ``__call__``: the full causal pass; ``step``: one timestep with a key/value cache carry (``SequenceModel``).
-    """
+    """METHOD §4 transformer: Dense 256 → Dense 64 → LN → + pos-emb (H+1 slots) → 2 post-LN blocks → relu →
+    Dense. ``v4``: the paper's code's (``model == "transformer"``): Dense(in→64, no bias, weights Glorot × √64) →
+    LN → + learned positional encoding (1024 slots, N(0, 0.01²)) → 2 v4 blocks → Dense(64→n), no relu.
+    ``__call__``: the full causal pass; ``step``: one timestep with a key/value cache carry (``SequenceModel``)."""
 
     num_outputs: int
     horizon: int
     output_scale: float = 0.01
+    v4: bool = False
 
     def setup(self):
-        self.enc1 = nn.Dense(ENC_HIDDEN, name="enc1")
-        self.enc2 = nn.Dense(D_MODEL, name="enc2")
+        if self.v4:
+            self.embed = nn.Dense(D_MODEL, use_bias=False, name="embed",  # Glorot × √d
+                                  kernel_init=lambda *args: _glorot(*args) * math.sqrt(D_MODEL))
+            pos = nn.initializers.normal(stddev=V4_POS_STD), (V4_POS_SLOTS, D_MODEL)
+            self.head = nn.Dense(self.num_outputs, kernel_init=_glorot, name="head")
+        else:
+            self.enc1 = nn.Dense(ENC_HIDDEN, name="enc1")
+            self.enc2 = nn.Dense(D_MODEL, name="enc2")
+            pos = nn.initializers.normal(stddev=1.0), (self.horizon + 1, D_MODEL)
+            self.head = _output_dense(self.num_outputs, self.output_scale)
         self.ln_in = nn.LayerNorm(epsilon=LN_EPS, name="ln_in")
-        self.pos_embedding = self.param(
-            "pos_embedding", nn.initializers.normal(stddev=1.0), (self.horizon + 1, D_MODEL)
-        )
-        self.blocks = [_DecoderBlock(name=f"block{i}") for i in range(NUM_LAYERS)]
-        self.head = _output_dense(self.num_outputs, self.output_scale)
+        self.pos_embedding = self.param("pos_embedding", *pos)
+        self.blocks = [_DecoderBlock(v4=self.v4, name=f"block{i}") for i in range(NUM_LAYERS)]
 
     def _embed(self, x):
-        return self.ln_in(nn.relu(self.enc2(nn.relu(self.enc1(x)))))
+        return self.ln_in(self.embed(x) if self.v4 else nn.relu(self.enc2(nn.relu(self.enc1(x)))))
+
+    def _head(self, h):
+        return self.head(h if self.v4 else nn.relu(h))
 
     def __call__(self, xs):
         """xs (B, T, in), T <= H + 1 -> (B, T, n)."""
@@ -137,7 +136,7 @@ class Transformer(nn.Module):
         h = self._embed(xs) + self.pos_embedding[: xs.shape[-2]]
         for block in self.blocks:
             h = block(h)
-        return self.head(nn.relu(h))
+        return self._head(h)
 
     def step(self, carry, x):
         """x (B, in) at position ``carry['t']`` (the same for all B; < H + 1) -> (carry, (B, n))."""
@@ -146,7 +145,7 @@ class Transformer(nn.Module):
         k_all, v_all = carry["k"], carry["v"]
         for i, block in enumerate(self.blocks):
             h, k_all, v_all = block.step(h, k_all, v_all, i, t)
-        return {"k": k_all, "v": v_all, "t": t + 1}, self.head(nn.relu(h))
+        return {"k": k_all, "v": v_all, "t": t + 1}, self._head(h)
 
 
 class GRU(nn.Module):
@@ -164,13 +163,8 @@ class GRU(nn.Module):
         """xs (B, T, in) -> (B, T, n), from a zero hidden state; input and output layers batched over T."""
         e = nn.relu(self.enc(xs))
         h0 = jnp.zeros((xs.shape[0], GRU_HIDDEN), e.dtype)
-        scan = nn.scan(
-            lambda cell, c, x: cell(c, x),
-            variable_broadcast="params",
-            split_rngs={"params": False},
-            in_axes=1,
-            out_axes=1,
-        )
+        scan = nn.scan(lambda cell, c, x: cell(c, x), variable_broadcast="params", split_rngs={"params": False},
+                       in_axes=1, out_axes=1)
         _, hs = scan(self.cell, h0, e)
         return self.head(hs)
 
@@ -181,91 +175,21 @@ class GRU(nn.Module):
 
 
 class Markov(nn.Module):
-    """METHOD §4 RL³ (Markov): MLP 256-256 (relu) on the current input only."""
+    """METHOD §4 RL³ (Markov): MLP 256-256 (relu) on the current input only. ``v4``: the paper's code's
+    (``model == "markov"``): 64-64, all Glorot."""
 
     num_outputs: int
     output_scale: float = 0.01
+    v4: bool = False
 
     @nn.compact
     def __call__(self, x):
         """x (..., in) -> (..., n), each step on its own."""
-        x = nn.relu(nn.Dense(ENC_HIDDEN, name="fc1")(x))
-        x = nn.relu(nn.Dense(ENC_HIDDEN, name="fc2")(x))
-        return _output_dense(self.num_outputs, self.output_scale)(x)
-
-    def step(self, carry, x):
-        return carry, self(x)
-
-
-class _DecoderBlockV4(_DecoderBlock):
-    """Transformers.jl ``DecoderLayer(no_encoder=true)``: post-LN x = LN(MHA(x) + x); x = LN(FF(x) + x), FF =
-    Dense(64→256, gelu) → Dense(256→64). NNlib 0.8's ``gelu`` is the tanh approximation; every Dense is
-    Glorot-uniform with zero bias (Flux's default); LayerNorm eps 1e-5 (Flux's default)."""
-
-    def setup(self):
-        self.qkv = nn.Dense(3 * self.d_model, kernel_init=_glorot, name="qkv")
-        self.out = nn.Dense(self.d_model, kernel_init=_glorot, name="out")
-        self.ln1 = nn.LayerNorm(epsilon=LN_EPS, name="ln1")
-        self.ff1 = nn.Dense(self.ff_dim, kernel_init=_glorot, name="ff1")
-        self.ff2 = nn.Dense(self.d_model, kernel_init=_glorot, name="ff2")
-        self.ln2 = nn.LayerNorm(epsilon=LN_EPS, name="ln2")
-
-    def _finish(self, x, attn):
-        x = self.ln1(x + self.out(attn.reshape(x.shape)))
-        return self.ln2(x + self.ff2(nn.gelu(self.ff1(x), approximate=True)))
-
-
-class TransformerV4(nn.Module):
-    """The paper's transformer (main_helper_fns.jl, ``model == "transformer"``): Dense(in→64, no bias, weights
-    Glorot-uniform × √64) → LayerNorm → + learned positional encoding (1024 slots, N(0, 0.01²)) → 2 post-LN
-    decoder blocks (4 heads of 16, feed-forward 256, gelu) → Dense(64→n). No activation before the head, whose
-    init is Glorot-uniform (Flux's default; ``output_scale`` does not apply)."""
-
-    num_outputs: int
-    horizon: int
-
-    def setup(self):
-        def scaled_glorot(key, shape, dtype=jnp.float32):
-            return _glorot(key, shape, dtype) * math.sqrt(D_MODEL)
-
-        self.embed = nn.Dense(D_MODEL, use_bias=False, kernel_init=scaled_glorot, name="embed")
-        self.ln_in = nn.LayerNorm(epsilon=LN_EPS, name="ln_in")
-        self.pos_embedding = self.param(
-            "pos_embedding", nn.initializers.normal(stddev=V4_POS_STD), (V4_POS_SLOTS, D_MODEL))
-        self.blocks = [_DecoderBlockV4(name=f"block{i}") for i in range(NUM_LAYERS)]
-        self.head = nn.Dense(self.num_outputs, kernel_init=_glorot, name="head")
-
-    def __call__(self, xs):
-        """xs (B, T, in), T <= min(H + 1, 1024) -> (B, T, n)."""
-        if xs.shape[-2] > min(self.horizon + 1, V4_POS_SLOTS):
-            raise ValueError(f"sequence length {xs.shape[-2]} exceeds min(horizon + 1, {V4_POS_SLOTS})")
-        h = self.ln_in(self.embed(xs)) + self.pos_embedding[: xs.shape[-2]]
-        for block in self.blocks:
-            h = block(h)
-        return self.head(h)
-
-    def step(self, carry, x):
-        """x (B, in) at position ``carry['t']`` (< min(H + 1, 1024)) -> (carry, (B, n))."""
-        t = carry["t"]
-        h = self.ln_in(self.embed(x)) + jax.lax.dynamic_index_in_dim(self.pos_embedding, t, axis=0, keepdims=False)
-        k_all, v_all = carry["k"], carry["v"]
-        for i, block in enumerate(self.blocks):
-            h, k_all, v_all = block.step(h, k_all, v_all, i, t)
-        return {"k": k_all, "v": v_all, "t": t + 1}, self.head(h)
-
-
-class MarkovV4(nn.Module):
-    """The paper's Markov MLP (``model == "markov"``): Dense(in→64, relu) → Dense(64→64, relu) → Dense(64→n),
-    all Glorot-uniform with zero bias (``output_scale`` does not apply)."""
-
-    num_outputs: int
-
-    @nn.compact
-    def __call__(self, x):
-        """x (..., in) -> (..., n), each step on its own."""
-        x = nn.relu(nn.Dense(D_MODEL, kernel_init=_glorot, name="fc1")(x))
-        x = nn.relu(nn.Dense(D_MODEL, kernel_init=_glorot, name="fc2")(x))
-        return nn.Dense(self.num_outputs, kernel_init=_glorot, name="head")(x)
+        width, init = (D_MODEL, {"kernel_init": _glorot}) if self.v4 else (ENC_HIDDEN, {})
+        x = nn.relu(nn.Dense(width, name="fc1", **init)(x))
+        x = nn.relu(nn.Dense(width, name="fc2", **init)(x))
+        return (nn.Dense(self.num_outputs, name="head", **init) if self.v4
+                else _output_dense(self.num_outputs, self.output_scale))(x)
 
     def step(self, carry, x):
         return carry, self(x)
@@ -276,8 +200,7 @@ class SequenceModel:
     """A linen module plus pure ``init`` / ``initial_carry`` / ``step`` / ``sequence`` (hashable, jit-static).
 
     ``kind``: one of ``rl3jax.config.MODELS``; ``num_outputs``: n (logits) or 1 (value); ``horizon``: H, the
-    longest sequence is H + 1 steps. All B sequences advance in lockstep, so the transformer position is a scalar
-    in the carry.
+    longest sequence is H + 1 steps. All B sequences advance in lockstep (the transformer's position is a scalar).
     """
 
     kind: str
@@ -287,9 +210,8 @@ class SequenceModel:
 
     @functools.partial(jax.jit, static_argnames=("self", "input_dim"))
     def init(self, key: jax.Array, input_dim: int) -> Params:
-        """Parameters (a float32 pytree) for inputs of size ``input_dim`` from a PRNG key, created through the
-        ``step`` path (which touches every parameter); jitted (and so cached per model and input size), since
-        op-by-op initialisation is slow."""
+        """Parameters (a float32 pytree) for inputs of size ``input_dim``, created through ``step`` (which
+        touches every parameter); jitted (cached per model and input size): op-by-op initialisation is slow."""
         x = jnp.zeros((1, input_dim), jnp.float32)
         return self.module.init(key, self.initial_carry(1), x, method=self.module.step)
 
@@ -297,12 +219,9 @@ class SequenceModel:
         """Transformer: {'k','v': (L, B, H+1, heads, d/heads) zeros, 't': int32 0}; GRU: (B, 256) zeros;
         markov: a dummy int32 scalar."""
         if self.kind in ("transformer", "transformer-v4"):
-            shape = (NUM_LAYERS, batch_size, self.horizon + 1, NUM_HEADS, D_MODEL // NUM_HEADS)
-            return {
-                "k": jnp.zeros(shape, jnp.float32),
-                "v": jnp.zeros(shape, jnp.float32),
-                "t": jnp.zeros((), jnp.int32),
-            }
+            shape = (NUM_LAYERS, batch_size, self.horizon + 1, NUM_HEADS, HEAD_DIM)
+            return {"k": jnp.zeros(shape, jnp.float32), "v": jnp.zeros(shape, jnp.float32),
+                    "t": jnp.zeros((), jnp.int32)}
         if self.kind == "gru":
             return jnp.zeros((batch_size, GRU_HIDDEN), jnp.float32)
         return jnp.zeros((), jnp.int32)
@@ -313,31 +232,25 @@ class SequenceModel:
         return self.module.apply(params, carry, x, method=self.module.step)
 
     def sequence(self, params: Params, xs: jax.Array) -> jax.Array:
-        """Full causal pass from the initial carry (training): xs (B, T, in) float32 -> (B, T, n) float32; equals
-        ``step`` unrolled over T to float tolerance. ValueError (transformers) when T > H + 1 (or 1024 slots)."""
+        """Full causal pass from the initial carry (training): xs (B, T, in) float32 -> (B, T, n) float32.
+        ValueError (transformers) when T > H + 1."""
         return self.module.apply(params, xs)
 
 
 def make_network(kind: str, num_outputs: int, horizon: int, output_scale: float = 0.01) -> SequenceModel:
-    """Build a METHOD §4 network ('transformer', 'gru', 'markov'), or the paper's own code's ('transformer-v4',
-    'markov-v4'): ``kind`` one of ``rl3jax.config.MODELS``; ``num_outputs``: n action logits (actor) or 1 (critic);
-    ``horizon``: H (the transformers' positional slots: H + 1); ``output_scale``: the orthogonal-init gain of the
-    final layer of the METHOD §4 networks (the v4 ones use Flux's Glorot init).
-
-    Raises ValueError for an unknown kind, or transformer-v4 with horizon + 1 > 1024."""
-    if kind == "transformer":
-        module = Transformer(num_outputs=num_outputs, horizon=horizon, output_scale=output_scale)
-    elif kind == "gru":
-        module = GRU(num_outputs=num_outputs, output_scale=output_scale)
-    elif kind == "markov":
-        module = Markov(num_outputs=num_outputs, output_scale=output_scale)
-    elif kind == "transformer-v4":
-        if horizon + 1 > V4_POS_SLOTS:
+    """The network ``kind`` (one of ``rl3jax.config.MODELS``) with ``num_outputs`` n action logits (actor) or 1
+    (critic), for horizon H (the transformers' positions: H + 1); ``output_scale``: the orthogonal gain of the
+    METHOD §4 networks' output layer. Raises ValueError for an unknown kind, or transformer-v4 with H + 1 > 1024."""
+    v4 = kind.endswith("-v4")
+    if kind in ("transformer", "transformer-v4"):
+        if v4 and horizon + 1 > V4_POS_SLOTS:
             raise ValueError(f"transformer-v4 has {V4_POS_SLOTS} positional slots (as the original); horizon "
                              f"{horizon} needs {horizon + 1}")
-        module = TransformerV4(num_outputs=num_outputs, horizon=horizon)
-    elif kind == "markov-v4":
-        module = MarkovV4(num_outputs=num_outputs)
+        module = Transformer(num_outputs=num_outputs, horizon=horizon, output_scale=output_scale, v4=v4)
+    elif kind == "gru":
+        module = GRU(num_outputs=num_outputs, output_scale=output_scale)
+    elif kind in ("markov", "markov-v4"):
+        module = Markov(num_outputs=num_outputs, output_scale=output_scale, v4=v4)
     else:
         raise ValueError(f"unknown network kind {kind!r}; valid kinds are {', '.join(MODELS)}")
     return SequenceModel(kind=kind, num_outputs=num_outputs, horizon=horizon, module=module)

@@ -24,11 +24,8 @@ REF_STYLE = {"random": ("0.45", ":"), "oracle": ("black", "--")}
 
 
 def wall_seconds(rows: list[dict], batch_steps: int) -> np.ndarray:
-    """Training seconds up to each row (shape (rows,)): the cumulative sum of ``batch_steps /
-    steps_per_second`` (``steps_per_second`` is its chunk's, so each row gets an equal share of the chunk's
-    wall time, compile included, held-out evaluations and checkpoints excluded)."""
+    """Training seconds up to each row (shape (rows,)), as the module's docstring says."""
     return np.cumsum([batch_steps / r["steps_per_second"] for r in rows])
-
 
 
 def mean_band(ys: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -43,22 +40,21 @@ def mean_band(ys: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.
     return m, m - half, m + half
 
 
-
 def best_classical(baselines: dict[str, dict]) -> str | None:
     """The best baseline by held-out mean return other than random and oracle (None if there is none)."""
     others = [n for n in baselines if n not in REFERENCE and math.isfinite(baselines[n]["mean_return"])]
     return max(others, key=lambda n: baselines[n]["mean_return"]) if others else None
 
 
-
 def _new_figure(w: float, h: float, ncols: int):
+    """(figure, its ``ncols`` axes side by side, the tab10 colours) without pyplot."""
+    import matplotlib as mpl
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(w, h), dpi=110)
     FigureCanvasAgg(fig)
-    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
-    return fig, axes
+    return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)], mpl.colormaps["tab10"]
 
 
 def _plot(ax, lines: list, data: dict, color, style: str, marker, label: str | None, key: str):
@@ -67,20 +63,6 @@ def _plot(ax, lines: list, data: dict, color, style: str, marker, label: str | N
     if data.get("lo") is not None:
         ax.fill_between(data["x"], data["lo"], data["hi"], color=color, alpha=0.2, lw=0)
     lines.append({"key": key, "label": label, **data})
-
-
-def _reference(baselines: dict) -> list[dict]:
-    """Horizontal lines of random, oracle and the best classical baseline, each label with its action kind
-    and number of held-out tasks."""
-    best = best_classical(baselines)
-    out = []
-    for name in [n for n in REFERENCE if n in baselines] + ([best] if best else []):
-        b = baselines[name]
-        color, style = REF_STYLE.get(name, ("tab:purple", "-."))
-        what = name if name in REFERENCE else f"best classical baseline, {name}"
-        out.append({"key": f"ref/{name}", "name": name, "y": b["mean_return"], "color": color, "style": style,
-                    "label": f"{what} ({b['actions']}, {b['episodes']} tasks): {b['mean_return']:.2f}"})
-    return out
 
 
 def _finish(fig, ax, title: str, path: str | None, top: float, bottom: float, **adjust):
@@ -99,17 +81,12 @@ def learning_curve(runs: list, groups: list[dict], baselines: dict, header: str,
     {"key", "label", "x", "y", "lo", "hi"} (key: "{steps|wall}/{train|eval|eval_greedy}/{group label}" or
     "ref/{policy}", also the matplotlib line's gid; x: environment steps or seconds, None for a horizontal
     reference line; y: return per meta-episode; lo/hi: the shaded 95% band across seeds, or None)."""
-    import matplotlib as mpl
-
-    colors = mpl.colormaps["tab10"]
-    fig, (ax_s, ax_w) = _new_figure(14, 6.2, 2)
+    fig, (ax_s, ax_w), colors = _new_figure(14, 6.2, 2)
     lines: list[dict] = []
     for gi, g in enumerate(groups):
         members = [runs[i] for i in g["runs"]]
-        color = colors(gi % 10)
         # iterations every seed has (a run stopped early by --max-seconds is cut to the common part)
-        common = set.intersection(*[{r["iteration"] for r in m.rows} for m in members])
-        its = sorted(common)
+        its = sorted(set.intersection(*[{r["iteration"] for r in m.rows} for m in members]))
         by_it = [{r["iteration"]: (r, w) for r, w in zip(m.rows, wall_seconds(m.rows, m.cfg.batch_steps))}
                  for m in members]
         steps = np.array([by_it[0][i][0]["env_steps"] for i in its], float)
@@ -128,35 +105,35 @@ def learning_curve(runs: list, groups: list[dict], baselines: dict, header: str,
                 what = what.replace("held-out", f"held-out ({by_it[0][sel[0]][0]['eval_episodes']} tasks)")
             label = f"{g['label']}: {what}" + (f" (mean of {n} seeds, 95% t-interval)" if n > 1 else "")
             for ax, panel, x in ((ax_s, "steps", steps[mask]), (ax_w, "wall", wall[mask])):
-                _plot(ax, lines, {"x": x, "y": m, "lo": lo, "hi": hi}, color, style, marker,
+                _plot(ax, lines, {"x": x, "y": m, "lo": lo, "hi": hi}, colors(gi % 10), style, marker,
                       label if panel == "steps" else None, f"{panel}/{kind}/{g['label']}")
-    refs = _reference(baselines)
+    best = best_classical(baselines)  # reference lines: random, oracle, the best classical baseline
+    for name in [n for n in REFERENCE if n in baselines] + ([best] if best else []):
+        b, (color, style) = baselines[name], REF_STYLE.get(name, ("tab:purple", "-."))
+        what = name if name in REFERENCE else f"best classical baseline, {name}"
+        label = f"{what} ({b['actions']}, {b['episodes']} tasks): {b['mean_return']:.2f}"
+        for ax in (ax_s, ax_w):
+            ax.axhline(b["mean_return"], color=color, ls=style, lw=1.2, label=label).set_gid(f"ref/{name}")
+        lines.append({"key": f"ref/{name}", "label": label, "x": None, "y": b["mean_return"], "lo": None, "hi": None})
     for ax in (ax_s, ax_w):
-        for r in refs:
-            ax.axhline(r["y"], color=r["color"], ls=r["style"], lw=1.2, label=r["label"]).set_gid(r["key"])
         ax.set_ylabel("return per meta-episode (sum of H rewards)")
         ax.grid(alpha=0.3)
-    lines += [{"key": r["key"], "label": r["label"], "x": None, "y": r["y"], "lo": None, "hi": None} for r in refs]
-    ax_s.set_xlabel("environment steps")
-    ax_s.set_title("against environment steps")
-    ax_w.set_xlabel("training wall-clock seconds (incl. compile, excl. held-out evaluations; mean over seeds)")
-    ax_w.set_title("against wall-clock time")
+    ax_s.set(xlabel="environment steps", title="against environment steps")
+    ax_w.set(xlabel="training wall-clock seconds (incl. compile, excl. held-out evaluations; mean over seeds)",
+             title="against wall-clock time")
     _finish(fig, ax_s, "Learning curves — " + header + "\ntraining return: mean over the PPO batch's tasks at "
             "each iteration; held-out: the run's eval_every evaluations; reference lines: baselines on the "
-            "report's held-out tasks (each label gives its number of tasks)", path, 0.86, 0.12, left=0.06,
-            wspace=0.2)
+            "report's held-out tasks (each label gives its number of tasks)", path, 0.86, 0.12, left=0.06, wspace=0.2)
     return fig, lines
 
 
-def adaptation_curve(runs: list, groups: list[dict], evals: list[dict], baselines: dict, header: str,
-                     path: str | None):
+def adaptation_curve(runs: list, groups: list[dict], evals: list[dict], baselines: dict, header: str, path: str | None):
     """Draws adaptation.png (to ``path`` if given); returns (figure, lines): {"key", "label", "x" (steps
     1..H), "y" (mean reward at step t over the held-out tasks; mean over seeds), "lo", "hi"}; key (also the
     line's gid) "{stochastic|greedy}/{group label}" or "baseline/{policy}"."""
     import matplotlib as mpl
 
-    colors = mpl.colormaps["tab10"]
-    fig, (ax,) = _new_figure(11, 7, 1)
+    fig, (ax,), colors = _new_figure(11, 7, 1)
     lines: list[dict] = []
     horizon = runs[0].cfg.horizon
     t = np.arange(1, horizon + 1)
@@ -178,10 +155,9 @@ def adaptation_curve(runs: list, groups: list[dict], evals: list[dict], baseline
             color, k = extra(k % 8), k + 1
         _plot(ax, lines, {"x": t, "y": np.asarray(b["step_rewards"]), "lo": None, "hi": None}, color, style, None,
               f"baseline: {name} ({b['actions']})", f"baseline/{name}")
-    ax.set_xlabel("step t of the meta-episode")
-    ax.set_ylabel("mean reward at step t over the held-out tasks")
+    ax.set(xlabel="step t of the meta-episode", ylabel="mean reward at step t over the held-out tasks",
+           xlim=(0.5, horizon + 0.5))
     ax.grid(alpha=0.3)
-    ax.set_xlim(0.5, horizon + 0.5)
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -9,9 +9,9 @@ only at the edges (checkpoint files, metrics rows, evaluation).
 members are the product settings x seeds (the first sweep outermost, the seeds innermost). Each member is
 exactly the run ``rl3jax train`` would do alone with the member's config; nothing is averaged.
 
-Sweepable (values that live in the state, so one compile serves every setting): ``lr`` (the actor's and the
-critic's ``optax.inject_hyperparams`` ``learning_rate``), ``critic_weight_decay`` and every entry of
-``TrainState.hparams`` (``ent_coef``, ``gae_lambda``, ...). What changes shapes or code needs separate runs.
+Sweepable (values that live in the state, so one compile serves every setting): the fields of
+``config.HParams`` (``TrainState.hparams``: ``lr``, ``critic_weight_decay``, ``ent_coef``, ``gae_lambda``).
+Anything that changes shapes or code (H, num_envs, model, epochs) needs separate runs.
 
 Folder (``out``): ``population.json`` (base config, seeds, sweep, members), ``config.json`` (the base config),
 ``checkpoint.json`` (the step every member saved) and one ordinary run folder per member, ``seed{S}`` or
@@ -29,13 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from rl3jax import distributed
-from rl3jax.config import SWEEPABLE, TrainConfig
+from rl3jax.config import HParams, TrainConfig
 from rl3jax.train import Trainer, TrainState, make_train
-
-#: where each of ``config.OPT_HPARAM_FIELDS`` lives in the optimiser states (name -> [(optimiser field,
-#: hyper-parameter key)]); the other ``config.SWEEPABLE`` names are the keys of ``TrainState.hparams``
-OPT_HPARAMS = {"lr": [("actor_opt", "learning_rate"), ("critic_opt", "learning_rate")],
-               "critic_weight_decay": [("critic_opt", "weight_decay")]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,28 +53,6 @@ class Member:
         return {"index": self.index, "name": self.name, "seed": self.seed, "settings": dict(self.settings)}
 
 
-def parse_sweep(items: list[str] | None) -> dict[str, list[float]]:
-    """``["lr=1e-3,3e-4", "ent_coef=0,0.01"]`` -> ``{"lr": [1e-3, 3e-4], "ent_coef": [0.0, 0.01]}``."""
-    out: dict[str, list[float]] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"--sweep expects NAME=V1,V2,..., got {item!r}")
-        name, raw = item.split("=", 1)
-        name = name.strip().replace("-", "_")
-        if name in out:
-            raise ValueError(f"--sweep {name} given twice")
-        try:
-            values = [float(v) for v in raw.split(",") if v.strip()]
-        except ValueError:
-            raise ValueError(f"--sweep {name}: values must be numbers, got {raw!r}") from None
-        if not values:
-            raise ValueError(f"--sweep {name}: no values")
-        if len(set(values)) != len(values):
-            raise ValueError(f"--sweep {name}: repeated values {values}")
-        out[name] = values
-    return out
-
-
 def make_members(cfg: TrainConfig, seeds: int = 1, sweep: dict[str, list[float]] | None = None) -> list[Member]:
     """The members of ``seeds`` seeds x the ``sweep``'s settings (order: module docstring). ValueError for
     ``seeds`` < 1, a name that is no config field, or a member config that is invalid (e.g. lr <= 0)."""
@@ -90,7 +63,7 @@ def make_members(cfg: TrainConfig, seeds: int = 1, sweep: dict[str, list[float]]
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     for name in names:
         if name not in fields:
-            raise ValueError(f"--sweep {name}: not a config field (sweepable: {', '.join(SWEEPABLE)})")
+            raise ValueError(f"--sweep {name}: not a config field (sweepable: {', '.join(HParams._fields)})")
     members = []
     for combo in itertools.product(*[sweep[n] for n in names]):
         for i in range(seeds):
@@ -110,8 +83,9 @@ class Population:
 
     def __post_init__(self):
         for name, _ in self.members[0].settings:
-            if name not in SWEEPABLE:
-                raise ValueError(f"--sweep {name}: not sweepable in one compile; sweepable: {', '.join(SWEEPABLE)} "
+            if name not in HParams._fields:
+                raise ValueError(f"--sweep {name}: not sweepable in one compile; sweepable: "
+                                 f"{', '.join(HParams._fields)} "
                                  "(other settings change shapes or code: use separate runs)")
 
     @property
@@ -140,21 +114,10 @@ class Population:
         return self.apply_settings(state)
 
     def apply_settings(self, state: TrainState) -> TrainState:
-        """``state`` (stacked) with each member's swept values in its optimiser states and ``hparams``."""
-        names = [n for n, _ in self.members[0].settings]
-        for name in names:
-            values = jnp.asarray([dict(m.settings)[name] for m in self.members], jnp.float32)
-            if name in OPT_HPARAMS:
-                for field, key in OPT_HPARAMS[name]:
-                    opt = getattr(state, field)
-                    hp = dict(opt.hyperparams)
-                    hp[key] = values.astype(hp[key].dtype)
-                    state = state.replace(**{field: opt._replace(hyperparams=hp)})
-            else:
-                hp = dict(state.hparams)
-                hp[name] = values.astype(hp[name].dtype)
-                state = state.replace(hparams=hp)
-        return state
+        """``state`` (stacked) with each member's swept values in ``state.hparams`` (float32)."""
+        swept = {name: jnp.asarray([dict(m.settings)[name] for m in self.members], jnp.float32)
+                 for name, _ in self.members[0].settings}
+        return state.replace(hparams=state.hparams._replace(**swept))
 
     def chunk(self, state: TrainState, num_iters: int):
         """``num_iters`` iterations of every member in one scan; metrics of shape (num_iters, members)."""

@@ -4,16 +4,11 @@ adaptation curves, for one run or several side by side (seeds, algorithms, model
 Writes into ``DIR``:
 
 - ``results.json`` and ``results.md``: per run the held-out mean return ± standard error (std/√n) over the
-  first N test tasks of ``rl3jax.evaluate`` (one meta-episode each, METHOD §3 "Test sets"), for the stochastic
-  and the greedy policy, and its normalised score (x − random)/(oracle − random); per setting with several
-  seeds (runs grouped by their config minus ``seed`` and the driver's bookkeeping fields) the interquartile
-  mean (IQM) of the seeds' held-out means with a 95% stratified bootstrap confidence interval (percentile
-  method, as rliable's ``get_interval_estimates``; one task family and variant is one stratum, so the
-  bootstrap resamples seeds); the family's baselines (``rl3jax.evaluate.baseline_names``) on the same tasks,
-  each with its kind of actions (deterministic or stochastic) and a one-line description.
-- ``learning_curve.png`` and ``adaptation.png`` (``rl3jax.plots``): training and held-out return against
-  environment steps and wall-clock seconds, with random, oracle and the best classical baseline on the N
-  held-out tasks as reference lines; the mean reward at each step of the meta-episode, runs and baselines.
+  first N test tasks of ``rl3jax.evaluate`` (METHOD §3 "Test sets"), stochastic and greedy, and its normalised
+  score (x − random)/(oracle − random); per setting with several seeds (config minus ``NOT_SETTING``) the
+  interquartile mean (IQM) of the seeds' means with a 95% bootstrap interval (``iqm_ci``); the family's
+  baselines on the same tasks (``rl3jax.evaluate.run_baselines``), with their kind of actions and a description.
+- ``learning_curve.png`` and ``adaptation.png`` (``rl3jax.plots``).
 - ``cache.json``: the held-out evaluations made for this report (reused by the next report into ``DIR``).
 
 A family registered from Python (``rl3jax.envs.registry.register``) is unknown to the ``rl3jax`` command: report
@@ -23,6 +18,7 @@ its runs from Python with ``make_report`` (``report_hint`` says which applies to
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import math
 import os
@@ -32,16 +28,15 @@ import warnings
 
 import numpy as np
 
-from rl3jax.baselines import BASELINES, IntractableError
-from rl3jax.config import GREEDY, POLICY_MODES, RUN_CONTROL, STOCHASTIC, TrainConfig
+from rl3jax.baselines import BASELINES
+from rl3jax.config import GREEDY, POLICY_MODES, RUN_CONTROL, STOCHASTIC
 from rl3jax.envs import catalog
 from rl3jax.envs.registry import BUILT_IN, variants
-from rl3jax.evaluate import HeldOutEvaluator, baseline_names, evaluate, normalise
+from rl3jax.evaluate import HeldOutEvaluator, normalise, run_baselines
 from rl3jax.outputs import atomic_write, atomic_write_json
 from rl3jax.plots import REFERENCE, adaptation_curve, best_classical, learning_curve
 from rl3jax.runfiles import check_evaluable
 from rl3jax.runs import Run, expand_runs, load_run
-from rl3jax.train import make_meta_env
 
 #: config fields that do not define a setting (seeds of one setting differ only in these)
 NOT_SETTING = ("seed", *RUN_CONTROL)
@@ -50,51 +45,35 @@ NOT_SETTING = ("seed", *RUN_CONTROL)
 # ------------------------------------------------------------------------------------------ runs
 @dataclasses.dataclass
 class RunInfo:
-    """A run of the report: the loaded run, its display name, metrics rows and evaluated checkpoint."""
+    """A run of the report: the loaded run, its short unique display name, metrics.jsonl rows and the latest
+    checkpoint's iteration (what the held-out evaluation measures)."""
 
     run: Run
-    name: str  # short unique display name
-    rows: list  # metrics.jsonl rows
-    iteration: int  # the latest checkpoint's iteration (what the held-out evaluation measures)
+    name: str
+    rows: list
+    iteration: int
 
-    @property
-    def path(self) -> str:
-        return self.run.path
-
-    @property
-    def cfg(self) -> TrainConfig:
-        return self.run.cfg
-
-    @property
-    def setting(self) -> tuple:
-        return tuple(sorted((k, v) for k, v in self.cfg.to_dict().items() if k not in NOT_SETTING))
+    def __post_init__(self):
+        self.path, self.cfg = self.run.path, self.run.cfg
+        self.setting = tuple(sorted((k, v) for k, v in self.cfg.to_dict().items() if k not in NOT_SETTING))
 
 
-def resolve_runs(paths: list[str]) -> list[str]:
-    """Run folders from the command line: population folders (population.json) expand to their members.
+def load_runs(paths: list[str]) -> list[RunInfo]:
+    """The runs of ``paths`` (population folders expand to their members) with their metrics rows and newest
+    checkpoint step; names unique (a population member keeps its population's name: ``pop/seed0``).
 
-    Raises ValueError for zero runs or a missing path; ``RunFolderError`` for a folder that is not a trained
-    run (``rl3jax.runfiles.check_evaluable``: no config.json and metrics.jsonl, or no checkpoint)."""
+    Raises ValueError for zero runs, a missing path or a run without metrics rows; ``RunFolderError`` for a
+    folder that is not a trained run (``rl3jax.runfiles.check_evaluable``)."""
     if not paths:
         raise ValueError("no run folders given; pass one or more folders written by `rl3jax train`")
     for p in paths:
         if not os.path.isdir(p):
             raise ValueError(f"{p} is not a folder (expected a run folder written by `rl3jax train`)")
-    out = expand_runs(paths)
-    for m in out:
-        check_evaluable(m)
-    return out
-
-
-def load_runs(paths: list[str]) -> list[RunInfo]:
-    """The runs of ``paths`` (run folders with a checkpoint, from ``resolve_runs``) with their metrics rows and
-    newest checkpoint step; names unique (a population member keeps its population's name: ``pop/seed0``).
-    ValueError for a run without metrics rows."""
     runs = []
-    for p in paths:
+    for p in expand_runs(paths):
+        check_evaluable(p)
         run = load_run(p)
-        rows = run.metrics()
-        if not rows:
+        if not (rows := run.metrics()):
             raise ValueError(f"{p}/metrics.jsonl has no rows")
         runs.append(RunInfo(run, "", rows, run.latest_step))
     names = [os.path.basename(os.path.normpath(r.path)) for r in runs]
@@ -115,8 +94,7 @@ def iqm_ci(x, confidence: float = 0.95, n_resamples: int = 10000, seed: int = 0)
     iqm = float(stats.trim_mean(x, 0.25))
     if len(x) < 2:
         return iqm, float("nan"), float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # degenerate resamples (equal scores) warn; the interval is still valid
+    with warnings.catch_warnings(action="ignore"):  # degenerate resamples (equal scores) warn; the CI is still valid
         res = stats.bootstrap((x,), lambda a, axis: stats.trim_mean(a, 0.25, axis=axis), vectorized=True,
                               confidence_level=confidence, n_resamples=n_resamples, method="percentile",
                               random_state=np.random.default_rng(seed))
@@ -124,19 +102,16 @@ def iqm_ci(x, confidence: float = 0.95, n_resamples: int = 10000, seed: int = 0)
 
 
 # ------------------------------------------------------------------------------------------ evaluation
-class Cache:
+class Cache(dict):
     """``DIR/cache.json``: evaluations keyed by what they measured (written after each new entry)."""
 
     def __init__(self, path: str):
+        super().__init__(data if isinstance(data := _read_json(path), dict) else {})
         self.path = path
-        self.data = data if isinstance(data := _read_json(path), dict) else {}
-
-    def get(self, key: str):
-        return self.data.get(key)
 
     def put(self, key: str, value: dict) -> None:
-        self.data[key] = value
-        atomic_write_json(self.path, self.data)
+        self[key] = value
+        atomic_write_json(self.path, self)
 
 
 def _read_json(path: str):
@@ -157,47 +132,37 @@ def _result(res: dict, source: str, greedy: bool) -> dict:
 def _existing_eval(run: RunInfo, variant: str, mode: str, episodes: int) -> dict | None:
     """An eval JSON in the run folder (``rl3jax eval --json``, e.g. reproduce's eval-{variant}-{mode}.json)
     of the same checkpoint, variant, mode and number of tasks, with the per-step rewards."""
-    for fname in sorted(os.listdir(run.path)):
-        if not (fname.startswith("eval") and fname.endswith(".json")):
-            continue
-        r = _read_json(os.path.join(run.path, fname))
-        if (isinstance(r, dict) and r.get("variant") == variant and r.get("policy") == mode and r.get("episodes") == episodes
-                and r.get("iteration") == run.iteration and len(r.get("step_rewards") or []) == run.cfg.horizon
-                and "mean_return" in r and "stderr" in r):
-            return _result(r, os.path.join(run.path, fname), mode == GREEDY)
+    want = {"variant": variant, "policy": mode, "episodes": episodes, "iteration": run.iteration}
+    for path in sorted(glob.glob(os.path.join(glob.escape(run.path), "eval*.json"))):
+        r = _read_json(path)
+        if (isinstance(r, dict) and all(r.get(k) == v for k, v in want.items()) and "mean_return" in r
+                and "stderr" in r and len(r.get("step_rewards") or []) == run.cfg.horizon):
+            return _result(r, path, mode == GREEDY)
     return None
 
 
 def evaluate_runs(runs: list[RunInfo], variant: str, episodes: int, cache: Cache, log=print) -> list[dict]:
     """{mode: result} per run: reused from the run folder or the cache, else restored and evaluated (one
     compiled evaluation per setting, ``rl3jax.evaluate.HeldOutEvaluator``, equal to ``rl3jax.evaluate.evaluate``)."""
-    compiled: dict = {}  # setting -> (trainer, template, evaluator)
+    compiled: dict = {}  # setting -> (trainer, template, evaluator); the variant is the same for all
     out = []
     for run in runs:
-        res = {}
         keys = {mode: f"run|{os.path.abspath(run.path)}|{run.iteration}|{variant}|{mode}|{episodes}"
                 for mode in POLICY_MODES}  # the cache's key of each evaluation
-        for mode, key in keys.items():
-            found = _existing_eval(run, variant, mode, episodes)
-            if found is None and cache.get(key):
-                found = {**cache.get(key), "source": "cache"}
-            if found:
-                res[mode] = found
-        missing = [m for m in POLICY_MODES if m not in res]
+        res = {m: _existing_eval(run, variant, m, episodes) or (k in cache and {**cache[k], "source": "cache"})
+               for m, k in keys.items()}
+        missing = [m for m in POLICY_MODES if not res[m]]
         if missing:
-            setting = (run.setting, variant)
-            if setting not in compiled:
+            if run.setting not in compiled:
                 trainer = run.run.trainer(variant)
-                compiled[setting] = (trainer, run.run.template(trainer),
-                                     HeldOutEvaluator(trainer.meta_env, trainer.actor, episodes))
-            trainer, template, evaluator = compiled[setting]
-            cfg = trainer.cfg
+                compiled[run.setting] = (trainer, run.run.template(trainer),
+                                         HeldOutEvaluator(trainer.meta_env, trainer.actor, episodes))
+            trainer, template, evaluator = compiled[run.setting]
             state, _ = run.run.restore(trainer, run.iteration, template)
             for mode in missing:
-                log(f"evaluating {run.name} ({mode}) on {episodes} held-out {cfg.env}/{variant} tasks")
-                r = _result(evaluator(state.actor_params, mode == GREEDY), "evaluated", mode == GREEDY)
-                cache.put(keys[mode], r)
-                res[mode] = r
+                log(f"evaluating {run.name} ({mode}) on {episodes} held-out {trainer.cfg.env}/{variant} tasks")
+                res[mode] = _result(evaluator(state.actor_params, mode == GREEDY), "evaluated", mode == GREEDY)
+                cache.put(keys[mode], res[mode])
         out.append(res)
     return out
 
@@ -214,8 +179,7 @@ def load_baselines_json(path: str, env: str, variant: str, horizon: int, episode
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"--baselines-json {path}: cannot read it ({type(e).__name__}: {e})") from None
     top = data if isinstance(data, dict) else {}
-    items = data if isinstance(data, list) else (data.get("baselines") or data.get("results") or data.get("rows")
-                                                 or [])
+    items = data if isinstance(data, list) else top.get("baselines") or top.get("results") or top.get("rows")
     if not isinstance(items, list) or not items:
         raise ValueError(f"--baselines-json {path}: expected a list of baseline results (as `rl3jax baselines "
                          "--json` writes)")
@@ -241,28 +205,20 @@ def load_baselines_json(path: str, env: str, variant: str, horizon: int, episode
 
 def evaluate_baselines(env: str, variant: str, horizon: int, episodes: int, cache: Cache,
                        from_json: dict | None = None, log=print) -> dict[str, dict]:
-    """{name: result} for every ``baseline_names(meta_env)`` of the family (random, oracle, and whatever
-    classical baselines it lists), from ``from_json``, the cache, or ``evaluate`` (the oracle greedy)."""
-    meta_env = make_meta_env(TrainConfig(env=env, variant=variant, horizon=horizon, algo="rl2"))
-    out = {}
-    for name in baseline_names(meta_env):
-        key = f"baseline|{env}|{variant}|{horizon}|{name}|{episodes}"
-        if from_json and name in from_json:
-            out[name] = from_json[name]
-        elif cache.get(key):
-            out[name] = {**cache.get(key), "source": "cache"}
-        else:
-            log(f"evaluating baseline {name} on {episodes} held-out {env}/{variant} tasks (H={horizon})")
-            greedy = name == "oracle"
-            try:
-                res = evaluate(meta_env, name, episodes, greedy=greedy)
-            except IntractableError as e:  # no table at this H (bayes-optimal beyond its limit): left out
-                log(f"  {name} skipped: {e}")
-                continue
-            out[name] = _result(res, "evaluated", greedy)
-            cache.put(key, out[name])
-        out[name] = {**out[name], "actions": BASELINES[name].actions, "about": BASELINES[name].doc}
-    return out
+    """{name: ``run_baselines`` row plus its one-line "about"} for every baseline that fits the family, from
+    ``from_json``, the cache, or evaluated now (and cached); one intractable at this H is left out (logged)."""
+    key = f"baseline|{env}|{variant}|{horizon}|{{}}|{episodes}".format
+    known = {n: {**cache[key(n)], "source": "cache"} for n in BASELINES if key(n) in cache}
+
+    def progress(row):
+        if row["skipped"]:
+            log(f"  {row['policy']} skipped: {row['skipped']}")
+        elif row["source"] == "evaluated":
+            log(f"evaluated baseline {row['policy']} on {episodes} held-out {env}/{variant} tasks (H={horizon})")
+            cache.put(key(row["policy"]), row)
+
+    rows = run_baselines(env, variant, horizon, episodes, progress=progress, known={**known, **(from_json or {})})
+    return {r["policy"]: {**r, "about": BASELINES[r["policy"]].doc} for r in rows if not r["skipped"]}
 
 
 # ------------------------------------------------------------------------------------------ grouping
@@ -277,11 +233,9 @@ def group_runs(runs: list[RunInfo]) -> list[dict]:
                      - {"algo", "model", "iters"})
     out = []
     for s, idx in zip(settings, groups.values()):
-        label = f"{s['algo']} · {s['model']} · {s['iters']} it"
-        if varying:
-            label += " · " + ", ".join(f"{k}={s[k]}" for k in varying)
-        if len(idx) > 1:
-            label += f" · {len(idx)} seeds"
+        extra = [", ".join(f"{k}={s[k]}" for k in varying)] if varying else []
+        seeds = [f"{len(idx)} seeds"] if len(idx) > 1 else []
+        label = " · ".join([s["algo"], s["model"], f"{s['iters']} it", *extra, *seeds])
         out.append({"label": label, "runs": idx, "algo": s["algo"], "model": s["model"], "iters": s["iters"],
                     "seeds": [runs[i].cfg.seed for i in idx], "setting": {k: s[k] for k in varying}})
     return out
@@ -377,7 +331,7 @@ def make_report(paths: list[str], out: str, episodes: int = 1000, variant: str |
     Raises ValueError (before writing anything) for no runs, a folder that is not a run, runs of different
     families or horizons, runs trained on different variants without ``variant``, a bad variant or N.
     """
-    runs = load_runs(resolve_runs(paths))
+    runs = load_runs(paths)
     env, horizon, variant, header = _check_report(runs, episodes, variant)
     from_json = load_baselines_json(baselines_json, env, variant, horizon, episodes) if baselines_json else None
 
@@ -393,19 +347,15 @@ def make_report(paths: list[str], out: str, episodes: int = 1000, variant: str |
             iqm, lo, hi = iqm_ci(xs) if len(xs) > 1 else (None, None, None)
             g[mode] = {"iqm": iqm, "ci_low": lo, "ci_high": hi, "normalised_iqm": normalise(iqm, ref),
                        "normalised_ci_low": normalise(lo, ref), "normalised_ci_high": normalise(hi, ref)}
-    res_runs = []
-    for r, e in zip(runs, evals):
-        gi = next(j for j, g in enumerate(groups) if runs.index(r) in g["runs"])
-        res_runs.append({"run": r.path, "name": r.name, "group": groups[gi]["label"], "algo": r.cfg.algo,
-                         "model": r.cfg.model, "iteration": r.iteration, "seed": r.cfg.seed,
-                         "train_variant": r.cfg.variant,
-                         **{m: {**e[m], "normalised": normalise(e[m]["mean_return"], ref)} for m in POLICY_MODES}})
-    best = best_classical(baselines)
+    label = {i: g["label"] for g in groups for i in g["runs"]}
+    res_runs = [{"run": r.path, "name": r.name, "group": label[i], "algo": r.cfg.algo, "model": r.cfg.model,
+                 "iteration": r.iteration, "seed": r.cfg.seed, "train_variant": r.cfg.variant,
+                 **{m: {**evals[i][m], "normalised": normalise(evals[i][m]["mean_return"], ref)} for m in POLICY_MODES}}
+                for i, r in enumerate(runs)]
     res = {"env": env, "variant": variant, "horizon": horizon, "episodes": episodes, "runs": res_runs,
-           "groups": [{k: v for k, v in g.items()} for g in groups],
-           "baselines": [{"policy": n, **b, "normalised": normalise(b["mean_return"], ref)}
-                         for n, b in baselines.items()],
-           "best_baseline": best, "reference": ref}
+           "groups": groups, "baselines": [{"policy": n, **b, "normalised": normalise(b["mean_return"], ref)}
+                                           for n, b in baselines.items()],
+           "best_baseline": best_classical(baselines), "reference": ref}
     # the data behind every plotted line, also in results.json (the learning curve's held-out lines have the
     # runs' own numbers of tasks, so only the adaptation curve's header gives the report's)
     res["learning_curve"] = learning_curve(runs, groups, baselines, header, os.path.join(out, "learning_curve.png"))[1]
@@ -420,10 +370,8 @@ def make_report(paths: list[str], out: str, episodes: int = 1000, variant: str |
 def _jsonable(x):
     if isinstance(x, dict):
         return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
+    if isinstance(x, (list, tuple, np.ndarray)):
         return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return [_jsonable(v) for v in x.tolist()]
     if isinstance(x, (np.floating, float)):
         return float(x) if math.isfinite(x) else None
     if isinstance(x, np.integer):

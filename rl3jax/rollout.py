@@ -39,8 +39,7 @@ def sample_tasks(meta_env: MetaEnv, key: jax.Array, num: int):
     return jax.vmap(meta_env.sample_task)(jax.random.split(key, num))
 
 
-def rollout(meta_env: MetaEnv, policy_step: Callable, policy_carry: Any, tasks, key: jax.Array,
-            greedy: bool = False):
+def rollout(meta_env: MetaEnv, policy_step: Callable, policy_carry: Any, tasks, key: jax.Array, greedy: bool = False):
     """Runs H steps of ``policy_step(carry, obs, meta_state) -> (carry, logits)`` on each task (axis E).
 
     Learned policies read only ``obs`` ((E, obs_dim) float32, laid out as ``meta_env.layout``); baselines also
@@ -57,18 +56,9 @@ def rollout(meta_env: MetaEnv, policy_step: Callable, policy_carry: Any, tasks, 
         pcarry, obs, state = carry
         pcarry, logits = policy_step(pcarry, obs, state)
         k_act, k_env = jax.random.split(k)
-        if greedy:
-            action = jnp.argmax(logits, axis=-1)
-        else:
-            action = jax.random.categorical(k_act, logits)
-        action = action.astype(jnp.int32)
-        logp = log_prob(logits, action)
+        action = (jnp.argmax(logits, axis=-1) if greedy else jax.random.categorical(k_act, logits)).astype(jnp.int32)
         nobs, nstate, reward, _, _ = step_env(jax.random.split(k_env, num), state, action, tasks)
-        return (pcarry, nobs, nstate), (obs, action, logp, logits, reward)
+        return (pcarry, nobs, nstate), (obs, action, log_prob(logits, action), logits, reward)
 
-    (_, _, final), (obs_t, act_t, logp_t, logits_t, rew_t) = jax.lax.scan(
-        one_step, (policy_carry, obs, state), jax.random.split(k_run, meta_env.horizon))
-    swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731  (H, E, ...) -> (E, H, ...)
-    traj = Trajectory(obs=swap(obs_t), actions=swap(act_t), logp=swap(logp_t), logits=swap(logits_t),
-                      rewards=swap(rew_t))
-    return traj, final
+    (_, _, final), steps = jax.lax.scan(one_step, (policy_carry, obs, state), jax.random.split(k_run, meta_env.horizon))
+    return Trajectory(*(jnp.swapaxes(x, 0, 1) for x in steps)), final  # (H, E, ...) -> (E, H, ...)

@@ -31,8 +31,8 @@ import json
 import os
 import sys
 
-from rl3jax.config import TrainConfig, default_base, preset
-from rl3jax.envs.catalog import GRID_VARIANTS, check_variant
+from rl3jax.config import TrainConfig, build, preset
+from rl3jax.envs.catalog import FAMILIES, check_variant, is_grid
 from rl3jax.outputs import atomic_write_json as atomic_write_json  # re-exported: run files are written with it
 from rl3jax.outputs import check_output_dir
 
@@ -132,16 +132,15 @@ def check_train_folder(out: str, resume: bool) -> None:
 
 
 def train_config(out: str, resume: bool, preset_name: str | None, given: dict) -> TrainConfig:
-    """The config of ``rl3jax train`` (no JAX): preset ``preset_name`` (or ``config.default_base``: the laptop
-    preset of the family, or its published H), then ``given`` (the flags, then ``--set``). With ``resume`` the
+    """The config of ``rl3jax train`` (no JAX): ``config.build(given, preset_name)`` (the preset, or the family's
+    laptop preset or published H, under ``given``: the flags, then ``--set``). With ``resume`` the
     run's own config.json is the base and only ``given`` changes; a preset must agree with the run, and
     ``iters`` may not fall below the newest checkpoint. ``ValueError`` / ``RunFolderError``, one line."""
     if not resume:
-        base = preset(preset_name) if preset_name else default_base(given.get("env", TrainConfig.env))
-        return TrainConfig(**{**base, **given})
+        return build(given, preset_name)
     stored = read_config(out)
     if preset_name:  # honoured where it agrees with the run (e.g. repeating the command that started it)
-        differ = {k: v for k, v in preset(preset_name).items() if k not in given and getattr(stored, k) != v}
+        differ = {k: v for k, v in preset(preset_name, given).items() if k not in given and getattr(stored, k) != v}
         if differ:
             k = sorted(differ)[0]
             raise ValueError(f"--resume --preset {preset_name}: the preset sets {k}={differ[k]!r} but the run in "
@@ -226,8 +225,9 @@ def check_render(run: str | None, variant: str | None = None, episodes: int = 1,
     if not run:
         return RENDER_DEFAULT_FAMILY
     env = read_run_config(run, "render").env
-    if env not in GRID_VARIANTS:
-        raise ValueError(f"render draws grid tasks ({', '.join(GRID_VARIANTS)}); run {run} trained on {env!r}")
+    if not is_grid(env):
+        grids = ", ".join(n for n in FAMILIES if is_grid(n))
+        raise ValueError(f"render draws grid tasks ({grids}); run {run} trained on {env!r}")
     if variant is not None:
         check_variant(env, variant)
     return env

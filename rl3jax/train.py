@@ -1,16 +1,14 @@
 """The inner loop in purejaxrl's shape: ``make_train(cfg)`` returns pure, jittable functions over one
-``TrainState`` pytree (params, optimiser states, last rollout's env/estimator state, rng, counters).
+``TrainState`` pytree (params, Adam states, hyper-parameters, last rollout's env/estimator state, rng, counters).
 
 One PPO iteration = sample ``num_envs`` fresh tasks, play one whole meta-episode on each (METHOD §5), then run
-the PPO update. ``chunk(state, n)`` scans n iterations inside one jit and returns per-iteration scalar
+``ppo.ppo_update``. ``chunk(state, n)`` scans n iterations inside one jit and returns per-iteration scalar
 metrics; the driver (``rl3jax.driver``) loops over chunks on the host.
 
 Where the settings live: every setting is a ``TrainConfig`` field (``rl3jax.config``; hashable, so static under
-jit). Those a population sweeps in one compile (``rl3jax.population``) are copied into the state by
-``Trainer.init``: ``ent_coef`` and ``gae_lambda`` into ``TrainState.hparams`` (``ppo.HPARAMS``), ``lr`` and
-``critic_weight_decay`` into the optimiser states (``ppo.make_optimizers``); the jitted code reads them from there,
-and the config's values only at ``init``. The PPO update reads every other setting from the config (see
-``rl3jax.ppo``).
+jit). The sweepable ones (``config.HParams``: lr, critic_weight_decay, ent_coef, gae_lambda) are copied into
+``TrainState.hparams`` by ``Trainer.init``; the jitted code reads them from there (a population replaces them per
+member), and the config's values only at ``init``. The PPO update reads every other setting from the config.
 """
 
 from __future__ import annotations
@@ -25,9 +23,8 @@ import optax
 from flax import struct
 
 from rl3jax import ppo
-from rl3jax.config import TrainConfig
+from rl3jax.config import HParams, TrainConfig
 from rl3jax.distributed import check_divisible, data_parallel, sharded_chunk, split_leading
-from rl3jax.fused import Fused
 from rl3jax.meta_episode import MetaEnv, make_meta_env
 from rl3jax.networks import SequenceModel, make_network
 from rl3jax.rollout import rollout, sample_tasks
@@ -37,8 +34,8 @@ from rl3jax.rollout import rollout, sample_tasks
 class TrainState:
     """Everything a run carries from one iteration to the next (a pytree; checkpoints store it field by field).
 
-    ``hparams``: ``{"ent_coef", "gae_lambda"}`` as float32 scalars (``ppo.HPARAMS``). A population stacks every
-    leaf on a leading member axis."""
+    ``actor_opt`` / ``critic_opt``: ``ppo.ADAM`` states; ``hparams``: ``config.HParams`` of float32 scalars. A
+    population stacks every leaf on a leading member axis."""
 
     actor_params: Any
     critic_params: Any
@@ -47,7 +44,7 @@ class TrainState:
     env_state: Any  # final MetaState (incl. RL³ estimator state) of the latest rollout
     key: jax.Array  # typed PRNG key (stored as key data in checkpoints)
     iteration: jax.Array  # PPO iterations done (int32)
-    hparams: dict  # per-run numeric hyperparameters as arrays (vmappable for sweeps)
+    hparams: HParams  # the sweepable settings (vmapped in a population)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,16 +52,13 @@ class Trainer:
     """Pure training functions for one config (all jittable; ``cfg`` is static). Built by ``make_train``.
 
     ``meta_env``: the meta-episode env (METHOD §1); ``actor`` / ``critic``: ``SequenceModel`` networks (METHOD §4)
-    with n outputs (logits) and 1 (the value); ``actor_tx`` / ``critic_tx``: ``ppo.make_optimizers(cfg)``;
-    ``mesh``: a ``jax.sharding.Mesh`` whose 'data' axis splits the env axis (``rl3jax.distributed``), or None.
+    with n outputs (logits) and 1 (the value); ``mesh``: a ``jax.sharding.Mesh`` whose 'data' axis splits the env axis (``rl3jax.distributed``), or None.
     """
 
     cfg: TrainConfig
     meta_env: MetaEnv
     actor: SequenceModel
     critic: SequenceModel
-    actor_tx: optax.GradientTransformation
-    critic_tx: optax.GradientTransformation
     mesh: Any = None
 
     def _split(self, tree):
@@ -73,8 +67,8 @@ class Trainer:
 
     def init(self, key: jax.Array) -> TrainState:
         """The state before the first iteration, from a typed PRNG key: fresh networks (``key`` split into actor,
-        critic, run and env streams), optimiser states holding ``cfg.lr`` / ``cfg.critic_weight_decay``,
-        ``hparams`` from the config, and the env state of ``num_envs`` reset tasks (leading axis num_envs)."""
+        critic, run and env streams), fresh Adam states, ``hparams`` from the config, and the env state of
+        ``num_envs`` reset tasks (leading axis num_envs)."""
         k_a, k_c, k_run, k_env = jax.random.split(key, 4)
         m = self.meta_env.obs_dim
         actor_params = self.actor.init(k_a, m)
@@ -82,16 +76,10 @@ class Trainer:
         k_task, k_reset = jax.random.split(k_env)  # distinct streams for drawing tasks and resetting them
         tasks = self._split(sample_tasks(self.meta_env, k_task, self.cfg.num_envs))
         _, env_state = jax.vmap(self.meta_env.reset)(jax.random.split(k_reset, self.cfg.num_envs), tasks)
-        env_state = self._split(env_state)
-        # copies: ``tx.init`` stores the transformation's own lr / decay arrays in every state it makes, and a
-        # state is donated to the jitted chunk, which must not delete a buffer another state (or the other
-        # optimiser) still holds (a no-op under jit)
-        fresh = lambda tree: jax.tree.map(jnp.copy, tree)  # noqa: E731
         return TrainState(actor_params=actor_params, critic_params=critic_params,
-                          actor_opt=fresh(self.actor_tx.init(actor_params)),
-                          critic_opt=fresh(self.critic_tx.init(critic_params)), env_state=env_state, key=k_run,
-                          iteration=jnp.int32(0),
-                          hparams={name: jnp.float32(getattr(self.cfg, name)) for name in ppo.HPARAMS})
+                          actor_opt=ppo.ADAM.init(actor_params), critic_opt=ppo.ADAM.init(critic_params),
+                          env_state=self._split(env_state), key=k_run, iteration=jnp.int32(0),
+                          hparams=HParams(*(jnp.float32(v) for v in self.cfg.hparams())))
 
     def collect(self, actor_params, key: jax.Array):
         """``num_envs`` fresh tasks, one whole meta-episode of H steps each (METHOD §5). Returns ``(trajectory,
@@ -106,28 +94,6 @@ class Trainer:
         return self._split(rollout(self.meta_env, step, self.actor.initial_carry(self.cfg.num_envs), tasks,
                                    k_roll))
 
-    @property
-    def fused(self) -> bool:
-        """Whether the PPO update trains actor and critic in one step (``TrainConfig.fused_update``; None: on GPUs
-        and TPUs, not on CPU)."""
-        f = self.cfg.fused_update
-        return f if f is not None else jax.default_backend() != "cpu"
-
-    def _pair_sequence(self, stacked_params, xs):
-        """Actor logits and critic values from the stacked pair of ``rl3jax.fused``: the critic is the actor's
-        network with its output layer zero-padded from 1 to n outputs, so one vmapped pass of the actor's network
-        computes both (value = output column 0)."""
-        out = jax.vmap(self.actor.sequence, in_axes=(0, None))(stacked_params, xs)
-        return out[0], out[1][..., 0]
-
-    def learner(self) -> ppo.Learner:
-        """The networks' training passes (split over the mesh's devices: gradients are per-device sums plus an
-        all-reduce) and the optimisers, for ``ppo.ppo_update``."""
-        critic_seq = data_parallel(self.critic.sequence, self.mesh)
-        return ppo.Learner(actor=data_parallel(self.actor.sequence, self.mesh),
-                           critic=lambda p, x: critic_seq(p, x)[..., 0], actor_tx=self.actor_tx,
-                           critic_tx=self.critic_tx)
-
     def iteration(self, state: TrainState):
         """One PPO iteration (METHOD §5): collect, then ``ppo.ppo_update``. Returns ``(new state, metrics)``, the
         metrics a dict of float32 scalars: ``return_mean``, ``return_std`` (of the meta-episode returns),
@@ -138,10 +104,11 @@ class Trainer:
         values = self.critic.sequence(state.critic_params, traj.obs)[..., 0]
         batch = ppo.Rollout(obs=traj.obs, actions=traj.actions, logp=traj.logp, values=values,
                             rewards=traj.rewards, logits=traj.logits)
-        ac = ppo.ActorCritic(actor_params=state.actor_params, actor_opt=state.actor_opt,
-                             critic_params=state.critic_params, critic_opt=state.critic_opt)
-        rule = Fused(data_parallel(self._pair_sequence, self.mesh)) if self.fused else ppo.SEPARATE
-        ac, upd = ppo.ppo_update(k_upd, ac, batch, state.hparams, state.iteration, self.cfg, self.learner(), rule)
+        # the training passes split over the mesh's devices: gradients are per-device sums plus an all-reduce
+        actor, critic = (data_parallel(net.sequence, self.mesh) for net in (self.actor, self.critic))
+        ac = ppo.ActorCritic(state.actor_params, state.actor_opt, state.critic_params, state.critic_opt)
+        ac, upd = ppo.ppo_update(self.cfg, actor, lambda p, x: critic(p, x)[..., 0], k_upd, ac, state.hparams,
+                                 batch, state.iteration)
         returns = traj.rewards.sum(axis=1)
         metrics = {"return_mean": returns.mean(), "return_std": returns.std(),
                    "reward_per_step": traj.rewards.mean(), **upd}
@@ -156,6 +123,31 @@ class Trainer:
     def chunk(self, state: TrainState, num_iters: int):
         """``num_iters`` (static int) iterations in one scan; metrics stacked to shape (num_iters,)."""
         return jax.lax.scan(lambda s, _: self.iteration(s), state, None, length=num_iters)
+
+
+def v1_layout(state: TrainState) -> TrainState:
+    """A state shaped like checkpoint format 1's (``optax.inject_hyperparams`` states holding lr and weight decay
+    around Adam; ``hparams`` a dict of ent_coef and gae_lambda), made of ``state``'s leaves: a restore template
+    for a format-1 step (``from_v1`` maps it back)."""
+
+    def opt(adam, weight_decay):
+        hyper = {"learning_rate": state.hparams.lr, "weight_decay": weight_decay}
+        return optax.InjectStatefulHyperparamsState(count=adam.count, hyperparams=hyper, hyperparams_states={},
+                                                    inner_state=(optax.EmptyState(), (adam, optax.EmptyState())))
+
+    hp = state.hparams
+    return state.replace(actor_opt=opt(state.actor_opt, hp.critic_weight_decay),
+                         critic_opt=opt(state.critic_opt, hp.critic_weight_decay),
+                         hparams={"ent_coef": hp.ent_coef, "gae_lambda": hp.gae_lambda})
+
+
+def from_v1(old) -> TrainState:
+    """The ``TrainState`` of a state restored in format 1's layout (``v1_layout``): the Adam states out of the
+    injected ones, lr and the critic's weight decay out of their ``hyperparams`` into ``hparams``."""
+    return old.replace(actor_opt=old.actor_opt.inner_state[1][0], critic_opt=old.critic_opt.inner_state[1][0],
+                       hparams=HParams(lr=old.actor_opt.hyperparams["learning_rate"],
+                                       critic_weight_decay=old.critic_opt.hyperparams["weight_decay"],
+                                       ent_coef=old.hparams["ent_coef"], gae_lambda=old.hparams["gae_lambda"]))
 
 
 @jax.jit
@@ -184,8 +176,8 @@ FINITE = "finite"
 
 def make_train(cfg: TrainConfig, mesh=None) -> Trainer:
     """The ``Trainer`` of a config (valid by construction: ``TrainConfig`` refuses a bad field when it is built):
-    the meta-episode env with its RL³ estimator, the actor (n outputs) and critic (1 output) networks and the
-    optimisers, built once. ``mesh``: an optional ``jax.sharding.Mesh`` (``rl3jax.distributed.make_mesh``; None on
+    the meta-episode env with its RL³ estimator and the actor (n outputs) and critic (1 output) networks, built
+    once. ``mesh``: an optional ``jax.sharding.Mesh`` (``rl3jax.distributed.make_mesh``; None on
     one device) over which the env axis is split; ValueError unless ``num_envs`` divides over its size. Compiles
     nothing."""
     check_divisible(cfg.num_envs, mesh)
@@ -193,9 +185,7 @@ def make_train(cfg: TrainConfig, mesh=None) -> Trainer:
     n = meta_env.num_actions
     actor = make_network(cfg.model, n, cfg.horizon)
     critic = make_network(cfg.model, 1, cfg.horizon)
-    actor_tx, critic_tx = ppo.make_optimizers(cfg)
-    return Trainer(cfg=cfg, meta_env=meta_env, actor=actor, critic=critic, actor_tx=actor_tx, critic_tx=critic_tx,
-                   mesh=mesh)
+    return Trainer(cfg=cfg, meta_env=meta_env, actor=actor, critic=critic, mesh=mesh)
 
 
 def jit_chunk(trainer: Trainer) -> Callable:

@@ -2,8 +2,8 @@
 # One prepared device check (see BENCHMARKS.md): installs the missing pure-Python wheels, then runs the
 # phases named in PHASES (default: all, in this order) with results in $OUT:
 #   agree  step-by-step vs full-sequence transformer agreement (scripts/gpu_agree.py)
-#   bench  the benchmark workloads in BENCH_ONLY with the defaults (fused actor-critic update on)
-#   ab     A/B on the same machine: AB_ONLY again with fused_update=false, and grid13 RL³ with sweep block 1
+#   bench  the benchmark workloads in BENCH_ONLY with the defaults
+#   ab     A/B on the same machine: grid13 RL³ with sweep block 1
 #   train  a fixed-time run of the METHOD §6 MDP preset (TRAIN_BUDGET seconds of training)
 # The phases' timeouts add up to ~13 minutes, more than one device call (10 min): run PHASES="agree bench" and then
 # PHASES="ab train" on the same warm machine. BENCH_FLAGS=--quick gives a CPU smoke run of this script.
@@ -29,8 +29,6 @@ if has bench; then
     2>&1 | grep -v Warning | tee "$OUT/bench.txt"
 fi
 if has ab; then
-  timeout "${AB_SECONDS:-150}" $BENCH --json "$OUT/ab_unfused.json" --set fused_update=false \
-    --only "${AB_ONLY:-mdp-rl2-transformer,mdp-rl3-transformer}" 2>&1 | grep -v Warning | tee "$OUT/ab_unfused.txt"
   timeout "${AB_SECONDS:-150}" $BENCH --json "$OUT/ab_block1.json" --set vi_sweep_block=1 \
     --only grid13-rl3-transformer 2>&1 | grep -v Warning | tee "$OUT/ab_block1.txt"
 fi

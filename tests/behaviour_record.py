@@ -1,7 +1,7 @@
 """Bit-for-bit behaviour recording: a fixed set of short runs, recorded before a refactor and checked after it.
 
 Each case is an ``rl3jax train`` command line (every algo x model on bandit, mdp and grid11, the v4 semantics,
-the fused actor-critic update, chunked KL, a linear entropy schedule, a gymnax env, a population with a sweep,
+chunked KL, a linear entropy schedule, a gymnax env, a population with a sweep,
 a resumed run, a 4-fake-device run), then ``rl3jax eval`` of the trained run on held-out tasks. What is kept
 per case: every metrics row (timing fields dropped), the SHA-256 and float64 sum of every actor and critic
 parameter leaf of the last checkpoint (read with orbax directly, so independent of rl3jax's own checkpoint
@@ -67,8 +67,6 @@ def cases() -> dict[str, dict]:
         out[f"{env}-rl3-v4"] = {"train": [_case(env, "rl3", "transformer-v4", h, "--set", "semantics=v4")]}
         out[f"{env}-rl3-rlc-stderr"] = {"train": [_case(env, "rl3", "markov", h, "--set", "semantics=rlc",
                                                         "--set", "std_errors=true")]}
-        for model in ("transformer", "gru", "markov"):
-            out[f"{env}-rl3-{model}-fused"] = {"train": [_case(env, "rl3", model, h, "--set", "fused_update=true")]}
     for algo in ("rl2", "rl3", "rl3_coarse"):
         for model in ("transformer", "gru", "markov"):
             out[f"grid11-{algo}-{model}"] = {"train": [_case("grid11", algo, model, 12)]}

@@ -12,7 +12,7 @@ import pytest
 
 from tests import behaviour_record
 
-SUBSET = ["mdp-rl3-transformer", "bandit-rl3-gru-fused", "grid11-rl3_coarse-markov", "bandit-rl3-v4",
+SUBSET = ["mdp-rl3-transformer", "bandit-rl3-gru", "grid11-rl3_coarse-markov", "bandit-rl3-v4",
           "mdp-rl3-rlc-stderr", "mdp-population-sweep", "bandit-rl3-gru-resumed"]
 
 

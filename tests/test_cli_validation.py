@@ -18,7 +18,7 @@ import pytest
 
 from rl3jax import cli
 from rl3jax.cli import main
-from rl3jax.config import PRESETS, SEED_MAX, TrainConfig
+from rl3jax.config import SEED_MAX, TrainConfig, preset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T = ["--env", "bandit", "--algo", "rl2", "--model", "markov", "--horizon", "4", "--num-envs", "2",
@@ -80,40 +80,55 @@ def test_keep_checkpoints_keeps_only_the_newest(run_dir):
 # ------------------------------------------------------------------------------------------ new runs
 NEW_RUN_ERRORS = [
     (T + ["--env", "mpd"], "unknown env 'mpd'"),
-    (["--env", "CartPole-v1"], "use --algo rl2"),  # default algo rl3: was AttributeError 'rl3_defaults'
+    (["--env", "CartPole-v1"], "use algo rl2"),  # default algo rl3: was AttributeError 'rl3_defaults'
     (T + ["--env", "Pendulum-v1"], "'Pendulum-v1' is not supported: its action space is continuous"),
     (T + ["--env", "PointRobot-misc"], "'PointRobot-misc' is not supported: its action space is continuous"),
     (T + ["--env", "MountainCarContinuous-v0"], "continuous"),
     (T + ["--env", "MNISTBandit-bsuite"], "downloads the MNIST data set"),
-    (T + ["--algo", "rl3_coarse"], "rl3_coarse is for grid families"),
-    (["--env", "grid13", "--variant", "ood"], "--variant 'ood' is not valid for env 'grid13'"),
+    (T + ["--algo", "rl3_coarse"], "algo 'rl3_coarse' does not apply to env 'bandit' (valid: rl2, rl3)"),
+    (["--env", "grid13", "--variant", "ood"], "variant 'ood' is not valid for env 'grid13'"),
+    # a preset of another family (issue 17 item 14)
+    (T + ["--preset", "mdp-h100"], "preset 'mdp-h100' is for env 'mdp', not 'bandit'; presets of bandit: "
+                                   "bandit-h100, "),
+    (["--env", "CartPole-v1", "--algo", "rl2", "--preset", "cpu-mdp"], "CartPole-v1 has no preset: omit it"),
     (T + ["--num-envs", "3"], "not divisible"),
     # seeds: 32-bit, no aliasing (0 ~ 2**32, -1 ~ 2**32-1), no OverflowError after config.json
     (T + ["--seed", "-1"], "argument --seed: expected a 32-bit seed >= 0"),
     (T + ["--seed", "4294967296"], "argument --seed: expected a 32-bit seed <= 4294967295"),
     (T + ["--seed", "18446744073709551616"], "<= 4294967295"),
     (T + ["--seed", "1e23"], "argument --seed: expected a 32-bit seed in [0, 4294967295], got '1e23'"),
-    (T + ["--set", "seed=4294967296"], "--seed must be in [0, 4294967295]"),
-    (T + ["--set", "seed=-1"], "--seed must be in [0, 4294967295]"),
+    (T + ["--set", "seed=4294967296"], "seed must be in [0, 4294967295]"),
+    (T + ["--set", "seed=-1"], "seed must be in [0, 4294967295]"),
     (T + ["--set", "seed=1e23"], "--set seed=1e23: expected a whole number"),
     (T + ["--seed", str(SEED_MAX), "--seeds", "2"], "would reach seed 4294967296"),
     # other integers beyond 32 bits
     (T + ["--iters", "2147483648"], "argument --iters: expected a whole number <= 2147483647"),
     (T + ["--set", "epochs=2147483648"], "epochs must be at most 2147483647"),
     (T + ["--set", "epochs=1.5"], "--set epochs=1.5: expected a whole number"),
-    (T + ["--set", "fused_update=maybe"], "expected true or false"),
+    (T + ["--set", "std_errors=maybe"], "--set std_errors=maybe: expected true or false"),
+    (T + ["--set", "fused_update=true"], "--set: unknown config field 'fused_update'"),
     # values that passed before
     (T + ["--set", "lr=inf"], "--set lr=inf: expected a finite number"),
     (T + ["--set", "ent_coef=inf"], "--set ent_coef=inf: expected a finite number"),
     (T + ["--set", "ent_coef=nan"], "--set ent_coef=nan: expected a finite number"),
     (T + ["--set", "critic_weight_decay=nan"], "expected a finite number"),
-    (T + ["--set", "vf_coef=-1"], "vf_coef must be >= 0, got -1.0"),
-    (T + ["--set", "vi_epsilon=-1"], "vi_epsilon must be >= 0 or None, got -1.0"),
+    (T + ["--set", "vf_coef=-1"], "vf_coef must be in [0, 100] (used as float32), got -1"),
+    (T + ["--set", "vi_epsilon=-1"], "vi_epsilon must be in [0, 1e+06] (used as float32), got -1"),
     (T + ["--set", "vi_max_sweeps=0"], "vi_max_sweeps must be >= 1 or None"),
-    (T + ["--set", "alpha_laplace=0"], "alpha_laplace must be > 0"),
+    (T + ["--set", "alpha_laplace=0"], "alpha_laplace must be in [1e-06, 1e+06] (used as float32; 0 is meaningless)"),
     (T + ["--set", "eval_every=-1"], "eval_every must be >= 0"),
-    (T + ["--set", "gamma=1.5"], "gamma must be in [0, 1]"),
-    (T + ["--set", "lr=0"], "lr must be > 0"),
+    (T + ["--set", "gamma=1.5"], "gamma must be in [0, 1] (used as float32), got 1.5"),
+    (T + ["--set", "lr=0"], "lr must be in [1e-08, 1] (used as float32; 0 is meaningless), got 0"),
+    # floats as the float32 they are used in (issue 17 item 8): finite, non-zero where 0 is meaningless, sane
+    (T + ["--set", "lr=1e300"], "lr must be in [1e-08, 1] (used as float32; 0 is meaningless), got 1e+300"),
+    (T + ["--set", "lr=1e-50"], "lr must be in [1e-08, 1] (used as float32; 0 is meaningless), got 1e-50"),
+    (T + ["--set", "clip_eps=1e-60"], "clip_eps must be in [0.0001, 10] (used as float32; 0 is meaningless)"),
+    (T + ["--set", "target_kl=1e39"], "target_kl must be in [1e-06, 1e+10] (used as float32; 0 is meaningless)"),
+    (T + ["--set", "ent_coef=1e30"], "ent_coef must be in [0, 100] (used as float32), got 1e+30"),
+    (T + ["--set", "gae_lambda=-0.1"], "gae_lambda must be in [0, 1] (used as float32), got -0.1"),
+    (T + ["--set", "critic_weight_decay=2"], "critic_weight_decay must be in [0, 1] (used as float32), got 2"),
+    (T + ["--set", "gamma_obj=1"], "gamma_obj must be in [0, 0.99999] (used as float32), got 1"),
+    (T + ["--set", "vi_epsilon=1e40"], "vi_epsilon must be in [0, 1e+06] (used as float32), got 1e+40"),
     (T + ["--set", "lr=1", "--set", "lr=2"], "--set lr given twice"),
     (T + ["--max-seconds", "-1"], "argument --max-seconds: expected a finite number of seconds > 0, got '-1'"),
     (T + ["--max-seconds", "nan"], "expected a finite number of seconds > 0, got 'nan'"),
@@ -123,8 +138,8 @@ NEW_RUN_ERRORS = [
     (T + ["--coordinator-address", "localhost:1", "--num-processes", "2", "--process-id", "2"],
      "--process-id must be in [0, 2), got 2"),
     (T + ["--devices", "64"], "--devices 64 asks for more devices"),
-    (T + ["--sweep", "lr=abc"], "--sweep lr: values must be numbers"),
-    (T + ["--sweep", "epochs=1,2"], "epochs must be a whole number"),
+    (T + ["--sweep", "lr=abc"], "--sweep lr=abc: expected a float"),
+    (T + ["--sweep", "epochs=1,2"], "--sweep epochs: not sweepable in one compile"),
     # memory: estimated and refused before any compile
     (T[:-4] + ["--num-envs", "1000000000", "--minibatch-envs", "2"], "needs at least"),
     (T[:6] + ["--horizon", "100000000", "--num-envs", "1000", "--minibatch-envs", "2"], "needs at least"),
@@ -185,7 +200,7 @@ def test_new_run_into_a_run_folder_refused_naming_make(run_dir, capsys):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--preset", "cpu-bandit"], "--resume --preset cpu-bandit: the preset sets horizon=100 but the run in"),
+    (["--preset", "cpu-bandit"], "--resume --preset cpu-bandit: the preset sets eval_every=10 but the run in"),
     (["--iters", "1"], "--iters 1 is below the run's newest checkpoint (iteration 2)"),
     (["--set", "lr=0.1"], "differ from the run's config.json: ['lr']"),
     (["--seed", "4294967296"], "<= 4294967295"),
@@ -225,7 +240,7 @@ def broken_run(run_dir, tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("{not json", "config.json is not valid JSON (Expecting property name"),
     ('{"horizon": "4"}', "config.json: config field horizon must be a whole number, got '4'"),
-    ('{"lr": NaN}', "config.json: config field lr must be a finite number, got nan"),
+    ('{"lr": NaN}', "config.json: lr must be in [1e-08, 1] (used as float32; 0 is meaningless), got nan"),
     ('{"nonsense": 1}', "config.json: unknown config fields ['nonsense']"),
     ("[1, 2]", "config.json: a config must be a JSON object"),
 ])
@@ -388,22 +403,12 @@ def test_grid_families_default_to_their_published_horizon():
     args = cli.build_parser().parse_args(["train", "--env", "grid11", "--out", "x"])
     assert cli.check_train_args(args).horizon == 250
     for name in ("cpu-grid11", "cpu-grid13"):
-        cfg = TrainConfig(**PRESETS[name])
+        cfg = TrainConfig(**preset(name))
         assert cfg.horizon == {"cpu-grid11": 250, "cpu-grid13": 350}[name]
     # every family with a laptop preset gets it when no preset is given (what `make train ENV=...` runs)
     for env in ("mdp", "bandit", "grid11", "grid13"):
         args = cli.build_parser().parse_args(["train", "--env", env, "--out", "x"])
-        assert cli.check_train_args(args) == TrainConfig(**PRESETS[f"cpu-{env}"])
-
-
-def test_catalog_matches_the_family_modules():
-    from rl3jax.envs import bandit, catalog, grid_generation, mdp, registry
-
-    registry.check_catalog()  # also run when the registry is imported
-    assert catalog.FAMILIES["bandit"] == bandit.VARIANTS and catalog.FAMILIES["mdp"] == mdp.VARIANTS
-    for name in ("grid11", "grid13"):
-        assert catalog.FAMILIES[name] == tuple(grid_generation.GRID_FAMILIES[name][1])
-        assert registry.make_env(name).horizon == catalog.PUBLISHED_HORIZON[name]
+        assert cli.check_train_args(args) == TrainConfig(**preset(f"cpu-{env}"))
 
 
 # ------------------------------------------------------------------------------------------ option tables
@@ -493,15 +498,14 @@ BASE = {"train": ["train", *T, "--out", "OUT"],
 
 #: TrainConfig field -> (another valid value, what it changes). ppo: _ppo_signature(cfg); estimator: the RL³
 #: estimator; meta_env: the meta-episode env; network: the actor; state: the initial TrainState's shapes;
-#: fused: Trainer.fused; schedule: ChunkLoop's chunks and checkpoints; ("test", name): a named test;
+#: schedule: ChunkLoop's chunks and checkpoints; ("test", name): a named test;
 FIELDS = {
     "env": ("mdp", "meta_env"), "variant": ("ood", "meta_env"), "algo": ("rl2", "meta_env"),
     "model": ("gru", "network"), "horizon": (6, "meta_env"), "iters": (8, "schedule"), "num_envs": (8, "state"),
     "minibatch_envs": (4, "ppo"), "epochs": (2, "ppo"), "lr": (1e-2, "ppo"), "ent_coef": (0.5, "ppo"),
     "ent_schedule": ("linear", "ppo"), "gamma": (0.9, "ppo"), "gae_lambda": (0.9, "ppo"), "clip_eps": (0.1, "ppo"),
     "vf_coef": (1.0, "ppo"), "target_kl": (0.5, "ppo"), "critic_weight_decay": (0.5, "ppo"),
-    "fused_update": (True, "fused"), "kl_chunks": (2, "ppo"),
-    "estimator_mode": ("entered", ("test", "tests/test_v4.py::test_legacy_estimator_mode_and_old_config_json_load")),
+    "kl_chunks": (2, "ppo"),
     "semantics": ("rlc", "estimator"),
     "vi_carry_over": (True, ("test", "tests/test_v4.py::test_config_refuses_what_does_not_apply")),
     "std_errors": (True, "estimator"), "gamma_obj": (0.5, "estimator"),
@@ -627,16 +631,15 @@ def _schedule(cfg):
 
 
 def _ppo_signature(cfg):
-    """What a PPO iteration computes: its jaxpr (static settings), the optimisers' and hparams' initial values."""
+    """What a PPO iteration computes: its jaxpr (static settings) and the values ``Trainer.init`` puts in
+    ``TrainState.hparams`` (``TrainConfig.hparams``; tests/test_population.py checks that it does)."""
     import jax
 
-    from rl3jax.ppo import HPARAMS
     from rl3jax.train import make_train
 
-    trainer, p = make_train(cfg), {"w": jax.numpy.zeros(1)}
-    state = jax.eval_shape(trainer.init, jax.random.key(0))  # hparams: the config's values of the HPARAMS fields
-    return (str(jax.make_jaxpr(trainer.iteration)(state)), [float(getattr(cfg, k)) for k in HPARAMS],
-            jax.tree.map(float, (trainer.actor_tx.init(p).hyperparams, trainer.critic_tx.init(p).hyperparams)))
+    trainer = make_train(cfg)
+    state = jax.eval_shape(trainer.init, jax.random.key(0))
+    return str(jax.make_jaxpr(trainer.iteration)(state)), cfg.hparams()
 
 
 @pytest.mark.parametrize("field", list(FIELDS))
@@ -670,8 +673,6 @@ def test_every_config_field_changes_behaviour(field):
     elif kind == "state":
         shape = lambda c: jax.tree.leaves(jax.eval_shape(make_train(c).init, jax.random.key(0)).env_state)[0].shape  # noqa: E731
         assert shape(alt) != shape(base)
-    elif kind == "fused":
-        assert make_train(alt).fused != make_train(base).fused
     elif kind == "schedule":
         assert _schedule(alt) != _schedule(base)
     else:
@@ -683,3 +684,45 @@ def test_report_out_defaults_to_the_single_runs_report_folder(capture, run_dir, 
     paths, out, _ = capture[-1]
     assert paths == [run_dir] and out == os.path.join(run_dir, "report")
     expect_error(capsys, ["report", run_dir, run_dir], "--out is needed for a report of several runs")
+
+
+# ------------------------------------------------------------------------------------------ presets follow
+@pytest.mark.parametrize("given, want", [
+    # (num_envs, minibatch_envs, eval_every, model) of cpu-mdp under the user's overrides (issue 17 12b, 13)
+    ({}, (320, 80, 20, "markov")),
+    ({"num_envs": 64}, (64, 16, 20, "markov")),  # the README's example: 4 minibatches, not 80-sequence ones
+    ({"num_envs": 10}, (10, 2, 20, "markov")),  # 10 / 4 = 2.5 sequences: the nearest divisor (ties: larger)
+    ({"horizon": 500}, (64, 16, 20, "markov")),  # 32000 steps per iteration at H = 500
+    ({"iters": 200}, (320, 80, 50, "markov")),  # four held-out evaluations per run
+    ({"iters": 2}, (320, 80, 0, "markov")),  # fewer iterations than evaluations: none
+    ({"minibatch_envs": 40, "eval_every": 3}, (320, 40, 3, "markov")),  # given: kept
+    ({"algo": "rl2"}, (320, 80, 20, "gru")),  # RL² gets a sequence model
+    ({"algo": "rl2", "model": "markov"}, (320, 80, 20, "markov")),  # the explicit ablation stays possible
+])
+def test_preset_derived_settings_follow_the_overrides(given, want):
+    from rl3jax.config import build
+
+    cfg = build({"env": "mdp", **given})
+    assert (cfg.num_envs, cfg.minibatch_envs, cfg.eval_every, cfg.model) == want
+
+
+def test_notes_say_what_a_valid_config_may_not_mean():
+    from rl3jax.config import build, notes
+
+    assert notes(build({"env": "mdp"}), cpu=True) == []  # the laptop preset: about 4 minutes
+    (memoryless,) = notes(build({"env": "bandit", "algo": "rl2", "model": "markov"}))
+    assert memoryless.startswith("note: algo rl2 with model markov") and "ablation" in memoryless
+    (long,) = notes(build({}, "mdp-h100"), cpu=True)  # 10000 x 32000 steps at ~2000/s
+    assert long.startswith("warning: about 44 h on this CPU (320,000,000 env steps")
+    assert notes(build({}, "mdp-h100"), cpu=False) == []  # a GPU: no estimate
+    for env, ret in (("CartPole-v1", "the return is H"), ("MountainCar-v0", "the return is -H")):
+        (constant,) = notes(build({"env": env, "algo": "rl2", "model": "gru"}))
+        assert constant.startswith(f"warning: env {env}'s meta-episode return cannot vary") and ret in constant
+    assert notes(build({"env": "MetaMaze-misc", "algo": "rl2", "model": "gru"})) == []
+
+
+def test_train_prints_the_notes_before_it_starts(capture, tmp_path, capsys):
+    assert main(["train", *T, "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("note: algo rl2 with model markov sees only the current input")
+    assert out[1].startswith("training rl2 (markov) on bandit/train")

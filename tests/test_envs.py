@@ -7,6 +7,8 @@ check): with fixed seeds they are deterministic, and a correct sampler would fai
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 
 import chex
 import jax
@@ -325,30 +327,51 @@ def test_make_estimator_follows_the_family_hooks():
     assert type(v4b) is V4Estimator and (v4b.q_denom, v4b.gamma, v4m.q_denom, v4m.max_sweeps) == (1.0, 0.99, 100.0, 10)
     assert all(isinstance(e, Estimator) for e in (bandit, grid, v4b))
     assert est("mdp", algo="rl2") is None
-    with pytest.raises(ValueError, match="use --algo rl2"):
-        make_estimator(make_env("CartPole-v1"), TrainConfig(env="CartPole-v1"))
+    with pytest.raises(ValueError, match="use algo rl2"):
+        make_estimator(make_env("CartPole-v1"), TrainConfig(env="mdp"))
     with pytest.raises(ValueError, match="semantics 'v4' is implemented for envs bandit, mdp, not 'grid11'"):
         TrainConfig(env="grid11", semantics="v4")  # the config refuses it first, naming the env
     # make_estimator's own check, by hook, for a family the config's name tables do not describe
-    with pytest.raises(ValueError, match="semantics 'v4' is implemented for the bandit, mdp families, not grid11"):
+    with pytest.raises(ValueError, match="semantics 'v4' is not implemented for grid11 .it has no v4_defaults"):
         make_estimator(make_env("grid11"), TrainConfig(env="mdp", semantics="v4"))
 
 
-def test_check_catalog_compares_the_family_sets_with_the_hooks(monkeypatch):
-    """The JAX-free name sets (catalog.TABULAR, catalog.COARSE, config.V4_ENVS) must equal what the families'
-    hooks say (rl3_defaults, grid_side, v4_defaults): each one edited is caught, naming it."""
-    registry.check_catalog()
-    for module, name, edited in [(catalog, "TABULAR", catalog.TABULAR - {"mdp"}),
-                                 (catalog, "COARSE", catalog.COARSE | {"mdp"}),
-                                 (registry, "V4_ENVS", ("bandit",))]:
-        with monkeypatch.context() as m:
-            m.setattr(module, name, edited)
-            with pytest.raises(RuntimeError, match=f"{name} .*the families' hooks say"):
-                registry.check_catalog()
-    with monkeypatch.context() as m:
-        m.setitem(catalog.FAMILIES, "extra", ("train",))
-        with pytest.raises(RuntimeError, match="FAMILIES names"):
-            registry.check_catalog()
+@pytest.mark.parametrize("name", registry.BUILT_IN)
+def test_every_family_spec_matches_its_family_hooks(name):
+    """A family's JAX-free spec (algos, semantics: what the config checks before JAX starts) is what its hooks
+    say (rl3_defaults, grid_side, v4_defaults), every variant builds, and its module's variants are the spec's."""
+    spec = catalog.FAMILIES[name]
+    envs = [make_env(name, v) for v in spec.variants]
+    assert registry.spec_of(envs[0], spec.entry, spec.variants, spec.horizon, spec.kwargs) == spec
+    assert {env.family for env in envs} == {name} and len({env.name for env in envs}) == len(envs)
+    assert expected_spec_fields[name] == (spec.variants[0], spec.horizon, spec.algos, spec.semantics)
+
+
+#: hand-written from METHOD §3 and §6 (the training variant, H, the algos and semantics that apply)
+expected_spec_fields = {
+    "bandit": ("train", 100, ("rl2", "rl3"), ("fresh", "rlc", "v4")),
+    "mdp": ("train", 100, ("rl2", "rl3"), ("fresh", "rlc", "v4")),
+    "grid11": ("train", 250, ("rl2", "rl3", "rl3_coarse"), ("fresh", "rlc")),
+    "grid13": ("train", 350, ("rl2", "rl3", "rl3_coarse"), ("fresh", "rlc")),
+}
+
+
+def test_family_modules_take_their_variants_from_the_specs():
+    from rl3jax.envs import bandit, grid_generation, mdp
+
+    assert catalog.FAMILIES["bandit"].variants == bandit.VARIANTS and catalog.FAMILIES["mdp"].variants == mdp.VARIANTS
+    for name in ("grid11", "grid13"):
+        assert catalog.FAMILIES[name].variants == tuple(grid_generation.GRID_FAMILIES[name][1])
+        assert make_env(name).horizon == catalog.FAMILIES[name].horizon
+    assert catalog.spec("CartPole-v1").algos == ("rl2",)  # a served gymnax env: RL² only
+
+
+def test_registry_imports_no_family_until_one_is_built():
+    """The registry builds a family from its spec's entry point, imported by name (a fresh interpreter)."""
+    code = ("import sys; from rl3jax.envs import registry; "
+            "print(sorted(m for m in sys.modules if m.startswith('rl3jax.envs.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert eval(out) == ["rl3jax.envs.base", "rl3jax.envs.catalog", "rl3jax.envs.registry"]
 
 
 def test_catalog_answers_without_the_families():
@@ -412,3 +435,23 @@ def test_register_refuses_to_replace_a_built_in_family(name):
         registry.register(name, lambda variant: make_env("bandit"), ("train",))
     assert make_env(name).family == name  # still the built-in one
     assert type(make_env("mdp")).__name__ == "RandomMDP"
+
+
+def test_register_adds_a_spec_from_the_family_hooks():
+    """A user's family gets a spec read from its hooks: an RL²-only probe, and a bandit under another name (RL³
+    and v4 apply, no RL³-coarse); the config then checks both before JAX work, like the built-in families."""
+    from tests.probes import register_probes
+
+    register_probes()
+    probe = catalog.FAMILIES["probe-action"]
+    assert (probe.variants, probe.horizon, probe.algos, probe.semantics) == (("train",), 100, ("rl2",), ())
+    with pytest.raises(ValueError, match="algo 'rl3' does not apply to env 'probe-action' .valid: rl2.; RL³ needs"):
+        TrainConfig(env="probe-action", algo="rl3")
+    try:
+        spec = registry.register("bandit-alias", lambda variant: make_env("bandit", variant), ("train", "ood"), 50)
+        assert (spec.algos, spec.semantics, spec.horizon) == (("rl2", "rl3"), ("fresh", "rlc", "v4"), 50)
+        assert make_env("bandit-alias", "ood").variant == "ood"
+        with pytest.raises(ValueError, match="variant 'dense' is not valid for env 'bandit-alias'"):
+            TrainConfig(env="bandit-alias", variant="dense")
+    finally:
+        catalog.FAMILIES.pop("bandit-alias", None)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
 import pytest
 
-from rl3jax import population, runfiles
+from rl3jax import config, population, runfiles
 from rl3jax.checkpoint import FORMAT_VERSION, Checkpointer, CheckpointError, CorruptCheckpointError, write_manifest
 from rl3jax.cli import main as cli_main
 from rl3jax.config import TrainConfig
@@ -30,7 +31,7 @@ T = dict(env="bandit", algo="rl2", model="markov", horizon=4, num_envs=2, miniba
          chunk_iters=2, checkpoint_every=2)
 T_ARGV = ["--env", "bandit", "--algo", "rl2", "--model", "markov", "--horizon", "4", "--num-envs", "2",
           "--minibatch-envs", "2", "--no-progress", "--set", "epochs=2", "--set", "chunk_iters=2",
-          "--set", "checkpoint_every=2"]
+          "--set", "checkpoint_every=2", "--set", "eval_every=0"]
 
 
 def _leaves_equal(a, b):
@@ -236,31 +237,34 @@ def _set_format_version(step_dir, version):
 def test_checkpoint_format_version_old_loads_newer_is_refused(run4, tmp_path, capsys):
     run = _copy(run4, tmp_path)
     step4 = os.path.join(run, "checkpoints", "4")
-    assert json.load(open(os.path.join(step4, "meta", "metadata")))["format_version"] == FORMAT_VERSION == 1
-    state, _ = load_run(run).restore()
-    _set_format_version(step4, None)  # a checkpoint of the same structure from before versioning: still loads
-    old, meta = load_run(run).restore()
+    assert json.load(open(os.path.join(step4, "meta", "metadata")))["format_version"] == FORMAT_VERSION == 2
+    # format 1 (tests/data/checkpoint_v1, written at 22ec62c), also from before versioning (no version: 1)
+    v1 = shutil.copytree(os.path.join(os.path.dirname(__file__), "data", "checkpoint_v1", "run"), tmp_path / "v1")
+    state, _ = load_run(str(v1)).restore()
+    _set_format_version(os.path.join(v1, "checkpoints", "1"), None)
+    old, meta = load_run(str(v1)).restore()
     assert "format_version" not in meta and _leaves_equal(old.actor_params, state.actor_params)
-    assert _leaves_equal(old.critic_opt, state.critic_opt) and int(old.iteration) == 4
-    _set_format_version(step4, 2)  # written by a newer rl3jax: one line naming the version and the folder
+    assert _leaves_equal(old.critic_opt, state.critic_opt) and int(old.iteration) == 1
+    _set_format_version(step4, 3)  # written by a newer rl3jax: one line naming the version and the folder
     assert cli_main(["eval", "--run", run, "--episodes", "4"]) == 2
     line = _one_line_error(capsys.readouterr().err)
-    assert f"checkpoint step 4 in {os.path.abspath(os.path.join(run, 'checkpoints'))} has format version 2" in line
+    assert f"checkpoint step 4 in {os.path.abspath(os.path.join(run, 'checkpoints'))} has format version 3" in line
 
 
 def test_checkpoint_of_another_structure_is_one_line(run4, tmp_path):
     other = Run(run4, TrainConfig(iters=4, **{**T, "model": "gru"}))  # the run's files, another network
-    with pytest.raises(CheckpointError, match=r"checkpoint step 4 \(format version 1\) in .* could not be restored "
+    with pytest.raises(CheckpointError, match=r"checkpoint step 4 \(format version 2\) in .* could not be restored "
                                               r"\(corrupt, or its state structure differs") as e:
         other.restore()
     assert "\n" not in str(e.value)
 
 
 # -------------------------------------------------------------------------------- divergence
-def test_divergence_stops_at_the_first_bad_iteration_without_a_checkpoint(tmp_path, capsys):
+def test_divergence_stops_at_the_first_bad_iteration_without_a_checkpoint(tmp_path, capsys, monkeypatch):
     run = str(tmp_path / "nan")
-    # an entropy coefficient large enough to overflow Adam's second moment at once (the issue's `S --set
-    # ent_coef=inf` is for config validation to refuse; a finite 1e30 passes any range check and diverges)
+    # an entropy coefficient large enough to overflow Adam's second moment at once (the config refuses it as
+    # outside ent_coef's sane range; widened here to reach the divergence)
+    monkeypatch.setitem(config.FLOAT_RANGES, "ent_coef", (0.0, 1e30))
     t_argv = ["chunk_iters=10" if a == "chunk_iters=2" else a for a in T_ARGV]  # a field may be set only once
     argv = ["train", *t_argv, "--iters", "10", "--set", "ent_coef=1e30", "--out", run]
     assert cli_main(argv) == 1
@@ -494,9 +498,10 @@ def test_a_lock_file_alone_is_no_part_of_a_run(tmp_path):
 
 
 # -------------------------------------------------------------------------------- 17.9 advice that works
-def test_divergence_advice_is_a_command_that_is_accepted(tmp_path, capsys):
+def test_divergence_advice_is_a_command_that_is_accepted(tmp_path, capsys, monkeypatch):
     from rl3jax.cli import build_parser, check_train_args
 
+    monkeypatch.setitem(config.FLOAT_RANGES, "ent_coef", (0.0, 1e30))  # to reach a divergence (see above)
     run = str(tmp_path / "nan")
     argv = ["train", *T_ARGV, "--iters", "2", "--set", "ent_coef=1e30", "--out", run]
     assert cli_main(argv) == 1

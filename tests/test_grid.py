@@ -107,8 +107,8 @@ def test_registry_and_presets():
         GridConfig(size=13, obstacle_len=8)
     with pytest.raises(ValueError, match="min_goal_dist 13 exceeds"):
         GridConfig(size=13, min_goal_dist=13)
-    with pytest.raises(ValueError, match="horizon must be >= 1"):
-        GridWorld(horizon=0)
+    with pytest.raises(ValueError, match="horizon must be >= 1"):  # H is checked in one place: MetaEnv
+        MetaEnv(GridWorld(horizon=0), 0)
     est = grid_estimator(g13)
     assert isinstance(est, GridQEstimator) and est.max_sweeps == 350 and est.alpha_laplace == 0.01
     assert grid_estimator(g13, abstraction="coarse").abstraction_radius == 0.08
@@ -451,7 +451,7 @@ def test_trainer_hooks_and_oracle_model():
     assert isinstance(dense, QEstimator) and dense.std_errors and dense.num_states == 169
     with pytest.raises(ValueError, match="RL³-coarse has no standard errors"):
         make_estimator(env500, cfg.replace(algo="rl3_coarse", std_errors=True))
-    with pytest.raises(ValueError, match="rl3_coarse is for grid families .grid11, grid13., not env 'mdp'"):
+    with pytest.raises(ValueError, match="algo 'rl3_coarse' does not apply to env 'mdp' .valid: rl2, rl3."):
         TrainConfig(env="mdp", algo="rl3_coarse")  # the config refuses it first
     # make_estimator's own check, by hook (env.grid_side), for a family the config's name tables do not describe
     with pytest.raises(ValueError, match="rl3_coarse' is for grid families"):

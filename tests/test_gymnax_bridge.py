@@ -49,7 +49,7 @@ def test_refused_by_name_with_reason_before_creating_it(name, monkeypatch):
 
 
 def test_rl3_on_a_gymnax_env_is_refused_with_the_fix():
-    with pytest.raises(ValueError, match="use --algo rl2"):
+    with pytest.raises(ValueError, match="use algo rl2"):
         TrainConfig(env="CartPole-v1")  # default algo: rl3
 
 
@@ -87,6 +87,8 @@ def test_meta_episode_holds_one_task(name):
 
     tasks, (obs, rewards, over, fields) = run(jax.random.key(3))
     assert obs.shape == (horizon, 2, meta.obs_dim) and bool(jnp.isfinite(obs).all())
+    if GYMNAX_ENVS[name].constant:  # the catalog's "return cannot vary" (config.notes warns): every reward alike
+        assert np.unique(np.asarray(rewards)).size == 1 and int(over.sum()) >= 1, name
     if GYMNAX_ENVS[name].kind == "fixed":
         assert not env.task_fields and not isinstance(tasks, GymnaxTask)  # the params are the task
         return

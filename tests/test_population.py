@@ -14,10 +14,11 @@ import jax
 import numpy as np
 import pytest
 
+from rl3jax.cli import ConfigError, parse_sets
 from rl3jax.cli import main as cli_main
-from rl3jax.config import SWEEPABLE, TrainConfig
+from rl3jax.config import HParams, TrainConfig
 from rl3jax.driver import train
-from rl3jax.population import OPT_HPARAMS, make_members, member_state, parse_sweep
+from rl3jax.population import make_members, member_state
 from rl3jax.runfiles import RunFolderError, read_config, read_metrics
 from rl3jax.runs import expand_runs, load_run
 from rl3jax.train import make_train
@@ -134,19 +135,22 @@ def test_sweep_members_have_their_settings(tmp_path):
 
 
 def test_sweep_parsing_and_errors():
+    parse_sweep = lambda items: parse_sets(items, sweep=True)  # noqa: E731 (the parser --sweep and --set share)
     assert parse_sweep(["lr=1e-3,3e-4", "gae-lambda=0.3,0.9"]) == {"lr": [1e-3, 3e-4], "gae_lambda": [0.3, 0.9]}
     members = make_members(CFG, seeds=2, sweep={"lr": [1e-3, 3e-4]})
     assert [(m.seed, m.settings) for m in members] == [(10, (("lr", 1e-3),)), (11, (("lr", 1e-3),)),
                                                        (10, (("lr", 3e-4),)), (11, (("lr", 3e-4),))]
-    with pytest.raises(ValueError, match="NAME=V1"):
+    with pytest.raises(ConfigError, match="NAME=V1"):
         parse_sweep(["lr"])
-    with pytest.raises(ValueError, match="numbers"):
+    with pytest.raises(ConfigError, match="--sweep lr=fast: expected a float"):
         parse_sweep(["lr=fast"])
-    with pytest.raises(ValueError, match="repeated"):
+    with pytest.raises(ConfigError, match="expected distinct values"):
         parse_sweep(["lr=1,1"])
+    with pytest.raises(ConfigError, match="--sweep epochs: not sweepable in one compile"):
+        parse_sweep(["epochs=1,2"])
     with pytest.raises(ValueError, match="not a config field"):
         make_members(CFG, sweep={"learning_rate": [1.0]})
-    with pytest.raises(ValueError, match="lr must be > 0"):
+    with pytest.raises(ValueError, match=r"lr must be in \[1e-08, 1\]"):
         make_members(CFG, sweep={"lr": [1e-3, -1.0]})
     from rl3jax.population import Population
 
@@ -155,27 +159,23 @@ def test_sweep_parsing_and_errors():
 
 
 def test_sweepable_names_are_the_values_the_state_holds():
-    """config.SWEEPABLE (what --sweep accepts, also before JAX starts) is exactly what a TrainState holds per
-    run: the optimiser hyper-parameters of OPT_HPARAMS, then the keys of ``hparams``, each at the config's value."""
+    """config.HParams (what --sweep accepts, also before JAX starts) is what a TrainState holds per run, each
+    field a float32 scalar at the config's value."""
     cfg = CFG.replace(lr=2e-3, critic_weight_decay=0.25, ent_coef=0.125, gae_lambda=0.5)
-    state = jax.eval_shape(make_train(cfg).init, jax.random.key(0))
-    assert tuple(OPT_HPARAMS) + tuple(state.hparams) == SWEEPABLE
-    real = jax.jit(make_train(cfg).init)(jax.random.key(0))
-    for name, places in OPT_HPARAMS.items():
-        for field, key in places:
-            np.testing.assert_allclose(getattr(real, field).hyperparams[key], getattr(cfg, name), rtol=1e-6)
-    for name in state.hparams:
-        np.testing.assert_allclose(real.hparams[name], getattr(cfg, name), rtol=1e-6)
+    real = jax.jit(make_train(cfg).init)(jax.random.key(0)).hparams
+    assert type(real) is HParams
+    for name in HParams._fields:
+        assert getattr(real, name).dtype == np.float32 and getattr(real, name).shape == ()
+        np.testing.assert_allclose(getattr(real, name), getattr(cfg, name), rtol=1e-6)
 
 
-def test_fused_update_lr_sweep_member_equals_separate_run(tmp_path):
-    """The fused actor-critic step (the accelerator default) under the population vmap: each member keeps
-    its own learning rate in the stacked optimiser state and equals its separate run."""
-    cfg = CFG.replace(model="gru", fused_update=True)  # (the transformer's key bias is float noise: test_train)
-    state, _ = train(cfg, str(tmp_path / "pop"), sweep={"lr": [1e-3, 3e-4]}, progress=False, quiet=True)
-    ref = member_state(train(cfg.replace(lr=3e-4), str(tmp_path / "single"), progress=False, quiet=True)[0], 0)
+def test_weight_decay_and_gae_lambda_sweep_member_equals_separate_run(tmp_path):
+    """A sweep replaces ``HParams`` per member: each member holds its own values and equals its separate run."""
+    sweep = {"critic_weight_decay": [0.0, 0.1], "gae_lambda": [0.9]}
+    state, _ = train(CFG, str(tmp_path / "pop"), sweep=sweep, progress=False, quiet=True)
+    ref = member_state(train(CFG.replace(critic_weight_decay=0.1, gae_lambda=0.9), str(tmp_path / "single"),
+                             progress=False, quiet=True)[0], 0)
     _assert_states_close(member_state(state, 1), ref)
-    other = member_state(state, 0)
-    np.testing.assert_allclose(other.actor_opt.hyperparams["learning_rate"], 1e-3, rtol=1e-6)
-    np.testing.assert_allclose(other.critic_opt.hyperparams["weight_decay"], 0.01, rtol=1e-6)
-    np.testing.assert_allclose(other.actor_opt.hyperparams["weight_decay"], 0.0)
+    np.testing.assert_allclose(state.hparams.critic_weight_decay, [0.0, 0.1])
+    np.testing.assert_allclose(state.hparams.gae_lambda, [0.9, 0.9], rtol=1e-6)
+    np.testing.assert_allclose(state.hparams.lr, [CFG.lr] * 2, rtol=1e-6)

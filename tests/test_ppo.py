@@ -11,20 +11,17 @@ import optax
 import pytest
 
 from rl3jax import ppo
-from rl3jax.config import TrainConfig
-from rl3jax.fused import Fused, stack_pair, unstack_pair
+from rl3jax.config import HParams, TrainConfig
 from rl3jax.ppo import (
-    SEPARATE,
+    ADAM,
     ActorCritic,
-    Learner,
     Rollout,
     actor_loss,
+    adam_step,
     categorical_kl,
     critic_loss,
     entropy_coef,
     gae,
-    make_optimizers,
-    ppo_update,
 )
 from rl3jax.train import all_finite, finite_flag
 
@@ -43,17 +40,12 @@ def critic_apply(params, obs):
     return obs @ params["w"] + params["b"]
 
 
-#: the optimisers read lr and weight decay from their states, so one pair serves every test's settings
-FNS = Learner(actor_apply, critic_apply, *make_optimizers(CFG))
+def ppo_update(key, ac, rollout, hp, it, cfg):
+    return ppo.ppo_update(cfg, actor_apply, critic_apply, key, ac, hp, rollout, it)
 
 
-def hparams(ent_coef=0.01, gae_lambda=0.3):
-    return {"ent_coef": jnp.float32(ent_coef), "gae_lambda": jnp.float32(gae_lambda)}
-
-
-def with_lr(opt_state, lr):
-    """An optimiser state with another learning rate (how a population sweeps it)."""
-    return opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": jnp.asarray(lr, jnp.float32)})
+def hparams(ent_coef=0.01, gae_lambda=0.3, lr=3e-4, critic_weight_decay=0.01):
+    return HParams(*(jnp.float32(v) for v in (lr, critic_weight_decay, ent_coef, gae_lambda)))
 
 
 def init_params(key):
@@ -74,23 +66,12 @@ def make_rollout(key, actor_params, critic_params, b=B):
     return Rollout(obs=obs, actions=actions, logp=logp, values=values, rewards=rewards, logits=logits)
 
 
-def make_ac(actor, critic, actor_lr, critic_lr, cfg=CFG):
-    a_tx, c_tx = make_optimizers(cfg)
-    return ActorCritic(actor_params=actor, actor_opt=with_lr(a_tx.init(actor), actor_lr), critic_params=critic,
-                       critic_opt=with_lr(c_tx.init(critic), critic_lr))
-
-
 @jax.jit
-def _setup(seed, actor_lr, critic_lr):
+def setup(seed=0):
+    """Params, Adam states and a rollout (one compile: eager op-by-op is slow on CPU)."""
     actor, critic = init_params(jax.random.PRNGKey(seed))
     rollout = make_rollout(jax.random.PRNGKey(seed + 100), actor, critic)
-    return make_ac(actor, critic, actor_lr, critic_lr), rollout
-
-
-def setup(seed=0, actor_lr=3e-4, critic_lr=3e-4):
-    """Params, optimiser states (with these learning rates) and a rollout (one compile: eager op-by-op is slow on
-    CPU)."""
-    return _setup(seed, actor_lr, critic_lr)
+    return ActorCritic(actor, ADAM.init(actor), critic, ADAM.init(critic)), rollout
 
 
 def tree_allclose(a, b, **kw):
@@ -128,14 +109,18 @@ def _gae_loop(r, v, gamma, lam):
     return adv, adv + v
 
 
-def test_gae_matches_python_loop():
-    k1, k2 = jax.random.split(jax.random.PRNGKey(1))
-    r = jax.random.normal(k1, (3, 7))
-    v = jax.random.normal(k2, (3, 7))
-    adv, tgt = gae(r, v, 0.99, 0.3)
-    adv_ref, tgt_ref = _gae_loop(r, v, 0.99, 0.3)
-    np.testing.assert_allclose(adv, adv_ref, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(tgt, tgt_ref, rtol=1e-5, atol=1e-6)
+class GaeTest(chex.TestCase):
+    """``gae`` equals the NumPy loop reference (float64), jitted and not."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_gae_matches_python_loop(self):
+        k1, k2 = jax.random.split(jax.random.PRNGKey(1))
+        r = jax.random.normal(k1, (3, 7))
+        v = jax.random.normal(k2, (3, 7))
+        adv, tgt = self.variant(gae)(r, v, 0.99, jnp.float32(0.3))  # λ traced, as from TrainState.hparams
+        adv_ref, tgt_ref = _gae_loop(r, v, 0.99, 0.3)
+        np.testing.assert_allclose(adv, adv_ref, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(tgt, tgt_ref, rtol=1e-5, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------ losses
@@ -221,50 +206,34 @@ def test_entropy_schedule():
         TrainConfig(ent_schedule="cosine")  # refused by the config, before any schedule is computed
 
 
-# ------------------------------------------------------------------------------------------------ optimisers
+# ------------------------------------------------------------------------------------------------ optimiser
 
 
-def test_coupled_weight_decay_only_on_critic():
-    a_tx, c_tx = make_optimizers(TrainConfig(lr=1e-2, critic_weight_decay=0.1))
+@jax.jit
+def _step(grads, p, lr, wd):
+    return adam_step(grads, ADAM.init(p), p, jnp.float32(lr), jnp.float32(wd))[0]
+
+
+def test_adam_step_with_coupled_weight_decay():
     p = {"w": jnp.array([1.0, -2.0, 0.5])}
     zeros = jax.tree.map(jnp.zeros_like, p)
-
-    upd, _ = a_tx.update(zeros, a_tx.init(p), p)
-    assert tree_equal(optax.apply_updates(p, upd), p)  # zero gradient: the actor does not move
-
-    upd, _ = c_tx.update(zeros, c_tx.init(p), p)
-    new = optax.apply_updates(p, upd)
-    assert not tree_equal(new, p)
+    assert tree_equal(_step(zeros, p, 1e-2, 0.0), p)  # zero gradient, no decay (the actor): it does not move
+    new = _step(zeros, p, 1e-2, 0.1)
     # by hand: g = 0 + wd*p ; Adam step 1: m = 0.1 g, v = 0.001 g^2, m̂ = g, v̂ = g^2
     w = np.asarray(p["w"], np.float64)
     g = 0.1 * w
     m_hat = (0.1 * g) / (1 - 0.9)
     v_hat = (0.001 * g**2) / (1 - 0.999)
-    ref = w - 1e-2 * m_hat / (np.sqrt(v_hat) + 1e-7)
-    np.testing.assert_allclose(new["w"], ref, rtol=1e-5)
-
-    # and with a real gradient: critic step == adam(grad + wd*params)
+    np.testing.assert_allclose(new["w"], w - 1e-2 * m_hat / (np.sqrt(v_hat) + 1e-7), rtol=1e-5)
+    # with a real gradient: bit for bit optax's chain(add_decayed_weights, adam), the optimiser of format-1 runs
     grad = {"w": jnp.array([0.3, 0.0, -1.0])}
-    upd, _ = c_tx.update(grad, c_tx.init(p), p)
-    adam = optax.adam(1e-2, b1=0.9, b2=0.999, eps=1e-7)
-    upd_ref, _ = adam.update(jax.tree.map(lambda gg, pp: gg + 0.1 * pp, grad, p), adam.init(p))
-    assert tree_allclose(upd, upd_ref, rtol=1e-6)
-
-
-def test_learning_rate_and_weight_decay_live_in_opt_state():
-    a_tx, c_tx = make_optimizers(TrainConfig(lr=0.123, critic_weight_decay=0.456))
-    p = {"w": jnp.ones(2)}
-    a_s, c_s = a_tx.init(p), c_tx.init(p)
-    np.testing.assert_allclose(a_s.hyperparams["learning_rate"], 0.123, rtol=1e-6)
-    np.testing.assert_allclose(c_s.hyperparams["learning_rate"], 0.123, rtol=1e-6)
-    assert float(a_s.hyperparams["weight_decay"]) == 0.0
-    np.testing.assert_allclose(c_s.hyperparams["weight_decay"], 0.456, rtol=1e-6)
-    for hp in (a_s.hyperparams, c_s.hyperparams):
-        assert all(v.dtype == jnp.float32 and v.shape == () for v in hp.values())
-    # the update reads them from the state: one transformation serves any learning rate
-    g = {"w": jnp.array([1.0, -1.0])}
-    upd, _ = a_tx.update(g, with_lr(a_s, 0.5), p)
-    np.testing.assert_allclose(upd["w"], [-0.5, 0.5], rtol=1e-5)  # Adam's first step: -lr · sign(g)
+    tx = optax.chain(optax.add_decayed_weights(jnp.float32(0.1)),
+                     optax.adam(jnp.float32(1e-2), b1=0.9, b2=0.999, eps=1e-7))
+    ref = jax.jit(lambda g, p: optax.apply_updates(p, tx.update(g, tx.init(p), p)[0]))(grad, p)
+    assert tree_equal(_step(grad, p, 1e-2, 0.1), ref)
+    # the learning rate is an argument (traced): Adam's first step is -lr · sign(g)
+    np.testing.assert_allclose(_step({"w": jnp.array([1.0, -1.0, 0.0])}, p, 0.5, 0.0)["w"], [0.5, -1.5, 0.5],
+                               rtol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------ update
@@ -272,11 +241,8 @@ def test_learning_rate_and_weight_decay_live_in_opt_state():
 
 def test_rollout_that_does_not_fit_the_config_raises():
     ac, rollout = setup()  # B = 4
-    key = jax.random.PRNGKey(0)
     with pytest.raises(ValueError, match=r"the rollout has 4 sequences but num_envs=8"):
-        ppo_update(key, ac, rollout, hparams(), 0, CFG.replace(num_envs=8), FNS)
-    with pytest.raises(ValueError, match=r"hparams must have the keys ent_coef, gae_lambda; got ent_coef"):
-        ppo_update(key, ac, rollout, {"ent_coef": 0.01}, 0, CFG, FNS)
+        ppo_update(jax.random.PRNGKey(0), ac, rollout, hparams(), 0, CFG.replace(num_envs=8))
     # minibatches and KL chunks that do not divide the batch are refused by the config, so never reach the update
     with pytest.raises(ValueError, match=r"num_envs=4 is not divisible.*minibatch_envs=3"):
         TrainConfig(num_envs=4, minibatch_envs=3)
@@ -296,23 +262,22 @@ def test_minibatches_are_whole_sequences_of_one_permutation():
         np.testing.assert_array_equal(mbs.targets[i // 2, i % 2], batch.targets[seq])
 
 
-# One jitted update shared by the tests below; its static configs are CFG, EPOCHS1, NO_STOP and NO_STOP with one
-# epoch; everything else that varies (learning rates, ent_coef, gae_lambda, data, iteration) is traced.
+# One jitted update shared by the tests below; its static configs are CFG, EPOCHS1, NO_STOP, NO_STOP with one
+# epoch and CFG with kl_chunks=2; everything else that varies (lr, weight decay, ent_coef, gae_lambda, data, iteration) is traced.
 @functools.partial(jax.jit, static_argnames="cfg")
-@chex.assert_max_traces(n=4)
+@chex.assert_max_traces(n=5)
 def UPDATE(key, ac, rollout, hp, it, cfg):
-    return ppo_update(key, ac, rollout, hp, it, cfg, FNS)
+    return ppo_update(key, ac, rollout, hp, it, cfg)
 
 
-def _run(cfg, seed=0, actor_lr=3e-4, critic_lr=3e-4):
-    ac, rollout = setup(seed, actor_lr, critic_lr)
-    return ac, UPDATE(jax.random.PRNGKey(7), ac, rollout, hparams(), 0, cfg)
+def _run(cfg, seed=0, lr=3e-4):
+    ac, rollout = setup(seed)
+    return ac, UPDATE(jax.random.PRNGKey(7), ac, rollout, hparams(lr=lr), 0, cfg)
 
 
 def test_kl_early_stop_freezes_actor_after_one_epoch():
-    lr = dict(actor_lr=0.5, critic_lr=0.05)
-    ac0, (ac4, m4) = _run(CFG, **lr)
-    _, (ac1, m1) = _run(EPOCHS1, **lr)
+    ac0, (ac4, m4) = _run(CFG, lr=0.5)
+    _, (ac1, m1) = _run(EPOCHS1, lr=0.5)
     assert float(m1["kl"]) >= 0.01  # large lr: the KL exceeds the target after epoch 1
     assert int(m4["actor_epochs"]) == 1
     assert tree_allclose(ac4.actor_params, ac1.actor_params, rtol=1e-6, atol=1e-7)  # frozen after one epoch
@@ -321,21 +286,23 @@ def test_kl_early_stop_freezes_actor_after_one_epoch():
     assert int(ac4.critic_opt.count) == 8  # critic: 4 epochs x 2 minibatches
     assert not tree_allclose(ac4.critic_params, ac1.critic_params)  # the critic kept training
     # the critic is independent of the actor: same result with early stopping switched off
-    _, (ac_inf, m_inf) = _run(NO_STOP, **lr)
+    _, (ac_inf, m_inf) = _run(NO_STOP, lr=0.5)
     assert int(m_inf["actor_epochs"]) == 4
     assert tree_allclose(ac4.critic_params, ac_inf.critic_params, rtol=1e-6, atol=1e-7)
     assert not tree_allclose(ac4.actor_params, ac_inf.actor_params)
+    # the full-batch KL in two chunks of sequences equals one pass: same stop, same result
+    _, chunked = _run(CFG.replace(kl_chunks=2), lr=0.5)
+    assert tree_allclose(chunked, (ac4, m4), rtol=1e-5, atol=1e-6)
     # shapes and dtypes: the state keeps its own; every metric is a scalar (float32, actor_epochs int32)
     chex.assert_trees_all_equal_shapes_and_dtypes(ac4, ac0)
     for k, v in m4.items():
         assert v.shape == () and v.dtype == (jnp.int32 if k == "actor_epochs" else jnp.float32), k
         assert np.isfinite(v), k
-    np.testing.assert_allclose(m4["actor_lr"], 0.5, rtol=1e-6)
-    np.testing.assert_allclose(m4["critic_lr"], 0.05, rtol=1e-6)
+    np.testing.assert_allclose([m4["actor_lr"], m4["critic_lr"]], 0.5, rtol=1e-6)
 
 
 def test_tiny_lr_trains_actor_all_epochs():
-    ac0, (ac, m) = _run(CFG, actor_lr=1e-6, critic_lr=1e-6)
+    ac0, (ac, m) = _run(CFG, lr=1e-6)
     assert int(m["actor_epochs"]) == 4
     assert int(ac.actor_opt.count) == 8 and int(ac.critic_opt.count) == 8
     assert float(m["kl"]) < 0.01
@@ -343,35 +310,34 @@ def test_tiny_lr_trains_actor_all_epochs():
 
 
 def test_jit_matches_no_jit_and_traces_once():
-    ac, rollout = setup(actor_lr=1e-2, critic_lr=1e-2)
+    ac, rollout = setup()
     key = jax.random.PRNGKey(7)
-    out_jit = UPDATE(key, ac, rollout, hparams(), 0, EPOCHS1)
+    out_jit = UPDATE(key, ac, rollout, hparams(lr=1e-2), 0, EPOCHS1)
     # Un-jitted run, also without the rollout logits: they are then recomputed from the initial actor params,
     # which is the rollout policy.
-    out_eager = ppo_update(key, ac, rollout.replace(logits=None), hparams(), 0, EPOCHS1, FNS)
+    out_eager = ppo_update(key, ac, rollout.replace(logits=None), hparams(lr=1e-2), 0, EPOCHS1)
     assert tree_allclose(out_jit, out_eager, rtol=1e-5, atol=1e-6)
 
-    # New data, iteration, learning rates, ent_coef, gae_lambda: no retrace (assert_max_traces on UPDATE).
+    # New data, iteration and every hyper-parameter: no retrace (assert_max_traces on UPDATE).
     for i, lr in enumerate((1e-2, 3e-3)):
-        ac, rollout = setup(i + 1, lr, 2 * lr)
-        hp = hparams(0.02 * (i + 1), 0.3 + 0.1 * i)
+        ac, rollout = setup(i + 1)
+        hp = hparams(0.02 * (i + 1), 0.3 + 0.1 * i, lr, 0.01 * i)
         jax.block_until_ready(UPDATE(jax.random.PRNGKey(i), ac, rollout, hp, jnp.asarray(i), EPOCHS1))
         jax.block_until_ready(UPDATE(jax.random.PRNGKey(i), ac, rollout, hp, i + 5, EPOCHS1))
 
 
-def test_vmapped_lr_sweep_matches_single_runs():
+def test_vmapped_hparams_sweep_matches_single_runs():
+    """A population replaces ``HParams`` per member: the vmapped update equals each member's own update."""
     base = EPOCHS1.replace(target_kl=1e9)
     ac, rollout = setup()
-    lrs = jnp.array([1e-3, 3e-2])
-
-    def one(lr, update):
-        member = ac.replace(actor_opt=with_lr(ac.actor_opt, lr), critic_opt=with_lr(ac.critic_opt, lr))
-        return update(jax.random.PRNGKey(3), member, rollout, hparams(), 0, base)[0]
-
-    swept = jax.jit(jax.vmap(lambda lr: one(lr, functools.partial(ppo_update, fns=FNS))))(lrs)
+    swept_hp = HParams(*(jnp.array(v, jnp.float32) for v in ([1e-3, 3e-2], [0.0, 0.1], [0.0, 0.05], [0.3, 0.9])))
+    run = functools.partial(ppo_update, jax.random.PRNGKey(3), ac, rollout, it=0, cfg=base)
+    swept = jax.jit(jax.vmap(lambda hp: run(hp=hp)))(swept_hp)
     for i in range(2):
-        single = one(float(lrs[i]), UPDATE)
+        member = jax.tree.map(lambda x, i=i: x[i], swept_hp)
+        single = UPDATE(jax.random.PRNGKey(3), ac, rollout, member, 0, base)
         assert tree_allclose(jax.tree.map(lambda x, i=i: x[i], swept), single, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(swept[1]["actor_lr"], [1e-3, 3e-2], rtol=1e-6)
 
 
 def test_all_finite_and_finite_flag():
@@ -383,73 +349,3 @@ def test_all_finite_and_finite_flag():
     assert float(finite_flag({"loss": jnp.float32(1.0)}, tree)) == 1.0
     assert float(finite_flag({"loss": jnp.float32(jnp.nan)}, tree)) == 0.0
     assert float(finite_flag({"loss": jnp.float32(1.0)}, {"p": jnp.array([jnp.inf])})) == 0.0
-
-
-# ------------------------------------------------------------------------------------------------ fused step
-
-
-def _col_critic_apply(params, obs):  # a critic of the actor's shape with one output column
-    return (obs @ params["w"] + params["b"])[..., 0]
-
-
-def _fused_apply(stacked, obs):
-    out = jax.vmap(actor_apply, in_axes=(0, None))(stacked, obs)
-    return out[0], out[1][..., 0]
-
-
-PAIR_FNS = FNS._replace(critic=_col_critic_apply)
-
-
-@jax.jit
-def _pair_setup(actor_lr, critic_lr):
-    actor, _ = init_params(jax.random.PRNGKey(0))
-    critic = {"w": 0.1 * jax.random.normal(jax.random.PRNGKey(1), (M, 1)), "b": jnp.zeros((1,))}
-    obs = jax.random.normal(jax.random.PRNGKey(2), (B, T, M))
-    logits = actor_apply(actor, obs)
-    actions = jax.random.categorical(jax.random.PRNGKey(3), logits).astype(jnp.int32)
-    rollout = Rollout(obs=obs, actions=actions, logp=ppo.log_prob(logits, actions), logits=logits,
-                      values=_col_critic_apply(critic, obs),
-                      rewards=jax.random.normal(jax.random.PRNGKey(4), (B, T)) + (actions == 1))
-    return make_ac(actor, critic, actor_lr, critic_lr), rollout
-
-
-def _pair_run(cfg, fused, actor_lr, critic_lr):
-    ac, rollout = _pair_setup(actor_lr, critic_lr)
-    rule = Fused(_fused_apply) if fused else SEPARATE
-    f = jax.jit(lambda *a: ppo_update(*a, 0, cfg, PAIR_FNS, rule))
-    return f(jax.random.PRNGKey(7), ac, rollout, hparams())
-
-
-@pytest.mark.parametrize("target_kl", [1e9, 0.01])
-def test_fused_actor_critic_step_equals_separate_steps(target_kl):
-    """One vmapped step over the stacked (actor, zero-padded critic) pair gives the separate updates' result,
-    including the KL stop (target 0.01 with a large actor lr freezes the actor after one of four epochs),
-    and returns the critic in its own shapes; the full-batch KL in chunks equals one pass."""
-    cfg = CFG.replace(target_kl=target_kl)
-    lr = dict(actor_lr=0.5 if target_kl < 1 else 1e-2, critic_lr=0.05)
-    sep = _pair_run(cfg, False, **lr)
-    fus = _pair_run(cfg, True, **lr)
-    chunked = _pair_run(cfg.replace(kl_chunks=2), True, **lr)
-    assert int(sep[1]["actor_epochs"]) == (1 if target_kl < 1 else 4)
-    assert int(fus[1]["actor_epochs"]) == int(sep[1]["actor_epochs"])
-    chex.assert_trees_all_equal_shapes_and_dtypes(fus[0], sep[0])
-    assert tree_allclose(fus, sep, rtol=1e-5, atol=1e-6)
-    assert tree_allclose(chunked, fus, rtol=1e-5, atol=1e-6)
-    assert int(fus[0].actor_opt.count) == 2 * int(sep[1]["actor_epochs"]) and int(fus[0].critic_opt.count) == 8
-
-
-def test_stack_pair_pads_with_zeros_and_unstacks_exactly():
-    actor = {"w": jnp.ones((3, 2)), "b": jnp.ones((2,))}
-    critic = {"w": 2 * jnp.ones((3, 1)), "b": 2 * jnp.ones((1,))}
-    P = stack_pair(actor, critic)
-    chex.assert_shape([P["w"]], (2, 3, 2))
-    np.testing.assert_array_equal(P["w"][1], [[2, 0], [2, 0], [2, 0]])
-    a, c = unstack_pair(P, critic)
-    assert tree_equal(a, actor) and tree_equal(c, critic)
-    chex.assert_trees_all_equal_shapes_and_dtypes(c, critic)
-
-
-def test_fused_update_rejects_unpairable_params():
-    ac, rollout = setup()  # critic b is (), actor b is (N,): different ranks
-    with pytest.raises(ValueError, match=r"critic leaf of shape \(\) cannot be zero-padded to the actor.s \(2,\)"):
-        ppo_update(jax.random.PRNGKey(0), ac, rollout, hparams(), 0, EPOCHS1, FNS, Fused(_fused_apply))

@@ -17,7 +17,7 @@ from rl3jax.cli import main as cli_main
 from rl3jax.config import TrainConfig
 from rl3jax.driver import train
 from rl3jax.evaluate import baseline_names, evaluate
-from rl3jax.report import adaptation_curve, group_runs, iqm_ci, learning_curve, load_runs, make_report, resolve_runs
+from rl3jax.report import adaptation_curve, group_runs, iqm_ci, learning_curve, load_runs, make_report
 from rl3jax.runfiles import read_metrics
 from rl3jax.train import make_meta_env
 
@@ -129,7 +129,7 @@ def test_markdown_holds_the_json_numbers(runs):
 
 def _figure_inputs(runs):
     res = runs["res"]
-    rs = load_runs(resolve_runs([runs["pop"], runs["rl2"]]))
+    rs = load_runs([runs["pop"], runs["rl2"]])
     return rs, group_runs(rs), {b["policy"]: b for b in res["baselines"]}, res
 
 
@@ -271,7 +271,7 @@ def test_cli_report_and_errors(runs, tmp_path, capsys):
              ([str(bad)], "is not a run folder"),
              ([str(tmp_path / "missing")], "is not a folder"),
              ([runs["rl2"], str(other)], "one task family and horizon; got bandit H=8, bandit H=10"),
-             ([runs["rl2"], "--variant", "nope"], "--variant 'nope' is not valid for env 'bandit'")]
+             ([runs["rl2"], "--variant", "nope"], "variant 'nope' is not valid for env 'bandit'")]
     for argv, msg in cases:
         dest = tmp_path / "never"
         rc = cli_main(["report", *argv, "--out", str(dest)])

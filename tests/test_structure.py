@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG = os.path.join(ROOT, "rl3jax")
 #: modules allowed to import package modules inside functions, and why
 LAZY_ALLOWED = {"rl3jax.cli": "validates before JAX starts; imports the command's modules once it is valid"}
-MIN_LINES = 6
+MIN_LINES = 10
 MIN_TOKENS = 40
 #: a block must hold this many different lines (six declarations of the same shape are a table, not logic)
 MIN_DISTINCT = 3

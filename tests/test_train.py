@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import chex
 import jax
@@ -11,11 +12,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rl3jax.checkpoint import FORMAT_VERSION, Checkpointer
 from rl3jax.cli import main as cli_main
-from rl3jax.config import TrainConfig
+from rl3jax.config import HParams, TrainConfig
+from rl3jax.distributed import sharded_chunk
 from rl3jax.driver import train
 from rl3jax.runfiles import read_metrics
+from rl3jax.runs import load_run
 from rl3jax.train import jit_chunk, make_train
+from tests import behaviour_record
 from tests.probes import register_probes
 
 register_probes()
@@ -100,8 +105,7 @@ def test_same_seed_same_result_and_chunking_does_not_matter():
 
 def test_eager_init_states_can_be_donated_to_the_jitted_chunk():
     """The documented Python path without jitting ``init``: ``trainer.init`` -> ``jit_chunk`` (which donates the
-    state). Two eagerly built states share no buffer (``tx.init`` stores one lr array per transformation), so
-    donating one leaves the other usable, and both give the jitted init's result bit for bit."""
+    state). Two eagerly built states share no buffer, so donating one leaves the other usable, and both give the jitted init's result bit for bit."""
     cfg = TrainConfig(env="bandit", algo="rl3", iters=2, **{**TINY, "model": "markov"})
     trainer = make_train(cfg)
     chunk = jit_chunk(trainer)
@@ -160,6 +164,7 @@ def test_resume_with_changed_settings_is_refused(tmp_path):
     (["train", "--num-envs", "10", "--minibatch-envs", "4", "--out", "X"], "not divisible"),
     (["train", "--set", "lr=abc", "--out", "X"], "expected a float"),
     (["train", "--set", "nofield=1", "--out", "X"], "unknown config field"),
+    (["train", "--set", "fused_update=true", "--out", "X"], "--set: unknown config field 'fused_update'"),
     (["train", "--preset", "nope", "--out", "X"], "unknown preset"),
     (["eval", "--run", "/nonexistent/run", "--episodes", "2"], "not a run folder"),
 ])
@@ -218,36 +223,59 @@ def test_cli_train_eval_roundtrip(tmp_path):
     assert res["episodes"] == 20 and res["policy"] == "greedy" and 0 <= res["mean_return"] <= 8
 
 
-@pytest.mark.parametrize("model", ["transformer", "gru", "markov"])
-def test_fused_update_equals_separate_update(model):
-    """Training with the fused actor-critic step (the default on accelerators) gives the separate steps'
-    parameters, optimiser states and metrics on every network (tolerance: float reassociation of the
-    batched matmuls over a few iterations).
+V1_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "checkpoint_v1")
 
-    Not compared: the attention key bias. Softmax is invariant to it, so its true gradient is zero and
-    Adam turns the float noise of its gradient (~1e-9) into lr-sized steps whose sign depends on summation
-    order; it has no effect on any output."""
-    cfg = TrainConfig(env="bandit", algo="rl3", model=model, horizon=6, num_envs=8, minibatch_envs=4, epochs=2,
-                      lr=1e-3, iters=2)
-    out = {}
-    for fused in (False, True):
-        trainer = make_train(cfg.replace(fused_update=fused))
-        assert trainer.fused is fused
-        state = jax.jit(trainer.init)(jax.random.key(0))
-        out[fused] = jax.jit(trainer.chunk, static_argnums=1)(state, 2)
-    (s0, m0), (s1, m1) = out[False], out[True]
-    def drop_key_bias(tree):
-        def f(path, x):
-            if "qkv" in jax.tree_util.keystr(path) and "bias" in jax.tree_util.keystr(path):
-                d = x.shape[-1] // 3
-                return jnp.concatenate([x[..., :d], x[..., 2 * d:]], axis=-1)
-            return x
-        return jax.tree_util.tree_map_with_path(f, tree)
 
-    for name in ("actor_params", "critic_params", "actor_opt", "critic_opt"):
-        chex.assert_trees_all_close(drop_key_bias(getattr(s1, name)), drop_key_bias(getattr(s0, name)),
-                                    rtol=1e-4, atol=1e-5)
-    chex.assert_trees_all_close(m1, m0, rtol=1e-4, atol=1e-5)
+def test_format1_checkpoint_evaluates_and_resumes_like_the_base_commit(tmp_path):
+    """A format-1 checkpoint (written at 22ec62c: tests/data/checkpoint_v1/README.md) restores into the new layout
+    (lr and weight decay out of the optax ``inject_hyperparams`` states into ``HParams``), evaluates to the base
+    commit's held-out returns and resumes to its metrics and parameters: bit for bit on the platform that wrote
+    it, else to float noise (rtol 1e-4). Its config.json holds the dropped ``fused_update`` field."""
+    with open(os.path.join(V1_DATA, "expected.json")) as f:
+        expected = json.load(f)
+    run = str(tmp_path / "run")
+    shutil.copytree(os.path.join(V1_DATA, "run"), run)
+    state, meta = load_run(run).restore()
+    assert meta["format_version"] == 1 and int(state.iteration) == 1
+    assert state.hparams == HParams(*(np.float32(v) for v in (1e-3, 0.01, 0.03, 0.3)))
+    assert int(state.actor_opt.count) == 4 and int(state.critic_opt.count) == 4  # 2 epochs x 2 minibatches
+    assert cli_main(["eval", "--run", run, "--episodes", "16", "--json", str(tmp_path / "eval.json")]) == 0
+    assert cli_main(["train", "--resume", "--iters", "2", "--no-progress", "--out", run]) == 0
+    with open(tmp_path / "eval.json") as f:
+        ev = json.load(f)
+    got = {"eval": {k: ev[k] for k in expected["eval"]}, "resumed_rows": _metrics_rows(run),
+           "resumed_params": behaviour_record._params_digest(os.path.join(run, "checkpoints"))}
+    if expected["fingerprint"] == behaviour_record.fingerprint():
+        assert got == {k: expected[k] for k in got}
+    else:
+        chex.assert_trees_all_close(got["resumed_rows"], expected["resumed_rows"], rtol=1e-4, atol=1e-6)
+        for leaf, want in expected["resumed_params"]["leaves"].items():
+            np.testing.assert_allclose(got["resumed_params"]["leaves"][leaf]["sum"], want["sum"], rtol=1e-4,
+                                       atol=1e-6)
+    assert Checkpointer(os.path.join(run, "checkpoints")).meta(2)["format_version"] == FORMAT_VERSION == 2
+
+
+def test_chunk_traces_once_over_two_calls():
+    """The jitted chunk (``distributed.sharded_chunk`` of ``Trainer.chunk``, as ``jit_chunk``) compiles once:
+    a second call, with other hyper-parameter values in the state, does not retrace."""
+    cfg = TrainConfig(env="bandit", algo="rl3", iters=4, **{**TINY, "model": "markov"})
+    trainer = make_train(cfg)
+    chunk = sharded_chunk(chex.assert_max_traces(trainer.chunk, n=1), None, cfg.num_envs)
+    state, m1 = chunk(jax.jit(trainer.init)(jax.random.key(0)), 2)
+    state, m2 = chunk(state.replace(hparams=HParams(*(jnp.float32(v) for v in (1e-2, 0.0, 0.1, 0.9)))), 2)
+    assert int(state.iteration) == 4
+    np.testing.assert_allclose(m2["actor_lr"], [1e-2, 1e-2], rtol=1e-6)
+    np.testing.assert_allclose(m2["ent_coef"], [0.1, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(m1["actor_lr"], [cfg.lr] * 2, rtol=1e-6)
+
+
+def test_config_json_of_older_versions_loads():
+    """``fused_update`` (the deleted fused actor-critic step) is dropped when a config is read; ``--set`` refuses
+    it as an unknown field."""
+    old = {**TrainConfig().to_dict(), "fused_update": True}
+    assert TrainConfig.from_dict(old) == TrainConfig()
+    with pytest.raises(ValueError, match="unknown config fields"):
+        TrainConfig.from_dict({**old, "fused": 1})
 
 
 def test_tensorboard_and_wandb_receive_every_metrics_row(tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rl3jax import config
 from rl3jax.cli import main as cli_main
 from rl3jax.config import PRESETS, TrainConfig, preset
 from rl3jax.driver import train
@@ -20,7 +21,7 @@ from rl3jax.estimator import QEstimator
 from rl3jax.estimator_v4 import V4Estimator
 from rl3jax.estimators import make_estimator
 from rl3jax.meta_episode import make_meta_env
-from rl3jax.networks import make_network
+from rl3jax.networks import V4_POS_SLOTS, make_network
 from rl3jax.runfiles import read_config
 from tests.reference_v4 import V4Reference
 
@@ -207,20 +208,27 @@ def test_absorbing_state_is_an_unrewarded_self_loop():
     (dict(vi_carry_over=True), "vi_carry_over is a v4 option"),
     (dict(estimator_mode="stale"), "estimator_mode 'stale' is not one of fresh, entered"),
     (dict(estimator_mode="entered", semantics="v4"), "conflicts with semantics 'v4'"),
+    (dict(model="transformer-v4", horizon=1024), "transformer-v4 has 1024 positional slots .* horizon 1024 needs "
+                                                  "1025"),
 ])
 def test_config_refuses_what_does_not_apply(kw, message):
     with pytest.raises(ValueError, match=message):
-        TrainConfig(**kw)
+        TrainConfig.from_dict(kw)  # the legacy estimator_mode exists only in config.json files
+
+
+def test_config_v4_slots_are_the_networks():
+    assert config.V4_POS_SLOTS == V4_POS_SLOTS
+    assert TrainConfig(model="transformer-v4", horizon=1023).horizon == 1023
 
 
 def test_legacy_estimator_mode_and_old_config_json_load():
     assert TrainConfig.from_dict({"env": "mdp", "estimator_mode": "entered"}).semantics == "rlc"
     old = TrainConfig.from_dict({"env": "mdp", "estimator_mode": "fresh", "gamma_obj": 0.95})
-    assert old.semantics == "fresh" and old.estimator_mode is None
+    assert old.semantics == "fresh" and "estimator_mode" not in old.to_dict()  # translated, not kept
     assert TrainConfig.from_dict(old.to_dict()) == old
     assert TrainConfig().semantics == "fresh" and TrainConfig().gamma_obj_value == 0.95
     assert TrainConfig(semantics="v4").gamma_obj_value == 0.99
-    rlc = make_estimator(make_meta_env(TrainConfig(estimator_mode="entered")).env, TrainConfig(semantics="rlc"))
+    rlc = make_estimator(make_meta_env(TrainConfig(semantics="rlc")).env, TrainConfig(semantics="rlc"))
     assert isinstance(rlc, QEstimator) and rlc.mode == "entered" and rlc.gamma == 0.95
 
 
@@ -342,7 +350,7 @@ from rl3jax.config import TrainConfig, preset
 from rl3jax.train import jit_chunk, make_train
 
 cfg = TrainConfig(**{**preset("paper-v4-mdp-h100"), "iters": 1, "horizon": 6, "num_envs": 4, "minibatch_envs": 2,
-                     "epochs": 1, "fused_update": True})
+                     "epochs": 1})
 tr1 = make_train(cfg)
 s1, m1 = jit_chunk(tr1)(jax.jit(tr1.init)(jax.random.key(0)), 1)
 mesh = dist.make_mesh(2)
@@ -350,7 +358,7 @@ tr2 = make_train(cfg, mesh)
 s2 = dist.init_sharded(lambda: tr2.init(jax.random.key(0)), mesh, cfg.num_envs)
 s2, m2 = jit_chunk(tr2)(s2, 1)
 # the attention key bias is left out: softmax is invariant to it, its true gradient is zero and Adam turns the
-# float noise of that gradient into lr-sized steps (as in tests/test_train.py's fused-update test)
+# float noise of that gradient into lr-sized steps
 a = jax.tree_util.tree_flatten_with_path((s1.actor_params, s1.critic_params, s1.env_state))[0]
 b = jax.tree.leaves((s2.actor_params, s2.critic_params, s2.env_state))
 for (path, x), y in zip(a, b):
@@ -364,8 +372,8 @@ print("OK")
 
 
 @pytest.mark.slow
-def test_paper_v4_transformer_sharded_fused_equals_single_device():
-    """transformer-v4 with the fused actor-critic step, the env axis split over 2 (fake CPU) devices."""
+def test_paper_v4_transformer_sharded_equals_single_device():
+    """transformer-v4 with the env axis split over 2 (fake CPU) devices equals the single-device run."""
     import os
     import subprocess
     import sys

@@ -3,14 +3,8 @@
 Baselines read what a learned policy reads (the previous action and reward, METHOD §1) from the meta state, plus
 the current task state (``env.state_index``); ``oracle`` reads the task itself and ``model-*`` the RL³
 estimator's state. One module per family (``generic``: every family; ``bandit``; ``mdp``), each with its
-registry entries (``ENTRIES``: name, families, parameters with defaults and ranges, constructor, whether its
-actions are stochastic, and a one-line description naming its source); ``base`` holds what they share.
-``BASELINES`` maps each name to its entry, every family's first (random, oracle, model-greedy,
-model-epsilon-greedy), then the bandit's (greedy, epsilon-greedy, ucb, thompson, gittins, bayes-optimal), then
-the MDP's (psrl, opsrl, map-greedy).
-
-``rl3jax.evaluate.run_baselines(env, variant, horizon, episodes)`` evaluates every fitting baseline on the same
-held-out tasks (used by ``rl3jax baselines`` and the report).
+registry entries (``ENTRIES`` of ``base.Baseline``); ``BASELINES`` maps each name to its entry in that order.
+``rl3jax.evaluate.run_baselines`` evaluates every fitting baseline on the same held-out tasks.
 """
 
 from __future__ import annotations
@@ -23,7 +17,7 @@ from rl3jax.estimators import make_estimator
 from rl3jax.meta_episode import MetaEnv
 
 __all__ = ["BASELINES", "Baseline", "IntractableError", "Param", "baseline_names", "check_fits", "get_baseline",
-           "make_policy", "meta_env_for", "validate_params"]
+           "make_policy", "validate_params"]
 
 BASELINES: dict[str, Baseline] = {b.name: b for b in (*generic.ENTRIES, *bandit.ENTRIES, *mdp.ENTRIES)}
 
@@ -65,27 +59,22 @@ def check_fits(name: str, meta_env: MetaEnv) -> Baseline:
     return b
 
 
-def meta_env_for(name: str, meta_env: MetaEnv) -> MetaEnv:
-    """The meta env the baseline runs in: with the family's RL³ estimator for model-* baselines, without an
-    estimator for the others (it would only cost time; the task dynamics are the same either way)."""
-    if not get_baseline(name).needs_estimator:
-        return meta_env if meta_env.estimator is None else MetaEnv(meta_env.env, meta_env.horizon, None)
-    if meta_env.estimator is not None:
-        return meta_env
-    cfg = TrainConfig(env=meta_env.env.family, algo="rl3", horizon=meta_env.horizon)
-    return MetaEnv(meta_env.env, meta_env.horizon, make_estimator(meta_env.env, cfg))
-
-
 def make_policy(name: str, meta_env: MetaEnv, params: dict | None = None):
     """Checks and prepares baseline ``name`` for ``meta_env``.
 
-    Returns ``(meta_env, consts, build)``: the meta env to run it in (see ``meta_env_for``), its host-side
+    Returns ``(meta_env, consts, build)``: the meta env to run it in (model-* baselines: with the family's RL³
+    estimator, added when it has none; the others without one, which would only cost time), its host-side
     tables (a pytree of arrays, pass them through jit as an argument) and
     ``build(consts, tasks, key) -> (step, carry)`` for a batch of tasks. Raises ValueError if the policy does
     not fit the family, a parameter is unknown or invalid, or a table is intractable for the horizon.
     """
     b = check_fits(name, meta_env)
     p = validate_params(name, params)
-    env = meta_env_for(name, meta_env)
+    env = meta_env
+    if b.needs_estimator and meta_env.estimator is None:
+        cfg = TrainConfig(env=meta_env.env.family, algo="rl3", horizon=meta_env.horizon)
+        env = MetaEnv(meta_env.env, meta_env.horizon, make_estimator(meta_env.env, cfg))
+    elif not b.needs_estimator and meta_env.estimator is not None:
+        env = MetaEnv(meta_env.env, meta_env.horizon, None)
     consts = b.prepare(env, p) if b.prepare else None
     return env, consts, lambda consts, tasks, key: b.build(env, consts, tasks, key, p)

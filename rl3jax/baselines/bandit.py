@@ -21,23 +21,19 @@ from rl3jax.outputs import atomic_write
 
 BAYES_MAX_STATES = 2_000_000  # exchangeable posterior states the bayes-optimal table may hold
 GITTINS_VERSION = "v1"  # bump when the table's definition changes (on-disk cache key)
-GITTINS_MAX_HORIZON = 200  # the calibration costs O(H^5) work: H=100 takes 3 s here, H=200 about 32x that
+GITTINS_MAX_HORIZON = 200  # the calibration costs O(H^5) work: H=100 takes 3 s on a 2-core CPU, H=200 32x that
 
 
 class IntractableError(ValueError):
     """A baseline's table cannot be built at this horizon (bayes-optimal beyond ``BAYES_MAX_STATES``, gittins
-    beyond ``GITTINS_MAX_HORIZON``). ``rl3jax.evaluate.run_baselines`` and ``rl3jax report`` leave such a
-    baseline out."""
+    beyond ``GITTINS_MAX_HORIZON``); ``rl3jax.evaluate.run_baselines`` leaves such a baseline out."""
 
 
 @functools.cache
 def gittins_table(horizon: int) -> np.ndarray:
     """``compute_gittins_table(horizon)``, computed once per horizon and kept in memory and on disk
-    (``$RL3JAX_CACHE_DIR``, default ~/.cache/rl3jax; H=100 takes 3 s to compute on a quiet 2-core CPU, about
-    10 s on a busy one)."""
-    h = int(horizon)
-    if not 1 <= h <= GITTINS_MAX_HORIZON:
-        return compute_gittins_table(h)  # raises the ValueError
+    (``$RL3JAX_CACHE_DIR``, default ~/.cache/rl3jax)."""
+    h = int(horizon)  # a bad one: no such file, compute_gittins_table raises the ValueError
     cache = os.environ.get("RL3JAX_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "rl3jax"))
     path = os.path.join(cache, f"gittins-{GITTINS_VERSION}-H{h}.npy")
     try:
@@ -67,13 +63,12 @@ def compute_gittins_table(horizon: int) -> np.ndarray:
         V_λ(j, s, f) = max(j·λ, p·(1 + V_λ(j−1, s+1, f)) + (1−p)·V_λ(j−1, s, f+1)),  V_λ(0, ·) = 0,
 
     by backward induction over the Beta posteriors (s+1, f+1); the gap g(λ) = C(λ) − m·λ, C the value of
-    pulling now, is convex, piecewise linear and strictly decreasing in λ, and its root lies in [p, 1]. The
-    root is found by bisection on that bracket accelerated with Newton steps from the lower end (exact on a
-    piecewise-linear convex g: a Newton step never passes the root; a step that leaves the bracket falls back
-    to the midpoint), to |g| < 1e-12 or a bracket narrower than 1e-12, starting from G[m−1, s, f] (the index
-    grows with the pulls left). m = 1 gives the posterior mean.
+    pulling now, is convex, piecewise linear and strictly decreasing in λ, with its root in [p, 1]: found by
+    bisection on that bracket with Newton steps from the lower end (a Newton step never passes the root of a
+    convex piecewise-linear g; one that leaves the bracket falls back to the midpoint), to |g| or a bracket
+    < 1e-12, starting from G[m−1, s, f] (the index grows with the pulls left). m = 1: the posterior mean.
 
-    Raises ValueError for H < 1 or H > ``GITTINS_MAX_HORIZON`` (the work grows as H^5/120 DP cells per step).
+    Raises ValueError for H < 1, ``IntractableError`` for H > ``GITTINS_MAX_HORIZON``.
     """
     h = int(horizon)
     if h < 1:
@@ -150,12 +145,6 @@ def _multiset_counts(num_arms: int, t_max: int, dtype=object) -> np.ndarray:
 
 
 @functools.cache
-def bayes_state_count(num_arms: int, horizon: int) -> int:
-    """Number of exchangeable posterior states (multisets of k (s, f) pairs) with fewer than H pulls in all."""
-    return int(sum(_multiset_counts(num_arms, horizon)))
-
-
-@functools.cache
 def bayes_max_horizon(num_arms: int) -> int:
     """The largest H whose bayes-optimal table holds at most ``BAYES_MAX_STATES`` states (k=5: 26)."""
     t_max = 16
@@ -195,7 +184,7 @@ def bayes_optimal_table(num_arms: int, horizon: int):
     sorted lexicographically; ``q`` (N, k) float64, the action value of pulling the arm in each slot.
     The expected return of the Bayes-optimal policy from the prior is ``q[0].max()`` (row 0 = no pulls).
 
-    Raises ValueError if the table would exceed ``BAYES_MAX_STATES`` states (k=5: H <= 25).
+    Raises ValueError for H < 1, ``IntractableError`` for H > ``bayes_max_horizon(k)``.
     """
     k, h = int(num_arms), int(horizon)
     if h < 1:
@@ -212,12 +201,9 @@ def bayes_optimal_table(num_arms: int, horizon: int):
     def key(rows):
         return rows.astype(np.int64) @ weights
 
-    def children(rows):
-        return _children(rows, pair_s, pair_n)
-
     layers = [np.zeros((1, k), np.int64)]
     for _ in range(1, h):
-        succ, fail = children(layers[-1])
+        succ, fail = _children(layers[-1], pair_s, pair_n)
         allc = np.concatenate([succ.reshape(-1, k), fail.reshape(-1, k)])
         _, first = np.unique(key(allc), return_index=True)
         layers.append(allc[first])  # np.unique sorts by key = lexicographic order
@@ -230,7 +216,7 @@ def bayes_optimal_table(num_arms: int, horizon: int):
         if v_next is None:
             q = p
         else:
-            succ, fail = children(rows)
+            succ, fail = _children(rows, pair_s, pair_n)
             v_s = v_next[np.searchsorted(keys_next, key(succ.reshape(-1, k)))].reshape(len(rows), k)
             v_f = v_next[np.searchsorted(keys_next, key(fail.reshape(-1, k)))].reshape(len(rows), k)
             q = p * (1.0 + v_s) + (1.0 - p) * v_f
@@ -306,7 +292,6 @@ def bandit_build(name: str):
 
     def build(meta_env: MetaEnv, consts, tasks, key, params):
         num, k = num_tasks(tasks), meta_env.num_actions
-        horizon = meta_env.horizon
         carry = (key, jnp.zeros((num, k), jnp.float32), jnp.zeros((num, k), jnp.float32))
 
         def step(carry, obs, state):
@@ -314,9 +299,8 @@ def bandit_build(name: str):
             key, k_score, k_tie, k_eps = jax.random.split(key, 4)
             pulled = (state.t > 0)[:, None] & (jnp.arange(k)[None, :] == state.prev_action[:, None])
             win = (state.prev_reward > 0.5)[:, None]
-            succ = succ + (pulled & win)
-            fail = fail + (pulled & ~win)
-            scores = bandit_scores(name, k_score, succ, fail, state.t, horizon, consts, c=params.get("c", 0.2))
+            succ, fail = succ + (pulled & win), fail + (pulled & ~win)
+            scores = bandit_scores(name, k_score, succ, fail, state.t, meta_env.horizon, consts, params.get("c", 0.2))
             action = argmax_random(k_tie, scores)
             if "epsilon" in params:
                 action = epsilon_mix(k_eps, action, params["epsilon"], k)
@@ -325,10 +309,6 @@ def bandit_build(name: str):
         return step, carry
 
     return build
-
-
-def prepare_gittins(meta_env, params):
-    return jnp.asarray(gittins_table(meta_env.horizon), jnp.float32)
 
 
 def prepare_bayes(meta_env, params):
@@ -348,7 +328,8 @@ ENTRIES = (
              "Thompson sampling with Beta(1,1) priors (Thompson 1933).", stochastic=True),
     Baseline("gittins", ("bandit",), (), bandit_build("gittins"),
              "Finite-horizon Gittins index (Gittins 1979; Gittins, Glazebrook & Weber 2011) by calibration "
-             "against a known arm with the remaining pulls.", prepare=prepare_gittins),
+             "against a known arm with the remaining pulls.",
+             prepare=lambda meta_env, p: jnp.asarray(gittins_table(meta_env.horizon), jnp.float32)),
     Baseline("bayes-optimal", ("bandit",), (), bandit_build("bayes-optimal"),
              "Exact Bayes-optimal policy by dynamic programming over exchangeable Beta posteriors "
              "(Bellman 1956); small H only.", prepare=prepare_bayes),

@@ -66,18 +66,14 @@ class Param:
     def coerce(self, policy: str, raw) -> float | int:
         bad = ValueError(f"policy {policy!r}: parameter {self.name}={raw!r} is not valid; expected "
                          f"{self.describe()}")
-        if isinstance(raw, bool):
-            raise bad
         try:
-            v = float(raw)
+            v = float(raw) if not isinstance(raw, bool) else math.nan
         except (TypeError, ValueError):
             raise bad from None
-        if self.kind == "int":
-            if not v.is_integer():
-                raise bad
+        if self.kind == "int" and math.isfinite(v) and v.is_integer():
             v = int(v)
-        if (not math.isfinite(v) or (self.positive and not v > 0) or (self.low is not None and v < self.low)
-                or (self.high is not None and v > self.high)):
+        if (not math.isfinite(v) or (self.kind == "int" and not isinstance(v, int)) or (self.positive and not v > 0)
+                or (self.low is not None and v < self.low) or (self.high is not None and v > self.high)):
             raise bad
         return v
 
@@ -87,11 +83,11 @@ ALL = "*"  # families: every family
 
 @dataclasses.dataclass(frozen=True)
 class Baseline:
-    """A registry entry: the families it fits ('*': every family; the oracle also needs ``true_model``, the
-    model-* baselines an RL³ model, the ``rl3_defaults`` hook), its parameters, ``build(meta_env, consts,
-    tasks, key, params) -> (step, carry)`` (inside jit), a one-line description naming its source,
-    ``prepare(meta_env, params) -> consts`` (host-side tables, run once, may raise ValueError) and whether its
-    actions are ``stochastic`` (random draws beyond tie-breaking: exploration, posterior samples)."""
+    """A registry entry: the families it fits ('*': every family; ``needs_model``: ``true_model``,
+    ``needs_estimator``: the ``rl3_defaults`` hook), its parameters, ``build(meta_env, consts, tasks, key,
+    params) -> (step, carry)`` (inside jit), a one-line description naming its source, ``prepare(meta_env,
+    params) -> consts`` (host-side tables, run once, may raise ValueError) and whether its actions are
+    ``stochastic`` (random draws beyond tie-breaking: exploration, posterior samples)."""
 
     name: str
     families: tuple[str, ...]
@@ -109,11 +105,9 @@ class Baseline:
         return "stochastic" if self.stochastic else "deterministic"
 
     def fits(self, meta_env: MetaEnv) -> bool:
-        if self.needs_model and not meta_env.env.has_true_model:
-            return False
-        if self.needs_estimator and meta_env.env.rl3_defaults is None:
-            return False
-        return ALL in self.families or meta_env.env.family in self.families
+        env = meta_env.env
+        return ((env.has_true_model or not self.needs_model) and (env.rl3_defaults is not None or not
+                self.needs_estimator) and (ALL in self.families or env.family in self.families))
 
 
 EPSILON = Param("epsilon", 0.1, low=0.0, high=1.0)  # of every ε-greedy baseline

@@ -11,10 +11,8 @@ from rl3jax.meta_episode import MetaEnv
 
 
 def finite_horizon_values(meta_env: MetaEnv, task) -> jax.Array:
-    """V[k, s]: optimal expected reward over the next k steps of a meta-episode from state s (one task).
-
-    ``k`` = 0..min(TH, H); absorbing states restart the task episode (value of the start state).
-    """
+    """V[k, s]: optimal expected reward over the next k = 0..min(TH, H) steps of a meta-episode from state s (one
+    task); absorbing states restart the task episode (value of the start state)."""
     t_true, r_true, absorbing, start = meta_env.env.true_model(task)
     k_max = min(meta_env.task_horizon, meta_env.horizon)
 
@@ -30,13 +28,8 @@ def finite_horizon_values(meta_env: MetaEnv, task) -> jax.Array:
 
 
 def oracle_build(meta_env: MetaEnv, consts, tasks, key, params):
-    """``(policy_step, carry)`` for the task-knowing oracle over a batch of tasks.
-
-    It acts optimally for the remaining budget of the task episode, by finite-horizon value iteration on the
-    true model (``finite_horizon_values``); its logits are sharp (argmax ties: the first action).
-    """
-    if not meta_env.env.has_true_model:
-        raise ValueError(f"the oracle needs a family with a known model; {meta_env.env.name} has none")
+    """The task-knowing oracle: optimal for the remaining budget of the task episode, by finite-horizon value
+    iteration on the true model (``finite_horizon_values``); sharp logits (argmax ties: the first action)."""
     v_tab = jax.vmap(lambda t: finite_horizon_values(meta_env, t))(tasks)
 
     def q_values(task, v, state):

@@ -1,8 +1,6 @@
 """Tabular-MDP baselines on Dirichlet (transitions) and normal (mean rewards) posteriors: PSRL (Osband, Russo &
-Van Roy 2013), optimistic PSRL (Agrawal & Jia 2017) and MAP-greedy (certainty equivalence).
-
-The posteriors learn from what the policy input shows: the state a task episode ends in is never shown
-(METHOD §1), so that last transition updates the reward posterior only.
+Van Roy 2013), optimistic PSRL (Agrawal & Jia 2017) and MAP-greedy (certainty equivalence), learning from what
+the policy input shows (``mdp_posterior_update``).
 """
 
 from __future__ import annotations
@@ -34,30 +32,21 @@ class MDPPosterior:
 
 
 def mdp_posterior_update(post: MDPPosterior, state, s: jax.Array) -> MDPPosterior:
-    """Adds the previous step (prev_s, prev action, prev reward → s) to the posterior statistics.
-
-    The last transition of a task episode ends in a state the policy never sees (METHOD §1: after the reset the
-    input shows the start state), so it updates the reward statistics only: a transition counts when
-    ``t > 0`` and ``tau > 0`` (no reset in between).
-    """
-    num = s.shape[0]
-    b = jnp.arange(num)
-    had = state.t > 0
-    a = jnp.maximum(state.prev_action, 0)
+    """Adds the previous step (prev_s, prev action, prev reward → s) to the posterior statistics. The last
+    transition of a task episode ends in a state the policy never sees (METHOD §1: after the reset the input
+    shows the start state), so it updates the rewards only: a transition counts when t > 0 and tau > 0."""
+    b, a, had = jnp.arange(s.shape[0]), jnp.maximum(state.prev_action, 0), state.t > 0
     trans = (had & (state.tau > 0)).astype(jnp.float32)
     return dataclasses.replace(
-        post,
-        n_sas=post.n_sas.at[b, post.prev_s, a, s].add(trans),
+        post, n_sas=post.n_sas.at[b, post.prev_s, a, s].add(trans),
         r_n=post.r_n.at[b, post.prev_s, a].add(had.astype(jnp.float32)),
         r_sum=post.r_sum.at[b, post.prev_s, a].add(jnp.where(had, state.prev_reward, 0.0)),
         prev_s=s)
 
 
 def reward_posterior(post: MDPPosterior, mu0: float, tau0: float, tau: float):
-    """Normal posterior of each mean reward R(s,a) with known noise precision τ: (mean, precision), (B, S, A).
-
-    precision = τ0 + n·τ,  mean = (τ0·μ0 + τ·Σr) / precision  (conjugate normal model).
-    """
+    """Normal posterior of each mean reward R(s,a) with known noise precision τ: (mean, precision), (B, S, A);
+    precision = τ0 + n·τ, mean = (τ0·μ0 + τ·Σr) / precision (conjugate normal model)."""
     prec = tau0 + post.r_n * tau
     return (tau0 * mu0 + tau * post.r_sum) / prec, prec
 
@@ -143,10 +132,9 @@ def mdp_build(kind: str):
         th = min(meta_env.task_horizon, meta_env.horizon)
         alpha0, mu0, tau0, tau = params["alpha0"], params["mu0"], params["tau0"], params["tau"]
         samples = params.get("m", 1)
-        post = MDPPosterior(key=key, n_sas=jnp.zeros((num, n_s, n_a, n_s), jnp.float32),
-                            r_n=jnp.zeros((num, n_s, n_a), jnp.float32),
-                            r_sum=jnp.zeros((num, n_s, n_a), jnp.float32), prev_s=jnp.zeros((num,), jnp.int32),
-                            q_tab=jnp.zeros((num, th, n_s, n_a), jnp.float32))
+        zeros = lambda *shape: jnp.zeros((num, *shape), jnp.float32)  # noqa: E731
+        post = MDPPosterior(key=key, n_sas=zeros(n_s, n_a, n_s), r_n=zeros(n_s, n_a), r_sum=zeros(n_s, n_a),
+                            prev_s=jnp.zeros((num,), jnp.int32), q_tab=zeros(th, n_s, n_a))
 
         def sampled_q(key, post):
             k_t, k_r = jax.random.split(key)
@@ -167,12 +155,9 @@ def mdp_build(kind: str):
                 t_mat = counts / counts.sum(-1, keepdims=True)
                 q_tab = finite_horizon_q(t_mat, mean, th)
             else:
-                q_tab = jax.lax.cond(jnp.any(state.tau == 0), lambda: sampled_q(k_sample, post),
-                                     lambda: post.q_tab)
+                q_tab = jax.lax.cond(jnp.any(state.tau == 0), lambda: sampled_q(k_sample, post), lambda: post.q_tab)
                 q_tab = jnp.where((state.tau == 0)[:, None, None, None], q_tab, post.q_tab)
-            b = jnp.arange(num)
-            q = q_tab[b, jnp.clip(left - 1, 0, th - 1), s]
-            action = argmax_random(k_tie, q)
+            action = argmax_random(k_tie, q_tab[jnp.arange(num), jnp.clip(left - 1, 0, th - 1), s])
             return dataclasses.replace(post, key=key, q_tab=q_tab), sharp_logits(action, n_a)
 
         return step, post

@@ -11,7 +11,7 @@ from rl3jax.envs.base import RL3Defaults, TaskEnv, V4Defaults
 from rl3jax.envs.catalog import FAMILIES
 
 #: the variant names (``rl3jax.envs.catalog.FAMILIES``)
-VARIANTS = FAMILIES["bandit"]
+VARIANTS = FAMILIES["bandit"].variants
 
 
 @struct.dataclass

@@ -1,54 +1,63 @@
-"""What environments exist, answered without importing JAX: family names, variants, gymnax's table.
+"""What environments exist, answered without importing JAX: one ``FamilySpec`` per task family, and gymnax's table.
 
-``rl3jax.config`` validates a command line against this module before JAX starts (a config error costs about
-0.2 s; tests/test_cli_validation.py checks that no JAX is imported on that path). The families themselves
-(JAX code) are built by ``rl3jax.envs.registry.make_env``, which checks at import that its families and their
-variants are exactly the ones named here.
+``rl3jax.config`` checks a command line against it before JAX starts (tests/test_cli_validation.py checks that no
+JAX is imported on that path); ``rl3jax.envs.registry.make_env`` builds a family from its spec's entry point.
+Adding a family is one module plus one ``FAMILIES`` entry (tests/test_envs.py checks each spec against its hooks).
 
-Names are rl3jax's own task families (``FAMILIES``: name -> variant names, the first the training
-distribution) plus the environments registered with gymnax that rl3jax can serve (``GYMNAX_ENVS``: discrete
-actions, one task per meta-episode; RL² only, see ``rl3jax.envs.gymnax_bridge``). Every name in
-``gymnax.registered_envs`` has an entry in ``GYMNAX_ENVS`` (tests/test_gymnax_bridge.py keeps it complete):
-``fixed`` (the reset draws only the agent's start state; the task is the env's params), ``task`` (the state
-fields its reset draws as the task), or ``refused`` with the reason (continuous actions, which the categorical
-policy cannot serve; data downloaded at creation).
+The gymnax envs rl3jax can serve (discrete actions, one task per meta-episode, RL² only:
+``rl3jax.envs.gymnax_bridge``) are env names too. ``GYMNAX_ENVS`` classifies every name of
+``gymnax.registered_envs`` (tests/test_gymnax_bridge.py keeps it complete): ``fixed`` (its reset draws only the
+start state; the task is the env's params), ``task`` (the state fields its reset draws as the task), or
+``refused`` with the reason (continuous actions; data downloaded at creation).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
 
-#: grid family -> variant name -> the ``rl3jax.envs.grid_generation.GridConfig`` fields the variant changes
-#: in the family's base configuration (METHOD §3); the variant names of the grid families are these keys
-GRID_VARIANTS: dict[str, dict[str, dict]] = {
-    "grid11": {"train": {}},
-    "grid13": {
-        "train": {},
-        "dense": {"obstacle_len": 4},
-        "deterministic": {"slip": 0.0},
-        "watery": {"num_water_sets": 8},
-        "dangerous": {"num_dangers": 4},
-        "corner": {"min_goal_dist": 12},
-    },
+#: the object-level semantics every tabular family has (METHOD §2, §2.4); 'v4' is listed per family
+SEMANTICS_ALL = ("fresh", "rlc")
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilySpec:
+    """One task family, described once (METHOD §3, §6).
+
+    ``entry``: ``"module:callable"`` (or, for a family registered from Python, the callable itself) that
+    ``rl3jax.envs.registry.make_env`` calls as ``entry(variant=v, **kwargs)`` to get a ``TaskEnv``;
+    ``variants``: variant names, the first the training distribution, the others out of distribution;
+    ``horizon``: the published meta-episode length H (steps), the default of a run without a preset;
+    ``algos``: the algorithms that apply (``config.ALGOS``: rl2 always, rl3 with the ``rl3_defaults`` hook,
+    rl3_coarse with a ``grid_side``); ``semantics``: the estimator semantics that apply (``config.SEMANTICS``:
+    'v4' with the ``v4_defaults`` hook; none for an RL²-only family).
+    """
+
+    entry: str | Callable
+    variants: tuple[str, ...]
+    horizon: int = 100
+    algos: tuple[str, ...] = ("rl2", "rl3")
+    semantics: tuple[str, ...] = SEMANTICS_ALL
+    kwargs: dict = dataclasses.field(default_factory=dict)
+
+
+#: the grid worlds' entry point (``rl3jax.envs.grid``; ``is_grid``)
+GRID_ENTRY = "rl3jax.envs.grid:make_grid"
+#: family name -> its spec; ``rl3jax.envs.registry.register`` adds users' own families
+FAMILIES: dict[str, FamilySpec] = {
+    "bandit": FamilySpec("rl3jax.envs.bandit:BernoulliBandit", ("train", "ood"),
+                         semantics=SEMANTICS_ALL + ("v4",)),
+    "mdp": FamilySpec("rl3jax.envs.mdp:RandomMDP", ("train", "alpha0.25", "det-rewards"),
+                      semantics=SEMANTICS_ALL + ("v4",)),
+    # grids have no task horizon of their own: H is also their TH; the variants' meaning is
+    # ``rl3jax.envs.grid_generation.GRID_FAMILIES``
+    "grid11": FamilySpec(GRID_ENTRY, ("train",), 250, ("rl2", "rl3", "rl3_coarse"),
+                         kwargs={"family": "grid11"}),
+    "grid13": FamilySpec(GRID_ENTRY,
+                         ("train", "dense", "deterministic", "watery", "dangerous", "corner"), 350,
+                         ("rl2", "rl3", "rl3_coarse"), kwargs={"family": "grid13"}),
 }
-#: family name -> its variant names (METHOD §3; "train" is the training distribution, the others are
-#: out of distribution). The families' modules take their variant names from here (``bandit.VARIANTS``,
-#: ``mdp.VARIANTS``, ``grid_generation.GRID_FAMILIES``); ``rl3jax.envs.registry.register`` adds users' own
-#: families.
-FAMILIES: dict[str, tuple[str, ...]] = {
-    "bandit": ("train", "ood"),
-    "mdp": ("train", "alpha0.25", "det-rewards"),
-    **{name: tuple(v) for name, v in GRID_VARIANTS.items()},
-}
-#: families with RL³ support (the ``rl3_defaults`` hook; ``rl3jax.envs.registry.check_catalog`` checks the
-#: two agree); users' families are checked when built
-TABULAR = frozenset({"bandit", "mdp", "grid11", "grid13"})
-#: families with the coarse-abstraction RL³ estimator (algo rl3_coarse, METHOD §2.5): the tabular grid
-#: families (the ``grid_side`` hook; checked likewise)
-COARSE = frozenset({"grid11", "grid13"})
-#: the published meta-episode length H of a family where it is not TrainConfig's default of 100 (METHOD §6);
-#: grids have no task horizon of their own, so it is also their TH
-PUBLISHED_HORIZON = {"grid11": 250, "grid13": 350}
 
 CONTINUOUS = "its action space is continuous (a Box); rl3jax's policies are categorical over discrete actions"
 
@@ -60,26 +69,23 @@ class GymnaxSpec:
     kind: str  # "fixed" | "task" | "refused"
     task_fields: tuple[str, ...] = ()  # kind "task": the EnvState fields its reset draws as the task
     reason: str = ""  # kind "refused": why
+    constant: str = ""  # served, but every policy's meta-episode return is the same: why (``config.notes`` warns)
 
 
-def _fixed() -> GymnaxSpec:
-    return GymnaxSpec("fixed")
+_fixed = functools.partial(GymnaxSpec, "fixed")
+_refused = functools.partial(GymnaxSpec, "refused", ())
 
 
 def _task(*fields: str) -> GymnaxSpec:
-    return GymnaxSpec("task", tuple(fields))
-
-
-def _refused(reason: str) -> GymnaxSpec:
-    return GymnaxSpec("refused", reason=reason)
+    return GymnaxSpec("task", fields)
 
 
 #: every gymnax env (gymnax 0.0.9 / 1.0 registry) -> how rl3jax serves it
 GYMNAX_ENVS: dict[str, GymnaxSpec] = {
-    "CartPole-v1": _fixed(),
+    "CartPole-v1": _fixed(constant="every step pays +1, a fall only starts the next task episode: the return is H"),
     "Pendulum-v1": _refused(CONTINUOUS),
     "Acrobot-v1": _fixed(),
-    "MountainCar-v0": _fixed(),
+    "MountainCar-v0": _fixed(constant="every step pays -1, the goal included: the return is -H"),
     "MountainCarContinuous-v0": _refused(CONTINUOUS),
     "Asterix-MinAtar": _fixed(),
     "Breakout-MinAtar": _fixed(),
@@ -117,6 +123,11 @@ def check_gymnax_name(name: str) -> GymnaxSpec:
     return spec
 
 
+def is_grid(name: str) -> bool:
+    """Whether env ``name`` is a grid world (built by ``rl3jax.envs.grid``: what ``rl3jax render`` draws)."""
+    return name in FAMILIES and FAMILIES[name].entry == GRID_ENTRY
+
+
 def is_gymnax(name: str) -> bool:
     """Whether ``name`` is a gymnax env (served or refused) rather than an rl3jax task family."""
     return name not in FAMILIES and name in GYMNAX_ENVS
@@ -125,7 +136,7 @@ def is_gymnax(name: str) -> bool:
 def check_env(name: str) -> tuple[str, ...]:
     """The variants of env ``name``; ValueError for an unknown name or a gymnax env rl3jax cannot serve."""
     if name in FAMILIES:
-        return FAMILIES[name]
+        return FAMILIES[name].variants
     if name in GYMNAX_ENVS:
         check_gymnax_name(name)
         return ("train",)
@@ -134,9 +145,8 @@ def check_env(name: str) -> tuple[str, ...]:
                      f"or a gymnax env ({', '.join(supported)})")
 
 
-def variants(name: str) -> tuple[str, ...]:
-    """The variant names of env ``name`` (ValueError for an unknown or unsupported env)."""
-    return check_env(name)
+#: the variant names of env ``name`` (ValueError for an unknown or unsupported env)
+variants = check_env
 
 
 def check_variant(name: str, variant: str | None) -> str:
@@ -150,6 +160,11 @@ def check_variant(name: str, variant: str | None) -> str:
     return variant
 
 
-def add_family(name: str, variant_names: tuple[str, ...]) -> None:
-    """Names a user's task family and its variants (``rl3jax.envs.registry.register`` calls this)."""
-    FAMILIES[name] = tuple(variant_names)
+def spec(name: str) -> FamilySpec:
+    """The spec of env ``name``: its ``FAMILIES`` entry, or for a served gymnax env an RL²-only spec built by
+    ``rl3jax.envs.gymnax_bridge.make_bridged``. ValueError as ``check_env``."""
+    check_env(name)
+    if name in FAMILIES:
+        return FAMILIES[name]
+    return FamilySpec("rl3jax.envs.gymnax_bridge:make_bridged", ("train",), algos=("rl2",), semantics=(),
+                      kwargs={"name": name})

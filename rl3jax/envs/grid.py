@@ -25,7 +25,7 @@ from gymnax.environments import spaces
 
 from rl3jax.envs import grid_generation
 from rl3jax.envs.base import RL3Defaults, TaskEnv
-from rl3jax.envs.catalog import PUBLISHED_HORIZON
+from rl3jax.envs.catalog import FAMILIES
 from rl3jax.envs.grid_generation import GRID13, GRID_FAMILIES, GridConfig
 from rl3jax.envs.grid_geometry import (
     GOAL,
@@ -104,7 +104,7 @@ class GridWorld(TaskEnv):
         family: the registry name (default ``grid{N}``); variant: the variant's name ('train' adds nothing to
             the env's name).
 
-    Raises ValueError for a horizon below 1 (and ``GridConfig`` for an impossible configuration).
+    Raises ValueError (``GridConfig``) for an impossible configuration; H is checked by ``MetaEnv``.
     """
 
     rl3_defaults = RL3Defaults(q_denom=10.0, alpha_laplace=0.01, epsilon=0.1, max_sweeps=None,
@@ -112,8 +112,6 @@ class GridWorld(TaskEnv):
 
     def __init__(self, config: GridConfig = GRID13, horizon: int = 350, family: str | None = None,
                  variant: str = "train"):
-        if horizon < 1:
-            raise ValueError(f"horizon must be >= 1, got {horizon}")
         self.config = config
         self.size = config.size
         self.slip = config.slip
@@ -123,18 +121,6 @@ class GridWorld(TaskEnv):
         self._family = family or f"grid{config.size}"
         self.variant = variant
         self._name = self._family + ("" if variant == "train" else f"-{variant}")
-
-    @classmethod
-    def preset(cls, family: str, variant: str = "train", horizon: int | None = None) -> GridWorld:
-        """'grid11' / 'grid13' in one of its variants (``GRID_FAMILIES``), with the paper's meta horizon
-        (``catalog.PUBLISHED_HORIZON``) unless given. Raises ValueError for an unknown family or variant."""
-        if family not in GRID_FAMILIES:
-            raise ValueError(f"unknown grid family {family!r}; valid: {', '.join(GRID_FAMILIES)}")
-        base, variants = GRID_FAMILIES[family]
-        if variant not in variants:
-            raise ValueError(f"unknown variant {variant!r} for env {family!r}; valid variants: {', '.join(variants)}")
-        config = dataclasses.replace(base, **variants[variant])
-        return cls(config, horizon=horizon or PUBLISHED_HORIZON[family], family=family, variant=variant)
 
     # ----------------------------------------------------------------------------------- gymnax API
     @property
@@ -215,11 +201,8 @@ class GridWorld(TaskEnv):
         return self.sample_task_with_draws(key)[0]
 
     def with_horizon(self, horizon: int) -> GridWorld:
-        """The same family with meta horizon H = ``horizon`` (and so TH = H: grids have no task horizon).
-
-        Raises ValueError for a horizon below 1."""
-        if horizon < 1:
-            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        """The same family with meta horizon H = ``horizon`` (and so TH = H: grids have no task horizon; H is
+        checked by ``rl3jax.meta_episode.MetaEnv``)."""
         env = copy.copy(self)
         env.horizon = horizon
         return env
@@ -232,5 +215,12 @@ class GridWorld(TaskEnv):
 
 
 def make_grid(family: str, variant: str = "train", horizon: int | None = None) -> GridWorld:
-    """``GridWorld.preset``: grid family ``family`` ('grid11', 'grid13') in ``variant``."""
-    return GridWorld.preset(family, variant, horizon)
+    """Grid family ``family`` ('grid11', 'grid13'; its ``FamilySpec`` entry point) in ``variant``
+    (``grid_generation.GRID_FAMILIES``), with the paper's meta horizon (the spec's H) unless given. ValueError
+    for an unknown family or variant."""
+    base, variants = GRID_FAMILIES.get(family, (None, {}))
+    if variant not in variants:
+        raise ValueError(f"unknown grid family {family!r} or variant {variant!r}; valid: "
+                         + ", ".join(f"{f} {'/'.join(v)}" for f, (_, v) in GRID_FAMILIES.items()))
+    config = dataclasses.replace(base, **variants[variant])
+    return GridWorld(config, horizon=horizon or FAMILIES[family].horizon, family=family, variant=variant)

@@ -25,7 +25,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rl3jax.envs.catalog import GRID_VARIANTS
 from rl3jax.envs.grid_geometry import (
     DANGER,
     EMPTY,
@@ -90,11 +89,14 @@ class GridConfig:
 #: the published families (METHOD §3)
 GRID11 = GridConfig(size=11)
 GRID13 = GridConfig(size=13)
-#: family -> (base configuration, variant -> overrides of it (``rl3jax.envs.catalog.GRID_VARIANTS``)); the
-#: variants besides 'train' are out of distribution
+#: family -> (base configuration, variant -> the ``GridConfig`` fields the variant changes in it); the variant
+#: names are the family's spec's (``rl3jax.envs.catalog.FAMILIES``, tests/test_envs.py checks they agree), those
+#: besides 'train' are out of distribution (METHOD §3)
 GRID_FAMILIES: dict[str, tuple[GridConfig, dict[str, dict]]] = {
-    "grid11": (GRID11, GRID_VARIANTS["grid11"]),
-    "grid13": (GRID13, GRID_VARIANTS["grid13"]),
+    "grid11": (GRID11, {"train": {}}),
+    "grid13": (GRID13, {"train": {}, "dense": {"obstacle_len": 4}, "deterministic": {"slip": 0.0},
+                        "watery": {"num_water_sets": 8}, "dangerous": {"num_dangers": 4},
+                        "corner": {"min_goal_dist": 12}}),
 }
 
 

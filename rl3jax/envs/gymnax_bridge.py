@@ -106,8 +106,9 @@ class GymnaxBridge(TaskEnv):
         return self.env.step_env(key, state, action, _params(task))
 
 
-def make_bridged(name: str) -> GymnaxBridge:
-    """The gymnax env ``name`` behind a ``GymnaxBridge`` (ValueError for a refused or unknown name)."""
+def make_bridged(name: str, variant: str = "train") -> GymnaxBridge:
+    """The gymnax env ``name`` behind a ``GymnaxBridge`` (its ``FamilySpec`` entry point: ``variant`` is always
+    'train', checked by the catalog). ValueError for a refused or unknown name."""
     spec = check_gymnax_name(name)
     env, params = gymnax.make(name)
     # the table's verdict, checked against the env itself (a gymnax release may change a space)
