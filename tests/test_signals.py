@@ -95,7 +95,8 @@ def test_a_population_killed_at_any_moment_of_its_save_resumes_exactly(tmp_path)
     """kill -9 at a random moment while a 2-member population saves a checkpoint every iteration, then
     --resume: it continues from the newest step both members saved and ends equal to a straight run (metrics
     rows and final parameters); a member folder alone is refused, naming the population."""
-    args = ["--seeds", "2", "--set", "chunk_iters=1", "--set", "checkpoint_every=1", "--set", "keep_checkpoints=1"]
+    args = ["--seeds", "2", "--set", "chunk_iters=1", "--set", "checkpoint_every=1", "--set", "keep_checkpoints=1",
+            "--set", "eval_every=0"]  # (the preset's evaluations follow --iters, which differs here)
     straight, pop = str(tmp_path / "straight"), str(tmp_path / "pop")
     assert _train(*args, "--iters", "8", "--out", straight).wait(timeout=600) == 0
     seed = random.randrange(10**6)
