@@ -205,7 +205,7 @@ def bench_scaling(quick: bool = False, devices: list[int] | None = None, seeds: 
           f"{'efficiency':>10s} {'compile s':>9s}")
     base = None
     for d in devices:
-        run = make_population(cfg, mesh=distributed.make_mesh(d), stacked=False)  # one run
+        run = make_population(cfg, mesh=distributed.make_mesh(d))  # one run
         t, c = _time_chunk(run.init_state, jit_chunk(run), n_iter, repeats)
         sps = n_iter * cfg.batch_steps / t
         base = base or sps

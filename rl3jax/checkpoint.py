@@ -49,6 +49,7 @@ from rl3jax.config import RUN_CONTROL, TrainConfig
 from rl3jax.outputs import atomic_write_json
 from rl3jax.runfiles import (  # the errors are defined without JAX (the CLI sorts them)
     CONFIG,
+    MANIFEST,
     POPULATION,
     CheckpointError,
     CheckpointWriteError,
@@ -63,8 +64,6 @@ from rl3jax.runfiles import (  # the errors are defined without JAX (the CLI sor
 )
 from rl3jax.train import all_finite, from_v1, v1_layout
 
-#: a step's checksum manifest: every file's SHA-256 and size, and the config the step was trained under
-MANIFEST = "rl3jax_manifest.json"
 #: fields that may differ between a run and its resumption: its length and the run-control fields
 RESUMABLE_CHANGES = ("iters", *RUN_CONTROL)
 
@@ -255,17 +254,17 @@ class Checkpointer:
     """The checkpoints of one run under ``directory`` (a run folder's ``checkpoints/``), one step per saved
     iteration.
 
-    ``write=True`` (the trainer only): creates the folder, saves, keeps the last ``keep`` steps and removes
-    unfinished temporary folders of earlier, killed saves. ``write=False`` (default): read-only, touches
+    ``write=True`` (the trainer only): creates the folder, saves, keeps the last ``keep`` steps (``retain``) and
+    removes unfinished temporary folders of earlier, killed saves. ``write=False`` (default): read-only, touches
     nothing on disk. Errors are one-line ``CheckpointError``s naming the folder (``CorruptCheckpointError``:
     a file differs from the step's manifest; ``CheckpointWriteError``: a save failed, e.g. a full disk).
     """
 
     def __init__(self, directory: str, keep: int = 3, write: bool = False, config: dict | None = None):
         self.directory = os.path.abspath(directory)
-        self.write, self.config = write, config  # config: recorded in each step's manifest
-        if write:
-            options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False,
+        self.write, self.keep, self.config = write, keep, config  # config: recorded in each step's manifest
+        if write:  # pruning is ``retain``'s: a population prunes a step only once every member has a newer one
+            options = ocp.CheckpointManagerOptions(max_to_keep=None, create=True, enable_async_checkpointing=False,
                                                    cleanup_tmp_directories=True)
         else:
             options = ocp.CheckpointManagerOptions(read_only=True, create=False, max_to_keep=None,
@@ -318,6 +317,15 @@ class Checkpointer:
         except Exception as e:  # orbax wraps OS errors (ENOSPC, EROFS, ...) in many kinds
             raise CheckpointWriteError(f"could not write checkpoint step {step} in {self.directory}: "
                                        f"{_os_reason(e) or _one_line(e)}") from None
+
+    def retain(self, newest: int) -> None:
+        """Keeps the newest ``keep`` steps up to ``newest`` and deletes the others: the older ones, and any newer
+        one (a population save that did not finish for every member). Writers only."""
+        steps = self.all_steps()
+        kept = [s for s in steps if s <= newest][-self.keep:]
+        for s in steps:
+            if s not in kept:
+                self.manager.delete(s)
 
     def all_steps(self) -> list[int]:
         return sorted(int(s) for s in self.manager.all_steps())

@@ -229,11 +229,12 @@ def cmd_train(args) -> int:
                                      "sweep": args.sweep, "devices": args.devices, "max_seconds": args.max_seconds})
     import jax
 
-    from rl3jax.driver import train  # importing these starts a JAX backend: after initialize
+    from rl3jax.driver import nothing_to_do, train  # importing these starts a JAX backend: after initialize
     from rl3jax.population import make_members
     from rl3jax.train import make_train
-
     sweep = parse_sets(args.sweep, sweep=True)  # {} without --sweep
+    if args.resume and (idle := nothing_to_do(cfg, args.out, args.seeds, sweep)):  # before anything is built
+        return print(idle) or 0
     mesh = distributed.make_mesh(args.devices)  # None for one device
     trainer = make_train(cfg, mesh)  # builds the env, estimator and networks (no compile): their errors come now
     pop = len(make_members(cfg, args.seeds, sweep)) if sweep else args.seeds  # checks the sweep's names and values
@@ -253,8 +254,7 @@ def _add_eval(sub):
     p = _subparser(sub, "eval", "evaluate on held-out test tasks (one meta-episode each)")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--run", help="a run folder written by `rl3jax train`")
-    # no argparse choices: the names come from rl3jax.baselines, whose import would start a JAX backend
-    # before `train` can set up multi-host runs; cmd_eval checks the name against the registry instead
+    # no argparse choices: importing rl3jax.baselines starts JAX before multi-host set-up; cmd_eval checks names
     g.add_argument("--policy", help="a baseline policy instead of a run: random, oracle, model-greedy, ucb, "
                    "gittins, psrl, ... (`rl3jax baselines --env E` runs every one that fits a family)")
     p.add_argument("--env", default=None, help="with --policy (required there): the task family")
@@ -450,7 +450,7 @@ def main(argv=None) -> int:
         return SUBCOMMANDS[args.command][1](args)
     except KeyboardInterrupt as e:  # training says which checkpoint (if any) is intact
         print(f"rl3jax {args.command}: {str(e) or 'interrupted'}", file=sys.stderr)
-        return 130
+        return 128 + getattr(e, "signum", 2)  # 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP
     except Exception as e:  # noqa: BLE001  (sorted below: user errors are one line, bugs keep their traceback)
         op = "write" if getattr(e, "errno", None) in (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG) else "access"
         msg = memory.out_of_memory(e) or (f"cannot {op} {e.filename}: {e.strerror}" if getattr(e, "filename", None)

@@ -335,15 +335,19 @@ PRESETS: dict[str, Preset] = {
     # Grids on a CPU: the published horizons (250 / 350), 16 tasks per iteration in 4-sequence minibatches and
     # 4 epochs; sized for about 10 minutes on a 2-core CPU (grid11, RL³, transformer: ~1 min compile, then
     # ~4.5 s per iteration measured on a shared 2-core machine). Sensible settings, not tuned.
-    "cpu-grid11": _preset("grid11", 250, 100, 4000, 1000, 0.04, 1e-3, epochs=4, evals=4, eval_episodes=100),
-    "cpu-grid13": _preset("grid13", 350, 50, 5600, 1400, 0.04, 1e-3, epochs=4, evals=2, eval_episodes=100),
+    "cpu-grid11": _preset("grid11", 250, 100, 4000, 1000, 0.04, 1e-3, epochs=4, evals=4, eval_episodes=100,
+                          chunk_iters=1),
+    "cpu-grid13": _preset("grid13", 350, 50, 5600, 1400, 0.04, 1e-3, epochs=4, evals=2, eval_episodes=100,
+                          chunk_iters=1),
     # Laptop defaults, tuned in BENCHMARKS.md "Laptop presets (tuning)": RL³ (Markov) learns far faster per CPU
     # second than the transformer (held-out 76.0 on bandits, 151.4 on MDPs); ent_coef 0.03 beat 0.01 on both.
     # Held-out evaluation (250 tasks) every quarter of the run: the learning curve's held-out line in the report.
+    # One iteration per chunk on every CPU preset (an iteration takes seconds there), so a signal stops a run
+    # within seconds (chunking does not change results).
     "cpu-mdp": _preset("mdp", 100, 80, 32000, 8000, 0.03, 1e-3, model="markov", evals=4, eval_episodes=250,
-                       by_algo=_RL2_LAPTOP),
+                       by_algo=_RL2_LAPTOP, chunk_iters=1),
     "cpu-bandit": _preset("bandit", 100, 40, 32000, 8000, 0.03, 1e-3, model="markov", evals=4, eval_episodes=250,
-                          by_algo=_RL2_LAPTOP),
+                          by_algo=_RL2_LAPTOP, chunk_iters=1),
 }
 
 

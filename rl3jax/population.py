@@ -1,25 +1,22 @@
 """Seeds and hyper-parameter sweeps in one compile: a population of independent runs as a vmapped axis.
 
-A single run is a population of one that keeps today's single-run program: ``Population(stacked=False)``,
-whose state has no member axis (``trainer.init`` / ``trainer.chunk`` unchanged). ``rl3jax.driver.train`` runs
-both through one host loop.
+A single run is a population of one. Every leaf of a population ``TrainState`` has the member axis in front; a
+population of one skips ``vmap`` (its chunk is the single run's own ``Trainer.chunk`` between stripping and
+restoring the axis, so its numbers are the single run's bit for bit). ``rl3jax.driver.train`` strips the axis
+only at the edges (checkpoint files, metrics rows, evaluation).
 
-``--seeds K`` trains K runs with seeds ``seed, seed+1, ..., seed+K-1``; ``--sweep name=v1,v2,...`` (repeatable)
-adds numeric hyper-parameter settings; the population is the product settings x seeds, member order: the
-sweeps' values in the order given (the first sweep outermost), then the seeds. Every member is exactly the
-run that ``rl3jax train`` would do alone with the member's config (same seed, same hyper-parameters): the
-``TrainState`` gets a leading member axis, ``Trainer.iteration`` is vmapped over it and scanned over
-iterations in one jitted chunk; nothing is averaged across members.
+``--seeds K`` trains seeds ``seed .. seed+K-1``; ``--sweep name=v1,v2,...`` (repeatable) adds numeric settings;
+members are the product settings x seeds (the first sweep outermost, the seeds innermost). Each member is
+exactly the run ``rl3jax train`` would do alone with the member's config; nothing is averaged.
 
 Sweepable (values that live in the state, so one compile serves every setting): the fields of
 ``config.HParams`` (``TrainState.hparams``: ``lr``, ``critic_weight_decay``, ``ent_coef``, ``gae_lambda``).
 Anything that changes shapes or code (H, num_envs, model, epochs) needs separate runs.
 
-Run folder layout (``out``): ``population.json`` (base config, seeds, sweep, member list), ``config.json`` (the
-base config) and one folder per member, named ``seed{S}`` or ``seed{S}-{name}{value}...`` (e.g.
-``seed0-lr0.001``), each a complete, ordinary run folder: the member's own ``config.json``, ``metrics.jsonl``
-/ ``metrics.csv`` and ``checkpoints/`` (the member's unstacked ``TrainState``). So ``rl3jax eval --run
-out/seed1`` works unchanged, and ``rl3jax train --resume --out out`` resumes the whole population.
+Folder (``out``): ``population.json`` (base config, seeds, sweep, members), ``config.json`` (the base config),
+``checkpoint.json`` (the step every member saved) and one ordinary run folder per member, ``seed{S}`` or
+``seed{S}-{name}{value}...`` (e.g. ``seed0-lr0.001``): ``rl3jax eval --run out/seed1`` works unchanged, and
+``rl3jax train --resume --out out`` resumes the whole population (a member alone is not resumable).
 """
 
 from __future__ import annotations
@@ -78,17 +75,13 @@ def make_members(cfg: TrainConfig, seeds: int = 1, sweep: dict[str, list[float]]
 
 @dataclasses.dataclass(frozen=True)
 class Population:
-    """Pure functions over a population ``TrainState`` (every leaf has a leading member axis), or, with
-    ``stacked=False``, over a single run's ``TrainState`` (one member, no member axis, the trainer's own
-    ``init`` and ``chunk``)."""
+    """Pure functions over a population ``TrainState``: every leaf has a leading member axis of ``size``
+    (1 for a single run)."""
 
     trainer: Trainer
     members: tuple[Member, ...]
-    stacked: bool = True
 
     def __post_init__(self):
-        if not self.stacked and (len(self.members) != 1 or self.members[0].settings):
-            raise ValueError("an unstacked population is a single run: one member, no sweep")
         for name, _ in self.members[0].settings:
             if name not in HParams._fields:
                 raise ValueError(f"--sweep {name}: not sweepable in one compile; sweepable: "
@@ -98,6 +91,11 @@ class Population:
     @property
     def size(self) -> int:
         return len(self.members)
+
+    @property
+    def single(self) -> bool:
+        """A single run (one member, nothing swept): its run folder is the member's own, no population.json."""
+        return self.size == 1 and not self.members[0].settings
 
     def _key_data(self) -> np.ndarray:
         with jax.ensure_compile_time_eval():  # constants, also while tracing
@@ -122,59 +120,46 @@ class Population:
         return state.replace(hparams=state.hparams._replace(**swept))
 
     def chunk(self, state: TrainState, num_iters: int):
-        """``num_iters`` iterations of every member in one scan; metrics of shape (num_iters, members)
-        (unstacked: the trainer's chunk, metrics of shape (num_iters,))."""
-        if not self.stacked:
-            return self.trainer.chunk(state, num_iters)
-        if self.size == 1:  # no vmap: keeps lax.cond (the KL early stop) a real branch
-            def step(s):
-                new, metrics = self.trainer.iteration(jax.tree.map(lambda x: x[0], s))
-                return jax.tree.map(lambda x: x[None], (new, metrics))
-        else:  # under vmap the early stop's cond becomes a select: both branches run
-            step = jax.vmap(self.trainer.iteration)
-        return jax.lax.scan(lambda s, _: step(s), state, None, length=num_iters)
+        """``num_iters`` iterations of every member in one scan; metrics of shape (num_iters, members)."""
+        if self.size == 1:  # no vmap: the single run's own program (lax.cond, the KL early stop, stays a branch)
+            new, metrics = self.trainer.chunk(member_state(state, 0), num_iters)
+            return _add_axis(new), jax.tree.map(lambda x: x[:, None], metrics)
+        # under vmap the early stop's cond becomes a select: both branches run
+        return jax.lax.scan(lambda s, _: jax.vmap(self.trainer.iteration)(s), state, None, length=num_iters)
 
     def init_state(self) -> TrainState:
-        """The initial state, jitted into the training shardings of the trainer's mesh (None: one device).
-        Unstacked: ``trainer.init(jax.random.key(seed))``, the single run's program."""
-        cfg = self.trainer.cfg
-        if not self.stacked:
-            return distributed.init_sharded(self.trainer.init, self.trainer.mesh, cfg.num_envs,
-                                            seed=self.members[0].seed)
-        return distributed.init_sharded(self.init, self.trainer.mesh, cfg.num_envs, pop_dims=1)
-
-    def member(self, tree, i: int):
-        """Member ``i``'s part of a population pytree (a state, its params): the leaves' index ``i`` on the
-        member axis; unstacked: ``tree`` itself."""
-        return member_state(tree, i) if self.stacked else tree
+        """The initial state, jitted into the training shardings of the trainer's mesh (None: one device). A
+        population of one: ``trainer.init(jax.random.key(seed))``, the single run's program, then the axis."""
+        cfg, mesh = self.trainer.cfg, self.trainer.mesh
+        if self.size > 1:
+            return distributed.init_sharded(self.init, mesh, cfg.num_envs, pop_dims=1)
+        one = distributed.init_sharded(self.trainer.init, mesh, cfg.num_envs, seed=self.members[0].seed)
+        return distributed.jit_state(lambda s: self.apply_settings(_add_axis(s)), mesh, cfg.num_envs, pop_dims=1)(one)
 
     def stack(self, states: list[TrainState]) -> TrainState:
-        """The population state of the members' states (in the training shardings); unstacked: the one state."""
-        if not self.stacked:
-            return states[0]
+        """The population state of the members' states (e.g. restored checkpoints), in the training shardings."""
         fn = lambda ms: jax.tree.map(lambda *xs: jnp.stack(xs), *ms)  # noqa: E731
         return distributed.jit_state(fn, self.trainer.mesh, self.trainer.cfg.num_envs, pop_dims=1)(states)
 
-    def member_metrics(self, metrics: dict) -> dict[str, np.ndarray]:
-        """Host metrics of a chunk with the member axis last: each (num_iters, members)."""
-        return {k: np.asarray(v).reshape(len(v), -1) for k, v in metrics.items()}
-
 
 def member_state(state, i: int):
-    """Member ``i`` of a stacked population state or pytree (for a state: an ordinary ``TrainState``)."""
+    """Member ``i`` of a population state or pytree (for a state: an ordinary ``TrainState``)."""
     return jax.tree.map(lambda x: x[i], state)
 
 
-def make_population(cfg: TrainConfig, seeds: int = 1, sweep: dict | None = None, mesh=None,
-                    stacked: bool = True) -> Population:
+def _add_axis(tree):
+    """``tree`` as a population of one (a member axis of length 1 in front of every leaf)."""
+    return jax.tree.map(lambda x: x[None], tree)
+
+
+def make_population(cfg: TrainConfig, seeds: int = 1, sweep: dict | None = None, mesh=None) -> Population:
     """The population of ``seeds`` seeds x ``sweep`` settings of ``cfg`` on ``mesh`` (``rl3jax.distributed``;
-    None: one device). ``stacked=False``: the single run of ``cfg`` (``seeds`` 1, no sweep). ValueError for a
-    sweep name that is not sweepable or a member config that is invalid."""
-    return Population(make_train(cfg, mesh), tuple(make_members(cfg, seeds, sweep)), stacked)
+    None: one device); seeds 1 and no sweep: the single run of ``cfg``. ValueError for a sweep name that is not
+    sweepable or a member config that is invalid."""
+    return Population(make_train(cfg, mesh), tuple(make_members(cfg, seeds, sweep)))
 
 
 def jit_chunk(pop: Population):
     """The jitted chunk ``(state, num_iters) -> (state, metrics)`` (num_iters static, state donated) in the
-    trainer's mesh's shardings; for an unstacked population the single run's (``Trainer.chunk``)."""
-    return distributed.sharded_chunk(pop.chunk, pop.trainer.mesh, pop.trainer.cfg.num_envs,
-                                     pop_dims=1 if pop.stacked else 0)
+    trainer's mesh's shardings."""
+    return distributed.sharded_chunk(pop.chunk, pop.trainer.mesh, pop.trainer.cfg.num_envs, pop_dims=1)

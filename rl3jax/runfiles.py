@@ -3,14 +3,15 @@
 A single run's folder (``rl3jax train --out RUN``)::
 
     RUN/config.json        the TrainConfig (``read_config``)
-    RUN/metrics.jsonl      one row per PPO iteration (``read_metrics``, ``MetricsLog``)
+    RUN/metrics.jsonl      one row per PPO iteration (``read_metrics``; written by ``rl3jax.runs.MetricsLog``)
     RUN/metrics.csv        the same rows as CSV
     RUN/checkpoints/<it>/  orbax checkpoints of the TrainState at iteration <it> (``rl3jax.checkpoint``)
     RUN/.lock              held by the one process that trains in the folder (``RunLock``)
 
 A population's folder (``--seeds`` / ``--sweep``, ``rl3jax.population``) holds ``population.json`` (base config,
-seeds, sweep, members), the base ``config.json`` and one ordinary run folder per member (``member_dirs``;
-``run_dirs``: a folder's single runs, members or itself).
+seeds, sweep, members), the base ``config.json``, ``checkpoint.json`` (the step saved by every member,
+``latest_step``) and one ordinary run folder per member (``member_dirs``; ``run_dirs``: a folder's single runs,
+members or itself).
 
 Checks a command makes of a folder, each written once here: ``check_train_folder`` and ``train_config``
 (train: ``holds_run``, ``run_parts`` / ``check_new_run``: a folder holding any part of a run is not empty),
@@ -25,7 +26,6 @@ is dropped with a note; one writer per folder (``RunLock``; readers take no lock
 
 from __future__ import annotations
 
-import csv
 import fcntl
 import json
 import os
@@ -34,10 +34,14 @@ import sys
 from rl3jax.config import TrainConfig, build, preset
 from rl3jax.envs.catalog import FAMILIES, check_variant, is_grid
 from rl3jax.outputs import atomic_write_json as atomic_write_json  # re-exported: run files are written with it
-from rl3jax.outputs import atomic_write_text, check_output_dir
+from rl3jax.outputs import check_output_dir
 
 CONFIG = "config.json"
 POPULATION = "population.json"
+#: in a population folder: {"step": N}, written (atomically) after every member has saved checkpoint step N
+COMMITTED = "checkpoint.json"
+#: a checkpoint step's manifest (every file's SHA-256 and size, the config it was trained under), written last (``rl3jax.checkpoint``)
+MANIFEST = "rl3jax_manifest.json"
 METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
 CHECKPOINTS = "checkpoints"
@@ -274,11 +278,22 @@ def finished_steps(directory: str) -> list[int]:
     return sorted(int(n) for n in names if n.isdigit() and os.path.isdir(os.path.join(directory, n)))
 
 
-def latest_step(run_dir: str) -> int | None:
-    """The newest finished checkpoint step of a run, or of any member of a population folder; None if none."""
-    dirs = {run_dir, *run_dirs(run_dir)}
-    steps = [s for d in dirs for s in finished_steps(checkpoint_dir(d))]
-    return max(steps) if steps else None
+def latest_step(path: str) -> int | None:
+    """The checkpoint step a ``--resume`` of ``path`` continues from, None if there is none: a single run's
+    newest finished step; a population's ``COMMITTED`` step (written once every member has saved it), or, without
+    that file (a population of an older rl3jax), the newest step that every member has finished and sealed."""
+    if not is_population(path):
+        steps = finished_steps(checkpoint_dir(path))
+        return steps[-1] if steps else None
+    if os.path.exists(os.path.join(path, COMMITTED)):
+        step = _read_json(os.path.join(path, COMMITTED)).get("step")
+        if not isinstance(step, int):
+            raise RunFolderError(f"{os.path.join(path, COMMITTED)} names no integer step")
+        return step
+    common = set.intersection(*[{s for s in finished_steps(checkpoint_dir(d))
+                                 if os.path.exists(os.path.join(checkpoint_dir(d), str(s), MANIFEST))}
+                                for d in member_dirs(path)])
+    return max(common) if common else None
 
 
 # ------------------------------------------------------------------------------------------ metrics
@@ -306,69 +321,6 @@ def read_metrics(path: str) -> list[dict]:
             raise RunFolderError(f"{path} line {k + 1} is not a metrics row ({str(e).splitlines()[0]})") from None
         rows.append(row)
     return rows
-
-
-class MetricsLog:
-    """Appends one row per PPO iteration to metrics.jsonl and metrics.csv; truncates on resume.
-
-    Rows may carry fields that others lack (the ``eval_*`` fields of held-out evaluations exist only on
-    every ``eval_every``-th row): the CSV header is the union of the fields in order of first appearance,
-    missing cells are empty, and the CSV is rewritten with the wider header when a new field first appears.
-
-    The rewrite at resume is atomic (temporary files, then ``os.replace``), so a kill at that moment leaves the
-    old files whole. A torn final line of metrics.jsonl is dropped with a note on stderr; any other unreadable
-    line is an error naming the file and line (``RunFolderError``).
-    """
-
-    def __init__(self, run_dir: str, resume_iteration: int = 0):
-        self.jsonl = os.path.join(run_dir, METRICS_JSONL)
-        self.csv = os.path.join(run_dir, METRICS_CSV)
-        rows = []
-        if resume_iteration and os.path.exists(self.jsonl):
-            rows = [r for r in read_metrics(self.jsonl) if r["iteration"] <= resume_iteration]
-            if [r["iteration"] for r in rows] != list(range(1, resume_iteration + 1)):
-                print(f"note: {self.jsonl} holds {len(rows)} of the rows of iterations 1..{resume_iteration}; "
-                      "the missing ones cannot be recovered", file=sys.stderr)
-        atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in rows))
-        self.fields: list[str] = _union_fields(rows)
-        if self.fields:
-            self._write_csv(rows)
-        elif os.path.exists(self.csv):
-            os.remove(self.csv)
-
-    def _write_csv(self, rows: list[dict]) -> None:
-        with open(self.csv, "w", newline="") as f:
-            w = csv.DictWriter(f, self.fields)
-            w.writeheader()
-            w.writerows(rows)
-
-    def append(self, rows: list[dict]) -> None:
-        if not rows:
-            return
-        with open(self.jsonl, "a") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-        new_fields = [k for k in _union_fields(rows) if k not in self.fields]
-        if new_fields:  # a field seen for the first time: rewrite the CSV with the wider header
-            self.fields += new_fields
-            self._write_csv(read_metrics(os.path.dirname(self.jsonl)))
-            return
-        with open(self.csv, "a", newline="") as f:
-            csv.DictWriter(f, self.fields).writerows(rows)
-
-
-def _union_fields(rows: list[dict]) -> list[str]:
-    fields: dict[str, None] = {}
-    for r in rows:
-        fields.update(dict.fromkeys(r))
-    return list(fields)
-
-
-class NullLog:
-    """What processes other than 0 get instead of a ``MetricsLog`` (only process 0 writes logs)."""
-
-    def append(self, rows: list[dict]) -> None:
-        pass
 
 
 # ------------------------------------------------------------------------------------------ one writer

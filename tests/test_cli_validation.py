@@ -210,17 +210,19 @@ def test_resume_refusals_leave_the_run_as_it_was(run_dir, extra, message, capsys
 
 
 def test_resume_to_the_same_total_is_allowed(run_dir, capsys, monkeypatch):
+    """Allowed, and there is nothing to do: one line, exit 0, training not called (issue 17 item 16)."""
     import rl3jax.driver
 
     calls = []
     monkeypatch.setattr(rl3jax.driver, "train", lambda cfg, out, **kw: calls.append((cfg, kw)))
     assert main(["train", "--out", run_dir, "--resume", "--iters", "2", "--no-progress"]) == 0
-    assert calls[0][0].iters == 2 and calls[0][1]["resume"] is True
+    idle = f"nothing to do: {run_dir} is at iteration 2 of 2; pass --iters M (> 2) to continue\n"
+    assert capsys.readouterr().out == idle and not calls
     # a preset that agrees with the run (its fields given explicitly, as experiments/reproduce.py repeats the
     # command that started a run) is honoured, not refused
     agree = ["--horizon", "4", "--num-envs", "2", "--minibatch-envs", "2", "--iters", "2"]  # the rest: cpu-bandit's
     assert main(["train", "--out", run_dir, "--resume", "--preset", "cpu-bandit", *agree, "--no-progress"]) == 0
-    assert calls[1][0] == calls[0][0]
+    assert capsys.readouterr().out == idle and not calls
 
 
 @pytest.fixture

@@ -182,10 +182,11 @@ def _launch(num_processes: int, local_devices: int, train_args: list[str], timeo
 def _single_process_reference(run_dir: str, iters: int):
     """The same config trained in this (one-device) process, and the multi-process run's checkpoint."""
     from rl3jax.driver import train
+    from rl3jax.population import member_state
     from rl3jax.runs import load_run
 
     run = load_run(run_dir)
-    ref, _ = train(run.cfg.replace(iters=iters), run_dir + "-single", progress=False, quiet=True)
+    ref = member_state(train(run.cfg.replace(iters=iters), run_dir + "-single", progress=False, quiet=True)[0], 0)
     restored, _ = run.restore()
     return ref, restored
 

@@ -15,10 +15,11 @@ from rl3jax import driver
 from rl3jax.checkpoint import Checkpointer
 from rl3jax.cli import main as cli_main
 from rl3jax.config import TrainConfig
-from rl3jax.driver import EVAL_FIELDS, ChunkLoop, HeldOutEvaluator, report_command, train
+from rl3jax.driver import EVAL_FIELDS, ChunkLoop, HeldOutEvaluator, train
 from rl3jax.evaluate import evaluate
 from rl3jax.population import member_state
 from rl3jax.runfiles import read_metrics
+from rl3jax.runs import command
 from rl3jax.train import make_train
 
 TINY = dict(env="bandit", algo="rl2", model="markov", horizon=6, num_envs=4, minibatch_envs=2, epochs=1,
@@ -114,7 +115,8 @@ def test_eval_rows_resume_csv_and_loggers(tmp_path, monkeypatch):
     trainer = make_train(cfg)
     for greedy, (m, s) in ((False, ("eval_return", "eval_stderr")), (True, ("eval_return_greedy",
                                                                            "eval_stderr_greedy"))):
-        ref = evaluate(trainer.meta_env, "network", 8, greedy=greedy, params=state.actor_params, model=trainer.actor)
+        ref = evaluate(trainer.meta_env, "network", 8, greedy=greedy, params=member_state(state, 0).actor_params,
+                       model=trainer.actor)
         assert evals[6][m] == ref["mean_return"] and evals[6][s] == ref["stderr"]
     assert all(e["eval_episodes"] == 8 for e in evals.values())
     # loggers: each eval field as a scalar at the row's env steps, and in the W&B row
@@ -147,7 +149,7 @@ def test_population_evaluates_each_member(tmp_path, capsys):
     out = str(tmp_path / "pop")
     state, _ = train(cfg, out, seeds=2, progress=False)
     printed = capsys.readouterr().out
-    assert f"report: {report_command(out)}\n" in printed and report_command(out).endswith(f"rl3jax report {out}")
+    assert f"report: {command('report', out)}\n" in printed and command("report", out).endswith(f"rl3jax report {out}")
     trainer = make_train(cfg)
     for i, name in enumerate(("seed0", "seed1")):
         ev = _evals(read_metrics(os.path.join(out, name)))

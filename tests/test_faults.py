@@ -23,8 +23,8 @@ from rl3jax.checkpoint import FORMAT_VERSION, Checkpointer, CheckpointError, Cor
 from rl3jax.cli import main as cli_main
 from rl3jax.config import TrainConfig
 from rl3jax.driver import Progress, TrainingDiverged, train
-from rl3jax.runfiles import MetricsLog, RunFolderError, RunLock, RunLockedError, read_metrics
-from rl3jax.runs import Run, load_run
+from rl3jax.runfiles import RunFolderError, RunLock, RunLockedError, read_metrics
+from rl3jax.runs import MetricsLog, Run, load_run
 
 # `T` of the issue, with tiny chunks so every boundary is exercised
 T = dict(env="bandit", algo="rl2", model="markov", horizon=4, num_envs=2, minibatch_envs=2, epochs=2,
@@ -67,9 +67,9 @@ def test_linear_schedule_resume_keeps_straight_schedule_bit_for_bit(tmp_path):
     # the same run stopped at its first chunk boundary (max_seconds: iteration 2 of 4), then resumed to 4
     half = str(tmp_path / "half")
     stopped, _ = train(cfg, half, quiet=True, max_seconds=1e-6)
-    assert int(stopped.iteration) == 2
+    assert int(stopped.iteration[0]) == 2
     resumed, _ = train(cfg, half, resume=True, quiet=True)
-    assert int(resumed.iteration) == 4
+    assert int(resumed.iteration[0]) == 4
     for name in ("actor_params", "critic_params", "actor_opt", "critic_opt"):
         assert _leaves_equal(getattr(straight, name), getattr(resumed, name)), name
     ents = [r["ent_coef"] for r in read_metrics(half)]
@@ -119,7 +119,7 @@ def test_second_writer_is_refused_naming_folder_and_pid(run4, tmp_path, capsys):
     finally:
         lock.release()
     state, _ = train(TrainConfig(iters=6, **T), run, resume=True, quiet=True)  # released: works
-    assert int(state.iteration) == 6
+    assert int(state.iteration[0]) == 6
 
 
 def test_resume_before_the_first_checkpoint_starts_from_zero(tmp_path):
@@ -129,7 +129,7 @@ def test_resume_before_the_first_checkpoint_starts_from_zero(tmp_path):
     os.makedirs(run)
     runfiles.atomic_write_json(os.path.join(run, "config.json"), cfg.to_dict())
     resumed, _ = train(cfg, run, resume=True, quiet=True)
-    assert int(resumed.iteration) == 2 and _leaves_equal(full.actor_params, resumed.actor_params)
+    assert int(resumed.iteration[0]) == 2 and _leaves_equal(full.actor_params, resumed.actor_params)
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
@@ -156,7 +156,7 @@ def test_ctrl_c_message_tells_which_checkpoint_is_intact(tmp_path, capsys, monke
         assert "interrupted at iteration 2; checkpoint step 2 is intact" in err
     monkeypatch.setattr(population, "jit_chunk", real)
     state, _ = train(runfiles.read_config(run), run, resume=True, quiet=True)  # and it resumes
-    assert int(state.iteration) == 4
+    assert int(state.iteration[0]) == 4
 
 
 # -------------------------------------------------------------------------------- metrics files
@@ -218,7 +218,7 @@ def test_damaged_checkpoint_is_detected_in_one_line_naming_the_file(run4, tmp_pa
     # the way out the message names: move the bad step aside, resume from the older one
     os.rename(os.path.join(run, "checkpoints", "4"), os.path.join(run, "corrupt-4"))
     state, _ = train(TrainConfig(iters=6, **T), run, resume=True, quiet=True)
-    assert int(state.iteration) == 6
+    assert int(state.iteration[0]) == 6
 
 
 # -------------------------------------------------------------------------------- checkpoint format version

@@ -73,7 +73,8 @@ def test_seeds_equal_separate_runs(seeds4, tmp_path):
     for i, seed in enumerate(range(10, 14)):
         member_dir = os.path.join(out, f"seed{seed}")
         assert read_config(member_dir) == CFG.replace(seed=seed)  # an ordinary run folder
-        ref, _ = train(CFG.replace(seed=seed), str(tmp_path / f"single{seed}"), progress=False, quiet=True)
+        ref = member_state(train(CFG.replace(seed=seed), str(tmp_path / f"single{seed}"), progress=False,
+                                 quiet=True)[0], 0)
         # the population's state, the member's own checkpoint and its metrics all equal the separate run
         _assert_states_close(member_state(state, i), ref)
         _assert_states_close(_restore(member_dir), ref)
@@ -122,7 +123,8 @@ def test_sweep_members_have_their_settings(tmp_path):
         finals[m["name"]] = _restore(d)
     # one member equals the separate run with its settings (the sweep is not an approximation)
     name = "seed10-lr0.0003-ent_coef0.05"
-    ref, _ = train(read_config(os.path.join(out, name)), str(tmp_path / "single"), progress=False, quiet=True)
+    ref = member_state(train(read_config(os.path.join(out, name)), str(tmp_path / "single"), progress=False,
+                             quiet=True)[0], 0)
     _assert_states_close(finals[name], ref)
     # the settings matter: same seed, different lr -> different parameters
     a = jax.tree.leaves(finals["seed10-lr0.001-ent_coef0"].actor_params)[0]
@@ -171,8 +173,8 @@ def test_weight_decay_and_gae_lambda_sweep_member_equals_separate_run(tmp_path):
     """A sweep replaces ``HParams`` per member: each member holds its own values and equals its separate run."""
     sweep = {"critic_weight_decay": [0.0, 0.1], "gae_lambda": [0.9]}
     state, _ = train(CFG, str(tmp_path / "pop"), sweep=sweep, progress=False, quiet=True)
-    ref, _ = train(CFG.replace(critic_weight_decay=0.1, gae_lambda=0.9), str(tmp_path / "single"), progress=False,
-                   quiet=True)
+    ref = member_state(train(CFG.replace(critic_weight_decay=0.1, gae_lambda=0.9), str(tmp_path / "single"),
+                             progress=False, quiet=True)[0], 0)
     _assert_states_close(member_state(state, 1), ref)
     np.testing.assert_allclose(state.hparams.critic_weight_decay, [0.0, 0.1])
     np.testing.assert_allclose(state.hparams.gae_lambda, [0.9, 0.9], rtol=1e-6)

@@ -335,7 +335,7 @@ def test_paper_v4_population_member_equals_separate_run(tmp_path):
     state, _ = train(cfg, str(tmp_path / "pop"), seeds=2, progress=False, quiet=True)
     assert read_config(str(tmp_path / "pop" / "seed4")).semantics == "v4"
     ref, _ = train(cfg.replace(seed=4), str(tmp_path / "single"), progress=False, quiet=True)
-    a, b = member_state(state, 1), ref
+    a, b = member_state(state, 1), member_state(ref, 0)
     for x, y in zip(jax.tree.leaves((a.actor_params, a.critic_params, a.env_state)),
                     jax.tree.leaves((b.actor_params, b.critic_params, b.env_state))):
         np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=1e-4, atol=1e-5)

@@ -1,0 +1,197 @@
+"""Stops and kills (issue 17 items 1, 4, 5, 15, 16): SIGINT, SIGTERM and SIGHUP stop at the end of the chunk with
+a checkpoint and the conventional exit status; a population saves as one unit, so a kill -9 at any moment of its
+save leaves a population that resumes and continues exactly; the metrics history after a resume is exact and
+metrics.csv is replaced whole; resuming a finished run does nothing, in one line, without building anything.
+
+Subprocesses use the test suite's XLA flags and compilation cache (one tiny config), so each compiles once.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from rl3jax import runfiles
+from rl3jax.cli import main as cli_main
+from rl3jax.config import TrainConfig
+from rl3jax.outputs import atomic_write_text
+from rl3jax.runfiles import read_metrics
+from rl3jax.runs import MetricsLog
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+T = ["--env", "mdp", "--algo", "rl3", "--model", "markov", "--horizon", "10", "--num-envs", "8",
+     "--minibatch-envs", "4", "--no-progress"]
+
+
+def _env() -> dict:
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", os.environ.get(
+        "RL3JAX_TEST_JAX_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "rl3jax-test-jax-cache")))
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+    return env
+
+
+def _train(*argv: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "rl3jax", "train", *T, *argv], cwd=ROOT, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(cond, timeout: float = 300.0) -> None:
+    end = time.time() + timeout
+    while not cond():
+        if time.time() > end:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+def _raw_state(ckpts: str) -> list[np.ndarray]:
+    """The leaves of the newest checkpoint's state, read with orbax directly."""
+    step = runfiles.finished_steps(ckpts)[-1]
+    return [np.asarray(x) for x in jax.tree.leaves(ocp.StandardCheckpointer().restore(os.path.join(ckpts, str(step), "state")))]
+
+
+def _rows(run: str) -> list[dict]:
+    """metrics.jsonl without the timing field."""
+    return [{k: v for k, v in r.items() if k != "steps_per_second"} for r in read_metrics(run)]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_stops_at_the_end_of_the_chunk_with_a_checkpoint(tmp_path, sig):
+    """checkpoint_every=10 and 2-iteration chunks: a signal after the first rows stops at the end of a chunk
+    that is no checkpoint boundary, writes that step, says so with the resume command, exits 128 + signal."""
+    run = str(tmp_path / "run")
+    p = _train("--iters", "400", "--set", "chunk_iters=2", "--set", "checkpoint_every=10", "--out", run)
+    try:
+        _wait_for(lambda: os.path.exists(os.path.join(run, "metrics.jsonl")) and read_metrics(run))
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    name = signal.Signals(sig).name
+    assert p.returncode == 128 + sig, err
+    assert f"{name}: stopping at the end of the current chunk (iteration " in err or \
+        f"{name}: stopping before the next chunk, after writing a checkpoint" in err  # (between two chunks)
+    stopped = [ln for ln in err.splitlines() if f"stopped by {name} at iteration" in ln]
+    assert len(stopped) == 1, err
+    it = int(stopped[0].split("at iteration ")[1].split(";")[0])
+    assert it % 2 == 0 and 0 < it < 400
+    assert f"checkpoint step {it} is intact; resume with: " in stopped[0] and f"--out {run} --resume" in stopped[0]
+    assert runfiles.finished_steps(runfiles.checkpoint_dir(run))[-1] == it
+    assert [r["iteration"] for r in read_metrics(run)] == list(range(1, it + 1))  # no row lost, none past it
+
+
+def test_a_population_killed_at_any_moment_of_its_save_resumes_exactly(tmp_path):
+    """kill -9 at a random moment while a 2-member population saves a checkpoint every iteration, then
+    --resume: it continues from the newest step both members saved and ends equal to a straight run (metrics
+    rows and final parameters); a member folder alone is refused, naming the population."""
+    args = ["--seeds", "2", "--set", "chunk_iters=1", "--set", "checkpoint_every=1", "--set", "keep_checkpoints=1",
+            "--set", "eval_every=0"]  # (the preset's evaluations follow --iters, which differs here)
+    straight, pop = str(tmp_path / "straight"), str(tmp_path / "pop")
+    assert _train(*args, "--iters", "8", "--out", straight).wait(timeout=600) == 0
+    seed = random.randrange(10**6)
+    p = _train(*args, "--iters", "200", "--out", pop)
+    try:
+        _wait_for(lambda: os.path.exists(os.path.join(pop, runfiles.COMMITTED)))
+        time.sleep(random.Random(seed).uniform(0.0, 1.5))  # within the next saves
+        p.kill()
+        p.wait()
+    finally:
+        p.kill()
+    committed = runfiles.latest_step(pop)
+    members = runfiles.member_dirs(pop)
+    assert committed is not None and all(committed in runfiles.finished_steps(runfiles.checkpoint_dir(m))
+                                         for m in members), f"seed {seed}"
+    if committed >= 8:
+        pytest.skip(f"killed after iteration 8 (seed {seed})")
+    r = subprocess.run([sys.executable, "-m", "rl3jax", "train", "--out", pop, "--resume", "--iters", "8",
+                        "--no-progress"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"seed {seed}: {r.stderr}"
+    assert f"resumed {pop} at iteration {committed}" in r.stdout
+    for m in members:
+        name = os.path.basename(m)
+        assert _rows(m) == _rows(os.path.join(straight, name)), f"seed {seed}: {name}"
+        assert runfiles.finished_steps(runfiles.checkpoint_dir(m)) == [8]  # keep_checkpoints=1 after the commit
+        a, b = _raw_state(os.path.join(m, "checkpoints")), _raw_state(os.path.join(straight, name, "checkpoints"))
+        assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b)), f"seed {seed}: {name}"
+    # one member alone is not resumable: the refusal names the population folder
+    member = members[0]
+    rc = cli_main(["train", "--out", member, "--resume", "--iters", "9", "--no-progress"])
+    assert rc == 2
+    assert runfiles.finished_steps(runfiles.checkpoint_dir(member)) == [8]
+
+
+def test_resuming_a_finished_run_does_nothing_in_one_line(tmp_path, capsys, monkeypatch):
+    """A run at its --iters: one line naming it and how to continue, exit 0, nothing built or compiled."""
+    run = str(tmp_path / "run")
+    os.makedirs(os.path.join(run, "checkpoints", "4"))  # a finished step (orbax names it once complete)
+    cfg = TrainConfig(env="mdp", algo="rl3", model="markov", horizon=10, num_envs=8, minibatch_envs=4, iters=4)
+    runfiles.atomic_write_json(os.path.join(run, "config.json"), cfg.to_dict())
+    capsys.readouterr()
+
+    def built(*a, **k):
+        raise AssertionError("built a trainer")
+
+    monkeypatch.setattr("rl3jax.train.make_train", built)
+    assert cli_main(["train", "--out", run, "--resume", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert out == f"nothing to do: {run} is at iteration 4 of 4; pass --iters M (> 4) to continue\n"
+
+
+def test_metrics_history_is_exact_after_a_resume(tmp_path, capsys):
+    """Rows after the resumed checkpoint are dropped (and named), a repeated row is kept once, missing rows
+    are named; the CSV holds the same rows."""
+    run = str(tmp_path)
+    rows = [{"iteration": i, "env_steps": 10 * i, "x": float(i)} for i in (1, 2, 3, 3, 4, 6, 7)]
+    atomic_write_text(os.path.join(run, "metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
+    MetricsLog(run, 5)
+    err = capsys.readouterr().err
+    assert "dropped the rows of iterations 6..7, after checkpoint step 5" in err
+    assert "kept one row of each repeated iteration" in err and "lacks the rows of iterations 5;" in err
+    assert [r["iteration"] for r in read_metrics(run)] == [1, 2, 3, 4]
+    csv_its = [ln.split(",")[0] for ln in open(os.path.join(run, "metrics.csv")).read().splitlines()]
+    assert csv_its == ["iteration", "1", "2", "3", "4"]
+
+
+def test_metrics_csv_is_replaced_whole(tmp_path, monkeypatch):
+    """A kill while metrics.csv is rewritten (at a resume, or when a new field appears) leaves the old file."""
+    run = str(tmp_path)
+    log = MetricsLog(run)
+    log.append([{"iteration": 1, "env_steps": 10, "x": 1.0}])
+    before = open(os.path.join(run, "metrics.csv")).read()
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(csv.DictWriter, "writerows", killed)
+    with pytest.raises(KeyboardInterrupt):
+        MetricsLog(run, 1)
+    with pytest.raises(KeyboardInterrupt):
+        log.append([{"iteration": 2, "env_steps": 20, "x": 2.0, "eval_return": 1.0}])
+    assert open(os.path.join(run, "metrics.csv")).read() == before
+
+
+def test_a_second_signal_aborts_at_once(tmp_path):
+    """SIGTERM, then Ctrl-C while the chunk still runs: aborted at once with 130, saying what is intact."""
+    run = str(tmp_path / "run")
+    p = _train("--iters", "100000", "--set", "chunk_iters=50000", "--set", "checkpoint_every=100000", "--out", run)
+    try:
+        _wait_for(lambda: os.path.exists(os.path.join(run, "config.json")))  # written with the handlers in place
+        p.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 130, err
+    assert "SIGTERM: stopping " in err and "SIGINT again: aborting at once; there is no checkpoint yet" in err
