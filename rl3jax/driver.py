@@ -49,9 +49,9 @@ from rl3jax.runs import (
     NullLog,
     StopSignals,
     TrainingInterrupted,
-    command,
     intact,
     nothing_to_do,
+    report_hint,
     resume_settings,
 )
 from rl3jax.train import FINITE
@@ -437,4 +437,4 @@ class _Loop:
               f"{f', mean return {rets.popitem()[1]}' if pop.size == 1 else ''} ({self.chunks.timing()})")
         for name, ret in rets.items():
             print(f"  {name:24s} return {ret}")
-        print(f"report: {command('report', self.out)}")
+        print(f"report: {report_hint(self.out, cfg.env)}")

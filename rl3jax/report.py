@@ -12,7 +12,7 @@ Writes into ``DIR``:
 - ``cache.json``: the held-out evaluations made for this report (reused by the next report into ``DIR``).
 
 A family registered from Python (``rl3jax.envs.registry.register``) is unknown to the ``rl3jax`` command: report
-its runs from Python with ``make_report`` (``report_hint`` says which applies to a run).
+its runs from Python with ``make_report`` (``rl3jax.runs.report_hint`` says which applies to a run).
 """
 
 from __future__ import annotations
@@ -22,16 +22,13 @@ import glob
 import json
 import math
 import os
-import shlex
-import sys
 import warnings
 
 import numpy as np
 
 from rl3jax.baselines import BASELINES
 from rl3jax.config import GREEDY, POLICY_MODES, RUN_CONTROL, STOCHASTIC
-from rl3jax.envs import catalog
-from rl3jax.envs.registry import BUILT_IN, variants
+from rl3jax.envs.registry import variants
 from rl3jax.evaluate import HeldOutEvaluator, normalise, run_baselines
 from rl3jax.outputs import atomic_write, atomic_write_json
 from rl3jax.plots import REFERENCE, adaptation_curve, best_classical, learning_curve
@@ -377,17 +374,3 @@ def _jsonable(x):
     if isinstance(x, np.integer):
         return int(x)
     return x
-
-
-def report_hint(out: str, env: str) -> str:
-    """How to report run folder ``out`` of task family ``env`` (printed when training ends): the shell command
-    (the ``rl3jax`` script beside this Python, e.g. ``.venv/bin/rl3jax``, which need not be on PATH; else
-    ``python -m rl3jax``), or, for a family registered from Python (unknown to the command line), the
-    ``make_report`` call to make from the Python that registered it."""
-    if env not in BUILT_IN and not catalog.is_gymnax(env):
-        return (f"from Python, after registering {env!r}: rl3jax.report.make_report([{out!r}], "
-                f"{os.path.join(out, 'report')!r})")
-    script = os.path.join(os.path.dirname(sys.executable), "rl3jax")
-    exe = [os.path.relpath(script) if not os.path.relpath(script).startswith("..") else script] \
-        if os.path.exists(script) else [sys.executable, "-m", "rl3jax"]
-    return shlex.join([*exe, "report", out])

@@ -28,6 +28,8 @@ import threading
 from rl3jax.checkpoint import RESUMABLE_CHANGES, Checkpointer, check_checkpoint_config
 from rl3jax.config import TrainConfig
 from rl3jax.distributed import init_sharded
+from rl3jax.envs import catalog
+from rl3jax.envs.registry import BUILT_IN
 from rl3jax.evaluate import evaluate
 from rl3jax.memory import check_eval_memory
 from rl3jax.outputs import atomic_write_text
@@ -261,6 +263,15 @@ def command(*args: str) -> str:
     exe = [os.path.relpath(script) if not os.path.relpath(script).startswith("..") else script] \
         if os.path.exists(script) else [sys.executable, "-m", "rl3jax"]
     return shlex.join([*exe, *args])
+
+
+def report_hint(out: str, env: str) -> str:
+    """How to report run folder ``out`` of task family ``env`` (printed when training ends): the ``rl3jax report``
+    command, or, for a family registered from Python (unknown to the command line), the ``make_report`` call to
+    make from the Python that registered it."""
+    if env in BUILT_IN or catalog.is_gymnax(env):
+        return command("report", out)
+    return f"from Python, after registering {env!r}: rl3jax.report.make_report([{out!r}], {os.path.join(out, 'report')!r})"
 
 
 def check_resume(old: TrainConfig, cfg: TrainConfig, source: str) -> None:

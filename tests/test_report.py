@@ -325,7 +325,7 @@ def test_baselines_say_whether_their_actions_are_deterministic(runs):
 def test_report_hint_names_make_report_for_a_family_registered_from_python():
     """Issue 17 item 17: the command line knows built-in families and gymnax envs only; a family registered
     from Python is reported with rl3jax.report.make_report."""
-    from rl3jax.report import report_hint
+    from rl3jax.runs import report_hint
 
     assert report_hint("runs/x", "bandit").endswith("rl3jax report runs/x")
     assert report_hint("runs/x", "CartPole-v1").endswith("rl3jax report runs/x")
