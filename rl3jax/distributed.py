@@ -160,11 +160,6 @@ def check_divisible(num_envs: int, mesh: Mesh | None) -> None:
                          f"plays an equal share of the tasks (use a multiple of {n}, or --devices to use fewer)")
 
 
-def env_spec(pop_dims: int = 0) -> P:
-    """PartitionSpec of a per-task array whose env axis follows ``pop_dims`` population axes."""
-    return P(*([None] * pop_dims), AXIS)
-
-
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
@@ -216,7 +211,7 @@ def state_shardings(state: Any, mesh: Mesh, num_envs: int, pop_dims: int = 0) ->
     """Shardings of a ``TrainState`` (or a population of them, ``pop_dims`` leading axes): the env/estimator
     state split along its env axis (the leaves whose axis ``pop_dims`` has length ``num_envs``), everything
     else (params, optimiser states, key, counters) replicated. ``state`` may be abstract (``jax.eval_shape``)."""
-    split = NamedSharding(mesh, env_spec(pop_dims))
+    split = NamedSharding(mesh, P(*([None] * pop_dims), AXIS))
     rep = replicated(mesh)
 
     def env_leaf(x):

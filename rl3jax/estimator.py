@@ -67,6 +67,18 @@ def converge(sweep, x0, max_sweeps: int, epsilon: float, block: int = 8):
     return carry[0], carry[1]
 
 
+def record_counts(est, s, a, r, s_next, terminal):
+    """``est`` (fields n_sa (S, A), n_sas and r_mean (S, A, S), absorbing (S,)) with one real transition added:
+    counts N(s,a) and N(s,a,s'), the running mean reward of (s,a,s'), s' absorbing once ``terminal``."""
+    n = est.n_sas[s, a, s_next] + 1.0
+    r = jnp.asarray(r, jnp.float32)
+    return est.replace(
+        n_sa=est.n_sa.at[s, a].add(1.0),
+        n_sas=est.n_sas.at[s, a, s_next].set(n),
+        r_mean=est.r_mean.at[s, a, s_next].add((r - est.r_mean[s, a, s_next]) / n),
+        absorbing=est.absorbing.at[s_next].set(est.absorbing[s_next] | terminal))
+
+
 def validate_settings(est) -> None:
     """Clear errors for estimator settings shared by the dense and the grid estimator."""
     if est.mode not in MODES:
@@ -82,24 +94,26 @@ def validate_settings(est) -> None:
 
 
 class KnownStates:
-    """The ``visit`` / ``known`` / ``sweeps`` members of the ``rl3jax.estimators.Estimator`` protocol for an
-    estimator whose state has ``known`` ((S,) bool) and ``sweeps`` (int32) fields and whose configuration has
-    ``known_states`` ('all' or 'visited'): shared by the dense and the grid estimator."""
+    """The ``feature_layout`` / ``feature_dim`` / ``visit`` / ``known`` / ``sweeps`` members of the
+    ``rl3jax.estimators.Estimator`` protocol, shared by the dense and the grid estimator (state fields ``known``
+    (S,) bool and ``sweeps`` int32; setting ``known_states``: 'all' or 'visited')."""
+
+    @property
+    def feature_layout(self) -> Layout:
+        """advantages (n), value (1), std errors (n + 1), counts (n) (``rl3jax.layout.rl3_features``)."""
+        return rl3_features(self.num_actions)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.feature_layout.size
 
     def visit(self, est, s):
-        """``est`` with concrete state ``s`` (int32) known when ``known_states='visited'`` (``MetaEnv`` calls it
-        after every step, so the start state after a task-episode reset is known); unchanged for 'all'."""
-        if self.known_states == "all":
-            return est
-        return est.replace(known=est.known.at[s].set(True))
+        return est if self.known_states == "all" else est.replace(known=est.known.at[s].set(True))
 
     def known(self, est) -> jax.Array:
-        """(..., S) bool: the states in the model (cells seen so far, on grids); batch axes of ``est`` pass
-        through."""
         return est.known
 
     def sweeps(self, est) -> jax.Array:
-        """(...) int32: sweeps of the latest solve; batch axes of ``est`` pass through."""
         return est.sweeps
 
 
@@ -141,15 +155,6 @@ class QEstimator(KnownStates):
     def __post_init__(self):
         validate_settings(self)
 
-    @property
-    def feature_layout(self) -> Layout:
-        """advantages (n), value (1), std errors (n + 1), counts (n) (``rl3jax.layout.rl3_features``)."""
-        return rl3_features(self.num_actions)
-
-    @property
-    def feature_dim(self) -> int:
-        return self.feature_layout.size
-
     def init(self, start_state: jax.Array) -> EstimatorState:
         """The state of a new task: empty model, Q = 0; known states all, or only ``start_state`` (int32)."""
         s, a = self.num_states, self.num_actions
@@ -168,16 +173,11 @@ class QEstimator(KnownStates):
     # ----------------------------------------------------------------------------------------------- model
     def record(self, est: EstimatorState, s, a, r, s_next, terminal) -> EstimatorState:
         """Adds one real transition to the learned model (counts, running reward means, absorbing, known)."""
-        n = est.n_sas[s, a, s_next] + 1.0
         r = jnp.asarray(r, jnp.float32)
-        return est.replace(
-            n_sa=est.n_sa.at[s, a].add(1.0),
-            n_sas=est.n_sas.at[s, a, s_next].set(n),
-            r_mean=est.r_mean.at[s, a, s_next].add((r - est.r_mean[s, a, s_next]) / n),
+        n = est.n_sas[s, a, s_next] + 1.0
+        return record_counts(est, s, a, r, s_next, terminal).replace(
             r2_mean=est.r2_mean.at[s, a, s_next].add((r * r - est.r2_mean[s, a, s_next]) / n),
-            absorbing=est.absorbing.at[s_next].set(est.absorbing[s_next] | terminal),
-            known=est.known.at[s_next].set(True),
-        )
+            known=est.known.at[s_next].set(True))
 
     def model(self, est: EstimatorState):
         """T̂(s'|s,a), R̂(s,a,s') and their standard errors (METHOD §2.1, §2.3), dense (S, A, S)."""
@@ -215,10 +215,12 @@ class QEstimator(KnownStates):
         # Σ_t T̂·R̂ does not change during the solve: a sweep is then one matrix-vector product
         rt = None if self.std_errors else jnp.einsum("sat,sat->sa", t_hat, r_hat)
 
-        def sweep(q, e_q):
+        def sweep(carry):
+            q, e_q = carry
             v = q.max(axis=1)
             if not self.std_errors:
-                return jnp.where(row_mask, rt + gamma * jnp.einsum("sat,t->sa", t_hat, v), 0.0), e_q
+                q_new = jnp.where(row_mask, rt + gamma * jnp.einsum("sat,t->sa", t_hat, v), 0.0)
+                return (q_new, e_q), jnp.max(jnp.abs(q_new - q))
             x = r_hat + gamma * v[None, None, :]
             q_new = jnp.where(row_mask, jnp.einsum("sat,sat->sa", t_hat, x), 0.0)
             greedy = jnp.argmax(q, axis=1)
@@ -226,15 +228,10 @@ class QEstimator(KnownStates):
             var_x = r_se ** 2 + (gamma * e_v[None, None, :]) ** 2
             var_t = t_se ** 2
             var_q = (t_hat ** 2 * var_x + x ** 2 * var_t + var_x * var_t).sum(-1)
-            return q_new, jnp.where(row_mask, jnp.sqrt(var_q), 0.0)
-
-        def step(x):
-            q, e_q = x
-            q_new, e_new = sweep(q, e_q)
-            return (q_new, e_new), jnp.max(jnp.abs(q_new - q))
+            return (q_new, jnp.where(row_mask, jnp.sqrt(var_q), 0.0)), jnp.max(jnp.abs(q_new - q))
 
         e0 = jnp.zeros_like(q0) if not self.warm_start else est.q_se
-        sweeps, (q, q_se) = converge(step, (q0, e0), self.max_sweeps, self.epsilon, self.sweep_block)
+        sweeps, (q, q_se) = converge(sweep, (q0, e0), self.max_sweeps, self.epsilon, self.sweep_block)
         return est.replace(q=q, q_se=q_se, sweeps=sweeps)
 
     def update(self, est: EstimatorState, s, a, r, s_next, terminal) -> EstimatorState:

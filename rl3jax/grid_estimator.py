@@ -43,7 +43,6 @@ from flax import struct
 
 from rl3jax.envs.grid_geometry import DIRECTION_OFFSETS, NOOP, neighbour_table
 from rl3jax.estimator import KnownStates, converge, validate_settings
-from rl3jax.layout import Layout, rl3_features
 
 ABSTRACTIONS = (None, "coarse")
 #: the abstraction radius of METHOD §2.5 by grid side
@@ -133,33 +132,15 @@ class GridQEstimator(KnownStates):
             if self.known_states != "visited":
                 raise ValueError("abstraction='coarse' assigns abstract ids as cells are discovered: "
                                  "it needs known_states='visited'")
-            radius = self.abstraction_radius
-            if radius is None:
-                radius = COARSE_RADIUS.get(side, 1.05 / side)
+            radius = COARSE_RADIUS.get(side, 1.05 / side) if self.abstraction_radius is None else self.abstraction_radius
             if radius < 0:
                 raise ValueError(f"abstraction_radius must be >= 0, got {radius}")
             object.__setattr__(self, "abstraction_radius", float(radius))
-
-    # ------------------------------------------------------------------------------------ static tables
-    @property
-    def feature_layout(self) -> Layout:
-        """advantages (n), value (1), std errors (n + 1, zeros here), counts (n) (``layout.rl3_features``)."""
-        return rl3_features(self.num_actions)
-
-    @property
-    def feature_dim(self) -> int:
-        return self.feature_layout.size
 
     @property
     def coarse(self) -> bool:
         return self.abstraction == "coarse"
 
-    def _max_d2(self) -> int:
-        """Largest squared integer cell distance strictly inside the abstraction radius."""
-        bound = (self.abstraction_radius * self.grid_side) ** 2
-        return math.ceil(bound) - 1
-
-    # ------------------------------------------------------------------------------------------ init
     def init(self, start_state: jax.Array) -> GridEstimatorState:
         """The state of a new task: empty model, Q = 0, only ``start_state`` (int32 cell) known ('visited')."""
         s, a = self.num_states, self.num_actions
@@ -202,7 +183,8 @@ class GridQEstimator(KnownStates):
         rows, cols = np.divmod(np.arange(s_num), n)
         d2 = (jnp.asarray(rows) - s_next // n) ** 2 + (jnp.asarray(cols) - s_next % n) ** 2
         # est.known is the set seen before this step (s_next itself is not in it when new)
-        eligible = est.known & (est.partner < 0) & (d2 <= self._max_d2()) & (jnp.arange(s_num) != s_next)
+        max_d2 = math.ceil((self.abstraction_radius * n) ** 2) - 1  # strictly inside the radius, in cells²
+        eligible = est.known & (est.partner < 0) & (d2 <= max_d2) & (jnp.arange(s_num) != s_next)
         key = jnp.where(eligible, d2 * (s_num + 1) + est.order, jnp.iinfo(jnp.int32).max)
         c = jnp.argmin(key)  # nearest, then earliest discovered
         joined = new & eligible.any()
@@ -323,15 +305,11 @@ class GridQEstimator(KnownStates):
             sum_v = jnp.where(counted, v, 0.0).sum()
             q_tried = (r_sum + gamma * future(v) + laplace_r + (alpha * gamma) * sum_v) / denom
             q_new = jnp.where(tried, q_tried, gamma * sum_v / k)
-            q_new = jnp.where(absorbing, gamma * v[None, :], q_new)
-            return jnp.where(col_mask, q_new, 0.0)
-
-        def step(q):
-            q_new = sweep(q)
+            q_new = jnp.where(col_mask, jnp.where(absorbing, gamma * v[None, :], q_new), 0.0)
             return q_new, jnp.max(jnp.abs(q_new - q))
 
         block = self.sweep_block or (1 if jax.default_backend() == "cpu" else 8)
-        sweeps, q = converge(step, q_init, self.max_sweeps, self.epsilon, block)
+        sweeps, q = converge(sweep, q_init, self.max_sweeps, self.epsilon, block)
         if self.coarse:  # back to abstract ids: the Q of each id's first cell
             q = jnp.where(est.rep[None, :] >= 0, q[:, jnp.maximum(est.rep, 0)], 0.0)
         return est.replace(q=q.T, sweeps=sweeps)
@@ -348,16 +326,10 @@ class GridQEstimator(KnownStates):
         """(..., n) Q of the latest solve at concrete cell(s) ``s`` (that of its abstract state when coarse)."""
         return est.q[self.model_index(est, s)]
 
-    def shown_q(self, est: GridEstimatorState, s) -> jax.Array:
-        """The Q shown for concrete cell ``s`` (per the mode: the latest solve's, or cached on entering it)."""
-        if self.mode == "fresh":
-            return self.q_values(est, s)
-        return est.shown_q[s]
-
     def features(self, est: GridEstimatorState, s) -> jax.Array:
         """(feature_dim,) float32 policy-input blocks for current cell ``s`` (``feature_layout``): advantages,
-        value, std errors (zeros), counts."""
-        q = self.shown_q(est, s)
+        value, std errors (zeros), counts; Q per the mode: the latest solve's, or cached on entering ``s``."""
+        q = self.q_values(est, s) if self.mode == "fresh" else est.shown_q[s]
         v = q.max()
         d = self.q_denom
         zeros = jnp.zeros((self.num_actions + 1,), jnp.float32)

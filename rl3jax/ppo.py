@@ -127,21 +127,16 @@ def adam_step(grads, opt, params, lr, weight_decay):
 # ---- Losses ----------------------------------------------------------------------------------------------
 
 
-def normalize_advantages(advantages: jax.Array) -> jax.Array:
-    """(A − mean) / (std + ``ADV_EPS``) over every entry of the (mini)batch."""
-    return (advantages - advantages.mean()) / (advantages.std() + ADV_EPS)
-
-
 def actor_loss(logits, actions, old_logp, advantages, ent_coef, clip_eps: float):
     """Clipped-ratio policy loss (PPO, Schulman et al. 2017, eq. 7) minus an entropy bonus (METHOD §5).
 
     ``logits`` (..., n); ``actions``, ``old_logp``, ``advantages`` (...,). ``loss = −mean(min(r·Â, clip(r, 1−ε,
-    1+ε)·Â)) − ent_coef · mean(H(π))`` with ``r = exp(logπ − old_logp)`` and ``Â`` the advantages normalised over
-    the whole minibatch. Returns ``(loss, aux)``, float scalars; aux has ``pg_loss``, ``entropy`` (nats),
+    1+ε)·Â)) − ent_coef · mean(H(π))`` with ``r = exp(logπ − old_logp)`` and ``Â = (A − mean) / (std + ADV_EPS)``
+    over the whole minibatch. Returns ``(loss, aux)``, float scalars; aux has ``pg_loss``, ``entropy`` (nats),
     ``approx_kl`` (mean of (r−1) − log r) and ``clip_frac`` (fraction of steps with |r − 1| > ε).
     """
     logp = log_prob(logits, actions)
-    adv = normalize_advantages(advantages)
+    adv = (advantages - advantages.mean()) / (advantages.std() + ADV_EPS)
     log_ratio = logp - old_logp
     ratio = jnp.exp(log_ratio)
     surr1 = ratio * adv

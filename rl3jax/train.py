@@ -3,12 +3,7 @@
 
 One PPO iteration = sample ``num_envs`` fresh tasks, play one whole meta-episode on each (METHOD §5), then run
 ``ppo.ppo_update``. ``chunk(state, n)`` scans n iterations inside one jit and returns per-iteration scalar
-metrics; the driver (``rl3jax.driver``) loops over chunks on the host.
-
-Where the settings live: every setting is a ``TrainConfig`` field (``rl3jax.config``; hashable, so static under
-jit). The sweepable ones (``config.HParams``: lr, critic_weight_decay, ent_coef, gae_lambda) are copied into
-``TrainState.hparams`` by ``Trainer.init``; the jitted code reads them from there (a population replaces them per
-member), and the config's values only at ``init``. The PPO update reads every other setting from the config.
+metrics; the driver (``rl3jax.driver``) loops over chunks on the host. Where each setting lives: ``rl3jax.ppo``.
 """
 
 from __future__ import annotations
@@ -182,10 +177,8 @@ def make_train(cfg: TrainConfig, mesh=None) -> Trainer:
     nothing."""
     check_divisible(cfg.num_envs, mesh)
     meta_env = make_meta_env(cfg)
-    n = meta_env.num_actions
-    actor = make_network(cfg.model, n, cfg.horizon)
-    critic = make_network(cfg.model, 1, cfg.horizon)
-    return Trainer(cfg=cfg, meta_env=meta_env, actor=actor, critic=critic, mesh=mesh)
+    return Trainer(cfg=cfg, meta_env=meta_env, actor=make_network(cfg.model, meta_env.num_actions, cfg.horizon),
+                   critic=make_network(cfg.model, 1, cfg.horizon), mesh=mesh)
 
 
 def jit_chunk(trainer: Trainer) -> Callable:

@@ -95,9 +95,6 @@ class BernoulliBandit(TaskEnv):
         """(2,) float32 one-hot of the state (0 ready, 1 pulled)."""
         return jax.nn.one_hot(state.pos, 2)
 
-    def state_index(self, state, params):
-        return state.pos
-
     def is_terminated(self, state, params):
         return state.pos == 1
 

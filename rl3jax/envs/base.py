@@ -11,7 +11,7 @@ hook                   what                                               defaul
 ``task_horizon``       TH, the task episode's own length (static int)     ``default_params.max_steps_in_episode``
 ``with_horizon(H)``    the family for meta horizon H                      itself (TH does not depend on H)
 ``num_states``         S, concrete discrete states (tabular families)     None: no tabular model, RL² only
-``state_index``        the concrete state (int32) of an env state         NotImplementedError
+``state_index``        the concrete state (int32) of an env state         ``state.pos`` (num_states None: error)
 ``rl3_defaults``       estimator settings of METHOD §2                    None: no RL³
 ``v4_defaults``        settings of the paper's own code (semantics v4)    None: v4 not implemented
 ``grid_side``          N when states are the cells of an N×N grid         None
@@ -96,8 +96,10 @@ class TaskEnv(environment.Environment):
         raise NotImplementedError(f"{type(self).__name__} does not implement sample_task")
 
     def state_index(self, state: Any, params: Any) -> jax.Array:
-        """The concrete discrete state (int32 scalar in [0, num_states)) of env state ``state``."""
-        raise NotImplementedError(f"{self.name} has no discrete states (num_states is None)")
+        """The concrete discrete state (int32 scalar in [0, num_states)) of env state ``state``: its ``pos``."""
+        if self.num_states is None:
+            raise NotImplementedError(f"{self.name} has no discrete states (num_states is None)")
+        return state.pos
 
     def true_model(self, params: Any) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
         """The true model of one task, for the task-knowing oracle: T (S, A, S) float32 transition

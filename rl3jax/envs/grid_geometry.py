@@ -74,10 +74,7 @@ def neighbour_table(size: int) -> np.ndarray:
 
 def is_absorbing(tile: jax.Array) -> jax.Array:
     """Whether each tile code (int array, any shape) is absorbing (``ABSORBING_TILES``: 'G', 'X')."""
-    out = tile == ABSORBING_TILES[0]
-    for code in ABSORBING_TILES[1:]:
-        out = out | (tile == code)
-    return out
+    return (tile == GOAL) | (tile == DANGER)
 
 
 # ------------------------------------------------------------------------------------ dynamics of tiles
@@ -102,18 +99,11 @@ def move_targets(tiles: jax.Array, cells=None) -> jax.Array:
     return jnp.where(tiles_at(tiles, nbr) == OBSTACLE, here[..., None], nbr)
 
 
-def slip_probabilities(tiles: jax.Array, slip, cells=None) -> jax.Array:
-    """(...) float32 p_slip of the tile of each of ``cells`` (None: (S,)): ' ', 'S', '!' → slip; 'W' → 1;
-    'G', 'X', 'O' → 0."""
-    slip = jnp.asarray(slip, jnp.float32)
-    table = jnp.stack([slip, 0.0, 1.0, 0.0, slip, 0.0, slip]).astype(jnp.float32)
-    return table[tiles_at(tiles, cells)]
-
-
 def direction_probabilities(tiles: jax.Array, slip, cells=None) -> jax.Array:
     """(..., A, 5) float32 probability of each move direction (stay, N, E, S, W) per action, from each of
-    ``cells`` (None: (S, A, 5))."""
-    p = slip_probabilities(tiles, slip, cells)
+    ``cells`` (None: (S, A, 5)); p_slip by tile: ' ', 'S', '!' → slip; 'W' → 1; 'G', 'X', 'O' → 0."""
+    slip = jnp.asarray(slip, jnp.float32)
+    p = jnp.stack([slip, 0.0, 1.0, 0.0, slip, 0.0, slip]).astype(jnp.float32)[tiles_at(tiles, cells)]
     return jnp.asarray(DIR_BASE) + p[..., None, None] * jnp.asarray(DIR_PER_SLIP)
 
 

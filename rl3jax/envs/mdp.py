@@ -113,9 +113,6 @@ class RandomMDP(TaskEnv):
         """(S,) float32 one-hot of the current state."""
         return jax.nn.one_hot(state.pos, self.num_states)
 
-    def state_index(self, state, params):
-        return state.pos
-
     def true_model(self, params):
         """(T, expected reward, absorbing, start state) of one task, for the oracle."""
         return (params.transitions, params.mean_rewards, jnp.zeros((self.num_states,), bool), jnp.int32(0))
