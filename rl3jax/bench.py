@@ -8,13 +8,12 @@ show which stage dominates. Absolute numbers mean something only on an accelerat
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 
 import jax
 
 from rl3jax import distributed
-from rl3jax.config import INT_MAX, TrainConfig
+from rl3jax.config import TrainConfig
 from rl3jax.outputs import atomic_write_json
 from rl3jax.population import jit_chunk, make_population
 from rl3jax.train import make_train
@@ -217,28 +216,3 @@ def bench_scaling(quick: bool = False, devices: list[int] | None = None, seeds: 
 def _dump(records: list[dict], json_path: str | None) -> None:
     if json_path:  # after every record, so a run cut short keeps what it measured
         atomic_write_json(json_path, records)
-
-
-def parse_counts(flag: str, s: str | None) -> list[int] | None:
-    """``"1,2,4"`` -> [1, 2, 4] (None -> None); ValueError naming ``flag`` for anything but whole numbers >= 1."""
-    items = [] if s is None else [x.strip() for x in s.split(",") if x.strip()]
-    if s is not None and (not items or not all(x.isdecimal() and 1 <= int(x) <= INT_MAX for x in items)):
-        raise ValueError(f"{flag} {s!r}: expected comma-separated whole numbers >= 1 (e.g. 1,2,4,8)")
-    return [int(x) for x in items] if s is not None else None
-
-
-def bench_cli(quick: bool, json_path: str | None, repeats: int, scaling: bool,
-              devices: str | None = None, seeds: str | None = None, only: str | None = None,
-              overrides: dict | None = None) -> int:
-    """``rl3jax bench`` once its flags are checked: ``devices`` / ``seeds`` (``--scaling``'s comma-separated
-    counts) are parsed, then ``bench_scaling`` (``scaling``) or ``run_bench``; a note when the accelerator-size workloads (not
-    ``quick``) run on a CPU."""
-    devices, seeds = parse_counts("--devices", devices), parse_counts("--seeds", seeds)
-    if not quick and jax.default_backend() == "cpu":
-        print("note: these are the accelerator-size workloads, on a CPU (slow: many minutes); --quick runs the "
-              "small ones", file=sys.stderr)
-    if scaling:
-        bench_scaling(quick=quick, devices=devices, seeds=seeds, repeats=repeats, json_path=json_path)
-    else:
-        run_bench(quick=quick, json_path=json_path, only=only, repeats=repeats, overrides=overrides)
-    return 0

@@ -303,16 +303,28 @@ def cmd_bench(args) -> int:
         raise ConfigError(f"{scaling_only[0]} applies only with --scaling")
     if args.scaling and (args.only or args.set):
         raise ConfigError("--only and --set apply to the workload table, not to --scaling")
+    counts = {}
+    for flag, s in (("--devices", args.devices), ("--seeds", args.seeds)):  # "1,2,4" -> [1, 2, 4]
+        items = [] if s is None else [x.strip() for x in s.split(",") if x.strip()]
+        if s is not None and (not items or not all(x.isdecimal() and 1 <= int(x) <= INT_MAX for x in items)):
+            raise ConfigError(f"{flag} {s!r}: expected comma-separated whole numbers >= 1 (e.g. 1,2,4,8)")
+        counts[flag] = [int(x) for x in items] if s is not None else None
     overrides = parse_sets(args.set)
     outputs.check_output_file(args.json, "--json")
     import jax
     if args.cpu_devices:  # before anything (importing rl3jax.bench too) starts the backend
         jax.config.update("jax_platforms", "cpu")
         jax.config.update("jax_num_cpu_devices", args.cpu_devices)
-    from rl3jax.bench import bench_cli
+    from rl3jax.bench import bench_scaling, run_bench
 
-    return bench_cli(args.quick, args.json, args.repeats, args.scaling, devices=args.devices, seeds=args.seeds,
-                     only=args.only, overrides=overrides)
+    if not args.quick and jax.default_backend() == "cpu":
+        print("note: these are the accelerator-size workloads, on a CPU (slow: many minutes); --quick runs the "
+              "small ones", file=sys.stderr)
+    if args.scaling:
+        bench_scaling(args.quick, counts["--devices"], counts["--seeds"], args.repeats, args.json)
+    else:
+        run_bench(args.quick, args.json, args.only, args.repeats, overrides)
+    return 0
 
 
 def _add_render(sub):

@@ -79,24 +79,20 @@ def record_counts(est, s, a, r, s_next, terminal):
         absorbing=est.absorbing.at[s_next].set(est.absorbing[s_next] | terminal))
 
 
-def validate_settings(est) -> None:
-    """Clear errors for estimator settings shared by the dense and the grid estimator."""
-    if est.mode not in MODES:
-        raise ValueError(f"estimator mode {est.mode!r} is not one of {MODES}")
-    if est.known_states not in ("all", "visited"):
-        raise ValueError(f"known_states {est.known_states!r} is not one of ('all', 'visited')")
-    if est.max_sweeps < 1:
-        raise ValueError(f"max_sweeps must be >= 1, got {est.max_sweeps}")
-    if not 0.0 <= est.gamma < 1.0:
-        raise ValueError(f"gamma must be in [0, 1), got {est.gamma}")
-    if est.alpha_laplace <= 0.0:
-        raise ValueError(f"alpha_laplace must be > 0, got {est.alpha_laplace}")
+class EstimatorBase:
+    """Members of the ``rl3jax.estimators.Estimator`` protocol shared by the dense, grid and v4 estimators (state
+    fields ``q`` (S, A), ``sweeps`` int32 and, for ``visit`` / ``known``, ``known`` (S,) bool with the setting
+    ``known_states``: 'all' or 'visited')."""
 
-
-class KnownStates:
-    """The ``feature_layout`` / ``feature_dim`` / ``visit`` / ``known`` / ``sweeps`` members of the
-    ``rl3jax.estimators.Estimator`` protocol, shared by the dense and the grid estimator (state fields ``known``
-    (S,) bool and ``sweeps`` int32; setting ``known_states``: 'all' or 'visited')."""
+    def __post_init__(self):
+        """ValueError for a setting out of range, of those the estimator has: mode (``MODES``), known_states ('all'
+        or 'visited'), max_sweeps >= 1, gamma in [0, 1), alpha_laplace > 0, q_denom > 0."""
+        for name, ok, allowed in (("mode", lambda v: v in MODES, f"one of {MODES}"),
+                                  ("known_states", lambda v: v in ("all", "visited"), "one of ('all', 'visited')"),
+                                  ("max_sweeps", lambda v: v >= 1, ">= 1"), ("gamma", lambda v: 0 <= v < 1, "in [0, 1)"),
+                                  ("alpha_laplace", lambda v: v > 0, "> 0"), ("q_denom", lambda v: v > 0, "> 0")):
+            if hasattr(self, name) and not ok(getattr(self, name)):
+                raise ValueError(f"{name} must be {allowed}, got {getattr(self, name)!r}")
 
     @property
     def feature_layout(self) -> Layout:
@@ -106,6 +102,9 @@ class KnownStates:
     @property
     def feature_dim(self) -> int:
         return self.feature_layout.size
+
+    def q_values(self, est, s) -> jax.Array:
+        return est.q[s]
 
     def visit(self, est, s):
         return est if self.known_states == "all" else est.replace(known=est.known.at[s].set(True))
@@ -118,7 +117,7 @@ class KnownStates:
 
 
 @dataclasses.dataclass(frozen=True)
-class QEstimator(KnownStates):
+class QEstimator(EstimatorBase):
     """The dense RL³ estimator (METHOD §2): configuration plus pure ``init`` / ``update`` / ``features`` /
     ``q_values`` (the ``rl3jax.estimators.Estimator`` protocol); hashable, so it can be a jit-static argument.
 
@@ -136,7 +135,7 @@ class QEstimator(KnownStates):
         known_states: 'all' (K = S from the start) or 'visited' (the states seen so far in the task).
         sweep_block: sweeps unrolled per while-loop step (``converge``); no effect on the results.
 
-    Raises ValueError for a setting out of range (``validate_settings``).
+    Raises ValueError for a setting out of range (``EstimatorBase.__post_init__``).
     """
 
     num_states: int
@@ -151,9 +150,6 @@ class QEstimator(KnownStates):
     q_denom: float = 1.0
     known_states: str = "all"
     sweep_block: int = 10  # sweeps unrolled per while-loop step (see ``converge``)
-
-    def __post_init__(self):
-        validate_settings(self)
 
     def init(self, start_state: jax.Array) -> EstimatorState:
         """The state of a new task: empty model, Q = 0; known states all, or only ``start_state`` (int32)."""
@@ -248,10 +244,6 @@ class QEstimator(KnownStates):
                            shown_q_se=est.shown_q_se.at[s_next].set(est.q_se[s_next]))
 
     # -------------------------------------------------------------------------------------- features
-    def q_values(self, est: EstimatorState, s) -> jax.Array:
-        """(..., n) Q(s,·) of the latest solve at state(s) ``s`` (int, any shape)."""
-        return est.q[s]
-
     def features(self, est: EstimatorState, s) -> jax.Array:
         """(feature_dim,) float32 policy-input blocks for current state ``s`` (``feature_layout``, METHOD §1):
         advantages (Q − V)/Q_DENOM, value V/Q_DENOM, std errors (E_q, E_v)/Q_DENOM, counts N(s,·)/10."""

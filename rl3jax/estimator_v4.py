@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from rl3jax.estimator import converge, record_counts
+from rl3jax.estimator import EstimatorBase, converge, record_counts
 from rl3jax.layout import Layout, v4_features
 
 #: the original's constants (VAMDP.jl ``step!``; main.jl): the VI stopping threshold ε and the counts' divisor
@@ -57,7 +57,7 @@ class V4State:
 
 
 @dataclasses.dataclass(frozen=True)
-class V4Estimator:
+class V4Estimator(EstimatorBase):
     """Configuration plus pure ``init`` / ``update`` / ``features`` / ``q_values`` (the
     ``rl3jax.estimators.Estimator`` protocol; hashable, jit-static).
 
@@ -82,35 +82,16 @@ class V4Estimator:
     q_denom: float = 100.0
     sweep_block: int = 10
 
-    def __post_init__(self):
-        if self.max_sweeps < 1:
-            raise ValueError(f"max_sweeps must be >= 1, got {self.max_sweeps}")
-        if not 0.0 <= self.gamma < 1.0:
-            raise ValueError(f"gamma must be in [0, 1), got {self.gamma}")
-        if not self.q_denom > 0:
-            raise ValueError(f"q_denom must be > 0, got {self.q_denom}")
-
     @property
     def feature_layout(self) -> Layout:
         """Shown Q (n), counts (n) (``rl3jax.layout.v4_features``)."""
         return v4_features(self.num_actions)
-
-    @property
-    def feature_dim(self) -> int:
-        return self.feature_layout.size
-
-    def q_values(self, est: V4State, s) -> jax.Array:
-        """(..., n) Q(s,·) of the latest solve at state(s) ``s`` (int, any shape)."""
-        return est.q[s]
 
     def visit(self, est: V4State, s) -> V4State:
         return est  # every state is in the model from the start
 
     def known(self, est: V4State) -> jax.Array:
         return jnp.ones_like(est.absorbing)
-
-    def sweeps(self, est: V4State) -> jax.Array:
-        return est.sweeps
 
     def init(self, start_state: jax.Array) -> V4State:
         """A new task: empty model, Q = V = 0, empty cache. ``start_state`` (int) is unused (all S known)."""

@@ -1,15 +1,7 @@
-"""The RL³ object-level estimators behind one interface, and the one place that picks a family's estimator.
-
-Three estimators implement the ``Estimator`` protocol (METHOD §2):
-
-* ``rl3jax.estimator.QEstimator``: the learned model dense over S×A×S (bandits, MDPs; exact on grids too,
-  and the only one with standard errors, METHOD §2.3);
-* ``rl3jax.grid_estimator.GridQEstimator``: the same model stored sparsely for grids, with RL³-coarse (§2.5);
-* ``rl3jax.estimator_v4.V4Estimator``: the paper's own code (``semantics='v4'``).
-
-``make_estimator(env, cfg)`` chooses and configures one from the task family's hooks (``rl3_defaults``,
-``v4_defaults``, ``grid_side``, ``task_horizon``; ``rl3jax.envs.base``) and the config's overrides. Task
-families import no estimator.
+"""The RL³ object-level estimators behind one interface (``Estimator``, METHOD §2): the dense
+``rl3jax.estimator.QEstimator``, the sparse ``rl3jax.grid_estimator.GridQEstimator`` (grids, RL³-coarse) and the
+paper's own code's ``rl3jax.estimator_v4.V4Estimator``; ``make_estimator`` is the one place that picks a family's
+(task families import no estimator).
 """
 
 from __future__ import annotations

@@ -13,9 +13,8 @@ term of T̂ and the untried-action model are uniform over the K known states (ra
     Q(s,a) = γ · V(s)                                                        (s absorbing: self-loop, reward 0)
 
 which is exactly the dense model's backup at O(S·A·5) per sweep instead of O(S·A·S). Value iteration is the
-dense estimator's: warm-started from the previous Q (re-zeroed when the set of known states grew), at most
-``max_sweeps`` synchronous sweeps, stopping once max|ΔQ| < ε; blocks of sweeps in a while loop per task, which under
-``vmap`` runs until the slowest task has converged while finished tasks stay frozen.
+dense estimator's (``rl3jax.estimator.converge``), warm-started from the previous Q (re-zeroed when the set of
+known states grew).
 
 RL³-coarse (``abstraction='coarse'``): a newly seen cell joins the abstract state of the nearest previously
 seen cell within the Euclidean ``abstraction_radius`` (in observation units, (row/N, col/N)) whose cluster still
@@ -42,7 +41,7 @@ import numpy as np
 from flax import struct
 
 from rl3jax.envs.grid_geometry import DIRECTION_OFFSETS, NOOP, neighbour_table
-from rl3jax.estimator import KnownStates, converge, validate_settings
+from rl3jax.estimator import EstimatorBase, converge
 
 ABSTRACTIONS = (None, "coarse")
 #: the abstraction radius of METHOD §2.5 by grid side
@@ -82,7 +81,7 @@ class GridEstimatorState:
 
 
 @dataclasses.dataclass(frozen=True)
-class GridQEstimator(KnownStates):
+class GridQEstimator(EstimatorBase):
     """Sparse grid Q-estimator (see module docstring): the ``rl3jax.estimators.Estimator`` protocol; hashable,
     so it can be a jit-static argument.
 
@@ -94,12 +93,11 @@ class GridQEstimator(KnownStates):
 
     Raises ValueError for std_errors=True (use the dense ``QEstimator``), num_states that is not grid_side²,
     an unknown abstraction, 'coarse' without known_states='visited', a negative radius, and the settings
-    ``validate_settings`` refuses.
+    ``EstimatorBase.__post_init__`` refuses.
     """
 
     num_states: int
     num_actions: int = 5
-    # no default: γ_obj is the config's (``TrainConfig.gamma_obj_value``, via ``make_estimator``)
     gamma: float = dataclasses.field(kw_only=True)
     alpha_laplace: float = 0.01
     epsilon: float = 0.1
@@ -118,7 +116,7 @@ class GridQEstimator(KnownStates):
     sweep_block: int | None = None
 
     def __post_init__(self):
-        validate_settings(self)
+        super().__post_init__()
         if self.std_errors:
             raise ValueError("GridQEstimator does not compute standard errors; use the dense "
                              "rl3jax.estimator.QEstimator(std_errors=True) instead")

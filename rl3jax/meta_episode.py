@@ -7,11 +7,9 @@ METHOD §1 in the order of its ``layout`` (``rl3jax.layout``). A task episode en
 TH steps and is reset at once (same task), so the terminal state is never shown. Only step H ends the
 meta-episode.
 
-Two input layouts: ``layout='method'`` (METHOD §1, above) and ``layout='v4'``, the paper's own code (RL3 commit
-f8121786: MDPs.jl ``EvidenceObservationWrapper`` around MetaMDPs.jl ``MetaMDPwithTimeContext`` around
-VAMDP.jl's wrapper): prev action one-hot (n), prev reward (1), first-step flag (1), task observation (m; left
-out when ``drop_task_obs``, as the original does for RL³ on bandits), the RL³ features (``V4Estimator``:
-shown Q / Q_DENOM (n), counts / 100 (n)), then τ/TH and t/H (in that order, last).
+Two input layouts (``rl3jax.layout``): ``layout='method'`` (METHOD §1) and ``layout='v4'``, the paper's own code
+(RL3 commit f8121786: MDPs.jl ``EvidenceObservationWrapper`` around MetaMDPs.jl ``MetaMDPwithTimeContext``
+around VAMDP.jl's wrapper).
 
 ``make_meta_env(cfg)`` builds the meta env a training config describes (family, horizon, estimator, layout).
 """
@@ -92,9 +90,7 @@ class MetaEnv:
         return self.env.sample_task(key)
 
     def observation(self, state: MetaState, params) -> jax.Array:
-        """The policy input (obs_dim,) float32: the blocks of ``self.layout`` in order. 'method' (METHOD §1): prev
-        action, prev reward, first flag, t/H, τ/TH, task obs, [RL³ blocks]. 'v4': prev action, prev reward,
-        first flag, [task obs], [RL³ blocks], τ/TH, t/H."""
+        """The policy input (obs_dim,) float32: the blocks of ``self.layout`` in order (``layout.policy_input``)."""
         n = self.num_actions
         parts = {
             "prev_action": lambda: jnp.where(state.prev_action >= 0, jax.nn.one_hot(state.prev_action, n),
@@ -113,9 +109,7 @@ class MetaEnv:
         """A new meta-episode of task ``params``: the task's start state and (RL³) an empty estimator.
         Returns (obs (obs_dim,) float32, state)."""
         task_obs, env_state = self.env.reset_env(key, params)
-        est = None
-        if self.estimator is not None:
-            est = self.estimator.init(self.env.state_index(env_state, params))
+        est = None if self.estimator is None else self.estimator.init(self.env.state_index(env_state, params))
         state = MetaState(env_state=env_state, t=jnp.int32(0), tau=jnp.int32(0), prev_action=jnp.int32(-1),
                           prev_reward=jnp.float32(0.0), episode_return=jnp.float32(0.0),
                           task_obs=jnp.asarray(task_obs, jnp.float32), est=est)
@@ -132,17 +126,13 @@ class MetaEnv:
         terminated = jnp.asarray(terminated, bool)
         tau = state.tau + 1
         episode_over = terminated | (tau >= self.task_horizon)
-        est = state.est
-        if self.estimator is not None:
-            s = self.env.state_index(state.env_state, params)
-            s_next = self.env.state_index(env_st, params)
-            est = self.estimator.update(est, s, action, reward, s_next, terminated)
         obs_re, env_re = self.env.reset_env(k_reset, params)
         env_state = jax.tree.map(lambda r, c: jnp.where(episode_over, r, c), env_re, env_st)
         task_obs = jnp.where(episode_over, jnp.asarray(obs_re, jnp.float32), jnp.asarray(obs_st, jnp.float32))
-        if self.estimator is not None:
-            # after a reset the task is in its start state, which it visited at the task's start
-            est = self.estimator.visit(est, self.env.state_index(env_state, params))
+        est = state.est
+        if self.estimator is not None:  # visit: after a reset the task is in its start state (visited at its start)
+            s, s_next, s_now = (self.env.state_index(x, params) for x in (state.env_state, env_st, env_state))
+            est = self.estimator.visit(self.estimator.update(est, s, action, reward, s_next, terminated), s_now)
         new = MetaState(env_state=env_state, t=state.t + 1, tau=jnp.where(episode_over, 0, tau),
                         prev_action=action, prev_reward=reward, episode_return=state.episode_return + reward,
                         task_obs=task_obs, est=est)

@@ -51,7 +51,7 @@ class Rollout:
     logp: jax.Array  # (B, T) float32, log π_old(a_t) at rollout time
     values: jax.Array  # (B, T) float32, the critic's values at rollout time
     rewards: jax.Array  # (B, T) float32
-    logits: jax.Array | None = None  # (B, T, n) π_old (KL early stop); None: recomputed from the actor params
+    logits: jax.Array  # (B, T, n) π_old's logits at rollout time (the KL early stop)
 
 
 @struct.dataclass
@@ -246,9 +246,6 @@ def ppo_update(cfg: TrainConfig, actor: ApplyFn, critic: ApplyFn, key: jax.Array
     """
     if rollout.actions.shape[0] != cfg.num_envs:
         raise ValueError(f"the rollout has {rollout.actions.shape[0]} sequences but num_envs={cfg.num_envs}")
-    old_logits = rollout.logits
-    if old_logits is None:
-        old_logits = jax.lax.stop_gradient(actor(ac.actor_params, rollout.obs))
     batch = make_batch(rollout, cfg, hparams.gae_lambda)
     ent = entropy_coef(cfg, hparams.ent_coef, iteration)
     zero = jnp.zeros((), jnp.float32)
@@ -258,7 +255,7 @@ def ppo_update(cfg: TrainConfig, actor: ApplyFn, critic: ApplyFn, key: jax.Array
         ac, active, actor_epochs, kl, sums, critic_sum = carry
         mbs = minibatches(batch, jax.random.permutation(jax.random.fold_in(key, i), cfg.num_envs), cfg)
         a_p, a_s, a_metrics, kl = jax.lax.cond(
-            active, lambda op: update_actor(cfg, actor, *op, mbs, ent, hparams.lr, rollout.obs, old_logits),
+            active, lambda op: update_actor(cfg, actor, *op, mbs, ent, hparams.lr, rollout.obs, rollout.logits),
             lambda op: (*op, frozen, kl), (ac.actor_params, ac.actor_opt))
         c_p, c_s, c_loss = update_critic(cfg, critic, ac.critic_params, ac.critic_opt, mbs, hparams.lr,
                                          hparams.critic_weight_decay)

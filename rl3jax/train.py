@@ -56,10 +56,6 @@ class Trainer:
     critic: SequenceModel
     mesh: Any = None
 
-    def _split(self, tree):
-        """Shard the leading (env) axis over the mesh; identity without one. Params stay replicated."""
-        return split_leading(tree, self.mesh)
-
     def init(self, key: jax.Array) -> TrainState:
         """The state before the first iteration, from a typed PRNG key: fresh networks (``key`` split into actor,
         critic, run and env streams), fresh Adam states, ``hparams`` from the config, and the env state of
@@ -69,25 +65,25 @@ class Trainer:
         actor_params = self.actor.init(k_a, m)
         critic_params = self.critic.init(k_c, m)
         k_task, k_reset = jax.random.split(k_env)  # distinct streams for drawing tasks and resetting them
-        tasks = self._split(sample_tasks(self.meta_env, k_task, self.cfg.num_envs))
+        tasks = split_leading(sample_tasks(self.meta_env, k_task, self.cfg.num_envs), self.mesh)
         _, env_state = jax.vmap(self.meta_env.reset)(jax.random.split(k_reset, self.cfg.num_envs), tasks)
         return TrainState(actor_params=actor_params, critic_params=critic_params,
                           actor_opt=ppo.ADAM.init(actor_params), critic_opt=ppo.ADAM.init(critic_params),
-                          env_state=self._split(env_state), key=k_run, iteration=jnp.int32(0),
+                          env_state=split_leading(env_state, self.mesh), key=k_run, iteration=jnp.int32(0),
                           hparams=HParams(*(jnp.float32(v) for v in self.cfg.hparams())))
 
     def collect(self, actor_params, key: jax.Array):
         """``num_envs`` fresh tasks, one whole meta-episode of H steps each (METHOD §5). Returns ``(trajectory,
         final MetaState)``; the trajectory's leaves have leading axes (num_envs, H) (``rollout.Trajectory``)."""
         k_task, k_roll = jax.random.split(key)
-        tasks = self._split(sample_tasks(self.meta_env, k_task, self.cfg.num_envs))
+        tasks = split_leading(sample_tasks(self.meta_env, k_task, self.cfg.num_envs), self.mesh)
 
         def step(c, o, _):
-            c, logits = self.actor.step(actor_params, c, self._split(o))
-            return c, self._split(logits)
+            c, logits = self.actor.step(actor_params, c, split_leading(o, self.mesh))
+            return c, split_leading(logits, self.mesh)
 
-        return self._split(rollout(self.meta_env, step, self.actor.initial_carry(self.cfg.num_envs), tasks,
-                                   k_roll))
+        traj = rollout(self.meta_env, step, self.actor.initial_carry(self.cfg.num_envs), tasks, k_roll)
+        return split_leading(traj, self.mesh)
 
     def iteration(self, state: TrainState):
         """One PPO iteration (METHOD §5): collect, then ``ppo.ppo_update``. Returns ``(new state, metrics)``, the

@@ -105,9 +105,6 @@ class BernoulliBandit(TaskEnv):
         r = jnp.stack([jnp.clip(params.probs, 0.0, 1.0), jnp.zeros((k,))])
         return t, r, jnp.array([False, True]), jnp.int32(0)
 
-    def action_space(self, params=None):
-        return spaces.Discrete(self.num_arms)
-
     def observation_space(self, params=None):
         return spaces.Box(0.0, 1.0, (2,))
 

@@ -22,7 +22,7 @@ hook                   what                                               defaul
 
 Besides these, a family writes gymnax's members: ``name``, ``num_actions``, ``default_params`` (an ``EnvParams``
 with a static ``max_steps_in_episode``), ``reset_env(key, params)``, ``step_env(key, state, action, params)``,
-``get_obs`` (a flat float32 vector), ``action_space`` (``spaces.Discrete``) and ``observation_space``. The
+``get_obs`` (a flat float32 vector) and ``observation_space`` (``action_space`` defaults to ``Discrete(n)``). The
 meta-episode wrapper calls ``reset_env`` / ``step_env`` itself and ends task episodes at TH or an absorbing
 state, so the env state needs no step counter and gymnax's auto-reset is not used. ``tests/probes.py`` and
 ``rl3jax/envs/bandit.py`` are short examples; ``rl3jax.envs.registry.register`` adds a family from outside.
@@ -39,7 +39,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from gymnax.environments import environment
+from gymnax.environments import environment, spaces
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +110,10 @@ class TaskEnv(environment.Environment):
     def has_true_model(self) -> bool:
         """Whether the family implements ``true_model`` (the oracle baseline needs it)."""
         return type(self).true_model is not TaskEnv.true_model
+
+    def action_space(self, params=None) -> spaces.Discrete:
+        """``spaces.Discrete(num_actions)``."""
+        return spaces.Discrete(self.num_actions)
 
     def is_terminated(self, state, params) -> jax.Array:
         """Whether ``state`` is absorbing (bool scalar). TH is truncation, not termination."""

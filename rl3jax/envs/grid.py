@@ -155,9 +155,6 @@ class GridWorld(TaskEnv):
     def is_terminated(self, state, params):
         return absorbing_cells(params.tiles, state.pos)
 
-    def action_space(self, params=None):
-        return spaces.Discrete(5)
-
     def observation_space(self, params=None):
         return spaces.Box(0.0, 1.0, (2,))
 

@@ -31,22 +31,11 @@ ABSORBING_TILES = (GOAL, DANGER)
 NOOP, NORTH, EAST, SOUTH, WEST = range(5)
 #: (d_row, d_col) of each direction (stay, N, E, S, W)
 DIRECTION_OFFSETS = np.array([[0, 0], [-1, 0], [0, 1], [1, 0], [0, -1]], np.int32)
-_PERPENDICULAR = {NORTH: (EAST, WEST), SOUTH: (EAST, WEST), EAST: (NORTH, SOUTH), WEST: (NORTH, SOUTH)}
-
-
-def _direction_tables() -> tuple[np.ndarray, np.ndarray]:
-    """(A, 5) direction probabilities without slip, and their change per unit of slip."""
-    base = np.eye(5, dtype=np.float32)
-    per_slip = np.zeros((5, 5), np.float32)
-    for a, (p1, p2) in _PERPENDICULAR.items():
-        per_slip[a, a] = -1.0
-        per_slip[a, p1] = 0.5
-        per_slip[a, p2] = 0.5
-    return base, per_slip
-
-
-#: (A, 5) float32: probability of each move direction per action, as DIR_BASE + p_slip · DIR_PER_SLIP
-DIR_BASE, DIR_PER_SLIP = _direction_tables()
+#: (A, 5) float32: probability of each move direction per action, as DIR_BASE + p_slip · DIR_PER_SLIP (per unit of
+#: slip the intended direction loses 1 and each perpendicular one gains ½; NOOP never slips)
+DIR_BASE = np.eye(5, dtype=np.float32)
+DIR_PER_SLIP = np.array([[0, 0, 0, 0, 0], [0, -1, 0.5, 0, 0.5], [0, 0.5, -1, 0.5, 0], [0, 0, 0.5, -1, 0.5],
+                         [0, 0.5, 0, 0.5, -1]], np.float32)
 
 
 def center_index(size: int) -> int:

@@ -117,9 +117,6 @@ class RandomMDP(TaskEnv):
         """(T, expected reward, absorbing, start state) of one task, for the oracle."""
         return (params.transitions, params.mean_rewards, jnp.zeros((self.num_states,), bool), jnp.int32(0))
 
-    def action_space(self, params=None):
-        return spaces.Discrete(self._num_actions)
-
     def observation_space(self, params=None):
         return spaces.Box(0.0, 1.0, (self.num_states,))
 
