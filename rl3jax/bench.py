@@ -105,15 +105,14 @@ def bench_workload(w: dict, repeats: int = 3, overrides: dict | None = None) -> 
     jax.block_until_ready(collect(state.actor_params, key))
     t_roll = _median_time(lambda s: (s, collect(state.actor_params, key)), state, repeats)
     steps = n * cfg.batch_steps
-    rec = {"workload": name, "env": cfg.env, "algo": cfg.algo, "model": cfg.model, "horizon": cfg.horizon,
-           "num_envs": cfg.num_envs, "minibatch_envs": cfg.minibatch_envs, "epochs": cfg.epochs,
-           "iters_per_chunk": n, "steps_per_second": steps / t_chunk,
-           "rollout_steps_per_second": cfg.batch_steps / t_roll,
-           "update_share": max(0.0, 1.0 - n * t_roll / t_chunk),
-           "compile_seconds": compile_s, "chunk_memory_bytes": _chunk_memory(compiled),
-           "peak_memory_bytes": _peak_memory(), "device": _device_name(),
-           "overrides": overrides}
-    return rec
+    return {"workload": name, "env": cfg.env, "algo": cfg.algo, "model": cfg.model, "horizon": cfg.horizon,
+            "num_envs": cfg.num_envs, "minibatch_envs": cfg.minibatch_envs, "epochs": cfg.epochs,
+            "iters_per_chunk": n, "steps_per_second": steps / t_chunk,
+            "rollout_steps_per_second": cfg.batch_steps / t_roll,
+            "update_share": max(0.0, 1.0 - n * t_roll / t_chunk),
+            "compile_seconds": compile_s, "chunk_memory_bytes": _chunk_memory(compiled),
+            "peak_memory_bytes": _peak_memory(), "device": _device_name(),
+            "overrides": overrides}
 
 
 def run_bench(quick: bool = False, json_path: str | None = None, only: str | None = None,

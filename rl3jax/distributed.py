@@ -267,8 +267,7 @@ def sharded_chunk(chunk_fn, mesh: Mesh | None, num_envs: int, pop_dims: int = 0)
 def describe(mesh: Mesh | None) -> str:
     """E.g. "1 device (cpu)", "4 devices (cpu) in 1 process" (for the CLI's first line)."""
     if mesh is None:
-        d = jax.devices()[0]
-        return f"1 device ({d.platform})"
+        return f"1 device ({jax.devices()[0].platform})"
     n = mesh_size(mesh)
     kinds = {getattr(d, "device_kind", d.platform) for d in mesh.devices.flat}
     procs = len({d.process_index for d in mesh.devices.flat})

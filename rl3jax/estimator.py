@@ -155,10 +155,7 @@ class QEstimator(EstimatorBase):
         """The state of a new task: empty model, Q = 0; known states all, or only ``start_state`` (int32)."""
         s, a = self.num_states, self.num_actions
         zeros_sas = jnp.zeros((s, a, s), jnp.float32)
-        if self.known_states == "all":
-            known = jnp.ones((s,), bool)
-        else:
-            known = jnp.arange(s) == start_state
+        known = jnp.ones((s,), bool) if self.known_states == "all" else jnp.arange(s) == start_state
         return EstimatorState(
             n_sa=jnp.zeros((s, a), jnp.float32), n_sas=zeros_sas, r_mean=zeros_sas, r2_mean=zeros_sas,
             absorbing=jnp.zeros((s,), bool), known=known,

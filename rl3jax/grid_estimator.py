@@ -25,9 +25,7 @@ number of abstract ids; absorbing is per abstract id, as in the original). A clu
 every cell carrying its abstract state's Q, Σ_{z'} N(z,a,z')·V(z') is the sum of the two members'
 per-direction sums, and the Laplace reward term Σ_{z' seen} R̄(z,a,z') (entries of z that reach
 the same z' merged) is kept up to date incrementally at each step. Counts shown in the features stay per
-concrete cell; the advantages/value shown for cell s are those of its abstract id.
-
-Standard errors (METHOD §2.3) are not supported here: use the dense ``QEstimator`` with ``std_errors=True``.
+concrete cell; the advantages/value shown for cell s are those of its abstract id. No standard errors (§2.3).
 """
 
 from __future__ import annotations

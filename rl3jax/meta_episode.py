@@ -54,9 +54,9 @@ class MetaEnv:
         layout: 'method' (METHOD §1) or 'v4' (the paper's own code); see ``rl3jax.layout``.
         drop_task_obs: leave the task observation out of the input ('v4' only; the original's RL³ on bandits).
 
-    Attributes: ``layout`` (``rl3jax.layout.Layout`` of the policy input), ``layout_kind`` ('method' / 'v4'),
-    ``obs_dim`` (= ``layout.size``), ``num_actions`` (n), ``task_obs_dim`` (m, 0 when dropped), ``task_horizon``
-    (TH: the task's own episode length, ``max_steps_in_episode`` of the family; grids set it to H).
+    Attributes: ``layout`` (``rl3jax.layout.Layout`` of the policy input), ``obs_dim`` (= ``layout.size``),
+    ``num_actions`` (n), ``task_obs_dim`` (m, 0 when dropped), ``task_horizon`` (TH: the task's own episode length,
+    ``max_steps_in_episode`` of the family; grids set it to H).
 
     Raises ValueError for H < 1, an unknown layout, ``drop_task_obs`` outside 'v4', or an estimator on a family
     without discrete states.
@@ -74,7 +74,6 @@ class MetaEnv:
         self.env = env
         self.horizon = horizon
         self.estimator = estimator
-        self.layout_kind = layout
         self.drop_task_obs = drop_task_obs
         # a static size shared by every task of a batch, read once (gymnax's params hold it as an array leaf)
         self.task_horizon = env.task_horizon

@@ -82,9 +82,8 @@ class GridConfig:
             raise ValueError(f"slip must be in [0, 1], got {self.slip}")
         if self.reject_horizon < 1 or self.max_draws < 1:
             raise ValueError("reject_horizon and max_draws must be >= 1")
-        object.__setattr__(self, "slip", float(self.slip))
-        object.__setattr__(self, "min_return", float(self.min_return))
-        object.__setattr__(self, "max_return", float(self.max_return))
+        for n in ("slip", "min_return", "max_return"):
+            object.__setattr__(self, n, float(getattr(self, n)))
 
 
 #: the published families (METHOD §3)
