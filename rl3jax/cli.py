@@ -321,9 +321,10 @@ def cmd_bench(args) -> int:
         print("note: these are the accelerator-size workloads, on a CPU (slow: many minutes); --quick runs the "
               "small ones", file=sys.stderr)
     if args.scaling:
-        bench_scaling(args.quick, counts["--devices"], counts["--seeds"], args.repeats, args.json)
+        bench_scaling(quick=args.quick, devices=counts["--devices"], seeds=counts["--seeds"], repeats=args.repeats,
+                      json_path=args.json)
     else:
-        run_bench(args.quick, args.json, args.only, args.repeats, overrides)
+        run_bench(quick=args.quick, json_path=args.json, only=args.only, repeats=args.repeats, overrides=overrides)
     return 0
 
 

@@ -244,12 +244,7 @@ class QEstimator(EstimatorBase):
     def features(self, est: EstimatorState, s) -> jax.Array:
         """(feature_dim,) float32 policy-input blocks for current state ``s`` (``feature_layout``, METHOD §1):
         advantages (Q − V)/Q_DENOM, value V/Q_DENOM, std errors (E_q, E_v)/Q_DENOM, counts N(s,·)/10."""
-        if self.mode == "fresh":
-            q, q_se = est.q[s], est.q_se[s]
-        else:
-            q, q_se = est.shown_q[s], est.shown_q_se[s]
+        q, q_se = (est.q[s], est.q_se[s]) if self.mode == "fresh" else (est.shown_q[s], est.shown_q_se[s])
         greedy = jnp.argmax(q)
-        v = q[greedy]
-        v_se = q_se[greedy]
-        d = self.q_denom
+        v, v_se, d = q[greedy], q_se[greedy], self.q_denom
         return jnp.concatenate([(q - v) / d, v[None] / d, q_se / d, v_se[None] / d, est.n_sa[s] / 10.0])
