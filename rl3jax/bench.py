@@ -8,13 +8,12 @@ show which stage dominates. Absolute numbers mean something only on an accelerat
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 
 import jax
 
 from rl3jax import distributed
-from rl3jax.config import INT_MAX, TrainConfig
+from rl3jax.config import TrainConfig
 from rl3jax.outputs import atomic_write_json
 from rl3jax.population import jit_chunk, make_population
 from rl3jax.train import make_train
@@ -75,11 +74,14 @@ def _mb(n) -> str:
     return "?" if n is None else f"{n / 2**20:.0f}"
 
 
-def _median_time(fn, repeats: int) -> float:
+def _median_time(chunk, state, repeats: int) -> float:
+    """Median seconds of ``repeats`` calls of ``chunk(state) -> (state, metrics)``, each on the state the last
+    one returned (the state is donated)."""
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        jax.block_until_ready(fn())
+        state, m = chunk(state)
+        jax.block_until_ready(m)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -95,29 +97,22 @@ def bench_workload(w: dict, repeats: int = 3, overrides: dict | None = None) -> 
     t0 = time.perf_counter()
     compiled = jax.jit(trainer.chunk, static_argnums=1).lower(state, n).compile()
     compile_s = time.perf_counter() - t0
-    jax.block_until_ready(compiled(state))  # warm-up
-    holder = {"s": state}
-
-    def run():
-        holder["s"], m = compiled(holder["s"])
-        return m
-
-    t_chunk = _median_time(run, repeats)
-    # stage breakdown: one rollout (incl. estimator), one PPO update on a fixed batch
+    state = jax.block_until_ready(compiled(state))[0]  # warm-up
+    t_chunk = _median_time(compiled, state, repeats)
+    # stage breakdown: one rollout (incl. estimator)
     collect = jax.jit(trainer.collect)
     key = jax.random.key(1)
     jax.block_until_ready(collect(state.actor_params, key))
-    t_roll = _median_time(lambda: collect(state.actor_params, key), repeats)
+    t_roll = _median_time(lambda s: (s, collect(state.actor_params, key)), state, repeats)
     steps = n * cfg.batch_steps
-    rec = {"workload": name, "env": cfg.env, "algo": cfg.algo, "model": cfg.model, "horizon": cfg.horizon,
-           "num_envs": cfg.num_envs, "minibatch_envs": cfg.minibatch_envs, "epochs": cfg.epochs,
-           "iters_per_chunk": n, "steps_per_second": steps / t_chunk,
-           "rollout_steps_per_second": cfg.batch_steps / t_roll,
-           "update_share": max(0.0, 1.0 - n * t_roll / t_chunk),
-           "compile_seconds": compile_s, "chunk_memory_bytes": _chunk_memory(compiled),
-           "peak_memory_bytes": _peak_memory(), "device": _device_name(),
-           "overrides": overrides}
-    return rec
+    return {"workload": name, "env": cfg.env, "algo": cfg.algo, "model": cfg.model, "horizon": cfg.horizon,
+            "num_envs": cfg.num_envs, "minibatch_envs": cfg.minibatch_envs, "epochs": cfg.epochs,
+            "iters_per_chunk": n, "steps_per_second": steps / t_chunk,
+            "rollout_steps_per_second": cfg.batch_steps / t_roll,
+            "update_share": max(0.0, 1.0 - n * t_roll / t_chunk),
+            "compile_seconds": compile_s, "chunk_memory_bytes": _chunk_memory(compiled),
+            "peak_memory_bytes": _peak_memory(), "device": _device_name(),
+            "overrides": overrides}
 
 
 def run_bench(quick: bool = False, json_path: str | None = None, only: str | None = None,
@@ -140,8 +135,7 @@ def run_bench(quick: bool = False, json_path: str | None = None, only: str | Non
         print(f"{r['workload']:34s} {r['horizon']:4d} {r['num_envs']:5d} {r['steps_per_second']:11,.0f} "
               f"{r['rollout_steps_per_second']:11,.0f} {100 * r['update_share']:6.1f}% {r['compile_seconds']:9.1f} "
               f"{_mb(r['chunk_memory_bytes']):>7s}  {r['device']}", flush=True)
-        if json_path:
-            atomic_write_json(json_path, records)
+        _dump(records, json_path)
     # RL³ / RL² cost ratio per (env, model, workload family)
     by = {(r["env"], r["model"], r["num_envs"], r["algo"]): r for r in records}
     for (env, model, ne, algo), r in by.items():
@@ -161,19 +155,15 @@ def scaling_workload(quick: bool) -> dict:
                 epochs=8, iters=5)
 
 
-def _time_chunk(init_fn, chunk_fn, n: int, repeats: int) -> tuple[float, float]:
+def _time_chunk(run, n: int, repeats: int) -> tuple[float, float]:
+    """(median seconds of a chunk of ``n`` iterations, seconds of the first: compile + warm-up) of population
+    ``run`` (``population.make_population``)."""
+    chunk = jit_chunk(run)
     t0 = time.perf_counter()
-    state = init_fn()
-    state, m = chunk_fn(state, n)  # compile + warm-up
+    state, m = chunk(run.init_state(), n)
     jax.block_until_ready(m)
     compile_s = time.perf_counter() - t0
-    holder = {"s": state}
-
-    def run():
-        holder["s"], m = chunk_fn(holder["s"], n)
-        return m
-
-    return _median_time(run, repeats), compile_s
+    return _median_time(lambda s: chunk(s, n), state, repeats), compile_s
 
 
 def bench_scaling(quick: bool = False, devices: list[int] | None = None, seeds: list[int] | None = None,
@@ -203,31 +193,21 @@ def bench_scaling(quick: bool = False, devices: list[int] | None = None, seeds: 
           f"{avail} {jax.devices()[0].platform} devices available")
     print(f"{'devices':>7s} {'seeds':>5s} {'envs/device':>11s} {'steps/s':>12s} {'speed-up':>8s} "
           f"{'efficiency':>10s} {'compile s':>9s}")
-    base = None
-    for d in devices:
-        run = make_population(cfg, mesh=distributed.make_mesh(d))  # one run
-        t, c = _time_chunk(run.init_state, jit_chunk(run), n_iter, repeats)
-        sps = n_iter * cfg.batch_steps / t
-        base = base or sps
-        rec = {"kind": "devices", "devices": d, "seeds": 1, "envs_per_device": cfg.num_envs // d,
-               "steps_per_second": sps, "speedup": sps / base, "efficiency": sps / (d * base),
-               "compile_seconds": c, "device": _device_name(), **w}
-        records.append(rec)
-        _dump(records, json_path)
-        print(f"{d:7d} {1:5d} {cfg.num_envs // d:11d} {sps:12,.0f} {rec['speedup']:8.2f} {rec['efficiency']:10.2f} "
-              f"{c:9.1f}", flush=True)
-    base_seed = None
-    for k in seeds:
-        pop = make_population(cfg, seeds=k)
-        t, c = _time_chunk(pop.init_state, jit_chunk(pop), n_iter, repeats)
+    base = {}
+    for kind, d, k in [("devices", d, 1) for d in devices] + [("seeds", 1, k) for k in seeds]:
+        run = make_population(cfg, mesh=distributed.make_mesh(d)) if kind == "devices" else \
+            make_population(cfg, seeds=k)
+        t, c = _time_chunk(run, n_iter, repeats)
         sps = k * n_iter * cfg.batch_steps / t
-        base_seed = base_seed or sps
-        rec = {"kind": "seeds", "devices": 1, "seeds": k, "envs_per_device": cfg.num_envs * k,
-               "steps_per_second": sps, "speedup": sps / base_seed, "efficiency": None, "compile_seconds": c,
+        base.setdefault(kind, sps)
+        rec = {"kind": kind, "devices": d, "seeds": k, "envs_per_device": cfg.num_envs * k // d,
+               "steps_per_second": sps, "speedup": sps / base[kind],
+               "efficiency": sps / (d * base[kind]) if kind == "devices" else None, "compile_seconds": c,
                "device": _device_name(), **w}
         records.append(rec)
         _dump(records, json_path)
-        print(f"{1:7d} {k:5d} {cfg.num_envs * k:11d} {sps:12,.0f} {rec['speedup']:8.2f} {'':>10s} {c:9.1f}",
+        eff = f"{rec['efficiency']:10.2f}" if kind == "devices" else f"{'':>10s}"
+        print(f"{d:7d} {k:5d} {rec['envs_per_device']:11d} {sps:12,.0f} {rec['speedup']:8.2f} {eff} {c:9.1f}",
               flush=True)
     return records
 
@@ -235,28 +215,3 @@ def bench_scaling(quick: bool = False, devices: list[int] | None = None, seeds: 
 def _dump(records: list[dict], json_path: str | None) -> None:
     if json_path:  # after every record, so a run cut short keeps what it measured
         atomic_write_json(json_path, records)
-
-
-def parse_counts(flag: str, s: str | None) -> list[int] | None:
-    """``"1,2,4"`` -> [1, 2, 4] (None -> None); ValueError naming ``flag`` for anything but whole numbers >= 1."""
-    items = [] if s is None else [x.strip() for x in s.split(",") if x.strip()]
-    if s is not None and (not items or not all(x.isdecimal() and 1 <= int(x) <= INT_MAX for x in items)):
-        raise ValueError(f"{flag} {s!r}: expected comma-separated whole numbers >= 1 (e.g. 1,2,4,8)")
-    return [int(x) for x in items] if s is not None else None
-
-
-def bench_cli(quick: bool, json_path: str | None, repeats: int, scaling: bool,
-              devices: str | None = None, seeds: str | None = None, only: str | None = None,
-              overrides: dict | None = None) -> int:
-    """``rl3jax bench`` once its flags are checked: ``devices`` / ``seeds`` (``--scaling``'s comma-separated
-    counts) are parsed, then ``bench_scaling`` (``scaling``) or ``run_bench``; a note when the accelerator-size workloads (not
-    ``quick``) run on a CPU."""
-    devices, seeds = parse_counts("--devices", devices), parse_counts("--seeds", seeds)
-    if not quick and jax.default_backend() == "cpu":
-        print("note: these are the accelerator-size workloads, on a CPU (slow: many minutes); --quick runs the "
-              "small ones", file=sys.stderr)
-    if scaling:
-        bench_scaling(quick=quick, devices=devices, seeds=seeds, repeats=repeats, json_path=json_path)
-    else:
-        run_bench(quick=quick, json_path=json_path, only=only, repeats=repeats, overrides=overrides)
-    return 0

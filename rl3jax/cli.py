@@ -10,7 +10,6 @@ subcommand: write ``_add_NAME(sub)`` (use ``_subparser``) and ``cmd_NAME(args) -
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import errno
 import importlib.util
 import math
@@ -24,17 +23,15 @@ from rl3jax.config import (
     MODELS,
     PRESETS,
     SEED_MAX,
+    ConfigError,
     HParams,
     TrainConfig,
     laptop_preset,
     notes,
+    parse_sets,
     policy_mode,
 )
 from rl3jax.envs.catalog import FAMILIES, GYMNAX_ENVS
-
-
-class ConfigError(ValueError):
-    """A user input the command cannot honour (main prints it as one line, exit status 2)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -144,67 +141,10 @@ def _add_train(sub):
                    help="multi-host with JAX's cluster auto-detection (Cloud TPU pod slices, SLURM, Open MPI)")
 
 
-def _coerce(field: dataclasses.Field, raw: str, flag: str):
-    typ = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
-    if raw.lower() == "none" and "None" in typ:
-        return None
-    if typ.startswith("bool"):
-        if raw.lower() in ("1", "true", "yes"):
-            return True
-        if raw.lower() in ("0", "false", "no"):
-            return False
-        raise ConfigError(f"{flag} {field.name}={raw}: expected true or false")
-    if typ.startswith("int"):
-        try:
-            return int(raw)
-        except ValueError:
-            raise ConfigError(f"{flag} {field.name}={raw}: expected a whole number") from None
-    if typ.startswith("float"):
-        try:
-            v = float(raw)
-        except ValueError:
-            raise ConfigError(f"{flag} {field.name}={raw}: expected a float") from None
-        if not math.isfinite(v):
-            raise ConfigError(f"{flag} {field.name}={raw}: expected a finite number")
-        return v
-    return raw
-
-
-def parse_sets(items: list[str], sweep: bool = False) -> dict:
-    """``--set FIELD=VALUE`` items -> {field: typed value}; with ``sweep``, ``--sweep NAME=V1,V2,...`` items ->
-    {name: [typed values]} for the ``config.HParams`` names (``-`` in a name reads as ``_``). One ``ConfigError``
-    line for a malformed item, an unknown (or, swept, unsweepable) name, a name given twice, a value of the
-    wrong type, and a sweep without values or with a repeated one."""
-    flag, form = ("--sweep", "NAME=V1,V2,...") if sweep else ("--set", "FIELD=VALUE")
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    valid = HParams._fields if sweep else tuple(fields)
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"{flag} expects {form}, got {item!r}")
-        k, v = item.split("=", 1)
-        k = k.strip().replace("-", "_")
-        if k not in valid:
-            what = (f" {k}: not sweepable in one compile (other settings change shapes or code: use separate runs)"
-                    if sweep and k in fields else f": unknown config field {k!r}")
-            raise ConfigError(f"{flag}{what}; valid: {', '.join(valid)}")
-        if k in out:
-            raise ConfigError(f"{flag} {k} given twice")
-        if not sweep:
-            out[k] = _coerce(fields[k], v, flag)
-            continue
-        values = [_coerce(fields[k], x.strip(), flag) for x in v.split(",") if x.strip()]
-        if not values or len(set(values)) != len(values):
-            raise ConfigError(f"{flag} {k}={v}: expected distinct values V1,V2,...")
-        out[k] = values
-    return out
-
-
 def config_from_args(args) -> TrainConfig:
     """The validated config of a ``train`` command line (``runfiles.train_config`` of its flags and ``--set``s)."""
-    given = {k: v for k, v in {"env": args.env, "variant": args.variant, "algo": args.algo, "model": args.model,
-                               "horizon": args.horizon, "iters": args.iters, "num_envs": args.num_envs,
-                               "minibatch_envs": args.minibatch_envs, "seed": args.seed}.items() if v is not None}
+    given = {k: getattr(args, k) for k in ("env", "variant", "algo", "model", "horizon", "iters", "num_envs",
+                                           "minibatch_envs", "seed") if getattr(args, k) is not None}
     return runfiles.train_config(args.out, args.resume, args.preset, {**given, **parse_sets(args.set)})
 
 
@@ -278,20 +218,17 @@ def cmd_eval(args) -> int:
         if args.param:
             raise ConfigError("--param applies to --policy baselines, not to a trained --run")
         cfg = runfiles.read_run_config(args.run, "evaluate")
-        if args.variant:
-            cfg = cfg.replace(variant=args.variant)
+        cfg = cfg.replace(variant=args.variant) if args.variant else cfg
+        from rl3jax.runs import Run
+
+        (res, iteration), params = Run(args.run, cfg).evaluate(args.episodes, args.greedy), {}
+        policy, algo = policy_mode(args.greedy), cfg.algo
     else:
         if args.env is None or args.horizon is None:
             raise ConfigError("--policy needs --env and --horizon")
         cfg = TrainConfig(env=args.env, variant=args.variant or "train", horizon=args.horizon, algo="rl2")
+        from rl3jax.evaluate import evaluate_baseline
 
-    from rl3jax.evaluate import evaluate_baseline
-    from rl3jax.runs import Run
-
-    if args.run:
-        (res, iteration), params = Run(args.run, cfg).evaluate(args.episodes, args.greedy), {}
-        policy, algo = policy_mode(args.greedy), cfg.algo
-    else:
         res, params = evaluate_baseline(cfg, args.policy, args.episodes, args.param)
         policy, algo, iteration = args.policy, None, None
     out = {"env": cfg.env, "variant": cfg.variant, "algo": algo, "policy": policy, "horizon": cfg.horizon,
@@ -366,16 +303,29 @@ def cmd_bench(args) -> int:
         raise ConfigError(f"{scaling_only[0]} applies only with --scaling")
     if args.scaling and (args.only or args.set):
         raise ConfigError("--only and --set apply to the workload table, not to --scaling")
+    counts = {}
+    for flag, s in (("--devices", args.devices), ("--seeds", args.seeds)):  # "1,2,4" -> [1, 2, 4]
+        items = [] if s is None else [x.strip() for x in s.split(",") if x.strip()]
+        if s is not None and (not items or not all(x.isdecimal() and 1 <= int(x) <= INT_MAX for x in items)):
+            raise ConfigError(f"{flag} {s!r}: expected comma-separated whole numbers >= 1 (e.g. 1,2,4,8)")
+        counts[flag] = [int(x) for x in items] if s is not None else None
     overrides = parse_sets(args.set)
     outputs.check_output_file(args.json, "--json")
     import jax
     if args.cpu_devices:  # before anything (importing rl3jax.bench too) starts the backend
         jax.config.update("jax_platforms", "cpu")
         jax.config.update("jax_num_cpu_devices", args.cpu_devices)
-    from rl3jax.bench import bench_cli
+    from rl3jax.bench import bench_scaling, run_bench
 
-    return bench_cli(args.quick, args.json, args.repeats, args.scaling, devices=args.devices, seeds=args.seeds,
-                     only=args.only, overrides=overrides)
+    if not args.quick and jax.default_backend() == "cpu":
+        print("note: these are the accelerator-size workloads, on a CPU (slow: many minutes); --quick runs the "
+              "small ones", file=sys.stderr)
+    if args.scaling:
+        bench_scaling(quick=args.quick, devices=counts["--devices"], seeds=counts["--seeds"], repeats=args.repeats,
+                      json_path=args.json)
+    else:
+        run_bench(quick=args.quick, json_path=args.json, only=args.only, repeats=args.repeats, overrides=overrides)
+    return 0
 
 
 def _add_render(sub):

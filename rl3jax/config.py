@@ -1,13 +1,13 @@
-"""Training configuration and the published presets (METHOD §6).
+"""Training configuration, the published presets (METHOD §6) and the command line's ``--set`` / ``--sweep`` parser.
 
-``TrainConfig`` is a frozen dataclass: hashable, so the jitted training functions take it as a static
-argument. It validates itself on construction (``__post_init__``, also for ``replace`` and ``from_dict``), so
-every TrainConfig in existence is valid: impossible settings are clear errors before anything is compiled.
+``TrainConfig`` is frozen (hashable: a static argument of the jitted code) and validates itself on construction,
+so every TrainConfig in existence is valid. No JAX: the command line checks its input before JAX starts.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, NamedTuple
 
 from rl3jax.envs.catalog import FAMILIES, GYMNAX_ENVS, spec
@@ -130,7 +130,6 @@ class TrainConfig:
     target_kl: float = 0.01
     critic_weight_decay: float = 0.01
     kl_chunks: int = 1  # groups of sequences for the full-batch KL pass (raise to bound its memory)
-    # RL³ estimator (None: the family's default, METHOD §2; semantics None is 'fresh', set on construction)
     semantics: str | None = None
     vi_carry_over: bool = False  # v4 only: keep Q/V across meta-episodes (refused: see rl3jax/estimator_v4.py)
     std_errors: bool = False
@@ -139,7 +138,6 @@ class TrainConfig:
     vi_epsilon: float | None = None
     vi_max_sweeps: int | None = None
     vi_sweep_block: int | None = None  # sweeps unrolled per while-loop step (None: the estimator's default)
-    # driver
     seed: int = 0
     chunk_iters: int = 10  # PPO iterations per jitted chunk (between logs/checkpoints)
     checkpoint_every: int = 50
@@ -148,17 +146,14 @@ class TrainConfig:
     eval_episodes: int = 256
 
     def __post_init__(self):
-        """Resolves ``semantics`` (None: 'fresh'), then validates every field (``_validate``: ValueError naming
-        the field, the value and what is allowed)."""
+        """Resolves ``semantics`` (None: 'fresh'), then validates every field (``_validate``)."""
         object.__setattr__(self, "semantics", "fresh" if self.semantics is None else self.semantics)
         self._validate()
 
     @property
     def gamma_obj_value(self) -> float:
         """The VI discount used: ``gamma_obj``, or the semantics' default (0.99 v4, 0.95 otherwise)."""
-        if self.gamma_obj is not None:
-            return self.gamma_obj
-        return 0.99 if self.semantics == "v4" else 0.95
+        return self.gamma_obj if self.gamma_obj is not None else 0.99 if self.semantics == "v4" else 0.95
 
     def _validate(self) -> None:
         """Checks every field (see the class docstring): ValueError naming the field, the value and what is
@@ -187,15 +182,12 @@ class TrainConfig:
             v = getattr(self, f.name)
             if f.name != "seed" and type(v) is int and not -INT_MAX <= v <= INT_MAX:
                 bad(f"{f.name} must be at most {INT_MAX} (a 32-bit integer), got {v}")
-        for name in ("horizon", "iters", "num_envs", "minibatch_envs", "epochs", "chunk_iters",
-                     "checkpoint_every", "keep_checkpoints", "eval_episodes", "kl_chunks"):
-            if getattr(self, name) < 1:
-                bad(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("vi_sweep_block", "vi_max_sweeps"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                bad(f"{name} must be >= 1 or None, got {getattr(self, name)}")
-        if self.eval_every < 0:
-            bad(f"eval_every must be >= 0 (0: never), got {self.eval_every}")
+        ones = ("horizon", "iters", "num_envs", "minibatch_envs", "epochs", "chunk_iters", "checkpoint_every",
+                "keep_checkpoints", "eval_episodes", "kl_chunks")
+        for name, lo, note in [(n, 1, "") for n in ones] + [("vi_sweep_block", 1, " or None"),
+                                                            ("vi_max_sweeps", 1, " or None"), ("eval_every", 0, " (0: never)")]:
+            if getattr(self, name) is not None and getattr(self, name) < lo:
+                bad(f"{name} must be >= {lo}{note}, got {getattr(self, name)}")
         for name, div in (("minibatch_envs", self.minibatch_envs), ("kl_chunks", self.kl_chunks)):
             if self.num_envs % div:
                 bad(f"num_envs={self.num_envs} is not divisible by {name}={div} (whole sequences per group)")
@@ -248,7 +240,6 @@ class TrainConfig:
         legacy ``estimator_mode`` of old files is translated into ``semantics``; ``DROPPED_FIELDS`` are ignored).
         ValueError for ``d`` that is not a dict, unknown fields (named), a legacy mode that is unknown or conflicts,
         or any value construction refuses."""
-        names = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(d, dict):
             raise ValueError(f"a config must be a JSON object of fields, got {type(d).__name__}")
         d = {k: v for k, v in d.items() if k not in DROPPED_FIELDS}
@@ -261,10 +252,62 @@ class TrainConfig:
                 raise ValueError(f"estimator_mode {mode!r} (= semantics {LEGACY_ESTIMATOR_MODES[mode]!r}) conflicts "
                                  f"with semantics {d['semantics']!r}; set only semantics")
             d["semantics"] = LEGACY_ESTIMATOR_MODES[mode]
-        unknown = set(d) - names
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown config fields {sorted(unknown)}")
         return cls(**d)
+
+
+class ConfigError(ValueError):
+    """A user input the command cannot honour (``rl3jax.cli.main`` prints it as one line, exit status 2)."""
+
+
+def _coerce(field: dataclasses.Field, raw: str, flag: str):
+    typ = str(field.type)  # config.py's annotations are strings (``from __future__ import annotations``)
+    if raw.lower() == "none" and "None" in typ:
+        return None
+    if typ.startswith("bool"):
+        if raw.lower() in ("1", "true", "yes", "0", "false", "no"):
+            return raw.lower() in ("1", "true", "yes")
+        raise ConfigError(f"{flag} {field.name}={raw}: expected true or false")
+    if typ.startswith(("int", "float")):
+        kind = int if typ.startswith("int") else float
+        try:
+            v = kind(raw)
+        except ValueError:
+            raise ConfigError(f"{flag} {field.name}={raw}: expected {'a whole number' if kind is int else 'a float'}"
+                              ) from None
+        if not math.isfinite(v):
+            raise ConfigError(f"{flag} {field.name}={raw}: expected a finite number")
+        return v
+    return raw
+
+
+def parse_sets(items: list[str], sweep: bool = False) -> dict:
+    """``--set FIELD=VALUE`` items -> {field: typed value}; with ``sweep``, ``--sweep NAME=V1,V2,...`` items ->
+    {name: [typed values]} for the ``config.HParams`` names (``-`` in a name reads as ``_``). One ``ConfigError``
+    line for a malformed item, an unknown (or, swept, unsweepable) name, a name given twice, a value of the
+    wrong type, and a sweep without values or with a repeated one."""
+    flag, form = ("--sweep", "NAME=V1,V2,...") if sweep else ("--set", "FIELD=VALUE")
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    valid = HParams._fields if sweep else tuple(fields)
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"{flag} expects {form}, got {item!r}")
+        k, v = item.split("=", 1)
+        k = k.strip().replace("-", "_")
+        if k not in valid:
+            what = (f" {k}: not sweepable in one compile (other settings change shapes or code: use separate runs)"
+                    if sweep and k in fields else f": unknown config field {k!r}")
+            raise ConfigError(f"{flag}{what}; valid: {', '.join(valid)}")
+        if k in out:
+            raise ConfigError(f"{flag} {k} given twice")
+        out[k] = [_coerce(fields[k], x.strip(), flag) for x in v.split(",") if x.strip()] if sweep else \
+            _coerce(fields[k], v, flag)
+        if sweep and (not out[k] or len(set(out[k])) != len(out[k])):
+            raise ConfigError(f"{flag} {k}={v}: expected distinct values V1,V2,...")
+    return out
 
 
 def _divisor_near(n: int, target: float) -> int:
@@ -353,8 +396,7 @@ PRESETS: dict[str, Preset] = {
 
 def laptop_preset(env: str) -> str | None:
     """The name of env ``env``'s laptop (CPU) preset, ``cpu-{env}``, or None when it has none."""
-    name = f"cpu-{env}"
-    return name if name in PRESETS else None
+    return f"cpu-{env}" if f"cpu-{env}" in PRESETS else None
 
 
 def preset(name: str, given: dict | None = None) -> dict:

@@ -30,11 +30,6 @@ from jax.sharding import PartitionSpec as P
 
 AXIS = "data"
 
-#: environment variables read when the corresponding flag is not given (JAX itself reads the first one)
-ENV_COORDINATOR = "JAX_COORDINATOR_ADDRESS"
-ENV_NUM_PROCESSES = "JAX_NUM_PROCESSES"
-ENV_PROCESS_ID = "JAX_PROCESS_ID"
-
 
 # ------------------------------------------------------------------------------------------ processes
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -48,11 +43,12 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     """
     if jax.distributed.is_initialized():
         return True
-    coordinator_address = coordinator_address or os.environ.get(ENV_COORDINATOR) or None
-    if num_processes is None and os.environ.get(ENV_NUM_PROCESSES):
-        num_processes = int(os.environ[ENV_NUM_PROCESSES])
-    if process_id is None and os.environ.get(ENV_PROCESS_ID):
-        process_id = int(os.environ[ENV_PROCESS_ID])
+    env = os.environ  # read where the flag is not given (JAX itself reads the first one)
+    coordinator_address = coordinator_address or env.get("JAX_COORDINATOR_ADDRESS") or None
+    if num_processes is None and env.get("JAX_NUM_PROCESSES"):
+        num_processes = int(env["JAX_NUM_PROCESSES"])
+    if process_id is None and env.get("JAX_PROCESS_ID"):
+        process_id = int(env["JAX_PROCESS_ID"])
     given = [v is not None for v in (coordinator_address, num_processes, process_id)]
     if not any(given) and not auto:
         return False
@@ -160,11 +156,6 @@ def check_divisible(num_envs: int, mesh: Mesh | None) -> None:
                          f"plays an equal share of the tasks (use a multiple of {n}, or --devices to use fewer)")
 
 
-def env_spec(pop_dims: int = 0) -> P:
-    """PartitionSpec of a per-task array whose env axis follows ``pop_dims`` population axes."""
-    return P(*([None] * pop_dims), AXIS)
-
-
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
@@ -216,7 +207,7 @@ def state_shardings(state: Any, mesh: Mesh, num_envs: int, pop_dims: int = 0) ->
     """Shardings of a ``TrainState`` (or a population of them, ``pop_dims`` leading axes): the env/estimator
     state split along its env axis (the leaves whose axis ``pop_dims`` has length ``num_envs``), everything
     else (params, optimiser states, key, counters) replicated. ``state`` may be abstract (``jax.eval_shape``)."""
-    split = NamedSharding(mesh, env_spec(pop_dims))
+    split = NamedSharding(mesh, P(*([None] * pop_dims), AXIS))
     rep = replicated(mesh)
 
     def env_leaf(x):
@@ -273,21 +264,10 @@ def sharded_chunk(chunk_fn, mesh: Mesh | None, num_envs: int, pop_dims: int = 0)
     return run
 
 
-def assert_replicated_equal(tree: Any) -> None:
-    """Raises unless every addressable copy of every leaf is bitwise identical (parameters after a
-    data-parallel update must be)."""
-    for path, x in jax.tree_util.tree_leaves_with_path(tree):
-        shards = [np.asarray(s.data) for s in x.addressable_shards]
-        for s in shards[1:]:
-            if s.shape != shards[0].shape or not np.array_equal(s, shards[0]):
-                raise AssertionError(f"copies of {jax.tree_util.keystr(path)} differ between devices")
-
-
 def describe(mesh: Mesh | None) -> str:
     """E.g. "1 device (cpu)", "4 devices (cpu) in 1 process" (for the CLI's first line)."""
     if mesh is None:
-        d = jax.devices()[0]
-        return f"1 device ({d.platform})"
+        return f"1 device ({jax.devices()[0].platform})"
     n = mesh_size(mesh)
     kinds = {getattr(d, "device_kind", d.platform) for d in mesh.devices.flat}
     procs = len({d.process_index for d in mesh.devices.flat})

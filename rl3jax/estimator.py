@@ -67,44 +67,57 @@ def converge(sweep, x0, max_sweeps: int, epsilon: float, block: int = 8):
     return carry[0], carry[1]
 
 
-def validate_settings(est) -> None:
-    """Clear errors for estimator settings shared by the dense and the grid estimator."""
-    if est.mode not in MODES:
-        raise ValueError(f"estimator mode {est.mode!r} is not one of {MODES}")
-    if est.known_states not in ("all", "visited"):
-        raise ValueError(f"known_states {est.known_states!r} is not one of ('all', 'visited')")
-    if est.max_sweeps < 1:
-        raise ValueError(f"max_sweeps must be >= 1, got {est.max_sweeps}")
-    if not 0.0 <= est.gamma < 1.0:
-        raise ValueError(f"gamma must be in [0, 1), got {est.gamma}")
-    if est.alpha_laplace <= 0.0:
-        raise ValueError(f"alpha_laplace must be > 0, got {est.alpha_laplace}")
+def record_counts(est, s, a, r, s_next, terminal):
+    """``est`` (fields n_sa (S, A), n_sas and r_mean (S, A, S), absorbing (S,)) with one real transition added:
+    counts N(s,a) and N(s,a,s'), the running mean reward of (s,a,s'), s' absorbing once ``terminal``."""
+    n = est.n_sas[s, a, s_next] + 1.0
+    r = jnp.asarray(r, jnp.float32)
+    return est.replace(
+        n_sa=est.n_sa.at[s, a].add(1.0),
+        n_sas=est.n_sas.at[s, a, s_next].set(n),
+        r_mean=est.r_mean.at[s, a, s_next].add((r - est.r_mean[s, a, s_next]) / n),
+        absorbing=est.absorbing.at[s_next].set(est.absorbing[s_next] | terminal))
 
 
-class KnownStates:
-    """The ``visit`` / ``known`` / ``sweeps`` members of the ``rl3jax.estimators.Estimator`` protocol for an
-    estimator whose state has ``known`` ((S,) bool) and ``sweeps`` (int32) fields and whose configuration has
-    ``known_states`` ('all' or 'visited'): shared by the dense and the grid estimator."""
+class EstimatorBase:
+    """Members of the ``rl3jax.estimators.Estimator`` protocol shared by the dense, grid and v4 estimators (state
+    fields ``q`` (S, A), ``sweeps`` int32 and, for ``visit`` / ``known``, ``known`` (S,) bool with the setting
+    ``known_states``: 'all' or 'visited')."""
+
+    def __post_init__(self):
+        """ValueError for a setting out of range, of those the estimator has: mode (``MODES``), known_states ('all'
+        or 'visited'), max_sweeps >= 1, gamma in [0, 1), alpha_laplace > 0, q_denom > 0."""
+        for name, ok, allowed in (("mode", lambda v: v in MODES, f"one of {MODES}"),
+                                  ("known_states", lambda v: v in ("all", "visited"), "one of ('all', 'visited')"),
+                                  ("max_sweeps", lambda v: v >= 1, ">= 1"), ("gamma", lambda v: 0 <= v < 1, "in [0, 1)"),
+                                  ("alpha_laplace", lambda v: v > 0, "> 0"), ("q_denom", lambda v: v > 0, "> 0")):
+            if hasattr(self, name) and not ok(getattr(self, name)):
+                raise ValueError(f"{name} must be {allowed}, got {getattr(self, name)!r}")
+
+    @property
+    def feature_layout(self) -> Layout:
+        """advantages (n), value (1), std errors (n + 1), counts (n) (``rl3jax.layout.rl3_features``)."""
+        return rl3_features(self.num_actions)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.feature_layout.size
+
+    def q_values(self, est, s) -> jax.Array:
+        return est.q[s]
 
     def visit(self, est, s):
-        """``est`` with concrete state ``s`` (int32) known when ``known_states='visited'`` (``MetaEnv`` calls it
-        after every step, so the start state after a task-episode reset is known); unchanged for 'all'."""
-        if self.known_states == "all":
-            return est
-        return est.replace(known=est.known.at[s].set(True))
+        return est if self.known_states == "all" else est.replace(known=est.known.at[s].set(True))
 
     def known(self, est) -> jax.Array:
-        """(..., S) bool: the states in the model (cells seen so far, on grids); batch axes of ``est`` pass
-        through."""
         return est.known
 
     def sweeps(self, est) -> jax.Array:
-        """(...) int32: sweeps of the latest solve; batch axes of ``est`` pass through."""
         return est.sweeps
 
 
 @dataclasses.dataclass(frozen=True)
-class QEstimator(KnownStates):
+class QEstimator(EstimatorBase):
     """The dense RL³ estimator (METHOD §2): configuration plus pure ``init`` / ``update`` / ``features`` /
     ``q_values`` (the ``rl3jax.estimators.Estimator`` protocol); hashable, so it can be a jit-static argument.
 
@@ -122,7 +135,7 @@ class QEstimator(KnownStates):
         known_states: 'all' (K = S from the start) or 'visited' (the states seen so far in the task).
         sweep_block: sweeps unrolled per while-loop step (``converge``); no effect on the results.
 
-    Raises ValueError for a setting out of range (``validate_settings``).
+    Raises ValueError for a setting out of range (``EstimatorBase.__post_init__``).
     """
 
     num_states: int
@@ -138,26 +151,11 @@ class QEstimator(KnownStates):
     known_states: str = "all"
     sweep_block: int = 10  # sweeps unrolled per while-loop step (see ``converge``)
 
-    def __post_init__(self):
-        validate_settings(self)
-
-    @property
-    def feature_layout(self) -> Layout:
-        """advantages (n), value (1), std errors (n + 1), counts (n) (``rl3jax.layout.rl3_features``)."""
-        return rl3_features(self.num_actions)
-
-    @property
-    def feature_dim(self) -> int:
-        return self.feature_layout.size
-
     def init(self, start_state: jax.Array) -> EstimatorState:
         """The state of a new task: empty model, Q = 0; known states all, or only ``start_state`` (int32)."""
         s, a = self.num_states, self.num_actions
         zeros_sas = jnp.zeros((s, a, s), jnp.float32)
-        if self.known_states == "all":
-            known = jnp.ones((s,), bool)
-        else:
-            known = jnp.arange(s) == start_state
+        known = jnp.ones((s,), bool) if self.known_states == "all" else jnp.arange(s) == start_state
         return EstimatorState(
             n_sa=jnp.zeros((s, a), jnp.float32), n_sas=zeros_sas, r_mean=zeros_sas, r2_mean=zeros_sas,
             absorbing=jnp.zeros((s,), bool), known=known,
@@ -168,16 +166,11 @@ class QEstimator(KnownStates):
     # ----------------------------------------------------------------------------------------------- model
     def record(self, est: EstimatorState, s, a, r, s_next, terminal) -> EstimatorState:
         """Adds one real transition to the learned model (counts, running reward means, absorbing, known)."""
-        n = est.n_sas[s, a, s_next] + 1.0
         r = jnp.asarray(r, jnp.float32)
-        return est.replace(
-            n_sa=est.n_sa.at[s, a].add(1.0),
-            n_sas=est.n_sas.at[s, a, s_next].set(n),
-            r_mean=est.r_mean.at[s, a, s_next].add((r - est.r_mean[s, a, s_next]) / n),
+        n = est.n_sas[s, a, s_next] + 1.0
+        return record_counts(est, s, a, r, s_next, terminal).replace(
             r2_mean=est.r2_mean.at[s, a, s_next].add((r * r - est.r2_mean[s, a, s_next]) / n),
-            absorbing=est.absorbing.at[s_next].set(est.absorbing[s_next] | terminal),
-            known=est.known.at[s_next].set(True),
-        )
+            known=est.known.at[s_next].set(True))
 
     def model(self, est: EstimatorState):
         """T̂(s'|s,a), R̂(s,a,s') and their standard errors (METHOD §2.1, §2.3), dense (S, A, S)."""
@@ -215,10 +208,12 @@ class QEstimator(KnownStates):
         # Σ_t T̂·R̂ does not change during the solve: a sweep is then one matrix-vector product
         rt = None if self.std_errors else jnp.einsum("sat,sat->sa", t_hat, r_hat)
 
-        def sweep(q, e_q):
+        def sweep(carry):
+            q, e_q = carry
             v = q.max(axis=1)
             if not self.std_errors:
-                return jnp.where(row_mask, rt + gamma * jnp.einsum("sat,t->sa", t_hat, v), 0.0), e_q
+                q_new = jnp.where(row_mask, rt + gamma * jnp.einsum("sat,t->sa", t_hat, v), 0.0)
+                return (q_new, e_q), jnp.max(jnp.abs(q_new - q))
             x = r_hat + gamma * v[None, None, :]
             q_new = jnp.where(row_mask, jnp.einsum("sat,sat->sa", t_hat, x), 0.0)
             greedy = jnp.argmax(q, axis=1)
@@ -226,15 +221,10 @@ class QEstimator(KnownStates):
             var_x = r_se ** 2 + (gamma * e_v[None, None, :]) ** 2
             var_t = t_se ** 2
             var_q = (t_hat ** 2 * var_x + x ** 2 * var_t + var_x * var_t).sum(-1)
-            return q_new, jnp.where(row_mask, jnp.sqrt(var_q), 0.0)
-
-        def step(x):
-            q, e_q = x
-            q_new, e_new = sweep(q, e_q)
-            return (q_new, e_new), jnp.max(jnp.abs(q_new - q))
+            return (q_new, jnp.where(row_mask, jnp.sqrt(var_q), 0.0)), jnp.max(jnp.abs(q_new - q))
 
         e0 = jnp.zeros_like(q0) if not self.warm_start else est.q_se
-        sweeps, (q, q_se) = converge(step, (q0, e0), self.max_sweeps, self.epsilon, self.sweep_block)
+        sweeps, (q, q_se) = converge(sweep, (q0, e0), self.max_sweeps, self.epsilon, self.sweep_block)
         return est.replace(q=q, q_se=q_se, sweeps=sweeps)
 
     def update(self, est: EstimatorState, s, a, r, s_next, terminal) -> EstimatorState:
@@ -251,19 +241,10 @@ class QEstimator(KnownStates):
                            shown_q_se=est.shown_q_se.at[s_next].set(est.q_se[s_next]))
 
     # -------------------------------------------------------------------------------------- features
-    def q_values(self, est: EstimatorState, s) -> jax.Array:
-        """(..., n) Q(s,·) of the latest solve at state(s) ``s`` (int, any shape)."""
-        return est.q[s]
-
     def features(self, est: EstimatorState, s) -> jax.Array:
         """(feature_dim,) float32 policy-input blocks for current state ``s`` (``feature_layout``, METHOD §1):
         advantages (Q − V)/Q_DENOM, value V/Q_DENOM, std errors (E_q, E_v)/Q_DENOM, counts N(s,·)/10."""
-        if self.mode == "fresh":
-            q, q_se = est.q[s], est.q_se[s]
-        else:
-            q, q_se = est.shown_q[s], est.shown_q_se[s]
+        q, q_se = (est.q[s], est.q_se[s]) if self.mode == "fresh" else (est.shown_q[s], est.shown_q_se[s])
         greedy = jnp.argmax(q)
-        v = q[greedy]
-        v_se = q_se[greedy]
-        d = self.q_denom
+        v, v_se, d = q[greedy], q_se[greedy], self.q_denom
         return jnp.concatenate([(q - v) / d, v[None] / d, q_se / d, v_se[None] / d, est.n_sa[s] / 10.0])

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from rl3jax.estimator import converge
+from rl3jax.estimator import EstimatorBase, converge, record_counts
 from rl3jax.layout import Layout, v4_features
 
 #: the original's constants (VAMDP.jl ``step!``; main.jl): the VI stopping threshold ε and the counts' divisor
@@ -57,7 +57,7 @@ class V4State:
 
 
 @dataclasses.dataclass(frozen=True)
-class V4Estimator:
+class V4Estimator(EstimatorBase):
     """Configuration plus pure ``init`` / ``update`` / ``features`` / ``q_values`` (the
     ``rl3jax.estimators.Estimator`` protocol; hashable, jit-static).
 
@@ -82,39 +82,16 @@ class V4Estimator:
     q_denom: float = 100.0
     sweep_block: int = 10
 
-    def __post_init__(self):
-        if self.max_sweeps < 1:
-            raise ValueError(f"max_sweeps must be >= 1, got {self.max_sweeps}")
-        if not 0.0 <= self.gamma < 1.0:
-            raise ValueError(f"gamma must be in [0, 1), got {self.gamma}")
-        if not self.q_denom > 0:
-            raise ValueError(f"q_denom must be > 0, got {self.q_denom}")
-
     @property
     def feature_layout(self) -> Layout:
         """Shown Q (n), counts (n) (``rl3jax.layout.v4_features``)."""
         return v4_features(self.num_actions)
 
-    @property
-    def feature_dim(self) -> int:
-        return self.feature_layout.size
-
-    def q_values(self, est: V4State, s) -> jax.Array:
-        """(..., n) Q(s,·) of the latest solve at state(s) ``s`` (int, any shape)."""
-        return est.q[s]
-
     def visit(self, est: V4State, s) -> V4State:
-        """``est`` unchanged: every state is in the model from the start."""
-        del s
-        return est
+        return est  # every state is in the model from the start
 
     def known(self, est: V4State) -> jax.Array:
-        """(..., S) bool, all True: every state is in the model; batch axes of ``est`` pass through."""
         return jnp.ones_like(est.absorbing)
-
-    def sweeps(self, est: V4State) -> jax.Array:
-        """(...) int32: sweeps of the latest solve; batch axes of ``est`` pass through."""
-        return est.sweeps
 
     def init(self, start_state: jax.Array) -> V4State:
         """A new task: empty model, Q = V = 0, empty cache. ``start_state`` (int) is unused (all S known)."""
@@ -155,14 +132,7 @@ class V4Estimator:
 
         ``s``, ``a``, ``s_next``: int scalars; ``r``: float; ``terminal``: bool (s' is absorbing).
         """
-        n = est.n_sas[s, a, s_next] + 1.0
-        r = jnp.asarray(r, jnp.float32)
-        est = est.replace(
-            n_sa=est.n_sa.at[s, a].add(1.0),
-            n_sas=est.n_sas.at[s, a, s_next].set(n),
-            r_mean=est.r_mean.at[s, a, s_next].add((r - est.r_mean[s, a, s_next]) / n),
-            absorbing=est.absorbing.at[s_next].set(est.absorbing[s_next] | terminal),
-        )
+        est = record_counts(est, s, a, r, s_next, terminal)
         est = self.solve(est)
         return est.replace(shown_q=est.shown_q.at[s].set(est.q[s]))
 

@@ -1,15 +1,7 @@
-"""The RL³ object-level estimators behind one interface, and the one place that picks a family's estimator.
-
-Three estimators implement the ``Estimator`` protocol (METHOD §2):
-
-* ``rl3jax.estimator.QEstimator``: the learned model dense over S×A×S (bandits, MDPs; exact on grids too,
-  and the only one with standard errors, METHOD §2.3);
-* ``rl3jax.grid_estimator.GridQEstimator``: the same model stored sparsely for grids, with RL³-coarse (§2.5);
-* ``rl3jax.estimator_v4.V4Estimator``: the paper's own code (``semantics='v4'``).
-
-``make_estimator(env, cfg)`` chooses and configures one from the task family's hooks (``rl3_defaults``,
-``v4_defaults``, ``grid_side``, ``task_horizon``; ``rl3jax.envs.base``) and the config's overrides. Task
-families import no estimator.
+"""The RL³ object-level estimators behind one interface (``Estimator``, METHOD §2): the dense
+``rl3jax.estimator.QEstimator``, the sparse ``rl3jax.grid_estimator.GridQEstimator`` (grids, RL³-coarse) and the
+paper's own code's ``rl3jax.estimator_v4.V4Estimator``; ``make_estimator`` is the one place that picks a family's
+(task families import no estimator).
 """
 
 from __future__ import annotations
@@ -80,7 +72,8 @@ def make_estimator(env: TaskEnv, cfg: TrainConfig) -> Estimator | None:
     min(TH, H) sweeps by default, mode 'entered' for ``semantics='rlc'`` (METHOD §2.4). Grid families
     (``env.grid_side``) get the sparse ``GridQEstimator`` (RL³-coarse for ``algo='rl3_coarse'``), except with
     ``std_errors``, which only the dense ``QEstimator`` computes (exact on grids, only slower).
-    ``semantics='v4'``: the paper's own code's ``V4Estimator`` (``env.v4_defaults``).
+    ``semantics='v4'``: the paper's own code's ``V4Estimator``: Q_DENOM of ``env.v4_defaults`` (main.jl: 1 for
+    bandits, 100 otherwise), ε = ``EPSILON_V4`` and at most min(TH, H) sweeps unless the config overrides them.
 
     Raises ValueError for RL³ on a family without a tabular model, rl3_coarse on a family that is not a grid,
     rl3_coarse with standard errors, and v4 on a family it is not implemented for.
@@ -91,40 +84,25 @@ def make_estimator(env: TaskEnv, cfg: TrainConfig) -> Estimator | None:
     if d is None:
         raise ValueError(f"algo {cfg.algo!r} needs a tabular task family; env {cfg.env!r} has no RL³ model "
                          "(use algo rl2)")
-    if cfg.semantics == "v4":
-        return _make_v4_estimator(env, cfg)
     kw = dict(num_states=env.num_states, num_actions=int(env.num_actions), gamma=cfg.gamma_obj_value,
-              alpha_laplace=cfg.alpha_laplace if cfg.alpha_laplace is not None else d.alpha_laplace,
+              **({} if cfg.vi_sweep_block is None else {"sweep_block": cfg.vi_sweep_block}))
+    if cfg.semantics == "v4":
+        if env.v4_defaults is None:
+            raise ValueError(f"semantics 'v4' is not implemented for {env.name} (it has no v4_defaults)")
+        return V4Estimator(epsilon=cfg.vi_epsilon if cfg.vi_epsilon is not None else EPSILON_V4,
+                           max_sweeps=cfg.vi_max_sweeps or min(env.task_horizon, cfg.horizon),
+                           q_denom=env.v4_defaults.q_denom, **kw)
+    kw.update(alpha_laplace=cfg.alpha_laplace if cfg.alpha_laplace is not None else d.alpha_laplace,
               epsilon=cfg.vi_epsilon if cfg.vi_epsilon is not None else d.epsilon,
               max_sweeps=cfg.vi_max_sweeps or d.max_sweeps or min(env.task_horizon, cfg.horizon),
               warm_start=d.warm_start, mode="entered" if cfg.semantics == "rlc" else "fresh",
-              std_errors=cfg.std_errors,
-              q_denom=d.q_denom, known_states=d.known_states)
-    if cfg.vi_sweep_block is not None:
-        kw["sweep_block"] = cfg.vi_sweep_block
+              std_errors=cfg.std_errors, q_denom=d.q_denom, known_states=d.known_states)
     coarse = cfg.algo == "rl3_coarse"
-    if env.grid_side is None:
-        if coarse:
-            raise ValueError(f"algo 'rl3_coarse' is for grid families, not env {cfg.env!r}")
-        return QEstimator(**kw)
-    if cfg.std_errors:
-        if coarse:
-            raise ValueError("RL³-coarse has no standard errors (the dense QEstimator has them, without "
-                             "the abstraction)")
+    if coarse and env.grid_side is None:
+        raise ValueError(f"algo 'rl3_coarse' is for grid families, not env {cfg.env!r}")
+    if coarse and cfg.std_errors:
+        raise ValueError("RL³-coarse has no standard errors (the dense QEstimator has them, without the abstraction)")
+    if env.grid_side is None or cfg.std_errors:
         return QEstimator(**kw)
     return GridQEstimator(grid_side=env.grid_side, abstraction="coarse" if coarse else None, **kw)
 
-
-def _make_v4_estimator(env: TaskEnv, cfg: TrainConfig) -> V4Estimator:
-    """The paper's own code's estimator (``semantics='v4'``): Q_DENOM of ``env.v4_defaults`` (main.jl: 1 for
-    bandits, 100 otherwise), ε = ``EPSILON_V4`` (0.01), at most TH = min(TH_family, H) sweeps, unless the config
-    overrides them; γ from ``cfg.gamma_obj_value`` (the v4 default: 0.99)."""
-    if env.v4_defaults is None:
-        raise ValueError(f"semantics 'v4' is not implemented for {env.name} (it has no v4_defaults)")
-    kw = dict(num_states=env.num_states, num_actions=int(env.num_actions), gamma=cfg.gamma_obj_value,
-              epsilon=cfg.vi_epsilon if cfg.vi_epsilon is not None else EPSILON_V4,
-              max_sweeps=cfg.vi_max_sweeps or min(env.task_horizon, cfg.horizon),
-              q_denom=env.v4_defaults.q_denom)
-    if cfg.vi_sweep_block is not None:
-        kw["sweep_block"] = cfg.vi_sweep_block
-    return V4Estimator(**kw)

@@ -13,9 +13,8 @@ term of T̂ and the untried-action model are uniform over the K known states (ra
     Q(s,a) = γ · V(s)                                                        (s absorbing: self-loop, reward 0)
 
 which is exactly the dense model's backup at O(S·A·5) per sweep instead of O(S·A·S). Value iteration is the
-dense estimator's: warm-started from the previous Q (re-zeroed when the set of known states grew), at most
-``max_sweeps`` synchronous sweeps, stopping once max|ΔQ| < ε; blocks of sweeps in a while loop per task, which under
-``vmap`` runs until the slowest task has converged while finished tasks stay frozen.
+dense estimator's (``rl3jax.estimator.converge``), warm-started from the previous Q (re-zeroed when the set of
+known states grew).
 
 RL³-coarse (``abstraction='coarse'``): a newly seen cell joins the abstract state of the nearest previously
 seen cell within the Euclidean ``abstraction_radius`` (in observation units, (row/N, col/N)) whose cluster still
@@ -26,9 +25,7 @@ number of abstract ids; absorbing is per abstract id, as in the original). A clu
 every cell carrying its abstract state's Q, Σ_{z'} N(z,a,z')·V(z') is the sum of the two members'
 per-direction sums, and the Laplace reward term Σ_{z' seen} R̄(z,a,z') (entries of z that reach
 the same z' merged) is kept up to date incrementally at each step. Counts shown in the features stay per
-concrete cell; the advantages/value shown for cell s are those of its abstract id.
-
-Standard errors (METHOD §2.3) are not supported here: use the dense ``QEstimator`` with ``std_errors=True``.
+concrete cell; the advantages/value shown for cell s are those of its abstract id. No standard errors (§2.3).
 """
 
 from __future__ import annotations
@@ -42,8 +39,7 @@ import numpy as np
 from flax import struct
 
 from rl3jax.envs.grid_geometry import DIRECTION_OFFSETS, NOOP, neighbour_table
-from rl3jax.estimator import KnownStates, converge, validate_settings
-from rl3jax.layout import Layout, rl3_features
+from rl3jax.estimator import EstimatorBase, converge
 
 ABSTRACTIONS = (None, "coarse")
 #: the abstraction radius of METHOD §2.5 by grid side
@@ -83,7 +79,7 @@ class GridEstimatorState:
 
 
 @dataclasses.dataclass(frozen=True)
-class GridQEstimator(KnownStates):
+class GridQEstimator(EstimatorBase):
     """Sparse grid Q-estimator (see module docstring): the ``rl3jax.estimators.Estimator`` protocol; hashable,
     so it can be a jit-static argument.
 
@@ -95,12 +91,11 @@ class GridQEstimator(KnownStates):
 
     Raises ValueError for std_errors=True (use the dense ``QEstimator``), num_states that is not grid_side²,
     an unknown abstraction, 'coarse' without known_states='visited', a negative radius, and the settings
-    ``validate_settings`` refuses.
+    ``EstimatorBase.__post_init__`` refuses.
     """
 
     num_states: int
     num_actions: int = 5
-    # no default: γ_obj is the config's (``TrainConfig.gamma_obj_value``, via ``make_estimator``)
     gamma: float = dataclasses.field(kw_only=True)
     alpha_laplace: float = 0.01
     epsilon: float = 0.1
@@ -119,7 +114,7 @@ class GridQEstimator(KnownStates):
     sweep_block: int | None = None
 
     def __post_init__(self):
-        validate_settings(self)
+        super().__post_init__()
         if self.std_errors:
             raise ValueError("GridQEstimator does not compute standard errors; use the dense "
                              "rl3jax.estimator.QEstimator(std_errors=True) instead")
@@ -133,33 +128,15 @@ class GridQEstimator(KnownStates):
             if self.known_states != "visited":
                 raise ValueError("abstraction='coarse' assigns abstract ids as cells are discovered: "
                                  "it needs known_states='visited'")
-            radius = self.abstraction_radius
-            if radius is None:
-                radius = COARSE_RADIUS.get(side, 1.05 / side)
+            radius = COARSE_RADIUS.get(side, 1.05 / side) if self.abstraction_radius is None else self.abstraction_radius
             if radius < 0:
                 raise ValueError(f"abstraction_radius must be >= 0, got {radius}")
             object.__setattr__(self, "abstraction_radius", float(radius))
-
-    # ------------------------------------------------------------------------------------ static tables
-    @property
-    def feature_layout(self) -> Layout:
-        """advantages (n), value (1), std errors (n + 1, zeros here), counts (n) (``layout.rl3_features``)."""
-        return rl3_features(self.num_actions)
-
-    @property
-    def feature_dim(self) -> int:
-        return self.feature_layout.size
 
     @property
     def coarse(self) -> bool:
         return self.abstraction == "coarse"
 
-    def _max_d2(self) -> int:
-        """Largest squared integer cell distance strictly inside the abstraction radius."""
-        bound = (self.abstraction_radius * self.grid_side) ** 2
-        return math.ceil(bound) - 1
-
-    # ------------------------------------------------------------------------------------------ init
     def init(self, start_state: jax.Array) -> GridEstimatorState:
         """The state of a new task: empty model, Q = 0, only ``start_state`` (int32 cell) known ('visited')."""
         s, a = self.num_states, self.num_actions
@@ -202,7 +179,8 @@ class GridQEstimator(KnownStates):
         rows, cols = np.divmod(np.arange(s_num), n)
         d2 = (jnp.asarray(rows) - s_next // n) ** 2 + (jnp.asarray(cols) - s_next % n) ** 2
         # est.known is the set seen before this step (s_next itself is not in it when new)
-        eligible = est.known & (est.partner < 0) & (d2 <= self._max_d2()) & (jnp.arange(s_num) != s_next)
+        max_d2 = math.ceil((self.abstraction_radius * n) ** 2) - 1  # strictly inside the radius, in cells²
+        eligible = est.known & (est.partner < 0) & (d2 <= max_d2) & (jnp.arange(s_num) != s_next)
         key = jnp.where(eligible, d2 * (s_num + 1) + est.order, jnp.iinfo(jnp.int32).max)
         c = jnp.argmin(key)  # nearest, then earliest discovered
         joined = new & eligible.any()
@@ -323,15 +301,11 @@ class GridQEstimator(KnownStates):
             sum_v = jnp.where(counted, v, 0.0).sum()
             q_tried = (r_sum + gamma * future(v) + laplace_r + (alpha * gamma) * sum_v) / denom
             q_new = jnp.where(tried, q_tried, gamma * sum_v / k)
-            q_new = jnp.where(absorbing, gamma * v[None, :], q_new)
-            return jnp.where(col_mask, q_new, 0.0)
-
-        def step(q):
-            q_new = sweep(q)
+            q_new = jnp.where(col_mask, jnp.where(absorbing, gamma * v[None, :], q_new), 0.0)
             return q_new, jnp.max(jnp.abs(q_new - q))
 
         block = self.sweep_block or (1 if jax.default_backend() == "cpu" else 8)
-        sweeps, q = converge(step, q_init, self.max_sweeps, self.epsilon, block)
+        sweeps, q = converge(sweep, q_init, self.max_sweeps, self.epsilon, block)
         if self.coarse:  # back to abstract ids: the Q of each id's first cell
             q = jnp.where(est.rep[None, :] >= 0, q[:, jnp.maximum(est.rep, 0)], 0.0)
         return est.replace(q=q.T, sweeps=sweeps)
@@ -348,16 +322,10 @@ class GridQEstimator(KnownStates):
         """(..., n) Q of the latest solve at concrete cell(s) ``s`` (that of its abstract state when coarse)."""
         return est.q[self.model_index(est, s)]
 
-    def shown_q(self, est: GridEstimatorState, s) -> jax.Array:
-        """The Q shown for concrete cell ``s`` (per the mode: the latest solve's, or cached on entering it)."""
-        if self.mode == "fresh":
-            return self.q_values(est, s)
-        return est.shown_q[s]
-
     def features(self, est: GridEstimatorState, s) -> jax.Array:
         """(feature_dim,) float32 policy-input blocks for current cell ``s`` (``feature_layout``): advantages,
-        value, std errors (zeros), counts."""
-        q = self.shown_q(est, s)
+        value, std errors (zeros), counts; Q per the mode: the latest solve's, or cached on entering ``s``."""
+        q = self.q_values(est, s) if self.mode == "fresh" else est.shown_q[s]
         v = q.max()
         d = self.q_denom
         zeros = jnp.zeros((self.num_actions + 1,), jnp.float32)

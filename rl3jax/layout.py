@@ -94,9 +94,7 @@ class Layout:
 
     def all_blocks(self):
         """Every block, top-level and nested, depth first."""
-        for b in self.blocks:
-            yield b
-            yield from _walk(b.parts)
+        return _walk(self.blocks)
 
     def __contains__(self, name: str) -> bool:
         return any(b.name == name for b in self.all_blocks())

@@ -7,11 +7,9 @@ METHOD §1 in the order of its ``layout`` (``rl3jax.layout``). A task episode en
 TH steps and is reset at once (same task), so the terminal state is never shown. Only step H ends the
 meta-episode.
 
-Two input layouts: ``layout='method'`` (METHOD §1, above) and ``layout='v4'``, the paper's own code (RL3 commit
-f8121786: MDPs.jl ``EvidenceObservationWrapper`` around MetaMDPs.jl ``MetaMDPwithTimeContext`` around
-VAMDP.jl's wrapper): prev action one-hot (n), prev reward (1), first-step flag (1), task observation (m; left
-out when ``drop_task_obs``, as the original does for RL³ on bandits), the RL³ features (``V4Estimator``:
-shown Q / Q_DENOM (n), counts / 100 (n)), then τ/TH and t/H (in that order, last).
+Two input layouts (``rl3jax.layout``): ``layout='method'`` (METHOD §1) and ``layout='v4'``, the paper's own code
+(RL3 commit f8121786: MDPs.jl ``EvidenceObservationWrapper`` around MetaMDPs.jl ``MetaMDPwithTimeContext``
+around VAMDP.jl's wrapper).
 
 ``make_meta_env(cfg)`` builds the meta env a training config describes (family, horizon, estimator, layout).
 """
@@ -29,8 +27,6 @@ from rl3jax.config import TrainConfig
 from rl3jax.envs.base import TaskEnv
 from rl3jax.envs.registry import make_env
 from rl3jax.estimators import Estimator, make_estimator
-
-LAYOUTS = layouts.LAYOUTS
 
 
 @struct.dataclass
@@ -58,8 +54,9 @@ class MetaEnv:
         layout: 'method' (METHOD §1) or 'v4' (the paper's own code); see ``rl3jax.layout``.
         drop_task_obs: leave the task observation out of the input ('v4' only; the original's RL³ on bandits).
 
-    Attributes: ``layout`` (``rl3jax.layout.Layout`` of the policy input), ``layout_kind`` ('method' / 'v4'),
-    ``obs_dim`` (= ``layout.size``), ``num_actions`` (n), ``task_obs_dim`` (m, 0 when dropped).
+    Attributes: ``layout`` (``rl3jax.layout.Layout`` of the policy input), ``obs_dim`` (= ``layout.size``),
+    ``num_actions`` (n), ``task_obs_dim`` (m, 0 when dropped), ``task_horizon`` (TH: the task's own episode length,
+    ``max_steps_in_episode`` of the family; grids set it to H).
 
     Raises ValueError for H < 1, an unknown layout, ``drop_task_obs`` outside 'v4', or an estimator on a family
     without discrete states.
@@ -69,8 +66,6 @@ class MetaEnv:
                  drop_task_obs: bool = False):
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
         if drop_task_obs and layout != "v4":
             raise ValueError("drop_task_obs is part of the 'v4' layout only")
         if estimator is not None and env.num_states is None:
@@ -79,37 +74,22 @@ class MetaEnv:
         self.env = env
         self.horizon = horizon
         self.estimator = estimator
-        self.layout_kind = layout
         self.drop_task_obs = drop_task_obs
-        params = env.default_params
-        self._task_horizon = env.task_horizon
+        # a static size shared by every task of a batch, read once (gymnax's params hold it as an array leaf)
+        self.task_horizon = env.task_horizon
         self.num_actions = int(env.num_actions)
-        self.task_obs_dim = 0 if drop_task_obs else int(jnp.size(jnp.zeros(env.observation_space(params).shape)))
+        self.task_obs_dim = 0 if drop_task_obs else int(jnp.size(jnp.zeros(env.observation_space(
+            env.default_params).shape)))
         self.layout = layouts.policy_input(layout, self.num_actions, self.task_obs_dim,
                                            estimator.feature_layout if estimator is not None else None)
         self.obs_dim = self.layout.size
-
-    # -------------------------------------------------------------------------------------- helpers
-    @property
-    def task_horizon(self) -> int:
-        """TH: the task's own episode length (``max_steps_in_episode`` of the family; grids set it to H).
-
-        Read once from the family's default params: it is a static size shared by every task in a batch
-        (gymnax's own params hold it as an array leaf, which must not be concretised under jit).
-        """
-        return self._task_horizon
 
     def sample_task(self, key: jax.Array):
         """One task of the family (``env.sample_task``); vmap over keys for a batch."""
         return self.env.sample_task(key)
 
-    def _state_index(self, env_state, params):
-        return self.env.state_index(env_state, params)
-
     def observation(self, state: MetaState, params) -> jax.Array:
-        """The policy input (obs_dim,) float32: the blocks of ``self.layout`` in order. 'method' (METHOD §1): prev
-        action, prev reward, first flag, t/H, τ/TH, task obs, [RL³ blocks]. 'v4': prev action, prev reward,
-        first flag, [task obs], [RL³ blocks], τ/TH, t/H."""
+        """The policy input (obs_dim,) float32: the blocks of ``self.layout`` in order (``layout.policy_input``)."""
         n = self.num_actions
         parts = {
             "prev_action": lambda: jnp.where(state.prev_action >= 0, jax.nn.one_hot(state.prev_action, n),
@@ -117,7 +97,7 @@ class MetaEnv:
             "prev_reward": lambda: state.prev_reward[None],
             "first": lambda: (state.t == 0).astype(jnp.float32)[None],
             "task_obs": lambda: state.task_obs.reshape(-1).astype(jnp.float32),
-            layouts.RL3: lambda: self.estimator.features(state.est, self._state_index(state.env_state, params)),
+            layouts.RL3: lambda: self.estimator.features(state.est, self.env.state_index(state.env_state, params)),
             "meta_time": lambda: (state.t / self.horizon).astype(jnp.float32)[None],
             "task_time": lambda: (state.tau / self.task_horizon).astype(jnp.float32)[None],
         }
@@ -128,9 +108,7 @@ class MetaEnv:
         """A new meta-episode of task ``params``: the task's start state and (RL³) an empty estimator.
         Returns (obs (obs_dim,) float32, state)."""
         task_obs, env_state = self.env.reset_env(key, params)
-        est = None
-        if self.estimator is not None:
-            est = self.estimator.init(self._state_index(env_state, params))
+        est = None if self.estimator is None else self.estimator.init(self.env.state_index(env_state, params))
         state = MetaState(env_state=env_state, t=jnp.int32(0), tau=jnp.int32(0), prev_action=jnp.int32(-1),
                           prev_reward=jnp.float32(0.0), episode_return=jnp.float32(0.0),
                           task_obs=jnp.asarray(task_obs, jnp.float32), est=est)
@@ -147,17 +125,13 @@ class MetaEnv:
         terminated = jnp.asarray(terminated, bool)
         tau = state.tau + 1
         episode_over = terminated | (tau >= self.task_horizon)
-        est = state.est
-        if self.estimator is not None:
-            s = self._state_index(state.env_state, params)
-            s_next = self._state_index(env_st, params)
-            est = self.estimator.update(est, s, action, reward, s_next, terminated)
         obs_re, env_re = self.env.reset_env(k_reset, params)
         env_state = jax.tree.map(lambda r, c: jnp.where(episode_over, r, c), env_re, env_st)
         task_obs = jnp.where(episode_over, jnp.asarray(obs_re, jnp.float32), jnp.asarray(obs_st, jnp.float32))
-        if self.estimator is not None:
-            # after a reset the task is in its start state, which it visited at the task's start
-            est = self.estimator.visit(est, self._state_index(env_state, params))
+        est = state.est
+        if self.estimator is not None:  # visit: after a reset the task is in its start state (visited at its start)
+            s, s_next, s_now = (self.env.state_index(x, params) for x in (state.env_state, env_st, env_state))
+            est = self.estimator.visit(self.estimator.update(est, s, action, reward, s_next, terminated), s_now)
         new = MetaState(env_state=env_state, t=state.t + 1, tau=jnp.where(episode_over, 0, tau),
                         prev_action=action, prev_reward=reward, episode_return=state.episode_return + reward,
                         task_obs=task_obs, est=est)

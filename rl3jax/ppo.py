@@ -51,7 +51,7 @@ class Rollout:
     logp: jax.Array  # (B, T) float32, log π_old(a_t) at rollout time
     values: jax.Array  # (B, T) float32, the critic's values at rollout time
     rewards: jax.Array  # (B, T) float32
-    logits: jax.Array | None = None  # (B, T, n) π_old (KL early stop); None: recomputed from the actor params
+    logits: jax.Array  # (B, T, n) π_old's logits at rollout time (the KL early stop)
 
 
 @struct.dataclass
@@ -127,21 +127,16 @@ def adam_step(grads, opt, params, lr, weight_decay):
 # ---- Losses ----------------------------------------------------------------------------------------------
 
 
-def normalize_advantages(advantages: jax.Array) -> jax.Array:
-    """(A − mean) / (std + ``ADV_EPS``) over every entry of the (mini)batch."""
-    return (advantages - advantages.mean()) / (advantages.std() + ADV_EPS)
-
-
 def actor_loss(logits, actions, old_logp, advantages, ent_coef, clip_eps: float):
     """Clipped-ratio policy loss (PPO, Schulman et al. 2017, eq. 7) minus an entropy bonus (METHOD §5).
 
     ``logits`` (..., n); ``actions``, ``old_logp``, ``advantages`` (...,). ``loss = −mean(min(r·Â, clip(r, 1−ε,
-    1+ε)·Â)) − ent_coef · mean(H(π))`` with ``r = exp(logπ − old_logp)`` and ``Â`` the advantages normalised over
-    the whole minibatch. Returns ``(loss, aux)``, float scalars; aux has ``pg_loss``, ``entropy`` (nats),
+    1+ε)·Â)) − ent_coef · mean(H(π))`` with ``r = exp(logπ − old_logp)`` and ``Â = (A − mean) / (std + ADV_EPS)``
+    over the whole minibatch. Returns ``(loss, aux)``, float scalars; aux has ``pg_loss``, ``entropy`` (nats),
     ``approx_kl`` (mean of (r−1) − log r) and ``clip_frac`` (fraction of steps with |r − 1| > ε).
     """
     logp = log_prob(logits, actions)
-    adv = normalize_advantages(advantages)
+    adv = (advantages - advantages.mean()) / (advantages.std() + ADV_EPS)
     log_ratio = logp - old_logp
     ratio = jnp.exp(log_ratio)
     surr1 = ratio * adv
@@ -251,9 +246,6 @@ def ppo_update(cfg: TrainConfig, actor: ApplyFn, critic: ApplyFn, key: jax.Array
     """
     if rollout.actions.shape[0] != cfg.num_envs:
         raise ValueError(f"the rollout has {rollout.actions.shape[0]} sequences but num_envs={cfg.num_envs}")
-    old_logits = rollout.logits
-    if old_logits is None:
-        old_logits = jax.lax.stop_gradient(actor(ac.actor_params, rollout.obs))
     batch = make_batch(rollout, cfg, hparams.gae_lambda)
     ent = entropy_coef(cfg, hparams.ent_coef, iteration)
     zero = jnp.zeros((), jnp.float32)
@@ -263,7 +255,7 @@ def ppo_update(cfg: TrainConfig, actor: ApplyFn, critic: ApplyFn, key: jax.Array
         ac, active, actor_epochs, kl, sums, critic_sum = carry
         mbs = minibatches(batch, jax.random.permutation(jax.random.fold_in(key, i), cfg.num_envs), cfg)
         a_p, a_s, a_metrics, kl = jax.lax.cond(
-            active, lambda op: update_actor(cfg, actor, *op, mbs, ent, hparams.lr, rollout.obs, old_logits),
+            active, lambda op: update_actor(cfg, actor, *op, mbs, ent, hparams.lr, rollout.obs, rollout.logits),
             lambda op: (*op, frozen, kl), (ac.actor_params, ac.actor_opt))
         c_p, c_s, c_loss = update_critic(cfg, critic, ac.critic_params, ac.critic_opt, mbs, hparams.lr,
                                          hparams.critic_weight_decay)

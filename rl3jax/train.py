@@ -3,12 +3,7 @@
 
 One PPO iteration = sample ``num_envs`` fresh tasks, play one whole meta-episode on each (METHOD §5), then run
 ``ppo.ppo_update``. ``chunk(state, n)`` scans n iterations inside one jit and returns per-iteration scalar
-metrics; the driver (``rl3jax.driver``) loops over chunks on the host.
-
-Where the settings live: every setting is a ``TrainConfig`` field (``rl3jax.config``; hashable, so static under
-jit). The sweepable ones (``config.HParams``: lr, critic_weight_decay, ent_coef, gae_lambda) are copied into
-``TrainState.hparams`` by ``Trainer.init``; the jitted code reads them from there (a population replaces them per
-member), and the config's values only at ``init``. The PPO update reads every other setting from the config.
+metrics; the driver (``rl3jax.driver``) loops over chunks on the host. Where each setting lives: ``rl3jax.ppo``.
 """
 
 from __future__ import annotations
@@ -61,10 +56,6 @@ class Trainer:
     critic: SequenceModel
     mesh: Any = None
 
-    def _split(self, tree):
-        """Shard the leading (env) axis over the mesh; identity without one. Params stay replicated."""
-        return split_leading(tree, self.mesh)
-
     def init(self, key: jax.Array) -> TrainState:
         """The state before the first iteration, from a typed PRNG key: fresh networks (``key`` split into actor,
         critic, run and env streams), fresh Adam states, ``hparams`` from the config, and the env state of
@@ -74,25 +65,25 @@ class Trainer:
         actor_params = self.actor.init(k_a, m)
         critic_params = self.critic.init(k_c, m)
         k_task, k_reset = jax.random.split(k_env)  # distinct streams for drawing tasks and resetting them
-        tasks = self._split(sample_tasks(self.meta_env, k_task, self.cfg.num_envs))
+        tasks = split_leading(sample_tasks(self.meta_env, k_task, self.cfg.num_envs), self.mesh)
         _, env_state = jax.vmap(self.meta_env.reset)(jax.random.split(k_reset, self.cfg.num_envs), tasks)
         return TrainState(actor_params=actor_params, critic_params=critic_params,
                           actor_opt=ppo.ADAM.init(actor_params), critic_opt=ppo.ADAM.init(critic_params),
-                          env_state=self._split(env_state), key=k_run, iteration=jnp.int32(0),
+                          env_state=split_leading(env_state, self.mesh), key=k_run, iteration=jnp.int32(0),
                           hparams=HParams(*(jnp.float32(v) for v in self.cfg.hparams())))
 
     def collect(self, actor_params, key: jax.Array):
         """``num_envs`` fresh tasks, one whole meta-episode of H steps each (METHOD §5). Returns ``(trajectory,
         final MetaState)``; the trajectory's leaves have leading axes (num_envs, H) (``rollout.Trajectory``)."""
         k_task, k_roll = jax.random.split(key)
-        tasks = self._split(sample_tasks(self.meta_env, k_task, self.cfg.num_envs))
+        tasks = split_leading(sample_tasks(self.meta_env, k_task, self.cfg.num_envs), self.mesh)
 
         def step(c, o, _):
-            c, logits = self.actor.step(actor_params, c, self._split(o))
-            return c, self._split(logits)
+            c, logits = self.actor.step(actor_params, c, split_leading(o, self.mesh))
+            return c, split_leading(logits, self.mesh)
 
-        return self._split(rollout(self.meta_env, step, self.actor.initial_carry(self.cfg.num_envs), tasks,
-                                   k_roll))
+        traj = rollout(self.meta_env, step, self.actor.initial_carry(self.cfg.num_envs), tasks, k_roll)
+        return split_leading(traj, self.mesh)
 
     def iteration(self, state: TrainState):
         """One PPO iteration (METHOD §5): collect, then ``ppo.ppo_update``. Returns ``(new state, metrics)``, the
@@ -182,10 +173,8 @@ def make_train(cfg: TrainConfig, mesh=None) -> Trainer:
     nothing."""
     check_divisible(cfg.num_envs, mesh)
     meta_env = make_meta_env(cfg)
-    n = meta_env.num_actions
-    actor = make_network(cfg.model, n, cfg.horizon)
-    critic = make_network(cfg.model, 1, cfg.horizon)
-    return Trainer(cfg=cfg, meta_env=meta_env, actor=actor, critic=critic, mesh=mesh)
+    return Trainer(cfg=cfg, meta_env=meta_env, actor=make_network(cfg.model, meta_env.num_actions, cfg.horizon),
+                   critic=make_network(cfg.model, 1, cfg.horizon), mesh=mesh)
 
 
 def jit_chunk(trainer: Trainer) -> Callable:

@@ -135,17 +135,6 @@ def paint(layout: dict, n: int) -> tuple[list[str], list[str]]:
     return ["".join(row) for row in g], errs
 
 
-def acceptable_danger_cells(grid) -> list[tuple[int, int]]:
-    n = len(grid)
-    out = []
-    for r in range(1, n - 1):
-        for c in range(1, n - 1):
-            if grid[r][c] == " " and all(grid[x][y] in (" ", "O")
-                                          for x, y in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1))):
-                out.append((r, c))
-    return out
-
-
 def check_grid(grid, cfg: dict, check_return: bool = True) -> list[str]:
     """Constraints every accepted grid satisfies (cfg: the family's generation parameters)."""
     n = cfg["size"]

@@ -80,7 +80,9 @@ for x, y in zip(jax.tree.leaves(s1.env_state), jax.tree.leaves(s4.env_state)):
     np.testing.assert_allclose(f64(y), f64(x), rtol=METRIC_RTOL, atol=1e-5)
 
 # parameters (and optimiser states) stay identical on every device
-dist.assert_replicated_equal((s4.actor_params, s4.critic_params, s4.actor_opt, s4.critic_opt))
+for path, x in jax.tree_util.tree_leaves_with_path((s4.actor_params, s4.critic_params, s4.actor_opt, s4.critic_opt)):
+    shards = [np.asarray(s.data) for s in x.addressable_shards]
+    assert all(s.shape == shards[0].shape and np.array_equal(s, shards[0]) for s in shards), jax.tree_util.keystr(path)
 for x in jax.tree.leaves((s4.actor_params, s4.critic_params, s4.actor_opt, s4.key, s4.iteration, s4.hparams)):
     assert x.sharding.is_fully_replicated, x.sharding
 

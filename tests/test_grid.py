@@ -13,19 +13,21 @@ import pytest
 import reference_grid as ref
 from rl3jax.config import TrainConfig
 from rl3jax.envs.catalog import variants
-from rl3jax.envs.grid import GridState, GridWorld, optimal_values, render_ascii, transition_matrix
-from rl3jax.envs.grid_generation import GRID_FAMILIES, GridConfig
+from rl3jax.envs.grid import GridState, GridWorld, render_ascii
+from rl3jax.envs.grid_generation import GRID_FAMILIES, GridConfig, draw_layout
 from rl3jax.envs.grid_geometry import (
     ABSORBING_TILES,
     DIRECTION_OFFSETS,
     TILE_CHARS,
     absorbing_cells,
     direction_probabilities,
+    finite_horizon_vi,
     is_absorbing,
     move_targets,
     neighbour_table,
     start_cell,
     tile_rewards,
+    transition_matrix,
 )
 from rl3jax.envs.registry import make_env
 from rl3jax.estimator import QEstimator
@@ -132,7 +134,7 @@ def test_geometry_tables_by_hand():
 @pytest.mark.parametrize("slip", [0.2, 0.0])
 def test_transition_probabilities_match_reference(slip):
     env, task = small_task(slip)
-    t = np.asarray(transition_matrix(task), np.float64)
+    t = np.asarray(transition_matrix(task.tiles, task.slip), np.float64)
     np.testing.assert_allclose(t, ref.transition_matrix(SMALL, slip), rtol=0, atol=1e-6)
     np.testing.assert_allclose(t.sum(-1), 1.0, atol=1e-6)
     flat = "".join(SMALL)
@@ -177,7 +179,7 @@ def test_step_env_matches_reference():
 
 def test_optimal_values_and_render():
     env, task = small_task(0.2)
-    v, q = optimal_values(task, 100)
+    v, q = finite_horizon_vi(task.tiles, task.slip, 100)
     assert float(v[start_cell(7)]) == pytest.approx(ref.optimal_return(SMALL, 0.2, 100), abs=1e-3)
     assert q.shape == (49, 5)
     text = render_ascii(task)
@@ -204,7 +206,7 @@ def test_per_cell_dynamics_equal_the_tables_rows():
 # --------------------------------------------------------------------------------------- generation
 def test_layout_follows_generation_rules():
     env = make_env("grid13")
-    layouts = fast_jit(jax.vmap(env.draw_layout))(jax.random.split(jax.random.key(1), 256))
+    layouts = fast_jit(jax.vmap(functools.partial(draw_layout, env.config)))(jax.random.split(jax.random.key(1), 256))
     layouts = jax.tree.map(np.asarray, layouts)
     n, cen = 13, ref.centre(13)
     vertical, both_ways = [], set()

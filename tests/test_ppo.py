@@ -313,9 +313,7 @@ def test_jit_matches_no_jit_and_traces_once():
     ac, rollout = setup()
     key = jax.random.PRNGKey(7)
     out_jit = UPDATE(key, ac, rollout, hparams(lr=1e-2), 0, EPOCHS1)
-    # Un-jitted run, also without the rollout logits: they are then recomputed from the initial actor params,
-    # which is the rollout policy.
-    out_eager = ppo_update(key, ac, rollout.replace(logits=None), hparams(lr=1e-2), 0, EPOCHS1)
+    out_eager = ppo_update(key, ac, rollout, hparams(lr=1e-2), 0, EPOCHS1)
     assert tree_allclose(out_jit, out_eager, rtol=1e-5, atol=1e-6)
 
     # New data, iteration and every hyper-parameter: no retrace (assert_max_traces on UPDATE).

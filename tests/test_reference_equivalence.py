@@ -82,10 +82,6 @@ def _mixed_tasks(task_pool, family, num_tasks, seed):
     return jax.tree.map(lambda *xs: jnp.concatenate([x[start:start + m] for x in xs]), *pool.values())
 
 
-def env_family(env):
-    return "bandit" if env.num_states == 2 else "mdp"
-
-
 def _task_obs_fn(num_states):
     return lambda s: np.eye(num_states)[s]
 

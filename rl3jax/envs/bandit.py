@@ -95,9 +95,6 @@ class BernoulliBandit(TaskEnv):
         """(2,) float32 one-hot of the state (0 ready, 1 pulled)."""
         return jax.nn.one_hot(state.pos, 2)
 
-    def state_index(self, state, params):
-        return state.pos
-
     def is_terminated(self, state, params):
         return state.pos == 1
 
@@ -107,9 +104,6 @@ class BernoulliBandit(TaskEnv):
         t = jnp.zeros((2, k, 2)).at[:, :, 1].set(1.0)
         r = jnp.stack([jnp.clip(params.probs, 0.0, 1.0), jnp.zeros((k,))])
         return t, r, jnp.array([False, True]), jnp.int32(0)
-
-    def action_space(self, params=None):
-        return spaces.Discrete(self.num_arms)
 
     def observation_space(self, params=None):
         return spaces.Box(0.0, 1.0, (2,))

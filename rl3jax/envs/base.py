@@ -11,7 +11,7 @@ hook                   what                                               defaul
 ``task_horizon``       TH, the task episode's own length (static int)     ``default_params.max_steps_in_episode``
 ``with_horizon(H)``    the family for meta horizon H                      itself (TH does not depend on H)
 ``num_states``         S, concrete discrete states (tabular families)     None: no tabular model, RL² only
-``state_index``        the concrete state (int32) of an env state         NotImplementedError
+``state_index``        the concrete state (int32) of an env state         ``state.pos`` (num_states None: error)
 ``rl3_defaults``       estimator settings of METHOD §2                    None: no RL³
 ``v4_defaults``        settings of the paper's own code (semantics v4)    None: v4 not implemented
 ``grid_side``          N when states are the cells of an N×N grid         None
@@ -22,7 +22,7 @@ hook                   what                                               defaul
 
 Besides these, a family writes gymnax's members: ``name``, ``num_actions``, ``default_params`` (an ``EnvParams``
 with a static ``max_steps_in_episode``), ``reset_env(key, params)``, ``step_env(key, state, action, params)``,
-``get_obs`` (a flat float32 vector), ``action_space`` (``spaces.Discrete``) and ``observation_space``. The
+``get_obs`` (a flat float32 vector) and ``observation_space`` (``action_space`` defaults to ``Discrete(n)``). The
 meta-episode wrapper calls ``reset_env`` / ``step_env`` itself and ends task episodes at TH or an absorbing
 state, so the env state needs no step counter and gymnax's auto-reset is not used. ``tests/probes.py`` and
 ``rl3jax/envs/bandit.py`` are short examples; ``rl3jax.envs.registry.register`` adds a family from outside.
@@ -39,7 +39,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from gymnax.environments import environment
+from gymnax.environments import environment, spaces
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,8 +96,10 @@ class TaskEnv(environment.Environment):
         raise NotImplementedError(f"{type(self).__name__} does not implement sample_task")
 
     def state_index(self, state: Any, params: Any) -> jax.Array:
-        """The concrete discrete state (int32 scalar in [0, num_states)) of env state ``state``."""
-        raise NotImplementedError(f"{self.name} has no discrete states (num_states is None)")
+        """The concrete discrete state (int32 scalar in [0, num_states)) of env state ``state``: its ``pos``."""
+        if self.num_states is None:
+            raise NotImplementedError(f"{self.name} has no discrete states (num_states is None)")
+        return state.pos
 
     def true_model(self, params: Any) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
         """The true model of one task, for the task-knowing oracle: T (S, A, S) float32 transition
@@ -108,6 +110,10 @@ class TaskEnv(environment.Environment):
     def has_true_model(self) -> bool:
         """Whether the family implements ``true_model`` (the oracle baseline needs it)."""
         return type(self).true_model is not TaskEnv.true_model
+
+    def action_space(self, params=None) -> spaces.Discrete:
+        """``spaces.Discrete(num_actions)``."""
+        return spaces.Discrete(self.num_actions)
 
     def is_terminated(self, state, params) -> jax.Array:
         """Whether ``state`` is absorbing (bool scalar). TH is truncation, not termination."""

@@ -34,13 +34,10 @@ from rl3jax.envs.grid_geometry import (
     absorbing_cells,
     center_index,
     direction_probabilities,
-    finite_horizon_vi,
     move_targets,
     start_cell,
     tile_rewards,
-)
-from rl3jax.envs.grid_geometry import (
-    transition_matrix as _transition_matrix,
+    transition_matrix,
 )
 
 
@@ -61,22 +58,6 @@ class GridTask:
     opt_return: jax.Array  # () float32 optimal ``reject_horizon``-step undiscounted return from 'S'
     size: int = struct.field(pytree_node=False, default=13)
     max_steps_in_episode: int = struct.field(pytree_node=False, default=350)
-
-
-# ----------------------------------------------------------------------------------- functions of a task
-def transition_matrix(task: GridTask) -> jax.Array:
-    """Dense (S, A, S) float32 true transition probabilities of one task (tests, oracles; not the hot path)."""
-    return _transition_matrix(task.tiles, task.slip)
-
-
-def optimal_values(task: GridTask, horizon: int, gamma: float = 1.0) -> tuple[jax.Array, jax.Array]:
-    """Finite-horizon value iteration on the true grid: (V, Q) of the ``horizon``-step problem.
-
-    ``V[s]`` (shape (S,)) is the optimal expected (γ-discounted, default undiscounted) return of ``horizon``
-    steps from cell ``s``; ``Q`` (S, A) the value of each first action. Entering 'G' or 'X' ends the episode.
-    An oracle that knows the task acts greedily on the Q of its remaining horizon.
-    """
-    return finite_horizon_vi(task.tiles, task.slip, horizon, gamma)
 
 
 def render_ascii(task_or_tiles) -> str:
@@ -171,26 +152,13 @@ class GridWorld(TaskEnv):
         row, col = jnp.divmod(state.pos, self.size)
         return (jnp.stack([row, col]).astype(jnp.float32) + 1.0) / self.size
 
-    def state_index(self, state, params):
-        return state.pos
-
     def is_terminated(self, state, params):
         return absorbing_cells(params.tiles, state.pos)
-
-    def action_space(self, params=None):
-        return spaces.Discrete(5)
 
     def observation_space(self, params=None):
         return spaces.Box(0.0, 1.0, (2,))
 
-    def state_space(self, params=None):
-        return spaces.Discrete(self.num_states)
-
     # ------------------------------------------------------------------------------------ generation
-    def draw_layout(self, key: jax.Array) -> dict:
-        """One grid before the rejection rule (``grid_generation.draw_layout``)."""
-        return grid_generation.draw_layout(self.config, key)
-
     def sample_task_with_draws(self, key: jax.Array) -> tuple[GridTask, jax.Array]:
         """``sample_task`` plus the number of grids drawn (int32; rejection statistics)."""
         tiles, ret, draws = grid_generation.sample_grid(self.config, key)
@@ -209,7 +177,7 @@ class GridWorld(TaskEnv):
 
     def true_model(self, params: GridTask):
         """(T (S,A,S), expected entry reward (S,A), absorbing (S,), start cell) of one task, for the oracle."""
-        t = transition_matrix(params)
+        t = transition_matrix(params.tiles, params.slip)
         r = t @ tile_rewards(params.tiles)
         return t, r, absorbing_cells(params.tiles), jnp.int32(start_cell(self.size))
 

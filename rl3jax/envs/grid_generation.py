@@ -20,6 +20,7 @@ A grid is drawn the way the original code does and redrawn (``lax.while_loop``) 
 from __future__ import annotations
 
 import dataclasses
+import operator
 
 import jax
 import jax.numpy as jnp
@@ -81,9 +82,8 @@ class GridConfig:
             raise ValueError(f"slip must be in [0, 1], got {self.slip}")
         if self.reject_horizon < 1 or self.max_draws < 1:
             raise ValueError("reject_horizon and max_draws must be >= 1")
-        object.__setattr__(self, "slip", float(self.slip))
-        object.__setattr__(self, "min_return", float(self.min_return))
-        object.__setattr__(self, "max_return", float(self.max_return))
+        for n in ("slip", "min_return", "max_return"):
+            object.__setattr__(self, n, float(getattr(self, n)))
 
 
 #: the published families (METHOD §3)
@@ -106,16 +106,10 @@ def _cover(rows, cols, n):
     return (idx[:, None] == jnp.arange(n * n)[None, :]).any(axis=0)
 
 
-def _shift_and(mask):
-    """Whether all 4 neighbours of each cell are set (off-grid counts as unset)."""
+def _neighbours(mask, op):
+    """``op`` (``operator.and_``: all, ``or_``: any) of the 4 neighbours of each cell (off-grid counts as unset)."""
     pad = jnp.pad(mask, 1)
-    return pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:]
-
-
-def _shift_or(mask):
-    """Whether any of the 4 neighbours of each cell is set."""
-    pad = jnp.pad(mask, 1)
-    return pad[:-2, 1:-1] | pad[2:, 1:-1] | pad[1:-1, :-2] | pad[1:-1, 2:]
+    return op(op(op(pad[:-2, 1:-1], pad[2:, 1:-1]), pad[1:-1, :-2]), pad[1:-1, 2:])
 
 
 def _uniform_int(u, n):
@@ -178,7 +172,7 @@ def draw_layout(cfg: GridConfig, key: jax.Array) -> dict:
     for i in range(n_d):
         # (written with masks and shifts: dynamic scatters and cumsum are slow to compile on CPU)
         free = (tiles == EMPTY) | (tiles == OBSTACLE)
-        nbrs_free = _shift_and(free)
+        nbrs_free = _neighbours(free, operator.and_)
         ok_mask = (interior & (tiles == EMPTY) & nbrs_free).reshape(-1)
         count = ok_mask.sum()
         ok = count > 0
@@ -188,7 +182,7 @@ def draw_layout(cfg: GridConfig, key: jax.Array) -> dict:
         rank = jnp.dot(lower_tri, ok_mask.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
         cell = jnp.argmax(rank > k.astype(jnp.float32))
         x_mask = (cells == cell).reshape(n, n) & ok
-        tiles = jnp.where(x_mask, DANGER, jnp.where(_shift_or(x_mask), WARNING, tiles))
+        tiles = jnp.where(x_mask, DANGER, jnp.where(_neighbours(x_mask, operator.or_), WARNING, tiles))
         dangers.append(jnp.stack(jnp.divmod(cell, n)).astype(jnp.int32))
         oks.append(ok)
     dangers = jnp.stack(dangers) if dangers else jnp.zeros((0, 2), jnp.int32)
@@ -216,11 +210,6 @@ def sample_grid(cfg: GridConfig, key: jax.Array) -> tuple[jax.Array, jax.Array, 
     optimal return outside [min_return, max_return]; never seen for the published configurations).
     """
 
-    def draw(k):
-        layout = draw_layout(cfg, k)
-        ret = optimal_return(cfg, layout["tiles"])
-        return layout["tiles"], ret, accepts(cfg, layout["dangers_ok"], ret)
-
     def cond(carry):
         _, _, _, accepted, draws = carry
         return ~accepted & (draws < cfg.max_draws)
@@ -228,8 +217,9 @@ def sample_grid(cfg: GridConfig, key: jax.Array) -> tuple[jax.Array, jax.Array, 
     def body(carry):
         k, _, _, _, draws = carry
         k, sub = jax.random.split(k)
-        tiles, ret, accepted = draw(sub)
-        return k, tiles, ret, accepted, draws + 1
+        layout = draw_layout(cfg, sub)
+        ret = optimal_return(cfg, layout["tiles"])
+        return k, layout["tiles"], ret, accepts(cfg, layout["dangers_ok"], ret), draws + 1
 
     init = (key, jnp.zeros((cfg.size, cfg.size), jnp.int8), jnp.float32(jnp.nan), jnp.asarray(False),
             jnp.int32(0))

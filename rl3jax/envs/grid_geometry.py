@@ -31,22 +31,11 @@ ABSORBING_TILES = (GOAL, DANGER)
 NOOP, NORTH, EAST, SOUTH, WEST = range(5)
 #: (d_row, d_col) of each direction (stay, N, E, S, W)
 DIRECTION_OFFSETS = np.array([[0, 0], [-1, 0], [0, 1], [1, 0], [0, -1]], np.int32)
-_PERPENDICULAR = {NORTH: (EAST, WEST), SOUTH: (EAST, WEST), EAST: (NORTH, SOUTH), WEST: (NORTH, SOUTH)}
-
-
-def _direction_tables() -> tuple[np.ndarray, np.ndarray]:
-    """(A, 5) direction probabilities without slip, and their change per unit of slip."""
-    base = np.eye(5, dtype=np.float32)
-    per_slip = np.zeros((5, 5), np.float32)
-    for a, (p1, p2) in _PERPENDICULAR.items():
-        per_slip[a, a] = -1.0
-        per_slip[a, p1] = 0.5
-        per_slip[a, p2] = 0.5
-    return base, per_slip
-
-
-#: (A, 5) float32: probability of each move direction per action, as DIR_BASE + p_slip · DIR_PER_SLIP
-DIR_BASE, DIR_PER_SLIP = _direction_tables()
+#: (A, 5) float32: probability of each move direction per action, as DIR_BASE + p_slip · DIR_PER_SLIP (per unit of
+#: slip the intended direction loses 1 and each perpendicular one gains ½; NOOP never slips)
+DIR_BASE = np.eye(5, dtype=np.float32)
+DIR_PER_SLIP = np.array([[0, 0, 0, 0, 0], [0, -1, 0.5, 0, 0.5], [0, 0.5, -1, 0.5, 0], [0, 0, 0.5, -1, 0.5],
+                         [0, 0.5, 0, 0.5, -1]], np.float32)
 
 
 def center_index(size: int) -> int:
@@ -74,10 +63,7 @@ def neighbour_table(size: int) -> np.ndarray:
 
 def is_absorbing(tile: jax.Array) -> jax.Array:
     """Whether each tile code (int array, any shape) is absorbing (``ABSORBING_TILES``: 'G', 'X')."""
-    out = tile == ABSORBING_TILES[0]
-    for code in ABSORBING_TILES[1:]:
-        out = out | (tile == code)
-    return out
+    return (tile == GOAL) | (tile == DANGER)
 
 
 # ------------------------------------------------------------------------------------ dynamics of tiles
@@ -102,18 +88,11 @@ def move_targets(tiles: jax.Array, cells=None) -> jax.Array:
     return jnp.where(tiles_at(tiles, nbr) == OBSTACLE, here[..., None], nbr)
 
 
-def slip_probabilities(tiles: jax.Array, slip, cells=None) -> jax.Array:
-    """(...) float32 p_slip of the tile of each of ``cells`` (None: (S,)): ' ', 'S', '!' → slip; 'W' → 1;
-    'G', 'X', 'O' → 0."""
-    slip = jnp.asarray(slip, jnp.float32)
-    table = jnp.stack([slip, 0.0, 1.0, 0.0, slip, 0.0, slip]).astype(jnp.float32)
-    return table[tiles_at(tiles, cells)]
-
-
 def direction_probabilities(tiles: jax.Array, slip, cells=None) -> jax.Array:
     """(..., A, 5) float32 probability of each move direction (stay, N, E, S, W) per action, from each of
-    ``cells`` (None: (S, A, 5))."""
-    p = slip_probabilities(tiles, slip, cells)
+    ``cells`` (None: (S, A, 5)); p_slip by tile: ' ', 'S', '!' → slip; 'W' → 1; 'G', 'X', 'O' → 0."""
+    slip = jnp.asarray(slip, jnp.float32)
+    p = jnp.stack([slip, 0.0, 1.0, 0.0, slip, 0.0, slip]).astype(jnp.float32)[tiles_at(tiles, cells)]
     return jnp.asarray(DIR_BASE) + p[..., None, None] * jnp.asarray(DIR_PER_SLIP)
 
 

@@ -113,15 +113,9 @@ class RandomMDP(TaskEnv):
         """(S,) float32 one-hot of the current state."""
         return jax.nn.one_hot(state.pos, self.num_states)
 
-    def state_index(self, state, params):
-        return state.pos
-
     def true_model(self, params):
         """(T, expected reward, absorbing, start state) of one task, for the oracle."""
         return (params.transitions, params.mean_rewards, jnp.zeros((self.num_states,), bool), jnp.int32(0))
-
-    def action_space(self, params=None):
-        return spaces.Discrete(self._num_actions)
 
     def observation_space(self, params=None):
         return spaces.Box(0.0, 1.0, (self.num_states,))
