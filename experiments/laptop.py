@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from rl3jax import runfiles
+from rl3jax.runs import runfiles
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -8,8 +8,8 @@ import os
 
 from laptop import LAPTOP, LAPTOP_RUNS, LAPTOP_RUNS_DIR, LaptopFamily
 
-from rl3jax import runfiles
 from rl3jax.config import POLICY_MODES
+from rl3jax.runs import runfiles
 
 
 def _f(x, d: int = 2) -> str:

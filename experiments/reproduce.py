@@ -31,8 +31,8 @@ for _path in (ROOT, os.path.join(ROOT, "experiments")):
 
 import laptop  # noqa: E402  (experiments/laptop.py: the laptop study)
 
-from rl3jax import runfiles  # noqa: E402  (light: no JAX)
 from rl3jax.config import POLICY_MODES, preset  # noqa: E402  (light: no JAX)
+from rl3jax.runs import runfiles
 
 #: assumed end-to-end throughput for the time estimates: METHOD §7, paper batch, transformer, one H100
 ASSUMED_STEPS_PER_SECOND = 0.4e6

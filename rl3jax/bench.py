@@ -15,8 +15,8 @@ import jax
 from rl3jax import distributed
 from rl3jax.config import TrainConfig
 from rl3jax.outputs import atomic_write_json
-from rl3jax.population import jit_chunk, make_population
-from rl3jax.train import make_train
+from rl3jax.runs.population import jit_chunk, make_population
+from rl3jax.trainer import make_train
 
 
 def workloads(quick: bool) -> list[dict]:

@@ -16,7 +16,7 @@ import math
 import os
 import sys
 
-from rl3jax import __version__, memory, outputs, runfiles
+from rl3jax import __version__, memory, outputs
 from rl3jax.config import (
     ALGOS,
     INT_MAX,
@@ -32,6 +32,7 @@ from rl3jax.config import (
     policy_mode,
 )
 from rl3jax.envs.catalog import FAMILIES, GYMNAX_ENVS
+from rl3jax.runs import runfiles
 
 
 class _Parser(argparse.ArgumentParser):
@@ -169,9 +170,9 @@ def cmd_train(args) -> int:
                                      "sweep": args.sweep, "devices": args.devices, "max_seconds": args.max_seconds})
     import jax
 
-    from rl3jax.driver import nothing_to_do, train  # importing these starts a JAX backend: after initialize
-    from rl3jax.population import make_members
-    from rl3jax.train import make_train
+    from rl3jax.runs.driver import nothing_to_do, train  # importing these starts a JAX backend: after initialize
+    from rl3jax.runs.population import make_members
+    from rl3jax.trainer import make_train
     sweep = parse_sets(args.sweep, sweep=True)  # {} without --sweep
     if args.resume and (idle := nothing_to_do(cfg, args.out, args.seeds, sweep)):  # before anything is built
         return print(idle) or 0
@@ -219,7 +220,7 @@ def cmd_eval(args) -> int:
             raise ConfigError("--param applies to --policy baselines, not to a trained --run")
         cfg = runfiles.read_run_config(args.run, "evaluate")
         cfg = cfg.replace(variant=args.variant) if args.variant else cfg
-        from rl3jax.runs import Run
+        from rl3jax.runs.load import Run
 
         (res, iteration), params = Run(args.run, cfg).evaluate(args.episodes, args.greedy), {}
         policy, algo = policy_mode(args.greedy), cfg.algo

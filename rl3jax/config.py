@@ -67,7 +67,7 @@ def _check_types(cfg) -> None:
             raise ValueError(f"config field {f.name} must be {want}{' or None' if 'None' in typ else ''}, "
                              f"got {v!r}")
 #: RL³ object-level semantics: 'fresh' (METHOD §2, Q/V of the current state from the latest solve), 'rlc'
-#: (METHOD §2.4's 'entered' cache of the later code), 'v4' (the paper's own code: rl3jax/estimator_v4.py)
+#: (METHOD §2.4's 'entered' cache of the later code), 'v4' (the paper's own code: rl3jax/estimators/v4.py)
 SEMANTICS = ("fresh", "rlc", "v4")
 #: the legacy ``estimator_mode`` values of old config.json files and the semantics each one means (``from_dict``)
 LEGACY_ESTIMATOR_MODES = {"fresh": "fresh", "entered": "rlc"}
@@ -131,7 +131,7 @@ class TrainConfig:
     critic_weight_decay: float = 0.01
     kl_chunks: int = 1  # groups of sequences for the full-batch KL pass (raise to bound its memory)
     semantics: str | None = None
-    vi_carry_over: bool = False  # v4 only: keep Q/V across meta-episodes (refused: see rl3jax/estimator_v4.py)
+    vi_carry_over: bool = False  # v4 only: keep Q/V across meta-episodes (refused: see rl3jax/estimators/v4.py)
     std_errors: bool = False
     gamma_obj: float | None = None  # None: 0.95 (fresh, rlc) or 0.99 (v4)
     alpha_laplace: float | None = None

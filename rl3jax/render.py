@@ -15,8 +15,8 @@ from rl3jax.envs.grid_geometry import DANGER, EMPTY, GOAL, OBSTACLE, START, TILE
 from rl3jax.envs.registry import make_env, variants
 from rl3jax.evaluate import held_out_tasks
 from rl3jax.outputs import atomic_write, numbered_paths
-from rl3jax.runfiles import check_render
-from rl3jax.runs import load_run
+from rl3jax.runs.load import load_run
+from rl3jax.runs.runfiles import check_render
 
 #: tile code (rl3jax.envs.grid_geometry) -> (name, RGB)
 TILES = {EMPTY: ("empty", (245, 245, 240)), OBSTACLE: ("obstacle", (60, 60, 60)), WATER: ("water", (110, 170, 230)),
@@ -173,7 +173,7 @@ def render_cli(run: str | None, out: str, variant: str | None = None, episodes: 
     """``rl3jax render``: GIFs of ``episodes`` held-out tasks played by the run in folder ``run`` (its newest
     checkpoint, on task ``variant`` or the run's own), written to ``out`` (``OUT-0.gif``, ``OUT-1.gif``, ...
     when ``episodes`` > 1); or with ``samples`` a PNG ``out`` of sampled grids of every variant of the run's
-    family (default grid13). Checks: ``rl3jax.runfiles.check_render`` (ValueError, one line: a non-grid
+    family (default grid13). Checks: ``rl3jax.runs.runfiles.check_render`` (ValueError, one line: a non-grid
     family, an unknown variant, ``samples`` with a variant or episodes); ``RunFolderError`` /
     ``CheckpointError`` for a folder that is no run or has no readable checkpoint."""
     family = check_render(run, variant, episodes, samples)

@@ -12,7 +12,7 @@ Writes into ``DIR``:
 - ``cache.json``: the held-out evaluations made for this report (reused by the next report into ``DIR``).
 
 A family registered from Python (``rl3jax.envs.registry.register``) is unknown to the ``rl3jax`` command: report
-its runs from Python with ``make_report`` (``rl3jax.runs.report_hint`` says which applies to a run).
+its runs from Python with ``make_report`` (``rl3jax.runs.resume.report_hint`` says which applies to a run).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from rl3jax.envs.registry import variants
 from rl3jax.evaluate import HeldOutEvaluator, normalise, run_baselines
 from rl3jax.outputs import atomic_write, atomic_write_json
 from rl3jax.plots import REFERENCE, adaptation_curve, best_classical, learning_curve
-from rl3jax.runfiles import check_evaluable
-from rl3jax.runs import Run, expand_runs, load_run
+from rl3jax.runs.load import Run, expand_runs, load_run
+from rl3jax.runs.runfiles import check_evaluable
 
 #: config fields that do not define a setting (seeds of one setting differ only in these)
 NOT_SETTING = ("seed", *RUN_CONTROL)
@@ -60,7 +60,7 @@ def load_runs(paths: list[str]) -> list[RunInfo]:
     checkpoint step; names unique (a population member keeps its population's name: ``pop/seed0``).
 
     Raises ValueError for zero runs, a missing path or a run without metrics rows; ``RunFolderError`` for a
-    folder that is not a trained run (``rl3jax.runfiles.check_evaluable``)."""
+    folder that is not a trained run (``rl3jax.runs.runfiles.check_evaluable``)."""
     if not paths:
         raise ValueError("no run folders given; pass one or more folders written by `rl3jax train`")
     for p in paths:

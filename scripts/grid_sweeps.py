@@ -6,7 +6,7 @@ import numpy as np
 
 from rl3jax.config import TrainConfig
 from rl3jax.rollout import sample_tasks
-from rl3jax.train import make_meta_env
+from rl3jax.trainer import make_meta_env
 
 
 def sweeps(algo: str) -> None:

@@ -23,7 +23,7 @@ What comes from METHOD (docs/METHOD.md):
 * §1 policy input: prev action one-hot, prev reward, first-step flag, t/H, τ/TH, task observation,
   then (RL³) advantages (Q − V)/Q_DENOM, V/Q_DENOM, s.e. block (n + 1), counts N(s,·)/10.
 
-Choices taken from the JAX code (rl3jax/estimator.py, rl3jax/meta_episode.py) where METHOD is silent:
+Choices taken from the JAX code (rl3jax/estimators/tabular.py, rl3jax/meta_episode.py) where METHOD is silent:
 
 * standard errors of absorbing states are 0 (their transition and reward s.e. are 0, so their E_q stays 0);
 * transition/reward s.e. are only over *known* next states (0 towards states not yet known);

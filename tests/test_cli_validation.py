@@ -211,10 +211,10 @@ def test_resume_refusals_leave_the_run_as_it_was(run_dir, extra, message, capsys
 
 def test_resume_to_the_same_total_is_allowed(run_dir, capsys, monkeypatch):
     """Allowed, and there is nothing to do: one line, exit 0, training not called (issue 17 item 16)."""
-    import rl3jax.driver
+    import rl3jax.runs.driver
 
     calls = []
-    monkeypatch.setattr(rl3jax.driver, "train", lambda cfg, out, **kw: calls.append((cfg, kw)))
+    monkeypatch.setattr(rl3jax.runs.driver, "train", lambda cfg, out, **kw: calls.append((cfg, kw)))
     assert main(["train", "--out", run_dir, "--resume", "--iters", "2", "--no-progress"]) == 0
     idle = f"nothing to do: {run_dir} is at iteration 2 of 2; pass --iters M (> 2) to continue\n"
     assert capsys.readouterr().out == idle and not calls
@@ -316,7 +316,7 @@ def test_render_errors(run_dir, capsys, tmp_path):
 def test_render_checks_of_a_grid_run(tmp_path):
     """``runfiles.check_render`` (the CLI's and ``render_cli``'s one check, no JAX): the family to draw, the
     run's variant names, a population folder refused naming its members."""
-    from rl3jax import runfiles
+    from rl3jax.runs import runfiles
 
     grid = tmp_path / "grid"
     grid.mkdir()
@@ -567,21 +567,21 @@ def capture(monkeypatch):
 
     import rl3jax.baselines
     import rl3jax.bench
-    import rl3jax.driver
     import rl3jax.evaluate
     import rl3jax.memory
     import rl3jax.render
     import rl3jax.report
-    import rl3jax.runs
-    import rl3jax.train
+    import rl3jax.runs.driver
+    import rl3jax.runs.load
+    import rl3jax.trainer
 
     calls = []
     real_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: object() if n in ("tensorboardX", "wandb")
                         else real_spec(n, *a))
-    monkeypatch.setattr(rl3jax.train, "make_train", lambda cfg, mesh=None: None)
+    monkeypatch.setattr(rl3jax.trainer, "make_train", lambda cfg, mesh=None: None)
     monkeypatch.setattr(rl3jax.memory, "check_train_memory", lambda *a, **k: None)
-    monkeypatch.setattr(rl3jax.driver, "train", lambda cfg, out, **kw: calls.append((cfg.to_dict(), out, kw)))
+    monkeypatch.setattr(rl3jax.runs.driver, "train", lambda cfg, out, **kw: calls.append((cfg.to_dict(), out, kw)))
 
     def fake_eval(meta_env, policy, episodes, **kw):
         calls.append((meta_env.env.name, getattr(meta_env.env, "variant", None), meta_env.horizon, policy, episodes,
@@ -589,7 +589,7 @@ def capture(monkeypatch):
         return {"episodes": episodes, "mean_return": 0.0, "stderr": 0.0, "step_rewards": [0.0]}
 
     monkeypatch.setattr(rl3jax.evaluate, "evaluate", fake_eval)
-    monkeypatch.setattr(rl3jax.runs, "evaluate", fake_eval)
+    monkeypatch.setattr(rl3jax.runs.load, "evaluate", fake_eval)
     monkeypatch.setattr(rl3jax.bench, "run_bench", lambda **kw: calls.append(("run_bench", kw)))
     monkeypatch.setattr(rl3jax.bench, "bench_scaling", lambda **kw: calls.append(("scaling", kw)))
     monkeypatch.setattr(rl3jax.render, "samples_png", lambda family, out, **kw: calls.append((family, out, kw)))
@@ -622,7 +622,7 @@ def test_every_flag_changes_behaviour_or_is_refused(sub, capture, run_dir, tmp_p
 
 
 def _schedule(cfg):
-    from rl3jax.driver import ChunkLoop
+    from rl3jax.runs.driver import ChunkLoop
 
     chunks, saves = [], []
     ChunkLoop(cfg, 0).run(lambda s, n: (chunks.append(n) or s, {}), None, lambda it, n, m, dt, evals=None: None,
@@ -635,7 +635,7 @@ def _ppo_signature(cfg):
     ``TrainState.hparams`` (``TrainConfig.hparams``; tests/test_population.py checks that it does)."""
     import jax
 
-    from rl3jax.train import make_train
+    from rl3jax.trainer import make_train
 
     trainer = make_train(cfg)
     state = jax.eval_shape(trainer.init, jax.random.key(0))
@@ -648,7 +648,7 @@ def test_every_config_field_changes_behaviour(field):
 
     from rl3jax.estimators import make_estimator
     from rl3jax.meta_episode import make_meta_env
-    from rl3jax.train import make_train
+    from rl3jax.trainer import make_train
 
     value, kind = FIELDS[field]
     if isinstance(kind, tuple):

@@ -51,7 +51,7 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 from rl3jax import distributed as dist
 from rl3jax.config import TrainConfig
-from rl3jax.train import jit_chunk, make_train
+from rl3jax.trainer import jit_chunk, make_train
 
 assert len(jax.devices()) == 4
 cfg = TrainConfig(env="mdp", algo="rl3", model="gru", horizon=8, num_envs=16, minibatch_envs=8, epochs=2,
@@ -183,9 +183,9 @@ def _launch(num_processes: int, local_devices: int, train_args: list[str], timeo
 
 def _single_process_reference(run_dir: str, iters: int):
     """The same config trained in this (one-device) process, and the multi-process run's checkpoint."""
-    from rl3jax.driver import train
-    from rl3jax.population import member_state
-    from rl3jax.runs import load_run
+    from rl3jax.runs.driver import train
+    from rl3jax.runs.load import load_run
+    from rl3jax.runs.population import member_state
 
     run = load_run(run_dir)
     ref = member_state(train(run.cfg.replace(iters=iters), run_dir + "-single", progress=False, quiet=True)[0], 0)

@@ -24,10 +24,10 @@ from rl3jax.envs.catalog import variants
 from rl3jax.envs.mdp import VARIANTS as MDP_VARIANTS
 from rl3jax.envs.mdp import MDPState
 from rl3jax.envs.registry import make_env
-from rl3jax.estimator import QEstimator
-from rl3jax.estimator_v4 import V4Estimator
 from rl3jax.estimators import Estimator, make_estimator
-from rl3jax.grid_estimator import GridQEstimator
+from rl3jax.estimators.grid import GridQEstimator
+from rl3jax.estimators.tabular import QEstimator
+from rl3jax.estimators.v4 import V4Estimator
 from rl3jax.layout import Layout, policy_input, rl3_features, v4_features
 from rl3jax.meta_episode import MetaEnv, make_meta_env
 

@@ -11,16 +11,16 @@ import jax
 import numpy as np
 import pytest
 
-from rl3jax import driver
-from rl3jax.checkpoint import Checkpointer
 from rl3jax.cli import main as cli_main
 from rl3jax.config import TrainConfig
-from rl3jax.driver import EVAL_FIELDS, ChunkLoop, HeldOutEvaluator, train
 from rl3jax.evaluate import evaluate
-from rl3jax.population import member_state
-from rl3jax.runfiles import read_metrics
-from rl3jax.runs import command
-from rl3jax.train import make_train
+from rl3jax.runs import driver
+from rl3jax.runs.checkpoint import Checkpointer
+from rl3jax.runs.driver import EVAL_FIELDS, ChunkLoop, HeldOutEvaluator, train
+from rl3jax.runs.population import member_state
+from rl3jax.runs.resume import command
+from rl3jax.runs.runfiles import read_metrics
+from rl3jax.trainer import make_train
 
 TINY = dict(env="bandit", algo="rl2", model="markov", horizon=6, num_envs=4, minibatch_envs=2, epochs=1,
             chunk_iters=3, checkpoint_every=3, eval_every=2, eval_episodes=8)

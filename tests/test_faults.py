@@ -18,13 +18,15 @@ import jax
 import numpy as np
 import pytest
 
-from rl3jax import config, population, runfiles
-from rl3jax.checkpoint import FORMAT_VERSION, Checkpointer, CheckpointError, CorruptCheckpointError, write_manifest
+from rl3jax import config
 from rl3jax.cli import main as cli_main
 from rl3jax.config import TrainConfig
-from rl3jax.driver import Progress, TrainingDiverged, train
-from rl3jax.runfiles import RunFolderError, RunLock, RunLockedError, read_metrics
-from rl3jax.runs import MetricsLog, Run, load_run
+from rl3jax.runs import population, runfiles
+from rl3jax.runs.checkpoint import FORMAT_VERSION, Checkpointer, CheckpointError, CorruptCheckpointError, write_manifest
+from rl3jax.runs.driver import Progress, TrainingDiverged, train
+from rl3jax.runs.load import Run, load_run
+from rl3jax.runs.metrics import MetricsLog
+from rl3jax.runs.runfiles import RunFolderError, RunLock, RunLockedError, read_metrics
 
 # `T` of the issue, with tiny chunks so every boundary is exercised
 T = dict(env="bandit", algo="rl2", model="markov", horizon=4, num_envs=2, minibatch_envs=2, epochs=2,
@@ -298,7 +300,7 @@ def test_divergence_after_a_checkpoint_names_the_first_bad_iteration(run4, tmp_p
 
 def test_checkpointer_refuses_a_non_finite_state(run4, tmp_path):
     cfg = TrainConfig(iters=4, **T)
-    from rl3jax.train import make_train
+    from rl3jax.trainer import make_train
 
     state = jax.jit(make_train(cfg).init)(jax.random.key(0))
     bad = state.replace(actor_params=jax.tree.map(lambda x: x * np.nan, state.actor_params))
@@ -309,7 +311,7 @@ def test_checkpointer_refuses_a_non_finite_state(run4, tmp_path):
     # a non-finite checkpoint written by an older version (bypassing the check) is refused on restore
     import orbax.checkpoint as ocp
 
-    from rl3jax.checkpoint import FORMAT_VERSION, _to_storable
+    from rl3jax.runs.checkpoint import FORMAT_VERSION, _to_storable
 
     ck.manager.save(1, args=ocp.args.Composite(state=ocp.args.StandardSave(_to_storable(bad)),
                                                meta=ocp.args.JsonSave({"format_version": FORMAT_VERSION})),
@@ -333,7 +335,7 @@ def test_full_disk_during_a_save_is_one_line_and_keeps_the_last_checkpoint(run4,
     assert "could not write checkpoint step 6" in line and "No space left on device" in line
     monkeypatch.undo()
     state, _ = Checkpointer(os.path.join(run, "checkpoints")).restore(
-        jax.jit(__import__("rl3jax.train", fromlist=["make_train"]).make_train(
+        jax.jit(__import__("rl3jax.trainer", fromlist=["make_train"]).make_train(
             TrainConfig(iters=4, **T)).init)(jax.random.key(0)))
     assert int(state.iteration) == 4
 
@@ -436,7 +438,7 @@ def test_resume_refuses_a_config_json_edited_since_the_checkpoint(run4, tmp_path
 
 def test_resume_accepts_run_control_changes_and_notes_a_checkpoint_without_a_recorded_config(run4, tmp_path,
                                                                                               capsys):
-    from rl3jax.checkpoint import MANIFEST, check_checkpoint_config
+    from rl3jax.runs.checkpoint import MANIFEST, check_checkpoint_config
 
     run = _copy(run4, tmp_path)
     path = os.path.join(run, "config.json")
@@ -452,7 +454,7 @@ def test_resume_accepts_run_control_changes_and_notes_a_checkpoint_without_a_rec
 
 
 def test_resume_of_a_population_refuses_an_edited_population_json(tmp_path):
-    from rl3jax.checkpoint import MANIFEST, check_checkpoint_config
+    from rl3jax.runs.checkpoint import MANIFEST, check_checkpoint_config
 
     base = TrainConfig(iters=4, **T)
     members = [{"index": i, "name": f"seed{i}-lr{lr:g}", "seed": i, "settings": {"lr": lr}}
@@ -636,7 +638,7 @@ def test_a_step_whose_checksum_file_was_deleted_is_refused_with_how_to_accept_it
     import subprocess
     import sys
 
-    from rl3jax.checkpoint import MANIFEST
+    from rl3jax.runs.checkpoint import MANIFEST
 
     run = _copy(run4, tmp_path)
     step4 = os.path.join(run, "checkpoints", "4")
@@ -645,7 +647,7 @@ def test_a_step_whose_checksum_file_was_deleted_is_refused_with_how_to_accept_it
     line = _one_line_error(capsys.readouterr().err)
     assert "checkpoint step 4" in line and f"lost its checksum file {MANIFEST}" in line
     command = line.split("seal it again: ")[1]
-    assert command == f"python -m rl3jax.checkpoint {step4}"
+    assert command == f"python -m rl3jax.runs.checkpoint {step4}"
     p = subprocess.run([sys.executable, *command.split()[1:]], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0 and "sealed" in p.stdout, p.stderr
     assert cli_main(["eval", "--run", run, "--episodes", "4"]) == 0  # accepted as it is
@@ -653,7 +655,7 @@ def test_a_step_whose_checksum_file_was_deleted_is_refused_with_how_to_accept_it
 
 
 def test_a_reader_of_a_run_in_training_takes_the_step_before_one_being_sealed(run4, tmp_path, capsys):
-    from rl3jax.checkpoint import MANIFEST
+    from rl3jax.runs.checkpoint import MANIFEST
 
     run = _copy(run4, tmp_path)
     os.remove(os.path.join(run, "checkpoints", "4", MANIFEST))  # what a reader sees between orbax's rename and it

@@ -30,9 +30,9 @@ from rl3jax.envs.grid_geometry import (
     transition_matrix,
 )
 from rl3jax.envs.registry import make_env
-from rl3jax.estimator import QEstimator
 from rl3jax.estimators import make_estimator
-from rl3jax.grid_estimator import GridQEstimator
+from rl3jax.estimators.grid import GridQEstimator
+from rl3jax.estimators.tabular import QEstimator
 from rl3jax.meta_episode import MetaEnv
 
 # (conftest.py lowers XLA's optimisation level for the suite: compile time dominates these short runs)

@@ -11,7 +11,7 @@ import pytest
 
 from rl3jax.config import TrainConfig
 from rl3jax.evaluate import evaluate
-from rl3jax.train import jit_chunk, make_train
+from rl3jax.trainer import jit_chunk, make_train
 
 
 def _train_and_eval(env, algo, model, iters, horizon=20):

@@ -1,4 +1,4 @@
-"""Seeds and sweeps as a vmapped population (rl3jax.population).
+"""Seeds and sweeps as a vmapped population (rl3jax.runs.population).
 
 One tiny config throughout (and one chunk length), so the population program and the single-run program
 are each compiled once and the persistent compilation cache serves the rest. Tolerance: vmapping batches
@@ -17,11 +17,11 @@ import pytest
 from rl3jax.cli import ConfigError, parse_sets
 from rl3jax.cli import main as cli_main
 from rl3jax.config import HParams, TrainConfig
-from rl3jax.driver import train
-from rl3jax.population import make_members, member_state
-from rl3jax.runfiles import RunFolderError, read_config, read_metrics
-from rl3jax.runs import expand_runs, load_run
-from rl3jax.train import make_train
+from rl3jax.runs.driver import train
+from rl3jax.runs.load import expand_runs, load_run
+from rl3jax.runs.population import make_members, member_state
+from rl3jax.runs.runfiles import RunFolderError, read_config, read_metrics
+from rl3jax.trainer import make_train
 
 ATOL = 1e-5
 RTOL = 1e-4
@@ -152,7 +152,7 @@ def test_sweep_parsing_and_errors():
         make_members(CFG, sweep={"learning_rate": [1.0]})
     with pytest.raises(ValueError, match=r"lr must be in \[1e-08, 1\]"):
         make_members(CFG, sweep={"lr": [1e-3, -1.0]})
-    from rl3jax.population import Population
+    from rl3jax.runs.population import Population
 
     with pytest.raises(ValueError, match="not sweepable"):
         Population(make_train(CFG), tuple(make_members(CFG, sweep={"epochs": [1, 2]})))

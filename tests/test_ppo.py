@@ -23,7 +23,7 @@ from rl3jax.ppo import (
     entropy_coef,
     gae,
 )
-from rl3jax.train import all_finite, finite_flag
+from rl3jax.trainer import all_finite, finite_flag
 
 B, T, M, N = 4, 5, 3, 2
 #: 4 epochs of 2 minibatches of 2 whole sequences; KL target 0.01

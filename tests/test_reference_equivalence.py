@@ -15,7 +15,7 @@ import pytest
 
 from rl3jax.envs.bandit import BanditTask
 from rl3jax.envs.registry import make_env
-from rl3jax.estimator import QEstimator
+from rl3jax.estimators.tabular import QEstimator
 from rl3jax.meta_episode import MetaEnv
 from tests.reference import RefConfig, meta_episode_inputs
 

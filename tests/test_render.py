@@ -9,7 +9,7 @@ from PIL import Image
 from rl3jax.config import TrainConfig
 from rl3jax.evaluate import held_out_tasks
 from rl3jax.render import BAR_W, TILE_COLOURS, episode_gif, legend_height, samples_png, value_colour
-from rl3jax.train import make_train
+from rl3jax.trainer import make_train
 
 
 def test_episode_gif_has_a_frame_per_step_and_shows_the_agent(tmp_path):

@@ -15,11 +15,11 @@ import pytest
 
 from rl3jax.cli import main as cli_main
 from rl3jax.config import TrainConfig
-from rl3jax.driver import train
 from rl3jax.evaluate import baseline_names, evaluate
 from rl3jax.report import adaptation_curve, group_runs, iqm_ci, learning_curve, load_runs, make_report
-from rl3jax.runfiles import read_metrics
-from rl3jax.train import make_meta_env
+from rl3jax.runs.driver import train
+from rl3jax.runs.runfiles import read_metrics
+from rl3jax.trainer import make_meta_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPISODES = 16
@@ -325,7 +325,7 @@ def test_baselines_say_whether_their_actions_are_deterministic(runs):
 def test_report_hint_names_make_report_for_a_family_registered_from_python():
     """Issue 17 item 17: the command line knows built-in families and gymnax envs only; a family registered
     from Python is reported with rl3jax.report.make_report."""
-    from rl3jax.runs import report_hint
+    from rl3jax.runs.resume import report_hint
 
     assert report_hint("runs/x", "bandit").endswith("rl3jax report runs/x")
     assert report_hint("runs/x", "CartPole-v1").endswith("rl3jax report runs/x")

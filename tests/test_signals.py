@@ -22,12 +22,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from rl3jax import runfiles
 from rl3jax.cli import main as cli_main
 from rl3jax.config import TrainConfig
 from rl3jax.outputs import atomic_write_text
-from rl3jax.runfiles import read_metrics
-from rl3jax.runs import MetricsLog
+from rl3jax.runs import runfiles
+from rl3jax.runs.metrics import MetricsLog
+from rl3jax.runs.runfiles import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T = ["--env", "mdp", "--algo", "rl3", "--model", "markov", "--horizon", "10", "--num-envs", "8",
@@ -142,7 +142,7 @@ def test_resuming_a_finished_run_does_nothing_in_one_line(tmp_path, capsys, monk
     def built(*a, **k):
         raise AssertionError("built a trainer")
 
-    monkeypatch.setattr("rl3jax.train.make_train", built)
+    monkeypatch.setattr("rl3jax.trainer.make_train", built)
     assert cli_main(["train", "--out", run, "--resume", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert out == f"nothing to do: {run} is at iteration 4 of 4; pass --iters M (> 4) to continue\n"

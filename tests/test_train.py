@@ -12,14 +12,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rl3jax.checkpoint import FORMAT_VERSION, Checkpointer
 from rl3jax.cli import main as cli_main
 from rl3jax.config import HParams, TrainConfig
 from rl3jax.distributed import sharded_chunk
-from rl3jax.driver import train
-from rl3jax.runfiles import read_metrics
-from rl3jax.runs import load_run
-from rl3jax.train import jit_chunk, make_train
+from rl3jax.runs.checkpoint import FORMAT_VERSION, Checkpointer
+from rl3jax.runs.driver import train
+from rl3jax.runs.load import load_run
+from rl3jax.runs.runfiles import read_metrics
+from rl3jax.trainer import jit_chunk, make_train
 from tests import behaviour_record
 from tests.probes import register_probes
 

@@ -16,13 +16,13 @@ import pytest
 from rl3jax import config
 from rl3jax.cli import main as cli_main
 from rl3jax.config import PRESETS, TrainConfig, preset
-from rl3jax.driver import train
-from rl3jax.estimator import QEstimator
-from rl3jax.estimator_v4 import V4Estimator
 from rl3jax.estimators import make_estimator
+from rl3jax.estimators.tabular import QEstimator
+from rl3jax.estimators.v4 import V4Estimator
 from rl3jax.meta_episode import make_meta_env
 from rl3jax.networks import V4_POS_SLOTS, make_network
-from rl3jax.runfiles import read_config
+from rl3jax.runs.driver import train
+from rl3jax.runs.runfiles import read_config
 from tests.reference_v4 import V4Reference
 
 
@@ -329,7 +329,7 @@ def test_paper_v4_bandit_markov_cli(tmp_path):
 
 def test_paper_v4_population_member_equals_separate_run(tmp_path):
     """A 2-seed vmapped population of a shrunk paper-v4 preset: member 1 equals its separate run."""
-    from rl3jax.population import member_state
+    from rl3jax.runs.population import member_state
 
     cfg = _tiny("paper-v4-bandit-h100", model="markov-v4").replace(iters=1, seed=3)
     state, _ = train(cfg, str(tmp_path / "pop"), seeds=2, progress=False, quiet=True)
@@ -347,7 +347,7 @@ jax.config.update("jax_num_cpu_devices", 2)
 import numpy as np
 from rl3jax import distributed as dist
 from rl3jax.config import TrainConfig, preset
-from rl3jax.train import jit_chunk, make_train
+from rl3jax.trainer import jit_chunk, make_train
 
 cfg = TrainConfig(**{**preset("paper-v4-mdp-h100"), "iters": 1, "horizon": 6, "num_envs": 4, "minibatch_envs": 2,
                      "epochs": 1})

@@ -56,7 +56,7 @@ class RL3Defaults:
 
 @dataclasses.dataclass(frozen=True)
 class V4Defaults:
-    """Settings of the paper's own code for a family (``semantics='v4'``, ``rl3jax/estimator_v4.py``)."""
+    """Settings of the paper's own code for a family (``semantics='v4'``, ``rl3jax/estimators/v4.py``)."""
 
     q_denom: float  # Q_DENOM of the shown Q (main.jl: 1 for bandits, 100 otherwise)
     drop_task_obs: bool = False  # RL³ leaves the task observation out of the input (main.jl: drop_observation)

@@ -7,7 +7,7 @@ off the grid stays put. p_slip by the current tile: ' ', 'S', '!' → ``slip``; 
 reward is the entry reward of the tile landed on (staying included). 'G' and 'X' are absorbing.
 
 Used by the grid family (``rl3jax.envs.grid``), its generation (``rl3jax.envs.grid_generation``) and the
-sparse grid estimator (``rl3jax.grid_estimator``), which all share the one neighbour table defined here.
+sparse grid estimator (``rl3jax.estimators.grid``), which all share the one neighbour table defined here.
 """
 
 from __future__ import annotations

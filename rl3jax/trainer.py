@@ -3,7 +3,7 @@
 
 One PPO iteration = sample ``num_envs`` fresh tasks, play one whole meta-episode on each (METHOD §5), then run
 ``ppo.ppo_update``. ``chunk(state, n)`` scans n iterations inside one jit and returns per-iteration scalar
-metrics; the driver (``rl3jax.driver``) loops over chunks on the host. Where each setting lives: ``rl3jax.ppo``.
+metrics; the driver (``rl3jax.runs.driver``) loops over chunks on the host. Where each setting lives: ``rl3jax.ppo``.
 """
 
 from __future__ import annotations

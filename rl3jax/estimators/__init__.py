@@ -1,6 +1,6 @@
 """The RL³ object-level estimators behind one interface (``Estimator``, METHOD §2): the dense
-``rl3jax.estimator.QEstimator``, the sparse ``rl3jax.grid_estimator.GridQEstimator`` (grids, RL³-coarse) and the
-paper's own code's ``rl3jax.estimator_v4.V4Estimator``; ``make_estimator`` is the one place that picks a family's
+``rl3jax.estimators.tabular.QEstimator``, the sparse ``rl3jax.estimators.grid.GridQEstimator`` (grids, RL³-coarse) and the
+paper's own code's ``rl3jax.estimators.v4.V4Estimator``; ``make_estimator`` is the one place that picks a family's
 (task families import no estimator).
 """
 
@@ -12,9 +12,9 @@ import jax
 
 from rl3jax.config import TrainConfig
 from rl3jax.envs.base import TaskEnv
-from rl3jax.estimator import QEstimator
-from rl3jax.estimator_v4 import EPSILON_V4, V4Estimator
-from rl3jax.grid_estimator import GridQEstimator
+from rl3jax.estimators.grid import GridQEstimator
+from rl3jax.estimators.tabular import QEstimator
+from rl3jax.estimators.v4 import EPSILON_V4, V4Estimator
 from rl3jax.layout import Layout
 
 

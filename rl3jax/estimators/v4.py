@@ -23,7 +23,7 @@ Policy-input block (``features``): Q_shown(s,·)/Q_DENOM (n) then N(s,·)/100 (n
 100 otherwise. No advantage, V or standard-error blocks.
 
 Pure functions over a fixed-shape pytree; under ``vmap`` value iteration runs a fixed budget of masked sweeps
-(``rl3jax.estimator.converge``), which per task equals the original's loop exactly.
+(``rl3jax.estimators.tabular.converge``), which per task equals the original's loop exactly.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from rl3jax.estimator import EstimatorBase, converge, record_counts
+from rl3jax.estimators.tabular import EstimatorBase, converge, record_counts
 from rl3jax.layout import Layout, v4_features
 
 #: the original's constants (VAMDP.jl ``step!``; main.jl): the VI stopping threshold ε and the counts' divisor

@@ -1,8 +1,8 @@
 """The outer loop in Stoix's shape: one host loop over jitted chunks of PPO iterations, with a progress bar,
 metrics files, optional TensorBoard / Weights & Biases, held-out evaluation and checkpoints between chunks.
 ``--resume`` restores the full state, so N + N iterations equal 2N bit for bit. A single run is a population
-of one (``rl3jax.population``): the member axis is stripped only at the edges (checkpoints, metrics rows and
-evaluations are per member); a single run's folder is its member's own (``rl3jax.runfiles``).
+of one (``rl3jax.runs.population``): the member axis is stripped only at the edges (checkpoints, metrics rows and
+evaluations are per member); a single run's folder is its member's own (``rl3jax.runs.runfiles``).
 
 Metrics rows (one per PPO iteration): ``iteration``, ``env_steps``, the iteration's scalar metrics and
 ``steps_per_second`` (of its chunk, compile included; evaluations and checkpoints excluded). With
@@ -10,7 +10,7 @@ Metrics rows (one per PPO iteration): ``iteration``, ``env_steps``, the iteratio
 ± s.e. of the stochastic and the greedy policy over ``eval_episodes`` test tasks (``rl3jax.evaluate``).
 
 Under faults: one process writes a folder (``runfiles.RunLock``); a resume may not change what depends on
-the run's length (``rl3jax.runs.resume_settings``); a population saves as one unit (``runfiles.COMMITTED``
+the run's length (``rl3jax.runs.resume.resume_settings``); a population saves as one unit (``runfiles.COMMITTED``
 after every member's step; a resume drops what members saved after it); the metrics history after a resume
 is exact (``runs.MetricsLog``); training stops at the first non-finite iteration (``TrainingDiverged``)
 before any checkpoint of it; SIGINT, SIGTERM and SIGHUP stop at the end of a chunk with a checkpoint
@@ -27,12 +27,16 @@ import time
 import jax
 import numpy as np
 
-from rl3jax import distributed, population
-from rl3jax.checkpoint import Checkpointer
+from rl3jax import distributed
 from rl3jax.config import TrainConfig
 from rl3jax.evaluate import HeldOutEvaluator
-from rl3jax.population import Population, make_population, member_state
-from rl3jax.runfiles import (
+from rl3jax.runs import population
+from rl3jax.runs.checkpoint import Checkpointer
+from rl3jax.runs.metrics import ExternalLoggers, MetricsLog, NullLog
+from rl3jax.runs.signals import StopSignals, TrainingInterrupted
+from rl3jax.runs.resume import intact, nothing_to_do, report_hint, resume_settings
+from rl3jax.runs.population import Population, make_population, member_state
+from rl3jax.runs.runfiles import (
     COMMITTED,
     CONFIG,
     POPULATION,
@@ -43,18 +47,7 @@ from rl3jax.runfiles import (
     lock_run,
     release_locks,
 )
-from rl3jax.runs import (
-    ExternalLoggers,
-    MetricsLog,
-    NullLog,
-    StopSignals,
-    TrainingInterrupted,
-    intact,
-    nothing_to_do,
-    report_hint,
-    resume_settings,
-)
-from rl3jax.train import FINITE
+from rl3jax.trainer import FINITE
 
 #: fields a held-out evaluation adds to the metrics row of its iteration
 EVAL_FIELDS = ("eval_return", "eval_stderr", "eval_return_greedy", "eval_stderr_greedy", "eval_episodes")

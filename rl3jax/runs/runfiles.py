@@ -3,12 +3,12 @@
 A single run's folder (``rl3jax train --out RUN``)::
 
     RUN/config.json        the TrainConfig (``read_config``)
-    RUN/metrics.jsonl      one row per PPO iteration (``read_metrics``; written by ``rl3jax.runs.MetricsLog``)
+    RUN/metrics.jsonl      one row per PPO iteration (``read_metrics``; written by ``rl3jax.runs.metrics.MetricsLog``)
     RUN/metrics.csv        the same rows as CSV
-    RUN/checkpoints/<it>/  orbax checkpoints of the TrainState at iteration <it> (``rl3jax.checkpoint``)
+    RUN/checkpoints/<it>/  orbax checkpoints of the TrainState at iteration <it> (``rl3jax.runs.checkpoint``)
     RUN/.lock              held by the one process that trains in the folder (``RunLock``)
 
-A population's folder (``--seeds`` / ``--sweep``, ``rl3jax.population``) holds ``population.json`` (base config,
+A population's folder (``--seeds`` / ``--sweep``, ``rl3jax.runs.population``) holds ``population.json`` (base config,
 seeds, sweep, members), the base ``config.json``, ``checkpoint.json`` (the step saved by every member,
 ``latest_step``) and one ordinary run folder per member (``member_dirs``; ``run_dirs``: a folder's single runs,
 members or itself).
@@ -17,8 +17,8 @@ Checks a command makes of a folder, each written once here: ``check_train_folder
 (train: ``holds_run``, ``run_parts`` / ``check_new_run``: a folder holding any part of a run is not empty),
 ``training_pid`` / ``in_use_message`` (another writer), ``read_run_config`` (eval, render, ``load_run``: one
 run, not a population), ``check_evaluable`` (report), ``check_render`` (render). Restoring a run's state (which
-needs JAX) is ``rl3jax.runs.load_run``; ``CheckpointError`` / ``CheckpointWriteError`` live here so the CLI
-sorts them without JAX (``rl3jax.checkpoint`` raises and re-exports them).
+needs JAX) is ``rl3jax.runs.load.load_run``; ``CheckpointError`` / ``CheckpointWriteError`` live here so the CLI
+sorts them without JAX (``rl3jax.runs.checkpoint`` raises and re-exports them).
 
 Under faults: files are replaced whole (``rl3jax.outputs.atomic_write``); a torn last metrics line (an append cut short)
 is dropped with a note; one writer per folder (``RunLock``; readers take no lock).
@@ -40,7 +40,7 @@ CONFIG = "config.json"
 POPULATION = "population.json"
 #: in a population folder: {"step": N}, written (atomically) after every member has saved checkpoint step N
 COMMITTED = "checkpoint.json"
-#: a checkpoint step's manifest (every file's SHA-256 and size, the config it was trained under), written last (``rl3jax.checkpoint``)
+#: a checkpoint step's manifest (every file's SHA-256 and size, the config it was trained under), written last (``rl3jax.runs.checkpoint``)
 MANIFEST = "rl3jax_manifest.json"
 METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
@@ -59,7 +59,7 @@ class RunLockedError(RunFolderError):
 
 class CheckpointError(RunFolderError):
     """A checkpoint is missing, incomplete, corrupt, of an unknown format version, or does not match the run's
-    configuration (``rl3jax.checkpoint`` raises it; defined here so the CLI can sort it without JAX)."""
+    configuration (``rl3jax.runs.checkpoint`` raises it; defined here so the CLI can sort it without JAX)."""
 
 
 class CheckpointWriteError(CheckpointError):
@@ -299,7 +299,7 @@ def latest_step(path: str) -> int | None:
 # ------------------------------------------------------------------------------------------ metrics
 def read_metrics(path: str) -> list[dict]:
     """The rows of a metrics.jsonl file, or of ``path/metrics.jsonl`` for a run folder (one dict per PPO
-    iteration, ``rl3jax.driver``'s fields). A torn final line (no newline: an append cut short) is dropped
+    iteration, ``rl3jax.runs.driver``'s fields). A torn final line (no newline: an append cut short) is dropped
     with a note on stderr; any other bad line raises ``RunFolderError`` naming the file and the line."""
     if os.path.isdir(path):
         path = os.path.join(path, METRICS_JSONL)

@@ -1,6 +1,6 @@
 """The RL³ Q-estimator for gridworlds: the learned model of METHOD §2.1 stored sparsely, and RL³-coarse (§2.5).
 
-Same interface and semantics as ``rl3jax.estimator.QEstimator`` (``init`` / ``update`` / ``features``,
+Same interface and semantics as ``rl3jax.estimators.tabular.QEstimator`` (``init`` / ``update`` / ``features``,
 ``feature_dim``), but it exploits the grid: every observed next state of (s, a) is s itself or one of its 4
 neighbours, so the model keeps counts N(s,a,d) and mean rewards R̄(s,a,d) for the 5 directions d (stay, N, E,
 S, W) instead of a dense S×A×S tensor (stored direction-major, (5, A, S), and summed over directions as 5
@@ -13,7 +13,7 @@ term of T̂ and the untried-action model are uniform over the K known states (ra
     Q(s,a) = γ · V(s)                                                        (s absorbing: self-loop, reward 0)
 
 which is exactly the dense model's backup at O(S·A·5) per sweep instead of O(S·A·S). Value iteration is the
-dense estimator's (``rl3jax.estimator.converge``), warm-started from the previous Q (re-zeroed when the set of
+dense estimator's (``rl3jax.estimators.tabular.converge``), warm-started from the previous Q (re-zeroed when the set of
 known states grew).
 
 RL³-coarse (``abstraction='coarse'``): a newly seen cell joins the abstract state of the nearest previously
@@ -39,7 +39,7 @@ import numpy as np
 from flax import struct
 
 from rl3jax.envs.grid_geometry import DIRECTION_OFFSETS, NOOP, neighbour_table
-from rl3jax.estimator import EstimatorBase, converge
+from rl3jax.estimators.tabular import EstimatorBase, converge
 
 ABSTRACTIONS = (None, "coarse")
 #: the abstraction radius of METHOD §2.5 by grid side
@@ -83,7 +83,7 @@ class GridQEstimator(EstimatorBase):
     """Sparse grid Q-estimator (see module docstring): the ``rl3jax.estimators.Estimator`` protocol; hashable,
     so it can be a jit-static argument.
 
-    Args: as ``rl3jax.estimator.QEstimator`` (``num_states`` = N², defaults of the grid families; ``gamma``
+    Args: as ``rl3jax.estimators.tabular.QEstimator`` (``num_states`` = N², defaults of the grid families; ``gamma``
         required, keyword only), plus
         grid_side: N (default: sqrt(num_states)); abstraction: None or 'coarse' (RL³-coarse, METHOD §2.5);
         abstraction_radius: Euclidean radius in observation units (default: 0.1 for 11×11, 0.08 for 13×13,
@@ -108,7 +108,7 @@ class GridQEstimator(EstimatorBase):
     grid_side: int | None = None  # default: sqrt(num_states)
     abstraction: str | None = None  # None or 'coarse'
     abstraction_radius: float | None = None  # default: 0.1 (11x11), 0.08 (13x13), else 1.05/N
-    # sweeps unrolled per while-loop step (``rl3jax.estimator.converge``); None: 1 on CPU, where a masked
+    # sweeps unrolled per while-loop step (``rl3jax.estimators.tabular.converge``); None: 1 on CPU, where a masked
     # sweep costs more than a loop step (measured: blocks of 8 halve CPU rollout speed), 8 on accelerators,
     # where each loop step is a device-to-host predicate round trip (not yet measured on a GPU)
     sweep_block: int | None = None
@@ -117,7 +117,7 @@ class GridQEstimator(EstimatorBase):
         super().__post_init__()
         if self.std_errors:
             raise ValueError("GridQEstimator does not compute standard errors; use the dense "
-                             "rl3jax.estimator.QEstimator(std_errors=True) instead")
+                             "rl3jax.estimators.tabular.QEstimator(std_errors=True) instead")
         if self.abstraction not in ABSTRACTIONS:
             raise ValueError(f"abstraction {self.abstraction!r} is not one of {ABSTRACTIONS}")
         side = self.grid_side if self.grid_side is not None else math.isqrt(self.num_states)

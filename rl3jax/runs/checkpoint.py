@@ -5,7 +5,7 @@ The typed PRNG key is stored as its raw key data, so a checkpoint is plain array
 leaves only an unfinished temporary folder, which orbax ignores: the last good step stays restorable.
 
 Writers and readers: only a writer (``Checkpointer(..., write=True)``, the trainer holding the run folder's
-lock, ``rl3jax.runfiles.RunLock``) creates folders, saves, prunes old steps and cleans up unfinished temporary
+lock, ``rl3jax.runs.runfiles.RunLock``) creates folders, saves, prunes old steps and cleans up unfinished temporary
 folders. Every other ``Checkpointer`` (``eval``, ``render``, tests) opens orbax read-only
 (``CheckpointManagerOptions(read_only=True)``): it never creates, deletes or cleans anything, so reading a run
 that is still training cannot remove the trainer's in-progress ``N.orbax-checkpoint-tmp-*`` folder.
@@ -16,7 +16,7 @@ atomically). ``restore`` verifies it first, so a bit flip, a truncated or a miss
 line naming the file, before orbax/TensorStore reads anything. A step whose manifest is missing although its
 meta says one was written (``meta["sealed"]``: the checksum file was deleted, or a kill fell between orbax's
 rename and the manifest) is refused in one line that says how to accept it as it is: ``python -m
-rl3jax.checkpoint STEP_DIR`` seals it again. A reader (``eval``, ``render``) of a run that is training right now
+rl3jax.runs.checkpoint STEP_DIR`` seals it again. A reader (``eval``, ``render``) of a run that is training right now
 takes the step before such a newest step instead (the trainer is sealing it). Steps written before manifests
 existed (no ``sealed``) are restored unverified with a one-line note. A failed save removes its temporary
 folder and names the OS error (``No space left on device``), however deep orbax wrapped it.
@@ -47,7 +47,7 @@ import orbax.checkpoint as ocp
 
 from rl3jax.config import RUN_CONTROL, TrainConfig
 from rl3jax.outputs import atomic_write_json
-from rl3jax.runfiles import (  # the errors are defined without JAX (the CLI sorts them)
+from rl3jax.runs.runfiles import (  # the errors are defined without JAX (the CLI sorts them)
     CONFIG,
     MANIFEST,
     POPULATION,
@@ -62,7 +62,7 @@ from rl3jax.runfiles import (  # the errors are defined without JAX (the CLI sor
     read_population,
     training_pid,
 )
-from rl3jax.train import all_finite, from_v1, v1_layout
+from rl3jax.trainer import all_finite, from_v1, v1_layout
 
 #: fields that may differ between a run and its resumption: its length and the run-control fields
 RESUMABLE_CHANGES = ("iters", *RUN_CONTROL)
@@ -166,7 +166,7 @@ def verify_manifest(step_dir: str) -> bool:
 
 def recorded_config(step_dir: str) -> dict | None:
     """The config a checkpoint step was trained under, as recorded in its manifest (``MANIFEST``, written by
-    ``rl3jax.checkpoint``); None for a step that records none (older versions, or no manifest)."""
+    ``rl3jax.runs.checkpoint``); None for a step that records none (older versions, or no manifest)."""
     path = os.path.join(step_dir, MANIFEST)
     if not os.path.isfile(path):
         return None
@@ -375,7 +375,7 @@ class Checkpointer:
                 raise CorruptCheckpointError(
                     f"checkpoint step {step} in {self.directory} has lost its checksum file {MANIFEST} (deleted, or a "
                     "kill during its save), so its files cannot be verified; to accept the step as it is, seal it "
-                    f"again: python -m rl3jax.checkpoint {self.step_dir(step)}")
+                    f"again: python -m rl3jax.runs.checkpoint {self.step_dir(step)}")
             print(f"note: checkpoint step {step} in {self.directory} has no checksums (written by an older rl3jax): "
                   "restored unverified", file=sys.stderr)
         version = meta.get("format_version", 1)
@@ -402,7 +402,7 @@ class Checkpointer:
         self.manager.close()
 
 
-if __name__ == "__main__":  # python -m rl3jax.checkpoint STEP_DIR: accept a step whose checksum file was lost
+if __name__ == "__main__":  # python -m rl3jax.runs.checkpoint STEP_DIR: accept a step whose checksum file was lost
     if len(sys.argv) != 2 or not os.path.isdir(sys.argv[1]):
-        sys.exit("usage: python -m rl3jax.checkpoint STEP_DIR (a checkpoint step folder to seal as it is)")
+        sys.exit("usage: python -m rl3jax.runs.checkpoint STEP_DIR (a checkpoint step folder to seal as it is)")
     print(f"sealed {len(write_manifest(sys.argv[1]))} files of {sys.argv[1]} as they are")

@@ -2,7 +2,7 @@
 
 A single run is a population of one. Every leaf of a population ``TrainState`` has the member axis in front; a
 population of one skips ``vmap`` (its chunk is the single run's own ``Trainer.chunk`` between stripping and
-restoring the axis, so its numbers are the single run's bit for bit). ``rl3jax.driver.train`` strips the axis
+restoring the axis, so its numbers are the single run's bit for bit). ``rl3jax.runs.driver.train`` strips the axis
 only at the edges (checkpoint files, metrics rows, evaluation).
 
 ``--seeds K`` trains seeds ``seed .. seed+K-1``; ``--sweep name=v1,v2,...`` (repeatable) adds numeric settings;
@@ -30,7 +30,7 @@ import numpy as np
 
 from rl3jax import distributed
 from rl3jax.config import HParams, TrainConfig
-from rl3jax.train import Trainer, TrainState, make_train
+from rl3jax.trainer import Trainer, TrainState, make_train
 
 
 @dataclasses.dataclass(frozen=True)

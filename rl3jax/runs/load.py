@@ -1,0 +1,119 @@
+"""A trained run, loaded from its folder: config, metrics, checkpoints and the restored training state.
+
+    run = load_run("runs/mdp")               # config.json read and validated; nothing compiled yet
+    rows = run.metrics()                     # metrics.jsonl rows
+    trainer = run.trainer()                  # rl3jax.trainer.make_train(run.cfg) (variant= for an OOD test)
+    state, meta = run.restore(trainer)       # the newest checkpoint (read-only: safe while the run trains)
+
+The files themselves (names, config, metrics, population.json, the lock) are ``rl3jax.runs.runfiles``, which needs
+no JAX; this module adds what does (the trainer and the checkpointed ``TrainState``). Used by ``rl3jax eval``,
+``render`` and ``report``; ``rl3jax.runs.driver`` writes the folders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from rl3jax.config import TrainConfig
+from rl3jax.distributed import init_sharded
+from rl3jax.evaluate import evaluate
+from rl3jax.memory import check_eval_memory
+from rl3jax.runs.checkpoint import Checkpointer
+from rl3jax.runs.runfiles import (
+    checkpoint_dir,
+    finished_steps,
+    is_member,
+    read_metrics,
+    read_run_config,
+    run_dirs,
+)
+from rl3jax.trainer import Trainer, TrainState, make_train
+
+
+@dataclasses.dataclass(frozen=True)
+
+
+class Run:
+    """A single run's folder (also a population member's) and its validated config."""
+
+    path: str
+    cfg: TrainConfig
+
+    @property
+    def is_member(self) -> bool:
+        """Whether the run is a member of a population (its parent folder holds population.json)."""
+        return is_member(self.path)
+
+    @property
+    def steps(self) -> list[int]:
+        """The finished checkpoint steps (PPO iterations), ascending."""
+        return finished_steps(checkpoint_dir(self.path))
+
+    @property
+    def latest_step(self) -> int | None:
+        """The newest finished checkpoint step, or None."""
+        steps = self.steps
+        return steps[-1] if steps else None
+
+    def metrics(self) -> list[dict]:
+        """The metrics.jsonl rows, one per PPO iteration (``rl3jax.runs.runfiles.read_metrics``)."""
+        return read_metrics(self.path)
+
+    def trainer(self, variant: str | None = None, mesh=None) -> Trainer:
+        """The run's ``Trainer`` (``make_train``), on task ``variant`` (default: the run's; ValueError for one
+        the family lacks) and ``mesh`` (None: one device). Builds the env and networks; compiles nothing."""
+        cfg = self.cfg if variant is None else self.cfg.replace(variant=variant)
+        return make_train(cfg, mesh)
+
+    def template(self, trainer: Trainer) -> TrainState:
+        """A freshly initialised state of ``trainer`` (seed of the run), in the training shardings of its mesh
+        (``rl3jax.distributed.init_sharded``; None: one device): the structure ``restore`` fills."""
+        return init_sharded(trainer.init, trainer.mesh, trainer.cfg.num_envs, seed=self.cfg.seed)
+
+    def restore(self, trainer: Trainer | None = None, step: int | None = None,
+                template: TrainState | None = None) -> tuple[TrainState, dict]:
+        """(state, meta) of checkpoint ``step`` (default: the newest), read-only (safe while the run trains).
+
+        ``trainer``: default ``self.trainer()``; ``template``: default ``self.template(trainer)`` (pass one to
+        restore many runs of one setting without re-initialising). ``meta``: {"iteration", "env_steps",
+        "return_mean", "format_version", and "member" for a population member}. Errors: ``CheckpointError``
+        (one line: no checkpoint, a corrupt or unreadable one, another format version or configuration)."""
+        trainer = self.trainer() if trainer is None else trainer
+        template = self.template(trainer) if template is None else template
+        ckpt = Checkpointer(checkpoint_dir(self.path))
+        try:
+            return ckpt.restore(template, step)
+        finally:
+            ckpt.close()
+
+    def evaluate(self, episodes: int, greedy: bool = False) -> tuple[dict, int]:
+        """``rl3jax eval --run``: the newest checkpoint on ``episodes`` held-out tasks of ``self.cfg`` (sampled
+        actions, or ``greedy``); returns (``rl3jax.evaluate.evaluate``'s result, the checkpoint's iteration).
+        ValueError (one line) before any work where the tasks do not fit in memory (``rl3jax.memory``)."""
+        trainer = self.trainer()
+        check_eval_memory(trainer.meta_env, episodes)
+        state, _ = self.restore(trainer)
+        return evaluate(trainer.meta_env, "network", episodes, greedy=greedy, params=state.actor_params,
+                        model=trainer.actor), int(state.iteration)
+
+
+def load_run(path: str) -> Run:
+    """The run in folder ``path`` (a single run or one population member). Errors: ``RunFolderError`` (one
+    line) for a folder that is no run, a population folder (naming its member folders), or an unreadable or
+    invalid config.json."""
+    return Run(path, read_run_config(path, "use"))
+
+
+def expand_runs(paths: list[str]) -> list[str]:
+    """The run folders of ``paths``, a population folder standing for its members (in member order);
+    duplicates dropped, first occurrence kept."""
+    out: list[str] = []
+    for p in paths:
+        for m in run_dirs(p):
+            if os.path.abspath(m) not in [os.path.abspath(x) for x in out]:
+                out.append(m)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ metrics logs
