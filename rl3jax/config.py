@@ -21,12 +21,9 @@ STOCHASTIC, GREEDY = POLICY_MODES
 
 
 class HParams(NamedTuple):
-    """Every sweepable setting, one home each: the values a run's training state holds (``TrainState.hparams``,
-    float32 scalars; a leading member axis in a population), filled from the config fields of the same names
-    (``TrainConfig.hparams``). The jitted code reads them from the state, so one compile serves any value and
-    ``--sweep`` varies them per member; anything else changes shapes or code. A NamedTuple is a pytree without
-    JAX, so the command line lists these names before JAX starts.
-    """
+    """Every sweepable setting: ``TrainState.hparams`` (float32 scalars, a leading member axis in a population),
+    filled from the config fields of the same names. The jitted code reads them from the state, so one compile
+    serves any value and ``--sweep`` varies them per member. A pytree without JAX (the CLI lists it early)."""
 
     lr: Any  # Adam learning rate, actor and critic
     critic_weight_decay: Any  # the critic's coupled L2 weight decay
@@ -85,30 +82,19 @@ FLOAT_RANGES = {"lr": (1e-8, 1.0), "ent_coef": (0.0, 100.0), "gamma": (0.0, 1.0)
 class TrainConfig:
     """Every setting of a training run (METHOD §5-§6), frozen and hashable (a static argument of the jitted code).
 
-    - Task: ``env`` (a task family of ``rl3jax.envs.catalog.FAMILIES`` or a served gymnax env), ``variant`` (one
-      of the family's variants; "train" is the training distribution), ``horizon`` H (steps per meta-episode;
-      transformer-v4: H + 1 <= ``V4_POS_SLOTS``).
-    - Agent: ``algo`` (``ALGOS``), ``model`` (``MODELS``).
-    - PPO (METHOD §5): ``iters`` (PPO iterations in all), ``num_envs`` (tasks = whole sequences per iteration;
-      batch = num_envs x H steps), ``minibatch_envs`` (whole sequences per minibatch; divides num_envs),
-      ``epochs``, ``lr`` (Adam, actor and critic), ``ent_coef`` and ``ent_schedule`` (``ENT_SCHEDULES``; linear:
-      to 0 at ``iters``), ``gamma``, ``gae_lambda``, ``clip_eps``, ``vf_coef``, ``target_kl`` (the actor's KL
-      early stop), ``critic_weight_decay`` (coupled L2 decay of the critic), ``kl_chunks`` (sequence groups of the
-      full-batch KL pass; divides num_envs).
-    - RL³ estimator (METHOD §2; None: the semantics' or family's default): ``semantics`` (``SEMANTICS``),
-      ``vi_carry_over``, ``std_errors``, ``gamma_obj`` (the value iteration's
-      discount), ``alpha_laplace`` (Laplace smoothing pseudo-count), ``vi_epsilon`` (VI stopping tolerance),
-      ``vi_max_sweeps``, ``vi_sweep_block`` (sweeps per while-loop step). ``gamma_obj_value``: the discount used.
-    - Driver (``RUN_CONTROL`` and the seed): ``seed`` (32-bit PRNG seed), ``chunk_iters`` (iterations per jitted
-      chunk), ``checkpoint_every`` and ``eval_every`` (iterations; eval_every 0: never), ``keep_checkpoints``
-      (newest kept), ``eval_episodes`` (held-out tasks per evaluation).
+    Task: ``env`` (``rl3jax.envs.catalog.FAMILIES`` or a served gymnax env), ``variant`` ("train": the training
+    distribution), ``horizon`` H (steps per meta-episode). Agent: ``algo`` (``ALGOS``), ``model`` (``MODELS``).
+    PPO (METHOD §5): ``iters`` in all; batch = ``num_envs`` whole sequences x H steps; ``lr`` (Adam);
+    ``ent_schedule`` linear: to 0 at ``iters``; ``target_kl`` (the actor's KL early stop); ``critic_weight_decay``
+    (coupled L2). RL³ estimator (METHOD §2; None: the semantics' default): ``gamma_obj`` (VI discount; the one used:
+    ``gamma_obj_value``), ``alpha_laplace`` (pseudo-count), ``vi_epsilon`` (VI tolerance). Driver: ``seed``
+    (32-bit), the ``RUN_CONTROL`` fields (in iterations; ``keep_checkpoints``: the newest kept).
 
-    Construction validates (``__post_init__``, so also ``replace`` and ``from_dict``): ValueError (one line
-    naming the field, the value and what is allowed) for a value of the wrong type (ints are whole numbers, not
-    bools; floats finite), an unknown name (env, variant, algo, model, schedule, semantics), a value out of range
-    (counts >= 1, seed in [0, ``SEED_MAX``], other ints <= ``INT_MAX``, floats in ``FLOAT_RANGES``) or a
-    combination that cannot run (minibatch_envs or kl_chunks not dividing num_envs; an algo or semantics the
-    family's ``FamilySpec`` does not list; v4-only or non-v4 estimator settings; transformer-v4 past its slots).
+    Construction validates (so also ``replace`` and ``from_dict``): one-line ValueError naming the field, the
+    value and what is allowed, for a wrong type (ints are not bools; floats finite), an unknown name, a value out
+    of range (counts >= 1, seed <= ``SEED_MAX``, other ints <= ``INT_MAX``, ``FLOAT_RANGES``) or a combination
+    that cannot run (a divisor of num_envs that is none; an algo or semantics the family's ``FamilySpec`` does not
+    list; v4-only or non-v4 estimator settings; transformer-v4 past ``V4_POS_SLOTS`` with H + 1).
     """
 
     env: str = "mdp"
@@ -156,8 +142,7 @@ class TrainConfig:
         return self.gamma_obj if self.gamma_obj is not None else 0.99 if self.semantics == "v4" else 0.95
 
     def _validate(self) -> None:
-        """Checks every field (see the class docstring): ValueError naming the field, the value and what is
-        allowed. Imports no JAX: a config error costs no JAX start-up."""
+        """Checks every field (see the class docstring). Imports no JAX: a config error costs no JAX start-up."""
         def bad(msg):
             raise ValueError(msg)
 
@@ -317,11 +302,9 @@ def _divisor_near(n: int, target: float) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """Published (or laptop) settings: ``fields`` (TrainConfig fields), and the settings derived from the run's own
-    H, num_envs and iters, so that they follow a user's overrides: ``batch`` env steps per iteration (num_envs =
-    batch // H), ``minibatches`` per epoch (minibatch_envs: the divisor of num_envs nearest num_envs /
-    minibatches), ``evals`` held-out evaluations per run (eval_every = iters // evals), and ``by_algo``
-    (algo -> the fields that differ for it)."""
+    """Published (or laptop) settings: ``fields`` (TrainConfig fields), ``by_algo`` (algo -> fields that differ),
+    and settings derived from the run's own H, num_envs and iters (so they follow a user's overrides): ``batch``
+    env steps per iteration, ``minibatches`` per epoch, ``evals`` held-out evaluations per run."""
 
     fields: dict
     batch: int
@@ -434,9 +417,8 @@ LAPTOP_HOURS = 1.0
 
 
 def notes(cfg: TrainConfig, cpu: bool = False) -> list[str]:
-    """One-line notes on a valid config that trains, but maybe not as meant: RL² with a memoryless model (an
-    ablation), a gymnax env whose meta-episode return cannot vary, and (``cpu``: training on a CPU) an
-    estimated length beyond ``LAPTOP_HOURS`` (rough: ``CPU_STEPS_PER_SECOND``)."""
+    """One-line notes on a valid config that may not train as meant: RL² with a memoryless model, a gymnax env
+    whose return cannot vary, and (``cpu``) an estimated length beyond ``LAPTOP_HOURS``."""
     out = []
     if cfg.algo == "rl2" and cfg.model.startswith("markov"):
         out.append(f"note: algo rl2 with model {cfg.model} sees only the current input (memoryless): an ablation, "

@@ -1,19 +1,14 @@
 """Multi-device and multi-host training: one device mesh with a single ``'data'`` axis, modern JAX only.
 
-The design is plain data parallelism expressed as shardings (``jax.jit`` + ``NamedSharding``, GSPMD):
+Plain data parallelism as shardings (GSPMD): the task/env axis of everything per-task (tasks, env and
+estimator state, trajectory, minibatches) is split over ``'data'``; parameters, optimiser states, key,
+counters and hyper-parameters are replicated; the networks' passes in the update run under ``shard_map``
+(``data_parallel``), so gradients are summed once per minibatch. The program is the single-device program;
+only the float reduction order changes.
 
-* the task/env axis of everything per-task (sampled tasks, the meta-episode and RL³ estimator state, the
-  rollout trajectory, the PPO batch and each whole-sequence minibatch) is split over the mesh axis ``'data'``;
-* parameters, optimiser states, the PRNG key, counters and hyper-parameters are replicated;
-* the PPO losses are means over the (global) minibatch; the networks' forward passes inside the update run
-  under ``jax.shard_map`` (``data_parallel``), so each device differentiates its own sequences and the
-  parameter gradients are summed across devices once per minibatch: gradients are averaged and every device
-  applies the same update. The program is the single-device program; only the float reduction order changes.
-
-Multi-host (a TPU pod slice, several GPU hosts): every process runs the same command; ``initialize`` connects
-them; the mesh spans every process's devices; each device samples and plays only its own share of the tasks
-(threefry random bits are partitionable, so the tasks are the same ones a single device would draw). Process
-0 alone writes logs; checkpoints are written and read by all processes together (orbax).
+Multi-host: every process runs the same command (``initialize`` connects them) and plays its own share of the
+tasks (threefry bits are partitionable: the same tasks one device would draw); process 0 alone writes logs;
+checkpoints are written and read by all processes together (orbax).
 """
 
 from __future__ import annotations
@@ -116,14 +111,9 @@ def check_same_settings(settings: dict) -> None:
 
 # ------------------------------------------------------------------------------------------ the mesh
 def make_mesh(devices: int | None = None) -> Mesh | None:
-    """A 1-D ``('data',)`` mesh over every process's devices; ``devices`` caps how many each process uses.
-
-    Single process: the first ``devices`` local devices (default all). Multi-process: each process
-    contributes its first ``devices`` local devices (default all), ordered by process. Returns ``None`` ("no
-    mesh": the single-device program, which every helper here accepts) when that is one device in all, so
-    callers never branch on a one-device mesh. ValueError (one line) for ``devices`` < 1 or more than a
-    process has.
-    """
+    """A 1-D ``('data',)`` mesh of each process's first ``devices`` local devices (default all), ordered by
+    process; ``None`` (the single-device program, which every helper here accepts) when that is one device.
+    ValueError (one line) for ``devices`` < 1 or more than a process has."""
     per_process: dict[int, list] = {}
     for d in jax.devices():
         per_process.setdefault(d.process_index, []).append(d)
@@ -161,13 +151,9 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def split_leading(tree: Any, mesh: Mesh | None) -> Any:
-    """``with_sharding_constraint`` splitting the leading (env) axis of every leaf over the mesh.
-
-    Used inside the jitted training step on tasks, env/estimator state, per-step policy inputs and outputs,
-    the trajectory and each PPO minibatch. Leaves whose leading axis does not divide evenly (scalars,
-    counters, a minibatch smaller than the mesh) are left to the partitioner. Under ``vmap`` (seeds, sweeps)
-    the population axis is added in front automatically. Identity without a mesh (``mesh=None``).
-    """
+    """``with_sharding_constraint`` splitting the leading (env) axis of every leaf over the mesh (leaves whose
+    leading axis does not divide evenly are left to the partitioner; under ``vmap`` the member axis goes in
+    front). Identity for ``mesh=None``."""
     if mesh is None:
         return tree
     n = mesh_size(mesh)
@@ -182,15 +168,10 @@ def split_leading(tree: Any, mesh: Mesh | None) -> Any:
 
 
 def data_parallel(fn, mesh: Mesh | None):
-    """``fn(params, x)`` (a network's per-sequence forward pass) with ``x``'s leading axis split over the mesh
-    and ``params`` replicated, written with ``jax.shard_map``.
-
-    Each device runs the forward pass, and under ``grad`` the backward pass, on its own sequences, and the
-    parameter cotangents are summed across devices once, at the end. Left to GSPMD, a recurrent network's
-    weight gradient, accumulated in the backward scan over time, would be all-reduced at every time step.
-    The forward pass treats sequences independently, so the result is the same. Falls back to ``fn`` when
-    the batch does not split evenly, and is ``fn`` itself without a mesh (``mesh=None``).
-    """
+    """``fn(params, x)`` (a network's per-sequence forward pass) under ``jax.shard_map``: ``x``'s leading axis
+    split, ``params`` replicated, so the parameter cotangents are summed across devices once (left to GSPMD, a
+    recurrent network's would be all-reduced at every time step). ``fn`` itself where the batch does not split
+    evenly, or for ``mesh=None``."""
     if mesh is None:
         return fn
     n = mesh_size(mesh)
@@ -233,12 +214,9 @@ def jit_state(fn, mesh: Mesh | None, num_envs: int, pop_dims: int = 0):
 
 
 def init_sharded(init_fn, mesh: Mesh | None, num_envs: int, pop_dims: int = 0, seed: int | None = None):
-    """The initial ``TrainState`` (``pop_dims`` population axes) from ``init_fn``, jitted straight into the
-    training shardings (``mesh=None``: one device).
-
-    ``seed`` None: ``init_fn()`` takes no arguments (seeds are closed over). ``seed`` an int (a run's 32-bit
-    seed): ``init_fn(jax.random.key(seed))``; without a mesh the key is an argument of the jitted function,
-    with one it is made inside it, so nothing host-local enters a multi-process computation."""
+    """The initial ``TrainState`` (``pop_dims`` population axes) of ``init_fn()`` (``seed`` None) or
+    ``init_fn(jax.random.key(seed))``, jitted straight into the training shardings; with a mesh the key is made
+    inside, so nothing host-local enters a multi-process computation."""
     if seed is None:
         return jit_state(init_fn, mesh, num_envs, pop_dims)()
     if mesh is None:

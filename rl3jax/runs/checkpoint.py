@@ -1,30 +1,16 @@
-"""Orbax checkpoints of the full ``TrainState``, written atomically (temporary folder, then rename), each
-finished step sealed with a checksum manifest.
+"""Orbax checkpoints of the full ``TrainState`` (the PRNG key as raw key data: plain arrays), written atomically
+(a kill leaves only a temporary folder orbax ignores), each finished step sealed with a checksum manifest.
 
-The typed PRNG key is stored as its raw key data, so a checkpoint is plain arrays. A kill during a save
-leaves only an unfinished temporary folder, which orbax ignores: the last good step stays restorable.
+Only a writer (the trainer holding the folder's ``RunLock``) creates, saves, prunes and cleans up; every other
+``Checkpointer`` opens orbax read-only, so reading a run that trains cannot remove its in-progress step.
 
-Writers and readers: only a writer (``Checkpointer(..., write=True)``, the trainer holding the run folder's
-lock, ``rl3jax.runs.runfiles.RunLock``) creates folders, saves, prunes old steps and cleans up unfinished temporary
-folders. Every other ``Checkpointer`` (``eval``, ``render``, tests) opens orbax read-only
-(``CheckpointManagerOptions(read_only=True)``): it never creates, deletes or cleans anything, so reading a run
-that is still training cannot remove the trainer's in-progress ``N.orbax-checkpoint-tmp-*`` folder.
+Integrity: the writer records every file's SHA-256 and size, and the config trained under, in ``MANIFEST``;
+``restore`` verifies it first (a bad file is one line naming it). A step whose meta says ``sealed`` but whose
+manifest is gone is refused with the fix (``python -m rl3jax.runs.checkpoint STEP_DIR`` seals it again); a
+reader of a run that trains takes the step before one still being sealed; older unsealed steps load with a note.
 
-Integrity: after a step is finished (orbax has renamed it into place), the writer records the SHA-256 and size
-of every file of the step, and the config the run trains under, in ``<step>/rl3jax_manifest.json`` (written
-atomically). ``restore`` verifies it first, so a bit flip, a truncated or a missing data file is reported in one
-line naming the file, before orbax/TensorStore reads anything. A step whose manifest is missing although its
-meta says one was written (``meta["sealed"]``: the checksum file was deleted, or a kill fell between orbax's
-rename and the manifest) is refused in one line that says how to accept it as it is: ``python -m
-rl3jax.runs.checkpoint STEP_DIR`` seals it again. A reader (``eval``, ``render``) of a run that is training right now
-takes the step before such a newest step instead (the trainer is sealing it). Steps written before manifests
-existed (no ``sealed``) are restored unverified with a one-line note. A failed save removes its temporary
-folder and names the OS error (``No space left on device``), however deep orbax wrapped it.
-
-Format: each step holds the items ``state`` (the ``TrainState`` as plain arrays) and ``meta`` (JSON: iteration,
-env_steps, return_mean, and for a population member ``member``), and ``meta["format_version"]`` =
-``FORMAT_VERSION``. Steps without it (written before versioning) are version 1 and load when their structure
-matches; a step of a newer or unknown version is refused in one line naming it, before its state is read.
+Format: items ``state`` and ``meta`` (JSON: iteration, env_steps, return_mean, a member's ``member``,
+``format_version``; none: version 1); a version outside ``READABLE_VERSIONS`` is refused before its state is read.
 """
 
 from __future__ import annotations
@@ -81,10 +67,6 @@ class CorruptCheckpointError(CheckpointError):
 
 def _to_storable(state):
     return state.replace(key=jax.random.key_data(state.key))
-
-
-def _from_storable(state):
-    return state.replace(key=jax.random.wrap_key_data(state.key))
 
 
 #: the OS errors a failed save is named by (orbax and TensorStore bury them deep in their messages)
@@ -220,10 +202,8 @@ def check_checkpoint_config(out: str) -> None:
 
 @contextlib.contextmanager
 def _stderr_held():
-    """Holds what is written to file descriptor 2 meanwhile: on a failed save, orbax's worker threads and
-    TensorStore's callbacks print many-line tracebacks there (~120 lines for a full disk), which the caller's
-    one-line error replaces. The caller appends to the yielded list to discard them; otherwise (success) they are
-    written out afterwards, so no warning is lost."""
+    """Holds what is written to file descriptor 2 meanwhile (orbax's many-line tracebacks of a failed save): the
+    caller appends to the yielded list to discard it; otherwise it is written out afterwards."""
     try:
         sys.stderr.flush()
         saved = os.dup(2)
@@ -251,14 +231,9 @@ def _stderr_held():
 
 
 class Checkpointer:
-    """The checkpoints of one run under ``directory`` (a run folder's ``checkpoints/``), one step per saved
-    iteration.
-
-    ``write=True`` (the trainer only): creates the folder, saves, keeps the last ``keep`` steps (``retain``) and
-    removes unfinished temporary folders of earlier, killed saves. ``write=False`` (default): read-only, touches
-    nothing on disk. Errors are one-line ``CheckpointError``s naming the folder (``CorruptCheckpointError``:
-    a file differs from the step's manifest; ``CheckpointWriteError``: a save failed, e.g. a full disk).
-    """
+    """The checkpoints of one run under ``directory`` (``checkpoints/``), one step per saved iteration.
+    ``write=True`` (the trainer only) saves, ``retain``s and cleans up; else read-only. Errors: one-line
+    ``CheckpointError``s naming the folder (``CorruptCheckpointError``, ``CheckpointWriteError``)."""
 
     def __init__(self, directory: str, keep: int = 3, write: bool = False, config: dict | None = None):
         self.directory = os.path.abspath(directory)
@@ -395,7 +370,7 @@ class Checkpointer:
         if not bool(all_finite(out.state)):  # e.g. written by a version that did not stop at a divergence
             raise CheckpointError(f"checkpoint step {step} in {self.directory} holds NaN or infinite values "
                                   "(the run had diverged); it cannot be evaluated or resumed")
-        state = _from_storable(out.state)
+        state = out.state.replace(key=jax.random.wrap_key_data(out.state.key))
         return (from_v1(state) if version == 1 else state), dict(out.meta)
 
     def close(self) -> None:

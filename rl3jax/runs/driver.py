@@ -1,20 +1,13 @@
 """The outer loop in Stoix's shape: one host loop over jitted chunks of PPO iterations, with a progress bar,
-metrics files, optional TensorBoard / Weights & Biases, held-out evaluation and checkpoints between chunks.
-``--resume`` restores the full state, so N + N iterations equal 2N bit for bit. A single run is a population
-of one (``rl3jax.runs.population``): the member axis is stripped only at the edges (checkpoints, metrics rows and
-evaluations are per member); a single run's folder is its member's own (``rl3jax.runs.runfiles``).
+metrics files, optional TensorBoard / W&B, held-out evaluation and checkpoints between chunks. ``--resume``
+restores the full state, so N + N iterations equal 2N bit for bit. A single run is a population of one; the
+member axis is stripped only at the edges (checkpoints, metrics rows, evaluations).
 
-Metrics rows (one per PPO iteration): ``iteration``, ``env_steps``, the iteration's scalar metrics and
-``steps_per_second`` (of its chunk, compile included; evaluations and checkpoints excluded). With
-``eval_every = N`` > 0 the rows of iterations N, 2N, ... also carry ``EVAL_FIELDS``: the held-out mean return
-± s.e. of the stochastic and the greedy policy over ``eval_episodes`` test tasks (``rl3jax.evaluate``).
+Metrics rows (one per iteration): ``iteration``, ``env_steps``, the scalar metrics and ``steps_per_second`` (of
+its chunk, compile included); with ``eval_every = N`` the rows of iterations N, 2N, ... add ``EVAL_FIELDS``.
 
-Under faults: one process writes a folder (``runfiles.RunLock``); a resume may not change what depends on
-the run's length (``rl3jax.runs.resume.resume_settings``); a population saves as one unit (``runfiles.COMMITTED``
-after every member's step; a resume drops what members saved after it); the metrics history after a resume
-is exact (``runs.MetricsLog``); training stops at the first non-finite iteration (``TrainingDiverged``)
-before any checkpoint of it; SIGINT, SIGTERM and SIGHUP stop at the end of a chunk with a checkpoint
-(``runs.StopSignals``).
+Under faults: a population saves as one unit (``runfiles.COMMITTED``); training stops at the first non-finite
+iteration before any checkpoint of it (``TrainingDiverged``); signals stop at a chunk's end (``StopSignals``).
 """
 
 from __future__ import annotations
@@ -86,9 +79,8 @@ def divergence(metrics: dict, it: int, i: int, out: str, who: str = "", lr: floa
 
 
 class Progress:
-    """The progress bar: "compiling…" until the first chunk is back, then one ETA from steady-state chunk
-    times only (the first chunk, which includes the compile, is left out; tqdm's own ETA and rate, which
-    would include it, are not shown). Silent when ``enabled`` is False."""
+    """The progress bar: "compiling…" until the first chunk is back, then an ETA from the chunks after it (tqdm's
+    own would include the compile). Silent unless ``enabled``."""
 
     def __init__(self, total: int, initial: int, enabled: bool):
         self.bar = None
@@ -125,15 +117,10 @@ class Progress:
 
 
 class ChunkLoop:
-    """The schedule of ``train``'s host loop over jitted chunks (the same for a single run and a population).
-
-    Schedules chunks of at most ``cfg.chunk_iters`` iterations that end on every ``cfg.checkpoint_every``
-    multiple, on every ``cfg.eval_every`` multiple (when > 0) and at ``cfg.iters``; times each chunk (the first
-    one includes the compile: ``compile_s``); runs ``evaluate`` after the chunks that end on an
-    ``eval_every`` multiple (multiples of the absolute iteration, so a resumed run keeps the cadence); calls
-    ``save`` at the checkpoint boundaries, at the end, and at the first chunk boundary after ``max_seconds``
-    of wall time or after ``stop()`` became true (where it stops; process 0 decides for every process).
-    """
+    """The schedule of ``train``'s host loop: chunks of at most ``cfg.chunk_iters`` iterations that end on every
+    ``checkpoint_every`` and ``eval_every`` multiple (of the absolute iteration, so a resume keeps the cadence)
+    and at ``cfg.iters``; ``save`` at checkpoint boundaries, at the end, and at the first chunk boundary after
+    ``max_seconds`` or ``stop()`` (where it stops; process 0 decides for every process)."""
 
     def __init__(self, cfg: TrainConfig, start: int, max_seconds: float | None = None, evaluate=None, stop=None):
         self.cfg = cfg
@@ -225,24 +212,16 @@ def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = Tru
           sweep: dict | None = None, max_seconds: float | None = None):
     """Trains to ``cfg.iters`` total PPO iterations in run folder ``out``; returns (state, lasts).
 
-    One return shape for a single run and a population: ``state`` the final population ``TrainState`` (every
-    leaf with a leading member axis, of length 1 for a single run; ``population.member_state(state, i)`` is
-    member ``i``'s), ``lasts`` {member name: its last metrics row} ({} when no iteration ran). The population
-    is ``seeds`` seeds x the ``sweep`` {name: [values]} (a ``resume`` reads them from the folder). ``mesh``
-    (``distributed.make_mesh``; None: one device) splits the env axis. In a multi-process run only process 0
-    writes config, metrics and logs. ``max_seconds``: stop, with a checkpoint, at the first chunk boundary after
-    that much wall time. ``resume``: continue from ``runfiles.latest_step`` (a folder without a checkpoint
-    starts again from 0; one already at ``cfg.iters`` says ``runs.nothing_to_do``). ``quiet``: no console
-    lines; ``progress``: the progress bar. SIGINT, SIGTERM, SIGHUP: ``StopSignals``.
+    ``state``: the final population ``TrainState`` (a leading member axis, length 1 for a single run;
+    ``population.member_state(state, i)``), ``lasts``: {member name: its last metrics row} ({} if none ran).
+    The population is ``seeds`` x the ``sweep`` {name: [values]} (a ``resume`` reads them from the folder;
+    it continues from ``runfiles.latest_step``, or from 0 without one). ``mesh`` (None: one device) splits the
+    env axis; only process 0 writes files. ``max_seconds``: stop, with a checkpoint, at the first chunk
+    boundary after that much wall time.
 
-    Layout: a single run writes config.json, metrics.jsonl/csv and checkpoints/ into ``out``; a population
-    population.json, the base config.json, checkpoint.json and one such folder per member.
-
-    Errors: ``ValueError`` (settings, a resume that changes them or names one population member; nothing
-    written), ``RunLockedError`` (another process trains in ``out``), ``RunFolderError`` (unreadable config or
-    metrics), ``CheckpointError`` (missing/corrupt; ``CheckpointWriteError``: not written), ``TrainingDiverged``
-    (a NaN/inf: names the first bad iteration; no checkpoint after it), ``TrainingInterrupted`` (a signal;
-    says which checkpoint is intact), ``OSError`` (e.g. a full disk while appending metrics).
+    Errors: ``ValueError`` (settings; nothing written), ``RunLockedError``, ``RunFolderError``,
+    ``CheckpointError`` / ``CheckpointWriteError``, ``TrainingDiverged`` (names the first bad iteration),
+    ``TrainingInterrupted`` (a signal; says which checkpoint is intact), ``OSError`` (a full disk).
     """
     main = distributed.is_main_process()
     if resume:

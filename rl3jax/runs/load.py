@@ -5,9 +5,7 @@
     trainer = run.trainer()                  # rl3jax.trainer.make_train(run.cfg) (variant= for an OOD test)
     state, meta = run.restore(trainer)       # the newest checkpoint (read-only: safe while the run trains)
 
-The files themselves (names, config, metrics, population.json, the lock) are ``rl3jax.runs.runfiles``, which needs
-no JAX; this module adds what does (the trainer and the checkpointed ``TrainState``). Used by ``rl3jax eval``,
-``render`` and ``report``; ``rl3jax.runs.driver`` writes the folders.
+The files themselves are ``rl3jax.runs.runfiles`` (no JAX); this module adds the trainer and the state.
 """
 
 from __future__ import annotations
@@ -32,8 +30,6 @@ from rl3jax.trainer import Trainer, TrainState, make_train
 
 
 @dataclasses.dataclass(frozen=True)
-
-
 class Run:
     """A single run's folder (also a population member's) and its validated config."""
 
@@ -46,14 +42,9 @@ class Run:
         return is_member(self.path)
 
     @property
-    def steps(self) -> list[int]:
-        """The finished checkpoint steps (PPO iterations), ascending."""
-        return finished_steps(checkpoint_dir(self.path))
-
-    @property
     def latest_step(self) -> int | None:
-        """The newest finished checkpoint step, or None."""
-        steps = self.steps
+        """The newest finished checkpoint step (a PPO iteration), or None."""
+        steps = finished_steps(checkpoint_dir(self.path))
         return steps[-1] if steps else None
 
     def metrics(self) -> list[dict]:
@@ -114,6 +105,3 @@ def expand_runs(paths: list[str]) -> list[str]:
             if os.path.abspath(m) not in [os.path.abspath(x) for x in out]:
                 out.append(m)
     return out
-
-
-# ------------------------------------------------------------------------------------------ metrics logs

@@ -42,13 +42,9 @@ def report_hint(out: str, env: str) -> str:
 
 
 def check_resume(old: TrainConfig, cfg: TrainConfig, source: str) -> None:
-    """Refuses a ``--resume`` whose settings would make the run differ from a straight run of ``cfg.iters``.
-
-    Only ``RESUMABLE_CHANGES`` may differ from the run's ``old`` config, and ``iters`` only where nothing
-    depends on the total length: the linear entropy schedule decays to 0 at the ``iters`` the run started with
-    (fixed at its start; see ``rl3jax.ppo.entropy_coef``), so N iterations + a resume to 2N could not equal a
-    straight 2N run. Chunks, checkpoints (multiples of ``checkpoint_every`` counted from iteration 0) and the
-    progress ETA do not depend on it. ``ValueError`` (one line) otherwise."""
+    """``ValueError`` (one line) for a ``--resume`` that would make the run differ from a straight run of
+    ``cfg.iters``: a change from the run's ``old`` config outside ``RESUMABLE_CHANGES``, or of ``iters`` under
+    the linear entropy schedule (it decays to 0 at the ``iters`` the run started with)."""
     diff = {k for k, v in cfg.to_dict().items() if old.to_dict()[k] != v} - set(RESUMABLE_CHANGES)
     if diff:
         raise ValueError(f"--resume with settings that differ from the run's {source}: {sorted(diff)} "
@@ -61,12 +57,10 @@ def check_resume(old: TrainConfig, cfg: TrainConfig, source: str) -> None:
 
 
 def resume_settings(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | None = None):
-    """Checks a ``--resume`` of folder ``out`` with ``cfg`` (``check_resume``, against config.json or
-    population.json, and ``checkpoint.check_checkpoint_config``, against the settings its checkpoints were
-    trained under); returns the run's (seeds, sweep). ``ValueError`` (one line) for changed settings, a
-    ``--seeds`` / ``--sweep`` that differ from the population's or that a single run lacks, and a member folder
-    of a population (a population resumes as one unit: the message names its folder); ``RunFolderError`` for a
-    config file edited since its checkpoint."""
+    """Checks a ``--resume`` of folder ``out`` with ``cfg`` (``check_resume``, ``check_checkpoint_config``);
+    returns the run's (seeds, sweep). ``ValueError`` (one line) for changed settings, ``--seeds`` / ``--sweep``
+    that differ from the population's (or a single run's), a population member's folder (a population resumes
+    as one unit); ``RunFolderError`` for a config file edited since its checkpoint."""
     if is_member(out):
         parent = os.path.dirname(os.path.abspath(out))
         raise ValueError(f"{out} is a member of the population in {parent}, which saves and resumes as one unit: "
