@@ -34,14 +34,12 @@ def held_out_tasks(meta_env: MetaEnv, num: int):
 
 def evaluate(meta_env: MetaEnv, policy: str, episodes: int, greedy: bool = False, params=None, model=None,
              batch: int = EVAL_BATCH, seed: int = 0, policy_params: dict | None = None) -> dict:
-    """Mean return ± s.e. over the first ``episodes`` test tasks (one meta-episode each).
+    """Mean return ± s.e. over the first ``episodes`` test tasks (one meta-episode each): ``summarize``'s dict.
 
-    ``policy``: "network" (``params`` and ``model`` of a trained actor; ``greedy``: argmax instead of sampling)
-    or a baseline name from ``baseline_names(meta_env)`` (sharp logits: ``greedy`` does not change them;
-    ``rl3jax.baselines.make_policy`` picks the meta env it runs in); ``policy_params``: the baseline's
-    parameters (e.g. {"epsilon": 0.1}; strings are parsed), defaults for the ones not given. ``batch``: tasks
-    per jitted call; ``seed``: the policy's and the environment's random stream. Returns ``summarize``'s dict.
-    Raises ValueError for a policy that does not fit the family, an unknown parameter or a bad value.
+    ``policy``: "network" (``params`` and ``model`` of a trained actor; ``greedy``: argmax actions) or a name of
+    ``baseline_names(meta_env)`` with its ``policy_params`` (strings parsed; defaults for the others).
+    ``batch``: tasks per jitted call; ``seed``: the random stream. ValueError for a policy that does not fit
+    the family, an unknown parameter or a bad value.
     """
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
@@ -146,13 +144,11 @@ def run_baselines(env: str, variant: str | None, horizon: int, episodes: int, na
                   known: dict[str, dict] | None = None) -> list[dict]:
     """Evaluates baselines on the same first ``episodes`` held-out tasks of ``env``/``variant`` at H=``horizon``.
 
-    ``names``: the baselines to run (default: every one that fits, skipping one intractable at this horizon; a
-    name that does not fit, or is intractable, is a ValueError). ``known``: {policy: result} to take instead of
-    evaluating (the report's cache). Returns one dict per policy, in registry order: {"policy", "mean_return",
-    "stderr", "episodes", "step_rewards" (H floats), "params", "actions" ("deterministic" or "stochastic"),
-    "skipped" (None, or why), "seconds" (wall time incl. tables and compile), "source" ("evaluated" or the known
-    result's), "normalised" ((x − random)/(oracle − random), None unless both ran)}. ``progress(row)`` is called
-    after each policy.
+    ``names``: the baselines to run (default: every one that fits, skipping one intractable at this H; given,
+    either is a ValueError). ``known``: {policy: result} taken instead of evaluating. Returns one dict per
+    policy, in registry order: {"policy", "mean_return", "stderr", "episodes", "step_rewards" (H floats),
+    "params", "actions", "skipped" (None, or why), "seconds" (wall time incl. compile), "source",
+    "normalised"}; ``progress(row)`` after each policy.
     """
     meta_env = make_meta_env(TrainConfig(env=env, variant=variant or "train", horizon=horizon, algo="rl2"))
     for n in names or []:

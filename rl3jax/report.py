@@ -1,18 +1,11 @@
 """Reports of trained runs (``rl3jax report RUN [RUN ...] --out DIR``): held-out results, learning curves and
 adaptation curves, for one run or several side by side (seeds, algorithms, models of one task family).
 
-Writes into ``DIR``:
-
-- ``results.json`` and ``results.md``: per run the held-out mean return ± standard error (std/√n) over the
-  first N test tasks of ``rl3jax.evaluate`` (METHOD §3 "Test sets"), stochastic and greedy, and its normalised
-  score (x − random)/(oracle − random); per setting with several seeds (config minus ``NOT_SETTING``) the
-  interquartile mean (IQM) of the seeds' means with a 95% bootstrap interval (``iqm_ci``); the family's
-  baselines on the same tasks (``rl3jax.evaluate.run_baselines``), with their kind of actions and a description.
-- ``learning_curve.png`` and ``adaptation.png`` (``rl3jax.plots``).
-- ``cache.json``: the held-out evaluations made for this report (reused by the next report into ``DIR``).
-
-A family registered from Python (``rl3jax.envs.registry.register``) is unknown to the ``rl3jax`` command: report
-its runs from Python with ``make_report`` (``rl3jax.runs.resume.report_hint`` says which applies to a run).
+Writes into ``DIR`` (``outputs.REPORT_FILES``): ``results.json`` and ``results.md`` (per run the held-out mean
+return ± s.e. over the first N test tasks (METHOD §3), stochastic and greedy, and its normalised score; per
+setting with several seeds the IQM with a 95% bootstrap interval, ``iqm_ci``; the family's baselines on the
+same tasks), the figures of ``rl3jax.plots``, and ``cache.json`` (evaluations reused by the next report).
+A family registered from Python is reported with ``make_report`` (``rl3jax.runs.resume.report_hint``).
 """
 
 from __future__ import annotations
@@ -165,11 +158,10 @@ def evaluate_runs(runs: list[RunInfo], variant: str, episodes: int, cache: Cache
 
 
 def load_baselines_json(path: str, env: str, variant: str, horizon: int, episodes: int) -> dict[str, dict]:
-    """{policy: result} from a ``rl3jax baselines --json`` file: a list of result dicts (or a dict holding one
-    under "baselines", "results" or "rows", as ``rl3jax baselines --json`` writes; its skipped rows, intractable
-    at this H, are left out), each with "policy", "mean_return", "stderr" and optionally "step_rewards",
-    "env", "variant", "horizon", "episodes" (checked against the report's where given, here or at the top).
-    Raises ValueError for an unreadable file or one that measured something else."""
+    """{policy: result} from a ``rl3jax baselines --json`` file: a list of result dicts, or a dict holding one
+    under "baselines", "results" or "rows" (skipped rows left out), each with "policy", "mean_return", "stderr"
+    and optionally "step_rewards" and "env", "variant", "horizon", "episodes" (checked against the report's,
+    here or at the top). ValueError for an unreadable file or one that measured something else."""
     try:
         with open(path) as f:
             data = json.load(f)

@@ -101,59 +101,17 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def _step_files(step_dir: str) -> list[str]:
-    out = []
-    for root, _, files in os.walk(step_dir):
-        for name in files:
-            rel = os.path.relpath(os.path.join(root, name), step_dir)
-            if rel != MANIFEST and not rel.endswith(".tmp"):
-                out.append(rel)
-    return sorted(out)
-
-
 def write_manifest(step_dir: str, config: dict | None = None) -> dict:
     """Records ``{relative path: {"sha256", "bytes"}}`` of every file under ``step_dir`` in its manifest, with
     ``config`` (the ``TrainConfig.to_dict()`` the step was trained under; ``check_checkpoint_config``
     compares it at a resume); returns the files."""
-    files = {rel: {"sha256": _sha256(os.path.join(step_dir, rel)),
-                   "bytes": os.path.getsize(os.path.join(step_dir, rel))} for rel in _step_files(step_dir)}
+    rels = sorted(os.path.relpath(os.path.join(root, name), step_dir)
+                  for root, _, names in os.walk(step_dir) for name in names)
+    files = {rel: {"sha256": _sha256(os.path.join(step_dir, rel)), "bytes": os.path.getsize(os.path.join(step_dir, rel))}
+             for rel in rels if rel != MANIFEST and not rel.endswith(".tmp")}
     atomic_write_json(os.path.join(step_dir, MANIFEST), {"version": 1, "files": files,
                                                           **({"config": config} if config else {})})
     return files
-
-
-def verify_manifest(step_dir: str) -> bool:
-    """Checks every file listed in ``step_dir``'s manifest; False when the step has no manifest.
-
-    Raises ``CorruptCheckpointError`` naming the first missing, resized or altered file (or an unreadable
-    manifest)."""
-    path = os.path.join(step_dir, MANIFEST)
-    if not os.path.exists(path):
-        return False
-    try:
-        files = _read_json(path)["files"]
-    except (RuntimeError, KeyError, TypeError) as e:
-        raise CorruptCheckpointError(f"{path} is unreadable ({_one_line(e)})") from None
-    for rel, want in sorted(files.items()):
-        full = os.path.join(step_dir, rel)
-        if not os.path.isfile(full):
-            raise CorruptCheckpointError(f"{full} is missing")
-        size = os.path.getsize(full)
-        if size != want["bytes"]:
-            raise CorruptCheckpointError(f"{full} is truncated or resized ({size} bytes, {want['bytes']} written)")
-        if _sha256(full) != want["sha256"]:
-            raise CorruptCheckpointError(f"{full} is corrupt (SHA-256 differs from the one recorded at save)")
-    return True
-
-
-def recorded_config(step_dir: str) -> dict | None:
-    """The config a checkpoint step was trained under, as recorded in its manifest (``MANIFEST``, written by
-    ``rl3jax.runs.checkpoint``); None for a step that records none (older versions, or no manifest)."""
-    path = os.path.join(step_dir, MANIFEST)
-    if not os.path.isfile(path):
-        return None
-    d = _read_json(path)
-    return d.get("config") if isinstance(d, dict) else None
 
 
 def config_changes(recorded: dict, cfg: TrainConfig, source: str) -> list[str]:
@@ -187,7 +145,9 @@ def check_checkpoint_config(out: str) -> None:
         steps = finished_steps(checkpoint_dir(run_dir))
         if not steps:
             continue
-        recorded = recorded_config(os.path.join(checkpoint_dir(run_dir), str(steps[-1])))
+        manifest = os.path.join(checkpoint_dir(run_dir), str(steps[-1]), MANIFEST)
+        recorded = _read_json(manifest) if os.path.isfile(manifest) else None
+        recorded = recorded.get("config") if isinstance(recorded, dict) else None
         if recorded is None:
             print(f"note: checkpoint step {steps[-1]} in {run_dir} records no config (written by an older "
                   f"rl3jax); resuming with its {source} unchecked", file=sys.stderr)
@@ -315,15 +275,29 @@ class Checkpointer:
         return steps[-1] if steps else None
 
     def verify(self, step: int) -> bool:
-        """Checks step ``step`` against its manifest (False: it has none). Raises ``CorruptCheckpointError``
-        naming the file and the other steps available."""
+        """Checks every file listed in step ``step``'s manifest (False: it has none). Raises
+        ``CorruptCheckpointError`` naming the first missing, resized or altered file (or an unreadable manifest)
+        and the other steps available."""
+        step_dir, path = self.step_dir(step), os.path.join(self.step_dir(step), MANIFEST)
+        older = [s for s in self.all_steps() if s != step]
+        hint = (f"; other steps: {', '.join(map(str, older))} (move {step_dir} out of {self.directory} to use the "
+                "newest of them)" if older else "; no other step is available")
+        if not os.path.exists(path):
+            return False
         try:
-            return verify_manifest(self.step_dir(step))
-        except CorruptCheckpointError as e:
-            older = [s for s in self.all_steps() if s != step]
-            hint = (f"; other steps: {', '.join(map(str, older))} (move {self.step_dir(step)} out of "
-                    f"{self.directory} to use the newest of them)" if older else "; no other step is available")
-            raise CorruptCheckpointError(f"checkpoint step {step}: {e}{hint}") from None
+            files = _read_json(path)["files"]
+        except (RuntimeError, KeyError, TypeError) as e:
+            raise CorruptCheckpointError(f"checkpoint step {step}: {path} is unreadable ({_one_line(e)}){hint}") from None
+        for rel, want in sorted(files.items()):
+            full = os.path.join(step_dir, rel)
+            size = os.path.getsize(full) if os.path.isfile(full) else None
+            problem = ("is missing" if size is None else
+                       f"is truncated or resized ({size} bytes, {want['bytes']} written)" if size != want["bytes"] else
+                       "is corrupt (SHA-256 differs from the one recorded at save)" if _sha256(full) != want["sha256"]
+                       else None)
+            if problem:
+                raise CorruptCheckpointError(f"checkpoint step {step}: {full} {problem}{hint}")
+        return True
 
     def meta(self, step: int) -> dict:
         """The meta item of step ``step``; ``CheckpointError`` for an unreadable one."""
