@@ -29,13 +29,9 @@ AXIS = "data"
 # ------------------------------------------------------------------------------------------ processes
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
                process_id: int | None = None, auto: bool = False) -> bool:
-    """Calls ``jax.distributed.initialize`` when this is a multi-process run; returns whether it did.
-
-    A run is multi-process when any of ``coordinator_address`` / ``num_processes`` / ``process_id`` is
-    given, or set through ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``, or when
-    ``auto`` asks for JAX's cluster auto-detection (Cloud TPU pod slices, SLURM, Open MPI). Must run before
-    anything touches a JAX backend. Calling it again in an initialised process is a no-op.
-    """
+    """Calls ``jax.distributed.initialize`` when this is a multi-process run (any argument given, or its
+    ``JAX_*`` variable set, or ``auto``: JAX's cluster auto-detection); returns whether it did (or had). Must
+    run before anything touches a JAX backend. ValueError (one line) for an incomplete or bad set."""
     if jax.distributed.is_initialized():
         return True
     env = os.environ  # read where the flag is not given (JAX itself reads the first one)
@@ -86,10 +82,8 @@ def broadcast_flag(flag: bool) -> bool:
 
 
 def check_same_settings(settings: dict) -> None:
-    """Every process of a multi-process run must be started with the same ``settings`` (a JSON-able dict: the
-    config and the run's flags): they are gathered through the coordinator at start-up, and on a difference
-    every process raises the same one-line ``ValueError`` naming the fields and values (within seconds, before
-    any compile). A no-op in a single process."""
+    """The same one-line ``ValueError`` on every process, naming the fields, unless every process was started
+    with the same ``settings`` (a JSON-able dict, gathered through the coordinator). No-op in one process."""
     if jax.process_count() == 1:
         return
     from jax.experimental import multihost_utils
@@ -137,9 +131,8 @@ def mesh_size(mesh: Mesh | None) -> int:
 
 
 def check_divisible(num_envs: int, mesh: Mesh | None) -> None:
-    """num_envs must split evenly over the devices (each holds num_envs / devices whole tasks): ValueError
-    (one line) otherwise; ``mesh=None`` (one device) accepts any. Minibatches are not checked: one that does
-    not split evenly over the devices is still correct, only less parallel."""
+    """ValueError (one line) unless num_envs splits evenly over the devices (minibatches need not: one that
+    does not is still correct, only less parallel)."""
     n = mesh_size(mesh)
     if num_envs % n:
         raise ValueError(f"num_envs={num_envs} is not divisible by the {n} devices of the mesh: each device "

@@ -219,10 +219,9 @@ class Checkpointer:
         return os.path.join(self.directory, str(step))
 
     def save(self, step: int, state, meta: dict) -> None:
-        """Writes ``state`` (a ``TrainState``, any sharding) as step ``step`` (an iteration count) with the JSON
-        ``meta`` and ``format_version``, then its manifest. Refuses a state with a NaN or infinity
-        (``CheckpointError``); an OS error (e.g. a full disk) becomes a one-line ``CheckpointWriteError``; the
-        previous steps stay intact."""
+        """Writes ``state`` (any sharding) as step ``step`` with the JSON ``meta``, then its manifest.
+        ``CheckpointError`` for a NaN or infinity; one-line ``CheckpointWriteError`` for an OS error (a full
+        disk); the previous steps stay intact."""
         if not self.write:
             raise CheckpointError(f"{self.directory} was opened read-only")
         if not bool(all_finite(state.replace(key=jnp.zeros(())))):
@@ -309,11 +308,9 @@ class Checkpointer:
         return meta if isinstance(meta, dict) else {}
 
     def restore(self, template, step: int | None = None) -> tuple[Any, dict]:
-        """Restores step ``step`` (default: the latest) into the structure, shapes, dtypes and shardings of
-        ``template`` (a freshly initialised TrainState of the run's config), after checking its format version
-        and verifying its manifest; returns (state, meta). Errors (``CheckpointError``, one line naming the
-        step and folder): no step, a newer or unknown format version, a corrupt or unreadable step, a state of
-        another structure (another configuration), NaN or infinite values."""
+        """(state, meta) of step ``step`` (default: the latest), verified, in the structure and shardings of
+        ``template`` (a fresh TrainState of the run's config). One-line ``CheckpointError`` naming the step and
+        folder: none, an unknown format version, corrupt or unreadable, another structure, NaN or inf."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"no checkpoint found in {self.directory}")

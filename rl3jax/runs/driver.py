@@ -159,13 +159,10 @@ class ChunkLoop:
         return f"first chunk incl. compile {self.compile_s:.1f}s{ev}, total {self.elapsed():.1f}s"
 
     def run(self, chunk_fn, state, on_chunk, save):
-        """Runs chunks until ``cfg.iters`` (or ``max_seconds``); returns the final state.
-
-        ``chunk_fn(state, n) -> (state, metrics)``; ``on_chunk(it, n, metrics, dt, evals)`` gets the host
-        metrics of iterations ``it + 1 .. it + n``, the chunk's seconds (without the evaluation) and
-        ``evaluate(state)``'s result when the chunk ends on an evaluation iteration, else None (it
-        logs, and raises to abort); ``save(it, state)`` writes the checkpoints at iteration ``it``.
-        """
+        """Runs chunks until ``cfg.iters`` (or a stop); returns the final state. ``chunk_fn(state, n) -> (state,
+        metrics)``; ``on_chunk(it, n, metrics, dt, evals)`` gets the host metrics of iterations ``it + 1 .. it +
+        n``, the chunk's seconds and ``evaluate(state)`` where due, else None (it raises to abort);
+        ``save(it, state)`` writes the checkpoints at iteration ``it``."""
         cfg, saved = self.cfg, self.it
         while self.it < cfg.iters:
             if self.stop():  # asked for during the last chunk (or before the first): save it, stop
@@ -270,8 +267,8 @@ class _Loop:
             atomic_write_json(path, obj)
 
     def restore(self, state, ckpts: list[Checkpointer], resume: bool):
-        """(state, start iteration): with ``resume`` every member's checkpoint of the step the folder resumes
-        from (``latest_step``; steps a member saved after it are deleted first), else ``state`` and 0."""
+        """(state, start iteration): with ``resume`` every member's checkpoint of ``latest_step`` (steps saved
+        after it deleted first), else ``state`` and 0."""
         if not resume:
             return state, 0
         step = latest_step(self.out)
@@ -314,8 +311,8 @@ class _Loop:
         return state, self.lasts
 
     def setup(self, resume: bool, progress: bool, tensorboard: bool, wandb_project: str | None):
-        """Writes the folders (process 0, between barriers), opens the checkpointers, restores or initialises
-        the state, opens the logs and the progress bar; returns (state, checkpointers)."""
+        """Folders (process 0, between barriers), checkpointers, the state, logs and progress bar; returns
+        (state, checkpointers)."""
         cfg, main = self.cfg, self.main
         distributed.barrier("rl3jax-config-checked")  # every process has checked before process 0 writes
         if main:
@@ -330,8 +327,7 @@ class _Loop:
         return state, ckpts
 
     def save(self, ckpts: list[Checkpointer], it: int, state) -> None:
-        """Every member's checkpoint of iteration ``it`` (meta: iteration, env steps, last training return, and
-        a population member's ``member``), then a population's ``COMMITTED`` step, then the pruning."""
+        """Every member's checkpoint of iteration ``it``, then a population's ``COMMITTED`` step, then pruning."""
         cfg, pop = self.cfg, self.pop
         for i, (m, c) in enumerate(zip(pop.members, ckpts)):
             meta = {"iteration": it, "env_steps": it * cfg.batch_steps,
@@ -343,8 +339,7 @@ class _Loop:
             c.retain(it)
 
     def evaluator(self):
-        """With ``cfg.eval_every``: ``state -> [EVAL_FIELDS dict per member]`` (one compiled evaluation for every
-        member, each member's own parameters); else None."""
+        """With ``cfg.eval_every``: ``state -> [EVAL_FIELDS dict per member]`` (one compile for all); else None."""
         cfg, pop = self.cfg, self.pop
         if not cfg.eval_every:
             return None
@@ -352,9 +347,8 @@ class _Loop:
         return lambda st: [held_out.row_fields(member_state(st.actor_params, j)) for j in range(pop.size)]
 
     def on_chunk(self, it: int, n: int, metrics: dict, dt: float, evals: list[dict] | None) -> None:
-        """Logs the rows of iterations ``it + 1 .. it + n`` (``metrics``: host arrays of shape (n, members);
-        ``evals``: one dict of ``EVAL_FIELDS`` per member or None); at the first non-finite iteration (of any
-        member) logs the rows up to it and raises ``TrainingDiverged``."""
+        """Logs the rows of iterations ``it + 1 .. it + n`` (``metrics``: host arrays (n, members); ``evals``: per
+        member or None); at a first non-finite iteration logs the rows up to it and raises ``TrainingDiverged``."""
         pop = self.pop
         bad = first_nonfinite(metrics, n)  # a non-finite member state is never checkpointed
         flags = np.asarray(metrics.pop(FINITE))
@@ -373,15 +367,14 @@ class _Loop:
         self.bar.update(it + n, n, dt, self.postfix(sps, evals))
 
     def member_rows(self, it: int, count: int, metrics: dict, j: int, sps: float) -> list[dict]:
-        """Member ``j``'s metrics rows of iterations ``it + 1 .. it + count`` (``metrics``: (n, members) host
-        arrays; ``sps``: the member's steps per second)."""
+        """Member ``j``'s metrics rows of iterations ``it + 1 .. it + count`` (``sps``: its steps per second)."""
         return [{"iteration": it + i + 1, "env_steps": (it + i + 1) * self.cfg.batch_steps,
                  **{k: float(np.asarray(v)[i, j]) for k, v in metrics.items()}, "steps_per_second": sps}
                 for i in range(count)]
 
     def write_rows(self, rows: list[list[dict]]) -> None:
-        """Appends each member's rows to its metrics files; the external loggers get a single run's rows, or for
-        a population one row per iteration with every member's fields as ``{member}/{field}``."""
+        """Each member's rows to its metrics files; the external loggers get one row per iteration (a
+        population's with every member's fields as ``{member}/{field}``)."""
         for member_rows, log in zip(rows, self.logs):
             log.append(member_rows)
         for i, row in enumerate(rows[0]):

@@ -119,10 +119,9 @@ def check_train_folder(out: str, resume: bool) -> None:
 
 
 def train_config(out: str, resume: bool, preset_name: str | None, given: dict) -> TrainConfig:
-    """The config of ``rl3jax train`` (no JAX): ``config.build(given, preset_name)`` (the preset, or the family's
-    laptop preset or published H, under ``given``: the flags, then ``--set``). With ``resume`` the
-    run's own config.json is the base and only ``given`` changes; a preset must agree with the run, and
-    ``iters`` may not fall below the newest checkpoint. ``ValueError`` / ``RunFolderError``, one line."""
+    """The config of ``rl3jax train`` (no JAX): ``config.build(given, preset_name)``, or with ``resume`` the
+    run's config.json under ``given`` (a preset must agree with the run; ``iters`` may not fall below the
+    newest checkpoint). ``ValueError`` / ``RunFolderError``, one line."""
     if not resume:
         return build(given, preset_name)
     stored = read_config(out)
@@ -195,10 +194,9 @@ RENDER_DEFAULT_FAMILY = "grid13"
 
 
 def check_render(run: str | None, variant: str | None = None, episodes: int = 1, samples: bool = False) -> str:
-    """The checks of ``rl3jax render`` (no JAX): returns the grid family to draw (the run's, else
-    ``RENDER_DEFAULT_FAMILY`` for ``samples``). ValueError (one line) for ``samples`` with a ``variant`` or
-    ``episodes`` != 1, neither a ``run`` nor ``samples``, a run of a family that is not a grid, or a
-    ``variant`` the family lacks; ``RunFolderError`` for a ``run`` folder that is no single run."""
+    """The checks of ``rl3jax render`` (no JAX); returns the grid family to draw (``samples`` without a run:
+    ``RENDER_DEFAULT_FAMILY``). ValueError (one line) for ``samples`` with a ``variant`` or ``episodes``,
+    neither, a family that is not a grid, or an unknown ``variant``; ``RunFolderError`` for a bad ``run``."""
     if samples and (variant is not None or episodes != 1):
         raise ValueError("--samples draws every variant of the family; --variant and --episodes apply to a run's GIF")
     if not samples and not run:
