@@ -54,15 +54,6 @@ INT_MAX = 2**31 - 1
 _TYPES = {"bool": ((bool,), "true or false"), "int": ((int,), "a whole number"),
           "float": ((int, float), "a number"), "str": ((str,), "a string")}
 
-
-def _check_types(cfg) -> None:
-    """ValueError unless every field holds a value of its declared type (``FLOAT_RANGES`` bounds the floats)."""
-    for f in dataclasses.fields(cfg):
-        v, typ = getattr(cfg, f.name), str(f.type)
-        types, want = _TYPES[typ.split("|")[0].strip()]  # KeyError: a new field type must be added to _TYPES
-        if not (v is None and "None" in typ) and (not isinstance(v, types) or isinstance(v, bool) != (bool in types)):
-            raise ValueError(f"config field {f.name} must be {want}{' or None' if 'None' in typ else ''}, "
-                             f"got {v!r}")
 #: RL³ object-level semantics: 'fresh' (METHOD §2, Q/V of the current state from the latest solve), 'rlc'
 #: (METHOD §2.4's 'entered' cache of the later code), 'v4' (the paper's own code: rl3jax/estimators/v4.py)
 SEMANTICS = ("fresh", "rlc", "v4")
@@ -146,7 +137,11 @@ class TrainConfig:
         def bad(msg):
             raise ValueError(msg)
 
-        _check_types(self)
+        for f in dataclasses.fields(self):  # every field of its declared type
+            v, typ = getattr(self, f.name), str(f.type)
+            types, want = _TYPES[typ.split("|")[0].strip()]  # KeyError: a new field type must be added to _TYPES
+            if not (v is None and "None" in typ) and (not isinstance(v, types) or isinstance(v, bool) != (bool in types)):
+                bad(f"config field {f.name} must be {want}{' or None' if 'None' in typ else ''}, got {v!r}")
         for name, valid in (("algo", ALGOS), ("model", MODELS), ("ent_schedule", ENT_SCHEDULES),
                             ("semantics", SEMANTICS)):
             if getattr(self, name) not in valid:

@@ -254,18 +254,6 @@ class _Loop:
         """The iteration reached."""
         return self.chunks.it if self.chunks is not None else self.start
 
-    def write_folders(self) -> None:
-        """Each member's config.json, the base config.json and (a population) population.json; process 0."""
-        cfg, pop = self.cfg, self.pop
-        files = {os.path.join(d, CONFIG): m.config(cfg).to_dict() for m, d in zip(pop.members, self.dirs)}
-        files[os.path.join(self.out, CONFIG)] = cfg.to_dict()  # a single run's: the same
-        if not pop.single:
-            files[os.path.join(self.out, POPULATION)] = {"config": cfg.to_dict(), **self.spec,
-                                                         "members": [m.to_dict() for m in pop.members]}
-        for path, obj in files.items():
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            atomic_write_json(path, obj)
-
     def restore(self, state, ckpts: list[Checkpointer], resume: bool):
         """(state, start iteration): with ``resume`` every member's checkpoint of ``latest_step`` (steps saved
         after it deleted first), else ``state`` and 0."""
@@ -313,10 +301,17 @@ class _Loop:
     def setup(self, resume: bool, progress: bool, tensorboard: bool, wandb_project: str | None):
         """Folders (process 0, between barriers), checkpointers, the state, logs and progress bar; returns
         (state, checkpointers)."""
-        cfg, main = self.cfg, self.main
+        cfg, main, pop = self.cfg, self.main, self.pop
         distributed.barrier("rl3jax-config-checked")  # every process has checked before process 0 writes
-        if main:
-            self.write_folders()
+        if main:  # each member's config.json, the base config.json (a single run's: the same), population.json
+            files = {os.path.join(d, CONFIG): m.config(cfg).to_dict() for m, d in zip(pop.members, self.dirs)}
+            files[os.path.join(self.out, CONFIG)] = cfg.to_dict()
+            if not pop.single:
+                files[os.path.join(self.out, POPULATION)] = {"config": cfg.to_dict(), **self.spec,
+                                                             "members": [m.to_dict() for m in pop.members]}
+            for path, obj in files.items():
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                atomic_write_json(path, obj)
         distributed.barrier("rl3jax-folders-written")
         ckpts = [Checkpointer(checkpoint_dir(d), keep=cfg.keep_checkpoints, write=True, config=m.config(cfg).to_dict())
                  for d, m in zip(self.dirs, self.pop.members)]

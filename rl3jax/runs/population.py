@@ -90,14 +90,12 @@ class Population:
         """A single run (one member, nothing swept): its run folder is the member's own, no population.json."""
         return self.size == 1 and not self.members[0].settings
 
-    def _key_data(self) -> np.ndarray:
-        with jax.ensure_compile_time_eval():  # constants, also while tracing
-            return np.stack([np.asarray(jax.random.key_data(jax.random.key(m.seed))) for m in self.members])
-
     def init(self) -> TrainState:
         """Each member's ``trainer.init(jax.random.key(seed))``, stacked, with its swept values set (no
         arguments, so it jits into any sharding, multi-host too)."""
-        keys = jax.random.wrap_key_data(jnp.asarray(self._key_data()))
+        with jax.ensure_compile_time_eval():  # constants, also while tracing
+            data = np.stack([np.asarray(jax.random.key_data(jax.random.key(m.seed))) for m in self.members])
+        keys = jax.random.wrap_key_data(jnp.asarray(data))
         # lax.map, not vmap: a vmapped init batches the orthogonal initialisers' QR factorisations, and
         # jaxlib's batched CPU LAPACK kernel deadlocked on a 2-core machine with the GRU (both pool threads
         # waiting in ParallelBatchMap). Each member's init is then the same program as a separate run's.
