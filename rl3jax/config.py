@@ -216,10 +216,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        """The config of ``d`` (e.g. a run's config.json: ``to_dict``'s fields, missing ones at their defaults; the
-        legacy ``estimator_mode`` of old files is translated into ``semantics``; ``DROPPED_FIELDS`` are ignored).
-        ValueError for ``d`` that is not a dict, unknown fields (named), a legacy mode that is unknown or conflicts,
-        or any value construction refuses."""
+        """The config of ``d`` (``to_dict``'s fields, missing ones at their defaults; a legacy ``estimator_mode``
+        becomes ``semantics``; ``DROPPED_FIELDS`` ignored). ValueError for a non-dict, unknown fields (named), a
+        legacy mode that is unknown or conflicts, or a value construction refuses."""
         if not isinstance(d, dict):
             raise ValueError(f"a config must be a JSON object of fields, got {type(d).__name__}")
         d = {k: v for k, v in d.items() if k not in DROPPED_FIELDS}
@@ -378,9 +377,8 @@ def laptop_preset(env: str) -> str | None:
 
 
 def preset(name: str, given: dict | None = None) -> dict:
-    """The settings (TrainConfig fields -> values) of preset ``name`` under the user's ``given`` fields
-    (``Preset.settings``: derived settings follow them). ValueError naming the valid presets for an unknown
-    name, and the presets of the env for a preset of another env."""
+    """The settings of preset ``name`` under the user's ``given`` fields (``Preset.settings``). ValueError naming
+    the valid presets for an unknown name, and the env's own for a preset of another env."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
     given = given or {}
@@ -394,9 +392,8 @@ def preset(name: str, given: dict | None = None) -> dict:
 
 
 def build(given: dict, preset_name: str | None = None) -> TrainConfig:
-    """The config of a new run: preset ``preset_name`` (None: the env's laptop preset, else its published H over
-    TrainConfig's defaults) under the user's ``given`` fields, which win; the preset's derived settings follow
-    them (``Preset.settings``). ValueError as ``preset`` and ``TrainConfig``."""
+    """The config of a new run: preset ``preset_name`` (None: the env's laptop preset, else its published H)
+    under the user's ``given`` fields (``Preset.settings``). ValueError as ``preset`` and ``TrainConfig``."""
     env = given.get("env", PRESETS[preset_name].fields["env"] if preset_name in PRESETS else TrainConfig.env)
     preset_name = preset_name or laptop_preset(env)
     if preset_name is None:

@@ -193,9 +193,8 @@ def state_shardings(state: Any, mesh: Mesh, num_envs: int, pop_dims: int = 0) ->
 
 
 def jit_state(fn, mesh: Mesh | None, num_envs: int, pop_dims: int = 0):
-    """``jax.jit(fn)`` for a function that returns a ``TrainState`` (of ``pop_dims`` population axes): with a
-    mesh, its output is placed in the training shardings (``state_shardings``, read from ``jax.eval_shape`` of
-    the first call's arguments); without one (``mesh=None``), a plain ``jax.jit``."""
+    """``jax.jit(fn)`` for a function that returns a ``TrainState`` (``pop_dims`` population axes): with a mesh,
+    its output in the training shardings (``state_shardings``); for ``mesh=None`` a plain ``jax.jit``."""
     if mesh is None:
         return jax.jit(fn)
 
@@ -218,9 +217,8 @@ def init_sharded(init_fn, mesh: Mesh | None, num_envs: int, pop_dims: int = 0, s
 
 
 def sharded_chunk(chunk_fn, mesh: Mesh | None, num_envs: int, pop_dims: int = 0):
-    """``chunk_fn(state, num_iters) -> (state, metrics)`` jitted per ``num_iters`` (static) with the state
-    donated: with a mesh, the state's shardings (``state_shardings``) are kept in and out and the metrics are
-    replicated (every process can read them); with ``mesh=None``, a plain ``jax.jit`` on one device."""
+    """``chunk_fn(state, num_iters) -> (state, metrics)`` jitted per ``num_iters`` (static), the state donated;
+    with a mesh, the state keeps its shardings and the metrics are replicated (every process reads them)."""
     if mesh is None:
         return jax.jit(chunk_fn, static_argnums=1, donate_argnums=0)
     cache: dict[int, Any] = {}

@@ -1,8 +1,5 @@
-"""Evaluation on fixed held-out test tasks: one meta-episode per task, mean return ± standard error.
-
-Test tasks come from a fixed test seed, disjoint from the training streams (which start from
-``jax.random.key(cfg.seed)``). Policies: a trained run (stochastic or greedy), or a classical baseline from
-``rl3jax.baselines`` (``oracle``: finite-horizon value iteration on the true task, METHOD §3).
+"""Evaluation on fixed held-out test tasks (from ``TEST_SEED``, disjoint from the training streams): one
+meta-episode per task, mean return ± standard error, of a trained actor or a ``rl3jax.baselines`` policy.
 """
 
 from __future__ import annotations

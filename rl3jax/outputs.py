@@ -24,13 +24,10 @@ class WriteError(OSError):
 
 
 def atomic_write(path: str, data: bytes | str | Callable[[IO[bytes]], None]) -> None:
-    """Writes file ``path`` whole or not at all; every file a command writes goes through here.
-
-    ``data``: bytes, text (UTF-8), or a function that writes into a binary file object (a figure's
-    ``savefig``). A regular or new file (its folder is made if need be): a temporary file in the same folder,
-    flushed to disk, then ``os.replace``. A symlink: its target is written so (the link stays a link). A
-    character device or FIFO (``/dev/null``, a pipe): written through in place, never replaced. An OS error (a
-    full disk, a read-only folder) is a ``WriteError`` naming ``path``; the temporary file is removed."""
+    """Writes file ``path`` whole or not at all (a temporary file beside it, flushed, then ``os.replace``; its
+    folder made if need be); a symlink's target is written so; a character device or FIFO (``/dev/null``, a
+    pipe) is written through. ``data``: bytes, text (UTF-8), or a function writing into a binary file (a
+    figure's ``savefig``). An OS error is a ``WriteError`` naming ``path``; the temporary file is removed."""
     if callable(data):
         buf = io.BytesIO()
         data(buf)

@@ -312,14 +312,11 @@ def _check_report(runs: list[RunInfo], episodes, variant: str | None) -> tuple[s
 
 def make_report(paths: list[str], out: str, episodes: int = 1000, variant: str | None = None,
                 baselines_json: str | None = None, log=print) -> dict:
-    """Writes results.json, results.md, learning_curve.png and adaptation.png for the runs in ``paths``
-    (population folders expand to their members) into ``out``; returns the results.json dict.
-
-    ``episodes``: held-out test tasks (N); ``variant``: the test variant (default: the runs' training
-    variant); ``baselines_json``: reuse a ``rl3jax baselines --json`` file for the baselines it holds.
-    Raises ValueError (before writing anything) for no runs, a folder that is not a run, runs of different
-    families or horizons, runs trained on different variants without ``variant``, a bad variant or N.
-    """
+    """Writes the report of the runs in ``paths`` (population folders: their members) into ``out``; returns the
+    results.json dict. ``episodes``: held-out test tasks (N); ``variant``: the test variant (default: the runs'
+    own); ``baselines_json``: a ``rl3jax baselines --json`` file to reuse. ValueError, before writing anything,
+    for no runs, a folder that is no run, runs of several families, horizons or (without ``variant``)
+    training variants, a bad variant or N."""
     runs = load_runs(paths)
     env, horizon, variant, header = _check_report(runs, episodes, variant)
     from_json = load_baselines_json(baselines_json, env, variant, horizon, episodes) if baselines_json else None

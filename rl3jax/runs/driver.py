@@ -25,7 +25,7 @@ from rl3jax.config import TrainConfig
 from rl3jax.evaluate import HeldOutEvaluator
 from rl3jax.runs import population
 from rl3jax.runs.checkpoint import Checkpointer
-from rl3jax.runs.metrics import ExternalLoggers, MetricsLog, NullLog
+from rl3jax.runs.metrics import ExternalLoggers, MetricsLog
 from rl3jax.runs.signals import StopSignals, TrainingInterrupted
 from rl3jax.runs.resume import intact, nothing_to_do, report_hint, resume_settings
 from rl3jax.runs.population import Population, make_population, member_state
@@ -64,9 +64,8 @@ def first_nonfinite(metrics: dict, n: int) -> int | None:
 
 
 def divergence(metrics: dict, it: int, i: int, out: str, who: str = "", lr: float | None = None) -> TrainingDiverged:
-    """The one-line error for a first non-finite iteration ``it + i + 1`` of the run in ``out`` (``metrics`` as in
-    ``first_nonfinite``; ``who``: e.g. the population members concerned), with advice that works: a new run in
-    another folder (a resume would repeat the same iterations, and may not change lr); with ``lr``, that command."""
+    """The one-line error for a first non-finite iteration ``it + i + 1`` of the run in ``out`` (``who``: e.g. the
+    members concerned), advising a new run in another folder with a smaller ``lr`` (a resume would repeat it)."""
     names = sorted(k for k, v in metrics.items() if k != FINITE and not np.all(np.isfinite(np.asarray(v)[i])))
     what = f"non-finite {', '.join(names)}" if names else "non-finite parameters or optimiser state"
     step = latest_step(out)
@@ -316,7 +315,7 @@ class _Loop:
         ckpts = [Checkpointer(checkpoint_dir(d), keep=cfg.keep_checkpoints, write=True, config=m.config(cfg).to_dict())
                  for d, m in zip(self.dirs, self.pop.members)]
         state, self.start = self.restore(self.pop.init_state(), ckpts, resume)
-        self.logs = [MetricsLog(d, self.start) if main else NullLog() for d in self.dirs]
+        self.logs = [MetricsLog(d, self.start) for d in self.dirs] if main else []  # only process 0 writes
         self.ext = ExternalLoggers(self.out, cfg, tensorboard and main, wandb_project if main else None)
         self.bar = Progress(cfg.iters, self.start, progress and not self.quiet and self.start < cfg.iters)
         return state, ckpts

@@ -64,12 +64,9 @@ class Run:
 
     def restore(self, trainer: Trainer | None = None, step: int | None = None,
                 template: TrainState | None = None) -> tuple[TrainState, dict]:
-        """(state, meta) of checkpoint ``step`` (default: the newest), read-only (safe while the run trains).
-
-        ``trainer``: default ``self.trainer()``; ``template``: default ``self.template(trainer)`` (pass one to
-        restore many runs of one setting without re-initialising). ``meta``: {"iteration", "env_steps",
-        "return_mean", "format_version", and "member" for a population member}. Errors: ``CheckpointError``
-        (one line: no checkpoint, a corrupt or unreadable one, another format version or configuration)."""
+        """(state, meta) of checkpoint ``step`` (default: the newest), read-only (safe while the run trains);
+        ``template`` (default ``self.template(trainer)``) lets many runs of one setting share one. Errors:
+        ``Checkpointer.restore``'s one-line ``CheckpointError``."""
         trainer = self.trainer() if trainer is None else trainer
         template = self.template(trainer) if template is None else template
         ckpt = Checkpointer(checkpoint_dir(self.path))
@@ -79,9 +76,9 @@ class Run:
             ckpt.close()
 
     def evaluate(self, episodes: int, greedy: bool = False) -> tuple[dict, int]:
-        """``rl3jax eval --run``: the newest checkpoint on ``episodes`` held-out tasks of ``self.cfg`` (sampled
-        actions, or ``greedy``); returns (``rl3jax.evaluate.evaluate``'s result, the checkpoint's iteration).
-        ValueError (one line) before any work where the tasks do not fit in memory (``rl3jax.memory``)."""
+        """``rl3jax eval --run``: (``evaluate``'s result, iteration) of the newest checkpoint on ``episodes``
+        held-out tasks (``greedy``: argmax actions). ValueError (one line), before any work, where they do not
+        fit in memory."""
         trainer = self.trainer()
         check_eval_memory(trainer.meta_env, episodes)
         state, _ = self.restore(trainer)

@@ -1,6 +1,5 @@
 """What a training session logs: ``metrics.jsonl`` / ``metrics.csv`` (``MetricsLog``, exact after any resume, the
-CSV rewritten atomically), TensorBoard and W&B (``ExternalLoggers``), and ``NullLog`` for processes that do not
-write."""
+CSV rewritten atomically), and TensorBoard and W&B (``ExternalLoggers``)."""
 
 from __future__ import annotations
 
@@ -82,10 +81,7 @@ def _spans(its: list[int]) -> str:
 
 
 def _union_fields(rows: list[dict]) -> list[str]:
-    fields: dict[str, None] = {}
-    for r in rows:
-        fields.update(dict.fromkeys(r))
-    return list(fields)
+    return list(dict.fromkeys(k for r in rows for k in r))
 
 
 class ExternalLoggers:
@@ -119,13 +115,3 @@ class ExternalLoggers:
             self.tb.close()
         if self.wb:
             self.wb.finish()
-
-
-class NullLog:
-    """What processes other than 0 get instead of a ``MetricsLog`` (only process 0 writes logs)."""
-
-    def append(self, rows: list[dict]) -> None:
-        pass
-
-
-# ------------------------------------------------------------------------------------------ resuming a folder

@@ -23,9 +23,8 @@ from rl3jax.runs.runfiles import (
 
 
 def command(*args: str) -> str:
-    """The shell command ``rl3jax ARGS`` as printed in messages: the ``rl3jax`` script beside this Python (a
-    virtual environment's ``bin/``, e.g. ``.venv/bin/rl3jax``, which need not be on PATH), else
-    ``python -m rl3jax``."""
+    """The shell command ``rl3jax ARGS`` as printed in messages: the ``rl3jax`` script beside this Python (e.g.
+    ``.venv/bin/rl3jax``, which need not be on PATH), else ``python -m rl3jax``."""
     script = os.path.join(os.path.dirname(sys.executable), "rl3jax")
     exe = [os.path.relpath(script) if not os.path.relpath(script).startswith("..") else script] \
         if os.path.exists(script) else [sys.executable, "-m", "rl3jax"]
@@ -33,9 +32,8 @@ def command(*args: str) -> str:
 
 
 def report_hint(out: str, env: str) -> str:
-    """How to report run folder ``out`` of task family ``env`` (printed when training ends): the ``rl3jax report``
-    command, or, for a family registered from Python (unknown to the command line), the ``make_report`` call to
-    make from the Python that registered it."""
+    """How to report run folder ``out`` of family ``env``: the ``rl3jax report`` command, or for a family
+    registered from Python (unknown to the command line) the ``make_report`` call to make there."""
     if env in BUILT_IN or catalog.is_gymnax(env):
         return command("report", out)
     return f"from Python, after registering {env!r}: rl3jax.report.make_report([{out!r}], {os.path.join(out, 'report')!r})"
