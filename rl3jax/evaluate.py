@@ -76,9 +76,8 @@ def summarize(rewards: np.ndarray) -> dict:
 
 
 class HeldOutEvaluator:
-    """A trained actor on the first ``episodes`` held-out tasks (``evaluate``'s "network", and the held-out
-    evaluation during training), compiled once: the parameters are an argument of one jitted function over fixed
-    task batches and keys (``batched_rewards``). ``traces`` counts traces: one per (batch shape, greedy) pair."""
+    """A trained actor on the first ``episodes`` held-out tasks, compiled once (the parameters are an argument);
+    ``traces`` counts traces: one per (batch shape, greedy) pair."""
 
     def __init__(self, meta_env, actor, episodes: int, batch: int = EVAL_BATCH, seed: int = 0):
         self.episodes, self.batch, self.seed = int(episodes), int(batch), seed
@@ -111,10 +110,9 @@ class HeldOutEvaluator:
 
 
 def evaluate_baseline(cfg: TrainConfig, policy: str, episodes: int, items: list[str]) -> tuple[dict, dict]:
-    """``rl3jax eval --policy``: baseline ``policy`` (``items``: its ``--param KEY=VALUE``s, checked by its
-    registry entry) on ``episodes`` held-out tasks of ``cfg``'s family, variant and H; returns (``evaluate``'s
-    result, the validated params). ValueError (one line), before any work: an unknown name or parameter, a
-    family it does not fit, tasks that do not fit in memory (``rl3jax.memory``)."""
+    """``rl3jax eval --policy``: (``evaluate``'s result, the validated params) of baseline ``policy`` with its
+    ``--param KEY=VALUE`` ``items`` on ``episodes`` held-out tasks of ``cfg``. ValueError (one line), before
+    any work: an unknown name or parameter, a family it does not fit, tasks that do not fit in memory."""
     validate_params(policy, None)  # an unknown name first: the error lists the valid ones
     meta_env = make_meta_env(cfg)
     bad = [item for item in items if "=" not in item]

@@ -49,11 +49,9 @@ class RunInfo:
 
 
 def load_runs(paths: list[str]) -> list[RunInfo]:
-    """The runs of ``paths`` (population folders expand to their members) with their metrics rows and newest
-    checkpoint step; names unique (a population member keeps its population's name: ``pop/seed0``).
-
-    Raises ValueError for zero runs, a missing path or a run without metrics rows; ``RunFolderError`` for a
-    folder that is not a trained run (``rl3jax.runs.runfiles.check_evaluable``)."""
+    """The runs of ``paths`` (population folders: their members) with their metrics rows and newest checkpoint
+    step; names unique (a member keeps its population's name: ``pop/seed0``). ValueError for zero runs, a
+    missing path or no metrics rows; ``RunFolderError`` for a folder that is no trained run."""
     if not paths:
         raise ValueError("no run folders given; pass one or more folders written by `rl3jax train`")
     for p in paths:
@@ -75,9 +73,8 @@ def load_runs(paths: list[str]) -> list[RunInfo]:
 
 # ------------------------------------------------------------------------------------------ statistics
 def iqm_ci(x, confidence: float = 0.95, n_resamples: int = 10000, seed: int = 0) -> tuple[float, float, float]:
-    """Interquartile mean of scores ``x`` (shape (n,), one per seed) and its ``confidence`` bootstrap interval
-    (``scipy.stats.bootstrap``, percentile method, fixed seed; Agarwal et al. 2021, "Deep RL at the Edge of
-    the Statistical Precipice", whose rliable computes the same with one stratum). n = 1: (x, nan, nan)."""
+    """Interquartile mean of scores ``x`` (shape (n,), one per seed) and its ``confidence`` percentile bootstrap
+    interval (``scipy.stats.bootstrap``, fixed seed; as rliable, Agarwal et al. 2021). n = 1: (x, nan, nan)."""
     from scipy import stats
 
     x = np.asarray(x, float)

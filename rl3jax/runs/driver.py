@@ -56,8 +56,7 @@ class TrainingDiverged(FloatingPointError):
 
 
 def first_nonfinite(metrics: dict, n: int) -> int | None:
-    """Index (0-based, within the chunk) of the first iteration whose ``FINITE`` flag is 0 for any member, or
-    None. ``metrics``: host arrays of shape (n, members)."""
+    """Index in the chunk of the first iteration whose ``FINITE`` flag is 0 for any member (None: none)."""
     flag = np.asarray(metrics[FINITE]).reshape(n, -1)
     bad = np.flatnonzero(~(flag > 0.5).all(axis=1))
     return int(bad[0]) if bad.size else None

@@ -42,10 +42,14 @@ class Run:
         return is_member(self.path)
 
     @property
+    def steps(self) -> list[int]:
+        """The finished checkpoint steps (PPO iterations), ascending."""
+        return finished_steps(checkpoint_dir(self.path))
+
+    @property
     def latest_step(self) -> int | None:
-        """The newest finished checkpoint step (a PPO iteration), or None."""
-        steps = finished_steps(checkpoint_dir(self.path))
-        return steps[-1] if steps else None
+        """The newest finished checkpoint step, or None."""
+        return steps[-1] if (steps := self.steps) else None
 
     def metrics(self) -> list[dict]:
         """The metrics.jsonl rows, one per PPO iteration (``rl3jax.runs.runfiles.read_metrics``)."""
