@@ -21,12 +21,9 @@ STOCHASTIC, GREEDY = POLICY_MODES
 
 
 class HParams(NamedTuple):
-    """Every sweepable setting, one home each: the values a run's training state holds (``TrainState.hparams``,
-    float32 scalars; a leading member axis in a population), filled from the config fields of the same names
-    (``TrainConfig.hparams``). The jitted code reads them from the state, so one compile serves any value and
-    ``--sweep`` varies them per member; anything else changes shapes or code. A NamedTuple is a pytree without
-    JAX, so the command line lists these names before JAX starts.
-    """
+    """Every sweepable setting: ``TrainState.hparams`` (float32 scalars, a leading member axis in a population),
+    filled from the config fields of the same names. The jitted code reads them from the state, so one compile
+    serves any value and ``--sweep`` varies them per member. A pytree without JAX (the CLI lists it early)."""
 
     lr: Any  # Adam learning rate, actor and critic
     critic_weight_decay: Any  # the critic's coupled L2 weight decay
@@ -57,15 +54,6 @@ INT_MAX = 2**31 - 1
 _TYPES = {"bool": ((bool,), "true or false"), "int": ((int,), "a whole number"),
           "float": ((int, float), "a number"), "str": ((str,), "a string")}
 
-
-def _check_types(cfg) -> None:
-    """ValueError unless every field holds a value of its declared type (``FLOAT_RANGES`` bounds the floats)."""
-    for f in dataclasses.fields(cfg):
-        v, typ = getattr(cfg, f.name), str(f.type)
-        types, want = _TYPES[typ.split("|")[0].strip()]  # KeyError: a new field type must be added to _TYPES
-        if not (v is None and "None" in typ) and (not isinstance(v, types) or isinstance(v, bool) != (bool in types)):
-            raise ValueError(f"config field {f.name} must be {want}{' or None' if 'None' in typ else ''}, "
-                             f"got {v!r}")
 #: RL³ object-level semantics: 'fresh' (METHOD §2, Q/V of the current state from the latest solve), 'rlc'
 #: (METHOD §2.4's 'entered' cache of the later code), 'v4' (the paper's own code: rl3jax/estimators/v4.py)
 SEMANTICS = ("fresh", "rlc", "v4")
@@ -85,30 +73,19 @@ FLOAT_RANGES = {"lr": (1e-8, 1.0), "ent_coef": (0.0, 100.0), "gamma": (0.0, 1.0)
 class TrainConfig:
     """Every setting of a training run (METHOD §5-§6), frozen and hashable (a static argument of the jitted code).
 
-    - Task: ``env`` (a task family of ``rl3jax.envs.catalog.FAMILIES`` or a served gymnax env), ``variant`` (one
-      of the family's variants; "train" is the training distribution), ``horizon`` H (steps per meta-episode;
-      transformer-v4: H + 1 <= ``V4_POS_SLOTS``).
-    - Agent: ``algo`` (``ALGOS``), ``model`` (``MODELS``).
-    - PPO (METHOD §5): ``iters`` (PPO iterations in all), ``num_envs`` (tasks = whole sequences per iteration;
-      batch = num_envs x H steps), ``minibatch_envs`` (whole sequences per minibatch; divides num_envs),
-      ``epochs``, ``lr`` (Adam, actor and critic), ``ent_coef`` and ``ent_schedule`` (``ENT_SCHEDULES``; linear:
-      to 0 at ``iters``), ``gamma``, ``gae_lambda``, ``clip_eps``, ``vf_coef``, ``target_kl`` (the actor's KL
-      early stop), ``critic_weight_decay`` (coupled L2 decay of the critic), ``kl_chunks`` (sequence groups of the
-      full-batch KL pass; divides num_envs).
-    - RL³ estimator (METHOD §2; None: the semantics' or family's default): ``semantics`` (``SEMANTICS``),
-      ``vi_carry_over``, ``std_errors``, ``gamma_obj`` (the value iteration's
-      discount), ``alpha_laplace`` (Laplace smoothing pseudo-count), ``vi_epsilon`` (VI stopping tolerance),
-      ``vi_max_sweeps``, ``vi_sweep_block`` (sweeps per while-loop step). ``gamma_obj_value``: the discount used.
-    - Driver (``RUN_CONTROL`` and the seed): ``seed`` (32-bit PRNG seed), ``chunk_iters`` (iterations per jitted
-      chunk), ``checkpoint_every`` and ``eval_every`` (iterations; eval_every 0: never), ``keep_checkpoints``
-      (newest kept), ``eval_episodes`` (held-out tasks per evaluation).
+    Task: ``env`` (``rl3jax.envs.catalog.FAMILIES`` or a served gymnax env), ``variant`` ("train": the training
+    distribution), ``horizon`` H (steps per meta-episode). Agent: ``algo`` (``ALGOS``), ``model`` (``MODELS``).
+    PPO (METHOD §5): ``iters`` in all; batch = ``num_envs`` whole sequences x H steps; ``lr`` (Adam);
+    ``ent_schedule`` linear: to 0 at ``iters``; ``target_kl`` (the actor's KL early stop); ``critic_weight_decay``
+    (coupled L2). RL³ estimator (METHOD §2; None: the semantics' default): ``gamma_obj`` (VI discount; the one used:
+    ``gamma_obj_value``), ``alpha_laplace`` (pseudo-count), ``vi_epsilon`` (VI tolerance). Driver: ``seed``
+    (32-bit), the ``RUN_CONTROL`` fields (in iterations; ``keep_checkpoints``: the newest kept).
 
-    Construction validates (``__post_init__``, so also ``replace`` and ``from_dict``): ValueError (one line
-    naming the field, the value and what is allowed) for a value of the wrong type (ints are whole numbers, not
-    bools; floats finite), an unknown name (env, variant, algo, model, schedule, semantics), a value out of range
-    (counts >= 1, seed in [0, ``SEED_MAX``], other ints <= ``INT_MAX``, floats in ``FLOAT_RANGES``) or a
-    combination that cannot run (minibatch_envs or kl_chunks not dividing num_envs; an algo or semantics the
-    family's ``FamilySpec`` does not list; v4-only or non-v4 estimator settings; transformer-v4 past its slots).
+    Construction validates (so also ``replace`` and ``from_dict``): one-line ValueError naming the field, the
+    value and what is allowed, for a wrong type (ints are not bools; floats finite), an unknown name, a value out
+    of range (counts >= 1, seed <= ``SEED_MAX``, other ints <= ``INT_MAX``, ``FLOAT_RANGES``) or a combination
+    that cannot run (a divisor of num_envs that is none; an algo or semantics the family's ``FamilySpec`` does not
+    list; v4-only or non-v4 estimator settings; transformer-v4 past ``V4_POS_SLOTS`` with H + 1).
     """
 
     env: str = "mdp"
@@ -156,12 +133,15 @@ class TrainConfig:
         return self.gamma_obj if self.gamma_obj is not None else 0.99 if self.semantics == "v4" else 0.95
 
     def _validate(self) -> None:
-        """Checks every field (see the class docstring): ValueError naming the field, the value and what is
-        allowed. Imports no JAX: a config error costs no JAX start-up."""
+        """Checks every field (see the class docstring). Imports no JAX: a config error costs no JAX start-up."""
         def bad(msg):
             raise ValueError(msg)
 
-        _check_types(self)
+        for f in dataclasses.fields(self):  # every field of its declared type
+            v, typ = getattr(self, f.name), str(f.type)
+            types, want = _TYPES[typ.split("|")[0].strip()]  # KeyError: a new field type must be added to _TYPES
+            if not (v is None and "None" in typ) and (not isinstance(v, types) or isinstance(v, bool) != (bool in types)):
+                bad(f"config field {f.name} must be {want}{' or None' if 'None' in typ else ''}, got {v!r}")
         for name, valid in (("algo", ALGOS), ("model", MODELS), ("ent_schedule", ENT_SCHEDULES),
                             ("semantics", SEMANTICS)):
             if getattr(self, name) not in valid:
@@ -236,10 +216,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        """The config of ``d`` (e.g. a run's config.json: ``to_dict``'s fields, missing ones at their defaults; the
-        legacy ``estimator_mode`` of old files is translated into ``semantics``; ``DROPPED_FIELDS`` are ignored).
-        ValueError for ``d`` that is not a dict, unknown fields (named), a legacy mode that is unknown or conflicts,
-        or any value construction refuses."""
+        """The config of ``d`` (``to_dict``'s fields, missing ones at their defaults; a legacy ``estimator_mode``
+        becomes ``semantics``; ``DROPPED_FIELDS`` ignored). ValueError for a non-dict, unknown fields (named), a
+        legacy mode that is unknown or conflicts, or a value construction refuses."""
         if not isinstance(d, dict):
             raise ValueError(f"a config must be a JSON object of fields, got {type(d).__name__}")
         d = {k: v for k, v in d.items() if k not in DROPPED_FIELDS}
@@ -317,11 +296,9 @@ def _divisor_near(n: int, target: float) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """Published (or laptop) settings: ``fields`` (TrainConfig fields), and the settings derived from the run's own
-    H, num_envs and iters, so that they follow a user's overrides: ``batch`` env steps per iteration (num_envs =
-    batch // H), ``minibatches`` per epoch (minibatch_envs: the divisor of num_envs nearest num_envs /
-    minibatches), ``evals`` held-out evaluations per run (eval_every = iters // evals), and ``by_algo``
-    (algo -> the fields that differ for it)."""
+    """Published (or laptop) settings: ``fields`` (TrainConfig fields), ``by_algo`` (algo -> fields that differ),
+    and settings derived from the run's own H, num_envs and iters (so they follow a user's overrides): ``batch``
+    env steps per iteration, ``minibatches`` per epoch, ``evals`` held-out evaluations per run."""
 
     fields: dict
     batch: int
@@ -400,9 +377,8 @@ def laptop_preset(env: str) -> str | None:
 
 
 def preset(name: str, given: dict | None = None) -> dict:
-    """The settings (TrainConfig fields -> values) of preset ``name`` under the user's ``given`` fields
-    (``Preset.settings``: derived settings follow them). ValueError naming the valid presets for an unknown
-    name, and the presets of the env for a preset of another env."""
+    """The settings of preset ``name`` under the user's ``given`` fields (``Preset.settings``). ValueError naming
+    the valid presets for an unknown name, and the env's own for a preset of another env."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
     given = given or {}
@@ -416,9 +392,8 @@ def preset(name: str, given: dict | None = None) -> dict:
 
 
 def build(given: dict, preset_name: str | None = None) -> TrainConfig:
-    """The config of a new run: preset ``preset_name`` (None: the env's laptop preset, else its published H over
-    TrainConfig's defaults) under the user's ``given`` fields, which win; the preset's derived settings follow
-    them (``Preset.settings``). ValueError as ``preset`` and ``TrainConfig``."""
+    """The config of a new run: preset ``preset_name`` (None: the env's laptop preset, else its published H)
+    under the user's ``given`` fields (``Preset.settings``). ValueError as ``preset`` and ``TrainConfig``."""
     env = given.get("env", PRESETS[preset_name].fields["env"] if preset_name in PRESETS else TrainConfig.env)
     preset_name = preset_name or laptop_preset(env)
     if preset_name is None:
@@ -434,9 +409,8 @@ LAPTOP_HOURS = 1.0
 
 
 def notes(cfg: TrainConfig, cpu: bool = False) -> list[str]:
-    """One-line notes on a valid config that trains, but maybe not as meant: RL² with a memoryless model (an
-    ablation), a gymnax env whose meta-episode return cannot vary, and (``cpu``: training on a CPU) an
-    estimated length beyond ``LAPTOP_HOURS`` (rough: ``CPU_STEPS_PER_SECOND``)."""
+    """One-line notes on a valid config that may not train as meant: RL² with a memoryless model, a gymnax env
+    whose return cannot vary, and (``cpu``) an estimated length beyond ``LAPTOP_HOURS``."""
     out = []
     if cfg.algo == "rl2" and cfg.model.startswith("markov"):
         out.append(f"note: algo rl2 with model {cfg.model} sees only the current input (memoryless): an ablation, "

@@ -1,19 +1,14 @@
 """Multi-device and multi-host training: one device mesh with a single ``'data'`` axis, modern JAX only.
 
-The design is plain data parallelism expressed as shardings (``jax.jit`` + ``NamedSharding``, GSPMD):
+Plain data parallelism as shardings (GSPMD): the task/env axis of everything per-task (tasks, env and
+estimator state, trajectory, minibatches) is split over ``'data'``; parameters, optimiser states, key,
+counters and hyper-parameters are replicated; the networks' passes in the update run under ``shard_map``
+(``data_parallel``), so gradients are summed once per minibatch. The program is the single-device program;
+only the float reduction order changes.
 
-* the task/env axis of everything per-task (sampled tasks, the meta-episode and RL³ estimator state, the
-  rollout trajectory, the PPO batch and each whole-sequence minibatch) is split over the mesh axis ``'data'``;
-* parameters, optimiser states, the PRNG key, counters and hyper-parameters are replicated;
-* the PPO losses are means over the (global) minibatch; the networks' forward passes inside the update run
-  under ``jax.shard_map`` (``data_parallel``), so each device differentiates its own sequences and the
-  parameter gradients are summed across devices once per minibatch: gradients are averaged and every device
-  applies the same update. The program is the single-device program; only the float reduction order changes.
-
-Multi-host (a TPU pod slice, several GPU hosts): every process runs the same command; ``initialize`` connects
-them; the mesh spans every process's devices; each device samples and plays only its own share of the tasks
-(threefry random bits are partitionable, so the tasks are the same ones a single device would draw). Process
-0 alone writes logs; checkpoints are written and read by all processes together (orbax).
+Multi-host: every process runs the same command (``initialize`` connects them) and plays its own share of the
+tasks (threefry bits are partitionable: the same tasks one device would draw); process 0 alone writes logs;
+checkpoints are written and read by all processes together (orbax).
 """
 
 from __future__ import annotations
@@ -34,13 +29,9 @@ AXIS = "data"
 # ------------------------------------------------------------------------------------------ processes
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
                process_id: int | None = None, auto: bool = False) -> bool:
-    """Calls ``jax.distributed.initialize`` when this is a multi-process run; returns whether it did.
-
-    A run is multi-process when any of ``coordinator_address`` / ``num_processes`` / ``process_id`` is
-    given, or set through ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``, or when
-    ``auto`` asks for JAX's cluster auto-detection (Cloud TPU pod slices, SLURM, Open MPI). Must run before
-    anything touches a JAX backend. Calling it again in an initialised process is a no-op.
-    """
+    """Calls ``jax.distributed.initialize`` when this is a multi-process run (any argument given, or its
+    ``JAX_*`` variable set, or ``auto``: JAX's cluster auto-detection); returns whether it did (or had). Must
+    run before anything touches a JAX backend. ValueError (one line) for an incomplete or bad set."""
     if jax.distributed.is_initialized():
         return True
     env = os.environ  # read where the flag is not given (JAX itself reads the first one)
@@ -91,10 +82,8 @@ def broadcast_flag(flag: bool) -> bool:
 
 
 def check_same_settings(settings: dict) -> None:
-    """Every process of a multi-process run must be started with the same ``settings`` (a JSON-able dict: the
-    config and the run's flags): they are gathered through the coordinator at start-up, and on a difference
-    every process raises the same one-line ``ValueError`` naming the fields and values (within seconds, before
-    any compile). A no-op in a single process."""
+    """The same one-line ``ValueError`` on every process, naming the fields, unless every process was started
+    with the same ``settings`` (a JSON-able dict, gathered through the coordinator). No-op in one process."""
     if jax.process_count() == 1:
         return
     from jax.experimental import multihost_utils
@@ -116,14 +105,9 @@ def check_same_settings(settings: dict) -> None:
 
 # ------------------------------------------------------------------------------------------ the mesh
 def make_mesh(devices: int | None = None) -> Mesh | None:
-    """A 1-D ``('data',)`` mesh over every process's devices; ``devices`` caps how many each process uses.
-
-    Single process: the first ``devices`` local devices (default all). Multi-process: each process
-    contributes its first ``devices`` local devices (default all), ordered by process. Returns ``None`` ("no
-    mesh": the single-device program, which every helper here accepts) when that is one device in all, so
-    callers never branch on a one-device mesh. ValueError (one line) for ``devices`` < 1 or more than a
-    process has.
-    """
+    """A 1-D ``('data',)`` mesh of each process's first ``devices`` local devices (default all), ordered by
+    process; ``None`` (the single-device program, which every helper here accepts) when that is one device.
+    ValueError (one line) for ``devices`` < 1 or more than a process has."""
     per_process: dict[int, list] = {}
     for d in jax.devices():
         per_process.setdefault(d.process_index, []).append(d)
@@ -147,9 +131,8 @@ def mesh_size(mesh: Mesh | None) -> int:
 
 
 def check_divisible(num_envs: int, mesh: Mesh | None) -> None:
-    """num_envs must split evenly over the devices (each holds num_envs / devices whole tasks): ValueError
-    (one line) otherwise; ``mesh=None`` (one device) accepts any. Minibatches are not checked: one that does
-    not split evenly over the devices is still correct, only less parallel."""
+    """ValueError (one line) unless num_envs splits evenly over the devices (minibatches need not: one that
+    does not is still correct, only less parallel)."""
     n = mesh_size(mesh)
     if num_envs % n:
         raise ValueError(f"num_envs={num_envs} is not divisible by the {n} devices of the mesh: each device "
@@ -161,13 +144,9 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def split_leading(tree: Any, mesh: Mesh | None) -> Any:
-    """``with_sharding_constraint`` splitting the leading (env) axis of every leaf over the mesh.
-
-    Used inside the jitted training step on tasks, env/estimator state, per-step policy inputs and outputs,
-    the trajectory and each PPO minibatch. Leaves whose leading axis does not divide evenly (scalars,
-    counters, a minibatch smaller than the mesh) are left to the partitioner. Under ``vmap`` (seeds, sweeps)
-    the population axis is added in front automatically. Identity without a mesh (``mesh=None``).
-    """
+    """``with_sharding_constraint`` splitting the leading (env) axis of every leaf over the mesh (leaves whose
+    leading axis does not divide evenly are left to the partitioner; under ``vmap`` the member axis goes in
+    front). Identity for ``mesh=None``."""
     if mesh is None:
         return tree
     n = mesh_size(mesh)
@@ -182,15 +161,10 @@ def split_leading(tree: Any, mesh: Mesh | None) -> Any:
 
 
 def data_parallel(fn, mesh: Mesh | None):
-    """``fn(params, x)`` (a network's per-sequence forward pass) with ``x``'s leading axis split over the mesh
-    and ``params`` replicated, written with ``jax.shard_map``.
-
-    Each device runs the forward pass, and under ``grad`` the backward pass, on its own sequences, and the
-    parameter cotangents are summed across devices once, at the end. Left to GSPMD, a recurrent network's
-    weight gradient, accumulated in the backward scan over time, would be all-reduced at every time step.
-    The forward pass treats sequences independently, so the result is the same. Falls back to ``fn`` when
-    the batch does not split evenly, and is ``fn`` itself without a mesh (``mesh=None``).
-    """
+    """``fn(params, x)`` (a network's per-sequence forward pass) under ``jax.shard_map``: ``x``'s leading axis
+    split, ``params`` replicated, so the parameter cotangents are summed across devices once (left to GSPMD, a
+    recurrent network's would be all-reduced at every time step). ``fn`` itself where the batch does not split
+    evenly, or for ``mesh=None``."""
     if mesh is None:
         return fn
     n = mesh_size(mesh)
@@ -219,9 +193,8 @@ def state_shardings(state: Any, mesh: Mesh, num_envs: int, pop_dims: int = 0) ->
 
 
 def jit_state(fn, mesh: Mesh | None, num_envs: int, pop_dims: int = 0):
-    """``jax.jit(fn)`` for a function that returns a ``TrainState`` (of ``pop_dims`` population axes): with a
-    mesh, its output is placed in the training shardings (``state_shardings``, read from ``jax.eval_shape`` of
-    the first call's arguments); without one (``mesh=None``), a plain ``jax.jit``."""
+    """``jax.jit(fn)`` for a function that returns a ``TrainState`` (``pop_dims`` population axes): with a mesh,
+    its output in the training shardings (``state_shardings``); for ``mesh=None`` a plain ``jax.jit``."""
     if mesh is None:
         return jax.jit(fn)
 
@@ -233,12 +206,9 @@ def jit_state(fn, mesh: Mesh | None, num_envs: int, pop_dims: int = 0):
 
 
 def init_sharded(init_fn, mesh: Mesh | None, num_envs: int, pop_dims: int = 0, seed: int | None = None):
-    """The initial ``TrainState`` (``pop_dims`` population axes) from ``init_fn``, jitted straight into the
-    training shardings (``mesh=None``: one device).
-
-    ``seed`` None: ``init_fn()`` takes no arguments (seeds are closed over). ``seed`` an int (a run's 32-bit
-    seed): ``init_fn(jax.random.key(seed))``; without a mesh the key is an argument of the jitted function,
-    with one it is made inside it, so nothing host-local enters a multi-process computation."""
+    """The initial ``TrainState`` (``pop_dims`` population axes) of ``init_fn()`` (``seed`` None) or
+    ``init_fn(jax.random.key(seed))``, jitted straight into the training shardings; with a mesh the key is made
+    inside, so nothing host-local enters a multi-process computation."""
     if seed is None:
         return jit_state(init_fn, mesh, num_envs, pop_dims)()
     if mesh is None:
@@ -247,9 +217,8 @@ def init_sharded(init_fn, mesh: Mesh | None, num_envs: int, pop_dims: int = 0, s
 
 
 def sharded_chunk(chunk_fn, mesh: Mesh | None, num_envs: int, pop_dims: int = 0):
-    """``chunk_fn(state, num_iters) -> (state, metrics)`` jitted per ``num_iters`` (static) with the state
-    donated: with a mesh, the state's shardings (``state_shardings``) are kept in and out and the metrics are
-    replicated (every process can read them); with ``mesh=None``, a plain ``jax.jit`` on one device."""
+    """``chunk_fn(state, num_iters) -> (state, metrics)`` jitted per ``num_iters`` (static), the state donated;
+    with a mesh, the state keeps its shardings and the metrics are replicated (every process reads them)."""
     if mesh is None:
         return jax.jit(chunk_fn, static_argnums=1, donate_argnums=0)
     cache: dict[int, Any] = {}

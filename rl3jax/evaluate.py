@@ -1,8 +1,5 @@
-"""Evaluation on fixed held-out test tasks: one meta-episode per task, mean return ± standard error.
-
-Test tasks come from a fixed test seed, disjoint from the training streams (which start from
-``jax.random.key(cfg.seed)``). Policies: a trained run (stochastic or greedy), or a classical baseline from
-``rl3jax.baselines`` (``oracle``: finite-horizon value iteration on the true task, METHOD §3).
+"""Evaluation on fixed held-out test tasks (from ``TEST_SEED``, disjoint from the training streams): one
+meta-episode per task, mean return ± standard error, of a trained actor or a ``rl3jax.baselines`` policy.
 """
 
 from __future__ import annotations
@@ -34,14 +31,12 @@ def held_out_tasks(meta_env: MetaEnv, num: int):
 
 def evaluate(meta_env: MetaEnv, policy: str, episodes: int, greedy: bool = False, params=None, model=None,
              batch: int = EVAL_BATCH, seed: int = 0, policy_params: dict | None = None) -> dict:
-    """Mean return ± s.e. over the first ``episodes`` test tasks (one meta-episode each).
+    """Mean return ± s.e. over the first ``episodes`` test tasks (one meta-episode each): ``summarize``'s dict.
 
-    ``policy``: "network" (``params`` and ``model`` of a trained actor; ``greedy``: argmax instead of sampling)
-    or a baseline name from ``baseline_names(meta_env)`` (sharp logits: ``greedy`` does not change them;
-    ``rl3jax.baselines.make_policy`` picks the meta env it runs in); ``policy_params``: the baseline's
-    parameters (e.g. {"epsilon": 0.1}; strings are parsed), defaults for the ones not given. ``batch``: tasks
-    per jitted call; ``seed``: the policy's and the environment's random stream. Returns ``summarize``'s dict.
-    Raises ValueError for a policy that does not fit the family, an unknown parameter or a bad value.
+    ``policy``: "network" (``params`` and ``model`` of a trained actor; ``greedy``: argmax actions) or a name of
+    ``baseline_names(meta_env)`` with its ``policy_params`` (strings parsed; defaults for the others).
+    ``batch``: tasks per jitted call; ``seed``: the random stream. ValueError for a policy that does not fit
+    the family, an unknown parameter or a bad value.
     """
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
@@ -81,9 +76,8 @@ def summarize(rewards: np.ndarray) -> dict:
 
 
 class HeldOutEvaluator:
-    """A trained actor on the first ``episodes`` held-out tasks (``evaluate``'s "network", and the held-out
-    evaluation during training), compiled once: the parameters are an argument of one jitted function over fixed
-    task batches and keys (``batched_rewards``). ``traces`` counts traces: one per (batch shape, greedy) pair."""
+    """A trained actor on the first ``episodes`` held-out tasks, compiled once (the parameters are an argument);
+    ``traces`` counts traces: one per (batch shape, greedy) pair."""
 
     def __init__(self, meta_env, actor, episodes: int, batch: int = EVAL_BATCH, seed: int = 0):
         self.episodes, self.batch, self.seed = int(episodes), int(batch), seed
@@ -116,10 +110,9 @@ class HeldOutEvaluator:
 
 
 def evaluate_baseline(cfg: TrainConfig, policy: str, episodes: int, items: list[str]) -> tuple[dict, dict]:
-    """``rl3jax eval --policy``: baseline ``policy`` (``items``: its ``--param KEY=VALUE``s, checked by its
-    registry entry) on ``episodes`` held-out tasks of ``cfg``'s family, variant and H; returns (``evaluate``'s
-    result, the validated params). ValueError (one line), before any work: an unknown name or parameter, a
-    family it does not fit, tasks that do not fit in memory (``rl3jax.memory``)."""
+    """``rl3jax eval --policy``: (``evaluate``'s result, the validated params) of baseline ``policy`` with its
+    ``--param KEY=VALUE`` ``items`` on ``episodes`` held-out tasks of ``cfg``. ValueError (one line), before
+    any work: an unknown name or parameter, a family it does not fit, tasks that do not fit in memory."""
     validate_params(policy, None)  # an unknown name first: the error lists the valid ones
     meta_env = make_meta_env(cfg)
     bad = [item for item in items if "=" not in item]
@@ -146,13 +139,11 @@ def run_baselines(env: str, variant: str | None, horizon: int, episodes: int, na
                   known: dict[str, dict] | None = None) -> list[dict]:
     """Evaluates baselines on the same first ``episodes`` held-out tasks of ``env``/``variant`` at H=``horizon``.
 
-    ``names``: the baselines to run (default: every one that fits, skipping one intractable at this horizon; a
-    name that does not fit, or is intractable, is a ValueError). ``known``: {policy: result} to take instead of
-    evaluating (the report's cache). Returns one dict per policy, in registry order: {"policy", "mean_return",
-    "stderr", "episodes", "step_rewards" (H floats), "params", "actions" ("deterministic" or "stochastic"),
-    "skipped" (None, or why), "seconds" (wall time incl. tables and compile), "source" ("evaluated" or the known
-    result's), "normalised" ((x − random)/(oracle − random), None unless both ran)}. ``progress(row)`` is called
-    after each policy.
+    ``names``: the baselines to run (default: every one that fits, skipping one intractable at this H; given,
+    either is a ValueError). ``known``: {policy: result} taken instead of evaluating. Returns one dict per
+    policy, in registry order: {"policy", "mean_return", "stderr", "episodes", "step_rewards" (H floats),
+    "params", "actions", "skipped" (None, or why), "seconds" (wall time incl. compile), "source",
+    "normalised"}; ``progress(row)`` after each policy.
     """
     meta_env = make_meta_env(TrainConfig(env=env, variant=variant or "train", horizon=horizon, algo="rl2"))
     for n in names or []:

@@ -1,11 +1,6 @@
-"""Memory: the limit that applies to this process, and the lower bounds a command's work needs (``train``,
-``eval``), checked before the work starts. Imports JAX only inside the checks (the CLI imports this module
-before JAX starts).
-
-The limit (``memory_limit``): an accelerator's memory where the device reports one; on a CPU the smallest of
-the address space left under ``ulimit -v`` (``RLIMIT_AS`` minus this process's virtual size), the cgroup's
-memory left (v2 ``memory.max - memory.current``, v1 ``memory.limit_in_bytes - memory.usage_in_bytes``) and
-the memory available (``MemAvailable``, else the physical RAM).
+"""Memory: the limit that applies to this process (``memory_limit``: an accelerator's memory, else the
+smallest of the address space left under ``ulimit -v``, the cgroup's memory left and ``MemAvailable``), and
+the lower bounds of a command's work, checked before it starts. JAX is imported only inside the checks.
 """
 
 from __future__ import annotations
@@ -91,14 +86,9 @@ def _tree_bytes(tree) -> int:
 
 
 def check_train_memory(trainer, members: int = 1, devices: int = 1) -> None:
-    """ValueError (one line) when a lower bound of the memory one iteration needs exceeds ``memory_limit``.
-
-    The bound counts only what must exist at once: the training state (parameters, optimiser and env
-    states; exact, from ``jax.eval_shape`` of ``init``) and the rollout's trajectory, which the PPO update
-    reads whole: per env and step the policy input (obs_dim floats), logits (num_actions), and 6 scalars
-    (action, log-prob, reward, value, advantage, return), float32. Activations come on top, so a run that
-    passes may still not fit; one refused would not.
-    """
+    """ValueError (one line) when a lower bound of the memory one iteration needs exceeds ``memory_limit``:
+    the training state (exact, ``jax.eval_shape`` of ``init``) plus the trajectory the PPO update reads whole
+    (per env and step: the policy input, logits and 6 float32 scalars). Activations come on top."""
     import jax
 
     cfg, m = trainer.cfg, trainer.meta_env

@@ -1,12 +1,10 @@
 """Actor / critic sequence models of METHOD §4 (a causal transformer, a GRU, a Markov MLP) and the paper's own
 code's (``transformer-v4``, ``markov-v4``).
 
-Each model is a ``SequenceModel``: a hashable (jit-static) config with pure functions ``init`` /
-``initial_carry`` / ``step`` (acting, one timestep for B sequences in lockstep) and ``sequence`` (training, the
-full causal pass over (B, T, ·)); ``step`` unrolled over time equals ``sequence`` to float tolerance (the
-transformer keeps a key/value cache of fixed size H+1 with positions > t masked, so every shape is static).
-Inputs are float32 policy inputs of size ``in`` (METHOD §1: m); outputs float32, n = ``num_outputs`` (the
-actor's n action logits, or the critic's single value).
+Each model is a ``SequenceModel`` (jit-static) with pure ``init`` / ``initial_carry`` / ``step`` (acting, one
+timestep) and ``sequence`` (training, the causal pass over (B, T, ·)); ``step`` unrolled equals ``sequence`` to
+float tolerance (the transformer's key/value cache has a fixed H+1 slots, later ones masked). Inputs: float32
+policy inputs of size ``in`` (METHOD §1: m); outputs: float32, n = ``num_outputs`` (logits, or 1 value).
 
 METHOD §4 init: hidden Dense layers keep flax's default (LeCun normal, zero bias); the output layer is
 orthogonal with gain ``output_scale`` (0.01: near-uniform logits, near-zero values); positional embedding

@@ -1,12 +1,5 @@
-"""Every file a command writes, and the checks of its output paths before any work (no JAX).
-
-``atomic_write`` is the one writer: a file is replaced whole or not at all (a kill or a full disk never destroys
-the previous version), a symlink's target is written and the link kept, a character device or FIFO
-(``/dev/null``, a pipe) is written through and never replaced, and an OS error is one line naming the path
-(``WriteError``). ``check_output_file`` / ``check_output_dir`` / ``check_outputs`` refuse, before the work and
-creating nothing, what it could not write: a folder where a file is wanted, a file where a folder is, a
-read-only folder, a block device or socket, a name or path longer than the file system allows
-(``OutputError``).
+"""Every file a command writes (``atomic_write``: whole or not at all), and the checks of its output paths
+before any work, creating nothing (``check_output_file`` / ``check_output_dir`` / ``check_outputs``). No JAX.
 """
 
 from __future__ import annotations
@@ -22,7 +15,7 @@ from typing import IO, Any
 
 class OutputError(ValueError):
     """An output path a command cannot write (a folder where a file is wanted, a file where a folder is, a
-    read-only folder, a block device or socket, a name too long): refused before any work, one line naming it."""
+    read-only folder, a block device or socket, a name or path too long): refused before any work, one line."""
 
 
 class WriteError(OSError):
@@ -31,13 +24,10 @@ class WriteError(OSError):
 
 
 def atomic_write(path: str, data: bytes | str | Callable[[IO[bytes]], None]) -> None:
-    """Writes file ``path`` whole or not at all; every file a command writes goes through here.
-
-    ``data``: bytes, text (UTF-8), or a function that writes into a binary file object (a figure's
-    ``savefig``). A regular or new file (its folder is made if need be): a temporary file in the same folder,
-    flushed to disk, then ``os.replace``. A symlink: its target is written so (the link stays a link). A
-    character device or FIFO (``/dev/null``, a pipe): written through in place, never replaced. An OS error (a
-    full disk, a read-only folder) is a ``WriteError`` naming ``path``; the temporary file is removed."""
+    """Writes file ``path`` whole or not at all (a temporary file beside it, flushed, then ``os.replace``; its
+    folder made if need be); a symlink's target is written so; a character device or FIFO (``/dev/null``, a
+    pipe) is written through. ``data``: bytes, text (UTF-8), or a function writing into a binary file (a
+    figure's ``savefig``). An OS error is a ``WriteError`` naming ``path``; the temporary file is removed."""
     if callable(data):
         buf = io.BytesIO()
         data(buf)
@@ -85,11 +75,6 @@ def check_outputs(out: str, flag: str, files: tuple[str, ...] = (), count: int =
         check_output_dir(out, flag)
     for path in [os.path.join(out, f) for f in files] or numbered_paths(out, count):
         check_output_file(path, flag)
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """``atomic_write`` of a text."""
-    atomic_write(path, text)
 
 
 def atomic_write_json(path: str, obj: Any) -> None:

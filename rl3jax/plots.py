@@ -1,12 +1,6 @@
 """The report's figures (matplotlib, imported on first use): learning curves (training and held-out return
-against environment steps and wall-clock seconds, with random, oracle and the best classical baseline as
-reference lines) and adaptation curves (the mean reward at each step of the meta-episode, runs against
-baselines). ``rl3jax.report.make_report`` draws both; the data behind every line is returned as well.
-
-Wall-clock seconds: the training time, reconstructed from the metrics rows as the cumulative sum of
-``batch_steps / steps_per_second`` (each row's share of its chunk's wall time; the first chunk's compile
-included, held-out evaluations and checkpoints not, so runs with different ``eval_every`` compare fairly;
-a resumed run continues from its last kept row).
+against environment steps and wall-clock seconds, with reference baselines) and adaptation curves (the mean
+reward at each step of the meta-episode); each also returns the data behind every line.
 """
 
 from __future__ import annotations
@@ -24,7 +18,8 @@ REF_STYLE = {"random": ("0.45", ":"), "oracle": ("black", "--")}
 
 
 def wall_seconds(rows: list[dict], batch_steps: int) -> np.ndarray:
-    """Training seconds up to each row (shape (rows,)), as the module's docstring says."""
+    """Training seconds up to each row, shape (rows,): the cumulative sum of each row's share of its chunk's
+    wall time (compile included, held-out evaluations and checkpoints not)."""
     return np.cumsum([batch_steps / r["steps_per_second"] for r in rows])
 
 

@@ -107,9 +107,8 @@ def draw_grid(tiles: np.ndarray, cell: int = 28, values: np.ndarray | None = Non
 
 
 def episode_gif(trainer, params, task, out: str, key, greedy: bool = False, title: str = "") -> list[dict]:
-    """Plays one meta-episode step by step and writes it to ``out`` as a GIF, a frame per step; ``title``: the
-    first title line (e.g. family, variant, algorithm, checkpoint), the second gives greedy/stochastic, the step
-    and the return so far. Returns per step {"pos", "values" ((S,) max_a Q of every cell from the estimator's
+    """Plays one meta-episode and writes it to ``out`` as a GIF, a frame per step, under ``title`` and a line of
+    the mode, step and return. Returns per step {"pos", "values" ((S,) max_a Q per cell from the estimator's
     latest solve, or None), "known" ((S,) bool, or None), "reward", "reset", "return"}."""
     meta = trainer.meta_env
     step_env, policy = jax.jit(meta.step), jax.jit(trainer.actor.step)
@@ -170,12 +169,9 @@ def samples_png(family: str, out: str, per_variant: int = 4, seed: int = 0):
 
 
 def render_cli(run: str | None, out: str, variant: str | None = None, episodes: int = 1, samples: bool = False) -> int:
-    """``rl3jax render``: GIFs of ``episodes`` held-out tasks played by the run in folder ``run`` (its newest
-    checkpoint, on task ``variant`` or the run's own), written to ``out`` (``OUT-0.gif``, ``OUT-1.gif``, ...
-    when ``episodes`` > 1); or with ``samples`` a PNG ``out`` of sampled grids of every variant of the run's
-    family (default grid13). Checks: ``rl3jax.runs.runfiles.check_render`` (ValueError, one line: a non-grid
-    family, an unknown variant, ``samples`` with a variant or episodes); ``RunFolderError`` /
-    ``CheckpointError`` for a folder that is no run or has no readable checkpoint."""
+    """``rl3jax render``: GIFs of ``episodes`` held-out tasks played by the run's newest checkpoint (on
+    ``variant``, default the run's) to ``out`` (``numbered_paths``), or with ``samples`` a PNG of sampled grids
+    of every variant. Errors: ``check_render``'s; ``RunFolderError`` / ``CheckpointError`` for a bad run."""
     family = check_render(run, variant, episodes, samples)
     if samples:
         samples_png(family, out)

@@ -1,18 +1,11 @@
 """Reports of trained runs (``rl3jax report RUN [RUN ...] --out DIR``): held-out results, learning curves and
 adaptation curves, for one run or several side by side (seeds, algorithms, models of one task family).
 
-Writes into ``DIR``:
-
-- ``results.json`` and ``results.md``: per run the held-out mean return ± standard error (std/√n) over the
-  first N test tasks of ``rl3jax.evaluate`` (METHOD §3 "Test sets"), stochastic and greedy, and its normalised
-  score (x − random)/(oracle − random); per setting with several seeds (config minus ``NOT_SETTING``) the
-  interquartile mean (IQM) of the seeds' means with a 95% bootstrap interval (``iqm_ci``); the family's
-  baselines on the same tasks (``rl3jax.evaluate.run_baselines``), with their kind of actions and a description.
-- ``learning_curve.png`` and ``adaptation.png`` (``rl3jax.plots``).
-- ``cache.json``: the held-out evaluations made for this report (reused by the next report into ``DIR``).
-
-A family registered from Python (``rl3jax.envs.registry.register``) is unknown to the ``rl3jax`` command: report
-its runs from Python with ``make_report`` (``rl3jax.runs.resume.report_hint`` says which applies to a run).
+Writes into ``DIR`` (``outputs.REPORT_FILES``): ``results.json`` and ``results.md`` (per run the held-out mean
+return ± s.e. over the first N test tasks (METHOD §3), stochastic and greedy, and its normalised score; per
+setting with several seeds the IQM with a 95% bootstrap interval, ``iqm_ci``; the family's baselines on the
+same tasks), the figures of ``rl3jax.plots``, and ``cache.json`` (evaluations reused by the next report).
+A family registered from Python is reported with ``make_report`` (``rl3jax.runs.resume.report_hint``).
 """
 
 from __future__ import annotations
@@ -56,11 +49,9 @@ class RunInfo:
 
 
 def load_runs(paths: list[str]) -> list[RunInfo]:
-    """The runs of ``paths`` (population folders expand to their members) with their metrics rows and newest
-    checkpoint step; names unique (a population member keeps its population's name: ``pop/seed0``).
-
-    Raises ValueError for zero runs, a missing path or a run without metrics rows; ``RunFolderError`` for a
-    folder that is not a trained run (``rl3jax.runs.runfiles.check_evaluable``)."""
+    """The runs of ``paths`` (population folders: their members) with their metrics rows and newest checkpoint
+    step; names unique (a member keeps its population's name: ``pop/seed0``). ValueError for zero runs, a
+    missing path or no metrics rows; ``RunFolderError`` for a folder that is no trained run."""
     if not paths:
         raise ValueError("no run folders given; pass one or more folders written by `rl3jax train`")
     for p in paths:
@@ -82,9 +73,8 @@ def load_runs(paths: list[str]) -> list[RunInfo]:
 
 # ------------------------------------------------------------------------------------------ statistics
 def iqm_ci(x, confidence: float = 0.95, n_resamples: int = 10000, seed: int = 0) -> tuple[float, float, float]:
-    """Interquartile mean of scores ``x`` (shape (n,), one per seed) and its ``confidence`` bootstrap interval
-    (``scipy.stats.bootstrap``, percentile method, fixed seed; Agarwal et al. 2021, "Deep RL at the Edge of
-    the Statistical Precipice", whose rliable computes the same with one stratum). n = 1: (x, nan, nan)."""
+    """Interquartile mean of scores ``x`` (shape (n,), one per seed) and its ``confidence`` percentile bootstrap
+    interval (``scipy.stats.bootstrap``, fixed seed; as rliable, Agarwal et al. 2021). n = 1: (x, nan, nan)."""
     from scipy import stats
 
     x = np.asarray(x, float)
@@ -165,11 +155,10 @@ def evaluate_runs(runs: list[RunInfo], variant: str, episodes: int, cache: Cache
 
 
 def load_baselines_json(path: str, env: str, variant: str, horizon: int, episodes: int) -> dict[str, dict]:
-    """{policy: result} from a ``rl3jax baselines --json`` file: a list of result dicts (or a dict holding one
-    under "baselines", "results" or "rows", as ``rl3jax baselines --json`` writes; its skipped rows, intractable
-    at this H, are left out), each with "policy", "mean_return", "stderr" and optionally "step_rewards",
-    "env", "variant", "horizon", "episodes" (checked against the report's where given, here or at the top).
-    Raises ValueError for an unreadable file or one that measured something else."""
+    """{policy: result} from a ``rl3jax baselines --json`` file: a list of result dicts, or a dict holding one
+    under "baselines", "results" or "rows" (skipped rows left out), each with "policy", "mean_return", "stderr"
+    and optionally "step_rewards" and "env", "variant", "horizon", "episodes" (checked against the report's,
+    here or at the top). ValueError for an unreadable file or one that measured something else."""
     try:
         with open(path) as f:
             data = json.load(f)
@@ -320,14 +309,11 @@ def _check_report(runs: list[RunInfo], episodes, variant: str | None) -> tuple[s
 
 def make_report(paths: list[str], out: str, episodes: int = 1000, variant: str | None = None,
                 baselines_json: str | None = None, log=print) -> dict:
-    """Writes results.json, results.md, learning_curve.png and adaptation.png for the runs in ``paths``
-    (population folders expand to their members) into ``out``; returns the results.json dict.
-
-    ``episodes``: held-out test tasks (N); ``variant``: the test variant (default: the runs' training
-    variant); ``baselines_json``: reuse a ``rl3jax baselines --json`` file for the baselines it holds.
-    Raises ValueError (before writing anything) for no runs, a folder that is not a run, runs of different
-    families or horizons, runs trained on different variants without ``variant``, a bad variant or N.
-    """
+    """Writes the report of the runs in ``paths`` (population folders: their members) into ``out``; returns the
+    results.json dict. ``episodes``: held-out test tasks (N); ``variant``: the test variant (default: the runs'
+    own); ``baselines_json``: a ``rl3jax baselines --json`` file to reuse. ValueError, before writing anything,
+    for no runs, a folder that is no run, runs of several families, horizons or (without ``variant``)
+    training variants, a bad variant or N."""
     runs = load_runs(paths)
     env, horizon, variant, header = _check_report(runs, episodes, variant)
     from_json = load_baselines_json(baselines_json, env, variant, horizon, episodes) if baselines_json else None

@@ -24,7 +24,7 @@ import pytest
 
 from rl3jax.cli import main as cli_main
 from rl3jax.config import TrainConfig
-from rl3jax.outputs import atomic_write_text
+from rl3jax.outputs import atomic_write
 from rl3jax.runs import runfiles
 from rl3jax.runs.metrics import MetricsLog
 from rl3jax.runs.runfiles import read_metrics
@@ -153,7 +153,7 @@ def test_metrics_history_is_exact_after_a_resume(tmp_path, capsys):
     are named; the CSV holds the same rows."""
     run = str(tmp_path)
     rows = [{"iteration": i, "env_steps": 10 * i, "x": float(i)} for i in (1, 2, 3, 3, 4, 6, 7)]
-    atomic_write_text(os.path.join(run, "metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write(os.path.join(run, "metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
     MetricsLog(run, 5)
     err = capsys.readouterr().err
     assert "dropped the rows of iterations 6..7, after checkpoint step 5" in err

@@ -1,10 +1,8 @@
 """Classical baseline policies, evaluated in the same harness (``rl3jax.evaluate``) as learned policies.
 
-Baselines read what a learned policy reads (the previous action and reward, METHOD §1) from the meta state, plus
-the current task state (``env.state_index``); ``oracle`` reads the task itself and ``model-*`` the RL³
-estimator's state. One module per family (``generic``: every family; ``bandit``; ``mdp``), each with its
-registry entries (``ENTRIES`` of ``base.Baseline``); ``BASELINES`` maps each name to its entry in that order.
-``rl3jax.evaluate.run_baselines`` evaluates every fitting baseline on the same held-out tasks.
+Baselines read what a learned policy reads (METHOD §1) plus the current task state; ``oracle`` reads the task
+and ``model-*`` the RL³ estimator's state. One module per family (``generic``: every family), each with its
+``ENTRIES``; ``BASELINES`` maps each name to its entry in that order.
 """
 
 from __future__ import annotations
@@ -35,10 +33,8 @@ def baseline_names(meta_env: MetaEnv) -> list[str]:
 
 
 def validate_params(name: str, params: dict | None) -> dict:
-    """The baseline's defaults updated with ``params`` (values may be strings, e.g. from the CLI), checked.
-
-    Raises ValueError naming an unknown parameter or a bad value and listing the valid ones.
-    """
+    """The baseline's defaults updated with ``params`` (values may be strings, e.g. from the CLI), checked:
+    ValueError naming an unknown parameter or a bad value and listing the valid ones."""
     b = get_baseline(name)
     spec = {p.name: p for p in b.params}
     out = {p.name: p.default for p in b.params}
@@ -60,14 +56,10 @@ def check_fits(name: str, meta_env: MetaEnv) -> Baseline:
 
 
 def make_policy(name: str, meta_env: MetaEnv, params: dict | None = None):
-    """Checks and prepares baseline ``name`` for ``meta_env``.
-
-    Returns ``(meta_env, consts, build)``: the meta env to run it in (model-* baselines: with the family's RL³
-    estimator, added when it has none; the others without one, which would only cost time), its host-side
-    tables (a pytree of arrays, pass them through jit as an argument) and
-    ``build(consts, tasks, key) -> (step, carry)`` for a batch of tasks. Raises ValueError if the policy does
-    not fit the family, a parameter is unknown or invalid, or a table is intractable for the horizon.
-    """
+    """Checks and prepares baseline ``name`` for ``meta_env``: ``(meta_env, consts, build)``, the meta env to run
+    it in (with the family's RL³ estimator for model-*, else none), its host-side tables (a pytree of arrays,
+    a jit argument) and ``build(consts, tasks, key) -> (step, carry)``. ValueError for a policy that does not
+    fit, a bad parameter, or a table intractable at this horizon."""
     b = check_fits(name, meta_env)
     p = validate_params(name, params)
     env = meta_env

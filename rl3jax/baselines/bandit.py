@@ -53,20 +53,16 @@ def gittins_table(horizon: int) -> np.ndarray:
 def compute_gittins_table(horizon: int) -> np.ndarray:
     """Finite-horizon Gittins indices of a Bernoulli arm with a Beta(1, 1) prior.
 
-    Returns ``G`` (float64, shape (H+1, H+1, H+1)): ``G[m, s, f]`` is the index of an arm with ``s`` successes
-    and ``f`` failures so far when ``m`` pulls remain (this one included), for m = 1..H and s + f <= H - m
-    (NaN elsewhere). The index is the calibrating safe-arm value λ: the reward per pull of a known arm that
-    makes a one-armed bandit with m pulls left indifferent between retiring to the known arm at once (m·λ)
-    and pulling the unknown arm now and acting optimally afterwards (Gittins 1979; Gittins, Glazebrook & Weber
-    2011; retiring is final, as nothing is learned from the known arm). With p = (s+1)/(s+f+2),
+    Returns ``G`` (float64, (H+1, H+1, H+1)): ``G[m, s, f]``, the index of an arm with ``s`` successes and
+    ``f`` failures when ``m`` pulls remain (this one included), for s + f <= H - m (NaN elsewhere): the known
+    arm's reward per pull λ that makes retiring to it at once (m·λ, final) as good as pulling the unknown arm now
+    and acting optimally after (Gittins 1979; Gittins, Glazebrook & Weber 2011). With p = (s+1)/(s+f+2),
 
-        V_λ(j, s, f) = max(j·λ, p·(1 + V_λ(j−1, s+1, f)) + (1−p)·V_λ(j−1, s, f+1)),  V_λ(0, ·) = 0,
+        V_λ(j, s, f) = max(j·λ, p·(1 + V_λ(j−1, s+1, f)) + (1−p)·V_λ(j−1, s, f+1)),  V_λ(0, ·) = 0;
 
-    by backward induction over the Beta posteriors (s+1, f+1); the gap g(λ) = C(λ) − m·λ, C the value of
-    pulling now, is convex, piecewise linear and strictly decreasing in λ, with its root in [p, 1]: found by
-    bisection on that bracket with Newton steps from the lower end (a Newton step never passes the root of a
-    convex piecewise-linear g; one that leaves the bracket falls back to the midpoint), to |g| or a bracket
-    < 1e-12, starting from G[m−1, s, f] (the index grows with the pulls left). m = 1: the posterior mean.
+    the gap g(λ) = C(λ) − m·λ (C: the value of pulling now) is convex, piecewise linear and decreasing, with its
+    root in [p, 1]: found by Newton steps from the lower end, guarded by bisection, to |g| or a bracket < 1e-12,
+    starting from G[m−1, s, f]. m = 1: the posterior mean.
 
     Raises ValueError for H < 1, ``IntractableError`` for H > ``GITTINS_MAX_HORIZON``.
     """
@@ -174,15 +170,14 @@ def _children(rows: np.ndarray, pair_s: np.ndarray, pair_n: np.ndarray) -> list[
 def bayes_optimal_table(num_arms: int, horizon: int):
     """Exact Bayes-optimal action values of a k-armed Bernoulli bandit with independent Beta(1,1) priors.
 
-    The posterior is the multiset of (successes, failures) of the k arms (arms are exchangeable, so a sorted
-    tuple of pair ids is a canonical state). Backward induction over the total pulls t = H−1..0:
+    The posterior is the multiset of the arms' (successes, failures), canonically a sorted tuple of pair ids
+    (the arms are exchangeable). Backward induction over the total pulls t = H−1..0:
 
         Q_t(x, i) = p_i·(1 + V_{t+1}(x + success on i)) + (1 − p_i)·V_{t+1}(x + failure on i),
         V_t(x) = max_i Q_t(x, i),  V_H = 0,  p_i = (s_i + 1)/(s_i + f_i + 2)   (Bellman 1956).
 
-    Returns ``(rows, q)``: ``rows`` (N, k) int32, every reachable state's sorted pair ids (``_pair_id``),
-    sorted lexicographically; ``q`` (N, k) float64, the action value of pulling the arm in each slot.
-    The expected return of the Bayes-optimal policy from the prior is ``q[0].max()`` (row 0 = no pulls).
+    Returns ``(rows, q)``: ``rows`` (N, k) int32, every reachable state's sorted pair ids, in lexicographic
+    order; ``q`` (N, k) float64, the value of pulling each slot's arm; ``q[0].max()``: the expected return.
 
     Raises ValueError for H < 1, ``IntractableError`` for H > ``bayes_max_horizon(k)``.
     """
@@ -256,9 +251,8 @@ def bandit_scores(name: str, key: jax.Array, successes: jax.Array, failures: jax
     Prior Beta(1, 1) on every arm; posterior mean μ_a = (s_a + 1)/(n_a + 2), n_a = s_a + f_a.
 
     * greedy, epsilon-greedy: μ_a.
-    * ucb: μ_a + c·sqrt(2·ln(t + 2k) / (n_a + 2)) — UCB1 (Auer et al. 2002) on the pseudo-counts of one
-      success in two pulls per arm (RL²'s baseline, Duan et al. 2016): n_eff,a = n_a + 2, and the total
-      pull count t + 2k counts those pseudo-pulls too.
+    * ucb: μ_a + c·sqrt(2·ln(t + 2k) / (n_a + 2)): UCB1 (Auer et al. 2002) counting the prior's two
+      pseudo-pulls per arm (RL²'s baseline, Duan et al. 2016).
     * thompson: one draw from Beta(s_a + 1, f_a + 1) per arm (Thompson 1933).
     * gittins: G[H − t, s_a, f_a] (``gittins_table``).
     * bayes-optimal: the exact action value Q_t(x, a) (``bayes_optimal_table``).

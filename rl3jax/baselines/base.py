@@ -1,11 +1,9 @@
 """What every baseline module shares: the registry's entry types (``Param``, ``Baseline``) and the sharp-logit
 action helpers.
 
-A policy in the harness is ``(step, carry)`` with ``step(carry, obs, meta_state) -> (carry, logits)`` over a
-batch of B tasks (``rl3jax.rollout.rollout``). Every baseline chooses its own action (with its own PRNG key in
-the carry, for random tie-breaking, exploration and posterior samples) and emits *sharp* logits (0 for the
-chosen action, -1e3 for the others), so sampling from them and taking their argmax give the same action: the
-harness's ``greedy`` flag does not change a baseline.
+A policy in the harness is ``(step, carry)`` with ``step(carry, obs, meta_state) -> (carry, logits)`` over B
+tasks. A baseline draws its own action (its PRNG key in the carry) and emits *sharp* logits, so sampling them
+and their argmax agree: ``greedy`` does not change a baseline.
 """
 
 from __future__ import annotations

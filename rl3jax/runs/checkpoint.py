@@ -1,30 +1,16 @@
-"""Orbax checkpoints of the full ``TrainState``, written atomically (temporary folder, then rename), each
-finished step sealed with a checksum manifest.
+"""Orbax checkpoints of the full ``TrainState`` (the PRNG key as raw key data: plain arrays), written atomically
+(a kill leaves only a temporary folder orbax ignores), each finished step sealed with a checksum manifest.
 
-The typed PRNG key is stored as its raw key data, so a checkpoint is plain arrays. A kill during a save
-leaves only an unfinished temporary folder, which orbax ignores: the last good step stays restorable.
+Only a writer (the trainer holding the folder's ``RunLock``) creates, saves, prunes and cleans up; every other
+``Checkpointer`` opens orbax read-only, so reading a run that trains cannot remove its in-progress step.
 
-Writers and readers: only a writer (``Checkpointer(..., write=True)``, the trainer holding the run folder's
-lock, ``rl3jax.runs.runfiles.RunLock``) creates folders, saves, prunes old steps and cleans up unfinished temporary
-folders. Every other ``Checkpointer`` (``eval``, ``render``, tests) opens orbax read-only
-(``CheckpointManagerOptions(read_only=True)``): it never creates, deletes or cleans anything, so reading a run
-that is still training cannot remove the trainer's in-progress ``N.orbax-checkpoint-tmp-*`` folder.
+Integrity: the writer records every file's SHA-256 and size, and the config trained under, in ``MANIFEST``;
+``restore`` verifies it first (a bad file is one line naming it). A step whose meta says ``sealed`` but whose
+manifest is gone is refused with the fix (``python -m rl3jax.runs.checkpoint STEP_DIR`` seals it again); a
+reader of a run that trains takes the step before one still being sealed; older unsealed steps load with a note.
 
-Integrity: after a step is finished (orbax has renamed it into place), the writer records the SHA-256 and size
-of every file of the step, and the config the run trains under, in ``<step>/rl3jax_manifest.json`` (written
-atomically). ``restore`` verifies it first, so a bit flip, a truncated or a missing data file is reported in one
-line naming the file, before orbax/TensorStore reads anything. A step whose manifest is missing although its
-meta says one was written (``meta["sealed"]``: the checksum file was deleted, or a kill fell between orbax's
-rename and the manifest) is refused in one line that says how to accept it as it is: ``python -m
-rl3jax.runs.checkpoint STEP_DIR`` seals it again. A reader (``eval``, ``render``) of a run that is training right now
-takes the step before such a newest step instead (the trainer is sealing it). Steps written before manifests
-existed (no ``sealed``) are restored unverified with a one-line note. A failed save removes its temporary
-folder and names the OS error (``No space left on device``), however deep orbax wrapped it.
-
-Format: each step holds the items ``state`` (the ``TrainState`` as plain arrays) and ``meta`` (JSON: iteration,
-env_steps, return_mean, and for a population member ``member``), and ``meta["format_version"]`` =
-``FORMAT_VERSION``. Steps without it (written before versioning) are version 1 and load when their structure
-matches; a step of a newer or unknown version is refused in one line naming it, before its state is read.
+Format: items ``state`` and ``meta`` (JSON: iteration, env_steps, return_mean, a member's ``member``,
+``format_version``; none: version 1); a version outside ``READABLE_VERSIONS`` is refused before its state is read.
 """
 
 from __future__ import annotations
@@ -83,10 +69,6 @@ def _to_storable(state):
     return state.replace(key=jax.random.key_data(state.key))
 
 
-def _from_storable(state):
-    return state.replace(key=jax.random.wrap_key_data(state.key))
-
-
 #: the OS errors a failed save is named by (orbax and TensorStore bury them deep in their messages)
 _OS_REASON = re.compile(r"No space left on device|Read-only file system|Permission denied|Disk quota exceeded|"
                         r"File too large|Input/output error|Too many open files|File name too long")
@@ -119,59 +101,17 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def _step_files(step_dir: str) -> list[str]:
-    out = []
-    for root, _, files in os.walk(step_dir):
-        for name in files:
-            rel = os.path.relpath(os.path.join(root, name), step_dir)
-            if rel != MANIFEST and not rel.endswith(".tmp"):
-                out.append(rel)
-    return sorted(out)
-
-
 def write_manifest(step_dir: str, config: dict | None = None) -> dict:
     """Records ``{relative path: {"sha256", "bytes"}}`` of every file under ``step_dir`` in its manifest, with
     ``config`` (the ``TrainConfig.to_dict()`` the step was trained under; ``check_checkpoint_config``
     compares it at a resume); returns the files."""
-    files = {rel: {"sha256": _sha256(os.path.join(step_dir, rel)),
-                   "bytes": os.path.getsize(os.path.join(step_dir, rel))} for rel in _step_files(step_dir)}
+    rels = sorted(os.path.relpath(os.path.join(root, name), step_dir)
+                  for root, _, names in os.walk(step_dir) for name in names)
+    files = {rel: {"sha256": _sha256(os.path.join(step_dir, rel)), "bytes": os.path.getsize(os.path.join(step_dir, rel))}
+             for rel in rels if rel != MANIFEST and not rel.endswith(".tmp")}
     atomic_write_json(os.path.join(step_dir, MANIFEST), {"version": 1, "files": files,
                                                           **({"config": config} if config else {})})
     return files
-
-
-def verify_manifest(step_dir: str) -> bool:
-    """Checks every file listed in ``step_dir``'s manifest; False when the step has no manifest.
-
-    Raises ``CorruptCheckpointError`` naming the first missing, resized or altered file (or an unreadable
-    manifest)."""
-    path = os.path.join(step_dir, MANIFEST)
-    if not os.path.exists(path):
-        return False
-    try:
-        files = _read_json(path)["files"]
-    except (RuntimeError, KeyError, TypeError) as e:
-        raise CorruptCheckpointError(f"{path} is unreadable ({_one_line(e)})") from None
-    for rel, want in sorted(files.items()):
-        full = os.path.join(step_dir, rel)
-        if not os.path.isfile(full):
-            raise CorruptCheckpointError(f"{full} is missing")
-        size = os.path.getsize(full)
-        if size != want["bytes"]:
-            raise CorruptCheckpointError(f"{full} is truncated or resized ({size} bytes, {want['bytes']} written)")
-        if _sha256(full) != want["sha256"]:
-            raise CorruptCheckpointError(f"{full} is corrupt (SHA-256 differs from the one recorded at save)")
-    return True
-
-
-def recorded_config(step_dir: str) -> dict | None:
-    """The config a checkpoint step was trained under, as recorded in its manifest (``MANIFEST``, written by
-    ``rl3jax.runs.checkpoint``); None for a step that records none (older versions, or no manifest)."""
-    path = os.path.join(step_dir, MANIFEST)
-    if not os.path.isfile(path):
-        return None
-    d = _read_json(path)
-    return d.get("config") if isinstance(d, dict) else None
 
 
 def config_changes(recorded: dict, cfg: TrainConfig, source: str) -> list[str]:
@@ -205,7 +145,9 @@ def check_checkpoint_config(out: str) -> None:
         steps = finished_steps(checkpoint_dir(run_dir))
         if not steps:
             continue
-        recorded = recorded_config(os.path.join(checkpoint_dir(run_dir), str(steps[-1])))
+        manifest = os.path.join(checkpoint_dir(run_dir), str(steps[-1]), MANIFEST)
+        recorded = _read_json(manifest) if os.path.isfile(manifest) else None
+        recorded = recorded.get("config") if isinstance(recorded, dict) else None
         if recorded is None:
             print(f"note: checkpoint step {steps[-1]} in {run_dir} records no config (written by an older "
                   f"rl3jax); resuming with its {source} unchecked", file=sys.stderr)
@@ -220,10 +162,8 @@ def check_checkpoint_config(out: str) -> None:
 
 @contextlib.contextmanager
 def _stderr_held():
-    """Holds what is written to file descriptor 2 meanwhile: on a failed save, orbax's worker threads and
-    TensorStore's callbacks print many-line tracebacks there (~120 lines for a full disk), which the caller's
-    one-line error replaces. The caller appends to the yielded list to discard them; otherwise (success) they are
-    written out afterwards, so no warning is lost."""
+    """Holds what is written to file descriptor 2 meanwhile (orbax's many-line tracebacks of a failed save): the
+    caller appends to the yielded list to discard it; otherwise it is written out afterwards."""
     try:
         sys.stderr.flush()
         saved = os.dup(2)
@@ -251,14 +191,9 @@ def _stderr_held():
 
 
 class Checkpointer:
-    """The checkpoints of one run under ``directory`` (a run folder's ``checkpoints/``), one step per saved
-    iteration.
-
-    ``write=True`` (the trainer only): creates the folder, saves, keeps the last ``keep`` steps (``retain``) and
-    removes unfinished temporary folders of earlier, killed saves. ``write=False`` (default): read-only, touches
-    nothing on disk. Errors are one-line ``CheckpointError``s naming the folder (``CorruptCheckpointError``:
-    a file differs from the step's manifest; ``CheckpointWriteError``: a save failed, e.g. a full disk).
-    """
+    """The checkpoints of one run under ``directory`` (``checkpoints/``), one step per saved iteration.
+    ``write=True`` (the trainer only) saves, ``retain``s and cleans up; else read-only. Errors: one-line
+    ``CheckpointError``s naming the folder (``CorruptCheckpointError``, ``CheckpointWriteError``)."""
 
     def __init__(self, directory: str, keep: int = 3, write: bool = False, config: dict | None = None):
         self.directory = os.path.abspath(directory)
@@ -284,10 +219,9 @@ class Checkpointer:
         return os.path.join(self.directory, str(step))
 
     def save(self, step: int, state, meta: dict) -> None:
-        """Writes ``state`` (a ``TrainState``, any sharding) as step ``step`` (an iteration count) with the JSON
-        ``meta`` and ``format_version``, then its manifest. Refuses a state with a NaN or infinity
-        (``CheckpointError``); an OS error (e.g. a full disk) becomes a one-line ``CheckpointWriteError``; the
-        previous steps stay intact."""
+        """Writes ``state`` (any sharding) as step ``step`` with the JSON ``meta``, then its manifest.
+        ``CheckpointError`` for a NaN or infinity; one-line ``CheckpointWriteError`` for an OS error (a full
+        disk); the previous steps stay intact."""
         if not self.write:
             raise CheckpointError(f"{self.directory} was opened read-only")
         if not bool(all_finite(state.replace(key=jnp.zeros(())))):
@@ -340,15 +274,29 @@ class Checkpointer:
         return steps[-1] if steps else None
 
     def verify(self, step: int) -> bool:
-        """Checks step ``step`` against its manifest (False: it has none). Raises ``CorruptCheckpointError``
-        naming the file and the other steps available."""
+        """Checks every file listed in step ``step``'s manifest (False: it has none). Raises
+        ``CorruptCheckpointError`` naming the first missing, resized or altered file (or an unreadable manifest)
+        and the other steps available."""
+        step_dir, path = self.step_dir(step), os.path.join(self.step_dir(step), MANIFEST)
+        older = [s for s in self.all_steps() if s != step]
+        hint = (f"; other steps: {', '.join(map(str, older))} (move {step_dir} out of {self.directory} to use the "
+                "newest of them)" if older else "; no other step is available")
+        if not os.path.exists(path):
+            return False
         try:
-            return verify_manifest(self.step_dir(step))
-        except CorruptCheckpointError as e:
-            older = [s for s in self.all_steps() if s != step]
-            hint = (f"; other steps: {', '.join(map(str, older))} (move {self.step_dir(step)} out of "
-                    f"{self.directory} to use the newest of them)" if older else "; no other step is available")
-            raise CorruptCheckpointError(f"checkpoint step {step}: {e}{hint}") from None
+            files = _read_json(path)["files"]
+        except (RuntimeError, KeyError, TypeError) as e:
+            raise CorruptCheckpointError(f"checkpoint step {step}: {path} is unreadable ({_one_line(e)}){hint}") from None
+        for rel, want in sorted(files.items()):
+            full = os.path.join(step_dir, rel)
+            size = os.path.getsize(full) if os.path.isfile(full) else None
+            problem = ("is missing" if size is None else
+                       f"is truncated or resized ({size} bytes, {want['bytes']} written)" if size != want["bytes"] else
+                       "is corrupt (SHA-256 differs from the one recorded at save)" if _sha256(full) != want["sha256"]
+                       else None)
+            if problem:
+                raise CorruptCheckpointError(f"checkpoint step {step}: {full} {problem}{hint}")
+        return True
 
     def meta(self, step: int) -> dict:
         """The meta item of step ``step``; ``CheckpointError`` for an unreadable one."""
@@ -360,11 +308,9 @@ class Checkpointer:
         return meta if isinstance(meta, dict) else {}
 
     def restore(self, template, step: int | None = None) -> tuple[Any, dict]:
-        """Restores step ``step`` (default: the latest) into the structure, shapes, dtypes and shardings of
-        ``template`` (a freshly initialised TrainState of the run's config), after checking its format version
-        and verifying its manifest; returns (state, meta). Errors (``CheckpointError``, one line naming the
-        step and folder): no step, a newer or unknown format version, a corrupt or unreadable step, a state of
-        another structure (another configuration), NaN or infinite values."""
+        """(state, meta) of step ``step`` (default: the latest), verified, in the structure and shardings of
+        ``template`` (a fresh TrainState of the run's config). One-line ``CheckpointError`` naming the step and
+        folder: none, an unknown format version, corrupt or unreadable, another structure, NaN or inf."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"no checkpoint found in {self.directory}")
@@ -395,7 +341,7 @@ class Checkpointer:
         if not bool(all_finite(out.state)):  # e.g. written by a version that did not stop at a divergence
             raise CheckpointError(f"checkpoint step {step} in {self.directory} holds NaN or infinite values "
                                   "(the run had diverged); it cannot be evaluated or resumed")
-        state = _from_storable(out.state)
+        state = out.state.replace(key=jax.random.wrap_key_data(out.state.key))
         return (from_v1(state) if version == 1 else state), dict(out.meta)
 
     def close(self) -> None:

@@ -1,20 +1,13 @@
 """The outer loop in Stoix's shape: one host loop over jitted chunks of PPO iterations, with a progress bar,
-metrics files, optional TensorBoard / Weights & Biases, held-out evaluation and checkpoints between chunks.
-``--resume`` restores the full state, so N + N iterations equal 2N bit for bit. A single run is a population
-of one (``rl3jax.runs.population``): the member axis is stripped only at the edges (checkpoints, metrics rows and
-evaluations are per member); a single run's folder is its member's own (``rl3jax.runs.runfiles``).
+metrics files, optional TensorBoard / W&B, held-out evaluation and checkpoints between chunks. ``--resume``
+restores the full state, so N + N iterations equal 2N bit for bit. A single run is a population of one; the
+member axis is stripped only at the edges (checkpoints, metrics rows, evaluations).
 
-Metrics rows (one per PPO iteration): ``iteration``, ``env_steps``, the iteration's scalar metrics and
-``steps_per_second`` (of its chunk, compile included; evaluations and checkpoints excluded). With
-``eval_every = N`` > 0 the rows of iterations N, 2N, ... also carry ``EVAL_FIELDS``: the held-out mean return
-± s.e. of the stochastic and the greedy policy over ``eval_episodes`` test tasks (``rl3jax.evaluate``).
+Metrics rows (one per iteration): ``iteration``, ``env_steps``, the scalar metrics and ``steps_per_second`` (of
+its chunk, compile included); with ``eval_every = N`` the rows of iterations N, 2N, ... add ``EVAL_FIELDS``.
 
-Under faults: one process writes a folder (``runfiles.RunLock``); a resume may not change what depends on
-the run's length (``rl3jax.runs.resume.resume_settings``); a population saves as one unit (``runfiles.COMMITTED``
-after every member's step; a resume drops what members saved after it); the metrics history after a resume
-is exact (``runs.MetricsLog``); training stops at the first non-finite iteration (``TrainingDiverged``)
-before any checkpoint of it; SIGINT, SIGTERM and SIGHUP stop at the end of a chunk with a checkpoint
-(``runs.StopSignals``).
+Under faults: a population saves as one unit (``runfiles.COMMITTED``); training stops at the first non-finite
+iteration before any checkpoint of it (``TrainingDiverged``); signals stop at a chunk's end (``StopSignals``).
 """
 
 from __future__ import annotations
@@ -32,7 +25,7 @@ from rl3jax.config import TrainConfig
 from rl3jax.evaluate import HeldOutEvaluator
 from rl3jax.runs import population
 from rl3jax.runs.checkpoint import Checkpointer
-from rl3jax.runs.metrics import ExternalLoggers, MetricsLog, NullLog
+from rl3jax.runs.metrics import ExternalLoggers, MetricsLog
 from rl3jax.runs.signals import StopSignals, TrainingInterrupted
 from rl3jax.runs.resume import intact, nothing_to_do, report_hint, resume_settings
 from rl3jax.runs.population import Population, make_population, member_state
@@ -63,17 +56,15 @@ class TrainingDiverged(FloatingPointError):
 
 
 def first_nonfinite(metrics: dict, n: int) -> int | None:
-    """Index (0-based, within the chunk) of the first iteration whose ``FINITE`` flag is 0 for any member, or
-    None. ``metrics``: host arrays of shape (n, members)."""
+    """Index in the chunk of the first iteration whose ``FINITE`` flag is 0 for any member (None: none)."""
     flag = np.asarray(metrics[FINITE]).reshape(n, -1)
     bad = np.flatnonzero(~(flag > 0.5).all(axis=1))
     return int(bad[0]) if bad.size else None
 
 
 def divergence(metrics: dict, it: int, i: int, out: str, who: str = "", lr: float | None = None) -> TrainingDiverged:
-    """The one-line error for a first non-finite iteration ``it + i + 1`` of the run in ``out`` (``metrics`` as in
-    ``first_nonfinite``; ``who``: e.g. the population members concerned), with advice that works: a new run in
-    another folder (a resume would repeat the same iterations, and may not change lr); with ``lr``, that command."""
+    """The one-line error for a first non-finite iteration ``it + i + 1`` of the run in ``out`` (``who``: e.g. the
+    members concerned), advising a new run in another folder with a smaller ``lr`` (a resume would repeat it)."""
     names = sorted(k for k, v in metrics.items() if k != FINITE and not np.all(np.isfinite(np.asarray(v)[i])))
     what = f"non-finite {', '.join(names)}" if names else "non-finite parameters or optimiser state"
     step = latest_step(out)
@@ -86,9 +77,8 @@ def divergence(metrics: dict, it: int, i: int, out: str, who: str = "", lr: floa
 
 
 class Progress:
-    """The progress bar: "compiling…" until the first chunk is back, then one ETA from steady-state chunk
-    times only (the first chunk, which includes the compile, is left out; tqdm's own ETA and rate, which
-    would include it, are not shown). Silent when ``enabled`` is False."""
+    """The progress bar: "compiling…" until the first chunk is back, then an ETA from the chunks after it (tqdm's
+    own would include the compile). Silent unless ``enabled``."""
 
     def __init__(self, total: int, initial: int, enabled: bool):
         self.bar = None
@@ -125,15 +115,10 @@ class Progress:
 
 
 class ChunkLoop:
-    """The schedule of ``train``'s host loop over jitted chunks (the same for a single run and a population).
-
-    Schedules chunks of at most ``cfg.chunk_iters`` iterations that end on every ``cfg.checkpoint_every``
-    multiple, on every ``cfg.eval_every`` multiple (when > 0) and at ``cfg.iters``; times each chunk (the first
-    one includes the compile: ``compile_s``); runs ``evaluate`` after the chunks that end on an
-    ``eval_every`` multiple (multiples of the absolute iteration, so a resumed run keeps the cadence); calls
-    ``save`` at the checkpoint boundaries, at the end, and at the first chunk boundary after ``max_seconds``
-    of wall time or after ``stop()`` became true (where it stops; process 0 decides for every process).
-    """
+    """The schedule of ``train``'s host loop: chunks of at most ``cfg.chunk_iters`` iterations that end on every
+    ``checkpoint_every`` and ``eval_every`` multiple (of the absolute iteration, so a resume keeps the cadence)
+    and at ``cfg.iters``; ``save`` at checkpoint boundaries, at the end, and at the first chunk boundary after
+    ``max_seconds`` or ``stop()`` (where it stops; process 0 decides for every process)."""
 
     def __init__(self, cfg: TrainConfig, start: int, max_seconds: float | None = None, evaluate=None, stop=None):
         self.cfg = cfg
@@ -172,13 +157,10 @@ class ChunkLoop:
         return f"first chunk incl. compile {self.compile_s:.1f}s{ev}, total {self.elapsed():.1f}s"
 
     def run(self, chunk_fn, state, on_chunk, save):
-        """Runs chunks until ``cfg.iters`` (or ``max_seconds``); returns the final state.
-
-        ``chunk_fn(state, n) -> (state, metrics)``; ``on_chunk(it, n, metrics, dt, evals)`` gets the host
-        metrics of iterations ``it + 1 .. it + n``, the chunk's seconds (without the evaluation) and
-        ``evaluate(state)``'s result when the chunk ends on an evaluation iteration, else None (it
-        logs, and raises to abort); ``save(it, state)`` writes the checkpoints at iteration ``it``.
-        """
+        """Runs chunks until ``cfg.iters`` (or a stop); returns the final state. ``chunk_fn(state, n) -> (state,
+        metrics)``; ``on_chunk(it, n, metrics, dt, evals)`` gets the host metrics of iterations ``it + 1 .. it +
+        n``, the chunk's seconds and ``evaluate(state)`` where due, else None (it raises to abort);
+        ``save(it, state)`` writes the checkpoints at iteration ``it``."""
         cfg, saved = self.cfg, self.it
         while self.it < cfg.iters:
             if self.stop():  # asked for during the last chunk (or before the first): save it, stop
@@ -225,24 +207,16 @@ def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = Tru
           sweep: dict | None = None, max_seconds: float | None = None):
     """Trains to ``cfg.iters`` total PPO iterations in run folder ``out``; returns (state, lasts).
 
-    One return shape for a single run and a population: ``state`` the final population ``TrainState`` (every
-    leaf with a leading member axis, of length 1 for a single run; ``population.member_state(state, i)`` is
-    member ``i``'s), ``lasts`` {member name: its last metrics row} ({} when no iteration ran). The population
-    is ``seeds`` seeds x the ``sweep`` {name: [values]} (a ``resume`` reads them from the folder). ``mesh``
-    (``distributed.make_mesh``; None: one device) splits the env axis. In a multi-process run only process 0
-    writes config, metrics and logs. ``max_seconds``: stop, with a checkpoint, at the first chunk boundary after
-    that much wall time. ``resume``: continue from ``runfiles.latest_step`` (a folder without a checkpoint
-    starts again from 0; one already at ``cfg.iters`` says ``runs.nothing_to_do``). ``quiet``: no console
-    lines; ``progress``: the progress bar. SIGINT, SIGTERM, SIGHUP: ``StopSignals``.
+    ``state``: the final population ``TrainState`` (a leading member axis, length 1 for a single run;
+    ``population.member_state(state, i)``), ``lasts``: {member name: its last metrics row} ({} if none ran).
+    The population is ``seeds`` x the ``sweep`` {name: [values]} (a ``resume`` reads them from the folder;
+    it continues from ``runfiles.latest_step``, or from 0 without one). ``mesh`` (None: one device) splits the
+    env axis; only process 0 writes files. ``max_seconds``: stop, with a checkpoint, at the first chunk
+    boundary after that much wall time.
 
-    Layout: a single run writes config.json, metrics.jsonl/csv and checkpoints/ into ``out``; a population
-    population.json, the base config.json, checkpoint.json and one such folder per member.
-
-    Errors: ``ValueError`` (settings, a resume that changes them or names one population member; nothing
-    written), ``RunLockedError`` (another process trains in ``out``), ``RunFolderError`` (unreadable config or
-    metrics), ``CheckpointError`` (missing/corrupt; ``CheckpointWriteError``: not written), ``TrainingDiverged``
-    (a NaN/inf: names the first bad iteration; no checkpoint after it), ``TrainingInterrupted`` (a signal;
-    says which checkpoint is intact), ``OSError`` (e.g. a full disk while appending metrics).
+    Errors: ``ValueError`` (settings; nothing written), ``RunLockedError``, ``RunFolderError``,
+    ``CheckpointError`` / ``CheckpointWriteError``, ``TrainingDiverged`` (names the first bad iteration),
+    ``TrainingInterrupted`` (a signal; says which checkpoint is intact), ``OSError`` (a full disk).
     """
     main = distributed.is_main_process()
     if resume:
@@ -278,21 +252,9 @@ class _Loop:
         """The iteration reached."""
         return self.chunks.it if self.chunks is not None else self.start
 
-    def write_folders(self) -> None:
-        """Each member's config.json, the base config.json and (a population) population.json; process 0."""
-        cfg, pop = self.cfg, self.pop
-        files = {os.path.join(d, CONFIG): m.config(cfg).to_dict() for m, d in zip(pop.members, self.dirs)}
-        files[os.path.join(self.out, CONFIG)] = cfg.to_dict()  # a single run's: the same
-        if not pop.single:
-            files[os.path.join(self.out, POPULATION)] = {"config": cfg.to_dict(), **self.spec,
-                                                         "members": [m.to_dict() for m in pop.members]}
-        for path, obj in files.items():
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            atomic_write_json(path, obj)
-
     def restore(self, state, ckpts: list[Checkpointer], resume: bool):
-        """(state, start iteration): with ``resume`` every member's checkpoint of the step the folder resumes
-        from (``latest_step``; steps a member saved after it are deleted first), else ``state`` and 0."""
+        """(state, start iteration): with ``resume`` every member's checkpoint of ``latest_step`` (steps saved
+        after it deleted first), else ``state`` and 0."""
         if not resume:
             return state, 0
         step = latest_step(self.out)
@@ -335,24 +297,30 @@ class _Loop:
         return state, self.lasts
 
     def setup(self, resume: bool, progress: bool, tensorboard: bool, wandb_project: str | None):
-        """Writes the folders (process 0, between barriers), opens the checkpointers, restores or initialises
-        the state, opens the logs and the progress bar; returns (state, checkpointers)."""
-        cfg, main = self.cfg, self.main
+        """Folders (process 0, between barriers), checkpointers, the state, logs and progress bar; returns
+        (state, checkpointers)."""
+        cfg, main, pop = self.cfg, self.main, self.pop
         distributed.barrier("rl3jax-config-checked")  # every process has checked before process 0 writes
-        if main:
-            self.write_folders()
+        if main:  # each member's config.json, the base config.json (a single run's: the same), population.json
+            files = {os.path.join(d, CONFIG): m.config(cfg).to_dict() for m, d in zip(pop.members, self.dirs)}
+            files[os.path.join(self.out, CONFIG)] = cfg.to_dict()
+            if not pop.single:
+                files[os.path.join(self.out, POPULATION)] = {"config": cfg.to_dict(), **self.spec,
+                                                             "members": [m.to_dict() for m in pop.members]}
+            for path, obj in files.items():
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                atomic_write_json(path, obj)
         distributed.barrier("rl3jax-folders-written")
         ckpts = [Checkpointer(checkpoint_dir(d), keep=cfg.keep_checkpoints, write=True, config=m.config(cfg).to_dict())
                  for d, m in zip(self.dirs, self.pop.members)]
         state, self.start = self.restore(self.pop.init_state(), ckpts, resume)
-        self.logs = [MetricsLog(d, self.start) if main else NullLog() for d in self.dirs]
+        self.logs = [MetricsLog(d, self.start) for d in self.dirs] if main else []  # only process 0 writes
         self.ext = ExternalLoggers(self.out, cfg, tensorboard and main, wandb_project if main else None)
         self.bar = Progress(cfg.iters, self.start, progress and not self.quiet and self.start < cfg.iters)
         return state, ckpts
 
     def save(self, ckpts: list[Checkpointer], it: int, state) -> None:
-        """Every member's checkpoint of iteration ``it`` (meta: iteration, env steps, last training return, and
-        a population member's ``member``), then a population's ``COMMITTED`` step, then the pruning."""
+        """Every member's checkpoint of iteration ``it``, then a population's ``COMMITTED`` step, then pruning."""
         cfg, pop = self.cfg, self.pop
         for i, (m, c) in enumerate(zip(pop.members, ckpts)):
             meta = {"iteration": it, "env_steps": it * cfg.batch_steps,
@@ -364,8 +332,7 @@ class _Loop:
             c.retain(it)
 
     def evaluator(self):
-        """With ``cfg.eval_every``: ``state -> [EVAL_FIELDS dict per member]`` (one compiled evaluation for every
-        member, each member's own parameters); else None."""
+        """With ``cfg.eval_every``: ``state -> [EVAL_FIELDS dict per member]`` (one compile for all); else None."""
         cfg, pop = self.cfg, self.pop
         if not cfg.eval_every:
             return None
@@ -373,9 +340,8 @@ class _Loop:
         return lambda st: [held_out.row_fields(member_state(st.actor_params, j)) for j in range(pop.size)]
 
     def on_chunk(self, it: int, n: int, metrics: dict, dt: float, evals: list[dict] | None) -> None:
-        """Logs the rows of iterations ``it + 1 .. it + n`` (``metrics``: host arrays of shape (n, members);
-        ``evals``: one dict of ``EVAL_FIELDS`` per member or None); at the first non-finite iteration (of any
-        member) logs the rows up to it and raises ``TrainingDiverged``."""
+        """Logs the rows of iterations ``it + 1 .. it + n`` (``metrics``: host arrays (n, members); ``evals``: per
+        member or None); at a first non-finite iteration logs the rows up to it and raises ``TrainingDiverged``."""
         pop = self.pop
         bad = first_nonfinite(metrics, n)  # a non-finite member state is never checkpointed
         flags = np.asarray(metrics.pop(FINITE))
@@ -394,15 +360,14 @@ class _Loop:
         self.bar.update(it + n, n, dt, self.postfix(sps, evals))
 
     def member_rows(self, it: int, count: int, metrics: dict, j: int, sps: float) -> list[dict]:
-        """Member ``j``'s metrics rows of iterations ``it + 1 .. it + count`` (``metrics``: (n, members) host
-        arrays; ``sps``: the member's steps per second)."""
+        """Member ``j``'s metrics rows of iterations ``it + 1 .. it + count`` (``sps``: its steps per second)."""
         return [{"iteration": it + i + 1, "env_steps": (it + i + 1) * self.cfg.batch_steps,
                  **{k: float(np.asarray(v)[i, j]) for k, v in metrics.items()}, "steps_per_second": sps}
                 for i in range(count)]
 
     def write_rows(self, rows: list[list[dict]]) -> None:
-        """Appends each member's rows to its metrics files; the external loggers get a single run's rows, or for
-        a population one row per iteration with every member's fields as ``{member}/{field}``."""
+        """Each member's rows to its metrics files; the external loggers get one row per iteration (a
+        population's with every member's fields as ``{member}/{field}``)."""
         for member_rows, log in zip(rows, self.logs):
             log.append(member_rows)
         for i, row in enumerate(rows[0]):

@@ -5,9 +5,7 @@
     trainer = run.trainer()                  # rl3jax.trainer.make_train(run.cfg) (variant= for an OOD test)
     state, meta = run.restore(trainer)       # the newest checkpoint (read-only: safe while the run trains)
 
-The files themselves (names, config, metrics, population.json, the lock) are ``rl3jax.runs.runfiles``, which needs
-no JAX; this module adds what does (the trainer and the checkpointed ``TrainState``). Used by ``rl3jax eval``,
-``render`` and ``report``; ``rl3jax.runs.driver`` writes the folders.
+The files themselves are ``rl3jax.runs.runfiles`` (no JAX); this module adds the trainer and the state.
 """
 
 from __future__ import annotations
@@ -32,8 +30,6 @@ from rl3jax.trainer import Trainer, TrainState, make_train
 
 
 @dataclasses.dataclass(frozen=True)
-
-
 class Run:
     """A single run's folder (also a population member's) and its validated config."""
 
@@ -53,8 +49,7 @@ class Run:
     @property
     def latest_step(self) -> int | None:
         """The newest finished checkpoint step, or None."""
-        steps = self.steps
-        return steps[-1] if steps else None
+        return steps[-1] if (steps := self.steps) else None
 
     def metrics(self) -> list[dict]:
         """The metrics.jsonl rows, one per PPO iteration (``rl3jax.runs.runfiles.read_metrics``)."""
@@ -73,12 +68,9 @@ class Run:
 
     def restore(self, trainer: Trainer | None = None, step: int | None = None,
                 template: TrainState | None = None) -> tuple[TrainState, dict]:
-        """(state, meta) of checkpoint ``step`` (default: the newest), read-only (safe while the run trains).
-
-        ``trainer``: default ``self.trainer()``; ``template``: default ``self.template(trainer)`` (pass one to
-        restore many runs of one setting without re-initialising). ``meta``: {"iteration", "env_steps",
-        "return_mean", "format_version", and "member" for a population member}. Errors: ``CheckpointError``
-        (one line: no checkpoint, a corrupt or unreadable one, another format version or configuration)."""
+        """(state, meta) of checkpoint ``step`` (default: the newest), read-only (safe while the run trains);
+        ``template`` (default ``self.template(trainer)``) lets many runs of one setting share one. Errors:
+        ``Checkpointer.restore``'s one-line ``CheckpointError``."""
         trainer = self.trainer() if trainer is None else trainer
         template = self.template(trainer) if template is None else template
         ckpt = Checkpointer(checkpoint_dir(self.path))
@@ -88,9 +80,9 @@ class Run:
             ckpt.close()
 
     def evaluate(self, episodes: int, greedy: bool = False) -> tuple[dict, int]:
-        """``rl3jax eval --run``: the newest checkpoint on ``episodes`` held-out tasks of ``self.cfg`` (sampled
-        actions, or ``greedy``); returns (``rl3jax.evaluate.evaluate``'s result, the checkpoint's iteration).
-        ValueError (one line) before any work where the tasks do not fit in memory (``rl3jax.memory``)."""
+        """``rl3jax eval --run``: (``evaluate``'s result, iteration) of the newest checkpoint on ``episodes``
+        held-out tasks (``greedy``: argmax actions). ValueError (one line), before any work, where they do not
+        fit in memory."""
         trainer = self.trainer()
         check_eval_memory(trainer.meta_env, episodes)
         state, _ = self.restore(trainer)
@@ -114,6 +106,3 @@ def expand_runs(paths: list[str]) -> list[str]:
             if os.path.abspath(m) not in [os.path.abspath(x) for x in out]:
                 out.append(m)
     return out
-
-
-# ------------------------------------------------------------------------------------------ metrics logs

@@ -1,6 +1,5 @@
 """What a training session logs: ``metrics.jsonl`` / ``metrics.csv`` (``MetricsLog``, exact after any resume, the
-CSV rewritten atomically), TensorBoard and W&B (``ExternalLoggers``), and ``NullLog`` for processes that do not
-write."""
+CSV rewritten atomically), and TensorBoard and W&B (``ExternalLoggers``)."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ import json
 import os
 import sys
 
-from rl3jax.outputs import atomic_write_text
+from rl3jax.outputs import atomic_write
 from rl3jax.runs.runfiles import (
     METRICS_CSV,
     METRICS_JSONL,
@@ -20,17 +19,9 @@ from rl3jax.runs.runfiles import (
 
 class MetricsLog:
     """Appends one row per PPO iteration to metrics.jsonl and metrics.csv; at a resume, keeps exactly the rows
-    of iterations 1 .. ``resume_iteration``.
-
-    Rows may carry fields that others lack (the ``eval_*`` fields of held-out evaluations exist only on
-    every ``eval_every``-th row): the CSV header is the union of the fields in order of first appearance,
-    missing cells are empty, and the CSV is rewritten with the wider header when a new field first appears.
-
-    At a resume the rows after the checkpoint (written before a stop or a kill, and to be written again) are
-    dropped, a repeated row is kept once (the last), and a note on stderr names what was dropped or is missing.
-    Both files are rewritten whole (``atomic_write_text``), so a kill meanwhile leaves the old files. A torn
-    final line of metrics.jsonl is dropped with a note; any other unreadable line is a ``RunFolderError``
-    naming the file and line.
+    of iterations 1 .. ``resume_iteration`` (later ones dropped, a repeated one kept once, with a note on stderr),
+    rewriting both files whole. The CSV header is the union of the fields in order of first appearance (the
+    ``eval_*`` fields exist only on some rows), rewritten wider when a new field appears; missing cells are empty.
     """
 
     def __init__(self, run_dir: str, resume_iteration: int = 0):
@@ -49,7 +40,7 @@ class MetricsLog:
             print(f"note: {self.jsonl} lacks the rows of iterations {_spans(missing)}; they cannot be recovered",
                   file=sys.stderr)
         rows = [by_it[k] for k in sorted(by_it)]
-        atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in rows))
+        atomic_write(self.jsonl, "".join(json.dumps(r) + "\n" for r in rows))
         self.fields: list[str] = _union_fields(rows)
         if self.fields:
             self._write_csv(rows)
@@ -61,7 +52,7 @@ class MetricsLog:
         w = csv.DictWriter(text, self.fields)
         w.writeheader()
         w.writerows(rows)
-        atomic_write_text(self.csv, text.getvalue())
+        atomic_write(self.csv, text.getvalue())
 
     def append(self, rows: list[dict]) -> None:
         if not rows:
@@ -90,10 +81,7 @@ def _spans(its: list[int]) -> str:
 
 
 def _union_fields(rows: list[dict]) -> list[str]:
-    fields: dict[str, None] = {}
-    for r in rows:
-        fields.update(dict.fromkeys(r))
-    return list(fields)
+    return list(dict.fromkeys(k for r in rows for k in r))
 
 
 class ExternalLoggers:
@@ -127,13 +115,3 @@ class ExternalLoggers:
             self.tb.close()
         if self.wb:
             self.wb.finish()
-
-
-class NullLog:
-    """What processes other than 0 get instead of a ``MetricsLog`` (only process 0 writes logs)."""
-
-    def append(self, rows: list[dict]) -> None:
-        pass
-
-
-# ------------------------------------------------------------------------------------------ resuming a folder

@@ -1,22 +1,15 @@
 """Seeds and hyper-parameter sweeps in one compile: a population of independent runs as a vmapped axis.
 
-A single run is a population of one. Every leaf of a population ``TrainState`` has the member axis in front; a
-population of one skips ``vmap`` (its chunk is the single run's own ``Trainer.chunk`` between stripping and
-restoring the axis, so its numbers are the single run's bit for bit). ``rl3jax.runs.driver.train`` strips the axis
-only at the edges (checkpoint files, metrics rows, evaluation).
+A single run is a population of one: every leaf of a population ``TrainState`` has the member axis in front,
+and a population of one skips ``vmap`` (its numbers are the single run's bit for bit).
 
-``--seeds K`` trains seeds ``seed .. seed+K-1``; ``--sweep name=v1,v2,...`` (repeatable) adds numeric settings;
-members are the product settings x seeds (the first sweep outermost, the seeds innermost). Each member is
-exactly the run ``rl3jax train`` would do alone with the member's config; nothing is averaged.
+``--seeds K`` trains seeds ``seed .. seed+K-1``; ``--sweep name=v1,v2,...`` (the ``config.HParams`` fields,
+which live in the state) adds settings; members are the product settings x seeds (first sweep outermost,
+seeds innermost), each exactly the run ``rl3jax train`` would do alone with the member's config.
 
-Sweepable (values that live in the state, so one compile serves every setting): the fields of
-``config.HParams`` (``TrainState.hparams``: ``lr``, ``critic_weight_decay``, ``ent_coef``, ``gae_lambda``).
-Anything that changes shapes or code (H, num_envs, model, epochs) needs separate runs.
-
-Folder (``out``): ``population.json`` (base config, seeds, sweep, members), ``config.json`` (the base config),
-``checkpoint.json`` (the step every member saved) and one ordinary run folder per member, ``seed{S}`` or
-``seed{S}-{name}{value}...`` (e.g. ``seed0-lr0.001``): ``rl3jax eval --run out/seed1`` works unchanged, and
-``rl3jax train --resume --out out`` resumes the whole population (a member alone is not resumable).
+Folder: ``population.json``, the base ``config.json``, ``checkpoint.json`` and one ordinary run folder per
+member, ``seed{S}`` or ``seed{S}-{name}{value}...`` (``rl3jax eval --run out/seed1`` works unchanged); the
+population resumes as a whole.
 """
 
 from __future__ import annotations
@@ -97,16 +90,12 @@ class Population:
         """A single run (one member, nothing swept): its run folder is the member's own, no population.json."""
         return self.size == 1 and not self.members[0].settings
 
-    def _key_data(self) -> np.ndarray:
-        with jax.ensure_compile_time_eval():  # constants, also while tracing
-            return np.stack([np.asarray(jax.random.key_data(jax.random.key(m.seed))) for m in self.members])
-
     def init(self) -> TrainState:
-        """Each member's ``trainer.init(jax.random.key(seed))``, stacked, with its swept values set.
-
-        Takes no arguments (seeds and values are constants), so it jits into any sharding, multi-host too.
-        """
-        keys = jax.random.wrap_key_data(jnp.asarray(self._key_data()))
+        """Each member's ``trainer.init(jax.random.key(seed))``, stacked, with its swept values set (no
+        arguments, so it jits into any sharding, multi-host too)."""
+        with jax.ensure_compile_time_eval():  # constants, also while tracing
+            data = np.stack([np.asarray(jax.random.key_data(jax.random.key(m.seed))) for m in self.members])
+        keys = jax.random.wrap_key_data(jnp.asarray(data))
         # lax.map, not vmap: a vmapped init batches the orthogonal initialisers' QR factorisations, and
         # jaxlib's batched CPU LAPACK kernel deadlocked on a 2-core machine with the GRU (both pool threads
         # waiting in ParallelBatchMap). Each member's init is then the same program as a separate run's.

@@ -23,9 +23,8 @@ from rl3jax.runs.runfiles import (
 
 
 def command(*args: str) -> str:
-    """The shell command ``rl3jax ARGS`` as printed in messages: the ``rl3jax`` script beside this Python (a
-    virtual environment's ``bin/``, e.g. ``.venv/bin/rl3jax``, which need not be on PATH), else
-    ``python -m rl3jax``."""
+    """The shell command ``rl3jax ARGS`` as printed in messages: the ``rl3jax`` script beside this Python (e.g.
+    ``.venv/bin/rl3jax``, which need not be on PATH), else ``python -m rl3jax``."""
     script = os.path.join(os.path.dirname(sys.executable), "rl3jax")
     exe = [os.path.relpath(script) if not os.path.relpath(script).startswith("..") else script] \
         if os.path.exists(script) else [sys.executable, "-m", "rl3jax"]
@@ -33,22 +32,17 @@ def command(*args: str) -> str:
 
 
 def report_hint(out: str, env: str) -> str:
-    """How to report run folder ``out`` of task family ``env`` (printed when training ends): the ``rl3jax report``
-    command, or, for a family registered from Python (unknown to the command line), the ``make_report`` call to
-    make from the Python that registered it."""
+    """How to report run folder ``out`` of family ``env``: the ``rl3jax report`` command, or for a family
+    registered from Python (unknown to the command line) the ``make_report`` call to make there."""
     if env in BUILT_IN or catalog.is_gymnax(env):
         return command("report", out)
     return f"from Python, after registering {env!r}: rl3jax.report.make_report([{out!r}], {os.path.join(out, 'report')!r})"
 
 
 def check_resume(old: TrainConfig, cfg: TrainConfig, source: str) -> None:
-    """Refuses a ``--resume`` whose settings would make the run differ from a straight run of ``cfg.iters``.
-
-    Only ``RESUMABLE_CHANGES`` may differ from the run's ``old`` config, and ``iters`` only where nothing
-    depends on the total length: the linear entropy schedule decays to 0 at the ``iters`` the run started with
-    (fixed at its start; see ``rl3jax.ppo.entropy_coef``), so N iterations + a resume to 2N could not equal a
-    straight 2N run. Chunks, checkpoints (multiples of ``checkpoint_every`` counted from iteration 0) and the
-    progress ETA do not depend on it. ``ValueError`` (one line) otherwise."""
+    """``ValueError`` (one line) for a ``--resume`` that would make the run differ from a straight run of
+    ``cfg.iters``: a change from the run's ``old`` config outside ``RESUMABLE_CHANGES``, or of ``iters`` under
+    the linear entropy schedule (it decays to 0 at the ``iters`` the run started with)."""
     diff = {k for k, v in cfg.to_dict().items() if old.to_dict()[k] != v} - set(RESUMABLE_CHANGES)
     if diff:
         raise ValueError(f"--resume with settings that differ from the run's {source}: {sorted(diff)} "
@@ -61,12 +55,10 @@ def check_resume(old: TrainConfig, cfg: TrainConfig, source: str) -> None:
 
 
 def resume_settings(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | None = None):
-    """Checks a ``--resume`` of folder ``out`` with ``cfg`` (``check_resume``, against config.json or
-    population.json, and ``checkpoint.check_checkpoint_config``, against the settings its checkpoints were
-    trained under); returns the run's (seeds, sweep). ``ValueError`` (one line) for changed settings, a
-    ``--seeds`` / ``--sweep`` that differ from the population's or that a single run lacks, and a member folder
-    of a population (a population resumes as one unit: the message names its folder); ``RunFolderError`` for a
-    config file edited since its checkpoint."""
+    """Checks a ``--resume`` of folder ``out`` with ``cfg`` (``check_resume``, ``check_checkpoint_config``);
+    returns the run's (seeds, sweep). ``ValueError`` (one line) for changed settings, ``--seeds`` / ``--sweep``
+    that differ from the population's (or a single run's), a population member's folder (a population resumes
+    as one unit); ``RunFolderError`` for a config file edited since its checkpoint."""
     if is_member(out):
         parent = os.path.dirname(os.path.abspath(out))
         raise ValueError(f"{out} is a member of the population in {parent}, which saves and resumes as one unit: "

@@ -8,20 +8,12 @@ A single run's folder (``rl3jax train --out RUN``)::
     RUN/checkpoints/<it>/  orbax checkpoints of the TrainState at iteration <it> (``rl3jax.runs.checkpoint``)
     RUN/.lock              held by the one process that trains in the folder (``RunLock``)
 
-A population's folder (``--seeds`` / ``--sweep``, ``rl3jax.runs.population``) holds ``population.json`` (base config,
-seeds, sweep, members), the base ``config.json``, ``checkpoint.json`` (the step saved by every member,
-``latest_step``) and one ordinary run folder per member (``member_dirs``; ``run_dirs``: a folder's single runs,
-members or itself).
+A population's folder (``rl3jax.runs.population``) holds ``population.json``, the base ``config.json``,
+``checkpoint.json`` (``COMMITTED``) and one ordinary run folder per member (``member_dirs``).
 
-Checks a command makes of a folder, each written once here: ``check_train_folder`` and ``train_config``
-(train: ``holds_run``, ``run_parts`` / ``check_new_run``: a folder holding any part of a run is not empty),
-``training_pid`` / ``in_use_message`` (another writer), ``read_run_config`` (eval, render, ``load_run``: one
-run, not a population), ``check_evaluable`` (report), ``check_render`` (render). Restoring a run's state (which
-needs JAX) is ``rl3jax.runs.load.load_run``; ``CheckpointError`` / ``CheckpointWriteError`` live here so the CLI
-sorts them without JAX (``rl3jax.runs.checkpoint`` raises and re-exports them).
-
-Under faults: files are replaced whole (``rl3jax.outputs.atomic_write``); a torn last metrics line (an append cut short)
-is dropped with a note; one writer per folder (``RunLock``; readers take no lock).
+Every check a command makes of a folder is written once here; ``CheckpointError`` lives here so the CLI sorts
+it without JAX. Files are replaced whole; a torn last metrics line is dropped with a note; one writer per folder
+(``RunLock``; readers take no lock).
 """
 
 from __future__ import annotations
@@ -66,12 +58,6 @@ class CheckpointWriteError(CheckpointError):
     """A checkpoint could not be written (e.g. a full or read-only disk); earlier steps are intact."""
 
 
-def holds_run_message(path: str) -> str:
-    """The one-line refusal to start a new run in ``path``, which already holds one."""
-    return (f"run folder {path} already holds a run; pass --resume to continue it (through make: RESUME=1) or "
-            "choose another --out")
-
-
 def in_use_message(path: str, pid: str) -> str:
     """The one-line refusal to write run folder ``path`` while process ``pid`` trains in it."""
     return f"run folder {path} is in use by another training process (PID {pid}); wait for it to finish or stop it first"
@@ -107,7 +93,8 @@ def check_new_run(path: str) -> None:
     """``ValueError`` (one line) unless ``path`` may take a new run: it holds no run and no part of one
     (``run_parts``), so a new run never mixes with or prunes an old run's files."""
     if holds_run(path):
-        raise ValueError(holds_run_message(path))
+        raise ValueError(f"run folder {path} already holds a run; pass --resume to continue it (through make: "
+                         "RESUME=1) or choose another --out")
     parts = run_parts(path)
     if parts:
         raise ValueError(f"run folder {path} holds part of a run ({', '.join(parts)}) but no {CONFIG}, so it "
@@ -132,10 +119,9 @@ def check_train_folder(out: str, resume: bool) -> None:
 
 
 def train_config(out: str, resume: bool, preset_name: str | None, given: dict) -> TrainConfig:
-    """The config of ``rl3jax train`` (no JAX): ``config.build(given, preset_name)`` (the preset, or the family's
-    laptop preset or published H, under ``given``: the flags, then ``--set``). With ``resume`` the
-    run's own config.json is the base and only ``given`` changes; a preset must agree with the run, and
-    ``iters`` may not fall below the newest checkpoint. ``ValueError`` / ``RunFolderError``, one line."""
+    """The config of ``rl3jax train`` (no JAX): ``config.build(given, preset_name)``, or with ``resume`` the
+    run's config.json under ``given`` (a preset must agree with the run; ``iters`` may not fall below the
+    newest checkpoint). ``ValueError`` / ``RunFolderError``, one line."""
     if not resume:
         return build(given, preset_name)
     stored = read_config(out)
@@ -167,15 +153,6 @@ def is_member(run_dir: str) -> bool:
     return is_population(os.path.dirname(os.path.abspath(run_dir)))
 
 
-def check_not_population(path: str, verb: str) -> None:
-    """``RunFolderError`` naming the member folders when ``path`` is a population's folder (``verb``: what to
-    do with one member folder instead, e.g. "evaluate")."""
-    if is_population(path):
-        names = sorted(d for d in os.listdir(path) if os.path.exists(os.path.join(path, d, CONFIG)))
-        raise RunFolderError(f"{path} holds a population (--seeds/--sweep); {verb} one member folder: "
-                             f"{', '.join(os.path.join(path, n) for n in names)}")
-
-
 def read_config(run_dir: str) -> TrainConfig:
     """A run folder's config.json as a (validated) TrainConfig.
 
@@ -192,10 +169,13 @@ def read_config(run_dir: str) -> TrainConfig:
 
 
 def read_run_config(path: str, verb: str) -> TrainConfig:
-    """The config of the single run (or population member) in ``path``, for a command that acts on one run:
-    ``check_not_population`` (``verb``: what to do with a member folder instead, e.g. "evaluate"), then
-    ``read_config``. ``RunFolderError`` (one line) for a population folder or a folder that is no run."""
-    check_not_population(path, verb)
+    """The config of the single run (or population member) in ``path``, for a command that acts on one run.
+    ``RunFolderError`` (one line) for a folder that is no run, or a population's (naming its member folders
+    and what to ``verb`` instead, e.g. "evaluate")."""
+    if is_population(path):
+        names = sorted(d for d in os.listdir(path) if os.path.exists(os.path.join(path, d, CONFIG)))
+        raise RunFolderError(f"{path} holds a population (--seeds/--sweep); {verb} one member folder: "
+                             f"{', '.join(os.path.join(path, n) for n in names)}")
     return read_config(path)
 
 
@@ -214,10 +194,9 @@ RENDER_DEFAULT_FAMILY = "grid13"
 
 
 def check_render(run: str | None, variant: str | None = None, episodes: int = 1, samples: bool = False) -> str:
-    """The checks of ``rl3jax render`` (no JAX): returns the grid family to draw (the run's, else
-    ``RENDER_DEFAULT_FAMILY`` for ``samples``). ValueError (one line) for ``samples`` with a ``variant`` or
-    ``episodes`` != 1, neither a ``run`` nor ``samples``, a run of a family that is not a grid, or a
-    ``variant`` the family lacks; ``RunFolderError`` for a ``run`` folder that is no single run."""
+    """The checks of ``rl3jax render`` (no JAX); returns the grid family to draw (``samples`` without a run:
+    ``RENDER_DEFAULT_FAMILY``). ValueError (one line) for ``samples`` with a ``variant`` or ``episodes``,
+    neither, a family that is not a grid, or an unknown ``variant``; ``RunFolderError`` for a bad ``run``."""
     if samples and (variant is not None or episodes != 1):
         raise ValueError("--samples draws every variant of the family; --variant and --episodes apply to a run's GIF")
     if not samples and not run:
@@ -325,14 +304,10 @@ def read_metrics(path: str) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------ one writer
 class RunLock:
-    """An exclusive ``fcntl.flock`` on ``<run_dir>/.lock`` held by the one process that writes the run folder.
-
-    A second writer (another ``train`` or ``train --resume`` on the same folder) gets ``RunLockedError`` naming
-    the folder and the holder's PID. Readers (``eval``, ``render``) take no lock: they open checkpoints
-    read-only. The lock is released by ``release()`` or, if the process dies, by the kernel. The lock file is
-    left in place (removing it would let two processes lock two different files), unless this lock created it
-    and it is the only thing in the folder, so a command refused before writing leaves the folder as it was.
-    """
+    """An exclusive ``fcntl.flock`` on ``<run_dir>/.lock`` held by the one process that writes the folder; a
+    second writer gets ``RunLockedError`` naming the holder's PID. Released by ``release()`` or the kernel. The
+    file stays (removing it would let two processes lock two files) unless this lock created it and it is alone
+    in the folder, so a command refused before writing leaves the folder as it was."""
 
     def __init__(self, run_dir: str):
         self.path = os.path.join(run_dir, LOCK_FILE)

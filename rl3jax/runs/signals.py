@@ -21,14 +21,10 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 class StopSignals:
-    """SIGINT, SIGTERM and SIGHUP during training (a context manager; only in the main thread, else a no-op).
-
-    The first one is answered at once with one line on stderr (the loop stops at the end of the current chunk,
-    ``when()`` says about when, then writes a checkpoint) and recorded in ``signum``; the loop then raises
-    ``TrainingInterrupted``. A second one aborts at once (exit status 128 + its number): the last checkpoint
-    stays intact (saves are atomic), the iterations since it are lost. The lines are printed by a thread that
-    ``signal.set_wakeup_fd`` wakes, so they appear even while the main thread waits in a compiled computation
-    or a compile (where Python signal handlers cannot run)."""
+    """SIGINT, SIGTERM and SIGHUP during training (a context manager; a no-op outside the main thread). The
+    first is answered at once on stderr (``when()`` says when the loop stops) and recorded in ``signum``; a
+    second aborts at once (status 128 + its number; the last checkpoint stays intact). A thread woken by
+    ``signal.set_wakeup_fd`` prints, so the lines appear even during a compile or a compiled computation."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
