@@ -29,7 +29,7 @@ from rl3jax.runs import runfiles
 from rl3jax.runs.metrics import MetricsLog
 from rl3jax.runs.runfiles import read_metrics
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 T = ["--env", "mdp", "--algo", "rl3", "--model", "markov", "--horizon", "10", "--num-envs", "8",
      "--minibatch-envs", "4", "--no-progress"]
 
