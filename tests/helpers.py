@@ -58,7 +58,6 @@ def _step_many(name, variant):
     return env, jax.jit(jax.vmap(env.step_env, in_axes=(0, None, None, None)))
 
 
-
 # --- from tests/test_grid.py
 
 # (conftest.py lowers XLA's optimisation level for the suite: compile time dominates these short runs)
@@ -112,14 +111,12 @@ def sampled(family: str, variant: str):
     return env, jax.tree.map(np.asarray, tasks), np.asarray(draws)
 
 
-
 # --- from tests/test_v4.py
 
 # ------------------------------------------------------------------------ preset through the driver
 def _tiny(name, **kw):
     return TrainConfig(**{**preset(name), **kw, "iters": 2, "horizon": 10, "num_envs": 8, "minibatch_envs": 4,
                           "epochs": 1, "chunk_iters": 1, "checkpoint_every": 1})
-
 
 
 # --- from tests/test_train.py
@@ -133,7 +130,6 @@ def _metrics_rows(path):
     for r in rows:
         r.pop("steps_per_second")
     return rows
-
 
 
 # --- from tests/test_reference_equivalence.py
@@ -252,12 +248,10 @@ def _run_and_compare(env, est: QEstimator | None, *, horizon, num_tasks, seed, t
     return menv, rec, np.stack(all_inputs)
 
 
-
 # --- from tests/test_population.py
 
 CFG = TrainConfig(env="mdp", algo="rl3", model="markov", horizon=8, num_envs=8, minibatch_envs=4, epochs=1,
                   iters=2, chunk_iters=1, checkpoint_every=1, seed=10)
-
 
 
 # --- from tests/test_baselines.py
@@ -305,4 +299,3 @@ def _paired(a, b):
     """Mean and standard error of the per-task difference a − b (same held-out tasks)."""
     d = a.sum(1) - b.sum(1)
     return d.mean(), d.std(ddof=1) / math.sqrt(len(d))
-

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""rl3jax.config: settings that do not apply are refused, presets, and configs of older versions load."""
 
 from __future__ import annotations
 
@@ -63,4 +63,3 @@ def test_config_json_of_older_versions_loads():
     assert TrainConfig.from_dict(old) == TrainConfig()
     with pytest.raises(ValueError, match="unknown config fields"):
         TrainConfig.from_dict({**old, "fused": 1})
-

@@ -1,6 +1,5 @@
 """Held-out evaluation and its baselines against exactly computable values."""
 
-
 from __future__ import annotations
 
 import jax
@@ -62,4 +61,3 @@ def test_finite_horizon_values_by_hand_on_a_two_state_mdp():
     v = np.asarray(finite_horizon_values(m, task))
     np.testing.assert_allclose(v[:4, 0], [0.0, 1.0, 2.0, 3.0])
     np.testing.assert_allclose(v[:4, 1], [0.0, 0.0, 1.0, 2.0])
-

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""rl3jax.layout: the policy-input offsets, by hand."""
 
 from __future__ import annotations
 
@@ -31,4 +31,3 @@ def test_layout_offsets_by_hand():
         Layout.of(("a", 1), ("a", 2))
     with pytest.raises(ValueError, match="not one of"):
         policy_input("paper", 3, 4)
-

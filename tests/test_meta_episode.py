@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""rl3jax.meta_episode: the vmapped, jitted meta-episode equals a loop, traces once, and its RL² inputs
+equal the NumPy reference (tests/reference.py)."""
 
 from __future__ import annotations
 
@@ -106,4 +107,3 @@ def test_rl2_inputs_match_reference(task_pool):
     tasks = _mixed_tasks(task_pool, "mdp", 6, seed=3)
     menv, _, _ = _run_and_compare(env, None, horizon=23, num_tasks=6, seed=3, tasks=tasks)
     assert "rl3" not in menv.layout and menv.layout["task_obs"].size == env.num_states
-

@@ -1,6 +1,5 @@
 """Tests for rl3jax.networks: cached step == full sequence, causality, shapes, tracing, parameter count."""
 
-
 from __future__ import annotations
 
 import functools
@@ -211,4 +210,3 @@ def test_unknown_kind_raises():
         networks.make_network("lstm", 2, HORIZON)
     for kind in MODELS:  # the error lists every model the config accepts
         assert kind in str(excinfo.value)
-

@@ -1,5 +1,4 @@
-"""The training loop: probes, exact resume, determinism, checkpoints, CLI errors, short learning runs."""
-
+"""rl3jax.trainer: probes (tests/probes.py), shapes, determinism, donation, and one trace per jitted chunk."""
 
 from __future__ import annotations
 
@@ -112,4 +111,3 @@ def test_chunk_traces_once_over_two_calls():
     np.testing.assert_allclose(m2["actor_lr"], [1e-2, 1e-2], rtol=1e-6)
     np.testing.assert_allclose(m2["ent_coef"], [0.1, 0.1], rtol=1e-6)
     np.testing.assert_allclose(m1["actor_lr"], [cfg.lr] * 2, rtol=1e-6)
-

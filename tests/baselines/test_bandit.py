@@ -8,7 +8,6 @@ in mean return within 4 standard errors of the difference; orderings hold within
 paired per-task difference (same held-out tasks).
 """
 
-
 from __future__ import annotations
 
 import functools
@@ -232,4 +231,3 @@ def test_bayes_optimal_is_best_bandit_baseline_and_matches_its_value():
     v_star = bandit.bayes_optimal_table(5, BANDIT_H)[1][0].max()
     r = best.sum(1)
     assert abs(r.mean() - v_star) < 4 * r.std(ddof=1) / math.sqrt(BANDIT_N)
-

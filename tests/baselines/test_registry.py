@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""rl3jax.baselines (the registry): names, sources and families of the baselines."""
 
 from __future__ import annotations
 
@@ -13,4 +13,3 @@ def test_registry_names_the_source_and_families():
         assert b.doc and b.families, name
     assert B.baseline_names(_meta("mdp", 5)) == ["random", "oracle", "model-greedy", "model-epsilon-greedy", "psrl",
                                                  "opsrl", "map-greedy"]
-

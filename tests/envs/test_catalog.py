@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""rl3jax.envs.catalog: names and variants answered without importing a family."""
 
 from __future__ import annotations
 
@@ -14,4 +14,3 @@ def test_catalog_answers_without_the_families():
     with pytest.raises(ValueError, match="continuous"):
         catalog.check_env("Pendulum-v1")
     assert catalog.is_gymnax("CartPole-v1") and not catalog.is_gymnax("mdp")
-

@@ -1,6 +1,5 @@
-"""Gridworld family (METHOD §3) and the sparse / coarse grid Q-estimator (§2.1, §2.2, §2.5) against the
-loop-based NumPy reference in ``reference_grid.py``, the dense ``QEstimator`` and the meta-episode wrapper."""
-
+"""rl3jax.envs.grid: the gridworld family (METHOD §3) against the loop-based NumPy reference in
+tests/reference_grid.py: registry and presets, transition probabilities, steps, optimal values, rendering."""
 
 from __future__ import annotations
 
@@ -135,4 +134,3 @@ def test_per_cell_dynamics_equal_the_tables_rows():
     for c in (0, 9, 24, 48):
         np.testing.assert_array_equal(np.asarray(direction_probabilities(task.tiles, task.slip, jnp.int32(c))),
                                       table[c])
-

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""rl3jax.envs.grid_generation: drawn layouts follow the generation rules (METHOD §3) and the variants
+move their statistics in the intended direction."""
 
 from __future__ import annotations
 
@@ -86,4 +87,3 @@ def test_variant_statistics_move_in_the_intended_direction():
     assert base["X"] == 2 and dangerous["X"] == 4 and dangerous["!"] > base["!"]
     assert corner["goal_dist"] == 12 and base["goal_dist"] < 11  # the goal in a corner, farther away
     assert det["slip"] == 0.0 and base["slip"] == pytest.approx(0.2)
-

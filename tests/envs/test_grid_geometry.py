@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""rl3jax.envs.grid_geometry: the neighbour and distance tables, by hand."""
 
 from __future__ import annotations
 
@@ -25,4 +25,3 @@ def test_geometry_tables_by_hand():
     assert sorted(TILE_CHARS[t] for t in ABSORBING_TILES) == sorted(ref.ABSORBING)
     codes = jnp.arange(len(TILE_CHARS))
     assert [TILE_CHARS[i] for i in np.flatnonzero(np.asarray(is_absorbing(codes)))] == ["X", "G"]
-

@@ -1,7 +1,6 @@
 """Gymnax environments: every one in gymnax's registry either plays meta-episodes that hold one task, or is
 refused by name with the reason (issue 9, items 3 and 4)."""
 
-
 from __future__ import annotations
 
 import chex
@@ -189,4 +188,3 @@ def test_observation_shows_the_kept_task_after_a_reset():
         for k in range(6):
             obs, st = env.reset_env(jax.random.key(100 + k), task)
             assert int(obs[0]) == int(st.need_umbrella) == int(task.fields["need_umbrella"])
-

@@ -1,9 +1,5 @@
-"""Task families (METHOD §3), vmap/jit behaviour of the meta-episode wrapper, and the env registry.
-
-Statistical checks draw many independent samples and allow 5 standard errors of the estimate (stated at each
-check): with fixed seeds they are deterministic, and a correct sampler would fail one with probability ~6e-7.
-"""
-
+"""rl3jax.envs.registry: family names, specs against each family's hooks, registering a family, and imports
+only of the families built."""
 
 from __future__ import annotations
 
@@ -124,4 +120,3 @@ def test_register_adds_a_spec_from_the_family_hooks():
             TrainConfig(env="bandit-alias", variant="dense")
     finally:
         catalog.FAMILIES.pop("bandit-alias", None)
-

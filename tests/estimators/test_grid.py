@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""rl3jax.estimators.grid: the sparse / coarse grid Q-estimator (METHOD §2.1, §2.2, §2.5) against the
+loop-based NumPy reference in tests/reference_grid.py and the dense QEstimator."""
 
 from __future__ import annotations
 
@@ -152,4 +153,3 @@ def test_grid_estimator_equals_dense_estimator_in_meta_env():
     np.testing.assert_array_equal(np.asarray(sw_g), np.asarray(sw_d))
     np.testing.assert_allclose(np.asarray(obs_g), np.asarray(obs_d), rtol=0, atol=1e-4)
     assert np.asarray(sw_g).max() > 20  # some solves restarted from zero after K grew
-

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""rl3jax.estimators.make_estimator: the estimator each family's hooks and the config choose."""
 
 from __future__ import annotations
 
@@ -64,4 +64,3 @@ def test_trainer_hooks_and_oracle_model():
     rew = np.array([ref.REWARD.get(ch, 0.0) for ch in "".join(SMALL)])
     np.testing.assert_allclose(np.asarray(r), t_ref @ rew, atol=1e-4)
     assert int(start) == 24 and np.asarray(absorbing).sum() == 4
-

@@ -6,7 +6,6 @@ transition (s, a, r, s', terminal) by stepping the underlying task env from the 
 state and rebuilds every policy input. Inputs and rewards must agree to 1e-5 at every step.
 """
 
-
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -167,4 +166,3 @@ def test_mdp_early_stop_and_sweep_budget(task_pool):
     _, rec, _ = _run_and_compare(env, est, horizon=43, num_tasks=36, seed=6, tasks=tasks)  # reuses a compile
     sweeps = rec["ref_sweeps"]
     assert (sweeps == 10).any() and (sweeps < 10).any(), np.unique(sweeps)
-

@@ -1,7 +1,6 @@
 """The 'v4' semantics (the paper's own code): estimator and policy input against the loop-based NumPy reference
 written from the Julia sources (tests/reference_v4.py), hand-computed cases, config validation, the v4
-networks, and a paper-v4 preset through train, eval and exact resume."""
-
+cases (shown values, cache refresh, the absorbing state)."""
 
 from __future__ import annotations
 
@@ -189,4 +188,3 @@ def test_absorbing_state_is_an_unrewarded_self_loop():
     assert float(e.q[0, 0]) == pytest.approx(5.0)
     assert float(e.q[0, 1]) == pytest.approx(0.99 * 5.0, abs=0.02)
     assert float(e.q[2].max()) == 0.0
-

@@ -1,6 +1,8 @@
-"""TODO docstring."""
+"""rl3jax.runs.checkpoint: an interrupted save leaves the last checkpoint usable; a format-1 checkpoint
+restores."""
 
 from __future__ import annotations
+
 import json
 import os
 import shutil
@@ -63,4 +65,3 @@ def test_format1_checkpoint_evaluates_and_resumes_like_the_base_commit(tmp_path)
             np.testing.assert_allclose(got["resumed_params"]["leaves"][leaf]["sum"], want["sum"], rtol=1e-4,
                                        atol=1e-6)
     assert Checkpointer(os.path.join(run, "checkpoints")).meta(2)["format_version"] == FORMAT_VERSION == 2
-

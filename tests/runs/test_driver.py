@@ -1,7 +1,7 @@
 """Held-out evaluation during training (``eval_every`` / ``eval_episodes``): schedule, rows, resume, loggers."""
 
-
 from __future__ import annotations
+
 import csv
 import os
 import sys
@@ -169,4 +169,3 @@ def test_bad_eval_every_is_refused_before_writing(value):
         TrainConfig(**{**TINY, "iters": 2, "eval_every": value})
     with pytest.raises(ValueError, match=r"eval_every must be"):
         TrainConfig(**{**TINY, "iters": 2}).replace(eval_every=value)
-

@@ -1,6 +1,7 @@
-"""TODO docstring."""
+"""rl3jax.runs.metrics: TensorBoard and W&B receive every metrics row."""
 
 from __future__ import annotations
+
 import json
 import os
 import shutil
@@ -68,4 +69,3 @@ def test_tensorboard_and_wandb_receive_every_metrics_row(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboardX", None)  # not installed: a clear exit, not a traceback
     with pytest.raises(SystemExit, match=r"--tensorboard needs tensorboardX"):
         train(cfg, str(tmp_path / "run2"), quiet=True, tensorboard=True)
-

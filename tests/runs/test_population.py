@@ -189,4 +189,3 @@ def test_weight_decay_and_gae_lambda_sweep_member_equals_separate_run(tmp_path):
     np.testing.assert_allclose(state.hparams.critic_weight_decay, [0.0, 0.1])
     np.testing.assert_allclose(state.hparams.gae_lambda, [0.9, 0.9], rtol=1e-6)
     np.testing.assert_allclose(state.hparams.lr, [CFG.lr] * 2, rtol=1e-6)
-

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""rl3jax.runs.resume: a resumed run equals the uninterrupted one bit for bit; changed settings are refused."""
 
 from __future__ import annotations
 
@@ -89,4 +89,3 @@ def test_resume_with_changed_settings_is_refused(tmp_path):
         train(cfg.replace(lr=1e-2, iters=4), run, resume=True, quiet=True)
     with pytest.raises(ValueError, match="already holds a run"):
         train(cfg, run, quiet=True)
-

@@ -6,7 +6,6 @@ the end name how each flag of each subcommand and each ``--set`` field is checke
 without an entry.
 """
 
-
 from __future__ import annotations
 
 import dataclasses
@@ -904,4 +903,3 @@ def test_train_prints_the_notes_before_it_starts(capture, tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("note: algo rl2 with model markov sees only the current input")
     assert out[1].startswith("training rl2 (markov) on bandit/train")
-

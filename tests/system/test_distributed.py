@@ -9,7 +9,6 @@ Tolerances: the sharded program is the single-device program with a different fl
 to atol 1e-5 (seen: ~6e-7) and metrics to rtol 1e-4; replicated copies on different devices agree bitwise.
 """
 
-
 from __future__ import annotations
 
 import json
@@ -321,4 +320,3 @@ def test_two_processes_population(tmp_path):
         member = os.path.join(run, f"seed{seed}")
         ref, restored = _single_process_reference(member, 2)
         _assert_same_run(ref, restored, member)
-

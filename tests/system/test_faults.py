@@ -7,7 +7,6 @@ of a run is not empty, advice that works, every output path checked before the w
 disk named with its path (real, on a small tmpfs where mounting is allowed), a lost checksum file, the memory
 limit that applies, and readers of a run that is training right now."""
 
-
 from __future__ import annotations
 
 import errno
@@ -713,4 +712,3 @@ def test_eval_works_on_a_run_that_is_training_right_now(tmp_path, capsys):
         trainer.kill()
         trainer.wait()
     assert "over 4 test tasks" in capsys.readouterr().out
-
