@@ -1,5 +1,5 @@
 """The 'v4' semantics (the paper's own code): estimator and policy input against the loop-based NumPy reference
-written from the Julia sources (tests/reference_v4.py), hand-computed cases, config validation, the v4
+written from the Julia sources (tests/reference_v4.py), and hand-computed
 cases (shown values, cache refresh, the absorbing state)."""
 
 from __future__ import annotations

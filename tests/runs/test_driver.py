@@ -6,10 +6,11 @@ import csv
 import os
 import sys
 import types
+
 import jax
 import numpy as np
 import pytest
-from rl3jax.cli import main as cli_main
+
 from rl3jax.config import TrainConfig
 from rl3jax.evaluate import evaluate
 from rl3jax.runs import driver
@@ -19,7 +20,6 @@ from rl3jax.runs.population import member_state
 from rl3jax.runs.resume import command
 from rl3jax.runs.runfiles import read_metrics
 from rl3jax.trainer import make_train
-
 
 TINY = dict(env="bandit", algo="rl2", model="markov", horizon=6, num_envs=4, minibatch_envs=2, epochs=1,
             chunk_iters=3, checkpoint_every=3, eval_every=2, eval_episodes=8)

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import chex
-import jax
-import jax.numpy as jnp
-import numpy as np
+
 import pytest
-from rl3jax.cli import main as cli_main
-from rl3jax.config import HParams, TrainConfig
-from rl3jax.distributed import sharded_chunk
-from rl3jax.runs.checkpoint import FORMAT_VERSION, Checkpointer
+
+from rl3jax.config import TrainConfig
 from rl3jax.runs.driver import train
-from rl3jax.runs.load import load_run
 from rl3jax.runs.runfiles import read_metrics
-from rl3jax.trainer import jit_chunk, make_train
-from tests.system import behaviour_record
-from tests.probes import register_probes
 from tests.helpers import TINY
 
 

@@ -7,40 +7,21 @@ the matrix products, which may change float rounding; parameters agree to atol 1
 
 from __future__ import annotations
 
-
-import functools
-import json
-import math
-import jax
-import jax.numpy as jnp
-import numpy as np
-import pytest
-from rl3jax import config
-from rl3jax.cli import main as cli_main
-from rl3jax.config import PRESETS, TrainConfig, preset
-from rl3jax.estimators import make_estimator
-from rl3jax.estimators.tabular import QEstimator
-from rl3jax.estimators.v4 import V4Estimator
-from rl3jax.meta_episode import make_meta_env
-from rl3jax.networks import V4_POS_SLOTS, make_network
-from rl3jax.runs.driver import train
-from rl3jax.runs.runfiles import read_config
-from tests.reference_v4 import V4Reference
-from tests.helpers import _tiny
 import json
 import os
+
 import jax
 import numpy as np
 import pytest
-from rl3jax.cli import ConfigError, parse_sets
+
 from rl3jax.cli import main as cli_main
-from rl3jax.config import HParams, TrainConfig
+from rl3jax.config import HParams
 from rl3jax.runs.driver import train
 from rl3jax.runs.load import expand_runs, load_run
-from rl3jax.runs.population import make_members, member_state
+from rl3jax.runs.population import member_state
 from rl3jax.runs.runfiles import RunFolderError, read_config, read_metrics
 from rl3jax.trainer import make_train
-from tests.helpers import CFG
+from tests.helpers import CFG, _tiny
 
 
 def test_paper_v4_population_member_equals_separate_run(tmp_path):

@@ -2,44 +2,17 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import math
+
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from rl3jax import config
+
 from rl3jax.cli import main as cli_main
-from rl3jax.config import PRESETS, TrainConfig, preset
-from rl3jax.estimators import make_estimator
-from rl3jax.estimators.tabular import QEstimator
-from rl3jax.estimators.v4 import V4Estimator
-from rl3jax.meta_episode import make_meta_env
-from rl3jax.networks import V4_POS_SLOTS, make_network
+from rl3jax.config import TrainConfig
 from rl3jax.runs.driver import train
 from rl3jax.runs.runfiles import read_config
-from tests.reference_v4 import V4Reference
-from tests.helpers import _leaves_equal, _tiny
-import json
-import os
-import shutil
-import chex
-import jax
-import jax.numpy as jnp
-import numpy as np
-import pytest
-from rl3jax.cli import main as cli_main
-from rl3jax.config import HParams, TrainConfig
-from rl3jax.distributed import sharded_chunk
-from rl3jax.runs.checkpoint import FORMAT_VERSION, Checkpointer
-from rl3jax.runs.driver import train
-from rl3jax.runs.load import load_run
-from rl3jax.runs.runfiles import read_metrics
-from rl3jax.trainer import jit_chunk, make_train
-from tests.system import behaviour_record
-from tests.probes import register_probes
-from tests.helpers import TINY, _leaves_equal, _metrics_rows
+from tests.helpers import TINY, _leaves_equal, _metrics_rows, _tiny
 
 
 def _train_resume_eval(tmp_path, cfg):
