@@ -299,3 +299,36 @@ def _paired(a, b):
     """Mean and standard error of the per-task difference a − b (same held-out tasks)."""
     d = a.sum(1) - b.sum(1)
     return d.mean(), d.std(ddof=1) / math.sqrt(len(d))
+
+
+# --- with and without jit (chex.variants): the same function, jitted and eager, gives the same values
+
+
+def step_env_steps(step, env, seed=0, steps=8):
+    """``(obs, reward, done)`` of ``steps`` steps of one task of ``env``, each by ``step`` (``env.step_env`` as
+    given by ``chex.TestCase.variant``), the actions cycling through the action set."""
+    key = jax.random.key(seed)
+    task = env.sample_task(key)
+    _, state = env.reset_env(key, task)
+    out = []
+    for t in range(steps):
+        obs, state, reward, done, _ = step(jax.random.fold_in(key, t), state, jnp.int32(t % env.num_actions), task)
+        out.append((obs, reward, done))
+    return out
+
+
+def estimator_features(update, features, est, env, seed=0, steps=8):
+    """The estimator's features after each of ``steps`` transitions of one task of ``env`` (stepped eagerly,
+    actions cycling), by ``update`` then ``features`` (``est.update`` and ``est.features`` as given by
+    ``chex.TestCase.variant``)."""
+    key = jax.random.key(seed)
+    task = env.sample_task(key)
+    _, state = env.reset_env(key, task)
+    e, out = est.init(env.state_index(state, task)), []
+    for t in range(steps):
+        s, a = env.state_index(state, task), jnp.int32(t % env.num_actions)
+        _, state, reward, done, _ = env.step_env(jax.random.fold_in(key, t), state, a, task)
+        s_next = env.state_index(state, task)
+        e = update(e, s, a, reward, s_next, done)
+        out.append(features(e, s_next))
+    return out

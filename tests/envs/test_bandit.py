@@ -6,12 +6,14 @@ check): with fixed seeds they are deterministic, and a correct sampler would fai
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from rl3jax.envs.bandit import BanditState, BanditTask
-from tests.helpers import _close, _step_many, _var_check
+from rl3jax.envs.registry import make_env
+from tests.helpers import _close, _step_many, _var_check, step_env_steps
 
 
 # ------------------------------------------------------------------------------------------------ bandits
@@ -63,3 +65,13 @@ def test_bandit_bernoulli_rewards():
     np.testing.assert_array_equal(obs, [1.0, 0.0])
     assert int(env.state_index(st, task)) == 0 and not bool(env.is_terminated(st, task))
     assert env.default_params.max_steps_in_episode == 1 and env.num_states == 2 and env.num_actions == 5
+
+
+class StepEnvJitTest(chex.TestCase):
+    """``step_env`` gives the same observations, rewards and dones jitted and eager (8 steps of one task)."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_step_env_with_and_without_jit(self):
+        env = make_env("bandit")
+        chex.assert_trees_all_close(step_env_steps(self.variant(env.step_env), env),
+                                    step_env_steps(env.step_env, env), rtol=1e-6)

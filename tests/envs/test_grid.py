@@ -3,6 +3,7 @@ tests/reference_grid.py: registry and presets, transition probabilities, steps, 
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,7 +25,7 @@ from rl3jax.envs.registry import make_env
 from rl3jax.estimators.grid import GridQEstimator
 from rl3jax.meta_episode import MetaEnv
 from tests import reference_grid as ref
-from tests.helpers import SMALL, config, fast_jit, grid_estimator, small_task
+from tests.helpers import SMALL, config, fast_jit, grid_estimator, small_task, step_env_steps
 
 
 # ------------------------------------------------------------------------------------------ registry
@@ -134,3 +135,13 @@ def test_per_cell_dynamics_equal_the_tables_rows():
     for c in (0, 9, 24, 48):
         np.testing.assert_array_equal(np.asarray(direction_probabilities(task.tiles, task.slip, jnp.int32(c))),
                                       table[c])
+
+
+class StepEnvJitTest(chex.TestCase):
+    """``step_env`` gives the same observations, rewards and dones jitted and eager (8 steps of one task)."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_step_env_with_and_without_jit(self):
+        env = make_env("grid13")
+        chex.assert_trees_all_close(step_env_steps(self.variant(env.step_env), env),
+                                    step_env_steps(env.step_env, env), rtol=1e-6)

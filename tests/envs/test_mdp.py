@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from rl3jax.envs.mdp import MDPState
-from tests.helpers import Z, _close, _step_many, _var_check
+from rl3jax.envs.registry import make_env
+from tests.helpers import Z, _close, _step_many, _var_check, step_env_steps
 
 
 # --------------------------------------------------------------------------------------------------- MDPs
@@ -102,3 +103,13 @@ def test_mdp_step_distribution(variant, task_pool):
         _close(np.corrcoef(noise, nxt.pos)[0, 1], 0.0, 1 / np.sqrt(n), "noise vs next state correlation")
     _, st = env.reset_env(jax.random.PRNGKey(0), task)
     assert int(st.pos) == 0  # every task episode starts in state 1 (index 0)
+
+
+class StepEnvJitTest(chex.TestCase):
+    """``step_env`` gives the same observations, rewards and dones jitted and eager (8 steps of one task)."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_step_env_with_and_without_jit(self):
+        env = make_env("mdp")
+        chex.assert_trees_all_close(step_env_steps(self.variant(env.step_env), env),
+                                    step_env_steps(env.step_env, env), rtol=1e-6)

@@ -3,20 +3,23 @@ loop-based NumPy reference in tests/reference_grid.py and the dense QEstimator."
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rl3jax.config import TrainConfig
 from rl3jax.envs.grid import GridState
 from rl3jax.envs.grid_geometry import (
     start_cell,
 )
+from rl3jax.estimators import make_estimator
 from rl3jax.estimators.grid import GridQEstimator
 from rl3jax.estimators.tabular import QEstimator
-from rl3jax.meta_episode import MetaEnv
+from rl3jax.meta_episode import MetaEnv, make_meta_env
 from tests import reference_grid as ref
-from tests.helpers import fast_jit, grid_estimator, sampled, small_task
+from tests.helpers import estimator_features, fast_jit, grid_estimator, sampled, small_task
 
 
 # -------------------------------------------------------------------------------- the Q-estimator
@@ -153,3 +156,16 @@ def test_grid_estimator_equals_dense_estimator_in_meta_env():
     np.testing.assert_array_equal(np.asarray(sw_g), np.asarray(sw_d))
     np.testing.assert_allclose(np.asarray(obs_g), np.asarray(obs_d), rtol=0, atol=1e-4)
     assert np.asarray(sw_g).max() > 20  # some solves restarted from zero after K grew
+
+
+class UpdateJitTest(chex.TestCase):
+    """``update`` then ``features`` give the same values jitted and eager (8 transitions of one task)."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_update_and_features_with_and_without_jit(self):
+        cfg = TrainConfig(env="grid13", algo="rl3", horizon=20)
+        env = make_meta_env(cfg).env
+        est = make_estimator(env, cfg)
+        assert isinstance(est, GridQEstimator)
+        chex.assert_trees_all_close(estimator_features(self.variant(est.update), self.variant(est.features), est, env),
+                                    estimator_features(est.update, est.features, est, env), rtol=1e-6, atol=1e-7)

@@ -8,15 +8,18 @@ state and rebuilds every policy input. Inputs and rewards must agree to 1e-5 at 
 
 from __future__ import annotations
 
+import chex
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rl3jax.config import TrainConfig
 from rl3jax.envs.bandit import BanditTask
 from rl3jax.envs.registry import make_env
+from rl3jax.estimators import make_estimator
 from rl3jax.estimators.tabular import QEstimator
-from rl3jax.meta_episode import MetaEnv
-from tests.helpers import _mixed_tasks, _run_and_compare, _task_obs_fn
+from rl3jax.meta_episode import MetaEnv, make_meta_env
+from tests.helpers import _mixed_tasks, _run_and_compare, _task_obs_fn, estimator_features
 from tests.reference import RefConfig, meta_episode_inputs
 
 
@@ -166,3 +169,16 @@ def test_mdp_early_stop_and_sweep_budget(task_pool):
     _, rec, _ = _run_and_compare(env, est, horizon=43, num_tasks=36, seed=6, tasks=tasks)  # reuses a compile
     sweeps = rec["ref_sweeps"]
     assert (sweeps == 10).any() and (sweeps < 10).any(), np.unique(sweeps)
+
+
+class UpdateJitTest(chex.TestCase):
+    """``update`` then ``features`` give the same values jitted and eager (8 transitions of one task)."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_update_and_features_with_and_without_jit(self):
+        cfg = TrainConfig(env="mdp", algo="rl3", horizon=20)
+        env = make_meta_env(cfg).env
+        est = make_estimator(env, cfg)
+        assert isinstance(est, QEstimator)
+        chex.assert_trees_all_close(estimator_features(self.variant(est.update), self.variant(est.features), est, env),
+                                    estimator_features(est.update, est.features, est, env), rtol=1e-6, atol=1e-7)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,6 +16,7 @@ from rl3jax.config import TrainConfig
 from rl3jax.estimators import make_estimator
 from rl3jax.estimators.v4 import V4Estimator
 from rl3jax.meta_episode import make_meta_env
+from tests.helpers import estimator_features
 from tests.reference_v4 import V4Reference
 
 
@@ -188,3 +190,16 @@ def test_absorbing_state_is_an_unrewarded_self_loop():
     assert float(e.q[0, 0]) == pytest.approx(5.0)
     assert float(e.q[0, 1]) == pytest.approx(0.99 * 5.0, abs=0.02)
     assert float(e.q[2].max()) == 0.0
+
+
+class UpdateJitTest(chex.TestCase):
+    """``update`` then ``features`` give the same values jitted and eager (8 transitions of one task)."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_update_and_features_with_and_without_jit(self):
+        cfg = TrainConfig(env="mdp", algo="rl3", semantics="v4", horizon=20)
+        env = make_meta_env(cfg).env
+        est = make_estimator(env, cfg)
+        assert isinstance(est, V4Estimator)
+        chex.assert_trees_all_close(estimator_features(self.variant(est.update), self.variant(est.features), est, env),
+                                    estimator_features(est.update, est.features, est, env), rtol=1e-6, atol=1e-7)
