@@ -36,7 +36,7 @@ def _one_line_error(err: str) -> str:
     return lines[0]
 
 
-# --- from tests/test_envs.py
+# --- env statistics (envs/test_bandit.py, envs/test_mdp.py)
 
 Z = 5.0  # tolerance in standard errors
 
@@ -58,7 +58,7 @@ def _step_many(name, variant):
     return env, jax.jit(jax.vmap(env.step_env, in_axes=(0, None, None, None)))
 
 
-# --- from tests/test_grid.py
+# --- the small grid and sampled grids (envs/, estimators/test_grid.py, test_meta_episode.py)
 
 # (conftest.py lowers XLA's optimisation level for the suite: compile time dominates these short runs)
 fast_jit = jax.jit
@@ -111,15 +111,14 @@ def sampled(family: str, variant: str):
     return env, jax.tree.map(np.asarray, tasks), np.asarray(draws)
 
 
-# --- from tests/test_v4.py
+# --- paper-v4 presets through the driver
 
-# ------------------------------------------------------------------------ preset through the driver
 def _tiny(name, **kw):
     return TrainConfig(**{**preset(name), **kw, "iters": 2, "horizon": 10, "num_envs": 8, "minibatch_envs": 4,
                           "epochs": 1, "chunk_iters": 1, "checkpoint_every": 1})
 
 
-# --- from tests/test_train.py
+# --- tiny training runs
 
 TINY = dict(horizon=8, num_envs=16, minibatch_envs=4, epochs=2, model="gru", chunk_iters=2,
             checkpoint_every=2)
@@ -132,7 +131,7 @@ def _metrics_rows(path):
     return rows
 
 
-# --- from tests/test_reference_equivalence.py
+# --- meta-episode against the NumPy reference (tests/reference.py)
 
 ATOL = 1e-5
 
@@ -248,13 +247,13 @@ def _run_and_compare(env, est: QEstimator | None, *, horizon, num_tasks, seed, t
     return menv, rec, np.stack(all_inputs)
 
 
-# --- from tests/test_population.py
+# --- the population config
 
 CFG = TrainConfig(env="mdp", algo="rl3", model="markov", horizon=8, num_envs=8, minibatch_envs=4, epochs=1,
                   iters=2, chunk_iters=1, checkpoint_every=1, seed=10)
 
 
-# --- from tests/test_baselines.py
+# --- baselines on held-out tasks
 
 BANDIT_H, BANDIT_N = 10, 400
 

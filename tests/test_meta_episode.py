@@ -21,7 +21,7 @@ H_VMAP, N_VMAP = 13, 6
 
 def _meta_env_rl3():
     env = make_env("mdp")
-    # std errors are compared under vmap against the reference in test_reference_equivalence.py; off here to
+    # std errors are compared under vmap against the reference in tests/estimators/test_tabular.py; off here to
     # keep this compile (x2: vmapped and single) small
     est = QEstimator(num_states=10, num_actions=5, gamma=0.95, max_sweeps=10, std_errors=False, q_denom=10.0,
                      mode="entered", known_states="visited", warm_start=True)

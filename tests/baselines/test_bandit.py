@@ -1,5 +1,5 @@
 """Classical baselines (rl3jax.baselines) against exact values, brute force, the loop-based references in
-tests/reference_baselines.py, and the orderings theory guarantees on held-out tasks.
+tests/baselines/reference.py, and the orderings theory guarantees on held-out tasks.
 
 Tolerances: exact computations agree to 1e-9 (float64 NumPy) or 1e-4 (float32 JAX scores); a replayed
 deterministic policy must pick, at every step, an action in the reference's set of maximisers (within 1e-4);
@@ -21,7 +21,7 @@ from scipy import integrate, stats
 
 from rl3jax import baselines as B
 from rl3jax.baselines import bandit, base, mdp
-from tests import reference_baselines as ref
+from tests.baselines import reference as ref
 from tests.helpers import BANDIT_H, BANDIT_N, BANDIT_POLICIES, _paired, _run
 
 

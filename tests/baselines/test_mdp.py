@@ -1,4 +1,4 @@
-"""rl3jax.baselines.mdp against the loop-based references in tests/reference_baselines.py: MAP-greedy
+"""rl3jax.baselines.mdp against the loop-based references in tests/baselines/reference.py: MAP-greedy
 replayed exactly, posterior sampling equal in mean return within 4 standard errors of the difference."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from tests import reference_baselines as ref
+from tests.baselines import reference as ref
 from tests.helpers import MDP_H, MDP_N, _meta, _run
 
 

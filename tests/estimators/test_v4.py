@@ -1,5 +1,5 @@
 """The 'v4' semantics (the paper's own code): estimator and policy input against the loop-based NumPy reference
-written from the Julia sources (tests/reference_v4.py), and hand-computed
+written from the Julia sources (tests/estimators/reference_v4.py), and hand-computed
 cases (shown values, cache refresh, the absorbing state)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from rl3jax.estimators import make_estimator
 from rl3jax.estimators.v4 import V4Estimator
 from rl3jax.meta_episode import make_meta_env
 from tests.helpers import estimator_features
-from tests.reference_v4 import V4Reference
+from tests.estimators.reference_v4 import V4Reference
 
 
 # ------------------------------------------------------------------------------ reference equivalence

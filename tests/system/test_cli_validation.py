@@ -813,7 +813,7 @@ def _schedule(cfg):
 
 def _ppo_signature(cfg):
     """What a PPO iteration computes: its jaxpr (static settings) and the values ``Trainer.init`` puts in
-    ``TrainState.hparams`` (``TrainConfig.hparams``; tests/test_population.py checks that it does)."""
+    ``TrainState.hparams`` (``TrainConfig.hparams``; tests/runs/test_population.py checks that it does)."""
 
     from rl3jax.trainer import make_train
 
