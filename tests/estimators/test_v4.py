@@ -16,8 +16,8 @@ from rl3jax.config import TrainConfig
 from rl3jax.estimators import make_estimator
 from rl3jax.estimators.v4 import V4Estimator
 from rl3jax.meta_episode import make_meta_env
-from tests.helpers import estimator_features
 from tests.estimators.reference_v4 import V4Reference
+from tests.helpers import estimator_features
 
 
 # ------------------------------------------------------------------------------ reference equivalence
