@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +25,21 @@ from rl3jax.meta_episode import MetaEnv, make_meta_env
 from rl3jax.rollout import rollout
 from rl3jax.runs.runfiles import read_metrics
 from tests.reference import RefConfig, meta_episode_inputs
+
+#: the repository root (the working folder of child processes)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def child_env(**overrides) -> dict:
+    """Environment of a child Python process: this one's, the repository first on PYTHONPATH, the suite's
+    persistent compilation cache, JAX_PLATFORMS unset; then ``overrides``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", os.environ.get(
+        "RL3JAX_TEST_JAX_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "rl3jax-test-jax-cache")))
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+    env.pop("JAX_PLATFORMS", None)
+    return {**env, **overrides}
 
 
 def _leaves_equal(a, b):
@@ -272,8 +288,8 @@ MDP_SLOW_POLICIES = ("opsrl", "model-epsilon-greedy")
 
 
 @functools.cache
-def _meta(env: str, horizon: int):
-    return make_meta_env(TrainConfig(env=env, horizon=horizon, algo="rl2"))
+def _meta(env: str, horizon: int, variant: str = "train"):
+    return make_meta_env(TrainConfig(env=env, variant=variant, horizon=horizon, algo="rl2"))
 
 
 @functools.cache

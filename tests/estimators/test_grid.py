@@ -167,5 +167,6 @@ class UpdateJitTest(chex.TestCase):
         env = make_meta_env(cfg).env
         est = make_estimator(env, cfg)
         assert isinstance(est, GridQEstimator)
-        chex.assert_trees_all_close(estimator_features(self.variant(est.update), self.variant(est.features), est, env),
-                                    estimator_features(est.update, est.features, est, env), rtol=1e-6, atol=1e-7)
+        jitted = estimator_features(self.variant(est.update), self.variant(est.features), est, env)
+        chex.assert_trees_all_close(jitted, estimator_features(est.update, est.features, est, env), rtol=1e-6,
+                                    atol=1e-7)
