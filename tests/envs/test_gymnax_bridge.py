@@ -19,52 +19,6 @@ from rl3jax.estimators.tabular import QEstimator
 from rl3jax.meta_episode import MetaEnv
 from rl3jax.rollout import sample_tasks
 
-
-def test_gymnax_env_in_meta_env_rl2_and_rl3_rejected():
-    env = make_env("CartPole-v1")
-    horizon = 6
-    menv = MetaEnv(env, horizon)
-    n = env.num_actions
-    lay = menv.layout  # METHOD §1, RL²: no rl3 block; CartPole's observation has m = 4 entries
-    assert "rl3" not in lay and lay["task_obs"].size == 4 and menv.obs_dim == lay.size
-
-    def head(obs):  # prev reward, first flag, t/H, τ/TH
-        return np.concatenate([np.asarray(obs)[lay[b].slice] for b in ("prev_reward", "first", "meta_time",
-                                                                         "task_time")])
-
-    params = menv.sample_task(jax.random.PRNGKey(0))
-    step = jax.jit(lambda k, s, a: menv.step(k, s, a, params))
-    obs, st = jax.jit(lambda k: menv.reset(k, params))(jax.random.PRNGKey(0))
-    np.testing.assert_allclose(obs[lay["prev_action"].slice], [0.0] * n)
-    np.testing.assert_allclose(head(obs), [0.0, 1.0, 0.0, 0.0])
-    total = 0.0
-    for t in range(horizon):
-        a = t % n
-        obs, st, r, done, _ = step(jax.random.PRNGKey(t + 1), st, a)
-        chex.assert_tree_all_finite(obs)
-        total += float(r)
-        np.testing.assert_allclose(obs[lay["prev_action"].slice], np.eye(n)[a])
-        np.testing.assert_allclose(head(obs), [float(r), 0.0, (t + 1) / horizon, (t + 1) / 500], atol=1e-6)
-        assert bool(done) == (t == horizon - 1)
-    assert total == horizon  # CartPole pays 1 per step and cannot fall within 6 steps
-    np.testing.assert_allclose(float(st.episode_return), total)
-    with pytest.raises(ValueError, match="RL³ needs a tabular"):
-        MetaEnv(env, horizon, QEstimator(num_states=2, num_actions=n, gamma=0.95))
-
-
-def test_gymnax_env_meta_env_params_as_jit_argument():
-    env = make_env("CartPole-v1")
-    menv = MetaEnv(env, 6)
-    params = menv.sample_task(jax.random.PRNGKey(0))
-    obs, st = jax.jit(menv.reset)(jax.random.PRNGKey(0), params)
-    obs, st, r, done, _ = jax.jit(menv.step)(jax.random.PRNGKey(1), st, 0, params)
-    assert obs.shape == (menv.obs_dim,)
-    # and vmapped over a batch of tasks, as the trainer runs it
-    batch = jax.tree.map(lambda x: jnp.stack([x, x]), params)
-    obs, st = jax.jit(jax.vmap(menv.reset))(jax.random.split(jax.random.PRNGKey(0), 2), batch)
-    assert obs.shape == (2, menv.obs_dim)
-
-
 SERVED = [n for n, s in GYMNAX_ENVS.items() if s.kind != "refused"]
 
 
@@ -188,3 +142,48 @@ def test_observation_shows_the_kept_task_after_a_reset():
         for k in range(6):
             obs, st = env.reset_env(jax.random.key(100 + k), task)
             assert int(obs[0]) == int(st.need_umbrella) == int(task.fields["need_umbrella"])
+
+
+def test_gymnax_env_in_meta_env_rl2_and_rl3_rejected():
+    env = make_env("CartPole-v1")
+    horizon = 6
+    menv = MetaEnv(env, horizon)
+    n = env.num_actions
+    lay = menv.layout  # METHOD §1, RL²: no rl3 block; CartPole's observation has m = 4 entries
+    assert "rl3" not in lay and lay["task_obs"].size == 4 and menv.obs_dim == lay.size
+
+    def head(obs):  # prev reward, first flag, t/H, τ/TH
+        return np.concatenate([np.asarray(obs)[lay[b].slice] for b in ("prev_reward", "first", "meta_time",
+                                                                         "task_time")])
+
+    params = menv.sample_task(jax.random.PRNGKey(0))
+    step = jax.jit(lambda k, s, a: menv.step(k, s, a, params))
+    obs, st = jax.jit(lambda k: menv.reset(k, params))(jax.random.PRNGKey(0))
+    np.testing.assert_allclose(obs[lay["prev_action"].slice], [0.0] * n)
+    np.testing.assert_allclose(head(obs), [0.0, 1.0, 0.0, 0.0])
+    total = 0.0
+    for t in range(horizon):
+        a = t % n
+        obs, st, r, done, _ = step(jax.random.PRNGKey(t + 1), st, a)
+        chex.assert_tree_all_finite(obs)
+        total += float(r)
+        np.testing.assert_allclose(obs[lay["prev_action"].slice], np.eye(n)[a])
+        np.testing.assert_allclose(head(obs), [float(r), 0.0, (t + 1) / horizon, (t + 1) / 500], atol=1e-6)
+        assert bool(done) == (t == horizon - 1)
+    assert total == horizon  # CartPole pays 1 per step and cannot fall within 6 steps
+    np.testing.assert_allclose(float(st.episode_return), total)
+    with pytest.raises(ValueError, match="RL³ needs a tabular"):
+        MetaEnv(env, horizon, QEstimator(num_states=2, num_actions=n, gamma=0.95))
+
+
+def test_gymnax_env_meta_env_params_as_jit_argument():
+    env = make_env("CartPole-v1")
+    menv = MetaEnv(env, 6)
+    params = menv.sample_task(jax.random.PRNGKey(0))
+    obs, st = jax.jit(menv.reset)(jax.random.PRNGKey(0), params)
+    obs, st, r, done, _ = jax.jit(menv.step)(jax.random.PRNGKey(1), st, 0, params)
+    assert obs.shape == (menv.obs_dim,)
+    # and vmapped over a batch of tasks, as the trainer runs it
+    batch = jax.tree.map(lambda x: jnp.stack([x, x]), params)
+    obs, st = jax.jit(jax.vmap(menv.reset))(jax.random.split(jax.random.PRNGKey(0), 2), batch)
+    assert obs.shape == (2, menv.obs_dim)

@@ -23,21 +23,6 @@ from rl3jax.runs.runfiles import RunFolderError, read_config, read_metrics
 from rl3jax.trainer import make_train
 from tests.helpers import CFG, _tiny
 
-
-def test_paper_v4_population_member_equals_separate_run(tmp_path):
-    """A 2-seed vmapped population of a shrunk paper-v4 preset: member 1 equals its separate run."""
-    from rl3jax.runs.population import member_state
-
-    cfg = _tiny("paper-v4-bandit-h100", model="markov-v4").replace(iters=1, seed=3)
-    state, _ = train(cfg, str(tmp_path / "pop"), seeds=2, progress=False, quiet=True)
-    assert read_config(str(tmp_path / "pop" / "seed4")).semantics == "v4"
-    ref, _ = train(cfg.replace(seed=4), str(tmp_path / "single"), progress=False, quiet=True)
-    a, b = member_state(state, 1), member_state(ref, 0)
-    for x, y in zip(jax.tree.leaves((a.actor_params, a.critic_params, a.env_state)),
-                    jax.tree.leaves((b.actor_params, b.critic_params, b.env_state))):
-        np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=1e-4, atol=1e-5)
-
-
 ATOL = 1e-5
 
 
@@ -170,3 +155,17 @@ def test_weight_decay_and_gae_lambda_sweep_member_equals_separate_run(tmp_path):
     np.testing.assert_allclose(state.hparams.critic_weight_decay, [0.0, 0.1])
     np.testing.assert_allclose(state.hparams.gae_lambda, [0.9, 0.9], rtol=1e-6)
     np.testing.assert_allclose(state.hparams.lr, [CFG.lr] * 2, rtol=1e-6)
+
+
+def test_paper_v4_population_member_equals_separate_run(tmp_path):
+    """A 2-seed vmapped population of a shrunk paper-v4 preset: member 1 equals its separate run."""
+    from rl3jax.runs.population import member_state
+
+    cfg = _tiny("paper-v4-bandit-h100", model="markov-v4").replace(iters=1, seed=3)
+    state, _ = train(cfg, str(tmp_path / "pop"), seeds=2, progress=False, quiet=True)
+    assert read_config(str(tmp_path / "pop" / "seed4")).semantics == "v4"
+    ref, _ = train(cfg.replace(seed=4), str(tmp_path / "single"), progress=False, quiet=True)
+    a, b = member_state(state, 1), member_state(ref, 0)
+    for x, y in zip(jax.tree.leaves((a.actor_params, a.critic_params, a.env_state)),
+                    jax.tree.leaves((b.actor_params, b.critic_params, b.env_state))):
+        np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=1e-4, atol=1e-5)
