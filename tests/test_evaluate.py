@@ -7,13 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from rl3jax.baselines.generic import finite_horizon_values
-from rl3jax.config import TrainConfig
 from rl3jax.evaluate import evaluate, held_out_tasks
-from rl3jax.meta_episode import make_meta_env
-
-
-def _meta(env, horizon, variant="train"):
-    return make_meta_env(TrainConfig(env=env, variant=variant, horizon=horizon, algo="rl2"))
+from tests.helpers import _meta
 
 
 def test_test_tasks_are_fixed_and_distinct_from_training_streams():

@@ -1,6 +1,9 @@
 """Tests for rl3jax.networks: cached step == full sequence, causality, shapes, tracing, parameter count."""
 
+from __future__ import annotations
+
 import functools
+import math
 
 import chex
 import jax
@@ -10,8 +13,8 @@ import pytest
 
 from rl3jax import networks
 from rl3jax.config import MODELS
+from rl3jax.networks import make_network
 
-B, T, HORIZON, IN_DIM, N_OUT = 3, 7, 8, 5, 4
 KINDS = ("transformer", "gru", "markov")
 
 
@@ -168,3 +171,41 @@ def test_unknown_kind_raises():
         networks.make_network("lstm", 2, HORIZON)
     for kind in MODELS:  # the error lists every model the config accepts
         assert kind in str(excinfo.value)
+
+
+# ---------------------------------------------------------------------------------------- networks
+@pytest.mark.parametrize("kind", ["transformer-v4", "markov-v4"])
+def test_v4_network_step_matches_sequence(kind):
+    net = make_network(kind, 3, 7)
+    params = net.init(jax.random.key(0), 6)
+    xs = jax.random.normal(jax.random.key(1), (2, 7, 6))
+    full = net.sequence(params, xs)
+
+    def body(c, x):
+        return net.step(params, c, x)
+
+    _, outs = jax.jit(lambda p: jax.lax.scan(body, net.initial_carry(2), jnp.swapaxes(xs, 0, 1)))(params)
+    np.testing.assert_allclose(np.asarray(jnp.swapaxes(outs, 0, 1)), np.asarray(full), atol=2e-5)
+
+
+def test_v4_network_shapes_and_init():
+    m, n, d, ff = 17, 5, 64, 256
+    net = make_network("transformer-v4", n, 100)
+    p = net.init(jax.random.key(0), m)["params"]
+    count = sum(x.size for x in jax.tree.leaves(p))
+    block = (d * 3 * d + 3 * d) + (d * d + d) + 2 * d + (d * ff + ff) + (ff * d + d) + 2 * d
+    assert count == m * d + 2 * d + 1024 * d + 2 * block + d * n + n
+    assert set(p["embed"]) == {"kernel"}  # no bias
+    # Glorot-uniform × √64: uniform on ±8·sqrt(6/(m+d)), std 8·sqrt(2/(m+d))
+    k = np.asarray(p["embed"]["kernel"])
+    assert np.abs(k).max() <= 8 * math.sqrt(6 / (m + d)) + 1e-6
+    assert abs(k.std() / (8 * math.sqrt(2 / (m + d))) - 1) < 0.1
+    assert abs(float(np.asarray(p["pos_embedding"]).std()) / 0.01 - 1) < 0.05
+    mk = make_network("markov-v4", n, 100)
+    pm = mk.init(jax.random.key(0), m)["params"]
+    assert sum(x.size for x in jax.tree.leaves(pm)) == (m * d + d) + (d * d + d) + (d * n + n)
+    with pytest.raises(ValueError, match="1024 positional slots"):
+        make_network("transformer-v4", n, 1024)
+
+
+B, T, HORIZON, IN_DIM, N_OUT = 3, 7, 8, 5, 4

@@ -1,12 +1,12 @@
 """What environments exist, answered without importing JAX: one ``FamilySpec`` per task family, and gymnax's table.
 
-``rl3jax.config`` checks a command line against it before JAX starts (tests/test_cli_validation.py checks that no
+``rl3jax.config`` checks a command line against it before JAX starts (tests/system/test_cli_validation.py checks that no
 JAX is imported on that path); ``rl3jax.envs.registry.make_env`` builds a family from its spec's entry point.
-Adding a family is one module plus one ``FAMILIES`` entry (tests/test_envs.py checks each spec against its hooks).
+Adding a family is one module plus one ``FAMILIES`` entry (tests/envs/test_registry.py checks each spec against its hooks).
 
 The gymnax envs rl3jax can serve (discrete actions, one task per meta-episode, RL² only:
 ``rl3jax.envs.gymnax_bridge``) are env names too. ``GYMNAX_ENVS`` classifies every name of
-``gymnax.registered_envs`` (tests/test_gymnax_bridge.py keeps it complete): ``fixed`` (its reset draws only the
+``gymnax.registered_envs`` (tests/envs/test_gymnax_bridge.py keeps it complete): ``fixed`` (its reset draws only the
 start state; the task is the env's params), ``task`` (the state fields its reset draws as the task), or
 ``refused`` with the reason (continuous actions; data downloaded at creation).
 """

@@ -90,7 +90,7 @@ class GridConfig:
 GRID11 = GridConfig(size=11)
 GRID13 = GridConfig(size=13)
 #: family -> (base configuration, variant -> the ``GridConfig`` fields the variant changes in it); the variant
-#: names are the family's spec's (``rl3jax.envs.catalog.FAMILIES``, tests/test_envs.py checks they agree), those
+#: names are the family's spec's (``rl3jax.envs.catalog.FAMILIES``, tests/envs/test_registry.py checks they agree), those
 #: besides 'train' are out of distribution (METHOD §3)
 GRID_FAMILIES: dict[str, tuple[GridConfig, dict[str, dict]]] = {
     "grid11": (GRID11, {"train": {}}),

@@ -9,7 +9,7 @@ would then draw a new task. ``GymnaxBridge`` separates the two:
   (``rl3jax.envs.catalog.GymnaxSpec.task_fields``) together with the env params: a ``GymnaxTask``;
 * ``reset_env(key, task)`` resets the agent's part of the state and puts the task's fields back (and
   recomputes the observation from the patched state, for envs whose observation shows part of the task);
-* ``step_env`` is the env's own step (no gymnax step changes these fields; tests/test_gymnax_bridge.py checks
+* ``step_env`` is the env's own step (no gymnax step changes these fields; tests/envs/test_gymnax_bridge.py checks
   that over meta-episodes several task episodes long).
 
 The table of which gymnax envs are served, and how, is ``rl3jax.envs.catalog.GYMNAX_ENVS`` (no JAX needed to

@@ -26,9 +26,8 @@ from rl3jax.evaluate import HeldOutEvaluator
 from rl3jax.runs import population
 from rl3jax.runs.checkpoint import Checkpointer
 from rl3jax.runs.metrics import ExternalLoggers, MetricsLog
-from rl3jax.runs.signals import StopSignals, TrainingInterrupted
-from rl3jax.runs.resume import intact, nothing_to_do, report_hint, resume_settings
 from rl3jax.runs.population import Population, make_population, member_state
+from rl3jax.runs.resume import intact, nothing_to_do, report_hint, resume_settings
 from rl3jax.runs.runfiles import (
     COMMITTED,
     CONFIG,
@@ -40,6 +39,7 @@ from rl3jax.runs.runfiles import (
     lock_run,
     release_locks,
 )
+from rl3jax.runs.signals import StopSignals, TrainingInterrupted
 from rl3jax.trainer import FINITE
 
 #: fields a held-out evaluation adds to the metrics row of its iteration

@@ -1,5 +1,5 @@
 """Classical baselines (rl3jax.baselines) against exact values, brute force, the loop-based references in
-tests/reference_baselines.py, and the orderings theory guarantees on held-out tasks.
+tests/baselines/reference.py, and the orderings theory guarantees on held-out tasks.
 
 Tolerances: exact computations agree to 1e-9 (float64 NumPy) or 1e-4 (float32 JAX scores); a replayed
 deterministic policy must pick, at every step, an action in the reference's set of maximisers (within 1e-4);
@@ -11,7 +11,6 @@ paired per-task difference (same held-out tasks).
 from __future__ import annotations
 
 import functools
-import json
 import math
 
 import jax
@@ -22,41 +21,8 @@ from scipy import integrate, stats
 
 from rl3jax import baselines as B
 from rl3jax.baselines import bandit, base, mdp
-from rl3jax.cli import main
-from rl3jax.config import TrainConfig
-from rl3jax.evaluate import evaluate, held_out_tasks, run_baselines
-from rl3jax.meta_episode import make_meta_env
-from rl3jax.rollout import rollout
-from tests import reference_baselines as ref
-
-BANDIT_H, BANDIT_N = 10, 400
-MDP_H, MDP_N = 40, 200
-BANDIT_POLICIES = ("greedy", "epsilon-greedy", "ucb", "thompson", "gittins", "bayes-optimal", "model-greedy",
-                   "model-epsilon-greedy")
-MDP_POLICIES = ("psrl", "map-greedy", "model-greedy")  # the default suite; opsrl, model-epsilon-greedy: @slow
-MDP_SLOW_POLICIES = ("opsrl", "model-epsilon-greedy")
-
-
-@functools.cache
-def _meta(env: str, horizon: int):
-    return make_meta_env(TrainConfig(env=env, horizon=horizon, algo="rl2"))
-
-
-@functools.cache
-def _run(env: str, horizon: int, name: str, num: int, params: tuple = ()):
-    """One meta-episode of baseline ``name`` on each of the first ``num`` held-out tasks, through the harness's
-    rollout (as ``evaluate`` runs it). Returns (actions (N,H), rewards (N,H), obs (N,H,m), tasks) as NumPy."""
-    menv, consts, build = B.make_policy(name, _meta(env, horizon), dict(params))
-    tasks = held_out_tasks(menv, num)
-
-    def go(consts, tasks, key):
-        k_pol, k_roll = jax.random.split(key)
-        step, carry = build(consts, tasks, k_pol)
-        traj, _ = rollout(menv, step, carry, tasks, k_roll, greedy=name == "oracle")
-        return traj.actions, traj.rewards, traj.obs
-
-    a, r, o = jax.jit(go)(consts, tasks, jax.random.key(11))
-    return np.asarray(a), np.asarray(r), np.asarray(o), jax.device_get(tasks)
+from tests.baselines import reference as ref
+from tests.helpers import BANDIT_H, BANDIT_N, BANDIT_POLICIES, _paired, _run
 
 
 def _counts(actions, rewards, k):
@@ -256,91 +222,6 @@ def test_stochastic_bandit_baselines_agree_with_numpy_in_mean(name):
     assert abs(jax_returns.mean() - ref_returns.mean()) < 4 * se
 
 
-def _mdp_history(obs, layout, th):
-    """(state, tau) seen at each step of one MDP meta-episode, from the policy input (METHOD §1 layout)."""
-    states = obs[:, layout["task_obs"].slice].argmax(axis=1)
-    taus = np.rint(obs[:, layout["task_time"].offset] * th).astype(int)
-    return states, taus
-
-
-def test_map_greedy_replays_the_reference():
-    actions, rewards, obs, _ = _run("mdp", MDP_H, "map-greedy", MDP_N)
-    n_a, n_s, th = 5, 10, 10
-    for task in range(25):
-        states, taus = _mdp_history(obs[task], _meta("mdp", MDP_H).layout, th)
-        post = ref.MDPPosterior(n_s, n_a)
-        for t in range(MDP_H):
-            if t > 0:
-                post.add(states[t - 1], actions[task, t - 1], rewards[task, t - 1], states[t], taus[t] > 0)
-            left = min(th - taus[t], MDP_H - t)
-            q = ref.map_greedy_q(post, left)[states[t]]
-            assert actions[task, t] in ref.best_set(list(q)), (task, t, q)
-
-
-@pytest.mark.parametrize("name,samples", [("psrl", 1), pytest.param("opsrl", 5, marks=pytest.mark.slow)])
-def test_posterior_sampling_agrees_with_numpy_in_mean(name, samples):
-    _, rewards, _, tasks = _run("mdp", MDP_H, name, MDP_N)
-    rng = np.random.default_rng(9)
-    t_true, r_true, noise = (np.asarray(x) for x in (tasks.transitions, tasks.mean_rewards, tasks.reward_noise))
-    ref_returns = np.array([ref.simulate_psrl(t_true[i], r_true[i], float(noise[i]), MDP_H, 10, rng, samples)
-                            for i in range(MDP_N)])
-    jax_returns = rewards.sum(1)
-    se = math.sqrt(jax_returns.var(ddof=1) / MDP_N + ref_returns.var(ddof=1) / MDP_N)
-    assert abs(jax_returns.mean() - ref_returns.mean()) < 4 * se
-
-
-def _model_best_sets(obs, env, horizon, tol=1e-5):
-    """Per step, the maximisers of the RL³ advantage block (Q − V)/Q_DENOM shown in the policy input (METHOD §1),
-    found by the layout of the meta env the model-* baselines run in (the family's with its estimator)."""
-    layout = B.make_policy("model-greedy", _meta(env, horizon))[0].layout
-    adv = obs[:, layout["advantages"].slice]
-    return [set(np.nonzero(row >= row.max() - tol)[0].tolist()) for row in adv]
-
-
-@pytest.mark.parametrize("env,horizon,num", [("bandit", BANDIT_H, BANDIT_N), ("mdp", MDP_H, MDP_N)])
-def test_model_greedy_acts_on_the_estimators_shown_q(env, horizon, num):
-    """model-greedy's action maximises the RL³ estimator's current Q, as the RL³ policy input shows it."""
-    actions, _, obs, _ = _run(env, horizon, "model-greedy", num)
-    for task in range(num):
-        for t, best in enumerate(_model_best_sets(obs[task], env, horizon)):
-            assert actions[task, t] in best, (env, task, t)
-
-
-def test_model_epsilon_greedy_explores_at_rate_epsilon():
-    """A step leaves the greedy set with probability ε·(n − |greedy set|)/n (uniform exploration over n arms)."""
-    actions, _, obs, _ = _run("bandit", BANDIT_H, "model-epsilon-greedy", BANDIT_N)
-    eps, n = 0.1, 5
-    off, expected, var = 0, 0.0, 0.0
-    for task in range(BANDIT_N):
-        for t, best in enumerate(_model_best_sets(obs[task], "bandit", BANDIT_H)):
-            p = eps * (n - len(best)) / n
-            off += actions[task, t] not in best
-            expected += p
-            var += p * (1 - p)
-    assert abs(off - expected) < 4 * math.sqrt(var), (off, expected)
-
-
-# ------------------------------------------------------------------------------------- orderings
-def _paired(a, b):
-    """Mean and standard error of the per-task difference a − b (same held-out tasks)."""
-    d = a.sum(1) - b.sum(1)
-    return d.mean(), d.std(ddof=1) / math.sqrt(len(d))
-
-
-@pytest.mark.parametrize("env,horizon,num,names", [
-    ("bandit", BANDIT_H, BANDIT_N, BANDIT_POLICIES), ("mdp", MDP_H, MDP_N, MDP_POLICIES),
-    pytest.param("mdp", MDP_H, MDP_N, MDP_SLOW_POLICIES, marks=pytest.mark.slow)])
-def test_random_below_every_baseline_below_oracle(env, horizon, num, names):
-    rand = _run(env, horizon, "random", num)[1]
-    oracle = _run(env, horizon, "oracle", num)[1]
-    for name in names:
-        r = _run(env, horizon, name, num)[1]
-        d, se = _paired(r, rand)
-        assert d > 3 * se, (name, "not above random", d, se)
-        d, se = _paired(r, oracle)
-        assert d < 3 * se, (name, "above the oracle", d, se)
-
-
 def test_bayes_optimal_is_best_bandit_baseline_and_matches_its_value():
     best = _run("bandit", BANDIT_H, "bayes-optimal", BANDIT_N)[1]
     for name in BANDIT_POLICIES:
@@ -350,85 +231,3 @@ def test_bayes_optimal_is_best_bandit_baseline_and_matches_its_value():
     v_star = bandit.bayes_optimal_table(5, BANDIT_H)[1][0].max()
     r = best.sum(1)
     assert abs(r.mean() - v_star) < 4 * r.std(ddof=1) / math.sqrt(BANDIT_N)
-
-
-# ----------------------------------------------------------------------------------- harness, CLI
-def test_evaluate_honours_policy_params_and_refuses_bad_ones():
-    m = _meta("bandit", BANDIT_H)
-    # ε = 1: uniformly random arms, expected return H * mean(p) per task (5 standard errors)
-    res = evaluate(m, "epsilon-greedy", 300, policy_params={"epsilon": "1"})
-    p = np.clip(np.asarray(held_out_tasks(m, 300).probs), 0, 1)
-    assert abs(res["mean_return"] - BANDIT_H * p.mean()) < 5 * res["stderr"]
-    with pytest.raises(ValueError, match="no parameter 'eps'.*epsilon"):
-        evaluate(m, "epsilon-greedy", 10, policy_params={"eps": 0.1})
-    with pytest.raises(ValueError, match="epsilon=1.5"):
-        evaluate(m, "epsilon-greedy", 10, policy_params={"epsilon": 1.5})
-    with pytest.raises(ValueError, match="'psrl' does not fit.*ucb"):
-        evaluate(m, "psrl", 10)
-    with pytest.raises(ValueError, match="unknown policy 'nope'"):
-        evaluate(m, "nope", 10)
-
-
-def test_registry_names_the_source_and_families():
-    assert set(BANDIT_POLICIES) | {"random", "oracle"} == set(B.baseline_names(_meta("bandit", 5)))
-    assert set(MDP_POLICIES + MDP_SLOW_POLICIES) | {"random", "oracle"} == set(B.baseline_names(_meta("mdp", 5)))
-    for name, b in B.BASELINES.items():
-        assert b.doc and b.families, name
-    assert B.baseline_names(_meta("mdp", 5)) == ["random", "oracle", "model-greedy", "model-epsilon-greedy", "psrl",
-                                                 "opsrl", "map-greedy"]
-
-
-@pytest.mark.parametrize("argv,needle", [
-    (["--policy", "ucb", "--env", "bandit", "--horizon", "5", "--param", "c=-2"], "c='-2' is not valid"),
-    (["--policy", "ucb", "--env", "bandit", "--horizon", "5", "--param", "gamma=1"], "no parameter 'gamma'"),
-    (["--policy", "opsrl", "--env", "mdp", "--horizon", "5", "--param", "m=0"], "m='0' is not valid"),
-    (["--policy", "psrl", "--env", "bandit", "--horizon", "5"], "does not fit env 'bandit5'"),
-    (["--policy", "bayes-optimal", "--env", "bandit", "--horizon", "40"], "H <= 26"),
-    (["--policy", "nope", "--env", "bandit", "--horizon", "5"], "unknown policy 'nope'; valid: random, oracle"),
-])
-def test_cli_eval_policy_errors_exit_2_with_one_line(argv, needle, capsys):
-    assert main(["eval", *argv, "--episodes", "4"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and needle in err, err
-
-
-def test_cli_parser_does_not_start_a_jax_backend():
-    """`train` must be able to set up multi-host JAX after parsing: building the parser imports no backend."""
-    import subprocess
-    import sys
-
-    code = ("import rl3jax.cli as c\ntry:\n    c.main(['eval', '--help'])\nexcept SystemExit:\n    pass\n"
-            "from jax._src import xla_bridge\nprint(bool(xla_bridge._backends))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip().splitlines()[-1] == "False"
-
-
-def test_cli_baselines_table_and_json(tmp_path, capsys):
-    out = tmp_path / "b.json"
-    assert main(["baselines", "--env", "bandit", "--horizon", str(BANDIT_H), "--episodes", "60", "--only",
-                 "oracle,greedy,random", "--json", str(out)]) == 0
-    text = capsys.readouterr().out
-    rows = json.loads(out.read_text())["rows"]
-    assert [r["policy"] for r in rows] == ["random", "oracle", "greedy"]  # registry order
-    by = {r["policy"]: r for r in rows}
-    assert by["random"]["normalised"] == pytest.approx(0.0) and by["oracle"]["normalised"] == pytest.approx(1.0)
-    for r in rows:
-        assert len(r["step_rewards"]) == BANDIT_H
-        assert sum(r["step_rewards"]) == pytest.approx(r["mean_return"], rel=1e-5)
-        assert r["policy"] in text
-    g = by["greedy"]
-    assert g["normalised"] == pytest.approx((g["mean_return"] - by["random"]["mean_return"])
-                                            / (by["oracle"]["mean_return"] - by["random"]["mean_return"]))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("env", ["bandit", "mdp"])
-def test_orderings_on_1000_tasks_at_h100(env):
-    rows = {r["policy"]: r for r in run_baselines(env, None, 100, 1000)}
-    rand, oracle = rows["random"], rows["oracle"]
-    for name, r in rows.items():
-        if r["skipped"] or name in ("random", "oracle"):
-            continue
-        se = math.hypot(r["stderr"], rand["stderr"])
-        assert r["mean_return"] > rand["mean_return"] + 3 * se, name
-        assert r["mean_return"] < oracle["mean_return"] + 3 * math.hypot(r["stderr"], oracle["stderr"]), name

@@ -27,23 +27,16 @@ from rl3jax.runs.driver import Progress, TrainingDiverged, train
 from rl3jax.runs.load import Run, load_run
 from rl3jax.runs.metrics import MetricsLog
 from rl3jax.runs.runfiles import RunFolderError, RunLock, RunLockedError, read_metrics
+from tests.helpers import _leaves_equal, _one_line_error
 
 # `T` of the issue, with tiny chunks so every boundary is exercised
 T = dict(env="bandit", algo="rl2", model="markov", horizon=4, num_envs=2, minibatch_envs=2, epochs=2,
          chunk_iters=2, checkpoint_every=2)
+
+
 T_ARGV = ["--env", "bandit", "--algo", "rl2", "--model", "markov", "--horizon", "4", "--num-envs", "2",
           "--minibatch-envs", "2", "--no-progress", "--set", "epochs=2", "--set", "chunk_iters=2",
           "--set", "checkpoint_every=2", "--set", "eval_every=0"]
-
-
-def _leaves_equal(a, b):
-    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
-
-def _one_line_error(err: str) -> str:
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +234,7 @@ def test_checkpoint_format_version_old_loads_newer_is_refused(run4, tmp_path, ca
     step4 = os.path.join(run, "checkpoints", "4")
     assert json.load(open(os.path.join(step4, "meta", "metadata")))["format_version"] == FORMAT_VERSION == 2
     # format 1 (tests/data/checkpoint_v1, written at 22ec62c), also from before versioning (no version: 1)
-    v1 = shutil.copytree(os.path.join(os.path.dirname(__file__), "data", "checkpoint_v1", "run"), tmp_path / "v1")
+    v1 = shutil.copytree(os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "checkpoint_v1", "run"), tmp_path / "v1")
     state, _ = load_run(str(v1)).restore()
     _set_format_version(os.path.join(v1, "checkpoints", "1"), None)
     old, meta = load_run(str(v1)).restore()
@@ -378,7 +371,7 @@ def test_real_write_failure_during_a_save_is_one_line(run4, tmp_path):
     child = ("import resource, runpy, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
              "resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000)); "
              "sys.argv = ['rl3jax'] + sys.argv[1:]; runpy.run_module('rl3jax', run_name='__main__')")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     p = subprocess.run([sys.executable, "-c", child, "train", "--out", run, "--resume", "--iters", "6",
                         "--no-progress"], cwd=root, capture_output=True, text=True, timeout=600)
     assert p.returncode == 1, p.stderr
@@ -675,7 +668,7 @@ def test_the_memory_check_uses_the_address_space_limit(tmp_path):
     import subprocess
     import sys
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     argv = ["eval", "--policy", "random", "--env", "mdp", "--horizon", "10", "--episodes", "6000000"]
     p = subprocess.run(["bash", "-c", f"ulimit -v 8000000 && exec {sys.executable} -m rl3jax " + " ".join(argv)],
                        cwd=root, capture_output=True, text=True, timeout=600)
@@ -704,7 +697,7 @@ def test_eval_works_on_a_run_that_is_training_right_now(tmp_path, capsys):
     import time
 
     run = str(tmp_path / "live")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     trainer = subprocess.Popen([sys.executable, "-m", "rl3jax", "train", *T_ARGV, "--iters", "100000", "--out", run],
                                cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

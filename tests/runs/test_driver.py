@@ -11,7 +11,6 @@ import jax
 import numpy as np
 import pytest
 
-from rl3jax.cli import main as cli_main
 from rl3jax.config import TrainConfig
 from rl3jax.evaluate import evaluate
 from rl3jax.runs import driver
@@ -170,15 +169,3 @@ def test_bad_eval_every_is_refused_before_writing(value):
         TrainConfig(**{**TINY, "iters": 2, "eval_every": value})
     with pytest.raises(ValueError, match=r"eval_every must be"):
         TrainConfig(**{**TINY, "iters": 2}).replace(eval_every=value)
-
-
-@pytest.mark.parametrize("setting, message", [("eval_every=-2", "eval_every must be >= 0 (0: never), got -2"),
-                                              ("eval_every=1.5", "--set eval_every=1.5: expected a whole number"),
-                                              ("eval_episodes=0", "eval_episodes must be >= 1, got 0")])
-def test_cli_bad_eval_settings(tmp_path, capsys, setting, message):
-    out = str(tmp_path / "run")
-    rc = cli_main(["train", "--env", "bandit", "--algo", "rl2", "--model", "markov", "--horizon", "4", "--iters", "2",
-                   "--num-envs", "2", "--minibatch-envs", "2", "--out", out, "--no-progress", "--set", setting])
-    err = capsys.readouterr().err.strip()
-    assert rc == 2 and message in err and len(err.splitlines()) == 1
-    assert not os.path.exists(out)

@@ -20,7 +20,7 @@ import pytest
 
 from rl3jax import cli
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DOCS = ["README.md", *sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))]
 #: the first words of shown commands that are not rl3jax's, and why they are not run
 NOT_RL3JAX = {"python3": "installs a GPU/TPU build (network, another jaxlib)",

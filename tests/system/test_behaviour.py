@@ -1,6 +1,6 @@
 """Behaviour is unchanged by refactors: short runs re-run and compared with ``tests/data/behaviour/``.
 
-``tests/behaviour_record.py`` holds the cases and the comparison: bit for bit against this platform's recording
+``tests/system/behaviour_record.py`` holds the cases and the comparison: bit for bit against this platform's recording
 where there is one, else only what is stable across CPUs (``compare_stable``). The default suite checks a
 representative subset (every estimator, a population with a sweep, a resumed run); ``-m slow`` checks all
 recorded runs, the 4-fake-device one included (about 10 minutes on 2 cores, cold cache).
@@ -10,7 +10,7 @@ import copy
 
 import pytest
 
-from tests import behaviour_record
+from tests.system import behaviour_record
 
 SUBSET = ["mdp-rl3-transformer", "bandit-rl3-gru", "grid11-rl3_coarse-markov", "bandit-rl3-v4",
           "mdp-rl3-rlc-stderr", "mdp-population-sweep", "bandit-rl3-gru-resumed"]

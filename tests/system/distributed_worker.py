@@ -1,6 +1,6 @@
-"""One process of a multi-process test run (started by tests/test_distributed.py; not a test itself).
+"""One process of a multi-process test run (started by tests/system/test_distributed.py; not a test itself).
 
-Usage: python tests/distributed_worker.py LOCAL_DEVICES -- <rl3jax train arguments>
+Usage: python tests/system/distributed_worker.py LOCAL_DEVICES -- <rl3jax train arguments>
 
 Fakes LOCAL_DEVICES CPU devices in this process, selects gloo CPU collectives (both before JAX starts its
 backend), then runs the ordinary command line, so the multi-host flags are exercised exactly as a user

@@ -28,23 +28,15 @@ from rl3jax.outputs import atomic_write
 from rl3jax.runs import runfiles
 from rl3jax.runs.metrics import MetricsLog
 from rl3jax.runs.runfiles import read_metrics
+from tests.helpers import ROOT, child_env
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T = ["--env", "mdp", "--algo", "rl3", "--model", "markov", "--horizon", "10", "--num-envs", "8",
      "--minibatch-envs", "4", "--no-progress"]
 
 
-def _env() -> dict:
-    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
-    env.setdefault("JAX_COMPILATION_CACHE_DIR", os.environ.get(
-        "RL3JAX_TEST_JAX_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "rl3jax-test-jax-cache")))
-    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
-    return env
-
-
 def _train(*argv: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "rl3jax", "train", *T, *argv], cwd=ROOT, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-m", "rl3jax", "train", *T, *argv], cwd=ROOT,
+                            env=child_env(JAX_PLATFORMS="cpu"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _wait_for(cond, timeout: float = 300.0) -> None:
@@ -115,7 +107,8 @@ def test_a_population_killed_at_any_moment_of_its_save_resumes_exactly(tmp_path)
     if committed >= 8:
         pytest.skip(f"killed after iteration 8 (seed {seed})")
     r = subprocess.run([sys.executable, "-m", "rl3jax", "train", "--out", pop, "--resume", "--iters", "8",
-                        "--no-progress"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+                        "--no-progress"], cwd=ROOT, env=child_env(JAX_PLATFORMS="cpu"), capture_output=True, text=True,
+                       timeout=600)
     assert r.returncode == 0, f"seed {seed}: {r.stderr}"
     assert f"resumed {pop} at iteration {committed}" in r.stdout
     for m in members:

@@ -8,82 +8,19 @@ state and rebuilds every policy input. Inputs and rewards must agree to 1e-5 at 
 
 from __future__ import annotations
 
-import jax
+import chex
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rl3jax.config import TrainConfig
 from rl3jax.envs.bandit import BanditTask
 from rl3jax.envs.registry import make_env
+from rl3jax.estimators import make_estimator
 from rl3jax.estimators.tabular import QEstimator
-from rl3jax.meta_episode import MetaEnv
+from rl3jax.meta_episode import MetaEnv, make_meta_env
+from tests.helpers import _mixed_tasks, _run_and_compare, _task_obs_fn, estimator_features
 from tests.reference import RefConfig, meta_episode_inputs
-
-ATOL = 1e-5
-
-
-_ROLLOUTS: dict = {}
-
-
-def _cached_rollout(env_key, env, est, horizon):
-    """One compiled rollout per (family, variant, estimator, H): compiles dominate the test time on CPU."""
-    key = (env_key, est, horizon)
-    if key not in _ROLLOUTS:
-        menv = MetaEnv(env, horizon, est)
-        _ROLLOUTS[key] = (menv, _rollout_fn(menv, horizon))
-    return _ROLLOUTS[key]
-
-
-def _rollout_fn(menv: MetaEnv, horizon: int):
-    """jit(vmap) over tasks: (key, task, actions (H,)) -> obs (H+1, m) and per-step records."""
-    env = menv.env
-
-    def one(key, task, actions):
-        k_reset, k_run = jax.random.split(key)
-        obs0, st = menv.reset(k_reset, task)
-        start = env.state_index(st.env_state, task)
-
-        def body(st, xs):
-            k, a = xs
-            s = env.state_index(st.env_state, task)
-            # re-step the task env exactly as MetaEnv does, to see s' before any reset
-            k_step, _ = jax.random.split(k)
-            _, env_st, r_env, term, _ = env.step_env(k_step, st.env_state, a, task)
-            s_next = env.state_index(env_st, task)
-            obs, st2, r, done, info = menv.step(k, st, a, task)
-            rec = dict(obs=obs, s=s, a=a, r=r, r_env=jnp.asarray(r_env, jnp.float32), s_next=s_next,
-                       term=jnp.asarray(term, bool), done=done, ret=st2.episode_return,
-                       over=info["task_episode_over"],
-                       sweeps=st2.est.sweeps if st2.est is not None else jnp.int32(0))
-            return st2, rec
-
-        keys = jax.random.split(k_run, horizon)
-        _, rec = jax.lax.scan(body, st, (keys, actions))
-        rec["obs"] = jnp.concatenate([obs0[None], rec["obs"]], axis=0)
-        rec["start"] = start
-        return rec
-
-    return jax.jit(jax.vmap(one))
-
-
-def _mixed_tasks(task_pool, family, num_tasks, seed):
-    """Tasks from every variant of the family in equal shares (train first): a seed-dependent slice of the
-    session's task pool (conftest), where each variant's tasks come from its own ``sample_task``.
-
-    A variant only changes ``sample_task`` (the dynamics read everything from the task), so one compiled
-    rollout of the family runs all its variants; that keeps the number of slow XLA compiles down.
-    """
-    pool = task_pool(family)
-    envs = [make_env(family, v) for v in pool]
-    assert all(type(e).step_env is type(envs[0]).step_env for e in envs)  # same dynamics code
-    m = num_tasks // len(pool)
-    assert m * len(pool) == num_tasks
-    start = 7 * seed
-    return jax.tree.map(lambda *xs: jnp.concatenate([x[start:start + m] for x in xs]), *pool.values())
-
-
-def _task_obs_fn(num_states):
-    return lambda s: np.eye(num_states)[s]
 
 
 def _estimator(env, *, mode, std_errors, warm_start=False, known_states="all", max_sweeps=None):
@@ -93,53 +30,6 @@ def _estimator(env, *, mode, std_errors, warm_start=False, known_states="all", m
                       alpha_laplace=d.alpha_laplace, epsilon=d.epsilon,
                       max_sweeps=max_sweeps or d.max_sweeps or th, warm_start=warm_start, mode=mode,
                       std_errors=std_errors, q_denom=d.q_denom, known_states=known_states)
-
-
-def _ref_cfg(q: QEstimator) -> RefConfig:
-    return RefConfig(num_states=q.num_states, num_actions=q.num_actions, gamma=q.gamma, alpha=q.alpha_laplace,
-                     epsilon=q.epsilon, max_sweeps=q.max_sweeps, warm_start=q.warm_start, mode=q.mode,
-                     std_errors=q.std_errors, q_denom=q.q_denom, known_states=q.known_states)
-
-
-def _run_and_compare(env, est: QEstimator | None, *, horizon, num_tasks, seed, tasks):
-    menv, rollout = _cached_rollout(env.name, env, est, horizon)
-    key = jax.random.PRNGKey(seed)
-    k_act, k_run = jax.random.split(key)
-    actions = jax.random.randint(k_act, (num_tasks, horizon), 0, env.num_actions)
-    rec = jax.device_get(rollout(jax.random.split(k_run, num_tasks), tasks, actions))
-    th = env.default_params.max_steps_in_episode
-    assert rec["obs"].shape == (num_tasks, horizon + 1, menv.obs_dim)
-    ref_cfg = _ref_cfg(est) if est is not None else None
-    all_inputs, all_sweeps = [], []
-    for i in range(num_tasks):
-        # the recorded transition must be the one MetaEnv took
-        np.testing.assert_allclose(rec["r"][i], rec["r_env"][i], atol=ATOL)
-        transitions = [(int(rec["s"][i, t]), int(rec["a"][i, t]), float(rec["r_env"][i, t]),
-                        int(rec["s_next"][i, t]), bool(rec["term"][i, t])) for t in range(horizon)]
-        sweeps = []
-        inputs, rewards, ret = meta_episode_inputs(
-            int(rec["start"][i]), transitions, horizon=horizon, task_horizon=th, num_actions=env.num_actions,
-            task_obs=_task_obs_fn(env.num_states), estimator_cfg=ref_cfg, sweeps_out=sweeps)
-        np.testing.assert_allclose(rec["obs"][i], inputs, atol=ATOL, rtol=0,
-                                   err_msg=f"task {i}: policy inputs differ from the reference")
-        np.testing.assert_allclose(rec["r"][i], rewards, atol=ATOL)
-        # return = running sum of rewards; only step H is terminal for the outer learner
-        np.testing.assert_allclose(rec["ret"][i], np.cumsum(rewards), atol=1e-4)
-        np.testing.assert_allclose(rec["ret"][i, -1], ret, atol=1e-4)
-        assert list(rec["done"][i]) == [False] * (horizon - 1) + [True]
-        # task-episode boundaries: terminal flag or TH steps
-        tau, over = 0, []
-        for t in range(horizon):
-            tau += 1
-            over.append(bool(rec["term"][i, t]) or tau >= th)
-            tau = 0 if over[-1] else tau
-        assert list(rec["over"][i]) == over
-        if est is not None:  # same number of value-iteration sweeps (stop rule of METHOD §2.2)
-            assert list(rec["sweeps"][i]) == sweeps, f"task {i}: sweeps {list(rec['sweeps'][i])} vs {sweeps}"
-        all_inputs.append(inputs)
-        all_sweeps.append(sweeps)
-    rec["ref_sweeps"] = np.array(all_sweeps)
-    return menv, rec, np.stack(all_inputs)
 
 
 def _blocks(menv: MetaEnv):
@@ -198,6 +88,8 @@ def test_reference_hand_worked_standard_errors():
 # cover every value of each switch (mode, std errors, warm start, known states) rather than their product;
 # every batch mixes tasks from all variants of the family (train and OOD).
 BANDIT_TASKS, BANDIT_H = 24, 30
+
+
 BANDIT_CASES = [
     # (mode, std_errors, warm_start, known_states)
     ("fresh", False, False, "all"),
@@ -269,14 +161,6 @@ def test_mdp_matches_reference(mode, std_errors, warm_start, known, horizon, num
         np.testing.assert_array_equal(rec["obs"][:, :, b["se"]], 0.0)
 
 
-def test_rl2_inputs_match_reference(task_pool):
-    """No estimator (RL²): the first blocks only."""
-    env = make_env("mdp")
-    tasks = _mixed_tasks(task_pool, "mdp", 6, seed=3)
-    menv, _, _ = _run_and_compare(env, None, horizon=23, num_tasks=6, seed=3, tasks=tasks)
-    assert "rl3" not in menv.layout and menv.layout["task_obs"].size == env.num_states
-
-
 def test_mdp_early_stop_and_sweep_budget(task_pool):
     """Both ends of the stop rule are exercised (and agree, see _run_and_compare): early stops and the cap."""
     env = make_env("mdp")
@@ -285,3 +169,17 @@ def test_mdp_early_stop_and_sweep_budget(task_pool):
     _, rec, _ = _run_and_compare(env, est, horizon=43, num_tasks=36, seed=6, tasks=tasks)  # reuses a compile
     sweeps = rec["ref_sweeps"]
     assert (sweeps == 10).any() and (sweeps < 10).any(), np.unique(sweeps)
+
+
+class UpdateJitTest(chex.TestCase):
+    """``update`` then ``features`` give the same values jitted and eager (8 transitions of one task)."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_update_and_features_with_and_without_jit(self):
+        cfg = TrainConfig(env="mdp", algo="rl3", horizon=20)
+        env = make_meta_env(cfg).env
+        est = make_estimator(env, cfg)
+        assert isinstance(est, QEstimator)
+        jitted = estimator_features(self.variant(est.update), self.variant(est.features), est, env)
+        chex.assert_trees_all_close(jitted, estimator_features(est.update, est.features, est, env), rtol=1e-6,
+                                    atol=1e-7)

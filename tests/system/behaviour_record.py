@@ -7,9 +7,9 @@ per case: every metrics row (timing fields dropped), the SHA-256 and float64 sum
 parameter leaf of the last checkpoint (read with orbax directly, so independent of rl3jax's own checkpoint
 code), and the held-out returns.
 
-    python tests/behaviour_record.py record   # writes tests/data/behaviour/<platform>.json (before a refactor)
-    python tests/behaviour_record.py check    # re-runs every case and compares (exit 1 on a difference)
-    python tests/behaviour_record.py check mdp-rl3-gru bandit-rl3-v4   # only these cases
+    python tests/system/behaviour_record.py record   # writes tests/data/behaviour/<platform>.json (before a refactor)
+    python tests/system/behaviour_record.py check    # re-runs every case and compares (exit 1 on a difference)
+    python tests/system/behaviour_record.py check mdp-rl3-gru bandit-rl3-v4   # only these cases
 
 Cases run in two child processes (one with 1 CPU device, one with 4 fake CPU devices), each with fixed XLA
 flags (the test suite's fast-compile flags), so the numbers do not depend on who calls the script.
@@ -24,7 +24,7 @@ Intel Xeon and -0.0044 on an AMD EPYC), so
   env steps) exactly, each network's parameter L2 norm to ``NORM_RTOL`` of the norm, and each held-out mean
   return within ``RETURN_BAND`` combined standard errors; and it says so in its output.
 
-``tests/test_behaviour.py`` runs the check.
+``tests/system/test_behaviour.py`` runs the check.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA_DIR = os.path.join(ROOT, "tests", "data", "behaviour")
 #: another platform: a network's parameter L2 norm may differ by this fraction of the norm
 NORM_RTOL = 1e-3
@@ -267,7 +267,7 @@ def check(names: list[str] | None = None) -> int:
         diffs = compare_stable(old_cases, new["cases"])
         mode = (f"in what is stable across CPUs (integer metrics, parameter norms to rtol {NORM_RTOL}, held-out "
                 f"returns within {RETURN_BAND:g} s.e.): recorded on {old['fingerprint']}, this is "
-                f"{new['fingerprint']}; `python tests/behaviour_record.py record` adds an exact recording here")
+                f"{new['fingerprint']}; `python tests/system/behaviour_record.py record` adds an exact recording here")
     if diffs:
         print(f"{len(diffs)} differences ({mode}):\n  " + "\n  ".join(diffs[:40]))
         return 1
@@ -290,4 +290,4 @@ if __name__ == "__main__":
     elif cmd == "_child":
         _child(int(sys.argv[2]), sys.argv[3], sys.argv[4:])
     else:
-        raise SystemExit("usage: python tests/behaviour_record.py record | check [CASE ...]")
+        raise SystemExit("usage: python tests/system/behaviour_record.py record | check [CASE ...]")

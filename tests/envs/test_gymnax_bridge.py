@@ -3,6 +3,7 @@ refused by name with the reason (issue 9, items 3 and 4)."""
 
 from __future__ import annotations
 
+import chex
 import gymnax
 import jax
 import jax.numpy as jnp
@@ -14,11 +15,16 @@ from rl3jax.config import TrainConfig
 from rl3jax.envs.catalog import GYMNAX_ENVS
 from rl3jax.envs.gymnax_bridge import GymnaxTask
 from rl3jax.envs.registry import make_env
+from rl3jax.estimators.tabular import QEstimator
 from rl3jax.meta_episode import MetaEnv
 from rl3jax.rollout import sample_tasks
 
 SERVED = [n for n, s in GYMNAX_ENVS.items() if s.kind != "refused"]
+
+
 REFUSED = [n for n, s in GYMNAX_ENVS.items() if s.kind == "refused"]
+
+
 MAX_H = 400  # cap for envs without a task (MinAtar: 1000-2500-step episodes); task envs always get H > TH
 
 
@@ -138,10 +144,46 @@ def test_observation_shows_the_kept_task_after_a_reset():
             assert int(obs[0]) == int(st.need_umbrella) == int(task.fields["need_umbrella"])
 
 
-def test_gymnax_env_trains_through_the_cli(tmp_path):
-    from rl3jax.cli import main
+def test_gymnax_env_in_meta_env_rl2_and_rl3_rejected():
+    env = make_env("CartPole-v1")
+    horizon = 6
+    menv = MetaEnv(env, horizon)
+    n = env.num_actions
+    lay = menv.layout  # METHOD §1, RL²: no rl3 block; CartPole's observation has m = 4 entries
+    assert "rl3" not in lay and lay["task_obs"].size == 4 and menv.obs_dim == lay.size
 
-    out = str(tmp_path / "run")
-    assert main(["train", "--env", "BernoulliBandit-misc", "--algo", "rl2", "--model", "markov", "--horizon", "250",
-                 "--num-envs", "2", "--minibatch-envs", "2", "--iters", "1", "--set", "epochs=1", "--out", out,
-                 "--no-progress"]) == 0
+    def head(obs):  # prev reward, first flag, t/H, τ/TH
+        return np.concatenate([np.asarray(obs)[lay[b].slice] for b in ("prev_reward", "first", "meta_time",
+                                                                         "task_time")])
+
+    params = menv.sample_task(jax.random.PRNGKey(0))
+    step = jax.jit(lambda k, s, a: menv.step(k, s, a, params))
+    obs, st = jax.jit(lambda k: menv.reset(k, params))(jax.random.PRNGKey(0))
+    np.testing.assert_allclose(obs[lay["prev_action"].slice], [0.0] * n)
+    np.testing.assert_allclose(head(obs), [0.0, 1.0, 0.0, 0.0])
+    total = 0.0
+    for t in range(horizon):
+        a = t % n
+        obs, st, r, done, _ = step(jax.random.PRNGKey(t + 1), st, a)
+        chex.assert_tree_all_finite(obs)
+        total += float(r)
+        np.testing.assert_allclose(obs[lay["prev_action"].slice], np.eye(n)[a])
+        np.testing.assert_allclose(head(obs), [float(r), 0.0, (t + 1) / horizon, (t + 1) / 500], atol=1e-6)
+        assert bool(done) == (t == horizon - 1)
+    assert total == horizon  # CartPole pays 1 per step and cannot fall within 6 steps
+    np.testing.assert_allclose(float(st.episode_return), total)
+    with pytest.raises(ValueError, match="RL³ needs a tabular"):
+        MetaEnv(env, horizon, QEstimator(num_states=2, num_actions=n, gamma=0.95))
+
+
+def test_gymnax_env_meta_env_params_as_jit_argument():
+    env = make_env("CartPole-v1")
+    menv = MetaEnv(env, 6)
+    params = menv.sample_task(jax.random.PRNGKey(0))
+    obs, st = jax.jit(menv.reset)(jax.random.PRNGKey(0), params)
+    obs, st, r, done, _ = jax.jit(menv.step)(jax.random.PRNGKey(1), st, 0, params)
+    assert obs.shape == (menv.obs_dim,)
+    # and vmapped over a batch of tasks, as the trainer runs it
+    batch = jax.tree.map(lambda x: jnp.stack([x, x]), params)
+    obs, st = jax.jit(jax.vmap(menv.reset))(jax.random.split(jax.random.PRNGKey(0), 2), batch)
+    assert obs.shape == (2, menv.obs_dim)

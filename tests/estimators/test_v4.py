@@ -1,29 +1,23 @@
 """The 'v4' semantics (the paper's own code): estimator and policy input against the loop-based NumPy reference
-written from the Julia sources (tests/reference_v4.py), hand-computed cases, config validation, the v4
-networks, and a paper-v4 preset through train, eval and exact resume."""
+written from the Julia sources (tests/estimators/reference_v4.py), and hand-computed
+cases (shown values, cache refresh, the absorbing state)."""
 
 from __future__ import annotations
 
 import functools
-import json
-import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rl3jax import config
-from rl3jax.cli import main as cli_main
-from rl3jax.config import PRESETS, TrainConfig, preset
+from rl3jax.config import TrainConfig
 from rl3jax.estimators import make_estimator
-from rl3jax.estimators.tabular import QEstimator
 from rl3jax.estimators.v4 import V4Estimator
 from rl3jax.meta_episode import make_meta_env
-from rl3jax.networks import V4_POS_SLOTS, make_network
-from rl3jax.runs.driver import train
-from rl3jax.runs.runfiles import read_config
-from tests.reference_v4 import V4Reference
+from tests.estimators.reference_v4 import V4Reference
+from tests.helpers import estimator_features
 
 
 # ------------------------------------------------------------------------------ reference equivalence
@@ -198,189 +192,15 @@ def test_absorbing_state_is_an_unrewarded_self_loop():
     assert float(e.q[2].max()) == 0.0
 
 
-# ----------------------------------------------------------------------------------------- config
-@pytest.mark.parametrize("kw,message", [
-    (dict(semantics="v5"), "semantics 'v5' is not one of fresh, rlc, v4"),
-    (dict(semantics="v4", env="grid11"), "semantics 'v4' is implemented for envs bandit, mdp"),
-    (dict(semantics="v4", std_errors=True), "std_errors does not apply"),
-    (dict(semantics="v4", alpha_laplace=0.1), "alpha_laplace does not apply"),
-    (dict(semantics="v4", vi_carry_over=True), "vi_carry_over=true is not supported"),
-    (dict(vi_carry_over=True), "vi_carry_over is a v4 option"),
-    (dict(estimator_mode="stale"), "estimator_mode 'stale' is not one of fresh, entered"),
-    (dict(estimator_mode="entered", semantics="v4"), "conflicts with semantics 'v4'"),
-    (dict(model="transformer-v4", horizon=1024), "transformer-v4 has 1024 positional slots .* horizon 1024 needs "
-                                                  "1025"),
-])
-def test_config_refuses_what_does_not_apply(kw, message):
-    with pytest.raises(ValueError, match=message):
-        TrainConfig.from_dict(kw)  # the legacy estimator_mode exists only in config.json files
+class UpdateJitTest(chex.TestCase):
+    """``update`` then ``features`` give the same values jitted and eager (8 transitions of one task)."""
 
-
-def test_config_v4_slots_are_the_networks():
-    assert config.V4_POS_SLOTS == V4_POS_SLOTS
-    assert TrainConfig(model="transformer-v4", horizon=1023).horizon == 1023
-
-
-def test_legacy_estimator_mode_and_old_config_json_load():
-    assert TrainConfig.from_dict({"env": "mdp", "estimator_mode": "entered"}).semantics == "rlc"
-    old = TrainConfig.from_dict({"env": "mdp", "estimator_mode": "fresh", "gamma_obj": 0.95})
-    assert old.semantics == "fresh" and "estimator_mode" not in old.to_dict()  # translated, not kept
-    assert TrainConfig.from_dict(old.to_dict()) == old
-    assert TrainConfig().semantics == "fresh" and TrainConfig().gamma_obj_value == 0.95
-    assert TrainConfig(semantics="v4").gamma_obj_value == 0.99
-    rlc = make_estimator(make_meta_env(TrainConfig(semantics="rlc")).env, TrainConfig(semantics="rlc"))
-    assert isinstance(rlc, QEstimator) and rlc.mode == "entered" and rlc.gamma == 0.95
-
-
-def test_cli_semantics_error_is_one_line(capsys, tmp_path):
-    assert cli_main(["train", "--env", "grid11", "--set", "semantics=v4", "--out", str(tmp_path / "x")]) == 2
-    err = capsys.readouterr().err
-    assert "semantics 'v4'" in err and "Traceback" not in err
-
-
-def test_paper_v4_presets():
-    for env, h, iters, ent in (("bandit", 100, 3000, 0.001), ("bandit", 500, 6000, 0.01), ("mdp", 100, 10000, 0.01),
-                               ("mdp", 500, 24000, 0.01)):
-        c = TrainConfig(**preset(f"paper-v4-{env}-h{h}"))
-        assert (c.env, c.horizon, c.iters, c.ent_coef, c.lr, c.semantics, c.model) == (
-            env, h, iters, ent, 3e-4, "v4", "transformer-v4")
-        assert c.num_envs * c.horizon == 32000 and c.ent_schedule == "constant"
-    assert sum(k.startswith("paper-v4-") for k in PRESETS) == 4
-
-
-# ---------------------------------------------------------------------------------------- networks
-@pytest.mark.parametrize("kind", ["transformer-v4", "markov-v4"])
-def test_v4_network_step_matches_sequence(kind):
-    net = make_network(kind, 3, 7)
-    params = net.init(jax.random.key(0), 6)
-    xs = jax.random.normal(jax.random.key(1), (2, 7, 6))
-    full = net.sequence(params, xs)
-
-    def body(c, x):
-        return net.step(params, c, x)
-
-    _, outs = jax.jit(lambda p: jax.lax.scan(body, net.initial_carry(2), jnp.swapaxes(xs, 0, 1)))(params)
-    np.testing.assert_allclose(np.asarray(jnp.swapaxes(outs, 0, 1)), np.asarray(full), atol=2e-5)
-
-
-def test_v4_network_shapes_and_init():
-    m, n, d, ff = 17, 5, 64, 256
-    net = make_network("transformer-v4", n, 100)
-    p = net.init(jax.random.key(0), m)["params"]
-    count = sum(x.size for x in jax.tree.leaves(p))
-    block = (d * 3 * d + 3 * d) + (d * d + d) + 2 * d + (d * ff + ff) + (ff * d + d) + 2 * d
-    assert count == m * d + 2 * d + 1024 * d + 2 * block + d * n + n
-    assert set(p["embed"]) == {"kernel"}  # no bias
-    # Glorot-uniform × √64: uniform on ±8·sqrt(6/(m+d)), std 8·sqrt(2/(m+d))
-    k = np.asarray(p["embed"]["kernel"])
-    assert np.abs(k).max() <= 8 * math.sqrt(6 / (m + d)) + 1e-6
-    assert abs(k.std() / (8 * math.sqrt(2 / (m + d))) - 1) < 0.1
-    assert abs(float(np.asarray(p["pos_embedding"]).std()) / 0.01 - 1) < 0.05
-    mk = make_network("markov-v4", n, 100)
-    pm = mk.init(jax.random.key(0), m)["params"]
-    assert sum(x.size for x in jax.tree.leaves(pm)) == (m * d + d) + (d * d + d) + (d * n + n)
-    with pytest.raises(ValueError, match="1024 positional slots"):
-        make_network("transformer-v4", n, 1024)
-
-
-# ------------------------------------------------------------------------ preset through the driver
-def _tiny(name, **kw):
-    return TrainConfig(**{**preset(name), **kw, "iters": 2, "horizon": 10, "num_envs": 8, "minibatch_envs": 4,
-                          "epochs": 1, "chunk_iters": 1, "checkpoint_every": 1})
-
-
-def _leaves_equal(a, b):
-    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
-
-def _train_resume_eval(tmp_path, cfg):
-    full, _ = train(cfg, str(tmp_path / "full"), quiet=True)
-    half = str(tmp_path / "half")
-    train(cfg.replace(iters=1), half, quiet=True)
-    assert read_config(half).semantics == "v4"
-    resumed, _ = train(cfg, half, resume=True, quiet=True)
-    for name in ("actor_params", "critic_params", "actor_opt", "critic_opt", "env_state"):
-        assert _leaves_equal(getattr(full, name), getattr(resumed, name)), name
-    out = str(tmp_path / "eval.json")
-    assert cli_main(["eval", "--run", half, "--episodes", "8", "--greedy", "--json", out]) == 0
-    with open(out) as f:
-        res = json.load(f)
-    assert res["policy"] == "greedy" and res["episodes"] == 8 and np.isfinite(res["mean_return"])
-
-
-def test_paper_v4_preset_train_resume_eval(tmp_path):
-    """The MDP preset shrunk, with the v4 Markov MLP (the transformer-v4 variant is the slow test below)."""
-    _train_resume_eval(tmp_path, _tiny("paper-v4-mdp-h100", model="markov-v4"))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["paper-v4-mdp-h100", "paper-v4-bandit-h100"])
-def test_paper_v4_preset_train_resume_eval_transformer(tmp_path, name):
-    _train_resume_eval(tmp_path, _tiny(name))
-
-
-def test_paper_v4_bandit_markov_cli(tmp_path):
-    run = str(tmp_path / "run")
-    assert cli_main(["train", "--preset", "paper-v4-bandit-h100", "--model", "markov-v4", "--iters", "1",
-                     "--horizon", "6", "--num-envs", "4", "--minibatch-envs", "2", "--set", "epochs=1",
-                     "--out", run, "--no-progress"]) == 0
-    assert cli_main(["eval", "--run", run, "--episodes", "4", "--greedy"]) == 0
-
-
-def test_paper_v4_population_member_equals_separate_run(tmp_path):
-    """A 2-seed vmapped population of a shrunk paper-v4 preset: member 1 equals its separate run."""
-    from rl3jax.runs.population import member_state
-
-    cfg = _tiny("paper-v4-bandit-h100", model="markov-v4").replace(iters=1, seed=3)
-    state, _ = train(cfg, str(tmp_path / "pop"), seeds=2, progress=False, quiet=True)
-    assert read_config(str(tmp_path / "pop" / "seed4")).semantics == "v4"
-    ref, _ = train(cfg.replace(seed=4), str(tmp_path / "single"), progress=False, quiet=True)
-    a, b = member_state(state, 1), member_state(ref, 0)
-    for x, y in zip(jax.tree.leaves((a.actor_params, a.critic_params, a.env_state)),
-                    jax.tree.leaves((b.actor_params, b.critic_params, b.env_state))):
-        np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=1e-4, atol=1e-5)
-
-
-SHARDED_V4 = r"""
-import jax
-jax.config.update("jax_num_cpu_devices", 2)
-import numpy as np
-from rl3jax import distributed as dist
-from rl3jax.config import TrainConfig, preset
-from rl3jax.trainer import jit_chunk, make_train
-
-cfg = TrainConfig(**{**preset("paper-v4-mdp-h100"), "iters": 1, "horizon": 6, "num_envs": 4, "minibatch_envs": 2,
-                     "epochs": 1})
-tr1 = make_train(cfg)
-s1, m1 = jit_chunk(tr1)(jax.jit(tr1.init)(jax.random.key(0)), 1)
-mesh = dist.make_mesh(2)
-tr2 = make_train(cfg, mesh)
-s2 = dist.init_sharded(lambda: tr2.init(jax.random.key(0)), mesh, cfg.num_envs)
-s2, m2 = jit_chunk(tr2)(s2, 1)
-# the attention key bias is left out: softmax is invariant to it, its true gradient is zero and Adam turns the
-# float noise of that gradient into lr-sized steps
-a = jax.tree_util.tree_flatten_with_path((s1.actor_params, s1.critic_params, s1.env_state))[0]
-b = jax.tree.leaves((s2.actor_params, s2.critic_params, s2.env_state))
-for (path, x), y in zip(a, b):
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    if "qkv" in jax.tree_util.keystr(path) and "bias" in jax.tree_util.keystr(path):
-        d = x.shape[-1] // 3
-        x, y = np.concatenate([x[:d], x[2 * d:]]), np.concatenate([y[:d], y[2 * d:]])
-    np.testing.assert_allclose(y, x, rtol=1e-4, atol=1e-5)
-print("OK")
-"""
-
-
-@pytest.mark.slow
-def test_paper_v4_transformer_sharded_equals_single_device():
-    """transformer-v4 with the env axis split over 2 (fake CPU) devices equals the single-device run."""
-    import os
-    import subprocess
-    import sys
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.pop("JAX_PLATFORMS", None)
-    p = subprocess.run([sys.executable, "-c", SHARDED_V4], cwd=root, env=env, capture_output=True, text=True,
-                       timeout=900)
-    assert p.returncode == 0 and p.stdout.strip().endswith("OK"), p.stderr[-4000:]
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_update_and_features_with_and_without_jit(self):
+        cfg = TrainConfig(env="mdp", algo="rl3", semantics="v4", horizon=20)
+        env = make_meta_env(cfg).env
+        est = make_estimator(env, cfg)
+        assert isinstance(est, V4Estimator)
+        jitted = estimator_features(self.variant(est.update), self.variant(est.features), est, env)
+        chex.assert_trees_all_close(jitted, estimator_features(est.update, est.features, est, env), rtol=1e-6,
+                                    atol=1e-7)

@@ -14,19 +14,19 @@ import jax
 import numpy as np
 import pytest
 
-from rl3jax.cli import ConfigError, parse_sets
 from rl3jax.cli import main as cli_main
-from rl3jax.config import HParams, TrainConfig
+from rl3jax.config import HParams
 from rl3jax.runs.driver import train
 from rl3jax.runs.load import expand_runs, load_run
-from rl3jax.runs.population import make_members, member_state
+from rl3jax.runs.population import member_state
 from rl3jax.runs.runfiles import RunFolderError, read_config, read_metrics
 from rl3jax.trainer import make_train
+from tests.helpers import CFG, _tiny
 
 ATOL = 1e-5
+
+
 RTOL = 1e-4
-CFG = TrainConfig(env="mdp", algo="rl3", model="markov", horizon=8, num_envs=8, minibatch_envs=4, epochs=1,
-                  iters=2, chunk_iters=1, checkpoint_every=1, seed=10)
 
 
 def _f64(x):
@@ -134,30 +134,6 @@ def test_sweep_members_have_their_settings(tmp_path):
     assert cli_main(["eval", "--run", out, "--episodes", "2"]) == 2
 
 
-def test_sweep_parsing_and_errors():
-    parse_sweep = lambda items: parse_sets(items, sweep=True)  # noqa: E731 (the parser --sweep and --set share)
-    assert parse_sweep(["lr=1e-3,3e-4", "gae-lambda=0.3,0.9"]) == {"lr": [1e-3, 3e-4], "gae_lambda": [0.3, 0.9]}
-    members = make_members(CFG, seeds=2, sweep={"lr": [1e-3, 3e-4]})
-    assert [(m.seed, m.settings) for m in members] == [(10, (("lr", 1e-3),)), (11, (("lr", 1e-3),)),
-                                                       (10, (("lr", 3e-4),)), (11, (("lr", 3e-4),))]
-    with pytest.raises(ConfigError, match="NAME=V1"):
-        parse_sweep(["lr"])
-    with pytest.raises(ConfigError, match="--sweep lr=fast: expected a float"):
-        parse_sweep(["lr=fast"])
-    with pytest.raises(ConfigError, match="expected distinct values"):
-        parse_sweep(["lr=1,1"])
-    with pytest.raises(ConfigError, match="--sweep epochs: not sweepable in one compile"):
-        parse_sweep(["epochs=1,2"])
-    with pytest.raises(ValueError, match="not a config field"):
-        make_members(CFG, sweep={"learning_rate": [1.0]})
-    with pytest.raises(ValueError, match=r"lr must be in \[1e-08, 1\]"):
-        make_members(CFG, sweep={"lr": [1e-3, -1.0]})
-    from rl3jax.runs.population import Population
-
-    with pytest.raises(ValueError, match="not sweepable"):
-        Population(make_train(CFG), tuple(make_members(CFG, sweep={"epochs": [1, 2]})))
-
-
 def test_sweepable_names_are_the_values_the_state_holds():
     """config.HParams (what --sweep accepts, also before JAX starts) is what a TrainState holds per run, each
     field a float32 scalar at the config's value."""
@@ -179,3 +155,17 @@ def test_weight_decay_and_gae_lambda_sweep_member_equals_separate_run(tmp_path):
     np.testing.assert_allclose(state.hparams.critic_weight_decay, [0.0, 0.1])
     np.testing.assert_allclose(state.hparams.gae_lambda, [0.9, 0.9], rtol=1e-6)
     np.testing.assert_allclose(state.hparams.lr, [CFG.lr] * 2, rtol=1e-6)
+
+
+def test_paper_v4_population_member_equals_separate_run(tmp_path):
+    """A 2-seed vmapped population of a shrunk paper-v4 preset: member 1 equals its separate run."""
+    from rl3jax.runs.population import member_state
+
+    cfg = _tiny("paper-v4-bandit-h100", model="markov-v4").replace(iters=1, seed=3)
+    state, _ = train(cfg, str(tmp_path / "pop"), seeds=2, progress=False, quiet=True)
+    assert read_config(str(tmp_path / "pop" / "seed4")).semantics == "v4"
+    ref, _ = train(cfg.replace(seed=4), str(tmp_path / "single"), progress=False, quiet=True)
+    a, b = member_state(state, 1), member_state(ref, 0)
+    for x, y in zip(jax.tree.leaves((a.actor_params, a.critic_params, a.env_state)),
+                    jax.tree.leaves((b.actor_params, b.critic_params, b.env_state))):
+        np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=1e-4, atol=1e-5)

@@ -1,5 +1,5 @@
 """Independent loop-based NumPy / pure-Python versions of the classical baselines, written from the definitions
-(not from rl3jax.baselines), for the tests in test_baselines.py.
+(not from rl3jax.baselines), for the tests in tests/baselines/.
 
 Conventions: Beta(1,1) priors on Bernoulli arms, posterior mean (s+1)/(n+2); an MDP's posterior is
 Dirichlet(α0 + counts) per (s, a) and a normal mean reward with prior N(μ0, 1/τ0) and known noise precision τ.

@@ -9,18 +9,29 @@ without an entry.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from rl3jax import cli
-from rl3jax.cli import main
+from rl3jax.cli import ConfigError, main, parse_sets
+from rl3jax.cli import main as cli_main
 from rl3jax.config import SEED_MAX, TrainConfig, preset
+from rl3jax.estimators import make_estimator
+from rl3jax.meta_episode import make_meta_env
+from rl3jax.runs.driver import ChunkLoop, train
+from rl3jax.runs.population import make_members
+from rl3jax.trainer import make_train
+from tests.helpers import BANDIT_H, CFG, TINY
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 T = ["--env", "bandit", "--algo", "rl2", "--model", "markov", "--horizon", "4", "--num-envs", "2",
      "--minibatch-envs", "2"]
 
@@ -429,7 +440,7 @@ FLAGS = {
         "--seed": ("call", ["--seed", "7"]),
         "--out": ("call", ["--out", "OTHER"]),
         "--preset": ("call", ["--preset", "bandit-h100"]),
-        "--resume": ("test", "tests/test_cli_validation.py::test_resume_to_the_same_total_is_allowed"),
+        "--resume": ("test", "tests/system/test_cli_validation.py::test_resume_to_the_same_total_is_allowed"),
         "--set": ("call", ["--set", "lr=0.01"]),
         "--tensorboard": ("call", ["--tensorboard"]),
         "--wandb": ("call", ["--wandb", "proj"]),
@@ -441,10 +452,10 @@ FLAGS = {
         "--coordinator-address": ("refused", ["--coordinator-address", "localhost:1"], "multi-host training needs"),
         "--num-processes": ("refused", ["--num-processes", "2"], "multi-host training needs"),
         "--process-id": ("refused", ["--process-id", "0"], "multi-host training needs"),
-        "--distributed": ("test", "tests/test_distributed.py::test_two_processes_equal_single_process"),
+        "--distributed": ("test", "tests/system/test_distributed.py::test_two_processes_equal_single_process"),
     },
     "eval": {
-        "--run": ("test", "tests/test_train.py::test_cli_train_eval_roundtrip"),
+        "--run": ("test", "tests/system/test_cli_validation.py::test_cli_train_eval_roundtrip"),
         "--policy": ("call", ["--policy", "oracle"]),
         "--env": ("call", ["--env", "mdp"]),
         "--variant": ("call", ["--variant", "ood"]),
@@ -470,7 +481,7 @@ FLAGS = {
         "--repeats": ("call", ["--repeats", "1"]),
         "--set": ("call", ["--set", "epochs=1"]),
         "--scaling": ("call", ["--scaling"]),
-        "--cpu-devices": ("test", "tests/test_cli_validation.py::test_subprocess_bench_cpu_devices_is_honoured"),
+        "--cpu-devices": ("test", "tests/system/test_cli_validation.py::test_subprocess_bench_cpu_devices_is_honoured"),
         "--devices": ("refused", ["--devices", "1"], "--devices applies only with --scaling"),
         "--seeds": ("refused", ["--seeds", "1"], "--seeds applies only with --scaling"),
     },
@@ -488,6 +499,8 @@ FLAGS = {
         "--baselines-json": ("call", ["--baselines-json", "OTHER"]),
     },
 }
+
+
 #: the command each subcommand's flags are varied from (OUT / OTHER: files in tmp_path; RUN: the fixture run)
 BASE = {"train": ["train", *T, "--out", "OUT"],
         "eval": ["eval", "--policy", "random", "--env", "bandit", "--horizon", "4", "--episodes", "3"],
@@ -495,6 +508,7 @@ BASE = {"train": ["train", *T, "--out", "OUT"],
         "bench": ["bench"],
         "render": ["render", "--samples", "--out", "OUT"],
         "report": ["report", "RUN", "--out", "OUT"]}
+
 
 #: TrainConfig field -> (another valid value, what it changes). ppo: _ppo_signature(cfg); estimator: the RL³
 #: estimator; meta_env: the meta-episode env; network: the actor; state: the initial TrainState's shapes;
@@ -507,15 +521,15 @@ FIELDS = {
     "vf_coef": (1.0, "ppo"), "target_kl": (0.5, "ppo"), "critic_weight_decay": (0.5, "ppo"),
     "kl_chunks": (2, "ppo"),
     "semantics": ("rlc", "estimator"),
-    "vi_carry_over": (True, ("test", "tests/test_v4.py::test_config_refuses_what_does_not_apply")),
+    "vi_carry_over": (True, ("test", "tests/test_config.py::test_config_refuses_what_does_not_apply")),
     "std_errors": (True, "estimator"), "gamma_obj": (0.5, "estimator"),
     "alpha_laplace": (0.5, "estimator"), "vi_epsilon": (0.5, "estimator"), "vi_max_sweeps": (3, "estimator"),
     "vi_sweep_block": (3, "estimator"),
-    "seed": (5, ("test", "tests/test_train.py::test_same_seed_same_result_and_chunking_does_not_matter")),
+    "seed": (5, ("test", "tests/test_trainer.py::test_same_seed_same_result_and_chunking_does_not_matter")),
     "chunk_iters": (1, "schedule"), "checkpoint_every": (2, "schedule"),
-    "keep_checkpoints": (1, ("test", "tests/test_cli_validation.py::test_keep_checkpoints_keeps_only_the_newest")),
-    "eval_every": (1, ("test", "tests/test_eval_every.py::test_eval_rows_resume_csv_and_loggers")),
-    "eval_episodes": (8, ("test", "tests/test_eval_every.py::test_evaluator_equals_evaluate_and_compiles_once")),
+    "keep_checkpoints": (1, ("test", "tests/system/test_cli_validation.py::test_keep_checkpoints_keeps_only_the_newest")),
+    "eval_every": (1, ("test", "tests/runs/test_driver.py::test_eval_rows_resume_csv_and_loggers")),
+    "eval_episodes": (8, ("test", "tests/runs/test_driver.py::test_evaluator_equals_evaluate_and_compiles_once")),
 }
 
 
@@ -622,7 +636,6 @@ def test_every_flag_changes_behaviour_or_is_refused(sub, capture, run_dir, tmp_p
 
 
 def _schedule(cfg):
-    from rl3jax.runs.driver import ChunkLoop
 
     chunks, saves = [], []
     ChunkLoop(cfg, 0).run(lambda s, n: (chunks.append(n) or s, {}), None, lambda it, n, m, dt, evals=None: None,
@@ -632,8 +645,7 @@ def _schedule(cfg):
 
 def _ppo_signature(cfg):
     """What a PPO iteration computes: its jaxpr (static settings) and the values ``Trainer.init`` puts in
-    ``TrainState.hparams`` (``TrainConfig.hparams``; tests/test_population.py checks that it does)."""
-    import jax
+    ``TrainState.hparams`` (``TrainConfig.hparams``; tests/runs/test_population.py checks that it does)."""
 
     from rl3jax.trainer import make_train
 
@@ -644,10 +656,7 @@ def _ppo_signature(cfg):
 
 @pytest.mark.parametrize("field", list(FIELDS))
 def test_every_config_field_changes_behaviour(field):
-    import jax
 
-    from rl3jax.estimators import make_estimator
-    from rl3jax.meta_episode import make_meta_env
     from rl3jax.trainer import make_train
 
     value, kind = FIELDS[field]
@@ -726,3 +735,170 @@ def test_train_prints_the_notes_before_it_starts(capture, tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("note: algo rl2 with model markov sees only the current input")
     assert out[1].startswith("training rl2 (markov) on bandit/train")
+
+
+def test_gymnax_env_trains_through_the_cli(tmp_path):
+    from rl3jax.cli import main
+
+    out = str(tmp_path / "run")
+    assert main(["train", "--env", "BernoulliBandit-misc", "--algo", "rl2", "--model", "markov", "--horizon", "250",
+                 "--num-envs", "2", "--minibatch-envs", "2", "--iters", "1", "--set", "epochs=1", "--out", out,
+                 "--no-progress"]) == 0
+
+
+def test_cli_semantics_error_is_one_line(capsys, tmp_path):
+    assert cli_main(["train", "--env", "grid11", "--set", "semantics=v4", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "semantics 'v4'" in err and "Traceback" not in err
+
+
+def test_paper_v4_bandit_markov_cli(tmp_path):
+    run = str(tmp_path / "run")
+    assert cli_main(["train", "--preset", "paper-v4-bandit-h100", "--model", "markov-v4", "--iters", "1",
+                     "--horizon", "6", "--num-envs", "4", "--minibatch-envs", "2", "--set", "epochs=1",
+                     "--out", run, "--no-progress"]) == 0
+    assert cli_main(["eval", "--run", run, "--episodes", "4", "--greedy"]) == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--env", "nope", "--out", "X"], "unknown env 'nope'"),
+    (["train", "--env", "mdp", "--variant", "bogus", "--out", "X"], "variant 'bogus'"),
+    (["train", "--num-envs", "10", "--minibatch-envs", "4", "--out", "X"], "not divisible"),
+    (["train", "--set", "lr=abc", "--out", "X"], "expected a float"),
+    (["train", "--set", "nofield=1", "--out", "X"], "unknown config field"),
+    (["train", "--set", "fused_update=true", "--out", "X"], "--set: unknown config field 'fused_update'"),
+    (["train", "--preset", "nope", "--out", "X"], "unknown preset"),
+    (["eval", "--run", "/nonexistent/run", "--episodes", "2"], "not a run folder"),
+])
+def test_cli_bad_input_gives_clear_error(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_cli_bad_int_flag_is_rejected_by_argparse(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli_main(["train", "--horizon", "0", "--out", "X"])
+    assert e.value.code == 2
+    assert "expected a whole number >= 1, got 0" in capsys.readouterr().err
+
+
+def test_cli_corrupt_checkpoint_gives_clear_error(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    cfg = TrainConfig(env="bandit", algo="rl2", iters=2, **TINY)
+    train(cfg, run, quiet=True)
+    step_dir = os.path.join(run, "checkpoints", "2", "state")
+    for root, _, files in os.walk(step_dir):
+        for f in files:
+            with open(os.path.join(root, f), "wb") as fh:
+                fh.write(b"garbage")
+    assert cli_main(["eval", "--run", run, "--episodes", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint step 2:" in err and "is truncated or resized" in err and "Traceback" not in err
+    # a step whose checksum manifest was lost is refused in one line; one written before manifests (no "sealed"
+    # in its meta) still fails in one line, from orbax's own error, after a note
+    os.remove(os.path.join(run, "checkpoints", "2", "rl3jax_manifest.json"))
+    assert cli_main(["eval", "--run", run, "--episodes", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "lost its checksum file" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    meta_path = os.path.join(run, "checkpoints", "2", "meta", "metadata")
+    meta = json.load(open(meta_path))
+    del meta["sealed"]
+    json.dump(meta, open(meta_path, "w"))
+    assert cli_main(["eval", "--run", run, "--episodes", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "could not be restored" in err[-1] and "has no checksums" in err[0] and len(err) == 2
+
+
+def test_cli_train_eval_roundtrip(tmp_path):
+    run = str(tmp_path / "run")
+    assert cli_main(["train", "--env", "bandit", "--algo", "rl3", "--model", "markov", "--horizon", "8",
+                     "--iters", "2", "--num-envs", "8", "--minibatch-envs", "4", "--out", run,
+                     "--no-progress"]) == 0
+    out = str(tmp_path / "eval.json")
+    assert cli_main(["eval", "--run", run, "--episodes", "20", "--greedy", "--json", out]) == 0
+    with open(out) as f:
+        res = json.load(f)
+    for k in ("env", "variant", "algo", "policy", "horizon", "episodes", "mean_return", "stderr"):
+        assert k in res
+    assert res["episodes"] == 20 and res["policy"] == "greedy" and 0 <= res["mean_return"] <= 8
+
+
+@pytest.mark.parametrize("setting, message", [("eval_every=-2", "eval_every must be >= 0 (0: never), got -2"),
+                                              ("eval_every=1.5", "--set eval_every=1.5: expected a whole number"),
+                                              ("eval_episodes=0", "eval_episodes must be >= 1, got 0")])
+def test_cli_bad_eval_settings(tmp_path, capsys, setting, message):
+    out = str(tmp_path / "run")
+    rc = cli_main(["train", "--env", "bandit", "--algo", "rl2", "--model", "markov", "--horizon", "4", "--iters", "2",
+                   "--num-envs", "2", "--minibatch-envs", "2", "--out", out, "--no-progress", "--set", setting])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and message in err and len(err.splitlines()) == 1
+    assert not os.path.exists(out)
+
+
+def test_sweep_parsing_and_errors():
+    parse_sweep = lambda items: parse_sets(items, sweep=True)  # noqa: E731 (the parser --sweep and --set share)
+    assert parse_sweep(["lr=1e-3,3e-4", "gae-lambda=0.3,0.9"]) == {"lr": [1e-3, 3e-4], "gae_lambda": [0.3, 0.9]}
+    members = make_members(CFG, seeds=2, sweep={"lr": [1e-3, 3e-4]})
+    assert [(m.seed, m.settings) for m in members] == [(10, (("lr", 1e-3),)), (11, (("lr", 1e-3),)),
+                                                       (10, (("lr", 3e-4),)), (11, (("lr", 3e-4),))]
+    with pytest.raises(ConfigError, match="NAME=V1"):
+        parse_sweep(["lr"])
+    with pytest.raises(ConfigError, match="--sweep lr=fast: expected a float"):
+        parse_sweep(["lr=fast"])
+    with pytest.raises(ConfigError, match="expected distinct values"):
+        parse_sweep(["lr=1,1"])
+    with pytest.raises(ConfigError, match="--sweep epochs: not sweepable in one compile"):
+        parse_sweep(["epochs=1,2"])
+    with pytest.raises(ValueError, match="not a config field"):
+        make_members(CFG, sweep={"learning_rate": [1.0]})
+    with pytest.raises(ValueError, match=r"lr must be in \[1e-08, 1\]"):
+        make_members(CFG, sweep={"lr": [1e-3, -1.0]})
+    from rl3jax.runs.population import Population
+
+    with pytest.raises(ValueError, match="not sweepable"):
+        Population(make_train(CFG), tuple(make_members(CFG, sweep={"epochs": [1, 2]})))
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--policy", "ucb", "--env", "bandit", "--horizon", "5", "--param", "c=-2"], "c='-2' is not valid"),
+    (["--policy", "ucb", "--env", "bandit", "--horizon", "5", "--param", "gamma=1"], "no parameter 'gamma'"),
+    (["--policy", "opsrl", "--env", "mdp", "--horizon", "5", "--param", "m=0"], "m='0' is not valid"),
+    (["--policy", "psrl", "--env", "bandit", "--horizon", "5"], "does not fit env 'bandit5'"),
+    (["--policy", "bayes-optimal", "--env", "bandit", "--horizon", "40"], "H <= 26"),
+    (["--policy", "nope", "--env", "bandit", "--horizon", "5"], "unknown policy 'nope'; valid: random, oracle"),
+])
+def test_cli_eval_policy_errors_exit_2_with_one_line(argv, needle, capsys):
+    assert main(["eval", *argv, "--episodes", "4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and needle in err, err
+
+
+def test_cli_parser_does_not_start_a_jax_backend():
+    """`train` must be able to set up multi-host JAX after parsing: building the parser imports no backend."""
+    import subprocess
+    import sys
+
+    code = ("import rl3jax.cli as c\ntry:\n    c.main(['eval', '--help'])\nexcept SystemExit:\n    pass\n"
+            "from jax._src import xla_bridge\nprint(bool(xla_bridge._backends))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False"
+
+
+def test_cli_baselines_table_and_json(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    assert main(["baselines", "--env", "bandit", "--horizon", str(BANDIT_H), "--episodes", "60", "--only",
+                 "oracle,greedy,random", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["policy"] for r in rows] == ["random", "oracle", "greedy"]  # registry order
+    by = {r["policy"]: r for r in rows}
+    assert by["random"]["normalised"] == pytest.approx(0.0) and by["oracle"]["normalised"] == pytest.approx(1.0)
+    for r in rows:
+        assert len(r["step_rewards"]) == BANDIT_H
+        assert sum(r["step_rewards"]) == pytest.approx(r["mean_return"], rel=1e-5)
+        assert r["policy"] in text
+    g = by["greedy"]
+    assert g["normalised"] == pytest.approx((g["mean_return"] - by["random"]["mean_return"])
+                                            / (by["oracle"]["mean_return"] - by["random"]["mean_return"]))

@@ -1,0 +1,65 @@
+"""rl3jax.config: settings that do not apply are refused, presets, and configs of older versions load."""
+
+from __future__ import annotations
+
+import pytest
+
+from rl3jax import config
+from rl3jax.config import PRESETS, TrainConfig, preset
+from rl3jax.estimators import make_estimator
+from rl3jax.estimators.tabular import QEstimator
+from rl3jax.meta_episode import make_meta_env
+from rl3jax.networks import V4_POS_SLOTS
+
+
+# ----------------------------------------------------------------------------------------- config
+@pytest.mark.parametrize("kw,message", [
+    (dict(semantics="v5"), "semantics 'v5' is not one of fresh, rlc, v4"),
+    (dict(semantics="v4", env="grid11"), "semantics 'v4' is implemented for envs bandit, mdp"),
+    (dict(semantics="v4", std_errors=True), "std_errors does not apply"),
+    (dict(semantics="v4", alpha_laplace=0.1), "alpha_laplace does not apply"),
+    (dict(semantics="v4", vi_carry_over=True), "vi_carry_over=true is not supported"),
+    (dict(vi_carry_over=True), "vi_carry_over is a v4 option"),
+    (dict(estimator_mode="stale"), "estimator_mode 'stale' is not one of fresh, entered"),
+    (dict(estimator_mode="entered", semantics="v4"), "conflicts with semantics 'v4'"),
+    (dict(model="transformer-v4", horizon=1024), "transformer-v4 has 1024 positional slots .* horizon 1024 needs "
+                                                  "1025"),
+])
+def test_config_refuses_what_does_not_apply(kw, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig.from_dict(kw)  # the legacy estimator_mode exists only in config.json files
+
+
+def test_config_v4_slots_are_the_networks():
+    assert config.V4_POS_SLOTS == V4_POS_SLOTS
+    assert TrainConfig(model="transformer-v4", horizon=1023).horizon == 1023
+
+
+def test_legacy_estimator_mode_and_old_config_json_load():
+    assert TrainConfig.from_dict({"env": "mdp", "estimator_mode": "entered"}).semantics == "rlc"
+    old = TrainConfig.from_dict({"env": "mdp", "estimator_mode": "fresh", "gamma_obj": 0.95})
+    assert old.semantics == "fresh" and "estimator_mode" not in old.to_dict()  # translated, not kept
+    assert TrainConfig.from_dict(old.to_dict()) == old
+    assert TrainConfig().semantics == "fresh" and TrainConfig().gamma_obj_value == 0.95
+    assert TrainConfig(semantics="v4").gamma_obj_value == 0.99
+    rlc = make_estimator(make_meta_env(TrainConfig(semantics="rlc")).env, TrainConfig(semantics="rlc"))
+    assert isinstance(rlc, QEstimator) and rlc.mode == "entered" and rlc.gamma == 0.95
+
+
+def test_paper_v4_presets():
+    for env, h, iters, ent in (("bandit", 100, 3000, 0.001), ("bandit", 500, 6000, 0.01), ("mdp", 100, 10000, 0.01),
+                               ("mdp", 500, 24000, 0.01)):
+        c = TrainConfig(**preset(f"paper-v4-{env}-h{h}"))
+        assert (c.env, c.horizon, c.iters, c.ent_coef, c.lr, c.semantics, c.model) == (
+            env, h, iters, ent, 3e-4, "v4", "transformer-v4")
+        assert c.num_envs * c.horizon == 32000 and c.ent_schedule == "constant"
+    assert sum(k.startswith("paper-v4-") for k in PRESETS) == 4
+
+
+def test_config_json_of_older_versions_loads():
+    """``fused_update`` (the deleted fused actor-critic step) is dropped when a config is read; ``--set`` refuses
+    it as an unknown field."""
+    old = {**TrainConfig().to_dict(), "fused_update": True}
+    assert TrainConfig.from_dict(old) == TrainConfig()
+    with pytest.raises(ValueError, match="unknown config fields"):
+        TrainConfig.from_dict({**old, "fused": 1})
