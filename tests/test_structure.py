@@ -10,6 +10,7 @@
   attribute/call structure stay). Blocks of fewer than ``MIN_TOKENS`` tokens (e.g. six one-word lines) are too
   small to count, and so are blocks of fewer than ``MIN_DISTINCT`` different lines (a table of declarations
   of one shape, such as a pytree's fields) and a table's overlapping matches with itself.
+* No module of ``rl3jax/`` is over ``MAX_MODULE_LINES`` lines and no function over ``MAX_FUNCTION_LINES``.
 """
 
 from __future__ import annotations
@@ -196,3 +197,38 @@ def test_repeated_block_detector_sees_renamed_copies(tmp_path, src, expected):
     (pkg / "a.py").write_text("a = f(x)\nb = g[y]\nc = h(z) + 1\nif d:\n    e = m(v, w)\nq = n(u, 1)\n")
     (pkg / "b.py").write_text(src.replace("f(", "ff(").replace("x", "xx"))
     assert len(repeated_blocks(str(pkg), min_lines=6, min_tokens=10)) == expected
+
+
+#: no module of ``rl3jax/`` over this many lines, no function over ``MAX_FUNCTION_LINES`` (decorators included)
+MAX_MODULE_LINES = 450
+MAX_FUNCTION_LINES = 60
+
+
+def _oversized(modules: dict[str, str]) -> list[str]:
+    out = []
+    for name, path in sorted(modules.items()):
+        with open(path) as f:
+            src = f.read()
+        if len(src.splitlines()) > MAX_MODULE_LINES:
+            out.append(f"{name}: {len(src.splitlines())} lines > {MAX_MODULE_LINES}")
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+                if node.end_lineno - start + 1 > MAX_FUNCTION_LINES:
+                    out.append(f"{name}.{node.name}: {node.end_lineno - start + 1} lines > {MAX_FUNCTION_LINES}")
+    return out
+
+
+def test_no_oversized_module_or_function():
+    assert _oversized(_modules()) == []
+
+
+def test_size_check_sees_a_long_function_and_module(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    (pkg / "long.py").write_text(f"@staticmethod\ndef f():\n{body}\n" + "\n" * MAX_MODULE_LINES)
+    (pkg / "short.py").write_text("def g():\n    return 1\n")
+    found = _oversized(_modules(str(pkg)))
+    assert any(s.startswith("pkg.long.f: 62 lines") for s in found)
+    assert any(s.startswith("pkg.long: ") for s in found) and not any("short" in s for s in found)
