@@ -146,11 +146,21 @@ def config_from_args(args) -> TrainConfig:
     """The validated config of a ``train`` command line (``runfiles.train_config`` of its flags and ``--set``s)."""
     given = {k: getattr(args, k) for k in ("env", "variant", "algo", "model", "horizon", "iters", "num_envs",
                                            "minibatch_envs", "seed") if getattr(args, k) is not None}
-    return runfiles.train_config(args.out, args.resume, args.preset, {**given, **parse_sets(args.set)})
+    sets = parse_sets(args.set)
+    both = sorted(set(given) & set(sets))
+    if both:
+        k = both[0]
+        raise ConfigError(f"{k} is given twice, --{k.replace('_', '-')} {given[k]} and --set {k}={sets[k]}; "
+                          "give it once")
+    return runfiles.train_config(args.out, args.resume, args.preset, {**given, **sets})
 
 
 def check_train_args(args) -> TrainConfig:
-    """Every check of ``train`` without JAX (folder, names, ranges, combinations, packages); the config."""
+    """Every check of ``train`` without JAX (folder, names, ranges, combinations, packages); the config. A new
+    run's settings are checked before its folder (a bad value is named even where --out is taken); a resume
+    reads its settings from the folder, so the folder comes first there."""
+    if not args.resume:
+        config_from_args(args)
     runfiles.check_train_folder(args.out, args.resume)
     cfg = config_from_args(args)
     if cfg.seed + args.seeds - 1 > SEED_MAX:

@@ -412,6 +412,10 @@ def notes(cfg: TrainConfig, cpu: bool = False) -> list[str]:
     """One-line notes on a valid config that may not train as meant: RL² with a memoryless model, a gymnax env
     whose return cannot vary, and (``cpu``) an estimated length beyond ``LAPTOP_HOURS``."""
     out = []
+    laptop = PRESETS.get(laptop_preset(cfg.env) or "")
+    if laptop and cfg.algo in laptop.by_algo and cfg.model == laptop.by_algo[cfg.algo].get("model"):
+        out.append(f"note: algo {cfg.algo} on the laptop preset {laptop_preset(cfg.env)} trains a {cfg.model} (the "
+                   f"preset's {laptop.fields['model']} model is memoryless) with settings tuned for RL³, not for it")
     if cfg.algo == "rl2" and cfg.model.startswith("markov"):
         out.append(f"note: algo rl2 with model {cfg.model} sees only the current input (memoryless): an ablation, "
                    "not RL² (RL² needs a sequence model: transformer or gru)")

@@ -63,3 +63,13 @@ def test_config_json_of_older_versions_loads():
     assert TrainConfig.from_dict(old) == TrainConfig()
     with pytest.raises(ValueError, match="unknown config fields"):
         TrainConfig.from_dict({**old, "fused": 1})
+
+
+def test_rl2_on_a_laptop_preset_says_it_trains_a_gru_with_untuned_settings():
+    from rl3jax.config import build, notes
+
+    (line,) = notes(build({"env": "bandit", "algo": "rl2"}))
+    assert "rl2 on the laptop preset cpu-bandit trains a gru" in line and "not for it" in line
+    assert build({"env": "bandit", "algo": "rl2"}).model == "gru"
+    assert notes(build({"env": "mdp"})) == []  # RL³ on its own preset: nothing to say
+    assert notes(build({"env": "mdp", "algo": "rl2", "model": "transformer"})) == []  # chosen explicitly

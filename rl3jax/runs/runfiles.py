@@ -92,6 +92,10 @@ def run_parts(path: str) -> list[str]:
 def check_new_run(path: str) -> None:
     """``ValueError`` (one line) unless ``path`` may take a new run: it holds no run and no part of one
     (``run_parts``), so a new run never mixes with or prunes an old run's files."""
+    if holds_run(path) and is_member(path):
+        pop = os.path.dirname(os.path.abspath(path))
+        raise ValueError(f"run folder {path} is a member of the population in {pop}; resume the population "
+                         f"(--out {pop} --resume) or choose another --out")
     if holds_run(path):
         raise ValueError(f"run folder {path} already holds a run; pass --resume to continue it (through make: "
                          "RESUME=1) or choose another --out")

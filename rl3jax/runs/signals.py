@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 from rl3jax.runs.resume import intact
 
@@ -23,10 +24,13 @@ class TrainingInterrupted(KeyboardInterrupt):
 class StopSignals:
     """SIGINT, SIGTERM and SIGHUP during training (a context manager; a no-op outside the main thread). The
     first is answered at once on stderr (``when()`` says when the loop stops) and recorded in ``signum``; a
-    second aborts at once (status 128 + its number; the last checkpoint stays intact). A thread woken by
+    second aborts at once (status 128 + its number; the last checkpoint stays intact), except the same signal
+    again within ``REPEAT_S`` seconds: one delivery to the process and again to its process group (GNU
+    ``timeout``, a shell's job control) is one request to stop. A thread woken by
     ``signal.set_wakeup_fd`` prints, so the lines appear even during a compile or a compiled computation."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    REPEAT_S = 1.0
 
     def __init__(self, out: str, when):
         self.out, self.when = out, when
@@ -47,10 +51,10 @@ class StopSignals:
         while data := os.read(self.pipe[0], 1):
             name = signal.Signals(data[0]).name
             if self.signum is None:
-                self.signum = data[0]
+                self.signum, self.first = data[0], time.monotonic()
                 print(f"\n{name}: stopping {self.when()}; a second Ctrl-C (or signal) aborts at once",
                       file=sys.stderr, flush=True)
-            else:
+            elif data[0] != self.signum or time.monotonic() - self.first > self.REPEAT_S:
                 print(f"\n{name} again: aborting at once; {intact(self.out)}", file=sys.stderr, flush=True)
                 os._exit(128 + data[0])
         os.close(self.pipe[0])

@@ -902,3 +902,37 @@ def test_cli_baselines_table_and_json(tmp_path, capsys):
     g = by["greedy"]
     assert g["normalised"] == pytest.approx((g["mean_return"] - by["random"]["mean_return"])
                                             / (by["oracle"]["mean_return"] - by["random"]["mean_return"]))
+
+
+# ------------------------------------------------------------------ found by the fresh-user trial (issue 17)
+def test_a_flag_and_a_set_of_the_same_field_are_refused(tmp_path, capsys):
+    """``--env mdp --set env=bandit`` trained bandits silently: a field given twice is one line, exit 2."""
+    out = str(tmp_path / "x")
+    assert cli_main(["train", "--env", "mdp", "--set", "env=bandit", "--out", out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "env is given twice, --env mdp and --set env=bandit" in err
+    assert not os.path.exists(out)
+
+
+def test_a_bad_value_is_named_even_where_the_out_folder_is_taken(tmp_path, capsys):
+    """A new run's settings are checked before its folder: the bad value is the error, not the taken folder."""
+    out = str(tmp_path / "taken")
+    os.makedirs(out)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(TrainConfig().to_dict(), f)
+    for bad in ("horizon=abc", "lr=nan"):
+        assert cli_main(["train", "--env", "mdp", "--set", bad, "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert bad.split("=")[0] in err and "already holds a run" not in err, err
+
+
+def test_a_new_run_in_a_population_member_folder_names_the_population(tmp_path, capsys):
+    pop = tmp_path / "pop"
+    member = pop / "seed0"
+    member.mkdir(parents=True)
+    (pop / "population.json").write_text("{}")
+    (member / "config.json").write_text(json.dumps(TrainConfig().to_dict()))
+    assert cli_main(["train", "--env", "mdp", "--out", str(member)]) == 2
+    err = capsys.readouterr().err
+    assert f"is a member of the population in {pop}" in err and f"--out {pop} --resume" in err
+    assert "pass --resume to continue it" not in err

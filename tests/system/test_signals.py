@@ -188,3 +188,22 @@ def test_a_second_signal_aborts_at_once(tmp_path):
         p.kill()
     assert p.returncode == 130, err
     assert "SIGTERM: stopping " in err and "SIGINT again: aborting at once; there is no checkpoint yet" in err
+
+
+def test_the_same_signal_twice_at_once_is_one_request_to_stop(tmp_path):
+    """GNU ``timeout`` sends its signal to the child and again to the process group: two SIGTERMs within
+    ``StopSignals.REPEAT_S`` stop gracefully (a checkpoint at the stop, exit 143), they do not abort."""
+    run = str(tmp_path / "run")
+    p = _train("--iters", "400", "--set", "chunk_iters=2", "--set", "checkpoint_every=10", "--out", run)
+    try:
+        _wait_for(lambda: os.path.exists(os.path.join(run, "metrics.jsonl")) and read_metrics(run))
+        p.send_signal(signal.SIGTERM)
+        time.sleep(0.05)
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    assert p.returncode == 143, err
+    assert "aborting at once" not in err and "stopped by SIGTERM at iteration" in err
+    it = int(err.split("stopped by SIGTERM at iteration ")[1].split(";")[0])
+    assert runfiles.finished_steps(runfiles.checkpoint_dir(run))[-1] == it
