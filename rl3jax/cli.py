@@ -159,10 +159,9 @@ def check_train_args(args) -> TrainConfig:
     """Every check of ``train`` without JAX (folder, names, ranges, combinations, packages); the config. A new
     run's settings are checked before its folder (a bad value is named even where --out is taken); a resume
     reads its settings from the folder, so the folder comes first there."""
-    if not args.resume:
-        config_from_args(args)
+    cfg = None if args.resume else config_from_args(args)
     runfiles.check_train_folder(args.out, args.resume)
-    cfg = config_from_args(args)
+    cfg = cfg or config_from_args(args)
     if cfg.seed + args.seeds - 1 > SEED_MAX:
         raise ConfigError(f"--seeds {args.seeds} from --seed {cfg.seed} would reach seed "
                           f"{cfg.seed + args.seeds - 1} > {SEED_MAX}")

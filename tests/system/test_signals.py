@@ -47,6 +47,20 @@ def _wait_for(cond, timeout: float = 300.0) -> None:
         time.sleep(0.05)
 
 
+def _signalled(argv: list[str], ready, signals: list[int], gap: float) -> tuple[int, str]:
+    """Trains ``argv`` in a subprocess, sends ``signals`` ``gap`` seconds apart once ``ready()``; (status, stderr)."""
+    p = _train(*argv)
+    try:
+        _wait_for(ready)
+        for i, sig in enumerate(signals):
+            time.sleep(gap if i else 0.0)
+            p.send_signal(sig)
+        _, err = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    return p.returncode, err
+
+
 def _raw_state(ckpts: str) -> list[np.ndarray]:
     """The leaves of the newest checkpoint's state, read with orbax directly."""
     step = runfiles.finished_steps(ckpts)[-1]
@@ -63,15 +77,11 @@ def test_a_signal_stops_at_the_end_of_the_chunk_with_a_checkpoint(tmp_path, sig)
     """checkpoint_every=10 and 2-iteration chunks: a signal after the first rows stops at the end of a chunk
     that is no checkpoint boundary, writes that step, says so with the resume command, exits 128 + signal."""
     run = str(tmp_path / "run")
-    p = _train("--iters", "400", "--set", "chunk_iters=2", "--set", "checkpoint_every=10", "--out", run)
-    try:
-        _wait_for(lambda: os.path.exists(os.path.join(run, "metrics.jsonl")) and read_metrics(run))
-        p.send_signal(sig)
-        out, err = p.communicate(timeout=120)
-    finally:
-        p.kill()
+    status, err = _signalled(["--iters", "400", "--set", "chunk_iters=2", "--set", "checkpoint_every=10", "--out", run],
+                             lambda: os.path.exists(os.path.join(run, "metrics.jsonl")) and read_metrics(run),
+                             [sig], gap=0.0)
     name = signal.Signals(sig).name
-    assert p.returncode == 128 + sig, err
+    assert status == 128 + sig, err
     assert f"{name}: stopping at the end of the current chunk (iteration " in err or \
         f"{name}: stopping before the next chunk, after writing a checkpoint" in err  # (between two chunks)
     stopped = [ln for ln in err.splitlines() if f"stopped by {name} at iteration" in ln]
@@ -177,16 +187,10 @@ def test_metrics_csv_is_replaced_whole(tmp_path, monkeypatch):
 def test_a_second_signal_aborts_at_once(tmp_path):
     """SIGTERM, then Ctrl-C while the chunk still runs: aborted at once with 130, saying what is intact."""
     run = str(tmp_path / "run")
-    p = _train("--iters", "100000", "--set", "chunk_iters=50000", "--set", "checkpoint_every=100000", "--out", run)
-    try:
-        _wait_for(lambda: os.path.exists(os.path.join(run, "config.json")))  # written with the handlers in place
-        p.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
-        p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=60)
-    finally:
-        p.kill()
-    assert p.returncode == 130, err
+    status, err = _signalled(["--iters", "100000", "--set", "chunk_iters=50000", "--set", "checkpoint_every=100000",
+                              "--out", run], lambda: os.path.exists(os.path.join(run, "config.json")),  # handlers set
+                             [signal.SIGTERM, signal.SIGINT], gap=0.5)
+    assert status == 130, err
     assert "SIGTERM: stopping " in err and "SIGINT again: aborting at once; there is no checkpoint yet" in err
 
 
@@ -194,16 +198,10 @@ def test_the_same_signal_twice_at_once_is_one_request_to_stop(tmp_path):
     """GNU ``timeout`` sends its signal to the child and again to the process group: two SIGTERMs within
     ``StopSignals.REPEAT_S`` stop gracefully (a checkpoint at the stop, exit 143), they do not abort."""
     run = str(tmp_path / "run")
-    p = _train("--iters", "400", "--set", "chunk_iters=2", "--set", "checkpoint_every=10", "--out", run)
-    try:
-        _wait_for(lambda: os.path.exists(os.path.join(run, "metrics.jsonl")) and read_metrics(run))
-        p.send_signal(signal.SIGTERM)
-        time.sleep(0.05)
-        p.send_signal(signal.SIGTERM)
-        out, err = p.communicate(timeout=120)
-    finally:
-        p.kill()
-    assert p.returncode == 143, err
+    status, err = _signalled(["--iters", "400", "--set", "chunk_iters=2", "--set", "checkpoint_every=10", "--out", run],
+                             lambda: os.path.exists(os.path.join(run, "metrics.jsonl")) and read_metrics(run),
+                             [signal.SIGTERM, signal.SIGTERM], gap=0.05)
+    assert status == 143, err
     assert "aborting at once" not in err and "stopped by SIGTERM at iteration" in err
     it = int(err.split("stopped by SIGTERM at iteration ")[1].split(";")[0])
     assert runfiles.finished_steps(runfiles.checkpoint_dir(run))[-1] == it
