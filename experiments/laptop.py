@@ -58,8 +58,26 @@ LAPTOP_REPORT_SECONDS = 80.0
 #: tiny: the whole pipeline at a smoke-test scale
 LAPTOP_TINY = {"num_envs": 8, "iters": 2, "minibatch_envs": 4, "eval_every": 1, "chunk_iters": 1, "horizon": 10,
                "episodes": 8, "eval_episodes": 8}
-#: what the study writes into --out (and what --force removes there)
-LAPTOP_OUTPUTS = ("README.md", "study.json") + tuple(LAPTOP)
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """One laptop study (a ``reproduce.py`` target): its families (name -> ``LaptopFamily``, the training variant
+    first in each), the folders it writes by default and its time guard (minutes)."""
+
+    title: str
+    families: dict
+    out: str
+    runs_dir: str
+    max_minutes: float
+
+    def outputs(self) -> tuple[str, ...]:
+        """What the study writes into --out (and what --force removes there)."""
+        return ("README.md", "study.json") + tuple(self.families)
+
+
+#: the studies by target name
+STUDIES = {"laptop": Study("RL² vs RL³ on bandits and MDPs", LAPTOP, LAPTOP_OUT, LAPTOP_RUNS_DIR, LAPTOP_MAX_MINUTES)}
 
 
 def laptop_sizes(tiny: bool) -> dict:
@@ -79,13 +97,13 @@ class Step:
         return shlex.join(["python", "-m", "rl3jax", *self.argv])
 
 
-def laptop_steps(runs_dir: str, out: str, tiny: bool, seeds: int, algos: set | None, episodes: int,
+def laptop_steps(study: Study, runs_dir: str, out: str, tiny: bool, seeds: int, algos: set | None, episodes: int,
                  extra: list[str] | None = None, resume: bool = False) -> list[Step]:
     """The study's ``rl3jax`` commands in order: per family, ``baselines --json`` for every test variant,
     ``train`` of the three runs (K-seed populations, equal env steps), then ``report`` for every test variant
     (runs evaluated on ``episodes`` held-out tasks, greedy and stochastic, beside the baselines)."""
     steps: list[Step] = []
-    for name, fam in LAPTOP.items():
+    for name, fam in study.families.items():
         z = laptop_sizes(tiny)
         fdir, odir = os.path.join(runs_dir, name), os.path.join(out, name)
         for v in fam.variants:
@@ -102,7 +120,7 @@ def laptop_steps(runs_dir: str, out: str, tiny: bool, seeds: int, algos: set | N
                     "--minibatch-envs", str(z["minibatch_envs"]), "--seeds", str(seeds),
                     "--set", f"eval_every={z['eval_every']}", "--set", f"eval_episodes={z['eval_episodes']}",
                     "--set", f"chunk_iters={z['chunk_iters']}", "--set", f"checkpoint_every={z['chunk_iters']}",
-                    "--no-progress"]
+                    "--no-progress"] + (["--variant", fam.variants[0]] if fam.variants[0] != "train" else [])
             if tiny:
                 argv += ["--set", "epochs=1"]
             if runfiles.holds_run(run_dir):
@@ -117,10 +135,10 @@ def laptop_steps(runs_dir: str, out: str, tiny: bool, seeds: int, algos: set | N
     return steps
 
 
-def laptop_describe(steps: list[Step], tiny: bool, seeds: int, max_minutes: float) -> str:
-    lines = ["laptop: RL² (transformer), RL³ (transformer) and RL³ (Markov) on bandits and MDPs, H=100, with equal "
+def laptop_describe(study: Study, steps: list[Step], tiny: bool, seeds: int, max_minutes: float) -> str:
+    lines = [f"{study.title}: RL² (transformer), RL³ (transformer) and RL³ (Markov) with equal "
              f"env-step budgets per family, {seeds} seeds each (vmapped populations)"]
-    for name, fam in LAPTOP.items():
+    for name, fam in study.families.items():
         z = laptop_sizes(tiny)
         per = z["num_envs"] * z["horizon"] * z["iters"]
         lines.append(f"  {name}: preset {fam.preset} settings for every run; {z['num_envs']} tasks x H={z['horizon']}"
@@ -156,14 +174,14 @@ def _commit() -> dict:
             "dirty_files": status.splitlines()}
 
 
-def _options(args, p: argparse.ArgumentParser) -> dict:
+def _options(study: Study, args, p: argparse.ArgumentParser) -> dict:
     """The study's settings from ``reproduce.py laptop``'s options (defaults filled in); exit 2 for a bad one."""
     tiny = args.tiny
-    o = {"tiny": tiny, "out": args.out or (os.path.join("runs", "study-tiny", "results") if tiny else LAPTOP_OUT),
-         "runs": args.runs or (os.path.join("runs", "study-tiny", "runs") if tiny else LAPTOP_RUNS_DIR),
+    o = {"tiny": tiny, "out": args.out or (os.path.join("runs", "study-tiny", "results") if tiny else study.out),
+         "runs": args.runs or (os.path.join("runs", "study-tiny", "runs") if tiny else study.runs_dir),
          "seeds": LAPTOP_SEEDS if args.seeds is None else args.seeds,
          "episodes": args.episodes if args.episodes is not None else (LAPTOP_TINY["episodes"] if tiny else 1000),
-         "max_minutes": LAPTOP_MAX_MINUTES if args.max_minutes is None else args.max_minutes,
+         "max_minutes": study.max_minutes if args.max_minutes is None else args.max_minutes,
          "algos": set(args.algos.split(",")) if args.algos else None}
     if o["seeds"] < 2:
         p.error(f"--seeds {o['seeds']}: the laptop study needs at least 2 seeds per run (the IQM's interval is over "
@@ -189,14 +207,15 @@ def _options(args, p: argparse.ArgumentParser) -> dict:
     return o
 
 
-def laptop_main(args, extra: list[str], p: argparse.ArgumentParser) -> int:
-    """``reproduce.py laptop``: validates everything, then runs the study's steps with a time guard."""
-    o = _options(args, p)
+def laptop_main(study: Study, args, extra: list[str], p: argparse.ArgumentParser) -> int:
+    """``reproduce.py laptop`` (or another ``STUDIES`` target): validates everything, then runs the study's steps
+    with a time guard."""
+    o = _options(study, args, p)
     out, runs_dir = o["out"], o["runs"]
     busy = [d for d in (out, runs_dir) if os.path.isdir(d) and os.listdir(d)]
-    plan = (runs_dir, out, o["tiny"], o["seeds"], o["algos"], o["episodes"], extra)
+    plan = (study, runs_dir, out, o["tiny"], o["seeds"], o["algos"], o["episodes"], extra)
     steps = laptop_steps(*plan, resume=args.resume)
-    print(laptop_describe(steps, o["tiny"], o["seeds"], o["max_minutes"]))
+    print(laptop_describe(study, steps, o["tiny"], o["seeds"], o["max_minutes"]))
     for s in steps:
         print(("  " if args.dry_run else "  will run: ") + s.shell())
     if busy and not (args.resume or args.force):
@@ -211,14 +230,14 @@ def laptop_main(args, extra: list[str], p: argparse.ArgumentParser) -> int:
     if args.force:
         if os.path.isdir(runs_dir):
             shutil.rmtree(runs_dir)
-        for name in LAPTOP_OUTPUTS:
+        for name in study.outputs():
             path = os.path.join(out, name)
             if os.path.isdir(path):
                 shutil.rmtree(path)
             elif os.path.exists(path):
                 os.remove(path)
         steps = laptop_steps(*plan)
-    return _run_study(steps, o, args.argv)
+    return _run_study(study, steps, o, args.argv)
 
 
 def run_step(argv: list[str], since: float | None = None) -> tuple[int, float]:
@@ -237,7 +256,7 @@ def run_step(argv: list[str], since: float | None = None) -> tuple[int, float]:
     return rc, dt
 
 
-def _run_study(steps: list[Step], o: dict, argv: list[str]) -> int:
+def _run_study(study: Study, steps: list[Step], o: dict, argv: list[str]) -> int:
     """Runs the steps (train steps with ``--max-seconds`` from the time guard), then writes README.md and
     study.json into the study's --out."""
     out, runs_dir = o["out"], o["runs"]
@@ -270,11 +289,11 @@ def _run_study(steps: list[Step], o: dict, argv: list[str]) -> int:
     meta["load_end"] = _load_avg()
     import laptop_readme  # experiments/laptop_readme.py (it imports this module)
 
-    text = laptop_readme.laptop_readme(out, runs_dir, meta, o["algos"])
+    text = laptop_readme.laptop_readme(study, out, runs_dir, meta, o["algos"])
     with open(os.path.join(out, "README.md"), "w") as f:
         f.write(text)
     print("\n" + text)
-    print(f"laptop study written to {out} (README.md, study.json, <family>/<variant>/ reports) in "
+    print(f"{study.title}: written to {out} (README.md, study.json, <family>/<variant>/ reports) in "
           f"{meta['wall_s'] / 60:.1f} min")
     return 0
 
@@ -297,20 +316,22 @@ def _load_avg() -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The laptop-only options of ``reproduce.py``."""
-    g = p.add_argument_group("laptop study only")
-    g.add_argument("--runs", default=None, help=f"run folders (checkpoints) [default: {LAPTOP_RUNS_DIR}]")
+    """The options of ``reproduce.py``'s laptop studies (``STUDIES``)."""
+    g = p.add_argument_group("laptop studies only (targets " + ", ".join(STUDIES) + ")")
+    g.add_argument("--runs", default=None, help="run folders (checkpoints) [default: per study, "
+                   + ", ".join(f"{k}: {v.runs_dir}" for k, v in STUDIES.items()) + "]")
     g.add_argument("--resume", action="store_true", help="continue the study in --out and --runs")
     g.add_argument("--force", action="store_true",
                    help="start again: remove --runs and the study's outputs in --out first")
     g.add_argument("--max-minutes", type=float, default=None,
-                   help=f"time guard for the whole study [default: {LAPTOP_MAX_MINUTES:g}]: each train step gets "
+                   help="time guard for the whole study [default: per study, " + ", ".join(
+                       f"{k}: {v.max_minutes:g}" for k, v in STUDIES.items()) + "]: each train step gets "
                         "--max-seconds = the time left minus the estimate of the steps after it")
 
 
 def refuse_flags(args, p: argparse.ArgumentParser) -> None:
-    """Exit 2 (``p.error``) when a laptop-only option is given to another target."""
+    """Exit 2 (``p.error``) when a laptop-study option is given to another target."""
     for flag, given in (("--runs", args.runs is not None), ("--resume", args.resume), ("--force", args.force),
                         ("--max-minutes", args.max_minutes is not None)):
         if given:
-            p.error(f"{flag} applies to the laptop study only (target laptop), not to {args.target}")
+            p.error(f"{flag} applies to the laptop studies only (targets {', '.join(STUDIES)}), not to {args.target}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 
-from laptop import LAPTOP, LAPTOP_RUNS, LAPTOP_RUNS_DIR, LaptopFamily
+from laptop import LAPTOP_RUNS, LaptopFamily, Study
 
 from rl3jax.config import POLICY_MODES
 from rl3jax.runs import runfiles
@@ -32,10 +32,10 @@ def _run_record(rep: dict, rdir: str) -> dict | None:
     return rec
 
 
-def _baseline_rows(fd: dict, ood: list[str]) -> list[str]:
+def _baseline_rows(fd: dict, train: str, ood: list[str]) -> list[str]:
     """Rows of random, the best classical baseline and the oracle; a deterministic policy's value fills both
     columns (sampling its sharp logits and taking their argmax are the same policy)."""
-    bt = fd["baselines"]["train"]
+    bt = fd["baselines"][train]
     best, md = bt.get("best_classical"), []
     for pol, label in (("random", "random"), (best, f"best classical baseline: {best}"), ("oracle", "oracle")):
         if not pol or pol not in bt:
@@ -56,19 +56,19 @@ def _baseline_rows(fd: dict, ood: list[str]) -> list[str]:
 
 def _family_table(name: str, fam: LaptopFamily, reps: dict, runs_dir: str, algos: set | None) -> tuple[list, dict]:
     """The markdown lines and numbers of one family from its reports ``reps`` {variant: results.json}."""
-    ood = [v for v in fam.variants if v != "train"]
+    train, ood = fam.variants[0], list(fam.variants[1:])
     fd = {"runs": {}, "baselines": {}}
-    md = [f"### {name} (H = {reps['train']['horizon']}, {reps['train']['episodes']} held-out tasks per evaluation)",
+    md = [f"### {name} (H = {reps[train]['horizon']}, {reps[train]['episodes']} held-out tasks per evaluation)",
           "", "| algorithm | iterations (env steps per seed) | seeds | stochastic: mean ± s.e. | stochastic: IQM "
           "[95% CI] | greedy: mean ± s.e. | greedy: IQM [95% CI] | normalised (stoch. / greedy) | "
           + " | ".join(f"{v}: stoch. / greedy" for v in ood) + " |", "|---|---|---|---|---|---|---|---|" + "---|" * len(ood)]
     for rname, label, _, _ in LAPTOP_RUNS:
         rdir = os.path.abspath(os.path.join(runs_dir, name, rname))
         rec = {v: r for v, rep in reps.items() if (r := _run_record(rep, rdir))}
-        if (algos and rname not in algos) or "train" not in rec:
+        if (algos and rname not in algos) or train not in rec:
             continue
         fd["runs"][rname] = rec
-        t = rec["train"]
+        t = rec[train]
         steps = ", ".join(f"{i} ({i * runfiles.read_config(rdir).batch_steps:,})" for i in sorted(set(t["iterations"])))
         row = [label, steps, str(len(t["seeds"]))]
         for m in POLICY_MODES:
@@ -81,32 +81,32 @@ def _family_table(name: str, fam: LaptopFamily, reps: dict, runs_dir: str, algos
         fd["baselines"][v] = {b["policy"]: {"mean": b["mean_return"], "stderr": b["stderr"], "actions": b["actions"],
                                             "normalised": b["normalised"]} for b in rep["baselines"]}
         fd["baselines"][v]["best_classical"] = rep["best_baseline"]
-    md += _baseline_rows(fd, ood)
-    md += ["", f"Pictures: [learning curves]({name}/train/learning_curve.png), "
-           f"[adaptation]({name}/train/adaptation.png); OOD: "
+    md += _baseline_rows(fd, train, ood)
+    md += ["", f"Pictures: [learning curves]({name}/{train}/learning_curve.png), "
+           f"[adaptation]({name}/{train}/adaptation.png); OOD: "
            + ", ".join(f"[{v} adaptation]({name}/{v}/adaptation.png)" for v in ood)
            + "; full reports: " + ", ".join(f"[{v}]({name}/{v}/results.md)" for v in fam.variants), "",
-           f"![learning curves, {name}]({name}/train/learning_curve.png)", ""]
+           f"![learning curves, {name}]({name}/{train}/learning_curve.png)", ""]
     return md, fd
 
 
-def laptop_table(out: str, runs_dir: str, algos: set | None = None) -> tuple[str, dict]:
+def laptop_table(study: Study, out: str, runs_dir: str, algos: set | None = None) -> tuple[str, dict]:
     """The headline tables (markdown) and their numbers from the reports in ``out/<family>/<variant>/``."""
     md, data = [], {}
-    for name, fam in LAPTOP.items():
+    for name, fam in study.families.items():
         reps = {}
         for v in fam.variants:
             path = os.path.join(out, name, v, "results.json")
             if os.path.exists(path):
                 with open(path) as f:
                     reps[v] = json.load(f)
-        if "train" in reps:
+        if fam.variants[0] in reps:
             lines, data[name] = _family_table(name, fam, reps, runs_dir, algos)
             md += lines
     return "\n".join(md), data
 
 
-def _settings(runs_dir: str, seeds: int) -> list[str]:
+def _settings(study: Study, runs_dir: str, seeds: int) -> list[str]:
     """The README's settings section: each family's preset and sizes, read from its first trained run."""
     lines = ["## Settings", "",
              "Every run of a family has the same PPO settings and the same number of environment steps (tasks per "
@@ -117,7 +117,7 @@ def _settings(runs_dir: str, seeds: int) -> list[str]:
              "| family | preset | tasks × H × iterations | env steps per run and seed | minibatch (sequences) | "
              "epochs | lr | entropy bonus | held-out evaluation during training |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for name, fam in LAPTOP.items():
+    for name, fam in study.families.items():
         dirs = [os.path.join(runs_dir, name, r) for r in ["rl3-markov", *(r[0] for r in LAPTOP_RUNS)]]
         dirs = [d for d in dirs if runfiles.holds_run(d)]
         if not dirs:
@@ -130,12 +130,12 @@ def _settings(runs_dir: str, seeds: int) -> list[str]:
     return lines
 
 
-def laptop_readme(out: str, runs_dir: str, meta: dict, algos: set | None = None) -> str:
+def laptop_readme(study: Study, out: str, runs_dir: str, meta: dict, algos: set | None = None) -> str:
     """docs/results/laptop/README.md: how it was made (command, commit, machine, settings, wall times) and the
     headline tables; also writes study.json (the same, as numbers)."""
-    table, data = laptop_table(out, runs_dir, algos)
+    table, data = laptop_table(study, out, runs_dir, algos)
     tiny = meta["tiny"]
-    lines = ["# Laptop study: RL² vs RL³ on a 2-core CPU" + (" (TINY smoke-test scale: not a result)" if tiny else ""),
+    lines = [f"# Laptop study: {study.title}, on a 2-core CPU" + (" (TINY smoke-test scale: not a result)" if tiny else ""),
              "",
              f"Command: `{meta['command']}`  ",
              f"Commit: `{meta['commit']['commit']}`" + (" (with uncommitted changes: "
@@ -145,7 +145,7 @@ def laptop_readme(out: str, runs_dir: str, meta: dict, algos: set | None = None)
              f"load average at the start {meta['load_start']}, at the end {meta.get('load_end')}  ",
              f"Started {meta['started']} UTC; total wall time **{meta['wall_s'] / 60:.1f} min** "
              f"({meta['wall_s']:.0f} s; time guard {meta['max_minutes']:g} min)", "",
-             *_settings(runs_dir, meta["seeds"])]
+             *_settings(study, runs_dir, meta["seeds"])]
     lines += ["", "Models: RL² and RL³ (transformer): `--model transformer`; RL³ (Markov): `--model markov` (an MLP on "
               "the current input with the RL³ Q-estimates). RL³ uses the default `fresh` semantics.", "",
               "## Headline", "",
@@ -168,8 +168,9 @@ def laptop_readme(out: str, runs_dir: str, meta: dict, algos: set | None = None)
               f"The plan's estimate for a free 2-core CPU was {meta['estimate_s'] / 60:.0f} min.", ""]
     if meta.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in meta["notes"]] + [""]
-    lines += ["Reproduce: `make study` (= `.venv/bin/python experiments/reproduce.py laptop`); the run folders go "
-              f"to `{LAPTOP_RUNS_DIR}/` (git-ignored), the reports here. Every step is an `rl3jax` command, "
-              "listed with `experiments/reproduce.py laptop --dry-run`.", ""]
+    cmd = meta["command"].split()
+    lines += [f"Reproduce: `.venv/bin/python {' '.join(cmd[:2])}` (`make study` for the laptop study, `make "
+              f"study-beyond` for the one beyond the paper); the run folders go to `{meta['runs']}/` (git-ignored), "
+              f"the reports here. Every step is an `rl3jax` command, listed with `{' '.join(cmd[:2])} --dry-run`.", ""]
     runfiles.atomic_write_json(os.path.join(out, "study.json"), {**meta, "results": data})
     return "\n".join(lines)

@@ -278,7 +278,7 @@ def _parser() -> argparse.ArgumentParser:
                "target) that is\n  .venv/bin/python experiments/reproduce.py mdp-h100 --dry-run\nor through make:\n"
                "  make reproduce ARGS='mdp-h100 --dry-run'\nThe steps it prints are `python -m rl3jax ...` commands "
                "for that same Python\n(.venv/bin/python -m rl3jax ...). Train flags after -- go to every train step.")
-    p.add_argument("target", choices=names + ["all", "list", "report", "laptop"],
+    p.add_argument("target", choices=names + ["all", "list", "report", *laptop.STUDIES],
                    help="a target; all: every target; list: targets, runs and budgets; report: the results tables; "
                         "laptop: the laptop study (RL² vs RL³ on a 2-core CPU, experiments/README.md)")
     p.add_argument("--out", default=None, help="root folder; each target gets a sub-folder [default: runs/repro; "
@@ -302,8 +302,8 @@ def main(argv=None) -> int:
     extra = extra[1:] if extra[:1] == ["--"] else extra
     if extra and not extra[0].startswith("-"):
         p.error(f"unrecognised arguments {extra} (pass train flags after --)")
-    if args.target == "laptop":
-        return laptop.laptop_main(args, extra, p)
+    if args.target in laptop.STUDIES:
+        return laptop.laptop_main(laptop.STUDIES[args.target], args, extra, p)
     laptop.refuse_flags(args, p)
     args.out = "runs/repro" if args.out is None else args.out
     args.seeds, args.episodes = (1 if args.seeds is None else args.seeds), (1000 if args.episodes is None else args.episodes)
