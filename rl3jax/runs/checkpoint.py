@@ -1,16 +1,8 @@
-"""Orbax checkpoints of the full ``TrainState`` (the PRNG key as raw key data: plain arrays), written atomically
-(a kill leaves only a temporary folder orbax ignores), each finished step sealed with a checksum manifest.
-
-Only a writer (the trainer holding the folder's ``RunLock``) creates, saves, prunes and cleans up; every other
-``Checkpointer`` opens orbax read-only, so reading a run that trains cannot remove its in-progress step.
-
-Integrity: the writer records every file's SHA-256 and size, and the config trained under, in ``MANIFEST``;
-``restore`` verifies it first (a bad file is one line naming it). A step whose meta says ``sealed`` but whose
-manifest is gone is refused with the fix (``python -m rl3jax.runs.checkpoint STEP_DIR`` seals it again); a
-reader of a run that trains takes the step before one still being sealed; older unsealed steps load with a note.
-
-Format: items ``state`` and ``meta`` (JSON: iteration, env_steps, return_mean, a member's ``member``,
-``format_version``; none: version 1); a version outside ``READABLE_VERSIONS`` is refused before its state is read.
+"""Orbax checkpoints of the full ``TrainState`` (the PRNG key as raw key data), written atomically (a kill leaves
+only a temporary folder orbax ignores) by the trainer alone (``write=True``; readers open orbax read-only), each
+finished step sealed with a manifest of every file's SHA-256 and size and the config trained under (``MANIFEST``),
+verified before a restore. Items: ``state`` and ``meta`` (JSON: iteration, env_steps, return_mean, a member's
+``member``, ``format_version``; none: version 1).
 """
 
 from __future__ import annotations
@@ -161,6 +153,18 @@ def check_checkpoint_config(out: str) -> None:
 
 
 @contextlib.contextmanager
+def _absl_level(level: int):
+    """absl's (orbax's) log level is ``level`` meanwhile."""
+    log = logging.getLogger("absl")
+    old = log.level
+    log.setLevel(level)
+    try:
+        yield
+    finally:
+        log.setLevel(old)
+
+
+@contextlib.contextmanager
 def _stderr_held():
     """Holds what is written to file descriptor 2 meanwhile (orbax's many-line tracebacks of a failed save): the
     caller appends to the yielded list to discard it; otherwise it is written out afterwards."""
@@ -198,22 +202,15 @@ class Checkpointer:
     def __init__(self, directory: str, keep: int = 3, write: bool = False, config: dict | None = None):
         self.directory = os.path.abspath(directory)
         self.write, self.keep, self.config = write, keep, config  # config: recorded in each step's manifest
-        if write:  # pruning is ``retain``'s: a population prunes a step only once every member has a newer one
-            options = ocp.CheckpointManagerOptions(max_to_keep=None, create=True, enable_async_checkpointing=False,
-                                                   cleanup_tmp_directories=True)
-        else:
-            options = ocp.CheckpointManagerOptions(read_only=True, create=False, max_to_keep=None,
-                                                   save_interval_steps=0, cleanup_tmp_directories=False,
-                                                   enable_async_checkpointing=False)
-        absl_log = logging.getLogger("absl")  # read-only managers log a warning on every open
-        level = absl_log.level
-        absl_log.setLevel(logging.ERROR)
+        # pruning is ``retain``'s: a population prunes a step only once every member has a newer one
+        options = ocp.CheckpointManagerOptions(max_to_keep=None, create=write, read_only=not write,
+                                               save_interval_steps=int(write), cleanup_tmp_directories=write,
+                                               enable_async_checkpointing=False)
         try:
-            self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+            with _absl_level(logging.ERROR):  # read-only managers log a warning on every open
+                self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
         except OSError as e:
             raise CheckpointError(f"cannot open checkpoints in {self.directory}: {_one_line(e)}") from None
-        finally:
-            absl_log.setLevel(level)
 
     def step_dir(self, step: int) -> str:
         return os.path.join(self.directory, str(step))
@@ -227,12 +224,9 @@ class Checkpointer:
         if not bool(all_finite(state.replace(key=jnp.zeros(())))):
             raise CheckpointError(f"refusing to write a non-finite state as checkpoint step {step} in "
                                   f"{self.directory}")
-        absl_log = logging.getLogger("absl")  # orbax logs each worker thread's failure with its traceback
-        level = absl_log.level
-        try:
-            with _stderr_held() as discard:
+        try:  # orbax logs each worker thread's failure with its traceback
+            with _stderr_held() as discard, _absl_level(logging.CRITICAL):
                 try:
-                    absl_log.setLevel(logging.CRITICAL)
                     self.manager.save(step, args=ocp.args.Composite(
                         state=ocp.args.StandardSave(_to_storable(state)),
                         meta=ocp.args.JsonSave({**meta, "format_version": FORMAT_VERSION, "sealed": True})),
@@ -244,8 +238,6 @@ class Checkpointer:
                     for tmp in glob.glob(os.path.join(self.directory, f"{step}.orbax-checkpoint-tmp*")):
                         shutil.rmtree(tmp, ignore_errors=True)  # a failed save leaves nothing behind
                     raise
-                finally:
-                    absl_log.setLevel(level)
             if jax.process_index() == 0:
                 write_manifest(self.step_dir(step), self.config)
         except Exception as e:  # orbax wraps OS errors (ENOSPC, EROFS, ...) in many kinds

@@ -4,8 +4,6 @@
     rows = run.metrics()                     # metrics.jsonl rows
     trainer = run.trainer()                  # rl3jax.trainer.make_train(run.cfg) (variant= for an OOD test)
     state, meta = run.restore(trainer)       # the newest checkpoint (read-only: safe while the run trains)
-
-The files themselves are ``rl3jax.runs.runfiles`` (no JAX); this module adds the trainer and the state.
 """
 
 from __future__ import annotations
@@ -42,17 +40,12 @@ class Run:
         return is_member(self.path)
 
     @property
-    def steps(self) -> list[int]:
-        """The finished checkpoint steps (PPO iterations), ascending."""
-        return finished_steps(checkpoint_dir(self.path))
-
-    @property
     def latest_step(self) -> int | None:
-        """The newest finished checkpoint step, or None."""
-        return steps[-1] if (steps := self.steps) else None
+        """The newest finished checkpoint step (a PPO iteration), or None."""
+        return steps[-1] if (steps := finished_steps(checkpoint_dir(self.path))) else None
 
     def metrics(self) -> list[dict]:
-        """The metrics.jsonl rows, one per PPO iteration (``rl3jax.runs.runfiles.read_metrics``)."""
+        """The metrics.jsonl rows, one per PPO iteration (``runfiles.read_metrics``)."""
         return read_metrics(self.path)
 
     def trainer(self, variant: str | None = None, mesh=None) -> Trainer:

@@ -9,11 +9,7 @@ A single run's folder (``rl3jax train --out RUN``)::
     RUN/.lock              held by the one process that trains in the folder (``RunLock``)
 
 A population's folder (``rl3jax.runs.population``) holds ``population.json``, the base ``config.json``,
-``checkpoint.json`` (``COMMITTED``) and one ordinary run folder per member (``member_dirs``).
-
-Every check a command makes of a folder is written once here; ``CheckpointError`` lives here so the CLI sorts
-it without JAX. Files are replaced whole; a torn last metrics line is dropped with a note; one writer per folder
-(``RunLock``; readers take no lock).
+``checkpoint.json`` (``COMMITTED``) and one ordinary run folder per member (``run_dirs``).
 """
 
 from __future__ import annotations
@@ -41,8 +37,7 @@ LOCK_FILE = ".lock"
 
 
 class RunFolderError(RuntimeError):
-    """A run folder, or a file in it, is missing, unreadable or inconsistent (one line naming the path).
-    ``CheckpointError`` is the kind for checkpoints."""
+    """A run folder, or a file in it, is missing, unreadable or inconsistent (one line naming the path)."""
 
 
 class RunLockedError(RunFolderError):
@@ -50,8 +45,8 @@ class RunLockedError(RunFolderError):
 
 
 class CheckpointError(RunFolderError):
-    """A checkpoint is missing, incomplete, corrupt, of an unknown format version, or does not match the run's
-    configuration (``rl3jax.runs.checkpoint`` raises it; defined here so the CLI can sort it without JAX)."""
+    """A checkpoint is missing, corrupt, of an unknown format version, or of another configuration (raised by
+    ``rl3jax.runs.checkpoint``; defined here so the CLI sorts it without JAX)."""
 
 
 class CheckpointWriteError(CheckpointError):
@@ -92,11 +87,11 @@ def run_parts(path: str) -> list[str]:
 def check_new_run(path: str) -> None:
     """``ValueError`` (one line) unless ``path`` may take a new run: it holds no run and no part of one
     (``run_parts``), so a new run never mixes with or prunes an old run's files."""
-    if holds_run(path) and is_member(path):
-        pop = os.path.dirname(os.path.abspath(path))
-        raise ValueError(f"run folder {path} is a member of the population in {pop}; resume the population "
-                         f"(--out {pop} --resume) or choose another --out")
     if holds_run(path):
+        pop = os.path.dirname(os.path.abspath(path))
+        if is_member(path):
+            raise ValueError(f"run folder {path} is a member of the population in {pop}; resume the population "
+                             f"(--out {pop} --resume) or choose another --out")
         raise ValueError(f"run folder {path} already holds a run; pass --resume to continue it (through make: "
                          "RESUME=1) or choose another --out")
     parts = run_parts(path)
@@ -158,10 +153,8 @@ def is_member(run_dir: str) -> bool:
 
 
 def read_config(run_dir: str) -> TrainConfig:
-    """A run folder's config.json as a (validated) TrainConfig.
-
-    Raises ``RunFolderError`` (one line naming the folder or file) for a folder without config.json, an
-    unreadable or non-JSON file, or fields that are unknown or invalid."""
+    """A run folder's config.json as a (validated) TrainConfig. ``RunFolderError`` (one line naming the folder or
+    file) for a folder without config.json, an unreadable or non-JSON file, or fields unknown or invalid."""
     path = os.path.join(run_dir, CONFIG)
     if not os.path.isfile(path):
         raise RunFolderError(f"{run_dir} is not a run folder (no {CONFIG})")
@@ -177,9 +170,8 @@ def read_run_config(path: str, verb: str) -> TrainConfig:
     ``RunFolderError`` (one line) for a folder that is no run, or a population's (naming its member folders
     and what to ``verb`` instead, e.g. "evaluate")."""
     if is_population(path):
-        names = sorted(d for d in os.listdir(path) if os.path.exists(os.path.join(path, d, CONFIG)))
         raise RunFolderError(f"{path} holds a population (--seeds/--sweep); {verb} one member folder: "
-                             f"{', '.join(os.path.join(path, n) for n in names)}")
+                             f"{', '.join(run_dirs(path))}")
     return read_config(path)
 
 
@@ -237,14 +229,11 @@ def _read_json(path: str):
         raise RunFolderError(f"{path} could not be read: {e}") from None
 
 
-def member_dirs(path: str) -> list[str]:
-    """The member folders of population folder ``path``, in member order (``read_population``'s errors)."""
-    return [os.path.join(path, m["name"]) for m in read_population(path)["members"]]
-
-
 def run_dirs(path: str) -> list[str]:
-    """The single-run folders of ``path``: a population's members (in member order), else ``[path]``."""
-    return member_dirs(path) if is_population(path) else [path]
+    """The single-run folders of ``path``: a population's members (in member order; ``read_population``'s
+    errors), else ``[path]``."""
+    return [os.path.join(path, m["name"]) for m in read_population(path)["members"]] if is_population(path) \
+        else [path]
 
 
 def checkpoint_dir(run_dir: str) -> str:
@@ -275,7 +264,7 @@ def latest_step(path: str) -> int | None:
         return step
     common = set.intersection(*[{s for s in finished_steps(checkpoint_dir(d))
                                  if os.path.exists(os.path.join(checkpoint_dir(d), str(s), MANIFEST))}
-                                for d in member_dirs(path)])
+                                for d in run_dirs(path)])
     return max(common) if common else None
 
 
