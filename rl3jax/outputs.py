@@ -14,8 +14,8 @@ from typing import IO, Any
 
 
 class OutputError(ValueError):
-    """An output path a command cannot write (a folder where a file is wanted, a file where a folder is, a
-    read-only folder, a block device or socket, a name or path too long): refused before any work, one line."""
+    """An output path a command cannot write (e.g. a folder where a file is wanted, a read-only folder, a name
+    too long): refused before any work, one line."""
 
 
 class WriteError(OSError):

@@ -106,25 +106,11 @@ def write_manifest(step_dir: str, config: dict | None = None) -> dict:
     return files
 
 
-def config_changes(recorded: dict, cfg: TrainConfig, source: str) -> list[str]:
-    """``"field (A in the checkpoint, B in SOURCE)"`` for each field where ``cfg`` differs from a checkpoint's
-    ``recorded`` config, except those a resume may change (``RESUMABLE_CHANGES``; ``iters`` only under a
-    constant ``ent_schedule``, whose schedule does not depend on it). A field missing from either side counts
-    with its default."""
-    try:
-        old = TrainConfig.from_dict(recorded).to_dict()
-    except (ValueError, TypeError):
-        old = recorded
-    now = cfg.to_dict()
-    free = set(RUN_CONTROL) | ({"iters"} if old.get("ent_schedule") == "constant" else set())
-    return [f"{k} ({old.get(k)!r} in the checkpoint, {now.get(k)!r} in {source})"
-            for k in sorted(set(old) | set(now)) if k not in free and old.get(k) != now.get(k)]
-
-
 def check_checkpoint_config(out: str) -> None:
     """At a resume of run (or population) folder ``out``: ``RunFolderError`` naming the fields unless the
     newest checkpoint of each run was trained under the settings its folder now holds (config.json, or
-    population.json's base config with the member's seed and swept values), up to ``RESUMABLE_CHANGES``. A
+    population.json's base config with the member's seed and swept values), up to ``RESUMABLE_CHANGES``
+    (``iters`` only under a constant ``ent_schedule``; a field missing on one side counts with its default). A
     step that records no config (written by an older rl3jax) is resumed as before, with a one-line note."""
     if is_population(out):
         spec = read_population(out)
@@ -144,7 +130,13 @@ def check_checkpoint_config(out: str) -> None:
             print(f"note: checkpoint step {steps[-1]} in {run_dir} records no config (written by an older "
                   f"rl3jax); resuming with its {source} unchecked", file=sys.stderr)
             continue
-        diff = config_changes(recorded, cfg, source)
+        try:
+            old = TrainConfig.from_dict(recorded).to_dict()
+        except (ValueError, TypeError):
+            old = recorded
+        now, free = cfg.to_dict(), set(RUN_CONTROL) | ({"iters"} if old.get("ent_schedule") == "constant" else set())
+        diff = [f"{k} ({old.get(k)!r} in the checkpoint, {now.get(k)!r} in {source})"
+                for k in sorted(set(old) | set(now)) if k not in free and old.get(k) != now.get(k)]
         if diff:
             raise RunFolderError(f"--resume: {os.path.join(out, source)} differs from the settings checkpoint step "
                                  f"{steps[-1]} was trained under: {'; '.join(diff)}; a resume may change only "

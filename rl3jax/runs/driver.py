@@ -23,10 +23,9 @@ import numpy as np
 from rl3jax import distributed
 from rl3jax.config import TrainConfig
 from rl3jax.evaluate import HeldOutEvaluator
-from rl3jax.runs import population
 from rl3jax.runs.checkpoint import Checkpointer
 from rl3jax.runs.metrics import ExternalLoggers, MetricsLog
-from rl3jax.runs.population import Population, make_population, member_state
+from rl3jax.runs.population import Population, jit_chunk, make_population, member_state
 from rl3jax.runs.resume import intact, nothing_to_do, report_hint, resume_settings
 from rl3jax.runs.runfiles import (
     COMMITTED,
@@ -256,7 +255,7 @@ class _Loop:
             stop = lambda: distributed.broadcast_flag(sig.signum is not None)  # noqa: E731
             self.chunks = loop = ChunkLoop(self.cfg, self.start, max_seconds, self.evaluator(), stop)
             try:
-                state = loop.run(population.jit_chunk(self.pop), state, self.on_chunk, self.save)
+                state = loop.run(jit_chunk(self.pop), state, self.on_chunk, self.save)
             finally:
                 self.bar.close()
                 for c in self.ckpts:
@@ -312,38 +311,29 @@ class _Loop:
 
     def on_chunk(self, it: int, n: int, metrics: dict, dt: float, evals: list[dict] | None) -> None:
         """Logs the rows of iterations ``it + 1 .. it + n`` (``metrics``: host arrays (n, members); ``evals``: per
-        member or None); at a first non-finite iteration logs the rows up to it and raises ``TrainingDiverged``."""
+        member or None) to the metrics files and external loggers; at a first non-finite iteration logs the rows
+        up to it and raises ``TrainingDiverged``."""
         pop = self.pop
         flags = np.asarray(metrics.pop(FINITE)).reshape(n, -1) > 0.5  # (n, members); a non-finite state is
         bad = next((i for i in range(n) if not flags[i].all()), None)  # never checkpointed
         sps = n * self.cfg.batch_steps * pop.size / dt  # all members together
-        count = n if bad is None else bad + 1
-        rows = [self.member_rows(it, count, metrics, j, sps / pop.size) for j in range(pop.size)]
+        rows = [[{"iteration": it + i + 1, "env_steps": (it + i + 1) * self.cfg.batch_steps,  # per member
+                  **{k: float(np.asarray(v)[i, j]) for k, v in metrics.items()}, "steps_per_second": sps / pop.size}
+                 for i in range(n if bad is None else bad + 1)] for j in range(pop.size)]
         if evals is not None and bad is None:
             for member_rows, ev in zip(rows, evals):
                 member_rows[-1].update(ev)
-        self.write_rows(rows)
+        for member_rows, log in zip(rows, self.logs):
+            log.append(member_rows)
+        for i, row in enumerate(rows[0]):  # a population's fields as {member}/{field}
+            self.ext.log(row if pop.single else {"env_steps": row["env_steps"], **{
+                f"{m.name}/{k}": v for m, r in zip(pop.members, rows) for k, v in r[i].items() if k != "env_steps"}})
         if bad is not None:
             who = "" if pop.single else \
                 f" (member {', '.join(m.name for m, f in zip(pop.members, flags[bad]) if not f)})"
             raise divergence(metrics, it, bad, self.out, who, lr=self.cfg.lr)
         self.lasts.update({m.name: r[-1] for m, r in zip(pop.members, rows)})
         self.bar.update(it + n, n, dt, self.postfix(sps, evals))
-
-    def member_rows(self, it: int, count: int, metrics: dict, j: int, sps: float) -> list[dict]:
-        """Member ``j``'s metrics rows of iterations ``it + 1 .. it + count`` (``sps``: its steps per second)."""
-        return [{"iteration": it + i + 1, "env_steps": (it + i + 1) * self.cfg.batch_steps,
-                 **{k: float(np.asarray(v)[i, j]) for k, v in metrics.items()}, "steps_per_second": sps}
-                for i in range(count)]
-
-    def write_rows(self, rows: list[list[dict]]) -> None:
-        """Each member's rows to its metrics files; the external loggers get one row per iteration (a
-        population's with every member's fields as ``{member}/{field}``)."""
-        for member_rows, log in zip(rows, self.logs):
-            log.append(member_rows)
-        for i, row in enumerate(rows[0]):
-            self.ext.log(row if self.pop.single else {"env_steps": row["env_steps"], **{
-                f"{m.name}/{k}": v for m, r in zip(self.pop.members, rows) for k, v in r[i].items() if k != "env_steps"}})
 
     def postfix(self, sps: float, evals: list[dict] | None) -> dict:
         """The progress bar's figures after a chunk (a population: the mean and best member return)."""

@@ -16,14 +16,7 @@ from rl3jax.distributed import init_sharded
 from rl3jax.evaluate import evaluate
 from rl3jax.memory import check_eval_memory
 from rl3jax.runs.checkpoint import Checkpointer
-from rl3jax.runs.runfiles import (
-    checkpoint_dir,
-    finished_steps,
-    is_member,
-    read_metrics,
-    read_run_config,
-    run_dirs,
-)
+from rl3jax.runs.runfiles import checkpoint_dir, finished_steps, is_member, read_metrics, read_run_config, run_dirs
 from rl3jax.trainer import Trainer, TrainState, make_train
 
 
