@@ -83,11 +83,9 @@ def atomic_write_json(path: str, obj: Any) -> None:
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISREG, "file"), (stat.S_ISDIR, "folder"), (stat.S_ISCHR, "character device"),
-                       (stat.S_ISFIFO, "FIFO"), (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):
-        if test(mode):
-            return name
-    return "special file"
+    return next((name for test, name in ((stat.S_ISREG, "file"), (stat.S_ISDIR, "folder"), (stat.S_ISCHR,
+                 "character device"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISBLK, "block device"),
+                 (stat.S_ISSOCK, "socket")) if test(mode)), "special file")
 
 
 def _check_name_lengths(path: str, flag: str, shown: str) -> None:

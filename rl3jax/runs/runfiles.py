@@ -76,10 +76,8 @@ def run_parts(path: str) -> list[str]:
     parts = [n for n in names if n in files]
     for n in names:
         full = os.path.join(path, n)
-        if n in (CHECKPOINTS, "tb") and os.path.isdir(full) and os.listdir(full):
-            parts.append(n + "/")
-        elif os.path.isdir(full) and n not in (CHECKPOINTS, "tb") and any(
-                os.path.exists(os.path.join(full, f)) for f in (*files, CHECKPOINTS)):
+        if os.path.isdir(full) and (os.listdir(full) if n in (CHECKPOINTS, "tb") else  # a member folder
+                                    any(os.path.exists(os.path.join(full, f)) for f in (*files, CHECKPOINTS))):
             parts.append(n + "/")
     return parts + ([LOCK_FILE] if parts and LOCK_FILE in names else [])
 
@@ -158,9 +156,8 @@ def read_config(run_dir: str) -> TrainConfig:
     path = os.path.join(run_dir, CONFIG)
     if not os.path.isfile(path):
         raise RunFolderError(f"{run_dir} is not a run folder (no {CONFIG})")
-    d = _read_json(path)
     try:
-        return TrainConfig.from_dict(d)
+        return TrainConfig.from_dict(_read_json(path))
     except (ValueError, TypeError) as e:
         raise RunFolderError(f"{path}: {e}") from None
 
@@ -276,8 +273,7 @@ def read_metrics(path: str) -> list[dict]:
     if os.path.isdir(path):
         path = os.path.join(path, METRICS_JSONL)
     with open(path, newline="") as f:
-        text = f.read()
-    lines = text.split("\n")
+        lines = f.read().split("\n")
     rows = []
     for k, line in enumerate(lines):
         if not line.strip():
@@ -318,8 +314,7 @@ class RunLock:
     def release(self) -> None:
         if self.fd is None:
             return
-        run_dir = os.path.dirname(self.path)
-        if self.created and os.listdir(run_dir) == [LOCK_FILE]:
+        if self.created and os.listdir(os.path.dirname(self.path)) == [LOCK_FILE]:
             os.remove(self.path)
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
