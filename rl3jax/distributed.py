@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -61,8 +62,6 @@ def is_main_process() -> bool:
 def barrier(name: str) -> None:
     """All processes wait here (a no-op in a single-process run)."""
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices(name)
 
 
@@ -70,8 +69,6 @@ def broadcast_flag(flag: bool) -> bool:
     """Process 0's boolean, on every process."""
     if jax.process_count() == 1:
         return flag
-    from jax.experimental import multihost_utils
-
     return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag, np.int32)))
 
 
@@ -80,8 +77,6 @@ def check_same_settings(settings: dict) -> None:
     with the same ``settings`` (a JSON-able dict, gathered through the coordinator). No-op in one process."""
     if jax.process_count() == 1:
         return
-    from jax.experimental import multihost_utils
-
     blob = np.frombuffer(json.dumps(settings, sort_keys=True).encode(), np.uint8)
     sizes = np.asarray(multihost_utils.process_allgather(np.int32(blob.size))).reshape(-1)
     padded = np.zeros(int(sizes.max()), np.uint8)

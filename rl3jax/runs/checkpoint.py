@@ -45,9 +45,8 @@ from rl3jax.trainer import all_finite, from_v1, v1_layout
 #: fields that may differ between a run and its resumption: its length and the run-control fields
 RESUMABLE_CHANGES = ("iters", *RUN_CONTROL)
 
-#: the checkpoint layout written by this version (``meta["format_version"]``); steps without one are version 1.
-#: 2: Adam states and ``TrainState.hparams`` (``config.HParams``); 1: lr and weight decay inside
-#: ``optax.inject_hyperparams`` states (read through ``train.v1_layout`` / ``train.from_v1``)
+#: the checkpoint layout written (``meta["format_version"]``; none: 1). 2: Adam states and ``TrainState.hparams``;
+#: 1: lr and weight decay inside ``optax.inject_hyperparams`` states (read through ``trainer.from_v1``)
 FORMAT_VERSION = 2
 #: the versions this version reads
 READABLE_VERSIONS = (1, 2)
@@ -95,8 +94,7 @@ def _sha256(path: str) -> str:
 
 def write_manifest(step_dir: str, config: dict | None = None) -> dict:
     """Records ``{relative path: {"sha256", "bytes"}}`` of every file under ``step_dir`` in its manifest, with
-    ``config`` (the ``TrainConfig.to_dict()`` the step was trained under; ``check_checkpoint_config``
-    compares it at a resume); returns the files."""
+    ``config`` (the ``TrainConfig.to_dict()`` the step was trained under); returns the files."""
     rels = sorted(os.path.relpath(os.path.join(root, name), step_dir)
                   for root, _, names in os.walk(step_dir) for name in names)
     files = {rel: {"sha256": _sha256(os.path.join(step_dir, rel)), "bytes": os.path.getsize(os.path.join(step_dir, rel))}

@@ -50,17 +50,16 @@ class TrainingDiverged(FloatingPointError):
     after it was checkpointed. The CLI exits with status 1 (a failed run, not a bad input)."""
 
 
-def divergence(metrics: dict, it: int, i: int, out: str, who: str = "", lr: float | None = None) -> TrainingDiverged:
+def divergence(metrics: dict, it: int, i: int, out: str, who: str, lr: float) -> TrainingDiverged:
     """The one-line error for a first non-finite iteration ``it + i + 1`` of the run in ``out`` (``who``: e.g. the
-    members concerned), advising a new run in another folder with a smaller ``lr`` (a resume would repeat it)."""
+    members concerned), advising a new run in another folder with ``lr / 10`` (a resume would repeat it)."""
     names = sorted(k for k, v in metrics.items() if not np.all(np.isfinite(np.asarray(v)[i])))
     what = f"non-finite {', '.join(names)}" if names else "non-finite parameters or optimiser state"
     step = latest_step(out)
     last = f"the last checkpoint is step {step}" if step is not None else "no checkpoint was written"
-    new = f"the same command with --out {out.rstrip('/')}-lr{lr / 10:g} and --set lr={lr / 10:g}" if lr \
-        else "the same command with another --out and a smaller --set lr or ent_coef"
     return TrainingDiverged(f"training diverged at iteration {it + i + 1}{who}: {what}; stopped without writing "
-                            f"a checkpoint after it ({last}); a resume would repeat it, so start a new run: {new} "
+                            f"a checkpoint after it ({last}); a resume would repeat it, so start a new run: the same "
+                            f"command with --out {out.rstrip('/')}-lr{lr / 10:g} and --set lr={lr / 10:g} "
                             "(in place of any --set lr)")
 
 
@@ -331,7 +330,7 @@ class _Loop:
         if bad is not None:
             who = "" if pop.single else \
                 f" (member {', '.join(m.name for m, f in zip(pop.members, flags[bad]) if not f)})"
-            raise divergence(metrics, it, bad, self.out, who, lr=self.cfg.lr)
+            raise divergence(metrics, it, bad, self.out, who, self.cfg.lr)
         self.lasts.update({m.name: r[-1] for m, r in zip(pop.members, rows)})
         self.bar.update(it + n, n, dt, self.postfix(sps, evals))
 

@@ -41,11 +41,10 @@ class Run:
         """The metrics.jsonl rows, one per PPO iteration (``runfiles.read_metrics``)."""
         return read_metrics(self.path)
 
-    def trainer(self, variant: str | None = None, mesh=None) -> Trainer:
-        """The run's ``Trainer`` (``make_train``), on task ``variant`` (default: the run's; ValueError for one
-        the family lacks) and ``mesh`` (None: one device). Builds the env and networks; compiles nothing."""
-        cfg = self.cfg if variant is None else self.cfg.replace(variant=variant)
-        return make_train(cfg, mesh)
+    def trainer(self, variant: str | None = None) -> Trainer:
+        """The run's ``Trainer`` (``make_train``, one device) on task ``variant`` (default: the run's; ValueError
+        for one the family lacks). Builds the env and networks; compiles nothing."""
+        return make_train(self.cfg if variant is None else self.cfg.replace(variant=variant))
 
     def template(self, trainer: Trainer) -> TrainState:
         """A freshly initialised state of ``trainer`` (seed of the run), in the training shardings of its mesh
@@ -86,9 +85,7 @@ def load_run(path: str) -> Run:
 def expand_runs(paths: list[str]) -> list[str]:
     """The run folders of ``paths``, a population folder standing for its members (in member order);
     duplicates dropped, first occurrence kept."""
-    out: list[str] = []
-    for p in paths:
-        for m in run_dirs(p):
-            if os.path.abspath(m) not in [os.path.abspath(x) for x in out]:
-                out.append(m)
-    return out
+    out: dict[str, str] = {}  # absolute path -> the path as first given
+    for m in (m for p in paths for m in run_dirs(p)):
+        out.setdefault(os.path.abspath(m), m)
+    return list(out.values())

@@ -66,8 +66,8 @@ def holds_run(path: str) -> bool:
 
 def run_parts(path: str) -> list[str]:
     """What in folder ``path`` is part of a run: config.json, population.json, metrics files, a non-empty
-    checkpoints/ or tb/, member folders holding any of these, and a .lock beside any of them (a lock file
-    alone, left by a start killed before it wrote anything, holds nothing). [] for an empty or new folder."""
+    checkpoints/ or tb/, member folders holding any of these, and a .lock beside any of them (alone it holds
+    nothing). [] for an empty or new folder."""
     try:
         names = sorted(os.listdir(path))
     except OSError:
@@ -83,8 +83,7 @@ def run_parts(path: str) -> list[str]:
 
 
 def check_new_run(path: str) -> None:
-    """``ValueError`` (one line) unless ``path`` may take a new run: it holds no run and no part of one
-    (``run_parts``), so a new run never mixes with or prunes an old run's files."""
+    """``ValueError`` (one line) unless ``path`` holds no run and no part of one (``run_parts``)."""
     if holds_run(path):
         pop = os.path.dirname(os.path.abspath(path))
         if is_member(path):
@@ -163,9 +162,8 @@ def read_config(run_dir: str) -> TrainConfig:
 
 
 def read_run_config(path: str, verb: str) -> TrainConfig:
-    """The config of the single run (or population member) in ``path``, for a command that acts on one run.
-    ``RunFolderError`` (one line) for a folder that is no run, or a population's (naming its member folders
-    and what to ``verb`` instead, e.g. "evaluate")."""
+    """The config of the single run (or population member) in ``path``. ``RunFolderError`` (one line) for a
+    folder that is no run, or a population's (naming its member folders to ``verb`` instead, e.g. "render")."""
     if is_population(path):
         raise RunFolderError(f"{path} holds a population (--seeds/--sweep); {verb} one member folder: "
                              f"{', '.join(run_dirs(path))}")
@@ -207,8 +205,7 @@ def check_render(run: str | None, variant: str | None = None, episodes: int = 1,
 
 def read_population(path: str) -> dict:
     """population.json of a population folder: {"config": base config dict, "seeds": int, "sweep": {name:
-    [values]}, "members": [{"index", "name", "seed", "settings"}]}. ``RunFolderError`` if there is none or it
-    is unreadable."""
+    [values]}, "members": [{"index", "name", "seed", "settings"}]}. ``RunFolderError`` for none or unreadable."""
     spec = os.path.join(path, POPULATION)
     if not os.path.exists(spec):
         raise RunFolderError(f"{path} holds no population run (no {POPULATION})")
@@ -294,9 +291,8 @@ def read_metrics(path: str) -> list[dict]:
 # ------------------------------------------------------------------------------------------ one writer
 class RunLock:
     """An exclusive ``fcntl.flock`` on ``<run_dir>/.lock`` held by the one process that writes the folder; a
-    second writer gets ``RunLockedError`` naming the holder's PID. Released by ``release()`` or the kernel. The
-    file stays (removing it would let two processes lock two files) unless this lock created it and it is alone
-    in the folder, so a command refused before writing leaves the folder as it was."""
+    second writer gets ``RunLockedError`` naming the holder's PID. The file stays at ``release()`` (removing it
+    would let two processes lock two files) unless this lock created it and it is alone in the folder."""
 
     def __init__(self, run_dir: str):
         self.path = os.path.join(run_dir, LOCK_FILE)
