@@ -46,15 +46,12 @@ def make_members(cfg: TrainConfig, seeds: int = 1, sweep: dict[str, list[float]]
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
     sweep = sweep or {}
-    names = list(sweep)
-    for name in names:
+    for name in sweep:
         if name not in HParams._fields:
             raise ValueError(f"--sweep {name}: not sweepable in one compile; sweepable: {', '.join(HParams._fields)}"
                              " (other settings change shapes or code: use separate runs)")
-    members = []
-    for combo in itertools.product(*[sweep[n] for n in names]):
-        for i in range(seeds):
-            members.append(Member(len(members), cfg.seed + i, tuple(zip(names, combo))))
+    runs = [(combo, i) for combo in itertools.product(*sweep.values()) for i in range(seeds)]
+    members = [Member(k, cfg.seed + i, tuple(zip(sweep, combo))) for k, (combo, i) in enumerate(runs)]
     for m in members:
         m.config(cfg)  # a TrainConfig validates itself: e.g. lr <= 0, gae_lambda > 1
     return members
