@@ -58,8 +58,7 @@ def memory_limit() -> tuple[int | None, str]:
         stats = {}
     if stats.get("bytes_limit"):
         return int(stats["bytes_limit"]), f"{jax.devices()[0].device_kind} memory"
-    limits = host_limits()
-    return min(limits) if limits else (None, "memory")
+    return min(host_limits(), default=(None, "memory"))
 
 
 def _gib(n: float) -> str:

@@ -42,8 +42,7 @@ def atomic_write(path: str, data: bytes | str | Callable[[IO[bytes]], None]) -> 
         os.makedirs(os.path.dirname(target), exist_ok=True)
         tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.{os.getpid()}.tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-            with os.fdopen(fd, "wb") as f:
+            with open(tmp, "wb") as f:  # mode 0o666 less the umask
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())

@@ -170,17 +170,13 @@ def _stderr_held():
     try:
         yield discard
     finally:
-        try:
+        with contextlib.suppress(OSError, ValueError):
             sys.stderr.flush()
-        except (OSError, ValueError):
-            pass
         os.dup2(saved, 2)
         os.close(saved)
         if not discard:
             held.seek(0)
-            data = held.read()
-            if data:
-                os.write(2, data)
+            os.write(2, held.read())
         held.close()
 
 

@@ -23,9 +23,10 @@ import numpy as np
 from rl3jax import distributed
 from rl3jax.config import TrainConfig
 from rl3jax.evaluate import HeldOutEvaluator
+from rl3jax.runs import population
 from rl3jax.runs.checkpoint import Checkpointer
 from rl3jax.runs.metrics import ExternalLoggers, MetricsLog
-from rl3jax.runs.population import Population, jit_chunk, make_population, member_state
+from rl3jax.runs.population import Population, make_population, member_state
 from rl3jax.runs.resume import intact, nothing_to_do, report_hint, resume_settings
 from rl3jax.runs.runfiles import (
     COMMITTED,
@@ -254,7 +255,7 @@ class _Loop:
             stop = lambda: distributed.broadcast_flag(sig.signum is not None)  # noqa: E731
             self.chunks = loop = ChunkLoop(self.cfg, self.start, max_seconds, self.evaluator(), stop)
             try:
-                state = loop.run(jit_chunk(self.pop), state, self.on_chunk, self.save)
+                state = loop.run(population.jit_chunk(self.pop), state, self.on_chunk, self.save)
             finally:
                 self.bar.close()
                 for c in self.ckpts:

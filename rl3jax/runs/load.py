@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 
@@ -58,11 +59,8 @@ class Run:
         ``Checkpointer.restore``'s one-line ``CheckpointError``."""
         trainer = self.trainer() if trainer is None else trainer
         template = self.template(trainer) if template is None else template
-        ckpt = Checkpointer(checkpoint_dir(self.path))
-        try:
+        with contextlib.closing(Checkpointer(checkpoint_dir(self.path))) as ckpt:
             return ckpt.restore(template, step)
-        finally:
-            ckpt.close()
 
     def evaluate(self, episodes: int, greedy: bool = False) -> tuple[dict, int]:
         """``rl3jax eval --run``: (``evaluate``'s result, iteration) of the newest checkpoint on ``episodes``

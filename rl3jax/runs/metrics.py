@@ -54,8 +54,7 @@ class MetricsLog:
         if not rows:
             return
         with open(self.jsonl, "a") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
+            f.write("".join(json.dumps(r) + "\n" for r in rows))
         new_fields = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in self.fields]
         if new_fields:  # a field seen for the first time: rewrite the CSV with the wider header
             self.fields += new_fields

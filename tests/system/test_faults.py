@@ -285,9 +285,8 @@ def test_divergence_after_a_checkpoint_names_the_first_bad_iteration(run4, tmp_p
 
     monkeypatch.setattr(population, "jit_chunk", poisoned)
     with pytest.raises(TrainingDiverged, match=r"iteration 6: non-finite parameters or optimiser state; .*"
-                                               r"the last checkpoint is step 4") as e:
+                                               r"the last checkpoint is step 4"):
         train(TrainConfig(iters=8, **T), run, resume=True, quiet=True)
-    assert e.value.iteration == 6
     assert Checkpointer(os.path.join(run, "checkpoints")).all_steps() == [2, 4]
 
 
