@@ -79,8 +79,7 @@ def check_same_settings(settings: dict) -> None:
         return
     blob = np.frombuffer(json.dumps(settings, sort_keys=True).encode(), np.uint8)
     sizes = np.asarray(multihost_utils.process_allgather(np.int32(blob.size))).reshape(-1)
-    padded = np.zeros(int(sizes.max()), np.uint8)
-    padded[: blob.size] = blob
+    padded = np.pad(blob, (0, int(sizes.max()) - blob.size))
     blobs = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(sizes), -1)
     everyone = [json.loads(bytes(b[:n]).decode()) for b, n in zip(blobs, sizes)]
     diff = [f"{k} ({everyone[0].get(k)!r} on process 0, {s.get(k)!r} on process {p})"

@@ -172,9 +172,7 @@ class ChunkLoop:
         return state
 
 
-# ------------------------------------------------------------------------------------------------------------
-# The driver
-# ------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------ the driver
 def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = True, tensorboard: bool = False,
           wandb_project: str | None = None, quiet: bool = False, mesh=None, seeds: int = 1,
           sweep: dict | None = None, max_seconds: float | None = None):
