@@ -1,14 +1,8 @@
-"""Multi-device and multi-host training: one device mesh with a single ``'data'`` axis, modern JAX only.
-
-Plain data parallelism as shardings (GSPMD): the task/env axis of everything per-task (tasks, env and
-estimator state, trajectory, minibatches) is split over ``'data'``; parameters, optimiser states, key,
-counters and hyper-parameters are replicated; the networks' passes in the update run under ``shard_map``
-(``data_parallel``), so gradients are summed once per minibatch. The program is the single-device program;
-only the float reduction order changes.
-
-Multi-host: every process runs the same command (``initialize`` connects them) and plays its own share of the
-tasks (threefry bits are partitionable: the same tasks one device would draw); process 0 alone writes logs;
-checkpoints are written and read by all processes together (orbax).
+"""Multi-device and multi-host training (docs/SCALING.md): data parallelism as shardings over a mesh with one
+``'data'`` axis. The task/env axis of everything per-task is split; parameters, optimiser states, key, counters
+and hyper-parameters are replicated; the update's network passes run under ``shard_map`` (``data_parallel``).
+Every process runs the same command (``initialize``); process 0 alone writes logs; orbax checkpoints are
+written and read by all processes together.
 """
 
 from __future__ import annotations
@@ -20,6 +14,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -67,8 +62,6 @@ def is_main_process() -> bool:
 def barrier(name: str) -> None:
     """All processes wait here (a no-op in a single-process run)."""
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices(name)
 
 
@@ -76,8 +69,6 @@ def broadcast_flag(flag: bool) -> bool:
     """Process 0's boolean, on every process."""
     if jax.process_count() == 1:
         return flag
-    from jax.experimental import multihost_utils
-
     return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag, np.int32)))
 
 
@@ -86,12 +77,9 @@ def check_same_settings(settings: dict) -> None:
     with the same ``settings`` (a JSON-able dict, gathered through the coordinator). No-op in one process."""
     if jax.process_count() == 1:
         return
-    from jax.experimental import multihost_utils
-
     blob = np.frombuffer(json.dumps(settings, sort_keys=True).encode(), np.uint8)
     sizes = np.asarray(multihost_utils.process_allgather(np.int32(blob.size))).reshape(-1)
-    padded = np.zeros(int(sizes.max()), np.uint8)
-    padded[: blob.size] = blob
+    padded = np.pad(blob, (0, int(sizes.max()) - blob.size))
     blobs = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(sizes), -1)
     everyone = [json.loads(bytes(b[:n]).decode()) for b, n in zip(blobs, sizes)]
     diff = [f"{k} ({everyone[0].get(k)!r} on process 0, {s.get(k)!r} on process {p})"
@@ -106,8 +94,8 @@ def check_same_settings(settings: dict) -> None:
 # ------------------------------------------------------------------------------------------ the mesh
 def make_mesh(devices: int | None = None) -> Mesh | None:
     """A 1-D ``('data',)`` mesh of each process's first ``devices`` local devices (default all), ordered by
-    process; ``None`` (the single-device program, which every helper here accepts) when that is one device.
-    ValueError (one line) for ``devices`` < 1 or more than a process has."""
+    process; ``None`` (one device, accepted by every helper here) for one. ValueError (one line) for
+    ``devices`` < 1 or more than a process has."""
     per_process: dict[int, list] = {}
     for d in jax.devices():
         per_process.setdefault(d.process_index, []).append(d)
@@ -131,8 +119,7 @@ def mesh_size(mesh: Mesh | None) -> int:
 
 
 def check_divisible(num_envs: int, mesh: Mesh | None) -> None:
-    """ValueError (one line) unless num_envs splits evenly over the devices (minibatches need not: one that
-    does not is still correct, only less parallel)."""
+    """ValueError (one line) unless num_envs splits evenly over the devices (minibatches need not)."""
     n = mesh_size(mesh)
     if num_envs % n:
         raise ValueError(f"num_envs={num_envs} is not divisible by the {n} devices of the mesh: each device "
@@ -145,8 +132,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def split_leading(tree: Any, mesh: Mesh | None) -> Any:
     """``with_sharding_constraint`` splitting the leading (env) axis of every leaf over the mesh (leaves whose
-    leading axis does not divide evenly are left to the partitioner; under ``vmap`` the member axis goes in
-    front). Identity for ``mesh=None``."""
+    leading axis does not divide evenly are left to the partitioner). Identity for ``mesh=None``."""
     if mesh is None:
         return tree
     n = mesh_size(mesh)
@@ -161,10 +147,9 @@ def split_leading(tree: Any, mesh: Mesh | None) -> Any:
 
 
 def data_parallel(fn, mesh: Mesh | None):
-    """``fn(params, x)`` (a network's per-sequence forward pass) under ``jax.shard_map``: ``x``'s leading axis
-    split, ``params`` replicated, so the parameter cotangents are summed across devices once (left to GSPMD, a
-    recurrent network's would be all-reduced at every time step). ``fn`` itself where the batch does not split
-    evenly, or for ``mesh=None``."""
+    """``fn(params, x)`` (a network's per-sequence pass) under ``jax.shard_map``: ``x``'s leading axis split,
+    ``params`` replicated, so parameter cotangents are summed once (not at every step of a recurrent network).
+    ``fn`` itself where the batch does not split evenly, or for ``mesh=None``."""
     if mesh is None:
         return fn
     n = mesh_size(mesh)

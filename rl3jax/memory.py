@@ -9,29 +9,16 @@ import os
 import re
 import resource
 
-#: cgroup (v2, v1) files: (limit, usage)
-CGROUP_FILES = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
 
-
-def _read_int(path: str) -> int | None:
+def _read_bytes(path: str, key: str | None = None) -> int | None:
+    """The number in file ``path`` (a cgroup file), or with ``key`` its ``key:  N kB`` line (a /proc file) in
+    bytes; None where it is absent, or "max" (no limit)."""
     try:
         with open(path) as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):  # absent, or "max" (no limit)
+            text = f.read()
+        return int(text.split()[0]) if key is None else int(re.search(rf"^{key}:\s+(\d+) kB", text, re.M)[1]) * 1024
+    except (OSError, ValueError, IndexError, TypeError):
         return None
-
-
-def _proc_kib(path: str, key: str) -> int | None:
-    """``key:  N kB`` of a /proc file, in bytes."""
-    try:
-        with open(path) as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def host_limits() -> list[tuple[int, str]]:
@@ -39,15 +26,17 @@ def host_limits() -> list[tuple[int, str]]:
     out = []
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     if soft != resource.RLIM_INFINITY:
-        used = _proc_kib("/proc/self/status", "VmSize") or 0
+        used = _read_bytes("/proc/self/status", "VmSize") or 0
         out.append((max(soft - used, 0), f"address space left under the limit of {_gib(soft)} (ulimit -v)"))
-    for limit_file, usage_file in CGROUP_FILES:
-        limit = _read_int(limit_file)
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),  # v2, v1
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        limit = _read_bytes(limit_file)
         if limit is not None and limit < 1 << 60:  # v1 writes a huge number for "no limit"
-            left = limit - (_read_int(usage_file) or 0)
+            left = limit - (_read_bytes(usage_file) or 0)
             out.append((max(left, 0), f"memory left under the cgroup limit of {_gib(limit)}"))
             break
-    available = _proc_kib("/proc/meminfo", "MemAvailable")
+    available = _read_bytes("/proc/meminfo", "MemAvailable")
     if available is not None:
         out.append((available, "available host memory"))
     else:
@@ -69,8 +58,7 @@ def memory_limit() -> tuple[int | None, str]:
         stats = {}
     if stats.get("bytes_limit"):
         return int(stats["bytes_limit"]), f"{jax.devices()[0].device_kind} memory"
-    limits = host_limits()
-    return min(limits) if limits else (None, "memory")
+    return min(host_limits(), default=(None, "memory"))
 
 
 def _gib(n: float) -> str:

@@ -14,8 +14,8 @@ from typing import IO, Any
 
 
 class OutputError(ValueError):
-    """An output path a command cannot write (a folder where a file is wanted, a file where a folder is, a
-    read-only folder, a block device or socket, a name or path too long): refused before any work, one line."""
+    """An output path a command cannot write (e.g. a folder where a file is wanted, a read-only folder, a name
+    too long): refused before any work, one line."""
 
 
 class WriteError(OSError):
@@ -42,8 +42,7 @@ def atomic_write(path: str, data: bytes | str | Callable[[IO[bytes]], None]) -> 
         os.makedirs(os.path.dirname(target), exist_ok=True)
         tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.{os.getpid()}.tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-            with os.fdopen(fd, "wb") as f:
+            with open(tmp, "wb") as f:  # mode 0o666 less the umask
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
@@ -83,17 +82,16 @@ def atomic_write_json(path: str, obj: Any) -> None:
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISREG, "file"), (stat.S_ISDIR, "folder"), (stat.S_ISCHR, "character device"),
-                       (stat.S_ISFIFO, "FIFO"), (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):
-        if test(mode):
-            return name
-    return "special file"
+    return next((name for test, name in ((stat.S_ISREG, "file"), (stat.S_ISDIR, "folder"), (stat.S_ISCHR,
+                 "character device"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISBLK, "block device"),
+                 (stat.S_ISSOCK, "socket")) if test(mode)), "special file")
 
 
-def _check_name_lengths(path: str, flag: str, shown: str) -> None:
-    """OutputError when a component of ``path`` (absolute) is longer than the file system allows, or the whole
-    path is (checked before anything is created, so no nested folders are left behind)."""
-    anc = _nearest_existing(path)
+def _check_path(path: str, folder: str, flag: str, shown: str) -> None:
+    """OutputError when a component of ``path`` (absolute) or the whole path is longer than the file system
+    allows, or unless ``folder`` (``path`` or its folder) is a writable folder or can be made below its nearest
+    existing ancestor."""
+    anc = _nearest_existing(folder)
     name_max, path_max = (os.pathconf(anc if os.path.isdir(anc) else os.path.dirname(anc), k)
                           for k in ("PC_NAME_MAX", "PC_PATH_MAX"))
     long = [c for c in path.split(os.sep) if len(c.encode()) > name_max]
@@ -102,11 +100,6 @@ def _check_name_lengths(path: str, flag: str, shown: str) -> None:
                           "the file system allows")
     if len(path.encode()) >= path_max:
         raise OutputError(f"{flag} {shown}: the path is {len(path.encode())} bytes long, the limit is {path_max}")
-
-
-def _check_creatable(folder: str, flag: str, shown: str) -> None:
-    """OutputError unless ``folder`` is a writable folder, or can be made below its nearest existing ancestor."""
-    anc = _nearest_existing(folder)
     if not os.path.isdir(anc):
         raise OutputError(f"{flag} {shown}: cannot be created below {anc}, which is a {_kind(os.stat(anc).st_mode)}")
     if not os.access(anc, os.W_OK | os.X_OK):
@@ -125,10 +118,9 @@ def check_output_dir(path: str, flag: str) -> None:
     """``OutputError`` (one line naming ``flag`` and ``path``) unless folder ``path`` (a symlink: its target)
     exists as a writable folder or can be created. Creates nothing."""
     target = os.path.realpath(path)
-    _check_name_lengths(target, flag, path)
     if os.path.exists(target) and not os.path.isdir(target):
         raise OutputError(f"{flag} {path}: exists and is not a folder (a {_kind(os.stat(target).st_mode)})")
-    _check_creatable(target, flag, path)
+    _check_path(target, target, flag, path)
 
 
 def check_output_file(path: str | None, flag: str) -> None:
@@ -139,15 +131,12 @@ def check_output_file(path: str | None, flag: str) -> None:
     if path is None:
         return
     target = os.path.realpath(path)
-    _check_name_lengths(target, flag, path)
     if os.path.exists(target):
         kind = _kind(os.stat(target).st_mode)
-        if kind in ("character device", "FIFO"):
-            if not os.access(target, os.W_OK):
-                raise OutputError(f"{flag} {path}: the {kind} is not writable")
-            return
-        if kind != "file":
+        if kind not in ("file", "character device", "FIFO"):
             raise OutputError(f"{flag} {path}: is a {kind}, expected a file path")
         if not os.access(target, os.W_OK):
-            raise OutputError(f"{flag} {path}: the file is not writable")
-    _check_creatable(os.path.dirname(target), flag, path)
+            raise OutputError(f"{flag} {path}: the {kind} is not writable")
+        if kind != "file":  # written through
+            return
+    _check_path(target, os.path.dirname(target), flag, path)

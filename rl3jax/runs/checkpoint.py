@@ -1,16 +1,8 @@
-"""Orbax checkpoints of the full ``TrainState`` (the PRNG key as raw key data: plain arrays), written atomically
-(a kill leaves only a temporary folder orbax ignores), each finished step sealed with a checksum manifest.
-
-Only a writer (the trainer holding the folder's ``RunLock``) creates, saves, prunes and cleans up; every other
-``Checkpointer`` opens orbax read-only, so reading a run that trains cannot remove its in-progress step.
-
-Integrity: the writer records every file's SHA-256 and size, and the config trained under, in ``MANIFEST``;
-``restore`` verifies it first (a bad file is one line naming it). A step whose meta says ``sealed`` but whose
-manifest is gone is refused with the fix (``python -m rl3jax.runs.checkpoint STEP_DIR`` seals it again); a
-reader of a run that trains takes the step before one still being sealed; older unsealed steps load with a note.
-
-Format: items ``state`` and ``meta`` (JSON: iteration, env_steps, return_mean, a member's ``member``,
-``format_version``; none: version 1); a version outside ``READABLE_VERSIONS`` is refused before its state is read.
+"""Orbax checkpoints of the full ``TrainState`` (the PRNG key as raw key data), written atomically (a kill leaves
+only a temporary folder orbax ignores) by the trainer alone (``write=True``; readers open orbax read-only), each
+finished step sealed with a manifest of every file's SHA-256 and size and the config trained under (``MANIFEST``),
+verified before a restore. Items: ``state`` and ``meta`` (JSON: iteration, env_steps, return_mean, a member's
+``member``, ``format_version``; none: version 1).
 """
 
 from __future__ import annotations
@@ -53,9 +45,8 @@ from rl3jax.trainer import all_finite, from_v1, v1_layout
 #: fields that may differ between a run and its resumption: its length and the run-control fields
 RESUMABLE_CHANGES = ("iters", *RUN_CONTROL)
 
-#: the checkpoint layout written by this version (``meta["format_version"]``); steps without one are version 1.
-#: 2: Adam states and ``TrainState.hparams`` (``config.HParams``); 1: lr and weight decay inside
-#: ``optax.inject_hyperparams`` states (read through ``train.v1_layout`` / ``train.from_v1``)
+#: the checkpoint layout written (``meta["format_version"]``; none: 1). 2: Adam states and ``TrainState.hparams``;
+#: 1: lr and weight decay inside ``optax.inject_hyperparams`` states (read through ``trainer.from_v1``)
 FORMAT_VERSION = 2
 #: the versions this version reads
 READABLE_VERSIONS = (1, 2)
@@ -103,8 +94,7 @@ def _sha256(path: str) -> str:
 
 def write_manifest(step_dir: str, config: dict | None = None) -> dict:
     """Records ``{relative path: {"sha256", "bytes"}}`` of every file under ``step_dir`` in its manifest, with
-    ``config`` (the ``TrainConfig.to_dict()`` the step was trained under; ``check_checkpoint_config``
-    compares it at a resume); returns the files."""
+    ``config`` (the ``TrainConfig.to_dict()`` the step was trained under); returns the files."""
     rels = sorted(os.path.relpath(os.path.join(root, name), step_dir)
                   for root, _, names in os.walk(step_dir) for name in names)
     files = {rel: {"sha256": _sha256(os.path.join(step_dir, rel)), "bytes": os.path.getsize(os.path.join(step_dir, rel))}
@@ -114,25 +104,11 @@ def write_manifest(step_dir: str, config: dict | None = None) -> dict:
     return files
 
 
-def config_changes(recorded: dict, cfg: TrainConfig, source: str) -> list[str]:
-    """``"field (A in the checkpoint, B in SOURCE)"`` for each field where ``cfg`` differs from a checkpoint's
-    ``recorded`` config, except those a resume may change (``RESUMABLE_CHANGES``; ``iters`` only under a
-    constant ``ent_schedule``, whose schedule does not depend on it). A field missing from either side counts
-    with its default."""
-    try:
-        old = TrainConfig.from_dict(recorded).to_dict()
-    except (ValueError, TypeError):
-        old = recorded
-    now = cfg.to_dict()
-    free = set(RUN_CONTROL) | ({"iters"} if old.get("ent_schedule") == "constant" else set())
-    return [f"{k} ({old.get(k)!r} in the checkpoint, {now.get(k)!r} in {source})"
-            for k in sorted(set(old) | set(now)) if k not in free and old.get(k) != now.get(k)]
-
-
 def check_checkpoint_config(out: str) -> None:
     """At a resume of run (or population) folder ``out``: ``RunFolderError`` naming the fields unless the
     newest checkpoint of each run was trained under the settings its folder now holds (config.json, or
-    population.json's base config with the member's seed and swept values), up to ``RESUMABLE_CHANGES``. A
+    population.json's base config with the member's seed and swept values), up to ``RESUMABLE_CHANGES``
+    (``iters`` only under a constant ``ent_schedule``; a field missing on one side counts with its default). A
     step that records no config (written by an older rl3jax) is resumed as before, with a one-line note."""
     if is_population(out):
         spec = read_population(out)
@@ -152,12 +128,30 @@ def check_checkpoint_config(out: str) -> None:
             print(f"note: checkpoint step {steps[-1]} in {run_dir} records no config (written by an older "
                   f"rl3jax); resuming with its {source} unchecked", file=sys.stderr)
             continue
-        diff = config_changes(recorded, cfg, source)
+        try:
+            old = TrainConfig.from_dict(recorded).to_dict()
+        except (ValueError, TypeError):
+            old = recorded
+        now, free = cfg.to_dict(), set(RUN_CONTROL) | ({"iters"} if old.get("ent_schedule") == "constant" else set())
+        diff = [f"{k} ({old.get(k)!r} in the checkpoint, {now.get(k)!r} in {source})"
+                for k in sorted(set(old) | set(now)) if k not in free and old.get(k) != now.get(k)]
         if diff:
             raise RunFolderError(f"--resume: {os.path.join(out, source)} differs from the settings checkpoint step "
                                  f"{steps[-1]} was trained under: {'; '.join(diff)}; a resume may change only "
                                  f"{', '.join(RESUMABLE_CHANGES)} (put the file back, or start a new run with "
                                  "another --out)")
+
+
+@contextlib.contextmanager
+def _absl_level(level: int):
+    """absl's (orbax's) log level is ``level`` meanwhile."""
+    log = logging.getLogger("absl")
+    old = log.level
+    log.setLevel(level)
+    try:
+        yield
+    finally:
+        log.setLevel(old)
 
 
 @contextlib.contextmanager
@@ -176,17 +170,13 @@ def _stderr_held():
     try:
         yield discard
     finally:
-        try:
+        with contextlib.suppress(OSError, ValueError):
             sys.stderr.flush()
-        except (OSError, ValueError):
-            pass
         os.dup2(saved, 2)
         os.close(saved)
         if not discard:
             held.seek(0)
-            data = held.read()
-            if data:
-                os.write(2, data)
+            os.write(2, held.read())
         held.close()
 
 
@@ -198,22 +188,15 @@ class Checkpointer:
     def __init__(self, directory: str, keep: int = 3, write: bool = False, config: dict | None = None):
         self.directory = os.path.abspath(directory)
         self.write, self.keep, self.config = write, keep, config  # config: recorded in each step's manifest
-        if write:  # pruning is ``retain``'s: a population prunes a step only once every member has a newer one
-            options = ocp.CheckpointManagerOptions(max_to_keep=None, create=True, enable_async_checkpointing=False,
-                                                   cleanup_tmp_directories=True)
-        else:
-            options = ocp.CheckpointManagerOptions(read_only=True, create=False, max_to_keep=None,
-                                                   save_interval_steps=0, cleanup_tmp_directories=False,
-                                                   enable_async_checkpointing=False)
-        absl_log = logging.getLogger("absl")  # read-only managers log a warning on every open
-        level = absl_log.level
-        absl_log.setLevel(logging.ERROR)
+        # pruning is ``retain``'s: a population prunes a step only once every member has a newer one
+        options = ocp.CheckpointManagerOptions(max_to_keep=None, create=write, read_only=not write,
+                                               save_interval_steps=int(write), cleanup_tmp_directories=write,
+                                               enable_async_checkpointing=False)
         try:
-            self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+            with _absl_level(logging.ERROR):  # read-only managers log a warning on every open
+                self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
         except OSError as e:
             raise CheckpointError(f"cannot open checkpoints in {self.directory}: {_one_line(e)}") from None
-        finally:
-            absl_log.setLevel(level)
 
     def step_dir(self, step: int) -> str:
         return os.path.join(self.directory, str(step))
@@ -227,12 +210,9 @@ class Checkpointer:
         if not bool(all_finite(state.replace(key=jnp.zeros(())))):
             raise CheckpointError(f"refusing to write a non-finite state as checkpoint step {step} in "
                                   f"{self.directory}")
-        absl_log = logging.getLogger("absl")  # orbax logs each worker thread's failure with its traceback
-        level = absl_log.level
-        try:
-            with _stderr_held() as discard:
+        try:  # orbax logs each worker thread's failure with its traceback
+            with _stderr_held() as discard, _absl_level(logging.CRITICAL):
                 try:
-                    absl_log.setLevel(logging.CRITICAL)
                     self.manager.save(step, args=ocp.args.Composite(
                         state=ocp.args.StandardSave(_to_storable(state)),
                         meta=ocp.args.JsonSave({**meta, "format_version": FORMAT_VERSION, "sealed": True})),
@@ -244,8 +224,6 @@ class Checkpointer:
                     for tmp in glob.glob(os.path.join(self.directory, f"{step}.orbax-checkpoint-tmp*")):
                         shutil.rmtree(tmp, ignore_errors=True)  # a failed save leaves nothing behind
                     raise
-                finally:
-                    absl_log.setLevel(level)
             if jax.process_index() == 0:
                 write_manifest(self.step_dir(step), self.config)
         except Exception as e:  # orbax wraps OS errors (ENOSPC, EROFS, ...) in many kinds

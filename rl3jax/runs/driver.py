@@ -47,33 +47,21 @@ EVAL_FIELDS = ("eval_return", "eval_stderr", "eval_return_greedy", "eval_stderr_
 
 
 class TrainingDiverged(FloatingPointError):
-    """An iteration produced a NaN or infinite loss, metric or parameter; nothing after it was checkpointed.
-    ``iteration`` is the first bad one (1-based). The CLI exits with status 1 (a failed run, not a bad input)."""
-
-    def __init__(self, message: str, iteration: int):
-        super().__init__(message)
-        self.iteration = iteration
+    """An iteration produced a NaN or infinite loss, metric or parameter (the message names the first); nothing
+    after it was checkpointed. The CLI exits with status 1 (a failed run, not a bad input)."""
 
 
-def first_nonfinite(metrics: dict, n: int) -> int | None:
-    """Index in the chunk of the first iteration whose ``FINITE`` flag is 0 for any member (None: none)."""
-    flag = np.asarray(metrics[FINITE]).reshape(n, -1)
-    bad = np.flatnonzero(~(flag > 0.5).all(axis=1))
-    return int(bad[0]) if bad.size else None
-
-
-def divergence(metrics: dict, it: int, i: int, out: str, who: str = "", lr: float | None = None) -> TrainingDiverged:
+def divergence(metrics: dict, it: int, i: int, out: str, who: str, lr: float) -> TrainingDiverged:
     """The one-line error for a first non-finite iteration ``it + i + 1`` of the run in ``out`` (``who``: e.g. the
-    members concerned), advising a new run in another folder with a smaller ``lr`` (a resume would repeat it)."""
-    names = sorted(k for k, v in metrics.items() if k != FINITE and not np.all(np.isfinite(np.asarray(v)[i])))
+    members concerned), advising a new run in another folder with ``lr / 10`` (a resume would repeat it)."""
+    names = sorted(k for k, v in metrics.items() if not np.all(np.isfinite(np.asarray(v)[i])))
     what = f"non-finite {', '.join(names)}" if names else "non-finite parameters or optimiser state"
     step = latest_step(out)
     last = f"the last checkpoint is step {step}" if step is not None else "no checkpoint was written"
-    new = f"the same command with --out {out.rstrip('/')}-lr{lr / 10:g} and --set lr={lr / 10:g}" if lr \
-        else "the same command with another --out and a smaller --set lr or ent_coef"
     return TrainingDiverged(f"training diverged at iteration {it + i + 1}{who}: {what}; stopped without writing "
-                            f"a checkpoint after it ({last}); a resume would repeat it, so start a new run: {new} "
-                            "(in place of any --set lr)", it + i + 1)
+                            f"a checkpoint after it ({last}); a resume would repeat it, so start a new run: the same "
+                            f"command with --out {out.rstrip('/')}-lr{lr / 10:g} and --set lr={lr / 10:g} "
+                            "(in place of any --set lr)")
 
 
 class Progress:
@@ -81,9 +69,7 @@ class Progress:
     own would include the compile). Silent unless ``enabled``."""
 
     def __init__(self, total: int, initial: int, enabled: bool):
-        self.bar = None
-        self.total = total
-        self.steady_s, self.steady_n, self.chunks = 0.0, 0, 0
+        self.bar, self.steady = None, None  # (seconds, iterations) of the chunks after the first
         if enabled:
             from tqdm import tqdm
 
@@ -91,22 +77,15 @@ class Progress:
                             bar_format="{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
             self.bar.set_description_str("compiling… ", refresh=True)
 
-    def eta_s(self, it: int) -> float | None:
-        """Seconds left for iterations ``it .. total`` at the steady-state rate (None before a steady chunk)."""
-        return (self.total - it) * self.steady_s / self.steady_n if self.steady_n else None
-
     def update(self, it: int, n: int, dt: float, postfix: dict) -> None:
         """Chunk done: ``n`` iterations in ``dt`` seconds, now at iteration ``it``."""
-        self.chunks += 1
-        if self.chunks > 1:
-            self.steady_s += dt
-            self.steady_n += n
         if self.bar is None:
             return
-        eta = self.eta_s(it)
+        self.steady = (0.0, 0) if self.steady is None else (self.steady[0] + dt, self.steady[1] + n)
+        s, k = self.steady
+        eta = self.bar.format_interval((self.bar.total - it) * s / k) if k else "…"
         self.bar.set_description_str("")
-        self.bar.set_postfix(ordered_dict={**postfix, "eta": "…" if eta is None else self.bar.format_interval(eta)},
-                             refresh=False)
+        self.bar.set_postfix(ordered_dict={**postfix, "eta": eta}, refresh=False)
         self.bar.update(n)
 
     def close(self) -> None:
@@ -129,17 +108,13 @@ class ChunkLoop:
         self.per_iter: float | None = None  # seconds per iteration of the last chunk after the first
         self.evaluate = evaluate if cfg.eval_every else None
         self.next_ckpt = self._next_multiple(cfg.checkpoint_every)
-        self.next_eval = self._next_multiple(cfg.eval_every) if self.evaluate else None
+        self.next_eval = self._next_multiple(cfg.eval_every) if self.evaluate else math.inf
         self.t_run = time.perf_counter()
         self.compile_s: float | None = None
         self.eval_s = 0.0
 
     def _next_multiple(self, every: int) -> int:
         return (self.it // every + 1) * every
-
-    def elapsed(self) -> float:
-        """Wall time since the loop was set up."""
-        return time.perf_counter() - self.t_run
 
     def when(self) -> str:
         """When a stop asked for now happens (the message of a stop signal)."""
@@ -154,7 +129,7 @@ class ChunkLoop:
     def timing(self) -> str:
         """The timing part of the final ``done:`` line."""
         ev = f", held-out evaluations {self.eval_s:.1f}s" if self.eval_s else ""
-        return f"first chunk incl. compile {self.compile_s:.1f}s{ev}, total {self.elapsed():.1f}s"
+        return f"first chunk incl. compile {self.compile_s:.1f}s{ev}, total {time.perf_counter() - self.t_run:.1f}s"
 
     def run(self, chunk_fn, state, on_chunk, save):
         """Runs chunks until ``cfg.iters`` (or a stop); returns the final state. ``chunk_fn(state, n) -> (state,
@@ -167,9 +142,7 @@ class ChunkLoop:
                 if self.it != saved:
                     save(self.it, state)
                 break
-            n = min(cfg.chunk_iters, cfg.iters - self.it, self.next_ckpt - self.it)
-            if self.next_eval is not None:
-                n = min(n, self.next_eval - self.it)
+            n = min(cfg.chunk_iters, cfg.iters - self.it, self.next_ckpt - self.it, self.next_eval - self.it)
             t0 = time.perf_counter()
             self.chunk = (n, t0)
             state, metrics = chunk_fn(state, n)
@@ -180,7 +153,7 @@ class ChunkLoop:
             else:
                 self.per_iter = dt / n
             evals = None
-            if self.next_eval is not None and self.it + n == self.next_eval:
+            if self.it + n == self.next_eval:
                 t1 = time.perf_counter()
                 evals = self.evaluate(state)
                 self.eval_s += time.perf_counter() - t1
@@ -188,9 +161,9 @@ class ChunkLoop:
             on_chunk(self.it, n, metrics, dt, evals)
             self.it += n
             self.chunk = None
-            out_of_time = self.max_seconds is not None and self.elapsed() >= self.max_seconds
-            if self.max_seconds is not None:  # process 0's clock decides, so every process stops at the same chunk
-                out_of_time = distributed.broadcast_flag(out_of_time)
+            # process 0's clock decides, so every process stops at the same chunk
+            out_of_time = self.max_seconds is not None and distributed.broadcast_flag(
+                time.perf_counter() - self.t_run >= self.max_seconds)
             if self.it >= self.next_ckpt or self.it >= cfg.iters or out_of_time:
                 save(self.it, state)
                 saved, self.next_ckpt = self.it, self._next_multiple(cfg.checkpoint_every)
@@ -199,9 +172,7 @@ class ChunkLoop:
         return state
 
 
-# ------------------------------------------------------------------------------------------------------------
-# The driver
-# ------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------ the driver
 def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = True, tensorboard: bool = False,
           wandb_project: str | None = None, quiet: bool = False, mesh=None, seeds: int = 1,
           sweep: dict | None = None, max_seconds: float | None = None):
@@ -252,20 +223,20 @@ class _Loop:
         """The iteration reached."""
         return self.chunks.it if self.chunks is not None else self.start
 
-    def restore(self, state, ckpts: list[Checkpointer], resume: bool):
+    def restore(self, state, resume: bool):
         """(state, start iteration): with ``resume`` every member's checkpoint of ``latest_step`` (steps saved
         after it deleted first), else ``state`` and 0."""
         if not resume:
             return state, 0
         step = latest_step(self.out)
-        for c in ckpts:
+        for c in self.ckpts:
             c.retain(-1 if step is None else step)
         if step is None:
             if not self.quiet:
                 print(f"{self.out} has no checkpoint yet (stopped before the first one): starting it again from "
                       f"iteration 0 with its {CONFIG if self.pop.single else POPULATION}")
             return state, 0
-        restored = [c.restore(member_state(state, i), step) for i, c in enumerate(ckpts)]
+        restored = [c.restore(member_state(state, i), step) for i, c in enumerate(self.ckpts)]
         if not self.quiet and step < self.cfg.iters:
             what = f"{restored[0][1].get('env_steps', 0)} env steps" if self.pop.single else \
                 f"population of {self.pop.size} members"
@@ -278,15 +249,14 @@ class _Loop:
             max_seconds: float | None):
         """Folders, restore, logs, then the chunk loop to ``cfg.iters``; returns ``train``'s (state, lasts)."""
         with StopSignals(self.out, lambda: self.chunks.when() if self.chunks else "before the first chunk") as sig:
-            state, ckpts = self.setup(resume, progress, tensorboard, wandb_project)
+            state = self.setup(resume, progress, tensorboard, wandb_project)
             stop = lambda: distributed.broadcast_flag(sig.signum is not None)  # noqa: E731
             self.chunks = loop = ChunkLoop(self.cfg, self.start, max_seconds, self.evaluator(), stop)
             try:
-                state = loop.run(population.jit_chunk(self.pop), state, self.on_chunk,
-                                 lambda it, st: self.save(ckpts, it, st))
+                state = loop.run(population.jit_chunk(self.pop), state, self.on_chunk, self.save)
             finally:
                 self.bar.close()
-                for c in ckpts:
+                for c in self.ckpts:
                     c.close()
                 self.ext.close()
             if sig.signum is not None:
@@ -297,8 +267,7 @@ class _Loop:
         return state, self.lasts
 
     def setup(self, resume: bool, progress: bool, tensorboard: bool, wandb_project: str | None):
-        """Folders (process 0, between barriers), checkpointers, the state, logs and progress bar; returns
-        (state, checkpointers)."""
+        """Folders (process 0, between barriers), checkpointers, logs and progress bar; returns the state."""
         cfg, main, pop = self.cfg, self.main, self.pop
         distributed.barrier("rl3jax-config-checked")  # every process has checked before process 0 writes
         if main:  # each member's config.json, the base config.json (a single run's: the same), population.json
@@ -308,27 +277,26 @@ class _Loop:
                 files[os.path.join(self.out, POPULATION)] = {"config": cfg.to_dict(), **self.spec,
                                                              "members": [m.to_dict() for m in pop.members]}
             for path, obj in files.items():
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                atomic_write_json(path, obj)
+                atomic_write_json(path, obj)  # the member folders made with their files
         distributed.barrier("rl3jax-folders-written")
-        ckpts = [Checkpointer(checkpoint_dir(d), keep=cfg.keep_checkpoints, write=True, config=m.config(cfg).to_dict())
-                 for d, m in zip(self.dirs, self.pop.members)]
-        state, self.start = self.restore(self.pop.init_state(), ckpts, resume)
+        self.ckpts = [Checkpointer(checkpoint_dir(d), keep=cfg.keep_checkpoints, write=True,
+                                   config=m.config(cfg).to_dict()) for d, m in zip(self.dirs, self.pop.members)]
+        state, self.start = self.restore(self.pop.init_state(), resume)
         self.logs = [MetricsLog(d, self.start) for d in self.dirs] if main else []  # only process 0 writes
         self.ext = ExternalLoggers(self.out, cfg, tensorboard and main, wandb_project if main else None)
         self.bar = Progress(cfg.iters, self.start, progress and not self.quiet and self.start < cfg.iters)
-        return state, ckpts
+        return state
 
-    def save(self, ckpts: list[Checkpointer], it: int, state) -> None:
+    def save(self, it: int, state) -> None:
         """Every member's checkpoint of iteration ``it``, then a population's ``COMMITTED`` step, then pruning."""
         cfg, pop = self.cfg, self.pop
-        for i, (m, c) in enumerate(zip(pop.members, ckpts)):
+        for i, (m, c) in enumerate(zip(pop.members, self.ckpts)):
             meta = {"iteration": it, "env_steps": it * cfg.batch_steps,
                     "return_mean": self.lasts[m.name]["return_mean"]}
             c.save(it, member_state(state, i), meta if pop.single else {**meta, "member": m.to_dict()})
         if self.main and not pop.single:
             atomic_write_json(os.path.join(self.out, COMMITTED), {"step": it})
-        for c in ckpts:
+        for c in self.ckpts:
             c.retain(it)
 
     def evaluator(self):
@@ -341,38 +309,29 @@ class _Loop:
 
     def on_chunk(self, it: int, n: int, metrics: dict, dt: float, evals: list[dict] | None) -> None:
         """Logs the rows of iterations ``it + 1 .. it + n`` (``metrics``: host arrays (n, members); ``evals``: per
-        member or None); at a first non-finite iteration logs the rows up to it and raises ``TrainingDiverged``."""
+        member or None) to the metrics files and external loggers; at a first non-finite iteration logs the rows
+        up to it and raises ``TrainingDiverged``."""
         pop = self.pop
-        bad = first_nonfinite(metrics, n)  # a non-finite member state is never checkpointed
-        flags = np.asarray(metrics.pop(FINITE))
+        flags = np.asarray(metrics.pop(FINITE)).reshape(n, -1) > 0.5  # (n, members); a non-finite state is
+        bad = next((i for i in range(n) if not flags[i].all()), None)  # never checkpointed
         sps = n * self.cfg.batch_steps * pop.size / dt  # all members together
-        count = n if bad is None else bad + 1
-        rows = [self.member_rows(it, count, metrics, j, sps / pop.size) for j in range(pop.size)]
+        rows = [[{"iteration": it + i + 1, "env_steps": (it + i + 1) * self.cfg.batch_steps,  # per member
+                  **{k: float(np.asarray(v)[i, j]) for k, v in metrics.items()}, "steps_per_second": sps / pop.size}
+                 for i in range(n if bad is None else bad + 1)] for j in range(pop.size)]
         if evals is not None and bad is None:
             for member_rows, ev in zip(rows, evals):
                 member_rows[-1].update(ev)
-        self.write_rows(rows)
-        if bad is not None:
-            who = "" if pop.single else \
-                f" (member {', '.join(m.name for m, f in zip(pop.members, flags[bad]) if not f > 0.5)})"
-            raise divergence(metrics, it, bad, self.out, who, lr=self.cfg.lr)
-        self.lasts.update({m.name: r[-1] for m, r in zip(pop.members, rows)})
-        self.bar.update(it + n, n, dt, self.postfix(sps, evals))
-
-    def member_rows(self, it: int, count: int, metrics: dict, j: int, sps: float) -> list[dict]:
-        """Member ``j``'s metrics rows of iterations ``it + 1 .. it + count`` (``sps``: its steps per second)."""
-        return [{"iteration": it + i + 1, "env_steps": (it + i + 1) * self.cfg.batch_steps,
-                 **{k: float(np.asarray(v)[i, j]) for k, v in metrics.items()}, "steps_per_second": sps}
-                for i in range(count)]
-
-    def write_rows(self, rows: list[list[dict]]) -> None:
-        """Each member's rows to its metrics files; the external loggers get one row per iteration (a
-        population's with every member's fields as ``{member}/{field}``)."""
         for member_rows, log in zip(rows, self.logs):
             log.append(member_rows)
-        for i, row in enumerate(rows[0]):
-            self.ext.log(row if self.pop.single else {"env_steps": row["env_steps"], **{
-                f"{m.name}/{k}": v for m, r in zip(self.pop.members, rows) for k, v in r[i].items() if k != "env_steps"}})
+        for i, row in enumerate(rows[0]):  # a population's fields as {member}/{field}
+            self.ext.log(row if pop.single else {"env_steps": row["env_steps"], **{
+                f"{m.name}/{k}": v for m, r in zip(pop.members, rows) for k, v in r[i].items() if k != "env_steps"}})
+        if bad is not None:
+            who = "" if pop.single else \
+                f" (member {', '.join(m.name for m, f in zip(pop.members, flags[bad]) if not f)})"
+            raise divergence(metrics, it, bad, self.out, who, self.cfg.lr)
+        self.lasts.update({m.name: r[-1] for m, r in zip(pop.members, rows)})
+        self.bar.update(it + n, n, dt, self.postfix(sps, evals))
 
     def postfix(self, sps: float, evals: list[dict] | None) -> dict:
         """The progress bar's figures after a chunk (a population: the mean and best member return)."""

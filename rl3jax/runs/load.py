@@ -4,12 +4,11 @@
     rows = run.metrics()                     # metrics.jsonl rows
     trainer = run.trainer()                  # rl3jax.trainer.make_train(run.cfg) (variant= for an OOD test)
     state, meta = run.restore(trainer)       # the newest checkpoint (read-only: safe while the run trains)
-
-The files themselves are ``rl3jax.runs.runfiles`` (no JAX); this module adds the trainer and the state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 
@@ -18,14 +17,7 @@ from rl3jax.distributed import init_sharded
 from rl3jax.evaluate import evaluate
 from rl3jax.memory import check_eval_memory
 from rl3jax.runs.checkpoint import Checkpointer
-from rl3jax.runs.runfiles import (
-    checkpoint_dir,
-    finished_steps,
-    is_member,
-    read_metrics,
-    read_run_config,
-    run_dirs,
-)
+from rl3jax.runs.runfiles import checkpoint_dir, finished_steps, is_member, read_metrics, read_run_config, run_dirs
 from rl3jax.trainer import Trainer, TrainState, make_train
 
 
@@ -42,24 +34,18 @@ class Run:
         return is_member(self.path)
 
     @property
-    def steps(self) -> list[int]:
-        """The finished checkpoint steps (PPO iterations), ascending."""
-        return finished_steps(checkpoint_dir(self.path))
-
-    @property
     def latest_step(self) -> int | None:
-        """The newest finished checkpoint step, or None."""
-        return steps[-1] if (steps := self.steps) else None
+        """The newest finished checkpoint step (a PPO iteration), or None."""
+        return steps[-1] if (steps := finished_steps(checkpoint_dir(self.path))) else None
 
     def metrics(self) -> list[dict]:
-        """The metrics.jsonl rows, one per PPO iteration (``rl3jax.runs.runfiles.read_metrics``)."""
+        """The metrics.jsonl rows, one per PPO iteration (``runfiles.read_metrics``)."""
         return read_metrics(self.path)
 
-    def trainer(self, variant: str | None = None, mesh=None) -> Trainer:
-        """The run's ``Trainer`` (``make_train``), on task ``variant`` (default: the run's; ValueError for one
-        the family lacks) and ``mesh`` (None: one device). Builds the env and networks; compiles nothing."""
-        cfg = self.cfg if variant is None else self.cfg.replace(variant=variant)
-        return make_train(cfg, mesh)
+    def trainer(self, variant: str | None = None) -> Trainer:
+        """The run's ``Trainer`` (``make_train``, one device) on task ``variant`` (default: the run's; ValueError
+        for one the family lacks). Builds the env and networks; compiles nothing."""
+        return make_train(self.cfg if variant is None else self.cfg.replace(variant=variant))
 
     def template(self, trainer: Trainer) -> TrainState:
         """A freshly initialised state of ``trainer`` (seed of the run), in the training shardings of its mesh
@@ -73,11 +59,8 @@ class Run:
         ``Checkpointer.restore``'s one-line ``CheckpointError``."""
         trainer = self.trainer() if trainer is None else trainer
         template = self.template(trainer) if template is None else template
-        ckpt = Checkpointer(checkpoint_dir(self.path))
-        try:
+        with contextlib.closing(Checkpointer(checkpoint_dir(self.path))) as ckpt:
             return ckpt.restore(template, step)
-        finally:
-            ckpt.close()
 
     def evaluate(self, episodes: int, greedy: bool = False) -> tuple[dict, int]:
         """``rl3jax eval --run``: (``evaluate``'s result, iteration) of the newest checkpoint on ``episodes``
@@ -100,9 +83,7 @@ def load_run(path: str) -> Run:
 def expand_runs(paths: list[str]) -> list[str]:
     """The run folders of ``paths``, a population folder standing for its members (in member order);
     duplicates dropped, first occurrence kept."""
-    out: list[str] = []
-    for p in paths:
-        for m in run_dirs(p):
-            if os.path.abspath(m) not in [os.path.abspath(x) for x in out]:
-                out.append(m)
-    return out
+    out: dict[str, str] = {}  # absolute path -> the path as first given
+    for m in (m for p in paths for m in run_dirs(p)):
+        out.setdefault(os.path.abspath(m), m)
+    return list(out.values())

@@ -10,11 +10,7 @@ import os
 import sys
 
 from rl3jax.outputs import atomic_write
-from rl3jax.runs.runfiles import (
-    METRICS_CSV,
-    METRICS_JSONL,
-    read_metrics,
-)
+from rl3jax.runs.runfiles import METRICS_CSV, METRICS_JSONL, read_metrics
 
 
 class MetricsLog:
@@ -41,7 +37,7 @@ class MetricsLog:
                   file=sys.stderr)
         rows = [by_it[k] for k in sorted(by_it)]
         atomic_write(self.jsonl, "".join(json.dumps(r) + "\n" for r in rows))
-        self.fields: list[str] = _union_fields(rows)
+        self.fields: list[str] = list(dict.fromkeys(k for r in rows for k in r))  # in order of appearance
         if self.fields:
             self._write_csv(rows)
         elif os.path.exists(self.csv):
@@ -58,9 +54,8 @@ class MetricsLog:
         if not rows:
             return
         with open(self.jsonl, "a") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-        new_fields = [k for k in _union_fields(rows) if k not in self.fields]
+            f.write("".join(json.dumps(r) + "\n" for r in rows))
+        new_fields = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in self.fields]
         if new_fields:  # a field seen for the first time: rewrite the CSV with the wider header
             self.fields += new_fields
             self._write_csv(read_metrics(os.path.dirname(self.jsonl)))
@@ -78,10 +73,6 @@ def _spans(its: list[int]) -> str:
         else:
             spans.append([i, i])
     return ", ".join(f"{a}..{b}" if b > a else str(a) for a, b in spans)
-
-
-def _union_fields(rows: list[dict]) -> list[str]:
-    return list(dict.fromkeys(k for r in rows for k in r))
 
 
 class ExternalLoggers:

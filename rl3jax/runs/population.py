@@ -1,15 +1,9 @@
-"""Seeds and hyper-parameter sweeps in one compile: a population of independent runs as a vmapped axis.
+"""Seeds and hyper-parameter sweeps in one compile: a population of independent runs as a vmapped member axis
+in front of every leaf of a ``TrainState``. A single run is a population of one, which skips ``vmap``.
 
-A single run is a population of one: every leaf of a population ``TrainState`` has the member axis in front,
-and a population of one skips ``vmap`` (its numbers are the single run's bit for bit).
-
-``--seeds K`` trains seeds ``seed .. seed+K-1``; ``--sweep name=v1,v2,...`` (the ``config.HParams`` fields,
-which live in the state) adds settings; members are the product settings x seeds (first sweep outermost,
-seeds innermost), each exactly the run ``rl3jax train`` would do alone with the member's config.
-
-Folder: ``population.json``, the base ``config.json``, ``checkpoint.json`` and one ordinary run folder per
-member, ``seed{S}`` or ``seed{S}-{name}{value}...`` (``rl3jax eval --run out/seed1`` works unchanged); the
-population resumes as a whole.
+``--seeds K`` trains seeds ``seed .. seed+K-1``; ``--sweep name=v1,v2,...`` (the ``config.HParams`` fields)
+adds settings; members are the product settings x seeds (first sweep outermost, seeds innermost), each the run
+``rl3jax train`` would do alone with the member's config, in its own run folder ``seed{S}[-{name}{value}...]``.
 """
 
 from __future__ import annotations
@@ -48,19 +42,16 @@ class Member:
 
 def make_members(cfg: TrainConfig, seeds: int = 1, sweep: dict[str, list[float]] | None = None) -> list[Member]:
     """The members of ``seeds`` seeds x the ``sweep``'s settings (order: module docstring). ValueError for
-    ``seeds`` < 1, a name that is no config field, or a member config that is invalid (e.g. lr <= 0)."""
+    ``seeds`` < 1, a name that is not a ``config.HParams`` field, or a member config that is invalid (lr <= 0)."""
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
     sweep = sweep or {}
-    names = list(sweep)
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    for name in names:
-        if name not in fields:
-            raise ValueError(f"--sweep {name}: not a config field (sweepable: {', '.join(HParams._fields)})")
-    members = []
-    for combo in itertools.product(*[sweep[n] for n in names]):
-        for i in range(seeds):
-            members.append(Member(len(members), cfg.seed + i, tuple(zip(names, combo))))
+    for name in sweep:
+        if name not in HParams._fields:
+            raise ValueError(f"--sweep {name}: not sweepable in one compile; sweepable: {', '.join(HParams._fields)}"
+                             " (other settings change shapes or code: use separate runs)")
+    runs = [(combo, i) for combo in itertools.product(*sweep.values()) for i in range(seeds)]
+    members = [Member(k, cfg.seed + i, tuple(zip(sweep, combo))) for k, (combo, i) in enumerate(runs)]
     for m in members:
         m.config(cfg)  # a TrainConfig validates itself: e.g. lr <= 0, gae_lambda > 1
     return members
@@ -68,18 +59,10 @@ def make_members(cfg: TrainConfig, seeds: int = 1, sweep: dict[str, list[float]]
 
 @dataclasses.dataclass(frozen=True)
 class Population:
-    """Pure functions over a population ``TrainState``: every leaf has a leading member axis of ``size``
-    (1 for a single run)."""
+    """Pure functions over a population ``TrainState`` (a leading member axis of ``size`` on every leaf)."""
 
     trainer: Trainer
     members: tuple[Member, ...]
-
-    def __post_init__(self):
-        for name, _ in self.members[0].settings:
-            if name not in HParams._fields:
-                raise ValueError(f"--sweep {name}: not sweepable in one compile; sweepable: "
-                                 f"{', '.join(HParams._fields)} "
-                                 "(other settings change shapes or code: use separate runs)")
 
     @property
     def size(self) -> int:
@@ -90,24 +73,6 @@ class Population:
         """A single run (one member, nothing swept): its run folder is the member's own, no population.json."""
         return self.size == 1 and not self.members[0].settings
 
-    def init(self) -> TrainState:
-        """Each member's ``trainer.init(jax.random.key(seed))``, stacked, with its swept values set (no
-        arguments, so it jits into any sharding, multi-host too)."""
-        with jax.ensure_compile_time_eval():  # constants, also while tracing
-            data = np.stack([np.asarray(jax.random.key_data(jax.random.key(m.seed))) for m in self.members])
-        keys = jax.random.wrap_key_data(jnp.asarray(data))
-        # lax.map, not vmap: a vmapped init batches the orthogonal initialisers' QR factorisations, and
-        # jaxlib's batched CPU LAPACK kernel deadlocked on a 2-core machine with the GRU (both pool threads
-        # waiting in ParallelBatchMap). Each member's init is then the same program as a separate run's.
-        state = jax.lax.map(self.trainer.init, keys)
-        return self.apply_settings(state)
-
-    def apply_settings(self, state: TrainState) -> TrainState:
-        """``state`` (stacked) with each member's swept values in ``state.hparams`` (float32)."""
-        swept = {name: jnp.asarray([dict(m.settings)[name] for m in self.members], jnp.float32)
-                 for name, _ in self.members[0].settings}
-        return state.replace(hparams=state.hparams._replace(**swept))
-
     def chunk(self, state: TrainState, num_iters: int):
         """``num_iters`` iterations of every member in one scan; metrics of shape (num_iters, members)."""
         if self.size == 1:  # no vmap: the single run's own program (lax.cond, the KL early stop, stays a branch)
@@ -117,13 +82,29 @@ class Population:
         return jax.lax.scan(lambda s, _: jax.vmap(self.trainer.iteration)(s), state, None, length=num_iters)
 
     def init_state(self) -> TrainState:
-        """The initial state, jitted into the training shardings of the trainer's mesh (None: one device). A
-        population of one: ``trainer.init(jax.random.key(seed))``, the single run's program, then the axis."""
+        """Each member's ``trainer.init(jax.random.key(seed))`` with its swept values in ``state.hparams``
+        (float32), jitted into the training shardings of the trainer's mesh (None: one device). A population of
+        one runs the single run's program, then adds the axis."""
         cfg, mesh = self.trainer.cfg, self.trainer.mesh
-        if self.size > 1:
-            return distributed.init_sharded(self.init, mesh, cfg.num_envs, pop_dims=1)
-        one = distributed.init_sharded(self.trainer.init, mesh, cfg.num_envs, seed=self.members[0].seed)
-        return distributed.jit_state(lambda s: self.apply_settings(_add_axis(s)), mesh, cfg.num_envs, pop_dims=1)(one)
+
+        def swept(state):
+            return state.replace(hparams=state.hparams._replace(**{
+                name: jnp.asarray([dict(m.settings)[name] for m in self.members], jnp.float32)
+                for name, _ in self.members[0].settings}))
+
+        if self.size == 1:
+            one = distributed.init_sharded(self.trainer.init, mesh, cfg.num_envs, seed=self.members[0].seed)
+            return distributed.jit_state(lambda s: swept(_add_axis(s)), mesh, cfg.num_envs, pop_dims=1)(one)
+
+        def init():  # no arguments, so it jits into any sharding, multi-host too
+            with jax.ensure_compile_time_eval():  # constants, also while tracing
+                data = np.stack([np.asarray(jax.random.key_data(jax.random.key(m.seed))) for m in self.members])
+            # lax.map, not vmap: a vmapped init batches the orthogonal initialisers' QR factorisations, and
+            # jaxlib's batched CPU LAPACK kernel deadlocked on a 2-core machine with the GRU (both pool threads
+            # waiting in ParallelBatchMap). Each member's init is then the same program as a separate run's.
+            return swept(jax.lax.map(self.trainer.init, jax.random.wrap_key_data(jnp.asarray(data))))
+
+        return distributed.init_sharded(init, mesh, cfg.num_envs, pop_dims=1)
 
     def stack(self, states: list[TrainState]) -> TrainState:
         """The population state of the members' states (e.g. restored checkpoints), in the training shardings."""
@@ -142,9 +123,8 @@ def _add_axis(tree):
 
 
 def make_population(cfg: TrainConfig, seeds: int = 1, sweep: dict | None = None, mesh=None) -> Population:
-    """The population of ``seeds`` seeds x ``sweep`` settings of ``cfg`` on ``mesh`` (``rl3jax.distributed``;
-    None: one device); seeds 1 and no sweep: the single run of ``cfg``. ValueError for a sweep name that is not
-    sweepable or a member config that is invalid."""
+    """The population of ``seeds`` seeds x ``sweep`` settings of ``cfg`` on ``mesh`` (None: one device);
+    ``make_members``'s ValueErrors."""
     return Population(make_train(cfg, mesh), tuple(make_members(cfg, seeds, sweep)))
 
 

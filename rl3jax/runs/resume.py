@@ -11,15 +11,7 @@ from rl3jax.config import TrainConfig
 from rl3jax.envs import catalog
 from rl3jax.envs.registry import BUILT_IN
 from rl3jax.runs.checkpoint import RESUMABLE_CHANGES, check_checkpoint_config
-from rl3jax.runs.runfiles import (
-    CONFIG,
-    POPULATION,
-    is_member,
-    is_population,
-    latest_step,
-    read_config,
-    read_population,
-)
+from rl3jax.runs.runfiles import CONFIG, POPULATION, is_member, is_population, latest_step, read_config, read_population
 
 
 def command(*args: str) -> str:
@@ -92,8 +84,7 @@ def nothing_to_do(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | None
 
 def intact(out: str) -> str:
     """Which checkpoint of ``out`` a ``--resume`` continues from, said truthfully (``runfiles.latest_step``)."""
-    step = latest_step(out)
+    step, again = latest_step(out), command("train", "--out", out, "--resume")
     if step is None:
-        return (f"there is no checkpoint yet (stopped before the first checkpoint): "
-                f"{command('train', '--out', out, '--resume')} starts the run again from iteration 0")
-    return f"checkpoint step {step} is intact; resume with: {command('train', '--out', out, '--resume')}"
+        return f"there is no checkpoint yet (stopped before the first checkpoint): {again} starts the run again from iteration 0"
+    return f"checkpoint step {step} is intact; resume with: {again}"

@@ -9,11 +9,7 @@ A single run's folder (``rl3jax train --out RUN``)::
     RUN/.lock              held by the one process that trains in the folder (``RunLock``)
 
 A population's folder (``rl3jax.runs.population``) holds ``population.json``, the base ``config.json``,
-``checkpoint.json`` (``COMMITTED``) and one ordinary run folder per member (``member_dirs``).
-
-Every check a command makes of a folder is written once here; ``CheckpointError`` lives here so the CLI sorts
-it without JAX. Files are replaced whole; a torn last metrics line is dropped with a note; one writer per folder
-(``RunLock``; readers take no lock).
+``checkpoint.json`` (``COMMITTED``) and one ordinary run folder per member (``run_dirs``).
 """
 
 from __future__ import annotations
@@ -41,8 +37,7 @@ LOCK_FILE = ".lock"
 
 
 class RunFolderError(RuntimeError):
-    """A run folder, or a file in it, is missing, unreadable or inconsistent (one line naming the path).
-    ``CheckpointError`` is the kind for checkpoints."""
+    """A run folder, or a file in it, is missing, unreadable or inconsistent (one line naming the path)."""
 
 
 class RunLockedError(RunFolderError):
@@ -50,8 +45,8 @@ class RunLockedError(RunFolderError):
 
 
 class CheckpointError(RunFolderError):
-    """A checkpoint is missing, incomplete, corrupt, of an unknown format version, or does not match the run's
-    configuration (``rl3jax.runs.checkpoint`` raises it; defined here so the CLI can sort it without JAX)."""
+    """A checkpoint is missing, corrupt, of an unknown format version, or of another configuration (raised by
+    ``rl3jax.runs.checkpoint``; defined here so the CLI sorts it without JAX)."""
 
 
 class CheckpointWriteError(CheckpointError):
@@ -71,8 +66,8 @@ def holds_run(path: str) -> bool:
 
 def run_parts(path: str) -> list[str]:
     """What in folder ``path`` is part of a run: config.json, population.json, metrics files, a non-empty
-    checkpoints/ or tb/, member folders holding any of these, and a .lock beside any of them (a lock file
-    alone, left by a start killed before it wrote anything, holds nothing). [] for an empty or new folder."""
+    checkpoints/ or tb/, member folders holding any of these, and a .lock beside any of them (alone it holds
+    nothing). [] for an empty or new folder."""
     try:
         names = sorted(os.listdir(path))
     except OSError:
@@ -81,22 +76,19 @@ def run_parts(path: str) -> list[str]:
     parts = [n for n in names if n in files]
     for n in names:
         full = os.path.join(path, n)
-        if n in (CHECKPOINTS, "tb") and os.path.isdir(full) and os.listdir(full):
-            parts.append(n + "/")
-        elif os.path.isdir(full) and n not in (CHECKPOINTS, "tb") and any(
-                os.path.exists(os.path.join(full, f)) for f in (*files, CHECKPOINTS)):
+        if os.path.isdir(full) and (os.listdir(full) if n in (CHECKPOINTS, "tb") else  # a member folder
+                                    any(os.path.exists(os.path.join(full, f)) for f in (*files, CHECKPOINTS))):
             parts.append(n + "/")
     return parts + ([LOCK_FILE] if parts and LOCK_FILE in names else [])
 
 
 def check_new_run(path: str) -> None:
-    """``ValueError`` (one line) unless ``path`` may take a new run: it holds no run and no part of one
-    (``run_parts``), so a new run never mixes with or prunes an old run's files."""
-    if holds_run(path) and is_member(path):
-        pop = os.path.dirname(os.path.abspath(path))
-        raise ValueError(f"run folder {path} is a member of the population in {pop}; resume the population "
-                         f"(--out {pop} --resume) or choose another --out")
+    """``ValueError`` (one line) unless ``path`` holds no run and no part of one (``run_parts``)."""
     if holds_run(path):
+        pop = os.path.dirname(os.path.abspath(path))
+        if is_member(path):
+            raise ValueError(f"run folder {path} is a member of the population in {pop}; resume the population "
+                             f"(--out {pop} --resume) or choose another --out")
         raise ValueError(f"run folder {path} already holds a run; pass --resume to continue it (through make: "
                          "RESUME=1) or choose another --out")
     parts = run_parts(path)
@@ -158,28 +150,23 @@ def is_member(run_dir: str) -> bool:
 
 
 def read_config(run_dir: str) -> TrainConfig:
-    """A run folder's config.json as a (validated) TrainConfig.
-
-    Raises ``RunFolderError`` (one line naming the folder or file) for a folder without config.json, an
-    unreadable or non-JSON file, or fields that are unknown or invalid."""
+    """A run folder's config.json as a (validated) TrainConfig. ``RunFolderError`` (one line naming the folder or
+    file) for a folder without config.json, an unreadable or non-JSON file, or fields unknown or invalid."""
     path = os.path.join(run_dir, CONFIG)
     if not os.path.isfile(path):
         raise RunFolderError(f"{run_dir} is not a run folder (no {CONFIG})")
-    d = _read_json(path)
     try:
-        return TrainConfig.from_dict(d)
+        return TrainConfig.from_dict(_read_json(path))
     except (ValueError, TypeError) as e:
         raise RunFolderError(f"{path}: {e}") from None
 
 
 def read_run_config(path: str, verb: str) -> TrainConfig:
-    """The config of the single run (or population member) in ``path``, for a command that acts on one run.
-    ``RunFolderError`` (one line) for a folder that is no run, or a population's (naming its member folders
-    and what to ``verb`` instead, e.g. "evaluate")."""
+    """The config of the single run (or population member) in ``path``. ``RunFolderError`` (one line) for a
+    folder that is no run, or a population's (naming its member folders to ``verb`` instead, e.g. "render")."""
     if is_population(path):
-        names = sorted(d for d in os.listdir(path) if os.path.exists(os.path.join(path, d, CONFIG)))
         raise RunFolderError(f"{path} holds a population (--seeds/--sweep); {verb} one member folder: "
-                             f"{', '.join(os.path.join(path, n) for n in names)}")
+                             f"{', '.join(run_dirs(path))}")
     return read_config(path)
 
 
@@ -218,8 +205,7 @@ def check_render(run: str | None, variant: str | None = None, episodes: int = 1,
 
 def read_population(path: str) -> dict:
     """population.json of a population folder: {"config": base config dict, "seeds": int, "sweep": {name:
-    [values]}, "members": [{"index", "name", "seed", "settings"}]}. ``RunFolderError`` if there is none or it
-    is unreadable."""
+    [values]}, "members": [{"index", "name", "seed", "settings"}]}. ``RunFolderError`` for none or unreadable."""
     spec = os.path.join(path, POPULATION)
     if not os.path.exists(spec):
         raise RunFolderError(f"{path} holds no population run (no {POPULATION})")
@@ -237,14 +223,11 @@ def _read_json(path: str):
         raise RunFolderError(f"{path} could not be read: {e}") from None
 
 
-def member_dirs(path: str) -> list[str]:
-    """The member folders of population folder ``path``, in member order (``read_population``'s errors)."""
-    return [os.path.join(path, m["name"]) for m in read_population(path)["members"]]
-
-
 def run_dirs(path: str) -> list[str]:
-    """The single-run folders of ``path``: a population's members (in member order), else ``[path]``."""
-    return member_dirs(path) if is_population(path) else [path]
+    """The single-run folders of ``path``: a population's members (in member order; ``read_population``'s
+    errors), else ``[path]``."""
+    return [os.path.join(path, m["name"]) for m in read_population(path)["members"]] if is_population(path) \
+        else [path]
 
 
 def checkpoint_dir(run_dir: str) -> str:
@@ -275,7 +258,7 @@ def latest_step(path: str) -> int | None:
         return step
     common = set.intersection(*[{s for s in finished_steps(checkpoint_dir(d))
                                  if os.path.exists(os.path.join(checkpoint_dir(d), str(s), MANIFEST))}
-                                for d in member_dirs(path)])
+                                for d in run_dirs(path)])
     return max(common) if common else None
 
 
@@ -287,8 +270,7 @@ def read_metrics(path: str) -> list[dict]:
     if os.path.isdir(path):
         path = os.path.join(path, METRICS_JSONL)
     with open(path, newline="") as f:
-        text = f.read()
-    lines = text.split("\n")
+        lines = f.read().split("\n")
     rows = []
     for k, line in enumerate(lines):
         if not line.strip():
@@ -309,9 +291,8 @@ def read_metrics(path: str) -> list[dict]:
 # ------------------------------------------------------------------------------------------ one writer
 class RunLock:
     """An exclusive ``fcntl.flock`` on ``<run_dir>/.lock`` held by the one process that writes the folder; a
-    second writer gets ``RunLockedError`` naming the holder's PID. Released by ``release()`` or the kernel. The
-    file stays (removing it would let two processes lock two files) unless this lock created it and it is alone
-    in the folder, so a command refused before writing leaves the folder as it was."""
+    second writer gets ``RunLockedError`` naming the holder's PID. The file stays at ``release()`` (removing it
+    would let two processes lock two files) unless this lock created it and it is alone in the folder."""
 
     def __init__(self, run_dir: str):
         self.path = os.path.join(run_dir, LOCK_FILE)
@@ -329,8 +310,7 @@ class RunLock:
     def release(self) -> None:
         if self.fd is None:
             return
-        run_dir = os.path.dirname(self.path)
-        if self.created and os.listdir(run_dir) == [LOCK_FILE]:
+        if self.created and os.listdir(os.path.dirname(self.path)) == [LOCK_FILE]:
             os.remove(self.path)
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)

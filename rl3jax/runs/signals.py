@@ -24,9 +24,8 @@ class TrainingInterrupted(KeyboardInterrupt):
 class StopSignals:
     """SIGINT, SIGTERM and SIGHUP during training (a context manager; a no-op outside the main thread). The
     first is answered at once on stderr (``when()`` says when the loop stops) and recorded in ``signum``; a
-    second aborts at once (status 128 + its number; the last checkpoint stays intact), except the same signal
-    again within ``REPEAT_S`` seconds: one delivery to the process and again to its process group (GNU
-    ``timeout``, a shell's job control) is one request to stop. A thread woken by
+    second aborts at once (status 128 + its number), except the same signal again within ``REPEAT_S`` seconds
+    (GNU ``timeout`` and job control deliver one to the process and again to its group). A thread woken by
     ``signal.set_wakeup_fd`` prints, so the lines appear even during a compile or a compiled computation."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

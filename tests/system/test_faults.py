@@ -285,9 +285,8 @@ def test_divergence_after_a_checkpoint_names_the_first_bad_iteration(run4, tmp_p
 
     monkeypatch.setattr(population, "jit_chunk", poisoned)
     with pytest.raises(TrainingDiverged, match=r"iteration 6: non-finite parameters or optimiser state; .*"
-                                               r"the last checkpoint is step 4") as e:
+                                               r"the last checkpoint is step 4"):
         train(TrainConfig(iters=8, **T), run, resume=True, quiet=True)
-    assert e.value.iteration == 6
     assert Checkpointer(os.path.join(run, "checkpoints")).all_steps() == [2, 4]
 
 
@@ -350,11 +349,11 @@ def test_progress_says_compiling_then_one_steady_state_eta(capsys):
     p = Progress(total=10, initial=0, enabled=True)
     assert p.bar.desc.startswith("compiling")
     p.update(2, 2, 100.0, {"ret": "1.0"})  # the first chunk: includes the compile, no ETA yet
-    assert p.eta_s(2) is None and p.bar.postfix.endswith("eta=…") and not p.bar.desc
+    assert p.bar.postfix == "ret=1.0, eta=…" and not p.bar.desc
     p.update(4, 2, 1.0, {"ret": "1.0"})  # steady: 0.5 s per iteration, 6 left
-    assert p.eta_s(4) == pytest.approx(3.0)
+    assert p.bar.postfix == "ret=1.0, eta=00:03"
     p.update(6, 2, 3.0, {"ret": "1.0"})  # mean of steady chunks: 4 s / 4 it, 4 left
-    assert p.eta_s(6) == pytest.approx(4.0) and p.bar.postfix == "ret=1.0, eta=00:04"
+    assert p.bar.postfix == "ret=1.0, eta=00:04"
     p.close()
     out = capsys.readouterr().err
     assert "compiling" in out and "<" not in out  # tqdm's own (compile-inflated) remaining-time is not shown

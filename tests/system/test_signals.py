@@ -111,7 +111,7 @@ def test_a_population_killed_at_any_moment_of_its_save_resumes_exactly(tmp_path)
     finally:
         p.kill()
     committed = runfiles.latest_step(pop)
-    members = runfiles.member_dirs(pop)
+    members = runfiles.run_dirs(pop)
     assert committed is not None and all(committed in runfiles.finished_steps(runfiles.checkpoint_dir(m))
                                          for m in members), f"seed {seed}"
     if committed >= 8:
