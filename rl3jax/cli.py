@@ -19,17 +19,18 @@ import sys
 from rl3jax import __version__, memory, outputs
 from rl3jax.config import (
     ALGOS,
+    GREEDY,
     INT_MAX,
     MODELS,
     PRESETS,
     SEED_MAX,
+    STOCHASTIC,
     ConfigError,
     HParams,
     TrainConfig,
     laptop_preset,
     notes,
     parse_sets,
-    policy_mode,
 )
 from rl3jax.envs.catalog import FAMILIES, GYMNAX_ENVS
 from rl3jax.runs import runfiles
@@ -232,7 +233,7 @@ def cmd_eval(args) -> int:
         from rl3jax.runs.load import Run
 
         (res, iteration), params = Run(args.run, cfg).evaluate(args.episodes, args.greedy), {}
-        policy, algo = policy_mode(args.greedy), cfg.algo
+        policy, algo = GREEDY if args.greedy else STOCHASTIC, cfg.algo
     else:
         if args.env is None or args.horizon is None:
             raise ConfigError("--policy needs --env and --horizon")

@@ -1,10 +1,8 @@
 """Actor / critic sequence models of METHOD §4 (a causal transformer, a GRU, a Markov MLP) and the paper's own
 code's (``transformer-v4``, ``markov-v4``).
 
-Each model is a ``SequenceModel`` (jit-static) with pure ``init`` / ``initial_carry`` / ``step`` (acting, one
-timestep) and ``sequence`` (training, the causal pass over (B, T, ·)); ``step`` unrolled equals ``sequence`` to
-float tolerance (the transformer's key/value cache has a fixed H+1 slots, later ones masked). Inputs: float32
-policy inputs of size ``in`` (METHOD §1: m); outputs: float32, n = ``num_outputs`` (logits, or 1 value).
+Each model is a ``SequenceModel`` (``make_network``); ``step`` unrolled equals ``sequence`` to float tolerance.
+Inputs: float32 policy inputs of size ``in`` (METHOD §1: m); outputs: float32, n = ``num_outputs``.
 
 METHOD §4 init: hidden Dense layers keep flax's default (LeCun normal, zero bias); the output layer is
 orthogonal with gain ``output_scale`` (0.01: near-uniform logits, near-zero values); positional embedding
@@ -24,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rl3jax.config import MODELS
+from rl3jax.config import MODELS, V4_POS_SLOTS
 
 # Sizes of METHOD §4.
 ENC_HIDDEN = 256  # first input layer (transformer), MLP width (markov)
@@ -35,12 +33,7 @@ FF_DIM = 256
 NUM_LAYERS = 2
 GRU_HIDDEN = 256
 LN_EPS = 1e-5
-#: transformer-v4's learned positional encoder slots (``LearnedPositionalEncoder(dmodel, 1024)``) and init std
-V4_POS_SLOTS = 1024
-V4_POS_STD = 0.01
-
-Params = Any
-Carry = Any
+V4_POS_STD = 0.01  # init std of transformer-v4's V4_POS_SLOTS learned positions (``LearnedPositionalEncoder``)
 
 _NEG_INF = jnp.finfo(jnp.float32).min
 _glorot = nn.initializers.xavier_uniform()
@@ -207,15 +200,14 @@ class SequenceModel:
     module: nn.Module
 
     @functools.partial(jax.jit, static_argnames=("self", "input_dim"))
-    def init(self, key: jax.Array, input_dim: int) -> Params:
+    def init(self, key: jax.Array, input_dim: int) -> Any:
         """Parameters (a float32 pytree) for inputs of size ``input_dim``, created through ``step`` (which
         touches every parameter); jitted (cached per model and input size): op-by-op initialisation is slow."""
         x = jnp.zeros((1, input_dim), jnp.float32)
         return self.module.init(key, self.initial_carry(1), x, method=self.module.step)
 
-    def initial_carry(self, batch_size: int) -> Carry:
-        """Transformer: {'k','v': (L, B, H+1, heads, d/heads) zeros, 't': int32 0}; GRU: (B, 256) zeros;
-        markov: a dummy int32 scalar."""
+    def initial_carry(self, batch_size: int) -> Any:
+        """Transformer: {'k','v': (L, B, H+1, heads, d/heads) zeros, 't': int32 0}; GRU: (B, 256); markov: int32 0."""
         if self.kind in ("transformer", "transformer-v4"):
             shape = (NUM_LAYERS, batch_size, self.horizon + 1, NUM_HEADS, HEAD_DIM)
             return {"k": jnp.zeros(shape, jnp.float32), "v": jnp.zeros(shape, jnp.float32),
@@ -224,12 +216,12 @@ class SequenceModel:
             return jnp.zeros((batch_size, GRU_HIDDEN), jnp.float32)
         return jnp.zeros((), jnp.int32)
 
-    def step(self, params: Params, carry: Carry, x: jax.Array) -> tuple[Carry, jax.Array]:
+    def step(self, params: Any, carry: Any, x: jax.Array) -> tuple[Any, jax.Array]:
         """One timestep for B sequences (acting): x (B, in) float32 -> (new carry, out (B, n) float32). Stepping
         past H + 1 steps is not checked (the transformer's cache write is clamped by ``dynamic_update_slice``)."""
         return self.module.apply(params, carry, x, method=self.module.step)
 
-    def sequence(self, params: Params, xs: jax.Array) -> jax.Array:
+    def sequence(self, params: Any, xs: jax.Array) -> jax.Array:
         """Full causal pass from the initial carry (training): xs (B, T, in) float32 -> (B, T, n) float32.
         ValueError (transformers) when T > H + 1."""
         return self.module.apply(params, xs)

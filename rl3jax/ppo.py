@@ -1,20 +1,10 @@
-"""The outer learner: PPO over whole meta-episodes (METHOD §5), as plain functions (rejax's ``ppo.py`` shape).
+"""The outer learner: PPO over whole meta-episodes (METHOD §5), as plain functions (rejax's ``ppo.py`` shape):
+``Trainer.iteration`` -> ``ppo_update`` -> ``update_actor`` (then ``kl_check``) / ``update_critic`` -> the losses.
 
-Independent of environments and networks: ``actor`` (params, obs (b, T, m)) -> logits (b, T, n) and ``critic``
-(params, obs) -> values (b, T) are static callables over whole sequences. One iteration (``ppo_update``):
-``make_batch`` (GAE once from the rollout values; the last step T is the only terminal), then ``cfg.epochs``
-epochs, each shuffling the B sequences (key ``fold_in(key, epoch)``) into ``minibatches`` of whole sequences
-(time is never sliced) and running ``update_actor`` (its minibatch steps, then the full-batch ``kl_check``) and
-``update_critic`` (so: ``Trainer.iteration`` -> ``ppo_update`` -> ``update_actor`` -> ``actor_loss``). KL early
-stop: once the KL(π_old‖π_new) after an actor epoch is ≥ ``cfg.target_kl``, the actor (params and Adam state) is
-frozen for the rest of the iteration while the critic trains all epochs (``lax.cond``: a frozen actor costs no
-compute; under ``vmap`` it is a select).
-
-Where each setting lives (one home each): static (the jit cache key), the ``TrainConfig`` fields ``gamma``,
-``clip_eps``, ``epochs``, ``num_envs``, ``minibatch_envs``, ``vf_coef``, ``target_kl``, ``ent_schedule`` with
-``iters`` (the linear schedule's end) and ``kl_chunks``; traced and sweepable, ``config.HParams`` (``lr``,
-``critic_weight_decay``, ``ent_coef``, ``gae_lambda``: ``TrainState.hparams``, filled from the config's fields of
-those names), passed to ``ppo_update`` and read by ``adam_step`` and the losses. Adam's ε: ``ADAM_EPS``.
+``actor`` (params, obs (b, T, m)) -> logits (b, T, n) and ``critic`` (params, obs) -> values (b, T) are static
+callables over whole sequences; minibatches are whole sequences (time is never sliced). Static settings are
+``TrainConfig`` fields (the jit cache key); the traced, sweepable ones are ``config.HParams``
+(``TrainState.hparams``), read by ``adam_step`` and the losses.
 """
 
 from __future__ import annotations
@@ -35,7 +25,7 @@ from rl3jax.rollout import log_prob
 ADV_EPS = 1e-8
 #: Adam's ε, actor and critic (METHOD §5; the original's main.jl)
 ADAM_EPS = 1e-7
-#: Adam's moments (β = (0.9, 0.999)); its state is the optimiser state of ``TrainState.actor_opt`` / ``critic_opt``
+#: Adam's moments; its state is ``TrainState.actor_opt`` / ``critic_opt``
 ADAM = optax.scale_by_adam(b1=0.9, b2=0.999, eps=ADAM_EPS)
 ACTOR_METRICS = ("actor_loss", "pg_loss", "entropy", "approx_kl", "clip_frac")
 
@@ -101,11 +91,8 @@ def gae(rewards: jax.Array, values: jax.Array, gamma, lam) -> tuple[jax.Array, j
 
 
 def entropy_coef(cfg: TrainConfig, ent_coef, iteration) -> jax.Array:
-    """The entropy bonus coefficient (float32 scalar) at ``iteration`` (0-based PPO iterations done).
-
-    ``cfg.ent_schedule`` (one of ``config.ENT_SCHEDULES``; a ``TrainConfig`` refuses others when it is
-    constructed): 'constant' gives ``ent_coef``; 'linear' decays it linearly to 0 at ``cfg.iters`` (clamped at 0
-    after). ``ent_coef`` may be traced."""
+    """The entropy bonus coefficient (float32 scalar) at ``iteration`` (PPO iterations done): ``ent_coef`` (may
+    be traced) under ``cfg.ent_schedule`` 'constant'; under 'linear', decayed linearly to 0 at ``cfg.iters``."""
     ent = jnp.asarray(ent_coef, jnp.float32)
     if cfg.ent_schedule == "constant":
         return ent
@@ -117,8 +104,7 @@ def adam_step(grads, opt, params, lr, weight_decay):
     """One optimiser step of METHOD §5: coupled L2 weight decay (``weight_decay · params`` added to the gradient
     *before* Adam, not AdamW), ``ADAM`` (β = (0.9, 0.999), ε = ``ADAM_EPS``), then ``−lr ·`` the update (constant
     lr, no gradient clipping). ``lr``, ``weight_decay``: float32 scalars, may be traced (the actor's decay is 0).
-    The same operations as ``optax.chain(optax.add_decayed_weights(wd), optax.adam(lr, ...))``. Returns
-    ``(params, opt)``."""
+    Returns ``(params, opt)``."""
     grads = jax.tree.map(lambda g, p: g + weight_decay * p, grads, params)
     updates, opt = ADAM.update(grads, opt, params)
     return optax.apply_updates(params, jax.tree.map(lambda u: -lr * u, updates)), opt
@@ -155,9 +141,7 @@ def actor_loss(logits, actions, old_logp, advantages, ent_coef, clip_eps: float)
 
 
 def critic_loss(values, targets, vf_coef) -> jax.Array:
-    """``vf_coef · mean((v − target)²)`` over all entries, no value clipping (METHOD §5: vf_coef 0.5, i.e.
-    0.5·MSE). The critic has its own optimiser, so ``vf_coef`` only matters relative to Adam's ε and the coupled
-    weight decay."""
+    """``vf_coef · mean((v − target)²)`` over all entries, no value clipping (METHOD §5)."""
     return vf_coef * jnp.mean(jnp.square(values - targets))
 
 
@@ -231,11 +215,11 @@ def update_critic(cfg: TrainConfig, critic: ApplyFn, params, opt, mbs: Batch, lr
 
 def ppo_update(cfg: TrainConfig, actor: ApplyFn, critic: ApplyFn, key: jax.Array, ac: ActorCritic,
                hparams: HParams, rollout: Rollout, iteration) -> tuple[ActorCritic, dict]:
-    """One PPO iteration (METHOD §5); jittable with ``cfg``, ``actor`` and ``critic`` static (closed over).
-
-    ``key``: PRNG key of the epochs' shuffles. ``ac``: the parameters and Adam states. ``hparams``: float32
-    scalars, may be traced. ``rollout``: B whole sequences of T steps. ``iteration``: int PPO iterations done (the
-    entropy schedule's clock).
+    """One PPO iteration (METHOD §5); jittable with ``cfg``, ``actor`` and ``critic`` static. GAE once
+    (``make_batch``), then ``cfg.epochs`` epochs, each shuffling the B sequences (key ``fold_in(key, epoch)``)
+    into minibatches for ``update_actor`` and ``update_critic``. Once the KL after an actor epoch is ≥
+    ``cfg.target_kl``, the actor is frozen (``lax.cond``) while the critic trains all epochs. ``iteration``: PPO
+    iterations done (the entropy schedule's clock).
 
     Returns ``(ac, metrics)``; metrics are fixed-shape float32 scalars (``actor_epochs`` int32): ``ACTOR_METRICS``
     (``approx_kl``: the per-minibatch ratio estimator) averaged over the minibatches of the epochs the actor

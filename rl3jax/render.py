@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rl3jax.config import policy_mode
+from rl3jax.config import GREEDY, STOCHASTIC
 from rl3jax.envs.grid_geometry import DANGER, EMPTY, GOAL, OBSTACLE, START, TILE_CHARS, WARNING, WATER
 from rl3jax.envs.registry import make_env, variants
 from rl3jax.evaluate import held_out_tasks
@@ -114,7 +114,7 @@ def episode_gif(trainer, params, task, out: str, key, greedy: bool = False, titl
     step_env, policy = jax.jit(meta.step), jax.jit(trainer.actor.step)
     obs, state = jax.jit(meta.reset)(key, task)
     carry = trainer.actor.initial_carry(1)
-    tiles, mode = np.asarray(task.tiles), policy_mode(greedy)
+    tiles, mode = np.asarray(task.tiles), GREEDY if greedy else STOCHASTIC
     frames, images, path = [], [], []
     for t in range(meta.horizon):
         key, k_a, k_s = jax.random.split(key, 3)
