@@ -1,10 +1,8 @@
 """Command line: ``rl3jax {train,eval,baselines,bench,render,report}`` (also ``python -m rl3jax``).
 
-Every input is honoured or refused before anything is written or compiled: a bad name, value, combination,
-missing optional package or unwritable output is one line naming it and what is allowed, exit status 2, and
-leaves the output folder as it was; checks without JAX run before it is imported (about a second). To add a
-subcommand: write ``_add_NAME(sub)`` (use ``_subparser``) and ``cmd_NAME(args) -> int``; list them in
-``SUBCOMMANDS``.
+Every input is honoured or refused before anything is written or compiled (a bad one: one line naming it and
+what is allowed, exit status 2), by checks without JAX before it is imported. To add a subcommand: write
+``_add_NAME(sub)`` and ``cmd_NAME(args) -> int`` and list them in ``SUBCOMMANDS``.
 """
 
 from __future__ import annotations
@@ -157,9 +155,8 @@ def config_from_args(args) -> TrainConfig:
 
 
 def check_train_args(args) -> TrainConfig:
-    """Every check of ``train`` without JAX (folder, names, ranges, combinations, packages); the config. A new
-    run's settings are checked before its folder (a bad value is named even where --out is taken); a resume
-    reads its settings from the folder, so the folder comes first there."""
+    """Every check of ``train`` without JAX; the config. A new run's settings are checked before its folder, a
+    resume's after it (they are read from it)."""
     cfg = None if args.resume else config_from_args(args)
     runfiles.check_train_folder(args.out, args.resume)
     cfg = cfg or config_from_args(args)

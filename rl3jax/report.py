@@ -1,11 +1,8 @@
-"""Reports of trained runs (``rl3jax report RUN [RUN ...] --out DIR``): held-out results, learning curves and
-adaptation curves, for one run or several side by side (seeds, algorithms, models of one task family).
-
-Writes into ``DIR`` (``outputs.REPORT_FILES``): ``results.json`` and ``results.md`` (per run the held-out mean
-return ± s.e. over the first N test tasks (METHOD §3), stochastic and greedy, and its normalised score; per
-setting with several seeds the IQM with a 95% bootstrap interval, ``iqm_ci``; the family's baselines on the
-same tasks), the figures of ``rl3jax.plots``, and ``cache.json`` (evaluations reused by the next report).
-A family registered from Python is reported with ``make_report`` (``rl3jax.runs.resume.report_hint``).
+"""Reports of trained runs (``rl3jax report RUN [RUN ...] --out DIR``, or ``make_report``): for one run or several
+of one task family side by side, ``results.json`` and ``results.md`` (held-out mean return ± s.e. over the first N
+test tasks (METHOD §3), stochastic and greedy, normalised; per setting with several seeds the IQM with a 95%
+bootstrap interval; the family's baselines on the same tasks), the figures of ``rl3jax.plots`` and ``cache.json``
+(evaluations the next report reuses): ``outputs.REPORT_FILES``.
 """
 
 from __future__ import annotations
@@ -28,15 +25,12 @@ from rl3jax.plots import REFERENCE, adaptation_curve, best_classical, learning_c
 from rl3jax.runs.load import Run, expand_runs, load_run
 from rl3jax.runs.runfiles import check_evaluable
 
-#: config fields that do not define a setting (seeds of one setting differ only in these)
-NOT_SETTING = ("seed", *RUN_CONTROL)
-
 
 # ------------------------------------------------------------------------------------------ runs
 @dataclasses.dataclass
 class RunInfo:
-    """A run of the report: the loaded run, its short unique display name, metrics.jsonl rows and the latest
-    checkpoint's iteration (what the held-out evaluation measures)."""
+    """A run of the report: the loaded run, its unique display name, metrics rows and newest checkpoint's
+    iteration; ``setting``: its config without the fields seeds of one setting differ in."""
 
     run: Run
     name: str
@@ -45,7 +39,7 @@ class RunInfo:
 
     def __post_init__(self):
         self.path, self.cfg = self.run.path, self.run.cfg
-        self.setting = tuple(sorted((k, v) for k, v in self.cfg.to_dict().items() if k not in NOT_SETTING))
+        self.setting = tuple(sorted((k, v) for k, v in self.cfg.to_dict().items() if k not in ("seed", *RUN_CONTROL)))
 
 
 def load_runs(paths: list[str]) -> list[RunInfo]:
@@ -130,7 +124,7 @@ def _existing_eval(run: RunInfo, variant: str, mode: str, episodes: int) -> dict
 
 def evaluate_runs(runs: list[RunInfo], variant: str, episodes: int, cache: Cache, log=print) -> list[dict]:
     """{mode: result} per run: reused from the run folder or the cache, else restored and evaluated (one
-    compiled evaluation per setting, ``rl3jax.evaluate.HeldOutEvaluator``, equal to ``rl3jax.evaluate.evaluate``)."""
+    ``HeldOutEvaluator`` per setting)."""
     compiled: dict = {}  # setting -> (trainer, template, evaluator); the variant is the same for all
     out = []
     for run in runs:
@@ -209,8 +203,8 @@ def evaluate_baselines(env: str, variant: str, horizon: int, episodes: int, cach
 
 # ------------------------------------------------------------------------------------------ grouping
 def group_runs(runs: list[RunInfo]) -> list[dict]:
-    """Runs of one setting (config minus seed and bookkeeping) together, in first-seen order, with labels
-    naming algorithm, model, iterations and any other field that differs between the settings."""
+    """Runs of one ``setting`` together, in first-seen order, labelled by algorithm, model, iterations and any
+    other field that differs between the settings."""
     groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(runs):
         groups.setdefault(r.setting, []).append(i)

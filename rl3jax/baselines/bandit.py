@@ -1,8 +1,5 @@
-"""Bernoulli-bandit baselines on Beta(1, 1) posteriors: greedy and ε-greedy on the posterior mean, UCB1,
-Thompson sampling, the finite-horizon Gittins index and the exact Bayes-optimal policy (small H).
-
-Each reads the previous action and reward from the meta state (what a learned policy reads, METHOD §1) and
-keeps per-task success and failure counts in its carry; ``bandit_scores`` gives every policy's arm scores.
+"""Bernoulli-bandit baselines on Beta(1, 1) posteriors (``ENTRIES``), each scoring arms (``bandit_scores``)
+from per-task success and failure counts of the previous actions and rewards it reads (METHOD §1).
 """
 
 from __future__ import annotations
@@ -25,14 +22,12 @@ GITTINS_MAX_HORIZON = 200  # the calibration costs O(H^5) work: H=100 takes 3 s 
 
 
 class IntractableError(ValueError):
-    """A baseline's table cannot be built at this horizon (bayes-optimal beyond ``BAYES_MAX_STATES``, gittins
-    beyond ``GITTINS_MAX_HORIZON``); ``rl3jax.evaluate.run_baselines`` leaves such a baseline out."""
+    """A baseline's table cannot be built at this horizon; ``rl3jax.evaluate.run_baselines`` leaves it out."""
 
 
 @functools.cache
 def gittins_table(horizon: int) -> np.ndarray:
-    """``compute_gittins_table(horizon)``, computed once per horizon and kept in memory and on disk
-    (``$RL3JAX_CACHE_DIR``, default ~/.cache/rl3jax)."""
+    """``compute_gittins_table(horizon)``, cached in memory and in ``$RL3JAX_CACHE_DIR`` (~/.cache/rl3jax)."""
     h = int(horizon)  # a bad one: no such file, compute_gittins_table raises the ValueError
     cache = os.environ.get("RL3JAX_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "rl3jax"))
     path = os.path.join(cache, f"gittins-{GITTINS_VERSION}-H{h}.npy")
@@ -186,8 +181,8 @@ def bayes_optimal_table(num_arms: int, horizon: int):
         raise ValueError(f"bayes-optimal: horizon must be >= 1, got {h}")
     if h > bayes_max_horizon(k):
         raise IntractableError(f"bayes-optimal: exact dynamic programming is tractable only for H <= "
-                         f"{bayes_max_horizon(k)} with k={k} arms ({BAYES_MAX_STATES:,} posterior states at most); "
-                         f"got H={h}")
+                               f"{bayes_max_horizon(k)} with k={k} arms ({BAYES_MAX_STATES:,} posterior states at "
+                               f"most); got H={h}")
     n_pairs = (h + 1) * (h + 2) // 2
     pair_s = np.concatenate([np.arange(n + 1) for n in range(h + 1)])
     pair_n = np.concatenate([np.full(n + 1, n) for n in range(h + 1)])
