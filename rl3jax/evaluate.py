@@ -1,6 +1,5 @@
-"""Evaluation on fixed held-out test tasks (from ``TEST_SEED``, disjoint from the training streams): one
-meta-episode per task, mean return ± standard error, of a trained actor or a ``rl3jax.baselines`` policy.
-"""
+"""Evaluation of a trained actor or a ``rl3jax.baselines`` policy on fixed held-out test tasks (``TEST_SEED``):
+one meta-episode per task, mean return ± standard error."""
 
 from __future__ import annotations
 
@@ -31,13 +30,10 @@ def held_out_tasks(meta_env: MetaEnv, num: int):
 
 def evaluate(meta_env: MetaEnv, policy: str, episodes: int, greedy: bool = False, params=None, model=None,
              batch: int = EVAL_BATCH, seed: int = 0, policy_params: dict | None = None) -> dict:
-    """Mean return ± s.e. over the first ``episodes`` test tasks (one meta-episode each): ``summarize``'s dict.
-
-    ``policy``: "network" (``params`` and ``model`` of a trained actor; ``greedy``: argmax actions) or a name of
-    ``baseline_names(meta_env)`` with its ``policy_params`` (strings parsed; defaults for the others).
-    ``batch``: tasks per jitted call; ``seed``: the random stream. ValueError for a policy that does not fit
-    the family, an unknown parameter or a bad value.
-    """
+    """``summarize`` of the first ``episodes`` test tasks (one meta-episode each) played by ``policy``: "network"
+    (``params`` and ``model`` of a trained actor; ``greedy``: argmax actions) or a baseline with its
+    ``policy_params`` (``make_policy``). ``batch``: tasks per jitted call; ``seed``: the random stream. ValueError
+    for a policy that does not fit the family, an unknown parameter or a bad value."""
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
     if policy == "network":
@@ -76,8 +72,8 @@ def summarize(rewards: np.ndarray) -> dict:
 
 
 class HeldOutEvaluator:
-    """A trained actor on the first ``episodes`` held-out tasks, compiled once (the parameters are an argument);
-    ``traces`` counts traces: one per (batch shape, greedy) pair."""
+    """A trained actor on the first ``episodes`` held-out tasks, compiled once per (batch shape, greedy)
+    (``traces`` counts them); the parameters are an argument."""
 
     def __init__(self, meta_env, actor, episodes: int, batch: int = EVAL_BATCH, seed: int = 0):
         self.episodes, self.batch, self.seed = int(episodes), int(batch), seed
@@ -111,8 +107,8 @@ class HeldOutEvaluator:
 
 def evaluate_baseline(cfg: TrainConfig, policy: str, episodes: int, items: list[str]) -> tuple[dict, dict]:
     """``rl3jax eval --policy``: (``evaluate``'s result, the validated params) of baseline ``policy`` with its
-    ``--param KEY=VALUE`` ``items`` on ``episodes`` held-out tasks of ``cfg``. ValueError (one line), before
-    any work: an unknown name or parameter, a family it does not fit, tasks that do not fit in memory."""
+    ``--param KEY=VALUE`` ``items``. ValueError before any work: an unknown name or parameter, a family it does
+    not fit, tasks that do not fit in memory."""
     validate_params(policy, None)  # an unknown name first: the error lists the valid ones
     meta_env = make_meta_env(cfg)
     bad = [item for item in items if "=" not in item]
@@ -137,14 +133,11 @@ def baselines_table(rows: list[dict]) -> str:
 def run_baselines(env: str, variant: str | None, horizon: int, episodes: int, names: list[str] | None = None,
                   batch: int = EVAL_BATCH, seed: int = 0, progress: Callable[[dict], None] | None = None,
                   known: dict[str, dict] | None = None) -> list[dict]:
-    """Evaluates baselines on the same first ``episodes`` held-out tasks of ``env``/``variant`` at H=``horizon``.
-
-    ``names``: the baselines to run (default: every one that fits, skipping one intractable at this H; given,
-    either is a ValueError). ``known``: {policy: result} taken instead of evaluating. Returns one dict per
-    policy, in registry order: {"policy", "mean_return", "stderr", "episodes", "step_rewards" (H floats),
-    "params", "actions", "skipped" (None, or why), "seconds" (wall time incl. compile), "source",
-    "normalised"}; ``progress(row)`` after each policy.
-    """
+    """Baselines on the first ``episodes`` held-out tasks of ``env``/``variant`` at H=``horizon``: ``names`` (a
+    ValueError for one that does not fit or is intractable) or every one that fits (one intractable at this H is
+    skipped); ``known``: {policy: result} taken instead of evaluating. One row per policy, in registry order:
+    {"policy", "mean_return", "stderr", "episodes", "step_rewards" (H floats), "params", "actions", "skipped"
+    (None, or why), "seconds" (incl. compile), "source", "normalised"}; ``progress(row)`` after each."""
     meta_env = make_meta_env(TrainConfig(env=env, variant=variant or "train", horizon=horizon, algo="rl2"))
     for n in names or []:
         check_fits(n, meta_env)
