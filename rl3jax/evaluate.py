@@ -29,17 +29,17 @@ def held_out_tasks(meta_env: MetaEnv, num: int):
 
 
 def evaluate(meta_env: MetaEnv, policy: str, episodes: int, greedy: bool = False, params=None, model=None,
-             batch: int = EVAL_BATCH, seed: int = 0, policy_params: dict | None = None) -> dict:
+             batch: int = EVAL_BATCH, policy_params: dict | None = None) -> dict:
     """``summarize`` of the first ``episodes`` test tasks (one meta-episode each) played by ``policy``: "network"
     (``params`` and ``model`` of a trained actor; ``greedy``: argmax actions) or a baseline with its
-    ``policy_params`` (``make_policy``). ``batch``: tasks per jitted call; ``seed``: the random stream. ValueError
+    ``policy_params`` (``make_policy``). ``batch``: tasks per jitted call. ValueError
     for a policy that does not fit the family, an unknown parameter or a bad value."""
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
     if policy == "network":
         if policy_params:
             raise ValueError(f"policy 'network' takes no parameters, got {sorted(policy_params)}")
-        return summarize(HeldOutEvaluator(meta_env, model, episodes, batch, seed).rewards(params, greedy))
+        return summarize(HeldOutEvaluator(meta_env, model, episodes, batch).rewards(params, greedy))
     meta_env, consts, build = make_policy(policy, meta_env, policy_params)
 
     def run(consts, tasks, key):
@@ -48,13 +48,13 @@ def evaluate(meta_env: MetaEnv, policy: str, episodes: int, greedy: bool = False
         traj, _ = rollout(meta_env, step, carry, tasks, k_roll, greedy=greedy or policy == "oracle")
         return traj.rewards
 
-    return summarize(batched_rewards(jax.jit(run), consts, held_out_tasks(meta_env, episodes), episodes, batch, seed))
+    return summarize(batched_rewards(jax.jit(run), consts, held_out_tasks(meta_env, episodes), episodes, batch))
 
 
-def batched_rewards(run, consts, all_tasks, episodes: int, batch: int, seed: int) -> np.ndarray:
+def batched_rewards(run, consts, all_tasks, episodes: int, batch: int) -> np.ndarray:
     """``run(consts, tasks, key) -> rewards (B, H)`` over ``all_tasks`` in batches of ``batch`` tasks, batch i
-    with the key ``fold_in(fold_in(key(TEST_SEED + 1), seed), i)``; returns the rewards, shape (episodes, H)."""
-    key = jax.random.fold_in(jax.random.key(TEST_SEED + 1), seed)
+    with the key ``fold_in(fold_in(key(TEST_SEED + 1), 0), i)``; returns the rewards, shape (episodes, H)."""
+    key = jax.random.fold_in(jax.random.key(TEST_SEED + 1), 0)
     out = []
     for i, start in enumerate(range(0, episodes, batch)):
         tasks = jax.tree.map(lambda x, start=start: x[start:start + batch], all_tasks)
@@ -75,8 +75,8 @@ class HeldOutEvaluator:
     """A trained actor on the first ``episodes`` held-out tasks, compiled once per (batch shape, greedy)
     (``traces`` counts them); the parameters are an argument."""
 
-    def __init__(self, meta_env, actor, episodes: int, batch: int = EVAL_BATCH, seed: int = 0):
-        self.episodes, self.batch, self.seed = int(episodes), int(batch), seed
+    def __init__(self, meta_env, actor, episodes: int, batch: int = EVAL_BATCH):
+        self.episodes, self.batch = int(episodes), int(batch)
         self.tasks = held_out_tasks(meta_env, self.episodes)
         self.traces = 0
 
@@ -92,7 +92,7 @@ class HeldOutEvaluator:
         """(episodes, H) float32 per-step rewards of the actor (``greedy``: argmax actions)."""
         params = jax.device_get(actor_params)  # host copy: independent of the training state's sharding
         run = lambda p, tasks, key: self._run(p, tasks, key, bool(greedy))  # noqa: E731
-        return batched_rewards(run, params, self.tasks, self.episodes, self.batch, self.seed)
+        return batched_rewards(run, params, self.tasks, self.episodes, self.batch)
 
     def __call__(self, actor_params, greedy: bool) -> dict:
         """``summarize`` of the actor's rewards (``greedy``: argmax actions)."""
@@ -131,8 +131,7 @@ def baselines_table(rows: list[dict]) -> str:
 
 
 def run_baselines(env: str, variant: str | None, horizon: int, episodes: int, names: list[str] | None = None,
-                  batch: int = EVAL_BATCH, seed: int = 0, progress: Callable[[dict], None] | None = None,
-                  known: dict[str, dict] | None = None) -> list[dict]:
+                  batch: int = EVAL_BATCH, progress: Callable[[dict], None] | None = None, known: dict | None = None):
     """Baselines on the first ``episodes`` held-out tasks of ``env``/``variant`` at H=``horizon``: ``names`` (a
     ValueError for one that does not fit or is intractable) or every one that fits (one intractable at this H is
     skipped); ``known``: {policy: result} taken instead of evaluating. One row per policy, in registry order:
@@ -150,7 +149,7 @@ def run_baselines(env: str, variant: str | None, horizon: int, episodes: int, na
                "params": validate_params(name, None), "actions": BASELINES[name].actions, "skipped": None,
                "source": "evaluated"}
         try:
-            res = (known or {}).get(name) or evaluate(meta_env, name, episodes, batch=batch, seed=seed)
+            res = (known or {}).get(name) or evaluate(meta_env, name, episodes, batch=batch)
             row.update({k: res[k] for k in ("mean_return", "stderr", "episodes", "step_rewards")},
                        source=res.get("source", "evaluated"))
             row["step_rewards"] = None if res["step_rewards"] is None else [float(x) for x in res["step_rewards"]]
