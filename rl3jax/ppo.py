@@ -19,7 +19,7 @@ import optax
 from flax import struct
 
 from rl3jax.config import HParams, TrainConfig
-from rl3jax.rollout import log_prob
+from rl3jax.rollout import Trajectory, log_prob
 
 #: added to the advantages' standard deviation in the per-minibatch normalisation
 ADV_EPS = 1e-8
@@ -30,18 +30,6 @@ ADAM = optax.scale_by_adam(b1=0.9, b2=0.999, eps=ADAM_EPS)
 ACTOR_METRICS = ("actor_loss", "pg_loss", "entropy", "approx_kl", "clip_frac")
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]  # (params, obs (b, T, m)) -> logits (b, T, n) or values (b, T)
-
-
-@struct.dataclass
-class Rollout:
-    """What one PPO iteration trains on: B whole sequences of T steps (leading axes (B, T))."""
-
-    obs: jax.Array  # (B, T, m) float32 policy inputs
-    actions: jax.Array  # (B, T) int32
-    logp: jax.Array  # (B, T) float32, log π_old(a_t) at rollout time
-    values: jax.Array  # (B, T) float32, the critic's values at rollout time
-    rewards: jax.Array  # (B, T) float32
-    logits: jax.Array  # (B, T, n) π_old's logits at rollout time (the KL early stop)
 
 
 @struct.dataclass
@@ -161,10 +149,10 @@ def explained_variance(values, targets) -> jax.Array:
 # ---- One iteration ---------------------------------------------------------------------------------------
 
 
-def make_batch(rollout: Rollout, cfg: TrainConfig, gae_lambda) -> Batch:
+def make_batch(traj: Trajectory, values: jax.Array, cfg: TrainConfig, gae_lambda) -> Batch:
     """The training data of one iteration: the rollout with GAE advantages and value targets (``gae``)."""
-    advantages, targets = gae(rollout.rewards, rollout.values, cfg.gamma, gae_lambda)
-    return Batch(rollout.obs, rollout.actions, rollout.logp, advantages, targets)
+    advantages, targets = gae(traj.rewards, values, cfg.gamma, gae_lambda)
+    return Batch(traj.obs, traj.actions, traj.logp, advantages, targets)
 
 
 def minibatches(batch: Batch, perm: jax.Array, cfg: TrainConfig) -> Batch:
@@ -214,11 +202,12 @@ def update_critic(cfg: TrainConfig, critic: ApplyFn, params, opt, mbs: Batch, lr
 
 
 def ppo_update(cfg: TrainConfig, actor: ApplyFn, critic: ApplyFn, key: jax.Array, ac: ActorCritic,
-               hparams: HParams, rollout: Rollout, iteration) -> tuple[ActorCritic, dict]:
+               hparams: HParams, traj: Trajectory, values: jax.Array, iteration) -> tuple[ActorCritic, dict]:
     """One PPO iteration (METHOD §5); jittable with ``cfg``, ``actor`` and ``critic`` static. GAE once
     (``make_batch``), then ``cfg.epochs`` epochs, each shuffling the B sequences (key ``fold_in(key, epoch)``)
     into minibatches for ``update_actor`` and ``update_critic``. Once the KL after an actor epoch is ≥
-    ``cfg.target_kl``, the actor is frozen (``lax.cond``) while the critic trains all epochs. ``iteration``: PPO
+    ``cfg.target_kl``, the actor is frozen (``lax.cond``) while the critic trains all epochs. ``traj``: B whole
+    sequences (axes (B, T)); ``values``: (B, T) float32, the critic's at rollout time; ``iteration``: PPO
     iterations done (the entropy schedule's clock).
 
     Returns ``(ac, metrics)``; metrics are fixed-shape float32 scalars (``actor_epochs`` int32): ``ACTOR_METRICS``
@@ -228,9 +217,9 @@ def ppo_update(cfg: TrainConfig, actor: ApplyFn, critic: ApplyFn, key: jax.Array
     ``adv_std`` of the rollout; ``ent_coef`` (scheduled); ``actor_lr`` and ``critic_lr`` (both ``hparams.lr``).
     Raises ValueError when the rollout's B is not ``cfg.num_envs``.
     """
-    if rollout.actions.shape[0] != cfg.num_envs:
-        raise ValueError(f"the rollout has {rollout.actions.shape[0]} sequences but num_envs={cfg.num_envs}")
-    batch = make_batch(rollout, cfg, hparams.gae_lambda)
+    if traj.actions.shape[0] != cfg.num_envs:
+        raise ValueError(f"the rollout has {traj.actions.shape[0]} sequences but num_envs={cfg.num_envs}")
+    batch = make_batch(traj, values, cfg, hparams.gae_lambda)
     ent = entropy_coef(cfg, hparams.ent_coef, iteration)
     zero = jnp.zeros((), jnp.float32)
     frozen = {k: zero for k in ACTOR_METRICS}  # the metrics of an epoch the actor did not train
@@ -239,7 +228,7 @@ def ppo_update(cfg: TrainConfig, actor: ApplyFn, critic: ApplyFn, key: jax.Array
         ac, active, actor_epochs, kl, sums, critic_sum = carry
         mbs = minibatches(batch, jax.random.permutation(jax.random.fold_in(key, i), cfg.num_envs), cfg)
         a_p, a_s, a_metrics, kl = jax.lax.cond(
-            active, lambda op: update_actor(cfg, actor, *op, mbs, ent, hparams.lr, rollout.obs, rollout.logits),
+            active, lambda op: update_actor(cfg, actor, *op, mbs, ent, hparams.lr, traj.obs, traj.logits),
             lambda op: (*op, frozen, kl), (ac.actor_params, ac.actor_opt))
         c_p, c_s, c_loss = update_critic(cfg, critic, ac.critic_params, ac.critic_opt, mbs, hparams.lr,
                                          hparams.critic_weight_decay)
@@ -253,7 +242,6 @@ def ppo_update(cfg: TrainConfig, actor: ApplyFn, critic: ApplyFn, key: jax.Array
     f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
     return ac, {k: sums[k] / denom for k in ACTOR_METRICS} | dict(
         kl=kl, actor_epochs=actor_epochs, critic_loss=critic_sum / cfg.epochs,
-        explained_variance=f32(explained_variance(rollout.values, batch.targets)),
-        value_mean=f32(jnp.mean(rollout.values)), target_mean=f32(jnp.mean(batch.targets)),
-        adv_mean=f32(jnp.mean(batch.advantages)), adv_std=f32(jnp.std(batch.advantages)), ent_coef=f32(ent),
-        actor_lr=f32(hparams.lr), critic_lr=f32(hparams.lr))
+        explained_variance=f32(explained_variance(values, batch.targets)), value_mean=f32(jnp.mean(values)),
+        target_mean=f32(jnp.mean(batch.targets)), adv_mean=f32(jnp.mean(batch.advantages)),
+        adv_std=f32(jnp.std(batch.advantages)), ent_coef=f32(ent), actor_lr=f32(hparams.lr), critic_lr=f32(hparams.lr))

@@ -86,13 +86,11 @@ class Trainer:
         key, k_roll, k_upd = jax.random.split(state.key, 3)
         traj, env_state = self.collect(state.actor_params, k_roll)
         values = self.critic.sequence(state.critic_params, traj.obs)[..., 0]
-        batch = ppo.Rollout(obs=traj.obs, actions=traj.actions, logp=traj.logp, values=values,
-                            rewards=traj.rewards, logits=traj.logits)
         # the training passes split over the mesh's devices: gradients are per-device sums plus an all-reduce
         actor, critic = (data_parallel(net.sequence, self.mesh) for net in (self.actor, self.critic))
         ac = ppo.ActorCritic(state.actor_params, state.actor_opt, state.critic_params, state.critic_opt)
         ac, upd = ppo.ppo_update(self.cfg, actor, lambda p, x: critic(p, x)[..., 0], k_upd, ac, state.hparams,
-                                 batch, state.iteration)
+                                 traj, values, state.iteration)
         returns = traj.rewards.sum(axis=1)
         metrics = {"return_mean": returns.mean(), "return_std": returns.std(),
                    "reward_per_step": traj.rewards.mean(), **upd}
