@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 
 import jax
 import jax.numpy as jnp
@@ -14,10 +13,8 @@ import numpy as np
 
 from rl3jax.baselines.base import EPSILON, Baseline, Param, argmax_random, epsilon_mix, num_tasks, sharp_logits
 from rl3jax.meta_episode import MetaEnv
-from rl3jax.outputs import atomic_write
 
 BAYES_MAX_STATES = 2_000_000  # exchangeable posterior states the bayes-optimal table may hold
-GITTINS_VERSION = "v1"  # bump when the table's definition changes (on-disk cache key)
 GITTINS_MAX_HORIZON = 200  # the calibration costs O(H^5) work: H=100 takes 3 s on a 2-core CPU, H=200 32x that
 
 
@@ -26,29 +23,10 @@ class IntractableError(ValueError):
 
 
 @functools.cache
-def gittins_table(horizon: int) -> np.ndarray:
-    """``compute_gittins_table(horizon)``, cached in memory and in ``$RL3JAX_CACHE_DIR`` (~/.cache/rl3jax)."""
-    h = int(horizon)  # a bad one: no such file, compute_gittins_table raises the ValueError
-    cache = os.environ.get("RL3JAX_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "rl3jax"))
-    path = os.path.join(cache, f"gittins-{GITTINS_VERSION}-H{h}.npy")
-    try:
-        table = np.load(path)
-        if table.shape == (h + 1, h + 1, h + 1):
-            return table
-    except (OSError, ValueError):
-        pass
-    table = compute_gittins_table(h)
-    try:
-        atomic_write(path, lambda f: np.save(f, table))
-    except OSError:
-        pass  # a read-only home: recompute next time
-    return table
-
-
 def compute_gittins_table(horizon: int) -> np.ndarray:
     """Finite-horizon Gittins indices of a Bernoulli arm with a Beta(1, 1) prior.
 
-    Returns ``G`` (float64, (H+1, H+1, H+1)): ``G[m, s, f]``, the index of an arm with ``s`` successes and
+    Returns ``G`` (float64, (H+1, H+1, H+1); cached per H): ``G[m, s, f]``, the index of an arm with ``s`` successes and
     ``f`` failures when ``m`` pulls remain (this one included), for s + f <= H - m (NaN elsewhere): the known
     arm's reward per pull λ that makes retiring to it at once (m·λ, final) as good as pulling the unknown arm now
     and acting optimally after (Gittins 1979; Gittins, Glazebrook & Weber 2011). With p = (s+1)/(s+f+2),
@@ -318,7 +296,7 @@ ENTRIES = (
     Baseline("gittins", ("bandit",), (), bandit_build("gittins"),
              "Finite-horizon Gittins index (Gittins 1979; Gittins, Glazebrook & Weber 2011) by calibration "
              "against a known arm with the remaining pulls.",
-             prepare=lambda meta_env, p: jnp.asarray(gittins_table(meta_env.horizon), jnp.float32)),
+             prepare=lambda meta_env, p: jnp.asarray(compute_gittins_table(meta_env.horizon), jnp.float32)),
     Baseline("bayes-optimal", ("bandit",), (), bandit_build("bayes-optimal"),
              "Exact Bayes-optimal policy by dynamic programming over exchangeable Beta posteriors "
              "(Bellman 1956); small H only.", prepare=prepare_bayes),
