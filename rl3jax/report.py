@@ -153,16 +153,12 @@ def load_baselines_json(path: str, env: str, variant: str, horizon: int, episode
     under "baselines", "results" or "rows" (skipped rows left out), each with "policy", "mean_return", "stderr"
     and optionally "step_rewards" and "env", "variant", "horizon", "episodes" (checked against the report's,
     here or at the top). ValueError for an unreadable file or one that measured something else."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"--baselines-json {path}: cannot read it ({type(e).__name__}: {e})") from None
+    data = _read_json(path)
     top = data if isinstance(data, dict) else {}
     items = data if isinstance(data, list) else top.get("baselines") or top.get("results") or top.get("rows")
     if not isinstance(items, list) or not items:
-        raise ValueError(f"--baselines-json {path}: expected a list of baseline results (as `rl3jax baselines "
-                         "--json` writes)")
+        raise ValueError(f"--baselines-json {path}: expected a readable list of baseline results (as `rl3jax "
+                         "baselines --json` writes)")
     want = {"env": env, "variant": variant, "horizon": horizon, "episodes": episodes}
     out = {}
     for it in items:
@@ -304,10 +300,9 @@ def _check_report(runs: list[RunInfo], episodes, variant: str | None) -> tuple[s
 def make_report(paths: list[str], out: str, episodes: int = 1000, variant: str | None = None,
                 baselines_json: str | None = None, log=print) -> dict:
     """Writes the report of the runs in ``paths`` (population folders: their members) into ``out``; returns the
-    results.json dict. ``episodes``: held-out test tasks (N); ``variant``: the test variant (default: the runs'
-    own); ``baselines_json``: a ``rl3jax baselines --json`` file to reuse. ValueError, before writing anything,
-    for no runs, a folder that is no run, runs of several families, horizons or (without ``variant``)
-    training variants, a bad variant or N."""
+    results.json dict. ``episodes``: N; ``variant``: the test variant (default: the runs' own); ``baselines_json``:
+    a ``rl3jax baselines --json`` file to reuse. ValueError, before writing anything, for no runs, a folder that is
+    no run, runs of several families, horizons or (without ``variant``) training variants, a bad variant or N."""
     runs = load_runs(paths)
     env, horizon, variant, header = _check_report(runs, episodes, variant)
     from_json = load_baselines_json(baselines_json, env, variant, horizon, episodes) if baselines_json else None

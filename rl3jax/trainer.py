@@ -79,10 +79,9 @@ class Trainer:
         return split_leading(traj, self.mesh)
 
     def iteration(self, state: TrainState):
-        """One PPO iteration (METHOD §5): collect, then ``ppo.ppo_update``. Returns ``(new state, metrics)``, the
-        metrics a dict of float32 scalars: ``return_mean``, ``return_std`` (of the meta-episode returns),
-        ``reward_per_step``, the update's metrics, ``vi_sweeps`` (RL³: mean VI sweeps of the last step) and
-        ``FINITE`` (``finite_flag``)."""
+        """One PPO iteration (METHOD §5): collect, then ``ppo.ppo_update``. Returns ``(new state, metrics)``,
+        float32 scalars: ``return_mean``, ``return_std``, ``reward_per_step``, the update's metrics, ``vi_sweeps``
+        (RL³: mean VI sweeps of the last step) and ``FINITE``."""
         key, k_roll, k_upd = jax.random.split(state.key, 3)
         traj, env_state = self.collect(state.actor_params, k_roll)
         values = self.critic.sequence(state.critic_params, traj.obs)[..., 0]
@@ -108,9 +107,8 @@ class Trainer:
 
 
 def v1_layout(state: TrainState) -> TrainState:
-    """A state shaped like checkpoint format 1's (``optax.inject_hyperparams`` states holding lr and weight decay
-    around Adam; ``hparams`` a dict of ent_coef and gae_lambda), made of ``state``'s leaves: a restore template
-    for a format-1 step (``from_v1`` maps it back)."""
+    """``state``'s leaves in checkpoint format 1's shape (``optax.inject_hyperparams`` around Adam; ``hparams``
+    a dict of ent_coef and gae_lambda): the restore template of a format-1 step (``from_v1`` maps it back)."""
 
     def opt(adam, weight_decay):
         hyper = {"learning_rate": state.hparams.lr, "weight_decay": weight_decay}
@@ -124,8 +122,7 @@ def v1_layout(state: TrainState) -> TrainState:
 
 
 def from_v1(old) -> TrainState:
-    """The ``TrainState`` of a state restored in format 1's layout (``v1_layout``): the Adam states out of the
-    injected ones, lr and the critic's weight decay out of their ``hyperparams`` into ``hparams``."""
+    """The ``TrainState`` of a state restored in format 1's layout (``v1_layout``)."""
     return old.replace(actor_opt=old.actor_opt.inner_state[1][0], critic_opt=old.critic_opt.inner_state[1][0],
                        hparams=HParams(lr=old.actor_opt.hyperparams["learning_rate"],
                                        critic_weight_decay=old.critic_opt.hyperparams["weight_decay"],
