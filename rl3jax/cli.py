@@ -221,10 +221,10 @@ def cmd_eval(args) -> int:
         raise ConfigError("--env and --horizon apply only with --policy; a run evaluates on its own env and H")
     if args.policy and args.greedy:
         raise ConfigError("--greedy applies to a trained --run; a --policy baseline chooses its own actions")
+    if args.run and args.param:
+        raise ConfigError("--param applies to --policy baselines, not to a trained --run")
     outputs.check_output_file(args.json, "--json")
     if args.run:
-        if args.param:
-            raise ConfigError("--param applies to --policy baselines, not to a trained --run")
         cfg = runfiles.read_run_config(args.run, "evaluate")
         cfg = cfg.replace(variant=args.variant) if args.variant else cfg
         from rl3jax.runs.load import Run

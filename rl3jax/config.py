@@ -130,11 +130,13 @@ class TrainConfig:
         def bad(msg):
             raise ValueError(msg)
 
-        for f in dataclasses.fields(self):  # every field of its declared type
+        for f in dataclasses.fields(self):  # every field of its declared type; ints other than seed 32-bit
             v, typ = getattr(self, f.name), str(f.type)
             types, want = _TYPES[typ.split("|")[0].strip()]  # KeyError: a new field type must be added to _TYPES
             if not (v is None and "None" in typ) and (not isinstance(v, types) or isinstance(v, bool) != (bool in types)):
                 bad(f"config field {f.name} must be {want}{' or None' if 'None' in typ else ''}, got {v!r}")
+            if f.name != "seed" and type(v) is int and not -INT_MAX <= v <= INT_MAX:
+                bad(f"{f.name} must be at most {INT_MAX} (a 32-bit integer), got {v}")
         for name, valid in (("algo", ALGOS), ("model", MODELS), ("ent_schedule", ENT_SCHEDULES),
                             ("semantics", SEMANTICS)):
             if getattr(self, name) not in valid:
@@ -151,10 +153,6 @@ class TrainConfig:
         self._validate_v4(bad)
         if not 0 <= self.seed <= SEED_MAX:
             bad(f"seed must be in [0, {SEED_MAX}] (a 32-bit PRNG seed), got {self.seed}")
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if f.name != "seed" and type(v) is int and not -INT_MAX <= v <= INT_MAX:
-                bad(f"{f.name} must be at most {INT_MAX} (a 32-bit integer), got {v}")
         ones = ("horizon", "iters", "num_envs", "minibatch_envs", "epochs", "chunk_iters", "checkpoint_every",
                 "keep_checkpoints", "eval_episodes", "kl_chunks")
         for name, lo, note in [(n, 1, "") for n in ones] + [("vi_sweep_block", 1, " or None"),
@@ -290,8 +288,8 @@ def _divisor_near(n: int, target: float) -> int:
 @dataclasses.dataclass(frozen=True)
 class Preset:
     """Published (or laptop) settings: ``fields`` (TrainConfig fields), ``by_algo`` (algo -> fields that differ),
-    and settings derived from the run's own H, num_envs and iters (so they follow a user's overrides): ``batch``
-    env steps per iteration, ``minibatches`` per epoch, ``evals`` held-out evaluations per run."""
+    and, derived from a run's own H, num_envs and iters, ``batch`` env steps per iteration, ``minibatches`` per
+    epoch and ``evals`` held-out evaluations per run."""
 
     fields: dict
     batch: int
