@@ -349,10 +349,10 @@ def _add_render(sub):
 
 def cmd_render(args) -> int:
     outputs.check_outputs(args.out, "--out", count=1 if args.samples else args.episodes)
-    runfiles.check_render(args.run, args.variant, args.episodes, args.samples)  # before JAX starts
+    family = runfiles.check_render(args.run, args.variant, args.episodes, args.samples)  # before JAX starts
     from rl3jax.render import render_cli
 
-    return render_cli(args.run, args.out, variant=args.variant, episodes=args.episodes, samples=args.samples)
+    return render_cli(args.run, args.out, args.variant, args.episodes, samples_of=family if args.samples else None)
 
 
 def _add_report(sub):

@@ -140,8 +140,6 @@ def run_baselines(env: str, variant: str | None, horizon: int, episodes: int, na
     meta_env = make_meta_env(TrainConfig(env=env, variant=variant or "train", horizon=horizon, algo="rl2"))
     for n in names or []:
         check_fits(n, meta_env)
-    if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}")
     rows = []
     for name in [n for n in BASELINES if n in (baseline_names(meta_env) if names is None else names)]:
         t0 = time.perf_counter()

@@ -186,11 +186,9 @@ class Markov(nn.Module):
 
 @dataclasses.dataclass(frozen=True)
 class SequenceModel:
-    """A linen module plus pure ``init`` / ``initial_carry`` / ``step`` / ``sequence`` (hashable, jit-static).
-
-    ``kind``: one of ``rl3jax.config.MODELS``; ``num_outputs``: n (logits) or 1 (value); ``horizon``: H, the
-    longest sequence is H + 1 steps. All B sequences advance in lockstep (the transformer's position is a scalar).
-    """
+    """A linen module plus pure ``init`` / ``initial_carry`` / ``step`` / ``sequence`` (hashable, jit-static):
+    ``kind`` (``MODELS``), ``num_outputs`` n (logits) or 1 (value), ``horizon`` H (sequences of up to H + 1 steps,
+    all B in lockstep)."""
 
     kind: str
     num_outputs: int

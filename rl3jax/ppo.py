@@ -45,8 +45,7 @@ class Batch:
 
 @struct.dataclass
 class ActorCritic:
-    """The four trees one PPO iteration changes (the names of ``TrainState``'s fields); the optimiser states are
-    ``ADAM``'s."""
+    """The four trees one PPO iteration changes (``TrainState``'s fields of these names; ``ADAM`` states)."""
 
     actor_params: Any
     actor_opt: Any

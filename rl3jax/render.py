@@ -16,7 +16,6 @@ from rl3jax.envs.registry import make_env, variants
 from rl3jax.evaluate import held_out_tasks
 from rl3jax.outputs import atomic_write, numbered_paths
 from rl3jax.runs.load import load_run
-from rl3jax.runs.runfiles import check_render
 
 #: tile code (rl3jax.envs.grid_geometry) -> (name, RGB)
 TILES = {EMPTY: ("empty", (245, 245, 240)), OBSTACLE: ("obstacle", (60, 60, 60)), WATER: ("water", (110, 170, 230)),
@@ -165,13 +164,13 @@ def samples_png(family: str, out: str, per_variant: int = 4, seed: int = 0):
     plt.close(fig)
 
 
-def render_cli(run: str | None, out: str, variant: str | None = None, episodes: int = 1, samples: bool = False) -> int:
-    """``rl3jax render``: GIFs of ``episodes`` held-out tasks played by the run's newest checkpoint to ``out``
-    (``numbered_paths``), or with ``samples`` a PNG of every variant's grids. Errors: ``check_render``'s;
-    ``RunFolderError`` / ``CheckpointError`` for a bad run."""
-    family = check_render(run, variant, episodes, samples)
-    if samples:
-        samples_png(family, out)
+def render_cli(run: str | None, out: str, variant: str | None = None, episodes: int = 1,
+               samples_of: str | None = None) -> int:
+    """``rl3jax render`` after ``runfiles.check_render``: GIFs of ``episodes`` held-out tasks played by the run's
+    newest checkpoint to ``out`` (``numbered_paths``), or a PNG of every variant's grids of family ``samples_of``.
+    Errors: ``RunFolderError`` / ``CheckpointError`` for a bad run."""
+    if samples_of:
+        samples_png(samples_of, out)
         print(f"wrote {out}")
         return 0
     loaded = load_run(run)

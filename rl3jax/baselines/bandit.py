@@ -227,7 +227,7 @@ def bandit_scores(name: str, key: jax.Array, successes: jax.Array, failures: jax
     * ucb: μ_a + c·sqrt(2·ln(t + 2k) / (n_a + 2)): UCB1 (Auer et al. 2002) counting the prior's two
       pseudo-pulls per arm (RL²'s baseline, Duan et al. 2016).
     * thompson: one draw from Beta(s_a + 1, f_a + 1) per arm (Thompson 1933).
-    * gittins: G[H − t, s_a, f_a] (``gittins_table``).
+    * gittins: G[H − t, s_a, f_a] (``compute_gittins_table``).
     * bayes-optimal: the exact action value Q_t(x, a) (``bayes_optimal_table``).
     """
     n = successes + failures
