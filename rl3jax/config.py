@@ -255,9 +255,8 @@ def _coerce(field: dataclasses.Field, raw: str, flag: str):
 
 def parse_sets(items: list[str], sweep: bool = False) -> dict:
     """``--set FIELD=VALUE`` items -> {field: typed value}; with ``sweep``, ``--sweep NAME=V1,V2,...`` items ->
-    {name: [typed values]} for the ``config.HParams`` names (``-`` in a name reads as ``_``). One ``ConfigError``
-    line for a malformed item, an unknown (or, swept, unsweepable) name, a name given twice, a value of the
-    wrong type, and a sweep without values or with a repeated one."""
+    {name: [typed values]} of ``HParams`` names (``-`` reads as ``_``). ``ConfigError`` for a malformed item, an
+    unknown (or unsweepable) or repeated name, a value of the wrong type, a sweep without distinct values."""
     flag, form = ("--sweep", "NAME=V1,V2,...") if sweep else ("--set", "FIELD=VALUE")
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     valid = HParams._fields if sweep else tuple(fields)

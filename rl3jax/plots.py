@@ -1,6 +1,5 @@
-"""The report's figures (matplotlib, imported on first use): learning curves (training and held-out return
-against environment steps and wall-clock seconds, with reference baselines) and adaptation curves (the mean
-reward at each step of the meta-episode); each also returns the data behind every line.
+"""The report's figures (matplotlib, imported on first use): learning curves and adaptation curves, each with
+the data behind every line.
 """
 
 from __future__ import annotations

@@ -43,9 +43,8 @@ class RunInfo:
 
 
 def load_runs(paths: list[str]) -> list[RunInfo]:
-    """The runs of ``paths`` (population folders: their members) with their metrics rows and newest checkpoint
-    step; names unique (a member keeps its population's name: ``pop/seed0``). ValueError for zero runs, a
-    missing path or no metrics rows; ``RunFolderError`` for a folder that is no trained run."""
+    """The runs of ``paths`` (population folders: their members), names unique (``pop/seed0``). ValueError for
+    zero runs, a missing path or no metrics rows; ``RunFolderError`` for a folder that is no trained run."""
     if not paths:
         raise ValueError("no run folders given; pass one or more folders written by `rl3jax train`")
     for p in paths:
