@@ -32,8 +32,8 @@ def evaluate(meta_env: MetaEnv, policy: str, episodes: int, greedy: bool = False
              batch: int = EVAL_BATCH, policy_params: dict | None = None) -> dict:
     """``summarize`` of the first ``episodes`` test tasks (one meta-episode each) played by ``policy``: "network"
     (``params`` and ``model`` of a trained actor; ``greedy``: argmax actions) or a baseline with its
-    ``policy_params`` (``make_policy``). ``batch``: tasks per jitted call. ValueError
-    for a policy that does not fit the family, an unknown parameter or a bad value."""
+    ``policy_params`` (``make_policy``); ``batch``: tasks per jitted call. ValueError for a policy that does not
+    fit the family, an unknown parameter or a bad value."""
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
     if policy == "network":
