@@ -1,10 +1,8 @@
 """Command line: ``rl3jax {train,eval,baselines,bench,render,report}`` (also ``python -m rl3jax``).
 
-Every input is honoured or refused before anything is written or compiled: a bad name, value, combination,
-missing optional package or unwritable output is one line naming it and what is allowed, exit status 2, and
-leaves the output folder as it was; checks without JAX run before it is imported (about a second). To add a
-subcommand: write ``_add_NAME(sub)`` (use ``_subparser``) and ``cmd_NAME(args) -> int``; list them in
-``SUBCOMMANDS``.
+Every input is honoured or refused before anything is written or compiled (a bad one: one line naming it and
+what is allowed, exit status 2), by checks without JAX before it is imported. To add a subcommand: write
+``_add_NAME(sub)`` and ``cmd_NAME(args) -> int`` and list them in ``SUBCOMMANDS``.
 """
 
 from __future__ import annotations
@@ -19,17 +17,18 @@ import sys
 from rl3jax import __version__, memory, outputs
 from rl3jax.config import (
     ALGOS,
+    GREEDY,
     INT_MAX,
     MODELS,
     PRESETS,
     SEED_MAX,
+    STOCHASTIC,
     ConfigError,
     HParams,
     TrainConfig,
     laptop_preset,
     notes,
     parse_sets,
-    policy_mode,
 )
 from rl3jax.envs.catalog import FAMILIES, GYMNAX_ENVS
 from rl3jax.runs import runfiles
@@ -156,9 +155,8 @@ def config_from_args(args) -> TrainConfig:
 
 
 def check_train_args(args) -> TrainConfig:
-    """Every check of ``train`` without JAX (folder, names, ranges, combinations, packages); the config. A new
-    run's settings are checked before its folder (a bad value is named even where --out is taken); a resume
-    reads its settings from the folder, so the folder comes first there."""
+    """Every check of ``train`` without JAX; the config. A new run's settings are checked before its folder, a
+    resume's after it (they are read from it)."""
     cfg = None if args.resume else config_from_args(args)
     runfiles.check_train_folder(args.out, args.resume)
     cfg = cfg or config_from_args(args)
@@ -223,16 +221,16 @@ def cmd_eval(args) -> int:
         raise ConfigError("--env and --horizon apply only with --policy; a run evaluates on its own env and H")
     if args.policy and args.greedy:
         raise ConfigError("--greedy applies to a trained --run; a --policy baseline chooses its own actions")
+    if args.run and args.param:
+        raise ConfigError("--param applies to --policy baselines, not to a trained --run")
     outputs.check_output_file(args.json, "--json")
     if args.run:
-        if args.param:
-            raise ConfigError("--param applies to --policy baselines, not to a trained --run")
         cfg = runfiles.read_run_config(args.run, "evaluate")
         cfg = cfg.replace(variant=args.variant) if args.variant else cfg
         from rl3jax.runs.load import Run
 
         (res, iteration), params = Run(args.run, cfg).evaluate(args.episodes, args.greedy), {}
-        policy, algo = policy_mode(args.greedy), cfg.algo
+        policy, algo = GREEDY if args.greedy else STOCHASTIC, cfg.algo
     else:
         if args.env is None or args.horizon is None:
             raise ConfigError("--policy needs --env and --horizon")
@@ -351,10 +349,10 @@ def _add_render(sub):
 
 def cmd_render(args) -> int:
     outputs.check_outputs(args.out, "--out", count=1 if args.samples else args.episodes)
-    runfiles.check_render(args.run, args.variant, args.episodes, args.samples)  # before JAX starts
+    family = runfiles.check_render(args.run, args.variant, args.episodes, args.samples)  # before JAX starts
     from rl3jax.render import render_cli
 
-    return render_cli(args.run, args.out, variant=args.variant, episodes=args.episodes, samples=args.samples)
+    return render_cli(args.run, args.out, args.variant, args.episodes, samples_of=family if args.samples else None)
 
 
 def _add_report(sub):

@@ -31,17 +31,11 @@ class HParams(NamedTuple):
     gae_lambda: Any  # GAE λ
 
 
-#: fields of older versions that a config.json may still hold; ``from_dict`` drops them. ``fused_update``: the
-#: fused actor-critic PPO step, deleted (never measured faster); its runs equal the separate steps' up to float
-#: reassociation, so they stay valid
+#: fields of older versions that a config.json may still hold; ``from_dict`` drops them (``fused_update``: a
+#: deleted PPO step equal to the separate ones up to float reassociation, so its runs stay valid)
 DROPPED_FIELDS = ("fused_update",)
 #: run-control fields: how the driver chunks, checkpoints and evaluates a run, not what it learns
 RUN_CONTROL = ("chunk_iters", "checkpoint_every", "keep_checkpoints", "eval_every", "eval_episodes")
-
-
-def policy_mode(greedy: bool) -> str:
-    """The ``POLICY_MODES`` name of a policy that takes argmax actions (``greedy``) or samples them."""
-    return GREEDY if greedy else STOCHASTIC
 
 
 #: seeds are 32-bit: ``jax.random.key(seed)`` keeps only the low 32 bits, so 0 and 2**32 would be one run
@@ -59,7 +53,7 @@ _TYPES = {"bool": ((bool,), "true or false"), "int": ((int,), "a whole number"),
 SEMANTICS = ("fresh", "rlc", "v4")
 #: the legacy ``estimator_mode`` values of old config.json files and the semantics each one means (``from_dict``)
 LEGACY_ESTIMATOR_MODES = {"fresh": "fresh", "entered": "rlc"}
-#: transformer-v4's learned positional slots (as the original; ``rl3jax.networks.V4_POS_SLOTS``): H + 1 <= this
+#: transformer-v4's learned positional slots (the original's ``LearnedPositionalEncoder(dmodel, 1024)``): H + 1 <= this
 V4_POS_SLOTS = 1024
 #: float field -> [lo, hi]: the sane range of its value as used, in float32 (so finite, and non-zero where lo > 0:
 #: ``lr=1e-50`` would be 0 in float32); a None of an optional field means its default
@@ -122,8 +116,7 @@ class TrainConfig:
     eval_every: int = 0  # 0: never during training
     eval_episodes: int = 256
 
-    def __post_init__(self):
-        """Resolves ``semantics`` (None: 'fresh'), then validates every field (``_validate``)."""
+    def __post_init__(self):  # semantics None means 'fresh'
         object.__setattr__(self, "semantics", "fresh" if self.semantics is None else self.semantics)
         self._validate()
 
@@ -133,15 +126,17 @@ class TrainConfig:
         return self.gamma_obj if self.gamma_obj is not None else 0.99 if self.semantics == "v4" else 0.95
 
     def _validate(self) -> None:
-        """Checks every field (see the class docstring). Imports no JAX: a config error costs no JAX start-up."""
+        """Checks every field (see the class docstring)."""
         def bad(msg):
             raise ValueError(msg)
 
-        for f in dataclasses.fields(self):  # every field of its declared type
+        for f in dataclasses.fields(self):  # every field of its declared type; ints other than seed 32-bit
             v, typ = getattr(self, f.name), str(f.type)
             types, want = _TYPES[typ.split("|")[0].strip()]  # KeyError: a new field type must be added to _TYPES
             if not (v is None and "None" in typ) and (not isinstance(v, types) or isinstance(v, bool) != (bool in types)):
                 bad(f"config field {f.name} must be {want}{' or None' if 'None' in typ else ''}, got {v!r}")
+            if f.name != "seed" and type(v) is int and not -INT_MAX <= v <= INT_MAX:
+                bad(f"{f.name} must be at most {INT_MAX} (a 32-bit integer), got {v}")
         for name, valid in (("algo", ALGOS), ("model", MODELS), ("ent_schedule", ENT_SCHEDULES),
                             ("semantics", SEMANTICS)):
             if getattr(self, name) not in valid:
@@ -158,10 +153,6 @@ class TrainConfig:
         self._validate_v4(bad)
         if not 0 <= self.seed <= SEED_MAX:
             bad(f"seed must be in [0, {SEED_MAX}] (a 32-bit PRNG seed), got {self.seed}")
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if f.name != "seed" and type(v) is int and not -INT_MAX <= v <= INT_MAX:
-                bad(f"{f.name} must be at most {INT_MAX} (a 32-bit integer), got {v}")
         ones = ("horizon", "iters", "num_envs", "minibatch_envs", "epochs", "chunk_iters", "checkpoint_every",
                 "keep_checkpoints", "eval_episodes", "kl_chunks")
         for name, lo, note in [(n, 1, "") for n in ones] + [("vi_sweep_block", 1, " or None"),
@@ -264,9 +255,8 @@ def _coerce(field: dataclasses.Field, raw: str, flag: str):
 
 def parse_sets(items: list[str], sweep: bool = False) -> dict:
     """``--set FIELD=VALUE`` items -> {field: typed value}; with ``sweep``, ``--sweep NAME=V1,V2,...`` items ->
-    {name: [typed values]} for the ``config.HParams`` names (``-`` in a name reads as ``_``). One ``ConfigError``
-    line for a malformed item, an unknown (or, swept, unsweepable) name, a name given twice, a value of the
-    wrong type, and a sweep without values or with a repeated one."""
+    {name: [typed values]} of ``HParams`` names (``-`` reads as ``_``). ``ConfigError`` for a malformed item, an
+    unknown (or unsweepable) or repeated name, a value of the wrong type, a sweep without distinct values."""
     flag, form = ("--sweep", "NAME=V1,V2,...") if sweep else ("--set", "FIELD=VALUE")
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     valid = HParams._fields if sweep else tuple(fields)
@@ -297,8 +287,8 @@ def _divisor_near(n: int, target: float) -> int:
 @dataclasses.dataclass(frozen=True)
 class Preset:
     """Published (or laptop) settings: ``fields`` (TrainConfig fields), ``by_algo`` (algo -> fields that differ),
-    and settings derived from the run's own H, num_envs and iters (so they follow a user's overrides): ``batch``
-    env steps per iteration, ``minibatches`` per epoch, ``evals`` held-out evaluations per run."""
+    and, derived from a run's own H, num_envs and iters, ``batch`` env steps per iteration, ``minibatches`` per
+    epoch and ``evals`` held-out evaluations per run."""
 
     fields: dict
     batch: int
@@ -339,11 +329,9 @@ PRESETS: dict[str, Preset] = {
     "grid13": _preset("grid13", 350, 20000, 33600, 4200, 0.04, 2e-4),
     "bandit-h512": _preset("bandit", 512, 5000, 32768, 4096, 0.1, 3e-4, "linear"),
     "mdp-h512": _preset("mdp", 512, 10000, 32768, 4096, 0.1, 3e-4, "linear"),
-    # The paper's own code (bhatiaabhinav/RL3 commit f8121786; "Paper-v4 targets" in this repository's
-    # experiments/README.md): v4 semantics and the v4 networks. Its main.jl defaults: batch 32000, minibatch
-    # 3200, lr 3e-4 constant; entropy bonus from the commands in that repository's README (bandits 0.001 at
-    # H=100, 0.01 at H=500; MDPs 0.01); iterations as METHOD §6 (its README's example commands say 5000 for
-    # bandits H=100 and 10000 for MDPs H=100).
+    # The paper's own code (bhatiaabhinav/RL3 commit f8121786; experiments/README.md "Paper-v4 targets"): its
+    # main.jl defaults (batch 32000, minibatch 3200, lr 3e-4), the entropy bonus of its README's commands,
+    # iterations as METHOD §6.
     "paper-v4-bandit-h100": _preset("bandit", 100, 3000, 32000, 3200, 0.001, 3e-4, semantics="v4",
                                     model="transformer-v4"),
     "paper-v4-bandit-h500": _preset("bandit", 500, 6000, 32000, 3200, 0.01, 3e-4, semantics="v4",
@@ -352,18 +340,13 @@ PRESETS: dict[str, Preset] = {
                                  model="transformer-v4"),
     "paper-v4-mdp-h500": _preset("mdp", 500, 24000, 32000, 3200, 0.01, 3e-4, semantics="v4",
                                  model="transformer-v4"),
-    # Grids on a CPU: the published horizons (250 / 350), 16 tasks per iteration in 4-sequence minibatches and
-    # 4 epochs; sized for about 10 minutes on a 2-core CPU (grid11, RL³, transformer: ~1 min compile, then
-    # ~4.5 s per iteration measured on a shared 2-core machine). Sensible settings, not tuned.
+    # Grids on a CPU at the published horizons, sized for about 10 minutes on a 2-core CPU; not tuned.
     "cpu-grid11": _preset("grid11", 250, 100, 4000, 1000, 0.04, 1e-3, epochs=4, evals=4, eval_episodes=100,
                           chunk_iters=1),
     "cpu-grid13": _preset("grid13", 350, 50, 5600, 1400, 0.04, 1e-3, epochs=4, evals=2, eval_episodes=100,
                           chunk_iters=1),
-    # Laptop defaults, tuned in BENCHMARKS.md "Laptop presets (tuning)": RL³ (Markov) learns far faster per CPU
-    # second than the transformer (held-out 76.0 on bandits, 151.4 on MDPs); ent_coef 0.03 beat 0.01 on both.
-    # Held-out evaluation (250 tasks) every quarter of the run: the learning curve's held-out line in the report.
-    # One iteration per chunk on every CPU preset (an iteration takes seconds there), so a signal stops a run
-    # within seconds (chunking does not change results).
+    # Laptop defaults, tuned in BENCHMARKS.md "Laptop presets (tuning)". Every CPU preset has one iteration per
+    # chunk (an iteration takes seconds there), so a signal stops a run within seconds.
     "cpu-mdp": _preset("mdp", 100, 80, 32000, 8000, 0.03, 1e-3, model="markov", evals=4, eval_episodes=250,
                        by_algo=_RL2_LAPTOP, chunk_iters=1),
     "cpu-bandit": _preset("bandit", 100, 40, 32000, 8000, 0.03, 1e-3, model="markov", evals=4, eval_episodes=250,

@@ -1,6 +1,5 @@
-"""Evaluation on fixed held-out test tasks (from ``TEST_SEED``, disjoint from the training streams): one
-meta-episode per task, mean return ± standard error, of a trained actor or a ``rl3jax.baselines`` policy.
-"""
+"""Evaluation of a trained actor or a ``rl3jax.baselines`` policy on fixed held-out test tasks (``TEST_SEED``):
+one meta-episode per task, mean return ± standard error."""
 
 from __future__ import annotations
 
@@ -30,20 +29,17 @@ def held_out_tasks(meta_env: MetaEnv, num: int):
 
 
 def evaluate(meta_env: MetaEnv, policy: str, episodes: int, greedy: bool = False, params=None, model=None,
-             batch: int = EVAL_BATCH, seed: int = 0, policy_params: dict | None = None) -> dict:
-    """Mean return ± s.e. over the first ``episodes`` test tasks (one meta-episode each): ``summarize``'s dict.
-
-    ``policy``: "network" (``params`` and ``model`` of a trained actor; ``greedy``: argmax actions) or a name of
-    ``baseline_names(meta_env)`` with its ``policy_params`` (strings parsed; defaults for the others).
-    ``batch``: tasks per jitted call; ``seed``: the random stream. ValueError for a policy that does not fit
-    the family, an unknown parameter or a bad value.
-    """
+             batch: int = EVAL_BATCH, policy_params: dict | None = None) -> dict:
+    """``summarize`` of the first ``episodes`` test tasks (one meta-episode each) played by ``policy``: "network"
+    (``params`` and ``model`` of a trained actor; ``greedy``: argmax actions) or a baseline with its
+    ``policy_params`` (``make_policy``); ``batch``: tasks per jitted call. ValueError for a policy that does not
+    fit the family, an unknown parameter or a bad value."""
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
     if policy == "network":
         if policy_params:
             raise ValueError(f"policy 'network' takes no parameters, got {sorted(policy_params)}")
-        return summarize(HeldOutEvaluator(meta_env, model, episodes, batch, seed).rewards(params, greedy))
+        return summarize(HeldOutEvaluator(meta_env, model, episodes, batch).rewards(params, greedy))
     meta_env, consts, build = make_policy(policy, meta_env, policy_params)
 
     def run(consts, tasks, key):
@@ -52,13 +48,13 @@ def evaluate(meta_env: MetaEnv, policy: str, episodes: int, greedy: bool = False
         traj, _ = rollout(meta_env, step, carry, tasks, k_roll, greedy=greedy or policy == "oracle")
         return traj.rewards
 
-    return summarize(batched_rewards(jax.jit(run), consts, held_out_tasks(meta_env, episodes), episodes, batch, seed))
+    return summarize(batched_rewards(jax.jit(run), consts, held_out_tasks(meta_env, episodes), episodes, batch))
 
 
-def batched_rewards(run, consts, all_tasks, episodes: int, batch: int, seed: int) -> np.ndarray:
+def batched_rewards(run, consts, all_tasks, episodes: int, batch: int) -> np.ndarray:
     """``run(consts, tasks, key) -> rewards (B, H)`` over ``all_tasks`` in batches of ``batch`` tasks, batch i
-    with the key ``fold_in(fold_in(key(TEST_SEED + 1), seed), i)``; returns the rewards, shape (episodes, H)."""
-    key = jax.random.fold_in(jax.random.key(TEST_SEED + 1), seed)
+    with the key ``fold_in(fold_in(key(TEST_SEED + 1), 0), i)``; returns the rewards, shape (episodes, H)."""
+    key = jax.random.fold_in(jax.random.key(TEST_SEED + 1), 0)
     out = []
     for i, start in enumerate(range(0, episodes, batch)):
         tasks = jax.tree.map(lambda x, start=start: x[start:start + batch], all_tasks)
@@ -76,11 +72,11 @@ def summarize(rewards: np.ndarray) -> dict:
 
 
 class HeldOutEvaluator:
-    """A trained actor on the first ``episodes`` held-out tasks, compiled once (the parameters are an argument);
-    ``traces`` counts traces: one per (batch shape, greedy) pair."""
+    """A trained actor on the first ``episodes`` held-out tasks, compiled once per (batch shape, greedy)
+    (``traces`` counts them); the parameters are an argument."""
 
-    def __init__(self, meta_env, actor, episodes: int, batch: int = EVAL_BATCH, seed: int = 0):
-        self.episodes, self.batch, self.seed = int(episodes), int(batch), seed
+    def __init__(self, meta_env, actor, episodes: int, batch: int = EVAL_BATCH):
+        self.episodes, self.batch = int(episodes), int(batch)
         self.tasks = held_out_tasks(meta_env, self.episodes)
         self.traces = 0
 
@@ -96,7 +92,7 @@ class HeldOutEvaluator:
         """(episodes, H) float32 per-step rewards of the actor (``greedy``: argmax actions)."""
         params = jax.device_get(actor_params)  # host copy: independent of the training state's sharding
         run = lambda p, tasks, key: self._run(p, tasks, key, bool(greedy))  # noqa: E731
-        return batched_rewards(run, params, self.tasks, self.episodes, self.batch, self.seed)
+        return batched_rewards(run, params, self.tasks, self.episodes, self.batch)
 
     def __call__(self, actor_params, greedy: bool) -> dict:
         """``summarize`` of the actor's rewards (``greedy``: argmax actions)."""
@@ -111,8 +107,8 @@ class HeldOutEvaluator:
 
 def evaluate_baseline(cfg: TrainConfig, policy: str, episodes: int, items: list[str]) -> tuple[dict, dict]:
     """``rl3jax eval --policy``: (``evaluate``'s result, the validated params) of baseline ``policy`` with its
-    ``--param KEY=VALUE`` ``items`` on ``episodes`` held-out tasks of ``cfg``. ValueError (one line), before
-    any work: an unknown name or parameter, a family it does not fit, tasks that do not fit in memory."""
+    ``--param KEY=VALUE`` ``items``. ValueError before any work: an unknown name or parameter, a family it does
+    not fit, tasks that do not fit in memory."""
     validate_params(policy, None)  # an unknown name first: the error lists the valid ones
     meta_env = make_meta_env(cfg)
     bad = [item for item in items if "=" not in item]
@@ -135,21 +131,15 @@ def baselines_table(rows: list[dict]) -> str:
 
 
 def run_baselines(env: str, variant: str | None, horizon: int, episodes: int, names: list[str] | None = None,
-                  batch: int = EVAL_BATCH, seed: int = 0, progress: Callable[[dict], None] | None = None,
-                  known: dict[str, dict] | None = None) -> list[dict]:
-    """Evaluates baselines on the same first ``episodes`` held-out tasks of ``env``/``variant`` at H=``horizon``.
-
-    ``names``: the baselines to run (default: every one that fits, skipping one intractable at this H; given,
-    either is a ValueError). ``known``: {policy: result} taken instead of evaluating. Returns one dict per
-    policy, in registry order: {"policy", "mean_return", "stderr", "episodes", "step_rewards" (H floats),
-    "params", "actions", "skipped" (None, or why), "seconds" (wall time incl. compile), "source",
-    "normalised"}; ``progress(row)`` after each policy.
-    """
+                  batch: int = EVAL_BATCH, progress: Callable[[dict], None] | None = None, known: dict | None = None):
+    """Baselines on the first ``episodes`` held-out tasks of ``env``/``variant`` at H=``horizon``: ``names`` (a
+    ValueError for one that does not fit or is intractable) or every one that fits (one intractable at this H is
+    skipped); ``known``: {policy: result} taken instead of evaluating. One row per policy, in registry order:
+    {"policy", "mean_return", "stderr", "episodes", "step_rewards" (H floats), "params", "actions", "skipped"
+    (None, or why), "seconds" (incl. compile), "source", "normalised"}; ``progress(row)`` after each."""
     meta_env = make_meta_env(TrainConfig(env=env, variant=variant or "train", horizon=horizon, algo="rl2"))
     for n in names or []:
         check_fits(n, meta_env)
-    if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}")
     rows = []
     for name in [n for n in BASELINES if n in (baseline_names(meta_env) if names is None else names)]:
         t0 = time.perf_counter()
@@ -157,7 +147,7 @@ def run_baselines(env: str, variant: str | None, horizon: int, episodes: int, na
                "params": validate_params(name, None), "actions": BASELINES[name].actions, "skipped": None,
                "source": "evaluated"}
         try:
-            res = (known or {}).get(name) or evaluate(meta_env, name, episodes, batch=batch, seed=seed)
+            res = (known or {}).get(name) or evaluate(meta_env, name, episodes, batch=batch)
             row.update({k: res[k] for k in ("mean_return", "stderr", "episodes", "step_rewards")},
                        source=res.get("source", "evaluated"))
             row["step_rewards"] = None if res["step_rewards"] is None else [float(x) for x in res["step_rewards"]]

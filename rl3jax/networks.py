@@ -1,16 +1,14 @@
 """Actor / critic sequence models of METHOD §4 (a causal transformer, a GRU, a Markov MLP) and the paper's own
 code's (``transformer-v4``, ``markov-v4``).
 
-Each model is a ``SequenceModel`` (jit-static) with pure ``init`` / ``initial_carry`` / ``step`` (acting, one
-timestep) and ``sequence`` (training, the causal pass over (B, T, ·)); ``step`` unrolled equals ``sequence`` to
-float tolerance (the transformer's key/value cache has a fixed H+1 slots, later ones masked). Inputs: float32
-policy inputs of size ``in`` (METHOD §1: m); outputs: float32, n = ``num_outputs`` (logits, or 1 value).
+Each model is a ``SequenceModel`` (``make_network``); ``step`` unrolled equals ``sequence`` to float tolerance.
+Inputs: float32 policy inputs of size ``in`` (METHOD §1: m); outputs: float32, n = ``num_outputs``.
 
 METHOD §4 init: hidden Dense layers keep flax's default (LeCun normal, zero bias); the output layer is
-orthogonal with gain ``output_scale`` (0.01: near-uniform logits, near-zero values); positional embedding
+orthogonal with gain ``OUTPUT_SCALE`` (0.01: near-uniform logits, near-zero values); positional embedding
 N(0, 1) like ``torch.nn.Embedding``; exact (erf) GELU and LayerNorm eps 1e-5 as PyTorch's. The v4 models
 follow RL3 commit f8121786 (main_helper_fns.jl, Flux 0.13, Transformers.jl ba20957): every Dense Glorot-uniform
-with zero bias (Flux's default; ``output_scale`` does not apply), NNlib 0.8's tanh-approximate gelu.
+with zero bias (Flux's default), NNlib 0.8's tanh-approximate gelu.
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rl3jax.config import MODELS
+from rl3jax.config import MODELS, V4_POS_SLOTS
 
 # Sizes of METHOD §4.
 ENC_HIDDEN = 256  # first input layer (transformer), MLP width (markov)
@@ -35,19 +33,15 @@ FF_DIM = 256
 NUM_LAYERS = 2
 GRU_HIDDEN = 256
 LN_EPS = 1e-5
-#: transformer-v4's learned positional encoder slots (``LearnedPositionalEncoder(dmodel, 1024)``) and init std
-V4_POS_SLOTS = 1024
-V4_POS_STD = 0.01
-
-Params = Any
-Carry = Any
+OUTPUT_SCALE = 0.01  # orthogonal gain of the METHOD §4 output layers
+V4_POS_STD = 0.01  # init std of transformer-v4's V4_POS_SLOTS learned positions (``LearnedPositionalEncoder``)
 
 _NEG_INF = jnp.finfo(jnp.float32).min
 _glorot = nn.initializers.xavier_uniform()
 
 
-def _output_dense(num_outputs: int, scale: float) -> nn.Dense:
-    return nn.Dense(num_outputs, kernel_init=nn.initializers.orthogonal(scale), name="head")
+def _output_dense(num_outputs: int) -> nn.Dense:
+    return nn.Dense(num_outputs, kernel_init=nn.initializers.orthogonal(OUTPUT_SCALE), name="head")
 
 
 class _DecoderBlock(nn.Module):
@@ -103,7 +97,6 @@ class Transformer(nn.Module):
 
     num_outputs: int
     horizon: int
-    output_scale: float = 0.01
     v4: bool = False
 
     def setup(self):
@@ -116,7 +109,7 @@ class Transformer(nn.Module):
             self.enc1 = nn.Dense(ENC_HIDDEN, name="enc1")
             self.enc2 = nn.Dense(D_MODEL, name="enc2")
             pos = nn.initializers.normal(stddev=1.0), (self.horizon + 1, D_MODEL)
-            self.head = _output_dense(self.num_outputs, self.output_scale)
+            self.head = _output_dense(self.num_outputs)
         self.ln_in = nn.LayerNorm(epsilon=LN_EPS, name="ln_in")
         self.pos_embedding = self.param("pos_embedding", *pos)
         self.blocks = [_DecoderBlock(v4=self.v4, name=f"block{i}") for i in range(NUM_LAYERS)]
@@ -150,12 +143,11 @@ class GRU(nn.Module):
     """METHOD §4 GRU: Dense 64 (relu) → GRUCell(256) → Dense."""
 
     num_outputs: int
-    output_scale: float = 0.01
 
     def setup(self):
         self.enc = nn.Dense(D_MODEL, name="enc")
         self.cell = nn.GRUCell(features=GRU_HIDDEN, name="cell")
-        self.head = _output_dense(self.num_outputs, self.output_scale)
+        self.head = _output_dense(self.num_outputs)
 
     def __call__(self, xs):
         """xs (B, T, in) -> (B, T, n), from a zero hidden state; input and output layers batched over T."""
@@ -177,7 +169,6 @@ class Markov(nn.Module):
     (``model == "markov"``): 64-64, all Glorot."""
 
     num_outputs: int
-    output_scale: float = 0.01
     v4: bool = False
 
     @nn.compact
@@ -187,7 +178,7 @@ class Markov(nn.Module):
         x = nn.relu(nn.Dense(width, name="fc1", **init)(x))
         x = nn.relu(nn.Dense(width, name="fc2", **init)(x))
         return (nn.Dense(self.num_outputs, name="head", **init) if self.v4
-                else _output_dense(self.num_outputs, self.output_scale))(x)
+                else _output_dense(self.num_outputs))(x)
 
     def step(self, carry, x):
         return carry, self(x)
@@ -195,11 +186,9 @@ class Markov(nn.Module):
 
 @dataclasses.dataclass(frozen=True)
 class SequenceModel:
-    """A linen module plus pure ``init`` / ``initial_carry`` / ``step`` / ``sequence`` (hashable, jit-static).
-
-    ``kind``: one of ``rl3jax.config.MODELS``; ``num_outputs``: n (logits) or 1 (value); ``horizon``: H, the
-    longest sequence is H + 1 steps. All B sequences advance in lockstep (the transformer's position is a scalar).
-    """
+    """A linen module plus pure ``init`` / ``initial_carry`` / ``step`` / ``sequence`` (hashable, jit-static):
+    ``kind`` (``MODELS``), ``num_outputs`` n (logits) or 1 (value), ``horizon`` H (sequences of up to H + 1 steps,
+    all B in lockstep)."""
 
     kind: str
     num_outputs: int
@@ -207,15 +196,14 @@ class SequenceModel:
     module: nn.Module
 
     @functools.partial(jax.jit, static_argnames=("self", "input_dim"))
-    def init(self, key: jax.Array, input_dim: int) -> Params:
+    def init(self, key: jax.Array, input_dim: int) -> Any:
         """Parameters (a float32 pytree) for inputs of size ``input_dim``, created through ``step`` (which
         touches every parameter); jitted (cached per model and input size): op-by-op initialisation is slow."""
         x = jnp.zeros((1, input_dim), jnp.float32)
         return self.module.init(key, self.initial_carry(1), x, method=self.module.step)
 
-    def initial_carry(self, batch_size: int) -> Carry:
-        """Transformer: {'k','v': (L, B, H+1, heads, d/heads) zeros, 't': int32 0}; GRU: (B, 256) zeros;
-        markov: a dummy int32 scalar."""
+    def initial_carry(self, batch_size: int) -> Any:
+        """Transformer: {'k','v': (L, B, H+1, heads, d/heads) zeros, 't': int32 0}; GRU: (B, 256); markov: int32 0."""
         if self.kind in ("transformer", "transformer-v4"):
             shape = (NUM_LAYERS, batch_size, self.horizon + 1, NUM_HEADS, HEAD_DIM)
             return {"k": jnp.zeros(shape, jnp.float32), "v": jnp.zeros(shape, jnp.float32),
@@ -224,31 +212,31 @@ class SequenceModel:
             return jnp.zeros((batch_size, GRU_HIDDEN), jnp.float32)
         return jnp.zeros((), jnp.int32)
 
-    def step(self, params: Params, carry: Carry, x: jax.Array) -> tuple[Carry, jax.Array]:
+    def step(self, params: Any, carry: Any, x: jax.Array) -> tuple[Any, jax.Array]:
         """One timestep for B sequences (acting): x (B, in) float32 -> (new carry, out (B, n) float32). Stepping
         past H + 1 steps is not checked (the transformer's cache write is clamped by ``dynamic_update_slice``)."""
         return self.module.apply(params, carry, x, method=self.module.step)
 
-    def sequence(self, params: Params, xs: jax.Array) -> jax.Array:
+    def sequence(self, params: Any, xs: jax.Array) -> jax.Array:
         """Full causal pass from the initial carry (training): xs (B, T, in) float32 -> (B, T, n) float32.
         ValueError (transformers) when T > H + 1."""
         return self.module.apply(params, xs)
 
 
-def make_network(kind: str, num_outputs: int, horizon: int, output_scale: float = 0.01) -> SequenceModel:
+def make_network(kind: str, num_outputs: int, horizon: int) -> SequenceModel:
     """The network ``kind`` (one of ``rl3jax.config.MODELS``) with ``num_outputs`` n action logits (actor) or 1
-    (critic), for horizon H (the transformers' positions: H + 1); ``output_scale``: the orthogonal gain of the
-    METHOD §4 networks' output layer. Raises ValueError for an unknown kind, or transformer-v4 with H + 1 > 1024."""
+    (critic), for horizon H (the transformers' positions: H + 1). ValueError for an unknown kind, or
+    transformer-v4 with H + 1 > ``V4_POS_SLOTS``."""
     v4 = kind.endswith("-v4")
     if kind in ("transformer", "transformer-v4"):
         if v4 and horizon + 1 > V4_POS_SLOTS:
             raise ValueError(f"transformer-v4 has {V4_POS_SLOTS} positional slots (as the original); horizon "
                              f"{horizon} needs {horizon + 1}")
-        module = Transformer(num_outputs=num_outputs, horizon=horizon, output_scale=output_scale, v4=v4)
+        module = Transformer(num_outputs=num_outputs, horizon=horizon, v4=v4)
     elif kind == "gru":
-        module = GRU(num_outputs=num_outputs, output_scale=output_scale)
+        module = GRU(num_outputs=num_outputs)
     elif kind in ("markov", "markov-v4"):
-        module = Markov(num_outputs=num_outputs, output_scale=output_scale, v4=v4)
+        module = Markov(num_outputs=num_outputs, v4=v4)
     else:
         raise ValueError(f"unknown network kind {kind!r}; valid kinds are {', '.join(MODELS)}")
     return SequenceModel(kind=kind, num_outputs=num_outputs, horizon=horizon, module=module)

@@ -1,10 +1,10 @@
-"""The report's figures (matplotlib, imported on first use): learning curves (training and held-out return
-against environment steps and wall-clock seconds, with reference baselines) and adaptation curves (the mean
-reward at each step of the meta-episode); each also returns the data behind every line.
+"""The report's figures (matplotlib, imported on first use): learning curves and adaptation curves, each with
+the data behind every line.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -140,22 +140,16 @@ def adaptation_curve(runs: list, groups: list[dict], evals: list[dict], baseline
             label = f"{g['label']} ({mode})" + (f", mean of {n} seeds, 95% t-interval" if n > 1 else "")
             _plot(ax, lines, {"x": t, "y": m, "lo": lo, "hi": hi}, colors(gi % 10), style, None, label,
                   f"{mode}/{g['label']}")
-    extra = mpl.colormaps["Set2"]
-    k = 0
+    extra = itertools.cycle(mpl.colormaps["Set2"].colors)  # the other baselines' colours
     for name, b in baselines.items():
-        if b.get("step_rewards") is None:
-            continue
-        color, style = REF_STYLE.get(name, (None, "-."))
-        if color is None:
-            color, k = extra(k % 8), k + 1
-        _plot(ax, lines, {"x": t, "y": np.asarray(b["step_rewards"]), "lo": None, "hi": None}, color, style, None,
-              f"baseline: {name} ({b['actions']})", f"baseline/{name}")
+        if b.get("step_rewards") is not None:
+            color, style = REF_STYLE.get(name) or (next(extra), "-.")
+            _plot(ax, lines, {"x": t, "y": np.asarray(b["step_rewards"]), "lo": None, "hi": None}, color, style,
+                  None, f"baseline: {name} ({b['actions']})", f"baseline/{name}")
     ax.set(xlabel="step t of the meta-episode", ylabel="mean reward at step t over the held-out tasks",
            xlim=(0.5, horizon + 0.5))
     ax.grid(alpha=0.3)
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
     _finish(fig, ax, "Adaptation within a meta-episode — " + header + "\nmean reward at each step over the held-out "
             "tasks (one meta-episode each; a new task at t = 1)", path, 0.88, 0.1, left=0.08)
     return fig, lines

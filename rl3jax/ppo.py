@@ -1,20 +1,10 @@
-"""The outer learner: PPO over whole meta-episodes (METHOD §5), as plain functions (rejax's ``ppo.py`` shape).
+"""The outer learner: PPO over whole meta-episodes (METHOD §5), as plain functions (rejax's ``ppo.py`` shape):
+``Trainer.iteration`` -> ``ppo_update`` -> ``update_actor`` (then ``kl_check``) / ``update_critic`` -> the losses.
 
-Independent of environments and networks: ``actor`` (params, obs (b, T, m)) -> logits (b, T, n) and ``critic``
-(params, obs) -> values (b, T) are static callables over whole sequences. One iteration (``ppo_update``):
-``make_batch`` (GAE once from the rollout values; the last step T is the only terminal), then ``cfg.epochs``
-epochs, each shuffling the B sequences (key ``fold_in(key, epoch)``) into ``minibatches`` of whole sequences
-(time is never sliced) and running ``update_actor`` (its minibatch steps, then the full-batch ``kl_check``) and
-``update_critic`` (so: ``Trainer.iteration`` -> ``ppo_update`` -> ``update_actor`` -> ``actor_loss``). KL early
-stop: once the KL(π_old‖π_new) after an actor epoch is ≥ ``cfg.target_kl``, the actor (params and Adam state) is
-frozen for the rest of the iteration while the critic trains all epochs (``lax.cond``: a frozen actor costs no
-compute; under ``vmap`` it is a select).
-
-Where each setting lives (one home each): static (the jit cache key), the ``TrainConfig`` fields ``gamma``,
-``clip_eps``, ``epochs``, ``num_envs``, ``minibatch_envs``, ``vf_coef``, ``target_kl``, ``ent_schedule`` with
-``iters`` (the linear schedule's end) and ``kl_chunks``; traced and sweepable, ``config.HParams`` (``lr``,
-``critic_weight_decay``, ``ent_coef``, ``gae_lambda``: ``TrainState.hparams``, filled from the config's fields of
-those names), passed to ``ppo_update`` and read by ``adam_step`` and the losses. Adam's ε: ``ADAM_EPS``.
+``actor`` (params, obs (b, T, m)) -> logits (b, T, n) and ``critic`` (params, obs) -> values (b, T) are static
+callables over whole sequences; minibatches are whole sequences (time is never sliced). Static settings are
+``TrainConfig`` fields (the jit cache key); the traced, sweepable ones are ``config.HParams``
+(``TrainState.hparams``), read by ``adam_step`` and the losses.
 """
 
 from __future__ import annotations
@@ -29,29 +19,17 @@ import optax
 from flax import struct
 
 from rl3jax.config import HParams, TrainConfig
-from rl3jax.rollout import log_prob
+from rl3jax.rollout import Trajectory, log_prob
 
 #: added to the advantages' standard deviation in the per-minibatch normalisation
 ADV_EPS = 1e-8
 #: Adam's ε, actor and critic (METHOD §5; the original's main.jl)
 ADAM_EPS = 1e-7
-#: Adam's moments (β = (0.9, 0.999)); its state is the optimiser state of ``TrainState.actor_opt`` / ``critic_opt``
+#: Adam's moments; its state is ``TrainState.actor_opt`` / ``critic_opt``
 ADAM = optax.scale_by_adam(b1=0.9, b2=0.999, eps=ADAM_EPS)
 ACTOR_METRICS = ("actor_loss", "pg_loss", "entropy", "approx_kl", "clip_frac")
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]  # (params, obs (b, T, m)) -> logits (b, T, n) or values (b, T)
-
-
-@struct.dataclass
-class Rollout:
-    """What one PPO iteration trains on: B whole sequences of T steps (leading axes (B, T))."""
-
-    obs: jax.Array  # (B, T, m) float32 policy inputs
-    actions: jax.Array  # (B, T) int32
-    logp: jax.Array  # (B, T) float32, log π_old(a_t) at rollout time
-    values: jax.Array  # (B, T) float32, the critic's values at rollout time
-    rewards: jax.Array  # (B, T) float32
-    logits: jax.Array  # (B, T, n) π_old's logits at rollout time (the KL early stop)
 
 
 @struct.dataclass
@@ -67,8 +45,7 @@ class Batch:
 
 @struct.dataclass
 class ActorCritic:
-    """The four trees one PPO iteration changes (the names of ``TrainState``'s fields); the optimiser states are
-    ``ADAM``'s."""
+    """The four trees one PPO iteration changes (``TrainState``'s fields of these names; ``ADAM`` states)."""
 
     actor_params: Any
     actor_opt: Any
@@ -101,11 +78,8 @@ def gae(rewards: jax.Array, values: jax.Array, gamma, lam) -> tuple[jax.Array, j
 
 
 def entropy_coef(cfg: TrainConfig, ent_coef, iteration) -> jax.Array:
-    """The entropy bonus coefficient (float32 scalar) at ``iteration`` (0-based PPO iterations done).
-
-    ``cfg.ent_schedule`` (one of ``config.ENT_SCHEDULES``; a ``TrainConfig`` refuses others when it is
-    constructed): 'constant' gives ``ent_coef``; 'linear' decays it linearly to 0 at ``cfg.iters`` (clamped at 0
-    after). ``ent_coef`` may be traced."""
+    """The entropy bonus coefficient (float32 scalar) at ``iteration`` (PPO iterations done): ``ent_coef`` (may
+    be traced) under ``cfg.ent_schedule`` 'constant'; under 'linear', decayed linearly to 0 at ``cfg.iters``."""
     ent = jnp.asarray(ent_coef, jnp.float32)
     if cfg.ent_schedule == "constant":
         return ent
@@ -117,8 +91,7 @@ def adam_step(grads, opt, params, lr, weight_decay):
     """One optimiser step of METHOD §5: coupled L2 weight decay (``weight_decay · params`` added to the gradient
     *before* Adam, not AdamW), ``ADAM`` (β = (0.9, 0.999), ε = ``ADAM_EPS``), then ``−lr ·`` the update (constant
     lr, no gradient clipping). ``lr``, ``weight_decay``: float32 scalars, may be traced (the actor's decay is 0).
-    The same operations as ``optax.chain(optax.add_decayed_weights(wd), optax.adam(lr, ...))``. Returns
-    ``(params, opt)``."""
+    Returns ``(params, opt)``."""
     grads = jax.tree.map(lambda g, p: g + weight_decay * p, grads, params)
     updates, opt = ADAM.update(grads, opt, params)
     return optax.apply_updates(params, jax.tree.map(lambda u: -lr * u, updates)), opt
@@ -155,9 +128,7 @@ def actor_loss(logits, actions, old_logp, advantages, ent_coef, clip_eps: float)
 
 
 def critic_loss(values, targets, vf_coef) -> jax.Array:
-    """``vf_coef · mean((v − target)²)`` over all entries, no value clipping (METHOD §5: vf_coef 0.5, i.e.
-    0.5·MSE). The critic has its own optimiser, so ``vf_coef`` only matters relative to Adam's ε and the coupled
-    weight decay."""
+    """``vf_coef · mean((v − target)²)`` over all entries, no value clipping (METHOD §5)."""
     return vf_coef * jnp.mean(jnp.square(values - targets))
 
 
@@ -177,10 +148,10 @@ def explained_variance(values, targets) -> jax.Array:
 # ---- One iteration ---------------------------------------------------------------------------------------
 
 
-def make_batch(rollout: Rollout, cfg: TrainConfig, gae_lambda) -> Batch:
+def make_batch(traj: Trajectory, values: jax.Array, cfg: TrainConfig, gae_lambda) -> Batch:
     """The training data of one iteration: the rollout with GAE advantages and value targets (``gae``)."""
-    advantages, targets = gae(rollout.rewards, rollout.values, cfg.gamma, gae_lambda)
-    return Batch(rollout.obs, rollout.actions, rollout.logp, advantages, targets)
+    advantages, targets = gae(traj.rewards, values, cfg.gamma, gae_lambda)
+    return Batch(traj.obs, traj.actions, traj.logp, advantages, targets)
 
 
 def minibatches(batch: Batch, perm: jax.Array, cfg: TrainConfig) -> Batch:
@@ -230,12 +201,13 @@ def update_critic(cfg: TrainConfig, critic: ApplyFn, params, opt, mbs: Batch, lr
 
 
 def ppo_update(cfg: TrainConfig, actor: ApplyFn, critic: ApplyFn, key: jax.Array, ac: ActorCritic,
-               hparams: HParams, rollout: Rollout, iteration) -> tuple[ActorCritic, dict]:
-    """One PPO iteration (METHOD §5); jittable with ``cfg``, ``actor`` and ``critic`` static (closed over).
-
-    ``key``: PRNG key of the epochs' shuffles. ``ac``: the parameters and Adam states. ``hparams``: float32
-    scalars, may be traced. ``rollout``: B whole sequences of T steps. ``iteration``: int PPO iterations done (the
-    entropy schedule's clock).
+               hparams: HParams, traj: Trajectory, values: jax.Array, iteration) -> tuple[ActorCritic, dict]:
+    """One PPO iteration (METHOD §5); jittable with ``cfg``, ``actor`` and ``critic`` static. GAE once
+    (``make_batch``), then ``cfg.epochs`` epochs, each shuffling the B sequences (key ``fold_in(key, epoch)``)
+    into minibatches for ``update_actor`` and ``update_critic``. Once the KL after an actor epoch is ≥
+    ``cfg.target_kl``, the actor is frozen (``lax.cond``) while the critic trains all epochs. ``traj``: B whole
+    sequences (axes (B, T)); ``values``: (B, T) float32, the critic's at rollout time; ``iteration``: PPO
+    iterations done (the entropy schedule's clock).
 
     Returns ``(ac, metrics)``; metrics are fixed-shape float32 scalars (``actor_epochs`` int32): ``ACTOR_METRICS``
     (``approx_kl``: the per-minibatch ratio estimator) averaged over the minibatches of the epochs the actor
@@ -244,9 +216,9 @@ def ppo_update(cfg: TrainConfig, actor: ApplyFn, critic: ApplyFn, key: jax.Array
     ``adv_std`` of the rollout; ``ent_coef`` (scheduled); ``actor_lr`` and ``critic_lr`` (both ``hparams.lr``).
     Raises ValueError when the rollout's B is not ``cfg.num_envs``.
     """
-    if rollout.actions.shape[0] != cfg.num_envs:
-        raise ValueError(f"the rollout has {rollout.actions.shape[0]} sequences but num_envs={cfg.num_envs}")
-    batch = make_batch(rollout, cfg, hparams.gae_lambda)
+    if traj.actions.shape[0] != cfg.num_envs:
+        raise ValueError(f"the rollout has {traj.actions.shape[0]} sequences but num_envs={cfg.num_envs}")
+    batch = make_batch(traj, values, cfg, hparams.gae_lambda)
     ent = entropy_coef(cfg, hparams.ent_coef, iteration)
     zero = jnp.zeros((), jnp.float32)
     frozen = {k: zero for k in ACTOR_METRICS}  # the metrics of an epoch the actor did not train
@@ -255,7 +227,7 @@ def ppo_update(cfg: TrainConfig, actor: ApplyFn, critic: ApplyFn, key: jax.Array
         ac, active, actor_epochs, kl, sums, critic_sum = carry
         mbs = minibatches(batch, jax.random.permutation(jax.random.fold_in(key, i), cfg.num_envs), cfg)
         a_p, a_s, a_metrics, kl = jax.lax.cond(
-            active, lambda op: update_actor(cfg, actor, *op, mbs, ent, hparams.lr, rollout.obs, rollout.logits),
+            active, lambda op: update_actor(cfg, actor, *op, mbs, ent, hparams.lr, traj.obs, traj.logits),
             lambda op: (*op, frozen, kl), (ac.actor_params, ac.actor_opt))
         c_p, c_s, c_loss = update_critic(cfg, critic, ac.critic_params, ac.critic_opt, mbs, hparams.lr,
                                          hparams.critic_weight_decay)
@@ -269,7 +241,6 @@ def ppo_update(cfg: TrainConfig, actor: ApplyFn, critic: ApplyFn, key: jax.Array
     f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
     return ac, {k: sums[k] / denom for k in ACTOR_METRICS} | dict(
         kl=kl, actor_epochs=actor_epochs, critic_loss=critic_sum / cfg.epochs,
-        explained_variance=f32(explained_variance(rollout.values, batch.targets)),
-        value_mean=f32(jnp.mean(rollout.values)), target_mean=f32(jnp.mean(batch.targets)),
-        adv_mean=f32(jnp.mean(batch.advantages)), adv_std=f32(jnp.std(batch.advantages)), ent_coef=f32(ent),
-        actor_lr=f32(hparams.lr), critic_lr=f32(hparams.lr))
+        explained_variance=f32(explained_variance(values, batch.targets)), value_mean=f32(jnp.mean(values)),
+        target_mean=f32(jnp.mean(batch.targets)), adv_mean=f32(jnp.mean(batch.advantages)),
+        adv_std=f32(jnp.std(batch.advantages)), ent_coef=f32(ent), actor_lr=f32(hparams.lr), critic_lr=f32(hparams.lr))

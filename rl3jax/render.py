@@ -10,13 +10,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rl3jax.config import policy_mode
+from rl3jax.config import GREEDY, STOCHASTIC
 from rl3jax.envs.grid_geometry import DANGER, EMPTY, GOAL, OBSTACLE, START, TILE_CHARS, WARNING, WATER
 from rl3jax.envs.registry import make_env, variants
 from rl3jax.evaluate import held_out_tasks
 from rl3jax.outputs import atomic_write, numbered_paths
 from rl3jax.runs.load import load_run
-from rl3jax.runs.runfiles import check_render
 
 #: tile code (rl3jax.envs.grid_geometry) -> (name, RGB)
 TILES = {EMPTY: ("empty", (245, 245, 240)), OBSTACLE: ("obstacle", (60, 60, 60)), WATER: ("water", (110, 170, 230)),
@@ -25,9 +24,7 @@ TILES = {EMPTY: ("empty", (245, 245, 240)), OBSTACLE: ("obstacle", (60, 60, 60))
 TILE_COLOURS = {k: rgb for k, (_, rgb) in TILES.items()}
 HEAT_TILES = (EMPTY, WARNING, START)  # tiles the value heat map colours over (the others keep their colour)
 LABELLED_TILES = (DANGER, GOAL, START, WARNING)  # tiles marked with their character (``TILE_CHARS``)
-#: the value heat map's matplotlib colormap: light pink to dark magenta-purple, hues no tile (nor the black path
-#: or the blue agent) uses
-VALUE_CMAP = "RdPu"
+VALUE_CMAP = "RdPu"  # the value heat map: pink to purple, hues no tile, the path or the agent uses
 _CMAP_RANGE = (0.3, 1.0)  # the part of the colormap used, so the lowest value is not mistaken for an empty tile
 PATH_COLOUR = (0, 0, 0)
 AGENT_COLOUR = (20, 20, 200)
@@ -56,9 +53,8 @@ def legend_height(width: int) -> int:
 
 def draw_grid(tiles: np.ndarray, cell: int = 28, values: np.ndarray | None = None, known: np.ndarray | None = None,
               path: list[int] | None = None, agent: int | None = None, title: str | None = None):
-    """One frame: tiles, an optional value heat map over known cells (with a colour bar), the path so far, the
-    agent, and under the grid a legend of the tiles, agent and path. ``tiles``: (n, n) tile codes;
-    ``values``/``known``: (n*n,) per-cell max Q estimate and mask; ``title``: lines separated by "\n"."""
+    """One PIL frame: ``tiles`` (n, n) tile codes, a heat map of ``values`` (n*n,) over ``known`` (n*n,) cells
+    with a colour bar, the ``path`` so far, the ``agent``, a legend, and ``title`` (lines separated by "\n")."""
     from PIL import Image, ImageDraw, ImageFont
 
     font, n = ImageFont.load_default(), tiles.shape[0]
@@ -114,7 +110,7 @@ def episode_gif(trainer, params, task, out: str, key, greedy: bool = False, titl
     step_env, policy = jax.jit(meta.step), jax.jit(trainer.actor.step)
     obs, state = jax.jit(meta.reset)(key, task)
     carry = trainer.actor.initial_carry(1)
-    tiles, mode = np.asarray(task.tiles), policy_mode(greedy)
+    tiles, mode = np.asarray(task.tiles), GREEDY if greedy else STOCHASTIC
     frames, images, path = [], [], []
     for t in range(meta.horizon):
         key, k_a, k_s = jax.random.split(key, 3)
@@ -168,13 +164,13 @@ def samples_png(family: str, out: str, per_variant: int = 4, seed: int = 0):
     plt.close(fig)
 
 
-def render_cli(run: str | None, out: str, variant: str | None = None, episodes: int = 1, samples: bool = False) -> int:
-    """``rl3jax render``: GIFs of ``episodes`` held-out tasks played by the run's newest checkpoint (on
-    ``variant``, default the run's) to ``out`` (``numbered_paths``), or with ``samples`` a PNG of sampled grids
-    of every variant. Errors: ``check_render``'s; ``RunFolderError`` / ``CheckpointError`` for a bad run."""
-    family = check_render(run, variant, episodes, samples)
-    if samples:
-        samples_png(family, out)
+def render_cli(run: str | None, out: str, variant: str | None = None, episodes: int = 1,
+               samples_of: str | None = None) -> int:
+    """``rl3jax render`` after ``runfiles.check_render``: GIFs of ``episodes`` held-out tasks played by the run's
+    newest checkpoint to ``out`` (``numbered_paths``), or a PNG of every variant's grids of family ``samples_of``.
+    Errors: ``RunFolderError`` / ``CheckpointError`` for a bad run."""
+    if samples_of:
+        samples_png(samples_of, out)
         print(f"wrote {out}")
         return 0
     loaded = load_run(run)

@@ -1,11 +1,8 @@
-"""Reports of trained runs (``rl3jax report RUN [RUN ...] --out DIR``): held-out results, learning curves and
-adaptation curves, for one run or several side by side (seeds, algorithms, models of one task family).
-
-Writes into ``DIR`` (``outputs.REPORT_FILES``): ``results.json`` and ``results.md`` (per run the held-out mean
-return ± s.e. over the first N test tasks (METHOD §3), stochastic and greedy, and its normalised score; per
-setting with several seeds the IQM with a 95% bootstrap interval, ``iqm_ci``; the family's baselines on the
-same tasks), the figures of ``rl3jax.plots``, and ``cache.json`` (evaluations reused by the next report).
-A family registered from Python is reported with ``make_report`` (``rl3jax.runs.resume.report_hint``).
+"""Reports of trained runs (``rl3jax report RUN [RUN ...] --out DIR``, or ``make_report``): for one run or several
+of one task family side by side, ``results.json`` and ``results.md`` (held-out mean return ± s.e. over the first N
+test tasks (METHOD §3), stochastic and greedy, normalised; per setting with several seeds the IQM with a 95%
+bootstrap interval; the family's baselines on the same tasks), the figures of ``rl3jax.plots`` and ``cache.json``
+(evaluations the next report reuses): ``outputs.REPORT_FILES``.
 """
 
 from __future__ import annotations
@@ -28,15 +25,12 @@ from rl3jax.plots import REFERENCE, adaptation_curve, best_classical, learning_c
 from rl3jax.runs.load import Run, expand_runs, load_run
 from rl3jax.runs.runfiles import check_evaluable
 
-#: config fields that do not define a setting (seeds of one setting differ only in these)
-NOT_SETTING = ("seed", *RUN_CONTROL)
-
 
 # ------------------------------------------------------------------------------------------ runs
 @dataclasses.dataclass
 class RunInfo:
-    """A run of the report: the loaded run, its short unique display name, metrics.jsonl rows and the latest
-    checkpoint's iteration (what the held-out evaluation measures)."""
+    """A run of the report: the loaded run, its unique display name, metrics rows and newest checkpoint's
+    iteration; ``setting``: its config without the fields seeds of one setting differ in."""
 
     run: Run
     name: str
@@ -45,13 +39,12 @@ class RunInfo:
 
     def __post_init__(self):
         self.path, self.cfg = self.run.path, self.run.cfg
-        self.setting = tuple(sorted((k, v) for k, v in self.cfg.to_dict().items() if k not in NOT_SETTING))
+        self.setting = tuple(sorted((k, v) for k, v in self.cfg.to_dict().items() if k not in ("seed", *RUN_CONTROL)))
 
 
 def load_runs(paths: list[str]) -> list[RunInfo]:
-    """The runs of ``paths`` (population folders: their members) with their metrics rows and newest checkpoint
-    step; names unique (a member keeps its population's name: ``pop/seed0``). ValueError for zero runs, a
-    missing path or no metrics rows; ``RunFolderError`` for a folder that is no trained run."""
+    """The runs of ``paths`` (population folders: their members), names unique (``pop/seed0``). ValueError for
+    zero runs, a missing path or no metrics rows; ``RunFolderError`` for a folder that is no trained run."""
     if not paths:
         raise ValueError("no run folders given; pass one or more folders written by `rl3jax train`")
     for p in paths:
@@ -130,7 +123,7 @@ def _existing_eval(run: RunInfo, variant: str, mode: str, episodes: int) -> dict
 
 def evaluate_runs(runs: list[RunInfo], variant: str, episodes: int, cache: Cache, log=print) -> list[dict]:
     """{mode: result} per run: reused from the run folder or the cache, else restored and evaluated (one
-    compiled evaluation per setting, ``rl3jax.evaluate.HeldOutEvaluator``, equal to ``rl3jax.evaluate.evaluate``)."""
+    ``HeldOutEvaluator`` per setting)."""
     compiled: dict = {}  # setting -> (trainer, template, evaluator); the variant is the same for all
     out = []
     for run in runs:
@@ -159,16 +152,12 @@ def load_baselines_json(path: str, env: str, variant: str, horizon: int, episode
     under "baselines", "results" or "rows" (skipped rows left out), each with "policy", "mean_return", "stderr"
     and optionally "step_rewards" and "env", "variant", "horizon", "episodes" (checked against the report's,
     here or at the top). ValueError for an unreadable file or one that measured something else."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"--baselines-json {path}: cannot read it ({type(e).__name__}: {e})") from None
+    data = _read_json(path)
     top = data if isinstance(data, dict) else {}
     items = data if isinstance(data, list) else top.get("baselines") or top.get("results") or top.get("rows")
     if not isinstance(items, list) or not items:
-        raise ValueError(f"--baselines-json {path}: expected a list of baseline results (as `rl3jax baselines "
-                         "--json` writes)")
+        raise ValueError(f"--baselines-json {path}: expected a readable list of baseline results (as `rl3jax "
+                         "baselines --json` writes)")
     want = {"env": env, "variant": variant, "horizon": horizon, "episodes": episodes}
     out = {}
     for it in items:
@@ -209,8 +198,8 @@ def evaluate_baselines(env: str, variant: str, horizon: int, episodes: int, cach
 
 # ------------------------------------------------------------------------------------------ grouping
 def group_runs(runs: list[RunInfo]) -> list[dict]:
-    """Runs of one setting (config minus seed and bookkeeping) together, in first-seen order, with labels
-    naming algorithm, model, iterations and any other field that differs between the settings."""
+    """Runs of one ``setting`` together, in first-seen order, labelled by algorithm, model, iterations and any
+    other field that differs between the settings."""
     groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(runs):
         groups.setdefault(r.setting, []).append(i)
@@ -310,10 +299,9 @@ def _check_report(runs: list[RunInfo], episodes, variant: str | None) -> tuple[s
 def make_report(paths: list[str], out: str, episodes: int = 1000, variant: str | None = None,
                 baselines_json: str | None = None, log=print) -> dict:
     """Writes the report of the runs in ``paths`` (population folders: their members) into ``out``; returns the
-    results.json dict. ``episodes``: held-out test tasks (N); ``variant``: the test variant (default: the runs'
-    own); ``baselines_json``: a ``rl3jax baselines --json`` file to reuse. ValueError, before writing anything,
-    for no runs, a folder that is no run, runs of several families, horizons or (without ``variant``)
-    training variants, a bad variant or N."""
+    results.json dict. ``episodes``: N; ``variant``: the test variant (default: the runs' own); ``baselines_json``:
+    a ``rl3jax baselines --json`` file to reuse. ValueError, before writing anything, for no runs, a folder that is
+    no run, runs of several families, horizons or (without ``variant``) training variants, a bad variant or N."""
     runs = load_runs(paths)
     env, horizon, variant, header = _check_report(runs, episodes, variant)
     from_json = load_baselines_json(baselines_json, env, variant, horizon, episodes) if baselines_json else None

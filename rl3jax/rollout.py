@@ -17,8 +17,8 @@ EVAL_BATCH = 250
 
 
 def log_prob(logits: jax.Array, actions: jax.Array) -> jax.Array:
-    """log π(a) for integer ``actions`` (...,) under ``logits`` (..., n) float32; shape (...,) float32. The
-    behaviour policy's log-probabilities of a rollout and the learner's (``rl3jax.ppo``) are this function."""
+    """log π(a) for integer ``actions`` (...,) under ``logits`` (..., n) float32; shape (...,) float32 (the
+    rollout's and the learner's)."""
     logp = jax.nn.log_softmax(logits, axis=-1)
     return jnp.take_along_axis(logp, actions[..., None].astype(jnp.int32), axis=-1)[..., 0]
 
@@ -40,13 +40,9 @@ def sample_tasks(meta_env: MetaEnv, key: jax.Array, num: int):
 
 
 def rollout(meta_env: MetaEnv, policy_step: Callable, policy_carry: Any, tasks, key: jax.Array, greedy: bool = False):
-    """Runs H steps of ``policy_step(carry, obs, meta_state) -> (carry, logits)`` on each task (axis E).
-
-    Learned policies read only ``obs`` ((E, obs_dim) float32, laid out as ``meta_env.layout``); baselines also
-    read the meta state (the oracle knows the task). ``tasks``: a task pytree with leading axis E; ``greedy``:
-    argmax actions instead of samples. Returns the ``Trajectory`` (axes (E, H)) and the final ``MetaState``
-    (which holds each env's estimator state).
-    """
+    """Runs H steps of ``policy_step(carry, obs (E, m) float32, meta_state) -> (carry, logits (E, n))`` on each
+    of the E ``tasks`` (learned policies read only ``obs``; ``greedy``: argmax actions instead of samples).
+    Returns the ``Trajectory`` (axes (E, H)) and the final ``MetaState`` (with each env's estimator state)."""
     num = jax.tree.leaves(tasks)[0].shape[0]
     k_reset, k_run = jax.random.split(key)
     obs, state = jax.vmap(meta_env.reset)(jax.random.split(k_reset, num), tasks)

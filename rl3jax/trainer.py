@@ -1,9 +1,6 @@
 """The inner loop in purejaxrl's shape: ``make_train(cfg)`` returns pure, jittable functions over one
-``TrainState`` pytree (params, Adam states, hyper-parameters, last rollout's env/estimator state, rng, counters).
-
-One PPO iteration = sample ``num_envs`` fresh tasks, play one whole meta-episode on each (METHOD §5), then run
-``ppo.ppo_update``. ``chunk(state, n)`` scans n iterations inside one jit and returns per-iteration scalar
-metrics; the driver (``rl3jax.runs.driver``) loops over chunks on the host. Where each setting lives: ``rl3jax.ppo``.
+``TrainState`` pytree; ``chunk(state, n)`` scans n PPO iterations inside one jit, and the driver
+(``rl3jax.runs.driver``) loops over chunks on the host.
 """
 
 from __future__ import annotations
@@ -44,11 +41,8 @@ class TrainState:
 
 @dataclasses.dataclass(frozen=True)
 class Trainer:
-    """Pure training functions for one config (all jittable; ``cfg`` is static). Built by ``make_train``.
-
-    ``meta_env``: the meta-episode env (METHOD §1); ``actor`` / ``critic``: ``SequenceModel`` networks (METHOD §4)
-    with n outputs (logits) and 1 (the value); ``mesh``: a ``jax.sharding.Mesh`` whose 'data' axis splits the env axis (``rl3jax.distributed``), or None.
-    """
+    """Pure training functions for one config (all jittable; ``cfg`` is static), built by ``make_train``:
+    ``meta_env`` (METHOD §1), ``actor`` / ``critic`` (METHOD §4; n logits, 1 value) and ``mesh`` (or None)."""
 
     cfg: TrainConfig
     meta_env: MetaEnv
@@ -57,9 +51,8 @@ class Trainer:
     mesh: Any = None
 
     def init(self, key: jax.Array) -> TrainState:
-        """The state before the first iteration, from a typed PRNG key: fresh networks (``key`` split into actor,
-        critic, run and env streams), fresh Adam states, ``hparams`` from the config, and the env state of
-        ``num_envs`` reset tasks (leading axis num_envs)."""
+        """The state before the first iteration, from a typed PRNG key (split into actor, critic, run and env
+        streams): fresh networks and Adam states, the config's ``hparams``, ``num_envs`` reset tasks."""
         k_a, k_c, k_run, k_env = jax.random.split(key, 4)
         m = self.meta_env.obs_dim
         actor_params = self.actor.init(k_a, m)
@@ -86,20 +79,17 @@ class Trainer:
         return split_leading(traj, self.mesh)
 
     def iteration(self, state: TrainState):
-        """One PPO iteration (METHOD §5): collect, then ``ppo.ppo_update``. Returns ``(new state, metrics)``, the
-        metrics a dict of float32 scalars: ``return_mean``, ``return_std`` (of the meta-episode returns),
-        ``reward_per_step``, the update's metrics, ``vi_sweeps`` (RL³: mean VI sweeps of the last step) and
-        ``FINITE`` (``finite_flag``)."""
+        """One PPO iteration (METHOD §5): collect, then ``ppo.ppo_update``. Returns ``(new state, metrics)``,
+        float32 scalars: ``return_mean``, ``return_std``, ``reward_per_step``, the update's metrics, ``vi_sweeps``
+        (RL³: mean VI sweeps of the last step) and ``FINITE``."""
         key, k_roll, k_upd = jax.random.split(state.key, 3)
         traj, env_state = self.collect(state.actor_params, k_roll)
         values = self.critic.sequence(state.critic_params, traj.obs)[..., 0]
-        batch = ppo.Rollout(obs=traj.obs, actions=traj.actions, logp=traj.logp, values=values,
-                            rewards=traj.rewards, logits=traj.logits)
         # the training passes split over the mesh's devices: gradients are per-device sums plus an all-reduce
         actor, critic = (data_parallel(net.sequence, self.mesh) for net in (self.actor, self.critic))
         ac = ppo.ActorCritic(state.actor_params, state.actor_opt, state.critic_params, state.critic_opt)
         ac, upd = ppo.ppo_update(self.cfg, actor, lambda p, x: critic(p, x)[..., 0], k_upd, ac, state.hparams,
-                                 batch, state.iteration)
+                                 traj, values, state.iteration)
         returns = traj.rewards.sum(axis=1)
         metrics = {"return_mean": returns.mean(), "return_std": returns.std(),
                    "reward_per_step": traj.rewards.mean(), **upd}
@@ -117,9 +107,8 @@ class Trainer:
 
 
 def v1_layout(state: TrainState) -> TrainState:
-    """A state shaped like checkpoint format 1's (``optax.inject_hyperparams`` states holding lr and weight decay
-    around Adam; ``hparams`` a dict of ent_coef and gae_lambda), made of ``state``'s leaves: a restore template
-    for a format-1 step (``from_v1`` maps it back)."""
+    """``state``'s leaves in checkpoint format 1's shape (``optax.inject_hyperparams`` around Adam; ``hparams``
+    a dict of ent_coef and gae_lambda): the restore template of a format-1 step (``from_v1`` maps it back)."""
 
     def opt(adam, weight_decay):
         hyper = {"learning_rate": state.hparams.lr, "weight_decay": weight_decay}
@@ -133,8 +122,7 @@ def v1_layout(state: TrainState) -> TrainState:
 
 
 def from_v1(old) -> TrainState:
-    """The ``TrainState`` of a state restored in format 1's layout (``v1_layout``): the Adam states out of the
-    injected ones, lr and the critic's weight decay out of their ``hyperparams`` into ``hparams``."""
+    """The ``TrainState`` of a state restored in format 1's layout (``v1_layout``)."""
     return old.replace(actor_opt=old.actor_opt.inner_state[1][0], critic_opt=old.critic_opt.inner_state[1][0],
                        hparams=HParams(lr=old.actor_opt.hyperparams["learning_rate"],
                                        critic_weight_decay=old.critic_opt.hyperparams["weight_decay"],
@@ -143,20 +131,16 @@ def from_v1(old) -> TrainState:
 
 @jax.jit
 def all_finite(tree) -> jax.Array:
-    """True (bool scalar) when every inexact (float or complex) leaf of ``tree`` is finite (no NaN, no ±inf);
-    integer, bool and PRNG-key leaves are not checked. Jitted: one reduction per leaf, no squares that could
-    overflow."""
+    """True (bool scalar) when every inexact (float or complex) leaf of ``tree`` is finite; other leaves (ints,
+    bools, PRNG keys) are not checked."""
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
               if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
 def finite_flag(metrics: dict, params) -> jax.Array:
-    """1.0 when every metric (losses, return, KL, ...) and every leaf of ``params`` (parameters and optimiser
-    states) is finite, else 0.0 (float32 scalar).
-
-    Computed inside the jitted iteration, so the driver learns the first non-finite iteration of a chunk without
-    reading the parameters back. The driver removes this entry (``FINITE``) before logging."""
+    """1.0 when every metric and every leaf of ``params`` (parameters and optimiser states) is finite, else 0.0
+    (float32 scalar): the metrics entry ``FINITE``, which the driver reads and removes before logging."""
     ok = jnp.all(jnp.isfinite(jnp.stack([jnp.asarray(v, jnp.float32) for v in metrics.values()])))
     return jnp.logical_and(ok, all_finite(params)).astype(jnp.float32)
 
@@ -166,11 +150,9 @@ FINITE = "finite"
 
 
 def make_train(cfg: TrainConfig, mesh=None) -> Trainer:
-    """The ``Trainer`` of a config (valid by construction: ``TrainConfig`` refuses a bad field when it is built):
-    the meta-episode env with its RL³ estimator and the actor (n outputs) and critic (1 output) networks, built
-    once. ``mesh``: an optional ``jax.sharding.Mesh`` (``rl3jax.distributed.make_mesh``; None on
-    one device) over which the env axis is split; ValueError unless ``num_envs`` divides over its size. Compiles
-    nothing."""
+    """The ``Trainer`` of a config: the meta-episode env with its RL³ estimator, the actor and the critic.
+    ``mesh``: a ``jax.sharding.Mesh`` (``rl3jax.distributed.make_mesh``) over which the env axis is split, or None;
+    ValueError unless ``num_envs`` divides over its size. Compiles nothing."""
     check_divisible(cfg.num_envs, mesh)
     meta_env = make_meta_env(cfg)
     return Trainer(cfg=cfg, meta_env=meta_env, actor=make_network(cfg.model, meta_env.num_actions, cfg.horizon),
@@ -178,9 +160,6 @@ def make_train(cfg: TrainConfig, mesh=None) -> Trainer:
 
 
 def jit_chunk(trainer: Trainer) -> Callable:
-    """The jitted chunk function ``(state, num_iters) -> (state, metrics)``; num_iters is static. The state is
-    donated: use the returned one (the passed-in buffers are deleted on accelerators and CPU alike).
-
-    With a mesh, the state keeps its shardings in and out (env state split, the rest replicated); without one,
-    a plain ``jax.jit`` (``distributed.sharded_chunk``)."""
+    """The jitted ``(state, num_iters) -> (state, metrics)`` (num_iters static; ``distributed.sharded_chunk``).
+    The state is donated: use the returned one."""
     return sharded_chunk(trainer.chunk, trainer.mesh, trainer.cfg.num_envs)

@@ -15,7 +15,6 @@ from rl3jax.config import HParams, TrainConfig
 from rl3jax.ppo import (
     ADAM,
     ActorCritic,
-    Rollout,
     actor_loss,
     adam_step,
     categorical_kl,
@@ -23,6 +22,7 @@ from rl3jax.ppo import (
     entropy_coef,
     gae,
 )
+from rl3jax.rollout import Trajectory
 from rl3jax.trainer import all_finite, finite_flag
 
 B, T, M, N = 4, 5, 3, 2
@@ -41,7 +41,8 @@ def critic_apply(params, obs):
 
 
 def ppo_update(key, ac, rollout, hp, it, cfg):
-    return ppo.ppo_update(cfg, actor_apply, critic_apply, key, ac, hp, rollout, it)
+    """``rollout``: (trajectory, values)."""
+    return ppo.ppo_update(cfg, actor_apply, critic_apply, key, ac, hp, *rollout, it)
 
 
 def hparams(ent_coef=0.01, gae_lambda=0.3, lr=3e-4, critic_weight_decay=0.01):
@@ -63,7 +64,7 @@ def make_rollout(key, actor_params, critic_params, b=B):
     logp = ppo.log_prob(logits, actions)
     values = critic_apply(critic_params, obs)
     rewards = jax.random.normal(k3, (b, T)) + (actions == 1)
-    return Rollout(obs=obs, actions=actions, logp=logp, values=values, rewards=rewards, logits=logits)
+    return Trajectory(obs=obs, actions=actions, logp=logp, logits=logits, rewards=rewards), values
 
 
 @jax.jit
@@ -252,13 +253,13 @@ def test_rollout_that_does_not_fit_the_config_raises():
 
 def test_minibatches_are_whole_sequences_of_one_permutation():
     ac, rollout = setup()
-    batch = ppo.make_batch(rollout, CFG, 0.3)
+    batch = ppo.make_batch(*rollout, CFG, 0.3)
     perm = jnp.array([2, 0, 3, 1])
     mbs = ppo.minibatches(batch, perm, CFG)
     chex.assert_shape(mbs.obs, (2, 2, T, M))
     chex.assert_shape([mbs.actions, mbs.old_logp, mbs.advantages, mbs.targets], (2, 2, T))
     for i, seq in enumerate(np.asarray(perm)):
-        np.testing.assert_array_equal(mbs.obs[i // 2, i % 2], rollout.obs[seq])  # time is never sliced
+        np.testing.assert_array_equal(mbs.obs[i // 2, i % 2], rollout[0].obs[seq])  # time is never sliced
         np.testing.assert_array_equal(mbs.targets[i // 2, i % 2], batch.targets[seq])
 
 

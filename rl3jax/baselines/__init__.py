@@ -1,21 +1,15 @@
-"""Classical baseline policies, evaluated in the same harness (``rl3jax.evaluate``) as learned policies.
-
-Baselines read what a learned policy reads (METHOD §1) plus the current task state; ``oracle`` reads the task
-and ``model-*`` the RL³ estimator's state. One module per family (``generic``: every family), each with its
-``ENTRIES``; ``BASELINES`` maps each name to its entry in that order.
+"""Classical baseline policies, evaluated in the same harness (``rl3jax.evaluate``) as learned policies: one
+module per family (``generic``: every family), each with its ``ENTRIES``; ``BASELINES`` maps name to entry.
 """
 
 from __future__ import annotations
 
 from rl3jax.baselines import bandit, generic, mdp
-from rl3jax.baselines.bandit import IntractableError
-from rl3jax.baselines.base import Baseline, Param
+from rl3jax.baselines.bandit import IntractableError as IntractableError  # re-exported
+from rl3jax.baselines.base import Baseline
 from rl3jax.config import TrainConfig
 from rl3jax.estimators import make_estimator
 from rl3jax.meta_episode import MetaEnv
-
-__all__ = ["BASELINES", "Baseline", "IntractableError", "Param", "baseline_names", "check_fits", "get_baseline",
-           "make_policy", "validate_params"]
 
 BASELINES: dict[str, Baseline] = {b.name: b for b in (*generic.ENTRIES, *bandit.ENTRIES, *mdp.ENTRIES)}
 
@@ -56,10 +50,9 @@ def check_fits(name: str, meta_env: MetaEnv) -> Baseline:
 
 
 def make_policy(name: str, meta_env: MetaEnv, params: dict | None = None):
-    """Checks and prepares baseline ``name`` for ``meta_env``: ``(meta_env, consts, build)``, the meta env to run
-    it in (with the family's RL³ estimator for model-*, else none), its host-side tables (a pytree of arrays,
-    a jit argument) and ``build(consts, tasks, key) -> (step, carry)``. ValueError for a policy that does not
-    fit, a bad parameter, or a table intractable at this horizon."""
+    """Checks and prepares baseline ``name``: ``(meta_env, consts, build)``, the meta env to run it in (with an
+    RL³ estimator only for model-*), its host-side tables (a jit argument) and ``build(consts, tasks, key) ->
+    (step, carry)``. ValueError for a policy that does not fit, a bad parameter or an intractable table."""
     b = check_fits(name, meta_env)
     p = validate_params(name, params)
     env = meta_env

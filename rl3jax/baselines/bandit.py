@@ -1,15 +1,11 @@
-"""Bernoulli-bandit baselines on Beta(1, 1) posteriors: greedy and ε-greedy on the posterior mean, UCB1,
-Thompson sampling, the finite-horizon Gittins index and the exact Bayes-optimal policy (small H).
-
-Each reads the previous action and reward from the meta state (what a learned policy reads, METHOD §1) and
-keeps per-task success and failure counts in its carry; ``bandit_scores`` gives every policy's arm scores.
+"""Bernoulli-bandit baselines on Beta(1, 1) posteriors (``ENTRIES``), each scoring arms (``bandit_scores``)
+from per-task success and failure counts of the previous actions and rewards it reads (METHOD §1).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import os
 
 import jax
 import jax.numpy as jnp
@@ -17,43 +13,20 @@ import numpy as np
 
 from rl3jax.baselines.base import EPSILON, Baseline, Param, argmax_random, epsilon_mix, num_tasks, sharp_logits
 from rl3jax.meta_episode import MetaEnv
-from rl3jax.outputs import atomic_write
 
 BAYES_MAX_STATES = 2_000_000  # exchangeable posterior states the bayes-optimal table may hold
-GITTINS_VERSION = "v1"  # bump when the table's definition changes (on-disk cache key)
 GITTINS_MAX_HORIZON = 200  # the calibration costs O(H^5) work: H=100 takes 3 s on a 2-core CPU, H=200 32x that
 
 
 class IntractableError(ValueError):
-    """A baseline's table cannot be built at this horizon (bayes-optimal beyond ``BAYES_MAX_STATES``, gittins
-    beyond ``GITTINS_MAX_HORIZON``); ``rl3jax.evaluate.run_baselines`` leaves such a baseline out."""
+    """A baseline's table cannot be built at this horizon; ``rl3jax.evaluate.run_baselines`` leaves it out."""
 
 
 @functools.cache
-def gittins_table(horizon: int) -> np.ndarray:
-    """``compute_gittins_table(horizon)``, computed once per horizon and kept in memory and on disk
-    (``$RL3JAX_CACHE_DIR``, default ~/.cache/rl3jax)."""
-    h = int(horizon)  # a bad one: no such file, compute_gittins_table raises the ValueError
-    cache = os.environ.get("RL3JAX_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "rl3jax"))
-    path = os.path.join(cache, f"gittins-{GITTINS_VERSION}-H{h}.npy")
-    try:
-        table = np.load(path)
-        if table.shape == (h + 1, h + 1, h + 1):
-            return table
-    except (OSError, ValueError):
-        pass
-    table = compute_gittins_table(h)
-    try:
-        atomic_write(path, lambda f: np.save(f, table))
-    except OSError:
-        pass  # a read-only home: recompute next time
-    return table
-
-
 def compute_gittins_table(horizon: int) -> np.ndarray:
     """Finite-horizon Gittins indices of a Bernoulli arm with a Beta(1, 1) prior.
 
-    Returns ``G`` (float64, (H+1, H+1, H+1)): ``G[m, s, f]``, the index of an arm with ``s`` successes and
+    Returns ``G`` (float64, (H+1, H+1, H+1); cached per H): ``G[m, s, f]``, the index of an arm with ``s`` successes and
     ``f`` failures when ``m`` pulls remain (this one included), for s + f <= H - m (NaN elsewhere): the known
     arm's reward per pull λ that makes retiring to it at once (m·λ, final) as good as pulling the unknown arm now
     and acting optimally after (Gittins 1979; Gittins, Glazebrook & Weber 2011). With p = (s+1)/(s+f+2),
@@ -186,8 +159,8 @@ def bayes_optimal_table(num_arms: int, horizon: int):
         raise ValueError(f"bayes-optimal: horizon must be >= 1, got {h}")
     if h > bayes_max_horizon(k):
         raise IntractableError(f"bayes-optimal: exact dynamic programming is tractable only for H <= "
-                         f"{bayes_max_horizon(k)} with k={k} arms ({BAYES_MAX_STATES:,} posterior states at most); "
-                         f"got H={h}")
+                               f"{bayes_max_horizon(k)} with k={k} arms ({BAYES_MAX_STATES:,} posterior states at "
+                               f"most); got H={h}")
     n_pairs = (h + 1) * (h + 2) // 2
     pair_s = np.concatenate([np.arange(n + 1) for n in range(h + 1)])
     pair_n = np.concatenate([np.full(n + 1, n) for n in range(h + 1)])
@@ -254,7 +227,7 @@ def bandit_scores(name: str, key: jax.Array, successes: jax.Array, failures: jax
     * ucb: μ_a + c·sqrt(2·ln(t + 2k) / (n_a + 2)): UCB1 (Auer et al. 2002) counting the prior's two
       pseudo-pulls per arm (RL²'s baseline, Duan et al. 2016).
     * thompson: one draw from Beta(s_a + 1, f_a + 1) per arm (Thompson 1933).
-    * gittins: G[H − t, s_a, f_a] (``gittins_table``).
+    * gittins: G[H − t, s_a, f_a] (``compute_gittins_table``).
     * bayes-optimal: the exact action value Q_t(x, a) (``bayes_optimal_table``).
     """
     n = successes + failures
@@ -323,7 +296,7 @@ ENTRIES = (
     Baseline("gittins", ("bandit",), (), bandit_build("gittins"),
              "Finite-horizon Gittins index (Gittins 1979; Gittins, Glazebrook & Weber 2011) by calibration "
              "against a known arm with the remaining pulls.",
-             prepare=lambda meta_env, p: jnp.asarray(gittins_table(meta_env.horizon), jnp.float32)),
+             prepare=lambda meta_env, p: jnp.asarray(compute_gittins_table(meta_env.horizon), jnp.float32)),
     Baseline("bayes-optimal", ("bandit",), (), bandit_build("bayes-optimal"),
              "Exact Bayes-optimal policy by dynamic programming over exchangeable Beta posteriors "
              "(Bellman 1956); small H only.", prepare=prepare_bayes),

@@ -1,9 +1,6 @@
-"""What every baseline module shares: the registry's entry types (``Param``, ``Baseline``) and the sharp-logit
-action helpers.
-
-A policy in the harness is ``(step, carry)`` with ``step(carry, obs, meta_state) -> (carry, logits)`` over B
-tasks. A baseline draws its own action (its PRNG key in the carry) and emits *sharp* logits, so sampling them
-and their argmax agree: ``greedy`` does not change a baseline.
+"""What every baseline module shares: the registry's entry types (``Param``, ``Baseline``) and the action
+helpers. A policy is ``(step, carry)``, ``step(carry, obs, meta_state) -> (carry, logits)`` over B tasks; a
+baseline draws its own action (its PRNG key in the carry) and emits *sharp* logits, so ``greedy`` changes nothing.
 """
 
 from __future__ import annotations
@@ -47,7 +44,7 @@ def num_tasks(tasks) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class Param:
-    """A baseline parameter: name, default, kind ('float' or 'int') and the closed/open range it must lie in."""
+    """A baseline parameter: name, default, kind ('float' or 'int') and its range (``coerce`` checks it)."""
 
     name: str
     default: float
@@ -82,10 +79,9 @@ ALL = "*"  # families: every family
 @dataclasses.dataclass(frozen=True)
 class Baseline:
     """A registry entry: the families it fits ('*': every family; ``needs_model``: ``true_model``,
-    ``needs_estimator``: the ``rl3_defaults`` hook), its parameters, ``build(meta_env, consts, tasks, key,
-    params) -> (step, carry)`` (inside jit), a one-line description naming its source, ``prepare(meta_env,
-    params) -> consts`` (host-side tables, run once, may raise ValueError) and whether its actions are
-    ``stochastic`` (random draws beyond tie-breaking: exploration, posterior samples)."""
+    ``needs_estimator``: the ``rl3_defaults`` hook), parameters, ``build(meta_env, consts, tasks, key, params) ->
+    (step, carry)`` (inside jit), a description naming its source, ``prepare(meta_env, params) -> consts``
+    (host-side tables, may raise ValueError) and whether its actions are ``stochastic`` beyond tie-breaking."""
 
     name: str
     families: tuple[str, ...]

@@ -1,5 +1,4 @@
-"""Baselines for every family: uniformly random actions, the task-knowing oracle (families with a known model)
-and the RL³ estimator alone (model-greedy, model-epsilon-greedy: families with RL³ defaults)."""
+"""Baselines for every family (``ENTRIES``): random, the task-knowing oracle, the RL³ estimator alone."""
 
 from __future__ import annotations
 

@@ -324,7 +324,7 @@ def test_render_errors(run_dir, capsys, tmp_path):
 
 
 def test_render_checks_of_a_grid_run(tmp_path):
-    """``runfiles.check_render`` (the CLI's and ``render_cli``'s one check, no JAX): the family to draw, the
+    """``runfiles.check_render`` (the CLI's one check before ``render_cli``, no JAX): the family to draw, the
     run's variant names, a population folder refused naming its members."""
     from rl3jax.runs import runfiles
 
