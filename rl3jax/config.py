@@ -154,7 +154,7 @@ class TrainConfig:
                 + ("; RL³ needs a tabular task family (use algo rl2)" if fam.algos == ("rl2",) else ""))
         if self.semantics == "v4" and "v4" not in fam.semantics:
             bad(f"semantics 'v4' is implemented for envs {', '.join(n for n, f in FAMILIES.items() if 'v4' in f.semantics)}"
-                f", not {self.env!r} (the original's grid wrapper re-indexes states as they are discovered)")
+                f", not {self.env!r}")
         self._validate_v4(bad)
         if not 0 <= self.seed <= SEED_MAX:
             bad(f"seed must be in [0, {SEED_MAX}] (a 32-bit PRNG seed), got {self.seed}")
@@ -186,6 +186,9 @@ class TrainConfig:
             if self.vi_carry_over:
                 bad(f"vi_carry_over is a v4 option; semantics is {self.semantics!r}")
             return
+        if self.algo == "rl3_coarse":
+            bad("algo rl3_coarse is not implemented with semantics 'v4' (METHOD §2.4); use algo rl3, or rl3_coarse "
+                "with semantics fresh or rlc")
         if self.std_errors:
             bad("std_errors does not apply to semantics 'v4' (the original shows no standard errors)")
         if self.alpha_laplace is not None:
@@ -352,6 +355,13 @@ PRESETS: dict[str, Preset] = {
                                  model="transformer-v4"),
     "paper-v4-mdp-h500": _preset("mdp", 500, 24000, 32000, 3200, 0.01, 3e-4, semantics="v4",
                                  model="transformer-v4"),
+    # Grids (its README's grid commands: entropy 0.04, lr 2e-4, H 250 / 350; main.jl: batch 32000, so
+    # nenvs = 32000 ÷ H = 128 / 91, minibatch 3200 -> 16 / 7 whole sequences here): iterations as METHOD §6's
+    # grid rows (its README's commands say 10000)
+    "paper-v4-grid11": _preset("grid11", 250, 20000, 32000, 3200, 0.04, 2e-4, semantics="v4",
+                               model="transformer-v4"),
+    "paper-v4-grid13": _preset("grid13", 350, 20000, 32000, 3200, 0.04, 2e-4, semantics="v4",
+                               model="transformer-v4"),
     # Grids on a CPU: the published horizons (250 / 350), 16 tasks per iteration in 4-sequence minibatches and
     # 4 epochs; sized for about 10 minutes on a 2-core CPU (grid11, RL³, transformer: ~1 min compile, then
     # ~4.5 s per iteration measured on a shared 2-core machine). Sensible settings, not tuned.
