@@ -149,7 +149,7 @@ class TrainConfig:
                 + ("; RL³ needs a tabular task family (use algo rl2)" if fam.algos == ("rl2",) else ""))
         if self.semantics == "v4" and "v4" not in fam.semantics:
             bad(f"semantics 'v4' is implemented for envs {', '.join(n for n, f in FAMILIES.items() if 'v4' in f.semantics)}"
-                f", not {self.env!r} (the original's grid wrapper re-indexes states as they are discovered)")
+                f", not {self.env!r}")
         self._validate_v4(bad)
         if not 0 <= self.seed <= SEED_MAX:
             bad(f"seed must be in [0, {SEED_MAX}] (a 32-bit PRNG seed), got {self.seed}")
@@ -177,6 +177,9 @@ class TrainConfig:
             if self.vi_carry_over:
                 bad(f"vi_carry_over is a v4 option; semantics is {self.semantics!r}")
             return
+        if self.algo == "rl3_coarse":
+            bad("algo rl3_coarse is not implemented with semantics 'v4' (METHOD §2.4); use algo rl3, or rl3_coarse "
+                "with semantics fresh or rlc")
         if self.std_errors:
             bad("std_errors does not apply to semantics 'v4' (the original shows no standard errors)")
         if self.alpha_laplace is not None:
@@ -340,6 +343,13 @@ PRESETS: dict[str, Preset] = {
                                  model="transformer-v4"),
     "paper-v4-mdp-h500": _preset("mdp", 500, 24000, 32000, 3200, 0.01, 3e-4, semantics="v4",
                                  model="transformer-v4"),
+    # Grids (its README's grid commands: entropy 0.04, lr 2e-4, H 250 / 350; main.jl: batch 32000, so
+    # nenvs = 32000 ÷ H = 128 / 91, minibatch 3200 -> 16 / 7 whole sequences here): iterations as METHOD §6's
+    # grid rows (its README's commands say 10000)
+    "paper-v4-grid11": _preset("grid11", 250, 20000, 32000, 3200, 0.04, 2e-4, semantics="v4",
+                               model="transformer-v4"),
+    "paper-v4-grid13": _preset("grid13", 350, 20000, 32000, 3200, 0.04, 2e-4, semantics="v4",
+                               model="transformer-v4"),
     # Grids on a CPU at the published horizons, sized for about 10 minutes on a 2-core CPU; not tuned.
     "cpu-grid11": _preset("grid11", 250, 100, 4000, 1000, 0.04, 1e-3, epochs=4, evals=4, eval_episodes=100,
                           chunk_iters=1),

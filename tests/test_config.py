@@ -14,7 +14,9 @@ from rl3jax.meta_episode import make_meta_env
 # ----------------------------------------------------------------------------------------- config
 @pytest.mark.parametrize("kw,message", [
     (dict(semantics="v5"), "semantics 'v5' is not one of fresh, rlc, v4"),
-    (dict(semantics="v4", env="grid11"), "semantics 'v4' is implemented for envs bandit, mdp"),
+    (dict(semantics="v4", env="CartPole-v1", algo="rl2"),
+     "semantics 'v4' is implemented for envs bandit, mdp, grid11, grid13, not 'CartPole-v1'"),
+    (dict(semantics="v4", env="grid11", algo="rl3_coarse"), "algo rl3_coarse is not implemented with semantics 'v4'"),
     (dict(semantics="v4", std_errors=True), "std_errors does not apply"),
     (dict(semantics="v4", alpha_laplace=0.1), "alpha_laplace does not apply"),
     (dict(semantics="v4", vi_carry_over=True), "vi_carry_over=true is not supported"),
@@ -51,7 +53,16 @@ def test_paper_v4_presets():
         assert (c.env, c.horizon, c.iters, c.ent_coef, c.lr, c.semantics, c.model) == (
             env, h, iters, ent, 3e-4, "v4", "transformer-v4")
         assert c.num_envs * c.horizon == 32000 and c.ent_schedule == "constant"
-    assert sum(k.startswith("paper-v4-") for k in PRESETS) == 4
+    # grids (the original's README commands and main.jl: nenvs = 32000 ÷ H; minibatches of whole sequences)
+    for env, h, envs, mb in (("grid11", 250, 128, 16), ("grid13", 350, 91, 7)):
+        c = TrainConfig(**preset(f"paper-v4-{env}"))
+        assert (c.env, c.horizon, c.iters, c.ent_coef, c.lr, c.semantics, c.model, c.gamma_obj_value) == (
+            env, h, 20000, 0.04, 2e-4, "v4", "transformer-v4", 0.99)
+        assert (c.num_envs, c.minibatch_envs, c.algo, c.ent_schedule) == (envs, mb, "rl3", "constant")
+        assert TrainConfig(**preset(f"paper-v4-{env}", {"algo": "rl2"})).semantics == "v4"
+        with pytest.raises(ValueError, match="algo rl3_coarse is not implemented with semantics 'v4'"):
+            TrainConfig(**preset(f"paper-v4-{env}", {"algo": "rl3_coarse"}))
+    assert sum(k.startswith("paper-v4-") for k in PRESETS) == 6
 
 
 def test_config_json_of_older_versions_loads():

@@ -60,6 +60,7 @@ class V4Defaults:
 
     q_denom: float  # Q_DENOM of the shown Q (main.jl: 1 for bandits, 100 otherwise)
     drop_task_obs: bool = False  # RL³ leaves the task observation out of the input (main.jl: drop_observation)
+    epsilon: float = 0.01  # value iteration stops once max|ΔQ| < ε (main.jl VI_EP: 0.1 for grids, else 0.01)
 
 
 class TaskEnv(environment.Environment):

@@ -53,10 +53,11 @@ FAMILIES: dict[str, FamilySpec] = {
     # grids have no task horizon of their own: H is also their TH; the variants' meaning is
     # ``rl3jax.envs.grid_generation.GRID_FAMILIES``
     "grid11": FamilySpec(GRID_ENTRY, ("train",), 250, ("rl2", "rl3", "rl3_coarse"),
-                         kwargs={"family": "grid11"}),
+                         semantics=SEMANTICS_ALL + ("v4",), kwargs={"family": "grid11"}),
     "grid13": FamilySpec(GRID_ENTRY,
                          ("train", "dense", "deterministic", "watery", "dangerous", "corner"), 350,
-                         ("rl2", "rl3", "rl3_coarse"), kwargs={"family": "grid13"}),
+                         ("rl2", "rl3", "rl3_coarse"), semantics=SEMANTICS_ALL + ("v4",),
+                         kwargs={"family": "grid13"}),
 }
 
 CONTINUOUS = "its action space is continuous (a Box); rl3jax's policies are categorical over discrete actions"

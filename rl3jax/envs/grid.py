@@ -24,7 +24,7 @@ from flax import struct
 from gymnax.environments import spaces
 
 from rl3jax.envs import grid_generation
-from rl3jax.envs.base import RL3Defaults, TaskEnv
+from rl3jax.envs.base import RL3Defaults, TaskEnv, V4Defaults
 from rl3jax.envs.catalog import FAMILIES
 from rl3jax.envs.grid_generation import GRID13, GRID_FAMILIES, GridConfig
 from rl3jax.envs.grid_geometry import (
@@ -90,6 +90,8 @@ class GridWorld(TaskEnv):
 
     rl3_defaults = RL3Defaults(q_denom=10.0, alpha_laplace=0.01, epsilon=0.1, max_sweeps=None,
                                warm_start=True, known_states="visited")
+    # the paper's own code (METHOD §2.4, v4 on grids): main.jl Q_DENOM 100, VI_EP 0.1; the task observation kept
+    v4_defaults = V4Defaults(q_denom=100.0, epsilon=0.1)
 
     def __init__(self, config: GridConfig = GRID13, horizon: int = 350, family: str | None = None,
                  variant: str = "train"):

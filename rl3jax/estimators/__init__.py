@@ -14,7 +14,7 @@ from rl3jax.config import TrainConfig
 from rl3jax.envs.base import TaskEnv
 from rl3jax.estimators.grid import GridQEstimator
 from rl3jax.estimators.tabular import QEstimator
-from rl3jax.estimators.v4 import EPSILON_V4, V4Estimator
+from rl3jax.estimators.v4 import V4Estimator
 from rl3jax.layout import Layout
 
 
@@ -73,7 +73,7 @@ def make_estimator(env: TaskEnv, cfg: TrainConfig) -> Estimator | None:
     (``env.grid_side``) get the sparse ``GridQEstimator`` (RL³-coarse for ``algo='rl3_coarse'``), except with
     ``std_errors``, which only the dense ``QEstimator`` computes (exact on grids, only slower).
     ``semantics='v4'``: the paper's own code's ``V4Estimator``: Q_DENOM of ``env.v4_defaults`` (main.jl: 1 for
-    bandits, 100 otherwise), ε = ``EPSILON_V4`` and at most min(TH, H) sweeps unless the config overrides them.
+    bandits, 100 otherwise), its ε (0.01; grids 0.1) and at most min(TH, H) sweeps unless the config overrides them.
 
     Raises ValueError for RL³ on a family without a tabular model, rl3_coarse on a family that is not a grid,
     rl3_coarse with standard errors, and v4 on a family it is not implemented for.
@@ -89,7 +89,9 @@ def make_estimator(env: TaskEnv, cfg: TrainConfig) -> Estimator | None:
     if cfg.semantics == "v4":
         if env.v4_defaults is None:
             raise ValueError(f"semantics 'v4' is not implemented for {env.name} (it has no v4_defaults)")
-        return V4Estimator(epsilon=cfg.vi_epsilon if cfg.vi_epsilon is not None else EPSILON_V4,
+        if env.grid_side is not None:  # METHOD §2.4: grid cells numbered by discovery, VI re-zeroed as they grow
+            raise ValueError("semantics 'v4' on grids needs the discovery-indexed estimator (not in this tree)")
+        return V4Estimator(epsilon=cfg.vi_epsilon if cfg.vi_epsilon is not None else env.v4_defaults.epsilon,
                            max_sweeps=cfg.vi_max_sweeps or min(env.task_horizon, cfg.horizon),
                            q_denom=env.v4_defaults.q_denom, **kw)
     kw.update(alpha_laplace=cfg.alpha_laplace if cfg.alpha_laplace is not None else d.alpha_laplace,

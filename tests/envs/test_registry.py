@@ -47,7 +47,8 @@ def test_family_hooks_declared_on_the_base_class():
     assert [e.grid_side for e in (bandit, mdp, grid, cart)] == [None, None, 13, None]
     assert (bandit.v4_defaults.q_denom, mdp.v4_defaults.q_denom) == (1.0, 100.0)
     assert bandit.v4_defaults.drop_task_obs and not mdp.v4_defaults.drop_task_obs
-    assert grid.v4_defaults is None and cart.rl3_defaults is None and cart.num_states is None
+    assert (grid.v4_defaults.q_denom, grid.v4_defaults.epsilon, mdp.v4_defaults.epsilon) == (100.0, 0.1, 0.01)
+    assert not grid.v4_defaults.drop_task_obs and cart.rl3_defaults is None and cart.num_states is None
     assert mdp.with_horizon(500) is mdp and grid.with_horizon(500).task_horizon == 500
     with pytest.raises(NotImplementedError, match="no known model"):
         cart.true_model(cart.default_params)
@@ -70,8 +71,8 @@ def test_every_family_spec_matches_its_family_hooks(name):
 expected_spec_fields = {
     "bandit": ("train", 100, ("rl2", "rl3"), ("fresh", "rlc", "v4")),
     "mdp": ("train", 100, ("rl2", "rl3"), ("fresh", "rlc", "v4")),
-    "grid11": ("train", 250, ("rl2", "rl3", "rl3_coarse"), ("fresh", "rlc")),
-    "grid13": ("train", 350, ("rl2", "rl3", "rl3_coarse"), ("fresh", "rlc")),
+    "grid11": ("train", 250, ("rl2", "rl3", "rl3_coarse"), ("fresh", "rlc", "v4")),
+    "grid13": ("train", 350, ("rl2", "rl3", "rl3_coarse"), ("fresh", "rlc", "v4")),
 }
 
 

@@ -32,11 +32,14 @@ def test_make_estimator_follows_the_family_hooks():
     assert est("mdp", algo="rl2") is None
     with pytest.raises(ValueError, match="use algo rl2"):
         make_estimator(make_env("CartPole-v1"), TrainConfig(env="mdp"))
-    with pytest.raises(ValueError, match="semantics 'v4' is implemented for envs bandit, mdp, not 'grid11'"):
-        TrainConfig(env="grid11", semantics="v4")  # the config refuses it first, naming the env
+    with pytest.raises(ValueError, match="semantics 'v4' is implemented for envs bandit, mdp, grid11, grid13, "
+                                         "not 'CartPole-v1'"):
+        TrainConfig(env="CartPole-v1", algo="rl2", semantics="v4")  # the config refuses it first, naming the env
     # make_estimator's own check, by hook, for a family the config's name tables do not describe
+    no_v4 = make_env("grid11")
+    no_v4.v4_defaults = None
     with pytest.raises(ValueError, match="semantics 'v4' is not implemented for grid11 .it has no v4_defaults"):
-        make_estimator(make_env("grid11"), TrainConfig(env="mdp", semantics="v4"))
+        make_estimator(no_v4, TrainConfig(env="mdp", semantics="v4"))
 
 
 def test_trainer_hooks_and_oracle_model():

@@ -746,7 +746,8 @@ def test_gymnax_env_trains_through_the_cli(tmp_path):
 
 
 def test_cli_semantics_error_is_one_line(capsys, tmp_path):
-    assert cli_main(["train", "--env", "grid11", "--set", "semantics=v4", "--out", str(tmp_path / "x")]) == 2
+    assert cli_main(["train", "--env", "grid11", "--algo", "rl3_coarse", "--set", "semantics=v4", "--out",
+                     str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "semantics 'v4'" in err and "Traceback" not in err
 
