@@ -44,9 +44,9 @@ class DeepSea(TaskEnv):
     found only by deep exploration: each unknown diagonal cell's right action is a coin flip.
 
     Variants (``SIZES``): ``train`` (N = 10), ``n20``, ``n30``. The catalog's H = 300 is 30 task episodes at
-    N = 10: an explorer that knows the structure reaches the treasure after 1 + N/2 task episodes on average
-    (each unknown diagonal cell costs an episode with probability ½), one that does not needs about 2N; the rest
-    is left to exploit. Train or test n20 / n30 with H = 3N² for the same ratio.
+    N = 10: about 2N to explore (what a systematic explorer needs; one that knows the structure first reaches the
+    treasure after 1 + N/2 on average, as each unknown diagonal cell costs an episode with probability ½) and N
+    left to exploit. Train or test n20 / n30 with H = 3N² for the same ratio.
 
     Raises ValueError for an unknown variant.
     """

@@ -35,8 +35,9 @@ class GarnetTask:
 
 
 def distinct_ints(key: jax.Array, n: int, k: int, shape: tuple[int, ...]) -> jax.Array:
-    """``shape + (k,)`` int32: per element, a uniformly random k-subset of [0, n) (Floyd's algorithm: for j = n−k
-    .. n−1 draw t in [0, j]; take j if t is already taken, else t). O(k²) work per element, none per n."""
+    """``shape + (k,)`` int32: per element, a uniformly random k-subset of [0, n) (Floyd's algorithm; Bentley &
+    Floyd 1987): for j = n−k .. n−1 draw t in [0, j], take j if t is already taken, else t. O(k²) work per
+    element, none per n."""
     out = []
     for key_j, j in zip(jax.random.split(key, k), range(n - k, n), strict=True):
         t = jax.random.randint(key_j, shape, 0, j + 1)
