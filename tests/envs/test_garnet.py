@@ -34,6 +34,9 @@ def test_variants_sizes_and_names():
     assert all(e.num_states is None and e.task_horizon == 10 and e.num_actions == 5 for e in envs.values())
     # one observation size at every S (a run trained on s64 evaluates on s4096)
     assert {e.observation_space().shape for e in envs.values()} == {(12,)}
+    assert envs["s4096"].has_true_model_sparse and not make_env("mdp").has_true_model_sparse
+    with pytest.raises(NotImplementedError, match="mdp has no known sparse model"):
+        make_env("mdp").true_model_sparse(make_env("mdp").default_params)
     with pytest.raises(ValueError, match="'s64' is not one of 'train', 's256'"):
         GarnetMDP("s64")
     with pytest.raises(ValueError, match="1 <= k <= S, got S=4, k=5"):
