@@ -78,10 +78,11 @@ ALL = "*"  # families: every family
 
 @dataclasses.dataclass(frozen=True)
 class Baseline:
-    """A registry entry: the families it fits ('*': every family; ``needs_model``: ``true_model``,
-    ``needs_estimator``: the ``rl3_defaults`` hook), parameters, ``build(meta_env, consts, tasks, key, params) ->
-    (step, carry)`` (inside jit), a description naming its source, ``prepare(meta_env, params) -> consts``
-    (host-side tables, may raise ValueError) and whether its actions are ``stochastic`` beyond tie-breaking."""
+    """A registry entry: the families it fits ('*': every family; ``needs_model``: ``true_model`` or
+    ``true_model_sparse``, ``needs_estimator``: the ``rl3_defaults`` hook), parameters, ``build(meta_env, consts,
+    tasks, key, params) -> (step, carry)`` (inside jit), a description naming its source, ``prepare(meta_env,
+    params) -> consts`` (host-side tables, may raise ValueError) and whether its actions are ``stochastic``
+    beyond tie-breaking."""
 
     name: str
     families: tuple[str, ...]
@@ -100,8 +101,9 @@ class Baseline:
 
     def fits(self, meta_env: MetaEnv) -> bool:
         env = meta_env.env
-        return ((env.has_true_model or not self.needs_model) and (env.rl3_defaults is not None or not
-                self.needs_estimator) and (ALL in self.families or env.family in self.families))
+        model = env.has_true_model or env.has_true_model_sparse
+        return ((model or not self.needs_model) and (env.rl3_defaults is not None or not self.needs_estimator)
+                and (ALL in self.families or env.family in self.families))
 
 
 EPSILON = Param("epsilon", 0.1, low=0.0, high=1.0)  # of every ε-greedy baseline

@@ -9,35 +9,46 @@ from rl3jax.baselines.base import ALL, EPSILON, SHARP, Baseline, argmax_random, 
 from rl3jax.meta_episode import MetaEnv
 
 
+def true_model(env, task) -> tuple:
+    """(succ, prob, R, absorbing, start) of one task: the family's sparse true model where it has one, else its
+    dense one with succ None (prob = T)."""
+    return env.true_model_sparse(task) if env.has_true_model_sparse else (None, *env.true_model(task))
+
+
+def expected(succ, prob, v: jax.Array) -> jax.Array:
+    """E[v(s')] under a true model's rows ``prob`` (..., S) dense or (..., k) sparse with ``succ``: shape (...)."""
+    return prob @ v if succ is None else (prob * v[succ]).sum(-1)
+
+
 def finite_horizon_values(meta_env: MetaEnv, task) -> jax.Array:
     """V[k, s]: optimal expected reward over the next k = 0..min(TH, H) steps of a meta-episode from state s (one
     task); absorbing states restart the task episode (value of the start state)."""
-    t_true, r_true, absorbing, start = meta_env.env.true_model(task)
+    succ, prob, r_true, absorbing, start = true_model(meta_env.env, task)
     k_max = min(meta_env.task_horizon, meta_env.horizon)
 
     def backup(v, _):
         v_next = jnp.where(absorbing, v[start], v)  # an absorbing state restarts the task episode
-        q = r_true + jnp.einsum("sat,t->sa", t_true, v_next)
-        v_new = q.max(axis=1)
+        v_new = (r_true + expected(succ, prob, v_next)).max(axis=1)
         return v_new, v_new
 
-    v0 = jnp.zeros(t_true.shape[0], jnp.float32)
+    v0 = jnp.zeros(r_true.shape[0], jnp.float32)
     _, vs = jax.lax.scan(backup, v0, None, length=k_max)
     return jnp.concatenate([v0[None], vs], axis=0)
 
 
 def oracle_build(meta_env: MetaEnv, consts, tasks, key, params):
     """The task-knowing oracle: optimal for the remaining budget of the task episode, by finite-horizon value
-    iteration on the true model (``finite_horizon_values``); sharp logits (argmax ties: the first action)."""
+    iteration on the true model (``finite_horizon_values``; sparse or dense, ``true_model``); sharp logits
+    (argmax ties: the first action)."""
     v_tab = jax.vmap(lambda t: finite_horizon_values(meta_env, t))(tasks)
 
     def q_values(task, v, state):
-        t_true, r_true, absorbing, start = meta_env.env.true_model(task)
+        succ, prob, r_true, absorbing, start = true_model(meta_env.env, task)
         s = meta_env.env.state_index(state.env_state, task)
         k = jnp.minimum(meta_env.task_horizon - state.tau, meta_env.horizon - state.t)
         v_prev = v[jnp.maximum(k - 1, 0)]
         v_next = jnp.where(absorbing, v_prev[start], v_prev)
-        return r_true[s] + t_true[s] @ v_next
+        return r_true[s] + expected(None if succ is None else succ[s], prob[s], v_next)
 
     def step(carry, obs, state):
         q = jax.vmap(q_values)(tasks, v_tab, state)

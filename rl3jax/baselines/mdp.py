@@ -1,6 +1,7 @@
 """Tabular-MDP baselines on Dirichlet (transitions) and normal (mean rewards) posteriors: PSRL (Osband, Russo &
 Van Roy 2013), optimistic PSRL (Agrawal & Jia 2017) and MAP-greedy (certainty equivalence), learning from what
-the policy input shows (``mdp_posterior_update``).
+the policy input shows (``mdp_posterior_update``). Families ``mdp`` and ``garnet``; the posterior is dense
+(S·A·S counts per task), so garnets beyond ``DENSE_MAX_STATES`` states are refused (``IntractableError``).
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import math
 import jax
 import jax.numpy as jnp
 
+from rl3jax.baselines.bandit import IntractableError
 from rl3jax.baselines.base import Baseline, Param, argmax_random, num_tasks, sharp_logits
 from rl3jax.meta_episode import MetaEnv
 
+DENSE_MAX_STATES = 256  # S of the dense posterior: S·A·S counts per task (S = 256, A = 5: 1.3 MB; S = 4096: 335 MB)
 MDP_PRIOR = (Param("alpha0", 1.0, positive=True), Param("mu0", 0.0), Param("tau0", 1.0, positive=True),
               Param("tau", 1.0, positive=True))
 
@@ -123,12 +126,24 @@ def dirichlet_sample(key: jax.Array, alpha: jax.Array) -> jax.Array:
     return jnp.where(total > 0, g / jnp.where(total > 0, total, 1.0), 1.0 / alpha.shape[-1])
 
 
+def posterior_states(meta_env: MetaEnv, params=None) -> int:
+    """S of the dense posterior: ``num_states``, else the rows of the sparse true model (garnet). The
+    ``prepare`` of each entry: IntractableError beyond ``DENSE_MAX_STATES`` (``rl3jax baselines`` skips it)."""
+    env = meta_env.env
+    s = env.num_states or jax.eval_shape(env.true_model_sparse, env.default_params)[2].shape[0]
+    if s > DENSE_MAX_STATES:
+        raise IntractableError(f"the dense Dirichlet posterior holds S·A·S = {s * s * meta_env.num_actions:,} counts "
+                               f"per task at S={s}; tractable for S <= {DENSE_MAX_STATES} (a sparse posterior over "
+                               "the states seen is not implemented)")
+    return s
+
+
 def mdp_build(kind: str):
     """Builder of psrl / opsrl / map-greedy for the tabular MDP family."""
 
     def build(meta_env: MetaEnv, consts, tasks, key, params):
         env = meta_env.env
-        num, n_s, n_a = num_tasks(tasks), env.num_states, meta_env.num_actions
+        num, n_s, n_a = num_tasks(tasks), posterior_states(meta_env), meta_env.num_actions
         th = min(meta_env.task_horizon, meta_env.horizon)
         alpha0, mu0, tau0, tau = params["alpha0"], params["mu0"], params["tau0"], params["tau"]
         samples = params.get("m", 1)
@@ -165,14 +180,16 @@ def mdp_build(kind: str):
     return build
 
 
+MDP_FAMILIES = ("mdp", "garnet")
 ENTRIES = (
-    Baseline("psrl", ("mdp",), MDP_PRIOR, mdp_build("psrl"),
+    Baseline("psrl", MDP_FAMILIES, MDP_PRIOR, mdp_build("psrl"),
              "Posterior sampling RL (Osband, Russo & Van Roy 2013): one MDP drawn from the Dirichlet/normal "
-             "posterior at the start of each task episode, followed with finite-horizon value iteration.", stochastic=True),
-    Baseline("opsrl", ("mdp",), MDP_PRIOR + (Param("m", 5, kind="int", low=1),), mdp_build("opsrl"),
+             "posterior at the start of each task episode, followed with finite-horizon value iteration.",
+             posterior_states, stochastic=True),
+    Baseline("opsrl", MDP_FAMILIES, MDP_PRIOR + (Param("m", 5, kind="int", low=1),), mdp_build("opsrl"),
              "Optimistic PSRL (Agrawal & Jia 2017): m posterior MDPs per task episode, the element-wise max "
-             "of their finite-horizon Q.", stochastic=True),
-    Baseline("map-greedy", ("mdp",), MDP_PRIOR, mdp_build("map-greedy"),
+             "of their finite-horizon Q.", posterior_states, stochastic=True),
+    Baseline("map-greedy", MDP_FAMILIES, MDP_PRIOR, mdp_build("map-greedy"),
              "MAP-greedy (certainty equivalence): greedy on finite-horizon value iteration of the posterior-mean MDP, "
-             "solved again every step; no exploration."),
+             "solved again every step; no exploration.", posterior_states),
 )

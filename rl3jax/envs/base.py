@@ -17,6 +17,7 @@ hook                   what                                               defaul
 ``grid_side``          N when states are the cells of an N×N grid         None
 ``true_model``         (T, R, absorbing, start) of one task (oracle)      NotImplementedError
 ``has_true_model``     whether ``true_model`` is implemented              overridden or not
+``true_model_sparse``  (succ, P, R, absorbing, start): k successors each  NotImplementedError (``has_...``)
 ``is_terminated``      the state is absorbing                             False
 =====================  =================================================  =========================================
 
@@ -111,6 +112,17 @@ class TaskEnv(environment.Environment):
     def has_true_model(self) -> bool:
         """Whether the family implements ``true_model`` (the oracle baseline needs it)."""
         return type(self).true_model is not TaskEnv.true_model
+
+    def true_model_sparse(self, params: Any) -> tuple[jax.Array, ...]:
+        """The true model of one task with k successors per (s, a), for families whose dense T would be too
+        big: succ (S, A, k) int32 successor states, prob (S, A, k) float32 their probabilities (summing to 1),
+        expected reward (S, A) float32, absorbing (S,) bool and the start state (int32)."""
+        raise NotImplementedError(f"{self.name} has no known sparse model")
+
+    @property
+    def has_true_model_sparse(self) -> bool:
+        """Whether the family implements ``true_model_sparse`` (the oracle uses it before ``true_model``)."""
+        return type(self).true_model_sparse is not TaskEnv.true_model_sparse
 
     def action_space(self, params=None) -> spaces.Discrete:
         """``spaces.Discrete(num_actions)``."""

@@ -50,6 +50,10 @@ FAMILIES: dict[str, FamilySpec] = {
                          semantics=SEMANTICS_ALL + ("v4",)),
     "mdp": FamilySpec("rl3jax.envs.mdp:RandomMDP", ("train", "alpha0.25", "det-rewards"),
                       semantics=SEMANTICS_ALL + ("v4",)),
+    # sizes as variants, 'train' the smallest (S = 64; N = 10): ``rl3jax.envs.garnet.SIZES``, ``deepsea.SIZES``;
+    # H = 300 for deepsea: 30 task episodes of N = 10 steps (the reason: ``rl3jax.envs.deepsea.DeepSea``)
+    "garnet": FamilySpec("rl3jax.envs.garnet:GarnetMDP", ("train", "s256", "s1024", "s4096", "branch10")),
+    "deepsea": FamilySpec("rl3jax.envs.deepsea:DeepSea", ("train", "n20", "n30"), 300),
     # grids have no task horizon of their own: H is also their TH; the variants' meaning is
     # ``rl3jax.envs.grid_generation.GRID_FAMILIES``
     "grid11": FamilySpec(GRID_ENTRY, ("train",), 250, ("rl2", "rl3", "rl3_coarse"),

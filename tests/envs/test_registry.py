@@ -71,6 +71,8 @@ def test_every_family_spec_matches_its_family_hooks(name):
 expected_spec_fields = {
     "bandit": ("train", 100, ("rl2", "rl3"), ("fresh", "rlc", "v4")),
     "mdp": ("train", 100, ("rl2", "rl3"), ("fresh", "rlc", "v4")),
+    "garnet": ("train", 100, ("rl2", "rl3"), ("fresh", "rlc")),
+    "deepsea": ("train", 300, ("rl2", "rl3"), ("fresh", "rlc")),
     "grid11": ("train", 250, ("rl2", "rl3", "rl3_coarse"), ("fresh", "rlc", "v4")),
     "grid13": ("train", 350, ("rl2", "rl3", "rl3_coarse"), ("fresh", "rlc", "v4")),
 }
