@@ -79,14 +79,15 @@ class GymnaxSpec:
     reason: str = ""  # kind "refused": why
     constant: str = ""  # served, but every policy's meta-episode return is the same: why (``config.notes`` warns)
     state_fields: tuple[tuple[str, int], ...] | None = None
+    params: tuple[tuple[str, object], ...] = ()  # (field, value) of the env params that differ from gymnax's
 
 
 _fixed = functools.partial(GymnaxSpec, "fixed")
 _refused = functools.partial(GymnaxSpec, "refused", ())
 
 
-def _task(*fields: str, state: tuple[tuple[str, int], ...] | None = None) -> GymnaxSpec:
-    return GymnaxSpec("task", fields, state_fields=state)
+def _task(*fields: str, state: tuple[tuple[str, int], ...] | None = None, params=()) -> GymnaxSpec:
+    return GymnaxSpec("task", fields, state_fields=state, params=params)
 
 
 #: every gymnax env (gymnax 0.0.9 / 1.0 registry) -> how rl3jax serves it. A state index identifies the env's
@@ -106,8 +107,10 @@ GYMNAX_ENVS: dict[str, GymnaxSpec] = {
     "SpaceInvaders-MinAtar": _fixed(),
     # the ball's cell and the paddle's column (the paddle's row is fixed; prev_done is False between resets)
     "Catch-bsuite": _fixed(state_fields=(("ball_x", 5), ("ball_y", 10), ("paddle_x", 5))),
-    # size 8: row 0..8 (8: the bottom, absorbing), column 0..7; leaves out bad_episode (bookkeeping; time = row)
-    "DeepSea-bsuite": _task("action_mapping", state=(("row", 9), ("column", 8))),
+    # size 8: row 0..8 (8: the bottom, absorbing), column 0..7; leaves out bad_episode (bookkeeping; time = row).
+    # gymnax's params keep one action mapping (drawn with key 0) for every reset: a task draws its own
+    "DeepSea-bsuite": _task("action_mapping", state=(("row", 9), ("column", 8)),
+                            params=(("sample_action_map", True),)),
     # the step 0..6 (memory_length 5); the task is the context and the query
     "MemoryChain-bsuite": _task("context", "query", state=(("time", 7),)),
     # the umbrella taken at the first step, the step 0..10 (chain_length 10)

@@ -54,11 +54,13 @@ class GymnaxBridge(TaskEnv):
         name: its registry name.
         task_fields: the ``EnvState`` fields its reset draws as the task (empty: the params are the task).
         state_fields: (field, size) pairs of its discrete state (``GymnaxSpec.state_fields``), or None.
+        params: (field, value) pairs of the env params that differ from gymnax's defaults (``GymnaxSpec.params``).
     """
 
     def __init__(self, env, name: str, task_fields: tuple[str, ...] = (),
-                 state_fields: tuple[tuple[str, int], ...] | None = None):
+                 state_fields: tuple[tuple[str, int], ...] | None = None, params: tuple = ()):
         self.env = env
+        self._default_params = env.default_params.replace(**dict(params))
         self._name = name
         self.task_fields = tuple(task_fields)
         self.state_fields = state_fields
@@ -106,7 +108,7 @@ class GymnaxBridge(TaskEnv):
 
     @property
     def default_params(self):
-        return self.env.default_params
+        return self._default_params
 
     @property
     def num_actions(self) -> int:
@@ -121,7 +123,7 @@ class GymnaxBridge(TaskEnv):
     # ----------------------------------------------------------------------------- tasks
     def sample_task(self, key):
         """Draws one task: the env params, plus the task fields of a reset's state (kind ``task``)."""
-        params = self.env.default_params
+        params = self.default_params
         if not self.task_fields:
             return params
         _, state = self.env.reset_env(key, params)
@@ -160,4 +162,4 @@ def make_bridged(name: str, variant: str = "train") -> GymnaxBridge:
     if not isinstance(env.observation_space(params), (spaces.Box, spaces.Discrete)):
         raise ValueError(f"gymnax env {name!r} is not supported: its observation space is a "
                          f"{type(env.observation_space(params)).__name__}; rl3jax flattens array observations only")
-    return GymnaxBridge(env, name, spec.task_fields, spec.state_fields)
+    return GymnaxBridge(env, name, spec.task_fields, spec.state_fields, spec.params)
