@@ -148,8 +148,9 @@ class MetaEnv:
 def make_meta_env(cfg: TrainConfig) -> MetaEnv:
     """The meta env of a training config: family ``cfg.env`` in ``cfg.variant`` for H = ``cfg.horizon``
     (``with_horizon``), with its RL³ estimator (``rl3jax.estimators.make_estimator``; None for RL²), the block
-    ``state`` with ``cfg.state_obs``, and the layout of ``cfg.semantics`` ('v4': the paper's own code's, dropping the task observation where the family's
-    ``v4_defaults`` say so for RL³). Raises ValueError as ``make_env`` and ``make_estimator`` do."""
+    ``state`` with ``cfg.state_obs``, and the layout of ``cfg.semantics`` ('v4': the paper's own code's, dropping
+    the task observation where the family's ``v4_defaults`` say so for RL³). Raises ValueError as ``make_env`` and
+    ``make_estimator`` do."""
     env = make_env(cfg.env, cfg.variant).with_horizon(cfg.horizon)
     est = make_estimator(env, cfg)
     if cfg.semantics != "v4":
