@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -178,6 +180,16 @@ def test_register_with_a_state_index_hook():
     _, st = env.reset_env(jax.random.key(0), task)
     _, st, _, _, _ = env.step_env(jax.random.key(0), st, 1, task)
     assert int(jax.jit(env.state_index)(st, task)) == 1
+
+
+def test_readme_register_example_runs():
+    """The README's Python block (registering a family with a state_index hook) runs as shown."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", open(os.path.join(root, "README.md")).read(), re.S)
+                if "state_index=" in b]
+    scope = {}
+    exec(block, scope)
+    assert scope["cfg"].algo == "rl3" and catalog.FAMILIES["corridor"].algos == ("rl2", "rl3")
 
 
 def test_a_failing_hook_is_named():
