@@ -86,6 +86,7 @@ def _seconds(s: str) -> float:
 def _add_train(sub):
     laptop = {env: laptop_preset(env) for env in FAMILIES if laptop_preset(env) is not None}
     served = [n for n, spec in GYMNAX_ENVS.items() if spec.kind != "refused"]
+    indexed = [n for n in served if GYMNAX_ENVS[n].state_fields is not None]
     models = {name: PRESETS[name].fields["model"] + "".join(f", {a}: {o['model']}" for a, o in PRESETS[name].by_algo.items())
               for name in laptop.values() if "model" in PRESETS[name].fields}
     p = _subparser(sub, "train", "meta-train RL² / RL³ with PPO",
@@ -94,7 +95,8 @@ def _add_train(sub):
                    "TrainConfig's defaults), then the flags below, then --set overrides.")
     p.add_argument("--env", default=None,
                    help=f"task family: {', '.join(FAMILIES)}, or a gymnax env with discrete actions "
-                        f"(e.g. {', '.join(served[:2])}; RL² only) [default: {TrainConfig.env}]")
+                        f"(e.g. {', '.join(served[:2])}; RL³ only with a state index: {', '.join(indexed)}) "
+                        f"[default: {TrainConfig.env}]")
     p.add_argument("--variant", default=None,
                    help=f"task-family variant [default: {TrainConfig.variant}, the training distribution]")
     p.add_argument("--algo", choices=ALGOS, default=None,

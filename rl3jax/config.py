@@ -10,7 +10,7 @@ import dataclasses
 import math
 from typing import Any, NamedTuple
 
-from rl3jax.envs.catalog import FAMILIES, GYMNAX_ENVS, spec
+from rl3jax.envs.catalog import FAMILIES, GYMNAX_ENVS, is_gymnax, no_index_hint, spec
 
 ALGOS = ("rl2", "rl3", "rl3_coarse")
 MODELS = ("transformer", "gru", "markov", "transformer-v4", "markov-v4")
@@ -71,15 +71,17 @@ class TrainConfig:
     distribution), ``horizon`` H (steps per meta-episode). Agent: ``algo`` (``ALGOS``), ``model`` (``MODELS``).
     PPO (METHOD §5): ``iters`` in all; batch = ``num_envs`` whole sequences x H steps; ``lr`` (Adam);
     ``ent_schedule`` linear: to 0 at ``iters``; ``target_kl`` (the actor's KL early stop); ``critic_weight_decay``
-    (coupled L2). RL³ estimator (METHOD §2; None: the semantics' default): ``gamma_obj`` (VI discount; the one used:
-    ``gamma_obj_value``), ``alpha_laplace`` (pseudo-count), ``vi_epsilon`` (VI tolerance). Driver: ``seed``
-    (32-bit), the ``RUN_CONTROL`` fields (in iterations; ``keep_checkpoints``: the newest kept).
+    (coupled L2). ``state_obs``: the env's state (what RL³'s index sees) as an extra input, for RL² where the
+    observation hides it. RL³ estimator (METHOD §2; None: the semantics' default): ``gamma_obj`` (VI discount; the
+    one used: ``gamma_obj_value``), ``alpha_laplace`` (pseudo-count), ``vi_epsilon`` (VI tolerance). Driver:
+    ``seed`` (32-bit), the ``RUN_CONTROL`` fields (in iterations; ``keep_checkpoints``: the newest kept).
 
     Construction validates (so also ``replace`` and ``from_dict``): one-line ValueError naming the field, the
     value and what is allowed, for a wrong type (ints are not bools; floats finite), an unknown name, a value out
     of range (counts >= 1, seed <= ``SEED_MAX``, other ints <= ``INT_MAX``, ``FLOAT_RANGES``) or a combination
     that cannot run (a divisor of num_envs that is none; an algo or semantics the family's ``FamilySpec`` does not
-    list; v4-only or non-v4 estimator settings; transformer-v4 past ``V4_POS_SLOTS`` with H + 1).
+    list; v4-only or non-v4 estimator settings; transformer-v4 past ``V4_POS_SLOTS`` with H + 1; ``state_obs``
+    on an env other than a gymnax env with ``state_fields``).
     """
 
     env: str = "mdp"
@@ -104,6 +106,7 @@ class TrainConfig:
     semantics: str | None = None
     vi_carry_over: bool = False  # v4 only: keep Q/V across meta-episodes (refused: see rl3jax/estimators/v4.py)
     std_errors: bool = False
+    state_obs: bool = False  # the env's state (its state_fields, normalised) as an extra input block 'state'
     gamma_obj: float | None = None  # None: 0.95 (fresh, rlc) or 0.99 (v4)
     alpha_laplace: float | None = None
     vi_epsilon: float | None = None
@@ -146,7 +149,10 @@ class TrainConfig:
             bad(f"variant {self.variant!r} is not valid for env {self.env!r}; valid: {', '.join(fam.variants)}")
         if self.algo not in fam.algos:
             bad(f"algo {self.algo!r} does not apply to env {self.env!r} (valid: {', '.join(fam.algos)})"
-                + ("; RL³ needs a tabular task family (use algo rl2)" if fam.algos == ("rl2",) else ""))
+                + ("" if "rl3" in fam.algos else f"; it has no state index: {no_index_hint(self.env)}"))
+        if self.state_obs and not (is_gymnax(self.env) and GYMNAX_ENVS[self.env].state_fields):
+            bad(f"state_obs shows a gymnax env's state_fields; env {self.env!r} has none (valid: "
+                f"{', '.join(n for n, g in GYMNAX_ENVS.items() if g.state_fields and g.kind != 'refused')})")
         if self.semantics == "v4" and "v4" not in fam.semantics:
             bad(f"semantics 'v4' is implemented for envs {', '.join(n for n, f in FAMILIES.items() if 'v4' in f.semantics)}"
                 f", not {self.env!r}")

@@ -12,8 +12,8 @@ baselines, figures) find a block by name instead of re-deriving offsets::
 Layouts (n actions, m task-observation entries):
 
 * ``'method'`` (METHOD §1): prev_action n, prev_reward 1, first 1, meta_time 1 (t/H), task_time 1 (τ/TH),
-  task_obs m, then for RL³ the block ``rl3`` = ``rl3_features(n)``: advantages n, value 1, std_errors n + 1,
-  counts n. So n + 4 + m entries for RL², 4n + 6 + m for RL³.
+  task_obs m, with ``state_obs`` the env's state k (``state``: a gymnax env's ``state_fields`` / sizes), then for RL³ the block ``rl3`` = ``rl3_features(n)``: advantages n, value 1, std_errors n + 1,
+  counts n. So n + 4 + m (+ k) entries for RL², 4n + 6 + m (+ k) for RL³.
 * ``'v4'`` (the paper's own code, RL3 commit f8121786, see ``rl3jax.meta_episode``): prev_action n,
   prev_reward 1, first 1, task_obs m (left out for RL³ on bandits), ``rl3`` = ``v4_features(n)``: shown_q n,
   counts n; then task_time 1, meta_time 1.
@@ -131,20 +131,22 @@ def v4_features(num_actions: int) -> Layout:
     return Layout.of(("shown_q", num_actions), ("counts", num_actions))
 
 
-def policy_input(kind: str, num_actions: int, task_obs_dim: int, features: Layout | None = None) -> Layout:
+def policy_input(kind: str, num_actions: int, task_obs_dim: int, features: Layout | None = None,
+                 state_dim: int = 0) -> Layout:
     """The policy input of ``MetaEnv`` (see the module docstring).
 
     Args:
         kind: 'method' or 'v4'.
         num_actions: n; task_obs_dim: m, entries of the flattened task observation (0: left out);
-        features: the estimator's ``feature_layout`` (RL³), or None (RL²: no ``rl3`` block).
+        features: the estimator's ``feature_layout`` (RL³), or None (RL²: no ``rl3`` block);
+        state_dim: k, entries of the block ``state`` after the task observation (0: none).
 
     Raises ValueError for an unknown kind.
     """
     if kind not in LAYOUTS:
         raise ValueError(f"layout {kind!r} is not one of {', '.join(LAYOUTS)}")
     head = [("prev_action", num_actions), ("prev_reward", 1), ("first", 1)]
-    task = [("task_obs", task_obs_dim)] if task_obs_dim else []
+    task = ([("task_obs", task_obs_dim)] if task_obs_dim else []) + ([("state", state_dim)] if state_dim else [])
     rl3 = [(RL3, features)] if features is not None else []
     if kind == "v4":
         return Layout.of(*head, *task, *rl3, ("task_time", 1), ("meta_time", 1))

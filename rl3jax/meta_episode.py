@@ -53,17 +53,18 @@ class MetaEnv:
         estimator: the RL³ estimator (``rl3jax.estimators.Estimator``), or None for RL².
         layout: 'method' (METHOD §1) or 'v4' (the paper's own code); see ``rl3jax.layout``.
         drop_task_obs: leave the task observation out of the input ('v4' only; the original's RL³ on bandits).
+        state_obs: add the block ``state``, the env's ``state_features`` (gymnax envs with ``state_fields``).
 
     Attributes: ``layout`` (``rl3jax.layout.Layout`` of the policy input), ``obs_dim`` (= ``layout.size``),
     ``num_actions`` (n), ``task_obs_dim`` (m, 0 when dropped), ``task_horizon`` (TH: the task's own episode length,
     ``max_steps_in_episode`` of the family; grids set it to H).
 
-    Raises ValueError for H < 1, an unknown layout, ``drop_task_obs`` outside 'v4', or an estimator on a family
-    without discrete states.
+    Raises ValueError for H < 1, an unknown layout, ``drop_task_obs`` outside 'v4', an estimator on a family
+    without discrete states, or ``state_obs`` on a family without state features.
     """
 
     def __init__(self, env: TaskEnv, horizon: int, estimator: Estimator | None = None, layout: str = "method",
-                 drop_task_obs: bool = False):
+                 drop_task_obs: bool = False, state_obs: bool = False):
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
         if drop_task_obs and layout != "v4":
@@ -71,6 +72,9 @@ class MetaEnv:
         if estimator is not None and env.num_states is None:
             raise ValueError(f"RL³ needs a tabular task family with discrete states; {env.name} has none "
                              "(use algo 'rl2' for gymnax environments)")
+        state_dim = getattr(env, "state_dim", 0) if state_obs else 0
+        if state_obs and not state_dim:
+            raise ValueError(f"state_obs: {env.name} has no state features (gymnax envs with state_fields have)")
         self.env = env
         self.horizon = horizon
         self.estimator = estimator
@@ -81,7 +85,7 @@ class MetaEnv:
         self.task_obs_dim = 0 if drop_task_obs else int(jnp.size(jnp.zeros(env.observation_space(
             env.default_params).shape)))
         self.layout = layouts.policy_input(layout, self.num_actions, self.task_obs_dim,
-                                           estimator.feature_layout if estimator is not None else None)
+                                           estimator.feature_layout if estimator is not None else None, state_dim)
         self.obs_dim = self.layout.size
 
     def sample_task(self, key: jax.Array):
@@ -97,6 +101,7 @@ class MetaEnv:
             "prev_reward": lambda: state.prev_reward[None],
             "first": lambda: (state.t == 0).astype(jnp.float32)[None],
             "task_obs": lambda: state.task_obs.reshape(-1).astype(jnp.float32),
+            "state": lambda: self.env.state_features(state.env_state, params),
             layouts.RL3: lambda: self.estimator.features(state.est, self.env.state_index(state.env_state, params)),
             "meta_time": lambda: (state.t / self.horizon).astype(jnp.float32)[None],
             "task_time": lambda: (state.tau / self.task_horizon).astype(jnp.float32)[None],
@@ -142,13 +147,14 @@ class MetaEnv:
 
 def make_meta_env(cfg: TrainConfig) -> MetaEnv:
     """The meta env of a training config: family ``cfg.env`` in ``cfg.variant`` for H = ``cfg.horizon``
-    (``with_horizon``), with its RL³ estimator (``rl3jax.estimators.make_estimator``; None for RL²) and the
-    layout of ``cfg.semantics`` ('v4': the paper's own code's, dropping the task observation where the family's
-    ``v4_defaults`` say so for RL³). Raises ValueError as ``make_env`` and ``make_estimator`` do."""
+    (``with_horizon``), with its RL³ estimator (``rl3jax.estimators.make_estimator``; None for RL²), the block
+    ``state`` with ``cfg.state_obs``, and the layout of ``cfg.semantics`` ('v4': the paper's own code's, dropping
+    the task observation where the family's ``v4_defaults`` say so for RL³). Raises ValueError as ``make_env`` and
+    ``make_estimator`` do."""
     env = make_env(cfg.env, cfg.variant).with_horizon(cfg.horizon)
     est = make_estimator(env, cfg)
     if cfg.semantics != "v4":
-        return MetaEnv(env, cfg.horizon, est)
+        return MetaEnv(env, cfg.horizon, est, state_obs=cfg.state_obs)
     # the original drops the bandit's task observation for RL³ only (main.jl: drop_observation); RL² keeps it
     return MetaEnv(env, cfg.horizon, est, layout="v4",
                    drop_task_obs=est is not None and env.v4_defaults.drop_task_obs)

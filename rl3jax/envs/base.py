@@ -55,6 +55,12 @@ class RL3Defaults:
     known_states: str  # "all": K = |S| from the start; "visited": the states seen so far in the task
 
 
+#: the settings of a family that names its states (``state_index``) but has none of its own: the discovery
+#: estimator (``rl3jax.estimators.discovery``), TH sweeps, warm start, the states seen so far
+DISCOVERY_DEFAULTS = RL3Defaults(q_denom=1.0, alpha_laplace=0.1, epsilon=0.01, max_sweeps=None, warm_start=True,
+                                 known_states="visited")
+
+
 @dataclasses.dataclass(frozen=True)
 class V4Defaults:
     """Settings of the paper's own code for a family (``semantics='v4'``, ``rl3jax/estimators/v4.py``)."""

@@ -4,11 +4,12 @@
 JAX is imported on that path); ``rl3jax.envs.registry.make_env`` builds a family from its spec's entry point.
 Adding a family is one module plus one ``FAMILIES`` entry (tests/envs/test_registry.py checks each spec against its hooks).
 
-The gymnax envs rl3jax can serve (discrete actions, one task per meta-episode, RL² only:
-``rl3jax.envs.gymnax_bridge``) are env names too. ``GYMNAX_ENVS`` classifies every name of
-``gymnax.registered_envs`` (tests/envs/test_gymnax_bridge.py keeps it complete): ``fixed`` (its reset draws only the
-start state; the task is the env's params), ``task`` (the state fields its reset draws as the task), or
-``refused`` with the reason (continuous actions; data downloaded at creation).
+The gymnax envs rl3jax can serve (discrete actions, one task per meta-episode: ``rl3jax.envs.gymnax_bridge``) are
+env names too. ``GYMNAX_ENVS`` classifies every name of ``gymnax.registered_envs`` (tests/envs/test_gymnax_bridge.py
+keeps it complete): ``fixed`` (its reset draws only the start state; the task is the env's params), ``task`` (the
+state fields its reset draws as the task), or ``refused`` with the reason (continuous actions; data downloaded at
+creation). A served env whose state is plainly discrete also names the state fields of its ``state_index``
+(``GymnaxSpec.state_fields``); RL³ applies to those envs only.
 """
 
 from __future__ import annotations
@@ -69,23 +70,35 @@ CONTINUOUS = "its action space is continuous (a Box); rl3jax's policies are cate
 
 @dataclasses.dataclass(frozen=True)
 class GymnaxSpec:
-    """How rl3jax serves one gymnax env."""
+    """How rl3jax serves one gymnax env.
+
+    ``state_fields``: the env state's fields that form its discrete state, as (field, size) pairs, or None (no
+    state index: RL² only). ``GymnaxBridge.state_index`` packs their entries (a vector field gives several) into
+    one int32 in mixed radix (size of each entry's field; every entry but the first in [0, size));
+    ``state_features`` shows them divided by their sizes (``TrainConfig.state_obs``). () is the one state of a
+    bandit.
+    """
 
     kind: str  # "fixed" | "task" | "refused"
     task_fields: tuple[str, ...] = ()  # kind "task": the EnvState fields its reset draws as the task
     reason: str = ""  # kind "refused": why
     constant: str = ""  # served, but every policy's meta-episode return is the same: why (``config.notes`` warns)
+    state_fields: tuple[tuple[str, int], ...] | None = None
+    params: tuple[tuple[str, object], ...] = ()  # (field, value) of the env params that differ from gymnax's
 
 
 _fixed = functools.partial(GymnaxSpec, "fixed")
 _refused = functools.partial(GymnaxSpec, "refused", ())
 
 
-def _task(*fields: str) -> GymnaxSpec:
-    return GymnaxSpec("task", fields)
+def _task(*fields: str, state: tuple[tuple[str, int], ...] | None = None, params=()) -> GymnaxSpec:
+    return GymnaxSpec("task", fields, state_fields=state, params=params)
 
 
-#: every gymnax env (gymnax 0.0.9 / 1.0 registry) -> how rl3jax serves it
+#: every gymnax env (gymnax 0.0.9 / 1.0 registry) -> how rl3jax serves it. A state index identifies the env's
+#: Markov state for a fixed task, except what the comment says it leaves out; ``time`` is the step within the
+#: task episode where the dynamics read it (it restarts with the task episode, as the meta-episode's τ). No index:
+#: continuous states (classic control, Pong's ball), or MinAtar's (10×10 boards of several channels, timers).
 GYMNAX_ENVS: dict[str, GymnaxSpec] = {
     "CartPole-v1": _fixed(constant="every step pays +1, a fall only starts the next task episode: the return is H"),
     "Pendulum-v1": _refused(CONTINUOUS),
@@ -97,24 +110,42 @@ GYMNAX_ENVS: dict[str, GymnaxSpec] = {
     "Freeway-MinAtar": _fixed(),
     "Seaquest-MinAtar": _fixed(),
     "SpaceInvaders-MinAtar": _fixed(),
-    "Catch-bsuite": _fixed(),
-    "DeepSea-bsuite": _task("action_mapping"),
-    "MemoryChain-bsuite": _task("context", "query"),
-    "UmbrellaChain-bsuite": _task("need_umbrella"),
-    "DiscountingChain-bsuite": _fixed(),
+    # the ball's cell and the paddle's column (the paddle's row is fixed; prev_done is False between resets)
+    "Catch-bsuite": _fixed(state_fields=(("ball_x", 5), ("ball_y", 10), ("paddle_x", 5))),
+    # size 8: row 0..8 (8: the bottom, absorbing), column 0..7; leaves out bad_episode (bookkeeping; time = row).
+    # gymnax's params keep one action mapping (drawn with key 0) for every reset: a task draws its own
+    "DeepSea-bsuite": _task("action_mapping", state=(("row", 9), ("column", 8)),
+                            params=(("sample_action_map", True),)),
+    # the step 0..6 (memory_length 5); the task is the context and the query
+    "MemoryChain-bsuite": _task("context", "query", state=(("time", 7),)),
+    # the umbrella taken at the first step, the step 0..10 (chain_length 10)
+    "UmbrellaChain-bsuite": _task("need_umbrella", state=(("has_umbrella", 2), ("time", 11))),
+    # the chosen chain (context -1 before the first action, then 0..4) and the step 0..100
+    "DiscountingChain-bsuite": _fixed(state_fields=(("context", 5), ("time", 101))),
     "MNISTBandit-bsuite": _refused("creating it downloads the MNIST data set (and fails without a network); "
                                    "rl3jax does not fetch data"),
-    "SimpleBandit-bsuite": _task("rewards"),
-    "FourRooms-misc": _task("goal"),
-    "MetaMaze-misc": _task("goal"),
+    # bandits: one state (a reward depends only on the action and the task)
+    "SimpleBandit-bsuite": _task("rewards", state=()),
+    # the agent's cell (row, column) of the 13×13 map
+    "FourRooms-misc": _task("goal", state=(("pos", 13),)),
+    # the agent's cell of the 11×11 map; leaves out last_action, last_reward, time (shown, not dynamics)
+    "MetaMaze-misc": _task("goal", state=(("pos", 11),)),
     "PointRobot-misc": _refused(CONTINUOUS),
-    "BernoulliBandit-misc": _task("reward_probs", "exp_reward_best"),
-    "GaussianBandit-misc": _task("mu"),
+    "BernoulliBandit-misc": _task("reward_probs", "exp_reward_best", state=()),
+    "GaussianBandit-misc": _task("mu", state=()),
     "Reacher-misc": _refused(CONTINUOUS),
     "Swimmer-misc": _refused(CONTINUOUS),
     "Pong-misc": _fixed(),
-    "FrozenLake-misc": _fixed(),
+    # the cell 0..15 of the 4×4 lake (holes and the goal absorbing)
+    "FrozenLake-misc": _fixed(state_fields=(("position", 16),)),
 }
+
+def no_index_hint(name: str) -> str:
+    """How to give env ``name`` the state index RL³ needs (the config's refusal of RL³ on it ends with this)."""
+    if is_gymnax(name):
+        return "give it one with state_fields in its rl3jax.envs.catalog.GYMNAX_ENVS entry, or use algo rl2"
+    return ("give it one with a state_index(state, params) -> int32 hook on the family or "
+            f"rl3jax.envs.registry.register({name!r}, ..., state_index=...), or use algo rl2")
 
 
 def check_gymnax_name(name: str) -> GymnaxSpec:
@@ -166,10 +197,11 @@ def check_variant(name: str, variant: str | None) -> str:
 
 
 def spec(name: str) -> FamilySpec:
-    """The spec of env ``name``: its ``FAMILIES`` entry, or for a served gymnax env an RL²-only spec built by
-    ``rl3jax.envs.gymnax_bridge.make_bridged``. ValueError as ``check_env``."""
+    """The spec of env ``name``: its ``FAMILIES`` entry, or for a served gymnax env a spec built by
+    ``rl3jax.envs.gymnax_bridge.make_bridged`` (RL³ where it has ``state_fields``). ValueError as ``check_env``."""
     check_env(name)
     if name in FAMILIES:
         return FAMILIES[name]
-    return FamilySpec("rl3jax.envs.gymnax_bridge:make_bridged", ("train",), algos=("rl2",), semantics=(),
-                      kwargs={"name": name})
+    indexed = GYMNAX_ENVS[name].state_fields is not None
+    return FamilySpec("rl3jax.envs.gymnax_bridge:make_bridged", ("train",), algos=("rl2", "rl3")[:1 + indexed],
+                      semantics=SEMANTICS_ALL if indexed else (), kwargs={"name": name})

@@ -3,7 +3,8 @@
 Every family is described once, by its ``rl3jax.envs.catalog.FamilySpec`` (JAX-free: names, variants, published
 H, the algorithms and semantics that apply); this module builds one from the spec's entry point, which it
 imports by name only then (``importlib``), so it imports no family itself. Served gymnax envs are built by
-``rl3jax.envs.gymnax_bridge.make_bridged`` likewise. ``register`` adds a user's family from Python.
+``rl3jax.envs.gymnax_bridge.make_bridged`` likewise. ``register`` adds a user's family from Python, with RL³ when
+it names its discrete states (a ``state_index`` hook).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import importlib
 from collections.abc import Callable
 
 from rl3jax.envs import catalog
-from rl3jax.envs.base import TaskEnv
+from rl3jax.envs.base import DISCOVERY_DEFAULTS, TaskEnv
 from rl3jax.envs.catalog import FamilySpec, check_variant, variants
 
 __all__ = ["BUILT_IN", "make_env", "register", "spec_of", "variants"]
@@ -39,18 +40,43 @@ def spec_of(env: TaskEnv, entry: str | Callable, variant_names: tuple[str, ...],
     return FamilySpec(entry, tuple(variant_names), horizon, algos, sem, dict(kwargs or {}))
 
 
+def _with_state_index(env: TaskEnv, hook: Callable, name: str) -> TaskEnv:
+    """``env`` with ``hook`` as its ``state_index`` (its class becomes a subclass that overrides it, so
+    ``has_state_index`` holds) and, unless it has its own, ``DISCOVERY_DEFAULTS``. An exception the hook raises
+    carries a note naming the hook and the family."""
+    def state_index(self, state, params):
+        try:
+            return hook(state, params)
+        except Exception as e:
+            e.add_note(f"raised by the state_index hook {getattr(hook, '__qualname__', hook)!r} of task family "
+                       f"{name!r} (rl3jax.envs.registry.register)")
+            raise
+
+    cls = type(env)
+    env.__class__ = type(cls.__name__, (cls,), {"state_index": state_index, "__module__": cls.__module__,
+                                                "rl3_defaults": env.rl3_defaults or DISCOVERY_DEFAULTS})
+    vars(env).pop("rl3_defaults", None)  # a value set in __init__ is in the class now
+    return env
+
+
 def register(name: str, constructor: Callable[[str], TaskEnv], variant_names: tuple[str, ...],
-             horizon: int = 100) -> FamilySpec:
+             horizon: int = 100, state_index: Callable | None = None) -> FamilySpec:
     """Adds a user's task family: ``constructor(variant) -> TaskEnv`` for each of ``variant_names`` (the first the
     training distribution), published H ``horizon`` (Python API: the ``rl3jax`` command line knows the built-in
-    families and gymnax envs only). Builds the training variant once to read its hooks (``spec_of``) and returns
-    the spec added to ``catalog.FAMILIES``. ValueError for the name of a built-in family or a gymnax env (they
-    cannot be replaced) or no variants."""
+    families and gymnax envs only). ``state_index(state, params) -> int32 scalar`` (any value: a cell id, a packed
+    tuple, a hash) names the family's discrete state, the same for the same Markov state of a task: with it RL³
+    applies (``DISCOVERY_DEFAULTS`` unless the family has ``rl3_defaults``). Builds the training variant once to
+    read its hooks (``spec_of``) and returns the spec added to ``catalog.FAMILIES``. ValueError for the name of a
+    built-in family or a gymnax env (they cannot be replaced) or no variants."""
     if name in BUILT_IN or catalog.is_gymnax(name):
         raise ValueError(f"register: {name!r} is a built-in task family or gymnax env; choose another name")
     if not variant_names:
         raise ValueError(f"register: {name!r} needs at least one variant (the first is the training distribution)")
-    spec = spec_of(constructor(variant_names[0]), lambda variant: constructor(variant), variant_names, horizon)
+    def build(variant):
+        env = constructor(variant)
+        return env if state_index is None else _with_state_index(env, state_index, name)
+
+    spec = spec_of(build(variant_names[0]), build, variant_names, horizon)
     catalog.FAMILIES[name] = spec
     return spec
 

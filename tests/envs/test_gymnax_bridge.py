@@ -144,6 +144,15 @@ def test_observation_shows_the_kept_task_after_a_reset():
             assert int(obs[0]) == int(st.need_umbrella) == int(task.fields["need_umbrella"])
 
 
+def test_deepsea_tasks_draw_their_own_action_mapping():
+    """gymnax's DeepSea params keep one mapping (key 0) for every reset; the catalog's params make each task draw
+    its own (test_meta_episode_holds_one_task: kept across the task episodes of a meta-episode)."""
+    env = make_env("DeepSea-bsuite")
+    assert bool(env.default_params.sample_action_map) and not gymnax.make("DeepSea-bsuite")[1].sample_action_map
+    maps = {np.asarray(env.sample_task(jax.random.key(k)).fields["action_mapping"]).tobytes() for k in range(6)}
+    assert len(maps) == 6
+
+
 def test_gymnax_env_in_meta_env_rl2_and_rl3_rejected():
     env = make_env("CartPole-v1")
     horizon = 6
@@ -172,7 +181,7 @@ def test_gymnax_env_in_meta_env_rl2_and_rl3_rejected():
         assert bool(done) == (t == horizon - 1)
     assert total == horizon  # CartPole pays 1 per step and cannot fall within 6 steps
     np.testing.assert_allclose(float(st.episode_return), total)
-    with pytest.raises(ValueError, match="RL³ needs a tabular"):
+    with pytest.raises(ValueError, match="RL³ needs a"):  # CartPole has no state index
         MetaEnv(env, horizon, QEstimator(num_states=2, num_actions=n, gamma=0.95))
 
 

@@ -113,7 +113,8 @@ def test_register_adds_a_spec_from_the_family_hooks():
     register_probes()
     probe = catalog.FAMILIES["probe-action"]
     assert (probe.variants, probe.horizon, probe.algos, probe.semantics) == (("train",), 100, ("rl2",), ())
-    with pytest.raises(ValueError, match="algo 'rl3' does not apply to env 'probe-action' .valid: rl2.; RL³ needs"):
+    with pytest.raises(ValueError, match="algo 'rl3' does not apply to env 'probe-action' .valid: rl2.; it has no "
+                                         "state index"):
         TrainConfig(env="probe-action", algo="rl3")
     try:
         spec = registry.register("bandit-alias", lambda variant: make_env("bandit", variant), ("train", "ood"), 50)

@@ -91,6 +91,9 @@ def test_keep_checkpoints_keeps_only_the_newest(run_dir):
 NEW_RUN_ERRORS = [
     (T + ["--env", "mpd"], "unknown env 'mpd'"),
     (["--env", "CartPole-v1"], "use algo rl2"),  # default algo rl3: was AttributeError 'rl3_defaults'
+    (T + ["--env", "Pong-misc", "--algo", "rl3"], "algo 'rl3' does not apply to env 'Pong-misc' (valid: rl2); it has "
+     "no state index: give it one with state_fields in its rl3jax.envs.catalog.GYMNAX_ENVS entry, or use algo rl2"),
+    (T + ["--set", "state_obs=true"], "state_obs shows a gymnax env's state_fields; env 'bandit' has none (valid: "),
     (T + ["--env", "Pendulum-v1"], "'Pendulum-v1' is not supported: its action space is continuous"),
     (T + ["--env", "PointRobot-misc"], "'PointRobot-misc' is not supported: its action space is continuous"),
     (T + ["--env", "MountainCarContinuous-v0"], "continuous"),
@@ -522,6 +525,7 @@ FIELDS = {
     "semantics": ("rlc", "estimator"),
     "vi_carry_over": (True, ("test", "tests/test_config.py::test_config_refuses_what_does_not_apply")),
     "std_errors": (True, "estimator"), "gamma_obj": (0.5, "estimator"),
+    "state_obs": (True, ("test", "tests/envs/test_state_index.py::test_state_obs_block_holds_the_normalised_state")),
     "alpha_laplace": (0.5, "estimator"), "vi_epsilon": (0.5, "estimator"), "vi_max_sweeps": (3, "estimator"),
     "vi_sweep_block": (3, "estimator"),
     "seed": (5, ("test", "tests/test_trainer.py::test_same_seed_same_result_and_chunking_does_not_matter")),
