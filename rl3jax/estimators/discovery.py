@@ -100,8 +100,7 @@ class DiscoveryQEstimator(EstimatorBase):
 
     Raises ValueError for a setting out of range (``EstimatorBase.__post_init__``), capacity or max_transitions
     < 1, an unknown semantics or abstraction, known_states='all' without max_transitions or num_states ==
-    capacity, 'coarse'
-    without grid_side or with known_states='all' or 'v4', 'v4' with mode 'entered'.
+    capacity, 'coarse' without grid_side or with known_states='all' or 'v4', 'v4' with mode 'entered'.
     """
 
     num_actions: int
