@@ -59,8 +59,9 @@ class MetaEnv:
     ``num_actions`` (n), ``task_obs_dim`` (m, 0 when dropped), ``task_horizon`` (TH: the task's own episode length,
     ``max_steps_in_episode`` of the family; grids set it to H).
 
-    Raises ValueError for H < 1, an unknown layout, ``drop_task_obs`` outside 'v4', an estimator on a family
-    without discrete states, or ``state_obs`` on a family without state features.
+    Raises ValueError for H < 1, an unknown layout, ``drop_task_obs`` outside 'v4', or an estimator on a family
+    without a state index (``has_state_index``); TypeError at trace time when ``state_index`` returns anything but
+    an integer scalar; ValueError for ``state_obs`` on a family without state features.
     """
 
     def __init__(self, env: TaskEnv, horizon: int, estimator: Estimator | None = None, layout: str = "method",
@@ -69,9 +70,9 @@ class MetaEnv:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
         if drop_task_obs and layout != "v4":
             raise ValueError("drop_task_obs is part of the 'v4' layout only")
-        if estimator is not None and env.num_states is None:
-            raise ValueError(f"RL³ needs a tabular task family with discrete states; {env.name} has none "
-                             "(use algo 'rl2' for gymnax environments)")
+        if estimator is not None and not env.has_state_index:
+            raise ValueError(f"RL³ needs a task family that names its discrete states; {env.name} has no "
+                             "state_index hook (give it one, or use algo 'rl2')")
         state_dim = getattr(env, "state_dim", 0) if state_obs else 0
         if state_obs and not state_dim:
             raise ValueError(f"state_obs: {env.name} has no state features (gymnax envs with state_fields have)")
@@ -92,6 +93,14 @@ class MetaEnv:
         """One task of the family (``env.sample_task``); vmap over keys for a batch."""
         return self.env.sample_task(key)
 
+    def state_index(self, env_state, params) -> jax.Array:
+        """The family's ``state_index`` as an int32 scalar; TypeError (at trace time) for any other result."""
+        s = self.env.state_index(env_state, params)
+        if jnp.ndim(s) != 0 or not jnp.issubdtype(jnp.result_type(s), jnp.integer):
+            raise TypeError(f"the state_index hook of env {self.env.name!r} ({type(self.env).__name__}) must return "
+                            f"an integer scalar (an int32 state id), got {jnp.result_type(s)} of shape {jnp.shape(s)}")
+        return jnp.asarray(s, jnp.int32)
+
     def observation(self, state: MetaState, params) -> jax.Array:
         """The policy input (obs_dim,) float32: the blocks of ``self.layout`` in order (``layout.policy_input``)."""
         n = self.num_actions
@@ -102,7 +111,7 @@ class MetaEnv:
             "first": lambda: (state.t == 0).astype(jnp.float32)[None],
             "task_obs": lambda: state.task_obs.reshape(-1).astype(jnp.float32),
             "state": lambda: self.env.state_features(state.env_state, params),
-            layouts.RL3: lambda: self.estimator.features(state.est, self.env.state_index(state.env_state, params)),
+            layouts.RL3: lambda: self.estimator.features(state.est, self.state_index(state.env_state, params)),
             "meta_time": lambda: (state.t / self.horizon).astype(jnp.float32)[None],
             "task_time": lambda: (state.tau / self.task_horizon).astype(jnp.float32)[None],
         }
@@ -113,7 +122,7 @@ class MetaEnv:
         """A new meta-episode of task ``params``: the task's start state and (RL³) an empty estimator.
         Returns (obs (obs_dim,) float32, state)."""
         task_obs, env_state = self.env.reset_env(key, params)
-        est = None if self.estimator is None else self.estimator.init(self.env.state_index(env_state, params))
+        est = None if self.estimator is None else self.estimator.init(self.state_index(env_state, params))
         state = MetaState(env_state=env_state, t=jnp.int32(0), tau=jnp.int32(0), prev_action=jnp.int32(-1),
                           prev_reward=jnp.float32(0.0), episode_return=jnp.float32(0.0),
                           task_obs=jnp.asarray(task_obs, jnp.float32), est=est)
@@ -135,7 +144,7 @@ class MetaEnv:
         task_obs = jnp.where(episode_over, jnp.asarray(obs_re, jnp.float32), jnp.asarray(obs_st, jnp.float32))
         est = state.est
         if self.estimator is not None:  # visit: after a reset the task is in its start state (visited at its start)
-            s, s_next, s_now = (self.env.state_index(x, params) for x in (state.env_state, env_st, env_state))
+            s, s_next, s_now = (self.state_index(x, params) for x in (state.env_state, env_st, env_state))
             est = self.estimator.visit(self.estimator.update(est, s, action, reward, s_next, terminated), s_now)
         new = MetaState(env_state=env_state, t=state.t + 1, tau=jnp.where(episode_over, 0, tau),
                         prev_action=action, prev_reward=reward, episode_return=state.episode_return + reward,
@@ -148,9 +157,8 @@ class MetaEnv:
 def make_meta_env(cfg: TrainConfig) -> MetaEnv:
     """The meta env of a training config: family ``cfg.env`` in ``cfg.variant`` for H = ``cfg.horizon``
     (``with_horizon``), with its RL³ estimator (``rl3jax.estimators.make_estimator``; None for RL²), the block
-    ``state`` with ``cfg.state_obs``, and the layout of ``cfg.semantics`` ('v4': the paper's own code's, dropping
-    the task observation where the family's ``v4_defaults`` say so for RL³). Raises ValueError as ``make_env`` and
-    ``make_estimator`` do."""
+    ``state`` with ``cfg.state_obs``, and the layout of ``cfg.semantics`` ('v4': the paper's own code's, dropping the task observation where the family's
+    ``v4_defaults`` say so for RL³). Raises ValueError as ``make_env`` and ``make_estimator`` do."""
     env = make_env(cfg.env, cfg.variant).with_horizon(cfg.horizon)
     est = make_estimator(env, cfg)
     if cfg.semantics != "v4":

@@ -10,8 +10,10 @@ hook                   what                                               defaul
 ``sample_task(key)``   one task (``EnvParams``); vmap it to draw many     NotImplementedError
 ``task_horizon``       TH, the task episode's own length (static int)     ``default_params.max_steps_in_episode``
 ``with_horizon(H)``    the family for meta horizon H                      itself (TH does not depend on H)
-``num_states``         S, concrete discrete states (tabular families)     None: no tabular model, RL² only
-``state_index``        the concrete state (int32) of an env state         ``state.pos`` (num_states None: error)
+``num_states``         S, a bound on the state ids where dense tables     None: no dense tables
+                       are wanted (bandit 2, mdp 10, grids N²)
+``state_index``        the concrete state (int32 scalar, any value)       ``state.pos`` (num_states None: error)
+``has_state_index``    whether ``state_index`` applies                    overridden, or num_states set
 ``rl3_defaults``       estimator settings of METHOD §2                    None: no RL³
 ``v4_defaults``        settings of the paper's own code (semantics v4)    None: v4 not implemented
 ``grid_side``          N when states are the cells of an N×N grid         None
@@ -73,7 +75,7 @@ class V4Defaults:
 class TaskEnv(environment.Environment):
     """Base class of rl3jax task families (see the module docstring for the hooks and their defaults)."""
 
-    #: number of concrete discrete states the estimator models (None: not a tabular family)
+    #: an upper bound on the state ids where dense tables are wanted (None: no dense tables; see state_index)
     num_states: int | None = None
     #: estimator settings of the family (None: RL³ does not apply)
     rl3_defaults: RL3Defaults | None = None
@@ -104,10 +106,16 @@ class TaskEnv(environment.Environment):
         raise NotImplementedError(f"{type(self).__name__} does not implement sample_task")
 
     def state_index(self, state: Any, params: Any) -> jax.Array:
-        """The concrete discrete state (int32 scalar in [0, num_states)) of env state ``state``: its ``pos``."""
+        """The concrete discrete state of env state ``state``: an int32 scalar of any value (in [0, num_states)
+        where ``num_states`` is set); by default its ``pos``."""
         if self.num_states is None:
             raise NotImplementedError(f"{self.name} has no discrete states (num_states is None)")
         return state.pos
+
+    @property
+    def has_state_index(self) -> bool:
+        """Whether the family names its discrete states (``state_index`` overridden, or ``num_states`` set)."""
+        return type(self).state_index is not TaskEnv.state_index or self.num_states is not None
 
     def true_model(self, params: Any) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
         """The true model of one task, for the task-knowing oracle: T (S, A, S) float32 transition

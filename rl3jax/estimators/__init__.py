@@ -1,7 +1,8 @@
 """The RL³ object-level estimators behind one interface (``Estimator``, METHOD §2): the dense
-``rl3jax.estimators.tabular.QEstimator``, the sparse ``rl3jax.estimators.grid.GridQEstimator`` (grids, RL³-coarse) and the
-paper's own code's ``rl3jax.estimators.v4.V4Estimator``; ``make_estimator`` is the one place that picks a family's
-(task families import no estimator).
+``rl3jax.estimators.tabular.QEstimator``, the sparse ``rl3jax.estimators.grid.GridQEstimator`` (grids, RL³-coarse), the
+paper's own code's ``rl3jax.estimators.v4.V4Estimator`` and the discovery-indexed
+``rl3jax.estimators.discovery.DiscoveryQEstimator`` (any state ids); ``make_estimator`` is the one place that picks a
+family's (task families import no estimator).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import jax
 
 from rl3jax.config import TrainConfig
 from rl3jax.envs.base import TaskEnv
+from rl3jax.estimators.discovery import DiscoveryQEstimator
 from rl3jax.estimators.grid import GridQEstimator
 from rl3jax.estimators.tabular import QEstimator
 from rl3jax.estimators.v4 import V4Estimator
@@ -27,7 +29,7 @@ class Estimator(Protocol):
     ``s``, ``a``, ``s_next``: int32 scalars (concrete states, actions); ``r``: float32; ``terminal``: bool.
     """
 
-    num_states: int  # S concrete states
+    num_states: int | None  # S concrete states (None: any int32 ids, discovery-indexed)
     num_actions: int  # n
 
     @property
@@ -58,7 +60,7 @@ class Estimator(Protocol):
 
     def known(self, est: Any) -> jax.Array:
         """(..., S) bool: the states in the model (all of them, or those visited so far); leading batch axes
-        of ``est`` pass through."""
+        of ``est`` pass through. ValueError where ``num_states`` is None."""
 
     def sweeps(self, est: Any) -> jax.Array:
         """(...) int32: value-iteration sweeps of the latest solve (diagnostics); batch axes pass through."""
@@ -71,40 +73,50 @@ def make_estimator(env: TaskEnv, cfg: TrainConfig) -> Estimator | None:
     ``vi_epsilon``, ``vi_max_sweeps``, ``vi_sweep_block``), γ_obj from ``cfg.gamma_obj_value``, at most
     min(TH, H) sweeps by default, mode 'entered' for ``semantics='rlc'`` (METHOD §2.4). Grid families
     (``env.grid_side``) get the sparse ``GridQEstimator`` (RL³-coarse for ``algo='rl3_coarse'``), except with
-    ``std_errors``, which only the dense ``QEstimator`` computes (exact on grids, only slower).
-    ``semantics='v4'``: the paper's own code's ``V4Estimator``: Q_DENOM of ``env.v4_defaults`` (main.jl: 1 for
-    bandits, 100 otherwise), its ε (0.01; grids 0.1) and at most min(TH, H) sweeps unless the config overrides them.
+    ``std_errors``, which only the dense ``QEstimator`` computes (exact on grids, only slower). Families without
+    ``num_states`` get the ``DiscoveryQEstimator`` with min(num_states, 2H + 1) slots and H transitions, which no
+    meta-episode of H steps fills. ``semantics='v4'``: the paper's own code (``V4Estimator``; on grids and
+    families without ``num_states`` the ``DiscoveryQEstimator`` with semantics 'v4'): Q_DENOM of
+    ``env.v4_defaults`` (main.jl: 1 for bandits, 100 otherwise), its ε (0.01; grids 0.1) and at most min(TH, H)
+    sweeps unless the config overrides them.
 
-    Raises ValueError for RL³ on a family without a tabular model, rl3_coarse on a family that is not a grid,
-    rl3_coarse with standard errors, and v4 on a family it is not implemented for.
+    Raises ValueError for RL³ on a family without a state index or ``rl3_defaults``, rl3_coarse on a family that
+    is not a grid, standard errors with rl3_coarse or without ``num_states``, and v4 on a family without
+    ``v4_defaults``.
     """
     if cfg.algo == "rl2":
         return None
     d = env.rl3_defaults
-    if d is None:
-        raise ValueError(f"algo {cfg.algo!r} needs a tabular task family; env {cfg.env!r} has no RL³ model "
-                         "(use algo rl2)")
+    if d is None or not env.has_state_index:
+        raise ValueError(f"algo {cfg.algo!r} needs a task family with a state index (a state_index hook and "
+                         f"rl3_defaults); env {cfg.env!r} has none (use algo rl2)")
     kw = dict(num_states=env.num_states, num_actions=int(env.num_actions), gamma=cfg.gamma_obj_value,
               **({} if cfg.vi_sweep_block is None else {"sweep_block": cfg.vi_sweep_block}))
+    discovery = env.num_states is None or (cfg.semantics == "v4" and env.grid_side is not None)
+    if discovery:
+        slots = 2 * cfg.horizon + 1 if env.num_states is None else min(env.num_states, 2 * cfg.horizon + 1)
+        kw.update(capacity=slots, max_transitions=cfg.horizon)
     if cfg.semantics == "v4":
         if env.v4_defaults is None:
             raise ValueError(f"semantics 'v4' is not implemented for {env.name} (it has no v4_defaults)")
-        if env.grid_side is not None:  # METHOD §2.4: grid cells numbered by discovery, VI re-zeroed as they grow
-            raise ValueError("semantics 'v4' on grids needs the discovery-indexed estimator (not in this tree)")
-        return V4Estimator(epsilon=cfg.vi_epsilon if cfg.vi_epsilon is not None else env.v4_defaults.epsilon,
-                           max_sweeps=cfg.vi_max_sweeps or min(env.task_horizon, cfg.horizon),
-                           q_denom=env.v4_defaults.q_denom, **kw)
+        kw.update(epsilon=cfg.vi_epsilon if cfg.vi_epsilon is not None else env.v4_defaults.epsilon,
+                  max_sweeps=cfg.vi_max_sweeps or min(env.task_horizon, cfg.horizon), q_denom=env.v4_defaults.q_denom)
+        return DiscoveryQEstimator(semantics="v4", **kw) if discovery else V4Estimator(**kw)
     kw.update(alpha_laplace=cfg.alpha_laplace if cfg.alpha_laplace is not None else d.alpha_laplace,
               epsilon=cfg.vi_epsilon if cfg.vi_epsilon is not None else d.epsilon,
               max_sweeps=cfg.vi_max_sweeps or d.max_sweeps or min(env.task_horizon, cfg.horizon),
               warm_start=d.warm_start, mode="entered" if cfg.semantics == "rlc" else "fresh",
-              std_errors=cfg.std_errors, q_denom=d.q_denom, known_states=d.known_states)
+              q_denom=d.q_denom, known_states=d.known_states)
     coarse = cfg.algo == "rl3_coarse"
     if coarse and env.grid_side is None:
         raise ValueError(f"algo 'rl3_coarse' is for grid families, not env {cfg.env!r}")
     if coarse and cfg.std_errors:
         raise ValueError("RL³-coarse has no standard errors (the dense QEstimator has them, without the abstraction)")
+    if discovery and cfg.std_errors:
+        raise ValueError(f"standard errors need the dense QEstimator, i.e. num_states; env {cfg.env!r} has none")
+    if discovery:
+        return DiscoveryQEstimator(**kw)
     if env.grid_side is None or cfg.std_errors:
-        return QEstimator(**kw)
+        return QEstimator(std_errors=cfg.std_errors, **kw)
     return GridQEstimator(grid_side=env.grid_side, abstraction="coarse" if coarse else None, **kw)
 
