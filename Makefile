@@ -70,6 +70,12 @@ lint: $(STAMP)
 study: $(STAMP)
 	$(BIN)/python experiments/reproduce.py laptop $(ARGS)
 
+# make study-beyond [ARGS="--resume"]: RL² vs RL³ beyond the paper's families (garnet S=64 and S=256, DeepSea N=10)
+# into docs/results/beyond (run folders in runs/study-beyond); same options as make study
+.PHONY: study-beyond
+study-beyond: $(STAMP)
+	$(BIN)/python experiments/reproduce.py beyond $(ARGS)
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 tests
 
@@ -90,5 +96,6 @@ help:
 	@echo "make eval RUN=folder [EPISODES=1000]     make bench [QUICK=auto|0|1]     make reproduce ARGS='target ...'"
 	@echo 'make report RUN="runs/a runs/b" [REPORT_OUT=dir]  (results table, learning and adaptation curves)'
 	@echo 'make study [ARGS=--resume]                         (the laptop RL² vs RL³ study, 29 min measured)'
+	@echo 'make study-beyond [ARGS=--resume]                  (RL² vs RL³ on garnets and DeepSea, laptop scale)'
 	@echo "make lint (ruff)"
 	@echo "make test | test-all                     make clean (venv, caches)       make clean-runs (runs/)"

@@ -36,6 +36,11 @@ class LaptopFamily:
     #: measured member-steps/s of a 2-seed population on this machine class (a free 2-core CPU), per run
     #: name; for the time estimate and the time guard (see experiments/README.md "Laptop study")
     steps_per_second: dict
+    #: run sizes that differ from ``LAPTOP_SIZES`` (e.g. a family with its own H); ``baselines``: the ``--only`` list
+    #: of the baselines step (empty: every baseline that fits); ``runs``: the ``LAPTOP_RUNS`` it trains (empty: all)
+    sizes: dict = dataclasses.field(default_factory=dict)
+    baselines: str = ""
+    runs: tuple[str, ...] = ()
 
 
 LAPTOP = {"bandit": LaptopFamily("bandit", "cpu-bandit", ("train", "ood"),
@@ -46,6 +51,19 @@ LAPTOP = {"bandit": LaptopFamily("bandit", "cpu-bandit", ("train", "ood"),
 #: sequences, held-out evaluation every eval_every iterations on eval_episodes tasks, iterations per chunk
 LAPTOP_SIZES = {"num_envs": 160, "iters": 20, "minibatch_envs": 40, "eval_every": 5, "chunk_iters": 5,
                 "horizon": 100, "eval_episodes": 250}
+#: the study beyond the paper (``make study-beyond``, issue 18): garnets of 64 and 256 states (one family, the
+#: training variant first; the s64 runs are also tested on s256 and on 10 successors per (s, a)) and DeepSea
+#: (N = 10, H = 300, so 54 tasks x 300 ~ the others' 160 x 100 steps per iteration), 12 iterations each (~190 K
+#: steps per run and seed). To fit about 40 minutes of a 2-core CPU, RL³ (transformer) runs on garnet-s64 only, and
+#: PSRL / OPSRL / MAP-greedy at S = 256 (dense 256 x 5 x 256 posteriors) are left out of that baselines step.
+_BEYOND_SIZES = {"iters": 12, "eval_every": 4, "chunk_iters": 4}
+BEYOND = {"garnet-s64": LaptopFamily("garnet", "cpu-garnet", ("train", "s256", "branch10"),
+                                     {"rl2": 2200.0, "rl3": 1500.0, "rl3-markov": 6000.0}, _BEYOND_SIZES),
+          "garnet-s256": LaptopFamily("garnet", "cpu-garnet", ("s256",), {"rl2": 2200.0, "rl3-markov": 6000.0},
+                                      _BEYOND_SIZES, "random,oracle,model-greedy", ("rl2", "rl3-markov")),
+          "deepsea-n10": LaptopFamily("deepsea", "cpu-deepsea", ("train",), {"rl2": 900.0, "rl3-markov": 4000.0},
+                                      {**_BEYOND_SIZES, "horizon": 300, "num_envs": 54, "minibatch_envs": 18},
+                                      runs=("rl2", "rl3-markov"))}
 LAPTOP_SEEDS = 2
 LAPTOP_EVAL_EPISODES = 250  # held-out tasks of the evaluations during training
 LAPTOP_OUT = "docs/results/laptop"
@@ -77,12 +95,16 @@ class Study:
 
 
 #: the studies by target name
-STUDIES = {"laptop": Study("RL² vs RL³ on bandits and MDPs", LAPTOP, LAPTOP_OUT, LAPTOP_RUNS_DIR, LAPTOP_MAX_MINUTES)}
+STUDIES = {"laptop": Study("RL² vs RL³ on bandits and MDPs", LAPTOP, LAPTOP_OUT, LAPTOP_RUNS_DIR, LAPTOP_MAX_MINUTES),
+           "beyond": Study("RL² vs RL³ beyond the paper: garnets and DeepSea", BEYOND, "docs/results/beyond",
+                           "runs/study-beyond", 60.0)}
 
 
-def laptop_sizes(tiny: bool) -> dict:
-    """num_envs, iters, minibatch_envs, eval_every, chunk_iters, horizon, eval_episodes of every run."""
-    return {k: v for k, v in LAPTOP_TINY.items() if k != "episodes"} if tiny else LAPTOP_SIZES
+def laptop_sizes(tiny: bool, fam: LaptopFamily | None = None) -> dict:
+    """num_envs, iters, minibatch_envs, eval_every, chunk_iters, horizon, eval_episodes of every run (of ``fam``)."""
+    if tiny:
+        return {k: v for k, v in LAPTOP_TINY.items() if k != "episodes"}
+    return {**LAPTOP_SIZES, **(fam.sizes if fam else {})}
 
 
 @dataclasses.dataclass
@@ -104,15 +126,16 @@ def laptop_steps(study: Study, runs_dir: str, out: str, tiny: bool, seeds: int, 
     (runs evaluated on ``episodes`` held-out tasks, greedy and stochastic, beside the baselines)."""
     steps: list[Step] = []
     for name, fam in study.families.items():
-        z = laptop_sizes(tiny)
+        z = laptop_sizes(tiny, fam)
         fdir, odir = os.path.join(runs_dir, name), os.path.join(out, name)
         for v in fam.variants:
             bjson = os.path.join(odir, f"baselines-{v}.json")
             if not (resume and os.path.exists(bjson)):
                 steps.append(Step(["baselines", "--env", fam.env, "--variant", v, "--horizon", str(z["horizon"]),
-                                         "--episodes", str(episodes), "--json", bjson], "baselines", name, v,
+                                         "--episodes", str(episodes), "--json", bjson]
+                                  + (["--only", fam.baselines] if fam.baselines else []), "baselines", name, v,
                                         0.0 if tiny else LAPTOP_BASELINE_SECONDS))
-        runs = [r for r in LAPTOP_RUNS if not algos or r[0] in algos]
+        runs = [r for r in LAPTOP_RUNS if (not algos or r[0] in algos) and (not fam.runs or r[0] in fam.runs)]
         for rname, _, algo, model in runs:
             run_dir = os.path.join(fdir, rname)
             argv = ["train", "--preset", fam.preset, "--algo", algo, "--model", model, "--out", run_dir,
@@ -139,7 +162,7 @@ def laptop_describe(study: Study, steps: list[Step], tiny: bool, seeds: int, max
     lines = [f"{study.title}: RL² (transformer), RL³ (transformer) and RL³ (Markov) with equal "
              f"env-step budgets per family, {seeds} seeds each (vmapped populations)"]
     for name, fam in study.families.items():
-        z = laptop_sizes(tiny)
+        z = laptop_sizes(tiny, fam)
         per = z["num_envs"] * z["horizon"] * z["iters"]
         lines.append(f"  {name}: preset {fam.preset} settings for every run; {z['num_envs']} tasks x H={z['horizon']}"
                      f" x {z['iters']} iters = {per:,} env steps per run and seed; held-out evaluation every "

@@ -367,6 +367,11 @@ PRESETS: dict[str, Preset] = {
                        by_algo=_RL2_LAPTOP, chunk_iters=1),
     "cpu-bandit": _preset("bandit", 100, 40, 32000, 8000, 0.03, 1e-3, model="markov", evals=4, eval_episodes=250,
                           by_algo=_RL2_LAPTOP, chunk_iters=1),
+    # Beyond the paper's families: cpu-mdp's settings (not tuned for them); deepsea at its catalog H = 300
+    "cpu-garnet": _preset("garnet", 100, 80, 32000, 8000, 0.03, 1e-3, model="markov", evals=4, eval_episodes=250,
+                          by_algo=_RL2_LAPTOP, chunk_iters=1),
+    "cpu-deepsea": _preset("deepsea", 300, 80, 32400, 8100, 0.03, 1e-3, model="markov", evals=4,
+                           eval_episodes=250, by_algo=_RL2_LAPTOP, chunk_iters=1),
 }
 
 
