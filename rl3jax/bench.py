@@ -43,6 +43,14 @@ def workloads(quick: bool) -> list[dict]:
     for algo in ("rl2", "rl3", "rl3_coarse"):
         out.append(dict(name=f"grid13-{algo}-transformer", env="grid13", algo=algo, model="transformer",
                         iters=iters, **grid))
+    # RL³ with the discovery-indexed estimator where the grid estimator serves by default; and on garnets of 64
+    # and 4096 states, whose RL³ cost follows H, not |S| (issue 18)
+    out.append(dict(name="grid13-rl3-discovery-transformer", env="grid13", algo="rl3", model="transformer",
+                    estimator="discovery", iters=iters, **grid))
+    for variant, size in (("train", "s64"), ("s4096", "s4096")):
+        for algo in ("rl2", "rl3"):
+            out.append(dict(name=f"garnet-{size}-{algo}-transformer", env="garnet", variant=variant, algo=algo,
+                            model="transformer", iters=iters, **base))
     return out
 
 
@@ -105,7 +113,8 @@ def bench_workload(w: dict, repeats: int = 3, overrides: dict | None = None) -> 
     jax.block_until_ready(collect(state.actor_params, key))
     t_roll = _median_time(lambda s: (s, collect(state.actor_params, key)), state, repeats)
     steps = n * cfg.batch_steps
-    return {"workload": name, "env": cfg.env, "algo": cfg.algo, "model": cfg.model, "horizon": cfg.horizon,
+    return {"workload": name, "env": cfg.env, "variant": cfg.variant, "estimator": cfg.estimator, "algo": cfg.algo,
+            "model": cfg.model, "horizon": cfg.horizon,
             "num_envs": cfg.num_envs, "minibatch_envs": cfg.minibatch_envs, "epochs": cfg.epochs,
             "iters_per_chunk": n, "steps_per_second": steps / t_chunk,
             "rollout_steps_per_second": cfg.batch_steps / t_roll,
@@ -136,12 +145,13 @@ def run_bench(quick: bool = False, json_path: str | None = None, only: str | Non
               f"{r['rollout_steps_per_second']:11,.0f} {100 * r['update_share']:6.1f}% {r['compile_seconds']:9.1f} "
               f"{_mb(r['chunk_memory_bytes']):>7s}  {r['device']}", flush=True)
         _dump(records, json_path)
-    # RL³ / RL² cost ratio per (env, model, workload family)
-    by = {(r["env"], r["model"], r["num_envs"], r["algo"]): r for r in records}
-    for (env, model, ne, algo), r in by.items():
-        if algo in ("rl3", "rl3_coarse") and (env, model, ne, "rl2") in by:
-            ratio = by[(env, model, ne, "rl2")]["steps_per_second"] / r["steps_per_second"]
-            print(f"  {algo}/rl2 time per step, {env} {model} {ne} envs: {ratio:.3f}")
+    # RL³ / RL² cost ratio per (env, variant, model, workload family)
+    by = {(r["env"], r["variant"], r["model"], r["num_envs"], r["algo"], r["estimator"]): r for r in records}
+    for (env, variant, model, ne, algo, estimator), r in by.items():
+        rl2 = by.get((env, variant, model, ne, "rl2", "auto"))
+        if algo in ("rl3", "rl3_coarse") and rl2:
+            print(f"  {algo}/rl2 time per step, {env} {variant} {model} {ne} envs, estimator {estimator}: "
+                  f"{rl2['steps_per_second'] / r['steps_per_second']:.3f}")
     return records
 
 
