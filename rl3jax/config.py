@@ -51,6 +51,9 @@ _TYPES = {"bool": ((bool,), "true or false"), "int": ((int,), "a whole number"),
 #: RL³ object-level semantics: 'fresh' (METHOD §2, Q/V of the current state from the latest solve), 'rlc'
 #: (METHOD §2.4's 'entered' cache of the later code), 'v4' (the paper's own code: rl3jax/estimators/v4.py)
 SEMANTICS = ("fresh", "rlc", "v4")
+#: which RL³ estimator: 'auto' (per family, by measurement) or 'discovery' (``DiscoveryQEstimator`` wherever RL³
+#: applies); ``rl3jax.estimators.make_estimator``
+ESTIMATORS = ("auto", "discovery")
 #: the legacy ``estimator_mode`` values of old config.json files and the semantics each one means (``from_dict``)
 LEGACY_ESTIMATOR_MODES = {"fresh": "fresh", "entered": "rlc"}
 #: transformer-v4's learned positional slots (the original's ``LearnedPositionalEncoder(dmodel, 1024)``): H + 1 <= this
@@ -73,7 +76,8 @@ class TrainConfig:
     ``ent_schedule`` linear: to 0 at ``iters``; ``target_kl`` (the actor's KL early stop); ``critic_weight_decay``
     (coupled L2). ``state_obs``: the env's state (what RL³'s index sees) as an extra input, for RL² where the
     observation hides it. RL³ estimator (METHOD §2; None: the semantics' default): ``gamma_obj`` (VI discount; the
-    one used: ``gamma_obj_value``), ``alpha_laplace`` (pseudo-count), ``vi_epsilon`` (VI tolerance). Driver:
+    one used: ``gamma_obj_value``), ``alpha_laplace`` (pseudo-count), ``vi_epsilon`` (VI tolerance), ``estimator``
+    (``ESTIMATORS``: 'auto' picks per family; 'discovery' the discovery-indexed one, no std_errors). Driver:
     ``seed`` (32-bit), the ``RUN_CONTROL`` fields (in iterations; ``keep_checkpoints``: the newest kept).
 
     Construction validates (so also ``replace`` and ``from_dict``): one-line ValueError naming the field, the
@@ -104,6 +108,7 @@ class TrainConfig:
     critic_weight_decay: float = 0.01
     kl_chunks: int = 1  # groups of sequences for the full-batch KL pass (raise to bound its memory)
     semantics: str | None = None
+    estimator: str = "auto"  # ESTIMATORS: the RL³ estimator (rl3jax.estimators.make_estimator)
     vi_carry_over: bool = False  # v4 only: keep Q/V across meta-episodes (refused: see rl3jax/estimators/v4.py)
     std_errors: bool = False
     state_obs: bool = False  # the env's state (its state_fields, normalised) as an extra input block 'state'
@@ -141,7 +146,7 @@ class TrainConfig:
             if f.name != "seed" and type(v) is int and not -INT_MAX <= v <= INT_MAX:
                 bad(f"{f.name} must be at most {INT_MAX} (a 32-bit integer), got {v}")
         for name, valid in (("algo", ALGOS), ("model", MODELS), ("ent_schedule", ENT_SCHEDULES),
-                            ("semantics", SEMANTICS)):
+                            ("semantics", SEMANTICS), ("estimator", ESTIMATORS)):
             if getattr(self, name) not in valid:
                 bad(f"{name} {getattr(self, name)!r} is not one of {', '.join(valid)}")
         fam = spec(self.env)  # raises for unknown or unsupported env names
@@ -156,6 +161,8 @@ class TrainConfig:
         if self.semantics == "v4" and "v4" not in fam.semantics:
             bad(f"semantics 'v4' is implemented for envs {', '.join(n for n, f in FAMILIES.items() if 'v4' in f.semantics)}"
                 f", not {self.env!r}")
+        if self.estimator == "discovery" and self.std_errors:
+            bad("estimator 'discovery' has no standard errors (std_errors=true needs estimator 'auto')")
         self._validate_v4(bad)
         if not 0 <= self.seed <= SEED_MAX:
             bad(f"seed must be in [0, {SEED_MAX}] (a 32-bit PRNG seed), got {self.seed}")

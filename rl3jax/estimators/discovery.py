@@ -19,10 +19,13 @@ A) per task, whatever |S| is. N(z,a), Σ N·R̄ and Σ_{seen} R̄ are segment su
 Value iteration is ``rl3jax.estimators.tabular.converge`` (per-task convergence mask, sweep budget), warm-started
 from the previous Q and re-zeroed when the set of model states grew (``warm_start``), else from Q = 0.
 
-* ``abstraction='coarse'`` (RL³-coarse on grids, METHOD §2.5, the rule of ``rl3jax.estimators.grid``): a newly
-  discovered cell (id = row·N + col) joins the abstract state of the nearest earlier cell within the radius
-  whose cluster has fewer than 2 members (ties: the earliest discovered), else opens a new abstract id. The
-  model runs over abstract ids (ids never change once given, so entries are kept per abstract transition);
+* ``abstraction='coarse'`` (RL³-coarse on grids, METHOD §2.5; ``make_estimator`` picks this estimator for it:
+  measured faster than a per-cell grid model, ``scripts/bench_estimators.py``): a newly discovered cell (id =
+  row·N + col) joins the abstract state of the nearest earlier cell strictly within the Euclidean radius (in
+  observation units, (row/N, col/N); computed from integer cell offsets, so equidistant cells tie exactly)
+  whose cluster has fewer than 2 members (ties: the earliest discovered; the original code iterated a hash
+  map, an arbitrary order), else opens a new abstract id. The model runs over abstract ids (ids never change
+  once given, so entries are kept per abstract transition; absorbing per abstract id, as in the original);
   counts shown stay per concrete cell, Q per abstract id.
 * ``semantics='v4'`` (the paper's own code, ``rl3jax.estimators.v4``): maximum-likelihood model, untried
   (z, a) a self-loop, every solve warm-started from the previous Q, the shown Q refreshed for the state the
@@ -45,12 +48,14 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from rl3jax.estimators.grid import ABSTRACTIONS, COARSE_RADIUS
 from rl3jax.estimators.tabular import EstimatorBase, converge
 from rl3jax.estimators.v4 import COUNT_DENOM_V4
 from rl3jax.layout import Layout, v4_features
 
 SEMANTICS = ("rl3", "v4")
+ABSTRACTIONS = (None, "coarse")
+#: the abstraction radius of METHOD §2.5 by grid side
+COARSE_RADIUS = {11: 0.1, 13: 0.08}
 
 
 def segment_sum(x: jax.Array, seg: jax.Array, num: int) -> jax.Array:
@@ -94,7 +99,8 @@ class DiscoveryQEstimator(EstimatorBase):
             known_states='visited' only).
         num_states: S, an upper bound on the ids, needed only by ``known`` and known_states='all'.
         abstraction: None or 'coarse' (grids, METHOD §2.5; needs grid_side, the ids being row·N + col);
-            abstraction_radius as ``GridQEstimator`` (default 0.1 for 11×11, 0.08 for 13×13, else 1.05/N).
+            abstraction_radius: Euclidean, in observation units (default ``COARSE_RADIUS``: 0.1 for 11×11, 0.08
+            for 13×13, else 1.05/N).
         semantics: 'rl3' (METHOD §2) or 'v4' (the paper's own code, ``rl3jax.estimators.v4``; it uses neither
             alpha_laplace, warm_start nor known_states: its rules are fixed).
 

@@ -35,8 +35,6 @@ def like(old, **kw) -> DiscoveryQEstimator:
     common.update(alpha_laplace=old.alpha_laplace, warm_start=old.warm_start, mode=old.mode,
                   known_states=old.known_states, max_transitions=h,
                   capacity=old.num_states if old.known_states == "all" else min(old.num_states, 2 * h + 1))
-    if getattr(old, "coarse", False):
-        common.update(abstraction="coarse", grid_side=old.grid_side)
     return DiscoveryQEstimator(**{**common, **kw})
 
 
@@ -102,14 +100,13 @@ def test_v4_equals_v4_estimator(env_name, h):
     compare(menv.env, old, new, h, 12, seed=5, layout="v4", drop_task_obs=menv.drop_task_obs)
 
 
-@pytest.mark.parametrize("family,coarse,mode", [("grid11", False, "fresh"), ("grid13", False, "rlc"),
-                                                ("grid11", True, "fresh"), ("grid13", True, "fresh")])
-def test_grids_equal_grid_estimator(family, coarse, mode):
-    """RL³ and RL³-coarse on grids (warm start, K growing, clusters): GridQEstimator's values, which
-    tests/estimators/test_grid.py checks against tests/reference_grid.py."""
+@pytest.mark.parametrize("family,mode", [("grid11", "fresh"), ("grid13", "rlc")])
+def test_grids_equal_grid_estimator(family, mode):
+    """RL³ on grids (warm start, K growing): GridQEstimator's values, which tests/estimators/test_grid.py checks
+    against tests/reference_grid.py (as it checks RL³-coarse, which make_estimator serves with this estimator)."""
     h = 150
-    env, old = est_of(family, h, algo="rl3_coarse" if coarse else "rl3", semantics=mode)
-    assert type(old) is GridQEstimator and old.coarse == coarse
+    env, old = est_of(family, h, semantics=mode)
+    assert type(old) is GridQEstimator
     new = like(old, h=h)
     assert new.capacity == env.num_states  # min(N², 2H + 1)
     sweeps = compare(env, old, new, h, 3, seed=11)
@@ -133,12 +130,29 @@ class UpdateJitTest(chex.TestCase):
 
     @chex.variants(with_jit=True, without_jit=True)
     def test_update_and_features_with_and_without_jit(self):
-        for name, coarse in (("grid11", True), ("mdp", False)):
-            env, old = est_of(name, 20, algo="rl3_coarse" if coarse else "rl3")
-            est = like(old, h=20)
+        for name, algo in (("grid11", "rl3_coarse"), ("mdp", "rl3")):
+            env, old = est_of(name, 20, algo=algo)
+            est = old if algo == "rl3_coarse" else like(old, h=20)
             jitted = estimator_features(self.variant(est.update), self.variant(est.features), est, env)
             chex.assert_trees_all_close(jitted, estimator_features(est.update, est.features, est, env),
                                         rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("env_name,h,semantics", [("mdp", 20, "fresh"), ("grid11", 40, "rlc")])
+def test_estimator_discovery_option_equals_auto(env_name, h, semantics):
+    """``estimator='discovery'``: the DiscoveryQEstimator with auto's settings (mdp: all 10 states as slots), the
+    same policy inputs, sweeps and Q (1e-5); with std_errors it is refused, naming both."""
+    env, auto = est_of(env_name, h, semantics=semantics)
+    _, new = est_of(env_name, h, semantics=semantics, estimator="discovery")
+    assert type(auto) in (QEstimator, GridQEstimator) and new == like(auto, h=h)
+    assert new.capacity == (10 if env_name == "mdp" else 81) and new.max_transitions == h
+    compare(env, auto, new, h, 4, seed=7)
+    assert type(est_of(env_name, h, semantics="v4", estimator="discovery")[1]) is DiscoveryQEstimator
+    with pytest.raises(ValueError, match="estimator 'discovery' has no standard errors .std_errors=true needs "
+                                         "estimator 'auto'"):
+        TrainConfig(env=env_name, estimator="discovery", std_errors=True)
+    with pytest.raises(ValueError, match="estimator 'dense' is not one of auto, discovery"):
+        TrainConfig(env=env_name, estimator="dense")
 
 
 # ------------------------------------------------------------------------------------------- capacity

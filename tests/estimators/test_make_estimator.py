@@ -8,6 +8,7 @@ import pytest
 from rl3jax.config import TrainConfig
 from rl3jax.envs.registry import make_env
 from rl3jax.estimators import Estimator, make_estimator
+from rl3jax.estimators.discovery import DiscoveryQEstimator
 from rl3jax.estimators.grid import GridQEstimator
 from rl3jax.estimators.tabular import QEstimator
 from rl3jax.estimators.v4 import V4Estimator
@@ -48,10 +49,15 @@ def test_trainer_hooks_and_oracle_model():
     assert env500.horizon == 500 and env500.default_params.max_steps_in_episode == 500 and env.horizon == 350
     cfg = TrainConfig(env="grid13", horizon=500)
     est = make_estimator(env500, cfg)
-    assert isinstance(est, GridQEstimator) and est.abstraction is None and est.grid_side == 13
+    assert type(est) is GridQEstimator and est.grid_side == 13
     assert (est.max_sweeps, est.gamma, est.alpha_laplace, est.epsilon, est.q_denom, est.known_states) == \
         (500, 0.95, 0.01, 0.1, 10.0, "visited")
-    assert make_estimator(env500, cfg.replace(algo="rl3_coarse")).abstraction == "coarse"
+    coarse = make_estimator(env500, cfg.replace(algo="rl3_coarse"))  # measured faster than a per-cell model
+    assert type(coarse) is DiscoveryQEstimator and (coarse.abstraction, coarse.grid_side, coarse.abstraction_radius,
+                                                    coarse.capacity, coarse.max_transitions) == ("coarse", 13, 0.08,
+                                                                                                 169, 500)
+    assert (coarse.max_sweeps, coarse.alpha_laplace, coarse.epsilon, coarse.q_denom, coarse.known_states,
+            coarse.warm_start) == (500, 0.01, 0.1, 10.0, "visited", True)
     dense = make_estimator(env500, cfg.replace(std_errors=True))  # standard errors: the dense estimator
     assert isinstance(dense, QEstimator) and dense.std_errors and dense.num_states == 169
     with pytest.raises(ValueError, match="RL³-coarse has no standard errors"):

@@ -8,6 +8,7 @@ parameter leaf of the last checkpoint (read with orbax directly, so independent 
 code), and the held-out returns.
 
     python tests/system/behaviour_record.py record   # writes tests/data/behaviour/<platform>.json (before a refactor)
+    python tests/system/behaviour_record.py record grid11-rl3_coarse-gru   # re-records only these cases there
     python tests/system/behaviour_record.py check    # re-runs every case and compares (exit 1 on a difference)
     python tests/system/behaviour_record.py check mdp-rl3-gru bandit-rl3-v4   # only these cases
 
@@ -278,11 +279,18 @@ def check(names: list[str] | None = None) -> int:
 if __name__ == "__main__":
     cmd = sys.argv[1] if len(sys.argv) > 1 else ""
     if cmd == "record":
-        rec = collect()
+        rec = collect(sys.argv[2:] or None)
         path = platform_file(rec["fingerprint"])
+        if sys.argv[2:]:  # only these cases: into this platform's recording, keeping the others
+            if not os.path.exists(path):
+                raise SystemExit(f"no recording of this platform at {path}: record every case first")
+            with open(path) as f:
+                old = json.load(f)
+            rec = {**old, "cases": {**old["cases"], **rec["cases"]}}
         os.makedirs(DATA_DIR, exist_ok=True)
         with open(path + ".tmp", "w") as f:
             json.dump(rec, f, indent=1, sort_keys=True)
+            f.write("\n")
         os.replace(path + ".tmp", path)
         print(f"recorded {len(rec['cases'])} runs in {path}")
     elif cmd == "check":
@@ -290,4 +298,4 @@ if __name__ == "__main__":
     elif cmd == "_child":
         _child(int(sys.argv[2]), sys.argv[3], sys.argv[4:])
     else:
-        raise SystemExit("usage: python tests/system/behaviour_record.py record | check [CASE ...]")
+        raise SystemExit("usage: python tests/system/behaviour_record.py record [CASE ...] | check [CASE ...]")

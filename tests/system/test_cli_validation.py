@@ -99,6 +99,8 @@ NEW_RUN_ERRORS = [
     (T + ["--env", "MountainCarContinuous-v0"], "continuous"),
     (T + ["--env", "MNISTBandit-bsuite"], "downloads the MNIST data set"),
     (T + ["--algo", "rl3_coarse"], "algo 'rl3_coarse' does not apply to env 'bandit' (valid: rl2, rl3)"),
+    (T + ["--set", "estimator=dense"], "estimator 'dense' is not one of auto, discovery"),
+    (T + ["--set", "estimator=discovery", "--set", "std_errors=true"], "estimator 'discovery' has no standard errors"),
     (["--env", "grid13", "--variant", "ood"], "variant 'ood' is not valid for env 'grid13'"),
     # a preset of another family (issue 17 item 14)
     (T + ["--preset", "mdp-h100"], "preset 'mdp-h100' is for env 'mdp', not 'bandit'; presets of bandit: "
@@ -524,7 +526,7 @@ FIELDS = {
     "kl_chunks": (2, "ppo"),
     "semantics": ("rlc", "estimator"),
     "vi_carry_over": (True, ("test", "tests/test_config.py::test_config_refuses_what_does_not_apply")),
-    "std_errors": (True, "estimator"), "gamma_obj": (0.5, "estimator"),
+    "std_errors": (True, "estimator"), "gamma_obj": (0.5, "estimator"), "estimator": ("discovery", "estimator"),
     "state_obs": (True, ("test", "tests/envs/test_state_index.py::test_state_obs_block_holds_the_normalised_state")),
     "alpha_laplace": (0.5, "estimator"), "vi_epsilon": (0.5, "estimator"), "vi_max_sweeps": (3, "estimator"),
     "vi_sweep_block": (3, "estimator"),
