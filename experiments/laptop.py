@@ -36,10 +36,11 @@ class LaptopFamily:
     #: measured member-steps/s of a 2-seed population on this machine class (a free 2-core CPU), per run
     #: name; for the time estimate and the time guard (see experiments/README.md "Laptop study")
     steps_per_second: dict
-    #: run sizes that differ from ``LAPTOP_SIZES`` (e.g. a family with its own H); ``baselines``: the ``--only`` list
-    #: of the baselines step (empty: every baseline that fits); ``runs``: the ``LAPTOP_RUNS`` it trains (empty: all)
+    #: run sizes that differ from ``LAPTOP_SIZES`` (e.g. a family with its own H); ``baselines``: variant -> the
+    #: ``--only`` list of its baselines step (absent: every baseline that fits); ``runs``: the ``LAPTOP_RUNS`` it
+    #: trains (empty: all)
     sizes: dict = dataclasses.field(default_factory=dict)
-    baselines: str = ""
+    baselines: dict = dataclasses.field(default_factory=dict)
     runs: tuple[str, ...] = ()
 
 
@@ -57,10 +58,11 @@ LAPTOP_SIZES = {"num_envs": 160, "iters": 20, "minibatch_envs": 40, "eval_every"
 #: steps per run and seed). To fit about 40 minutes of a 2-core CPU, RL³ (transformer) runs on garnet-s64 only, and
 #: PSRL / OPSRL / MAP-greedy at S = 256 (dense 256 x 5 x 256 posteriors) are left out of that baselines step.
 _BEYOND_SIZES = {"iters": 12, "eval_every": 4, "chunk_iters": 4}
+_S256 = {"s256": "random,oracle,model-greedy"}
 BEYOND = {"garnet-s64": LaptopFamily("garnet", "cpu-garnet", ("train", "s256", "branch10"),
-                                     {"rl2": 2200.0, "rl3": 1500.0, "rl3-markov": 6000.0}, _BEYOND_SIZES),
+                                     {"rl2": 2200.0, "rl3": 1500.0, "rl3-markov": 6000.0}, _BEYOND_SIZES, _S256),
           "garnet-s256": LaptopFamily("garnet", "cpu-garnet", ("s256",), {"rl2": 2200.0, "rl3-markov": 6000.0},
-                                      _BEYOND_SIZES, "random,oracle,model-greedy", ("rl2", "rl3-markov")),
+                                      _BEYOND_SIZES, _S256, ("rl2", "rl3-markov")),
           "deepsea-n10": LaptopFamily("deepsea", "cpu-deepsea", ("train",), {"rl2": 900.0, "rl3-markov": 4000.0},
                                       {**_BEYOND_SIZES, "horizon": 300, "num_envs": 54, "minibatch_envs": 18},
                                       runs=("rl2", "rl3-markov"))}
@@ -133,7 +135,7 @@ def laptop_steps(study: Study, runs_dir: str, out: str, tiny: bool, seeds: int, 
             if not (resume and os.path.exists(bjson)):
                 steps.append(Step(["baselines", "--env", fam.env, "--variant", v, "--horizon", str(z["horizon"]),
                                          "--episodes", str(episodes), "--json", bjson]
-                                  + (["--only", fam.baselines] if fam.baselines else []), "baselines", name, v,
+                                  + (["--only", fam.baselines[v]] if v in fam.baselines else []), "baselines", name, v,
                                         0.0 if tiny else LAPTOP_BASELINE_SECONDS))
         runs = [r for r in LAPTOP_RUNS if (not algos or r[0] in algos) and (not fam.runs or r[0] in fam.runs)]
         for rname, _, algo, model in runs:
