@@ -54,6 +54,9 @@ SEMANTICS = ("fresh", "rlc", "v4")
 #: which RL³ estimator: 'auto' (per family, by measurement) or 'discovery' (``DiscoveryQEstimator`` wherever RL³
 #: applies); ``rl3jax.estimators.make_estimator``
 ESTIMATORS = ("auto", "discovery")
+#: the fields that configure the RL³ estimator, with their defaults (refused with algo 'rl2')
+RL3_ONLY = {"estimator": "auto", "std_errors": False, "gamma_obj": None, "alpha_laplace": None, "vi_epsilon": None,
+            "vi_max_sweeps": None, "vi_sweep_block": None}
 #: the legacy ``estimator_mode`` values of old config.json files and the semantics each one means (``from_dict``)
 LEGACY_ESTIMATOR_MODES = {"fresh": "fresh", "entered": "rlc"}
 #: transformer-v4's learned positional slots (the original's ``LearnedPositionalEncoder(dmodel, 1024)``): H + 1 <= this
@@ -163,6 +166,11 @@ class TrainConfig:
                 f", not {self.env!r}")
         if self.estimator == "discovery" and self.std_errors:
             bad("estimator 'discovery' has no standard errors (std_errors=true needs estimator 'auto')")
+        if self.algo == "rl2":  # the RL³ estimator's settings have nothing to act on
+            given = [f"{n}={getattr(self, n)!r}" for n, default in RL3_ONLY.items() if getattr(self, n) != default]
+            if given:
+                bad(f"{', '.join(given)}: configures the RL³ estimator, and algo 'rl2' has none (use algo rl3 or "
+                    "rl3_coarse, or leave it out)")
         self._validate_v4(bad)
         if not 0 <= self.seed <= SEED_MAX:
             bad(f"seed must be in [0, {SEED_MAX}] (a 32-bit PRNG seed), got {self.seed}")

@@ -82,3 +82,14 @@ def test_rl2_on_a_laptop_preset_says_it_trains_a_gru_with_untuned_settings():
     assert build({"env": "bandit", "algo": "rl2"}).model == "gru"
     assert notes(build({"env": "mdp"})) == []  # RL³ on its own preset: nothing to say
     assert notes(build({"env": "mdp", "algo": "rl2", "model": "transformer"})) == []  # chosen explicitly
+
+
+@pytest.mark.parametrize("field,value", [(n, {"estimator": "discovery", "std_errors": True, "vi_max_sweeps": 3,
+                                                "vi_sweep_block": 2}.get(n, 0.2))
+                                         for n in config.RL3_ONLY])
+def test_rl3_estimator_settings_are_refused_with_rl2(field, value):
+    """Every field of the RL³ estimator is refused with algo rl2 (it would do nothing), naming field and value;
+    the same value is accepted with rl3."""
+    with pytest.raises(ValueError, match=f"{field}={value!r}: configures the RL³ estimator, and algo 'rl2' has none"):
+        TrainConfig(env="mdp", algo="rl2", **{field: value})
+    TrainConfig(env="mdp", algo="rl3", **{field: value})
