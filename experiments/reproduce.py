@@ -138,6 +138,12 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("paper-v4-mdp-h500", "random 10x5 MDPs, H=500: the paper's own code (v4 semantics)",
            _v4_row("paper-v4-mdp-h500", False), ("train", "alpha0.25", "det-rewards"),
            {"RL²": "927.8 ± 3.7", "RL³": "926.9 ± 3.7"}, eval_modes=("greedy",)),
+    Target("paper-v4-grid11", "11x11 gridworlds, H=250: the paper's own code (v4 semantics, METHOD §2.6)",
+           _v4_row("paper-v4-grid11", False), ("train",), {"RL²": "524 ± 22", "RL³": "630 ± 22"},
+           eval_modes=("greedy",)),
+    Target("paper-v4-grid13", "13x13 gridworlds, H=350: the paper's own code (v4 semantics, METHOD §2.6)",
+           _v4_row("paper-v4-grid13", False), ("train", "dense", "deterministic", "watery", "dangerous", "corner"),
+           {"RL²": "584 ± 28", "RL³": "902 ± 27"}, eval_modes=("greedy",)),
 )}
 
 
