@@ -91,7 +91,8 @@ clean-runs:
 	rm -rf runs
 
 help:
-	@echo "make train [ENV=mdp|bandit|grid11|grid13] [ALGO=rl2|rl3|rl3_coarse] [MODEL=transformer|gru|markov]"
+	@echo "make train [ENV=mdp|bandit|garnet|deepsea|grid11|grid13|a gymnax env] [VARIANT=v] [ALGO=rl2|rl3|rl3_coarse]"
+	@echo "           [MODEL=transformer|gru|markov]"
 	@echo "           [ITERS=N] [PRESET=name] [OUT=folder] [RESUME=1] [EXTRA='more rl3jax train flags']"
 	@echo "make eval RUN=folder [EPISODES=1000]     make bench [QUICK=auto|0|1]     make reproduce ARGS='target ...'"
 	@echo 'make report RUN="runs/a runs/b" [REPORT_OUT=dir]  (results table, learning and adaptation curves)'

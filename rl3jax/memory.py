@@ -76,18 +76,21 @@ def _tree_bytes(tree) -> int:
 def check_train_memory(trainer, members: int = 1, devices: int = 1) -> None:
     """ValueError (one line) when a lower bound of the memory one iteration needs exceeds ``memory_limit``:
     the training state (exact, ``jax.eval_shape`` of ``init``) plus the trajectory the PPO update reads whole
-    (per env and step: the policy input, logits and 6 float32 scalars). Activations come on top."""
+    (per env and step: the policy input, logits and 6 float32 scalars), plus for a transformer one float32
+    attention-score matrix (H + 1)² per minibatch sequence (one head of one layer). Other activations come on top."""
     import jax
 
     cfg, m = trainer.cfg, trainer.meta_env
     state_bytes = _tree_bytes(jax.eval_shape(trainer.init, jax.random.key(0)))
     traj_bytes = 4 * cfg.num_envs * cfg.horizon * (m.obs_dim + m.num_actions + 6)
+    if cfg.model.startswith("transformer"):
+        traj_bytes += 4 * cfg.minibatch_envs * (cfg.horizon + 1) ** 2
     need = members * (state_bytes + traj_bytes) / max(devices, 1)
     limit, what = memory_limit()
     if limit is not None and need > limit:
         raise ValueError(f"num_envs={cfg.num_envs} x horizon={cfg.horizon}"
                          f"{f' x {members} members' if members > 1 else ''} needs at least {_gib(need)} "
-                         f"(training state {_gib(members * state_bytes)} + trajectory {_gib(members * traj_bytes)}"
+                         f"(training state {_gib(members * state_bytes)} + trajectory and attention {_gib(members * traj_bytes)}"
                          f"{f' over {devices} devices' if devices > 1 else ''}), more than the {_gib(limit)} of "
                          f"{what}; use fewer --num-envs, a shorter --horizon or fewer seeds")
 
@@ -113,4 +116,4 @@ def out_of_memory(e: BaseException) -> str | None:
         return None
     limit = min(host_limits(), default=(None, "memory"))[1]
     return (f"out of memory ({found.group(0).strip() if found else type(e).__name__}); the tightest limit here is "
-            f"the {limit}: use fewer --episodes / --num-envs, a shorter --horizon, or raise the limit")
+            f"the {limit}: use fewer tasks (train: --num-envs, eval: --episodes), a shorter --horizon, or raise the limit")

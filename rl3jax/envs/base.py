@@ -12,6 +12,8 @@ hook                   what                                               defaul
 ``with_horizon(H)``    the family for meta horizon H                      itself (TH does not depend on H)
 ``num_states``         S, a bound on the state ids where dense tables     None: no dense tables
                        are wanted (bandit 2, mdp 10, grids N²)
+``state_bound``        at most this many distinct states in one task      None: unknown (at most 2H + 1 met)
+                       (sizes the discovery estimator; garnet S)
 ``state_index``        the concrete state (int32 scalar, any value)       ``state.pos`` (num_states None: error)
 ``has_state_index``    whether ``state_index`` applies                    overridden, or num_states set
 ``rl3_defaults``       estimator settings of METHOD §2                    None: no RL³
@@ -77,6 +79,9 @@ class TaskEnv(environment.Environment):
 
     #: an upper bound on the state ids where dense tables are wanted (None: no dense tables; see state_index)
     num_states: int | None = None
+    #: at most this many distinct states occur in one task (None: unknown, or ``num_states``); it caps the slots of
+    #: the discovery-indexed estimator (``rl3jax.estimators.make_estimator``) without building dense tables
+    state_bound: int | None = None
     #: estimator settings of the family (None: RL³ does not apply)
     rl3_defaults: RL3Defaults | None = None
     #: settings of the paper's own code (None: semantics 'v4' is not implemented for the family)

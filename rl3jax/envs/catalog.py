@@ -143,7 +143,8 @@ GYMNAX_ENVS: dict[str, GymnaxSpec] = {
 def no_index_hint(name: str) -> str:
     """How to give env ``name`` the state index RL³ needs (the config's refusal of RL³ on it ends with this)."""
     if is_gymnax(name):
-        return "give it one with state_fields in its rl3jax.envs.catalog.GYMNAX_ENVS entry, or use algo rl2"
+        return ("give it one with state_fields in its rl3jax.envs.catalog.GYMNAX_ENVS entry, or register a family "
+                "wrapping it with rl3jax.envs.registry.register(..., state_index=...), or use algo rl2")
     return ("give it one with a state_index(state, params) -> int32 hook on the family or "
             f"rl3jax.envs.registry.register({name!r}, ..., state_index=...), or use algo rl2")
 

@@ -59,6 +59,7 @@ class DeepSea(TaskEnv):
         if variant not in SIZES:
             raise ValueError(f"deepsea variant {variant!r} is not one of {', '.join(map(repr, SIZES))}")
         self.variant, self.size = variant, SIZES[variant]
+        self.state_bound = self.size * self.size
 
     @property
     def name(self) -> str:

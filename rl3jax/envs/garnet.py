@@ -54,7 +54,7 @@ class GarnetMDP(TaskEnv):
     R(s, a) + N(0, 1) (as ``mdp``); task episodes of TH = 10 steps from state 0.
 
     Variants (``SIZES``): ``train`` (S = 64), ``s256``, ``s1024``, ``s4096`` (S = 256, 1024, 4096) and ``branch10``
-    (S = 64, k = 10 successors: out of distribution). ``num_states`` stays None: no dense table is built for
+    (S = 64, k = 10 successors: out of distribution). ``num_states`` stays None (``state_bound`` = S): no dense table is built for
     RL³ (the discovery-indexed estimator's cost follows H, not S); ``state_index`` is the state id in [0, S).
 
     Args: variant: one of ``SIZES``; num_states / branching override its S and k (tests: small garnets).
@@ -74,7 +74,7 @@ class GarnetMDP(TaskEnv):
         self.branching = k if branching is None else branching
         if self.size < 1 or not 1 <= self.branching <= self.size:
             raise ValueError(f"garnet needs S >= 1 and 1 <= k <= S, got S={self.size}, k={self.branching}")
-        self.variant = variant
+        self.variant, self.state_bound = variant, self.size
         self.obs_bits = max(OBS_BITS, (self.size - 1).bit_length())
 
     @property

@@ -78,7 +78,7 @@ def make_estimator(env: TaskEnv, cfg: TrainConfig) -> Estimator | None:
     ``QEstimator``; ``algo='rl3_coarse'`` (grids), families without ``num_states`` and ``semantics='v4'`` on
     grids the ``DiscoveryQEstimator`` (coarse: ``abstraction='coarse'``). ``cfg.estimator='discovery'``: the
     ``DiscoveryQEstimator`` wherever RL³ applies. Its slots: num_states with known_states 'all', else
-    min(num_states, 2H + 1); H transitions (no meta-episode of H steps fills them). ``semantics='v4'``: the
+    min(num_states or state_bound, 2H + 1); H transitions (no meta-episode of H steps fills them). ``semantics='v4'``: the
     paper's own code (``V4Estimator``, or the ``DiscoveryQEstimator`` with semantics 'v4'): Q_DENOM of
     ``env.v4_defaults`` (main.jl: 1 for bandits, 100 otherwise), its ε (0.01; grids 0.1) and at most min(TH, H)
     sweeps unless the config overrides them.
@@ -100,8 +100,8 @@ def make_estimator(env: TaskEnv, cfg: TrainConfig) -> Estimator | None:
         raise ValueError("RL³-coarse has no standard errors (the dense QEstimator has them, without the abstraction)")
     discovery = env.num_states is None or coarse or cfg.estimator == "discovery" or (v4 and env.grid_side is not None)
     if discovery and cfg.std_errors:
-        raise ValueError(f"standard errors need the dense QEstimator, i.e. num_states and estimator 'auto'; env "
-                         f"{cfg.env!r} with estimator {cfg.estimator!r} has none")
+        raise ValueError(f"std_errors=true needs the dense estimator: a family with num_states (bandit, mdp, grids) "
+                         f"and estimator 'auto', not env {cfg.env!r} with estimator {cfg.estimator!r}")
     kw = dict(num_states=env.num_states, num_actions=int(env.num_actions), gamma=cfg.gamma_obj_value,
               **({} if cfg.vi_sweep_block is None else {"sweep_block": cfg.vi_sweep_block}))
     if v4:
@@ -116,7 +116,7 @@ def make_estimator(env: TaskEnv, cfg: TrainConfig) -> Estimator | None:
                   warm_start=d.warm_start, mode="entered" if cfg.semantics == "rlc" else "fresh",
                   q_denom=d.q_denom, known_states=d.known_states)
     if discovery:
-        h, s = cfg.horizon, env.num_states
+        h, s = cfg.horizon, env.num_states if env.num_states is not None else env.state_bound
         slots = s if kw.get("known_states") == "all" else 2 * h + 1 if s is None else min(s, 2 * h + 1)
         return DiscoveryQEstimator(capacity=slots, max_transitions=h, semantics="v4" if v4 else "rl3",
                                    **(dict(abstraction="coarse", grid_side=env.grid_side) if coarse else {}), **kw)

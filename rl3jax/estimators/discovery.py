@@ -35,7 +35,7 @@ from the previous Q and re-zeroed when the set of model states grew (``warm_star
 Capacity: a state met when every slot is taken gets none; a step from or to it is left out of the model and
 its features are zeros (Q 0, counts 0); a new (z, a, z') entry when the transition list is full is likewise
 left out. ``rl3jax.estimators.make_estimator`` sizes both so this never happens in a meta-episode of H steps:
-slots min(num_states, 2H + 1) (the start state, every step's successor and every task-episode reset's state),
+slots min(num_states or the family's state_bound, 2H + 1) (the start state, every step's successor and every task-episode reset's state),
 H transitions.
 """
 

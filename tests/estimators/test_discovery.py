@@ -221,7 +221,7 @@ def test_state_index_hook_wiring():
         MetaEnv(IndexedProbe(float_index=True), 6, est).reset(jax.random.key(0), probe.default_params)
     with pytest.raises(ValueError, match="no state_index hook"):
         MetaEnv(Probe("observation"), 6, est)
-    with pytest.raises(ValueError, match="standard errors need the dense QEstimator"):
+    with pytest.raises(ValueError, match="std_errors=true needs the dense estimator"):
         make_estimator(probe, TrainConfig(env="mdp", horizon=6, std_errors=True))
 
 

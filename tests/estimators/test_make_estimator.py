@@ -73,3 +73,11 @@ def test_trainer_hooks_and_oracle_model():
     rew = np.array([ref.REWARD.get(ch, 0.0) for ch in "".join(SMALL)])
     np.testing.assert_allclose(np.asarray(r), t_ref @ rew, atol=1e-4)
     assert int(start) == 24 and np.asarray(absorbing).sum() == 4
+
+
+@pytest.mark.parametrize("env,variant,horizon,slots", [("garnet", "train", 100, 64), ("garnet", "s4096", 100, 201),
+                                                        ("deepsea", "train", 300, 100), ("deepsea", "train", 20, 41)])
+def test_discovery_slots_are_capped_by_the_family_state_bound(env, variant, horizon, slots):
+    """Slots = min(state_bound, 2H + 1): garnet S = 64 < 201; S = 4096 > 201; deepsea N² = 100 < 601; 41 < 100."""
+    est = make_estimator(make_env(env, variant), TrainConfig(env=env, variant=variant, algo="rl3", horizon=horizon))
+    assert type(est) is DiscoveryQEstimator and est.capacity == slots and est.max_transitions == horizon

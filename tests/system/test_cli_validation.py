@@ -92,7 +92,8 @@ NEW_RUN_ERRORS = [
     (T + ["--env", "mpd"], "unknown env 'mpd'"),
     (["--env", "CartPole-v1"], "use algo rl2"),  # default algo rl3: was AttributeError 'rl3_defaults'
     (T + ["--env", "Pong-misc", "--algo", "rl3"], "algo 'rl3' does not apply to env 'Pong-misc' (valid: rl2); it has "
-     "no state index: give it one with state_fields in its rl3jax.envs.catalog.GYMNAX_ENVS entry, or use algo rl2"),
+     "no state index: give it one with state_fields in its rl3jax.envs.catalog.GYMNAX_ENVS entry, or register a "
+     "family wrapping it with rl3jax.envs.registry.register(..., state_index=...), or use algo rl2"),
     (T + ["--set", "state_obs=true"], "state_obs shows a gymnax env's state_fields; env 'bandit' has none (valid: "),
     (T + ["--env", "Pendulum-v1"], "'Pendulum-v1' is not supported: its action space is continuous"),
     (T + ["--env", "PointRobot-misc"], "'PointRobot-misc' is not supported: its action space is continuous"),
