@@ -165,6 +165,7 @@ def check_train_args(args) -> TrainConfig:
     if cfg.seed + args.seeds - 1 > SEED_MAX:
         raise ConfigError(f"--seeds {args.seeds} from --seed {cfg.seed} would reach seed "
                           f"{cfg.seed + args.seeds - 1} > {SEED_MAX}")
+    args.sweep_values = parse_sets(args.sweep, sweep=True)  # {} without --sweep; its names and values checked here
     for flag, given, module in (("--tensorboard", args.tensorboard, "tensorboardX"), ("--wandb", args.wandb, "wandb")):
         if given and importlib.util.find_spec(module) is None:
             raise ConfigError(f"{flag} needs {module}: pip install 'rl3jax[logging]' (or omit {flag})")
@@ -182,7 +183,7 @@ def cmd_train(args) -> int:
     from rl3jax.runs.driver import nothing_to_do, train  # importing these starts a JAX backend: after initialize
     from rl3jax.runs.population import make_members
     from rl3jax.trainer import make_train
-    sweep = parse_sets(args.sweep, sweep=True)  # {} without --sweep
+    sweep = args.sweep_values
     if args.resume and (idle := nothing_to_do(cfg, args.out, args.seeds, sweep)):  # before anything is built
         return print(idle) or 0
     mesh = distributed.make_mesh(args.devices)  # None for one device

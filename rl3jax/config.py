@@ -166,11 +166,6 @@ class TrainConfig:
                 f", not {self.env!r}")
         if self.estimator == "discovery" and self.std_errors:
             bad("estimator 'discovery' has no standard errors (std_errors=true needs estimator 'auto')")
-        if self.algo == "rl2":  # the RL³ estimator's settings have nothing to act on
-            given = [f"{n}={getattr(self, n)!r}" for n, default in RL3_ONLY.items() if getattr(self, n) != default]
-            if given:
-                bad(f"{', '.join(given)}: configures the RL³ estimator, and algo 'rl2' has none (use algo rl3 or "
-                    "rl3_coarse, or leave it out)")
         self._validate_v4(bad)
         if not 0 <= self.seed <= SEED_MAX:
             bad(f"seed must be in [0, {SEED_MAX}] (a 32-bit PRNG seed), got {self.seed}")
@@ -188,6 +183,11 @@ class TrainConfig:
             if v is not None and not lo <= v <= hi:
                 bad(f"{name} must be in [{lo:g}, {hi:g}] (used as float32{'; 0 is meaningless' if lo else ''}"
                     f"), got {v:g}")
+        if self.algo == "rl2":  # the RL³ estimator's settings have nothing to act on
+            given = [f"{n}={getattr(self, n)!r}" for n, default in RL3_ONLY.items() if getattr(self, n) != default]
+            if given:
+                bad(f"{', '.join(given)}: configures the RL³ estimator, and algo 'rl2' has none (use algo rl3 or "
+                    "rl3_coarse, or leave it out)")
 
     def _validate_v4(self, bad) -> None:
         """Settings that do not apply to the v4 semantics (and v4-only settings elsewhere) are errors."""

@@ -366,7 +366,8 @@ def test_subprocess_config_error_one_line_no_folder_no_jax(tmp_path):
     # the error paths of names, values and folders import no JAX (that is what makes them take ~0.2 s, not 15 s)
     code = ("import sys; from rl3jax.cli import main\n"
             f"for a in ({T + ['--env', 'mpd']!r}, {T + ['--set', 'lr=inf']!r}, {T + ['--env', 'PointRobot-misc']!r},"
-            f" ['--env', 'CartPole-v1'], {T + ['--resume']!r}):\n"
+            f" ['--env', 'CartPole-v1'], {T + ['--resume']!r}, {T + ['--sweep', 'lr=abc']!r},"
+            f" {T + ['--sweep', 'epochs=1,2']!r}, {T + ['--algo', 'rl2', '--set', 'alpha_laplace=0.2']!r}):\n"
             f"    assert main(['train', *a, '--out', {str(out)!r}]) == 2\n"
             "print('jax' in sys.modules, 'gymnax' in sys.modules)")
     r = _python(code=code)
