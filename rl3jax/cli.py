@@ -368,7 +368,8 @@ def _add_report(sub):
     p.add_argument("--episodes", type=_positive_int, default=1000, help="held-out test tasks (N)")
     p.add_argument("--variant", default=None, help="test variant (e.g. an OOD one); default: the runs' own")
     p.add_argument("--baselines-json", default=None, metavar="PATH",
-                   help="reuse the baseline results of `rl3jax baselines --json` (same env, variant, H, N)")
+                   help="reuse the baseline results of `rl3jax baselines --json` (same env, variant, H, N): the report "
+                        "shows those baselines (its --only choice), none other")
 
 
 def cmd_report(args) -> int:

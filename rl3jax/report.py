@@ -180,8 +180,9 @@ def load_baselines_json(path: str, env: str, variant: str, horizon: int, episode
 
 def evaluate_baselines(env: str, variant: str, horizon: int, episodes: int, cache: Cache,
                        from_json: dict | None = None, log=print) -> dict[str, dict]:
-    """{name: ``run_baselines`` row plus its one-line "about"} for every baseline that fits the family, from
-    ``from_json``, the cache, or evaluated now (and cached); one intractable at this H is left out (logged)."""
+    """{name: ``run_baselines`` row plus its one-line "about"} for every baseline that fits the family (with
+    ``from_json``: those it holds, i.e. the ``rl3jax baselines --only`` choice), from ``from_json``, the cache, or
+    evaluated now (and cached); one intractable at this H is left out (logged)."""
     key = f"baseline|{env}|{variant}|{horizon}|{{}}|{episodes}".format
     known = {n: {**cache[key(n)], "source": "cache"} for n in BASELINES if key(n) in cache}
 
@@ -192,7 +193,8 @@ def evaluate_baselines(env: str, variant: str, horizon: int, episodes: int, cach
             log(f"evaluated baseline {row['policy']} on {episodes} held-out {env}/{variant} tasks (H={horizon})")
             cache.put(key(row["policy"]), row)
 
-    rows = run_baselines(env, variant, horizon, episodes, progress=progress, known={**known, **(from_json or {})})
+    rows = run_baselines(env, variant, horizon, episodes, list(from_json) if from_json else None, progress=progress,
+                         known={**known, **(from_json or {})})
     return {r["policy"]: {**r, "about": BASELINES[r["policy"]].doc} for r in rows if not r["skipped"]}
 
 
