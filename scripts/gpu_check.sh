@@ -4,12 +4,13 @@
 #   agree  step-by-step vs full-sequence transformer agreement (scripts/gpu_agree.py)
 #   bench  the benchmark workloads in BENCH_ONLY with the defaults
 #   ab     A/B on the same machine: grid13 RL³ with sweep block 1
+#   beyond issue 18's workloads: grid13 RL³ with the discovery-indexed estimator, garnet S=64 and S=4096 (RL², RL³)
 #   train  a fixed-time run of the METHOD §6 MDP preset (TRAIN_BUDGET seconds of training)
-# The phases' timeouts add up to ~13 minutes, more than one device call (10 min): run PHASES="agree bench" and then
-# PHASES="ab train" on the same warm machine. BENCH_FLAGS=--quick gives a CPU smoke run of this script.
+# The phases' timeouts add up to ~17 minutes, more than one device call (10 min): run PHASES="agree bench" and then
+# PHASES="ab beyond train" on the same warm machine. BENCH_FLAGS=--quick gives a CPU smoke run of this script.
 set -u
 OUT=${OUT:-/tmp/out}
-PHASES=${PHASES:-agree bench ab train}
+PHASES=${PHASES:-agree bench ab beyond train}
 mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
@@ -31,6 +32,11 @@ fi
 if has ab; then
   timeout "${AB_SECONDS:-150}" $BENCH --json "$OUT/ab_block1.json" --set vi_sweep_block=1 \
     --only grid13-rl3-transformer 2>&1 | grep -v Warning | tee "$OUT/ab_block1.txt"
+fi
+if has beyond; then
+  timeout "${BEYOND_SECONDS:-240}" $BENCH --json "$OUT/beyond.json" --only grid13-rl3-transformer,\
+grid13-rl3-discovery-transformer,garnet-s64-rl2-transformer,garnet-s64-rl3-transformer,\
+garnet-s4096-rl2-transformer,garnet-s4096-rl3-transformer 2>&1 | grep -v Warning | tee "$OUT/beyond.txt"
 fi
 if has train; then
   timeout "${TRAIN_SECONDS:-150}" python3 -m rl3jax train --preset mdp-h100 --algo rl3 --out /tmp/mdp-h100 \
