@@ -228,11 +228,11 @@ def cmd_eval(args) -> int:
         raise ConfigError("--param applies to --policy baselines, not to a trained --run")
     outputs.check_output_file(args.json, "--json")
     if args.run:
-        cfg = runfiles.read_run_config(args.run, "evaluate")
-        cfg = cfg.replace(variant=args.variant) if args.variant else cfg
+        run_cfg = runfiles.read_run_config(args.run, "evaluate")
+        cfg = run_cfg.replace(variant=args.variant) if args.variant else run_cfg
         from rl3jax.runs.load import Run
 
-        (res, iteration), params = Run(args.run, cfg).evaluate(args.episodes, args.greedy), {}
+        (res, iteration), params = Run(args.run, run_cfg).evaluate(args.episodes, args.greedy, cfg.variant), {}
         policy, algo = GREEDY if args.greedy else STOCHASTIC, cfg.algo
     else:
         if args.env is None or args.horizon is None:

@@ -176,7 +176,7 @@ def render_cli(run: str | None, out: str, variant: str | None = None, episodes: 
     loaded = load_run(run)
     trainer = loaded.trainer(variant)
     cfg = trainer.cfg
-    state, _ = loaded.restore(trainer)  # read-only: safe while the run trains
+    state, _ = loaded.restore()  # the training variant's shapes; read-only: safe while the run trains
     title = f"{cfg.env}/{cfg.variant} {cfg.algo} ({cfg.model}) iteration {int(state.iteration)}"
     tasks = held_out_tasks(trainer.meta_env, episodes)
     for i, path in enumerate(numbered_paths(out, episodes)):

@@ -134,8 +134,8 @@ def evaluate_runs(runs: list[RunInfo], variant: str, episodes: int, cache: Cache
         missing = [m for m in POLICY_MODES if not res[m]]
         if missing:
             if run.setting not in compiled:
-                trainer = run.run.trainer(variant)
-                compiled[run.setting] = (trainer, run.run.template(trainer),
+                trainer = run.run.trainer(variant)  # the checkpoint has the training variant's shapes
+                compiled[run.setting] = (trainer, run.run.template(run.run.trainer()),
                                          HeldOutEvaluator(trainer.meta_env, trainer.actor, episodes))
             trainer, template, evaluator = compiled[run.setting]
             state, _ = run.run.restore(trainer, run.iteration, template)

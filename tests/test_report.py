@@ -331,3 +331,17 @@ def test_report_hint_names_make_report_for_a_family_registered_from_python():
     assert report_hint("runs/x", "CartPole-v1").endswith("rl3jax report runs/x")
     hint = report_hint("runs/x", "gauss3")
     assert "rl3jax.report.make_report(['runs/x'], 'runs/x/report')" in hint and "gauss3" in hint
+
+
+def test_report_on_a_variant_whose_estimator_has_other_shapes(tmp_path):
+    """A garnet run trained on S=64 and reported on s256: at H=40 their estimators have min(S, 2H + 1) = 64 and 81
+    slots, so the checkpoint is restored in the training variant's shapes and the policy evaluated on s256
+    (restoring into s256's shapes failed)."""
+    cfg = TrainConfig(env="garnet", algo="rl3", model="markov", horizon=40, num_envs=2, minibatch_envs=1, iters=1,
+                      epochs=1)
+    run = str(tmp_path / "g")
+    train(cfg, run, progress=False)
+    res = make_report([run], str(tmp_path / "rep"), episodes=4, variant="s256",
+                      baselines_json=None, log=lambda *_: None)
+    assert res["variant"] == "s256" and math.isfinite(res["runs"][0]["greedy"]["mean_return"])
+    assert cli_main(["eval", "--run", run, "--variant", "s256", "--episodes", "4", "--greedy"]) == 0

@@ -3,7 +3,8 @@
     run = load_run("runs/mdp")               # config.json read and validated; nothing compiled yet
     rows = run.metrics()                     # metrics.jsonl rows
     trainer = run.trainer()                  # rl3jax.trainer.make_train(run.cfg) (variant= for an OOD test)
-    state, meta = run.restore(trainer)       # the newest checkpoint (read-only: safe while the run trains)
+    state, meta = run.restore()              # the newest checkpoint (read-only: safe while the run trains), in
+                                             # the training variant's shapes (an OOD variant's estimator may differ)
 """
 
 from __future__ import annotations
@@ -62,13 +63,13 @@ class Run:
         with contextlib.closing(Checkpointer(checkpoint_dir(self.path))) as ckpt:
             return ckpt.restore(template, step)
 
-    def evaluate(self, episodes: int, greedy: bool = False) -> tuple[dict, int]:
+    def evaluate(self, episodes: int, greedy: bool = False, variant: str | None = None) -> tuple[dict, int]:
         """``rl3jax eval --run``: (``evaluate``'s result, iteration) of the newest checkpoint on ``episodes``
-        held-out tasks (``greedy``: argmax actions). ValueError (one line), before any work, where they do not
-        fit in memory."""
-        trainer = self.trainer()
+        held-out tasks of ``variant`` (default: the run's; ``greedy``: argmax actions). ValueError (one line),
+        before any work, where they do not fit in memory."""
+        trainer = self.trainer(variant)
         check_eval_memory(trainer.meta_env, episodes)
-        state, _ = self.restore(trainer)
+        state, _ = self.restore()  # in the training variant's shapes
         return evaluate(trainer.meta_env, "network", episodes, greedy=greedy, params=state.actor_params,
                         model=trainer.actor), int(state.iteration)
 
