@@ -60,8 +60,8 @@ def _family_table(name: str, fam: LaptopFamily, reps: dict, runs_dir: str, algos
     fd = {"runs": {}, "baselines": {}}
     md = [f"### {name} (H = {reps[train]['horizon']}, {reps[train]['episodes']} held-out tasks per evaluation)",
           "", "| algorithm | iterations (env steps per seed) | seeds | stochastic: mean ± s.e. | stochastic: IQM "
-          "[95% CI] | greedy: mean ± s.e. | greedy: IQM [95% CI] | normalised (stoch. / greedy) | "
-          + " | ".join(f"{v}: stoch. / greedy" for v in ood) + " |", "|---|---|---|---|---|---|---|---|" + "---|" * len(ood)]
+          "[95% CI] | greedy: mean ± s.e. | greedy: IQM [95% CI] | normalised (stoch. / greedy) |"
+          + "".join(f" {v}: stoch. / greedy |" for v in ood), "|---|---|---|---|---|---|---|---|" + "---|" * len(ood)]
     for rname, label, _, _ in LAPTOP_RUNS:
         rdir = os.path.abspath(os.path.join(runs_dir, name, rname))
         rec = {v: r for v, rep in reps.items() if (r := _run_record(rep, rdir))}
@@ -110,8 +110,9 @@ def _settings(study: Study, runs_dir: str, seeds: int) -> list[str]:
     """The README's settings section: each family's preset and sizes, read from its first trained run."""
     lines = ["## Settings", "",
              "Every run of a family has the same PPO settings and the same number of environment steps (tasks per "
-             "iteration × H × iterations): the family's tuned laptop preset (`rl3jax/config.py`, BENCHMARKS.md "
-             "\"Laptop presets (tuning)\"), tuned for RL³ (Markov); the transformers use the same learning rate, "
+             "iteration × H × iterations): the family's laptop preset (`rl3jax/config.py`; cpu-bandit and cpu-mdp "
+             "tuned for RL³ (Markov), BENCHMARKS.md \"Laptop presets (tuning)\"; cpu-garnet and cpu-deepsea take "
+             "cpu-mdp's settings untuned); the transformers use the same learning rate, "
              "entropy bonus, epochs and minibatches (no separate tuning at this budget). Each run is a "
              f"{seeds}-seed vmapped population (`rl3jax train --seeds {seeds}`).", "",
              "| family | preset | tasks × H × iterations | env steps per run and seed | minibatch (sequences) | "
