@@ -685,7 +685,7 @@ def test_an_allocation_failure_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(rl3jax.evaluate, "evaluate", oom)
     assert cli_main(["eval", "--policy", "random", "--env", "bandit", "--horizon", "4", "--episodes", "4"]) == 1
     line = _one_line_error(capsys.readouterr().err)
-    assert "out of memory (Out of memory allocating 15060000388 bytes.)" in line and "use fewer --episodes" in line
+    assert "out of memory (Out of memory allocating 15060000388 bytes.)" in line and "eval: --episodes" in line
 
 
 # -------------------------------------------------------------------------------- readers of a run in training
