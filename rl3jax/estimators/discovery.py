@@ -321,7 +321,7 @@ class DiscoveryQEstimator(EstimatorBase):
         shown = est.shown_q.at[slot].get(mode="fill", fill_value=0.0)
         if self.semantics == "v4":
             return jnp.concatenate([shown / self.q_denom, counts / COUNT_DENOM_V4])
-        q = self.q_values(est, s) if self.mode == "fresh" else shown
+        q = est.q.at[self.model_id(est, slot)].get(mode="fill", fill_value=0.0) if self.mode == "fresh" else shown
         v, d = q.max(), self.q_denom
         zeros = jnp.zeros((self.num_actions + 1,), jnp.float32)
         return jnp.concatenate([(q - v) / d, v[None] / d, zeros, counts / 10.0])
