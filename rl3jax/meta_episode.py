@@ -73,7 +73,7 @@ class MetaEnv:
         if estimator is not None and not env.has_state_index:
             raise ValueError(f"RL³ needs a task family that names its discrete states; {env.name} has no "
                              "state_index hook (give it one, or use algo 'rl2')")
-        state_dim = getattr(env, "state_dim", 0) if state_obs else 0
+        state_dim = env.state_dim if state_obs else 0
         if state_obs and not state_dim:
             raise ValueError(f"state_obs: {env.name} has no state features (gymnax envs with state_fields have)")
         self.env = env

@@ -23,6 +23,8 @@ hook                   what                                               defaul
 ``has_true_model``     whether ``true_model`` is implemented              overridden or not
 ``true_model_sparse``  (succ, P, R, absorbing, start): k successors each  NotImplementedError (``has_...``)
 ``is_terminated``      the state is absorbing                             False
+``state_dim``          k, entries of ``state_features(state, params)``   0 (no ``state`` input block)
+                       (the ``state_obs`` input block, float32)
 =====================  =================================================  =========================================
 
 Besides these, a family writes gymnax's members: ``name``, ``num_actions``, ``default_params`` (an ``EnvParams``
@@ -146,6 +148,9 @@ class TaskEnv(environment.Environment):
     def action_space(self, params=None) -> spaces.Discrete:
         """``spaces.Discrete(num_actions)``."""
         return spaces.Discrete(self.num_actions)
+
+    #: entries of ``state_features`` (the ``state_obs`` input block; the gymnax bridge defines both); 0: none
+    state_dim: int = 0
 
     def is_terminated(self, state, params) -> jax.Array:
         """Whether ``state`` is absorbing (bool scalar). TH is truncation, not termination."""
