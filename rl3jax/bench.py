@@ -7,6 +7,8 @@ show which stage dominates. Absolute numbers mean something only on an accelerat
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import statistics
 import time
 
@@ -219,6 +221,69 @@ def bench_scaling(quick: bool = False, devices: list[int] | None = None, seeds: 
         eff = f"{rec['efficiency']:10.2f}" if kind == "devices" else f"{'':>10s}"
         print(f"{d:7d} {k:5d} {rec['envs_per_device']:11d} {sps:12,.0f} {rec['speedup']:8.2f} {eff} {c:9.1f}",
               flush=True)
+    return records
+
+
+# ------------------------------------------------------------------------------------------ populations
+def _separate_run(w: dict, seed: int, repeats: int, barrier, out) -> None:
+    """One of K separate runs, in its own process: compile and warm up a population of one, wait for the others
+    (``barrier``), time ``repeats`` chunks; puts (start, end, compile seconds) on the queue ``out``."""
+    os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"  # K processes share one accelerator's memory
+    run = make_population(TrainConfig(**{**w, "seed": seed}, chunk_iters=w["iters"]))
+    chunk = jit_chunk(run)
+    t0 = time.perf_counter()
+    state, m = chunk(run.init_state(), w["iters"])
+    jax.block_until_ready(m)
+    compile_s = time.perf_counter() - t0
+    barrier.wait()
+    t0 = time.time()
+    for _ in range(repeats):
+        state, m = chunk(state, w["iters"])
+    jax.block_until_ready(m)
+    out.put((t0, time.time(), compile_s))
+
+
+def _separate_runs(w: dict, k: int, repeats: int) -> tuple[float, float]:
+    """(seconds of ``repeats`` chunks of K runs at once, from the first start to the last end; median compile
+    seconds) of ``k`` processes (spawned: a fork of a process that has started JAX is unsafe)."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, out = ctx.Barrier(k), ctx.Queue()
+    procs = [ctx.Process(target=_separate_run, args=(w, w.get("seed", 0) + i, repeats, barrier, out))
+             for i in range(k)]
+    for p in procs:
+        p.start()
+    got = [out.get() for _ in procs]
+    for p in procs:
+        p.join()
+    if any(p.exitcode for p in procs):
+        raise RuntimeError(f"a separate run failed (exit codes {[p.exitcode for p in procs]})")
+    return max(g[1] for g in got) - min(g[0] for g in got), statistics.median(g[2] for g in got)
+
+
+def bench_population(quick: bool = False, members: list[int] | None = None, repeats: int = 3,
+                     json_path: str | None = None, workload: dict | None = None) -> list[dict]:
+    """Aggregate env-steps/s (every member's steps) of K members of one workload (``scaling_workload``), K in
+    ``members`` [1, 4, 16]: trained as one vmapped population in one program, against K separate runs at once
+    (K processes, each a population of one, timed over the same window after all have compiled: what launching K
+    runs gives). ``ratio``: one program's steps/s over the separate runs'. Records as ``bench_scaling``'s."""
+    w = dict(workload or scaling_workload(quick))
+    cfg = TrainConfig(**w, chunk_iters=w["iters"])
+    members = members or [1, 4, 16]
+    steps = w["iters"] * cfg.batch_steps
+    print(f"population: {cfg.env} {cfg.algo} {cfg.model}, H={cfg.horizon}, {cfg.num_envs} envs per member, "
+          f"{w['iters']} iterations per chunk, {repeats} timed chunks; {os.cpu_count()} CPU cores")
+    print(f"{'members':>7s} {'one program steps/s':>20s} {'separate runs steps/s':>22s} {'ratio':>6s} "
+          f"{'compile s (one / separate)':>27s}")
+    records = []
+    for k in members:
+        t_one, c_one = _time_chunk(make_population(cfg, seeds=k), w["iters"], repeats)
+        t_sep, c_sep = _separate_runs(w, k, repeats)
+        one, sep = k * steps / t_one, k * steps * repeats / t_sep
+        records.append({"members": k, "one_program_steps_per_second": one, "separate_runs_steps_per_second": sep,
+                        "ratio": one / sep, "one_program_compile_seconds": c_one,
+                        "separate_run_compile_seconds": c_sep, "repeats": repeats, "device": _device_name(), **w})
+        _dump(records, json_path)
+        print(f"{k:7d} {one:20,.0f} {sep:22,.0f} {one / sep:6.2f} {c_one:13.1f} / {c_sep:.1f}", flush=True)
     return records
 
 

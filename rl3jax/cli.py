@@ -305,15 +305,22 @@ def _add_bench(sub):
                    help="fake this many CPU devices (to try --scaling on a machine without accelerators)")
     p.add_argument("--devices", default=None,
                    help="with --scaling: comma-separated device counts [default: 1,2,4,8 up to the devices there are]")
-    p.add_argument("--seeds", default=None, help="with --scaling: numbers of vmapped seeds [default: 1,2,4,8]")
+    p.add_argument("--seeds", default=None, help="with --scaling: numbers of vmapped seeds [default: 1,2,4,8]; "
+                   "with --population: members K [default: 1,4,16]")
+    p.add_argument("--population", action="store_true",
+                   help="K members as one vmapped population against K separate runs at once (aggregate steps/s)")
 
 
 def cmd_bench(args) -> int:
-    scaling_only = [flag for flag, v in (("--devices", args.devices), ("--seeds", args.seeds)) if v is not None]
-    if scaling_only and not args.scaling:
-        raise ConfigError(f"{scaling_only[0]} applies only with --scaling")
-    if args.scaling and (args.only or args.set):
-        raise ConfigError("--only and --set apply to the workload table, not to --scaling")
+    if args.scaling and args.population:
+        raise ConfigError("--scaling and --population are two benchmarks: choose one")
+    if args.devices is not None and not args.scaling:
+        raise ConfigError("--devices applies only with --scaling")
+    if args.seeds is not None and not (args.scaling or args.population):
+        raise ConfigError("--seeds applies only with --scaling or --population")
+    if (args.scaling or args.population) and (args.only or args.set):
+        raise ConfigError(f"--only and --set apply to the workload table, not to "
+                          f"{'--scaling' if args.scaling else '--population'}")
     counts = {}
     for flag, s in (("--devices", args.devices), ("--seeds", args.seeds)):  # "1,2,4" -> [1, 2, 4]
         items = [] if s is None else [x.strip() for x in s.split(",") if x.strip()]
@@ -326,12 +333,14 @@ def cmd_bench(args) -> int:
     if args.cpu_devices:  # before anything (importing rl3jax.bench too) starts the backend
         jax.config.update("jax_platforms", "cpu")
         jax.config.update("jax_num_cpu_devices", args.cpu_devices)
-    from rl3jax.bench import bench_scaling, run_bench
+    from rl3jax.bench import bench_population, bench_scaling, run_bench
 
     if not args.quick and jax.default_backend() == "cpu":
         print("note: these are the accelerator-size workloads, on a CPU (slow: many minutes); --quick runs the "
               "small ones", file=sys.stderr)
-    if args.scaling:
+    if args.population:
+        bench_population(quick=args.quick, members=counts["--seeds"], repeats=args.repeats, json_path=args.json)
+    elif args.scaling:
         bench_scaling(quick=args.quick, devices=counts["--devices"], seeds=counts["--seeds"], repeats=args.repeats,
                       json_path=args.json)
     else:

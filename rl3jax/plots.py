@@ -15,12 +15,26 @@ from rl3jax.outputs import atomic_write
 REFERENCE = ("random", "oracle")
 #: colour and line style of the reference policies' lines
 REF_STYLE = {"random": ("0.45", ":"), "oracle": ("black", "--")}
+#: time-to-score: fractions of the way from the random policy's held-out return to the best classical baseline's
+SCORE_FRACTIONS = (0.5, 0.9, 1.0)
 
 
 def wall_seconds(rows: list[dict], batch_steps: int) -> np.ndarray:
     """Training seconds up to each row, shape (rows,): the cumulative sum of each row's share of its chunk's
     wall time (compile included, held-out evaluations and checkpoints not)."""
     return np.cumsum([batch_steps / r["steps_per_second"] for r in rows])
+
+
+def time_to_score(x, y, random: float, best: float, fractions=SCORE_FRACTIONS) -> list[dict]:
+    """Where a held-out return curve first reaches each fraction f of the way from ``random`` to ``best`` (issue
+    22): per f, {"fraction": f, "target": random + f (best − random), "index": the first i with y[i] >= target, or
+    None (never reached), "x": x[index] or None}. ``x``: seconds or env steps, ``y``: returns, both shape (n,)."""
+    out = []
+    for f in fractions:
+        target = random + f * (best - random)
+        hit = next((i for i, v in enumerate(y) if v >= target), None)
+        out.append({"fraction": f, "target": target, "index": hit, "x": None if hit is None else float(x[hit])})
+    return out
 
 
 def mean_band(ys: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -110,6 +124,9 @@ def learning_curve(runs: list, groups: list[dict], baselines: dict, header: str,
         for ax in (ax_s, ax_w):
             ax.axhline(b["mean_return"], color=color, ls=style, lw=1.2, label=label).set_gid(f"ref/{name}")
         lines.append({"key": f"ref/{name}", "label": label, "x": None, "y": b["mean_return"], "lo": None, "hi": None})
+    if best and "random" in baselines:
+        _mark_scores({"steps": ax_s, "wall": ax_w}, lines, baselines["random"]["mean_return"],
+                     baselines[best]["mean_return"], best)
     for ax in (ax_s, ax_w):
         ax.set_ylabel("return per meta-episode (sum of H rewards)")
         ax.grid(alpha=0.3)
@@ -120,6 +137,31 @@ def learning_curve(runs: list, groups: list[dict], baselines: dict, header: str,
             "each iteration; held-out: the run's eval_every evaluations; reference lines: baselines on the "
             "report's held-out tasks (each label gives its number of tasks)", path, 0.86, 0.12, left=0.06, wspace=0.2)
     return fig, lines
+
+
+def _mark_scores(axes: dict, lines: list, random: float, best: float, best_name: str) -> None:
+    """A star, labelled 50% / 90% / 100%, where each held-out (stochastic) line first reaches ``time_to_score``'s
+    fractions of the way from random to the best classical baseline; each star set is also a line of ``lines``
+    (key "score/{steps|wall}/{group label}", y: the held-out returns there). Nothing when best <= random."""
+    if not best > random:
+        return
+    for ln in [ln for ln in lines if ln["key"].split("/")[1:2] == ["eval"]]:
+        panel, _, label = ln["key"].split("/", 2)
+        hits = [s for s in time_to_score(ln["x"], ln["y"], random, best) if s["index"] is not None]
+        if not hits:
+            continue
+        ax = axes[panel]
+        color = next(d.get_color() for d in ax.get_lines() if d.get_gid() == ln["key"])
+        data = {"x": [s["x"] for s in hits], "y": [float(ln["y"][s["index"]]) for s in hits], "lo": None, "hi": None}
+        what = (f"held-out (stochastic) first at {', '.join(f'{f:.0%}' for f in SCORE_FRACTIONS)} of the way from "
+                f"random to {best_name} (time to score)")
+        first = panel == "steps" and not any(x["key"].startswith("score/") for x in lines)
+        (m,) = ax.plot(data["x"], data["y"], ls="none", marker="*", ms=12, color=color, mec="black", mew=0.6,
+                       label=what if first else None)
+        m.set_gid(f"score/{panel}/{label}")
+        for s, x, y in zip(hits, data["x"], data["y"]):
+            ax.annotate(f"{s['fraction']:.0%}", (x, y), textcoords="offset points", xytext=(5, 6), fontsize=7)
+        lines.append({"key": f"score/{panel}/{label}", "label": what if first else None, **data})
 
 
 def adaptation_curve(runs: list, groups: list[dict], evals: list[dict], baselines: dict, header: str, path: str | None):

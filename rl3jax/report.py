@@ -21,7 +21,7 @@ from rl3jax.config import GREEDY, POLICY_MODES, RUN_CONTROL, STOCHASTIC
 from rl3jax.envs.registry import variants
 from rl3jax.evaluate import HeldOutEvaluator, normalise, run_baselines
 from rl3jax.outputs import atomic_write, atomic_write_json
-from rl3jax.plots import REFERENCE, adaptation_curve, best_classical, learning_curve
+from rl3jax.plots import REFERENCE, adaptation_curve, best_classical, learning_curve, time_to_score
 from rl3jax.runs.load import Run, expand_runs, load_run
 from rl3jax.runs.runfiles import check_evaluable
 
@@ -273,7 +273,53 @@ def markdown(res: dict) -> str:
     lines += [f"- `{b['policy']}`: {b['about']}" for b in res["baselines"]]
     lines += ["", "Figures: `learning_curve.png` (training and held-out return against environment steps and "
               "wall-clock seconds), `adaptation.png` (mean reward at each step of the meta-episode)."]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + time_to_score_lines(res)) + "\n"
+
+
+# ------------------------------------------------------------------------------------------ time to score
+def time_to_score_rows(curve: list[dict], random: float | None, best: float | None) -> list[dict]:
+    """Time-to-score (issue 22) of each held-out line of a learning curve (``plots.learning_curve``'s lines, or
+    the "learning_curve" of a results.json): per setting and policy mode, {"setting", "mode", "scores": per
+    ``plots.SCORE_FRACTIONS`` f {"fraction", "target" (random + f (best − random)), "seconds", "env_steps"} (both None:
+    never reached), "best_fraction" (the highest held-out return as such a fraction)}. Seconds: training
+    wall-clock, compile included, held-out evaluations not (``plots.wall_seconds``; a population's members share
+    them), at the first evaluation at or above the target. [] without ``random`` or a ``best`` above it."""
+    if random is None or best is None or not best > random:
+        return []
+    by_key = {ln["key"]: ln for ln in curve}
+    rows = []
+    for key, ln in by_key.items():
+        parts = key.split("/", 2)
+        if len(parts) < 3 or parts[0] != "wall" or parts[1] not in ("eval", "eval_greedy"):
+            continue
+        steps = by_key[f"steps/{parts[1]}/{parts[2]}"]["x"]
+        scores = [{"fraction": s["fraction"], "target": s["target"], "seconds": s["x"],
+                   "env_steps": None if s["index"] is None else int(steps[s["index"]])}
+                  for s in time_to_score(ln["x"], ln["y"], random, best)]
+        rows.append({"setting": parts[2], "mode": STOCHASTIC if parts[1] == "eval" else GREEDY, "scores": scores,
+                     "best_fraction": (float(max(ln["y"])) - random) / (best - random)})
+    return rows
+
+
+def time_to_score_lines(res: dict) -> list[str]:
+    """results.md's "Time to score" section from ``res["time_to_score"]`` (none: a line saying why)."""
+    rows, best = res.get("time_to_score") or [], res.get("best_baseline")
+    head = ["", "## Time to score", ""]
+    if not rows:
+        return head + ["No held-out evaluations during training (`--set eval_every=N`) or no classical baseline "
+                       "above random: no time to score."]
+    cells = [f"{s['fraction']:.0%} ({s['target']:.2f})" for s in rows[0]["scores"]]
+    out = head + [f"Training wall-clock (compile included, held-out evaluations not) until the held-out return of "
+                  f"the evaluations during training first reaches the fraction of the way from random to the best "
+                  f"classical baseline ({best}) on the report's tasks; in brackets the return it must reach.", "",
+                  f"| setting | held-out | {' | '.join(cells)} | best fraction reached |",
+                  "|---|---|" + "---|" * len(cells) + "---|"]
+    for r in rows:
+        got = [f"{s['seconds']:.1f} s ({s['env_steps']:,} steps)" if s["seconds"] is not None else "not reached"
+               for s in r["scores"]]
+        best_reached = math.floor(r["best_fraction"] * 100 + 1e-9) / 100  # rounded down: 0.899 is not 0.90
+        out.append(f"| {r['setting']} | {r['mode']} | {' | '.join(got)} | {best_reached:.2f} |")
+    return out
 
 
 # ------------------------------------------------------------------------------------------ the report
@@ -332,6 +378,8 @@ def make_report(paths: list[str], out: str, episodes: int = 1000, variant: str |
     # the data behind every plotted line, also in results.json (the learning curve's held-out lines have the
     # runs' own numbers of tasks, so only the adaptation curve's header gives the report's)
     res["learning_curve"] = learning_curve(runs, groups, baselines, header, os.path.join(out, "learning_curve.png"))[1]
+    res["time_to_score"] = time_to_score_rows(res["learning_curve"], ref.get("random"), (baselines[
+        res["best_baseline"]]["mean_return"] if res["best_baseline"] else None))
     res["adaptation"] = adaptation_curve(runs, groups, evals, baselines, f"{header}, {episodes} held-out tasks",
                                          os.path.join(out, "adaptation.png"))[1]
     res = _jsonable(res)

@@ -345,3 +345,86 @@ def test_report_on_a_variant_whose_estimator_has_other_shapes(tmp_path):
                       baselines_json=None, log=lambda *_: None)
     assert res["variant"] == "s256" and math.isfinite(res["runs"][0]["greedy"]["mean_return"])
     assert cli_main(["eval", "--run", run, "--variant", "s256", "--episodes", "4", "--greedy"]) == 0
+
+
+# ------------------------------------------------------------------------------------------ time to score
+def _tts_run(rows, batch_steps=100):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(rows=rows, cfg=SimpleNamespace(batch_steps=batch_steps))
+
+
+def _tts_rows(evals, sps=50.0):
+    """Metrics rows of iterations 1..2n, 100 steps each at ``sps`` steps/s (2 s per row at 50), held-out returns
+    ``evals`` at the even iterations."""
+    rows = []
+    for i in range(1, 2 * len(evals) + 1):
+        r = {"iteration": i, "env_steps": 100 * i, "return_mean": 0.0, "steps_per_second": sps}
+        if i % 2 == 0:
+            r.update(eval_return=evals[i // 2 - 1], eval_return_greedy=evals[i // 2 - 1] + 5.0, eval_episodes=8)
+        rows.append(r)
+    return rows
+
+
+def test_time_to_score_by_hand():
+    from rl3jax.plots import time_to_score
+
+    x, y = [10.0, 20.0, 30.0, 40.0], [100.0, 120.0, 135.0, 150.0]
+    # random 100, best 140: targets 120 (reached exactly at 20 s), 136 and 140 (both first at 40 s)
+    got = time_to_score(x, y, 100.0, 140.0)
+    assert [(s["fraction"], s["index"], s["x"]) for s in got] == [(0.5, 1, 20.0), (0.9, 3, 40.0), (1.0, 3, 40.0)]
+    assert got[0]["target"] == 120.0 and math.isclose(got[1]["target"], 136.0)
+    # best 200: 150 is reached at 40 s, 190 and 200 never
+    got = time_to_score(x, y, 100.0, 200.0)
+    assert [(s["index"], s["x"]) for s in got] == [(3, 40.0), (None, None), (None, None)]
+    assert time_to_score([], [], 0.0, 1.0, fractions=(0.5,)) == [{"fraction": 0.5, "target": 0.5, "index": None,
+                                                                   "x": None}]
+
+
+def test_time_to_score_rows_marker_and_markdown():
+    """Two settings on hand-made metrics rows: seconds are the cumulative 2 s per row up to the first evaluation
+    at or above the target; the star marks are drawn where the table says; 'not reached' is shown as such."""
+    from rl3jax.report import time_to_score_lines, time_to_score_rows
+
+    runs = [_tts_run(_tts_rows([105.0, 125.0, 138.0, 142.0])), _tts_run(_tts_rows([101.0, 118.0]))]
+    groups = [{"label": "fast", "runs": [0]}, {"label": "slow", "runs": [1]}]
+    base = {n: {"mean_return": v, "actions": "x", "episodes": 8, "stderr": 0.0}
+            for n, v in (("random", 100.0), ("oracle", 200.0), ("ucb", 140.0))}
+    fig, lines = learning_curve(runs, groups, base, "test", None)
+    rows = time_to_score_rows(lines, 100.0, 140.0)
+    by = {(r["setting"], r["mode"]): r for r in rows}
+    assert set(by) == {("fast", "stochastic"), ("fast", "greedy"), ("slow", "stochastic"), ("slow", "greedy")}
+    # fast, stochastic: 125 >= 120 at iteration 4 (8 s, 400 steps); 138 >= 136 at 6 (12 s); 142 >= 140 at 8 (16 s)
+    assert [(s["seconds"], s["env_steps"]) for s in by["fast", "stochastic"]["scores"]] == \
+        [(8.0, 400), (12.0, 600), (16.0, 800)]
+    # greedy is 5 higher: 110, 130, 143, 147 -> 50% at 8 s, 90% and 100% at 12 s
+    assert [s["seconds"] for s in by["fast", "greedy"]["scores"]] == [8.0, 12.0, 12.0]
+    assert [s["seconds"] for s in by["slow", "stochastic"]["scores"]] == [None, None, None]
+    assert [s["env_steps"] for s in by["slow", "greedy"]["scores"]] == [400, None, None]
+    assert math.isclose(by["slow", "stochastic"]["best_fraction"], 18.0 / 40.0)
+    # the stars: on the stochastic lines only, at (seconds, held-out return) and (env steps, return); none for slow
+    drawn = _axes_lines(fig)
+    np.testing.assert_allclose(drawn["score/wall/fast"], [[8.0, 125.0], [12.0, 138.0], [16.0, 142.0]])
+    np.testing.assert_allclose(drawn["score/steps/fast"], [[400, 125.0], [600, 138.0], [800, 142.0]])
+    assert "score/wall/slow" not in drawn and any(k == "score/steps/fast" for k in (ln["key"] for ln in lines))
+    md = "\n".join(time_to_score_lines({"time_to_score": rows, "best_baseline": "ucb"}))
+    assert "| setting | held-out | 50% (120.00) | 90% (136.00) | 100% (140.00) | best fraction reached |" in md
+    assert "| fast | stochastic | 8.0 s (400 steps) | 12.0 s (600 steps) | 16.0 s (800 steps) | 1.05 |" in md
+    assert "| slow | stochastic | not reached | not reached | not reached | 0.45 |" in md
+    # no baseline above random, or no evaluations: no rows, and the section says so
+    assert time_to_score_rows(lines, 100.0, 100.0) == [] and time_to_score_rows(lines, None, 140.0) == []
+    assert "no time to score" in "\n".join(time_to_score_lines({"time_to_score": [], "best_baseline": None}))
+
+
+def test_report_time_to_score(runs):
+    from rl3jax.report import time_to_score_rows
+
+    res = runs["res"]
+    ref = {b["policy"]: b["mean_return"] for b in res["baselines"]}
+    want = time_to_score_rows(res["learning_curve"], ref["random"], ref[res["best_baseline"]])
+    assert res["time_to_score"] == json.loads(json.dumps(want))
+    # the population evaluated during training (stochastic and greedy); the RL² run did not
+    assert [(r["setting"], r["mode"]) for r in res["time_to_score"]] == \
+        [("rl3 · markov · 4 it · 2 seeds", "stochastic"), ("rl3 · markov · 4 it · 2 seeds", "greedy")]
+    with open(os.path.join(runs["out"], "results.md")) as f:
+        assert "## Time to score" in f.read()

@@ -1,4 +1,5 @@
-"""``rl3jax bench``: records carry the documented fields, overrides reach the config, bad input is refused."""
+"""``rl3jax bench``: records carry the documented fields, overrides reach the config, bad input is refused; the
+population workloads; the peer benchmark's work count and refusals (benchmarks/peers)."""
 
 import json
 
@@ -36,3 +37,71 @@ def test_quick_bench_record_and_override(tmp_path, capsys):
 def test_bench_bad_input(argv, message, capsys):
     assert cli_main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_population_bench_one_program_against_separate_runs(tmp_path, capsys):
+    """K = 1 and 2 members of a tiny workload: one vmapped program against K separate processes; every record
+    counts all members' steps and is written to the JSON as it is measured."""
+    from rl3jax.bench import bench_population
+
+    w = dict(env="bandit", algo="rl2", model="markov", horizon=4, num_envs=4, minibatch_envs=2, epochs=1, iters=2)
+    path = tmp_path / "pop.json"
+    recs = bench_population(members=[1, 2], repeats=1, json_path=str(path), workload=w)
+    assert json.loads(path.read_text()) == recs
+    assert [r["members"] for r in recs] == [1, 2]
+    for r in recs:
+        assert r["one_program_steps_per_second"] > 0 and r["separate_runs_steps_per_second"] > 0
+        assert r["ratio"] == r["one_program_steps_per_second"] / r["separate_runs_steps_per_second"]
+        assert r["separate_run_compile_seconds"] > 0 and r["device"].startswith("cpu") and r["num_envs"] == 4
+    out = capsys.readouterr().out
+    assert "population: bandit rl2 markov, H=4, 4 envs per member" in out
+
+
+# ------------------------------------------------------------------------------------------ the peer benchmark
+def _peers_module(name):
+    """benchmarks/peers/NAME.py, a script (not a package), loaded as a module."""
+    import importlib.util
+    import os
+    import sys
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "peers", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"peers_{name}", path)
+    mod = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_peer_work_per_step_by_hand():
+    """CartPole (4 inputs), MLP 256-256 actor (2 logits) and critic (1 value), 4 epochs: rejax does 13 (A + C)
+    multiply-adds per env step, ours 17 A + 13 C (the KL pass: 4 more actor forwards)."""
+    import flax.linen as nn
+    import jax
+    import numpy as np
+
+    run, worker = _peers_module("run"), _peers_module("worker")
+    mlp = {f"Dense_{i}": {"kernel": np.zeros(s), "bias": np.zeros(s[1])} for i, s in enumerate([(4, 256), (256, 256)])}
+    actor = worker.kernel_macs({**mlp, "head": {"kernel": np.zeros((256, 2)), "bias": np.zeros(2)}})
+    critic = worker.kernel_macs({**mlp, "head": {"kernel": np.zeros((256, 1)), "bias": np.zeros(1)}})
+    assert (actor, critic) == (4 * 256 + 256 * 256 + 256 * 2, 4 * 256 + 256 * 256 + 256)  # 67072, 66816
+    macs = {"actor": actor, "critic": critic}
+    assert run.work_per_step(macs, run.PASSES["rejax"], 4) == 13 * (67072 + 66816) == 1740544
+    assert run.work_per_step(macs, run.PASSES["separate"], 4) == 17 * 67072 + 13 * 66816 == 2008832
+    # a flax GRUCell of 8 units on 3 inputs: 3 (3 x 8 + 8 x 8) = 264 multiply-adds per step
+    params = nn.GRUCell(features=8).init(jax.random.PRNGKey(0), np.zeros((1, 8)), np.zeros((1, 3)))
+    assert worker.kernel_macs(params) == 264
+    assert run.work_per_step({"shared": 10}, [("shared", "fwd", 1), ("shared", "fwd+bwd", "E")], 4) == 130
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--only", "rejax-mlp-64"], "--only: unknown workloads ['rejax-mlp-64']; valid: rejax-mlp-32"),
+    (["--variants", "fused"], "--variants: unknown ['fused']; valid: separate,"),
+    (["--ours-set", "nonsense=1"], "unknown config field 'nonsense'"),
+    (["--ours-set", "target_kl=0"], "target_kl must be in"),
+    (["--pairs", "0"], "--pairs 0: expected a whole number >= 1"),
+    (["--only", "purejaxrl-gru-32", "--purejaxrl-git", "/nonexistent"], "--purejaxrl-git /nonexistent: no such"),
+])
+def test_peer_benchmark_refuses_bad_options(argv, message, capsys, tmp_path):
+    run = _peers_module("run")
+    assert run.main([*argv, "--peers-dir", str(tmp_path / "peers"), "--out", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "peers").exists() and not (tmp_path / "out").exists()  # nothing installed or written

@@ -305,6 +305,10 @@ def test_eval_policy_errors(argv, message, capsys):
     (["--seeds", "2"], "--seeds applies only with --scaling"),
     (["--scaling", "--only", "bandit-rl2-gru"], "apply to the workload table, not to --scaling"),
     (["--scaling", "--set", "epochs=1"], "apply to the workload table, not to --scaling"),
+    (["--population", "--only", "bandit-rl2-gru"], "apply to the workload table, not to --population"),
+    (["--population", "--scaling"], "--scaling and --population are two benchmarks: choose one"),
+    (["--population", "--devices", "2"], "--devices applies only with --scaling"),
+    (["--population", "--seeds", "0,4"], "--seeds '0,4': expected comma-separated whole numbers >= 1"),
     (["--scaling", "--quick", "--devices", "1,3"], "[3] exceed the 1 local devices"),
     (["--quick", "--only", "nope"], "unknown workloads"),
 ])
@@ -487,6 +491,7 @@ FLAGS = {
         "--repeats": ("call", ["--repeats", "1"]),
         "--set": ("call", ["--set", "epochs=1"]),
         "--scaling": ("call", ["--scaling"]),
+        "--population": ("call", ["--population"]),
         "--cpu-devices": ("test", "tests/system/test_cli_validation.py::test_subprocess_bench_cpu_devices_is_honoured"),
         "--devices": ("refused", ["--devices", "1"], "--devices applies only with --scaling"),
         "--seeds": ("refused", ["--seeds", "1"], "--seeds applies only with --scaling"),
@@ -613,6 +618,7 @@ def capture(monkeypatch):
     monkeypatch.setattr(rl3jax.runs.load, "evaluate", fake_eval)
     monkeypatch.setattr(rl3jax.bench, "run_bench", lambda **kw: calls.append(("run_bench", kw)))
     monkeypatch.setattr(rl3jax.bench, "bench_scaling", lambda **kw: calls.append(("scaling", kw)))
+    monkeypatch.setattr(rl3jax.bench, "bench_population", lambda **kw: calls.append(("population", kw)))
     monkeypatch.setattr(rl3jax.render, "samples_png", lambda family, out, **kw: calls.append((family, out, kw)))
     monkeypatch.setattr(rl3jax.evaluate, "run_baselines", lambda *a, **kw: calls.append((a, kw)) or [])
     monkeypatch.setattr(rl3jax.report, "make_report", lambda paths, out, **kw: calls.append((paths, out, kw))
