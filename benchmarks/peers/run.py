@@ -11,7 +11,8 @@ env-steps/s after compilation (median of ``--repeats`` runs), CPU seconds per mi
 and whole-process seconds (launch to the end of the first training run: imports, build, compile, run). Ratios are
 ours / peer per pair, then the median over pairs. Beside them, the work per env step each side does (forward
 multiply-adds of its networks times the passes it makes, ``work_per_step``). Writes ``peers.json`` and
-``peers.md`` into ``--out`` (default benchmarks/peers/results). A bad option is one line and exit status 2.
+``peers.md`` (``--quick``: ``peers-quick.*``) into ``--out`` (default benchmarks/peers/results), after every
+workload. A bad option is one line and exit status 2.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ PUREJAXRL_GIT = "/work/.mirror/luchris429+purejaxrl/repo"
 REJAX = "rejax==0.1.3"
 DISTRAX = "distrax==0.1.9"  # purejaxrl imports it; the version rejax 0.1.3 resolves to with our jax
 #: our packages every peer shares, pinned to the versions of the Python running this script
-SHARED = ("jax", "jaxlib", "flax", "optax", "gymnax", "numpy")
+SHARED = ("jax", "jaxlib", "flax", "optax", "numpy")
+#: both peers unpack gymnax 0.0.x's 5-tuple from env.step; gymnax 1.0 (ours) returns 6 (terminated, truncated)
+PEER_GYMNAX = "gymnax==0.0.9"
 #: our side's settings, as ``--set`` items (``--ours-set`` replaces them): the KL early stop off
 OURS_SET = ["target_kl=1e10"]
 #: our side's variants per workload kind: name -> extra ``--set`` items; a variant whose field this version of
@@ -122,7 +125,7 @@ def _sh(cmd: list[str], log: str) -> None:
 def install(peer: str, peers_dir: str, purejaxrl_git: str) -> str:
     """The peer's folder with its venv (``venv/``), created or reused (same pins); returns the folder."""
     folder = os.path.join(peers_dir, peer)
-    pins = [REJAX] + _pins() if peer == "rejax" else [DISTRAX] + _pins()
+    pins = [REJAX if peer == "rejax" else DISTRAX, PEER_GYMNAX] + _pins()
     marker = os.path.join(folder, "installed.json")
     os.makedirs(folder, exist_ok=True)
     want = {"pins": pins, "purejaxrl_commit": PUREJAXRL_COMMIT if peer == "purejaxrl" else None}
@@ -157,9 +160,10 @@ def install(peer: str, peers_dir: str, purejaxrl_git: str) -> str:
 
 def versions(python: str) -> dict:
     code = ("import importlib.metadata as m, json; print(json.dumps({p: m.version(p) for p in "
-            f"{list(SHARED) + ['rejax', 'distrax', 'rl3jax']!r} if any(d.metadata['Name'] == p for d in "
+            f"{list(SHARED) + ['gymnax', 'rejax', 'distrax', 'rl3jax']!r} if any(d.metadata['Name'] == p for d in "
             "m.distributions())}))")
-    return json.loads(subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout)
+    return json.loads(subprocess.run([python, "-c", code], capture_output=True, text=True, check=True,
+                                     cwd=os.path.expanduser("~")).stdout)  # not the project's folder
 
 
 # ------------------------------------------------------------------------------------------ runs
@@ -207,7 +211,8 @@ def summarise(w: Workload, variant: str, pairs: list[tuple[dict, dict]]) -> dict
 def markdown(res: dict) -> str:
     m = res["machine"]
     lines = [f"# Peer benchmark ({'quick smoke run' if res['quick'] else 'full'})", "",
-             f"CPU {m['cpu']}, {m['cores']} cores; device {m['device']}; {res['date']}; commit {m['commit']}.",
+             f"CPU {m['cpu']}, {m['cores']} cores; device {m['device']}; {res['date']}; commit {m['commit']}; "
+             f"load average {m.get('load_average_at_start', '?')} at the start.",
              "Versions: " + "; ".join(f"{k}: " + ", ".join(f"{p} {v}" for p, v in vs.items())
                                       for k, vs in res["versions"].items()) + ".",
              f"Our settings: `{' '.join('--set ' + s for s in res['ours_set'])}`. Ratios: ours / peer per "
@@ -235,8 +240,11 @@ def _machine() -> dict:
             cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return {"cpu": cpu, "cores": os.cpu_count(), "device": None, "commit": commit.stdout.strip() or None}
+    git = ["git", "-C", ROOT]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+    return {"cpu": cpu, "cores": os.cpu_count(), "device": None, "commit": commit + ("+dirty" if dirty.stdout else ""),
+            "load_average_at_start": os.getloadavg()[0]}
 
 
 def parse_args(argv):
@@ -310,7 +318,8 @@ def main(argv=None) -> int:
                 pairs.append((got["peer"], got["ours"]))
             summary.append(summarise(w, variant, pairs))
             res["machine"]["device"] = records[-1]["device"]
-            for name, text in (("peers.json", json.dumps(res, indent=1)), ("peers.md", markdown(res))):
+            stem = "peers-quick" if a.quick else "peers"  # a smoke run never overwrites the real table
+            for name, text in ((f"{stem}.json", json.dumps(res, indent=1)), (f"{stem}.md", markdown(res))):
                 with open(os.path.join(a.out, name), "w") as f:
                     f.write(text)
     print(markdown(res))

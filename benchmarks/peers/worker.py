@@ -51,9 +51,22 @@ def build_rejax(w: dict):
 def build_purejaxrl(w: dict):
     """purejaxrl's ``ppo_rnn.make_train(config)`` (commit 31756b1), its own network (one GRU, actor and critic
     heads). Its wrappers.py imports brax and navix at the top for wrappers this workload never builds: run.py
-    puts empty stand-ins for them on the path instead of installing both."""
+    puts empty stand-ins for them on the path instead of installing both. ppo_rnn.py calls flax's GRUCell as
+    flax did in 2023: an adapter subclass gives it that API here (same cell, same 128 units)."""
+    import flax.linen as nn
     import jax
 
+    class GRUCell(nn.GRUCell):
+        """flax's GRUCell with the 2023 API ppo_rnn.py calls: ``GRUCell()`` (features from its carry: 128) and
+        the static ``GRUCell.initialize_carry(rng, batch_dims, size)`` (zeros); flax 0.12 has neither."""
+
+        features: int = 128
+
+        @staticmethod
+        def initialize_carry(rng, batch_dims, size):
+            return jax.numpy.zeros((*batch_dims, size))
+
+    nn.GRUCell = GRUCell  # in this process only; ppo_rnn.py itself is unmodified
     sys.path[:0] = [w["peer_dir"], os.path.join(w["peer_dir"], "stubs")]
     import ppo_rnn
 
