@@ -87,9 +87,10 @@ def _finish(fig, ax, title: str, path: str | None, top: float, bottom: float, **
 
 def learning_curve(runs: list, groups: list[dict], baselines: dict, header: str, path: str | None):
     """Draws learning_curve.png (to ``path`` if given); returns (figure, lines): the plotted lines, each
-    {"key", "label", "x", "y", "lo", "hi"} (key: "{steps|wall}/{train|eval|eval_greedy}/{group label}" or
-    "ref/{policy}", also the matplotlib line's gid; x: environment steps or seconds, None for a horizontal
-    reference line; y: return per meta-episode; lo/hi: the shaded 95% band across seeds, or None)."""
+    {"key", "label", "x", "y", "lo", "hi"} (key: "{steps|wall}/{train|eval|eval_greedy}/{group label}",
+    "ref/{policy}" or "score/{steps|wall}/{group label}" (``_mark_scores``' stars), also the matplotlib line's
+    gid; x: environment steps or seconds, None for a horizontal reference line; y: return per meta-episode;
+    lo/hi: the shaded 95% band across seeds, or None)."""
     fig, (ax_s, ax_w), colors = _new_figure(14, 6.2, 2)
     lines: list[dict] = []
     for gi, g in enumerate(groups):
@@ -159,8 +160,11 @@ def _mark_scores(axes: dict, lines: list, random: float, best: float, best_name:
         (m,) = ax.plot(data["x"], data["y"], ls="none", marker="*", ms=12, color=color, mec="black", mew=0.6,
                        label=what if first else None)
         m.set_gid(f"score/{panel}/{label}")
+        marks: dict = {}  # one label per point: "90%, 100%" where two fractions are first reached together
         for s, x, y in zip(hits, data["x"], data["y"]):
-            ax.annotate(f"{s['fraction']:.0%}", (x, y), textcoords="offset points", xytext=(5, 6), fontsize=7)
+            marks.setdefault((x, y), []).append(f"{s['fraction']:.0%}")
+        for xy, names in marks.items():
+            ax.annotate(", ".join(names), xy, textcoords="offset points", xytext=(5, 6), fontsize=7)
         lines.append({"key": f"score/{panel}/{label}", "label": what if first else None, **data})
 
 
