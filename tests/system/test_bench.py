@@ -105,3 +105,14 @@ def test_peer_benchmark_refuses_bad_options(argv, message, capsys, tmp_path):
     assert run.main([*argv, "--peers-dir", str(tmp_path / "peers"), "--out", str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "peers").exists() and not (tmp_path / "out").exists()  # nothing installed or written
+
+
+def test_peer_worker_runs_our_side():
+    """Our side of a pair, tiny: the harness's config builds, compiles and runs through rl3jax's public API, and
+    the forward multiply-adds are those of RL²'s MLP on CartPole (10 inputs: the observation's 4 and RL²'s
+    meta-episode inputs) -> 256 -> 256 -> 2 logits / 1 value."""
+    run, worker = _peers_module("run"), _peers_module("worker")
+    w = run.Workload("tiny", "rejax", "markov", num_envs=4, iters=1, steps=4, epochs=1, minibatches=2)
+    rec = worker.main("ours", {"repeats": 1, "config": run.ours_config(w, {"target_kl": 1e10})})
+    assert rec["forward_macs"] == {"actor": 10 * 256 + 256 * 256 + 256 * 2, "critic": 10 * 256 + 256 * 256 + 256}
+    assert rec["compile_seconds"] > 0 and len(rec["run_seconds"]) == 1 and rec["run_cpu_seconds"][0] >= 0
