@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 import statistics
 import time
 
@@ -252,11 +253,19 @@ def _separate_runs(w: dict, k: int, repeats: int) -> tuple[float, float]:
              for i in range(k)]
     for p in procs:
         p.start()
-    got = [out.get() for _ in procs]
-    for p in procs:
-        p.join()
-    if any(p.exitcode for p in procs):
-        raise RuntimeError(f"a separate run failed (exit codes {[p.exitcode for p in procs]})")
+    got = []
+    try:
+        while len(got) < k:
+            try:
+                got.append(out.get(timeout=1.0))
+            except queue.Empty:  # a run that died never reports (and its peers wait at the barrier)
+                if any(p.exitcode not in (None, 0) for p in procs):
+                    raise RuntimeError(f"a separate run failed (exit codes {[p.exitcode for p in procs]})") from None
+    finally:
+        for p in procs:
+            if len(got) < k:
+                p.terminate()
+            p.join()
     return max(g[1] for g in got) - min(g[0] for g in got), statistics.median(g[2] for g in got)
 
 
