@@ -48,7 +48,8 @@ def add_parser(sub, subparser, config_flags, positive_int, seconds) -> None:
     types)."""
     p = subparser(sub, "sweep", "sweeps of many programs: plan, run, launch (SLURM / local), status, optuna",
                   "Sweeps of many programs (docs/SCALING.md, 'Sweeps on a cluster'): `rl3jax sweep ACTION --help`.")
-    sub = p.add_subparsers(dest="action", required=True, metavar="{plan,run,launch,status,optuna}")
+    sub = p.add_subparsers(dest="action", required=True, metavar="{plan,run,launch,status,optuna}",
+                           help="what to do (`rl3jax sweep ACTION --help`)")
     q = subparser(sub, "plan", "write DIR/sweep.json: the jobs of a grid",
                   "Write DIR/sweep.json: one job (one program) per combination of the --grid settings, each a vmapped "
                   "population of --seeds x --sweep members. Settings as `rl3jax train`.")

@@ -504,6 +504,7 @@ FLAGS = {
         "--variant": ("call", ["--variant", "ood"]),
         "--baselines-json": ("call", ["--baselines-json", "OTHER"]),
     },
+    "sweep": {},  # its actions' flags: tests/test_sweep.py::SWEEP_FLAGS
 }
 
 
@@ -513,7 +514,8 @@ BASE = {"train": ["train", *T, "--out", "OUT"],
         "baselines": ["baselines", "--env", "bandit", "--horizon", "4", "--episodes", "3"],
         "bench": ["bench"],
         "render": ["render", "--samples", "--out", "OUT"],
-        "report": ["report", "RUN", "--out", "OUT"]}
+        "report": ["report", "RUN", "--out", "OUT"],
+        "sweep": ["sweep", "plan", "--out", "OUT", *T]}
 
 
 #: TrainConfig field -> (another valid value, what it changes). ppo: _ppo_signature(cfg); estimator: the RL³
