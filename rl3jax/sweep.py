@@ -66,6 +66,8 @@ def add_parser(sub, subparser, config_flags, positive_int, seconds) -> None:
     q.add_argument("--index", type=int, default=None, help="the job [default: $SLURM_ARRAY_TASK_ID]")
     q.add_argument("--max-seconds", type=seconds, default=None, help="stop with a checkpoint after this long")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.add_argument("--distributed", action="store_true",
+                   help="one program over the hosts of a TPU pod slice (train --distributed), on every host")
     q = subparser(sub, "launch", "submit the unfinished jobs through submitit")
     q.add_argument("dir", metavar="DIR")
     q.add_argument("--backend", choices=BACKENDS, required=True,
@@ -212,8 +214,8 @@ def _arg(v) -> str:
     return "none" if v is None else str(v).lower() if isinstance(v, bool) else repr(v) if isinstance(v, float) else str(v)
 
 
-def train_argv(directory: str, index: int | None, max_seconds: float | None = None,
-               progress: bool = True) -> list[str] | None:
+def train_argv(directory: str, index: int | None, max_seconds: float | None = None, progress: bool = True,
+               distributed: bool = False) -> list[str] | None:
     """The ``rl3jax train`` command line of job ``index`` (``job_of``), with ``--resume`` once its folder holds
     a run; None (after printing why) when the job is finished. No JAX."""
     job = job_of(directory, index)
@@ -225,7 +227,7 @@ def train_argv(directory: str, index: int | None, max_seconds: float | None = No
     argv += [x for k, vs in job["sweep"].items() for x in ("--sweep", f"{k}={','.join(map(_arg, vs))}")]
     argv += [x for k, v in job["config"].items() for x in ("--set", f"{k}={_arg(v)}")]
     return argv + ["--resume"] * holds_run(out) + ["--max-seconds", repr(max_seconds)] * (max_seconds is not None) \
-        + ["--no-progress"] * (not progress)
+        + ["--no-progress"] * (not progress) + ["--distributed"] * distributed
 
 
 # ------------------------------------------------------------------------------------------ status
@@ -383,7 +385,7 @@ def cmd(args, given_settings) -> int | list[str]:
     """``sweep plan``, ``status``, ``launch``: the exit status; ``run``: the job's ``train`` command line (or 0:
     finished); ``optuna``: ``check_optuna``'s study. ``given_settings(args)``: the config fields of the flags."""
     if args.action == "run":
-        return train_argv(args.dir, args.index, args.max_seconds, not args.no_progress) or 0
+        return train_argv(args.dir, args.index, args.max_seconds, not args.no_progress, args.distributed) or 0
     if args.action == "plan":
         given = given_settings(args)
         plan = make_plan(given, args.preset, parse_grid(args.grid, given), args.seeds, parse_sets(args.sweep, True))

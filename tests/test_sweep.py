@@ -36,7 +36,8 @@ SWEEP_FLAGS = {
                                                              "--preset", "--set")}},
     "run": {"--index": "test_run_is_train_with_resume_and_finished_exits_at_once",
             "--max-seconds": "test_run_is_train_with_resume_and_finished_exits_at_once",
-            "--no-progress": "test_run_is_train_with_resume_and_finished_exits_at_once"},
+            "--no-progress": "test_run_is_train_with_resume_and_finished_exits_at_once",
+            "--distributed": "test_run_is_train_with_resume_and_finished_exits_at_once"},
     "launch": {f: "test_slurm_launch_hands_submitit_one_array" for f in (
         "--backend", "--parallel", "--slurm-partition", "--gpus-per-job", "--time", "--max-seconds")},
     "status": {},
@@ -144,7 +145,8 @@ def test_run_is_train_with_resume_and_finished_exits_at_once(tmp_path, capsys, m
     out = sweep.job_dir(d, job)
     os.makedirs(os.path.join(out, "checkpoints", "2"))
     json.dump(job["config"], open(os.path.join(out, "config.json"), "w"))
-    assert _main(["sweep", "run", d, "--index", "1"], capsys)[0] == 0 and calls[-1].resume and calls[-1].no_progress is False
+    assert _main(["sweep", "run", d, "--index", "1", "--distributed"], capsys)[0] == 0
+    assert calls[-1].resume and calls[-1].no_progress is False and calls[-1].distributed and not args.distributed
     os.makedirs(os.path.join(out, "checkpoints", "4"))
     n = len(calls)
     code, stdout, _ = _main(["sweep", "run", d, "--index", "1"], capsys)
