@@ -75,13 +75,14 @@ def sweep_jobs(paths: list[str]) -> tuple[list[str], list[dict]]:
         if not os.path.exists(os.path.join(p, PLAN)):
             out.append(p)
             continue
+        first = len(jobs)
         for j in read_plan(p)["jobs"]:
             d = job_dir(p, j)
             trained = holds_run(d) and latest_step(d) is not None
             jobs.append({**{k: j[k] for k in ("index", "name", "grid")}, "state": job_state(p, j)[0],
                          "dir": d if trained else None})
             out += [d] * trained
-        if not any(j["dir"] for j in jobs):
+        if not any(j["dir"] for j in jobs[first:]):
             raise ValueError(f"no job of the sweep in {p} has a checkpoint yet (`rl3jax sweep status {p}`)")
     return out, jobs
 
@@ -89,9 +90,8 @@ def sweep_jobs(paths: list[str]) -> tuple[list[str], list[dict]]:
 def job_summary(job: dict, runs: list[RunInfo], groups: list[dict], evals: list[dict]) -> dict:
     """A sweep job's row: its members, the setting (group) of the best held-out stochastic return (the IQM over
     seeds, or the mean of one seed) and its training seconds (compile included; from the metrics rows)."""
-    inside = lambda r: job["dir"] is not None and os.path.abspath(r.path).startswith(  # noqa: E731
-        os.path.abspath(job["dir"]))
-    idx = [i for i, r in enumerate(runs) if inside(r)]
+    top = os.path.abspath(job["dir"]) + os.sep if job["dir"] else None  # the job's folder or a member below it
+    idx = [i for i, r in enumerate(runs) if top and (os.path.abspath(r.path) + os.sep).startswith(top)]
     score = lambda g: g[STOCHASTIC]["iqm"] if g[STOCHASTIC]["iqm"] is not None else \
         evals[g["runs"][0]][STOCHASTIC]["mean_return"]  # noqa: E731
     best = max((g for g in groups if set(g["runs"]) <= set(idx)), key=score, default=None)

@@ -231,6 +231,15 @@ def train_argv(directory: str, index: int | None, max_seconds: float | None = No
 
 
 # ------------------------------------------------------------------------------------------ status
+def _text(path: str) -> str:
+    """The text of file ``path``; "" when there is none."""
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
 def job_state(directory: str, job: dict) -> tuple[str, str]:
     """(state, detail) of a job: planned, running, finished, failed (detail: the last line of its log) or
     stopped (resumable)."""
@@ -242,9 +251,9 @@ def job_state(directory: str, job: dict) -> tuple[str, str]:
         return "running", f"PID {pid}, iteration {rows[-1]['iteration'] if rows else 0} of {iters}"
     if step is not None and step >= iters:
         return "finished", f"iteration {iters}"
-    if os.path.exists(rc) and open(rc).read().strip() not in ("", "0"):
-        lines = [s for s in open(log, errors="replace").read().splitlines() if s.strip()] if os.path.exists(log) else []
-        return "failed", (lines[-1].strip() if lines else "no log") + f" ({log})"
+    if _text(rc).strip() not in ("", "0"):
+        lines = [s.strip() for s in _text(log).splitlines() if s.strip()]
+        return "failed", (lines[-1] if lines else "no log") + f" ({log})"
     if holds_run(out):
         return "stopped", f"checkpoint {step or 0} of {iters} (resumable)"
     return "planned", ""
@@ -297,6 +306,8 @@ def check_launch(args) -> list[dict]:
         raise ConfigError(f"sweep launch needs submitit: {CLUSTER_EXTRA}")
     if args.backend == "slurm" and shutil.which("sbatch") is None:
         raise ConfigError("sweep launch --backend slurm: sbatch not found (run it where SLURM is)")
+    if args.backend == "local" and args.slurm_partition is not None:
+        raise ConfigError("--slurm-partition applies to --backend slurm")
     if args.gpus_per_job is not None and args.gpus_per_job < 0:
         raise ConfigError(f"--gpus-per-job must be >= 0, got {args.gpus_per_job}")
     jobs = read_plan(args.dir)["jobs"]
@@ -328,8 +339,7 @@ def launch(args) -> int:
               "parameters": params, "jobs": [{"job_id": s.job_id, "indices": share, "stdout": str(s.paths.stdout),
                                               "stderr": str(s.paths.stderr)} for s, share in zip(subs, shares)]}
     path = os.path.join(directory, LAUNCH)
-    old = json.load(open(path)) if os.path.exists(path) else []
-    atomic_write_json(path, old + [record])
+    atomic_write_json(path, json.loads(_text(path) or "[]") + [record])
     print(f"launched {len(todo)} jobs of {args.dir} on {args.backend} as {len(subs)} submitit jobs "
           f"({', '.join(s.job_id for s in subs)}); logs in {os.path.join(args.dir, LOGS)}")
     if args.backend == "slurm":

@@ -204,6 +204,8 @@ def test_slurm_launch_hands_submitit_one_array(tmp_path, capsys, monkeypatch):
     first = submitit.core.utils.pickle_load(pickled[0])
     assert first.function is sweep.work and first.args == (os.path.abspath(d), [1], 1700.0)
     assert "launched 3 jobs" in out
+    code, _, err = _main(["sweep", "launch", d, "--backend", "local", "--slurm-partition", "gpu"], capsys)
+    assert code == 2 and "--slurm-partition applies to --backend slurm" in err
     monkeypatch.setattr(shutil, "which", lambda name: None)
     code, _, err = _main(["sweep", "launch", d, "--backend", "slurm"], capsys)
     assert code == 2 and "sbatch not found" in err
@@ -262,3 +264,27 @@ def test_population_of_a_list_of_settings():
     with pytest.raises(ValueError, match="not sweepable"):
         make_members(cfg, 1, [{"horizon": 5}])
     assert set(HParams._fields) >= {"lr", "ent_coef"}
+
+
+def test_report_job_summary_takes_the_job_members_and_best_setting():
+    """A job's members are the runs in its folder (not those of a job whose name it begins: algo=rl2 vs
+    algo=rl2,model=gru); its best setting is the group of the highest IQM (one seed: its mean); its training
+    seconds are the metrics rows' batch_steps / steps_per_second summed."""
+    from types import SimpleNamespace
+
+    from rl3jax.report import job_summary
+
+    cfg = TrainConfig(env="bandit", horizon=4, num_envs=2, minibatch_envs=1, model="markov")  # 8 steps a batch
+    run = lambda path: SimpleNamespace(path=path, cfg=cfg, rows=[{"steps_per_second": 4.0}] * 3)  # noqa: E731
+    runs = [run("s/jobs/algo=rl2/seed0-lr0.1"), run("s/jobs/algo=rl2/seed1-lr0.1"), run("s/jobs/algo=rl2/seed0-lr0.2"),
+            run("s/jobs/algo=rl2,model=gru")]
+    groups = [{"label": "a", "runs": [0, 1], "stochastic": {"iqm": 1.0}},
+              {"label": "b", "runs": [2], "stochastic": {"iqm": None}},
+              {"label": "c", "runs": [3], "stochastic": {"iqm": None}}]
+    evals = [{"stochastic": {"mean_return": x}} for x in (0.0, 2.0, 1.5, 9.0)]
+    job = {"index": 0, "name": "algo=rl2", "grid": {"algo": "rl2"}, "state": "finished", "dir": "s/jobs/algo=rl2"}
+    row = job_summary(job, runs, groups, evals)
+    assert (row["members"], row["best"], row["train_seconds"]) == (3, {"group": "b", "stochastic": 1.5}, 6.0)
+    other = job_summary({**job, "name": "algo=rl2,model=gru", "dir": "s/jobs/algo=rl2,model=gru"}, runs, groups, evals)
+    assert (other["members"], other["best"]["group"]) == (1, "c")
+    assert job_summary({**job, "dir": None}, runs, groups, evals)["best"] is None

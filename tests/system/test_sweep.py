@@ -62,6 +62,7 @@ def _kill_worker_midway(d: str, index: int, launcher: subprocess.Popen) -> None:
     while time.time() < deadline and launcher.poll() is None:
         step = latest_step(out) if os.path.exists(os.path.join(out, "population.json")) else None
         if step is not None and 2 <= step < ITERS and os.path.exists(os.path.join(d, sweep.LAUNCH)):
+            assert sweep.job_state(d, job)[0] == "running"
             (record,) = json.load(open(os.path.join(d, sweep.LAUNCH)))
             (pid,) = [int(j["job_id"]) for j in record["jobs"] if j["indices"] == [index]]
             for p in _tree(pid):
