@@ -17,6 +17,7 @@ of the jobs one after another). No JAX here: the command line checks everything 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import importlib.util
@@ -180,12 +181,13 @@ def read_plan(directory: str) -> dict:
     try:
         with open(path) as f:
             plan = json.load(f)
-        assert isinstance(plan, dict) and isinstance(plan["jobs"], list)
-        return plan
     except FileNotFoundError:
         raise ConfigError(f"{directory} is not a sweep folder (no {PLAN}; write one with `rl3jax sweep plan`)") from None
-    except (OSError, ValueError, AssertionError, KeyError) as e:
-        raise ConfigError(f"{path} is not a sweep plan ({e or 'no jobs'})") from None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path} is not a sweep plan ({e})") from None
+    if not isinstance(plan, dict) or not isinstance(plan.get("jobs"), list):
+        raise ConfigError(f"{path} is not a sweep plan (no list of jobs)")
+    return plan
 
 
 def job_of(directory: str, index: int | None, default: int | None = None) -> dict:
@@ -324,17 +326,23 @@ def launch(args) -> int:
     if not todo:
         return print(f"nothing to launch: every job of {args.dir} is finished or running\n{status(args.dir)}") or 0
     os.makedirs(os.path.join(directory, LOGS), exist_ok=True)
-    ex = submitit.AutoExecutor(folder=os.path.join(directory, LOGS, "submitit", "%j"), cluster=args.backend)
-    params = {"name": f"rl3jax-{os.path.basename(directory)}", "timeout_min": args.time or
-              (LOCAL_MINUTES if args.backend == "local" else None), "gpus_per_node": args.gpus_per_job}
-    if args.backend == "slurm":
-        params.update(slurm_partition=args.slurm_partition, slurm_array_parallelism=args.parallel)
-        shares = [[j["index"]] for j in todo]  # one array task per job
-    else:
+    folder, gpus = os.path.join(directory, LOGS, "submitit", "%j"), args.gpus_per_job or 0
+    params = {"timeout_min": args.time or (LOCAL_MINUTES if args.backend == "local" else None),
+              "gpus_per_node": args.gpus_per_job}
+    if args.backend == "slurm":  # one array task per job
+        ex, shares = submitit.AutoExecutor(folder=folder, cluster="slurm"), [[j["index"]] for j in todo]
+        params.update(name=f"rl3jax-{os.path.basename(directory)}", slurm_partition=args.slurm_partition,
+                      slurm_array_parallelism=args.parallel)
+    else:  # worker w runs jobs w, w + P, ... with GPUs wG .. wG + G - 1
+        ex = submitit.LocalExecutor(folder=folder)
         shares = [[j["index"] for j in todo[w::args.parallel]] for w in range(min(args.parallel, len(todo)))]
     ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
-    with ex.batch():
-        subs = [ex.submit(work, directory, share, args.max_seconds) for share in shares]
+    subs = []
+    with ex.batch() if args.backend == "slurm" else contextlib.nullcontext():
+        for w, share in enumerate(shares):
+            if args.backend == "local" and gpus:
+                ex.update_parameters(visible_gpus=tuple(range(w * gpus, (w + 1) * gpus)))
+            subs.append(ex.submit(work, directory, share, args.max_seconds))
     record = {"time": datetime.datetime.now().isoformat(timespec="seconds"), "backend": args.backend,
               "parameters": params, "jobs": [{"job_id": s.job_id, "indices": share, "stdout": str(s.paths.stdout),
                                               "stderr": str(s.paths.stderr)} for s, share in zip(subs, shares)]}
@@ -380,12 +388,12 @@ def check_optuna(args) -> dict:
                               f"searchable: {', '.join(HParams._fields)}")
         try:
             lo, hi = float(parts[0]), float(parts[1])
-            assert len(parts) == 2 or parts[2:] == ["log"]
-            assert lo < hi and (lo > 0 or len(parts) == 2)
+            if parts[2:] not in ([], ["log"]) or not lo < hi or (lo <= 0 and len(parts) == 3):
+                raise ValueError("")
             cfg.replace(**{name: lo}), cfg.replace(**{name: hi})
-        except (ValueError, IndexError, AssertionError) as e:
+        except (ValueError, IndexError) as e:
             raise ConfigError(f"--search {item!r}: expected NAME=LOW:HIGH[:log] with LOW < HIGH (LOW > 0 with log)"
-                              f"{f'; {e}' if str(e) else ''}") from None
+                              f"{f'; {e}' if str(e) and 'could not convert' not in str(e) else ''}") from None
         search[name] = (lo, hi, len(parts) == 3)
     return {"directory": args.dir, "job": job, "search": search, "trials": args.trials, "batch": args.batch,
             "storage": path, "study": args.study or job["name"]}

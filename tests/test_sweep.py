@@ -38,8 +38,10 @@ SWEEP_FLAGS = {
             "--max-seconds": "test_run_is_train_with_resume_and_finished_exits_at_once",
             "--no-progress": "test_run_is_train_with_resume_and_finished_exits_at_once",
             "--distributed": "test_run_is_train_with_resume_and_finished_exits_at_once"},
-    "launch": {f: "test_slurm_launch_hands_submitit_one_array" for f in (
-        "--backend", "--parallel", "--slurm-partition", "--gpus-per-job", "--time", "--max-seconds")},
+    "launch": {**{f: "test_slurm_launch_hands_submitit_one_array" for f in (
+        "--backend", "--slurm-partition", "--time", "--max-seconds")},
+        "--parallel": "test_local_launch_gives_each_worker_its_own_gpus",
+        "--gpus-per-job": "test_local_launch_gives_each_worker_its_own_gpus"},
     "status": {},
     "optuna": {f: "test_optuna_checks_before_jax" for f in (
         "--index", "--trials", "--batch", "--storage", "--search", "--study")},
@@ -209,6 +211,30 @@ def test_slurm_launch_hands_submitit_one_array(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     code, _, err = _main(["sweep", "launch", d, "--backend", "slurm"], capsys)
     assert code == 2 and "sbatch not found" in err
+
+
+def test_local_launch_gives_each_worker_its_own_gpus(tmp_path, capsys, monkeypatch):
+    """`--backend local --parallel 2 --gpus-per-job 2`: two workers (jobs 0, 2 and 1, 3), worker w seeing GPUs
+    2w and 2w + 1 (the controllers are replaced by `true`, so no job runs and the launch reports failure)."""
+    if submitit is None:
+        pytest.skip("the cluster extra (submitit) is not installed")
+    import subprocess
+
+    from submitit.local import local
+
+    d = _plan(tmp_path, capsys, "--grid", "epochs=1,2")
+    started = []
+
+    def fake(folder, command, cuda_devices="", **kw):
+        started.append(cuda_devices)
+        return subprocess.Popen(["true"])
+
+    monkeypatch.setattr(local, "start_controller", fake)
+    code, out, err = _main(["sweep", "launch", d, "--backend", "local", "--parallel", "2", "--gpus-per-job", "2"],
+                           capsys)
+    (record,) = json.load(open(os.path.join(d, sweep.LAUNCH)))
+    assert code == 1 and started == ["0,1", "2,3"] and [j["indices"] for j in record["jobs"]] == [[0, 2], [1, 3]]
+    assert record["parameters"]["timeout_min"] == sweep.LOCAL_MINUTES
 
 
 def test_launch_and_optuna_name_the_extra_when_it_is_missing(tmp_path, capsys, monkeypatch):
