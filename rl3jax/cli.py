@@ -1,4 +1,4 @@
-"""Command line: ``rl3jax {train,eval,baselines,bench,render,report}`` (also ``python -m rl3jax``).
+"""Command line: ``rl3jax {train,eval,baselines,bench,render,report,sweep}`` (also ``python -m rl3jax``).
 
 Every input is honoured or refused before anything is written or compiled (a bad one: one line naming it and
 what is allowed, exit status 2), by checks without JAX before it is imported. To add a subcommand: write
@@ -14,7 +14,7 @@ import math
 import os
 import sys
 
-from rl3jax import __version__, memory, outputs
+from rl3jax import __version__, memory, outputs, sweep
 from rl3jax.config import (
     ALGOS,
     GREEDY,
@@ -83,16 +83,12 @@ def _seconds(s: str) -> float:
     return v
 
 
-def _add_train(sub):
-    laptop = {env: laptop_preset(env) for env in FAMILIES if laptop_preset(env) is not None}
+def _config_flags(p) -> None:
+    """The flags that make a TrainConfig (``given_settings``), of ``train`` and ``sweep plan``."""
+    models = {name: PRESETS[name].fields["model"] + "".join(f", {a}: {o['model']}" for a, o in PRESETS[name].by_algo.items())
+              for env in FAMILIES if (name := laptop_preset(env)) and "model" in PRESETS[name].fields}
     served = [n for n, spec in GYMNAX_ENVS.items() if spec.kind != "refused"]
     indexed = [n for n in served if GYMNAX_ENVS[n].state_fields is not None]
-    models = {name: PRESETS[name].fields["model"] + "".join(f", {a}: {o['model']}" for a, o in PRESETS[name].by_algo.items())
-              for name in laptop.values() if "model" in PRESETS[name].fields}
-    p = _subparser(sub, "train", "meta-train RL² / RL³ with PPO",
-                   "Meta-train RL² / RL³ with PPO. Settings: --preset (or, without one, the family's laptop preset "
-                   f"{' / '.join(laptop.values())} for env {' / '.join(laptop)}; other envs start from "
-                   "TrainConfig's defaults), then the flags below, then --set overrides.")
     p.add_argument("--env", default=None,
                    help=f"task family: {', '.join(FAMILIES)}, or a gymnax env with discrete actions "
                         f"(e.g. {', '.join(served[:2])}; RL³ only with a state index: {', '.join(indexed)}) "
@@ -114,13 +110,22 @@ def _add_train(sub):
     p.add_argument("--minibatch-envs", type=_positive_int, default=None,
                    help="whole sequences per minibatch; must divide --num-envs [default: the preset's]")
     p.add_argument("--seed", type=_seed, default=None, help=f"PRNG seed, 0 .. {SEED_MAX} [default: {TrainConfig.seed}]")
-    p.add_argument("--out", required=True, help="run folder (config, metrics, checkpoints); must not hold a run "
-                                                 "unless --resume")
     p.add_argument("--preset", default=None, help=f"published settings of a new run: {', '.join(PRESETS)}")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out (its config.json) to --iters in total")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override any config field (e.g. --set lr=1e-3 --set semantics=rlc); repeatable")
+
+
+def _add_train(sub):
+    laptop = {env: laptop_preset(env) for env in FAMILIES if laptop_preset(env) is not None}
+    p = _subparser(sub, "train", "meta-train RL² / RL³ with PPO",
+                   "Meta-train RL² / RL³ with PPO. Settings: --preset (or, without one, the family's laptop preset "
+                   f"{' / '.join(laptop.values())} for env {' / '.join(laptop)}; other envs start from "
+                   "TrainConfig's defaults), then the flags below, then --set overrides.")
+    _config_flags(p)
+    p.add_argument("--out", required=True, help="run folder (config, metrics, checkpoints); must not hold a run "
+                                                 "unless --resume")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out (its config.json) to --iters in total")
     p.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard (needs tensorboardX)")
     p.add_argument("--wandb", default=None, metavar="PROJECT", help="also log to Weights & Biases (needs wandb)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -143,17 +148,20 @@ def _add_train(sub):
                    help="multi-host with JAX's cluster auto-detection (Cloud TPU pod slices, SLURM, Open MPI)")
 
 
-def config_from_args(args) -> TrainConfig:
-    """The validated config of a ``train`` command line (``runfiles.train_config`` of its flags and ``--set``s)."""
+def given_settings(args) -> dict:
+    """The config fields that ``_config_flags``'s flags and ``--set``s give; ``ConfigError`` for one given twice."""
     given = {k: getattr(args, k) for k in ("env", "variant", "algo", "model", "horizon", "iters", "num_envs",
                                            "minibatch_envs", "seed") if getattr(args, k) is not None}
     sets = parse_sets(args.set)
-    both = sorted(set(given) & set(sets))
-    if both:
-        k = both[0]
+    if k := min(set(given) & set(sets), default=None):
         raise ConfigError(f"{k} is given twice, --{k.replace('_', '-')} {given[k]} and --set {k}={sets[k]}; "
                           "give it once")
-    return runfiles.train_config(args.out, args.resume, args.preset, {**given, **sets})
+    return {**given, **sets}
+
+
+def config_from_args(args) -> TrainConfig:
+    """The validated config of a ``train`` command line (``runfiles.train_config`` of ``given_settings``)."""
+    return runfiles.train_config(args.out, args.resume, args.preset, given_settings(args))
 
 
 def check_train_args(args) -> TrainConfig:
@@ -398,10 +406,20 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    done = sweep.cmd(args, given_settings)  # an exit status; `run`: the job's train command line; `optuna`: the study
+    if args.action == "optuna":  # checked without JAX
+        from rl3jax.sweep_optuna import optimise
+        return optimise(**done)
+    return cmd_train(build_parser().parse_args(done)) if isinstance(done, list) else done
+
+
 #: subcommand -> (add its parser, run it)
 SUBCOMMANDS = {"train": (_add_train, cmd_train), "eval": (_add_eval, cmd_eval),
                "baselines": (_add_baselines, cmd_baselines), "bench": (_add_bench, cmd_bench),
-               "render": (_add_render, cmd_render), "report": (_add_report, cmd_report)}
+               "render": (_add_render, cmd_render), "report": (_add_report, cmd_report),
+               "sweep": (lambda sub: sweep.add_parser(sub, _subparser, _config_flags, _positive_int, _seconds),
+                         cmd_sweep)}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,5 +1,6 @@
 """Reports of trained runs (``rl3jax report RUN [RUN ...] --out DIR``, or ``make_report``): for one run or several
-of one task family side by side, ``results.json`` and ``results.md`` (held-out mean return ± s.e. over the first N
+of one task family side by side (a sweep folder of ``rl3jax.sweep`` stands for its trained jobs, and adds a table
+of its jobs with each one's best setting), ``results.json`` and ``results.md`` (held-out mean return ± s.e. over the first N
 test tasks (METHOD §3), stochastic and greedy, normalised; per setting with several seeds the IQM with a 95%
 bootstrap interval; the family's baselines on the same tasks), the figures of ``rl3jax.plots`` and ``cache.json``
 (evaluations the next report reuses): ``outputs.REPORT_FILES``.
@@ -23,7 +24,8 @@ from rl3jax.evaluate import HeldOutEvaluator, normalise, run_baselines
 from rl3jax.outputs import atomic_write, atomic_write_json
 from rl3jax.plots import REFERENCE, adaptation_curve, best_classical, learning_curve, time_to_score
 from rl3jax.runs.load import Run, expand_runs, load_run
-from rl3jax.runs.runfiles import check_evaluable
+from rl3jax.runs.runfiles import check_evaluable, holds_run, latest_step
+from rl3jax.sweep import PLAN, job_dir, job_state, read_plan
 
 
 # ------------------------------------------------------------------------------------------ runs
@@ -62,6 +64,40 @@ def load_runs(paths: list[str]) -> list[RunInfo]:
         parent = os.path.dirname(os.path.normpath(r.path))
         r.name = f"{os.path.basename(parent)}/{n}" if r.run.is_member or names.count(n) > 1 else n
     return runs
+
+
+def sweep_jobs(paths: list[str]) -> tuple[list[str], list[dict]]:
+    """``paths`` with each sweep folder (its ``sweep.json``) replaced by the folders of its jobs that hold a
+    checkpoint; the sweep's jobs ({"index", "name", "grid", "state", "dir": None while untrained}). ValueError
+    for a sweep with no trained job."""
+    out, jobs = [], []
+    for p in paths:
+        if not os.path.exists(os.path.join(p, PLAN)):
+            out.append(p)
+            continue
+        first = len(jobs)
+        for j in read_plan(p)["jobs"]:
+            d = job_dir(p, j)
+            trained = holds_run(d) and latest_step(d) is not None
+            jobs.append({**{k: j[k] for k in ("index", "name", "grid")}, "state": job_state(p, j)[0],
+                         "dir": d if trained else None})
+            out += [d] * trained
+        if not any(j["dir"] for j in jobs[first:]):
+            raise ValueError(f"no job of the sweep in {p} has a checkpoint yet (`rl3jax sweep status {p}`)")
+    return out, jobs
+
+
+def job_summary(job: dict, runs: list[RunInfo], groups: list[dict], evals: list[dict]) -> dict:
+    """A sweep job's row: its members, the setting (group) of the best held-out stochastic return (the IQM over
+    seeds, or the mean of one seed) and its training seconds (compile included; from the metrics rows)."""
+    top = os.path.abspath(job["dir"]) + os.sep if job["dir"] else None  # the job's folder or a member below it
+    idx = [i for i, r in enumerate(runs) if top and (os.path.abspath(r.path) + os.sep).startswith(top)]
+    score = lambda g: g[STOCHASTIC]["iqm"] if g[STOCHASTIC]["iqm"] is not None else \
+        evals[g["runs"][0]][STOCHASTIC]["mean_return"]  # noqa: E731
+    best = max((g for g in groups if set(g["runs"]) <= set(idx)), key=score, default=None)
+    seconds = sum(runs[idx[0]].cfg.batch_steps / r["steps_per_second"] for r in runs[idx[0]].rows) if idx else None
+    return {**{k: v for k, v in job.items() if k != "dir"}, "members": len(idx), "train_seconds": seconds,
+            "best": None if best is None else {"group": best["label"], "stochastic": score(best)}}
 
 
 # ------------------------------------------------------------------------------------------ statistics
@@ -263,6 +299,15 @@ def markdown(res: dict) -> str:
             lines.append(f"| {g['label']} | {', '.join(map(str, g['seeds']))} | {_ci(g['stochastic'])} | "
                          f"{_ci(g['greedy'])} | {_ci(g['stochastic'], 'normalised_', 3)} | "
                          f"{_ci(g['greedy'], 'normalised_', 3)} |")
+    if res.get("sweep"):
+        lines += ["", "## Sweep jobs", "", "Each job's best setting by held-out stochastic return (IQM over seeds, "
+                  "or the one seed's mean); training seconds from the metrics rows (compile included).", "",
+                  "| job | state | members | best setting | its held-out return | training seconds |",
+                  "|---|---|---|---|---|---|"]
+        for j in res["sweep"]:
+            b = j["best"] or {}
+            lines.append(f"| {j['index']} {j['name']} | {j['state']} | {j['members']} | {b.get('group', '-')} | "
+                         f"{_f(b.get('stochastic'), 2)} | {_f(j['train_seconds'], 1)} |")
     lines += ["", "## Baselines (same held-out tasks)", "", "| policy | actions | mean ± s.e. | normalised |",
               "|---|---|---|---|"]
     for b in res["baselines"]:
@@ -346,10 +391,12 @@ def _check_report(runs: list[RunInfo], episodes, variant: str | None) -> tuple[s
 
 def make_report(paths: list[str], out: str, episodes: int = 1000, variant: str | None = None,
                 baselines_json: str | None = None, log=print) -> dict:
-    """Writes the report of the runs in ``paths`` (population folders: their members) into ``out``; returns the
+    """Writes the report of the runs in ``paths`` (population folders: their members; sweep folders: their
+    trained jobs, ``sweep_jobs``) into ``out``; returns the
     results.json dict. ``episodes``: N; ``variant``: the test variant (default: the runs' own); ``baselines_json``:
     a ``rl3jax baselines --json`` file to reuse. ValueError, before writing anything, for no runs, a folder that is
     no run, runs of several families, horizons or (without ``variant``) training variants, a bad variant or N."""
+    paths, jobs = sweep_jobs(paths)
     runs = load_runs(paths)
     env, horizon, variant, header = _check_report(runs, episodes, variant)
     from_json = load_baselines_json(baselines_json, env, variant, horizon, episodes) if baselines_json else None
@@ -374,7 +421,8 @@ def make_report(paths: list[str], out: str, episodes: int = 1000, variant: str |
     res = {"env": env, "variant": variant, "horizon": horizon, "episodes": episodes, "runs": res_runs,
            "groups": groups, "baselines": [{"policy": n, **b, "normalised": normalise(b["mean_return"], ref)}
                                            for n, b in baselines.items()],
-           "best_baseline": best_classical(baselines), "reference": ref}
+           "best_baseline": best_classical(baselines), "reference": ref,
+           **({"sweep": [job_summary(j, runs, groups, evals) for j in jobs]} if jobs else {})}
     # the data behind every plotted line, also in results.json (the learning curve's held-out lines have the
     # runs' own numbers of tasks, so only the adaptation curve's header gives the report's)
     res["learning_curve"] = learning_curve(runs, groups, baselines, header, os.path.join(out, "learning_curve.png"))[1]

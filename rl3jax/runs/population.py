@@ -2,7 +2,7 @@
 in front of every leaf of a ``TrainState``. A single run is a population of one, which skips ``vmap``.
 
 ``--seeds K`` trains seeds ``seed .. seed+K-1``; ``--sweep name=v1,v2,...`` (the ``config.HParams`` fields)
-adds settings; members are the product settings x seeds (first sweep outermost, seeds innermost), each the run
+adds settings (or, from Python, a list of settings, e.g. Optuna's trials); members are the settings x seeds (first sweep outermost, seeds innermost), each the run
 ``rl3jax train`` would do alone with the member's config, in its own run folder ``seed{S}[-{name}{value}...]``.
 """
 
@@ -40,18 +40,26 @@ class Member:
         return {"index": self.index, "name": self.name, "seed": self.seed, "settings": dict(self.settings)}
 
 
-def make_members(cfg: TrainConfig, seeds: int = 1, sweep: dict[str, list[float]] | None = None) -> list[Member]:
-    """The members of ``seeds`` seeds x the ``sweep``'s settings (order: module docstring). ValueError for
-    ``seeds`` < 1, a name that is not a ``config.HParams`` field, or a member config that is invalid (lr <= 0)."""
+def make_members(cfg: TrainConfig, seeds: int = 1, sweep: dict[str, list[float]] | list[dict] | None = None
+                 ) -> list[Member]:
+    """The members of ``seeds`` seeds x the ``sweep``'s settings (order: module docstring): {name: [values]}
+    (their product) or a list of {name: value} settings with the same names (one setting each, as the trials of
+    ``rl3jax sweep optuna``). ValueError for ``seeds`` < 1, a name that is not a ``config.HParams`` field, two
+    members of one name, or a member config that is invalid (lr <= 0)."""
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
     sweep = sweep or {}
-    for name in sweep:
+    settings = [tuple(s.items()) for s in sweep] if isinstance(sweep, list) else \
+        [tuple(zip(sweep, combo)) for combo in itertools.product(*sweep.values())]
+    for name in sorted(set(sweep) if isinstance(sweep, dict) else {k for s in sweep for k in s}):
         if name not in HParams._fields:
             raise ValueError(f"--sweep {name}: not sweepable in one compile; sweepable: {', '.join(HParams._fields)}"
                              " (other settings change shapes or code: use separate runs)")
-    runs = [(combo, i) for combo in itertools.product(*sweep.values()) for i in range(seeds)]
-    members = [Member(k, cfg.seed + i, tuple(zip(sweep, combo))) for k, (combo, i) in enumerate(runs)]
+    if len({tuple(k for k, _ in s) for s in settings}) > 1:
+        raise ValueError(f"the members' settings must have the same names, got {[dict(s) for s in settings]}")
+    members = [Member(k, cfg.seed + i, s) for k, (s, i) in enumerate((s, i) for s in settings for i in range(seeds))]
+    if len({m.name for m in members}) < len(members):
+        raise ValueError(f"members of the same name (settings equal to 6 digits): {[m.name for m in members]}")
     for m in members:
         m.config(cfg)  # a TrainConfig validates itself: e.g. lr <= 0, gae_lambda > 1
     return members
