@@ -229,7 +229,7 @@ def psrl_map_build(meta_env: MetaEnv, consts, tasks, key, params):
 
 ENTRIES = (
     Baseline("psrl-map", ("grid11", "grid13"),
-             (Param("period", 10, kind="int", low=1), Param("sweeps", 60, kind="int", low=1)), psrl_map_build,
+             (Param("period", 50, kind="int", low=1), Param("sweeps", 45, kind="int", low=1)), psrl_map_build,
              "Posterior sampling over whole maps with the generator's own prior (Strens 2000; Osband, Russo & "
              "Van Roy 2013): a map drawn from the posterior every `period` steps, planned by `sweeps` sweeps of "
              "finite-horizon value iteration with the family's slip model.", prepare, stochastic=True),
