@@ -194,7 +194,15 @@ def plan_q(tiles: jax.Array, slip: float, sweeps: int, left: jax.Array) -> jax.A
 
 
 def psrl_map_build(meta_env: MetaEnv, consts, tasks, key, params):
-    """``psrl-map`` over B tasks: (step, carry); the module docstring says what it does."""
+    """``psrl-map`` (module docstring) over the B ``tasks`` of a grid family: (step, carry).
+
+    ``consts``: ``prepare``'s (tile prior (S, 7), goal prior (S,)); ``params``: ``period`` (steps between fresh
+    noise, i.e. new posterior draws, at t = 0, period, 2·period, ... for the whole batch) and ``sweeps`` (value
+    iteration sweeps per plan, also the path length within which the goal drawn must be reachable).
+    ``step(carry, obs, state) -> (carry, logits (B, 5) float32, sharp)`` reads only what the policy input shows
+    (``state_index`` is the cell of the task observation; the time counters, previous action and reward); the
+    carry is (key, ``MapPosterior``, (uniforms (B, S), Gumbels (B, S)) of the current draw). Each step draws the
+    map with the current noise from the updated posterior and plans on it (``plan_q``)."""
     env = meta_env.env
     tile_prior, goal_prior = (jnp.asarray(c) for c in consts)
     num, n_s, n_a = num_tasks(tasks), env.num_states, meta_env.num_actions
