@@ -75,7 +75,7 @@ def test_prior_sampler_agrees_with_the_generators_frequencies():
     |f_map − f_gen| <= 4.5·sqrt(p(1−p)(1/n_map + 1/n_gen)), p pooled (a floor of 1/n for p = 0 on one side);
     the goal's frequencies the same way. The prior's own table: 'X' never on the border, 'G' only where the
     generator draws it, nothing but 'S' at the centre."""
-    cfg, n_gen, n_map = GRID11, 4096, 16384
+    cfg, n_gen, n_map = GRID11, 2048, 4096
     tile_prior, goal_prior = G.map_prior(cfg)
     s = cfg.size ** 2
     assert np.allclose(tile_prior.sum(1), 1.0, atol=1e-5) and math.isclose(goal_prior.sum(), 1.0, rel_tol=1e-5)
@@ -97,7 +97,7 @@ def test_prior_sampler_agrees_with_the_generators_frequencies():
     def draw(key):
         k_u, k_g = jax.random.split(key)
         return G.sample_map(jax.random.uniform(k_u, (s,)), jax.random.gumbel(k_g, (s,)), post,
-                            jnp.asarray(tile_prior), nbr, 60)
+                            jnp.asarray(tile_prior), nbr, 45)
 
     maps = np.asarray(jax.jit(jax.vmap(draw))(jax.random.split(jax.random.key(5), n_map)))
     got = np.stack([(maps == code).mean(0) for code in range(7)], axis=1)
