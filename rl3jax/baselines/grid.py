@@ -16,10 +16,14 @@ reward, the time counters. Per task it keeps a factorised posterior over the map
 The prior of an unseen cell is the generator's per-cell tile distribution (``grid_generation.tile_frequencies``
 on ``PRIOR_GRIDS`` grids of a fixed seed, never the held-out tasks), conditioned on not being the goal; the goal's
 prior is its per-cell frequency smoothed by one count over the cells the generator draws it from
-(``goal_cells``). Every ``period`` steps (the same step for the whole batch, so the ``lax.cond`` is a real
-branch), each task draws one map from its posterior and plans on it by ``sweeps`` sweeps of finite-horizon value
-iteration with the family's slip model (``grid_geometry``), for the steps left in the meta-episode (landing on
-'G' or 'X' restarts at 'S', as the meta-episode does), then follows it greedily until the next draw.
+(``goal_cells``); the goal drawn must be reachable from 'S' in the map drawn, as the generator's rejection rule
+makes it in every task. Every ``period`` steps (the same step for the whole batch, so the ``lax.cond`` is a real
+branch) each task draws fresh noise, one posterior sample of the map; between draws the noise is kept, so the map
+stays the same except where the posterior has changed (common random numbers: a refuted goal gives way to the
+posterior's next, a cell seen takes its tile) instead of being redrawn, which would dither. At every step the
+map is planned on by ``sweeps`` sweeps of finite-horizon value iteration with the family's slip model
+(``grid_geometry``) for the steps left in the meta-episode (landing on 'G' or 'X' restarts at 'S', as the
+meta-episode does), and the policy acts greedily on it (random tie-breaking).
 """
 
 from __future__ import annotations
