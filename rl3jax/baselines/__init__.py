@@ -4,14 +4,14 @@ module per family (``generic``: every family), each with its ``ENTRIES``; ``BASE
 
 from __future__ import annotations
 
-from rl3jax.baselines import bandit, generic, mdp
+from rl3jax.baselines import bandit, generic, grid, mdp
 from rl3jax.baselines.bandit import IntractableError as IntractableError  # re-exported
 from rl3jax.baselines.base import Baseline
 from rl3jax.config import TrainConfig
 from rl3jax.estimators import make_estimator
 from rl3jax.meta_episode import MetaEnv
 
-BASELINES: dict[str, Baseline] = {b.name: b for b in (*generic.ENTRIES, *bandit.ENTRIES, *mdp.ENTRIES)}
+BASELINES: dict[str, Baseline] = {b.name: b for b in (*generic.ENTRIES, *bandit.ENTRIES, *mdp.ENTRIES, *grid.ENTRIES)}
 
 
 def get_baseline(name: str) -> Baseline:

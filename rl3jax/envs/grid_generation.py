@@ -135,6 +135,23 @@ def _segments(cfg: GridConfig, u: jax.Array, length: int):
     return rows.astype(jnp.int32), cols.astype(jnp.int32)
 
 
+def goal_cells(cfg: GridConfig) -> np.ndarray:
+    """(k,) int64 indices of the cells 'G' is drawn from, uniformly (step 4: Manhattan distance from the centre
+    >= ``min_goal_dist``), in increasing order."""
+    n, cen = cfg.size, center_index(cfg.size)
+    rows, cols = np.divmod(np.arange(n * n), n)
+    return np.flatnonzero((np.abs(rows - cen) + np.abs(cols - cen)) >= cfg.min_goal_dist)
+
+
+def tile_frequencies(cfg: GridConfig, key: jax.Array, num: int) -> np.ndarray:
+    """(N·N, 7) float64: the fraction of ``num`` accepted grids (``sample_grid`` with the keys
+    ``split(key, num)``) with each tile code in each cell: the generator's per-cell tile distribution (after the
+    rejection rule), its column ``GOAL`` the goal's. A Monte Carlo estimate (standard error sqrt(p(1-p)/num))."""
+    tiles, _, _ = jax.jit(jax.vmap(lambda k: sample_grid(cfg, k)))(jax.random.split(key, num))
+    flat = np.asarray(tiles).reshape(num, -1)
+    return np.stack([(flat == code).mean(axis=0) for code in range(START + 1)], axis=1)
+
+
 def draw_layout(cfg: GridConfig, key: jax.Array) -> dict:
     """One grid drawn by the generation steps, before the rejection rule (a dict of arrays).
 
@@ -158,8 +175,7 @@ def draw_layout(cfg: GridConfig, key: jax.Array) -> dict:
     tiles = jnp.where(_cover(o_rows, o_cols, n), OBSTACLE, tiles)
     tiles = jnp.where(_cover(w_rows, w_cols, n), WATER, tiles)
     tiles = jnp.where(cells == cen * n + cen, START, tiles)
-    rows, cols = np.divmod(np.arange(n * n), n)
-    allowed = np.flatnonzero((np.abs(rows - cen) + np.abs(cols - cen)) >= cfg.min_goal_dist)
+    allowed = goal_cells(cfg)
     goal = jnp.asarray(allowed, jnp.int32)[_uniform_int(u_goal, len(allowed))]
     goal_rc = jnp.stack(jnp.divmod(goal, n)).astype(jnp.int32)
     tiles = jnp.where(cells == goal, GOAL, tiles).reshape(n, n)
