@@ -15,6 +15,9 @@ from rl3jax.envs.catalog import FAMILIES, GYMNAX_ENVS, is_gymnax, no_index_hint,
 ALGOS = ("rl2", "rl3", "rl3_coarse")
 MODELS = ("transformer", "gru", "markov", "transformer-v4", "markov-v4")
 ENT_SCHEDULES = ("constant", "linear")
+#: the KL early stop's measure after each actor epoch (METHOD §5): 'full' the full-batch KL after the epoch (the
+#: paper's; one forward pass), 'minibatch' the mean of the epoch's per-minibatch ``approx_kl`` (no extra pass)
+KL_RULES = ("full", "minibatch")
 #: how a trained policy acts on held-out tasks: actions sampled from it, or its argmax actions
 POLICY_MODES = ("stochastic", "greedy")
 STOCHASTIC, GREEDY = POLICY_MODES
@@ -62,7 +65,7 @@ LEGACY_ESTIMATOR_MODES = {"fresh": "fresh", "entered": "rlc"}
 #: transformer-v4's learned positional slots (the original's ``LearnedPositionalEncoder(dmodel, 1024)``): H + 1 <= this
 V4_POS_SLOTS = 1024
 #: float field -> [lo, hi]: the sane range of its value as used, in float32 (so finite, and non-zero where lo > 0:
-#: ``lr=1e-50`` would be 0 in float32); a None of an optional field means its default
+#: ``lr=1e-50`` would be 0 in float32); a None of an optional field means its default (target_kl: no KL stop)
 FLOAT_RANGES = {"lr": (1e-8, 1.0), "ent_coef": (0.0, 100.0), "gamma": (0.0, 1.0), "gae_lambda": (0.0, 1.0),
                 "clip_eps": (1e-4, 10.0), "vf_coef": (0.0, 100.0), "target_kl": (1e-6, 1e10),
                 "critic_weight_decay": (0.0, 1.0), "gamma_obj": (0.0, 0.99999), "alpha_laplace": (1e-6, 1e6),
@@ -76,8 +79,9 @@ class TrainConfig:
     Task: ``env`` (``rl3jax.envs.catalog.FAMILIES`` or a served gymnax env), ``variant`` ("train": the training
     distribution), ``horizon`` H (steps per meta-episode). Agent: ``algo`` (``ALGOS``), ``model`` (``MODELS``).
     PPO (METHOD §5): ``iters`` in all; batch = ``num_envs`` whole sequences x H steps; ``lr`` (Adam);
-    ``ent_schedule`` linear: to 0 at ``iters``; ``target_kl`` (the actor's KL early stop); ``critic_weight_decay``
-    (coupled L2). ``state_obs``: the env's state (what RL³'s index sees) as an extra input, for RL² where the
+    ``ent_schedule`` linear: to 0 at ``iters``; ``target_kl`` (the actor's KL early stop, None: none) measured by
+    ``kl_rule`` (``KL_RULES``); ``critic_weight_decay`` (coupled L2); ``shared_torso``: one network with actor and
+    critic heads and one joint loss (METHOD §4-§5), not the paper's separate networks. ``state_obs``: the env's state (what RL³'s index sees) as an extra input, for RL² where the
     observation hides it. RL³ estimator (METHOD §2; None: the semantics' default): ``gamma_obj`` (VI discount; the
     one used: ``gamma_obj_value``), ``alpha_laplace`` (pseudo-count), ``vi_epsilon`` (VI tolerance), ``estimator``
     (``ESTIMATORS``: 'auto' picks per family; 'discovery' the discovery-indexed one, no std_errors). Driver:
@@ -107,9 +111,11 @@ class TrainConfig:
     gae_lambda: float = 0.3
     clip_eps: float = 0.2
     vf_coef: float = 0.5
-    target_kl: float = 0.01
+    target_kl: float | None = 0.01  # None: no KL early stop (and no KL pass)
+    kl_rule: str = "full"  # KL_RULES
     critic_weight_decay: float = 0.01
     kl_chunks: int = 1  # groups of sequences for the full-batch KL pass (raise to bound its memory)
+    shared_torso: bool = False  # one sequence model with actor and critic heads (not for the v4 models)
     semantics: str | None = None
     estimator: str = "auto"  # ESTIMATORS: the RL³ estimator (rl3jax.estimators.make_estimator)
     vi_carry_over: bool = False  # v4 only: keep Q/V across meta-episodes (refused: see rl3jax/estimators/v4.py)
@@ -149,7 +155,7 @@ class TrainConfig:
             if f.name != "seed" and type(v) is int and not -INT_MAX <= v <= INT_MAX:
                 bad(f"{f.name} must be at most {INT_MAX} (a 32-bit integer), got {v}")
         for name, valid in (("algo", ALGOS), ("model", MODELS), ("ent_schedule", ENT_SCHEDULES),
-                            ("semantics", SEMANTICS), ("estimator", ESTIMATORS)):
+                            ("semantics", SEMANTICS), ("estimator", ESTIMATORS), ("kl_rule", KL_RULES)):
             if getattr(self, name) not in valid:
                 bad(f"{name} {getattr(self, name)!r} is not one of {', '.join(valid)}")
         fam = spec(self.env)  # raises for unknown or unsupported env names
@@ -167,6 +173,7 @@ class TrainConfig:
         if self.estimator == "discovery" and self.std_errors:
             bad("estimator 'discovery' has no standard errors (std_errors=true needs estimator 'auto')")
         self._validate_v4(bad)
+        self._validate_kl(bad)
         if not 0 <= self.seed <= SEED_MAX:
             bad(f"seed must be in [0, {SEED_MAX}] (a 32-bit PRNG seed), got {self.seed}")
         ones = ("horizon", "iters", "num_envs", "minibatch_envs", "epochs", "chunk_iters", "checkpoint_every",
@@ -188,6 +195,17 @@ class TrainConfig:
             if given:
                 bad(f"{', '.join(given)}: configures the RL³ estimator, and algo 'rl2' has none (use algo rl3 or "
                     "rl3_coarse, or leave it out)")
+
+    def _validate_kl(self, bad) -> None:
+        """KL-stop settings without a stop to act on, and the shared torso on the paper code's models."""
+        if self.target_kl is None and (self.kl_rule != "full" or self.kl_chunks != 1):
+            bad(f"kl_rule={self.kl_rule!r}, kl_chunks={self.kl_chunks}: configure the KL early stop, which "
+                "target_kl=None turns off (set a target_kl, or leave them out)")
+        if self.kl_rule == "minibatch" and self.kl_chunks != 1:
+            bad(f"kl_chunks={self.kl_chunks} splits the full-batch KL pass, which kl_rule 'minibatch' does not run")
+        if self.shared_torso and self.model.endswith("-v4"):
+            bad(f"shared_torso does not apply to model {self.model!r} (the paper's code: separate actor and critic); "
+                "use transformer, gru or markov")
 
     def _validate_v4(self, bad) -> None:
         """Settings that do not apply to the v4 semantics (and v4-only settings elsewhere) are errors."""
