@@ -1,5 +1,6 @@
 """The outer learner: PPO over whole meta-episodes (METHOD §5), as plain functions (rejax's ``ppo.py`` shape):
-``Trainer.iteration`` -> ``ppo_update`` -> ``update_actor`` (then ``kl_check``) / ``update_critic`` -> the losses.
+``Trainer.iteration`` -> ``ppo_update`` -> ``update_actor`` (then ``epoch_kl``) / ``update_critic``, or
+``update_shared`` (the shared torso) -> the losses.
 
 ``actor`` (params, obs (b, T, m)) -> logits (b, T, n) and ``critic`` (params, obs) -> values (b, T) are static
 callables over whole sequences; minibatches are whole sequences (time is never sliced). Static settings are
