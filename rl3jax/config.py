@@ -15,6 +15,10 @@ from rl3jax.envs.catalog import FAMILIES, GYMNAX_ENVS, is_gymnax, no_index_hint,
 ALGOS = ("rl2", "rl3", "rl3_coarse")
 MODELS = ("transformer", "gru", "markov", "transformer-v4", "markov-v4")
 ENT_SCHEDULES = ("constant", "linear")
+#: the KL stop's measure after an actor epoch (METHOD §5): 'full' (the paper's) or 'minibatch' (no forward pass)
+KL_RULES = ("full", "minibatch")
+#: METHOD §5's PPO as the paper: the full-batch KL stop at 0.01, separate actor and critic (every preset's)
+PAPER_PPO = {"target_kl": 0.01, "kl_rule": "full", "shared_torso": False}
 #: how a trained policy acts on held-out tasks: actions sampled from it, or its argmax actions
 POLICY_MODES = ("stochastic", "greedy")
 STOCHASTIC, GREEDY = POLICY_MODES
@@ -36,14 +40,10 @@ class HParams(NamedTuple):
 DROPPED_FIELDS = ("fused_update",)
 #: run-control fields: how the driver chunks, checkpoints and evaluates a run, not what it learns
 RUN_CONTROL = ("chunk_iters", "checkpoint_every", "keep_checkpoints", "eval_every", "eval_episodes")
-
-
 #: seeds are 32-bit: ``jax.random.key(seed)`` keeps only the low 32 bits, so 0 and 2**32 would be one run
 SEED_MAX = 2**32 - 1
 #: every other integer field is a 32-bit count in the jitted code (iteration counters, step indices)
 INT_MAX = 2**31 - 1
-
-
 #: a field's declared type -> the Python types its value may have, and how to say so (bools are not ints)
 _TYPES = {"bool": ((bool,), "true or false"), "int": ((int,), "a whole number"),
           "float": ((int, float), "a number"), "str": ((str,), "a string")}
@@ -51,8 +51,7 @@ _TYPES = {"bool": ((bool,), "true or false"), "int": ((int,), "a whole number"),
 #: RL³ object-level semantics: 'fresh' (METHOD §2, Q/V of the current state from the latest solve), 'rlc'
 #: (METHOD §2.4's 'entered' cache of the later code), 'v4' (the paper's own code: rl3jax/estimators/v4.py)
 SEMANTICS = ("fresh", "rlc", "v4")
-#: which RL³ estimator: 'auto' (per family, by measurement) or 'discovery' (``DiscoveryQEstimator`` wherever RL³
-#: applies); ``rl3jax.estimators.make_estimator``
+#: the RL³ estimator (``rl3jax.estimators.make_estimator``): 'auto' (per family, by measurement) or 'discovery'
 ESTIMATORS = ("auto", "discovery")
 #: the fields that configure the RL³ estimator, with their defaults (refused with algo 'rl2')
 RL3_ONLY = {"estimator": "auto", "std_errors": False, "gamma_obj": None, "alpha_laplace": None, "vi_epsilon": None,
@@ -62,7 +61,7 @@ LEGACY_ESTIMATOR_MODES = {"fresh": "fresh", "entered": "rlc"}
 #: transformer-v4's learned positional slots (the original's ``LearnedPositionalEncoder(dmodel, 1024)``): H + 1 <= this
 V4_POS_SLOTS = 1024
 #: float field -> [lo, hi]: the sane range of its value as used, in float32 (so finite, and non-zero where lo > 0:
-#: ``lr=1e-50`` would be 0 in float32); a None of an optional field means its default
+#: ``lr=1e-50`` would be 0 in float32); a None of an optional field means its default (target_kl: no KL stop)
 FLOAT_RANGES = {"lr": (1e-8, 1.0), "ent_coef": (0.0, 100.0), "gamma": (0.0, 1.0), "gae_lambda": (0.0, 1.0),
                 "clip_eps": (1e-4, 10.0), "vf_coef": (0.0, 100.0), "target_kl": (1e-6, 1e10),
                 "critic_weight_decay": (0.0, 1.0), "gamma_obj": (0.0, 0.99999), "alpha_laplace": (1e-6, 1e6),
@@ -76,9 +75,10 @@ class TrainConfig:
     Task: ``env`` (``rl3jax.envs.catalog.FAMILIES`` or a served gymnax env), ``variant`` ("train": the training
     distribution), ``horizon`` H (steps per meta-episode). Agent: ``algo`` (``ALGOS``), ``model`` (``MODELS``).
     PPO (METHOD §5): ``iters`` in all; batch = ``num_envs`` whole sequences x H steps; ``lr`` (Adam);
-    ``ent_schedule`` linear: to 0 at ``iters``; ``target_kl`` (the actor's KL early stop); ``critic_weight_decay``
-    (coupled L2). ``state_obs``: the env's state (what RL³'s index sees) as an extra input, for RL² where the
-    observation hides it. RL³ estimator (METHOD §2; None: the semantics' default): ``gamma_obj`` (VI discount; the
+    ``ent_schedule`` linear: to 0 at ``iters``; ``target_kl`` (the KL early stop, None: none) by ``kl_rule``;
+    ``critic_weight_decay`` (coupled L2); ``shared_torso``: one network, actor and value heads (METHOD §4-§5).
+    ``state_obs``: the env's state (what RL³'s index sees) as an extra input, for RL² where the observation hides
+    it. RL³ estimator (METHOD §2; None: the semantics' default): ``gamma_obj`` (VI discount; the
     one used: ``gamma_obj_value``), ``alpha_laplace`` (pseudo-count), ``vi_epsilon`` (VI tolerance), ``estimator``
     (``ESTIMATORS``: 'auto' picks per family; 'discovery' the discovery-indexed one, no std_errors). Driver:
     ``seed`` (32-bit), the ``RUN_CONTROL`` fields (in iterations; ``keep_checkpoints``: the newest kept).
@@ -107,9 +107,11 @@ class TrainConfig:
     gae_lambda: float = 0.3
     clip_eps: float = 0.2
     vf_coef: float = 0.5
-    target_kl: float = 0.01
+    target_kl: float | None = 0.01  # None: no KL early stop (and no KL pass)
+    kl_rule: str = "full"  # KL_RULES
     critic_weight_decay: float = 0.01
     kl_chunks: int = 1  # groups of sequences for the full-batch KL pass (raise to bound its memory)
+    shared_torso: bool = False  # one sequence model with actor and critic heads (not for the v4 models)
     semantics: str | None = None
     estimator: str = "auto"  # ESTIMATORS: the RL³ estimator (rl3jax.estimators.make_estimator)
     vi_carry_over: bool = False  # v4 only: keep Q/V across meta-episodes (refused: see rl3jax/estimators/v4.py)
@@ -149,7 +151,7 @@ class TrainConfig:
             if f.name != "seed" and type(v) is int and not -INT_MAX <= v <= INT_MAX:
                 bad(f"{f.name} must be at most {INT_MAX} (a 32-bit integer), got {v}")
         for name, valid in (("algo", ALGOS), ("model", MODELS), ("ent_schedule", ENT_SCHEDULES),
-                            ("semantics", SEMANTICS), ("estimator", ESTIMATORS)):
+                            ("semantics", SEMANTICS), ("estimator", ESTIMATORS), ("kl_rule", KL_RULES)):
             if getattr(self, name) not in valid:
                 bad(f"{name} {getattr(self, name)!r} is not one of {', '.join(valid)}")
         fam = spec(self.env)  # raises for unknown or unsupported env names
@@ -167,6 +169,10 @@ class TrainConfig:
         if self.estimator == "discovery" and self.std_errors:
             bad("estimator 'discovery' has no standard errors (std_errors=true needs estimator 'auto')")
         self._validate_v4(bad)
+        if (self.kl_rule, self.kl_chunks) != ("full", 1) and (self.target_kl is None or self.kl_chunks > 1 and
+                                                               self.kl_rule != "full"):
+            bad(f"target_kl={self.target_kl}, kl_rule={self.kl_rule!r}, kl_chunks={self.kl_chunks}: both need a "
+                "KL stop (a target_kl, not None), and kl_chunks splits only kl_rule 'full''s full-batch pass")
         if not 0 <= self.seed <= SEED_MAX:
             bad(f"seed must be in [0, {SEED_MAX}] (a 32-bit PRNG seed), got {self.seed}")
         ones = ("horizon", "iters", "num_envs", "minibatch_envs", "epochs", "chunk_iters", "checkpoint_every",
@@ -190,7 +196,9 @@ class TrainConfig:
                     "rl3_coarse, or leave it out)")
 
     def _validate_v4(self, bad) -> None:
-        """Settings that do not apply to the v4 semantics (and v4-only settings elsewhere) are errors."""
+        """Settings that do not apply to the v4 semantics or models (and v4-only settings elsewhere) are errors."""
+        if self.shared_torso and self.model.endswith("-v4"):
+            bad(f"shared_torso does not apply to model {self.model!r} (the paper's code's separate networks)")
         if self.model == "transformer-v4" and self.horizon + 1 > V4_POS_SLOTS:
             bad(f"model transformer-v4 has {V4_POS_SLOTS} positional slots (as the original); horizon "
                 f"{self.horizon} needs {self.horizon + 1}")
@@ -207,9 +215,8 @@ class TrainConfig:
             bad("alpha_laplace does not apply to semantics 'v4' (the original's model is unsmoothed maximum "
                 "likelihood)")
         if self.vi_carry_over:
-            bad("vi_carry_over=true is not supported: a new meta-episode re-initialises the estimator inside the "
-                "env's reset, which sees no previous state; the original code does not carry Q/V across tasks "
-                "either (each task draw builds a new wrapper with zeroed arrays)")
+            bad("vi_carry_over=true is not supported: a new meta-episode re-initialises the estimator inside the env's "
+                "reset, which sees no previous state; nor does the original carry Q/V across tasks (each draw zeroes)")
 
     @property
     def num_minibatches(self) -> int:
@@ -336,13 +343,17 @@ def _preset(env, horizon, iters, batch, minibatch, ent, lr, schedule="constant",
     nenvs nearest to minibatch/H (H=500: 3200/500 = 6.4 sequences -> 8, i.e. 8 minibatches of 4000 steps)."""
     num_envs = batch // horizon
     minibatches = num_envs // _divisor_near(num_envs, minibatch / horizon)
-    return Preset(dict(env=env, horizon=horizon, iters=iters, ent_coef=ent, lr=lr, ent_schedule=schedule, **kw),
+    return Preset(dict(env=env, horizon=horizon, iters=iters, ent_coef=ent, lr=lr, ent_schedule=schedule,
+                       **PAPER_PPO, **kw),
                   batch, minibatches, evals, by_algo or {})
 
 
 #: on the laptop presets, RL² gets a sequence model: the Markov MLP sees only the current input, which without
 #: RL³'s Q-estimates is not RL² (still possible, as an ablation, with an explicit model=markov). Not tuned.
 _RL2_LAPTOP = {"rl2": {"model": "gru"}}
+#: the paper's own code's settings (METHOD §2.6) and the laptop presets' common ones
+_V4 = dict(semantics="v4", model="transformer-v4")
+_CPU = dict(model="markov", evals=4, eval_episodes=250, by_algo=_RL2_LAPTOP, chunk_iters=1)
 # METHOD §6: batch = steps per PPO iteration, nenvs = batch / H.
 PRESETS: dict[str, Preset] = {
     "bandit-h100": _preset("bandit", 100, 3000, 32000, 3200, 0.001, 3e-4),
@@ -356,21 +367,15 @@ PRESETS: dict[str, Preset] = {
     # The paper's own code (bhatiaabhinav/RL3 commit f8121786; experiments/README.md "Paper-v4 targets"): its
     # main.jl defaults (batch 32000, minibatch 3200, lr 3e-4), the entropy bonus of its README's commands,
     # iterations as METHOD §6.
-    "paper-v4-bandit-h100": _preset("bandit", 100, 3000, 32000, 3200, 0.001, 3e-4, semantics="v4",
-                                    model="transformer-v4"),
-    "paper-v4-bandit-h500": _preset("bandit", 500, 6000, 32000, 3200, 0.01, 3e-4, semantics="v4",
-                                    model="transformer-v4"),
-    "paper-v4-mdp-h100": _preset("mdp", 100, 10000, 32000, 3200, 0.01, 3e-4, semantics="v4",
-                                 model="transformer-v4"),
-    "paper-v4-mdp-h500": _preset("mdp", 500, 24000, 32000, 3200, 0.01, 3e-4, semantics="v4",
-                                 model="transformer-v4"),
+    "paper-v4-bandit-h100": _preset("bandit", 100, 3000, 32000, 3200, 0.001, 3e-4, **_V4),
+    "paper-v4-bandit-h500": _preset("bandit", 500, 6000, 32000, 3200, 0.01, 3e-4, **_V4),
+    "paper-v4-mdp-h100": _preset("mdp", 100, 10000, 32000, 3200, 0.01, 3e-4, **_V4),
+    "paper-v4-mdp-h500": _preset("mdp", 500, 24000, 32000, 3200, 0.01, 3e-4, **_V4),
     # Grids (its README's grid commands: entropy 0.04, lr 2e-4, H 250 / 350; main.jl: batch 32000, so
     # nenvs = 32000 ÷ H = 128 / 91, minibatch 3200 -> 16 / 7 whole sequences here): iterations as METHOD §6's
     # grid rows (its README's commands say 10000)
-    "paper-v4-grid11": _preset("grid11", 250, 20000, 32000, 3200, 0.04, 2e-4, semantics="v4",
-                               model="transformer-v4"),
-    "paper-v4-grid13": _preset("grid13", 350, 20000, 32000, 3200, 0.04, 2e-4, semantics="v4",
-                               model="transformer-v4"),
+    "paper-v4-grid11": _preset("grid11", 250, 20000, 32000, 3200, 0.04, 2e-4, **_V4),
+    "paper-v4-grid13": _preset("grid13", 350, 20000, 32000, 3200, 0.04, 2e-4, **_V4),
     # Grids on a CPU at the published horizons, sized for about 10 minutes on a 2-core CPU; not tuned.
     "cpu-grid11": _preset("grid11", 250, 100, 4000, 1000, 0.04, 1e-3, epochs=4, evals=4, eval_episodes=100,
                           chunk_iters=1),
@@ -378,15 +383,11 @@ PRESETS: dict[str, Preset] = {
                           chunk_iters=1),
     # Laptop defaults, tuned in BENCHMARKS.md "Laptop presets (tuning)". Every CPU preset has one iteration per
     # chunk (an iteration takes seconds there), so a signal stops a run within seconds.
-    "cpu-mdp": _preset("mdp", 100, 80, 32000, 8000, 0.03, 1e-3, model="markov", evals=4, eval_episodes=250,
-                       by_algo=_RL2_LAPTOP, chunk_iters=1),
-    "cpu-bandit": _preset("bandit", 100, 40, 32000, 8000, 0.03, 1e-3, model="markov", evals=4, eval_episodes=250,
-                          by_algo=_RL2_LAPTOP, chunk_iters=1),
+    "cpu-mdp": _preset("mdp", 100, 80, 32000, 8000, 0.03, 1e-3, **_CPU),
+    "cpu-bandit": _preset("bandit", 100, 40, 32000, 8000, 0.03, 1e-3, **_CPU),
     # Beyond the paper's families: cpu-mdp's settings (not tuned for them); deepsea at its catalog H = 300
-    "cpu-garnet": _preset("garnet", 100, 80, 32000, 8000, 0.03, 1e-3, model="markov", evals=4, eval_episodes=250,
-                          by_algo=_RL2_LAPTOP, chunk_iters=1),
-    "cpu-deepsea": _preset("deepsea", 300, 80, 32400, 8100, 0.03, 1e-3, model="markov", evals=4,
-                           eval_episodes=250, by_algo=_RL2_LAPTOP, chunk_iters=1),
+    "cpu-garnet": _preset("garnet", 100, 80, 32000, 8000, 0.03, 1e-3, **_CPU),
+    "cpu-deepsea": _preset("deepsea", 300, 80, 32400, 8100, 0.03, 1e-3, **_CPU),
 }
 
 

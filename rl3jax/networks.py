@@ -120,14 +120,18 @@ class Transformer(nn.Module):
     def _head(self, h):
         return self.head(h if self.v4 else nn.relu(h))
 
-    def __call__(self, xs):
-        """xs (B, T, in), T <= H + 1 -> (B, T, n)."""
+    def features(self, xs):
+        """xs (B, T, in), T <= H + 1 -> (B, T, 64): what the output layer reads (after the relu)."""
         if xs.shape[-2] > self.horizon + 1:
             raise ValueError(f"sequence length {xs.shape[-2]} exceeds horizon + 1 = {self.horizon + 1}")
         h = self._embed(xs) + self.pos_embedding[: xs.shape[-2]]
         for block in self.blocks:
             h = block(h)
-        return self._head(h)
+        return h if self.v4 else nn.relu(h)
+
+    def __call__(self, xs):
+        """xs (B, T, in), T <= H + 1 -> (B, T, n)."""
+        return self.head(self.features(xs))
 
     def step(self, carry, x):
         """x (B, in) at position ``carry['t']`` (the same for all B; < H + 1) -> (carry, (B, n))."""
@@ -149,14 +153,17 @@ class GRU(nn.Module):
         self.cell = nn.GRUCell(features=GRU_HIDDEN, name="cell")
         self.head = _output_dense(self.num_outputs)
 
-    def __call__(self, xs):
-        """xs (B, T, in) -> (B, T, n), from a zero hidden state; input and output layers batched over T."""
+    def features(self, xs):
+        """xs (B, T, in) -> hidden states (B, T, 256), from a zero hidden state; the input layer batched over T."""
         e = nn.relu(self.enc(xs))
         h0 = jnp.zeros((xs.shape[0], GRU_HIDDEN), e.dtype)
         scan = nn.scan(lambda cell, c, x: cell(c, x), variable_broadcast="params", split_rngs={"params": False},
                        in_axes=1, out_axes=1)
-        _, hs = scan(self.cell, h0, e)
-        return self.head(hs)
+        return scan(self.cell, h0, e)[1]
+
+    def __call__(self, xs):
+        """xs (B, T, in) -> (B, T, n) (``features``, then the output layer batched over T)."""
+        return self.head(self.features(xs))
 
     def step(self, carry, x):
         """x (B, in), hidden state carry (B, 256) -> (new hidden state, (B, n))."""
@@ -171,14 +178,20 @@ class Markov(nn.Module):
     num_outputs: int
     v4: bool = False
 
-    @nn.compact
+    def setup(self):
+        width, init = (D_MODEL, {"kernel_init": _glorot}) if self.v4 else (ENC_HIDDEN, {})
+        self.fc1 = nn.Dense(width, name="fc1", **init)
+        self.fc2 = nn.Dense(width, name="fc2", **init)
+        self.head = (nn.Dense(self.num_outputs, name="head", **init) if self.v4
+                     else _output_dense(self.num_outputs))
+
+    def features(self, x):
+        """x (..., in) -> (..., 256) (v4: 64), the second hidden layer."""
+        return nn.relu(self.fc2(nn.relu(self.fc1(x))))
+
     def __call__(self, x):
         """x (..., in) -> (..., n), each step on its own."""
-        width, init = (D_MODEL, {"kernel_init": _glorot}) if self.v4 else (ENC_HIDDEN, {})
-        x = nn.relu(nn.Dense(width, name="fc1", **init)(x))
-        x = nn.relu(nn.Dense(width, name="fc2", **init)(x))
-        return (nn.Dense(self.num_outputs, name="head", **init) if self.v4
-                else _output_dense(self.num_outputs))(x)
+        return self.head(self.features(x))
 
     def step(self, carry, x):
         return carry, self(x)
@@ -221,6 +234,38 @@ class SequenceModel:
         """Full causal pass from the initial carry (training): xs (B, T, in) float32 -> (B, T, n) float32.
         ValueError (transformers) when T > H + 1."""
         return self.module.apply(params, xs)
+
+    def features(self, params: Any, xs: jax.Array) -> jax.Array:
+        """``sequence`` up to its output layer: xs (B, T, in) -> (B, T, ``feature_dim``) float32."""
+        return self.module.apply(params, xs, method="features")
+
+    def head(self, params: Any, h: jax.Array) -> jax.Array:
+        """The output layer on ``features``: (..., ``feature_dim``) -> (..., n); ``head(p, features(p, xs))``
+        is ``sequence(p, xs)``."""
+        return self.module.apply(params, h, method=lambda m, h: m.head(h))
+
+    @property
+    def feature_dim(self) -> int:
+        """The width of ``features``: 64 (transformers, markov-v4) or 256 (gru, markov)."""
+        return {"gru": GRU_HIDDEN, "markov": ENC_HIDDEN}.get(self.kind, D_MODEL)
+
+
+class ValueHead(nn.Module):
+    """The shared torso's critic (``TrainConfig.shared_torso``, METHOD §4): the METHOD §4 output layer Dense(d→1)
+    on the actor's ``features`` (d = ``SequenceModel.feature_dim``), a model of one step (like ``Markov``)."""
+
+    @nn.compact
+    def __call__(self, h):
+        return _output_dense(1)(h)
+
+    def step(self, carry, h):
+        return carry, self(h)
+
+
+def make_value_head(horizon: int) -> SequenceModel:
+    """The shared torso's critic as a ``SequenceModel`` (kind 'value-head', n = 1) over the actor's features:
+    ``init(key, actor.feature_dim)``, ``sequence(params, actor.features(actor_params, xs))`` -> (B, T, 1)."""
+    return SequenceModel(kind="value-head", num_outputs=1, horizon=horizon, module=ValueHead())
 
 
 def make_network(kind: str, num_outputs: int, horizon: int) -> SequenceModel:

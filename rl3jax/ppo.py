@@ -1,5 +1,6 @@
 """The outer learner: PPO over whole meta-episodes (METHOD §5), as plain functions (rejax's ``ppo.py`` shape):
-``Trainer.iteration`` -> ``ppo_update`` -> ``update_actor`` (then ``kl_check``) / ``update_critic`` -> the losses.
+``Trainer.iteration`` -> ``ppo_update`` -> ``update_actor`` (then ``epoch_kl``) / ``update_critic``, or
+``update_shared`` (the shared torso) -> the losses.
 
 ``actor`` (params, obs (b, T, m)) -> logits (b, T, n) and ``critic`` (params, obs) -> values (b, T) are static
 callables over whole sequences; minibatches are whole sequences (time is never sliced). Static settings are
@@ -170,9 +171,9 @@ def kl_check(cfg: TrainConfig, actor: ApplyFn, params, obs, old_logits) -> jax.A
 
 
 def update_actor(cfg: TrainConfig, actor: ApplyFn, params, opt, mbs: Batch, ent_coef, lr, obs, old_logits):
-    """One actor epoch: an ``adam_step`` per minibatch of ``mbs`` (leaves (num_minibatches, b, ...)), then the
-    full-batch ``kl_check`` of ``obs`` against π_old's ``old_logits``. Returns ``(params, opt, metrics, kl)``,
-    metrics the float32 minibatch means of ``ACTOR_METRICS``."""
+    """One actor epoch: an ``adam_step`` per minibatch of ``mbs`` (leaves (num_minibatches, b, ...)), then
+    ``epoch_kl`` (``obs`` against π_old's ``old_logits``). Returns ``(params, opt, metrics, kl)``, metrics the
+    float32 minibatch means of ``ACTOR_METRICS``."""
 
     def step(carry, mb: Batch):
         params, opt = carry
@@ -185,7 +186,42 @@ def update_actor(cfg: TrainConfig, actor: ApplyFn, params, opt, mbs: Batch, ent_
 
     (params, opt), metrics = jax.lax.scan(step, (params, opt), mbs)
     means = {k: jnp.mean(metrics[k]).astype(jnp.float32) for k in ACTOR_METRICS}
-    return params, opt, means, kl_check(cfg, actor, params, obs, old_logits)
+    return params, opt, means, epoch_kl(cfg, actor, params, obs, old_logits, means)
+
+
+def epoch_kl(cfg: TrainConfig, actor: ApplyFn, params, obs, old_logits, means: dict) -> jax.Array:
+    """The KL early stop's measure after an actor epoch (float32 scalar; METHOD §5): ``kl_check``'s full-batch
+    KL(π_old‖π_new) of the epoch's final ``params`` under ``cfg.kl_rule`` 'full'; under 'minibatch', or with no
+    stop (``target_kl`` None), the epoch's mean per-minibatch ``approx_kl`` (``means``), with no forward pass."""
+    if cfg.kl_rule == "full" and cfg.target_kl is not None:
+        return kl_check(cfg, actor, params, obs, old_logits)
+    return means["approx_kl"]
+
+
+def update_shared(cfg: TrainConfig, joint: ApplyFn, actor: ApplyFn, ac: ActorCritic, mbs: Batch, ent_coef, lr,
+                  weight_decay, obs, old_logits):
+    """One epoch of the shared torso (``cfg.shared_torso``; METHOD §5): per minibatch one forward pass of
+    ``joint((actor_params, critic_params), obs) -> (logits, values)``, the joint loss ``actor_loss + critic_loss``
+    (purejaxrl's PPO-RNN), and an ``adam_step`` of each tree: together one Adam over their union (Adam is
+    elementwise and both count the same steps), the coupled ``weight_decay`` on the critic's (value head's)
+    parameters only. Then ``epoch_kl`` (``actor``: the logits alone). Returns ``(ac, metrics, kl, critic loss)``,
+    metrics and critic loss float32 minibatch means."""
+
+    def step(ac: ActorCritic, mb: Batch):
+        def loss(params):
+            logits, values = joint(params, mb.obs)
+            a_loss, aux = actor_loss(logits, mb.actions, mb.old_logp, mb.advantages, ent_coef, cfg.clip_eps)
+            c_loss = critic_loss(values, mb.targets, cfg.vf_coef)
+            return a_loss + c_loss, {"actor_loss": a_loss, "critic_loss": c_loss, **aux}
+
+        (_, aux), (g_a, g_c) = jax.value_and_grad(loss, has_aux=True)((ac.actor_params, ac.critic_params))
+        a_p, a_s = adam_step(g_a, ac.actor_opt, ac.actor_params, lr, jnp.zeros((), jnp.float32))
+        return ActorCritic(a_p, a_s, *adam_step(g_c, ac.critic_opt, ac.critic_params, lr, weight_decay)), aux
+
+    ac, metrics = jax.lax.scan(step, ac, mbs)
+    means = {k: jnp.mean(metrics[k]).astype(jnp.float32) for k in (*ACTOR_METRICS, "critic_loss")}
+    c_loss = means.pop("critic_loss")
+    return ac, means, epoch_kl(cfg, actor, ac.actor_params, obs, old_logits, means), c_loss
 
 
 def update_critic(cfg: TrainConfig, critic: ApplyFn, params, opt, mbs: Batch, lr, weight_decay):
@@ -200,47 +236,71 @@ def update_critic(cfg: TrainConfig, critic: ApplyFn, params, opt, mbs: Batch, lr
     return params, opt, jnp.mean(losses).astype(jnp.float32)
 
 
+def _epoch(cfg: TrainConfig, actor: ApplyFn, critic: ApplyFn, joint, ac: ActorCritic, active, kl, mbs: Batch,
+           ent, hparams: HParams, traj: Trajectory):
+    """One epoch of ``ppo_update``: the actor (``lax.cond`` on ``active`` when a KL stop is set; frozen: its
+    metrics zero, ``kl`` kept) and the critic, or the shared torso as one. Returns ``(ac, metrics, kl, c_loss)``."""
+    frozen = {k: jnp.zeros((), jnp.float32) for k in ACTOR_METRICS}
+    if cfg.shared_torso:
+        def train(a):
+            return update_shared(cfg, joint, actor, a, mbs, ent, hparams.lr, hparams.critic_weight_decay,
+                                 traj.obs, traj.logits)
+
+        if cfg.target_kl is None:
+            return train(ac)
+        return jax.lax.cond(active, train, lambda a: (a, frozen, kl, jnp.zeros((), jnp.float32)), ac)
+    op = (ac.actor_params, ac.actor_opt)
+    if cfg.target_kl is None:
+        a_p, a_s, a_metrics, kl = update_actor(cfg, actor, *op, mbs, ent, hparams.lr, traj.obs, traj.logits)
+    else:
+        a_p, a_s, a_metrics, kl = jax.lax.cond(
+            active, lambda op: update_actor(cfg, actor, *op, mbs, ent, hparams.lr, traj.obs, traj.logits),
+            lambda op: (*op, frozen, kl), op)
+    c_p, c_s, c_loss = update_critic(cfg, critic, ac.critic_params, ac.critic_opt, mbs, hparams.lr,
+                                     hparams.critic_weight_decay)
+    return ActorCritic(a_p, a_s, c_p, c_s), a_metrics, kl, c_loss
+
+
 def ppo_update(cfg: TrainConfig, actor: ApplyFn, critic: ApplyFn, key: jax.Array, ac: ActorCritic,
-               hparams: HParams, traj: Trajectory, values: jax.Array, iteration) -> tuple[ActorCritic, dict]:
-    """One PPO iteration (METHOD §5); jittable with ``cfg``, ``actor`` and ``critic`` static. GAE once
+               hparams: HParams, traj: Trajectory, values: jax.Array, iteration, joint: ApplyFn | None = None
+               ) -> tuple[ActorCritic, dict]:
+    """One PPO iteration (METHOD §5); jittable with ``cfg``, ``actor``, ``critic`` and ``joint`` static. GAE once
     (``make_batch``), then ``cfg.epochs`` epochs, each shuffling the B sequences (key ``fold_in(key, epoch)``)
-    into minibatches for ``update_actor`` and ``update_critic``. Once the KL after an actor epoch is ≥
-    ``cfg.target_kl``, the actor is frozen (``lax.cond``) while the critic trains all epochs. ``traj``: B whole
-    sequences (axes (B, T)); ``values``: (B, T) float32, the critic's at rollout time; ``iteration``: PPO
+    into minibatches for ``update_actor`` and ``update_critic`` (``cfg.shared_torso``: ``update_shared`` with
+    ``joint((actor_params, critic_params), obs) -> (logits (b, T, n), values (b, T))``; ``critic`` unused). Once
+    the KL after an actor epoch (``epoch_kl``) is ≥ ``cfg.target_kl``, the actor is frozen (``lax.cond``) while
+    the critic trains all epochs (shared torso: both are frozen); ``target_kl`` None: no stop, no cond. ``traj``:
+    B whole sequences (axes (B, T)); ``values``: (B, T) float32, the critic's at rollout time; ``iteration``: PPO
     iterations done (the entropy schedule's clock).
 
     Returns ``(ac, metrics)``; metrics are fixed-shape float32 scalars (``actor_epochs`` int32): ``ACTOR_METRICS``
     (``approx_kl``: the per-minibatch ratio estimator) averaged over the minibatches of the epochs the actor
-    trained; ``kl`` the full-batch KL(π_old‖π_new) at the last check; ``actor_epochs``; ``critic_loss`` averaged
-    over all minibatches of all epochs; ``explained_variance``, ``value_mean``, ``target_mean``, ``adv_mean``,
-    ``adv_std`` of the rollout; ``ent_coef`` (scheduled); ``actor_lr`` and ``critic_lr`` (both ``hparams.lr``).
-    Raises ValueError when the rollout's B is not ``cfg.num_envs``.
+    trained; ``kl`` the stop's measure at the last check (``epoch_kl``); ``actor_epochs``; ``critic_loss`` averaged
+    over all minibatches of the epochs the critic trained (all, or the shared torso's); ``explained_variance``,
+    ``value_mean``, ``target_mean``, ``adv_mean``, ``adv_std`` of the rollout; ``ent_coef`` (scheduled);
+    ``actor_lr`` and ``critic_lr`` (both ``hparams.lr``). Raises ValueError when the rollout's B is not
+    ``cfg.num_envs``.
     """
     if traj.actions.shape[0] != cfg.num_envs:
         raise ValueError(f"the rollout has {traj.actions.shape[0]} sequences but num_envs={cfg.num_envs}")
     batch = make_batch(traj, values, cfg, hparams.gae_lambda)
     ent = entropy_coef(cfg, hparams.ent_coef, iteration)
     zero = jnp.zeros((), jnp.float32)
-    frozen = {k: zero for k in ACTOR_METRICS}  # the metrics of an epoch the actor did not train
 
     def epoch(carry, i):
         ac, active, actor_epochs, kl, sums, critic_sum = carry
         mbs = minibatches(batch, jax.random.permutation(jax.random.fold_in(key, i), cfg.num_envs), cfg)
-        a_p, a_s, a_metrics, kl = jax.lax.cond(
-            active, lambda op: update_actor(cfg, actor, *op, mbs, ent, hparams.lr, traj.obs, traj.logits),
-            lambda op: (*op, frozen, kl), (ac.actor_params, ac.actor_opt))
-        c_p, c_s, c_loss = update_critic(cfg, critic, ac.critic_params, ac.critic_opt, mbs, hparams.lr,
-                                         hparams.critic_weight_decay)
-        return (ActorCritic(a_p, a_s, c_p, c_s), jnp.logical_and(active, kl < cfg.target_kl),
-                actor_epochs + active.astype(jnp.int32), kl, {k: sums[k] + a_metrics[k] for k in ACTOR_METRICS},
-                critic_sum + c_loss), None
+        ac, a_metrics, kl, c_loss = _epoch(cfg, actor, critic, joint, ac, active, kl, mbs, ent, hparams, traj)
+        still = active if cfg.target_kl is None else jnp.logical_and(active, kl < cfg.target_kl)
+        return (ac, still, actor_epochs + active.astype(jnp.int32), kl,
+                {k: sums[k] + a_metrics[k] for k in ACTOR_METRICS}, critic_sum + c_loss), None
 
-    init = (ac, jnp.asarray(True), jnp.zeros((), jnp.int32), zero, frozen, zero)
+    init = (ac, jnp.asarray(True), jnp.zeros((), jnp.int32), zero, {k: zero for k in ACTOR_METRICS}, zero)
     ac, _, actor_epochs, kl, sums, critic_sum = jax.lax.scan(epoch, init, jnp.arange(cfg.epochs))[0]
     denom = jnp.maximum(actor_epochs, 1).astype(jnp.float32)
     f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
     return ac, {k: sums[k] / denom for k in ACTOR_METRICS} | dict(
-        kl=kl, actor_epochs=actor_epochs, critic_loss=critic_sum / cfg.epochs,
+        kl=kl, actor_epochs=actor_epochs, critic_loss=critic_sum / (denom if cfg.shared_torso else cfg.epochs),
         explained_variance=f32(explained_variance(values, batch.targets)), value_mean=f32(jnp.mean(values)),
         target_mean=f32(jnp.mean(batch.targets)), adv_mean=f32(jnp.mean(batch.advantages)),
         adv_std=f32(jnp.std(batch.advantages)), ent_coef=f32(ent), actor_lr=f32(hparams.lr), critic_lr=f32(hparams.lr))

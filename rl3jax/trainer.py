@@ -18,7 +18,7 @@ from rl3jax import ppo
 from rl3jax.config import HParams, TrainConfig
 from rl3jax.distributed import check_divisible, data_parallel, sharded_chunk, split_leading
 from rl3jax.meta_episode import MetaEnv, make_meta_env
-from rl3jax.networks import SequenceModel, make_network
+from rl3jax.networks import SequenceModel, make_network, make_value_head
 from rl3jax.rollout import rollout, sample_tasks
 
 
@@ -33,7 +33,7 @@ class TrainState:
     critic_params: Any
     actor_opt: Any
     critic_opt: Any
-    env_state: Any  # final MetaState (incl. RL³ estimator state) of the latest rollout
+    env_state: Any  # final MetaState (incl. RL³ estimator state) of the latest rollout (``init``: zeros)
     key: jax.Array  # typed PRNG key (stored as key data in checkpoints)
     iteration: jax.Array  # PPO iterations done (int32)
     hparams: HParams  # the sweepable settings (vmapped in a population)
@@ -42,7 +42,9 @@ class TrainState:
 @dataclasses.dataclass(frozen=True)
 class Trainer:
     """Pure training functions for one config (all jittable; ``cfg`` is static), built by ``make_train``:
-    ``meta_env`` (METHOD §1), ``actor`` / ``critic`` (METHOD §4; n logits, 1 value) and ``mesh`` (or None)."""
+    ``meta_env`` (METHOD §1), ``actor`` / ``critic`` (METHOD §4; n logits, 1 value) and ``mesh`` (or None).
+    ``cfg.shared_torso``: ``critic`` is a value head (``networks.make_value_head``) on the actor's features, so
+    ``critic_params`` hold that head alone and ``actor_params`` all an acting policy needs."""
 
     cfg: TrainConfig
     meta_env: MetaEnv
@@ -51,15 +53,20 @@ class Trainer:
     mesh: Any = None
 
     def init(self, key: jax.Array) -> TrainState:
-        """The state before the first iteration, from a typed PRNG key (split into actor, critic, run and env
-        streams): fresh networks and Adam states, the config's ``hparams``, ``num_envs`` reset tasks."""
-        k_a, k_c, k_run, k_env = jax.random.split(key, 4)
+        """The state before the first iteration, from a typed PRNG key (split into actor, critic and run streams
+        and an unused fourth): fresh networks and Adam states, the config's ``hparams``, and as ``env_state``
+        zeros of a reset's structure (``num_envs`` tasks). No iteration reads ``env_state`` (each collects fresh
+        tasks), so the init program holds no env code: it compiled in a third of the first chunk's time with it."""
+        k_a, k_c, k_run, _ = jax.random.split(key, 4)
         m = self.meta_env.obs_dim
         actor_params = self.actor.init(k_a, m)
-        critic_params = self.critic.init(k_c, m)
-        k_task, k_reset = jax.random.split(k_env)  # distinct streams for drawing tasks and resetting them
-        tasks = split_leading(sample_tasks(self.meta_env, k_task, self.cfg.num_envs), self.mesh)
-        _, env_state = jax.vmap(self.meta_env.reset)(jax.random.split(k_reset, self.cfg.num_envs), tasks)
+        critic_params = self.critic.init(k_c, self.actor.feature_dim if self.cfg.shared_torso else m)
+
+        def reset(k):
+            tasks = sample_tasks(self.meta_env, k, self.cfg.num_envs)
+            return jax.vmap(self.meta_env.reset)(jax.random.split(k, self.cfg.num_envs), tasks)[1]
+
+        env_state = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(reset, key))
         return TrainState(actor_params=actor_params, critic_params=critic_params,
                           actor_opt=ppo.ADAM.init(actor_params), critic_opt=ppo.ADAM.init(critic_params),
                           env_state=split_leading(env_state, self.mesh), key=k_run, iteration=jnp.int32(0),
@@ -84,12 +91,13 @@ class Trainer:
         (RL³: mean VI sweeps of the last step) and ``FINITE``."""
         key, k_roll, k_upd = jax.random.split(state.key, 3)
         traj, env_state = self.collect(state.actor_params, k_roll)
-        values = self.critic.sequence(state.critic_params, traj.obs)[..., 0]
+        values = self.values(state.actor_params, state.critic_params, traj.obs)
         # the training passes split over the mesh's devices: gradients are per-device sums plus an all-reduce
         actor, critic = (data_parallel(net.sequence, self.mesh) for net in (self.actor, self.critic))
+        joint = data_parallel(self.joint, self.mesh) if self.cfg.shared_torso else None
         ac = ppo.ActorCritic(state.actor_params, state.actor_opt, state.critic_params, state.critic_opt)
         ac, upd = ppo.ppo_update(self.cfg, actor, lambda p, x: critic(p, x)[..., 0], k_upd, ac, state.hparams,
-                                 traj, values, state.iteration)
+                                 traj, values, state.iteration, joint=joint)
         returns = traj.rewards.sum(axis=1)
         metrics = {"return_mean": returns.mean(), "return_std": returns.std(),
                    "reward_per_step": traj.rewards.mean(), **upd}
@@ -100,6 +108,18 @@ class Trainer:
         metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
         metrics[FINITE] = finite_flag(metrics, ac)
         return new, metrics
+
+    def joint(self, params, obs):
+        """The shared torso's one pass: ``params`` (actor_params, critic_params), obs (B, T, m) -> (logits (B, T, n),
+        values (B, T)), both heads on one ``actor.features``."""
+        h = self.actor.features(params[0], obs)
+        return self.actor.head(params[0], h), self.critic.sequence(params[1], h)[..., 0]
+
+    def values(self, actor_params, critic_params, obs) -> jax.Array:
+        """The critic's values (B, T) float32 of obs (B, T, m): its own pass, or the shared torso's."""
+        if self.cfg.shared_torso:
+            return self.joint((actor_params, critic_params), obs)[1]
+        return self.critic.sequence(critic_params, obs)[..., 0]
 
     def chunk(self, state: TrainState, num_iters: int):
         """``num_iters`` (static int) iterations in one scan; metrics stacked to shape (num_iters,)."""
@@ -155,8 +175,9 @@ def make_train(cfg: TrainConfig, mesh=None) -> Trainer:
     ValueError unless ``num_envs`` divides over its size. Compiles nothing."""
     check_divisible(cfg.num_envs, mesh)
     meta_env = make_meta_env(cfg)
+    critic = make_value_head(cfg.horizon) if cfg.shared_torso else make_network(cfg.model, 1, cfg.horizon)
     return Trainer(cfg=cfg, meta_env=meta_env, actor=make_network(cfg.model, meta_env.num_actions, cfg.horizon),
-                   critic=make_network(cfg.model, 1, cfg.horizon), mesh=mesh)
+                   critic=critic, mesh=mesh)
 
 
 def jit_chunk(trainer: Trainer) -> Callable:

@@ -532,7 +532,7 @@ FIELDS = {
     "minibatch_envs": (4, "ppo"), "epochs": (2, "ppo"), "lr": (1e-2, "ppo"), "ent_coef": (0.5, "ppo"),
     "ent_schedule": ("linear", "ppo"), "gamma": (0.9, "ppo"), "gae_lambda": (0.9, "ppo"), "clip_eps": (0.1, "ppo"),
     "vf_coef": (1.0, "ppo"), "target_kl": (0.5, "ppo"), "critic_weight_decay": (0.5, "ppo"),
-    "kl_chunks": (2, "ppo"),
+    "kl_chunks": (2, "ppo"), "kl_rule": ("minibatch", "ppo"), "shared_torso": (True, "ppo"),
     "semantics": ("rlc", "estimator"),
     "vi_carry_over": (True, ("test", "tests/test_config.py::test_config_refuses_what_does_not_apply")),
     "std_errors": (True, "estimator"), "gamma_obj": (0.5, "estimator"), "estimator": ("discovery", "estimator"),
