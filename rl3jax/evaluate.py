@@ -114,7 +114,8 @@ def evaluate_baseline(cfg: TrainConfig, policy: str, episodes: int, items: list[
     bad = [item for item in items if "=" not in item]
     if bad:
         raise ValueError(f"--param expects KEY=VALUE, got {bad[0]!r}")
-    params = validate_params(policy, {k.strip(): v.strip() for k, v in (item.split("=", 1) for item in items)})
+    params = validate_params(policy, {k.strip(): v.strip() for k, v in (item.split("=", 1) for item in items)},
+                             meta_env.env.family)
     check_fits(policy, meta_env)
     check_eval_memory(meta_env, episodes)
     return evaluate(meta_env, policy, episodes, policy_params=params), params
@@ -144,7 +145,7 @@ def run_baselines(env: str, variant: str | None, horizon: int, episodes: int, na
     for name in [n for n in BASELINES if n in (baseline_names(meta_env) if names is None else names)]:
         t0 = time.perf_counter()
         row = {"policy": name, "mean_return": None, "stderr": None, "episodes": 0, "step_rewards": None,
-               "params": validate_params(name, None), "actions": BASELINES[name].actions, "skipped": None,
+               "params": validate_params(name, None, meta_env.env.family), "actions": BASELINES[name].actions, "skipped": None,
                "source": "evaluated"}
         try:
             res = (known or {}).get(name) or evaluate(meta_env, name, episodes, batch=batch)
