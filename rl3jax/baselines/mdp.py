@@ -122,6 +122,10 @@ def _states(meta_env: MetaEnv, params=None) -> int:
 
 MODEL_FAMILIES = ("mdp", "garnet", "deepsea", "grid11", "grid13")
 BETA = Param("beta", 1.0, low=0.0)
+# the largest mean reward of a step on each family (not tuned): the grids' goal, DeepSea's treasure, and about
+# two standard deviations above the mean of the N(1, 1) mean rewards of mdp and garnet
+R_MAX = Param("r_max", 1.0, tuned=(("mdp", 3.0), ("garnet", 3.0), ("deepsea", 1.0), ("grid11", 100.0),
+                                   ("grid13", 100.0)))
 
 
 def _entry(name: str, params: tuple, doc: str, stochastic: bool = False) -> Baseline:
@@ -144,7 +148,7 @@ ENTRIES = (
     _entry("mbie-eb", MDP_PRIOR + (BETA,),
            "MBIE-EB (Strehl & Littman 2008): value iteration on the posterior-mean MDP with reward "
            "R + β/sqrt(n(s,a)) (n = 0 counted as 1), solved again every step."),
-    _entry("rmax", (Param("m", 5, kind="int", low=1), Param("r_max", 1.0)),
+    _entry("rmax", (Param("m", 5, kind="int", low=1), R_MAX),
            "R-MAX (Brafman & Tennenholtz 2002): pairs tried fewer than m times are absorbing with reward r_max "
            "per step; the others follow the empirical model; solved again every step."),
 )

@@ -21,7 +21,7 @@ from rl3jax.envs.grid_geometry import neighbour_table, start_cell
 from rl3jax.meta_episode import MetaEnv
 
 DENSE_MAX_STATES = 256  # S of the dense posterior: S·A·S counts per task (S = 256, A = 5: 1.3 MB; S = 4096: 335 MB)
-PLAN_DEPTH = 64  # sweeps of one plan at most: with more steps left, Q of PLAN_DEPTH steps (receding horizon)
+PLAN_DEPTH = 32  # sweeps of one plan at most: with more steps left, Q of PLAN_DEPTH steps (receding horizon)
 
 
 @dataclasses.dataclass(frozen=True)
