@@ -123,11 +123,13 @@ def evaluate_baseline(cfg: TrainConfig, policy: str, episodes: int, items: list[
 
 def baselines_table(rows: list[dict]) -> str:
     """``run_baselines``' rows as the text table of ``rl3jax baselines``."""
-    lines = [f"{'policy':22s} {'mean':>9s}   {'s.e.':>6s} {'normalised':>10s} {'seconds':>8s}"]
+    lines = [f"{'policy':22s} {'mean':>9s}   {'s.e.':>6s} {'normalised':>10s} {'seconds':>8s}  parameters"]
     for r in rows:
         norm = "" if r["normalised"] is None else f"{r['normalised']:.3f}"
+        shown = " ".join(f"{k}={v:g}" for k, v in (r.get("params") or {}).items())
         lines.append(f"{r['policy']:22s} skipped: {r['skipped']}" if r.get("skipped") else
-                     f"{r['policy']:22s} {r['mean_return']:9.2f} ± {r['stderr']:6.2f} {norm:>10s} {r['seconds']:8.1f}")
+                     f"{r['policy']:22s} {r['mean_return']:9.2f} ± {r['stderr']:6.2f} {norm:>10s} {r['seconds']:8.1f}"
+                     f"  {shown}".rstrip())
     return "\n".join(lines)
 
 

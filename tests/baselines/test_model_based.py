@@ -12,7 +12,14 @@ import pytest
 
 from rl3jax import baselines as B
 from rl3jax.baselines.mdp import optimistic_q
-from rl3jax.baselines.posterior import MDPPosterior, Support, deepsea_support, grid_support, mdp_posterior_update, plan_q
+from rl3jax.baselines.posterior import (
+    MDPPosterior,
+    Support,
+    deepsea_support,
+    grid_support,
+    mdp_posterior_update,
+    plan_q,
+)
 from tests.helpers import _meta, _run
 
 PRIOR = {"alpha0": 1.0, "mu0": 0.0, "tau0": 1e-6, "tau": 1.0}  # a flat reward prior: the mean is the sample mean
@@ -159,6 +166,6 @@ def test_family_it_does_not_fit_lists_those_that_fit(name):
     meta = _meta("bandit", 10)
     with pytest.raises(ValueError) as e:
         B.check_fits(name, meta)
-    assert str(e.value) == (f"policy {name!r} does not fit env 'bandit10'; policies for it: "
+    assert str(e.value) == (f"policy {name!r} does not fit env {meta.env.name!r}; policies for it: "
                             + ", ".join(B.baseline_names(meta)))
     assert name not in B.baseline_names(meta)
