@@ -33,9 +33,11 @@ from rl3jax.meta_episode import make_meta_env
 from rl3jax.rollout import rollout, sample_tasks
 
 TUNE_SEED = TEST_SEED + 1000
-SCALE = {"grid11": 10.0, "grid13": 10.0}  # β grid in units of the family's reward scale (others 1)
 BETAS = (0.1, 0.3, 1.0, 3.0, 10.0)
 GRID = {"beb": ("beta", BETAS), "mbie-eb": ("beta", BETAS), "opsrl": ("m", (2, 5, 10)), "rmax": ("m", (1, 3, 10))}
+# grids (rewards −1 a step, +100 at the goal; a rollout costs about 10× an mdp one): fewer, larger values
+GRID_GRIDS = {"beb": ("beta", (3.0, 10.0, 30.0, 100.0)), "mbie-eb": ("beta", (3.0, 10.0, 30.0, 100.0)),
+              "opsrl": ("m", (2, 5)), "rmax": ("m", (1, 3))}
 
 
 def tuning_tasks(meta_env, num: int):
@@ -75,15 +77,14 @@ def tune_family(family: str, num: int, batch: int) -> dict:
     if overlap:
         raise SystemExit(f"{family}: {len(overlap)} tuning tasks equal held-out tasks")
     rows = {}
-    for name, (param, values) in GRID.items():
-        scale = SCALE.get(family, 1.0) if param == "beta" else 1
+    for name, (param, values) in (GRID_GRIDS if meta_env.env.grid_side else GRID).items():
         trials = []
         for v in values:
             t0 = time.perf_counter()
-            res = score(meta_env, tasks, name, {param: v * scale}, batch)
-            trials.append({"value": v * scale, "mean_return": res["mean_return"], "stderr": res["stderr"],
+            res = score(meta_env, tasks, name, {param: v}, batch)
+            trials.append({"value": v, "mean_return": res["mean_return"], "stderr": res["stderr"],
                            "seconds": time.perf_counter() - t0})
-            print(f"{family} {name} {param}={v * scale:g}: {res['mean_return']:.2f} ± {res['stderr']:.2f} "
+            print(f"{family} {name} {param}={v:g}: {res['mean_return']:.2f} ± {res['stderr']:.2f} "
                   f"({trials[-1]['seconds']:.0f} s)", flush=True)
         best = max(trials, key=lambda r: r["mean_return"])
         rows[name] = {"param": param, "chosen": best["value"], "trials": trials}

@@ -27,7 +27,7 @@ PLAN_DEPTH = 32  # sweeps of one plan at most: with more steps left, Q of PLAN_D
 @dataclasses.dataclass(frozen=True)
 class Support:
     """Where a step from state s can lead, in the posterior's model. Dense (``succ`` None): any of the S states
-    (mdp, garnet, deepsea beyond its known structure is not used). Sparse: K slots per state, ``succ`` (S, K)
+    (mdp, garnet). Sparse (grids, deepsea): K slots per state, ``succ`` (S, K)
     int32 the state each slot leads to, S meaning 'done' (the task episode ended in an absorbing state: its value
     is the start state's, METHOD §1), and ``prior`` (S, K) float32, 1 where a slot takes the prior mass α0 (a
     slot repeating an earlier one, and 'done', take none: 'done' counts only once observed)."""
