@@ -121,7 +121,14 @@ def _states(meta_env: MetaEnv, params=None) -> int:
 
 
 MODEL_FAMILIES = ("mdp", "garnet", "deepsea", "grid11", "grid13")
-BETA = Param("beta", 1.0, low=0.0)
+# tuned on tuning tasks by scripts/tune_baselines.py (docs/results/baselines/tuning.md)
+BEB_BETA = Param("beta", 1.0, low=0.0, tuned=(("mdp", 1.0), ("garnet", 1.0), ("deepsea", 0.1), ("grid11", 3.0),
+                                              ("grid13", 3.0)))
+MBIE_BETA = Param("beta", 1.0, low=0.0, tuned=(("mdp", 3.0), ("garnet", 3.0), ("deepsea", 0.1), ("grid11", 3.0),
+                                               ("grid13", 3.0)))
+OPSRL_M = Param("m", 5, kind="int", low=1, tuned=(("garnet", 10), ("deepsea", 10)))
+RMAX_M = Param("m", 5, kind="int", low=1, tuned=(("mdp", 1), ("garnet", 1), ("deepsea", 1), ("grid11", 3),
+                                                 ("grid13", 3)))
 # the largest mean reward of a step on each family (not tuned): the grids' goal, DeepSea's treasure, and about
 # two standard deviations above the mean of the N(1, 1) mean rewards of mdp and garnet
 R_MAX = Param("r_max", 1.0, tuned=(("mdp", 3.0), ("garnet", 3.0), ("deepsea", 1.0), ("grid11", 100.0),
@@ -136,19 +143,19 @@ ENTRIES = (
     _entry("psrl", MDP_PRIOR,
            "Posterior sampling RL (Osband, Russo & Van Roy 2013): one MDP drawn from the Dirichlet/normal "
            "posterior at the start of each task episode, followed with finite-horizon value iteration.", True),
-    _entry("opsrl", MDP_PRIOR + (Param("m", 5, kind="int", low=1),),
+    _entry("opsrl", MDP_PRIOR + (OPSRL_M,),
            "Optimistic PSRL (Agrawal & Jia 2017): m posterior MDPs per task episode, the element-wise max "
            "of their finite-horizon Q.", True),
     _entry("map-greedy", MDP_PRIOR,
            "MAP-greedy (certainty equivalence): greedy on finite-horizon value iteration of the posterior-mean MDP, "
            "solved again every step; no exploration."),
-    _entry("beb", MDP_PRIOR + (BETA,),
+    _entry("beb", MDP_PRIOR + (BEB_BETA,),
            "Bayesian exploration bonus (Kolter & Ng 2009): value iteration on the posterior-mean MDP with "
            "reward R + β/(1 + n(s,a)), solved again every step."),
-    _entry("mbie-eb", MDP_PRIOR + (BETA,),
+    _entry("mbie-eb", MDP_PRIOR + (MBIE_BETA,),
            "MBIE-EB (Strehl & Littman 2008): value iteration on the posterior-mean MDP with reward "
            "R + β/sqrt(n(s,a)) (n = 0 counted as 1), solved again every step."),
-    _entry("rmax", (Param("m", 5, kind="int", low=1), R_MAX),
+    _entry("rmax", (RMAX_M, R_MAX),
            "R-MAX (Brafman & Tennenholtz 2002): pairs tried fewer than m times are absorbing with reward r_max "
            "per step; the others follow the empirical model; solved again every step."),
 )
