@@ -42,7 +42,7 @@ SLOW = pytest.mark.slow
 @pytest.mark.parametrize("env,horizon,num,name", [
     *[("garnet", GARNET_H, GARNET_N, n) for n in ("psrl", "map-greedy", "beb", "mbie-eb")],
     # DeepSea: PSRL and OPSRL (uniform Dirichlet over left/right) do not explore deep enough to beat random there
-    *[("deepsea", 300, 40, n) for n in ("map-greedy", "beb", "mbie-eb", "rmax")],
+    *[("deepsea", 300, 100, n) for n in ("map-greedy", "beb", "mbie-eb", "rmax")],
     *[pytest.param("garnet", GARNET_H, GARNET_N, n, marks=SLOW) for n in ("opsrl", "rmax")],
     *[pytest.param("grid11", 250, 30, n, marks=SLOW) for n in MODEL_BASED],
 ])
