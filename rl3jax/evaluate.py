@@ -114,7 +114,8 @@ def evaluate_baseline(cfg: TrainConfig, policy: str, episodes: int, items: list[
     bad = [item for item in items if "=" not in item]
     if bad:
         raise ValueError(f"--param expects KEY=VALUE, got {bad[0]!r}")
-    params = validate_params(policy, {k.strip(): v.strip() for k, v in (item.split("=", 1) for item in items)})
+    params = validate_params(policy, {k.strip(): v.strip() for k, v in (item.split("=", 1) for item in items)},
+                             meta_env.env.family)
     check_fits(policy, meta_env)
     check_eval_memory(meta_env, episodes)
     return evaluate(meta_env, policy, episodes, policy_params=params), params
@@ -122,11 +123,13 @@ def evaluate_baseline(cfg: TrainConfig, policy: str, episodes: int, items: list[
 
 def baselines_table(rows: list[dict]) -> str:
     """``run_baselines``' rows as the text table of ``rl3jax baselines``."""
-    lines = [f"{'policy':22s} {'mean':>9s}   {'s.e.':>6s} {'normalised':>10s} {'seconds':>8s}"]
+    lines = [f"{'policy':22s} {'mean':>9s}   {'s.e.':>6s} {'normalised':>10s} {'seconds':>8s}  parameters"]
     for r in rows:
         norm = "" if r["normalised"] is None else f"{r['normalised']:.3f}"
+        shown = " ".join(f"{k}={v:g}" for k, v in (r.get("params") or {}).items())
         lines.append(f"{r['policy']:22s} skipped: {r['skipped']}" if r.get("skipped") else
-                     f"{r['policy']:22s} {r['mean_return']:9.2f} ± {r['stderr']:6.2f} {norm:>10s} {r['seconds']:8.1f}")
+                     f"{r['policy']:22s} {r['mean_return']:9.2f} ± {r['stderr']:6.2f} {norm:>10s} {r['seconds']:8.1f}"
+                     f"  {shown}".rstrip())
     return "\n".join(lines)
 
 
@@ -144,7 +147,7 @@ def run_baselines(env: str, variant: str | None, horizon: int, episodes: int, na
     for name in [n for n in BASELINES if n in (baseline_names(meta_env) if names is None else names)]:
         t0 = time.perf_counter()
         row = {"policy": name, "mean_return": None, "stderr": None, "episodes": 0, "step_rewards": None,
-               "params": validate_params(name, None), "actions": BASELINES[name].actions, "skipped": None,
+               "params": validate_params(name, None, meta_env.env.family), "actions": BASELINES[name].actions, "skipped": None,
                "source": "evaluated"}
         try:
             res = (known or {}).get(name) or evaluate(meta_env, name, episodes, batch=batch)

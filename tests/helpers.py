@@ -284,7 +284,7 @@ BANDIT_POLICIES = ("greedy", "epsilon-greedy", "ucb", "thompson", "gittins", "ba
 MDP_POLICIES = ("psrl", "map-greedy", "model-greedy")  # the default suite; opsrl, model-epsilon-greedy: @slow
 
 
-MDP_SLOW_POLICIES = ("opsrl", "model-epsilon-greedy")
+MDP_SLOW_POLICIES = ("opsrl", "model-epsilon-greedy", "beb", "mbie-eb", "rmax")
 
 
 @functools.cache

@@ -26,12 +26,13 @@ def baseline_names(meta_env: MetaEnv) -> list[str]:
     return [name for name, b in BASELINES.items() if b.fits(meta_env)]
 
 
-def validate_params(name: str, params: dict | None) -> dict:
-    """The baseline's defaults updated with ``params`` (values may be strings, e.g. from the CLI), checked:
-    ValueError naming an unknown parameter or a bad value and listing the valid ones."""
+def validate_params(name: str, params: dict | None, family: str | None = None) -> dict:
+    """The baseline's defaults on ``family`` (``Param.default_for``) updated with ``params`` (values may be
+    strings, e.g. from the CLI), checked: ValueError naming an unknown parameter or a bad value and listing the
+    valid ones."""
     b = get_baseline(name)
     spec = {p.name: p for p in b.params}
-    out = {p.name: p.default for p in b.params}
+    out = {p.name: p.default_for(family) for p in b.params}
     for k, v in (params or {}).items():
         if k not in spec:
             valid = ", ".join(p.describe() for p in b.params) or "none"
@@ -54,7 +55,7 @@ def make_policy(name: str, meta_env: MetaEnv, params: dict | None = None):
     RL³ estimator only for model-*), its host-side tables (a jit argument) and ``build(consts, tasks, key) ->
     (step, carry)``. ValueError for a policy that does not fit, a bad parameter or an intractable table."""
     b = check_fits(name, meta_env)
-    p = validate_params(name, params)
+    p = validate_params(name, params, meta_env.env.family)
     env = meta_env
     if b.needs_estimator and meta_env.estimator is None:
         cfg = TrainConfig(env=meta_env.env.family, algo="rl3", horizon=meta_env.horizon)

@@ -44,7 +44,8 @@ def num_tasks(tasks) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class Param:
-    """A baseline parameter: name, default, kind ('float' or 'int') and its range (``coerce`` checks it)."""
+    """A baseline parameter: name, default, kind ('float' or 'int'), its range (``coerce`` checks it) and the
+    defaults of some families (``tuned``: (family, value) pairs, e.g. tuned by ``scripts/tune_baselines.py``)."""
 
     name: str
     default: float
@@ -52,6 +53,11 @@ class Param:
     low: float | None = None  # inclusive
     high: float | None = None  # inclusive
     positive: bool = False  # strictly > 0
+    tuned: tuple[tuple[str, float], ...] = ()
+
+    def default_for(self, family: str | None) -> float | int:
+        """The default on ``family``: its ``tuned`` value, else ``default``."""
+        return dict(self.tuned).get(family, self.default)
 
     def describe(self) -> str:
         rng = ["> 0"] * self.positive + [f"{op} {x:g}" for op, x in ((">=", self.low), ("<=", self.high))

@@ -1,178 +1,113 @@
-"""Tabular-MDP baselines on Dirichlet (transitions) and normal (mean rewards) posteriors: PSRL (Osband, Russo &
-Van Roy 2013), optimistic PSRL (Agrawal & Jia 2017) and MAP-greedy (certainty equivalence), learning from what
-the policy input shows (``mdp_posterior_update``). Families ``mdp`` and ``garnet``; the posterior is dense
-(S·A·S counts per task), so garnets beyond ``DENSE_MAX_STATES`` states are refused (``IntractableError``).
+"""Tabular model-based baselines on Dirichlet (transitions) and normal (mean rewards) posteriors
+(``rl3jax.baselines.posterior``), learning from what the policy input shows: posterior sampling (PSRL, OPSRL),
+certainty equivalence (MAP-greedy), and value iteration on the posterior-mean or empirical model plus an
+exploration bonus (BEB, MBIE-EB) or optimism for the pairs tried too rarely (R-MAX). Families: ``mdp``,
+``garnet`` (dense, up to ``DENSE_MAX_STATES`` states), ``deepsea`` and the grids (sparse supports).
+
+Every plan is finite-horizon value iteration over the steps left in the task episode (``plan_q``), of at most
+``PLAN_DEPTH`` sweeps. PSRL and OPSRL plan at each task episode's start (one ``lax.cond`` for the batch: any
+task that starts an episode replans them all, the others keep their plan); the others replan every step.
+Unvisited pairs (n(s, a) = 0): the posterior-mean model is uniform over the support (Dirichlet α0), the mean
+reward the prior μ0, BEB's bonus β and MBIE-EB's β (n counted as 1); R-MAX treats them as unknown.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp
 
-from rl3jax.baselines.bandit import IntractableError
 from rl3jax.baselines.base import Baseline, Param, argmax_random, num_tasks, sharp_logits
+from rl3jax.baselines.posterior import (
+    DENSE_MAX_STATES,
+    PLAN_DEPTH,
+    MDPPosterior,
+    Support,
+    dirichlet_counts,
+    dirichlet_sample,
+    mdp_posterior_update,
+    plan_q,
+    reward_posterior,
+    support,
+)
 from rl3jax.meta_episode import MetaEnv
 
-DENSE_MAX_STATES = 256  # S of the dense posterior: S·A·S counts per task (S = 256, A = 5: 1.3 MB; S = 4096: 335 MB)
+__all__ = ["DENSE_MAX_STATES", "ENTRIES", "MODEL_FAMILIES"]
+
 MDP_PRIOR = (Param("alpha0", 1.0, positive=True), Param("mu0", 0.0), Param("tau0", 1.0, positive=True),
-              Param("tau", 1.0, positive=True))
+             Param("tau", 1.0, positive=True))
+RMAX_ALPHA = 1e-6  # R-MAX's model: maximum likelihood (uniform over the support where nothing was counted)
 
 
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass
-class MDPPosterior:
-    """Posterior statistics of one batch of tabular MDP tasks (leading axis B)."""
-
-    key: jax.Array
-    n_sas: jax.Array  # (B, S, A, S) observed transition counts
-    r_n: jax.Array  # (B, S, A) observed rewards
-    r_sum: jax.Array  # (B, S, A) sum of observed rewards
-    prev_s: jax.Array  # (B,) state the previous action was taken in
-    q_tab: jax.Array  # (B, TH, S, A) PSRL/OPSRL: Q with k+1 steps left of the sampled MDP(s)
+def mean_model(post: MDPPosterior, sup: Support, alpha0: float) -> jax.Array:
+    """The posterior-mean transition model (B, S, A, W): Dirichlet parameters normalised."""
+    counts = dirichlet_counts(post, sup, alpha0)
+    return counts / counts.sum(-1, keepdims=True)
 
 
-def mdp_posterior_update(post: MDPPosterior, state, s: jax.Array) -> MDPPosterior:
-    """Adds the previous step (prev_s, prev action, prev reward → s) to the posterior statistics. The last
-    transition of a task episode ends in a state the policy never sees (METHOD §1: after the reset the input
-    shows the start state), so it updates the rewards only: a transition counts when t > 0 and tau > 0."""
-    b, a, had = jnp.arange(s.shape[0]), jnp.maximum(state.prev_action, 0), state.t > 0
-    trans = (had & (state.tau > 0)).astype(jnp.float32)
-    return dataclasses.replace(
-        post, n_sas=post.n_sas.at[b, post.prev_s, a, s].add(trans),
-        r_n=post.r_n.at[b, post.prev_s, a].add(had.astype(jnp.float32)),
-        r_sum=post.r_sum.at[b, post.prev_s, a].add(jnp.where(had, state.prev_reward, 0.0)),
-        prev_s=s)
+def sampled_q(key, post: MDPPosterior, sup: Support, params, steps: int) -> jax.Array:
+    """PSRL (Osband, Russo & Van Roy 2013, Algorithm 1) and OPSRL (Agrawal & Jia 2017): m MDPs drawn from the
+    posterior (T ~ Dirichlet(α0 + n), R ~ N(mean, 1/precision)), the element-wise max of their finite-horizon
+    Q (m = 1: PSRL). Returns (B, steps, S, A)."""
+    k_t, k_r = jax.random.split(key)
+    mean, prec = reward_posterior(post, params["mu0"], params["tau0"], params["tau"])
+    counts = dirichlet_counts(post, sup, params["alpha0"])
+    samples = params.get("m", 1)
+    t_mat = dirichlet_sample(k_t, jnp.broadcast_to(counts, (samples, *counts.shape)))
+    r = mean + jax.random.normal(k_r, (samples,) + mean.shape) / jnp.sqrt(prec)
+    return plan_q(t_mat, r, steps, sup).max(axis=0)
 
 
-def reward_posterior(post: MDPPosterior, mu0: float, tau0: float, tau: float):
-    """Normal posterior of each mean reward R(s,a) with known noise precision τ: (mean, precision), (B, S, A);
-    precision = τ0 + n·τ, mean = (τ0·μ0 + τ·Σr) / precision (conjugate normal model)."""
-    prec = tau0 + post.r_n * tau
-    return (tau0 * mu0 + tau * post.r_sum) / prec, prec
+def optimistic_q(kind: str, post: MDPPosterior, sup: Support, params, steps: int) -> jax.Array:
+    """Q (B, steps, S, A) of the model-based methods with n(s, a) the steps taken from (s, a) so far:
 
+    * map-greedy: Q_k = R̄ + T̄·V_{k-1} on the posterior means (certainty equivalence);
+    * beb (Kolter & Ng 2009, "Near-Bayesian exploration in polynomial time", the BEB value recursion):
+      Q_k(s,a) = R̄(s,a) + β/(1 + n(s,a)) + Σ_s' T̄(s'|s,a)·V_{k-1}(s'), T̄ the Dirichlet posterior mean;
+    * mbie-eb (Strehl & Littman 2008, "An analysis of model-based interval estimation for Markov decision
+      processes", MBIE-EB): Q_k(s,a) = R̄(s,a) + β/sqrt(n(s,a)) + Σ_s' T̄(s'|s,a)·V_{k-1}(s') (n = 0 as 1);
+    * rmax (Brafman & Tennenholtz 2002, R-MAX): pairs with n(s,a) < m are unknown, Q_k = k·r_max (absorbing,
+      r_max every step); the known ones follow the empirical model (mean rewards, transition frequencies).
 
-def finite_horizon_q(t_mat: jax.Array, r: jax.Array, steps: int) -> jax.Array:
-    """Q[k-1] for k = 1..steps steps left: Q_1 = R, Q_k = R + T·max_a Q_{k-1}. t_mat (..., S, A, S), r (..., S, A)."""
-
-    def backup(q, _):
-        q_new = r + jnp.einsum("...sat,...t->...sa", t_mat, q.max(axis=-1))
-        return q_new, q_new
-
-    _, qs = jax.lax.scan(backup, jnp.zeros_like(r), None, length=steps)
-    return jnp.moveaxis(qs, 0, -3)  # (..., steps, S, A)
-
-
-GAMMA_POOLS = 4  # unrolled proposal rounds of ``gamma_sample`` before its loop (see its docstring)
-
-
-def gamma_sample(key: jax.Array, alpha: jax.Array) -> jax.Array:
-    """Gamma(α, 1) draws, one per element of ``alpha`` (float32, any shape, α > 0).
-
-    Marsaglia & Tsang (2000): for a = α (α ≥ 1) or α + 1 (α < 1, then multiplied by U^(1/α)), d = a − 1/3,
-    c = 1/sqrt(9d), propose v = (1 + c·x)^3 with x ~ N(0,1) and accept d·v when v > 0 and
-    log u < x²/2 + d − d·v + d·log v (u ~ U(0,1)); acceptance >= 0.95 for a >= 1. Rejected elements get fresh
-    proposals from pools of shrinking size (all elements, then 1/8, 1/64, 1/512 of them), then from pools of
-    64 in a loop until every element is accepted (exact rejection sampling). About 1.15 proposals per draw, in
-    bulk: ``jax.random.gamma`` splits a key per element and was several times slower here on CPU.
-    """
-    shape = alpha.shape
-    a = alpha.reshape(-1).astype(jnp.float32)
-    n = a.shape[0]
-    boost = a < 1.0
-    a1 = jnp.where(boost, a + 1.0, a)
-    d = a1 - 1.0 / 3.0
-    c = 1.0 / jnp.sqrt(9.0 * d)
-
-    def round_(key, out, pending, size, first=False):
-        k_x, k_u = jax.random.split(key)
-        x = jax.random.normal(k_x, (size,))
-        u = jax.random.uniform(k_u, (size,))
-        if first:
-            has, xe, ue = pending, x, u
-        else:  # the j-th still pending element takes proposal j of this pool
-            rank = jnp.cumsum(pending) - 1
-            has = pending & (rank < size)
-            slot = jnp.where(has, rank, 0)
-            xe, ue = x[slot], u[slot]
-        v = (1.0 + c * xe) ** 3
-        safe_v = jnp.where(v > 0, v, 1.0)
-        ok = has & (v > 0) & (jnp.log(ue) < 0.5 * xe * xe + d - d * safe_v + d * jnp.log(safe_v))
-        return jnp.where(ok, d * safe_v, out), pending & ~ok
-
-    key, k_boost = jax.random.split(key)
-    out, pending = d, jnp.ones((n,), bool)
-    for i in range(GAMMA_POOLS):
-        key, k = jax.random.split(key)
-        out, pending = round_(k, out, pending, n if i == 0 else min(n, max(64, math.ceil(n / 8 ** i))), i == 0)
-
-    def body(c):
-        key, out, pending = c
-        key, k = jax.random.split(key)
-        return (key, *round_(k, out, pending, min(n, 64)))
-
-    _, out, _ = jax.lax.while_loop(lambda c: c[2].any(), body, (key, out, pending))
-    out = jnp.where(boost, out * jax.random.uniform(k_boost, (n,)) ** (1.0 / a), out)
-    return out.reshape(shape)
-
-
-def dirichlet_sample(key: jax.Array, alpha: jax.Array) -> jax.Array:
-    """Dirichlet(α) draws over the last axis of ``alpha`` (normalised ``gamma_sample`` draws; a row whose
-    draws all underflow to 0, possible only for tiny α, becomes uniform)."""
-    g = gamma_sample(key, alpha)
-    total = g.sum(axis=-1, keepdims=True)
-    return jnp.where(total > 0, g / jnp.where(total > 0, total, 1.0), 1.0 / alpha.shape[-1])
-
-
-def posterior_states(meta_env: MetaEnv, params=None) -> int:
-    """S of the dense posterior: ``num_states``, else the rows of the sparse true model (garnet). The
-    ``prepare`` of each entry: IntractableError beyond ``DENSE_MAX_STATES`` (``rl3jax baselines`` skips it)."""
-    env = meta_env.env
-    s = env.num_states or jax.eval_shape(env.true_model_sparse, env.default_params)[2].shape[0]
-    if s > DENSE_MAX_STATES:
-        raise IntractableError(f"the dense Dirichlet posterior holds S·A·S = {s * s * meta_env.num_actions:,} counts "
-                               f"per task at S={s}; tractable for S <= {DENSE_MAX_STATES} (a sparse posterior over "
-                               "the states seen is not implemented)")
-    return s
+    The papers' discount γ is 1 here: finite horizon over the steps left, as PSRL's plan."""
+    if kind == "rmax":
+        r_emp = post.r_sum / jnp.maximum(post.r_n, 1.0)
+        return plan_q(mean_model(post, sup, RMAX_ALPHA), r_emp, steps, sup, post.r_n < params["m"],
+                      params["r_max"])
+    mean, _ = reward_posterior(post, params["mu0"], params["tau0"], params["tau"])
+    bonus = {"map-greedy": lambda n: 0.0, "beb": lambda n: params.get("beta", 0.0) / (1.0 + n),
+             "mbie-eb": lambda n: params.get("beta", 0.0) / jnp.sqrt(jnp.maximum(n, 1.0))}[kind](post.r_n)
+    return plan_q(mean_model(post, sup, params["alpha0"]), mean + bonus, steps, sup)
 
 
 def mdp_build(kind: str):
-    """Builder of psrl / opsrl / map-greedy for the tabular MDP family."""
+    """Builder of one method (``ENTRIES``) for the families with a posterior ``support``."""
 
     def build(meta_env: MetaEnv, consts, tasks, key, params):
-        env = meta_env.env
-        num, n_s, n_a = num_tasks(tasks), posterior_states(meta_env), meta_env.num_actions
+        env, sup = meta_env.env, support(meta_env)
+        num, n_a = num_tasks(tasks), meta_env.num_actions
         th = min(meta_env.task_horizon, meta_env.horizon)
-        alpha0, mu0, tau0, tau = params["alpha0"], params["mu0"], params["tau0"], params["tau"]
-        samples = params.get("m", 1)
+        depth = min(th, PLAN_DEPTH)
         zeros = lambda *shape: jnp.zeros((num, *shape), jnp.float32)  # noqa: E731
-        post = MDPPosterior(key=key, n_sas=zeros(n_s, n_a, n_s), r_n=zeros(n_s, n_a), r_sum=zeros(n_s, n_a),
-                            prev_s=jnp.zeros((num,), jnp.int32), q_tab=zeros(th, n_s, n_a))
-
-        def sampled_q(key, post):
-            k_t, k_r = jax.random.split(key)
-            mean, prec = reward_posterior(post, mu0, tau0, tau)
-            shape = (samples,) + post.n_sas.shape
-            t_mat = dirichlet_sample(k_t, alpha0 + jnp.broadcast_to(post.n_sas, shape))
-            r = mean + jax.random.normal(k_r, (samples,) + mean.shape) / jnp.sqrt(prec)
-            return finite_horizon_q(t_mat, r, th).max(axis=0)  # OPSRL: element-wise max over the samples
+        n_s = sup.num_states
+        post = MDPPosterior(key=key, n_sas=zeros(n_s, n_a, sup.width), r_n=zeros(n_s, n_a), r_sum=zeros(n_s, n_a),
+                            prev_s=jnp.zeros((num,), jnp.int32), prev_tau=jnp.zeros((num,), jnp.int32),
+                            q_tab=zeros(depth, n_s, n_a))
 
         def step(post, obs, state):
             s = jax.vmap(env.state_index)(state.env_state, tasks)
-            post = mdp_posterior_update(post, state, s)
+            post = mdp_posterior_update(post, state, s, sup, meta_env.task_horizon)
             key, k_sample, k_tie = jax.random.split(post.key, 3)
             left = jnp.minimum(th - state.tau, meta_env.horizon - state.t)  # steps left in the task episode
-            if kind == "map-greedy":
-                mean, _ = reward_posterior(post, mu0, tau0, tau)
-                counts = alpha0 + post.n_sas
-                t_mat = counts / counts.sum(-1, keepdims=True)
-                q_tab = finite_horizon_q(t_mat, mean, th)
+            if kind in ("psrl", "opsrl"):
+                new = state.tau == 0
+                q_tab = jax.lax.cond(jnp.any(new), lambda: sampled_q(k_sample, post, sup, params, depth),
+                                     lambda: post.q_tab)
+                q_tab = jnp.where(new[:, None, None, None], q_tab, post.q_tab)
             else:
-                q_tab = jax.lax.cond(jnp.any(state.tau == 0), lambda: sampled_q(k_sample, post), lambda: post.q_tab)
-                q_tab = jnp.where((state.tau == 0)[:, None, None, None], q_tab, post.q_tab)
-            action = argmax_random(k_tie, q_tab[jnp.arange(num), jnp.clip(left - 1, 0, th - 1), s])
+                q_tab = optimistic_q(kind, post, sup, params, depth)
+            action = argmax_random(k_tie, q_tab[jnp.arange(num), jnp.clip(left - 1, 0, depth - 1), s])
             return dataclasses.replace(post, key=key, q_tab=q_tab), sharp_logits(action, n_a)
 
         return step, post
@@ -180,16 +115,47 @@ def mdp_build(kind: str):
     return build
 
 
-MDP_FAMILIES = ("mdp", "garnet")
+def _states(meta_env: MetaEnv, params=None) -> int:
+    """``prepare``: the posterior's S (IntractableError for a dense one too big; ``support``)."""
+    return support(meta_env).num_states
+
+
+MODEL_FAMILIES = ("mdp", "garnet", "deepsea", "grid11", "grid13")
+# tuned on tuning tasks by scripts/tune_baselines.py (docs/results/baselines/tuning.md)
+BEB_BETA = Param("beta", 1.0, low=0.0, tuned=(("mdp", 1.0), ("garnet", 1.0), ("deepsea", 0.1), ("grid11", 3.0),
+                                              ("grid13", 3.0)))
+MBIE_BETA = Param("beta", 1.0, low=0.0, tuned=(("mdp", 3.0), ("garnet", 3.0), ("deepsea", 0.1), ("grid11", 3.0),
+                                               ("grid13", 3.0)))
+OPSRL_M = Param("m", 5, kind="int", low=1, tuned=(("garnet", 10), ("deepsea", 10)))
+RMAX_M = Param("m", 5, kind="int", low=1, tuned=(("mdp", 1), ("garnet", 1), ("deepsea", 1), ("grid11", 3),
+                                                 ("grid13", 3)))
+# the largest mean reward of a step on each family (not tuned): the grids' goal, DeepSea's treasure, and about
+# two standard deviations above the mean of the N(1, 1) mean rewards of mdp and garnet
+R_MAX = Param("r_max", 1.0, tuned=(("mdp", 3.0), ("garnet", 3.0), ("deepsea", 1.0), ("grid11", 100.0),
+                                   ("grid13", 100.0)))
+
+
+def _entry(name: str, params: tuple, doc: str, stochastic: bool = False) -> Baseline:
+    return Baseline(name, MODEL_FAMILIES, params, mdp_build(name), doc, _states, stochastic=stochastic)
+
+
 ENTRIES = (
-    Baseline("psrl", MDP_FAMILIES, MDP_PRIOR, mdp_build("psrl"),
-             "Posterior sampling RL (Osband, Russo & Van Roy 2013): one MDP drawn from the Dirichlet/normal "
-             "posterior at the start of each task episode, followed with finite-horizon value iteration.",
-             posterior_states, stochastic=True),
-    Baseline("opsrl", MDP_FAMILIES, MDP_PRIOR + (Param("m", 5, kind="int", low=1),), mdp_build("opsrl"),
-             "Optimistic PSRL (Agrawal & Jia 2017): m posterior MDPs per task episode, the element-wise max "
-             "of their finite-horizon Q.", posterior_states, stochastic=True),
-    Baseline("map-greedy", MDP_FAMILIES, MDP_PRIOR, mdp_build("map-greedy"),
-             "MAP-greedy (certainty equivalence): greedy on finite-horizon value iteration of the posterior-mean MDP, "
-             "solved again every step; no exploration.", posterior_states),
+    _entry("psrl", MDP_PRIOR,
+           "Posterior sampling RL (Osband, Russo & Van Roy 2013): one MDP drawn from the Dirichlet/normal "
+           "posterior at the start of each task episode, followed with finite-horizon value iteration.", True),
+    _entry("opsrl", MDP_PRIOR + (OPSRL_M,),
+           "Optimistic PSRL (Agrawal & Jia 2017): m posterior MDPs per task episode, the element-wise max "
+           "of their finite-horizon Q.", True),
+    _entry("map-greedy", MDP_PRIOR,
+           "MAP-greedy (certainty equivalence): greedy on finite-horizon value iteration of the posterior-mean MDP, "
+           "solved again every step; no exploration."),
+    _entry("beb", MDP_PRIOR + (BEB_BETA,),
+           "Bayesian exploration bonus (Kolter & Ng 2009): value iteration on the posterior-mean MDP with "
+           "reward R + β/(1 + n(s,a)), solved again every step."),
+    _entry("mbie-eb", MDP_PRIOR + (MBIE_BETA,),
+           "MBIE-EB (Strehl & Littman 2008): value iteration on the posterior-mean MDP with reward "
+           "R + β/sqrt(n(s,a)) (n = 0 counted as 1), solved again every step."),
+    _entry("rmax", (RMAX_M, R_MAX),
+           "R-MAX (Brafman & Tennenholtz 2002): pairs tried fewer than m times are absorbing with reward r_max "
+           "per step; the others follow the empirical model; solved again every step."),
 )

@@ -20,7 +20,7 @@ import pytest
 from scipy import integrate, stats
 
 from rl3jax import baselines as B
-from rl3jax.baselines import bandit, base, mdp
+from rl3jax.baselines import bandit, base, posterior
 from tests.baselines import reference as ref
 from tests.helpers import BANDIT_H, BANDIT_N, BANDIT_POLICIES, _paired, _run
 
@@ -179,12 +179,12 @@ def test_thompson_choice_frequencies_match_exact_probabilities():
 def test_gamma_and_dirichlet_samplers_match_scipy():
     """Kolmogorov–Smirnov distance below its 0.1% critical value 1.95/sqrt(n) (fixed keys: deterministic)."""
     n = 20000
-    gamma = jax.jit(mdp.gamma_sample)
+    gamma = jax.jit(posterior.gamma_sample)
     for i, a in enumerate((0.3, 1.0, 2.5, 12.0)):
         x = np.asarray(gamma(jax.random.key(i), jnp.full((n,), a)))
         assert stats.kstest(x, stats.gamma(a).cdf).statistic < 1.95 / math.sqrt(n), a
     alpha = jnp.asarray([1.0, 2.0, 5.0, 0.5])
-    d = np.asarray(jax.jit(mdp.dirichlet_sample)(jax.random.key(9), jnp.broadcast_to(alpha, (n, 4))))
+    d = np.asarray(jax.jit(posterior.dirichlet_sample)(jax.random.key(9), jnp.broadcast_to(alpha, (n, 4))))
     np.testing.assert_allclose(d.sum(1), 1.0, rtol=1e-5)
     for j in range(4):  # marginal Beta(α_j, Σα − α_j)
         marg = stats.beta(float(alpha[j]), float(alpha.sum() - alpha[j]))

@@ -12,4 +12,4 @@ def test_registry_names_the_source_and_families():
     for name, b in B.BASELINES.items():
         assert b.doc and b.families, name
     assert B.baseline_names(_meta("mdp", 5)) == ["random", "oracle", "model-greedy", "model-epsilon-greedy", "psrl",
-                                                 "opsrl", "map-greedy"]
+                                                 "opsrl", "map-greedy", "beb", "mbie-eb", "rmax"]
