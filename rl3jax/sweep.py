@@ -31,6 +31,7 @@ import subprocess
 import sys
 
 from rl3jax import __version__
+from rl3jax.cli_args import config_flags, positive_int, seconds, subparser
 from rl3jax.config import SEED_MAX, ConfigError, HParams, TrainConfig, build, parse_sets
 from rl3jax.outputs import atomic_write, atomic_write_json, check_output_dir, check_output_file
 from rl3jax.runs.runfiles import holds_run, latest_step, read_metrics, run_dirs, training_pid
@@ -43,10 +44,8 @@ CLUSTER_EXTRA = "pip install 'rl3jax[cluster]'"
 LOCAL_MINUTES = 7 * 24 * 60
 
 
-def add_parser(sub, subparser, config_flags, positive_int, seconds) -> None:
-    """The ``sweep`` subcommand and its actions (``subparser(sub, name, help, description)``: the CLI's parser
-    maker; ``config_flags(parser)``: the settings flags of ``train``; ``positive_int``, ``seconds``: argparse
-    types)."""
+def add_parser(sub) -> None:
+    """The ``sweep`` subcommand and its actions (``plan`` takes the settings flags of ``train``)."""
     p = subparser(sub, "sweep", "sweeps of many programs: plan, run, launch (SLURM / local), status, optuna",
                   "Sweeps of many programs (docs/SCALING.md, 'Sweeps on a cluster'): `rl3jax sweep ACTION --help`.")
     sub = p.add_subparsers(dest="action", required=True, metavar="{plan,run,launch,status,optuna}",
@@ -365,10 +364,8 @@ def launch(args) -> int:
 
 def check_optuna(args) -> dict:
     """The checks of ``sweep optuna`` without JAX; ``sweep_optuna.optimise``'s keyword arguments. ``ConfigError``
-    (one line) for a missing extra, a storage other than ``journal:PATH``, no or a bad ``--search`` (not a
-    ``HParams`` field, bounds not LOW < HIGH, out of the field's range, log with LOW <= 0), or a job with --sweep."""
-    if importlib.util.find_spec("optuna") is None:
-        raise ConfigError(f"sweep optuna needs optuna: {CLUSTER_EXTRA}")
+    (one line) for a storage other than ``journal:PATH``, no or a bad ``--search`` (not a
+    ``HParams`` field, bounds not LOW < HIGH, out of the field's range, log with LOW <= 0), a job with --sweep, then a missing extra."""
     kind, _, path = args.storage.partition(":")
     if kind != "journal" or not path:
         raise ConfigError(f"--storage {args.storage!r}: expected journal:PATH (Optuna's journal file)")
@@ -395,6 +392,8 @@ def check_optuna(args) -> dict:
             raise ConfigError(f"--search {item!r}: expected NAME=LOW:HIGH[:log] with LOW < HIGH (LOW > 0 with log)"
                               f"{f'; {e}' if str(e) and 'could not convert' not in str(e) else ''}") from None
         search[name] = (lo, hi, len(parts) == 3)
+    if importlib.util.find_spec("optuna") is None:  # after the arguments: their errors do not need the extra
+        raise ConfigError(f"sweep optuna needs optuna: {CLUSTER_EXTRA}")
     return {"directory": args.dir, "job": job, "search": search, "trials": args.trials, "batch": args.batch,
             "storage": path, "study": args.study or job["name"]}
 
