@@ -240,7 +240,7 @@ def test_local_launch_gives_each_worker_its_own_gpus(tmp_path, capsys, monkeypat
 def test_launch_and_optuna_name_the_extra_when_it_is_missing(tmp_path, capsys, monkeypatch):
     import importlib.util
 
-    d = _plan(tmp_path, capsys)
+    d = _plan(tmp_path, capsys, grid=["--grid", "epochs=1,2"])  # no --sweep: Optuna's own arguments are valid
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n in ("submitit", "optuna") else real(n, *a))
     for argv, what in ((["launch", d, "--backend", "local"], "submitit"),
