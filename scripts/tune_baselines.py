@@ -30,13 +30,14 @@ from rl3jax.config import TrainConfig
 from rl3jax.envs.catalog import FAMILIES
 from rl3jax.evaluate import TEST_SEED, held_out_tasks, summarize
 from rl3jax.meta_episode import make_meta_env
+from rl3jax.outputs import atomic_write, atomic_write_json
 from rl3jax.rollout import rollout, sample_tasks
 
 TUNE_SEED = TEST_SEED + 1000
 BETAS = (0.1, 0.3, 1.0, 3.0, 10.0)
 GRID = {"beb": ("beta", BETAS), "mbie-eb": ("beta", BETAS), "opsrl": ("m", (2, 5, 10)), "rmax": ("m", (1, 3, 10))}
 # grids (rewards −1 a step, +100 at the goal; a rollout costs about 10× an mdp one): fewer, larger values
-GRID_GRIDS = {"beb": ("beta", (3.0, 10.0, 30.0, 100.0)), "mbie-eb": ("beta", (3.0, 10.0, 30.0, 100.0)),
+GRID_GRIDS = {"beb": ("beta", (1.0, 3.0, 10.0, 30.0, 100.0)), "mbie-eb": ("beta", (1.0, 3.0, 10.0, 30.0, 100.0)),
               "opsrl": ("m", (2, 5)), "rmax": ("m", (1, 3))}
 
 
@@ -70,16 +71,20 @@ def score(meta_env, tasks, name: str, params: dict, batch: int) -> dict:
     return summarize(np.concatenate(out))
 
 
-def tune_family(family: str, num: int, batch: int) -> dict:
+def tune_family(family: str, num: int, batch: int, policies=None, values=None) -> dict:
+    """Every value of each policy's grid (``policies``: a subset; ``values``: only these values) on ``num`` tuning
+    tasks; ``{"horizon", "tasks", "rows": {policy: {"param", "chosen", "trials"}}}``."""
     meta_env = make_meta_env(TrainConfig(env=family, horizon=FAMILIES[family].horizon, algo="rl2"))
     tasks = tuning_tasks(meta_env, num)
     overlap = _digests(tasks, num) & _digests(held_out_tasks(meta_env, 1000), 1000)
     if overlap:
         raise SystemExit(f"{family}: {len(overlap)} tuning tasks equal held-out tasks")
     rows = {}
-    for name, (param, values) in (GRID_GRIDS if meta_env.env.grid_side else GRID).items():
+    for name, (param, grid) in (GRID_GRIDS if meta_env.env.grid_side else GRID).items():
+        if policies and name not in policies:
+            continue
         trials = []
-        for v in values:
+        for v in [v for v in grid if values is None or v in values]:
             t0 = time.perf_counter()
             res = score(meta_env, tasks, name, {param: v}, batch)
             trials.append({"value": v, "mean_return": res["mean_return"], "stderr": res["stderr"],
@@ -92,15 +97,25 @@ def tune_family(family: str, num: int, batch: int) -> dict:
 
 
 def write(out_dir: str, results: dict) -> None:
+    """Adds ``results`` (family -> ``tune_family``'s) to ``tuning.json`` (trials of a value tried before are
+    replaced, others kept; the best value chosen again) and rewrites ``tuning.md`` from it, both atomically."""
     os.makedirs(out_dir, exist_ok=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     meta = {"commit": commit, "machine": platform.processor() or platform.machine(), "tune_seed": TUNE_SEED}
     path = os.path.join(out_dir, "tuning.json")
     old = json.load(open(path)) if os.path.exists(path) else {"families": {}}
-    old["families"].update(results)
+    for fam, res in results.items():
+        prev = old["families"].setdefault(fam, {**res, "rows": {}})
+        if prev["tasks"] != res["tasks"] or prev["horizon"] != res["horizon"]:
+            raise SystemExit(f"{fam}: tuned before on {prev['tasks']} tasks at H={prev['horizon']}; use the same")
+        for name, row in res["rows"].items():
+            new = {t["value"] for t in row["trials"]}
+            trials = sorted([t for t in prev["rows"].get(name, {"trials": []})["trials"] if t["value"] not in new]
+                            + row["trials"], key=lambda t: t["value"])
+            best = max(trials, key=lambda t: t["mean_return"])
+            prev["rows"][name] = {"param": row["param"], "chosen": best["value"], "trials": trials}
     old.update(meta)
-    with open(path, "w") as f:
-        json.dump(old, f, indent=1)
+    atomic_write_json(path, old)
     lines = ["# Tuning of the model-based baselines' exploration parameters", "",
              f"`scripts/tune_baselines.py` (commit {commit}): tuning tasks from seed {TUNE_SEED} (disjoint from the "
              "held-out tasks, checked), one meta-episode per task at the catalog horizon; mean return ± s.e. "
@@ -113,8 +128,9 @@ def write(out_dir: str, results: dict) -> None:
                                f"{t['value']:g}: {t['mean_return']:.2f} ± {t['stderr']:.2f}") for t in row["trials"])
             secs = sum(t["seconds"] for t in row["trials"])
             lines.append(f"| {fam} | {res['horizon']} | {res['tasks']} | {name} | {row['param']} | {cells} | {secs:.0f} |")
-    with open(os.path.join(out_dir, "tuning.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    notes_path = os.path.join(out_dir, "tuning-notes.md")  # hand-written, kept below the table
+    notes = open(notes_path).read() if os.path.exists(notes_path) else ""
+    atomic_write(os.path.join(out_dir, "tuning.md"), "\n".join(lines) + "\n" + (f"\n{notes}" if notes else ""))
 
 
 def main() -> None:
@@ -123,9 +139,12 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=200)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--out", default="docs/results/baselines")
+    ap.add_argument("--policies", default=None, help="comma-separated subset of beb,mbie-eb,opsrl,rmax")
+    ap.add_argument("--values", default=None, help="comma-separated values: only these of each grid")
     args = ap.parse_args()
     for fam in args.families.split(","):
-        write(args.out, {fam: tune_family(fam, args.tasks, args.batch)})
+        write(args.out, {fam: tune_family(fam, args.tasks, args.batch, args.policies and args.policies.split(","),
+                                          args.values and [float(v) for v in args.values.split(",")])})
 
 
 if __name__ == "__main__":
