@@ -387,6 +387,9 @@ PRESETS: dict[str, Preset] = {
                           by_algo=_RL2_LAPTOP, chunk_iters=1),
     "cpu-deepsea": _preset("deepsea", 300, 80, 32400, 8100, 0.03, 1e-3, model="markov", evals=4,
                            eval_episodes=250, by_algo=_RL2_LAPTOP, chunk_iters=1),
+    # XLand-MiniGrid (rl3jax.envs.xland, the extra rl3jax[xland]) at its catalog H = 512; not tuned
+    "cpu-xland": _preset("xland", 512, 40, 16384, 4096, 0.01, 1e-3, model="markov", evals=4, eval_episodes=100,
+                         by_algo=_RL2_LAPTOP, chunk_iters=1),
 }
 
 
