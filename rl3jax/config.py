@@ -382,14 +382,12 @@ PRESETS: dict[str, Preset] = {
                        by_algo=_RL2_LAPTOP, chunk_iters=1),
     "cpu-bandit": _preset("bandit", 100, 40, 32000, 8000, 0.03, 1e-3, model="markov", evals=4, eval_episodes=250,
                           by_algo=_RL2_LAPTOP, chunk_iters=1),
-    # Beyond the paper's families: cpu-mdp's settings (not tuned for them); deepsea at its catalog H = 300
+    # Beyond the paper's families: cpu-mdp's settings (not tuned for them); deepsea, xland at their catalog H
     "cpu-garnet": _preset("garnet", 100, 80, 32000, 8000, 0.03, 1e-3, model="markov", evals=4, eval_episodes=250,
                           by_algo=_RL2_LAPTOP, chunk_iters=1),
     "cpu-deepsea": _preset("deepsea", 300, 80, 32400, 8100, 0.03, 1e-3, model="markov", evals=4,
                            eval_episodes=250, by_algo=_RL2_LAPTOP, chunk_iters=1),
-    # XLand-MiniGrid (rl3jax.envs.xland, the extra rl3jax[xland]) at its catalog H = 512; not tuned
-    "cpu-xland": _preset("xland", 512, 40, 16384, 4096, 0.01, 1e-3, model="markov", evals=4, eval_episodes=100,
-                         by_algo=_RL2_LAPTOP, chunk_iters=1),
+    "cpu-xland": _preset("xland", 512, 40, 2**14, 2**12, .01, 1e-3, model="markov", evals=4, by_algo=_RL2_LAPTOP),
 }
 
 
