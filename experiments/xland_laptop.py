@@ -1,12 +1,12 @@
 """The XLand laptop result (issue 20, item 6): RL² (GRU), RL³ (Markov) and RL³-coarse (Markov) on the default
 xland family (R1 9×9, trivial preset) at equal env-step budgets, evaluated on held-out rule sets (disjoint from
-the training set) with the random policy beside, written to ``docs/results/xland/laptop/`` with the commit, the
+the training set) with the random policy and model-greedy (greedy in the RL³ estimator's model) beside, written to ``docs/results/xland/laptop/`` with the commit, the
 machine and the wall times.
 
     .venv/bin/python experiments/xland_laptop.py --quick      # smoke run (a few minutes)
     .venv/bin/python experiments/xland_laptop.py              # the result (cpu-xland preset: 40 × 32 × 512 steps)
 
-Every step is an ``rl3jax`` command run in this process (``train``, ``eval --run``, ``eval --policy random``).
+Every step is an ``rl3jax`` command run in this process (``train``, ``eval --run``, ``eval --policy``).
 Sizes other than the preset's: ``--iters``, ``--num-envs``, ``--horizon``, ``--episodes``.
 """
 
@@ -54,9 +54,10 @@ def main(argv=None) -> int:
         a.iters, a.num_envs, a.horizon, a.episodes = 3, 8, 128, 32
     os.makedirs(a.out, exist_ok=True)
     rows, t0 = [], time.time()
-    random = _eval(["--policy", "random", "--env", "xland", "--horizon", str(a.horizon), "--episodes",
-                    str(a.episodes)], os.path.join(a.out, "random.json"))
-    rows.append({"label": "random", "mean": random["mean_return"], "stderr": random["stderr"], "train_s": 0.0})
+    for policy in ("random", "model-greedy"):  # the classical baselines that fit (no true model: no oracle)
+        res = _eval(["--policy", policy, "--env", "xland", "--horizon", str(a.horizon), "--episodes",
+                     str(a.episodes)], os.path.join(a.out, f"{policy}.json"))
+        rows.append({"label": policy, "mean": res["mean_return"], "stderr": res["stderr"], "train_s": 0.0})
     for folder, label, algo, model in RUNS:
         run = os.path.join(a.runs, folder)
         t = time.time()
