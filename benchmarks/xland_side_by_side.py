@@ -116,7 +116,8 @@ def versions(a) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--peer-repo", default="/work/peers/xland", help="a work tree of xland-minigrid's repository")
-    p.add_argument("--peer-python", default="/work/peers/xland/.venv/bin/python", help="its Python (its venv)")
+    p.add_argument("--peer-python", default="/work/peers/xland/.venv310/bin/python",
+                   help="its Python: a Python 3.10 venv with its uv.lock (Python >= 3.11 refuses its training/utils.py)")
     p.add_argument("--num-envs", type=int, default=1024)
     p.add_argument("--horizon", type=int, default=256, help="meta-episode = rollout length H")
     p.add_argument("--updates", type=int, default=5, help="PPO updates timed (after one for compiling, rl3jax)")

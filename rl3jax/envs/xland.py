@@ -36,7 +36,7 @@ from xminigrid.core.constants import NUM_ACTIONS, NUM_COLORS, NUM_TILES
 from xminigrid.core.observation import transparent_field_of_view
 from xminigrid.types import RuleSet, StepType, TimeStep
 
-from rl3jax.envs.base import RL3Defaults, TaskEnv
+from rl3jax.envs.base import DISCOVERY_DEFAULTS, TaskEnv
 from rl3jax.envs.xland_rulesets import load_benchmark_file, rulesets
 
 #: variant (``rl3jax.envs.catalog.FAMILIES``, same order) -> (xminigrid env id, rule-set source): a preset of
@@ -76,9 +76,7 @@ class XLandMiniGrid(TaskEnv):
     """
 
     family = "xland"
-    # rewards are at most 1 per task episode: Q shown as is; the discovery estimator's settings
-    rl3_defaults = RL3Defaults(q_denom=1.0, alpha_laplace=0.1, epsilon=0.01, max_sweeps=None, warm_start=True,
-                               known_states="visited")
+    rl3_defaults = DISCOVERY_DEFAULTS  # rewards are at most 1 per task episode: Q shown as is (q_denom 1)
 
     def __init__(self, variant: str = "train"):
         if variant not in VARIANTS:
