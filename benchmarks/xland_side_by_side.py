@@ -12,7 +12,7 @@ over whole sequences, as rl3jax), epochs, minibatches (rl3jax: N / minibatches w
 layer of 256 units (rl3jax's ``GRU_HIDDEN``), its heads' hidden layer 64 (rl3jax's ``D_MODEL``). Its per-update
 evaluation is switched off (``eval_num_envs`` 1, ``eval_num_episodes`` 0: one reset, no step), and rl3jax's KL
 early stop (``target_kl`` 1e10: every epoch runs) and held-out evaluations (``eval_every`` 0). What still
-differs in work per step is counted in ``work_per_step`` (multiply-adds of one forward step of each network).
+differs in work per step is counted in ``work_per_step`` (multiply-adds per env step of each agent and iteration).
 
     .venv/bin/python benchmarks/xland_side_by_side.py --quick          # smoke run (minutes, loaded CPU)
     .venv/bin/python benchmarks/xland_side_by_side.py                  # the run for BENCHMARKS.md (quiet machine)
@@ -45,16 +45,21 @@ from rl3jax.outputs import atomic_write, atomic_write_json  # noqa: E402
 HIDDEN, HEAD = 256, 64  # rl3jax's GRU_HIDDEN and D_MODEL (rl3jax.networks)
 
 
-def work_per_step(obs_dim: int, actions: int = 6) -> dict:
-    """Multiply-adds of one forward step. rl3jax (rl2, gru): actor and critic each Dense(obs_dim→64) → GRUCell(256)
-    → Dense(n | 1). xland-minigrid (ActorCriticRNN, img_obs False): embeddings 5×5×(16+16) → Conv 2×2 16, 32, 64
-    (valid) → 256, direction Dense(4→16), action embedding 16, reward 1 → one shared GRU(256) → actor and critic
-    heads Dense(256→64) tanh → Dense(n | 1)."""
+def work_per_step(obs_dim: int, epochs: int, actions: int = 6) -> dict:
+    """Multiply-adds per env step: ``forward`` one step of each agent, ``iteration`` all of one PPO iteration per
+    env step (a backward pass counted as two forwards). rl3jax (rl2, gru): actor and critic, each Dense(obs_dim→64)
+    → GRUCell(256) → Dense(n | 1); an iteration runs the actor in the rollout, the critic over the batch, and per
+    epoch actor and critic forward + backward plus the actor's full-batch KL pass. xland-minigrid
+    (ActorCriticRNN, img_obs False): embeddings 5×5×(16+16) → Conv 2×2 16, 32, 64 (valid) → 256, direction
+    Dense(4→16), action embedding 16, reward 1 → one shared GRU(256) → actor and critic heads Dense(256→64) tanh →
+    Dense(n | 1); an iteration runs it in the rollout and forward + backward per epoch."""
     gru = lambda i, h: 3 * h * i + 3 * h * h  # noqa: E731
-    ours = 2 * (obs_dim * HEAD + gru(HEAD, HIDDEN)) + HIDDEN * (actions + 1)
+    actor, critic = (obs_dim * HEAD + gru(HEAD, HIDDEN) + HIDDEN * k for k in (actions, 1))
     conv = 16 * 4 * 32 * 16 + 9 * 4 * 16 * 32 + 4 * 4 * 32 * 64
-    theirs = conv + 4 * 16 + gru(256 + 16 + 16 + 1, HIDDEN) + 2 * HIDDEN * HEAD + HEAD * (actions + 1)
-    return {"rl3jax": ours, "xland_minigrid": theirs, "ratio": ours / theirs}
+    shared = conv + 4 * 16 + gru(256 + 16 + 16 + 1, HIDDEN) + 2 * HIDDEN * HEAD + HEAD * (actions + 1)
+    ours, theirs = actor + critic + epochs * (4 * actor + 3 * critic), shared * (1 + 3 * epochs)
+    return {"forward": {"rl3jax": actor + critic, "xland_minigrid": shared},
+            "iteration": {"rl3jax": ours, "xland_minigrid": theirs}, "ratio_iteration": ours / theirs}
 
 
 def write_peer_benchmark(folder: str) -> None:
@@ -144,17 +149,20 @@ def main(argv=None) -> int:
     med = {s: statistics.median(x["steps_per_s"] for x in rows if x["side"] == s) for s in ("peer", "ours")}
     settings = {k: getattr(a, k) for k in ("num_envs", "horizon", "updates", "epochs", "minibatches", "rounds",
                                            "platform")}
-    work = work_per_step(obs_dim=639)
+    work = work_per_step(obs_dim=639, epochs=a.epochs)
     result = {"settings": settings, "versions": versions(a), "rows": rows, "median_steps_per_s": med,
               "ratio_ours_over_peer": med["ours"] / med["peer"], "work_per_step_macs": work}
     os.makedirs(a.out, exist_ok=True)
     atomic_write_json(os.path.join(a.out, "side_by_side.json"), result)
     atomic_write(os.path.join(a.out, "side_by_side.md"), "\n".join([
         f"Settings: {json.dumps(settings)}; versions: {json.dumps(result['versions'])}", "",
-        "| trainer | env-steps/s after compile (median of rounds) | forward MACs per step |", "|---|---|---|",
-        f"| xland-minigrid train_meta_task.py | {med['peer']:,.0f} | {work['xland_minigrid']:,} |",
-        f"| rl3jax train --algo rl2 --model gru | {med['ours']:,.0f} | {work['rl3jax']:,} |",
-        f"| ratio rl3jax / xland-minigrid | {med['ours'] / med['peer']:.2f} | {work['ratio']:.2f} |", ""]))
+        "| trainer | env-steps/s after compile (median of rounds) | MACs per env step: forward / whole iteration |",
+        "|---|---|---|",
+        f"| xland-minigrid train_meta_task.py | {med['peer']:,.0f} | {work['forward']['xland_minigrid']:,} / "
+        f"{work['iteration']['xland_minigrid']:,} |",
+        f"| rl3jax train --algo rl2 --model gru | {med['ours']:,.0f} | {work['forward']['rl3jax']:,} / "
+        f"{work['iteration']['rl3jax']:,} |",
+        f"| ratio rl3jax / xland-minigrid | {med['ours'] / med['peer']:.2f} | {work['ratio_iteration']:.2f} |", ""]))
     print(f"rl3jax / xland-minigrid = {med['ours'] / med['peer']:.2f} -> {a.out}")
     return 0
 
