@@ -1,7 +1,7 @@
 """The XLand laptop result (issue 20, item 6): RL² (GRU), RL³ (Markov) and RL³-coarse (Markov) on the default
 xland family (R1 9×9, trivial preset) at equal env-step budgets, evaluated on held-out rule sets (disjoint from
-the training set) with the random policy and model-greedy (greedy in the RL³ estimator's model) beside, written to ``docs/results/xland/laptop/`` with the commit, the
-machine and the wall times.
+the training set) with random, model-greedy and model-epsilon-greedy (on the RL³ estimator's Q) beside, written
+to ``docs/results/xland/laptop/`` with the commit, the machine and the wall times.
 
     .venv/bin/python experiments/xland_laptop.py --quick      # smoke run (a few minutes)
     .venv/bin/python experiments/xland_laptop.py              # the result (cpu-xland preset: 40 × 32 × 512 steps)
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
         a.iters, a.num_envs, a.horizon, a.episodes = 3, 8, 128, 32
     os.makedirs(a.out, exist_ok=True)
     rows, t0 = [], time.time()
-    for policy in ("random", "model-greedy"):  # the classical baselines that fit (no true model: no oracle)
+    for policy in ("random", "model-greedy", "model-epsilon-greedy"):  # the baselines that fit (no oracle)
         res = _eval(["--policy", policy, "--env", "xland", "--horizon", str(a.horizon), "--episodes",
                      str(a.episodes)], os.path.join(a.out, f"{policy}.json"))
         rows.append({"label": policy, "mean": res["mean_return"], "stderr": res["stderr"], "train_s": 0.0})

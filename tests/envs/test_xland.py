@@ -253,7 +253,7 @@ def test_held_out_tasks_come_from_the_held_out_set(xl):
 
 
 @needs_xland
-@pytest.mark.parametrize("algo", ["rl2", "rl3", "rl3_coarse"])
+@pytest.mark.parametrize("algo", [pytest.param("rl2", marks=pytest.mark.slow), "rl3", "rl3_coarse"])  # rl2: -m slow
 def test_training_runs_for_rl2_rl3_and_rl3_coarse(xl, algo, tmp_path):
     """One PPO iteration through the command line (the cpu-xland preset, H = 16): finite losses, an estimator of
     the discovery kind for RL³ (coarse: the abstraction over the room's cells)."""
