@@ -33,7 +33,7 @@ from rl3jax.config import (
     notes,
     parse_sets,
 )
-from rl3jax.envs.catalog import FAMILIES
+from rl3jax.envs.catalog import FAMILIES, check_variant
 from rl3jax.runs import runfiles
 
 
@@ -199,6 +199,7 @@ def _add_baselines(sub):
 
 def cmd_baselines(args) -> int:
     outputs.check_output_file(args.json, "--json")
+    check_variant(args.env, args.variant)  # an unknown env or variant, a missing extra: before JAX starts
     names = None
     if args.only is not None:
         names = [n.strip() for n in args.only.split(",") if n.strip()]

@@ -377,17 +377,16 @@ PRESETS: dict[str, Preset] = {
     "paper-v4-grid11": _preset("grid11", 250, 20000, 32000, 3200, 0.04, 2e-4, **_V4),
     "paper-v4-grid13": _preset("grid13", 350, 20000, 32000, 3200, 0.04, 2e-4, **_V4),
     # Grids on a CPU at the published horizons, sized for about 10 minutes on a 2-core CPU; not tuned.
-    "cpu-grid11": _preset("grid11", 250, 100, 4000, 1000, 0.04, 1e-3, epochs=4, evals=4, eval_episodes=100,
-                          chunk_iters=1),
-    "cpu-grid13": _preset("grid13", 350, 50, 5600, 1400, 0.04, 1e-3, epochs=4, evals=2, eval_episodes=100,
-                          chunk_iters=1),
+    "cpu-grid11": _preset("grid11", 250, 100, 4000, 1000, 0.04, 1e-3, epochs=4, evals=4, eval_episodes=100, chunk_iters=1),
+    "cpu-grid13": _preset("grid13", 350, 50, 5600, 1400, 0.04, 1e-3, epochs=4, evals=2, eval_episodes=100, chunk_iters=1),
     # Laptop defaults, tuned in BENCHMARKS.md "Laptop presets (tuning)". Every CPU preset has one iteration per
     # chunk (an iteration takes seconds there), so a signal stops a run within seconds.
     "cpu-mdp": _preset("mdp", 100, 80, 32000, 8000, 0.03, 1e-3, **_CPU),
     "cpu-bandit": _preset("bandit", 100, 40, 32000, 8000, 0.03, 1e-3, **_CPU),
-    # Beyond the paper's families: cpu-mdp's settings (not tuned for them); deepsea at its catalog H = 300
+    # Beyond the paper's families: cpu-mdp's settings (not tuned for them); deepsea, xland at their catalog H
     "cpu-garnet": _preset("garnet", 100, 80, 32000, 8000, 0.03, 1e-3, **_CPU),
     "cpu-deepsea": _preset("deepsea", 300, 80, 32400, 8100, 0.03, 1e-3, **_CPU),
+    "cpu-xland": _preset("xland", 512, 40, 2**14, 2**12, .01, 1e-3, **_CPU),
 }
 
 

@@ -14,18 +14,20 @@ from rl3jax.baselines import BASELINES, IntractableError, baseline_names, check_
 from rl3jax.config import TrainConfig
 from rl3jax.memory import check_eval_memory
 from rl3jax.meta_episode import MetaEnv, make_meta_env
-from rl3jax.rollout import EVAL_BATCH, rollout, sample_tasks
+from rl3jax.rollout import EVAL_BATCH, rollout
 
 TEST_SEED = 2_147_480_000  # far from any training seed; tasks are a pure function of (env, variant, index)
 
 
 def held_out_tasks(meta_env: MetaEnv, num: int):
     """The first ``num`` held-out test tasks of a family (the same for every run and policy): a task pytree
-    with leading axis ``num``, drawn from ``fold_in(key(TEST_SEED), stable hash of the env's name)``."""
+    with leading axis ``num``, drawn (``sample_test_task``) from ``fold_in(key(TEST_SEED), stable hash of the env's
+    name)``."""
     h = 0
     for ch in meta_env.env.name.encode():
         h = (h * 131 + ch) % 1_000_003
-    return sample_tasks(meta_env, jax.random.fold_in(jax.random.key(TEST_SEED), h), num)
+    key = jax.random.fold_in(jax.random.key(TEST_SEED), h)
+    return jax.vmap(meta_env.env.sample_test_task)(jax.random.split(key, num))
 
 
 def evaluate(meta_env: MetaEnv, policy: str, episodes: int, greedy: bool = False, params=None, model=None,

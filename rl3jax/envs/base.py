@@ -8,6 +8,7 @@ hook                   what                                               defaul
 =====================  =================================================  =========================================
 ``family``             registry name ('bandit', 'mdp', 'grid13', ...)     the env's ``name``
 ``sample_task(key)``   one task (``EnvParams``); vmap it to draw many     NotImplementedError
+``sample_test_task``   one held-out task (evaluation; finite task sets)   ``sample_task``
 ``task_horizon``       TH, the task episode's own length (static int)     ``default_params.max_steps_in_episode``
 ``with_horizon(H)``    the family for meta horizon H                      itself (TH does not depend on H)
 ``num_states``         S, a bound on the state ids where dense tables     None: no dense tables
@@ -111,6 +112,11 @@ class TaskEnv(environment.Environment):
     def sample_task(self, key: jax.Array) -> Any:
         """One task (``EnvParams``) drawn with ``key``; vmap over keys to draw a batch."""
         raise NotImplementedError(f"{type(self).__name__} does not implement sample_task")
+
+    def sample_test_task(self, key: jax.Array) -> Any:
+        """One held-out test task drawn with ``key`` (``rl3jax.evaluate.held_out_tasks``): ``sample_task`` unless the
+        family draws its tasks from a finite training set and keeps a disjoint held-out set (``xland``)."""
+        return self.sample_task(key)
 
     def state_index(self, state: Any, params: Any) -> jax.Array:
         """The concrete discrete state of env state ``state``: an int32 scalar of any value (in [0, num_states)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
 from collections.abc import Callable
 
 #: the object-level semantics every tabular family has (METHOD §2, §2.4); 'v4' is listed per family
@@ -63,7 +64,14 @@ FAMILIES: dict[str, FamilySpec] = {
                          ("train", "dense", "deterministic", "watery", "dangerous", "corner"), 350,
                          ("rl2", "rl3", "rl3_coarse"), semantics=SEMANTICS_ALL + ("v4",),
                          kwargs={"family": "grid13"}),
+    # XLand-MiniGrid (the extra rl3jax[xland]): R1 9×9 with the trivial preset for training; the variants' meaning
+    # is ``rl3jax.envs.xland.VARIANTS``; H = 512 (TH = 243 on 9×9: two task episodes at most, many when solved)
+    "xland": FamilySpec("rl3jax.envs.xland:XLandMiniGrid",
+                        ("train", "small", "medium", "high", "r4-13x13-medium", "file-trivial-21k", "file-small-1m",
+                         "file-medium-1m", "file-high-1m"), 512, ("rl2", "rl3", "rl3_coarse")),
 }
+#: family -> (the module it needs, the extra of rl3jax that installs it): ``check_env`` refuses the family without it
+EXTRAS = {"xland": ("xminigrid", "xland")}
 
 CONTINUOUS = "its action space is continuous (a Box); rl3jax's policies are categorical over discrete actions"
 
@@ -171,8 +179,12 @@ def is_gymnax(name: str) -> bool:
 
 
 def check_env(name: str) -> tuple[str, ...]:
-    """The variants of env ``name``; ValueError for an unknown name or a gymnax env rl3jax cannot serve."""
+    """The variants of env ``name``; ValueError for an unknown name, a gymnax env rl3jax cannot serve, or a family
+    whose extra (``EXTRAS``) is not installed."""
     if name in FAMILIES:
+        module, extra = EXTRAS.get(name, (None, None))
+        if module is not None and importlib.util.find_spec(module) is None:
+            raise ValueError(f"env {name!r} needs the package {module}: pip install 'rl3jax[{extra}]'")
         return FAMILIES[name].variants
     if name in GYMNAX_ENVS:
         check_gymnax_name(name)
