@@ -18,11 +18,12 @@ MODEL_BASED = ["psrl", "opsrl", "map-greedy", "beb", "mbie-eb", "rmax"]
 
 def test_baselines_that_fit():
     """garnet, deepsea (every size: its support is sparse) and the grids: the generic ones and the model-based
-    ones; the bandit: none of the model-based ones."""
+    ones (grids also psrl-map, the prior-knowing one); the bandit: none of the model-based ones."""
     generic = ["random", "oracle", "model-greedy", "model-epsilon-greedy"]
     for env, variant, h in (("garnet", "train", GARNET_H), ("deepsea", "n30", 300), ("grid11", "train", 250),
                             ("grid13", "dense", 350)):
-        assert B.baseline_names(_meta(env, h, variant)) == generic + MODEL_BASED
+        grid = ["psrl-map"] if env.startswith("grid") else []
+        assert B.baseline_names(_meta(env, h, variant)) == generic + MODEL_BASED + grid
     assert not set(MODEL_BASED) & set(B.baseline_names(_meta("bandit", 10)))
 
 
