@@ -248,7 +248,8 @@ def job_state(directory: str, job: dict) -> tuple[str, str]:
     log, rc = (os.path.join(directory, LOGS, job["name"] + ext) for ext in (".log", ".rc"))
     step = latest_step(out) if holds_run(out) else None
     if (pid := training_pid(out)) is not None:
-        rows = read_metrics(run_dirs(out)[0]) if holds_run(out) else []
+        metrics = os.path.join(run_dirs(out)[0], "metrics.jsonl") if holds_run(out) else None
+        rows = read_metrics(metrics) if metrics and os.path.exists(metrics) else []  # none yet while it starts
         return "running", f"PID {pid}, iteration {rows[-1]['iteration'] if rows else 0} of {iters}"
     if step is not None and step >= iters:
         return "finished", f"iteration {iters}"
@@ -370,6 +371,12 @@ def check_optuna(args) -> dict:
     if kind != "journal" or not path:
         raise ConfigError(f"--storage {args.storage!r}: expected journal:PATH (Optuna's journal file)")
     check_output_file(path, "--storage")
+    if os.path.isfile(path):  # Optuna's journal: one JSON object a line; anything else is not one (nothing written)
+        try:
+            [json.loads(line) for line in _text(path).splitlines() if line.strip()]
+        except ValueError:
+            raise ConfigError(f"--storage {path}: not an Optuna journal file (a line is not JSON); give a new path "
+                              "or the journal of this study") from None
     job = job_of(args.dir, args.index, default=0)
     if job["sweep"]:
         raise ConfigError(f"job {job['name']} has --sweep {job['sweep']}: Optuna fills its population with the trials; "

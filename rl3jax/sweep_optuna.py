@@ -1,7 +1,7 @@
 """Optuna over a sweep job's sweepable settings (``rl3jax sweep optuna``): ask and tell with Optuna's journal
 file storage (no server; several workers on several machines share one study through the file).
 
-Each worker asks a batch of trials (under a lock beside the journal, so the study never exceeds ``trials``),
+Each worker asks a batch of trials (under a lock file beside the journal, ``PATH.rl3jax-lock``, not Optuna's own ``PATH.lock``, so the study never exceeds ``trials``),
 trains them as one vmapped population (the job's config, ``seeds`` seeds per trial; ``runs.population`` with a
 list of settings) into ``DIR/optuna/<study>/trials<first>-<last>/``, and tells each trial the mean over its
 seeds of the held-out mean return (stochastic, ``eval_episodes`` tasks) at the last iteration. A batch that
@@ -97,7 +97,7 @@ def optimise(directory: str, job: dict, search: dict, trials: int, batch: int, s
                                      "search": {k: list(v) for k, v in search.items()}})
     root = os.path.join(directory, "optuna", study)
     os.makedirs(root, exist_ok=True)
-    while asked := ask_batch(st, trials, batch, dists, storage + ".lock"):
+    while asked := ask_batch(st, trials, batch, dists, storage + ".rl3jax-lock"):
         for t, score in zip(asked, run_batch(st, cfg, asked, job["seeds"], root)):
             print(f"trial {t.number}: {', '.join(f'{k}={v:.4g}' for k, v in t.params.items())} -> {score:.3f}")
     done = [t for t in st.get_trials(deepcopy=False) if t.value is not None]

@@ -84,7 +84,7 @@ def tune_family(family: str, num: int, batch: int, policies=None, values=None) -
         if policies and name not in policies:
             continue
         trials = []
-        for v in [v for v in grid if values is None or v in values]:
+        for v in grid if values is None else values:
             t0 = time.perf_counter()
             res = score(meta_env, tasks, name, {param: v}, batch)
             trials.append({"value": v, "mean_return": res["mean_return"], "stderr": res["stderr"],

@@ -314,3 +314,26 @@ def test_report_job_summary_takes_the_job_members_and_best_setting():
     other = job_summary({**job, "name": "algo=rl2,model=gru", "dir": "s/jobs/algo=rl2,model=gru"}, runs, groups, evals)
     assert (other["members"], other["best"]["group"]) == (1, "c")
     assert job_summary({**job, "dir": None}, runs, groups, evals)["best"] is None
+
+
+def test_optuna_refuses_a_file_that_is_not_a_journal_and_writes_nothing(tmp_path, capsys):
+    """A --storage file whose lines are not JSON (not Optuna's journal) is one line naming it; it is left as it
+    was (Optuna would append a create-study record before failing)."""
+    d = _plan(tmp_path, capsys, grid=["--grid", "epochs=1,2"])
+    bad = tmp_path / "corrupt.log"
+    bad.write_text("junk")
+    code, _, err = _main(["sweep", "optuna", d, "--trials", "2", "--storage", f"journal:{bad}", "--search",
+                          "lr=1e-4:1e-2"], capsys)
+    assert code == 2 and err.count("\n") == 1 and f"--storage {bad}: not an Optuna journal file" in err, err
+    assert bad.read_text() == "junk"
+
+
+def test_optuna_batches_lock_a_file_of_their_own():
+    """rl3jax's batch lock is not Optuna's journal lock (PATH.lock): sharing it made every batch wait for
+    Optuna's 10-30 s lock timeout, which then broke rl3jax's lock."""
+    import inspect
+
+    from rl3jax import sweep_optuna
+
+    src = inspect.getsource(sweep_optuna.optimise)
+    assert 'storage + ".rl3jax-lock"' in src and 'storage + ".lock"' not in src

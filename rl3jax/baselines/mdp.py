@@ -122,10 +122,10 @@ def _states(meta_env: MetaEnv, params=None) -> int:
 
 MODEL_FAMILIES = ("mdp", "garnet", "deepsea", "grid11", "grid13")
 # tuned on tuning tasks by scripts/tune_baselines.py (docs/results/baselines/tuning.md)
-BEB_BETA = Param("beta", 1.0, low=0.0, tuned=(("mdp", 1.0), ("garnet", 1.0), ("deepsea", 0.1), ("grid11", 3.0),
-                                              ("grid13", 3.0)))
+BEB_BETA = Param("beta", 1.0, low=0.0, tuned=(("mdp", 1.0), ("garnet", 1.0), ("deepsea", 0.1), ("grid11", 0.3),
+                                              ("grid13", 1.0)))
 MBIE_BETA = Param("beta", 1.0, low=0.0, tuned=(("mdp", 3.0), ("garnet", 3.0), ("deepsea", 0.1), ("grid11", 3.0),
-                                               ("grid13", 3.0)))
+                                               ("grid13", 0.3)))
 OPSRL_M = Param("m", 5, kind="int", low=1, tuned=(("garnet", 10), ("deepsea", 10)))
 RMAX_M = Param("m", 5, kind="int", low=1, tuned=(("mdp", 1), ("garnet", 1), ("deepsea", 1), ("grid11", 3),
                                                  ("grid13", 3)))

@@ -31,13 +31,14 @@ import io
 import json
 import os
 import pickle
+import sys
 
 import numpy as np
 from xminigrid.core import goals as xgoals
 from xminigrid.core import rules as xrules
 from xminigrid.core.constants import Colors, Tiles
 
-from rl3jax.outputs import atomic_write
+from rl3jax.outputs import atomic_write, check_output_file
 
 #: the cache format; a file of another version is refused (delete it to rebuild)
 VERSION = 1
@@ -168,10 +169,12 @@ def rulesets(preset: str, seed: int, num_train: int, num_test: int) -> tuple[dic
     if os.path.exists(path):
         data = _read(path, meta)
     else:
+        check_output_file(path, "the XLand rule-set cache (RL3JAX_XLAND_CACHE)")  # one line, exit 2, before the work
         data = generate(preset, seed, num_train + num_test)
         buf = io.BytesIO()
         np.savez(buf, meta=np.array(json.dumps(meta)), **data)
         atomic_write(path, buf.getvalue())
+        print(f"XLand rule sets generated and cached: {path}", file=sys.stderr)
     return ({k: v[:num_train] for k, v in data.items()}, {k: v[num_train:] for k, v in data.items()})
 
 

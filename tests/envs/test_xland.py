@@ -143,6 +143,11 @@ def test_the_cache_is_written_once_reused_and_a_bad_file_refused_untouched(xl, t
         with pytest.raises(ValueError, match=re.escape(f"XLand rule-set cache {path} ") + ".*delete it and rl3jax writes it anew"):
             xr.rulesets("trivial", 1, 40, 10)
         assert open(path, "rb").read() == before
+    # a cache folder that cannot be made (below a file): one line naming the setting, before the generator runs
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("RL3JAX_XLAND_CACHE", str(tmp_path / "file" / "sub"))
+    with pytest.raises(ValueError, match=r"XLand rule-set cache \(RL3JAX_XLAND_CACHE\) .* which is a file"):
+        xr.rulesets("trivial", 2, 40, 10)
 
 
 @needs_xland
