@@ -136,7 +136,7 @@ def make_plan(given: dict, preset: str | None, grid: dict, seeds: int, sweep: di
                 for v in vs:
                     cfg.replace(**{k: v})  # e.g. lr <= 0 is refused here
         except ValueError as e:
-            raise ConfigError(f"job {name}: {e}") from None
+            raise ConfigError(f"job {name}: {e}" if grid else str(e)) from None  # no --grid: one job, no name
         if cfg.seed + seeds - 1 > SEED_MAX:
             raise ConfigError(f"--seeds {seeds} from seed {cfg.seed} would reach seed {cfg.seed + seeds - 1} > {SEED_MAX}")
         jobs.append({"index": index, "name": name, "grid": values, "seeds": seeds, "sweep": sweep,

@@ -45,7 +45,7 @@ def check_fits(name: str, meta_env: MetaEnv) -> Baseline:
     """The entry of ``name`` if it fits ``meta_env``'s family; ValueError listing the ones that do otherwise."""
     b = get_baseline(name)
     if not b.fits(meta_env):
-        raise ValueError(f"policy {name!r} does not fit env {meta_env.env.name!r}; policies for it: "
+        raise ValueError(f"policy {name!r} does not fit env {meta_env.env.family!r}; policies for it: "
                          f"{', '.join(baseline_names(meta_env))}")
     return b
 

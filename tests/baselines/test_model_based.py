@@ -166,6 +166,6 @@ def test_family_it_does_not_fit_lists_those_that_fit(name):
     meta = _meta("bandit", 10)
     with pytest.raises(ValueError) as e:
         B.check_fits(name, meta)
-    assert str(e.value) == (f"policy {name!r} does not fit env {meta.env.name!r}; policies for it: "
+    assert str(e.value) == (f"policy {name!r} does not fit env {meta.env.family!r}; policies for it: "
                             + ", ".join(B.baseline_names(meta)))
     assert name not in B.baseline_names(meta)

@@ -878,7 +878,7 @@ def test_sweep_parsing_and_errors():
     (["--policy", "ucb", "--env", "bandit", "--horizon", "5", "--param", "c=-2"], "c='-2' is not valid"),
     (["--policy", "ucb", "--env", "bandit", "--horizon", "5", "--param", "gamma=1"], "no parameter 'gamma'"),
     (["--policy", "opsrl", "--env", "mdp", "--horizon", "5", "--param", "m=0"], "m='0' is not valid"),
-    (["--policy", "psrl", "--env", "bandit", "--horizon", "5"], "does not fit env 'bandit5'"),
+    (["--policy", "psrl", "--env", "bandit", "--horizon", "5"], "does not fit env 'bandit'"),
     (["--policy", "bayes-optimal", "--env", "bandit", "--horizon", "40"], "H <= 26"),
     (["--policy", "nope", "--env", "bandit", "--horizon", "5"], "unknown policy 'nope'; valid: random, oracle"),
 ])
