@@ -73,28 +73,29 @@ class TrainConfig:
     """Every setting of a training run (METHOD §5-§6), frozen and hashable (a static argument of the jitted code).
 
     Task: ``env`` (``rl3jax.envs.catalog.FAMILIES`` or a served gymnax env), ``variant`` ("train": the training
-    distribution), ``horizon`` H (steps per meta-episode). Agent: ``algo`` (``ALGOS``), ``model`` (``MODELS``).
-    PPO (METHOD §5): ``iters`` in all; batch = ``num_envs`` whole sequences x H steps; ``lr`` (Adam);
-    ``ent_schedule`` linear: to 0 at ``iters``; ``target_kl`` (the KL early stop, None: none) by ``kl_rule``;
-    ``critic_weight_decay`` (coupled L2); ``shared_torso``: one network, actor and value heads (METHOD §4-§5).
-    ``state_obs``: the env's state (what RL³'s index sees) as an extra input, for RL² where the observation hides
-    it. RL³ estimator (METHOD §2; None: the semantics' default): ``gamma_obj`` (VI discount; the
-    one used: ``gamma_obj_value``), ``alpha_laplace`` (pseudo-count), ``vi_epsilon`` (VI tolerance), ``estimator``
-    (``ESTIMATORS``: 'auto' picks per family; 'discovery' the discovery-indexed one, no std_errors). Driver:
-    ``seed`` (32-bit), the ``RUN_CONTROL`` fields (in iterations; ``keep_checkpoints``: the newest kept).
+    distribution), ``horizon`` H (steps per meta-episode). Agent: ``algo`` (``ALGOS``), ``model`` (``MODELS``),
+    ``gru_hidden`` (model gru's width; METHOD §4: 256). PPO (METHOD §5): ``iters`` in all; batch = ``num_envs`` whole
+    sequences x H steps; ``lr`` (Adam); ``ent_schedule`` linear: to 0 at ``iters``; ``target_kl`` (the KL early stop,
+    None: none) by ``kl_rule``; ``critic_weight_decay`` (coupled L2); ``shared_torso``: one network, actor and value
+    heads (METHOD §4-§5). ``state_obs``: the env's state (what RL³'s index sees) as an extra input, for RL² where the
+    observation hides it. RL³ estimator (METHOD §2; None: the semantics' default): ``gamma_obj`` (VI discount; the one
+    used: ``gamma_obj_value``), ``alpha_laplace`` (pseudo-count), ``vi_epsilon`` (VI tolerance), ``estimator``
+    (``ESTIMATORS``: 'auto' picks per family; 'discovery' the discovery-indexed one, no std_errors). Driver: ``seed``
+    (32-bit), the ``RUN_CONTROL`` fields (in iterations; ``keep_checkpoints``: the newest kept).
 
     Construction validates (so also ``replace`` and ``from_dict``): one-line ValueError naming the field, the
     value and what is allowed, for a wrong type (ints are not bools; floats finite), an unknown name, a value out
     of range (counts >= 1, seed <= ``SEED_MAX``, other ints <= ``INT_MAX``, ``FLOAT_RANGES``) or a combination
     that cannot run (a divisor of num_envs that is none; an algo or semantics the family's ``FamilySpec`` does not
     list; v4-only or non-v4 estimator settings; transformer-v4 past ``V4_POS_SLOTS`` with H + 1; ``state_obs``
-    on an env other than a gymnax env with ``state_fields``).
+    on an env other than a gymnax env with ``state_fields``; a ``gru_hidden`` other than 256 with another model).
     """
 
     env: str = "mdp"
     variant: str = "train"
     algo: str = "rl3"
     model: str = "transformer"
+    gru_hidden: int = 256  # the GRU's width w (networks.GRU_HIDDEN); another value only with model gru
     horizon: int = 100
     iters: int = 100
     num_envs: int = 64  # parallel tasks = sequences per PPO iteration (batch = num_envs * horizon)
@@ -114,7 +115,7 @@ class TrainConfig:
     shared_torso: bool = False  # one sequence model with actor and critic heads (not for the v4 models)
     semantics: str | None = None
     estimator: str = "auto"  # ESTIMATORS: the RL³ estimator (rl3jax.estimators.make_estimator)
-    vi_carry_over: bool = False  # v4 only: keep Q/V across meta-episodes (refused: see rl3jax/estimators/v4.py)
+    vi_carry_over: bool = False  # keep Q/V across meta-episodes: always refused (see rl3jax/estimators/v4.py)
     std_errors: bool = False
     state_obs: bool = False  # the env's state (its state_fields, normalised) as an extra input block 'state'
     gamma_obj: float | None = None  # None: 0.95 (fresh, rlc) or 0.99 (v4)
@@ -176,7 +177,7 @@ class TrainConfig:
         if not 0 <= self.seed <= SEED_MAX:
             bad(f"seed must be in [0, {SEED_MAX}] (a 32-bit PRNG seed), got {self.seed}")
         ones = ("horizon", "iters", "num_envs", "minibatch_envs", "epochs", "chunk_iters", "checkpoint_every",
-                "keep_checkpoints", "eval_episodes", "kl_chunks")
+                "keep_checkpoints", "eval_episodes", "kl_chunks", "gru_hidden")
         for name, lo, note in [(n, 1, "") for n in ones] + [("vi_sweep_block", 1, " or None"),
                                                             ("vi_max_sweeps", 1, " or None"), ("eval_every", 0, " (0: never)")]:
             if getattr(self, name) is not None and getattr(self, name) < lo:
@@ -196,15 +197,18 @@ class TrainConfig:
                     "rl3_coarse, or leave it out)")
 
     def _validate_v4(self, bad) -> None:
-        """Settings that do not apply to the v4 semantics or models (and v4-only settings elsewhere) are errors."""
+        """Settings that do not apply to the model (v4 or not gru) or the v4 semantics, and v4-only ones, are errors."""
         if self.shared_torso and self.model.endswith("-v4"):
             bad(f"shared_torso does not apply to model {self.model!r} (the paper's code's separate networks)")
+        if self.gru_hidden != TrainConfig.gru_hidden and self.model != "gru":
+            bad(f"gru_hidden={self.gru_hidden} applies only to --model gru (the GRU's width), not {self.model!r}")
         if self.model == "transformer-v4" and self.horizon + 1 > V4_POS_SLOTS:
             bad(f"model transformer-v4 has {V4_POS_SLOTS} positional slots (as the original); horizon "
                 f"{self.horizon} needs {self.horizon + 1}")
+        if self.vi_carry_over:
+            bad("vi_carry_over=true is not supported: a new meta-episode re-initialises the estimator inside the env's "
+                "reset, which sees no previous state; nor does the original carry Q/V across tasks (each draw zeroes)")
         if self.semantics != "v4":
-            if self.vi_carry_over:
-                bad(f"vi_carry_over is a v4 option; semantics is {self.semantics!r}")
             return
         if self.algo == "rl3_coarse":
             bad("algo rl3_coarse is not implemented with semantics 'v4' (METHOD §2.4); use algo rl3, or rl3_coarse "
@@ -214,9 +218,6 @@ class TrainConfig:
         if self.alpha_laplace is not None:
             bad("alpha_laplace does not apply to semantics 'v4' (the original's model is unsmoothed maximum "
                 "likelihood)")
-        if self.vi_carry_over:
-            bad("vi_carry_over=true is not supported: a new meta-episode re-initialises the estimator inside the env's "
-                "reset, which sees no previous state; nor does the original carry Q/V across tasks (each draw zeroes)")
 
     @property
     def num_minibatches(self) -> int:

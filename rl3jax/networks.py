@@ -144,19 +144,20 @@ class Transformer(nn.Module):
 
 
 class GRU(nn.Module):
-    """METHOD §4 GRU: Dense 64 (relu) → GRUCell(256) → Dense."""
+    """METHOD §4 GRU: Dense 64 (relu) → GRUCell(``hidden``: w, 256 as the paper) → Dense."""
 
     num_outputs: int
+    hidden: int = GRU_HIDDEN
 
     def setup(self):
         self.enc = nn.Dense(D_MODEL, name="enc")
-        self.cell = nn.GRUCell(features=GRU_HIDDEN, name="cell")
+        self.cell = nn.GRUCell(features=self.hidden, name="cell")
         self.head = _output_dense(self.num_outputs)
 
     def features(self, xs):
-        """xs (B, T, in) -> hidden states (B, T, 256), from a zero hidden state; the input layer batched over T."""
+        """xs (B, T, in) -> hidden states (B, T, w), from a zero hidden state; the input layer batched over T."""
         e = nn.relu(self.enc(xs))
-        h0 = jnp.zeros((xs.shape[0], GRU_HIDDEN), e.dtype)
+        h0 = jnp.zeros((xs.shape[0], self.hidden), e.dtype)
         scan = nn.scan(lambda cell, c, x: cell(c, x), variable_broadcast="params", split_rngs={"params": False},
                        in_axes=1, out_axes=1)
         return scan(self.cell, h0, e)[1]
@@ -166,7 +167,7 @@ class GRU(nn.Module):
         return self.head(self.features(xs))
 
     def step(self, carry, x):
-        """x (B, in), hidden state carry (B, 256) -> (new hidden state, (B, n))."""
+        """x (B, in), hidden state carry (B, w) -> (new hidden state, (B, n))."""
         h, _ = self.cell(carry, nn.relu(self.enc(x)))
         return h, self.head(h)
 
@@ -220,13 +221,13 @@ class SequenceModel:
         return self.module.init(key, self.initial_carry(1), x, method=self.module.step)
 
     def initial_carry(self, batch_size: int) -> Any:
-        """Transformer: {'k','v': (L, B, H+1, heads, d/heads) zeros, 't': int32 0}; GRU: (B, 256); markov: int32 0."""
+        """Transformer: {'k','v': (L, B, H+1, heads, d/heads) zeros, 't': int32 0}; GRU: (B, w); markov: int32 0."""
         if self.kind in ("transformer", "transformer-v4"):
             shape = (NUM_LAYERS, batch_size, self.horizon + 1, NUM_HEADS, HEAD_DIM)
             return {"k": jnp.zeros(shape, jnp.float32), "v": jnp.zeros(shape, jnp.float32),
                     "t": jnp.zeros((), jnp.int32)}
         if self.kind == "gru":
-            return jnp.zeros((batch_size, GRU_HIDDEN), jnp.float32)
+            return jnp.zeros((batch_size, self.module.hidden), jnp.float32)
         return jnp.zeros((), jnp.int32)
 
     def step(self, params: Any, carry: Any, x: jax.Array) -> tuple[Any, jax.Array]:
@@ -250,8 +251,8 @@ class SequenceModel:
 
     @property
     def feature_dim(self) -> int:
-        """The width of ``features``: 64 (transformers, markov-v4) or 256 (gru, markov)."""
-        return {"gru": GRU_HIDDEN, "markov": ENC_HIDDEN}.get(self.kind, D_MODEL)
+        """The width of ``features``: 64 (transformers, markov-v4), 256 (markov) or the GRU's width w (gru)."""
+        return self.module.hidden if self.kind == "gru" else ENC_HIDDEN if self.kind == "markov" else D_MODEL
 
 
 class ValueHead(nn.Module):
@@ -272,10 +273,11 @@ def make_value_head(horizon: int) -> SequenceModel:
     return SequenceModel(kind="value-head", num_outputs=1, horizon=horizon, module=ValueHead())
 
 
-def make_network(kind: str, num_outputs: int, horizon: int) -> SequenceModel:
+def make_network(kind: str, num_outputs: int, horizon: int, gru_hidden: int = GRU_HIDDEN) -> SequenceModel:
     """The network ``kind`` (one of ``rl3jax.config.MODELS``) with ``num_outputs`` n action logits (actor) or 1
-    (critic), for horizon H (the transformers' positions: H + 1). ValueError for an unknown kind, or
-    transformer-v4 with H + 1 > ``V4_POS_SLOTS``."""
+    (critic), for horizon H (the transformers' positions: H + 1); ``gru_hidden``: the GRU's width w (``TrainConfig.
+    gru_hidden``; other kinds ignore it). ValueError for an unknown kind, or transformer-v4 with H + 1 >
+    ``V4_POS_SLOTS``."""
     v4 = kind.endswith("-v4")
     if kind in ("transformer", "transformer-v4"):
         if v4 and horizon + 1 > V4_POS_SLOTS:
@@ -283,7 +285,7 @@ def make_network(kind: str, num_outputs: int, horizon: int) -> SequenceModel:
                              f"{horizon} needs {horizon + 1}")
         module = Transformer(num_outputs=num_outputs, horizon=horizon, v4=v4)
     elif kind == "gru":
-        module = GRU(num_outputs=num_outputs)
+        module = GRU(num_outputs=num_outputs, hidden=gru_hidden)
     elif kind in ("markov", "markov-v4"):
         module = Markov(num_outputs=num_outputs, v4=v4)
     else:

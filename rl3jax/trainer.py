@@ -175,9 +175,10 @@ def make_train(cfg: TrainConfig, mesh=None) -> Trainer:
     ValueError unless ``num_envs`` divides over its size. Compiles nothing."""
     check_divisible(cfg.num_envs, mesh)
     meta_env = make_meta_env(cfg)
-    critic = make_value_head(cfg.horizon) if cfg.shared_torso else make_network(cfg.model, 1, cfg.horizon)
-    return Trainer(cfg=cfg, meta_env=meta_env, actor=make_network(cfg.model, meta_env.num_actions, cfg.horizon),
-                   critic=critic, mesh=mesh)
+    critic = make_value_head(cfg.horizon) if cfg.shared_torso else make_network(cfg.model, 1, cfg.horizon,
+                                                                                 cfg.gru_hidden)
+    actor = make_network(cfg.model, meta_env.num_actions, cfg.horizon, cfg.gru_hidden)
+    return Trainer(cfg=cfg, meta_env=meta_env, actor=actor, critic=critic, mesh=mesh)
 
 
 def jit_chunk(trainer: Trainer) -> Callable:

@@ -20,7 +20,12 @@ from rl3jax.meta_episode import make_meta_env
     (dict(semantics="v4", std_errors=True), "std_errors does not apply"),
     (dict(semantics="v4", alpha_laplace=0.1), "alpha_laplace does not apply"),
     (dict(semantics="v4", vi_carry_over=True), "vi_carry_over=true is not supported"),
-    (dict(vi_carry_over=True), "vi_carry_over is a v4 option"),
+    (dict(vi_carry_over=True), "vi_carry_over=true is not supported"),
+    (dict(gru_hidden=128), "gru_hidden=128 applies only to --model gru .* not 'transformer'"),
+    (dict(model="markov-v4", gru_hidden=64), "gru_hidden=64 applies only to --model gru"),
+    (dict(model="gru", gru_hidden=0), "gru_hidden must be >= 1, got 0"),
+    (dict(model="gru", gru_hidden=12.5), "gru_hidden must be a whole number, got 12.5"),
+    (dict(model="gru", gru_hidden=True), "gru_hidden must be a whole number, got True"),
     (dict(estimator_mode="stale"), "estimator_mode 'stale' is not one of fresh, entered"),
     (dict(estimator_mode="entered", semantics="v4"), "conflicts with semantics 'v4'"),
     (dict(model="transformer-v4", horizon=1024), "transformer-v4 has 1024 positional slots .* horizon 1024 needs "
@@ -93,3 +98,23 @@ def test_rl3_estimator_settings_are_refused_with_rl2(field, value):
     with pytest.raises(ValueError, match=f"{field}={value!r}: configures the RL³ estimator, and algo 'rl2' has none"):
         TrainConfig(env="mdp", algo="rl2", **{field: value})
     TrainConfig(env="mdp", algo="rl3", **{field: value})
+
+
+def test_gru_hidden_defaults_to_the_papers_width_and_loads_from_old_configs():
+    from rl3jax.networks import GRU_HIDDEN
+
+    assert TrainConfig.gru_hidden == GRU_HIDDEN == 256  # METHOD §4
+    assert TrainConfig.from_dict({"env": "mdp"}).gru_hidden == 256  # a config.json without the field
+    saved = TrainConfig(model="transformer").to_dict()  # carries gru_hidden=256: a transformer run still loads
+    assert saved["gru_hidden"] == 256 and TrainConfig.from_dict(saved).model == "transformer"
+    assert TrainConfig(model="gru", gru_hidden=128).gru_hidden == 128
+
+
+def test_gru_hidden_is_refused_on_the_command_line_for_other_models(tmp_path, capsys):
+    from rl3jax.cli import main
+
+    out = tmp_path / "run"
+    rc = main(["train", "--env", "bandit", "--model", "markov", "--set", "gru_hidden=128", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "gru_hidden=128 applies only to --model gru" in err[0], err
+    assert "Traceback" not in err[0] and not out.exists()

@@ -166,6 +166,48 @@ def test_gru_and_markov_param_counts():
     assert sum(x.size for x in jax.tree_util.tree_leaves(mlp)) == expected_mlp
 
 
+def test_gru_width_sets_parameters_carry_and_step_equals_sequence():
+    """``gru_hidden`` w: the cell's kernels, the head's input, the carry (B, w) and ``feature_dim`` follow it, the
+    parameter count is the formula of ``test_gru_and_markov_param_counts`` at h = w, and step == sequence."""
+    w = 128
+    model = make_network("gru", N_OUT, HORIZON, gru_hidden=w)
+    assert model != make_network("gru", N_OUT, HORIZON) and model.feature_dim == w
+    params = model.init(jax.random.PRNGKey(0), IN_DIM)
+    cell = params["params"]["cell"]
+    assert {k: v["kernel"].shape for k, v in cell.items()} == {
+        **{g: (64, w) for g in ("ir", "iz", "in")}, **{g: (w, w) for g in ("hr", "hz", "hn")}}
+    assert params["params"]["head"]["kernel"].shape == (w, N_OUT)
+    count = _dense(IN_DIM, 64) + 3 * _dense(64, w) + 3 * w * w + w + _dense(w, N_OUT)
+    assert sum(x.size for x in jax.tree_util.tree_leaves(params)) == count
+    carry = model.initial_carry(B)
+    assert carry.shape == (B, w) and carry.dtype == jnp.float32
+    xs = jax.random.normal(jax.random.PRNGKey(1), (B, T, IN_DIM))
+    seq = jax.jit(model.sequence)(params, xs)
+    last, stepped = jax.jit(_scan_rollout, static_argnums=0)(model, params, xs)
+    chex.assert_shape([seq, stepped], (B, T, N_OUT))
+    assert last.shape == (B, w) and model.features(params, xs).shape == (B, T, w)
+    np.testing.assert_allclose(stepped, seq, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_gru_hidden_sets_the_width_of_actor_and_critic(shared):
+    """``TrainConfig.gru_hidden`` reaches both networks through ``make_train`` (eval, report and resume build the
+    trainer from a run's config the same way); the shared torso's value head reads w features."""
+    from rl3jax.config import TrainConfig
+    from rl3jax.trainer import make_train
+
+    cfg = TrainConfig(env="bandit", algo="rl2", model="gru", horizon=4, num_envs=4, minibatch_envs=2,
+                      gru_hidden=32, shared_torso=shared)
+    tr = make_train(cfg)
+    state = jax.eval_shape(tr.init, jax.random.key(0))
+    assert tr.actor.feature_dim == 32 and tr.actor.initial_carry(3).shape == (3, 32)
+    assert state.actor_params["params"]["cell"]["hn"]["kernel"].shape == (32, 32)
+    critic = state.critic_params["params"]
+    assert critic["head"]["kernel"].shape == (32, 1) if shared else critic["cell"]["hn"]["kernel"].shape == (32, 32)
+    default = jax.eval_shape(make_train(cfg.replace(gru_hidden=256)).init, jax.random.key(0))
+    assert default.actor_params["params"]["cell"]["hn"]["kernel"].shape == (256, 256)
+
+
 def test_unknown_kind_raises():
     with pytest.raises(ValueError, match="lstm") as excinfo:
         networks.make_network("lstm", 2, HORIZON)

@@ -54,9 +54,11 @@ PASSES = {
     # rollout (actor), values of the batch (critic), per epoch: actor and critic minibatch steps (with the KL
     # stop off, target_kl=none, ppo.py makes no full-batch KL pass)
     "separate": [("actor", "fwd", 1), ("critic", "fwd", 1), ("actor", "fwd+bwd", "E"), ("critic", "fwd+bwd", "E")],
-    # shared torso (ppo.update_shared): rollout, a second torso pass for the batch's values (trainer), then one
-    # joint forward+backward per epoch
-    "shared": [("actor", "fwd", 1), ("actor", "fwd", 1), ("actor", "fwd+bwd", "E")],
+    # shared torso (``critic``: the value head on the actor's features): rollout (actor), a second torso pass
+    # with both heads for the batch's values (``Trainer.values``), then per epoch one joint forward+backward
+    # through torso and both heads (``ppo.update_shared``)
+    "shared": [("actor", "fwd", 1), ("actor", "fwd", 1), ("critic", "fwd", 1), ("actor", "fwd+bwd", "E"),
+               ("critic", "fwd+bwd", "E")],
 }
 
 
@@ -64,7 +66,7 @@ PASSES = {
 class Workload:
     name: str
     peer: str  # rejax | purejaxrl
-    model: str  # our model: markov (MLP 256-256 relu) or gru (Dense 64 -> GRU 256)
+    model: str  # our model: markov (MLP 256-256 relu) or gru (Dense 64 -> GRU w)
     num_envs: int
     iters: int
     steps: int = 100  # env steps per env per iteration (our H)
@@ -72,15 +74,18 @@ class Workload:
     minibatches: int = 4
     hidden: tuple = (256, 256)
     lr: float = 3e-4
+    ours_set: tuple = ()  # our ``--set`` items that match the peer's network (under ``--ours-set``'s)
 
 
 def workloads(quick: bool) -> list[Workload]:
-    """CartPole-v1, 100 steps per env per iteration, 4 epochs x 4 minibatches; ``quick``: fewer iterations."""
+    """CartPole-v1, 100 steps per env per iteration, 4 epochs x 4 minibatches; ``quick``: fewer iterations. Our GRU
+    runs at purejaxrl's width (GRU 128)."""
     it = 2 if quick else 20
+    gru = ("gru_hidden=128",)
     return [Workload("rejax-mlp-32", "rejax", "markov", 32, it), Workload("rejax-mlp-256", "rejax", "markov", 256,
                                                                            max(1, it // 4)),
-            Workload("purejaxrl-gru-32", "purejaxrl", "gru", 32, max(1, it // 2)),
-            Workload("purejaxrl-gru-256", "purejaxrl", "gru", 256, max(1, it // 8))]
+            Workload("purejaxrl-gru-32", "purejaxrl", "gru", 32, max(1, it // 2), ours_set=gru),
+            Workload("purejaxrl-gru-256", "purejaxrl", "gru", 256, max(1, it // 8), ours_set=gru)]
 
 
 def variant_settings(variant: str) -> dict | None:
@@ -92,10 +97,11 @@ def variant_settings(variant: str) -> dict | None:
 
 def ours_config(w: Workload, settings: dict) -> dict:
     """Our side's TrainConfig fields for ``w``: RL² on CartPole-v1, one H = ``steps`` meta-episode per env per
-    iteration, minibatches of whole sequences; ``settings`` on top. ValueError (one line) if it cannot run."""
+    iteration, minibatches of whole sequences, ``w.ours_set``; ``settings`` on top (they win). ValueError (one
+    line) if it cannot run."""
     fields = dict(env="CartPole-v1", algo="rl2", model=w.model, horizon=w.steps, iters=w.iters, num_envs=w.num_envs,
-                  minibatch_envs=w.num_envs // w.minibatches, epochs=w.epochs, lr=w.lr, chunk_iters=w.iters,
-                  **settings)
+                  minibatch_envs=w.num_envs // w.minibatches, epochs=w.epochs, lr=w.lr, chunk_iters=w.iters)
+    fields.update({**parse_sets(list(w.ours_set)), **settings})
     TrainConfig(**fields)
     return fields
 
@@ -185,16 +191,17 @@ def run_process(python: str, side: str, job: dict, timeout: float) -> dict:
             "whole_process_seconds": rec["first_done_at"] - t_launch, "process_seconds": t_exit - t_launch}
 
 
-def summarise(w: Workload, variant: str, pairs: list[tuple[dict, dict]]) -> dict:
+def summarise(w: Workload, variant: str, pairs: list[tuple[dict, dict]], config: dict) -> dict:
     """Median over pairs of ours / peer (env-steps/s; CPU s per step, compile and whole-process seconds: time
-    ratios, < 1 is ours faster) and the work per env step of each side."""
+    ratios, < 1 is ours faster) and the work per env step of each side; ``config``: our side's TrainConfig fields."""
     def ratio(key):
         return statistics.median(o[key] / p[key] for p, o in pairs)
 
     peer, ours = pairs[0]
     work_peer = work_per_step(peer["forward_macs"], PASSES[w.peer], w.epochs)
     work_ours = work_per_step(ours["forward_macs"], PASSES[variant], w.epochs)
-    return {"workload": w.name, "peer": w.peer, "ours": f"{w.model}, {variant}", "num_envs": w.num_envs,
+    model = f"gru {config.get('gru_hidden', TrainConfig.gru_hidden)}" if w.model == "gru" else w.model
+    return {"workload": w.name, "peer": w.peer, "ours": f"{model}, {variant}", "num_envs": w.num_envs,
             "pairs": len(pairs), "peer_steps_per_second": statistics.median(p["steps_per_second"] for p, _ in pairs),
             "ours_steps_per_second": statistics.median(o["steps_per_second"] for _, o in pairs),
             "speed_ratio": ratio("steps_per_second"), "cpu_ratio": ratio("cpu_seconds_per_million_steps"),
@@ -316,7 +323,7 @@ def main(argv=None) -> int:
                           f"compile {got[role]['compile_seconds']:.1f} s, whole process "
                           f"{got[role]['whole_process_seconds']:.1f} s", flush=True)
                 pairs.append((got["peer"], got["ours"]))
-            summary.append(summarise(w, variant, pairs))
+            summary.append(summarise(w, variant, pairs, ours_job["config"]))
             res["machine"]["device"] = records[-1]["device"]
             stem = "peers-quick" if a.quick else "peers"  # a smoke run never overwrites the real table
             for name, text in ((f"{stem}.json", json.dumps(res, indent=1)), (f"{stem}.md", markdown(res))):

@@ -62,3 +62,19 @@ def test_resume_with_changed_settings_is_refused(tmp_path):
         train(cfg.replace(lr=1e-2, iters=4), run, resume=True, quiet=True)
     with pytest.raises(ValueError, match="already holds a run"):
         train(cfg, run, quiet=True)
+
+
+def test_gru_width_survives_resume_and_eval(tmp_path):
+    """A run at gru_hidden=16 resumes and evaluates at that width: both rebuild the network from config.json."""
+    cfg = TrainConfig(env="bandit", algo="rl2", iters=2, gru_hidden=16, **TINY)
+    run = str(tmp_path / "run")
+    train(cfg.replace(iters=1), run, quiet=True)
+    assert read_config(run).gru_hidden == 16
+    resumed, _ = train(cfg, run, resume=True, quiet=True)
+    assert int(resumed.iteration[0]) == 2
+    for params in (resumed.actor_params, resumed.critic_params):
+        assert params["params"]["cell"]["hn"]["kernel"].shape[-2:] == (16, 16)
+    out = str(tmp_path / "eval.json")
+    assert cli_main(["eval", "--run", run, "--episodes", "4", "--json", out]) == 0
+    with open(out) as f:
+        assert np.isfinite(json.load(f)["mean_return"])

@@ -72,8 +72,8 @@ def _peers_module(name):
 
 
 def test_peer_work_per_step_by_hand():
-    """CartPole (4 inputs), MLP 256-256 actor (2 logits) and critic (1 value), 4 epochs: rejax does 13 (A + C)
-    multiply-adds per env step, ours 17 A + 13 C (the KL pass: 4 more actor forwards)."""
+    """CartPole (4 inputs), MLP 256-256 actor A (2 logits) and critic C (1 value), 4 epochs: rejax and ours
+    (separate, KL stop off) do 13 (A + C) multiply-adds per env step; ours shared 14 A + 13 V (V: the value head)."""
     import flax.linen as nn
     import jax
     import numpy as np
@@ -87,7 +87,8 @@ def test_peer_work_per_step_by_hand():
     assert run.work_per_step(macs, run.PASSES["rejax"], 4) == 13 * (67072 + 66816) == 1740544
     # ours with the KL stop off: no full-batch KL pass, so the same passes as rejax on the same networks
     assert run.work_per_step(macs, run.PASSES["separate"], 4) == 13 * (67072 + 66816) == 1740544
-    assert run.work_per_step(macs, run.PASSES["shared"], 4) == 14 * 67072
+    # shared: rollout A, values A + V, 4 epochs x 3 (A + V); V = Dense(256 -> 1) on the actor's features
+    assert run.work_per_step({"actor": actor, "critic": 256}, run.PASSES["shared"], 4) == 14 * 67072 + 13 * 256
     # a flax GRUCell of 8 units on 3 inputs: 3 (3 x 8 + 8 x 8) = 264 multiply-adds per step
     params = nn.GRUCell(features=8).init(jax.random.PRNGKey(0), np.zeros((1, 8)), np.zeros((1, 3)))
     assert worker.kernel_macs(params) == 264
@@ -118,3 +119,20 @@ def test_peer_worker_runs_our_side():
     rec = worker.main("ours", {"repeats": 1, "config": run.ours_config(w, {"target_kl": None})})
     assert rec["forward_macs"] == {"actor": 10 * 256 + 256 * 256 + 256 * 2, "critic": 10 * 256 + 256 * 256 + 256}
     assert rec["compile_seconds"] > 0 and len(rec["run_seconds"]) == 1 and rec["run_cpu_seconds"][0] >= 0
+
+
+def test_peer_gru_workloads_run_ours_at_purejaxrl_width():
+    """purejaxrl's GRU is 128 wide: our side of its workloads sets gru_hidden=128 in both variants; ``--ours-set``
+    items win over it; the rejax workloads keep our defaults; the table names the width."""
+    run = _peers_module("run")
+    by_name = {w.name: w for w in run.workloads(quick=True)}
+    for name in ("purejaxrl-gru-32", "purejaxrl-gru-256"):
+        for variant in run.OURS_VARIANTS:
+            cfg = run.ours_config(by_name[name], {"target_kl": None, **run.variant_settings(variant)})
+            assert (cfg["model"], cfg["gru_hidden"]) == ("gru", 128)
+        assert run.ours_config(by_name[name], {"gru_hidden": 256})["gru_hidden"] == 256
+    assert "gru_hidden" not in run.ours_config(by_name["rejax-mlp-32"], {})
+    rec = {"forward_macs": {"actor": 1, "critic": 1, "shared": 1}, "steps_per_second": 1.0,
+           "cpu_seconds_per_million_steps": 1.0, "compile_seconds": 1.0, "whole_process_seconds": 1.0}
+    summary = run.summarise(by_name["purejaxrl-gru-32"], "shared", [(rec, rec)], {"gru_hidden": 128})
+    assert summary["ours"] == "gru 128, shared"

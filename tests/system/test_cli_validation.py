@@ -528,7 +528,8 @@ BASE = {"train": ["train", *T, "--out", "OUT"],
 #: schedule: ChunkLoop's chunks and checkpoints; ("test", name): a named test;
 FIELDS = {
     "env": ("mdp", "meta_env"), "variant": ("ood", "meta_env"), "algo": ("rl2", "meta_env"),
-    "model": ("gru", "network"), "horizon": (6, "meta_env"), "iters": (8, "schedule"), "num_envs": (8, "state"),
+    "model": ("gru", "network"),
+    "gru_hidden": (128, ("test", "tests/test_networks.py::test_gru_hidden_sets_the_width_of_actor_and_critic")), "horizon": (6, "meta_env"), "iters": (8, "schedule"), "num_envs": (8, "state"),
     "minibatch_envs": (4, "ppo"), "epochs": (2, "ppo"), "lr": (1e-2, "ppo"), "ent_coef": (0.5, "ppo"),
     "ent_schedule": ("linear", "ppo"), "gamma": (0.9, "ppo"), "gae_lambda": (0.9, "ppo"), "clip_eps": (0.1, "ppo"),
     "vf_coef": (1.0, "ppo"), "target_kl": (0.5, "ppo"), "critic_weight_decay": (0.5, "ppo"),
