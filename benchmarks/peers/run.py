@@ -23,9 +23,11 @@ import importlib.metadata
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -194,8 +196,11 @@ def run_process(python: str, side: str, job: dict, timeout: float) -> dict:
 def summarise(w: Workload, variant: str, pairs: list[tuple[dict, dict]], config: dict) -> dict:
     """Median over pairs of ours / peer (env-steps/s; CPU s per step, compile and whole-process seconds: time
     ratios, < 1 is ours faster) and the work per env step of each side; ``config``: our side's TrainConfig fields."""
-    def ratio(key):
-        return statistics.median(o[key] / p[key] for p, o in pairs)
+    def ratio(key, among=pairs):
+        return statistics.median(o[key] / p[key] for p, o in among)
+
+    warm = [(p, o) for p, o in pairs if o.get("compile_cache_warm")] or pairs  # ours' cache read back
+    cold = [o for _, o in pairs if not o.get("compile_cache_warm")] or [o for _, o in pairs]
 
     peer, ours = pairs[0]
     work_peer = work_per_step(peer["forward_macs"], PASSES[w.peer], w.epochs)
@@ -205,11 +210,16 @@ def summarise(w: Workload, variant: str, pairs: list[tuple[dict, dict]], config:
             "pairs": len(pairs), "peer_steps_per_second": statistics.median(p["steps_per_second"] for p, _ in pairs),
             "ours_steps_per_second": statistics.median(o["steps_per_second"] for _, o in pairs),
             "speed_ratio": ratio("steps_per_second"), "cpu_ratio": ratio("cpu_seconds_per_million_steps"),
-            "compile_ratio": ratio("compile_seconds"), "whole_process_ratio": ratio("whole_process_seconds"),
+            "compile_ratio": ratio("compile_seconds", warm),
+            "whole_process_ratio": ratio("whole_process_seconds", warm),
+            "whole_process_ratio_cold": statistics.median(o["whole_process_seconds"] / p["whole_process_seconds"]
+                                                          for p, o in pairs if o in cold),
             "peer_compile_seconds": statistics.median(p["compile_seconds"] for p, _ in pairs),
-            "ours_compile_seconds": statistics.median(o["compile_seconds"] for _, o in pairs),
+            "ours_compile_seconds": statistics.median(o["compile_seconds"] for _, o in warm),
+            "ours_compile_seconds_cold": statistics.median(o["compile_seconds"] for o in cold),
             "peer_whole_process_seconds": statistics.median(p["whole_process_seconds"] for p, _ in pairs),
-            "ours_whole_process_seconds": statistics.median(o["whole_process_seconds"] for _, o in pairs),
+            "ours_whole_process_seconds": statistics.median(o["whole_process_seconds"] for _, o in warm),
+            "ours_whole_process_seconds_cold": statistics.median(o["whole_process_seconds"] for o in cold),
             "peer_work_per_step": work_peer, "ours_work_per_step": work_ours, "work_ratio": work_peer / work_ours,
             "peer_passes": PASSES[w.peer], "ours_passes": PASSES[variant],
             "peer_forward_macs": peer["forward_macs"], "ours_forward_macs": ours["forward_macs"]}
@@ -225,15 +235,19 @@ def markdown(res: dict) -> str:
              f"Our settings: `{' '.join('--set ' + s for s in res['ours_set'])}`. Ratios: ours / peer per "
              "interleaved pair, median over pairs; speed > 1 and time < 1 favour ours. Work: multiply-adds per env "
              "step (forward passes x 1, forward+backward x 3); 'work ratio' = peer's / ours, the speed ratio the "
-             "work alone predicts.", "",
+             "work alone predicts. Ours runs as `rl3jax train` does, with its compilation cache (fresh for each row: "
+             "cold in the row's first process of ours, read back in the others; the peers have none): compile and "
+             "whole-process seconds of ours are given cold / warm.", "",
              "| workload | ours | envs | pairs | peer steps/s | ours steps/s | speed ratio | CPU-s ratio | "
-             "compile s (peer / ours) | whole process s (peer / ours) | work per step (peer / ours) | work ratio |",
+             "compile s (peer / ours cold / warm) | whole process s (peer / ours cold / warm) | "
+             "work per step (peer / ours) | work ratio |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in res["summary"]:
         lines.append(f"| {s['workload']} | {s['ours']} | {s['num_envs']} | {s['pairs']} | "
                      f"{s['peer_steps_per_second']:,.0f} | {s['ours_steps_per_second']:,.0f} | "
                      f"{s['speed_ratio']:.2f} | {s['cpu_ratio']:.2f} | {s['peer_compile_seconds']:.1f} / "
-                     f"{s['ours_compile_seconds']:.1f} | {s['peer_whole_process_seconds']:.1f} / "
+                     f"{s['ours_compile_seconds_cold']:.1f} / {s['ours_compile_seconds']:.1f} | "
+                     f"{s['peer_whole_process_seconds']:.1f} / {s['ours_whole_process_seconds_cold']:.1f} / "
                      f"{s['ours_whole_process_seconds']:.1f} | {s['peer_work_per_step'] / 1e6:.2f} M / "
                      f"{s['ours_work_per_step'] / 1e6:.2f} M | {s['work_ratio']:.2f} |")
     lines += [""] + [f"- {n}" for n in res["notes"]]
@@ -304,6 +318,7 @@ def main(argv=None) -> int:
     res = {"quick": a.quick, "date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": _machine(),
            "versions": {k: versions(py) for k, py in pythons.items()}, "ours_set": a.ours_set,
            "workloads": [dataclasses.asdict(w) for w in ws], "records": records, "summary": summary, "notes": notes}
+    cache_root = tempfile.mkdtemp(prefix="rl3jax-peers-xla-")  # ours as `rl3jax train`: a compilation cache
     for w in ws:
         for variant in a.variants:
             if (extra := variant_settings(variant)) is None:
@@ -311,7 +326,8 @@ def main(argv=None) -> int:
                              f"{' '.join(OURS_VARIANTS[variant])}")
                 continue
             job = {**dataclasses.asdict(w), "repeats": a.repeats, "peer_dir": folders[w.peer]}
-            ours_job = {**job, "config": ours_config(w, {**a.settings, **extra})}
+            ours_job = {**job, "config": ours_config(w, {**a.settings, **extra}),
+                        "compile_cache": os.path.join(cache_root, f"{w.name}-{variant}")}  # cold in its 1st process
             pairs = []
             for i in range(a.pairs):  # peer first in even pairs, ours first in odd ones
                 order = [("peer", w.peer, job), ("ours", "ours", ours_job)][:: 1 if i % 2 == 0 else -1]
@@ -329,6 +345,7 @@ def main(argv=None) -> int:
             for name, text in ((f"{stem}.json", json.dumps(res, indent=1)), (f"{stem}.md", markdown(res))):
                 with open(os.path.join(a.out, name), "w") as f:
                     f.write(text)
+    shutil.rmtree(cache_root, ignore_errors=True)
     print(markdown(res))
     return 0
 

@@ -91,6 +91,11 @@ def build_ours(w: dict):
     from rl3jax.config import TrainConfig
     from rl3jax.trainer import make_train
 
+    if w.get("compile_cache"):  # as `rl3jax train` runs: JAX's persistent compilation cache (rl3jax.cli)
+        os.environ["RL3JAX_COMPILE_CACHE"] = w["compile_cache"]
+        from rl3jax.cli import compile_cache
+
+        compile_cache("train")
     cfg = TrainConfig(**w["config"])  # run.ours_config
     trainer = make_train(cfg)
     state = jax.eval_shape(trainer.init, jax.random.key(0))
@@ -102,6 +107,8 @@ def main(side: str, w: dict) -> dict:
     import jax
 
     t_imported = time.time()
+    cache = w.get("compile_cache") if side == "ours" else None
+    cache_warm = bool(cache and os.path.isdir(cache) and os.listdir(cache))  # programs of an earlier process
     train, make_key, macs = {"rejax": build_rejax, "purejaxrl": build_purejaxrl, "ours": build_ours}[side](w)
     t0 = time.perf_counter()
     compiled = jax.jit(train).lower(make_key(0)).compile()
@@ -118,7 +125,7 @@ def main(side: str, w: dict) -> dict:
         cpus.append(cpu_seconds() - c0)
     return {"side": side, "imported_at": t_imported, "first_done_at": first_done, "compile_seconds": compile_s,
             "first_run_seconds": first_s, "cpu_seconds_to_first": cpu_first, "run_seconds": times,
-            "run_cpu_seconds": cpus, "forward_macs": macs, "jax": jax.__version__,
+            "run_cpu_seconds": cpus, "forward_macs": macs, "jax": jax.__version__, "compile_cache_warm": cache_warm,
             "device": f"{jax.devices()[0].platform}:{getattr(jax.devices()[0], 'device_kind', '')}"}
 
 
