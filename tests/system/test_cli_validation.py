@@ -130,7 +130,7 @@ NEW_RUN_ERRORS = [
     (T + ["--set", "critic_weight_decay=nan"], "expected a finite number"),
     (T + ["--set", "vf_coef=-1"], "vf_coef must be in [0, 100] (used as float32), got -1"),
     (T + ["--set", "vi_epsilon=-1"], "vi_epsilon must be in [0, 1e+06] (used as float32), got -1"),
-    (T + ["--set", "vi_max_sweeps=0"], "vi_max_sweeps must be >= 1 or None"),
+    (T + ["--set", "vi_max_sweeps=0"], "vi_max_sweeps must be >= 1 or none"),
     (T + ["--set", "alpha_laplace=0"], "alpha_laplace must be in [1e-06, 1e+06] (used as float32; 0 is meaningless)"),
     (T + ["--set", "eval_every=-1"], "eval_every must be >= 0"),
     (T + ["--set", "gamma=1.5"], "gamma must be in [0, 1] (used as float32), got 1.5"),
