@@ -339,23 +339,22 @@ def launch(args) -> int:
         ex = submitit.LocalExecutor(folder=folder)
         shares = [[j["index"] for j in todo[w::args.parallel]] for w in range(min(args.parallel, len(todo)))]
     ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
-    subs = []
-    with ex.batch() if args.backend == "slurm" else contextlib.nullcontext():
-        for w, share in enumerate(shares):
-            if args.backend == "local" and gpus:
-                ex.update_parameters(visible_gpus=tuple(range(w * gpus, (w + 1) * gpus)))
-            subs.append(ex.submit(work, directory, share, args.max_seconds))
-    record = {"time": datetime.datetime.now().isoformat(timespec="seconds"), "backend": args.backend,
-              "parameters": params, "jobs": [{"job_id": s.job_id, "indices": share, "stdout": str(s.paths.stdout),
-                                              "stderr": str(s.paths.stderr)} for s, share in zip(subs, shares)]}
-    path = os.path.join(directory, LAUNCH)
-    atomic_write_json(path, json.loads(_text(path) or "[]") + [record])
-    print(f"launched {len(todo)} jobs of {args.dir} on {args.backend} as {len(subs)} submitit jobs "
-          f"({', '.join(s.job_id for s in subs)}); logs in {os.path.join(args.dir, LOGS)}")
-    if args.backend == "slurm":
-        return 0
-    failed = 0
-    with _cancel_on_signal(subs):
+    subs, failed = [], 0  # local: the handlers are set before the workers start, so they inherit SIGINT's default
+    with _cancel_on_signal(subs) if args.backend == "local" else contextlib.nullcontext():
+        with ex.batch() if args.backend == "slurm" else contextlib.nullcontext():
+            for w, share in enumerate(shares):
+                if args.backend == "local" and gpus:
+                    ex.update_parameters(visible_gpus=tuple(range(w * gpus, (w + 1) * gpus)))
+                subs.append(ex.submit(work, directory, share, args.max_seconds))
+        record = {"time": datetime.datetime.now().isoformat(timespec="seconds"), "backend": args.backend,
+                  "parameters": params, "jobs": [{"job_id": s.job_id, "indices": share, "stdout": str(s.paths.stdout),
+                                                  "stderr": str(s.paths.stderr)} for s, share in zip(subs, shares)]}
+        path = os.path.join(directory, LAUNCH)
+        atomic_write_json(path, json.loads(_text(path) or "[]") + [record])
+        print(f"launched {len(todo)} jobs of {args.dir} on {args.backend} as {len(subs)} submitit jobs "
+              f"({', '.join(s.job_id for s in subs)}); logs in {os.path.join(args.dir, LOGS)}")
+        if args.backend == "slurm":
+            return 0
         for s in subs:
             try:
                 s.result()
@@ -368,9 +367,10 @@ def launch(args) -> int:
 
 @contextlib.contextmanager
 def _cancel_on_signal(subs: list):
-    """While ``launch --backend local`` waits: SIGINT, SIGTERM or SIGHUP cancels every worker (submitit's
-    ``cancel``: SIGINT to its controller, which passes it on; the worker's job stops with a checkpoint and no
-    other job starts) and raises ``KeyboardInterrupt`` with ``signum`` (the CLI exits 128 + signum)."""
+    """While ``launch --backend local`` starts and waits for its workers: SIGINT, SIGTERM or SIGHUP cancels every
+    worker (submitit's ``cancel``: SIGINT to its controller, which passes it on; the worker's job stops with a
+    checkpoint and no other job starts) and raises ``KeyboardInterrupt`` with ``signum`` (the CLI exits 128 +
+    signum). A main-thread context manager."""
     def stop(signum, _frame):
         for s in subs:
             s.cancel(check=False)
