@@ -273,12 +273,11 @@ def _coerce(field: dataclasses.Field, raw: str, flag: str):
             return raw.lower() in ("1", "true", "yes")
         raise ConfigError(f"{flag} {field.name}={raw}: expected true or false{none}")
     if typ.startswith(("int", "float")):
-        kind = int if typ.startswith("int") else float
+        kind, what = (int, "a whole number") if typ.startswith("int") else (float, "a float")
         try:
             v = kind(raw)
         except ValueError:
-            raise ConfigError(f"{flag} {field.name}={raw}: expected {'a whole number' if kind is int else 'a float'}"
-                              f"{none}") from None
+            raise ConfigError(f"{flag} {field.name}={raw}: expected {what}{none}") from None
         if not math.isfinite(v):
             raise ConfigError(f"{flag} {field.name}={raw}: expected a finite number{none}")
         return v
