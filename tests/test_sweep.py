@@ -104,7 +104,7 @@ def test_plan_jobs_are_train_configs(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("grid,message", [
-    (["--grid", "nope=1,2"], "--grid nope: unknown config field; valid: env, variant, algo, model, horizon"),
+    (["--grid", "nope=1,2"], "--grid nope: unknown config field; valid: env, variant, algo, model"),
     (["--grid", "lr=1e-3,1e-2"], "--grid lr: sweepable in one program, so it belongs in --sweep lr=1e-3,1e-2"),
     (["--grid", "seed=1,2"], "--grid seed: seeds are vmapped inside each job; use --seeds K"),
     (["--grid", "horizon=4,8", "--horizon", "4"], "--grid horizon: horizon is given twice"),
