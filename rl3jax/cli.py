@@ -11,6 +11,7 @@ import argparse
 import errno
 import importlib.util
 import os
+import signal
 import sys
 
 from rl3jax import __version__, memory, outputs, sweep
@@ -403,10 +404,26 @@ def compile_cache(command: str, environ=os.environ) -> str | None:
 
 
 def main(argv=None) -> int:
+    """The command line; its exit status. Output into a pipe its reader closed early (``rl3jax ... | head``)
+    stops the command quietly with status 141 (128 + SIGPIPE), as a Unix tool killed by SIGPIPE (Python's
+    recipe: stdout pointed at ``os.devnull`` so that nothing is written at exit)."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not at exit (also after --help's SystemExit)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _run(argv) -> int:
     args = build_parser().parse_args(argv)
     try:
         compile_cache(args.command)
         return SUBCOMMANDS[args.command][1](args)
+    except BrokenPipeError:
+        raise  # main's
     except KeyboardInterrupt as e:  # training says which checkpoint (if any) is intact
         print(f"rl3jax {args.command}: {str(e) or 'interrupted'}", file=sys.stderr)
         return 128 + getattr(e, "signum", 2)  # 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP

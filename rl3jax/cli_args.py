@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 from rl3jax.config import ALGOS, INT_MAX, MODELS, PRESETS, SEED_MAX, TrainConfig, laptop_preset
 from rl3jax.envs.catalog import FAMILIES, GYMNAX_ENVS
@@ -14,6 +15,10 @@ from rl3jax.envs.catalog import FAMILIES, GYMNAX_ENVS
 
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (``rl3jax train: error: ...``) instead of the usage block."""
+
+    def _print_message(self, message, file=None):  # argparse's drops OSErrors: a closed pipe reaches cli.main
+        if message:
+            (file or sys.stderr).write(message)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

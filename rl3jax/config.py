@@ -154,7 +154,7 @@ class TrainConfig:
         for name, valid in (("algo", ALGOS), ("model", MODELS), ("ent_schedule", ENT_SCHEDULES),
                             ("semantics", SEMANTICS), ("estimator", ESTIMATORS), ("kl_rule", KL_RULES)):
             if getattr(self, name) not in valid:
-                bad(f"{name} {getattr(self, name)!r} is not one of {', '.join(valid)}")
+                bad(f"{name} {getattr(self, name)!r} is not one of {', '.join(valid)}{' or none' * (name == 'semantics')}")
         fam = spec(self.env)  # raises for unknown or unsupported env names
         if self.variant not in fam.variants:
             bad(f"variant {self.variant!r} is not valid for env {self.env!r}; valid: {', '.join(fam.variants)}")
@@ -170,16 +170,17 @@ class TrainConfig:
         if self.estimator == "discovery" and self.std_errors:
             bad("estimator 'discovery' has no standard errors (std_errors=true needs estimator 'auto')")
         self._validate_v4(bad)
-        if (self.kl_rule, self.kl_chunks) != ("full", 1) and (self.target_kl is None or self.kl_chunks > 1 and
-                                                               self.kl_rule != "full"):
-            bad(f"target_kl={self.target_kl}, kl_rule={self.kl_rule!r}, kl_chunks={self.kl_chunks}: both need a "
-                "KL stop (a target_kl, not None), and kl_chunks splits only kl_rule 'full''s full-batch pass")
+        for name, on in (("kl_rule", self.kl_rule != "full"), ("kl_chunks", self.kl_chunks > 1)):  # each message
+            if on and (self.target_kl is None or name == "kl_chunks" and self.kl_rule != "full"):  # names 2 settings
+                bad(f"{name}={getattr(self, name)} " + ("configures the KL stop, and target_kl=none turns it off: give a "
+                    "target_kl (e.g. 0.01)" if self.target_kl is None else "splits only kl_rule 'full''s full-batch "
+                    f"pass, and kl_rule={self.kl_rule} has none: give kl_rule=full") + f", or leave {name} out")
         if not 0 <= self.seed <= SEED_MAX:
             bad(f"seed must be in [0, {SEED_MAX}] (a 32-bit PRNG seed), got {self.seed}")
         ones = ("horizon", "iters", "num_envs", "minibatch_envs", "epochs", "chunk_iters", "checkpoint_every",
                 "keep_checkpoints", "eval_episodes", "kl_chunks", "gru_hidden")
-        for name, lo, note in [(n, 1, "") for n in ones] + [("vi_sweep_block", 1, " or None"),
-                                                            ("vi_max_sweeps", 1, " or None"), ("eval_every", 0, " (0: never)")]:
+        for name, lo, note in [(n, 1, "") for n in ones] + [("vi_sweep_block", 1, " or none"),
+                                                            ("vi_max_sweeps", 1, " or none"), ("eval_every", 0, " (0: never)")]:
             if getattr(self, name) is not None and getattr(self, name) < lo:
                 bad(f"{name} must be >= {lo}{note}, got {getattr(self, name)}")
         for name, div in (("minibatch_envs", self.minibatch_envs), ("kl_chunks", self.kl_chunks)):
@@ -189,7 +190,7 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and not lo <= v <= hi:
                 bad(f"{name} must be in [{lo:g}, {hi:g}] (used as float32{'; 0 is meaningless' if lo else ''}"
-                    f"), got {v:g}")
+                    f"){' or none' * ('None' in str(self.__dataclass_fields__[name].type))}, got {v:g}")
         if self.algo == "rl2":  # the RL³ estimator's settings have nothing to act on
             given = [f"{n}={getattr(self, n)!r}" for n, default in RL3_ONLY.items() if getattr(self, n) != default]
             if given:
@@ -266,21 +267,20 @@ class ConfigError(ValueError):
 
 def _coerce(field: dataclasses.Field, raw: str, flag: str):
     typ = str(field.type)  # config.py's annotations are strings (``from __future__ import annotations``)
-    if raw.lower() == "none" and "None" in typ:
+    if (none := " or none" * ("None" in typ)) and raw.lower() == "none":  # every error of such a field names none
         return None
     if typ.startswith("bool"):
         if raw.lower() in ("1", "true", "yes", "0", "false", "no"):
             return raw.lower() in ("1", "true", "yes")
-        raise ConfigError(f"{flag} {field.name}={raw}: expected true or false")
+        raise ConfigError(f"{flag} {field.name}={raw}: expected true or false{none}")
     if typ.startswith(("int", "float")):
-        kind = int if typ.startswith("int") else float
+        kind, what = (int, "a whole number") if typ.startswith("int") else (float, "a float")
         try:
             v = kind(raw)
         except ValueError:
-            raise ConfigError(f"{flag} {field.name}={raw}: expected {'a whole number' if kind is int else 'a float'}"
-                              ) from None
+            raise ConfigError(f"{flag} {field.name}={raw}: expected {what}{none}") from None
         if not math.isfinite(v):
-            raise ConfigError(f"{flag} {field.name}={raw}: expected a finite number")
+            raise ConfigError(f"{flag} {field.name}={raw}: expected a finite number{none}")
         return v
     return raw
 

@@ -1,5 +1,9 @@
 """Every file a command writes (``atomic_write``: whole or not at all), and the checks of its output paths
 before any work, creating nothing (``check_output_file`` / ``check_output_dir`` / ``check_outputs``). No JAX.
+
+One rule for every output path option of every command (train, report, render, sweep plan ``--out``; eval,
+baselines, bench ``--json``; sweep optuna ``--storage``): the folders above it that do not exist yet are created,
+like ``mkdir -p``, after the checks say they can be.
 """
 
 from __future__ import annotations

@@ -71,7 +71,8 @@ def add_parser(sub) -> None:
     q = subparser(sub, "launch", "submit the unfinished jobs through submitit")
     q.add_argument("dir", metavar="DIR")
     q.add_argument("--backend", choices=BACKENDS, required=True,
-                   help="slurm: one job array; local: P processes on this machine (waits for them)")
+                   help="slurm: one job array; local: P processes on this machine (waits for them; Ctrl-C or "
+                        "SIGTERM cancels them: each job stops with a checkpoint)")
     q.add_argument("--parallel", type=positive_int, default=1, help="jobs at once (slurm: the array's %%P)")
     q.add_argument("--slurm-partition", default=None, help="slurm: the partition")
     q.add_argument("--gpus-per-job", type=int, default=None, help="GPUs of each job (slurm: --gpus-per-node)")
@@ -273,9 +274,9 @@ def status(directory: str) -> str:
 # ------------------------------------------------------------------------------------------ launch
 def work(directory: str, indices: list[int], max_seconds: float | None = None) -> None:
     """A worker (what submitit runs): ``rl3jax sweep run DIR --index I [--max-seconds S]`` for each index in turn,
-    output into
-    ``DIR/logs/<name>.log``, exit status into ``<name>.rc``; a signal is passed on to the job running. Raises
-    ``RuntimeError`` naming the jobs that failed."""
+    output into ``DIR/logs/<name>.log``, exit status into ``<name>.rc``. Raises ``RuntimeError`` naming the jobs
+    that failed; a SIGINT (``KeyboardInterrupt``) is passed on to the job running and, once it has stopped,
+    re-raised: no further job starts."""
     failed = []
     for i in indices:
         job = job_of(directory, i)
@@ -291,9 +292,10 @@ def work(directory: str, indices: list[int], max_seconds: float | None = None) -
             proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
             try:
                 code = proc.wait()
-            except KeyboardInterrupt:
+            except KeyboardInterrupt:  # stop: the job checkpoints, and no other starts
                 proc.send_signal(signal.SIGINT)
-                code = proc.wait()
+                atomic_write(rc, f"{proc.wait()}\n")
+                raise
         atomic_write(rc, f"{code}\n")
         if code:
             failed.append(f"{job['name']} (exit status {code}, {log})")
@@ -337,30 +339,52 @@ def launch(args) -> int:
         ex = submitit.LocalExecutor(folder=folder)
         shares = [[j["index"] for j in todo[w::args.parallel]] for w in range(min(args.parallel, len(todo)))]
     ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
-    subs = []
-    with ex.batch() if args.backend == "slurm" else contextlib.nullcontext():
-        for w, share in enumerate(shares):
-            if args.backend == "local" and gpus:
-                ex.update_parameters(visible_gpus=tuple(range(w * gpus, (w + 1) * gpus)))
-            subs.append(ex.submit(work, directory, share, args.max_seconds))
-    record = {"time": datetime.datetime.now().isoformat(timespec="seconds"), "backend": args.backend,
-              "parameters": params, "jobs": [{"job_id": s.job_id, "indices": share, "stdout": str(s.paths.stdout),
-                                              "stderr": str(s.paths.stderr)} for s, share in zip(subs, shares)]}
-    path = os.path.join(directory, LAUNCH)
-    atomic_write_json(path, json.loads(_text(path) or "[]") + [record])
-    print(f"launched {len(todo)} jobs of {args.dir} on {args.backend} as {len(subs)} submitit jobs "
-          f"({', '.join(s.job_id for s in subs)}); logs in {os.path.join(args.dir, LOGS)}")
-    if args.backend == "slurm":
-        return 0
-    failed = 0
-    for s in subs:
-        try:
-            s.result()
-        except Exception as e:  # noqa: BLE001  (submitit's FailedJobError carries the worker's error)
-            failed += 1
-            print(str(e).strip().splitlines()[-1], file=sys.stderr)
+    subs, failed = [], 0  # local: the handlers are set before the workers start, so they inherit SIGINT's default
+    with _cancel_on_signal(subs) if args.backend == "local" else contextlib.nullcontext():
+        with ex.batch() if args.backend == "slurm" else contextlib.nullcontext():
+            for w, share in enumerate(shares):
+                if args.backend == "local" and gpus:
+                    ex.update_parameters(visible_gpus=tuple(range(w * gpus, (w + 1) * gpus)))
+                subs.append(ex.submit(work, directory, share, args.max_seconds))
+        record = {"time": datetime.datetime.now().isoformat(timespec="seconds"), "backend": args.backend,
+                  "parameters": params, "jobs": [{"job_id": s.job_id, "indices": share, "stdout": str(s.paths.stdout),
+                                                  "stderr": str(s.paths.stderr)} for s, share in zip(subs, shares)]}
+        path = os.path.join(directory, LAUNCH)
+        atomic_write_json(path, json.loads(_text(path) or "[]") + [record])
+        print(f"launched {len(todo)} jobs of {args.dir} on {args.backend} as {len(subs)} submitit jobs "
+              f"({', '.join(s.job_id for s in subs)}); logs in {os.path.join(args.dir, LOGS)}")
+        if args.backend == "slurm":
+            return 0
+        for s in subs:
+            try:
+                s.result()
+            except Exception as e:  # noqa: BLE001  (submitit's FailedJobError carries the worker's error)
+                failed += 1
+                print(str(e).strip().splitlines()[-1], file=sys.stderr)
     print(status(args.dir))
     return 1 if failed else 0
+
+
+@contextlib.contextmanager
+def _cancel_on_signal(subs: list):
+    """While ``launch --backend local`` starts and waits for its workers: SIGINT, SIGTERM or SIGHUP cancels every
+    worker (submitit's ``cancel``: SIGINT to its controller, which passes it on; the worker's job stops with a
+    checkpoint and no other job starts) and raises ``KeyboardInterrupt`` with ``signum`` (the CLI exits 128 +
+    signum). A main-thread context manager."""
+    def stop(signum, _frame):
+        for s in subs:
+            s.cancel(check=False)
+        e = KeyboardInterrupt(f"{signal.Signals(signum).name}: cancelled the local workers (their jobs stop with a "
+                              "checkpoint; launch again to resume)")
+        e.signum = signum
+        raise e
+
+    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def check_optuna(args) -> dict:

@@ -93,6 +93,7 @@ def optimise(directory: str, job: dict, search: dict, trials: int, batch: int, s
     if not cfg.eval_every or cfg.iters % cfg.eval_every:  # the score is the last iteration's evaluation
         cfg = cfg.replace(eval_every=cfg.iters)
     dists = {k: FloatDistribution(lo, hi, log=log) for k, (lo, hi, log) in search.items()}
+    os.makedirs(os.path.dirname(os.path.abspath(storage)), exist_ok=True)  # as every output path's folders
     st = open_study(storage, study, {"config": cfg.to_dict(), "seeds": job["seeds"],
                                      "search": {k: list(v) for k, v in search.items()}})
     root = os.path.join(directory, "optuna", study)

@@ -104,7 +104,7 @@ def test_plan_jobs_are_train_configs(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("grid,message", [
-    (["--grid", "nope=1,2"], "--grid nope: unknown config field; valid: env, variant, algo, model, horizon"),
+    (["--grid", "nope=1,2"], "--grid nope: unknown config field; valid: env, variant, algo, model"),
     (["--grid", "lr=1e-3,1e-2"], "--grid lr: sweepable in one program, so it belongs in --sweep lr=1e-3,1e-2"),
     (["--grid", "seed=1,2"], "--grid seed: seeds are vmapped inside each job; use --seeds K"),
     (["--grid", "horizon=4,8", "--horizon", "4"], "--grid horizon: horizon is given twice"),
@@ -328,12 +328,111 @@ def test_optuna_refuses_a_file_that_is_not_a_journal_and_writes_nothing(tmp_path
     assert bad.read_text() == "junk"
 
 
-def test_optuna_batches_lock_a_file_of_their_own():
-    """rl3jax's batch lock is not Optuna's journal lock (PATH.lock): sharing it made every batch wait for
-    Optuna's 10-30 s lock timeout, which then broke rl3jax's lock."""
-    import inspect
-
+def _tell_without_training(monkeypatch):
+    """``sweep optuna``'s batches told a score of 1.0 each, without training."""
     from rl3jax import sweep_optuna
 
-    src = inspect.getsource(sweep_optuna.optimise)
-    assert 'storage + ".rl3jax-lock"' in src and 'storage + ".lock"' not in src
+    monkeypatch.setattr(sweep_optuna, "run_batch", lambda study, cfg, asked, seeds, root: [
+        study.tell(t, 1.0) and 1.0 for t in asked])
+
+
+def test_optuna_batches_wait_for_the_lock_beside_the_journal(tmp_path, capsys, monkeypatch):
+    """A worker asks each batch under the lock file PATH.rl3jax-lock (not Optuna's own PATH.lock: sharing that
+    made every batch wait for Optuna's 10-30 s lock timeout, which then broke rl3jax's lock). While another
+    process holds it, the worker has opened the study but asked no trial; once it is released, the worker fills
+    the study to --trials exactly and stops."""
+    optuna = pytest.importorskip("optuna", reason="the cluster extra (optuna) is not installed")
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    _tell_without_training(monkeypatch)
+    d, journal = _plan(tmp_path, capsys, grid=["--grid", "epochs=1,2"]), str(tmp_path / "j.log")
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'a'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()",
+                               journal + ".rl3jax-lock"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        codes = []
+        worker = threading.Thread(target=lambda: codes.append(cli.main(
+            ["sweep", "optuna", d, "--trials", "3", "--batch", "2", "--study", "s", "--storage", f"journal:{journal}",
+             "--search", "lr=1e-4:1e-2"])))
+        worker.start()
+        for _ in range(600):  # the worker has opened the study; then it goes straight to the lock
+            if os.path.exists(journal) and "s" in optuna.get_all_study_names(storage := JournalStorage(
+                    JournalFileBackend(journal))):
+                break
+            time.sleep(0.05)
+        time.sleep(1.0)
+        assert worker.is_alive() and optuna.load_study(study_name="s", storage=storage).trials == []
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    worker.join(timeout=120)
+    trials = optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(journal))).trials
+    assert codes == [0] and [t.value for t in trials] == [1.0] * 3
+
+
+@pytest.mark.parametrize("signum", [2, 15], ids=["SIGINT", "SIGTERM"])
+def test_a_stopped_local_launch_cancels_its_workers(signum, tmp_path, capsys, monkeypatch):
+    """Ctrl-C or SIGTERM to `launch --backend local` while it waits: every worker's controller gets submitit's
+    cancel (SIGINT) and the launch exits 128 + the signal's number, its signal handlers restored. The controllers
+    are `sleep 60`; the signal comes while the launch waits for the first worker's result (the test's own SIGTERM
+    handler raises KeyboardInterrupt, so a launch that ignores the signal fails the test, not the suite)."""
+    if submitit is None:
+        pytest.skip("the cluster extra (submitit) is not installed")
+    import signal
+    import subprocess
+    import time
+
+    from submitit.local import local
+
+    d = _plan(tmp_path, capsys, "--grid", "epochs=1,2")
+    controllers = []
+    monkeypatch.setattr(local, "start_controller", lambda folder, command, **kw: controllers.append(
+        subprocess.Popen(["sleep", "60"])) or controllers[-1])
+    monkeypatch.setattr(local.LocalJob, "result", lambda self: os.kill(os.getpid(), signum) or time.sleep(30))
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        code, _, err = _main(["sweep", "launch", d, "--backend", "local", "--parallel", "2"], capsys)
+        assert signal.getsignal(signal.SIGTERM) is interrupt
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert code == 128 + signum and f"{signal.Signals(signum).name}: cancelled the local workers" in err, err
+    assert [p.wait(timeout=10) for p in controllers] == [-signal.SIGINT] * 2
+
+
+def test_an_interrupted_worker_starts_no_other_job(tmp_path, capsys, monkeypatch):
+    """A worker interrupted (SIGINT: submitit's cancel, or Ctrl-C) passes SIGINT to the job it runs, records the
+    job's exit status once it has stopped, and stops: the next job of its share does not start."""
+    d = _plan(tmp_path, capsys)
+    os.makedirs(os.path.join(d, sweep.LOGS))
+    started = []
+
+    class Job:  # a `sweep run` that stops with status 130 once it gets SIGINT
+        def __init__(self, cmd, **kw):
+            started.append(cmd[cmd.index("--index") + 1])
+            self.signals = []
+
+        def wait(self):
+            if not self.signals:
+                raise KeyboardInterrupt
+            return 130
+
+        def send_signal(self, sig):
+            self.signals.append(sig)
+
+    monkeypatch.setattr(sweep.subprocess, "Popen", Job)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.work(d, [0, 1])
+    names = [j["name"] for j in sweep.read_plan(d)["jobs"]]
+    assert started == ["0"] and open(os.path.join(d, sweep.LOGS, names[0] + ".rc")).read() == "130\n"
+    assert not os.path.exists(os.path.join(d, sweep.LOGS, names[1] + ".log"))
