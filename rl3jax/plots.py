@@ -135,8 +135,8 @@ def learning_curve(runs: list, groups: list[dict], baselines: dict, header: str,
     ax_w.set(xlabel="training wall-clock seconds (incl. compile, excl. held-out evaluations; mean over seeds)",
              title="against wall-clock time")
     _finish(fig, ax_s, "Learning curves — " + header + "\ntraining return: mean over the PPO batch's tasks at "
-            "each iteration; held-out: the run's eval_every evaluations; reference lines: baselines on the "
-            "report's held-out tasks (each label gives its number of tasks)", path, 0.86, 0.12, left=0.06, wspace=0.2)
+            "each iteration; held-out: the run's eval_every evaluations;\nreference lines: baselines on the "
+            "report's held-out tasks (each label gives its number of tasks)", path, 0.84, 0.12, left=0.06, wspace=0.2)
     return fig, lines
 
 
