@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rl3jax import baselines as B
+from rl3jax import cli
 from rl3jax.config import TrainConfig, preset
 from rl3jax.envs.grid import GridWorld
 from rl3jax.envs.grid_generation import GridConfig
@@ -41,6 +42,18 @@ def child_env(**overrides) -> dict:
     env.pop("JAX_PLATFORMS", None)
     return {**env, **overrides}
 
+
+
+def run_cli(argv, capsys):
+    """(exit status, stdout, stderr) of ``rl3jax ARGV`` run in-process (``rl3jax.cli.main``); output captured
+    before it is discarded."""
+    capsys.readouterr()
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
 
 def _leaves_equal(a, b):
     return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))

@@ -11,23 +11,15 @@ import sys
 
 import pytest
 
-from rl3jax import cli, sweep
+from rl3jax import sweep
 from rl3jax.config import FLOAT_RANGES, ConfigError, TrainConfig, parse_sets
-from tests.helpers import ROOT, child_env
+from tests.helpers import ROOT, child_env, run_cli
 
 T = ["--env", "bandit", "--algo", "rl2", "--model", "markov", "--horizon", "4", "--num-envs", "2",
      "--minibatch-envs", "2"]
 
 
-def _main(argv, capsys):
-    """(exit status, stdout, stderr) of ``rl3jax ARGV`` in-process."""
-    capsys.readouterr()
-    try:
-        code = cli.main(argv)
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+_main = run_cli
 
 
 # ------------------------------------------------------------------------------------- 1. a closed pipe

@@ -15,6 +15,7 @@ import pytest
 from rl3jax import cli, sweep
 from rl3jax.config import HParams, TrainConfig, build
 from rl3jax.runs.population import make_members
+from tests.helpers import run_cli
 
 try:  # imported here, not under a test's capsys: submitit's logging handler keeps the sys.stderr of its import
     import submitit
@@ -48,14 +49,7 @@ SWEEP_FLAGS = {
 }
 
 
-def _main(argv, capsys):
-    """(exit status, stdout, stderr) of ``rl3jax ARGV`` in-process."""
-    try:
-        code = cli.main(argv)
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+_main = run_cli
 
 
 def _plan(tmp_path, capsys, *extra, grid=tuple(GRID)) -> str:
