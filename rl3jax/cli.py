@@ -382,7 +382,8 @@ def compile_cache(command: str, environ=os.environ) -> str | None:
     given = environ.get(COMPILE_CACHE_ENV, "")
     if given.lower() == "off":
         return None
-    path = given or os.path.join(environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "rl3jax", "xla")
+    path = os.path.expanduser(given) or os.path.join(environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                                                      "rl3jax", "xla")
     try:
         os.makedirs(path, exist_ok=True)
         if not os.access(path, os.W_OK | os.X_OK):

@@ -38,4 +38,24 @@ def test_equal_steps_and_equal_time_pick_the_right_evaluations(tmp_path):
     assert rows[False]["at_time"]["return"] == 10.0 and rows[True]["at_time"]["return"] == 31.0
     assert rows[True]["steps_per_second"] == 200.0
     md = shared_torso.table([sep, sha])
-    assert md.count("| bandit H=100 rl3 transformer seed 0 |") == 2 and "31.00 ± 0.50 (30)" in md
+    assert md.count("| bandit/train H=100 rl3 transformer seed 0 |") == 2 and "31.00 ± 0.50 (30)" in md
+
+
+def test_no_evaluation_within_the_time_is_a_dash_and_bad_inputs_are_one_line(tmp_path, capsys):
+    # separate: one evaluation, after 50 s; shared: 10 s in all, so separate has nothing within 10 s
+    sep = _run(tmp_path / "sep", False, [100.0, 20.0], {2: 10.0})
+    sha = _run(tmp_path / "sha", True, [200.0, 200.0], {2: 11.0})
+    md = shared_torso.table([shared_torso.read_run(sep), shared_torso.read_run(sha)])
+    assert md.splitlines()[2].endswith("| – |") and md.splitlines()[3].endswith("(10) |")
+    other = _run(tmp_path / "other", False, [100.0, 100.0], {2: 12.0})
+    with open(os.path.join(other, "config.json")) as f:  # the same setting at another learning rate: no twin
+        cfg = json.load(f) | {"lr": 0.01}
+    with open(os.path.join(other, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    for argv, says in (([sep], "no twin"), ([sep, sha, other], "no twin"), ([sep, sep, sha], "two runs"),
+                       ([str(blank)], "not a run folder"), ([sep, sha, "--out", str(tmp_path)], "--out")):
+        assert shared_torso.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and says in err, err
