@@ -242,9 +242,11 @@ def _text(path: str) -> str:
         return ""
 
 
+SIGNAL_CODES = {str(128 + s): s.name for s in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM)}  # stopped: resumable
+
+
 def job_state(directory: str, job: dict) -> tuple[str, str]:
-    """(state, detail) of a job: planned, running, finished, failed (detail: the last line of its log) or
-    stopped (resumable)."""
+    """(state, detail) of a job: planned, running, finished, failed (its log's last line) or stopped (resumable)."""
     out, iters = job_dir(directory, job), job["config"]["iters"]
     log, rc = (os.path.join(directory, LOGS, job["name"] + ext) for ext in (".log", ".rc"))
     step = latest_step(out) if holds_run(out) else None
@@ -254,11 +256,13 @@ def job_state(directory: str, job: dict) -> tuple[str, str]:
         return "running", f"PID {pid}, iteration {rows[-1]['iteration'] if rows else 0} of {iters}"
     if step is not None and step >= iters:
         return "finished", f"iteration {iters}"
-    if _text(rc).strip() not in ("", "0"):
+    code = _text(rc).strip()
+    if code not in ("", "0") and not (code in SIGNAL_CODES and holds_run(out)):
         lines = [s.strip() for s in _text(log).splitlines() if s.strip()]
         return "failed", (lines[-1] if lines else "no log") + f" ({log})"
     if holds_run(out):
-        return "stopped", f"checkpoint {step or 0} of {iters} (resumable)"
+        return "stopped", f"{f'by {SIGNAL_CODES[code]} ' if code in SIGNAL_CODES else ''}at checkpoint {step or 0} of "\
+                          f"{iters} (resumable: launch again)"
     return "planned", ""
 
 

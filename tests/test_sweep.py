@@ -158,17 +158,20 @@ def test_run_is_train_with_resume_and_finished_exits_at_once(tmp_path, capsys, m
 def test_status_names_each_state(tmp_path, capsys):
     d = _plan(tmp_path, capsys, "--grid", "epochs=1,2")
     jobs = sweep.read_plan(d)["jobs"]
-    for job, step in zip(jobs[:3], (4, 2, 2)):  # finished, stopped, failed (its .rc)
+    for job, step in zip(jobs, (4, 2, 2, 1)):  # finished, stopped, failed (its .rc), stopped by a signal (130)
         os.makedirs(os.path.join(sweep.job_dir(d, job), "checkpoints", str(step)))
         json.dump(job["config"], open(os.path.join(sweep.job_dir(d, job), "config.json"), "w"))
     os.makedirs(os.path.join(d, "logs"))
     open(os.path.join(d, "logs", jobs[2]["name"] + ".log"), "w").write("training ...\nrl3jax train: error: boom\n\n")
     open(os.path.join(d, "logs", jobs[2]["name"] + ".rc"), "w").write("1\n")
+    open(os.path.join(d, "logs", jobs[3]["name"] + ".rc"), "w").write("130\n")
     code, out, _ = _main(["sweep", "status", d], capsys)
     lines = out.splitlines()
-    assert code == 0 and "finished  iteration 4" in lines[0] and "stopped   checkpoint 2 of 4 (resumable)" in lines[1]
-    assert "failed    rl3jax train: error: boom" in lines[2] and lines[3].split()[-1] == "planned"
-    assert lines[-1] == "1 finished, 1 failed, 1 stopped, 1 planned"
+    assert code == 0 and "finished  iteration 4" in lines[0]
+    assert "stopped   at checkpoint 2 of 4 (resumable: launch again)" in lines[1]
+    assert "failed    rl3jax train: error: boom" in lines[2]
+    assert "stopped   by SIGINT at checkpoint 1 of 4 (resumable: launch again)" in lines[3]
+    assert lines[-1] == "1 finished, 1 failed, 2 stopped"
 
 
 def test_slurm_launch_hands_submitit_one_array(tmp_path, capsys, monkeypatch):
