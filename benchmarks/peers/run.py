@@ -179,8 +179,11 @@ def run_process(python: str, side: str, job: dict, timeout: float) -> dict:
     """One worker process; its record plus whole-process seconds (launch to the end of its first run) and the
     process's total seconds."""
     t_launch = time.time()
-    p = subprocess.run([python, os.path.join(HERE, "worker.py"), side, json.dumps(job)], capture_output=True,
-                       text=True, timeout=timeout, cwd=ROOT)
+    try:
+        p = subprocess.run([python, os.path.join(HERE, "worker.py"), side, json.dumps(job)], capture_output=True,
+                           text=True, timeout=timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"error: the {side} worker of {job['name']} ran past --timeout {timeout:g} s") from None
     t_exit = time.time()
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
     if p.returncode or not lines:
@@ -197,10 +200,14 @@ def summarise(w: Workload, variant: str, pairs: list[tuple[dict, dict]], config:
     """Median over pairs of ours / peer (env-steps/s; CPU s per step, compile and whole-process seconds: time
     ratios, < 1 is ours faster) and the work per env step of each side; ``config``: our side's TrainConfig fields."""
     def ratio(key, among=pairs):
-        return statistics.median(o[key] / p[key] for p, o in among)
+        return median(o[key] / p[key] for p, o in among)
 
-    warm = [(p, o) for p, o in pairs if o.get("compile_cache_warm")] or pairs  # ours' cache read back
+    warm = [(p, o) for p, o in pairs if o.get("compile_cache_warm")]  # ours' cache read back (none: --pairs 1)
     cold = [o for _, o in pairs if not o.get("compile_cache_warm")] or [o for _, o in pairs]
+
+    def median(values):
+        values = list(values)
+        return statistics.median(values) if values else None
 
     peer, ours = pairs[0]
     work_peer = work_per_step(peer["forward_macs"], PASSES[w.peer], w.epochs)
@@ -215,14 +222,18 @@ def summarise(w: Workload, variant: str, pairs: list[tuple[dict, dict]], config:
             "whole_process_ratio_cold": statistics.median(o["whole_process_seconds"] / p["whole_process_seconds"]
                                                           for p, o in pairs if o in cold),
             "peer_compile_seconds": statistics.median(p["compile_seconds"] for p, _ in pairs),
-            "ours_compile_seconds": statistics.median(o["compile_seconds"] for _, o in warm),
+            "ours_compile_seconds": median(o["compile_seconds"] for _, o in warm),
             "ours_compile_seconds_cold": statistics.median(o["compile_seconds"] for o in cold),
             "peer_whole_process_seconds": statistics.median(p["whole_process_seconds"] for p, _ in pairs),
-            "ours_whole_process_seconds": statistics.median(o["whole_process_seconds"] for _, o in warm),
+            "ours_whole_process_seconds": median(o["whole_process_seconds"] for _, o in warm),
             "ours_whole_process_seconds_cold": statistics.median(o["whole_process_seconds"] for o in cold),
             "peer_work_per_step": work_peer, "ours_work_per_step": work_ours, "work_ratio": work_peer / work_ours,
             "peer_passes": PASSES[w.peer], "ours_passes": PASSES[variant],
             "peer_forward_macs": peer["forward_macs"], "ours_forward_macs": ours["forward_macs"]}
+
+
+def _s(seconds: float | None) -> str:
+    return "–" if seconds is None else f"{seconds:.1f}"
 
 
 def markdown(res: dict) -> str:
@@ -246,9 +257,9 @@ def markdown(res: dict) -> str:
         lines.append(f"| {s['workload']} | {s['ours']} | {s['num_envs']} | {s['pairs']} | "
                      f"{s['peer_steps_per_second']:,.0f} | {s['ours_steps_per_second']:,.0f} | "
                      f"{s['speed_ratio']:.2f} | {s['cpu_ratio']:.2f} | {s['peer_compile_seconds']:.1f} / "
-                     f"{s['ours_compile_seconds_cold']:.1f} / {s['ours_compile_seconds']:.1f} | "
+                     f"{s['ours_compile_seconds_cold']:.1f} / {_s(s['ours_compile_seconds'])} | "
                      f"{s['peer_whole_process_seconds']:.1f} / {s['ours_whole_process_seconds_cold']:.1f} / "
-                     f"{s['ours_whole_process_seconds']:.1f} | {s['peer_work_per_step'] / 1e6:.2f} M / "
+                     f"{_s(s['ours_whole_process_seconds'])} | {s['peer_work_per_step'] / 1e6:.2f} M / "
                      f"{s['ours_work_per_step'] / 1e6:.2f} M | {s['work_ratio']:.2f} |")
     lines += [""] + [f"- {n}" for n in res["notes"]]
     return "\n".join(lines) + "\n"
@@ -273,13 +284,17 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help="2 iterations per run, 1 pair: a smoke run")
     p.add_argument("--pairs", type=int, default=None, help="interleaved pairs per workload [default: 5; quick 1]")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per process after the first [3]")
-    p.add_argument("--only", default=None, help="comma-separated workload names")
+    p.add_argument("--only", default=None, help="comma-separated workload names, of "
+                   f"{', '.join(w.name for w in workloads(False))}")
     p.add_argument("--ours-set", action="append", default=None, metavar="FIELD=VALUE",
                    help=f"our settings (replace {' '.join(OURS_SET)}); repeat the flag for several")
     p.add_argument("--variants", default=",".join(OURS_VARIANTS), help="our variants [separate,shared]")
-    p.add_argument("--peers-dir", default=os.path.expanduser("~/.cache/rl3jax/peers"))
+    p.add_argument("--peers-dir", default=os.path.expanduser("~/.cache/rl3jax/peers"),
+                   help="the peers' virtual environments (made once, reused) [~/.cache/rl3jax/peers]")
     p.add_argument("--purejaxrl-git", default=PUREJAXRL_GIT, help="a clone of luchris429/purejaxrl (git dir)")
-    p.add_argument("--out", default=os.path.join(HERE, "results"))
+    p.add_argument("--out", default=os.path.join(HERE, "results"),
+                   help="folder for peers.{md,json} (--quick: peers-quick.*) [benchmarks/peers/results, the "
+                        "committed tables: give another folder for a trial run]")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per process")
     a = p.parse_args(argv)
     a.pairs = a.pairs if a.pairs is not None else (1 if a.quick else 5)
@@ -295,6 +310,10 @@ def parse_args(argv):
         raise ConfigError(f"--variants: unknown {bad}; valid: {', '.join(OURS_VARIANTS)}")
     a.ours_set = a.ours_set if a.ours_set is not None else OURS_SET
     a.settings = parse_sets(a.ours_set)
+    if a.timeout <= 0:
+        raise ConfigError(f"--timeout {a.timeout}: expected seconds > 0")
+    if os.path.exists(a.out) and not os.path.isdir(a.out):
+        raise ConfigError(f"--out {a.out}: not a folder")
     if not os.path.isdir(a.purejaxrl_git) and any(n.startswith("purejaxrl") for n in a.only):
         raise ConfigError(f"--purejaxrl-git {a.purejaxrl_git}: no such folder (a clone of luchris429/purejaxrl)")
     return a
