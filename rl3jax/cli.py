@@ -348,7 +348,8 @@ SUBCOMMANDS = {"train": (_add_train, cmd_train), "eval": (_add_eval, cmd_eval),
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rl3jax", formatter_class=_Formatter,
                      description="RL³ / RL² meta-reinforcement learning in JAX: train, evaluate, benchmark, render. "
-                                 "`rl3jax COMMAND --help` for a command's options.")
+                                 "`rl3jax COMMAND --help` for a command's options. Compiled programs are kept in "
+                                 "~/.cache/rl3jax/xla (RL3JAX_COMPILE_CACHE=DIR or off; README).")
     parser.add_argument("--version", action="version", version=f"rl3jax {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
     for add, _ in SUBCOMMANDS.values():

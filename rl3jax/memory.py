@@ -88,11 +88,13 @@ def check_train_memory(trainer, members: int = 1, devices: int = 1) -> None:
     need = members * (state_bytes + traj_bytes) / max(devices, 1)
     limit, what = memory_limit()
     if limit is not None and need > limit:
+        fix = (f"a smaller --set gru_hidden (now {cfg.gru_hidden})" if cfg.model == "gru" and state_bytes > traj_bytes
+               else "fewer --num-envs, a shorter --horizon")  # the networks, or the batch, take the most
         raise ValueError(f"num_envs={cfg.num_envs} x horizon={cfg.horizon}"
                          f"{f' x {members} members' if members > 1 else ''} needs at least {_gib(need)} "
                          f"(training state {_gib(members * state_bytes)} + trajectory and attention {_gib(members * traj_bytes)}"
                          f"{f' over {devices} devices' if devices > 1 else ''}), more than the {_gib(limit)} of "
-                         f"{what}; use fewer --num-envs, a shorter --horizon or fewer seeds")
+                         f"{what}; use {fix} or fewer seeds")
 
 
 def check_eval_memory(meta_env, episodes: int) -> None:
