@@ -186,17 +186,19 @@ class Markov(nn.Module):
         self.head = (nn.Dense(self.num_outputs, name="head", **init) if self.v4
                      else _output_dense(self.num_outputs))
 
+    def _hidden(self, rows):
+        """rows (N, in) -> (N, 256) (v4: 64), the second hidden layer."""
+        return nn.relu(self.fc2(nn.relu(self.fc1(rows))))
+
     def features(self, x):
-        """x (..., in) -> (..., 256) (v4: 64), the second hidden layer; computed on the steps as rows (N, in)."""
-        rows = x.reshape(-1, x.shape[-1])
-        return nn.relu(self.fc2(nn.relu(self.fc1(rows)))).reshape(*x.shape[:-1], -1)
+        """x (..., in) -> (..., 256) (v4: 64), the second hidden layer, computed on the steps as rows."""
+        return self._hidden(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
 
     def __call__(self, x):
         """x (..., in) -> (..., n), each step on its own. Every layer runs on the steps as rows (N, in), N the
         product of the leading axes: the same sums as on (B, T, in), and on XLA:CPU the gradient of a 2-D matmul
         ran 15% faster than that of a 3-D one (issue 22; only the float summation order differs)."""
-        rows = x.reshape(-1, x.shape[-1])
-        return self.head(self.features(rows)).reshape(*x.shape[:-1], -1)
+        return self.head(self._hidden(x.reshape(-1, x.shape[-1]))).reshape(*x.shape[:-1], -1)
 
     def step(self, carry, x):
         return carry, self(x)

@@ -101,6 +101,7 @@ def test_peer_work_per_step_by_hand():
     (["--ours-set", "nonsense=1"], "unknown config field 'nonsense'"),
     (["--ours-set", "target_kl=0"], "target_kl must be in"),
     (["--pairs", "0"], "--pairs 0: expected a whole number >= 1"),
+    (["--timeout", "0"], "--timeout 0.0: expected seconds > 0"),
     (["--only", "purejaxrl-gru-32", "--purejaxrl-git", "/nonexistent"], "--purejaxrl-git /nonexistent: no such"),
 ])
 def test_peer_benchmark_refuses_bad_options(argv, message, capsys, tmp_path):
@@ -108,6 +109,20 @@ def test_peer_benchmark_refuses_bad_options(argv, message, capsys, tmp_path):
     assert run.main([*argv, "--peers-dir", str(tmp_path / "peers"), "--out", str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "peers").exists() and not (tmp_path / "out").exists()  # nothing installed or written
+
+
+def test_peer_benchmark_refuses_a_file_as_out_and_names_a_worker_past_its_timeout(tmp_path, capsys, monkeypatch):
+    run = _peers_module("run")
+    (tmp_path / "afile").write_text("x")
+    assert run.main(["--only", "rejax-mlp-32", "--out", str(tmp_path / "afile")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --out {tmp_path / 'afile'}: not a folder"
+
+    def slow(cmd, timeout, **kw):
+        raise run.subprocess.TimeoutExpired(cmd, timeout)
+
+    monkeypatch.setattr(run.subprocess, "run", slow)
+    with pytest.raises(SystemExit, match=r"^error: the ours worker of tiny ran past --timeout 5 s$"):
+        run.run_process("python", "ours", {"name": "tiny"}, 5.0)
 
 
 def test_peer_worker_runs_our_side():
