@@ -185,13 +185,30 @@ def test_metrics_csv_is_replaced_whole(tmp_path, monkeypatch):
 
 
 def test_a_second_signal_aborts_at_once(tmp_path):
-    """SIGTERM, then Ctrl-C while the chunk still runs: aborted at once with 130, saying what is intact."""
+    """SIGTERM, then Ctrl-C while the chunk still runs: aborted at once with 130, saying what is intact.
+
+    The first signal must land inside the long chunk, not during the setup before it (a stop asked for there
+    ends the run at once, before the second signal is sent). So the run is a resume of a 2-iteration run, and
+    the signals wait for the resume's rewrite of metrics.jsonl (the last file written before the loop) and a
+    second more; the first signal's answer shows where it landed."""
     run = str(tmp_path / "run")
+    first = _train("--iters", "2", "--set", "chunk_iters=2", "--out", run)
+    assert first.wait(timeout=300) == 0, first.communicate()[1]
+    jsonl = os.path.join(run, "metrics.jsonl")
+    before = os.stat(jsonl).st_ino
+
+    def in_the_chunk() -> bool:
+        if os.stat(jsonl).st_ino == before:  # rewritten whole (a new file) by the resume's setup
+            return False
+        time.sleep(1.0)
+        return True
+
     status, err = _signalled(["--iters", "100000", "--set", "chunk_iters=50000", "--set", "checkpoint_every=100000",
-                              "--out", run], lambda: os.path.exists(os.path.join(run, "config.json")),  # handlers set
-                             [signal.SIGTERM, signal.SIGINT], gap=0.5)
+                              "--out", run, "--resume"], in_the_chunk, [signal.SIGTERM, signal.SIGINT], gap=0.5)
+    assert "SIGTERM: stopping at the end of the current chunk (iteration 50002, " in err, err
     assert status == 130, err
-    assert "SIGTERM: stopping " in err and "SIGINT again: aborting at once; there is no checkpoint yet" in err
+    assert "SIGINT again: aborting at once; checkpoint step 2 is intact; resume with: " in err, err
+    assert runfiles.finished_steps(runfiles.checkpoint_dir(run)) == [2]
 
 
 def test_the_same_signal_twice_at_once_is_one_request_to_stop(tmp_path):
