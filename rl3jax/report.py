@@ -285,7 +285,8 @@ def markdown(res: dict) -> str:
     for r in res["runs"]:
         s, g = r[STOCHASTIC], r[GREEDY]
         src = "evaluated now" if "evaluated" in (s["source"], g["source"]) else "reused"
-        lines.append(f"| {r['name']} | {r['algo']} | {r['model']} | {r['iteration']} | {r['seed']} | "
+        model = r["model"] + (f" (width {r['gru_hidden']})" if r.get("gru_hidden") else "")  # the GRU's width
+        lines.append(f"| {r['name']} | {r['algo']} | {model} | {r['iteration']} | {r['seed']} | "
                      f"{r['train_variant']} | {_pm(s)} | {_pm(g)} | {_f(s['normalised'])} | {_f(g['normalised'])} | "
                      f"{src} |")
     multi = [g for g in res["groups"] if len(g["runs"]) > 1]
@@ -415,7 +416,7 @@ def make_report(paths: list[str], out: str, episodes: int = 1000, variant: str |
                        "normalised_ci_low": normalise(lo, ref), "normalised_ci_high": normalise(hi, ref)}
     label = {i: g["label"] for g in groups for i in g["runs"]}
     res_runs = [{"run": r.path, "name": r.name, "group": label[i], "algo": r.cfg.algo, "model": r.cfg.model,
-                 "iteration": r.iteration, "seed": r.cfg.seed, "train_variant": r.cfg.variant,
+                 "gru_hidden": r.cfg.gru_hidden if r.cfg.model == "gru" else None, "iteration": r.iteration, "seed": r.cfg.seed, "train_variant": r.cfg.variant,
                  **{m: {**evals[i][m], "normalised": normalise(evals[i][m]["mean_return"], ref)} for m in POLICY_MODES}}
                 for i, r in enumerate(runs)]
     res = {"env": env, "variant": variant, "horizon": horizon, "episodes": episodes, "runs": res_runs,

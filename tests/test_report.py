@@ -16,7 +16,7 @@ import pytest
 from rl3jax.cli import main as cli_main
 from rl3jax.config import TrainConfig
 from rl3jax.evaluate import baseline_names, evaluate
-from rl3jax.report import adaptation_curve, group_runs, iqm_ci, learning_curve, load_runs, make_report
+from rl3jax.report import adaptation_curve, group_runs, iqm_ci, learning_curve, load_runs, make_report, markdown
 from rl3jax.runs.driver import train
 from rl3jax.runs.runfiles import read_metrics
 from rl3jax.trainer import make_meta_env
@@ -113,6 +113,9 @@ def test_markdown_holds_the_json_numbers(runs):
         assert row[6] == f"{r['stochastic']['mean_return']:.2f} ± {r['stochastic']['stderr']:.2f}"
         assert row[7] == f"{r['greedy']['mean_return']:.2f} ± {r['greedy']['stderr']:.2f}"
         assert row[8] == f"{r['stochastic']['normalised']:.3f}" and row[9] == f"{r['greedy']['normalised']:.3f}"
+    assert [r["gru_hidden"] for r in res["runs"]] == [None] * 3  # markov runs
+    res["runs"][0] |= {"model": "gru", "gru_hidden": 128}  # a GRU run's width is in its model cell
+    assert _md_rows(markdown(res), "| run |")[0][2] == "gru (width 128)"
     (grow,) = _md_rows(md, "| setting |")
     g = res["groups"][0]
     assert grow[0] == g["label"] and grow[1] == "0, 1"
