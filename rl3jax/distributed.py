@@ -193,11 +193,14 @@ def jit_state(fn, mesh: Mesh | None, num_envs: int, pop_dims: int = 0):
 def init_sharded(init_fn, mesh: Mesh | None, num_envs: int, pop_dims: int = 0, seed: int | None = None):
     """The initial ``TrainState`` (``pop_dims`` population axes) of ``init_fn()`` (``seed`` None) or
     ``init_fn(jax.random.key(seed))``, jitted straight into the training shardings; with a mesh the key is made
-    inside, so nothing host-local enters a multi-process computation."""
+    inside, so nothing host-local enters a multi-process computation. On one device (``mesh=None``) the state is
+    committed to the default device, as a restored checkpoint is: the chunk program of a fresh run and of a resume
+    is then one program (one compile, one persistent-cache entry), not two that differ in argument placement."""
+    if mesh is None:
+        state = jax.jit(init_fn)() if seed is None else jax.jit(init_fn)(jax.random.key(seed))
+        return jax.device_put(state, jax.devices()[0])
     if seed is None:
         return jit_state(init_fn, mesh, num_envs, pop_dims)()
-    if mesh is None:
-        return jax.jit(init_fn)(jax.random.key(seed))
     return jit_state(lambda: init_fn(jax.random.key(seed)), mesh, num_envs, pop_dims)()
 
 

@@ -62,14 +62,16 @@ def test_an_unusable_folder_is_refused_in_one_line(tmp_path, argv):
 
 def test_a_run_from_cached_programs_trains_exactly_as_a_compiled_one(tmp_path):
     """Two identical runs on one cache folder: the first compiles and writes the programs, the second reads them
-    (their access-time stamps move, no program is added) and its metrics equal the first's bit for bit."""
+    (their access-time stamps move, no program is added) and its metrics equal the first's bit for bit. A resume
+    of the first compiles nothing either: a restored state is placed as a fresh one is (it once differed, and the
+    first resume of every run compiled its chunk program again)."""
     cache = tmp_path / "xla"
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")} | {"RL3JAX_COMPILE_CACHE": str(cache)}
     args = ["--env", "bandit", "--horizon", "10", "--iters", "2", "--num-envs", "8", "--minibatch-envs", "4",
             "--set", "epochs=1", "--no-progress"]
 
-    def train(out):
-        subprocess.run([PY, "-m", "rl3jax", "train", *args, "--out", str(out)], env=env, cwd=ROOT, check=True,
+    def train(out, *more):
+        subprocess.run([PY, "-m", "rl3jax", "train", *args, "--out", str(out), *more], env=env, cwd=ROOT, check=True,
                        capture_output=True)
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         return [{k: v for k, v in r.items() if k not in ("steps_per_second", "time")} for r in rows]
@@ -82,3 +84,6 @@ def test_a_run_from_cached_programs_trains_exactly_as_a_compiled_one(tmp_path):
     assert after.keys() == programs.keys()  # nothing compiled anew
     assert all(after[n] > programs[n] for n in programs if n.startswith("jit_chunk"))  # read back
     assert second == first
+    resumed = train(tmp_path / "a", "--resume", "--iters", "4")  # the same 2-iteration chunk, from the checkpoint
+    assert {p.name for p in cache.iterdir() if p.name.endswith("-atime")} == programs.keys()
+    assert resumed[:2] == first and len(resumed) == 4

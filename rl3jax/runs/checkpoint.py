@@ -316,7 +316,8 @@ class Checkpointer:
             raise CheckpointError(f"checkpoint step {step} (format version {version}) in {self.directory} could not "
                                   "be restored (corrupt, or its state structure differs from this configuration's): "
                                   f"{_one_line(e)}") from None
-        if not bool(all_finite(out.state)):  # e.g. written by a version that did not stop at a divergence
+        # e.g. written by a version that did not stop at a divergence; the key (integers) left out, as in save: one program
+        if not bool(all_finite(out.state.replace(key=jnp.zeros(())))):
             raise CheckpointError(f"checkpoint step {step} in {self.directory} holds NaN or infinite values "
                                   "(the run had diverged); it cannot be evaluated or resumed")
         state = out.state.replace(key=jax.random.wrap_key_data(out.state.key))
