@@ -1,7 +1,7 @@
-"""``rl3jax.sweep`` without training (issue 21): the plan, its refusals, a job's train command line, the states
-``status`` shows, what ``launch --backend slurm`` hands submitit, ``sweep optuna``'s checks, and populations of
-a list of settings. The end-to-end runs (local launch, kill -9, resume, Optuna workers, report) are in
-tests/system/test_sweep.py."""
+"""Sweeps (``rl3jax.sweep``, ``sweep_launch``, ``sweep_cli``) without training (issue 21): the plan, its
+refusals, a job's train command line, the states ``status`` shows, what ``launch --backend slurm`` hands
+submitit, ``sweep optuna``'s checks, and populations of a list of settings. The end-to-end runs (local launch,
+kill -9, resume, Optuna workers, report) are in tests/system/test_sweep.py."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from rl3jax import cli, sweep
+from rl3jax import cli, sweep, sweep_launch
 from rl3jax.config import HParams, TrainConfig, build
 from rl3jax.runs.population import make_members
 from tests.helpers import run_cli
@@ -201,7 +201,7 @@ def test_slurm_launch_hands_submitit_one_array(tmp_path, capsys, monkeypatch):
     assert [j["job_id"] for j in record["jobs"]] == ["4242_0", "4242_1", "4242_2"]
     pickled = sorted(glob.glob(os.path.join(d, "logs", "submitit", "**", "*_submitted.pkl"), recursive=True))
     first = submitit.core.utils.pickle_load(pickled[0])
-    assert first.function is sweep.work and first.args == (os.path.abspath(d), [1], 1700.0)
+    assert first.function is sweep_launch.work and first.args == (os.path.abspath(d), [1], 1700.0)
     assert "launched 3 jobs" in out
     code, _, err = _main(["sweep", "launch", d, "--backend", "local", "--slurm-partition", "gpu"], capsys)
     assert code == 2 and "--slurm-partition applies to --backend slurm" in err
@@ -231,7 +231,7 @@ def test_local_launch_gives_each_worker_its_own_gpus(tmp_path, capsys, monkeypat
                            capsys)
     (record,) = json.load(open(os.path.join(d, sweep.LAUNCH)))
     assert code == 1 and started == ["0,1", "2,3"] and [j["indices"] for j in record["jobs"]] == [[0, 2], [1, 3]]
-    assert record["parameters"]["timeout_min"] == sweep.LOCAL_MINUTES
+    assert record["parameters"]["timeout_min"] == sweep_launch.LOCAL_MINUTES
 
 
 def test_launch_and_optuna_name_the_extra_when_it_is_missing(tmp_path, capsys, monkeypatch):
@@ -427,9 +427,9 @@ def test_an_interrupted_worker_starts_no_other_job(tmp_path, capsys, monkeypatch
         def send_signal(self, sig):
             self.signals.append(sig)
 
-    monkeypatch.setattr(sweep.subprocess, "Popen", Job)
+    monkeypatch.setattr(sweep_launch.subprocess, "Popen", Job)
     with pytest.raises(KeyboardInterrupt):
-        sweep.work(d, [0, 1])
+        sweep_launch.work(d, [0, 1])
     names = [j["name"] for j in sweep.read_plan(d)["jobs"]]
     assert started == ["0"] and open(os.path.join(d, sweep.LOGS, names[0] + ".rc")).read() == "130\n"
     assert not os.path.exists(os.path.join(d, sweep.LOGS, names[1] + ".log"))

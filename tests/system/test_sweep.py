@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from rl3jax import sweep
+from rl3jax import sweep, sweep_launch
 from rl3jax.runs.runfiles import latest_step, read_metrics, run_dirs
 from tests.helpers import ROOT, child_env
 
@@ -104,7 +104,7 @@ def test_local_launch_kill_relaunch_resumes_bit_for_bit_and_report(tmp_path):
     fresh = tmp_path / "fresh"  # the same plan, nothing run: job 1's command line from the start
     fresh.mkdir()
     shutil.copy(os.path.join(d, sweep.PLAN), fresh)
-    r = _rl3jax(*sweep.train_argv(str(fresh), 1), "--no-progress")
+    r = _rl3jax(*sweep_launch.train_argv(str(fresh), 1), "--no-progress")
     assert r.returncode == 0, r.stderr
     straight = sweep.job_dir(str(fresh), sweep.job_of(d, 1))
     for m in run_dirs(jobs[1]):
