@@ -160,7 +160,8 @@ SIGNAL_CODES = {str(128 + s): s.name for s in (signal.SIGHUP, signal.SIGINT, sig
 
 
 def job_state(directory: str, job: dict) -> tuple[str, str]:
-    """(state, detail) of a job: planned, running, finished, failed (its log's last line) or stopped (resumable)."""
+    """(state, detail) of a job: planned (also one stopped by a signal before its run folder was written),
+    running, finished, failed (its log's last line) or stopped (resumable)."""
     out, iters = job_dir(directory, job), job["config"]["iters"]
     log, rc = (os.path.join(directory, LOGS, job["name"] + ext) for ext in (".log", ".rc"))
     step = latest_step(out) if holds_run(out) else None
@@ -171,7 +172,7 @@ def job_state(directory: str, job: dict) -> tuple[str, str]:
     if step is not None and step >= iters:
         return "finished", f"iteration {iters}"
     code = read_text(rc).strip()
-    if code not in ("", "0") and not (code in SIGNAL_CODES and holds_run(out)):
+    if code not in ("", "0", *SIGNAL_CODES):  # stopped by a signal: resumable, or not begun
         lines = [s.strip() for s in read_text(log).splitlines() if s.strip()]
         return "failed", (lines[-1] if lines else "no log") + f" ({log})"
     if holds_run(out):

@@ -43,7 +43,8 @@ def add_parser(sub) -> None:
     q.add_argument("dir", metavar="DIR")
     q.add_argument("--backend", choices=BACKENDS, required=True,
                    help="slurm: one job array; local: P processes on this machine (waits for them; Ctrl-C or "
-                        "SIGTERM cancels them: each job stops with a checkpoint)")
+                        "SIGTERM stops every job at the end of its chunk with a checkpoint, and waits for that; a "
+                        "second signal kills them at once)")
     q.add_argument("--parallel", type=positive_int, default=1, help="jobs at once (slurm: the array's %%P)")
     q.add_argument("--slurm-partition", default=None, help="slurm: the partition")
     q.add_argument("--gpus-per-job", type=int, default=None, help="GPUs of each job (slurm: --gpus-per-node)")
