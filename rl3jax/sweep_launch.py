@@ -230,13 +230,13 @@ class _LocalStop:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)  # a signal that came while they started is handled now
         announced = False
         while not all(s.done() for s in self.subs):
-            if self.abort:
-                self._kill()
             if self.signum and not announced:
                 print(f"{signal.Signals(self.signum).name}: stopping the local jobs at the end of their current "
                       "chunks, each with a checkpoint; a second Ctrl-C (or signal) aborts at once", file=sys.stderr,
                       flush=True)
                 announced = True
+            if self.abort:
+                self._kill()
             if self.signum:
                 self._forward()
             time.sleep(0.05)
