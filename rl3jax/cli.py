@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 
-from rl3jax import __version__, memory, outputs, sweep
+from rl3jax import __version__, memory, outputs, sweep_cli
 from rl3jax.cli_args import Formatter as _Formatter
 from rl3jax.cli_args import Parser as _Parser
 from rl3jax.cli_args import config_flags as _config_flags
@@ -331,7 +331,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    done = sweep.cmd(args, given_settings)  # an exit status; `run`: the job's train command line; `optuna`: the study
+    done = sweep_cli.cmd(args, given_settings)  # an exit status; `run`: the job's train command line; `optuna`: the study
     if args.action == "optuna":  # checked without JAX
         from rl3jax.sweep_optuna import optimise
         return optimise(**done)
@@ -342,7 +342,7 @@ def cmd_sweep(args) -> int:
 SUBCOMMANDS = {"train": (_add_train, cmd_train), "eval": (_add_eval, cmd_eval),
                "baselines": (_add_baselines, cmd_baselines), "bench": (_add_bench, cmd_bench),
                "render": (_add_render, cmd_render), "report": (_add_report, cmd_report),
-               "sweep": (sweep.add_parser, cmd_sweep)}
+               "sweep": (sweep_cli.add_parser, cmd_sweep)}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """The command line's building blocks without JAX: the parser with one-line errors, its help formatter, the
 argparse types (whole numbers in a range, seconds) and the settings flags that make a ``TrainConfig``, shared by
-``rl3jax train`` and ``rl3jax sweep plan`` (``rl3jax.cli``, ``rl3jax.sweep``).
+``rl3jax train`` and ``rl3jax sweep plan`` (``rl3jax.cli``, ``rl3jax.sweep_cli``).
 """
 
 from __future__ import annotations

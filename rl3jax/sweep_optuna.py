@@ -85,7 +85,7 @@ def run_batch(study, cfg: TrainConfig, asked: list, seeds: int, root: str) -> li
 
 
 def optimise(directory: str, job: dict, search: dict, trials: int, batch: int, storage: str, study: str) -> int:
-    """``sweep optuna`` (after ``rl3jax.sweep.check_optuna``): batches until the study holds ``trials``
+    """``sweep optuna`` (after ``rl3jax.sweep_cli.check_optuna``): batches until the study holds ``trials``
     trials; prints each batch's scores and the best trial. ``search``: {name: (low, high, log)}."""
     from optuna.distributions import FloatDistribution
 

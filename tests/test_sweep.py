@@ -1,7 +1,7 @@
-"""``rl3jax.sweep`` without training (issue 21): the plan, its refusals, a job's train command line, the states
-``status`` shows, what ``launch --backend slurm`` hands submitit, ``sweep optuna``'s checks, and populations of
-a list of settings. The end-to-end runs (local launch, kill -9, resume, Optuna workers, report) are in
-tests/system/test_sweep.py."""
+"""Sweeps (``rl3jax.sweep``, ``sweep_launch``, ``sweep_cli``) without training (issue 21): the plan, its
+refusals, a job's train command line, the states ``status`` shows, what ``launch --backend slurm`` hands
+submitit, ``sweep optuna``'s checks, and populations of a list of settings. The end-to-end runs (local launch,
+kill -9, resume, Optuna workers, report) are in tests/system/test_sweep.py."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from rl3jax import cli, sweep
+from rl3jax import cli, sweep, sweep_launch
 from rl3jax.config import HParams, TrainConfig, build
 from rl3jax.runs.population import make_members
 from tests.helpers import run_cli
@@ -172,6 +172,8 @@ def test_status_names_each_state(tmp_path, capsys):
     assert "failed    rl3jax train: error: boom" in lines[2]
     assert "stopped   by SIGINT at checkpoint 1 of 4 (resumable: launch again)" in lines[3]
     assert lines[-1] == "1 finished, 1 failed, 2 stopped"
+    shutil.rmtree(sweep.job_dir(d, jobs[3]))  # stopped by a signal before it wrote its run folder: not begun
+    assert _main(["sweep", "status", d], capsys)[1].splitlines()[3].split()[2] == "planned"
 
 
 def test_slurm_launch_hands_submitit_one_array(tmp_path, capsys, monkeypatch):
@@ -201,7 +203,7 @@ def test_slurm_launch_hands_submitit_one_array(tmp_path, capsys, monkeypatch):
     assert [j["job_id"] for j in record["jobs"]] == ["4242_0", "4242_1", "4242_2"]
     pickled = sorted(glob.glob(os.path.join(d, "logs", "submitit", "**", "*_submitted.pkl"), recursive=True))
     first = submitit.core.utils.pickle_load(pickled[0])
-    assert first.function is sweep.work and first.args == (os.path.abspath(d), [1], 1700.0)
+    assert first.function is sweep_launch.work and first.args == (os.path.abspath(d), [1], 1700.0)
     assert "launched 3 jobs" in out
     code, _, err = _main(["sweep", "launch", d, "--backend", "local", "--slurm-partition", "gpu"], capsys)
     assert code == 2 and "--slurm-partition applies to --backend slurm" in err
@@ -231,7 +233,7 @@ def test_local_launch_gives_each_worker_its_own_gpus(tmp_path, capsys, monkeypat
                            capsys)
     (record,) = json.load(open(os.path.join(d, sweep.LAUNCH)))
     assert code == 1 and started == ["0,1", "2,3"] and [j["indices"] for j in record["jobs"]] == [[0, 2], [1, 3]]
-    assert record["parameters"]["timeout_min"] == sweep.LOCAL_MINUTES
+    assert record["parameters"]["timeout_min"] == sweep_launch.LOCAL_MINUTES
 
 
 def test_launch_and_optuna_name_the_extra_when_it_is_missing(tmp_path, capsys, monkeypatch):
@@ -374,62 +376,200 @@ def test_optuna_batches_wait_for_the_lock_beside_the_journal(tmp_path, capsys, m
     assert codes == [0] and [t.value for t in trials] == [1.0] * 3
 
 
-@pytest.mark.parametrize("signum", [2, 15], ids=["SIGINT", "SIGTERM"])
-def test_a_stopped_local_launch_cancels_its_workers(signum, tmp_path, capsys, monkeypatch):
-    """Ctrl-C or SIGTERM to `launch --backend local` while it waits: every worker's controller gets submitit's
-    cancel (SIGINT) and the launch exits 128 + the signal's number, its signal handlers restored. The controllers
-    are `sleep 60`; the signal comes while the launch waits for the first worker's result (the test's own SIGTERM
-    handler raises KeyboardInterrupt, so a launch that ignores the signal fails the test, not the suite)."""
-    if submitit is None:
-        pytest.skip("the cluster extra (submitit) is not installed")
-    import signal
+#: a stand-in submitit controller: runs its worker (WORKER) and exits with its status
+CONTROLLER = "import subprocess, sys; sys.exit(subprocess.call([sys.executable, '-c', sys.argv[1], *sys.argv[2:]]))"
+#: a stand-in worker as `work` answers signals: PATH.ready (its PID and the signals blocked when it started) once
+#: it answers them, PATH.stopping at the first, then after STOP_S seconds (its job's chunk ends) PATH.stopped
+#: (every signal it got) and exit 128 + the first; exit 3 when no signal comes in 120 s
+WORKER = """
+import os, signal, sys, time
+path, stop_s = sys.argv[1], float(sys.argv[2])
+blocked, got = signal.pthread_sigmask(signal.SIG_BLOCK, []), []
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(s, lambda n, _: got.append(n))
+signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+open(path + '.ready', 'w').write(' '.join(map(str, [os.getpid(), *sorted(map(int, blocked))])))
+deadline = time.monotonic() + 120
+while not got:  # (none in 120 s: the test has failed; end so that the launch returns)
+    time.sleep(0.01)
+    if time.monotonic() > deadline:
+        sys.exit(3)
+open(path + '.stopping', 'w').write(str(got[0]))
+time.sleep(stop_s)
+open(path + '.stopped', 'w').write(' '.join(map(str, got)))
+sys.exit(128 + got[0])
+"""
+
+
+def _launch_stand_ins(tmp_path, monkeypatch, stop_s: float, signal_at_start: int | None = None) -> list:
+    """`sweep launch --backend local --parallel 2` of a 4-job plan set up with stand-in controllers (CONTROLLER,
+    WORKER under tmp_path/w0, w1, ...); with ``signal_at_start``, the launch sends itself that signal as it starts
+    its first controller. Returns the controllers' Popen list (filled as they start)."""
     import subprocess
-    import time
+    import sys
 
     from submitit.local import local
 
+    controllers: list = []
+
+    def start(folder, command, **kw):
+        controllers.append(subprocess.Popen([sys.executable, "-c", CONTROLLER, WORKER, str(tmp_path / f"w{len(controllers)}"),
+                                             str(stop_s)]))
+        if signal_at_start and len(controllers) == 1:
+            os.kill(os.getpid(), signal_at_start)
+        return controllers[-1]
+
+    monkeypatch.setattr(local, "start_controller", start)
+    return controllers
+
+
+def _wait_for(paths, what: str, timeout: float = 120) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not all(os.path.exists(p) for p in paths):
+        assert time.monotonic() < deadline, f"no {what} after {timeout} s: {paths}"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("signum,when", [(2, "running"), (15, "running"), (1, "starting"), (2, "starting")],
+                         ids=["SIGINT", "SIGTERM", "SIGHUP-while-starting", "SIGINT-while-starting"])
+def test_a_stopped_local_launch_waits_for_its_workers(signum, when, tmp_path, capsys, monkeypatch):
+    """Ctrl-C, SIGTERM or SIGHUP to `launch --backend local`: one line saying so; the signal reaches every worker
+    once (the controllers and workers start with it blocked, so Ctrl-C to the process group cannot reach a
+    controller, and one that comes while they start is answered once they do); the launch waits until every
+    worker has stopped (each takes 1 s after the signal, its job's chunk), prints where the jobs stand and exits
+    128 + the signal's number, no traceback, its signal handlers and mask restored. The signal comes once both
+    workers answer signals, or while the launch starts its first controller. (The test's own SIGTERM and SIGHUP
+    handlers raise KeyboardInterrupt, so a launch that ignores them fails the test, not the suite.)"""
+    if submitit is None:
+        pytest.skip("the cluster extra (submitit) is not installed")
+    import signal
+    import threading
+
     d = _plan(tmp_path, capsys, "--grid", "epochs=1,2")
-    controllers = []
-    monkeypatch.setattr(local, "start_controller", lambda folder, command, **kw: controllers.append(
-        subprocess.Popen(["sleep", "60"])) or controllers[-1])
-    monkeypatch.setattr(local.LocalJob, "result", lambda self: os.kill(os.getpid(), signum) or time.sleep(30))
+    controllers = _launch_stand_ins(tmp_path, monkeypatch, 1.0, signum if when == "starting" else None)
+    workers = [str(tmp_path / f"w{w}") for w in range(2)]
+    if when == "running":
+        threading.Thread(target=lambda: _wait_for([w + ".ready" for w in workers], "worker")
+                         or os.kill(os.getpid(), signum), daemon=True).start()
 
     def interrupt(*_):
         raise KeyboardInterrupt
 
+    old = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        code, out, err = _main(["sweep", "launch", d, "--backend", "local", "--parallel", "2"], capsys)
+        assert signal.getsignal(signal.SIGTERM) is interrupt and signal.getsignal(signal.SIGHUP) is interrupt
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == set()
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    name = signal.Signals(signum).name
+    assert code == 128 + signum, (code, out, err)
+    assert err.count(f"{name}: stopping the local jobs at the end of their current chunks") == 1, err
+    assert "Traceback" not in out + err and "4 planned" in out
+    for w in workers:  # each stopped (1 s after its signal) before the launch returned; the signal came once
+        assert open(w + ".stopped").read() == str(signum)
+        assert {1, 2, 15} <= set(map(int, open(w + ".ready").read().split()[1:]))  # started with them blocked
+    assert [p.poll() for p in controllers] == [128 + signum] * 2
+
+
+@pytest.mark.parametrize("first,second", [(2, 15), (2, 2)], ids=["SIGTERM-after-SIGINT", "SIGINT-twice"])
+def test_a_second_signal_kills_the_local_workers_at_once(first, second, tmp_path, capsys, monkeypatch):
+    """A second signal (another one, or the same once a second has passed) while the launch waits for workers
+    that are stopping (stand-ins that would take a minute): every controller and worker is killed with SIGKILL,
+    and the launch exits 128 + the second signal's number at once, saying the jobs keep their checkpoints."""
+    if submitit is None:
+        pytest.skip("the cluster extra (submitit) is not installed")
+    import signal
+    import threading
+    import time
+
+    d = _plan(tmp_path, capsys, "--grid", "epochs=1,2")
+    controllers = _launch_stand_ins(tmp_path, monkeypatch, 60.0)
+    workers = [str(tmp_path / f"w{w}") for w in range(2)]
+
+    def signals():
+        _wait_for([w + ".ready" for w in workers], "worker")
+        os.kill(os.getpid(), first)
+        t = time.monotonic()
+        _wait_for([w + ".stopping" for w in workers], "stop")
+        time.sleep(max(0.0, t + 1.5 - time.monotonic()))  # past the 1 s within which the same one is a repeat
+        sent_at.append(time.monotonic())
+        os.kill(os.getpid(), second)
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    sent_at: list[float] = []
+    threading.Thread(target=signals, daemon=True).start()
     old = signal.signal(signal.SIGTERM, interrupt)
     try:
-        code, _, err = _main(["sweep", "launch", d, "--backend", "local", "--parallel", "2"], capsys)
-        assert signal.getsignal(signal.SIGTERM) is interrupt
+        code, out, err = _main(["sweep", "launch", d, "--backend", "local", "--parallel", "2"], capsys)
+        took = time.monotonic() - sent_at[0]
     finally:
         signal.signal(signal.SIGTERM, old)
-    assert code == 128 + signum and f"{signal.Signals(signum).name}: cancelled the local workers" in err, err
-    assert [p.wait(timeout=10) for p in controllers] == [-signal.SIGINT] * 2
+    assert code == 128 + second and took < 30, (code, took, err)  # the stand-ins would take 60 s more
+    assert err.count(f"{signal.Signals(first).name}: stopping the local jobs") == 1 and "Traceback" not in err
+    assert f"{signal.Signals(second).name} (a second signal): aborted at once" in err
+    assert "each job keeps its last checkpoint" in err
+    assert [p.wait(timeout=30) for p in controllers] == [-signal.SIGKILL] * 2
+    for w in workers:
+        assert not os.path.exists(w + ".stopped")
+        pid = int(open(w + ".ready").read().split()[0])
+        _wait_for_exit(pid)
 
 
-def test_an_interrupted_worker_starts_no_other_job(tmp_path, capsys, monkeypatch):
-    """A worker interrupted (SIGINT: submitit's cancel, or Ctrl-C) passes SIGINT to the job it runs, records the
-    job's exit status once it has stopped, and stops: the next job of its share does not start."""
+def _wait_for_exit(pid: int, timeout: float = 30) -> None:
+    """Until process ``pid`` is gone or a zombie."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z":
+                return
+        except FileNotFoundError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} still runs")
+
+
+def test_a_stopped_worker_passes_the_signal_on_once_and_starts_no_other_job(tmp_path, capsys, monkeypatch):
+    """A worker that gets SIGINT, SIGTERM or SIGHUP (a stopped launch; Ctrl-C, which reaches it directly too)
+    passes the first on once to the job it runs (in its own session), records the job's exit status once it
+    has stopped (a death by signal N as 128 + N) and exits 128 + the signal's number: the next job of its share
+    does not start; its signal handlers are restored."""
+    import signal
+
+    from rl3jax import sweep_launch
+
     d = _plan(tmp_path, capsys)
     os.makedirs(os.path.join(d, sweep.LOGS))
-    started = []
+    started, sent = [], []
 
-    class Job:  # a `sweep run` that stops with status 130 once it gets SIGINT
-        def __init__(self, cmd, **kw):
-            started.append(cmd[cmd.index("--index") + 1])
-            self.signals = []
+    class Job:  # a `sweep run` that dies by the signal it gets; meanwhile SIGTERM, then SIGINT reach the worker
+        def __init__(self, cmd, start_new_session=False, **kw):
+            started.append((cmd[cmd.index("--index") + 1], start_new_session))
 
-        def wait(self):
-            if not self.signals:
-                raise KeyboardInterrupt
-            return 130
+        def wait(self, timeout=None):
+            if len(started) == 1 and not sent:  # the first wait: two signals (os.kill runs the handlers at once)
+                [os.kill(os.getpid(), s) for s in (signal.SIGTERM, signal.SIGINT)]
+            if sent:
+                return -sent[0]
+            raise sweep_launch.subprocess.TimeoutExpired("sweep run", timeout)
 
         def send_signal(self, sig):
-            self.signals.append(sig)
+            sent.append(sig)
 
-    monkeypatch.setattr(sweep.subprocess, "Popen", Job)
-    with pytest.raises(KeyboardInterrupt):
-        sweep.work(d, [0, 1])
+    monkeypatch.setattr(sweep_launch.subprocess, "Popen", Job)
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(SystemExit) as e:
+        sweep_launch.work(d, [0, 1])
     names = [j["name"] for j in sweep.read_plan(d)["jobs"]]
-    assert started == ["0"] and open(os.path.join(d, sweep.LOGS, names[0] + ".rc")).read() == "130\n"
+    assert e.value.code == 143 and started == [("0", True)] and sent == [signal.SIGTERM]
+    assert open(os.path.join(d, sweep.LOGS, names[0] + ".rc")).read() == "143\n"
     assert not os.path.exists(os.path.join(d, sweep.LOGS, names[1] + ".log"))
+    assert signal.getsignal(signal.SIGINT) is handler
+

@@ -1,7 +1,8 @@
 """Sweeps end to end (issue 21), in real processes: a 2 x 2 grid (algo rl2, rl3 x two lr in --sweep) x 2 seeds on
 tiny bandits launched with submitit's local executor (P = 2), one worker killed with SIGKILL mid-way, the
 relaunch (only the interrupted job runs again and resumes bit for bit), ``run --index`` of a finished job and
-``report DIR``; Optuna with two workers at once on one journal file. Slow: several compiles on a loaded CPU."""
+``report DIR``; Ctrl-C to a local launch; Optuna with two workers at once on one journal file. Slow: several
+compiles on a loaded CPU."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import time
 
 import pytest
 
-from rl3jax import sweep
+from rl3jax import sweep, sweep_launch
 from rl3jax.runs.runfiles import latest_step, read_metrics, run_dirs
 from tests.helpers import ROOT, child_env
 
@@ -30,24 +31,6 @@ T = ["--env", "bandit", "--model", "markov", "--horizon", "4", "--num-envs", "2"
 def _rl3jax(*argv, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "rl3jax", *argv], cwd=ROOT, env=child_env(JAX_PLATFORMS="cpu"),
                           capture_output=True, text=True, timeout=900, **kw)
-
-
-def _tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                ppid = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            children.setdefault(ppid, []).append(int(d))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo += children.get(p, [])
-    return out
 
 
 def _rows(run: str) -> list[dict]:
@@ -65,7 +48,7 @@ def _kill_worker_midway(d: str, index: int, launcher: subprocess.Popen) -> None:
             assert sweep.job_state(d, job)[0] == "running"
             (record,) = json.load(open(os.path.join(d, sweep.LAUNCH)))
             (pid,) = [int(j["job_id"]) for j in record["jobs"] if j["indices"] == [index]]
-            for p in _tree(pid):
+            for p in sweep_launch.process_tree(pid):
                 os.kill(p, signal.SIGKILL)
             return
         time.sleep(0.05)
@@ -104,7 +87,7 @@ def test_local_launch_kill_relaunch_resumes_bit_for_bit_and_report(tmp_path):
     fresh = tmp_path / "fresh"  # the same plan, nothing run: job 1's command line from the start
     fresh.mkdir()
     shutil.copy(os.path.join(d, sweep.PLAN), fresh)
-    r = _rl3jax(*sweep.train_argv(str(fresh), 1), "--no-progress")
+    r = _rl3jax(*sweep_launch.train_argv(str(fresh), 1), "--no-progress")
     assert r.returncode == 0, r.stderr
     straight = sweep.job_dir(str(fresh), sweep.job_of(d, 1))
     for m in run_dirs(jobs[1]):
@@ -128,6 +111,39 @@ def test_local_launch_kill_relaunch_resumes_bit_for_bit_and_report(tmp_path):
         groups = [g for g in res["groups"] if g["label"].startswith(j["name"].split("=")[1])]
         assert j["best"]["stochastic"] == max(g["stochastic"]["iqm"] for g in groups)
     assert "## Sweep jobs" in open(os.path.join(d, "report", "results.md")).read()
+
+
+def test_ctrl_c_stops_a_local_launch_once_its_jobs_have_checkpoints(tmp_path):
+    """Ctrl-C (SIGINT to the launch's process group, as a terminal sends it) while both jobs of a local launch
+    train: the launch says so once, waits until each job has stopped at the end of its chunk with a checkpoint
+    (none before: checkpoint_every is beyond the run) at or after the iteration it had reached, and exits 130
+    with no traceback; `sweep status` at once shows both stopped by SIGINT at that checkpoint, none running."""
+    d, big = str(tmp_path / "sw"), 10**6
+    r = _rl3jax("sweep", "plan", "--out", d, *T[:10], "--set", "chunk_iters=10", "--set", f"checkpoint_every={big}",
+                "--set", "eval_every=0", "--iters", str(big), "--grid", "epochs=1,2")
+    assert r.returncode == 0, r.stderr
+    launcher = subprocess.Popen([sys.executable, "-m", "rl3jax", "sweep", "launch", d, "--backend", "local",
+                                 "--parallel", "2"], cwd=ROOT, env=child_env(JAX_PLATFORMS="cpu"), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+    jobs, deadline = sweep.read_plan(d)["jobs"], time.time() + 600
+    while True:  # both jobs past their first chunk
+        reached = [sweep.job_state(d, j) for j in jobs]
+        if all(s == "running" and not t.endswith(f"iteration 0 of {big}") for s, t in reached):
+            break
+        assert time.time() < deadline and launcher.poll() is None, (reached, launcher.communicate())
+        time.sleep(0.05)
+    assert [latest_step(sweep.job_dir(d, j)) for j in jobs] == [None, None]
+    os.killpg(launcher.pid, signal.SIGINT)
+    out, err = launcher.communicate(timeout=600)
+    assert launcher.returncode == 130 and "Traceback" not in out + err, (out, err)
+    assert err.count("SIGINT: stopping the local jobs at the end of their current chunks") == 1, err
+    status = _rl3jax("sweep", "status", d).stdout.splitlines()
+    for j, (_, detail), line in zip(jobs, reached, status):
+        step = latest_step(sweep.job_dir(d, j))
+        assert step >= int(detail.split("iteration ")[1].split()[0]) > 0, (step, detail)
+        assert f"stopped   by SIGINT at checkpoint {step} of {big} (resumable" in line, status
+        assert open(os.path.join(d, "logs", j["name"] + ".rc")).read() == "130\n"
+    assert status[-1] == "2 stopped"
 
 
 def test_optuna_two_workers_share_one_study(tmp_path):
