@@ -63,9 +63,12 @@ def work(directory: str, indices: list[int], max_seconds: float | None = None) -
     passed on once to the job running, which stops with a checkpoint at the end of its chunk; no further job
     starts, and once the job has stopped the worker exits 128 + the signal's number (``SystemExit``). Each job runs
     in its own session, so the signal reaches it once, from here. ``launch`` starts its workers with these signals
-    blocked; they are unblocked here once they are answered, so a stop that came earlier is answered too."""
+    blocked; they are unblocked here once they are answered, so a stop that came earlier is answered too. All this
+    under submitit's local executor only: under SLURM the worker and its job keep submitit's signal handling and
+    SLURM's process tracking as they were (SLURM signals every process of the job itself)."""
     stop: list[int] = []
-    old = {s: signal.signal(s, lambda signum, _: stop.append(signum)) for s in SIGNALS}
+    local = os.environ.get("SUBMITIT_EXECUTOR") == "local"
+    old = {s: signal.signal(s, lambda signum, _: stop.append(signum)) for s in SIGNALS} if local else {}
     signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
     failed = []
     try:
@@ -82,7 +85,7 @@ def work(directory: str, indices: list[int], max_seconds: float | None = None) -
                 f.write(f"# {datetime.datetime.now().isoformat(timespec='seconds')} on {socket.gethostname()}: "
                         f"{' '.join(cmd)}\n")
                 f.flush()
-                code = _wait(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True), stop)
+                code = _wait(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=local), stop)
             atomic_write(rc, f"{code}\n")
             if code and not stop:
                 failed.append(f"{job['name']} (exit status {code}, {log})")

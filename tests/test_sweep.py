@@ -564,6 +564,7 @@ def test_a_stopped_worker_passes_the_signal_on_once_and_starts_no_other_job(tmp_
             sent.append(sig)
 
     monkeypatch.setattr(sweep_launch.subprocess, "Popen", Job)
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")  # as submitit's LocalExecutor sets it
     handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(SystemExit) as e:
         sweep_launch.work(d, [0, 1])
@@ -572,4 +573,30 @@ def test_a_stopped_worker_passes_the_signal_on_once_and_starts_no_other_job(tmp_
     assert open(os.path.join(d, sweep.LOGS, names[0] + ".rc")).read() == "143\n"
     assert not os.path.exists(os.path.join(d, sweep.LOGS, names[1] + ".log"))
     assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_a_slurm_worker_leaves_signals_to_slurm(tmp_path, capsys, monkeypatch):
+    """Under SLURM (``SUBMITIT_EXECUTOR=slurm``) the worker installs no signal handlers and starts its job in its
+    own process group, not a new session: SLURM signals every process of the job, as before the local stop."""
+    import signal
+
+    from rl3jax import sweep_launch
+
+    d = _plan(tmp_path, capsys)
+    os.makedirs(os.path.join(d, sweep.LOGS))
+    started, handlers = [], []
+
+    class Job:  # a `sweep run` that finishes at once
+        def __init__(self, cmd, start_new_session=False, **kw):
+            started.append(start_new_session)
+            handlers.append([signal.getsignal(s) for s in sweep_launch.SIGNALS])
+
+        def wait(self, timeout=None):
+            return 0
+
+    monkeypatch.setattr(sweep_launch.subprocess, "Popen", Job)
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    before = [signal.getsignal(s) for s in sweep_launch.SIGNALS]
+    sweep_launch.work(d, [0])
+    assert started == [False] and handlers == [before]
 
