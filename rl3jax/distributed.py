@@ -194,11 +194,11 @@ def init_sharded(init_fn, mesh: Mesh | None, num_envs: int, pop_dims: int = 0, s
     """The initial ``TrainState`` (``pop_dims`` population axes) of ``init_fn()`` (``seed`` None) or
     ``init_fn(jax.random.key(seed))``, jitted straight into the training shardings; with a mesh the key is made
     inside, so nothing host-local enters a multi-process computation. On one device (``mesh=None``) the state is
-    committed to the default device, as a restored checkpoint is: the chunk program of a fresh run and of a resume
-    is then one program (one compile, one persistent-cache entry), not two that differ in argument placement."""
+    committed to its device (the default one), as a restored checkpoint is: the chunk program of a fresh run and
+    of a resume is then one program (one compile, one persistent-cache entry), not two that differ in placement."""
     if mesh is None:
         state = jax.jit(init_fn)() if seed is None else jax.jit(init_fn)(jax.random.key(seed))
-        return jax.device_put(state, jax.devices()[0])
+        return jax.device_put(state, next(iter(jax.tree.leaves(state)[0].devices())))  # where jit put it
     if seed is None:
         return jit_state(init_fn, mesh, num_envs, pop_dims)()
     return jit_state(lambda: init_fn(jax.random.key(seed)), mesh, num_envs, pop_dims)()
