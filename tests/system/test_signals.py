@@ -222,10 +222,10 @@ def test_the_same_signal_twice_at_once_is_one_request_to_stop(tmp_path):
     ``StopSignals.REPEAT_S`` stop gracefully (a checkpoint at the stop, exit 143), they do not abort.
 
     The second is sent as soon as the first is answered on stderr, while the run still works on the chunk the
-    answer names (20 iterations and no checkpoint before it): a fixed gap could let a fast stop finish first, and
-    the second signal would then meet the default handler (exit -15)."""
+    answer names (20 iterations; no checkpoint before the stop's): a fixed gap could let a fast stop finish first,
+    and the second signal would then meet the default handler (exit -15)."""
     run = str(tmp_path / "run")
-    p = _train("--iters", "400", "--set", "chunk_iters=20", "--set", "checkpoint_every=200", "--set", "eval_every=0",
+    p = _train("--iters", "400", "--set", "chunk_iters=20", "--set", "checkpoint_every=400", "--set", "eval_every=0",
                "--out", run)
     try:
         _wait_for(lambda: os.path.exists(os.path.join(run, "metrics.jsonl")) and read_metrics(run))
