@@ -19,8 +19,9 @@ One recording per platform (``tests/data/behaviour/<cpu>_jax<version>.json``): f
 depend on the CPU's SIMD kernels and summation order (a transformer ``qkv/bias`` sum near zero was -0.0067 on an
 Intel Xeon and -0.0044 on an AMD EPYC), so
 
-- where a recording's platform fingerprint (jax/jaxlib versions, CPU model) equals this machine's, the
-  comparison is **exact**: every metrics row, every parameter leaf's SHA-256 and sum, the held-out returns;
+- where a recording's platform fingerprint (jax/jaxlib versions, CPU model and SIMD instruction sets) equals this
+  machine's, the comparison is **exact**: every metrics row, every parameter leaf's SHA-256 and sum, the held-out
+  returns;
 - elsewhere it compares only what is **stable** across CPUs (``compare_stable``): integer metrics (iterations,
   env steps) exactly, each network's parameter L2 norm to ``NORM_RTOL`` of the norm, and each held-out mean
   return within ``RETURN_BAND`` combined standard errors; and it says so in its output.
@@ -86,16 +87,23 @@ def cases() -> dict[str, dict]:
 
 
 def fingerprint() -> dict:
+    """jax and jaxlib versions, the CPU's model name and SIMD instruction sets, the machine. XLA compiles for the
+    host's instruction sets, and one model name can hide several (a cloud VM's "AMD EPYC", with AVX-512 or not)."""
     import jax
     import jaxlib
 
-    cpu = platform.processor()
+    cpu, flags = platform.processor(), []
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+            lines = f.read().splitlines()
+        cpu = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), cpu)
+        flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith(("flags", "Features"))), [])
     except OSError:
         pass
-    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "cpu": cpu, "machine": platform.machine()}
+    simd = " ".join(sorted(f for f in flags if f.startswith(("sse", "ssse", "avx", "fma", "f16c", "amx", "asimd",
+                                                             "sve"))))
+    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "cpu": cpu, "simd": simd,
+            "machine": platform.machine()}
 
 
 def _params_digest(ckpt_root: str) -> dict:

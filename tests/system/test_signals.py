@@ -102,10 +102,16 @@ def test_a_population_killed_at_any_moment_of_its_save_resumes_exactly(tmp_path)
     straight, pop = str(tmp_path / "straight"), str(tmp_path / "pop")
     assert _train(*args, "--iters", "8", "--out", straight).wait(timeout=600) == 0
     seed = random.randrange(10**6)
+    rng = random.Random(seed)
     p = _train(*args, "--iters", "200", "--out", pop)
     try:
+        # the moment is drawn from this machine's own pace (a fixed span of seconds is past iteration 8 on a fast
+        # one): once 1 to 3 more steps are committed, a random point of the next iteration and its saves
         _wait_for(lambda: os.path.exists(os.path.join(pop, runfiles.COMMITTED)))
-        time.sleep(random.Random(seed).uniform(0.0, 1.5))  # within the next saves
+        first, t0 = runfiles.latest_step(pop), time.perf_counter()
+        target = first + rng.randint(1, 3)
+        _wait_for(lambda: runfiles.latest_step(pop) >= target)
+        time.sleep(rng.uniform(0.0, (time.perf_counter() - t0) / (runfiles.latest_step(pop) - first)))
         p.kill()
         p.wait()
     finally:
@@ -213,12 +219,27 @@ def test_a_second_signal_aborts_at_once(tmp_path):
 
 def test_the_same_signal_twice_at_once_is_one_request_to_stop(tmp_path):
     """GNU ``timeout`` sends its signal to the child and again to the process group: two SIGTERMs within
-    ``StopSignals.REPEAT_S`` stop gracefully (a checkpoint at the stop, exit 143), they do not abort."""
+    ``StopSignals.REPEAT_S`` stop gracefully (a checkpoint at the stop, exit 143), they do not abort.
+
+    The second is sent as soon as the first is answered on stderr, while the run still works on the chunk the
+    answer names (20 iterations; no checkpoint before the stop's): a fixed gap could let a fast stop finish first,
+    and the second signal would then meet the default handler (exit -15)."""
     run = str(tmp_path / "run")
-    status, err = _signalled(["--iters", "400", "--set", "chunk_iters=2", "--set", "checkpoint_every=10", "--out", run],
-                             lambda: os.path.exists(os.path.join(run, "metrics.jsonl")) and read_metrics(run),
-                             [signal.SIGTERM, signal.SIGTERM], gap=0.05)
-    assert status == 143, err
+    p = _train("--iters", "400", "--set", "chunk_iters=20", "--set", "checkpoint_every=400", "--set", "eval_every=0",
+               "--out", run)
+    try:
+        _wait_for(lambda: os.path.exists(os.path.join(run, "metrics.jsonl")) and read_metrics(run))
+        p.send_signal(signal.SIGTERM)
+        err = ""
+        while "SIGTERM: stopping" not in err and (line := p.stderr.readline()):
+            err += line
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=120)  # (its few lines fit in the pipes)
+        err += p.stderr.read()
+    finally:
+        p.kill()
+    assert p.returncode == 143, err
     assert "aborting at once" not in err and "stopped by SIGTERM at iteration" in err
     it = int(err.split("stopped by SIGTERM at iteration ")[1].split(";")[0])
+    assert f"SIGTERM: stopping at the end of the current chunk (iteration {it}, " in err, err  # where it landed
     assert runfiles.finished_steps(runfiles.checkpoint_dir(run))[-1] == it
