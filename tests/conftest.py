@@ -18,10 +18,11 @@ if not os.environ.get("RL3JAX_TEST_FULL_XLA_OPT"):
 import jax  # noqa: E402
 
 if not os.environ.get("RL3JAX_TEST_NO_JAX_CACHE"):
-    _cache = os.environ.get("RL3JAX_TEST_JAX_CACHE_DIR",
-                            os.path.join(os.path.expanduser("~"), ".cache", "rl3jax-test-jax-cache"))
-    jax.config.update("jax_compilation_cache_dir", _cache)
+    from tests.helpers import TEST_CACHE_BYTES, TEST_CACHE_DIR
+
+    jax.config.update("jax_compilation_cache_dir", TEST_CACHE_DIR)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_compilation_cache_max_size", TEST_CACHE_BYTES)  # with it, JAX's file lock
 
 import functools  # noqa: E402
 import sys  # noqa: E402

@@ -31,14 +31,23 @@ from tests.reference import RefConfig, meta_episode_inputs
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+#: the suite's persistent compilation cache (shared by the xdist workers and their child processes)
+TEST_CACHE_DIR = os.environ.get("RL3JAX_TEST_JAX_CACHE_DIR",
+                                os.path.join(os.path.expanduser("~"), ".cache", "rl3jax-test-xla"))
+#: its size limit: any limit turns on JAX's file lock around each entry's read and write, without which a process
+#: may read an entry another is still writing (a cache written without the lock lacks the access stamps the
+#: limit needs, hence the folder's new name)
+TEST_CACHE_BYTES = 8 << 30
+
+
 def child_env(**overrides) -> dict:
     """Environment of a child Python process: this one's, the repository first on PYTHONPATH, the suite's
     persistent compilation cache, JAX_PLATFORMS unset; then ``overrides``."""
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("JAX_COMPILATION_CACHE_DIR", os.environ.get(
-        "RL3JAX_TEST_JAX_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "rl3jax-test-jax-cache")))
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", TEST_CACHE_DIR)
     env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+    env.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(TEST_CACHE_BYTES))  # the cache's file lock (conftest)
     env.pop("JAX_PLATFORMS", None)
     return {**env, **overrides}
 

@@ -163,9 +163,10 @@ def _child(devices: int, out_path: str, names: list[str]) -> None:
     """Runs the cases ``names`` for ``devices`` (in this process) and writes {name: result} to out_path."""
     import jax
 
-    jax.config.update("jax_compilation_cache_dir", os.environ.get(
-        "RL3JAX_TEST_JAX_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "rl3jax-test-jax-cache")))
+    jax.config.update("jax_compilation_cache_dir", os.environ.get(  # as tests/helpers.py's TEST_CACHE_DIR
+        "RL3JAX_TEST_JAX_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "rl3jax-test-xla")))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_compilation_cache_max_size", 8 << 30)  # the file lock (helpers.TEST_CACHE_BYTES)
     if len(jax.devices()) != devices:
         raise SystemExit(f"expected {devices} devices, got {len(jax.devices())}")
     results = {}

@@ -18,6 +18,7 @@ import laptop  # noqa: E402
 import reproduce  # noqa: E402
 
 from rl3jax import cli  # noqa: E402
+from tests.helpers import TEST_CACHE_BYTES, TEST_CACHE_DIR  # noqa: E402
 
 
 def _parser():
@@ -110,8 +111,8 @@ def test_tiny_target_runs(tmp_path, capsys):
 def test_tiny_every_target(tmp_path):
     """A tiny version of every target (all runs, all test variants, the oracle), as one script run."""
     env = dict(os.environ)
-    env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache",
-                                                             "rl3jax-test-jax-cache"))
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", TEST_CACHE_DIR)
+    env.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(TEST_CACHE_BYTES))
     p = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "reproduce.py"), "all", "--tiny",
                         "--out", str(tmp_path)], capture_output=True, text=True, timeout=3600, env=env)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
@@ -243,8 +244,8 @@ def test_laptop_tiny_end_to_end(tmp_path):
     family, reports in and out of distribution, the headline README and study.json; a second start without
     --resume is refused, with --resume it continues."""
     env = dict(os.environ)
-    env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache",
-                                                             "rl3jax-test-jax-cache"))
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", TEST_CACHE_DIR)
+    env.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(TEST_CACHE_BYTES))
     out, runs = tmp_path / "out", tmp_path / "runs"
     script = [sys.executable, os.path.join(ROOT, "experiments", "reproduce.py"), "laptop", "--tiny",
               "--out", str(out), "--runs", str(runs)]
