@@ -22,6 +22,7 @@ from rl3jax.cli_args import int_type as _int_type
 from rl3jax.cli_args import positive_int as _positive_int
 from rl3jax.cli_args import seconds as _seconds
 from rl3jax.cli_args import subparser as _subparser
+from rl3jax.compile_cache import compile_cache
 from rl3jax.config import (
     GREEDY,
     INT_MAX,
@@ -36,6 +37,7 @@ from rl3jax.config import (
 )
 from rl3jax.envs.catalog import FAMILIES, check_variant
 from rl3jax.runs import runfiles
+from rl3jax.runs.signals import StopSignals, TrainingInterrupted
 
 
 def _add_train(sub):
@@ -104,6 +106,13 @@ def check_train_args(args) -> TrainConfig:
 
 
 def cmd_train(args) -> int:
+    """``rl3jax train``; SIGINT, SIGTERM and SIGHUP are answered from its first line (``StopSignals``), also during
+    the setup, where one stops the command before training starts (one process: nothing written)."""
+    with StopSignals(lambda: "before training starts (nothing trained yet)", lambda: runfiles.intact(args.out)) as sig:
+        return _train(args, sig)
+
+
+def _train(args, sig: StopSignals) -> int:
     cfg = check_train_args(args)
     from rl3jax import distributed
     distributed.initialize(args.coordinator_address, args.num_processes, args.process_id, auto=args.distributed)
@@ -127,6 +136,9 @@ def cmd_train(args) -> int:
         print(f"training {cfg.algo} ({cfg.model}) on {cfg.env}/{cfg.variant}: H={cfg.horizon}, {cfg.num_envs} tasks x "
               f"{cfg.iters} iterations = {cfg.iters * cfg.batch_steps:,} env steps"
               f"{f' x {pop} members' if pop > 1 else ''} on {distributed.describe(mesh)} -> {args.out}")
+    if sig.signum is not None and jax.process_count() == 1:  # several processes: the chunk loop stops them together
+        raise TrainingInterrupted(f"stopped by {signal.Signals(sig.signum).name} before training started; "
+                                  f"{runfiles.intact(args.out)}", sig.signum)
     train(cfg, args.out, resume=args.resume, progress=not args.no_progress, tensorboard=args.tensorboard,
           wandb_project=args.wandb, mesh=mesh, seeds=args.seeds, sweep=sweep, max_seconds=args.max_seconds)
     return 0
@@ -355,54 +367,6 @@ def build_parser() -> argparse.ArgumentParser:
     for add, _ in SUBCOMMANDS.values():
         add(sub)
     return parser
-
-
-#: environment variable: the compilation cache's folder, or ``off`` (``compile_cache``)
-COMPILE_CACHE_ENV = "RL3JAX_COMPILE_CACHE"
-#: the compilation cache's size limit; beyond it JAX drops the least recently used programs
-COMPILE_CACHE_BYTES = 2 << 30
-#: programs that compile faster than this are not kept (JAX's default is 1 s: it would miss the initialisers)
-COMPILE_CACHE_MIN_SECONDS = 0.1
-
-
-def compile_cache(command: str, environ=os.environ) -> str | None:
-    """Turns on JAX's persistent compilation cache (JAX docs, "Persistent compilation cache") for this process and
-    the processes it starts, so a program compiled once is read back by later runs (a second ``rl3jax train`` of
-    the same settings skips most of its compile seconds). Folder: ``$RL3JAX_COMPILE_CACHE``, else
-    ``$XDG_CACHE_HOME/rl3jax/xla`` or ``~/.cache/rl3jax/xla``; at most ``COMPILE_CACHE_BYTES``, programs that
-    compiled in ``COMPILE_CACHE_MIN_SECONDS`` or more (JAX's environment variables override both). Off for
-    ``bench`` and the processes it starts (it times compilation) and with ``RL3JAX_COMPILE_CACHE=off``; a
-    ``JAX_COMPILATION_CACHE_DIR`` the user set wins. Returns the folder in use, or None. Must run before JAX compiles anything (``main`` calls it first).
-    ConfigError when ``$RL3JAX_COMPILE_CACHE`` is a folder that cannot be made or written; the default folder
-    failing is a note on stderr and no cache."""
-    jax_config = sys.modules["jax"].config if "jax" in sys.modules else None  # the Python API, tests
-    if environ.get("JAX_COMPILATION_CACHE_DIR") or (jax_config and jax_config.jax_compilation_cache_dir):
-        return environ.get("JAX_COMPILATION_CACHE_DIR") or jax_config.jax_compilation_cache_dir
-    if command == "bench":
-        environ[COMPILE_CACHE_ENV] = "off"
-    given = environ.get(COMPILE_CACHE_ENV, "")
-    if given.lower() == "off":
-        return None
-    path = os.path.expanduser(given) or os.path.join(environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
-                                                      "rl3jax", "xla")
-    try:
-        os.makedirs(path, exist_ok=True)
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise PermissionError(errno.EACCES, "not writable")
-    except OSError as e:
-        if given:
-            raise ConfigError(f"{COMPILE_CACHE_ENV}={given!r}: cannot keep compiled programs there ({e.strerror}); "
-                              f"give a writable folder, or 'off'") from None
-        print(f"note: no compilation cache ({path}: {e.strerror}); set {COMPILE_CACHE_ENV} to a writable folder",
-              file=sys.stderr)
-        return None
-    settings = {"jax_compilation_cache_dir": path, "jax_compilation_cache_max_size": COMPILE_CACHE_BYTES,
-                "jax_persistent_cache_min_compile_time_secs": COMPILE_CACHE_MIN_SECONDS}
-    for name, value in settings.items():  # the environment for the processes this one starts (sweeps, benches)
-        environ.setdefault(name.upper(), str(value))
-        if jax_config:  # applies if nothing has been compiled yet
-            jax_config.update(name, type(value)(environ[name.upper()]))
-    return path
 
 
 def main(argv=None) -> int:

@@ -176,8 +176,8 @@ def job_state(directory: str, job: dict) -> tuple[str, str]:
         lines = [s.strip() for s in read_text(log).splitlines() if s.strip()]
         return "failed", (lines[-1] if lines else "no log") + f" ({log})"
     if holds_run(out):
-        return "stopped", f"{f'by {SIGNAL_CODES[code]} ' if code in SIGNAL_CODES else ''}at checkpoint {step or 0} of "\
-                          f"{iters} (resumable: launch again)"
+        where = f"at checkpoint {step} of {iters}" if step is not None else "before its first checkpoint"
+        return "stopped", f"{f'by {SIGNAL_CODES[code]} ' if code in SIGNAL_CODES else ''}{where} (resumable: launch again)"
     return "planned", ""
 
 

@@ -42,8 +42,8 @@ def add_parser(sub) -> None:
     q = subparser(sub, "launch", "submit the unfinished jobs through submitit")
     q.add_argument("dir", metavar="DIR")
     q.add_argument("--backend", choices=BACKENDS, required=True,
-                   help="slurm: one job array; local: P processes on this machine (waits for them; Ctrl-C or "
-                        "SIGTERM stops every job at the end of its chunk with a checkpoint, and waits for that; a "
+                   help="slurm: one job array; local: P processes on this machine (waits for them; Ctrl-C, "
+                        "SIGTERM or SIGHUP stops every job at the end of its chunk with a checkpoint, and waits for that; a "
                         "second signal kills them at once)")
     q.add_argument("--parallel", type=positive_int, default=1, help="jobs at once (slurm: the array's %%P)")
     q.add_argument("--slurm-partition", default=None, help="slurm: the partition")

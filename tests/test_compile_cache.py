@@ -1,4 +1,4 @@
-"""The CLI's persistent compilation cache (``rl3jax.cli.compile_cache``): where it goes, when it is off, the
+"""The CLI's persistent compilation cache (``rl3jax.compile_cache``): where it goes, when it is off, the
 refusal of an unusable folder, and that a run reading its programs from the cache trains exactly as one that
 compiled them."""
 
@@ -17,7 +17,7 @@ PY = sys.executable
 def _cache_of(command: str, env: dict) -> dict:
     """compile_cache(command) in a fresh process without JAX imported: the folder it returns and the JAX
     variables it leaves in the environment."""
-    code = ("import json, os, sys; from rl3jax.cli import compile_cache; d = compile_cache(sys.argv[1]); "
+    code = ("import json, os, sys; from rl3jax.compile_cache import compile_cache; d = compile_cache(sys.argv[1]); "
             "print(json.dumps({'dir': d, 'env': {k: v for k, v in os.environ.items() if k.startswith(('JAX_', "
             "'RL3JAX_COMPILE'))}, 'jax_imported': 'jax' in sys.modules}))")
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "RL3JAX_COMPILE", "XDG_CACHE"))}

@@ -91,9 +91,9 @@ def build_ours(w: dict):
     from rl3jax.config import TrainConfig
     from rl3jax.trainer import make_train
 
-    if w.get("compile_cache"):  # as `rl3jax train` runs: JAX's persistent compilation cache (rl3jax.cli)
+    if w.get("compile_cache"):  # as `rl3jax train` runs: JAX's persistent compilation cache (rl3jax.compile_cache)
         os.environ["RL3JAX_COMPILE_CACHE"] = w["compile_cache"]
-        from rl3jax.cli import compile_cache
+        from rl3jax.compile_cache import compile_cache
 
         compile_cache("train")
     cfg = TrainConfig(**w["config"])  # run.ours_config

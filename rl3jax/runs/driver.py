@@ -27,7 +27,7 @@ from rl3jax.runs import population
 from rl3jax.runs.checkpoint import Checkpointer
 from rl3jax.runs.metrics import ExternalLoggers, MetricsLog
 from rl3jax.runs.population import Population, make_population, member_state
-from rl3jax.runs.resume import intact, nothing_to_do, report_hint, resume_settings
+from rl3jax.runs.resume import nothing_to_do, report_hint, resume_settings
 from rl3jax.runs.runfiles import (
     COMMITTED,
     CONFIG,
@@ -35,6 +35,7 @@ from rl3jax.runs.runfiles import (
     atomic_write_json,
     check_new_run,
     checkpoint_dir,
+    intact,
     latest_step,
     lock_run,
     release_locks,
@@ -118,6 +119,8 @@ class ChunkLoop:
 
     def when(self) -> str:
         """When a stop asked for now happens (the message of a stop signal)."""
+        if self.it >= self.cfg.iters:
+            return "now: training has finished"
         if self.chunk is None:
             return "before the first chunk (nothing trained yet)" if self.compile_s is None else \
                 "before the next chunk, after writing a checkpoint"
@@ -248,7 +251,8 @@ class _Loop:
     def run(self, resume: bool, progress: bool, tensorboard: bool, wandb_project: str | None,
             max_seconds: float | None):
         """Folders, restore, logs, then the chunk loop to ``cfg.iters``; returns ``train``'s (state, lasts)."""
-        with StopSignals(self.out, lambda: self.chunks.when() if self.chunks else "before the first chunk") as sig:
+        with StopSignals(lambda: self.chunks.when() if self.chunks else "before the first chunk",
+                         lambda: intact(self.out)) as sig:
             state = self.setup(resume, progress, tensorboard, wandb_project)
             stop = lambda: distributed.broadcast_flag(sig.signum is not None)  # noqa: E731
             self.chunks = loop = ChunkLoop(self.cfg, self.start, max_seconds, self.evaluator(), stop)
@@ -263,7 +267,7 @@ class _Loop:
                 name = signal.Signals(sig.signum).name
                 raise TrainingInterrupted(f"stopped by {name} at iteration {loop.it}; {intact(self.out)}",
                                           sig.signum)
-        self.done()
+            self.done()  # a signal now stops nothing: its answer says so (``ChunkLoop.when``)
         return state, self.lasts
 
     def setup(self, resume: bool, progress: bool, tensorboard: bool, wandb_project: str | None):

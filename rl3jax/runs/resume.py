@@ -1,26 +1,24 @@
-"""What a ``--resume`` may change and where it continues (``check_resume``, ``resume_settings``, ``nothing_to_do``,
-``intact``), and the commands the messages print (``command``, ``report_hint``)."""
+"""What a ``--resume`` may change and where it continues (``check_resume``, ``resume_settings``, ``nothing_to_do``)
+and how to report a run (``report_hint``); ``runfiles.command`` and ``runfiles.intact`` say how to resume."""
 
 from __future__ import annotations
 
 import os
-import shlex
-import sys
 
 from rl3jax.config import TrainConfig
 from rl3jax.envs import catalog
 from rl3jax.envs.registry import BUILT_IN
 from rl3jax.runs.checkpoint import RESUMABLE_CHANGES, check_checkpoint_config
-from rl3jax.runs.runfiles import CONFIG, POPULATION, is_member, is_population, latest_step, read_config, read_population
-
-
-def command(*args: str) -> str:
-    """The shell command ``rl3jax ARGS`` as printed in messages: the ``rl3jax`` script beside this Python (e.g.
-    ``.venv/bin/rl3jax``, which need not be on PATH), else ``python -m rl3jax``."""
-    script = os.path.join(os.path.dirname(sys.executable), "rl3jax")
-    exe = [os.path.relpath(script) if not os.path.relpath(script).startswith("..") else script] \
-        if os.path.exists(script) else [sys.executable, "-m", "rl3jax"]
-    return shlex.join([*exe, *args])
+from rl3jax.runs.runfiles import (
+    CONFIG,
+    POPULATION,
+    command,
+    is_member,
+    is_population,
+    latest_step,
+    read_config,
+    read_population,
+)
 
 
 def report_hint(out: str, env: str) -> str:
@@ -80,11 +78,3 @@ def nothing_to_do(cfg: TrainConfig, out: str, seeds: int = 1, sweep: dict | None
     how = (f"pass --iters M (> {step}) to continue" if cfg.ent_schedule == "constant" else
            f"its ent_schedule={cfg.ent_schedule} ends at iteration {step}, so it cannot be continued")
     return f"nothing to do: {out} is at iteration {step} of {cfg.iters}; {how}"
-
-
-def intact(out: str) -> str:
-    """Which checkpoint of ``out`` a ``--resume`` continues from, said truthfully (``runfiles.latest_step``)."""
-    step, again = latest_step(out), command("train", "--out", out, "--resume")
-    if step is None:
-        return f"there is no checkpoint yet (stopped before the first checkpoint): {again} starts the run again from iteration 0"
-    return f"checkpoint step {step} is intact; resume with: {again}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shlex
 import sys
 
 from rl3jax.config import TrainConfig, build, preset
@@ -350,3 +351,23 @@ def training_pid(run_dir: str) -> str | None:
         return os.read(fd, 64).decode(errors="replace").strip() or "unknown"
     finally:
         os.close(fd)
+
+
+def command(*args: str) -> str:
+    """The shell command ``rl3jax ARGS`` as printed in messages: the ``rl3jax`` script beside this Python (e.g.
+    ``.venv/bin/rl3jax``, which need not be on PATH), else ``python -m rl3jax``."""
+    script = os.path.join(os.path.dirname(sys.executable), "rl3jax")
+    exe = [os.path.relpath(script) if not os.path.relpath(script).startswith("..") else script] \
+        if os.path.exists(script) else [sys.executable, "-m", "rl3jax"]
+    return shlex.join([*exe, *args])
+
+
+def intact(out: str) -> str:
+    """What a stopped ``rl3jax train --out out`` left, said truthfully: the checkpoint a ``--resume`` continues
+    from (``latest_step``), a run without one, or nothing of a run."""
+    step, again = latest_step(out), command("train", "--out", out, "--resume")
+    if step is not None:
+        return f"checkpoint step {step} is intact; resume with: {again}"
+    if holds_run(out):
+        return f"there is no checkpoint yet (stopped before the first checkpoint): {again} starts the run again from iteration 0"
+    return "nothing of the run was written yet: start it again with the same command"

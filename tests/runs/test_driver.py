@@ -17,8 +17,7 @@ from rl3jax.runs import driver
 from rl3jax.runs.checkpoint import Checkpointer
 from rl3jax.runs.driver import EVAL_FIELDS, ChunkLoop, HeldOutEvaluator, train
 from rl3jax.runs.population import member_state
-from rl3jax.runs.resume import command
-from rl3jax.runs.runfiles import read_metrics
+from rl3jax.runs.runfiles import command, read_metrics
 from rl3jax.trainer import make_train
 
 TINY = dict(env="bandit", algo="rl2", model="markov", horizon=6, num_envs=4, minibatch_envs=2, epochs=1,

@@ -243,3 +243,49 @@ def test_the_same_signal_twice_at_once_is_one_request_to_stop(tmp_path):
     it = int(err.split("stopped by SIGTERM at iteration ")[1].split(";")[0])
     assert f"SIGTERM: stopping at the end of the current chunk (iteration {it}, " in err, err  # where it landed
     assert runfiles.finished_steps(runfiles.checkpoint_dir(run))[-1] == it
+
+
+def test_a_signal_during_the_setup_stops_before_training_with_nothing_written(tmp_path, capsys, monkeypatch):
+    """A Ctrl-C while `train` sets up (here: during its memory check, after JAX has started) is answered at once
+    and stops the command before training starts: exit 130, nothing of the run written, the handlers restored."""
+    from rl3jax import memory
+    from rl3jax.runs.signals import StopSignals
+
+    def signalled(*a, **k):  # the signal arrives; the watcher thread records it
+        os.kill(os.getpid(), signal.SIGINT)
+        _wait_for(lambda: StopSignals._first is not None, timeout=30)
+
+    monkeypatch.setattr(memory, "check_train_memory", signalled)
+    handler, run = signal.getsignal(signal.SIGINT), str(tmp_path / "run")
+    assert cli_main(["train", *T, "--iters", "4", "--out", run]) == 130
+    err = capsys.readouterr().err
+    assert "SIGINT: stopping before training starts (nothing trained yet)" in err
+    assert "rl3jax train: stopped by SIGINT before training started; nothing of the run was written yet" in err
+    assert not os.path.exists(run) and signal.getsignal(signal.SIGINT) is handler and StopSignals._first is None
+
+
+def _catches(pid: int, sig: int) -> bool:
+    """Whether process ``pid`` has a handler for ``sig`` (Linux: SigCgt in /proc/PID/status)."""
+    with open(f"/proc/{pid}/status") as f:
+        mask = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+    return bool(mask >> (sig - 1) & 1)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads a process's signal handlers from /proc")
+def test_ctrl_c_from_the_commands_first_line_is_never_lost(tmp_path):
+    """From the moment `train` answers signals (SIGHUP caught: its first line, before JAX is imported) a Ctrl-C
+    stops it with 130 and one truthful line, however early: a KeyboardInterrupt raised while JAX started was
+    once lost in a garbage-collection callback and the run trained to its end with status 0."""
+    run = str(tmp_path / "run")
+    p = _train("--iters", "100000", "--set", "chunk_iters=100000", "--out", run)
+    try:
+        _wait_for(lambda: p.poll() is not None or _catches(p.pid, signal.SIGHUP), timeout=120)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    assert p.returncode == 130, err
+    assert "SIGINT: stopping before " in err and "Traceback" not in err and "Exception ignored" not in err, err
+    said = err.split("rl3jax train: stopped by SIGINT ")[1]
+    assert ("nothing of the run was written yet" in said) == (not runfiles.holds_run(run)), err
+    assert runfiles.latest_step(run) is None if runfiles.holds_run(run) else True
