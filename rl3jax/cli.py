@@ -387,7 +387,10 @@ def _run(argv) -> int:
     args = build_parser().parse_args(argv)
     try:
         compile_cache(args.command)
-        return SUBCOMMANDS[args.command][1](args)
+        if args.command not in ("eval", "baselines", "report", "render"):  # train, sweep: their own; bench: children
+            return SUBCOMMANDS[args.command][1](args)
+        with StopSignals(None, lambda: f"rl3jax {args.command} leaves no partial file (each is written whole)"):
+            return SUBCOMMANDS[args.command][1](args)  # a Ctrl-C, once lost in JAX's start, ends it at once
     except BrokenPipeError:
         raise  # main's
     except KeyboardInterrupt as e:  # training says which checkpoint (if any) is intact

@@ -30,6 +30,7 @@ class StopSignals:
     import, a compile or a compiled computation (where Python's own KeyboardInterrupt can be lost: one raised in
     a garbage-collection callback is only printed as ignored).
 
+    ``when=None``: the first signal ends the process at once, as the second does (commands with nothing to save).
     Nested instances share one record: the CLI's, entered at the command's start, answers until the command ends;
     the driver's, inside it, sees a signal that came during the setup and gives its own ``when`` and ``intact``."""
 
@@ -38,7 +39,7 @@ class StopSignals:
     _stack: list[StopSignals] = []  # the entered instances, innermost last
     _first: tuple[int, float] | None = None  # (signal number, monotonic time) of the first signal
 
-    def __init__(self, when: Callable[[], str], intact: Callable[[], str]):
+    def __init__(self, when: Callable[[], str] | None, intact: Callable[[], str]):
         self.when, self.intact = when, intact
 
     @property
@@ -64,6 +65,9 @@ class StopSignals:
             if not StopSignals._stack:  # the outermost is leaving
                 continue
             inner, name = StopSignals._stack[-1], signal.Signals(data[0]).name
+            if inner.when is None:  # nothing to stop cleanly: at once
+                print(f"\n{name}: stopping at once; {inner.intact()}", file=sys.stderr, flush=True)
+                os._exit(128 + data[0])
             if StopSignals._first is None:
                 StopSignals._first = data[0], time.monotonic()
                 print(f"\n{name}: stopping {inner.when()}; a second Ctrl-C (or signal) aborts at once",

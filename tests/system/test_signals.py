@@ -289,3 +289,22 @@ def test_ctrl_c_from_the_commands_first_line_is_never_lost(tmp_path):
     said = err.split("rl3jax train: stopped by SIGINT ")[1]
     assert ("nothing of the run was written yet" in said) == (not runfiles.holds_run(run)), err
     assert runfiles.latest_step(run) is None if runfiles.holds_run(run) else True
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads a process's signal handlers from /proc")
+def test_ctrl_c_ends_an_evaluation_at_once_from_its_first_line(tmp_path):
+    """eval (as baselines, report, render: nothing to save) ends at once on a Ctrl-C from the moment it answers
+    signals, before JAX is imported: exit 130, one line, no traceback, the --json file not written."""
+    out = str(tmp_path / "ev.json")
+    p = subprocess.Popen([sys.executable, "-m", "rl3jax", "eval", "--policy", "random", "--env", "mdp", "--horizon",
+                          "100", "--episodes", "1000000", "--json", out], cwd=ROOT, env=child_env(JAX_PLATFORMS="cpu"),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: p.poll() is not None or _catches(p.pid, signal.SIGHUP), timeout=120)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 130, err
+    assert err.strip() == "SIGINT: stopping at once; rl3jax eval leaves no partial file (each is written whole)", err
+    assert not os.path.exists(out)
