@@ -271,6 +271,16 @@ def _catches(pid: int, sig: int) -> bool:
     return bool(mask >> (sig - 1) & 1)
 
 
+def _ctrl_c_once_answering(p: subprocess.Popen) -> str:
+    """SIGINT to ``p`` once it answers signals (SIGHUP caught); its stderr."""
+    try:
+        _wait_for(lambda: p.poll() is not None or _catches(p.pid, signal.SIGHUP), timeout=120)
+        p.send_signal(signal.SIGINT)
+        return p.communicate(timeout=120)[1]
+    finally:
+        p.kill()
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads a process's signal handlers from /proc")
 def test_ctrl_c_from_the_commands_first_line_is_never_lost(tmp_path):
     """From the moment `train` answers signals (SIGHUP caught: its first line, before JAX is imported) a Ctrl-C
@@ -278,12 +288,7 @@ def test_ctrl_c_from_the_commands_first_line_is_never_lost(tmp_path):
     once lost in a garbage-collection callback and the run trained to its end with status 0."""
     run = str(tmp_path / "run")
     p = _train("--iters", "100000", "--set", "chunk_iters=100000", "--out", run)
-    try:
-        _wait_for(lambda: p.poll() is not None or _catches(p.pid, signal.SIGHUP), timeout=120)
-        p.send_signal(signal.SIGINT)
-        _, err = p.communicate(timeout=120)
-    finally:
-        p.kill()
+    err = _ctrl_c_once_answering(p)
     assert p.returncode == 130, err
     assert "SIGINT: stopping before " in err and "Traceback" not in err and "Exception ignored" not in err, err
     said = err.split("rl3jax train: stopped by SIGINT ")[1]
@@ -299,12 +304,7 @@ def test_ctrl_c_ends_an_evaluation_at_once_from_its_first_line(tmp_path):
     p = subprocess.Popen([sys.executable, "-m", "rl3jax", "eval", "--policy", "random", "--env", "mdp", "--horizon",
                           "100", "--episodes", "1000000", "--json", out], cwd=ROOT, env=child_env(JAX_PLATFORMS="cpu"),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_for(lambda: p.poll() is not None or _catches(p.pid, signal.SIGHUP), timeout=120)
-        p.send_signal(signal.SIGINT)
-        _, err = p.communicate(timeout=60)
-    finally:
-        p.kill()
+    err = _ctrl_c_once_answering(p)
     assert p.returncode == 130, err
     assert err.strip() == "SIGINT: stopping at once; rl3jax eval leaves no partial file (each is written whole)", err
     assert not os.path.exists(out)
