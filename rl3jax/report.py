@@ -416,7 +416,8 @@ def make_report(paths: list[str], out: str, episodes: int = 1000, variant: str |
                        "normalised_ci_low": normalise(lo, ref), "normalised_ci_high": normalise(hi, ref)}
     label = {i: g["label"] for g in groups for i in g["runs"]}
     res_runs = [{"run": r.path, "name": r.name, "group": label[i], "algo": r.cfg.algo, "model": r.cfg.model,
-                 "gru_hidden": r.cfg.gru_hidden if r.cfg.model == "gru" else None, "iteration": r.iteration, "seed": r.cfg.seed, "train_variant": r.cfg.variant,
+                 "gru_hidden": r.cfg.gru_hidden if r.cfg.model == "gru" else None, "iteration": r.iteration,
+                 "seed": r.cfg.seed, "train_variant": r.cfg.variant,
                  **{m: {**evals[i][m], "normalised": normalise(evals[i][m]["mean_return"], ref)} for m in POLICY_MODES}}
                 for i, r in enumerate(runs)]
     res = {"env": env, "variant": variant, "horizon": horizon, "episodes": episodes, "runs": res_runs,
