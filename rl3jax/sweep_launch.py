@@ -24,13 +24,13 @@ import time
 from rl3jax.config import ConfigError, TrainConfig
 from rl3jax.outputs import atomic_write, atomic_write_json
 from rl3jax.runs.runfiles import holds_run, latest_step
+from rl3jax.runs.signals import StopSignals
 from rl3jax.sweep import CLUSTER_EXTRA, LAUNCH, LOGS, job_dir, job_of, job_state, read_plan, read_text, status
 
 BACKENDS = ("local", "slurm")
-#: the signals that stop a local launch and its workers, as they stop ``rl3jax train`` (``rl3jax.runs.signals``)
-SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-#: the same signal again within this many seconds is the first one delivered twice (``runs.signals.StopSignals``)
-REPEAT_S = 1.0
+#: the signals that stop a local launch and its workers, as they stop ``rl3jax train``; the same one again within
+#: ``REPEAT_S`` seconds is the first delivered twice
+SIGNALS, REPEAT_S = StopSignals.SIGNALS, StopSignals.REPEAT_S
 #: a ``local`` job's time limit when no --time is given (submitit's own default is 2 minutes)
 LOCAL_MINUTES = 7 * 24 * 60
 
