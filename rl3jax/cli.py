@@ -389,7 +389,7 @@ def _run(argv) -> int:
         compile_cache(args.command)
         if args.command not in ("eval", "baselines", "report", "render"):  # train, sweep: their own; bench: children
             return SUBCOMMANDS[args.command][1](args)
-        with StopSignals(None, lambda: f"rl3jax {args.command} leaves no partial file (each is written whole)"):
+        with StopSignals(None, lambda: f"each file of rl3jax {args.command} is whole or not written"):
             return SUBCOMMANDS[args.command][1](args)  # a Ctrl-C, once lost in JAX's start, ends it at once
     except BrokenPipeError:
         raise  # main's

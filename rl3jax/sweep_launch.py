@@ -210,7 +210,7 @@ class _LocalStop:
     SIGKILL and raises ``KeyboardInterrupt`` with ``signum`` (the CLI exits 128 + signum)."""
 
     def __init__(self, subs: list):
-        self.subs, self.signum, self.abort, self.sent = subs, None, None, set()
+        self.subs, self.signum, self.abort, self.reached = subs, None, None, set()  # job ids whose worker had it
 
     def _on_signal(self, signum, _frame) -> None:
         if self.signum is None:
@@ -246,12 +246,15 @@ class _LocalStop:
         return self.signum
 
     def _forward(self) -> None:
-        """The stop signal to every worker (a controller's child) that has not had it yet."""
-        children = _children()
-        for pid in [p for s in self.subs for p in children.get(int(s.job_id), []) if p not in self.sent]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, self.signum)
-            self.sent.add(pid)
+        """The stop signal, once, to each running worker (its controller's child) as soon as it is seen; no scan of
+        ``/proc`` once every worker has had it."""
+        waiting = [s for s in self.subs if s.job_id not in self.reached and not s.done()]
+        children = _children() if waiting else {}
+        for s in waiting:
+            for pid in children.get(int(s.job_id), []):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, self.signum)
+                self.reached.add(s.job_id)
 
     def _kill(self) -> None:
         """SIGKILL to every process of every worker (controller, worker, job); raises ``KeyboardInterrupt``."""

@@ -283,9 +283,10 @@ def _ctrl_c_once_answering(p: subprocess.Popen) -> str:
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads a process's signal handlers from /proc")
 def test_ctrl_c_from_the_commands_first_line_is_never_lost(tmp_path):
-    """From the moment `train` answers signals (SIGHUP caught: its first line, before JAX is imported) a Ctrl-C
-    stops it with 130 and one truthful line, however early: a KeyboardInterrupt raised while JAX started was
-    once lost in a garbage-collection callback and the run trained to its end with status 0."""
+    """End to end, as early as `train` answers signals (SIGHUP caught): a Ctrl-C stops it with 130, one truthful
+    line about what was written, no traceback and no "Exception ignored" (a KeyboardInterrupt raised while JAX
+    started was once lost so, and the run trained to its end with status 0). Where the answer lands depends on
+    the machine's pace, so this does not pin the setup phase; the in-process test above does."""
     run = str(tmp_path / "run")
     p = _train("--iters", "100000", "--set", "chunk_iters=100000", "--out", run)
     err = _ctrl_c_once_answering(p)
@@ -306,5 +307,5 @@ def test_ctrl_c_ends_an_evaluation_at_once_from_its_first_line(tmp_path):
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     err = _ctrl_c_once_answering(p)
     assert p.returncode == 130, err
-    assert err.strip() == "SIGINT: stopping at once; rl3jax eval leaves no partial file (each is written whole)", err
+    assert err.strip() == "SIGINT: stopping at once; each file of rl3jax eval is whole or not written", err
     assert not os.path.exists(out)
